@@ -2,3 +2,4 @@
 //!
 //! The pipeline is text -> AST with spans -> typed instructions -> stages ->
 //! stage graph, one module per step.
+pub mod mount;
