@@ -3,3 +3,4 @@
 //! The pipeline is text -> AST with spans -> typed instructions -> stages ->
 //! stage graph, one module per step.
 pub mod mount;
+pub mod values;
