@@ -2,5 +2,6 @@
 //!
 //! The pipeline is text -> AST with spans -> typed instructions -> stages ->
 //! stage graph, one module per step.
+pub mod dockerignore;
 pub mod mount;
 pub mod values;
