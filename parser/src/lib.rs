@@ -2,3 +2,5 @@
 //!
 //! The pipeline is text -> AST with spans -> typed instructions -> stages ->
 //! stage graph, one module per step.
+
+pub mod shell;
