@@ -2,21 +2,16 @@
 //! does.
 //!
 //! The pipeline is text -> AST with spans ([`ast`]) -> typed instructions
-//! grouped in stages ([`instructions`]) -> build plan with variables
-//! expanded and the stage graph resolved ([`plan`]). Beside it:
-//! [`shell`] (variable expansion), [`dockerignore`], [`mount`] (RUN flags)
-//! and [`values`] (image references, durations, ports, signals, chmod,
-//! platforms).
+//! grouped in stages -> build plan with variables expanded and the stage
+//! graph resolved.
 
 pub mod ast;
 pub mod dockerignore;
 mod error;
-pub mod instructions;
 pub mod mount;
-pub mod plan;
 pub mod shell;
 mod source;
 pub mod values;
 
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorDetails, ErrorKind};
 pub use source::{SourceLines, Span};

@@ -469,6 +469,10 @@ impl<'a> State<'a> {
                 self.operator(start, &name, op, modifier, null_is_unset)
             }
             Some('/') => self.substitute(start, &name),
+            // BuildKit reports `${name` at the end of input as an
+            // "unsupported modifier (\u{fffd})"; the missing brace is what
+            // the user needs to hear.
+            None => Err(err(ShellErrorKind::MissingBrace)),
             _ => Err(err(ShellErrorKind::UnsupportedModifier(modifier))),
         }
     }
