@@ -2,12 +2,13 @@
 //! does.
 //!
 //! The pipeline is text -> AST with spans ([`ast`]) -> typed instructions
-//! grouped in stages -> build plan with variables expanded and the stage
-//! graph resolved.
+//! grouped in stages ([`instructions`]) -> build plan with variables
+//! expanded and the stage graph resolved.
 
 pub mod ast;
 pub mod dockerignore;
 mod error;
+pub mod instructions;
 pub mod mount;
 pub mod shell;
 mod source;

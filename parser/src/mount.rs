@@ -165,6 +165,17 @@ pub enum NetworkMode {
     Host,
 }
 
+impl NetworkMode {
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Default => "default",
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+        }
+    }
+}
+
 /// The value of `RUN --security`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -174,6 +185,16 @@ pub enum SecurityMode {
     Sandbox,
     /// `insecure`: run with elevated privileges.
     Insecure,
+}
+
+impl SecurityMode {
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityMode::Sandbox => "sandbox",
+            SecurityMode::Insecure => "insecure",
+        }
+    }
 }
 
 /// Why a `--mount` value's CSV record could not be read. Columns are 1-based
