@@ -3,13 +3,17 @@
 //!
 //! The pipeline is text -> AST with spans ([`ast`]) -> typed instructions
 //! grouped in stages ([`instructions`]) -> build plan with variables
-//! expanded and the stage graph resolved.
+//! expanded and the stage graph resolved ([`plan`]). Beside it:
+//! [`shell`] (variable expansion), [`dockerignore`], [`mount`] (RUN flags)
+//! and [`values`] (image references, durations, ports, signals, chmod,
+//! platforms).
 
 pub mod ast;
 pub mod dockerignore;
 mod error;
 pub mod instructions;
 pub mod mount;
+pub mod plan;
 pub mod shell;
 mod source;
 pub mod values;

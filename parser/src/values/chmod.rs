@@ -59,6 +59,22 @@ pub enum Chmod {
     Symbolic(SymbolicMode),
 }
 
+impl fmt::Display for Chmod {
+    /// Octal modes as octal digits (`755`), symbolic modes as written.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Octal(bits) => write!(f, "{bits:o}"),
+            Self::Symbolic(symbolic) => f.write_str(symbolic.as_str()),
+        }
+    }
+}
+
+impl serde::Serialize for Chmod {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl Chmod {
     /// The permission bits a copied file or directory ends up with, given
     /// its current mode. Bits above `0o7777` (the file type) are kept.

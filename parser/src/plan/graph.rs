@@ -1,0 +1,470 @@
+//! The stage graph: bases, `COPY --from` and `RUN --mount from=` edges,
+//! cycle detection and `--target` pruning.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use super::Environment;
+use super::expand::expand_word;
+use crate::ast::{Dockerfile, Warning};
+use crate::error::{Error, ErrorKind};
+use crate::instructions::{Instruction, InstructionKind, Stage};
+use crate::shell::Lexer;
+use crate::source::Span;
+use crate::values::{Platform, parse_normalized_named, parse_platform};
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Base {
+    /// `FROM scratch`.
+    Scratch,
+    /// An earlier stage.
+    Stage {
+        /// Its index.
+        index: usize,
+    },
+    /// An image.
+    Image {
+        /// Normalised reference (`docker.io/library/alpine:latest`).
+        reference: String,
+    },
+}
+
+/// Where `COPY --from` or `RUN --mount from=` takes files from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Source {
+    /// A stage of this Dockerfile.
+    Stage {
+        /// Its index.
+        index: usize,
+    },
+    /// An image.
+    Image {
+        /// Normalised reference.
+        reference: String,
+    },
+    /// `scratch`: nothing.
+    Scratch,
+}
+
+/// Why one stage needs another stage or an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependencyKind {
+    /// `FROM`.
+    Base,
+    /// `COPY --from`.
+    CopyFrom,
+    /// `RUN --mount from=`.
+    MountFrom,
+}
+
+/// An edge of the stage graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    /// What is needed.
+    pub source: Source,
+    /// How.
+    pub kind: DependencyKind,
+    /// The instruction that needs it.
+    pub span: Span,
+    /// Whether it comes from an ONBUILD trigger of the base.
+    pub onbuild: bool,
+}
+
+/// The resolved graph.
+pub(crate) struct Graph {
+    pub bases: Vec<Base>,
+    pub platforms: Vec<Option<Platform>>,
+    /// Edges other than the base, per stage.
+    pub deps: Vec<Vec<Dependency>>,
+    /// Resolved `COPY --from` per (stage, instruction index).
+    pub copy_sources: HashMap<(usize, usize), Source>,
+    /// Resolved mount `from` per (stage, instruction index, mount index).
+    pub mount_sources: HashMap<(usize, usize, usize), Source>,
+}
+
+/// The display name BuildKit uses in messages: the name or `stage-N`.
+pub(crate) fn stage_label(stage: &Stage) -> String {
+    stage
+        .name()
+        .map_or_else(|| format!("stage-{}", stage.index), str::to_owned)
+}
+
+/// Resolves a `--from` / `from=` value (BuildKit's `toCommand`).
+pub(crate) fn resolve_source(
+    df: &Dockerfile,
+    stages: &[Stage],
+    value: &str,
+    span: Span,
+) -> Result<Source, Error> {
+    if let Some(index) = go_atoi(value) {
+        return match usize::try_from(index).ok().filter(|&i| i < stages.len()) {
+            Some(i) => Ok(Source::Stage { index: i }),
+            None => Err(df
+                .error(
+                    span,
+                    ErrorKind::InvalidStageIndex {
+                        index: index.to_string(),
+                    },
+                )
+                .expecting(format!(
+                    "a stage index from 0 to {}",
+                    stages.len().saturating_sub(1)
+                ))),
+        };
+    }
+    let lower = value.to_lowercase();
+    if let Some(stage) = stages.iter().find(|s| s.name() == Some(lower.as_str())) {
+        return Ok(Source::Stage { index: stage.index });
+    }
+    if value == "scratch" {
+        return Ok(Source::Scratch);
+    }
+    image_reference(df, value, span).map(|reference| Source::Image { reference })
+}
+
+/// Go's `strconv.Atoi`: an optional sign and decimal digits, in range.
+fn go_atoi(value: &str) -> Option<i64> {
+    let digits = value.strip_prefix(['+', '-']).unwrap_or(value);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// `reference.ParseNormalizedNamed` then `TagNameOnly`.
+pub(crate) fn image_reference(df: &Dockerfile, name: &str, span: Span) -> Result<String, Error> {
+    parse_normalized_named(name)
+        .map(|r| r.tag_name_only().to_string())
+        .map_err(|e| {
+            df.error(
+                span,
+                ErrorKind::InvalidBaseName {
+                    name: name.to_owned(),
+                    message: e.to_string(),
+                },
+            )
+            .expecting("an image reference such as alpine:3.20 or registry.example.com/team/app:1, or a stage name")
+        })
+}
+
+impl Graph {
+    /// Resolves bases (with global ARGs), platforms and `--from` edges of
+    /// every stage, then checks for cycles.
+    pub fn build(
+        df: &Dockerfile,
+        stages: &[Stage],
+        globals: &Environment,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Graph, Error> {
+        let lexer = Lexer::new(df.escape);
+        let mut graph = Graph {
+            bases: Vec::new(),
+            platforms: Vec::new(),
+            deps: vec![Vec::new(); stages.len()],
+            copy_sources: HashMap::new(),
+            mount_sources: HashMap::new(),
+        };
+        for stage in stages {
+            let Some(from) = stage.from_args() else {
+                continue;
+            };
+            let expanded = expand_word(df, &lexer, &from.image, globals)?;
+            if expanded.value.is_empty() {
+                return Err(df
+                    .error(
+                        from.image.span,
+                        ErrorKind::BlankBaseName {
+                            raw: from.image.value.clone(),
+                        },
+                    )
+                    .expecting("an image name (is a build argument unset?)"));
+            }
+            let name = expanded.value;
+            // BuildKit matches the expanded name against earlier stage
+            // names exactly (stage names are stored lowercase).
+            let earlier = stages
+                .iter()
+                .take(stage.index)
+                .find(|s| s.name() == Some(name.as_str()));
+            let base = if let Some(earlier) = earlier {
+                Base::Stage {
+                    index: earlier.index,
+                }
+            } else if name == "scratch" {
+                Base::Scratch
+            } else {
+                if let Some(later) = stages
+                    .iter()
+                    .skip(stage.index)
+                    .find(|s| s.name() == Some(name.to_lowercase().as_str()))
+                {
+                    warnings.push(Warning {
+                        rule: "FromLaterStage",
+                        message: format!(
+                            "FROM {name} names the image {name}, not the stage defined later on line {}",
+                            later.from.start_line
+                        ),
+                        span: from.image.span,
+                    });
+                }
+                Base::Image {
+                    reference: image_reference(df, &name, from.image.span)?,
+                }
+            };
+            graph.bases.push(base);
+            let platform = match &from.platform {
+                None => None,
+                Some(word) => {
+                    let value = expand_word(df, &lexer, word, globals)?.value;
+                    if value.is_empty() {
+                        return Err(df
+                            .error(
+                                word.span,
+                                ErrorKind::EmptyPlatform {
+                                    raw: word.value.clone(),
+                                },
+                            )
+                            .expecting("a platform such as linux/amd64"));
+                    }
+                    Some(parse_platform(&value).map_err(|e| {
+                        df.error(
+                            word.span,
+                            ErrorKind::InvalidPlatform {
+                                raw: word.value.clone(),
+                                message: e.to_string(),
+                            },
+                        )
+                        .expecting("a platform such as linux/amd64 or linux/arm64/v8")
+                    })?)
+                }
+            };
+            graph.platforms.push(platform);
+        }
+        for stage in stages {
+            for (position, instruction) in stage.instructions.iter().enumerate() {
+                for Edge {
+                    mount,
+                    source,
+                    kind,
+                    span,
+                } in instruction_sources(df, stages, instruction)?
+                {
+                    match mount {
+                        None => graph
+                            .copy_sources
+                            .insert((stage.index, position), source.clone()),
+                        Some(m) => graph
+                            .mount_sources
+                            .insert((stage.index, position, m), source.clone()),
+                    };
+                    graph.deps[stage.index].push(Dependency {
+                        source,
+                        kind,
+                        span,
+                        onbuild: false,
+                    });
+                }
+            }
+        }
+        graph.check_cycles(df, stages)?;
+        Ok(graph)
+    }
+
+    /// BuildKit's `validateCircularDependency` over `--from` edges.
+    fn check_cycles(&self, df: &Dockerfile, stages: &[Stage]) -> Result<(), Error> {
+        // 0 = unvisited, 1 = on the current path, 2 = done
+        let mut state = vec![0u8; stages.len()];
+        for start in 0..stages.len() {
+            if state[start] != 0 {
+                continue;
+            }
+            // iterative DFS: (stage, next edge index)
+            let mut stack = vec![(start, 0usize)];
+            state[start] = 1;
+            while let Some(&mut (node, ref mut edge)) = stack.last_mut() {
+                let next = self.deps[node]
+                    .get(*edge)
+                    .map(|d| (d.source.clone(), d.span));
+                *edge += 1;
+                match next {
+                    Some((Source::Stage { index }, span)) => match state[index] {
+                        0 => {
+                            state[index] = 1;
+                            stack.push((index, 0));
+                        }
+                        1 => {
+                            return Err(df
+                                .error(
+                                    span,
+                                    ErrorKind::CircularDependency {
+                                        stage: stage_label(&stages[start]),
+                                    },
+                                )
+                                .expecting(
+                                    "--from to name a stage that does not depend on this one",
+                                ));
+                        }
+                        _ => {}
+                    },
+                    Some(_) => {}
+                    None => {
+                        state[node] = 2;
+                        stack.pop();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stages `target` needs, itself included.
+    pub fn needed(&self, target: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![target];
+        while let Some(stage) = todo.pop() {
+            if !seen.insert(stage) {
+                continue;
+            }
+            if let Some(Base::Stage { index }) = self.bases.get(stage) {
+                todo.push(*index);
+            }
+            for dep in self.deps.get(stage).into_iter().flatten() {
+                if let Source::Stage { index } = dep.source {
+                    todo.push(index);
+                }
+            }
+        }
+        seen
+    }
+
+    /// Needed stages in an order where everything comes after what it
+    /// needs (all edges point to earlier stages once checked).
+    pub fn build_order(&self, target: usize) -> Vec<usize> {
+        self.needed(target).into_iter().collect()
+    }
+
+    /// Images the needed stages use, in first-use order.
+    pub fn external_images(stages: &[super::PlannedStage]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for stage in stages.iter().filter(|s| s.needed) {
+            let mut push = |r: &String| {
+                if !out.contains(r) {
+                    out.push(r.clone());
+                }
+            };
+            if let Base::Image { reference } = &stage.base {
+                push(reference);
+            }
+            for dep in &stage.dependencies {
+                if let Source::Image { reference } = &dep.source {
+                    push(reference);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A `--from` edge of one instruction.
+pub(crate) struct Edge {
+    /// The mount index, or `None` for `COPY --from`.
+    pub mount: Option<usize>,
+    pub source: Source,
+    pub kind: DependencyKind,
+    pub span: Span,
+}
+
+/// The `--from` edges of one instruction.
+pub(crate) fn instruction_sources(
+    df: &Dockerfile,
+    stages: &[Stage],
+    instruction: &Instruction,
+) -> Result<Vec<Edge>, Error> {
+    let mut out = Vec::new();
+    match &instruction.kind {
+        InstructionKind::Copy(copy) => {
+            if let Some(from) = &copy.from {
+                if from.value.contains('$') {
+                    return Err(df.error(from.span, ErrorKind::FromVariable).expecting(
+                        "a stage name, stage index or image reference without variables",
+                    ));
+                }
+                if !from.value.is_empty() {
+                    let source = resolve_source(df, stages, &from.value, from.span)?;
+                    out.push(Edge {
+                        mount: None,
+                        source,
+                        kind: DependencyKind::CopyFrom,
+                        span: from.span,
+                    });
+                }
+            }
+        }
+        InstructionKind::Run(run) => {
+            for (i, mount) in run.mounts.iter().enumerate() {
+                if let Some(from) = &mount.from {
+                    let source = resolve_source(df, stages, from, mount.raw.span)?;
+                    out.push(Edge {
+                        mount: Some(i),
+                        source,
+                        kind: DependencyKind::MountFrom,
+                        span: mount.raw.span,
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
+/// The stage `--target` names, or the last one.
+pub(crate) fn find_target(
+    df: &Dockerfile,
+    stages: &[Stage],
+    target: Option<&str>,
+) -> Result<usize, Error> {
+    let Some(name) = target else {
+        return Ok(stages.len().saturating_sub(1));
+    };
+    let lower = name.to_lowercase();
+    if let Some(stage) = stages.iter().find(|s| s.name() == Some(lower.as_str())) {
+        return Ok(stage.index);
+    }
+    let names: Vec<&str> = stages.iter().filter_map(Stage::name).collect();
+    let span = stages.first().map_or(Span::point(1, 1), |s| s.from.span);
+    Err(df
+        .error(
+            span,
+            ErrorKind::TargetNotFound {
+                name: name.to_owned(),
+            },
+        )
+        .expecting(if names.is_empty() {
+            "no --target: this Dockerfile has no named stages".to_owned()
+        } else {
+            format!("--target to be one of: {}", names.join(", "))
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_atoi;
+
+    #[test]
+    fn atoi_like_go() {
+        assert_eq!(go_atoi("0"), Some(0));
+        assert_eq!(go_atoi("+3"), Some(3));
+        assert_eq!(go_atoi("-1"), Some(-1));
+        assert_eq!(go_atoi("007"), Some(7));
+        assert_eq!(go_atoi("1a"), None);
+        assert_eq!(go_atoi(""), None);
+        assert_eq!(go_atoi("-"), None);
+        assert_eq!(go_atoi("99999999999999999999"), None);
+    }
+}

@@ -1,0 +1,536 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::ast;
+
+fn options(args: &[(&str, &str)], target: Option<&str>) -> PlanOptions<'static> {
+    PlanOptions {
+        build_args: args
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        target: target.map(str::to_owned),
+        target_platform: Some(Platform::parse("linux/arm64").unwrap()),
+        build_platform: Some(Platform::parse("linux/amd64").unwrap()),
+        base_images: None,
+    }
+}
+
+fn plan_with(text: &str, options: &PlanOptions<'_>) -> Plan {
+    let df = ast::parse("Dockerfile", text).unwrap();
+    plan(&df, options).unwrap_or_else(|e| panic!("{}", e.render()))
+}
+
+fn plan_of(text: &str) -> Plan {
+    plan_with(text, &options(&[], None))
+}
+
+fn error_with(text: &str, options: &PlanOptions<'_>) -> String {
+    let df = ast::parse("Dockerfile", text).unwrap();
+    plan(&df, options).unwrap_err().to_string()
+}
+
+fn error(text: &str) -> String {
+    error_with(text, &options(&[], None))
+}
+
+/// The steps of the target stage.
+fn steps(plan: &Plan) -> &[Step] {
+    &plan.stages[plan.target].steps
+}
+
+fn env_pairs(step: &Step) -> Vec<(String, String)> {
+    match &step.kind {
+        StepKind::Env { pairs } | StepKind::Label { pairs } => pairs.clone(),
+        other => panic!("not ENV/LABEL: {other:?}"),
+    }
+}
+
+fn pair(k: &str, v: &str) -> (String, String) {
+    (k.to_owned(), v.to_owned())
+}
+
+fn workdir(step: &Step) -> &str {
+    match &step.kind {
+        StepKind::Workdir { path } => path,
+        other => panic!("not WORKDIR: {other:?}"),
+    }
+}
+
+fn copy(step: &Step) -> &FileCopy {
+    match &step.kind {
+        StepKind::Copy(c) | StepKind::Add(c) => c,
+        other => panic!("not COPY/ADD: {other:?}"),
+    }
+}
+
+#[test]
+fn global_args_feed_from_and_need_redeclaring_in_stages() {
+    let text = "ARG TAG=3.20\nARG IMG=alpine\nFROM ${IMG}:${TAG} AS base\nENV A=${TAG}:x\nARG TAG\nENV B=${TAG}\n";
+    let p = plan_of(text);
+    assert_eq!(p.external_images, vec!["docker.io/library/alpine:3.20"]);
+    assert_eq!(env_pairs(&steps(&p)[0]), vec![pair("A", ":x")]);
+    assert_eq!(env_pairs(&steps(&p)[2]), vec![pair("B", "3.20")]);
+    // build args override global defaults
+    let p = plan_with(text, &options(&[("TAG", "edge")], None));
+    assert_eq!(p.external_images, vec!["docker.io/library/alpine:edge"]);
+    assert_eq!(env_pairs(&steps(&p)[2]), vec![pair("B", "edge")]);
+}
+
+#[test]
+fn arg_scope_defaults_overrides_and_env_precedence() {
+    let text = "FROM scratch
+WORKDIR ${U:-/fallback}
+ARG U
+WORKDIR /$U
+ARG V=default
+ENV V=from-env
+WORKDIR /$V
+ARG W=${V}-w
+ENV X=$W
+";
+    let p = plan_of(text);
+    let s = steps(&p);
+    assert_eq!(workdir(&s[0]), "/fallback");
+    assert_eq!(workdir(&s[2]), "/");
+    assert_eq!(workdir(&s[5]), "/from-env");
+    assert_eq!(env_pairs(&s[7]), vec![pair("X", "from-env-w")]);
+    let p = plan_with(text, &options(&[("U", "given"), ("V", "cli")], None));
+    let s = steps(&p);
+    assert_eq!(workdir(&s[2]), "/given");
+    // ENV set after the ARG wins over the build arg
+    assert_eq!(workdir(&s[5]), "/from-env");
+    assert!(p.unused_build_args.is_empty());
+    let p = plan_with(text, &options(&[("NOPE", "1"), ("HTTP_PROXY", "x")], None));
+    assert_eq!(p.unused_build_args, vec!["NOPE"]);
+}
+
+#[test]
+fn env_pairs_see_the_environment_before_the_instruction() {
+    let p = plan_of("FROM scratch\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n");
+    let s = steps(&p);
+    assert_eq!(
+        env_pairs(&s[1]),
+        vec![pair("abc", "bye"), pair("def", "hello")]
+    );
+    assert_eq!(env_pairs(&s[2]), vec![pair("ghi", "bye")]);
+    // quotes and escapes are processed at expansion
+    let p = plan_of("FROM scratch\nENV a=\"x y\" b='$z' c=p\\ q\nLABEL \"k k\"=v\n");
+    let s = steps(&p);
+    assert_eq!(
+        env_pairs(&s[0]),
+        vec![pair("a", "x y"), pair("b", "$z"), pair("c", "p q")]
+    );
+    assert_eq!(env_pairs(&s[1]), vec![pair("k k", "v")]);
+}
+
+#[test]
+fn default_path_is_set_and_extendable() {
+    let p = plan_of("FROM scratch\nENV PATH=$PATH:/opt/bin\n");
+    assert_eq!(
+        env_pairs(&steps(&p)[0]),
+        vec![pair("PATH", &format!("{DEFAULT_PATH}:/opt/bin"))]
+    );
+}
+
+#[test]
+fn predefined_platform_args() {
+    let text = "FROM --platform=$BUILDPLATFORM scratch AS b\nARG TARGETARCH\nARG BUILDOS\nENV T=$TARGETARCH B=$BUILDOS P=$TARGETPLATFORM\n";
+    let p = plan_of(text);
+    assert_eq!(
+        p.stages[0].platform.as_ref().unwrap().to_string(),
+        "linux/amd64"
+    );
+    assert_eq!(
+        env_pairs(&steps(&p)[2]),
+        vec![pair("T", "arm64"), pair("B", "linux"), pair("P", "")]
+    );
+    let globals: BTreeMap<_, _> = p.global_args.iter().cloned().collect();
+    assert_eq!(globals["TARGETPLATFORM"], "linux/arm64");
+    assert_eq!(globals["BUILDARCH"], "amd64");
+    assert_eq!(globals["TARGETVARIANT"], "");
+}
+
+#[test]
+fn stage_graph_and_target_pruning() {
+    let text = "FROM alpine AS base
+RUN echo base
+FROM busybox AS tools
+FROM base AS build
+RUN --mount=type=bind,from=tools,target=/t make
+COPY --from=0 /a /a
+FROM golang AS unused
+RUN go version
+FROM scratch AS final
+COPY --from=build /out /out
+COPY --from=nginx:1 /etc/nginx /etc/nginx
+";
+    let p = plan_of(text);
+    assert_eq!(p.target, 4);
+    assert_eq!(p.build_order, vec![0, 1, 2, 4]);
+    assert!(!p.stages[3].needed);
+    assert!(p.stages[3].steps.is_empty());
+    assert_eq!(p.stages[2].base, Base::Stage { index: 0 });
+    assert_eq!(p.stages[4].base, Base::Scratch);
+    assert_eq!(
+        p.external_images,
+        vec![
+            "docker.io/library/alpine:latest",
+            "docker.io/library/busybox:latest",
+            "docker.io/library/nginx:1"
+        ]
+    );
+    let kinds: Vec<_> = p.stages[2]
+        .dependencies
+        .iter()
+        .map(|d| (d.kind, d.source.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (DependencyKind::Base, Source::Stage { index: 0 }),
+            (DependencyKind::MountFrom, Source::Stage { index: 1 }),
+            (DependencyKind::CopyFrom, Source::Stage { index: 0 }),
+        ]
+    );
+    // --target prunes to what the target needs
+    let p = plan_with(text, &options(&[], Some("unused")));
+    assert_eq!(p.build_order, vec![3]);
+    assert_eq!(p.external_images, vec!["docker.io/library/golang:latest"]);
+}
+
+#[test]
+fn forward_references_are_errors_when_needed() {
+    let text = "FROM alpine AS build\nRUN --mount=type=bind,from=tools,target=/t make\nFROM busybox AS tools\n";
+    assert_eq!(
+        error_with(text, &options(&[], Some("build"))),
+        "Dockerfile:2:13: cannot mount from stage \"tools\" to \"/t\", stage needs to be defined before current command"
+    );
+    let text = "FROM alpine AS a\nCOPY --from=b /x /x\nFROM busybox AS b\n";
+    assert_eq!(
+        error_with(text, &options(&[], Some("a"))),
+        "Dockerfile:2:13: cannot copy from stage \"b\", it needs to be defined before current stage \"a\""
+    );
+    let text =
+        "FROM alpine\nCOPY --from=1 /x /x\nFROM busybox\nFROM scratch\nCOPY --from=0 /x /x\n";
+    assert_eq!(
+        error_with(text, &options(&[], None)),
+        "Dockerfile:2:13: cannot copy from stage \"1\", it needs to be defined before current stage \"stage-0\""
+    );
+    // not needed for the target: BuildKit never looks at it
+    let text = "FROM alpine AS a\nCOPY --from=b /x /x\nFROM busybox AS b\nRUN true\n";
+    assert_eq!(plan_of(text).build_order, vec![1]);
+}
+
+#[test]
+fn graph_errors() {
+    assert_eq!(
+        error("FROM busybox AS stage0\nCOPY --from=stage0 f1 /sub/\n"),
+        "Dockerfile:2:13: circular dependency detected on stage: stage0"
+    );
+    assert_eq!(
+        error(
+            "FROM busybox AS stage0\nCOPY --from=stage2 f1 /sub/\nFROM busybox AS stage1\nCOPY --from=stage0 f2 /sub/\nFROM busybox AS stage2\nCOPY --from=stage1 f2 /sub/\n"
+        ),
+        "Dockerfile:4:13: circular dependency detected on stage: stage0"
+    );
+    assert_eq!(
+        error("FROM a\nCOPY --from=5 x y\n"),
+        "Dockerfile:2:13: invalid stage index 5"
+    );
+    assert_eq!(
+        error("FROM a\nCOPY --from=-1 x y\n"),
+        "Dockerfile:2:13: invalid stage index -1"
+    );
+    assert_eq!(
+        error("FROM a AS x\nFROM b AS X\n"),
+        "Dockerfile:2:11: Duplicate stage name \"x\", stage names should be unique"
+    );
+    assert_eq!(
+        error("ARG S=a\nFROM a\nCOPY --from=$S x y\n"),
+        "Dockerfile:3:13: 'from' doesn't support variable expansion, define alias stage instead"
+    );
+    assert_eq!(
+        error("FROM a\nRUN --mount=from=${S},target=/x true\n"),
+        "Dockerfile:2:13: 'from' doesn't support variable expansion, define alias stage instead"
+    );
+    assert_eq!(
+        error_with(
+            "FROM a AS one\nFROM b AS two\n",
+            &options(&[], Some("three"))
+        ),
+        "Dockerfile:1:1: target stage \"three\" could not be found"
+    );
+    assert_eq!(
+        error("ARG A=1\nARG B=2\n"),
+        "Dockerfile:2:1: dockerfile contains no stages to build"
+    );
+}
+
+#[test]
+fn target_is_case_insensitive_and_names_are_lowercased() {
+    let p = plan_with(
+        "FROM a AS Build\nFROM b\nCOPY --from=BUILD x y\n",
+        &options(&[], Some("BUILD")),
+    );
+    assert_eq!(p.target, 0);
+    assert_eq!(p.stages[0].name.as_deref(), Some("build"));
+    let p = plan_of("FROM a AS Build\nFROM b\nCOPY --from=BUILD x y\n");
+    assert_eq!(copy(&steps(&p)[0]).from, Some(Source::Stage { index: 0 }));
+}
+
+#[test]
+fn from_bases_and_references() {
+    assert_eq!(
+        error("FROM Alpine\n"),
+        "Dockerfile:1:6: failed to parse stage name \"Alpine\": invalid reference format: repository name (library/Alpine) must be lowercase"
+    );
+    assert_eq!(
+        error("ARG IMG\nFROM $IMG\n"),
+        "Dockerfile:2:6: base name ($IMG) should not be blank"
+    );
+    assert_eq!(
+        error("FROM a:b:c\n"),
+        "Dockerfile:1:6: failed to parse stage name \"a:b:c\": invalid reference format"
+    );
+    assert_eq!(
+        error("FROM ${X:?required}\n"),
+        "Dockerfile:1:6: X: required"
+    );
+    let p = plan_of(
+        "FROM localhost:5000/team/app:1@sha256:0123456789012345678901234567890123456789012345678901234567890123\n",
+    );
+    assert_eq!(
+        p.external_images,
+        vec![
+            "localhost:5000/team/app:1@sha256:0123456789012345678901234567890123456789012345678901234567890123"
+        ]
+    );
+    // a FROM naming a later stage is an image, as in BuildKit, with a warning
+    let p = plan_of("FROM later AS first\nFROM busybox AS later\n");
+    assert_eq!(
+        p.stages[0].base,
+        Base::Image {
+            reference: "docker.io/library/later:latest".into()
+        }
+    );
+    assert!(p.warnings.iter().any(|w| w.rule == "FromLaterStage"));
+    assert_eq!(
+        error("FROM --platform=$NOPE a\n"),
+        "Dockerfile:1:17: empty platform value from expression $NOPE"
+    );
+    assert_eq!(
+        error("FROM --platform=bogus a\n"),
+        "Dockerfile:1:17: failed to parse platform bogus: \"bogus\": unknown operating system or architecture: invalid argument"
+    );
+}
+
+#[test]
+fn values_are_validated_after_expansion() {
+    assert_eq!(
+        error("FROM a\nARG M=999\nCOPY --chmod=$M x y\n"),
+        "Dockerfile:3:14: invalid chmod parameter: '999'. it should be octal string and between 0 and 07777"
+    );
+    assert_eq!(
+        error("FROM a\nEXPOSE 80/xyz\n"),
+        "Dockerfile:2:8: invalid proto: xyz"
+    );
+    assert_eq!(
+        error("FROM a\nEXPOSE 99999\n"),
+        "Dockerfile:2:8: invalid containerPort: 99999"
+    );
+    assert_eq!(
+        error("FROM a\nSTOPSIGNAL SIGBOGUS\n"),
+        "Dockerfile:2:12: invalid signal: SIGBOGUS"
+    );
+    assert_eq!(
+        error("FROM a\nCOPY http://x/y /z\n"),
+        "Dockerfile:2:6: source can't be a URL for COPY"
+    );
+    assert_eq!(
+        error("FROM a\nADD --checksum=sha256:abc a b /c\n"),
+        "Dockerfile:2:16: checksum can't be specified for multiple sources"
+    );
+    assert_eq!(
+        error("FROM a\nADD --checksum=sha256:abc a /c\n"),
+        "Dockerfile:2:16: checksum can't be specified for non-HTTP(S) sources"
+    );
+    assert!(
+        error("FROM a\nADD --checksum=sha256:abc https://x/y /c\n")
+            .contains("invalid checksum digest")
+    );
+    assert_eq!(
+        error("FROM a\nRUN --mount=type=bogus x\n"),
+        "Dockerfile:2:13: unsupported mount type \"bogus\""
+    );
+    assert_eq!(
+        error("FROM a\nARG T=bogus\nRUN --mount=type=$T x\n"),
+        "Dockerfile:3:13: unsupported mount type \"bogus\""
+    );
+    assert_eq!(
+        error("FROM a\nENV A=${B:?required}\n"),
+        "Dockerfile:2:7: B: required"
+    );
+    assert_eq!(
+        error("FROM a\nWORKDIR ${oops\n"),
+        "Dockerfile:2:9: syntax error: missing '}'"
+    );
+}
+
+#[test]
+fn expose_splits_words_and_canonicalises() {
+    let p = plan_of("FROM a\nENV PORTS=\"8080 9090/udp\"\nEXPOSE $PORTS 80 8000-8001\n");
+    let StepKind::Expose { ports } = &steps(&p)[1].kind else {
+        panic!()
+    };
+    assert_eq!(
+        ports,
+        &vec!["80/tcp", "8000/tcp", "8001/tcp", "8080/tcp", "9090/udp"]
+    );
+}
+
+#[test]
+fn copy_and_add_expand_their_words() {
+    let p = plan_of(
+        "FROM a\nARG SRC=app DEST=/opt OWNER=1000 MODE=u+x\nWORKDIR /w\nCOPY --chown=$OWNER --chmod=$MODE --exclude=*.$SRC ${SRC}/ $DEST/\nCOPY <<EOF <<'RAW' rel/\nv=$SRC\nEOF\nv=$SRC\nRAW\nADD --unpack=true --checksum=sha256:0123456789012345678901234567890123456789012345678901234567890123 https://example.com/x.tgz /x\n",
+    );
+    let s = steps(&p);
+    let c = copy(&s[2]);
+    assert_eq!(c.sources, vec!["app/"]);
+    assert_eq!(c.dest, "/opt/");
+    assert_eq!(c.chown.as_deref(), Some("1000"));
+    assert_eq!(c.chmod.as_ref().unwrap().to_string(), "u+x");
+    assert_eq!(c.excludes, vec!["*.app"]);
+    assert_eq!(c.workdir, "/w");
+    let c = copy(&s[3]);
+    assert_eq!(c.inline[0].content, "v=app\n");
+    assert_eq!(c.inline[1].content, "v=$SRC\n");
+    let c = copy(&s[4]);
+    assert!(c.is_add);
+    assert_eq!(c.unpack, Some(true));
+}
+
+#[test]
+fn run_commands_use_the_shell_and_heredocs() {
+    let p = plan_of(
+        "FROM a\nRUN echo $HOME\nSHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]\nRUN echo two\nRUN [\"ls\", \"-l\"]\nRUN <<EOF\necho a\nEOF\nCMD run me\nENTRYPOINT [\"tini\"]\n",
+    );
+    let argv = |i: usize| match &steps(&p)[i].kind {
+        StepKind::Run { argv, .. } | StepKind::Cmd { argv } | StepKind::Entrypoint { argv } => {
+            argv.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(argv(0), vec!["/bin/sh", "-c", "echo $HOME"]);
+    assert_eq!(
+        argv(2),
+        vec!["/bin/bash", "-o", "pipefail", "-c", "echo two"]
+    );
+    assert_eq!(argv(3), vec!["ls", "-l"]);
+    assert_eq!(
+        argv(4),
+        vec!["/bin/bash", "-o", "pipefail", "-c", "echo a\n"]
+    );
+    assert_eq!(argv(5), vec!["/bin/bash", "-o", "pipefail", "-c", "run me"]);
+    assert_eq!(argv(6), vec!["tini"]);
+}
+
+#[test]
+fn run_mounts_are_expanded() {
+    let p = plan_of(
+        "FROM a AS tools\nFROM b\nARG CACHE=/root/.cache\nRUN --mount=type=cache,target=$CACHE,id=c1 --mount=from=tools,target=/t --network=none true\n",
+    );
+    let StepKind::Run {
+        mounts, network, ..
+    } = &steps(&p)[1].kind
+    else {
+        panic!()
+    };
+    assert_eq!(mounts[0].mount.target.as_deref(), Some("/root/.cache"));
+    assert_eq!(mounts[0].mount.cache_id.as_deref(), Some("c1"));
+    assert_eq!(mounts[1].source, Some(Source::Stage { index: 0 }));
+    assert_eq!(*network, NetworkMode::None);
+}
+
+#[test]
+fn workdir_user_volume_stopsignal() {
+    let p = plan_of(
+        "FROM a\nWORKDIR app\nWORKDIR ../lib\nENV U=nobody\nUSER $U:$U\nVOLUME [\"/data\", \"$U\"]\nSTOPSIGNAL ${SIG:-SIGQUIT}\n",
+    );
+    let s = steps(&p);
+    assert_eq!(workdir(&s[0]), "/app");
+    assert_eq!(workdir(&s[1]), "/lib");
+    assert!(matches!(&s[3].kind, StepKind::User { user } if user == "nobody:nobody"));
+    assert!(
+        matches!(&s[4].kind, StepKind::Volume { paths } if paths == &vec!["/data".to_owned(), "nobody".to_owned()])
+    );
+    assert!(matches!(&s[5].kind, StepKind::Stopsignal { signal } if signal == "SIGQUIT"));
+}
+
+#[test]
+fn onbuild_triggers_of_a_base_stage_run_first() {
+    let text = "FROM a AS base\nONBUILD RUN echo trigger\nONBUILD COPY --from=tools /t /t\nFROM b AS tools\nFROM base AS app\nRUN echo app\nFROM app\n";
+    let p = plan_with(text, &options(&[], Some("app")));
+    let app = &p.stages[2];
+    assert!(app.steps[0].onbuild && app.steps[1].onbuild);
+    assert!(!app.steps[2].onbuild);
+    assert!(
+        app.dependencies
+            .iter()
+            .any(|d| d.onbuild && d.source == Source::Stage { index: 1 })
+    );
+    assert_eq!(p.build_order, vec![0, 1, 2]);
+    // grandchildren do not run them again
+    let p = plan_of(text);
+    assert!(p.stages[3].steps.is_empty());
+}
+
+struct Configs;
+
+impl BaseImages for Configs {
+    fn config(&self, reference: &str) -> Option<BaseConfig> {
+        (reference == "docker.io/library/golang:1").then(|| BaseConfig {
+            env: vec!["GOPATH=/go".into(), "PATH=/go/bin:/usr/bin".into()],
+            working_dir: "/go".into(),
+            user: "gopher".into(),
+            shell: vec![],
+            on_build: vec!["RUN echo from-image".into()],
+        })
+    }
+}
+
+#[test]
+fn base_image_configs_feed_expansion_and_triggers() {
+    let mut o = options(&[], None);
+    o.base_images = Some(&Configs);
+    let p = plan_with(
+        "FROM golang:1\nWORKDIR src\nENV P=$PATH G=$GOPATH\nRUN x\n",
+        &o,
+    );
+    let s = steps(&p);
+    assert!(s[0].onbuild);
+    assert_eq!(workdir(&s[1]), "/go/src");
+    assert_eq!(
+        env_pairs(&s[2]),
+        vec![pair("P", "/go/bin:/usr/bin"), pair("G", "/go")]
+    );
+    let StepKind::Run { user, workdir, .. } = &s[3].kind else {
+        panic!()
+    };
+    assert_eq!((user.as_str(), workdir.as_str()), ("gopher", "/go/src"));
+}
+
+#[test]
+fn undefined_variables_are_warned() {
+    let p = plan_of("FROM scratch\nARG DECLARED\nENV A=$NOPE B=$DECLARED\n");
+    let undefined: Vec<_> = p
+        .warnings
+        .iter()
+        .filter(|w| w.rule == "UndefinedVar")
+        .map(|w| w.message.clone())
+        .collect();
+    assert_eq!(undefined, vec!["Usage of undefined variable '$NOPE'"]);
+    // with an unknown base image environment nothing is claimed
+    let p = plan_of("FROM alpine\nENV A=$NOPE\n");
+    assert!(p.warnings.iter().all(|w| w.rule != "UndefinedVar"));
+}
