@@ -1,0 +1,3 @@
+#!/bin/sh
+# Prints a greeting built from the first argument.
+echo "$1 from a kiln build"
