@@ -64,9 +64,15 @@ impl Error {
         }))
     }
 
+    /// An error at `span` of `text` (a file that is not a Dockerfile, such
+    /// as a `.dockerignore`, reported the same way).
+    pub fn located(file: &str, text: &str, span: Span, kind: ErrorKind) -> Self {
+        Error::new(file, &SourceLines::new(text), span, kind)
+    }
+
     /// Adds what was expected.
     #[must_use]
-    pub(crate) fn expecting(mut self, expected: impl Into<String>) -> Self {
+    pub fn expecting(mut self, expected: impl Into<String>) -> Self {
         self.0.expected = Some(expected.into());
         self
     }

@@ -91,9 +91,15 @@ fn read_dockerfile(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
             .context("failed to read the Dockerfile from stdin")?;
         return Ok(("-".to_owned(), bytes));
     }
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("failed to read Dockerfile {}", path.display()))?;
-    Ok((path.display().to_string(), bytes))
+    // `./Dockerfile` reads better as `Dockerfile` in messages.
+    let name = display_path(path);
+    let bytes = std::fs::read(path).with_context(|| format!("failed to read Dockerfile {name:?}"))?;
+    Ok((name, bytes))
+}
+
+/// A path as the user would write it (`./x` as `x`).
+fn display_path(path: &Path) -> String {
+    path.strip_prefix(".").unwrap_or(path).display().to_string()
 }
 
 /// Runs `kiln parse`.
@@ -173,13 +179,25 @@ fn ignore_patterns(
     let Some(path) = dockerignore::find_ignore_file(context, dockerfile) else {
         return Ok((None, Vec::new()));
     };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("failed to read {}", path.display()))?;
-    let patterns = dockerignore::parse_ignore_file(&text)
-        .with_context(|| format!("invalid ignore file {}", path.display()))?;
-    dockerignore::PatternMatcher::new(&patterns)
-        .with_context(|| format!("invalid pattern in {}", path.display()))?;
+    let name = display_path(&path);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("failed to read {name}"))?;
+    let patterns = dockerignore::parse_ignore_file(&text).map_err(|e| ignore_error(&name, &text, &e))?;
+    dockerignore::PatternMatcher::new(&patterns).map_err(|e| ignore_error(&name, &text, &e))?;
     Ok((Some(path), patterns))
+}
+
+/// An ignore-file error located at its line, rendered like parser errors.
+fn ignore_error(name: &str, text: &str, error: &dockerignore::DockerignoreError) -> anyhow::Error {
+    let line = error.line().unwrap_or(1);
+    let width = kiln_parser::SourceLines::new(text).line(line).chars().count();
+    let located = kiln_parser::Error::located(
+        name,
+        text,
+        kiln_parser::Span { line, column: 1, width: width.max(1) },
+        kiln_parser::ErrorKind::InvalidValue { message: error.to_string() },
+    )
+    .expecting("a .dockerignore pattern such as node_modules, *.log or !keep.log");
+    anyhow::Error::new(located)
 }
 
 /// A word printed bare when it is plain, JSON-quoted otherwise.
@@ -253,7 +271,7 @@ fn copy_line(plan: &Plan, name: &str, copy: &FileCopy) -> String {
         let _ = write!(line, " {}", quote(source));
     }
     for inline in &copy.inline {
-        let _ = write!(line, " <<{}({} bytes)", inline.name, inline.content.len());
+        let _ = write!(line, " <<{} ({} bytes)", inline.name, inline.content.len());
     }
     let _ = write!(line, " {}", quote(&copy.dest));
     if !copy.dest.starts_with('/') {
@@ -380,10 +398,11 @@ pub fn render_plan(
     }
     let _ = writeln!(
         out,
-        "Target: {} ({} stages, {} needed)",
+        "Target: {} ({} of {} stage{} needed)",
         stage_label(plan, plan.target),
+        plan.build_order.len(),
         plan.stages.len(),
-        plan.build_order.len()
+        if plan.stages.len() == 1 { "" } else { "s" }
     );
     let order: Vec<String> = plan
         .build_order
