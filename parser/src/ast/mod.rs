@@ -164,6 +164,7 @@ impl Dockerfile {
                     },
                     ErrorKind::InvalidCheckDirective { message },
                 )
+                .expecting("# check=skip=<checks|all>;error=<true|false>")
             }),
         }
     }

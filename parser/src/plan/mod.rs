@@ -97,6 +97,10 @@ pub struct Plan {
     pub external_images: Vec<String>,
     /// `--build-arg` names no ARG declares.
     pub unused_build_args: Vec<String>,
+    /// Proxy build args (`HTTP_PROXY`, `no_proxy`, ...): every RUN gets
+    /// them in its environment without an ARG, and they stay out of the
+    /// image history and cache keys, as in Docker.
+    pub proxy_env: Vec<(String, String)>,
     /// Warnings (undefined variables, empty continuation lines, ...).
     pub warnings: Vec<Warning>,
 }
@@ -349,6 +353,12 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions<'_>) -> Result<Plan, Error> {
         .cloned()
         .collect();
     let global_args = globals.vars().to_vec();
+    let proxy_env = options
+        .build_args
+        .iter()
+        .filter(|(k, _)| PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     Ok(Plan {
         file: df.file.clone(),
         global_args,
@@ -357,6 +367,7 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions<'_>) -> Result<Plan, Error> {
         build_order,
         external_images,
         unused_build_args,
+        proxy_env,
         warnings,
     })
 }

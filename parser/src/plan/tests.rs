@@ -101,8 +101,18 @@ ENV X=$W
     // ENV set after the ARG wins over the build arg
     assert_eq!(workdir(&s[5]), "/from-env");
     assert!(p.unused_build_args.is_empty());
-    let p = plan_with(text, &options(&[("NOPE", "1"), ("HTTP_PROXY", "x")], None));
+    let p = plan_with(
+        text,
+        &options(
+            &[("NOPE", "1"), ("HTTP_PROXY", "x"), ("no_proxy", "y")],
+            None,
+        ),
+    );
     assert_eq!(p.unused_build_args, vec!["NOPE"]);
+    assert_eq!(
+        p.proxy_env,
+        vec![pair("HTTP_PROXY", "x"), pair("no_proxy", "y")]
+    );
 }
 
 #[test]
