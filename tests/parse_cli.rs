@@ -12,7 +12,6 @@
 //! `KILN_BLESS=1` rewrites the expected files from the actual output (then
 //! review the diff).
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
-#![expect(clippy::panic, reason = "test harness reports mismatches by panicking")]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,7 +45,11 @@ fn golden_cases() {
             Err(_) => vec!["parse".to_owned(), ".".to_owned()],
         };
         let mut command = Command::cargo_bin("kiln").unwrap();
-        command.current_dir(case).args(&args).env_remove("KILN_ROOT").env_remove("KILN_LOG");
+        command
+            .current_dir(case)
+            .args(&args)
+            .env_remove("KILN_ROOT")
+            .env_remove("KILN_LOG");
         if let Ok(stdin) = fs::read(case.join("stdin")) {
             command.write_stdin(stdin);
         }
@@ -72,21 +75,33 @@ fn golden_cases() {
         }
         let want_stdout = read_or_empty(&case.join("stdout"));
         let want_stderr = read_or_empty(&case.join("stderr"));
-        let want_status: i32 = read_or_empty(&case.join("status")).trim().parse().unwrap_or(0);
+        let want_status: i32 = read_or_empty(&case.join("status"))
+            .trim()
+            .parse()
+            .unwrap_or(0);
         let name = case.file_name().unwrap().to_string_lossy();
         if stdout != want_stdout {
-            failures.push(format!("{name}: stdout\n--- expected\n{want_stdout}--- got\n{stdout}"));
+            failures.push(format!(
+                "{name}: stdout\n--- expected\n{want_stdout}--- got\n{stdout}"
+            ));
         }
         if stderr != want_stderr {
-            failures.push(format!("{name}: stderr\n--- expected\n{want_stderr}--- got\n{stderr}"));
+            failures.push(format!(
+                "{name}: stderr\n--- expected\n{want_stderr}--- got\n{stderr}"
+            ));
         }
         if status != want_status {
-            failures.push(format!("{name}: exit status {status}, expected {want_status}"));
+            failures.push(format!(
+                "{name}: exit status {status}, expected {want_status}"
+            ));
         }
     }
-    if !failures.is_empty() {
-        panic!("{} mismatches:\n\n{}", failures.len(), failures.join("\n\n"));
-    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -117,7 +132,11 @@ fn json_plan_is_valid_json_with_expanded_values() {
         .arg(&case)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let stages = value["plan"]["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 2);
