@@ -106,13 +106,21 @@ fn golden_cases() {
 
 #[test]
 fn version_and_help() {
-    let out = Command::cargo_bin("kiln").unwrap().arg("--version").output().unwrap();
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("kiln {}\n", env!("CARGO_PKG_VERSION"))
     );
-    let out = Command::cargo_bin("kiln").unwrap().arg("--help").output().unwrap();
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("parse"), "{help}");
     assert!(help.contains("--root <DIR>"), "{help}");

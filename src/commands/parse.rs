@@ -93,7 +93,8 @@ fn read_dockerfile(path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
     }
     // `./Dockerfile` reads better as `Dockerfile` in messages.
     let name = display_path(path);
-    let bytes = std::fs::read(path).with_context(|| format!("failed to read Dockerfile {name:?}"))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("failed to read Dockerfile {name:?}"))?;
     Ok((name, bytes))
 }
 
@@ -181,7 +182,8 @@ fn ignore_patterns(
     };
     let name = display_path(&path);
     let text = std::fs::read_to_string(&path).with_context(|| format!("failed to read {name}"))?;
-    let patterns = dockerignore::parse_ignore_file(&text).map_err(|e| ignore_error(&name, &text, &e))?;
+    let patterns =
+        dockerignore::parse_ignore_file(&text).map_err(|e| ignore_error(&name, &text, &e))?;
     dockerignore::PatternMatcher::new(&patterns).map_err(|e| ignore_error(&name, &text, &e))?;
     Ok((Some(path), patterns))
 }
@@ -189,12 +191,21 @@ fn ignore_patterns(
 /// An ignore-file error located at its line, rendered like parser errors.
 fn ignore_error(name: &str, text: &str, error: &dockerignore::DockerignoreError) -> anyhow::Error {
     let line = error.line().unwrap_or(1);
-    let width = kiln_parser::SourceLines::new(text).line(line).chars().count();
+    let width = kiln_parser::SourceLines::new(text)
+        .line(line)
+        .chars()
+        .count();
     let located = kiln_parser::Error::located(
         name,
         text,
-        kiln_parser::Span { line, column: 1, width: width.max(1) },
-        kiln_parser::ErrorKind::InvalidValue { message: error.to_string() },
+        kiln_parser::Span {
+            line,
+            column: 1,
+            width: width.max(1),
+        },
+        kiln_parser::ErrorKind::InvalidValue {
+            message: error.to_string(),
+        },
     )
     .expecting("a .dockerignore pattern such as node_modules, *.log or !keep.log");
     anyhow::Error::new(located)

@@ -241,7 +241,7 @@ impl<'a> Planner<'a> {
                 from_code: stage.from.code.clone(),
                 span: stage.from.span,
                 steps,
-                instructions: stage.instructions.clone(),
+                instructions: Vec::new(),
             });
         }
         Ok(planned)
@@ -250,16 +250,11 @@ impl<'a> Planner<'a> {
     /// Resolved sources of one instruction: COPY --from at key `None`,
     /// mounts at `Some(i)`.
     fn sources_of(&self, stage: usize, position: usize) -> BTreeMap<Option<usize>, Source> {
-        let mut out = BTreeMap::new();
-        if let Some(s) = self.graph.copy_sources.get(&(stage, position)) {
-            out.insert(None, s.clone());
-        }
-        for ((st, pos, m), s) in &self.graph.mount_sources {
-            if *st == stage && *pos == position {
-                out.insert(Some(*m), s.clone());
-            }
-        }
-        out
+        self.graph
+            .sources
+            .get(&(stage, position))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn base_config(&self, reference: &str) -> Option<BaseConfig> {
@@ -484,9 +479,8 @@ impl<'a> Planner<'a> {
             InstructionKind::Run(run) => {
                 let mut mounts = Vec::new();
                 for (i, flag) in run.mounts.iter().enumerate() {
-                    let env = scope.env.clone();
-                    let lexer = self.lexer.clone();
-                    let mut expander = |s: &str| lexer.process_word(s, &env).map(|e| e.value);
+                    let (lexer, env) = (&self.lexer, &scope.env);
+                    let mut expander = |s: &str| lexer.process_word(s, env).map(|e| e.value);
                     let mount =
                         mount::parse_mount(&flag.raw.value, &mut expander).map_err(|e| {
                             let span = e.span().map_or(flag.raw.span, |s| {

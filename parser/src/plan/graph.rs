@@ -1,7 +1,7 @@
 //! The stage graph: bases, `COPY --from` and `RUN --mount from=` edges,
 //! cycle detection and `--target` pruning.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -81,10 +81,9 @@ pub(crate) struct Graph {
     pub platforms: Vec<Option<Platform>>,
     /// Edges other than the base, per stage.
     pub deps: Vec<Vec<Dependency>>,
-    /// Resolved `COPY --from` per (stage, instruction index).
-    pub copy_sources: HashMap<(usize, usize), Source>,
-    /// Resolved mount `from` per (stage, instruction index, mount index).
-    pub mount_sources: HashMap<(usize, usize, usize), Source>,
+    /// Resolved `--from` sources per (stage, instruction index): key
+    /// `None` for `COPY --from`, `Some(i)` for the i-th mount.
+    pub sources: HashMap<(usize, usize), BTreeMap<Option<usize>, Source>>,
 }
 
 /// The display name BuildKit uses in messages: the name or `stage-N`.
@@ -166,8 +165,7 @@ impl Graph {
             bases: Vec::new(),
             platforms: Vec::new(),
             deps: vec![Vec::new(); stages.len()],
-            copy_sources: HashMap::new(),
-            mount_sources: HashMap::new(),
+            sources: HashMap::new(),
         };
         for stage in stages {
             let Some(from) = stage.from_args() else {
@@ -254,14 +252,11 @@ impl Graph {
                     span,
                 } in instruction_sources(df, stages, instruction)?
                 {
-                    match mount {
-                        None => graph
-                            .copy_sources
-                            .insert((stage.index, position), source.clone()),
-                        Some(m) => graph
-                            .mount_sources
-                            .insert((stage.index, position, m), source.clone()),
-                    };
+                    graph
+                        .sources
+                        .entry((stage.index, position))
+                        .or_default()
+                        .insert(mount, source.clone());
                     graph.deps[stage.index].push(Dependency {
                         source,
                         kind,

@@ -342,7 +342,11 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions<'_>) -> Result<Plan, Error> {
     let mut graph = graph::Graph::build(df, &parsed.stages, &globals, &mut warnings)?;
     let target = graph::find_target(df, &parsed.stages, options.target.as_deref())?;
     let mut planner = expand::Planner::new(df, options, &globals, &mut graph, &mut warnings);
-    let stages = planner.run(&parsed.stages, target, &mut declared)?;
+    let mut stages = planner.run(&parsed.stages, target, &mut declared)?;
+    // Hand the typed instructions over instead of cloning them.
+    for (planned, stage) in stages.iter_mut().zip(parsed.stages) {
+        planned.instructions = stage.instructions;
+    }
     let build_order = graph.build_order(target);
     let external_images = graph::Graph::external_images(&stages);
 
