@@ -11,6 +11,7 @@
 pub mod ast;
 pub mod dockerignore;
 mod error;
+mod golang;
 pub mod instructions;
 pub mod mount;
 pub mod plan;

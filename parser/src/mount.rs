@@ -12,9 +12,7 @@
 
 use std::convert::Infallible;
 use std::fmt::{self, Write as _};
-use std::sync::LazyLock;
 
-use regex::Regex;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -288,7 +286,7 @@ pub enum MountError<E> {
         error: E,
     },
     /// `type=` names no mount type.
-    #[error("unsupported mount type {}{}", go_quote(value), did_you_mean(*suggestion))]
+    #[error("unsupported mount type {}{}", crate::golang::quote(value), did_you_mean(*suggestion))]
     UnsupportedType {
         /// The value, expanded.
         value: String,
@@ -308,7 +306,7 @@ pub enum MountError<E> {
         span: Span,
     },
     /// `sharing=` names no sharing mode.
-    #[error("unsupported sharing value {}{}", go_quote(value), did_you_mean(*suggestion))]
+    #[error("unsupported sharing value {}{}", crate::golang::quote(value), did_you_mean(*suggestion))]
     UnsupportedSharing {
         /// The value, expanded.
         value: String,
@@ -415,7 +413,7 @@ pub enum MountDispatchError {
     #[error("ssh does not support source")]
     SshSource,
     /// The mount point resolves to the root directory.
-    #[error("invalid mount target {}", go_quote(target))]
+    #[error("invalid mount target {}", crate::golang::quote(target))]
     InvalidTarget {
         /// The resolved target.
         target: String,
@@ -427,13 +425,13 @@ pub enum MountDispatchError {
 #[non_exhaustive]
 pub enum RunFlagError {
     /// `--network` is not `default`, `none` or `host`.
-    #[error("invalid network mode {}", go_quote(value))]
+    #[error("invalid network mode {}", crate::golang::quote(value))]
     InvalidNetwork {
         /// The value as given.
         value: String,
     },
     /// `--security` is not `sandbox` or `insecure`.
-    #[error("security {} is not valid", go_quote(value))]
+    #[error("security {} is not valid", crate::golang::quote(value))]
     InvalidSecurity {
         /// The value as given.
         value: String,
@@ -500,7 +498,7 @@ pub fn parse_mount_deferred(value: &str) -> Result<DeferredMount, MountError<Inf
         let Some((key, val)) = field.text.split_once('=') else {
             continue;
         };
-        if go_lower(key) != "from" {
+        if crate::golang::to_lower(key) != "from" {
             continue;
         }
         if val.find('$').is_some_and(|i| i + 1 != val.len()) {
@@ -527,10 +525,10 @@ pub fn parse_mount<E>(
     for field in &fields {
         let span = field.span;
         let Some((raw_key, raw_value)) = field.text.split_once('=') else {
-            b.apply_flag(go_lower(&field.text), field)?;
+            b.apply_flag(crate::golang::to_lower(&field.text), field)?;
             continue;
         };
-        let key = go_lower(raw_key);
+        let key = crate::golang::to_lower(raw_key);
         let value = match expand(raw_value) {
             Ok(v) => v,
             Err(error) => return Err(MountError::Expand { key, span, error }),
@@ -747,7 +745,7 @@ impl MountBuilder {
 
 /// `type=`: matched case-insensitively; the suggestion uses the value as given.
 fn parse_type<E>(value: String, span: Span) -> Result<MountType, MountError<E>> {
-    let lower = go_lower(&value);
+    let lower = crate::golang::to_lower(&value);
     if let Some(t) = MountType::ALL.into_iter().find(|t| t.as_str() == lower) {
         return Ok(t);
     }
@@ -761,7 +759,7 @@ fn parse_type<E>(value: String, span: Span) -> Result<MountType, MountError<E>> 
 
 /// `sharing=`: matched case-insensitively; the suggestion uses the value as given.
 fn parse_sharing<E>(value: String, span: Span) -> Result<CacheSharing, MountError<E>> {
-    let lower = go_lower(&value);
+    let lower = crate::golang::to_lower(&value);
     if let Some(s) = CacheSharing::ALL.into_iter().find(|s| s.as_str() == lower) {
         return Ok(s);
     }
@@ -774,7 +772,7 @@ fn parse_sharing<E>(value: String, span: Span) -> Result<CacheSharing, MountErro
 }
 
 fn parse_bool_field<E>(key: String, value: String, span: Span) -> Result<bool, MountError<E>> {
-    go_parse_bool(&value).ok_or(MountError::InvalidValue { key, value, span })
+    crate::golang::parse_bool(&value).ok_or(MountError::InvalidValue { key, value, span })
 }
 
 fn parse_number_field<E>(
@@ -783,7 +781,10 @@ fn parse_number_field<E>(
     base: u32,
     span: Span,
 ) -> Result<u32, MountError<E>> {
-    go_parse_u32(&value, base).ok_or(MountError::InvalidNumber { key, value, span })
+    crate::golang::parse_uint(&value, base, 32)
+        .ok()
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or(MountError::InvalidNumber { key, value, span })
 }
 
 impl Mount {
@@ -794,7 +795,11 @@ impl Mount {
         self.source
             .clone()
             .or_else(|| self.cache_id.clone())
-            .or_else(|| self.target.as_deref().map(|t| go_path_base(t).to_owned()))
+            .or_else(|| {
+                self.target
+                    .as_deref()
+                    .map(|t| crate::golang::path_base(t).to_owned())
+            })
     }
 
     /// Where a secret is mounted as a file: `target`, else
@@ -805,7 +810,7 @@ impl Mount {
             return self.target.clone();
         }
         self.secret_id()
-            .map(|id| format!("/run/secrets/{}", go_path_base(&id)))
+            .map(|id| format!("/run/secrets/{}", crate::golang::path_base(&id)))
     }
 
     /// The SSH agent id `BuildKit` requests: `id`, else `default`.
@@ -828,7 +833,7 @@ impl Mount {
     pub fn effective_cache_id(&self) -> String {
         match &self.cache_id {
             Some(id) => id.clone(),
-            None => go_path_clean(self.target.as_deref().unwrap_or("")),
+            None => crate::golang::path_clean(self.target.as_deref().unwrap_or("")),
         }
     }
 
@@ -862,10 +867,10 @@ impl Mount {
     /// a target when the working directory is `/`.
     pub fn resolve_target(&self, workdir: &str) -> Result<String, MountDispatchError> {
         let target = self.target.as_deref().unwrap_or("");
-        let resolved = if go_path_clean(target).starts_with('/') {
+        let resolved = if crate::golang::path_clean(target).starts_with('/') {
             target.to_owned()
         } else {
-            go_path_clean(&format!("/{workdir}/{target}"))
+            crate::golang::path_clean(&format!("/{workdir}/{target}"))
         };
         if resolved == "/" {
             return Err(MountDispatchError::InvalidTarget { target: resolved });
@@ -958,79 +963,6 @@ fn did_you_mean(suggestion: Option<&str>) -> String {
     suggestion.map_or_else(String::new, |s| format!(" (did you mean {s}?)"))
 }
 
-/// Go's `strings.ToLower`: per-character simple lowercase mapping. Rust's
-/// `to_lowercase` differs for U+0130 (two characters, where Go gives `i`)
-/// and for a final sigma; taking the first character of each mapping and
-/// working per character matches Go.
-fn go_lower(s: &str) -> String {
-    s.chars()
-        .map(|c| c.to_lowercase().next().unwrap_or(c))
-        .collect()
-}
-
-/// Go's `strconv.ParseBool`.
-fn go_parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// Go's `strconv.ParseUint(s, base, 32)` for an explicit base: digits only,
-/// no sign, prefix or underscores.
-fn go_parse_u32(s: &str, base: u32) -> Option<u32> {
-    if s.is_empty() {
-        return None;
-    }
-    s.chars().try_fold(0u32, |acc, c| {
-        let d = c.to_digit(base)?;
-        acc.checked_mul(base)?.checked_add(d)
-    })
-}
-
-/// Go's `strconv.Quote`, which `%q` uses.
-fn go_quote(s: &str) -> String {
-    static PRINTABLE: LazyLock<Option<Regex>> =
-        LazyLock::new(|| Regex::new(r"^[\p{L}\p{M}\p{N}\p{P}\p{S}]$").ok());
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            ' ' => out.push(' '),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if c.is_ascii_graphic() => out.push(c),
-            c if c < ' ' || c == '\u{7f}' => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                let printable = match &*PRINTABLE {
-                    Some(re) => re.is_match(c.encode_utf8(&mut buf)),
-                    None => !c.is_control() && !c.is_whitespace(),
-                };
-                if printable {
-                    out.push(c);
-                } else if u32::from(c) < 0x1_0000 {
-                    let _ = write!(out, "\\u{:04x}", u32::from(c));
-                } else {
-                    let _ = write!(out, "\\U{:08x}", u32::from(c));
-                }
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// `BuildKit`'s `suggest.WrapError` (case-sensitive): the first option whose
 /// Levenshtein distance is below 3 and smaller than any earlier one, unless
 /// `val` equals an option. Where Go iterates a map (mount types, sharing
@@ -1081,46 +1013,6 @@ fn levenshtein(a: &str, b: &str) -> usize {
     row.last().copied().unwrap_or(0)
 }
 
-/// Go's `path.Base`.
-fn go_path_base(p: &str) -> &str {
-    if p.is_empty() {
-        return ".";
-    }
-    let trimmed = p.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return "/";
-    }
-    trimmed.rsplit('/').next().unwrap_or(trimmed)
-}
-
-/// Go's `path.Clean`.
-fn go_path_clean(p: &str) -> String {
-    if p.is_empty() {
-        return ".".to_owned();
-    }
-    let rooted = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|last| *last != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            s => parts.push(s),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_owned(),
-        (false, false) => joined,
-    }
-}
-
 /// `go-units`' `RAMInBytes` (binary multipliers), as `BuildKit` parses `size=`.
 /// Go converts the float result to int64 with a platform-dependent value when
 /// it does not fit; such sizes (2^63 bytes or more, infinities, NaN) are
@@ -1150,7 +1042,7 @@ fn parse_size(s: &str, unit: u64) -> Option<u64> {
     if sfx.len() > 3 {
         return None;
     }
-    let sfx = go_lower(sfx);
+    let sfx = crate::golang::to_lower(sfx);
     let b = sfx.as_bytes();
     let first = *b.first()?;
     if first == b'b' {
@@ -2430,13 +2322,13 @@ mod tests {
             ("\u{fffd}", "\"\u{fffd}\""),
         ];
         for (input, want) in cases {
-            assert_eq!(go_quote(input), want, "{input:?}");
+            assert_eq!(crate::golang::quote(input), want, "{input:?}");
         }
     }
 
     #[test]
     fn go_helpers() {
-        assert_eq!(go_lower("AbC\u{130}\u{212a}Σ"), "abcikσ");
+        assert_eq!(crate::golang::to_lower("AbC\u{130}\u{212a}Σ"), "abcikσ");
         assert_eq!(levenshtein("", "abc"), 3);
         assert_eq!(levenshtein("kitten", "sitting"), 3);
         assert_eq!(levenshtein("tmp", "tmpfs"), 2);
@@ -2451,7 +2343,7 @@ mod tests {
             ("///", "/"),
             ("x", "x"),
         ] {
-            assert_eq!(go_path_base(input), want, "{input:?}");
+            assert_eq!(crate::golang::path_base(input), want, "{input:?}");
         }
         for (input, want) in [
             ("", "."),
@@ -2462,7 +2354,7 @@ mod tests {
             ("//a//b/", "/a/b"),
             ("a/..", "."),
         ] {
-            assert_eq!(go_path_clean(input), want, "{input:?}");
+            assert_eq!(crate::golang::path_clean(input), want, "{input:?}");
         }
     }
 
@@ -2652,7 +2544,7 @@ mod tests {
             let _ = (
                 parse_network(&input),
                 parse_security(&input),
-                go_quote(&input),
+                crate::golang::quote(&input),
             );
             let _ = (
                 parse_size(&input, 1024),
@@ -2660,9 +2552,9 @@ mod tests {
                 go_underscore_ok(&input),
             );
             let _ = (
-                go_path_clean(&input),
-                go_path_base(&input),
-                go_lower(&input),
+                crate::golang::path_clean(&input),
+                crate::golang::path_base(&input),
+                crate::golang::to_lower(&input),
             );
         }
     }

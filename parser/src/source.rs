@@ -17,6 +17,22 @@ pub struct Span {
 }
 
 impl Span {
+    /// The part of this span after its first `columns` characters, or the
+    /// whole span when that would leave nothing (used to point inside a
+    /// word: at a flag's value, at a lexer error's offset).
+    #[must_use]
+    pub fn skip(self, columns: usize) -> Span {
+        if self.width > columns {
+            Span {
+                line: self.line,
+                column: self.column + columns,
+                width: self.width - columns,
+            }
+        } else {
+            self
+        }
+    }
+
     /// A span covering one character at `line:column`.
     pub fn point(line: usize, column: usize) -> Self {
         Span {

@@ -124,7 +124,7 @@ impl CheckOptions {
                     }
                 }
                 "error" => {
-                    options.error = parse_go_bool(v.trim()).ok_or_else(|| {
+                    options.error = crate::golang::parse_bool(v.trim()).ok_or_else(|| {
                         format!(
                             "failed to parse check option {part:?}: strconv.ParseBool: parsing {:?}: invalid syntax",
                             v.trim()
@@ -135,15 +135,6 @@ impl CheckOptions {
             }
         }
         Ok(options)
-    }
-}
-
-/// Go's `strconv.ParseBool`.
-pub(crate) fn parse_go_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
     }
 }
 

@@ -1,69 +1,15 @@
 //! Ports of the few Go standard-library path helpers whose exact behaviour
-//! `.dockerignore` handling depends on (Unix flavour only): `filepath.Clean`,
-//! `filepath.Dir` and the syntax checking done by `filepath.Match`.
+//! `.dockerignore` handling depends on (Unix flavour only): `filepath.Dir`
+//! and the syntax checking done by `filepath.Match` (`filepath.Clean` is
+//! `crate::golang::path_clean`).
 //!
 //! Everything works on bytes, as Go strings do, so no slicing can land inside
 //! a UTF-8 sequence.
 
-/// Go's `filepath.Clean` with `/` as separator.
-pub(super) fn clean(path: &str) -> String {
-    let p = path.as_bytes();
-    if p.is_empty() {
-        return ".".to_owned();
-    }
-    let n = p.len();
-    let rooted = p[0] == b'/';
-    let mut out: Vec<u8> = Vec::with_capacity(n);
-    let mut r = 0;
-    // Index in `out` below which `..` may not backtrack.
-    let mut dotdot = 0;
-    if rooted {
-        out.push(b'/');
-        r = 1;
-        dotdot = 1;
-    }
-    while r < n {
-        let at = |i: usize| p.get(i).copied();
-        // An empty element or a `.` element is dropped.
-        if p[r] == b'/' || (p[r] == b'.' && matches!(at(r + 1), None | Some(b'/'))) {
-            r += 1;
-        } else if p[r] == b'.' && at(r + 1) == Some(b'.') && matches!(at(r + 2), None | Some(b'/'))
-        {
-            r += 2;
-            if out.len() > dotdot {
-                let mut w = out.len() - 1;
-                while w > dotdot && out[w] != b'/' {
-                    w -= 1;
-                }
-                out.truncate(w);
-            } else if !rooted {
-                if !out.is_empty() {
-                    out.push(b'/');
-                }
-                out.extend_from_slice(b"..");
-                dotdot = out.len();
-            }
-        } else {
-            if (rooted && out.len() != 1) || (!rooted && !out.is_empty()) {
-                out.push(b'/');
-            }
-            while r < n && p[r] != b'/' {
-                out.push(p[r]);
-                r += 1;
-            }
-        }
-    }
-    if out.is_empty() {
-        return ".".to_owned();
-    }
-    // Only whole elements were copied, split at ASCII bytes, so this is UTF-8.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
 /// Go's `filepath.Dir` with `/` as separator.
 pub(super) fn dir(path: &str) -> String {
     match path.rfind('/') {
-        Some(i) => clean(path.get(..=i).unwrap_or(path)),
+        Some(i) => crate::golang::path_clean(path.get(..=i).unwrap_or(path)),
         None => ".".to_owned(),
     }
 }
@@ -304,7 +250,7 @@ mod tests {
             ("./a☺/../é", "é"),
         ];
         for (input, want) in cases {
-            assert_eq!(clean(input), want, "clean({input:?})");
+            assert_eq!(crate::golang::path_clean(input), want, "clean({input:?})");
         }
     }
 

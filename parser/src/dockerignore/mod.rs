@@ -335,7 +335,7 @@ fn compile_pattern(raw: &str) -> Result<Option<Pattern>, DockerignoreError> {
     if trimmed.is_empty() {
         return Ok(None);
     }
-    let cleaned = golang::clean(trimmed);
+    let cleaned = crate::golang::path_clean(trimmed);
     let (exclusion, body) = match cleaned.strip_prefix('!') {
         Some("") => {
             return Err(DockerignoreError::IllegalExclusion {
@@ -504,7 +504,7 @@ pub fn read_ignore_file(text: &str) -> Result<Vec<IgnoreLine>, DockerignoreError
         if pattern.is_empty() {
             // Left as "!" for the matcher to reject.
         } else {
-            let cleaned = golang::clean(pattern);
+            let cleaned = crate::golang::path_clean(pattern);
             match cleaned.strip_prefix('/') {
                 Some(rest) if !rest.is_empty() => normalised.push_str(rest),
                 _ => normalised.push_str(&cleaned),

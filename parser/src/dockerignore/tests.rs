@@ -9,7 +9,7 @@ use super::*;
 /// Upstream's package-level `MatchesOrParentMatches(file, patterns)`.
 fn matches(file: &str, patterns: &[&str]) -> Result<bool, DockerignoreError> {
     let pm = PatternMatcher::new(patterns)?;
-    let file = golang::clean(file);
+    let file = crate::golang::path_clean(file);
     if file == "." {
         // Upstream refuses to exclude the whole context this way.
         return Ok(false);
@@ -385,7 +385,7 @@ fn upstream_compile_table() {
         ),
     ];
     for &(pattern, want_type, want_re) in cases {
-        let (ty, re) = pattern_to_go_regex(&golang::clean(pattern));
+        let (ty, re) = pattern_to_go_regex(&crate::golang::path_clean(pattern));
         assert_eq!(ty, want_type, "pattern {pattern:?}");
         if ty == MatchType::Regexp {
             assert_eq!(re, want_re, "pattern {pattern:?}");

@@ -140,16 +140,8 @@ pub(crate) fn parse_flags(given: &[Word], specs: &[FlagSpec]) -> Result<Flags, F
 /// The span of the value part of `--name=value` (the whole flag when the
 /// value cannot be told apart).
 fn value_span(word: &Word, name: &str) -> Span {
-    let prefix = name.chars().count() + 3;
-    if word.span.width > prefix {
-        Span {
-            line: word.span.line,
-            column: word.span.column + prefix,
-            width: word.span.width - prefix,
-        }
-    } else {
-        word.span
-    }
+    // `--` + name + `=`
+    word.span.skip(name.chars().count() + 3)
 }
 
 #[cfg(test)]

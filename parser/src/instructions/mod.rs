@@ -1157,13 +1157,13 @@ fn parse_healthcheck(request: &Request<'_>) -> Result<InstructionKind, Error> {
         None => 0,
         Some(word) if word.value.is_empty() => 0,
         Some(word) => {
-            let value = parse_go_int32(&word.value).map_err(|reason| {
+            let value = crate::golang::parse_int(&word.value, 32).map_err(|e| {
                 request
                     .error(
                         word.span,
                         ErrorKind::InvalidRetries {
                             value: word.value.clone(),
-                            reason,
+                            reason: e.as_str(),
                         },
                     )
                     .expecting("a whole number")
@@ -1184,19 +1184,6 @@ fn parse_healthcheck(request: &Request<'_>) -> Result<InstructionKind, Error> {
         start_interval: interval("start-interval")?,
         retries,
     }))
-}
-
-/// Go's `strconv.ParseInt(s, 10, 32)`: optional sign, decimal digits.
-fn parse_go_int32(value: &str) -> Result<i64, &'static str> {
-    let digits = value.strip_prefix(['+', '-']).unwrap_or(value);
-    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return Err("invalid syntax");
-    }
-    let parsed: i64 = value.parse().map_err(|_| "value out of range")?;
-    if i32::try_from(parsed).is_err() {
-        return Err("value out of range");
-    }
-    Ok(parsed)
 }
 
 #[cfg(test)]

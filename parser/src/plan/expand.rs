@@ -62,16 +62,8 @@ pub(crate) fn predefined_args(
 
 /// Where in a word the lexer failed, as a span.
 fn error_span(word: &Word, offset: usize) -> Span {
-    let column = word.value.get(..offset).map_or(0, |s| s.chars().count());
-    if word.span.width > column {
-        Span {
-            line: word.span.line,
-            column: word.span.column + column,
-            width: word.span.width - column,
-        }
-    } else {
-        word.span
-    }
+    word.span
+        .skip(word.value.get(..offset).map_or(0, |s| s.chars().count()))
 }
 
 fn shell_error(df: &Dockerfile, word: &Word, error: &ShellError) -> Error {
@@ -807,23 +799,8 @@ pub fn normalize_workdir(current: &str, path: &str) -> String {
     } else if path.starts_with('/') {
         path.to_owned()
     } else {
-        clean_path(&format!("{current}/{path}"))
+        crate::golang::path_clean(&format!("{current}/{path}"))
     }
-}
-
-/// Go's `path.Clean` for absolute paths.
-pub fn clean_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
 
 #[cfg(test)]
@@ -837,6 +814,6 @@ mod tests {
         assert_eq!(normalize_workdir("/app", "/abs/./x/"), "/abs/./x/");
         assert_eq!(normalize_workdir("/app", ""), "/app");
         assert_eq!(normalize_workdir("/a", ".."), "/");
-        assert_eq!(clean_path("/../.."), "/");
+        assert_eq!(crate::golang::path_clean("/../.."), "/");
     }
 }

@@ -100,7 +100,7 @@ pub(crate) fn resolve_source(
     value: &str,
     span: Span,
 ) -> Result<Source, Error> {
-    if let Some(index) = go_atoi(value) {
+    if let Some(index) = crate::golang::atoi(value) {
         return match usize::try_from(index).ok().filter(|&i| i < stages.len()) {
             Some(i) => Ok(Source::Stage { index: i }),
             None => Err(df
@@ -124,15 +124,6 @@ pub(crate) fn resolve_source(
         return Ok(Source::Scratch);
     }
     image_reference(df, value, span).map(|reference| Source::Image { reference })
-}
-
-/// Go's `strconv.Atoi`: an optional sign and decimal digits, in range.
-fn go_atoi(value: &str) -> Option<i64> {
-    let digits = value.strip_prefix(['+', '-']).unwrap_or(value);
-    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    value.parse().ok()
 }
 
 /// `reference.ParseNormalizedNamed` then `TagNameOnly`.
@@ -445,21 +436,4 @@ pub(crate) fn find_target(
         } else {
             format!("--target to be one of: {}", names.join(", "))
         }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::go_atoi;
-
-    #[test]
-    fn atoi_like_go() {
-        assert_eq!(go_atoi("0"), Some(0));
-        assert_eq!(go_atoi("+3"), Some(3));
-        assert_eq!(go_atoi("-1"), Some(-1));
-        assert_eq!(go_atoi("007"), Some(7));
-        assert_eq!(go_atoi("1a"), None);
-        assert_eq!(go_atoi(""), None);
-        assert_eq!(go_atoi("-"), None);
-        assert_eq!(go_atoi("99999999999999999999"), None);
-    }
 }

@@ -212,7 +212,10 @@ pub fn parse_chmod(value: &str) -> Result<Option<Chmod>, ChmodError> {
         return Ok(None);
     }
     let not_octal = || ChmodError::NotOctal(value.to_owned());
-    if let Some(octal) = parse_octal_u32(value) {
+    if let Some(octal) = crate::golang::parse_uint(value, 8, 32)
+        .ok()
+        .and_then(|v| u32::try_from(v).ok())
+    {
         return if octal > PERMISSION_BITS {
             Err(not_octal())
         } else {
@@ -229,22 +232,6 @@ pub fn parse_chmod(value: &str) -> Result<Option<Chmod>, ChmodError> {
         source: value.to_owned(),
         commands,
     })))
-}
-
-/// Go's `strconv.ParseUint(s, 8, 32)`: octal digits only, no prefix or
-/// sign, at most `u32::MAX`.
-fn parse_octal_u32(s: &str) -> Option<u32> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut value: u32 = 0;
-    for b in s.bytes() {
-        if !(b'0'..=b'7').contains(&b) {
-            return None;
-        }
-        value = value.checked_mul(8)?.checked_add(u32::from(b - b'0'))?;
-    }
-    Some(value)
 }
 
 /// Builds the command list for a symbolic mode, following the mode

@@ -30,28 +30,6 @@ pub use port::{PortError, exposed_ports, parse_port_spec, parse_port_specs};
 pub use reference::{Digest, ImageReference, ReferenceError, parse_normalized_named};
 pub use signal::{Signal, SignalError, parse_signal};
 
-/// Go's `strings.ToLower`: per-character *simple* lowercase mapping.
-///
-/// Rust's `char::to_lowercase` applies full mappings, which differ from Go's
-/// only for U+0130 (`İ`): Go maps it to ASCII `i`, Rust to `i` + U+0307. The
-/// difference matters because a lowercased value is then matched against
-/// ASCII-only grammars or echoed in error messages.
-pub(crate) fn go_to_lower(s: &str) -> String {
-    if s.is_ascii() {
-        return s.to_ascii_lowercase();
-    }
-    s.chars()
-        .map(|c| {
-            let mut lower = c.to_lowercase();
-            match (lower.next(), lower.next()) {
-                (Some(single), None) => single,
-                // Only U+0130 has a multi-character lowercase form.
-                _ => 'i',
-            }
-        })
-        .collect()
-}
-
 /// A xorshift64 generator for the "never panics" tests of every submodule.
 #[cfg(test)]
 pub(crate) struct XorShift(u64);
@@ -87,7 +65,7 @@ impl XorShift {
 
 #[cfg(test)]
 mod tests {
-    use super::go_to_lower;
+    use crate::golang::to_lower as go_to_lower;
 
     #[test]
     fn go_to_lower_matches_go_simple_mapping() {

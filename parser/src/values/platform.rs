@@ -11,12 +11,12 @@
 //! `armhf` -> `arm` v7, `armel` -> `arm` v6, `i386` -> `386`, `macos` ->
 //! `darwin`.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::go_to_lower;
+use crate::golang::to_lower as go_to_lower;
 
 /// The OS-and-version pattern, quoted in errors exactly as upstream does.
 const OS_AND_VERSION_PATTERN: &str = r"^([A-Za-z0-9_-]+)(?:\(([A-Za-z0-9_.-]*)\))?$";
@@ -29,12 +29,12 @@ const SPECIFIER_PATTERN: &str = "^[A-Za-z0-9_-]+$";
 #[non_exhaustive]
 pub enum PlatformError {
     /// The specifier contains `*`.
-    #[error("{}: wildcards not yet supported: invalid argument", go_quote(.0))]
+    #[error("{}: wildcards not yet supported: invalid argument", crate::golang::quote(.0))]
     Wildcard(String),
     /// The first component is not `<os>[(<osversion>)]`.
     #[error(
         "{} is an invalid OS component of {}: OSAndVersion specifier component must match {}: invalid argument",
-        go_quote(.component), go_quote(.specifier), go_quote(OS_AND_VERSION_PATTERN)
+        crate::golang::quote(.component), crate::golang::quote(.specifier), crate::golang::quote(OS_AND_VERSION_PATTERN)
     )]
     InvalidOsComponent {
         /// The offending component.
@@ -45,7 +45,7 @@ pub enum PlatformError {
     /// A later component contains characters other than `[A-Za-z0-9_-]`.
     #[error(
         "{} is an invalid component of {}: platform specifier component must match {}: invalid argument",
-        go_quote(.component), go_quote(.specifier), go_quote(SPECIFIER_PATTERN)
+        crate::golang::quote(.component), crate::golang::quote(.specifier), crate::golang::quote(SPECIFIER_PATTERN)
     )]
     InvalidComponent {
         /// The offending component.
@@ -54,10 +54,10 @@ pub enum PlatformError {
         specifier: String,
     },
     /// A lone word that is neither a known OS nor a known architecture.
-    #[error("{}: unknown operating system or architecture: invalid argument", go_quote(.0))]
+    #[error("{}: unknown operating system or architecture: invalid argument", crate::golang::quote(.0))]
     Unknown(String),
     /// More than three components.
-    #[error("{}: cannot parse platform specifier: invalid argument", go_quote(.0))]
+    #[error("{}: cannot parse platform specifier: invalid argument", crate::golang::quote(.0))]
     TooManyComponents(String),
 }
 
@@ -385,69 +385,6 @@ fn host_arch() -> &'static str {
         "wasm32" => "wasm",
         other => other,
     }
-}
-
-/// Go's `strconv.Quote` (`%q`): double quotes, `\"` and `\\`, C-style
-/// escapes for `\a \b \f \n \r \t \v`, `\xNN` for other ASCII controls, and
-/// `\uNNNN` / `\UNNNNNNNN` for non-printable non-ASCII characters.
-///
-/// Go decides printability with its Unicode tables; this approximation
-/// treats controls, non-ASCII whitespace, private-use characters and the
-/// common format characters as non-printable.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if c < ' ' || c == '\u{7f}' => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c if c.is_ascii() || is_go_printable(c) => out.push(c),
-            c if u32::from(c) < 0x1_0000 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => {
-                let _ = write!(out, "\\U{:08x}", u32::from(c));
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An approximation of Go's `strconv.IsPrint` for non-ASCII characters.
-fn is_go_printable(c: char) -> bool {
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    // Format characters, surrogates, private use and noncharacters.
-    !matches!(
-        u32::from(c),
-        0xAD | 0x600..=0x605
-            | 0x61C
-            | 0x6DD
-            | 0x70F
-            | 0x180E
-            | 0x200B..=0x200F
-            | 0x202A..=0x202E
-            | 0x2060..=0x206F
-            | 0xD800..=0xF8FF
-            | 0xFEFF
-            | 0xFFF9..=0xFFFB
-            | 0xFFFE
-            | 0xFFFF
-            | 0xE_0000..=0xE_007F
-            | 0xF_0000..=0x10_FFFF
-    )
 }
 
 #[cfg(test)]
@@ -778,7 +715,7 @@ mod tests {
             ("\u{f0000}", r#""\U000f0000""#),
         ];
         for (input, want) in cases {
-            assert_eq!(go_quote(input), want, "input {input:?}");
+            assert_eq!(crate::golang::quote(input), want, "input {input:?}");
         }
     }
 

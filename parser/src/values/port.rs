@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use thiserror::Error;
 
-use super::go_to_lower;
+use crate::golang::to_lower as go_to_lower;
 
 /// An `EXPOSE` argument that `BuildKit` rejects.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -162,32 +162,27 @@ fn strip_ipv6_brackets(ip: &str) -> Result<String, PortError> {
     Ok(hostport[1..close].to_owned())
 }
 
-/// Go's `strconv.ParseUint(s, 10, 16)`: ASCII digits only, at most 65535.
-fn parse_u16(s: &str) -> Option<u16> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut value: u32 = 0;
-    for b in s.bytes() {
-        value = value * 10 + u32::from(b - b'0');
-        if value > u32::from(u16::MAX) {
-            return None;
-        }
-    }
-    u16::try_from(value).ok()
+/// Go's `strconv.ParseUint(s, 10, 16)`.
+fn parse_port_number(s: &str) -> Option<u16> {
+    crate::golang::parse_uint(s, 10, 16)
+        .ok()
+        .and_then(|v| u16::try_from(v).ok())
 }
 
 /// A port (`80`) or inclusive range (`8000-8010`, start <= end).
 fn parse_port_range(ports: &str) -> Option<(u32, u32)> {
     if !ports.contains('-') {
-        let port = u32::from(parse_u16(ports)?);
+        let port = u32::from(parse_port_number(ports)?);
         return Some((port, port));
     }
     let (start, end) = ports.split_once('-')?;
     if end.contains('-') {
         return None;
     }
-    let (start, end) = (u32::from(parse_u16(start)?), u32::from(parse_u16(end)?));
+    let (start, end) = (
+        u32::from(parse_port_number(start)?),
+        u32::from(parse_port_number(end)?),
+    );
     (end >= start).then_some((start, end))
 }
 

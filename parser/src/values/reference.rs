@@ -30,7 +30,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use thiserror::Error;
 
-use super::go_to_lower;
+use crate::golang::to_lower as go_to_lower;
 
 /// Longest accepted repository path (the name without its domain).
 pub const REPOSITORY_NAME_MAX_LEN: usize = 255;

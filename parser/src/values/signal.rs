@@ -152,7 +152,7 @@ pub struct Signal {
 /// Parses a `STOPSIGNAL` value like `moby/sys/signal.ParseSignal` on Linux.
 pub fn parse_signal(raw: &str) -> Result<Signal, SignalError> {
     let invalid = || SignalError::Invalid(raw.to_owned());
-    if let Some(number) = go_atoi(raw) {
+    if let Some(number) = crate::golang::atoi(raw) {
         if number == 0 {
             return Err(invalid());
         }
@@ -161,7 +161,7 @@ pub fn parse_signal(raw: &str) -> Result<Signal, SignalError> {
             name: canonical_name(number),
         });
     }
-    let upper = go_to_upper(raw);
+    let upper = crate::golang::to_upper(raw);
     let key = upper.strip_prefix("SIG").unwrap_or(&upper);
     let number = lookup_name(key).ok_or_else(invalid)?;
     Ok(Signal {
@@ -210,52 +210,6 @@ fn lookup_name(key: &str) -> Option<i64> {
     }
     let n: i64 = offset.parse().ok()?;
     (1..=limit).contains(&n).then_some(base + sign * n)
-}
-
-/// Go's `strconv.Atoi` on a 64-bit platform: an optional `+`/`-`, then one
-/// or more ASCII digits, within `i64` range.
-fn go_atoi(s: &str) -> Option<i64> {
-    let (negative, digits) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut magnitude: u64 = 0;
-    for b in digits.bytes() {
-        magnitude = magnitude
-            .checked_mul(10)?
-            .checked_add(u64::from(b - b'0'))?;
-    }
-    if negative {
-        0i64.checked_sub_unsigned(magnitude)
-    } else {
-        i64::try_from(magnitude).ok()
-    }
-}
-
-/// Go's `strings.ToUpper`: per-character simple uppercase mapping.
-///
-/// Rust's full mappings turn some characters into several (`ß` -> `SS`,
-/// `ﬅ` -> `ST`), which could wrongly match a table entry; Go keeps those
-/// characters as they are, so this does too. (Go maps a few Greek letters
-/// with iota subscript to single title-case letters instead; those can never
-/// match the ASCII table either way.)
-fn go_to_upper(s: &str) -> String {
-    if s.is_ascii() {
-        return s.to_ascii_uppercase();
-    }
-    s.chars()
-        .map(|c| {
-            let mut upper = c.to_uppercase();
-            match (upper.next(), upper.next()) {
-                (Some(single), None) => single,
-                _ => c,
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
