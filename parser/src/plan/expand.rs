@@ -527,8 +527,10 @@ impl<'a> Planner<'a> {
                     command.strings()
                 },
             },
+            // A bare ENTRYPOINT is the shell form of nothing (`sh -c ""`)
+            // in BuildKit; only `ENTRYPOINT []` clears it.
             InstructionKind::Entrypoint(command) => StepKind::Entrypoint {
-                argv: if command.prepend_shell && !command.args.is_empty() {
+                argv: if command.prepend_shell {
                     Self::with_shell(scope, &command.strings())
                 } else {
                     command.strings()

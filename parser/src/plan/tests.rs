@@ -443,6 +443,17 @@ fn run_commands_use_the_shell_and_heredocs() {
     );
     assert_eq!(argv(5), vec!["/bin/bash", "-o", "pipefail", "-c", "run me"]);
     assert_eq!(argv(6), vec!["tini"]);
+    // bare CMD/ENTRYPOINT are shell forms of nothing; exec [] is empty
+    let p = plan_of("FROM a\nCMD\nENTRYPOINT\nENTRYPOINT []\nCMD []\n");
+    let argvs: Vec<Vec<String>> = steps(&p)
+        .iter()
+        .map(|s| match &s.kind {
+            StepKind::Cmd { argv } | StepKind::Entrypoint { argv } => argv.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let sh = vec!["/bin/sh".to_owned(), "-c".to_owned(), String::new()];
+    assert_eq!(argvs, vec![sh.clone(), sh, vec![], vec![]]);
 }
 
 #[test]
