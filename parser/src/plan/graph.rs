@@ -202,7 +202,23 @@ impl Graph {
                     });
                 }
                 Base::Image {
-                    reference: image_reference(df, &name, from.image.span)?,
+                    reference: image_reference(df, &name, from.image.span).map_err(|e| {
+                        // `FROM Build` never matches stage `build` (BuildKit
+                        // compares exactly); say so when that is the likely
+                        // intent.
+                        let lower = name.to_lowercase();
+                        if stages
+                            .iter()
+                            .take(stage.index)
+                            .any(|s| s.name() == Some(lower.as_str()))
+                        {
+                            e.expecting(format!(
+                                "the stage name as declared, in lowercase: FROM {lower}"
+                            ))
+                        } else {
+                            e
+                        }
+                    })?,
                 }
             };
             graph.bases.push(base);

@@ -295,6 +295,12 @@ fn from_bases_and_references() {
         error("FROM Alpine\n"),
         "Dockerfile:1:6: failed to parse stage name \"Alpine\": invalid reference format: repository name (library/Alpine) must be lowercase"
     );
+    let df = ast::parse("Dockerfile", "FROM a AS build\nFROM Build\n").unwrap();
+    let e = plan(&df, &options(&[], None)).unwrap_err();
+    assert_eq!(
+        e.expected.as_deref(),
+        Some("the stage name as declared, in lowercase: FROM build")
+    );
     assert_eq!(
         error("ARG IMG\nFROM $IMG\n"),
         "Dockerfile:2:6: base name ($IMG) should not be blank"
