@@ -121,6 +121,8 @@ pub(crate) fn meta_args(
 struct Scope {
     /// Variables visible to expansion and RUN (config env, ARGs, ENVs).
     env: Environment,
+    /// The image config's `Env`: ENV instructions only, never ARGs.
+    config_env: Environment,
     /// ARGs declared so far (inherited from a base stage too).
     build_args: Vec<String>,
     workdir: String,
@@ -342,6 +344,7 @@ impl<'a> Planner<'a> {
             Base::Image { reference } => match self.base_config(reference) {
                 Some(config) => Scope {
                     env: Environment::from_strings(&config.env),
+                    config_env: Environment::from_strings(&config.env),
                     build_args: Vec::new(),
                     workdir: config.working_dir,
                     user: config.user,
@@ -351,8 +354,15 @@ impl<'a> Planner<'a> {
                 None => Scope::default(),
             },
         };
-        if scope.env.get("PATH").is_none() {
-            scope.env.set("PATH", DEFAULT_PATH);
+        // BuildKit defaults PATH in the image config, then applies the config
+        // env over the inherited state: in a stage built on another stage,
+        // an ENV of the base wins over a later ARG of the same name.
+        if scope.config_env.get("PATH").is_none() {
+            scope.config_env.set("PATH", DEFAULT_PATH);
+        }
+        let config_env = scope.config_env.clone();
+        for (key, value) in config_env.vars() {
+            scope.env.set(key, value);
         }
         if scope.workdir.is_empty() {
             "/".clone_into(&mut scope.workdir);
@@ -455,6 +465,7 @@ impl<'a> Planner<'a> {
                 }
                 for (k, v) in &out {
                     scope.env.set(k, v);
+                    scope.config_env.set(k, v);
                 }
                 StepKind::Env { pairs: out }
             }

@@ -116,6 +116,23 @@ ENV X=$W
 }
 
 #[test]
+fn a_stage_base_reapplies_its_config_env_over_args() {
+    // In stage a, the last ARG V overrides ENV V for expansion; stage b
+    // starts from a's image config, where V is the ENV value (as BuildKit).
+    let p = plan_of(
+        "ARG V=global\nFROM scratch AS a\nENV V=env-wins\nARG V\nENV AFTER=$V\nFROM a\nENV B=$V\n",
+    );
+    assert_eq!(
+        env_pairs(&p.stages[0].steps[2]),
+        vec![pair("AFTER", "global")]
+    );
+    assert_eq!(
+        env_pairs(&p.stages[1].steps[0]),
+        vec![pair("B", "env-wins")]
+    );
+}
+
+#[test]
 fn env_pairs_see_the_environment_before_the_instruction() {
     let p = plan_of("FROM scratch\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n");
     let s = steps(&p);
