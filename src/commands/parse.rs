@@ -399,9 +399,10 @@ pub fn render_plan(
     );
     match ignore_file {
         Some(file) => {
+            let plural = if patterns == 1 { "" } else { "s" };
             let _ = writeln!(
                 out,
-                " (ignore file {}, {patterns} patterns)",
+                " (ignore file {}, {patterns} pattern{plural})",
                 file.display()
             );
         }
