@@ -15,9 +15,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(name = "kiln", version, about, long_about = None)]
 struct Cli {
     /// The image store directory.
-    ///
-    /// Defaults to `/var/lib/kiln` as root, `$XDG_DATA_HOME/kiln` otherwise.
-    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_ROOT",
+        value_name = "DIR",
+        long_help = "The image store directory (default: /var/lib/kiln as root, $XDG_DATA_HOME/kiln otherwise)"
+    )]
     root: Option<PathBuf>,
 
     /// How much to log on stderr.
