@@ -17,6 +17,8 @@ pub mod mount;
 pub mod plan;
 pub mod shell;
 mod source;
+#[cfg(test)]
+mod testing;
 pub mod values;
 
 pub use error::{Error, ErrorDetails, ErrorKind};

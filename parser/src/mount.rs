@@ -2499,13 +2499,8 @@ mod tests {
             "sharing", "locked", "$", "\n", "\r\n", "/", "0", "7", "9", "1k", "0x1p", "e", ".",
             "_", "-", " ", "é", "\u{130}", "\u{212a}", "😀", "\u{0}", "\\", "İ", "ǅ",
         ];
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::testing::XorShift::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next_u64();
         for _ in 0..20_000 {
             let n = usize::try_from(next() % 12).unwrap();
             let mut input = String::new();

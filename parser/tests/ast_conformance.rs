@@ -12,22 +12,10 @@ use std::path::PathBuf;
 
 use kiln_parser::{ast, instructions};
 
+mod common;
+
 fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_CONFORMANCE_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
-        PathBuf::from,
-    );
-    let dir = dir.join("buildkit/parser");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("KILN_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
-        "conformance corpus not found at {} (KILN_REQUIRE_CONFORMANCE=1)",
-        dir.display()
-    );
-    eprintln!("SKIPPED: conformance corpus not found at {}", dir.display());
-    None
+    common::corpus("parser")
 }
 
 fn cases(dir: &std::path::Path) -> Vec<PathBuf> {

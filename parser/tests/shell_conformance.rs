@@ -2,33 +2,14 @@
 //! `kiln_parser::shell`, the way upstream's `lex_test.go` reads them.
 #![expect(clippy::panic, reason = "test harness reports failures by panicking")]
 
-use std::path::PathBuf;
-
 use kiln_parser::shell::Lexer;
 
-/// The `conformance` directory: `$KILN_CONFORMANCE_DIR`, or the shared
-/// checkout next to the worktree.
-fn conformance_dir() -> PathBuf {
-    match std::env::var_os("KILN_CONFORMANCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
-    }
-}
+mod common;
 
-/// Reads a corpus file, or returns None (after saying so) when the corpus
-/// is absent and not required.
+/// Reads a corpus file, or `None` when the corpus is absent and not
+/// required (reported as skipped).
 fn read_corpus(name: &str) -> Option<String> {
-    let dir = conformance_dir().join("buildkit/shell");
-    let path = dir.join(name);
-    if !dir.is_dir() {
-        assert!(
-            std::env::var("KILN_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
-            "conformance corpus not found at {} (KILN_REQUIRE_CONFORMANCE=1)",
-            dir.display()
-        );
-        eprintln!("SKIPPED: conformance corpus not found at {}", dir.display());
-        return None;
-    }
+    let path = common::corpus("shell")?.join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => Some(text),
         Err(e) => panic!("cannot read {}: {e}", path.display()),

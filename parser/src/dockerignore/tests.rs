@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::testing::XorShift;
 
 /// Upstream's package-level `MatchesOrParentMatches(file, patterns)`.
 fn matches(file: &str, patterns: &[&str]) -> Result<bool, DockerignoreError> {
@@ -754,31 +755,6 @@ fn huge_inputs() {
     assert!(pm.matches_exact("x"));
 }
 
-/// A small xorshift generator, so the test needs no extra dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % u64::try_from(n).unwrap()).unwrap()
-    }
-
-    fn string(&mut self, alphabet: &[&str], max: usize) -> String {
-        let len = self.below(max + 1);
-        (0..len)
-            .map(|_| alphabet[self.below(alphabet.len())])
-            .collect()
-    }
-}
-
 #[test]
 fn never_panics() {
     const PATTERN_BITS: &[&str] = &[
@@ -832,12 +808,12 @@ fn never_panics() {
     const PATH_BITS: &[&str] = &[
         "a", "é", "☺", "/", ".", "..", "]", "*", "\\", "\n", "\u{feff}", "¿", "",
     ];
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rng = XorShift::new(0x9E37_79B9_7F4A_7C15);
     for _ in 0..3000 {
         let patterns: Vec<String> = (0..=rng.below(3))
-            .map(|_| rng.string(PATTERN_BITS, 12))
+            .map(|_| rng.join(PATTERN_BITS, 12))
             .collect();
-        let paths: Vec<String> = (0..4).map(|_| rng.string(PATH_BITS, 10)).collect();
+        let paths: Vec<String> = (0..4).map(|_| rng.join(PATH_BITS, 10)).collect();
         let text = patterns.join("\n");
         let _ = read_ignore_file(&text);
         let _ = parse_ignore_file(&text);
@@ -859,7 +835,7 @@ fn never_panics() {
         }
         // Raw bytes turned into text, as a reader of an arbitrary file would.
         let bytes: Vec<u8> = (0..rng.below(40))
-            .map(|_| rng.next().to_le_bytes()[0])
+            .map(|_| rng.next_u64().to_le_bytes()[0])
             .collect();
         let lossy = String::from_utf8_lossy(&bytes);
         let _ = parse_ignore_file(&lossy);

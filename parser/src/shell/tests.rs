@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::pattern::{reverse_pattern, reverse_string, translate};
 use super::*;
+use crate::testing::XorShift;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -812,22 +813,6 @@ fn huge_input() {
     assert_eq!(got.value, "ac".repeat(100_000));
 }
 
-/// A small deterministic generator for garbage inputs.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).unwrap()
-    }
-}
-
 #[test]
 fn never_panics() {
     const ATOMS: &[&str] = &[
@@ -889,7 +874,7 @@ fn never_panics() {
         "}}",
         "x/x",
     ];
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut rng = XorShift::new(0x9E37_79B9_7F4A_7C15);
     for _ in 0..5000 {
         let len = rng.below(24);
         let word: String = (0..len).map(|_| ATOMS[rng.below(ATOMS.len())]).collect();
@@ -899,7 +884,7 @@ fn never_panics() {
                 vars.push((k.to_owned(), VALUES[rng.below(VALUES.len())].to_owned()));
             }
         }
-        let bits = rng.next();
+        let bits = rng.next_u64();
         let lexer = Lexer {
             escape: if bits & 1 == 0 { '\\' } else { '`' },
             raw_quotes: bits & 2 != 0,

@@ -448,7 +448,7 @@ fn compress(commands: Vec<Command>) -> Vec<Command> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::values::XorShift;
+    use crate::testing::XorShift;
 
     const DIR: bool = true;
     const FILE: bool = false;

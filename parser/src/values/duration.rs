@@ -278,7 +278,7 @@ fn go_time_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::values::XorShift;
+    use crate::testing::XorShift;
 
     const NS: i64 = 1;
     const US: i64 = 1_000;

@@ -30,39 +30,6 @@ pub use port::{PortError, exposed_ports, parse_port_spec, parse_port_specs};
 pub use reference::{Digest, ImageReference, ReferenceError, parse_normalized_named};
 pub use signal::{Signal, SignalError, parse_signal};
 
-/// A xorshift64 generator for the "never panics" tests of every submodule.
-#[cfg(test)]
-pub(crate) struct XorShift(u64);
-
-#[cfg(test)]
-impl XorShift {
-    /// A generator from a non-zero seed.
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-
-    /// The next pseudo-random value.
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A value in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next_u64() % u64::try_from(n).unwrap()).unwrap()
-    }
-
-    /// A string of up to `max_len` characters drawn from `alphabet`.
-    pub(crate) fn string(&mut self, alphabet: &[char], max_len: usize) -> String {
-        let len = self.below(max_len + 1);
-        (0..len)
-            .map(|_| alphabet[self.below(alphabet.len())])
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use crate::golang::to_lower as go_to_lower;

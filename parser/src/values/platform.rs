@@ -390,7 +390,7 @@ fn host_arch() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::values::XorShift;
+    use crate::testing::XorShift;
 
     fn platform(os: &str, architecture: &str, variant: &str) -> Platform {
         Platform {

@@ -438,7 +438,7 @@ fn split_docker_domain(name: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::values::XorShift;
+    use crate::testing::XorShift;
 
     const SHA256_F: &str =
         "sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";

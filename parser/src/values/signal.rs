@@ -215,7 +215,7 @@ fn lookup_name(key: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::values::XorShift;
+    use crate::testing::XorShift;
 
     fn ok(number: i64, name: Option<&'static str>) -> Signal {
         Signal { number, name }
