@@ -13,7 +13,8 @@ use super::{
 use crate::ast::{Dockerfile, Warning, Word};
 use crate::error::{Error, ErrorKind};
 use crate::instructions::{
-    Add, Copy, Files, Instruction, InstructionKind, Stage, offset_span, parse_single_instruction,
+    Add, Copy, Files, Instruction, InstructionKind, Pair, Stage, offset_span,
+    parse_single_instruction,
 };
 use crate::mount::{self, NetworkMode, SecurityMode};
 use crate::plan::graph::Base;
@@ -376,6 +377,19 @@ impl<'a> Planner<'a> {
         Ok(expansion.value)
     }
 
+    /// ENV/LABEL pairs, keys and values expanded against `scope` as it was
+    /// before the instruction.
+    fn expand_pairs(
+        &mut self,
+        pairs: &[Pair],
+        scope: &Scope,
+    ) -> Result<Vec<(String, String)>, Error> {
+        pairs
+            .iter()
+            .map(|p| Ok((self.expand(&p.key, scope)?, self.expand(&p.value, scope)?)))
+            .collect()
+    }
+
     fn expand_opt(&mut self, word: Option<&Word>, scope: &Scope) -> Result<Option<String>, Error> {
         word.map(|w| self.expand(w, scope)).transpose()
     }
@@ -456,29 +470,16 @@ impl<'a> Planner<'a> {
             }
             InstructionKind::Env { pairs } => {
                 // every pair sees the environment from before the instruction
-                let mut out = Vec::new();
-                for pair in pairs {
-                    out.push((
-                        self.expand(&pair.key, scope)?,
-                        self.expand(&pair.value, scope)?,
-                    ));
-                }
+                let out = self.expand_pairs(pairs, scope)?;
                 for (k, v) in &out {
                     scope.env.set(k, v);
                     scope.config_env.set(k, v);
                 }
                 StepKind::Env { pairs: out }
             }
-            InstructionKind::Label { pairs } => {
-                let mut out = Vec::new();
-                for pair in pairs {
-                    out.push((
-                        self.expand(&pair.key, scope)?,
-                        self.expand(&pair.value, scope)?,
-                    ));
-                }
-                StepKind::Label { pairs: out }
-            }
+            InstructionKind::Label { pairs } => StepKind::Label {
+                pairs: self.expand_pairs(pairs, scope)?,
+            },
             InstructionKind::Run(run) => {
                 let mut mounts = Vec::new();
                 for (i, flag) in run.mounts.iter().enumerate() {
