@@ -131,23 +131,8 @@ pub(crate) fn atoi(s: &str) -> Option<i64> {
     parse_int(s, 64).ok()
 }
 
-/// Go's `strings.ToLower`: the simple per-character mapping (U+0130 gives
-/// `i`, where Rust's full mapping gives two characters).
-pub(crate) fn to_lower(s: &str) -> String {
-    if s.is_ascii() {
-        return s.to_ascii_lowercase();
-    }
-    s.chars()
-        .map(|c| {
-            let mut lower = c.to_lowercase();
-            match (lower.next(), lower.next()) {
-                (Some(single), None) => single,
-                (Some(first), Some(_)) => first,
-                _ => c,
-            }
-        })
-        .collect()
-}
+/// Go's `strings.ToLower` (simple per-character mapping).
+pub(crate) use kiln_reference::go_to_lower as to_lower;
 
 /// Go's `strings.ToUpper`: the simple per-character mapping (characters
 /// whose full mapping is several characters, such as `ß`, stay as they

@@ -1,0 +1,1 @@
+//! kiln-store: content-addressed blobs, image index and tags, layers, snapshots, archives.
