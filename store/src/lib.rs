@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod digest;
 pub mod error;
 pub mod layer;
+pub mod maintenance;
 pub mod spec;
 pub mod store;
 
