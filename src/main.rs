@@ -4,6 +4,8 @@
 
 mod commands;
 mod output;
+mod table;
+mod template;
 mod units;
 
 use std::path::PathBuf;
@@ -59,6 +61,12 @@ impl LogLevel {
 enum Command {
     /// Parse a Dockerfile and show the build plan, its AST or its JSON form.
     Parse(commands::parse::ParseArgs),
+    /// List images.
+    Images(commands::images::ImagesArgs),
+    /// Show an image's details as JSON (or through a Go template).
+    Inspect(commands::inspect::InspectArgs),
+    /// Show the steps that made an image.
+    History(commands::history::HistoryArgs),
     /// Load images from a docker-archive or OCI archive (stdin by default).
     Load(commands::load::LoadArgs),
     /// Save images to a docker-archive or OCI archive (stdout by default).
@@ -88,6 +96,9 @@ fn main() -> ExitCode {
     let root = cli.root.as_deref();
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(&args),
+        Command::Images(args) => commands::images::run(root, &args),
+        Command::Inspect(args) => commands::inspect::run(root, &args),
+        Command::History(args) => commands::history::run(root, &args),
         Command::Load(args) => commands::load::run(root, &args),
         Command::Save(args) => commands::save::run(root, &args),
         Command::Tag(args) => commands::tag::run(root, &args),

@@ -3,3 +3,7 @@
 pub fn human_size(bytes: u64) -> String {
     format!("{bytes}B")
 }
+/// Stand-in.
+pub fn human_duration(d: std::time::Duration) -> String {
+    format!("{} seconds", d.as_secs())
+}

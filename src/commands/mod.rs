@@ -1,5 +1,8 @@
 //! One module per command.
 
+pub mod history;
+pub mod images;
+pub mod inspect;
 pub mod load;
 pub mod parse;
 pub mod prune;
