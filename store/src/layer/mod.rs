@@ -1,2 +1,0 @@
-//! TEMPORARY stand-in until the layer module lands (compression sniffing only).
-pub mod compression;
