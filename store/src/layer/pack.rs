@@ -1,0 +1,1 @@
+//! Deterministic packing of a directory tree into a layer tar.
