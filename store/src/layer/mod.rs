@@ -14,5 +14,5 @@ pub use compression::{
     Compression, LayerEncoder, decoder, encoder, from_media_type, media_type, open_layer,
 };
 pub use error::LayerError;
-
+pub use pack::{PackOptions, PackStats, pack_directory};
 pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack_layer};
