@@ -117,6 +117,9 @@ pub enum StoreError {
         /// The short image ID.
         id: String,
     },
+    /// A layer could not be read, written or unpacked.
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
     /// An image archive is malformed.
     #[error("invalid archive: {0}")]
     Archive(String),

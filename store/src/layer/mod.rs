@@ -1,0 +1,18 @@
+//! Image layers: compression, safe unpacking of layer tars into snapshot
+//! directories (overlayfs or flattened form) and deterministic packing of
+//! directories into layer tars.
+
+pub mod compression;
+pub mod error;
+pub mod pack;
+pub mod unpack;
+
+#[cfg(test)]
+mod tests;
+
+pub use compression::{
+    Compression, LayerEncoder, decoder, encoder, from_media_type, media_type, open_layer,
+};
+pub use error::LayerError;
+pub use pack::{PackOptions, PackStats, pack_directory};
+pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack_layer};

@@ -1,0 +1,1070 @@
+//! Safe extraction of an uncompressed layer tar into a snapshot directory.
+//!
+//! Every path is resolved with `openat2(RESOLVE_IN_ROOT)` from a descriptor
+//! of `dest`, so symlinks met on the way (absolute or with `..`) are resolved
+//! as they would be inside the container's root and can never reach the host.
+//! The final component is then handled with `*at` calls on the resolved
+//! parent that never follow it.
+//!
+//! Policy choices, as documented on [`unpack_layer`]:
+//! - names are cleaned lexically (`./`, leading `/`, `.` and `a/..` removed);
+//!   a `..` that would climb above the root is an error (Docker's
+//!   "breakout" check), not clamped;
+//! - unknown entry types are skipped with a `log::warn`; GNU sparse files are
+//!   errors (their data would be written wrongly);
+//! - GNU long names and long link names may be at most 64 KiB, PAX headers at
+//!   most 1 MiB; both are checked before anything is read into memory.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::{
+    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, makedev,
+    mkdirat, mknodat, utimensat,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
+use tar::{Archive, EntryType, PaxExtensions};
+use xattr::FileExt;
+
+use super::error::LayerError;
+
+/// Largest GNU long name or long link name accepted.
+pub const MAX_LONG_NAME: u64 = 64 * 1024;
+/// Largest PAX extended header (local or global) accepted.
+pub const MAX_PAX_HEADER: u64 = 1024 * 1024;
+/// Largest device major number the kernel can represent (12 bits).
+const MAX_DEV_MAJOR: u32 = 0xfff;
+/// Largest device minor number the kernel can represent (20 bits).
+const MAX_DEV_MINOR: u32 = 0xf_ffff;
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
+const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
+/// The overlayfs xattr marking a directory opaque.
+pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// What to do with OCI whiteout entries (`.wh.NAME`, `.wh..wh..opq`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WhiteoutMode {
+    /// Write overlayfs whiteouts: `.wh.NAME` becomes a 0/0 character device
+    /// `NAME` (replacing anything there) and `.wh..wh..opq` in `D` sets
+    /// `trusted.overlay.opaque=y` on `D`. For one snapshot directory per layer.
+    #[default]
+    Overlay,
+    /// Apply whiteouts to earlier layers unpacked into the same `dest`
+    /// (flattening): `.wh.NAME` deletes `NAME`, `.wh..wh..opq` in `D` deletes
+    /// everything in `D` that this layer did not write.
+    Apply,
+}
+
+/// Options of [`unpack_layer`].
+#[derive(Debug, Clone, Default)]
+pub struct UnpackOptions {
+    /// How whiteout entries are written.
+    pub whiteouts: WhiteoutMode,
+}
+
+/// What [`unpack_layer`] extracted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnpackStats {
+    /// Archive members processed (files, dirs, links, devices, whiteouts;
+    /// not counting PAX and GNU extension headers or skipped entries).
+    pub entries: u64,
+    /// Bytes of regular-file content written.
+    pub bytes: u64,
+}
+
+/// Unpacks an uncompressed tar stream into `dest`, which must exist.
+///
+/// Creates regular files, directories, symlinks, hardlinks (to entries of this
+/// layer or already in `dest`), character and block devices and fifos, with
+/// the header's mode (including setuid, setgid and sticky bits), numeric
+/// uid/gid (names are ignored), mtime (with PAX nanoseconds; directory times
+/// are set last) and PAX `SCHILY.xattr.*` extended attributes. Needs root (or
+/// `CAP_CHOWN`, `CAP_MKNOD`, `CAP_SYS_ADMIN` for `trusted.*` xattrs).
+///
+/// Nothing outside `dest` is ever read, written, chmod-ed, chown-ed or
+/// deleted, whatever the archive contains, and `dest` itself is never deleted
+/// (a directory entry for the root only updates its metadata):
+/// - entry names are cleaned lexically; absolute names are taken relative to
+///   `dest`; a `..` climbing above the root is an error
+///   `name escapes the root directory`;
+/// - parents are resolved with `RESOLVE_IN_ROOT`: a symlink `a -> /` or
+///   `a -> ../..` makes `a/x` land in `dest/x`, as in the container;
+/// - the final component is never followed: an entry for a path holding a
+///   symlink replaces the symlink;
+/// - hardlink targets are resolved like entry names, inside `dest`;
+/// - symlink targets are stored verbatim.
+///
+/// Unknown entry types are skipped with a warning; errors name the entry.
+/// An archive that ends at a header boundary without the two zero blocks is
+/// accepted (as GNU tar and Go do); one that ends inside an entry is an error.
+pub fn unpack_layer<R: Read>(
+    tar_stream: R,
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, LayerError> {
+    let root = nix::fcntl::open(
+        dest,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| LayerError::io(format!("opening destination {}", dest.display()), e))?;
+    let mut u = Unpacker {
+        root,
+        mode: opts.whiteouts,
+        dir_times: Vec::new(),
+        this_layer: HashSet::new(),
+        opaque_dirs: Vec::new(),
+        stats: UnpackStats::default(),
+    };
+    let mut archive = Archive::new(tar_stream);
+    let entries = archive
+        .entries()
+        .map_err(|e| LayerError::io("reading tar stream", e))?
+        .raw(true);
+
+    let mut pending = Pending::default();
+    let mut last = String::from("the start of the archive");
+    for entry in entries {
+        let mut entry = entry.map_err(|source| LayerError::Header {
+            after: last.clone(),
+            source,
+        })?;
+        let etype = entry.header().entry_type();
+        let raw_name = entry.header().path_bytes().into_owned();
+        match etype {
+            EntryType::GNULongName => {
+                pending.long_name = Some(read_extension(
+                    &mut entry,
+                    &raw_name,
+                    MAX_LONG_NAME,
+                    "gnu long name",
+                )?);
+                continue;
+            }
+            EntryType::GNULongLink => {
+                pending.long_link = Some(read_extension(
+                    &mut entry,
+                    &raw_name,
+                    MAX_LONG_NAME,
+                    "gnu long link name",
+                )?);
+                continue;
+            }
+            EntryType::XHeader => {
+                if pending.pax.is_some() {
+                    return Err(LayerError::entry(
+                        &raw_name,
+                        "two pax headers describe the same member",
+                    ));
+                }
+                pending.pax = Some(read_extension(
+                    &mut entry,
+                    &raw_name,
+                    MAX_PAX_HEADER,
+                    "pax header",
+                )?);
+                continue;
+            }
+            EntryType::XGlobalHeader => {
+                // Global PAX records (comments, charset) carry nothing a layer needs.
+                read_extension(&mut entry, &raw_name, MAX_PAX_HEADER, "pax global header")?;
+                continue;
+            }
+            _ => {}
+        }
+        let meta = EntryMeta::new(&entry, std::mem::take(&mut pending))?;
+        last = String::from_utf8_lossy(&meta.raw_name).into_owned();
+        u.entry(&mut entry, &meta)?;
+    }
+    if pending.long_name.is_some() || pending.long_link.is_some() || pending.pax.is_some() {
+        return Err(LayerError::Header {
+            after: last,
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "extension header without the member it describes",
+            ),
+        });
+    }
+    u.finish()?;
+    Ok(u.stats)
+}
+
+/// GNU and PAX extension data waiting for the member they describe.
+#[derive(Default)]
+struct Pending {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+/// Reads an extension header's data after checking its size against `cap`.
+fn read_extension<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    raw_name: &[u8],
+    cap: u64,
+    what: &str,
+) -> Result<Vec<u8>, LayerError> {
+    let size = entry.size();
+    if size > cap {
+        return Err(LayerError::entry(
+            raw_name,
+            format!("{what} of {size} bytes exceeds the limit of {cap} bytes"),
+        ));
+    }
+    let mut data = Vec::new();
+    let got = entry.read_to_end(&mut data).map_err(|e| {
+        LayerError::io(
+            format!(
+                "reading {what} of entry {}",
+                String::from_utf8_lossy(raw_name)
+            ),
+            e,
+        )
+    })?;
+    if (got as u64) < size {
+        return Err(LayerError::Truncated {
+            entry: String::from_utf8_lossy(raw_name).into_owned(),
+            got: got as u64,
+            size,
+        });
+    }
+    Ok(data)
+}
+
+/// The effective header of one member, after applying GNU and PAX extensions.
+struct EntryMeta {
+    /// The name as written (after extensions), for error messages.
+    raw_name: Vec<u8>,
+    kind: Kind,
+    link: Option<Vec<u8>>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: TimeSpec,
+    size: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+    dev: (u32, u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Hardlink,
+    Char,
+    Block,
+    Fifo,
+    Skip(u8),
+}
+
+impl EntryMeta {
+    fn new<R: Read>(entry: &tar::Entry<'_, R>, pending: Pending) -> Result<Self, LayerError> {
+        let h = entry.header();
+        let mut raw_name = match pending.long_name {
+            Some(mut n) => {
+                if n.last() == Some(&0) {
+                    n.pop();
+                }
+                n
+            }
+            None => h.path_bytes().into_owned(),
+        };
+        let mut link = match pending.long_link {
+            Some(mut n) => {
+                if n.last() == Some(&0) {
+                    n.pop();
+                }
+                Some(n)
+            }
+            None => h.link_name_bytes().map(std::borrow::Cow::into_owned),
+        };
+        let bad = |name: &[u8], what: &str, e: io::Error| {
+            LayerError::entry(name, format!("bad {what} field: {e}"))
+        };
+        let mut uid = h.uid().map_err(|e| bad(&raw_name, "uid", e))?;
+        let mut gid = h.gid().map_err(|e| bad(&raw_name, "gid", e))?;
+        let mode = h.mode().map_err(|e| bad(&raw_name, "mode", e))?;
+        let size = h.entry_size().map_err(|e| bad(&raw_name, "size", e))?;
+        let mut mtime = TimeSpec::new(
+            i64::try_from(h.mtime().map_err(|e| bad(&raw_name, "mtime", e))?).unwrap_or(i64::MAX),
+            0,
+        );
+        let mut xattrs = Vec::new();
+        if let Some(pax) = &pending.pax {
+            // The PAX path may only be known after parsing, so errors name the header's path.
+            for rec in PaxExtensions::new(pax) {
+                let rec =
+                    rec.map_err(|e| LayerError::entry(&raw_name, format!("bad pax record: {e}")))?;
+                let key = rec.key_bytes();
+                let value = rec.value_bytes();
+                match key {
+                    b"path" => raw_name = value.to_vec(),
+                    b"linkpath" => link = Some(value.to_vec()),
+                    b"uid" => {
+                        uid = parse_pax_id(value)
+                            .ok_or_else(|| LayerError::entry(&raw_name, "bad pax uid"))?;
+                    }
+                    b"gid" => {
+                        gid = parse_pax_id(value)
+                            .ok_or_else(|| LayerError::entry(&raw_name, "bad pax gid"))?;
+                    }
+                    b"mtime" => {
+                        mtime = parse_pax_time(value)
+                            .ok_or_else(|| LayerError::entry(&raw_name, "bad pax mtime"))?;
+                    }
+                    // The stream position follows the header's size field; a PAX
+                    // size that disagrees would make this reader and others see
+                    // different archives.
+                    b"size" if parse_pax_id_u64(value) != Some(size) => {
+                        return Err(LayerError::entry(
+                            &raw_name,
+                            "pax size record disagrees with the header size",
+                        ));
+                    }
+                    _ if key.starts_with(b"SCHILY.xattr.") => {
+                        let name = key.get(b"SCHILY.xattr.".len()..).unwrap_or_default();
+                        let name = std::str::from_utf8(name)
+                            .ok()
+                            .filter(|n| !n.is_empty() && !n.contains('\0'))
+                            .ok_or_else(|| {
+                                LayerError::entry(&raw_name, "bad xattr name in pax header")
+                            })?;
+                        xattrs.push((name.to_owned(), value.to_vec()));
+                    }
+                    _ if key.starts_with(b"GNU.sparse.") => {
+                        return Err(LayerError::entry(
+                            &raw_name,
+                            "sparse files are not supported",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let uid = u32::try_from(uid)
+            .map_err(|_| LayerError::entry(&raw_name, format!("uid {uid} out of range")))?;
+        let gid = u32::try_from(gid)
+            .map_err(|_| LayerError::entry(&raw_name, format!("gid {gid} out of range")))?;
+        if raw_name.len() as u64 > MAX_LONG_NAME {
+            return Err(LayerError::entry(
+                m_name_head(&raw_name),
+                format!(
+                    "name of {} bytes exceeds the limit of {MAX_LONG_NAME} bytes",
+                    raw_name.len()
+                ),
+            ));
+        }
+        let is_old_format = h.as_ustar().is_none() && h.as_gnu().is_none();
+        let kind = match h.entry_type() {
+            EntryType::Regular | EntryType::Continuous
+                if is_old_format && raw_name.ends_with(b"/") =>
+            {
+                Kind::Dir
+            }
+            EntryType::Regular | EntryType::Continuous => Kind::File,
+            EntryType::Directory => Kind::Dir,
+            EntryType::Symlink => Kind::Symlink,
+            EntryType::Link => Kind::Hardlink,
+            EntryType::Char => Kind::Char,
+            EntryType::Block => Kind::Block,
+            EntryType::Fifo => Kind::Fifo,
+            EntryType::GNUSparse => {
+                return Err(LayerError::entry(
+                    &raw_name,
+                    "sparse files are not supported",
+                ));
+            }
+            other => Kind::Skip(other.as_byte()),
+        };
+        let mut dev = (0, 0);
+        if matches!(kind, Kind::Char | Kind::Block) {
+            let major = h
+                .device_major()
+                .map_err(|e| bad(&raw_name, "device major", e))?
+                .unwrap_or(0);
+            let minor = h
+                .device_minor()
+                .map_err(|e| bad(&raw_name, "device minor", e))?
+                .unwrap_or(0);
+            if major > MAX_DEV_MAJOR || minor > MAX_DEV_MINOR {
+                return Err(LayerError::entry(
+                    &raw_name,
+                    format!("device number {major}:{minor} out of range"),
+                ));
+            }
+            dev = (major, minor);
+        }
+        if matches!(kind, Kind::Symlink | Kind::Hardlink) && link.as_ref().is_none_or(Vec::is_empty)
+        {
+            return Err(LayerError::entry(&raw_name, "link without a target"));
+        }
+        if link
+            .as_ref()
+            .is_some_and(|l| l.len() as u64 > MAX_LONG_NAME)
+        {
+            return Err(LayerError::entry(
+                &raw_name,
+                "link target exceeds the limit of 65536 bytes",
+            ));
+        }
+        Ok(Self {
+            raw_name,
+            kind,
+            link,
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            mtime,
+            size,
+            xattrs,
+            dev,
+        })
+    }
+}
+
+fn parse_pax_id_u64(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+fn parse_pax_id(v: &[u8]) -> Option<u64> {
+    parse_pax_id_u64(v)
+}
+
+/// Parses a PAX time (`[-]SECONDS[.FRACTION]`) to a timespec; fraction
+/// digits beyond nanoseconds are dropped.
+fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    if secs.is_empty()
+        || !secs.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let secs: i64 = secs.parse().ok()?;
+    let mut nanos: i64 = 0;
+    for (i, b) in frac.bytes().take(9).enumerate() {
+        nanos += i64::from(b - b'0') * 10_i64.pow(8 - u32::try_from(i).ok()?);
+    }
+    if neg {
+        // -1.25 is 1.25 s before the epoch: -2 s + 0.75 s.
+        if nanos == 0 {
+            Some(TimeSpec::new(secs.checked_neg()?, 0))
+        } else {
+            Some(TimeSpec::new(
+                secs.checked_neg()?.checked_sub(1)?,
+                1_000_000_000 - nanos,
+            ))
+        }
+    } else {
+        Some(TimeSpec::new(secs, nanos))
+    }
+}
+
+/// Cleans an entry name lexically: drops empty, `.` and leading `/`
+/// components and resolves `a/..`. A `..` above the root is an error.
+/// The root itself is the empty string.
+fn normalize(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
+    if raw.contains(&0) {
+        return Err("name contains a NUL byte");
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                if parts.pop().is_none() {
+                    return Err("name escapes the root directory");
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts.join(&b'/'))
+}
+
+/// Splits a normalized, non-root path into parent path and last component.
+fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (
+            path.get(..i).unwrap_or_default(),
+            path.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (b"", path),
+    }
+}
+
+fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Calls `f` again while it fails with `EAGAIN`/`EINTR`, which openat2 returns
+/// when a concurrent rename makes `RESOLVE_IN_ROOT` unsure.
+fn retry<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(Errno::EAGAIN | Errno::EINTR) if tries < 16 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+struct Unpacker {
+    /// `O_PATH` descriptor of `dest`: the root of every resolution.
+    root: OwnedFd,
+    mode: WhiteoutMode,
+    /// Directory times, applied after everything else (later writes would bump them).
+    dir_times: Vec<(Vec<u8>, TimeSpec)>,
+    /// Normalized paths written by this layer and their ancestors (Apply mode).
+    this_layer: HashSet<Vec<u8>>,
+    /// Directories with an opaque whiteout (Apply mode), emptied at the end.
+    opaque_dirs: Vec<Vec<u8>>,
+    stats: UnpackStats,
+}
+
+impl Unpacker {
+    /// Opens `path` (normalized, relative to the root) with `flags`, resolving
+    /// every symlink inside the root.
+    fn resolve(&self, path: &[u8], flags: OFlag) -> nix::Result<OwnedFd> {
+        let p = if path.is_empty() { b"." as &[u8] } else { path };
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        retry(|| openat2(self.root.as_fd(), os(p), how))
+    }
+
+    /// An `O_PATH` descriptor of directory `path`.
+    fn resolve_dir(&self, path: &[u8]) -> nix::Result<OwnedFd> {
+        self.resolve(path, OFlag::O_PATH | OFlag::O_DIRECTORY)
+    }
+
+    /// Records `path` and its ancestors as written by this layer.
+    fn mark(&mut self, path: &[u8]) {
+        if self.mode != WhiteoutMode::Apply {
+            return;
+        }
+        let mut end = path.len();
+        loop {
+            let prefix = path.get(..end).unwrap_or_default();
+            if !self.this_layer.insert(prefix.to_vec()) || prefix.is_empty() {
+                break;
+            }
+            end = prefix.iter().rposition(|&b| b == b'/').unwrap_or(0);
+        }
+    }
+
+    /// Resolves directory `parent`, creating missing components (mode 0755,
+    /// owned by root) one at a time inside their resolved parents.
+    fn ensure_dir(&mut self, parent: &[u8], entry: &[u8]) -> Result<OwnedFd, LayerError> {
+        match self.resolve_dir(parent) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(parent_error(entry, parent, e)),
+        }
+        let mut cur = self
+            .resolve_dir(b"")
+            .map_err(|e| parent_error(entry, b"", e))?;
+        let mut end = 0;
+        for comp in parent.split(|&b| b == b'/') {
+            end += comp.len();
+            let prefix = parent.get(..end).unwrap_or_default();
+            end += 1;
+            cur = match self.resolve_dir(prefix) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => {
+                    mkdirat(cur.as_fd(), os(comp), Mode::from_bits_truncate(0o755))
+                        .map_err(|e| parent_error(entry, prefix, e))?;
+                    self.mark(prefix);
+                    self.resolve_dir(prefix)
+                        .map_err(|e| parent_error(entry, prefix, e))?
+                }
+                Err(e) => return Err(parent_error(entry, prefix, e)),
+            };
+        }
+        Ok(cur)
+    }
+
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        m: &EntryMeta,
+    ) -> Result<(), LayerError> {
+        if let Kind::Skip(t) = m.kind {
+            log::warn!(
+                "skipping tar entry {} of unsupported type {:?}",
+                lossy(&m.raw_name),
+                char::from(t)
+            );
+            return Ok(());
+        }
+        let path = normalize(&m.raw_name).map_err(|r| LayerError::entry(&m.raw_name, r))?;
+        self.stats.entries += 1;
+        if path.is_empty() {
+            if m.kind != Kind::Dir {
+                return Err(LayerError::entry(
+                    &m.raw_name,
+                    "entry would replace the root directory",
+                ));
+            }
+            let fd = self
+                .resolve(b"", OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+                .map_err(|e| {
+                    LayerError::io(format!("opening root for entry {}", lossy(&m.raw_name)), e)
+                })?;
+            Self::set_fd_meta(&fd, m)?;
+            self.dir_times.push((Vec::new(), m.mtime));
+            return Ok(());
+        }
+        let (parent, base) = split_last(&path);
+        if base.starts_with(WHITEOUT_PREFIX) {
+            return self.whiteout(m, &path);
+        }
+        let pfd = self.ensure_dir(parent, &m.raw_name)?;
+        self.mark(&path);
+        let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
+        match m.kind {
+            Kind::Dir => {
+                if !Self::remove_existing(&pfd, base, true, &m.raw_name)? {
+                    mkdirat(pfd.as_fd(), os(base), Mode::from_bits_truncate(0o700))
+                        .map_err(|e| LayerError::io(what("creating directory"), e))?;
+                }
+                let fd = openat(
+                    pfd.as_fd(),
+                    os(base),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| LayerError::io(what("opening directory"), e))?;
+                Self::set_fd_meta(&fd, m)?;
+                self.dir_times.push((path.clone(), m.mtime));
+            }
+            Kind::File => {
+                Self::remove_existing(&pfd, base, false, &m.raw_name)?;
+                let fd = openat(
+                    pfd.as_fd(),
+                    os(base),
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|e| LayerError::io(what("creating file"), e))?;
+                let mut file = File::from(fd);
+                let got = io::copy(entry, &mut file)
+                    .map_err(|e| LayerError::io(what("writing file"), e))?;
+                if got < m.size {
+                    return Err(LayerError::Truncated {
+                        entry: lossy(&m.raw_name),
+                        got,
+                        size: m.size,
+                    });
+                }
+                self.stats.bytes += got;
+                let fd = OwnedFd::from(file);
+                Self::set_fd_meta(&fd, m)?;
+                futimens(fd.as_fd(), &m.mtime, &m.mtime)
+                    .map_err(|e| LayerError::io(what("setting mtime of"), e))?;
+            }
+            Kind::Symlink => {
+                Self::remove_existing(&pfd, base, false, &m.raw_name)?;
+                let target = m.link.as_deref().unwrap_or_default();
+                symlinkat(os(target), pfd.as_fd(), os(base))
+                    .map_err(|e| LayerError::io(what("creating symlink"), e))?;
+                Self::set_at_meta(&pfd, base, m, false)?;
+            }
+            Kind::Hardlink => {
+                let raw_target = m.link.as_deref().unwrap_or_default();
+                let target = normalize(raw_target).map_err(|r| {
+                    LayerError::entry(
+                        &m.raw_name,
+                        format!("hardlink target {}: {r}", lossy(raw_target)),
+                    )
+                })?;
+                if target.is_empty() {
+                    return Err(LayerError::entry(
+                        &m.raw_name,
+                        "hardlink to the root directory",
+                    ));
+                }
+                let (tparent, tbase) = split_last(&target);
+                let tfd = self.resolve_dir(tparent).map_err(|e| {
+                    LayerError::io(
+                        format!(
+                            "resolving hardlink target {} of {}",
+                            lossy(raw_target),
+                            lossy(&m.raw_name)
+                        ),
+                        e,
+                    )
+                })?;
+                if target != path {
+                    Self::remove_existing(&pfd, base, false, &m.raw_name)?;
+                }
+                linkat(
+                    tfd.as_fd(),
+                    os(tbase),
+                    pfd.as_fd(),
+                    os(base),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| {
+                    LayerError::io(
+                        format!(
+                            "creating hardlink {} to {}",
+                            lossy(&m.raw_name),
+                            lossy(raw_target)
+                        ),
+                        e,
+                    )
+                })?;
+            }
+            Kind::Char | Kind::Block | Kind::Fifo => {
+                Self::remove_existing(&pfd, base, false, &m.raw_name)?;
+                let kind = match m.kind {
+                    Kind::Char => SFlag::S_IFCHR,
+                    Kind::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
+                };
+                mknodat(
+                    pfd.as_fd(),
+                    os(base),
+                    kind,
+                    Mode::from_bits_truncate(0o600),
+                    makedev(u64::from(m.dev.0), u64::from(m.dev.1)),
+                )
+                .map_err(|e| LayerError::io(what("creating device"), e))?;
+                Self::set_at_meta(&pfd, base, m, true)?;
+            }
+            Kind::Skip(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Owner, mode and xattrs through an open (non-`O_PATH`) descriptor;
+    /// chown first because it clears setuid bits and file capabilities.
+    fn set_fd_meta(fd: &OwnedFd, m: &EntryMeta) -> Result<(), LayerError> {
+        let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
+        fchown(
+            fd.as_fd(),
+            Some(Uid::from_raw(m.uid)),
+            Some(Gid::from_raw(m.gid)),
+        )
+        .map_err(|e| LayerError::io(what("changing owner of"), e))?;
+        fchmod(fd.as_fd(), Mode::from_bits_truncate(m.mode))
+            .map_err(|e| LayerError::io(what("changing mode of"), e))?;
+        if !m.xattrs.is_empty() {
+            let file = File::from(
+                fd.try_clone()
+                    .map_err(|e| LayerError::io(what("duplicating descriptor of"), e))?,
+            );
+            for (name, value) in &m.xattrs {
+                file.set_xattr(name, value).map_err(|e| {
+                    LayerError::io(format!("setting xattr {name} on {}", lossy(&m.raw_name)), e)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Owner, mode (unless a symlink), xattrs and times of `base` in `pfd`,
+    /// never following `base`.
+    fn set_at_meta(
+        pfd: &OwnedFd,
+        base: &[u8],
+        m: &EntryMeta,
+        chmod: bool,
+    ) -> Result<(), LayerError> {
+        let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
+        fchownat(
+            pfd.as_fd(),
+            os(base),
+            Some(Uid::from_raw(m.uid)),
+            Some(Gid::from_raw(m.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| LayerError::io(what("changing owner of"), e))?;
+        if chmod {
+            fchmodat(
+                pfd.as_fd(),
+                os(base),
+                Mode::from_bits_truncate(m.mode),
+                FchmodatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| LayerError::io(what("changing mode of"), e))?;
+        }
+        for (name, value) in &m.xattrs {
+            // No *at xattr call: the parent is reached through its descriptor's
+            // /proc magic link and lsetxattr does not follow `base`.
+            let mut p = format!("/proc/self/fd/{}/", pfd.as_raw_fd()).into_bytes();
+            p.extend_from_slice(base);
+            xattr::set(Path::new(os(&p)), name, value).map_err(|e| {
+                LayerError::io(format!("setting xattr {name} on {}", lossy(&m.raw_name)), e)
+            })?;
+        }
+        utimensat(
+            pfd.as_fd(),
+            os(base),
+            &m.mtime,
+            &m.mtime,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| LayerError::io(what("setting mtime of"), e))?;
+        Ok(())
+    }
+
+    /// Removes `base` from `pfd` if present (recursively for directories).
+    /// With `keep_dir`, an existing directory is kept and `true` returned.
+    fn remove_existing(
+        pfd: &OwnedFd,
+        base: &[u8],
+        keep_dir: bool,
+        entry: &[u8],
+    ) -> Result<bool, LayerError> {
+        let st = match fstatat(pfd.as_fd(), os(base), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(false),
+            Err(e) => {
+                return Err(LayerError::io(
+                    format!("inspecting existing {}", lossy(entry)),
+                    e,
+                ));
+            }
+        };
+        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        if is_dir && keep_dir {
+            return Ok(true);
+        }
+        let r = if is_dir {
+            remove_all(pfd.as_fd(), base)
+        } else {
+            unlinkat(pfd.as_fd(), os(base), UnlinkatFlags::NoRemoveDir)
+        };
+        r.map_err(|e| LayerError::io(format!("removing existing {}", lossy(entry)), e))?;
+        Ok(false)
+    }
+
+    fn whiteout(&mut self, m: &EntryMeta, path: &[u8]) -> Result<(), LayerError> {
+        let (parent, base) = split_last(path);
+        if base == WHITEOUT_OPAQUE {
+            self.mark(parent);
+            match self.mode {
+                WhiteoutMode::Overlay => {
+                    self.ensure_dir(parent, &m.raw_name)?;
+                    let fd = self
+                        .resolve(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+                        .map_err(|e| parent_error(&m.raw_name, parent, e))?;
+                    File::from(fd)
+                        .set_xattr(OVERLAY_OPAQUE_XATTR, b"y")
+                        .map_err(|e| {
+                            LayerError::io(
+                                format!("marking directory of {} opaque", lossy(&m.raw_name)),
+                                e,
+                            )
+                        })?;
+                }
+                WhiteoutMode::Apply => self.opaque_dirs.push(parent.to_vec()),
+            }
+            return Ok(());
+        }
+        if base.starts_with(WHITEOUT_META_PREFIX) {
+            log::warn!("skipping aufs metadata entry {}", lossy(&m.raw_name));
+            return Ok(());
+        }
+        let name = base.get(WHITEOUT_PREFIX.len()..).unwrap_or_default();
+        if name.is_empty() || name == b"." || name == b".." {
+            return Err(LayerError::entry(&m.raw_name, "invalid whiteout name"));
+        }
+        let mut target = parent.to_vec();
+        if !target.is_empty() {
+            target.push(b'/');
+        }
+        target.extend_from_slice(name);
+        match self.mode {
+            WhiteoutMode::Overlay => {
+                let pfd = self.ensure_dir(parent, &m.raw_name)?;
+                Self::remove_existing(&pfd, name, false, &m.raw_name)?;
+                mknodat(
+                    pfd.as_fd(),
+                    os(name),
+                    SFlag::S_IFCHR,
+                    Mode::empty(),
+                    makedev(0, 0),
+                )
+                .map_err(|e| {
+                    LayerError::io(format!("creating whiteout for {}", lossy(&m.raw_name)), e)
+                })?;
+                self.mark(&target);
+            }
+            WhiteoutMode::Apply => {
+                if self.this_layer.contains(&target) {
+                    return Ok(());
+                }
+                match self.resolve_dir(parent) {
+                    Ok(pfd) => {
+                        Self::remove_existing(&pfd, name, false, &m.raw_name)?;
+                    }
+                    // Nothing to hide.
+                    Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+                    Err(e) => return Err(parent_error(&m.raw_name, parent, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies deferred work: opaque directories (Apply mode), then directory times.
+    fn finish(&mut self) -> Result<(), LayerError> {
+        for dir in std::mem::take(&mut self.opaque_dirs) {
+            let fd = match self.resolve(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
+                Err(e) => {
+                    return Err(LayerError::io(
+                        format!("opening opaque directory {}", lossy(&dir)),
+                        e,
+                    ));
+                }
+            };
+            self.prune(&fd, &dir).map_err(|e| {
+                LayerError::io(format!("emptying opaque directory {}", lossy(&dir)), e)
+            })?;
+        }
+        for (path, mtime) in std::mem::take(&mut self.dir_times) {
+            let what = format!("setting mtime of directory {}", lossy(&path));
+            if path.is_empty() {
+                utimensat(
+                    self.root.as_fd(),
+                    ".",
+                    &mtime,
+                    &mtime,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| LayerError::io(what, e))?;
+                continue;
+            }
+            let (parent, base) = split_last(&path);
+            let Ok(pfd) = self.resolve_dir(parent) else {
+                continue;
+            };
+            // A later entry may have replaced the directory; leave that alone.
+            let is_dir =
+                fstatat(pfd.as_fd(), os(base), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+                });
+            if is_dir {
+                utimensat(
+                    pfd.as_fd(),
+                    os(base),
+                    &mtime,
+                    &mtime,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| LayerError::io(what, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes everything under directory `fd` (at normalized `path`) that
+    /// this layer did not write, descending into directories it did write.
+    fn prune(&self, fd: &OwnedFd, path: &[u8]) -> nix::Result<()> {
+        let names = list_dir(fd.try_clone().map_err(|_| Errno::EBADF)?)?;
+        for name in names {
+            let mut child = path.to_vec();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(&name);
+            let st = fstatat(fd.as_fd(), os(&name), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+            if self.this_layer.contains(&child) {
+                if is_dir {
+                    let sub = openat(
+                        fd.as_fd(),
+                        os(&name),
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    self.prune(&sub, &child)?;
+                }
+            } else if is_dir {
+                remove_all(fd.as_fd(), &name)?;
+            } else {
+                unlinkat(fd.as_fd(), os(&name), UnlinkatFlags::NoRemoveDir)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parent_error(entry: &[u8], parent: &[u8], e: Errno) -> LayerError {
+    let reason = match e {
+        Errno::ENOTDIR => "is not a directory".to_owned(),
+        Errno::EEXIST => "exists and is not a directory".to_owned(),
+        Errno::ENOENT => "is a dangling symlink".to_owned(),
+        e => io::Error::from(e).to_string(),
+    };
+    LayerError::entry(
+        entry,
+        format!("parent directory {} {reason}", lossy(parent)),
+    )
+}
+
+/// Names in directory `fd`, without `.` and `..`.
+fn list_dir(fd: OwnedFd) -> nix::Result<Vec<Vec<u8>>> {
+    let mut dir = nix::dir::Dir::from_fd(fd)?;
+    let mut names = Vec::new();
+    for ent in dir.iter() {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+/// Removes `name` in `parent` and everything below it, never following symlinks.
+fn remove_all(parent: BorrowedFd<'_>, name: &[u8]) -> nix::Result<()> {
+    let fd = openat(
+        parent,
+        os(name),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    for child in list_dir(fd.try_clone().map_err(|_| Errno::EBADF)?)? {
+        match unlinkat(fd.as_fd(), os(&child), UnlinkatFlags::NoRemoveDir) {
+            Err(Errno::EISDIR) => remove_all(fd.as_fd(), &child)?,
+            r => r?,
+        }
+    }
+    unlinkat(parent, os(name), UnlinkatFlags::RemoveDir)
+}
+
+/// The first 64 bytes of an over-long name, for its error message.
+fn m_name_head(name: &[u8]) -> &[u8] {
+    name.get(..64).unwrap_or(name)
+}
