@@ -61,6 +61,8 @@ impl LogLevel {
 enum Command {
     /// Parse a Dockerfile and show the build plan, its AST or its JSON form.
     Parse(commands::parse::ParseArgs),
+    /// Create a one-layer image from a root file system tarball or directory.
+    Import(commands::import::ImportArgs),
     /// List images.
     Images(commands::images::ImagesArgs),
     /// Show an image's details as JSON (or through a Go template).
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
     let root = cli.root.as_deref();
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(&args),
+        Command::Import(args) => commands::import::run(root, &args),
         Command::Images(args) => commands::images::run(root, &args),
         Command::Inspect(args) => commands::inspect::run(root, &args),
         Command::History(args) => commands::history::run(root, &args),

@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod blobs;
+pub mod commit;
 pub mod digest;
 pub mod error;
 pub mod layer;
