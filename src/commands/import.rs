@@ -81,7 +81,6 @@ pub fn run(root: Option<&Path>, args: &ImportArgs) -> anyhow::Result<ExitCode> {
         },
         history: vec![History {
             created: Some(created),
-            created_by: Some(String::new()),
             comment: Some(
                 args.message
                     .clone()
