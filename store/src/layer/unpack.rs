@@ -390,14 +390,8 @@ impl EntryMeta {
         };
         let mut dev = (0, 0);
         if matches!(kind, Kind::Char | Kind::Block) {
-            let major = h
-                .device_major()
-                .map_err(|e| bad(&raw_name, "device major", e))?
-                .unwrap_or(0);
-            let minor = h
-                .device_minor()
-                .map_err(|e| bad(&raw_name, "device minor", e))?
-                .unwrap_or(0);
+            let major = device_field(h, true).map_err(|e| bad(&raw_name, "device major", e))?;
+            let minor = device_field(h, false).map_err(|e| bad(&raw_name, "device minor", e))?;
             if major > MAX_DEV_MAJOR || minor > MAX_DEV_MINOR {
                 return Err(LayerError::entry(
                     &raw_name,
@@ -432,6 +426,25 @@ impl EntryMeta {
             dev,
         })
     }
+}
+
+/// A device number field; all-NUL or blank fields (left empty by some
+/// writers) are 0.
+fn device_field(h: &tar::Header, major: bool) -> io::Result<u32> {
+    let raw = match (h.as_ustar(), h.as_gnu()) {
+        (Some(u), _) => Some(if major { u.dev_major } else { u.dev_minor }),
+        (None, Some(g)) => Some(if major { g.dev_major } else { g.dev_minor }),
+        (None, None) => None,
+    };
+    if raw.is_some_and(|f| f.iter().all(|&b| b == 0 || b == b' ')) {
+        return Ok(0);
+    }
+    let v = if major {
+        h.device_major()
+    } else {
+        h.device_minor()
+    };
+    Ok(v?.unwrap_or(0))
 }
 
 fn parse_pax_id_u64(v: &[u8]) -> Option<u64> {
@@ -674,7 +687,7 @@ impl Unpacker {
                 .map_err(|e| LayerError::io(what("creating file"), e))?;
                 let mut file = File::from(fd);
                 let got = io::copy(entry, &mut file)
-                    .map_err(|e| LayerError::io(what("writing file"), e))?;
+                    .map_err(|e| LayerError::io(what("extracting file"), e))?;
                 if got < m.size {
                     return Err(LayerError::Truncated {
                         entry: lossy(&m.raw_name),
