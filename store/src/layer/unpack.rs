@@ -89,7 +89,9 @@ pub struct UnpackStats {
 /// layer or already in `dest`), character and block devices and fifos, with
 /// the header's mode (including setuid, setgid and sticky bits), numeric
 /// uid/gid (names are ignored), mtime (with PAX nanoseconds; directory times
-/// are set last) and PAX `SCHILY.xattr.*` extended attributes. Needs root (or
+/// are set last) and PAX `SCHILY.xattr.*` extended attributes (except
+/// `trusted.overlay.*` and `user.overlay.*`, which overlayfs would act on and
+/// which are dropped with a warning). Needs root (or
 /// `CAP_CHOWN`, `CAP_MKNOD`, `CAP_SYS_ADMIN` for `trusted.*` xattrs).
 ///
 /// Nothing outside `dest` is ever read, written, chmod-ed, chown-ed or
@@ -341,7 +343,14 @@ impl EntryMeta {
                             .ok_or_else(|| {
                                 LayerError::entry(&raw_name, "bad xattr name in pax header")
                             })?;
-                        xattrs.push((name.to_owned(), value.to_vec()));
+                        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+                        {
+                            // overlayfs acts on these (redirects, metacopy); a layer
+                            // says "opaque" with `.wh..wh..opq` instead.
+                            log::warn!("ignoring xattr {name} of tar entry {}", lossy(&raw_name));
+                        } else {
+                            xattrs.push((name.to_owned(), value.to_vec()));
+                        }
                     }
                     _ if key.starts_with(b"GNU.sparse.") => {
                         return Err(LayerError::entry(

@@ -596,3 +596,22 @@ fn unknown_types_are_skipped() {
     assert!(!s.dest.join("weird").exists());
     assert_eq!(fs::read(s.dest.join("after")).unwrap(), b"ok");
 }
+
+#[test]
+fn overlay_xattrs_from_archives_are_dropped() {
+    if !root_or_skip() {
+        return;
+    }
+    let s = Sandbox::new();
+    let tar = RawTar::default()
+        .pax(&[
+            ("SCHILY.xattr.trusted.overlay.redirect", b"/victim"),
+            ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+            ("SCHILY.xattr.user.kept", b"1"),
+        ])
+        .dir(b"d/")
+        .finish();
+    s.unpack(&tar, Overlay).unwrap();
+    let names: Vec<_> = xattr::list(s.dest.join("d")).unwrap().collect();
+    assert_eq!(names, ["user.kept"]);
+}
