@@ -283,7 +283,9 @@ impl<W: Write> Packer<'_, W> {
         };
         h.set_mtime(u64::try_from(mtime).unwrap_or(0));
         h.set_size(f.size);
-        if let Some((major, minor)) = f.dev {
+        // Written as octal zeros for every entry, as GNU tar and Go do.
+        let (major, minor) = f.dev.unwrap_or((0, 0));
+        {
             let major = u32::try_from(major).map_err(|_| {
                 LayerError::io(what(), io::Error::other("device major out of range"))
             })?;

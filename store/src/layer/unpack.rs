@@ -89,7 +89,9 @@ pub struct UnpackStats {
 /// layer or already in `dest`), character and block devices and fifos, with
 /// the header's mode (including setuid, setgid and sticky bits), numeric
 /// uid/gid (names are ignored), mtime (with PAX nanoseconds; directory times
-/// are set last) and PAX `SCHILY.xattr.*` extended attributes. Needs root (or
+/// are set last) and PAX `SCHILY.xattr.*` extended attributes (except
+/// `trusted.overlay.*` and `user.overlay.*`, which overlayfs would act on and
+/// which are dropped with a warning). Needs root (or
 /// `CAP_CHOWN`, `CAP_MKNOD`, `CAP_SYS_ADMIN` for `trusted.*` xattrs).
 ///
 /// Nothing outside `dest` is ever read, written, chmod-ed, chown-ed or
@@ -341,7 +343,14 @@ impl EntryMeta {
                             .ok_or_else(|| {
                                 LayerError::entry(&raw_name, "bad xattr name in pax header")
                             })?;
-                        xattrs.push((name.to_owned(), value.to_vec()));
+                        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+                        {
+                            // overlayfs acts on these (redirects, metacopy); a layer
+                            // says "opaque" with `.wh..wh..opq` instead.
+                            log::warn!("ignoring xattr {name} of tar entry {}", lossy(&raw_name));
+                        } else {
+                            xattrs.push((name.to_owned(), value.to_vec()));
+                        }
                     }
                     _ if key.starts_with(b"GNU.sparse.") => {
                         return Err(LayerError::entry(
@@ -390,14 +399,8 @@ impl EntryMeta {
         };
         let mut dev = (0, 0);
         if matches!(kind, Kind::Char | Kind::Block) {
-            let major = h
-                .device_major()
-                .map_err(|e| bad(&raw_name, "device major", e))?
-                .unwrap_or(0);
-            let minor = h
-                .device_minor()
-                .map_err(|e| bad(&raw_name, "device minor", e))?
-                .unwrap_or(0);
+            let major = device_field(h, true).map_err(|e| bad(&raw_name, "device major", e))?;
+            let minor = device_field(h, false).map_err(|e| bad(&raw_name, "device minor", e))?;
             if major > MAX_DEV_MAJOR || minor > MAX_DEV_MINOR {
                 return Err(LayerError::entry(
                     &raw_name,
@@ -432,6 +435,25 @@ impl EntryMeta {
             dev,
         })
     }
+}
+
+/// A device number field; all-NUL or blank fields (left empty by some
+/// writers) are 0.
+fn device_field(h: &tar::Header, major: bool) -> io::Result<u32> {
+    let raw = match (h.as_ustar(), h.as_gnu()) {
+        (Some(u), _) => Some(if major { u.dev_major } else { u.dev_minor }),
+        (None, Some(g)) => Some(if major { g.dev_major } else { g.dev_minor }),
+        (None, None) => None,
+    };
+    if raw.is_some_and(|f| f.iter().all(|&b| b == 0 || b == b' ')) {
+        return Ok(0);
+    }
+    let v = if major {
+        h.device_major()
+    } else {
+        h.device_minor()
+    };
+    Ok(v?.unwrap_or(0))
 }
 
 fn parse_pax_id_u64(v: &[u8]) -> Option<u64> {
@@ -674,7 +696,7 @@ impl Unpacker {
                 .map_err(|e| LayerError::io(what("creating file"), e))?;
                 let mut file = File::from(fd);
                 let got = io::copy(entry, &mut file)
-                    .map_err(|e| LayerError::io(what("writing file"), e))?;
+                    .map_err(|e| LayerError::io(what("extracting file"), e))?;
                 if got < m.size {
                     return Err(LayerError::Truncated {
                         entry: lossy(&m.raw_name),
