@@ -4,6 +4,11 @@
 
 mod commands;
 mod output;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "used by the image commands, next")
+)]
+mod units;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
