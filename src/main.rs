@@ -8,6 +8,11 @@ mod output;
     not(test),
     expect(dead_code, reason = "used by the image commands, next")
 )]
+mod template;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "used by the image commands, next")
+)]
 mod units;
 
 use std::path::PathBuf;
