@@ -105,7 +105,8 @@ enum Param {
 /// The functions templates may call: Go's builtins and Docker's additions.
 pub(super) const FUNCTIONS: &[&str] = &[
     "and", "or", "not", "len", "index", "slice", "eq", "ne", "lt", "le", "gt", "ge", "print",
-    "printf", "println", "json", "split", "join", "title", "lower", "upper", "pad", "truncate",
+    "printf", "println", "html", "js", "urlquery", "json", "split", "join", "title", "lower",
+    "upper", "pad", "truncate",
 ];
 
 /// Fixed parameters and whether more of the last kind may follow.
@@ -115,7 +116,7 @@ fn signature(name: &str) -> (&'static [Param], Option<Param>) {
         "and" | "or" | "index" | "slice" | "eq" => (&[Any], Some(Any)),
         "not" | "len" | "json" => (&[Any], None),
         "ne" | "lt" | "le" | "gt" | "ge" => (&[Any, Any], None),
-        "print" | "println" => (&[], Some(Any)),
+        "print" | "println" | "html" | "js" | "urlquery" => (&[], Some(Any)),
         "printf" => (&[Str], Some(Any)),
         "split" => (&[Str, Str], None),
         "join" => (&[Strs, Str], None),
@@ -726,6 +727,9 @@ fn call<'a>(name: &str, args: &[Val<'a>]) -> std::result::Result<Val<'a>, String
             }
             string(items.join(sep))
         }
+        "html" => string(format::html_escape(&escaper_arg(&values()))),
+        "js" => string(format::js_escape(&escaper_arg(&values()))),
+        "urlquery" => string(format::query_escape(&escaper_arg(&values()))),
         "title" => string(title(str_arg(args, 0))),
         "lower" => string(map_chars(str_arg(args, 0), false)),
         "upper" => string(map_chars(str_arg(args, 0), true)),
@@ -766,7 +770,9 @@ fn call<'a>(name: &str, args: &[Val<'a>]) -> std::result::Result<Val<'a>, String
 
 fn length(val: &Val<'_>) -> std::result::Result<usize, String> {
     match val.get() {
-        None | Some(Value::Null) => Err("len of nil pointer".to_owned()),
+        None => Err("len of nil pointer".to_owned()),
+        // JSON null stands for Docker's nil maps and slices, whose length is 0.
+        Some(Value::Null) => Ok(0),
         Some(Value::String(s)) => Ok(s.len()),
         Some(Value::Array(a)) => Ok(a.len()),
         Some(Value::Object(o)) => Ok(o.len()),
@@ -791,9 +797,27 @@ fn index_arg(index: &Val<'_>, size: usize) -> std::result::Result<usize, String>
     }
 }
 
+/// Go's escapers format one string argument as is, anything else with `Sprint`.
+fn escaper_arg(values: &[Value]) -> String {
+    match values {
+        [Value::String(s)] => s.clone(),
+        _ => format::sprint(values),
+    }
+}
+
 fn index<'a>(item: Val<'a>, indexes: &[Val<'a>]) -> std::result::Result<Val<'a>, String> {
-    if item.is_nil() {
+    if item.get().is_none() {
         return Err("index of untyped nil".to_owned());
+    }
+    if item.is_nil() {
+        // JSON null stands for Docker's nil maps and slices: a missing key
+        // reads as "" (map[string]string), any position is out of range.
+        return match indexes.first().map(basic) {
+            None => Ok(item),
+            Some(Basic::Str(_)) => Ok(string(String::new())),
+            Some(Basic::Int(x)) => Err(format!("index out of range: {x}")),
+            Some(_) => Err("index of untyped nil".to_owned()),
+        };
     }
     let mut item = item;
     for idx in indexes {

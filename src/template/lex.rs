@@ -77,6 +77,7 @@ impl Kind {
                 | Kind::Template
                 | Kind::Block
                 | Kind::Nil
+                | Kind::Dot
         )
     }
 }

@@ -331,6 +331,45 @@ fn functions() {
         ("{{(.Config).Labels.b}}", "2"),
         ("{{with $x := .Objs}}{{(index $x 1).Name}}{{end}}", "second"),
         ("{{(print \"a\" (print \"b\" (print \"c\")))}}", "abc"),
+        (
+            "{{html \"<a href='x'>&\\\"\"}}",
+            "&lt;a href=&#39;x&#39;&gt;&amp;&#34;",
+        ),
+        (
+            "{{js \"a'b\\\"c\\\\<>&=\\n\"}}",
+            "a\\'b\\\"c\\\\\\u003C\\u003E\\u0026\\u003D\\u000A",
+        ),
+        ("{{urlquery \"a b&c=d/é\"}}", "a+b%26c%3Dd%2F%C3%A9"),
+        ("{{html 1 2}} {{.Id | urlquery}}", "1 2 sha256%3Aabc"),
+        ("{{json \"\\b\\f\"}}", r#""\b\f""#),
+    ]);
+}
+
+#[test]
+fn null_reads_like_dockers_nil_maps_and_slices() {
+    check(&[
+        ("{{index .Config.NoLabels \"x\"}}|", "|"),
+        ("{{len .Config.NoLabels}}", "0"),
+        ("{{range .Config.NoLabels}}x{{else}}empty{{end}}", "empty"),
+        ("{{join .Config.NoLabels \",\"}}|", "|"),
+        ("{{json .Config.NoLabels}}", "null"),
+        ("{{if .Config.NoLabels}}y{{else}}n{{end}}", "n"),
+        ("{{.Config.NoLabels.x}}", "<no value>"),
+        ("{{with .Config.NoLabels.x}}y{{else}}n{{end}}", "n"),
+        (
+            "{{$x := .Config.NoLabels.x}}{{$x}} {{print $x}}",
+            "<no value> <nil>",
+        ),
+    ]);
+    check_errors(&[
+        (
+            "{{index .Config.NoLabels 0}}",
+            r#"template: :1:2: executing "" at <index .Config.NoLabe...>: error calling index: index out of range: 0"#,
+        ),
+        (
+            "{{len .Config.NoLabels.x}}",
+            r#"template: :1:2: executing "" at <len .Config.NoLabels...>: error calling len: len of nil pointer"#,
+        ),
     ]);
 }
 
@@ -405,8 +444,8 @@ fn parse_errors() {
     check_errors(&[
         ("{{foo}}", r#"template: :1: function "foo" not defined"#),
         (
-            "{{.Id | html}}",
-            r#"template: :1: function "html" not defined"#,
+            "{{.Id | call}}",
+            r#"template: :1: function "call" not defined"#,
         ),
         ("{{.Foo", "template: :1: unclosed action"),
         ("{{", "template: :1: unclosed action"),
@@ -459,6 +498,7 @@ fn parse_errors() {
             "template: :1: unexpected \"1\" in {{break}}",
         ),
         ("{{end 1}}", "template: :1: unexpected \"1\" in end"),
+        ("{{end .}}", "template: :1: unexpected <.> in end"),
         ("{{.Id ^}}", "template: :1: unexpected \"^\" in operand"),
         (
             "{{ \u{1}}}",
@@ -554,10 +594,6 @@ fn exec_errors() {
         (
             "{{len .Size}}",
             r#"template: :1:2: executing "" at <len .Size>: error calling len: len of type int"#,
-        ),
-        (
-            "{{len .Nil}}",
-            r#"template: :1:2: executing "" at <len .Nil>: error calling len: len of nil pointer"#,
         ),
         (
             "{{upper .Size}}",
@@ -660,8 +696,8 @@ fn exec_errors() {
             r#"template: :1:2: executing "" at <index .Config.Labels...>: error calling index: value has type int; should be string"#,
         ),
         (
-            "{{index .Nil 1}}",
-            r#"template: :1:2: executing "" at <index .Nil 1>: error calling index: index of untyped nil"#,
+            "{{index .Config.NoLabels.x 1}}",
+            r#"template: :1:2: executing "" at <index .Config.NoLabe...>: error calling index: index of untyped nil"#,
         ),
         (
             "{{index .Mixed 2 1}}",
@@ -787,8 +823,10 @@ fn limits_stop_runaway_templates() {
         error(&nested),
         "template: :1: max expression depth exceeded"
     );
-    let ok = format!("{{{{{}1{}}}}}", "(".repeat(50), ")".repeat(50));
+    let ok = format!("{{{{{}1{}}}}}", "(".repeat(99), ")".repeat(99));
     assert_eq!(run(&ok), "1");
+    let ok = format!("{}x{}", "{{with .}}".repeat(99), "{{end}}".repeat(99));
+    assert_eq!(run(&ok), "x");
 
     assert_eq!(
         error("{{range 100000000}}{{end}}"),
