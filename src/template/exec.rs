@@ -152,14 +152,10 @@ pub(super) fn execute(
                 .get(..e.pos)
                 .and_then(|t| t.rfind('\n'))
                 .map_or(0, |i| i + 1);
-            let mut context = e.context;
-            if context.chars().count() > 20 {
-                context = context.chars().take(20).collect::<String>() + "...";
-            }
             Err(TemplateError::Exec {
                 line,
                 column: e.pos.saturating_sub(line_start),
-                context,
+                context: e.context,
                 message: e.message,
             })
         }
@@ -537,12 +533,14 @@ impl<'a> State<'a> {
         let (params, variadic) = signature(name);
         let count = arg_nodes.len() + usize::from(final_val.is_some());
         if variadic.is_some() && count < params.len() {
+            // Go reports the count without the piped value here.
             return fail(
                 ident,
                 ident.pos(),
                 format!(
-                    "wrong number of args for {name}: want at least {} got {count}",
-                    params.len()
+                    "wrong number of args for {name}: want at least {} got {}",
+                    params.len(),
+                    arg_nodes.len()
                 ),
             );
         }
@@ -569,8 +567,19 @@ impl<'a> State<'a> {
         }
         let mut args: Vec<Val<'a>> = Vec::with_capacity(count);
         for (i, node) in arg_nodes.iter().enumerate() {
-            let val = self.eval_arg(dot, node)?;
             let param = params.get(i).copied().or(variadic).unwrap_or(Param::Any);
+            let val = match node {
+                // Go accepts an integral float literal (3.0) for an int parameter.
+                Operand::Number {
+                    value: Number::Float(f),
+                    ..
+                } if param == Param::Int && f.fract() == 0.0 && f.abs() < 9.2e18 =>
+                {
+                    #[expect(clippy::cast_possible_truncation, reason = "integral and in range")]
+                    Val::own(Value::from(*f as i64))
+                }
+                _ => self.eval_arg(dot, node)?,
+            };
             check_param(&val, Some(node), param, cmd)?;
             args.push(val);
         }

@@ -47,7 +47,7 @@ pub enum TemplateError {
         line: usize,
         /// 0-based byte column of the failing node, as Go counts it.
         column: usize,
-        /// The failing node's text, cut to 20 characters like Go.
+        /// The failing node's text, as Go prints it.
         context: String,
         /// What failed, as Go words it.
         message: String,

@@ -318,7 +318,7 @@ fn functions() {
         ("{{lower \"ABC\"}} {{upper \"straße\"}}", "abc STRAßE"),
         ("{{pad \"x\" 2 3}}|{{pad \"\" 2 3}}|", "  x   ||"),
         (
-            "{{truncate \"abcdef\" 3}} {{truncate \"ab\" 3}} {{truncate \"abc\" 3}} {{truncate \"abc\" 0}}|",
+            "{{truncate \"abcdef\" 3.0}} {{truncate \"ab\" 3}} {{truncate \"abc\" 3}} {{truncate \"abc\" 0}}|",
             "abc ab abc |",
         ),
         ("{{truncate \"éé\" 3}}", "é"),
@@ -326,6 +326,7 @@ fn functions() {
         ("{{.RootFS.Layers | len}}", "2"),
         ("{{\"x\" | printf \"%s-%s\" \"y\"}}", "y-x"),
         ("{{.Id | upper | lower}}", "sha256:abc"),
+        ("{{.Id | printf}}", "sha256:abc"),
         ("{{len (index .Nested 0)}}", "2"),
         ("{{(index .Objs 0).Name}}", "first"),
         ("{{(.Config).Labels.b}}", "2"),
@@ -364,11 +365,11 @@ fn null_reads_like_dockers_nil_maps_and_slices() {
     check_errors(&[
         (
             "{{index .Config.NoLabels 0}}",
-            r#"template: :1:2: executing "" at <index .Config.NoLabe...>: error calling index: index out of range: 0"#,
+            r#"template: :1:2: executing "" at <index .Config.NoLabels 0>: error calling index: index out of range: 0"#,
         ),
         (
             "{{len .Config.NoLabels.x}}",
-            r#"template: :1:2: executing "" at <len .Config.NoLabels...>: error calling len: len of nil pointer"#,
+            r#"template: :1:2: executing "" at <len .Config.NoLabels.x>: error calling len: len of nil pointer"#,
         ),
     ]);
 }
@@ -677,27 +678,27 @@ fn exec_errors() {
         ),
         (
             "{{index .RootFS.Layers 5}}",
-            r#"template: :1:2: executing "" at <index .RootFS.Layers...>: error calling index: index out of range: 5"#,
+            r#"template: :1:2: executing "" at <index .RootFS.Layers 5>: error calling index: index out of range: 5"#,
         ),
         (
             "{{printf \"%s\" (index .RootFS.Layers 2)}}",
-            r#"template: :1:15: executing "" at <index .RootFS.Layers...>: error calling index: index out of range: 2"#,
+            r#"template: :1:15: executing "" at <index .RootFS.Layers 2>: error calling index: index out of range: 2"#,
         ),
         (
             "{{index .RootFS.Layers -1}}",
-            r#"template: :1:2: executing "" at <index .RootFS.Layers...>: error calling index: index out of range: -1"#,
+            r#"template: :1:2: executing "" at <index .RootFS.Layers -1>: error calling index: index out of range: -1"#,
         ),
         (
             "{{index .RootFS.Layers \"a\"}}",
-            r#"template: :1:2: executing "" at <index .RootFS.Layers...>: error calling index: cannot index slice/array with type string"#,
+            r#"template: :1:2: executing "" at <index .RootFS.Layers "a">: error calling index: cannot index slice/array with type string"#,
         ),
         (
             "{{index .Config.Labels 1}}",
-            r#"template: :1:2: executing "" at <index .Config.Labels...>: error calling index: value has type int; should be string"#,
+            r#"template: :1:2: executing "" at <index .Config.Labels 1>: error calling index: value has type int; should be string"#,
         ),
         (
             "{{index .Config.NoLabels.x 1}}",
-            r#"template: :1:2: executing "" at <index .Config.NoLabe...>: error calling index: index of untyped nil"#,
+            r#"template: :1:2: executing "" at <index .Config.NoLabels.x 1>: error calling index: index of untyped nil"#,
         ),
         (
             "{{index .Mixed 2 1}}",
