@@ -928,6 +928,19 @@ fn basic<'v>(val: &'v Val<'_>) -> Basic<'v> {
     }
 }
 
+/// Go's type name of a non-nil value, for comparison errors.
+fn val_type(val: &Val<'_>) -> &'static str {
+    val.get().map_or("interface {}", type_name)
+}
+
+fn incompatible(a: &Val<'_>, b: &Val<'_>) -> String {
+    format!(
+        "incompatible types for comparison: {} and {}",
+        val_type(a),
+        val_type(b)
+    )
+}
+
 fn eq(first: &Val<'_>, others: &[Val<'_>]) -> std::result::Result<bool, String> {
     if others.is_empty() {
         return Err("missing argument for comparison".to_owned());
@@ -938,12 +951,29 @@ fn eq(first: &Val<'_>, others: &[Val<'_>]) -> std::result::Result<bool, String> 
         let truth = match (&a, &b) {
             (Basic::Nil, Basic::Nil) => true,
             (Basic::Nil, _) | (_, Basic::Nil) => false,
-            (Basic::Other, _) | (_, Basic::Other) => return Err("non-comparable type".to_owned()),
+            (Basic::Other, Basic::Other) => {
+                let (x, y) = (first.to_value(), other.to_value());
+                return Err(if x.is_array() == y.is_array() {
+                    format!(
+                        "non-comparable type {}: {}",
+                        format::to_v(&y),
+                        type_name(&y)
+                    )
+                } else {
+                    format!(
+                        "non-comparable types {}: {}, {}: {}",
+                        format::to_v(&x),
+                        type_name(&x),
+                        type_name(&y),
+                        format::to_v(&y)
+                    )
+                });
+            }
             (Basic::Bool(x), Basic::Bool(y)) => x == y,
             (Basic::Int(x), Basic::Int(y)) => x == y,
             (Basic::Float(x), Basic::Float(y)) => x == y,
             (Basic::Str(x), Basic::Str(y)) => x == y,
-            _ => return Err("incompatible types for comparison".to_owned()),
+            _ => return Err(incompatible(first, other)),
         };
         if truth {
             return Ok(true);
@@ -954,14 +984,13 @@ fn eq(first: &Val<'_>, others: &[Val<'_>]) -> std::result::Result<bool, String> 
 
 fn lt(a: &Val<'_>, b: &Val<'_>) -> std::result::Result<bool, String> {
     match (basic(a), basic(b)) {
-        (Basic::Nil | Basic::Other | Basic::Bool(_), _)
-        | (_, Basic::Nil | Basic::Other | Basic::Bool(_)) => {
-            Err("invalid type for comparison".to_owned())
-        }
+        (Basic::Nil | Basic::Other, _)
+        | (_, Basic::Nil | Basic::Other)
+        | (Basic::Bool(_), Basic::Bool(_)) => Err("invalid type for comparison".to_owned()),
         (Basic::Int(x), Basic::Int(y)) => Ok(x < y),
         (Basic::Float(x), Basic::Float(y)) => Ok(x < y),
         (Basic::Str(x), Basic::Str(y)) => Ok(x < y),
-        _ => Err("incompatible types for comparison".to_owned()),
+        _ => Err(incompatible(a, b)),
     }
 }
 

@@ -658,15 +658,27 @@ fn exec_errors() {
         ),
         (
             "{{eq 1 1.5}}",
-            r#"template: :1:2: executing "" at <eq 1 1.5>: error calling eq: incompatible types for comparison"#,
+            r#"template: :1:2: executing "" at <eq 1 1.5>: error calling eq: incompatible types for comparison: int and float64"#,
         ),
         (
             "{{eq .Config .Config}}",
-            r#"template: :1:2: executing "" at <eq .Config .Config>: error calling eq: non-comparable type"#,
+            r#"template: :1:2: executing "" at <eq .Config .Config>: error calling eq: non-comparable type map[Cmd:[/bin/sh -c echo hi] Env:[PATH=/usr/bin A=1] ExposedPorts:map[443/tcp:map[] 80/tcp:map[]] Labels:map[a:1 b:2] NoLabels:<nil> User:]: map[string]interface {}"#,
         ),
         (
             "{{lt .Config .Config}}",
             r#"template: :1:2: executing "" at <lt .Config .Config>: error calling lt: invalid type for comparison"#,
+        ),
+        (
+            "{{eq .EmptyArr .EmptyObj}}",
+            r#"template: :1:2: executing "" at <eq .EmptyArr .EmptyObj>: error calling eq: non-comparable types []: []interface {}, map[string]interface {}: map[]"#,
+        ),
+        (
+            "{{eq .EmptyArr \"x\"}}",
+            r#"template: :1:2: executing "" at <eq .EmptyArr "x">: error calling eq: incompatible types for comparison: []interface {} and string"#,
+        ),
+        (
+            "{{lt true 1}}",
+            r#"template: :1:2: executing "" at <lt true 1>: error calling lt: incompatible types for comparison: bool and int"#,
         ),
         (
             "{{lt true false}}",
@@ -674,7 +686,7 @@ fn exec_errors() {
         ),
         (
             "{{gt \"a\" 1}}",
-            r#"template: :1:2: executing "" at <gt "a" 1>: error calling gt: incompatible types for comparison"#,
+            r#"template: :1:2: executing "" at <gt "a" 1>: error calling gt: incompatible types for comparison: string and int"#,
         ),
         (
             "{{index .RootFS.Layers 5}}",
