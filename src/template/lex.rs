@@ -213,7 +213,8 @@ impl Lexer<'_> {
     fn at_terminator(&self) -> bool {
         match self.peek() {
             None | Some(' ' | '\t' | '\r' | '\n' | '.' | ',' | '|' | ':' | ')' | '(') => true,
-            Some(_) => self.rest().starts_with(RIGHT),
+            // Go checks only the delimiter's first character here.
+            Some(c) => c == '}',
         }
     }
 

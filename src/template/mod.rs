@@ -7,9 +7,9 @@
 //! integer, float, bool and nil literals; `if`/`else if`/`else`, `range`
 //! (arrays, objects in sorted-key order, integers, with `else`, `break`,
 //! `continue`), `with`/`else with`/`else`. Functions: Go's `and or not len
-//! index slice eq ne lt le gt ge print printf println` and Docker's `json
-//! split join title lower upper pad truncate`. Not supported: `define`,
-//! `template`, `block`, `call`, `html`, `js`, `urlquery`.
+//! index slice eq ne lt le gt ge print printf println html js urlquery` and
+//! Docker's `json split join title lower upper pad truncate`. Not
+//! supported: `define`, `template`, `block`, `call`.
 //!
 //! Values print as Go's `%v` prints the equivalent Go values (`[a b]`,
 //! `map[k:v]` with sorted keys, `<nil>`). A field missing from an object is

@@ -507,6 +507,7 @@ fn parse_errors() {
         ),
         ("{{.Id\u{1}}}", "template: :1: bad character U+0001"),
         ("{{.Id@}}", "template: :1: bad character U+0040 '@'"),
+        ("{{.Id}x}}", "template: :1: unexpected \"}\" in operand"),
         ("{{3x}}", "template: :1: bad number syntax: \"3x\""),
         ("{{0x}}", "template: :1: illegal number syntax: \"0x\""),
         ("{{1.2.3}}", "template: :1: unexpected \".3\" in operand"),
