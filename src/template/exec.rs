@@ -186,9 +186,10 @@ impl<'a> State<'a> {
     fn walk(&mut self, dot: &Val<'a>, list: &[Node]) -> Result<Flow> {
         for node in list {
             match node {
-                Node::Text(text) => {
-                    self.step(&"text", 0)?;
-                    self.write(text, &"text", 0)?;
+                Node::Text(pos, text) => {
+                    // Go's text node prints as its text.
+                    self.step(text, *pos)?;
+                    self.write(text, text, *pos)?;
                 }
                 Node::Action(pipe) => {
                     self.step(pipe, pipe.pos)?;

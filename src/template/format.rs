@@ -434,6 +434,15 @@ fn digits(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>) -> (Option
 
 /// Formats one argument; arrays and objects apply the verb to elements.
 fn format_arg(arg: &Value, verb: char, spec: Spec, out: &mut String) {
+    if verb == 'T' {
+        let name = if arg.is_null() {
+            "<nil>"
+        } else {
+            type_name(arg)
+        };
+        pad(name, spec, out, false);
+        return;
+    }
     match arg {
         Value::Array(items) => {
             out.push('[');

@@ -14,7 +14,8 @@ const MAX_DEPTH: usize = 100;
 /// A node of the template tree.
 #[derive(Debug)]
 pub(super) enum Node {
-    Text(String),
+    /// Text between actions, at its byte offset.
+    Text(usize, String),
     Action(Pipe),
     If(Branch),
     Range(Branch),
@@ -302,7 +303,7 @@ impl Parser<'_> {
     fn text_or_action(&mut self) -> Result<Item> {
         let token = self.next_non_space();
         match token.kind {
-            Kind::Text => Ok(Item::Node(Node::Text(token.val))),
+            Kind::Text => Ok(Item::Node(Node::Text(token.pos, token.val))),
             Kind::LeftDelim => {
                 self.action_pos = Some(token.pos);
                 let item = self.action();

@@ -437,6 +437,10 @@ fn printf_verbs() {
         ("{{printf \"%o %b %#x\" 8 5 255}}", "10 101 0xff"),
         ("{{printf \"%z\" 1}}", "%!z(int=1)"),
         ("{{printf \"%.3d\" 7}}", "007"),
+        (
+            "{{printf \"%T %T %T %T %T %T\" 1 1.5 \"s\" true .Nil .RepoTags}}",
+            "int float64 string bool <nil> []interface {}",
+        ),
     ]);
 }
 
@@ -848,6 +852,14 @@ fn limits_stop_runaway_templates() {
     );
     let big = error("{{range 100}}{{printf \"%1000000d\" 1}}{{end}}");
     assert!(big.ends_with("output exceeds 16777216 bytes"), "{big}");
+    let text = "x".repeat(1 << 20);
+    let big = error(&format!("{{{{range 100}}}}{text}{{{{end}}}}"));
+    assert!(
+        big.starts_with("template: :1:13: executing \"\" at <xxx"),
+        "{}",
+        &big[..60]
+    );
+    assert!(big.ends_with("output exceeds 16777216 bytes"));
     let doubling = error("{{$x := \"ab\"}}{{range 100}}{{$x = printf \"%s%s\" $x $x}}{{end}}");
     assert!(
         doubling.ends_with("error calling printf: result exceeds 16777216 bytes"),
