@@ -195,7 +195,7 @@ fn kill_9_at_any_moment_leaves_a_usable_store() {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                seed as u8
+                seed.to_le_bytes()[0]
             })
             .collect();
         fs::write(rootfs.join(format!("f{i}")), bytes).unwrap();

@@ -14,6 +14,7 @@ use crate::units::human_size;
 
 /// Arguments of `kiln images`.
 #[derive(Debug, Args)]
+#[expect(clippy::struct_excessive_bools, reason = "Docker's flags")]
 pub struct ImagesArgs {
     /// Show all images (kiln keeps no intermediate images, so this is the
     /// same list).
@@ -177,8 +178,8 @@ struct Filters {
     dangling: Option<bool>,
     reference: Vec<String>,
     labels: Vec<(String, Option<String>)>,
-    before: Option<Option<jiff::Timestamp>>,
-    since: Option<Option<jiff::Timestamp>>,
+    before: Option<jiff::Timestamp>,
+    since: Option<jiff::Timestamp>,
 }
 
 impl Filters {
@@ -207,14 +208,8 @@ impl Filters {
                     Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
                     None => (value.to_owned(), None),
                 }),
-                "before" => {
-                    let image = store.resolve(value)?;
-                    parsed.before = Some(parse_created(image.config.created.as_deref()));
-                }
-                "since" => {
-                    let image = store.resolve(value)?;
-                    parsed.since = Some(parse_created(image.config.created.as_deref()));
-                }
+                "before" => parsed.before = Some(created_of(store, value)?),
+                "since" => parsed.since = Some(created_of(store, value)?),
                 _ => bail!("invalid filter '{key}'"),
             }
         }
@@ -238,17 +233,24 @@ impl Filters {
         }
         let created = parse_created(image.config.created.as_deref());
         if let Some(before) = self.before
-            && !(created.is_some() && before.is_some() && created < before)
+            && created.is_none_or(|c| c >= before)
         {
             return false;
         }
         if let Some(since) = self.since
-            && !(created.is_some() && since.is_some() && created > since)
+            && created.is_none_or(|c| c <= since)
         {
             return false;
         }
         true
     }
+}
+
+/// The creation time of the image a `before=`/`since=` filter names.
+fn created_of(store: &kiln_store::Store, name: &str) -> anyhow::Result<jiff::Timestamp> {
+    let image = store.resolve(name)?;
+    parse_created(image.config.created.as_deref())
+        .ok_or_else(|| anyhow::anyhow!("image {name} has no creation time to filter by"))
 }
 
 /// Go's `path.Match` (what Docker's reference filter uses): `*` matches

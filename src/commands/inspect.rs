@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use kiln_store::{Image, Store};
+use kiln_store::Image;
 use serde_json::{Value, json};
 
 use crate::template::Template;
@@ -35,7 +35,7 @@ pub fn run(root: Option<&Path>, args: &InspectArgs) -> anyhow::Result<ExitCode> 
     let mut failed = false;
     for name in &args.images {
         match store.resolve(name) {
-            Ok(image) => documents.push(inspect_document(&store, &image)?),
+            Ok(image) => documents.push(inspect_document(&image)),
             Err(error) => {
                 crate::output::print_error(&error.into());
                 failed = true;
@@ -43,16 +43,13 @@ pub fn run(root: Option<&Path>, args: &InspectArgs) -> anyhow::Result<ExitCode> 
         }
     }
     let mut stdout = std::io::stdout().lock();
-    match template {
-        Some(template) => {
-            for document in &documents {
-                writeln!(stdout, "{}", template.execute(document)?)?;
-            }
+    if let Some(template) = template {
+        for document in &documents {
+            writeln!(stdout, "{}", template.execute(document)?)?;
         }
-        None => {
-            let text = serde_json::to_string_pretty(&Value::Array(documents))?;
-            writeln!(stdout, "{}", indent_like_docker(&text))?;
-        }
+    } else {
+        let text = serde_json::to_string_pretty(&Value::Array(documents))?;
+        writeln!(stdout, "{}", indent_like_docker(&text))?;
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -65,7 +62,7 @@ pub fn run(root: Option<&Path>, args: &InspectArgs) -> anyhow::Result<ExitCode> 
 /// and field order. Every config field is present (null when unset), as a
 /// Go struct would be, so that templates such as `{{.Config.Healthcheck}}`
 /// print `<nil>` rather than failing.
-pub fn inspect_document(store: &Store, image: &Image) -> anyhow::Result<Value> {
+pub fn inspect_document(image: &Image) -> Value {
     let config = image.config.config.clone().unwrap_or_default();
     let repo_tags: Vec<String> = image
         .tags
@@ -87,8 +84,7 @@ pub fn inspect_document(store: &Store, image: &Image) -> anyhow::Result<Value> {
         .last()
         .and_then(|h| h.comment.clone())
         .unwrap_or_default();
-    let _ = store;
-    Ok(json!({
+    json!({
         "Id": image.id.to_string(),
         "RepoTags": repo_tags,
         "RepoDigests": repo_digests,
@@ -137,10 +133,10 @@ pub fn inspect_document(store: &Store, image: &Image) -> anyhow::Result<Value> {
             },
             "digest": image.manifest_digest.to_string(),
         },
-    }))
+    })
 }
 
-/// `docker inspect` indents with four spaces; serde_json's pretty printer
+/// `docker inspect` indents with four spaces; `serde_json`'s pretty printer
 /// uses two. Leading spaces are doubled (string contents never start a
 /// line, since newlines inside strings are escaped).
 fn indent_like_docker(text: &str) -> String {

@@ -57,39 +57,36 @@ pub fn run(root: Option<&Path>, args: &SaveArgs) -> anyhow::Result<ExitCode> {
         Format::Docker => SaveFormat::Docker,
         Format::Oci => SaveFormat::Oci,
     };
-    match &args.output {
-        Some(path) => {
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let mut file = tempfile::Builder::new()
-                .prefix(".kiln-save-")
-                .tempfile_in(dir)
-                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-            {
-                let writer = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
-                kiln_store::archive::save_archive(&store, &requests, format, writer)
-                    .with_context(|| format!("cannot save to {}", path.display()))?;
-            }
-            file.as_file()
-                .sync_all()
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            file.persist(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(path) = &args.output {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut file = tempfile::Builder::new()
+            .prefix(".kiln-save-")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        {
+            let writer = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
+            kiln_store::archive::save_archive(&store, &requests, format, writer)
+                .with_context(|| format!("cannot save to {}", path.display()))?;
         }
-        None => {
-            let stdout = io::stdout().lock();
-            if io::IsTerminal::is_terminal(&stdout) {
-                anyhow::bail!(
-                    "refusing to write an archive to a terminal; use -o FILE or redirect stdout"
-                );
-            }
-            let mut writer = io::BufWriter::with_capacity(1 << 20, stdout);
-            kiln_store::archive::save_archive(&store, &requests, format, &mut writer)
-                .context("cannot save to stdout")?;
-            writer.flush().context("cannot write to stdout")?;
+        file.as_file()
+            .sync_all()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.persist(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    } else {
+        let stdout = io::stdout().lock();
+        if io::IsTerminal::is_terminal(&stdout) {
+            anyhow::bail!(
+                "refusing to write an archive to a terminal; use -o FILE or redirect stdout"
+            );
         }
+        let mut writer = io::BufWriter::with_capacity(1 << 20, stdout);
+        kiln_store::archive::save_archive(&store, &requests, format, &mut writer)
+            .context("cannot save to stdout")?;
+        writer.flush().context("cannot write to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
 }

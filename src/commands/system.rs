@@ -75,8 +75,8 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
             ];
             writeln!(
                 stdout,
-                "{:<15}{:<10}{:<10}{:<12}{}",
-                "TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"
+                "{:<15}{:<10}{:<10}{:<12}RECLAIMABLE",
+                "TYPE", "TOTAL", "ACTIVE", "SIZE"
             )?;
             for (kind, total, active, size, reclaimable) in rows {
                 writeln!(

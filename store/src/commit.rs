@@ -76,7 +76,7 @@ impl Store {
         })
     }
 
-    /// Runs `produce`, which writes an uncompressed tar, through a diff_id
+    /// Runs `produce`, which writes an uncompressed tar, through a `diff_id`
     /// hasher and a compressor into a new blob.
     fn write_layer_with(
         &self,
@@ -137,7 +137,7 @@ impl Store {
     /// The snapshot directory of a layer: its files unpacked once, in
     /// overlayfs form, under `snapshots/<diff_id hex>`. Unpacking happens
     /// in `tmp/` and the result is renamed into place, so a snapshot is
-    /// never partial; the blob's digest and the diff_id are both checked.
+    /// never partial; the blob's digest and the `diff_id` are both checked.
     pub fn snapshot(&self, layer: &Descriptor, diff_id: &str) -> Result<PathBuf, StoreError> {
         let diff_id = parse_sha256(diff_id)?;
         let target = self.snapshots_dir().join(diff_id.encoded());
@@ -160,7 +160,6 @@ impl Store {
                 &dest,
                 &UnpackOptions {
                     whiteouts: WhiteoutMode::Overlay,
-                    ..UnpackOptions::default()
                 },
             )?;
             io::copy(&mut hashing, &mut io::sink()).map_err(|e| {

@@ -53,12 +53,12 @@ pub enum StoreError {
         /// The size actually read.
         actual: u64,
     },
-    /// A layer's uncompressed digest differs from the config's diff_id.
+    /// A layer's uncompressed digest differs from the config's `diff_id`.
     #[error("diff_id mismatch for layer {layer}: config says {expected}, content is {actual}")]
     DiffIdMismatch {
         /// The layer (digest or archive path).
         layer: String,
-        /// The diff_id from the image config.
+        /// The `diff_id` from the image config.
         expected: String,
         /// The digest of the uncompressed content.
         actual: String,

@@ -15,7 +15,7 @@ use crate::store::{Store, disk_usage};
 pub struct SweepReport {
     /// Blobs deleted.
     pub blobs: Vec<Digest>,
-    /// Snapshot directories deleted (by diff_id hex).
+    /// Snapshot directories deleted (by `diff_id` hex).
     pub snapshots: Vec<String>,
     /// Bytes freed.
     pub reclaimed: u64,
@@ -49,7 +49,7 @@ pub struct DiskUsage {
     pub orphans: (usize, u64),
 }
 
-/// The blobs and diff_ids reachable from some roots.
+/// The blobs and `diff_ids` reachable from some roots.
 #[derive(Debug, Default)]
 struct Marks {
     blobs: BTreeSet<Digest>,

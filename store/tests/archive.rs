@@ -2,6 +2,8 @@
 //! and 25+) and OCI tools write, round trips, and every bad input the
 //! loader must refuse with a clear message.
 
+#![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
+
 use std::io::{Cursor, Read as _};
 
 use kiln_store::archive::save::SaveRequest;

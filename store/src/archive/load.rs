@@ -4,7 +4,7 @@
 //! in the store's `tmp/` (files named `blobs/sha256/<hex>` whose blob the
 //! store already has are hashed but not written). Only when the whole
 //! archive has been read and every manifest, config, digest, size and
-//! diff_id has been checked are the blobs moved into place and the tags
+//! `diff_id` has been checked are the blobs moved into place and the tags
 //! written, so a bad archive leaves no tag and no partial image.
 
 use std::collections::{BTreeMap, HashMap};
@@ -450,7 +450,7 @@ impl Archive<'_> {
         Ok(())
     }
 
-    /// Checks that a layer's uncompressed content hashes to its diff_id.
+    /// Checks that a layer's uncompressed content hashes to its `diff_id`.
     fn check_diff_id(&self, path: &str, digest: &Digest, diff_id: &str) -> Result<(), StoreError> {
         let expected = parse_sha256(diff_id)?;
         let mut reader = BufReader::with_capacity(1 << 20, self.open(path, "the image")?);

@@ -4,7 +4,7 @@
 //! uid/gid 0, mtime 0), so saving the same images twice gives the same
 //! bytes. Memory stays bounded: blobs are copied through a buffer, and a
 //! compressed layer saved in docker format is decompressed twice, once to
-//! learn its size (and check its diff_id) and once to write it.
+//! learn its size (and check its `diff_id`) and once to write it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
@@ -233,7 +233,7 @@ fn append_blob<W: Write>(
 
 /// Writes a layer uncompressed, as docker-archive readers expect, and
 /// returns its uncompressed size. The first pass counts bytes and checks
-/// the diff_id, so nothing wrong is written.
+/// the `diff_id`, so nothing wrong is written.
 fn append_uncompressed<W: Write>(
     store: &Store,
     builder: &mut tar::Builder<W>,
