@@ -438,3 +438,183 @@ fn a_killed_writer_leaves_a_usable_store() {
     kiln.ok(&["prune", "-f"]);
     assert_eq!(fs::read_dir(kiln.root().join("tmp")).unwrap().count(), 0);
 }
+
+#[test]
+fn import_accepts_compressed_tarballs_and_stdin() {
+    let kiln = Kiln::new();
+    let rootfs = kiln.path("rootfs");
+    common::sample_rootfs(&rootfs, "packed");
+    let tar = kiln.path("rootfs.tar");
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let plain = fs::read(&tar).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    fs::write(kiln.path("rootfs.tar.gz"), gz.finish().unwrap()).unwrap();
+    fs::write(
+        kiln.path("rootfs.tar.zst"),
+        zstd::stream::encode_all(&plain[..], 3).unwrap(),
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for (name, file) in [
+        ("plain", "rootfs.tar"),
+        ("gz", "rootfs.tar.gz"),
+        ("zst", "rootfs.tar.zst"),
+    ] {
+        let id = kiln.ok(&[
+            "import",
+            kiln.path(file).to_str().unwrap(),
+            &format!("t:{name}"),
+        ]);
+        ids.push(id);
+        assert_eq!(
+            common::image_file(&kiln.root(), &format!("t:{name}"), "etc/name").as_deref(),
+            Some("packed\n")
+        );
+    }
+    let out = kiln
+        .command()
+        .args(["import", "-", "t:stdin", "-m", "from a pipe"])
+        .write_stdin(plain)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        kiln.ok(&["history", "--format", "{{.Comment}}", "t:stdin"]),
+        "from a pipe\n"
+    );
+    // Same content, same layer: the diff_ids agree whatever the input
+    // compression.
+    let layers = |name: &str| kiln.ok(&["inspect", "-f", "{{.RootFS.Layers}}", name]);
+    assert_eq!(layers("t:plain"), layers("t:gz"));
+    assert_eq!(layers("t:plain"), layers("t:zst"));
+    assert_eq!(layers("t:plain"), layers("t:stdin"));
+    // The setuid bit and the symlink survived.
+    let store = kiln_store::Store::open(&kiln.root()).unwrap();
+    let image = store.resolve("t:zst").unwrap();
+    let snapshot = store
+        .snapshot(&image.manifest.layers[0], &image.config.rootfs.diff_ids[0])
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        fs::metadata(snapshot.join("bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o4755
+    );
+    assert_eq!(
+        fs::read_link(snapshot.join("bin/alias")).unwrap().to_str(),
+        Some("tool")
+    );
+}
+
+#[test]
+fn save_writes_several_images_and_is_atomic() {
+    let kiln = Kiln::new();
+    let first = kiln.import_sample("one:1");
+    let second = kiln.import_sample("two:1");
+    let archive = kiln.path("both.tar");
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "one:1", "two:1"]);
+    let fresh = Kiln::new();
+    assert_eq!(
+        fresh.ok(&["load", "-i", archive.to_str().unwrap()]),
+        "Loaded image: one:1\nLoaded image: two:1\n"
+    );
+    let ids = fresh.ok(&["images", "-q", "--no-trunc"]);
+    assert!(ids.contains(&first) && ids.contains(&second), "{ids}");
+    // A corrupt layer makes save fail, and -o leaves no file behind.
+    let store = kiln_store::Store::open(&kiln.root()).unwrap();
+    let image = store.resolve("two:1").unwrap();
+    let layer = kiln_reference::Digest::parse(&image.manifest.layers[0].digest).unwrap();
+    let path = store.blobs().path(&layer);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0xff;
+    fs::write(&path, bytes).unwrap();
+    drop(store);
+    for format in ["docker", "oci"] {
+        let target = kiln.path(&format!("broken-{format}.tar"));
+        let error = kiln.fails(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            target.to_str().unwrap(),
+            "two:1",
+        ]);
+        assert!(
+            error.contains("mismatch") || error.contains("corrupt") || error.contains("invalid"),
+            "{format}: {error}"
+        );
+        assert!(!target.exists(), "{format}: a partial archive was left");
+        let leftovers: Vec<_> = fs::read_dir(kiln.dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".kiln-save"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}
+
+#[test]
+fn images_resolve_by_digest_reference_and_id_prefix() {
+    let kiln = Kiln::new();
+    let id = kiln.import_sample("app:1");
+    let inspect: serde_json::Value = serde_json::from_str(&kiln.ok(&["inspect", "app:1"])).unwrap();
+    let repo_digest = inspect[0]["RepoDigests"][0].as_str().unwrap().to_owned();
+    assert!(repo_digest.starts_with("app@sha256:"), "{repo_digest}");
+    for name in [
+        repo_digest.as_str(),
+        "docker.io/library/app:1",
+        "app:1",
+        &id,
+        &id[7..],
+        &id[7..10],
+    ] {
+        assert_eq!(
+            kiln.ok(&["inspect", "-f", "{{.Id}}", name]).trim(),
+            id,
+            "{name}"
+        );
+    }
+    // `app` alone means app:latest, which does not exist.
+    assert_eq!(
+        kiln.fails(&["inspect", "app"]),
+        "error: no such image: app\n"
+    );
+}
+
+#[test]
+fn prune_removes_orphan_snapshots() {
+    let kiln = Kiln::new();
+    kiln.import_sample("app:1");
+    assert!(common::image_file(&kiln.root(), "app:1", "etc/name").is_some());
+    assert_eq!(
+        fs::read_dir(kiln.root().join("snapshots")).unwrap().count(),
+        1
+    );
+    let df = kiln.ok(&["system", "df"]);
+    assert!(df.contains("Snapshots      1         1"), "{df}");
+    // A snapshot survives prune while its image exists...
+    kiln.ok(&["prune", "-f"]);
+    assert_eq!(
+        fs::read_dir(kiln.root().join("snapshots")).unwrap().count(),
+        1
+    );
+    // ...and goes with it.
+    kiln.ok(&["rmi", "app:1"]);
+    assert_eq!(
+        fs::read_dir(kiln.root().join("snapshots")).unwrap().count(),
+        0
+    );
+}

@@ -463,3 +463,71 @@ fn tags_move_and_leave_dangling_images() {
         "manifest, config and layer of the old image"
     );
 }
+
+/// `docker save` since Docker 25 writes an OCI layout (index.json with
+/// containerd's name annotation and a bare tag in ref.name) plus
+/// manifest.json; the whole thing may also arrive gzip-compressed.
+#[test]
+fn loads_docker_25_archives_and_gzip_wrapped_ones() {
+    let layer = layer_tar("etc/os-release", b"ID=test\n");
+    let config = config_for(&[&layer]);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest_bytes(&config).to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest_bytes(&layer).to_string(), "size": layer.len()}]
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": digest_bytes(&manifest).to_string(), "size": manifest.len(),
+                       "annotations": {"io.containerd.image.name": "docker.io/library/d25:1",
+                                       "org.opencontainers.image.ref.name": "1"}}]
+    }))
+    .unwrap();
+    let docker_manifest = serde_json::to_vec(&json!([{
+        "Config": format!("blobs/sha256/{}", hex(&config)),
+        "RepoTags": ["d25:1"],
+        "Layers": [format!("blobs/sha256/{}", hex(&layer))]
+    }]))
+    .unwrap();
+    let archive = ArchiveBuilder::new()
+        .file(&format!("blobs/sha256/{}", hex(&config)), &config)
+        .file(&format!("blobs/sha256/{}", hex(&layer)), &layer)
+        .file(&format!("blobs/sha256/{}", hex(&manifest)), &manifest)
+        .file("index.json", &index)
+        .file("manifest.json", &docker_manifest)
+        .file("oci-layout", b"{\"imageLayoutVersion\":\"1.0.0\"}")
+        .finish();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &archive).unwrap();
+    for input in [archive.clone(), gz.finish().unwrap()] {
+        let (_dir, store) = store();
+        let loaded = load_archive(&store, Cursor::new(input)).unwrap();
+        assert_eq!(loaded[0].tags[0].to_string(), "docker.io/library/d25:1");
+        let image = store.resolve("d25:1").unwrap();
+        assert_eq!(image.id, digest_bytes(&config));
+        // The manifest is kept byte for byte.
+        assert_eq!(image.manifest_digest, digest_bytes(&manifest));
+    }
+    // Without containerd's annotation a bare tag names no repository: the
+    // image loads untagged, as Docker does.
+    let bare = String::from_utf8(index).unwrap().replace(
+        "\"io.containerd.image.name\":\"docker.io/library/d25:1\",",
+        "",
+    );
+    let archive = ArchiveBuilder::new()
+        .file(&format!("blobs/sha256/{}", hex(&config)), &config)
+        .file(&format!("blobs/sha256/{}", hex(&layer)), &layer)
+        .file(&format!("blobs/sha256/{}", hex(&manifest)), &manifest)
+        .file("index.json", bare.as_bytes())
+        .finish();
+    let (_dir, store) = store();
+    let loaded = load_archive(&store, Cursor::new(archive)).unwrap();
+    assert!(loaded[0].tags.is_empty());
+    assert_eq!(loaded[0].id, digest_bytes(&config));
+}
