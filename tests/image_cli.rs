@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 
 use common::Kiln;
 
@@ -503,7 +504,6 @@ fn import_accepts_compressed_tarballs_and_stdin() {
     let snapshot = store
         .snapshot(&image.manifest.layers[0], &image.config.rootfs.diff_ids[0])
         .unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         fs::metadata(snapshot.join("bin/tool"))
             .unwrap()
