@@ -240,3 +240,40 @@ fn kill_9_at_any_moment_leaves_a_usable_store() {
         assert!(target.ok(&["system", "check"]).contains("is consistent"));
     }
 }
+
+#[test]
+fn rmi_never_waits_behind_another_process_and_prune_collects_later() {
+    let kiln = Kiln::new();
+    kiln.import_sample("app:1");
+    // Another "process" holding the store open, as a long load would.
+    let other = kiln_store::Store::open(&kiln.root()).unwrap();
+    let mut rmi = Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(kiln.root())
+        .args(["rmi", "app:1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut finished = false;
+    for _ in 0..200 {
+        if rmi.try_wait().unwrap().is_some() {
+            finished = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !finished {
+        let _ = rmi.kill();
+    }
+    assert!(finished, "rmi waited for the other process");
+    assert_eq!(kiln.ok(&["images", "-q"]), "");
+    let blobs = || {
+        fs::read_dir(kiln.root().join("blobs/sha256"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(blobs(), 3, "blobs stay while the store is busy");
+    drop(other);
+    kiln.ok(&["prune", "-f"]);
+    assert_eq!(blobs(), 0);
+}

@@ -31,8 +31,10 @@ pub fn run(root: Option<&Path>, args: &RmiArgs) -> anyhow::Result<ExitCode> {
             failed = true;
         }
     }
-    let report = store.collect_garbage()?;
-    log::debug!("rmi freed {} bytes", report.reclaimed);
+    match store.collect_garbage_if_idle()? {
+        Some(report) => log::debug!("rmi freed {} bytes", report.reclaimed),
+        None => log::info!("store busy: unused blobs are left for a later prune"),
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -137,7 +137,18 @@ impl Store {
     /// record reaches, and clears abandoned staging files. Holds the store
     /// exclusively meanwhile.
     pub fn collect_garbage(&self) -> Result<SweepReport, StoreError> {
-        self.with_exclusive(|| {
+        self.with_exclusive(|| self.sweep())
+    }
+
+    /// Collects garbage only if no other kiln process has the store open
+    /// (`rmi` uses this so that it never waits behind a long `load`; what
+    /// it leaves is collected by a later `prune` or `rmi`).
+    pub fn collect_garbage_if_idle(&self) -> Result<Option<SweepReport>, StoreError> {
+        self.try_with_exclusive(|| self.sweep())
+    }
+
+    fn sweep(&self) -> Result<SweepReport, StoreError> {
+        {
             let marks = self.mark(|_| true)?;
             let mut report = SweepReport::default();
             for digest in self.blobs().list()? {
@@ -166,7 +177,7 @@ impl Store {
                 remove_tree(&entry.path())?;
             }
             Ok(report)
-        })
+        }
     }
 
     /// Verifies every blob against its digest and every index entry's

@@ -335,6 +335,27 @@ impl Store {
         })
     }
 
+    /// Like [`Store::with_exclusive`], but returns `None` at once instead of
+    /// waiting when another kiln process has the store open.
+    pub fn try_with_exclusive<T>(
+        &self,
+        sweep: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let lock_path = self.root.join("locks/gc.lock");
+        match self.gc_lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                // try_lock may have dropped the shared lock while trying.
+                self.gc_lock.lock_shared().at(&lock_path)?;
+                return Ok(None);
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+        }
+        let result = sweep();
+        self.gc_lock.lock_shared().at(&lock_path)?;
+        result.map(Some)
+    }
+
     /// Runs `sweep` while holding the garbage-collection lock exclusively:
     /// no other kiln process has the store open meanwhile.
     pub fn with_exclusive<T>(
