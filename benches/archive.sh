@@ -60,5 +60,5 @@ measure "skopeo copy oci: -> oci-archive:" sh -c "rm -f s-oci.tar; skopeo copy -
 measure "kiln load (docker-archive)" sh -c "rm -rf fresh; KILN_ROOT=$work/fresh $kiln load -q -i k-docker.tar"
 measure "skopeo copy docker-archive: -> oci:" sh -c "rm -rf sk-dir; skopeo copy -q docker-archive:k-docker.tar oci:sk-dir:bench:1"
 measure "kiln load (oci-archive)" sh -c "rm -rf fresh; KILN_ROOT=$work/fresh $kiln load -q -i k-oci.tar"
-measure "skopeo copy oci-archive: -> oci:" sh -c "rm -rf sk-dir; skopeo copy -q oci-archive:k-oci.tar:bench:1 oci:sk-dir:bench:1"
+measure "skopeo copy oci-archive: -> oci:" sh -c "rm -rf sk-dir; skopeo copy -q oci-archive:k-oci.tar:docker.io/library/bench:1 oci:sk-dir:bench:1"
 ls -l k-docker.tar k-oci.tar

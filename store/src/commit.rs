@@ -98,6 +98,9 @@ impl Store {
             .into_inner()
             .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
         self.blobs().commit(file, &digest)?;
+        if compression != Compression::None {
+            self.record_diff(&digest, &diff_id, diff_size)?;
+        }
         Ok(NewLayer {
             descriptor: Descriptor::new(media_type(compression, false), &digest.to_string(), size),
             diff_id,

@@ -168,6 +168,16 @@ impl Store {
                     report.snapshots.push(name);
                 }
             }
+            let meta = self.root().join("meta/diff");
+            for entry in fs::read_dir(&meta).at(&meta)? {
+                let entry = entry.at(&meta)?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let live = parse_sha256(&format!("sha256:{name}"))
+                    .is_ok_and(|digest| marks.blobs.contains(&digest));
+                if !live {
+                    remove_tree(&entry.path())?;
+                }
+            }
             // Nobody else has the store open: whatever is in tmp/ was left
             // by a killed process.
             let tmp = self.tmp_dir();

@@ -66,7 +66,14 @@ impl Image {
 impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for dir in ["blobs/sha256", "snapshots", "cache", "tmp", "locks"] {
+        for dir in [
+            "blobs/sha256",
+            "snapshots",
+            "cache",
+            "tmp",
+            "locks",
+            "meta/diff",
+        ] {
             let path = root.join(dir);
             fs::create_dir_all(&path).at(&path)?;
         }
@@ -117,6 +124,28 @@ impl Store {
     /// The build-cache directory.
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
+    }
+
+    /// Remembers the uncompressed digest and size of a compressed layer, so
+    /// that `save --format docker` can write its tar header without a
+    /// first decompression pass. The record is a hint: the save still
+    /// checks the bytes it writes against both.
+    pub fn record_diff(
+        &self,
+        layer: &Digest,
+        diff_id: &Digest,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        let path = self.root.join("meta/diff").join(layer.encoded());
+        write_atomic(&self.root, &path, format!("{diff_id} {size}\n").as_bytes())
+    }
+
+    /// The uncompressed digest and size recorded for a layer, if any.
+    pub fn recorded_diff(&self, layer: &Digest) -> Option<(Digest, u64)> {
+        let path = self.root.join("meta/diff").join(layer.encoded());
+        let text = fs::read_to_string(path).ok()?;
+        let (diff_id, size) = text.trim().split_once(' ')?;
+        Some((parse_sha256(diff_id).ok()?, size.parse().ok()?))
     }
 
     /// Reads index.json.

@@ -531,3 +531,63 @@ fn loads_docker_25_archives_and_gzip_wrapped_ones() {
     assert!(loaded[0].tags.is_empty());
     assert_eq!(loaded[0].id, digest_bytes(&config));
 }
+
+/// `save --format docker` takes a compressed layer's uncompressed size from
+/// the store's record, but still checks what it writes: a wrong record
+/// fails the save instead of producing a broken archive.
+#[test]
+fn docker_save_checks_recorded_layer_sizes() {
+    let (_dir, store) = store();
+    let layer_bytes = layer_tar("a", b"content");
+    let layer = store
+        .write_layer(&layer_bytes[..], kiln_store::layer::Compression::Gzip)
+        .unwrap();
+    let config = config_for(&[&layer_bytes]);
+    let config: kiln_store::spec::ImageConfig = serde_json::from_slice(&config).unwrap();
+    let tag = kiln_reference::parse_normalized_named("rec:1").unwrap();
+    store
+        .commit_image(
+            &config,
+            std::slice::from_ref(&layer.descriptor),
+            std::slice::from_ref(&tag),
+        )
+        .unwrap();
+    let digest = kiln_reference::Digest::parse(&layer.descriptor.digest).unwrap();
+    assert_eq!(
+        store.recorded_diff(&digest),
+        Some((layer.diff_id.clone(), layer_bytes.len() as u64))
+    );
+    let image = store.resolve("rec:1").unwrap();
+    let request = SaveRequest {
+        image,
+        tags: vec![tag],
+    };
+    let mut good = Vec::new();
+    save_archive(
+        &store,
+        std::slice::from_ref(&request),
+        SaveFormat::Docker,
+        &mut good,
+    )
+    .unwrap();
+    // The archive holds the layer uncompressed.
+    let (_dir2, fresh) = self::store();
+    load_archive(&fresh, Cursor::new(&good)).unwrap();
+    assert_eq!(
+        fresh.resolve("rec:1").unwrap().manifest.layers[0].digest,
+        layer.diff_id.to_string()
+    );
+    // A lying record is caught.
+    store
+        .record_diff(&digest, &layer.diff_id, layer_bytes.len() as u64 - 512)
+        .unwrap();
+    let error = save_archive(&store, &[request], SaveFormat::Docker, &mut Vec::new()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "size mismatch for layer {digest} (uncompressed): expected {} bytes, got {}",
+            layer_bytes.len() - 512,
+            layer_bytes.len()
+        )
+    );
+}

@@ -461,7 +461,11 @@ impl Archive<'_> {
             let mut hashing = HashingReader::new(decoder(reader, compression));
             io::copy(&mut hashing, &mut io::sink())
                 .map_err(|e| StoreError::Archive(format!("cannot decompress layer {path}: {e}")))?;
-            hashing.finish().0
+            let (actual, size) = hashing.finish();
+            if actual == expected {
+                self.store.record_diff(digest, &actual, size)?;
+            }
+            actual
         };
         if actual != expected {
             return Err(StoreError::DiffIdMismatch {

@@ -232,8 +232,11 @@ fn append_blob<W: Write>(
 }
 
 /// Writes a layer uncompressed, as docker-archive readers expect, and
-/// returns its uncompressed size. The first pass counts bytes and checks
-/// the `diff_id`, so nothing wrong is written.
+/// returns its uncompressed size. The tar header needs the size first: it
+/// comes from the store's record of the layer when there is one, else from
+/// a first decompression pass. Either way the bytes written are checked
+/// against the size and the `diff_id` as they go, and a mismatch fails the
+/// save.
 fn append_uncompressed<W: Write>(
     store: &Store,
     builder: &mut tar::Builder<W>,
@@ -250,30 +253,55 @@ fn append_uncompressed<W: Write>(
         };
         Ok(decoder(reader, compression))
     };
+    let size = match store.recorded_diff(digest) {
+        Some((recorded, size)) if &recorded == diff_id => size,
+        _ => {
+            let mut hashing = HashingReader::new(open()?);
+            io::copy(&mut hashing, &mut io::sink())
+                .map_err(|e| layer_read_error(store, digest, e))?;
+            let (actual, size) = hashing.finish();
+            if &actual != diff_id {
+                return Err(StoreError::DiffIdMismatch {
+                    layer: digest.to_string(),
+                    expected: diff_id.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            size
+        }
+    };
+    if !written.insert(path.clone()) {
+        return Ok(size);
+    }
+    let mut failure = None;
     let mut hashing = HashingReader::new(open()?);
+    let result = builder.append(
+        &header(&path, size, false),
+        ErrorTrap {
+            inner: (&mut hashing).take(size),
+            failure: &mut failure,
+        },
+    );
+    if let Some(e) = failure {
+        return Err(layer_read_error(store, digest, e));
+    }
+    result.at("archive output")?;
+    // Anything beyond the recorded size also counts against the diff_id.
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| layer_read_error(store, digest, e))?;
-    let (actual, size) = hashing.finish();
+    let (actual, actual_size) = hashing.finish();
+    if actual_size != size {
+        return Err(StoreError::SizeMismatch {
+            what: format!("layer {digest} (uncompressed)"),
+            expected: size,
+            actual: actual_size,
+        });
+    }
     if &actual != diff_id {
         return Err(StoreError::DiffIdMismatch {
             layer: digest.to_string(),
             expected: diff_id.to_string(),
             actual: actual.to_string(),
         });
-    }
-    if written.insert(path.clone()) {
-        let mut failure = None;
-        let mut reader = open()?;
-        let result = builder.append(
-            &header(&path, size, false),
-            ErrorTrap {
-                inner: &mut reader,
-                failure: &mut failure,
-            },
-        );
-        if let Some(e) = failure {
-            return Err(layer_read_error(store, digest, e));
-        }
-        result.at("archive output")?;
     }
     Ok(size)
 }
