@@ -22,7 +22,7 @@ pub(crate) fn is_print(c: char) -> bool {
 }
 
 /// Go's `strconv.Quote` (what `%q` prints).
-pub(crate) fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

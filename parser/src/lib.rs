@@ -11,7 +11,7 @@
 pub mod ast;
 pub mod dockerignore;
 mod error;
-mod golang;
+pub mod golang;
 pub mod instructions;
 pub mod mount;
 pub mod plan;

@@ -128,39 +128,8 @@ pub(super) fn sprintln(args: &[Value]) -> String {
     out
 }
 
-/// Go's `strconv.Quote`.
-pub(crate) fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            ' ' => out.push(' '),
-            c if c.is_ascii_control() => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c if c.is_control() || c.is_whitespace() => {
-                let code = u32::from(c);
-                if code > 0xffff {
-                    let _ = write!(out, "\\U{code:08x}");
-                } else {
-                    let _ = write!(out, "\\u{code:04x}");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// Go's `strconv.Quote`, shared with the Dockerfile parser.
+pub(crate) use kiln_parser::golang::quote;
 
 /// Go's `encoding/json` with `SetEscapeHTML(false)`, no trailing newline
 /// (Docker's `json` template function). Object keys keep their order.

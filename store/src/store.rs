@@ -87,12 +87,7 @@ impl Store {
             write_atomic(root, &index, &bytes)?;
         }
         let lock_path = root.join("locks/gc.lock");
-        let gc_lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .at(&lock_path)?;
+        let gc_lock = open_lock_file(&lock_path)?;
         gc_lock.lock_shared().at(&lock_path)?;
         Ok(Self {
             root: root.to_owned(),
@@ -164,12 +159,7 @@ impl Store {
         change: impl FnOnce(&mut Index) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let lock_path = self.root.join("locks/index.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .at(&lock_path)?;
+        let lock = open_lock_file(&lock_path)?;
         lock.lock().at(&lock_path)?;
         let mut index = self.index()?;
         let result = change(&mut index)?;
@@ -446,6 +436,16 @@ fn named(descriptor: &Descriptor, name: &str) -> Descriptor {
         .get_or_insert_with(BTreeMap::new)
         .insert(ANNOTATION_REF_NAME.to_owned(), name.to_owned());
     entry
+}
+
+/// Opens (creating) a lock file; the lock itself is taken by the caller.
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at(path)
 }
 
 /// Serialises a document as compact JSON.

@@ -74,6 +74,19 @@ fn config_for(layers: &[&[u8]]) -> Vec<u8> {
     .unwrap()
 }
 
+/// An OCI manifest for one config and one layer of `layer_type`.
+fn oci_manifest(config: &[u8], layer: &[u8], layer_type: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest_bytes(config).to_string(), "size": config.len()},
+        "layers": [{"mediaType": layer_type,
+                    "digest": digest_bytes(layer).to_string(), "size": layer.len()}]
+    }))
+    .unwrap()
+}
+
 fn hex(bytes: &[u8]) -> String {
     digest_bytes(bytes).encoded().to_owned()
 }
@@ -233,15 +246,11 @@ fn loads_oci_archives_with_nested_indexes_and_compressed_layers() {
     std::io::Write::write_all(&mut gz, &layer).unwrap();
     let compressed = gz.finish().unwrap();
     let config = config_for(&[&layer]);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digest_bytes(&config).to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": digest_bytes(&compressed).to_string(), "size": compressed.len()}]
-    }))
-    .unwrap();
+    let manifest = oci_manifest(
+        &config,
+        &compressed,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
     let nested = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -471,15 +480,7 @@ fn tags_move_and_leave_dangling_images() {
 fn loads_docker_25_archives_and_gzip_wrapped_ones() {
     let layer = layer_tar("etc/os-release", b"ID=test\n");
     let config = config_for(&[&layer]);
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digest_bytes(&config).to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": digest_bytes(&layer).to_string(), "size": layer.len()}]
-    }))
-    .unwrap();
+    let manifest = oci_manifest(&config, &layer, "application/vnd.oci.image.layer.v1.tar");
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
