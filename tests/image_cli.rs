@@ -525,6 +525,17 @@ fn save_writes_several_images_and_is_atomic() {
     let second = kiln.import_sample("two:1");
     let archive = kiln.path("both.tar");
     kiln.ok(&["save", "-o", archive.to_str().unwrap(), "one:1", "two:1"]);
+    // Created like any new file (0666 less the umask), not 0600.
+    // SAFETY: umask only swaps the mask; the second call restores it.
+    let umask = unsafe {
+        let mask = libc::umask(0);
+        libc::umask(mask);
+        u32::from(mask)
+    };
+    assert_eq!(
+        fs::metadata(&archive).unwrap().permissions().mode() & 0o777,
+        0o666 & !umask
+    );
     let fresh = Kiln::new();
     assert_eq!(
         fresh.ok(&["load", "-i", archive.to_str().unwrap()]),

@@ -62,8 +62,11 @@ pub fn run(root: Option<&Path>, args: &SaveArgs) -> anyhow::Result<ExitCode> {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        // tempfile's default is 0600; the archive gets the mode any new
+        // file would (0666 less the umask), as with `docker save -o`.
         let mut file = tempfile::Builder::new()
             .prefix(".kiln-save-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(dir)
             .with_context(|| format!("cannot create a file in {}", dir.display()))?;
         {
