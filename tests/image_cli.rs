@@ -530,7 +530,7 @@ fn save_writes_several_images_and_is_atomic() {
     let umask = unsafe {
         let mask = libc::umask(0);
         libc::umask(mask);
-        u32::from(mask)
+        mask
     };
     assert_eq!(
         fs::metadata(&archive).unwrap().permissions().mode() & 0o777,
