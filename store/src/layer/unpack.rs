@@ -1046,7 +1046,7 @@ fn parent_error(entry: &[u8], parent: &[u8], e: Errno) -> LayerError {
     let reason = match e {
         Errno::ENOTDIR => "is not a directory".to_owned(),
         Errno::EEXIST => "exists and is not a directory".to_owned(),
-        Errno::ENOENT => "is a dangling symlink".to_owned(),
+        Errno::ENOENT => "does not exist".to_owned(),
         e => io::Error::from(e).to_string(),
     };
     LayerError::entry(
