@@ -648,3 +648,21 @@ fn negative_and_huge_sizes() {
         "reading tar header after dir/: unexpected EOF during skip"
     );
 }
+
+#[test]
+fn dotdot_in_absolute_names_is_clamped_at_the_root() {
+    if !root_or_skip() {
+        return;
+    }
+    let s = Sandbox::new();
+    let tar = RawTar::default()
+        .file(b"/../victim/secret", b"clamped")
+        .file(b"/a/../../../b", b"also")
+        .hardlink(b"l", b"/../../victim/secret")
+        .finish();
+    let stats = s.unpack(&tar, Apply).unwrap();
+    assert_eq!(stats.entries, 3);
+    assert_eq!(fs::read(s.dest.join("victim/secret")).unwrap(), b"clamped");
+    assert_eq!(fs::read(s.dest.join("b")).unwrap(), b"also");
+    assert_eq!(fs::metadata(s.dest.join("l")).unwrap().nlink(), 2);
+}
