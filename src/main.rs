@@ -4,6 +4,9 @@
 
 mod commands;
 mod output;
+mod table;
+mod template;
+mod units;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +61,30 @@ impl LogLevel {
 enum Command {
     /// Parse a Dockerfile and show the build plan, its AST or its JSON form.
     Parse(commands::parse::ParseArgs),
+    /// Create a one-layer image from a root file system tarball or directory.
+    Import(commands::import::ImportArgs),
+    /// List images.
+    Images(commands::images::ImagesArgs),
+    /// Show an image's details as JSON (or through a Go template).
+    Inspect(commands::inspect::InspectArgs),
+    /// Show the steps that made an image.
+    History(commands::history::HistoryArgs),
+    /// Load images from a docker-archive or OCI archive (stdin by default).
+    Load(commands::load::LoadArgs),
+    /// Save images to a docker-archive or OCI archive (stdout by default).
+    Save(commands::save::SaveArgs),
+    /// Give an image another name.
+    Tag(commands::tag::TagArgs),
+    /// Remove images (untag, and delete the last name's image).
+    Rmi(commands::rmi::RmiArgs),
+    /// Remove dangling (or, with -a, all) images and unused blobs and snapshots.
+    Prune(commands::prune::PruneArgs),
+    /// Check and measure the store.
+    System {
+        /// What to do.
+        #[command(subcommand)]
+        command: commands::system::SystemCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -68,8 +95,19 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     log::debug!("store root: {:?}", cli.root);
+    let root = cli.root.as_deref();
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(&args),
+        Command::Import(args) => commands::import::run(root, &args),
+        Command::Images(args) => commands::images::run(root, &args),
+        Command::Inspect(args) => commands::inspect::run(root, &args),
+        Command::History(args) => commands::history::run(root, &args),
+        Command::Load(args) => commands::load::run(root, &args),
+        Command::Save(args) => commands::save::run(root, &args),
+        Command::Tag(args) => commands::tag::run(root, &args),
+        Command::Rmi(args) => commands::rmi::run(root, &args),
+        Command::Prune(args) => commands::prune::run(root, &args),
+        Command::System { command } => commands::system::run(root, &command),
     };
     match result {
         Ok(code) => code,

@@ -122,6 +122,19 @@ impl Digest {
         })
     }
 
+    /// The `sha256:` digest of a finished SHA-256 hash.
+    pub fn from_sha256(hash: &[u8; 32]) -> Self {
+        use std::fmt::Write as _;
+        let mut encoded = String::with_capacity(64);
+        for byte in hash {
+            let _ = write!(encoded, "{byte:02x}");
+        }
+        Self {
+            algorithm: "sha256".to_owned(),
+            encoded,
+        }
+    }
+
     /// The algorithm, e.g. `sha256`.
     pub fn algorithm(&self) -> &str {
         &self.algorithm

@@ -1,3 +1,53 @@
 //! One module per command.
 
+pub mod history;
+pub mod images;
+pub mod import;
+pub mod inspect;
+pub mod load;
 pub mod parse;
+pub mod prune;
+pub mod rmi;
+pub mod save;
+pub mod system;
+pub mod tag;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use kiln_store::Store;
+
+/// The store directory: `--root`/`KILN_ROOT`, else `/var/lib/kiln` as
+/// root, else `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`).
+pub fn store_root(root: Option<&Path>) -> PathBuf {
+    if let Some(root) = root {
+        return root.to_owned();
+    }
+    if nix_is_root() {
+        return PathBuf::from("/var/lib/kiln");
+    }
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(data).join("kiln");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/share/kiln")
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Opens the store, naming its directory if that fails.
+pub fn open_store(root: Option<&Path>) -> anyhow::Result<Store> {
+    let root = store_root(root);
+    Store::open(&root).with_context(|| format!("cannot open the image store at {}", root.display()))
+}
+
+/// Parses a reference given on the command line, as Docker normalises it
+/// (`app` -> `docker.io/library/app:latest`).
+pub fn parse_reference(text: &str) -> anyhow::Result<kiln_store::ImageReference> {
+    kiln_reference::parse_normalized_named(text)
+        .map(kiln_store::ImageReference::tag_name_only)
+        .map_err(|e| anyhow::anyhow!("invalid reference format {text:?}: {e}"))
+}

@@ -1,3 +1,18 @@
-//! kiln-store: content-addressed blobs, image index and tags, layers, snapshots, archives.
+//! kiln-store: content-addressed blobs, image index and tags, layers,
+//! unpacked snapshots, build-cache records and image archives.
+//!
+//! The store root is a valid OCI image layout; see [`store::Store`].
 
+pub mod archive;
+pub mod blobs;
+pub mod commit;
+pub mod digest;
+pub mod error;
 pub mod layer;
+pub mod maintenance;
+pub mod spec;
+pub mod store;
+
+pub use error::StoreError;
+pub use kiln_reference::{Digest, ImageReference};
+pub use store::{Image, Store};

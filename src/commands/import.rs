@@ -1,0 +1,214 @@
+//! `kiln import`: a root file system (tarball or directory) becomes a
+//! one-layer image, as `docker import` does.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use kiln_parser::plan::{PlanOptions, StepKind, plan_dockerfile};
+use kiln_store::layer::{Compression, PackOptions, open_layer};
+use kiln_store::spec::{ContainerConfig, History, ImageConfig, RootFs};
+
+/// Arguments of `kiln import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A tarball (plain, gzip or zstd), a directory, or `-` for a tarball
+    /// on stdin.
+    #[arg(value_name = "FILE|DIR|-")]
+    source: PathBuf,
+    /// Name for the image.
+    #[arg(value_name = "REF")]
+    reference: Option<String>,
+    /// A Dockerfile instruction to apply to the config: CMD, ENTRYPOINT,
+    /// ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME or WORKDIR.
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    changes: Vec<String>,
+    /// Commit message (the history comment).
+    #[arg(short, long, value_name = "MSG")]
+    message: Option<String>,
+    /// Layer compression.
+    #[arg(long, value_name = "gzip|zstd|none", default_value = "gzip")]
+    compression: String,
+}
+
+/// Runs `kiln import`; prints the image ID on stdout as Docker does.
+pub fn run(root: Option<&Path>, args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    let compression =
+        kiln_store::commit::parse_compression(&args.compression).with_context(|| {
+            format!(
+                "invalid --compression {:?}: expected gzip, zstd or none",
+                args.compression
+            )
+        })?;
+    let references = match &args.reference {
+        Some(name) => {
+            let reference = super::parse_reference(name)?;
+            if reference.digest().is_some() {
+                bail!("refusing to import as a digest reference: {name}");
+            }
+            vec![reference]
+        }
+        None => Vec::new(),
+    };
+    let config = apply_changes(&args.changes)?;
+    let store = super::open_store(root)?;
+    let source = &args.source;
+    let layer = if source.as_os_str() == "-" {
+        import_tar(&store, io::stdin().lock(), compression).context("cannot import from stdin")?
+    } else if source.is_dir() {
+        store
+            .write_layer_from_directory(source, compression, &PackOptions::default())
+            .with_context(|| format!("cannot import directory {}", source.display()))?
+    } else {
+        let file =
+            File::open(source).with_context(|| format!("cannot open {}", source.display()))?;
+        import_tar(&store, file, compression)
+            .with_context(|| format!("cannot import {}", source.display()))?
+    };
+    let created = created_time();
+    let image_config = ImageConfig {
+        created: Some(created.clone()),
+        architecture: kiln_store::archive::load::host_architecture().to_owned(),
+        os: "linux".to_owned(),
+        config: Some(config),
+        rootfs: RootFs {
+            kind: "layers".to_owned(),
+            diff_ids: vec![layer.diff_id.to_string()],
+        },
+        history: vec![History {
+            created: Some(created),
+            comment: Some(
+                args.message
+                    .clone()
+                    .unwrap_or_else(|| format!("Imported from {}", source_name(source))),
+            ),
+            ..History::default()
+        }],
+        ..ImageConfig::default()
+    };
+    let (_, id) = store.commit_image(&image_config, &[layer.descriptor], &references)?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn source_name(source: &Path) -> String {
+    if source.as_os_str() == "-" {
+        "-".to_owned()
+    } else {
+        source.display().to_string()
+    }
+}
+
+fn import_tar(
+    store: &kiln_store::Store,
+    input: impl Read,
+    compression: Compression,
+) -> anyhow::Result<kiln_store::commit::NewLayer> {
+    let (_, decoded) = open_layer(BufReader::with_capacity(1 << 20, input))?;
+    Ok(store.write_layer(decoded, compression)?)
+}
+
+/// The creation time: `SOURCE_DATE_EPOCH` when set, else now.
+pub fn created_time() -> String {
+    let now = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .unwrap_or_else(jiff::Timestamp::now);
+    now.strftime("%Y-%m-%dT%H:%M:%S%.fZ").to_string()
+}
+
+/// Applies `--change` instructions to an empty config, through the
+/// Dockerfile parser and planner so that quoting, JSON forms and variable
+/// expansion match a Dockerfile.
+fn apply_changes(changes: &[String]) -> anyhow::Result<ContainerConfig> {
+    let mut config = ContainerConfig::default();
+    if changes.is_empty() {
+        return Ok(config);
+    }
+    for change in changes {
+        let keyword = change
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        let allowed = [
+            "CMD",
+            "ENTRYPOINT",
+            "ENV",
+            "EXPOSE",
+            "LABEL",
+            "ONBUILD",
+            "USER",
+            "VOLUME",
+            "WORKDIR",
+        ];
+        if !allowed.contains(&keyword.as_str()) {
+            bail!(
+                "invalid --change {change:?}: {keyword} is not a valid change command (use one of {})",
+                allowed.join(", ")
+            );
+        }
+        if change.contains('\n') {
+            bail!("invalid --change {change:?}: one instruction per --change");
+        }
+    }
+    let text = format!("FROM scratch\n{}\n", changes.join("\n"));
+    let (_, plan) = plan_dockerfile("--change", &text, &PlanOptions::default())
+        .map_err(|e| anyhow::anyhow!("invalid --change: {}", e.render()))?;
+    let steps = plan
+        .stages
+        .into_iter()
+        .next()
+        .map(|s| s.steps)
+        .unwrap_or_default();
+    for step in steps {
+        match step.kind {
+            StepKind::Cmd { argv } => config.cmd = Some(argv),
+            StepKind::Entrypoint { argv } => {
+                config.entrypoint = if argv.is_empty() { None } else { Some(argv) };
+                // As in a Dockerfile, ENTRYPOINT resets an earlier CMD.
+                config.cmd = None;
+            }
+            StepKind::Env { pairs } => {
+                let env = config.env.get_or_insert_with(Vec::new);
+                for (key, value) in pairs {
+                    env.retain(|e| e.split('=').next() != Some(key.as_str()));
+                    env.push(format!("{key}={value}"));
+                }
+            }
+            StepKind::Label { pairs } => {
+                config
+                    .labels
+                    .get_or_insert_with(BTreeMap::new)
+                    .extend(pairs);
+            }
+            StepKind::Expose { ports } => {
+                let exposed = config.exposed_ports.get_or_insert_with(BTreeMap::new);
+                for port in ports {
+                    exposed.insert(port, serde_json::json!({}));
+                }
+            }
+            StepKind::Volume { paths } => {
+                let volumes = config.volumes.get_or_insert_with(BTreeMap::new);
+                for path in paths {
+                    volumes.insert(path, serde_json::json!({}));
+                }
+            }
+            StepKind::User { user } => config.user = Some(user),
+            StepKind::Workdir { path } => config.working_dir = Some(path),
+            StepKind::Onbuild { expression } => {
+                config
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(expression);
+            }
+            _ => {}
+        }
+    }
+    Ok(config)
+}

@@ -1,0 +1,47 @@
+//! `kiln load`: image archives into the store.
+
+use std::fs::File;
+use std::io::{self, Read, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+
+/// Arguments of `kiln load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from an archive file instead of stdin (docker-archive or OCI
+    /// archive, optionally gzip or zstd compressed).
+    #[arg(short, long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Suppress the "Loaded image" lines.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Runs `kiln load`.
+pub fn run(root: Option<&std::path::Path>, args: &LoadArgs) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(root)?;
+    let (input, what): (Box<dyn Read>, String) = match &args.input {
+        Some(path) => (
+            Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?),
+            path.display().to_string(),
+        ),
+        None => (Box::new(io::stdin().lock()), "stdin".to_owned()),
+    };
+    let loaded = kiln_store::archive::load_archive(&store, input)
+        .with_context(|| format!("cannot load images from {what}"))?;
+    if !args.quiet {
+        let mut stdout = io::stdout().lock();
+        for image in &loaded {
+            if image.tags.is_empty() {
+                writeln!(stdout, "Loaded image ID: {}", image.id)?;
+            }
+            for tag in &image.tags {
+                writeln!(stdout, "Loaded image: {}", tag.familiar_string())?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

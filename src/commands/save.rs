@@ -1,0 +1,92 @@
+//! `kiln save`: images from the store into one archive.
+
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use kiln_store::archive::SaveFormat;
+use kiln_store::archive::save::SaveRequest;
+
+/// Arguments of `kiln save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Write to a file (atomically) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Archive layout.
+    #[arg(long, value_enum, default_value_t = Format::Docker)]
+    format: Format,
+    /// Images to save, by name or ID.
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+/// `--format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// `docker save` layout (manifest.json, uncompressed layers; also an
+    /// OCI layout).
+    Docker,
+    /// OCI image layout with the stored blobs as they are.
+    Oci,
+}
+
+/// Runs `kiln save`.
+pub fn run(root: Option<&Path>, args: &SaveArgs) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(root)?;
+    let mut requests: Vec<SaveRequest> = Vec::new();
+    for name in &args.images {
+        let image = store.resolve(name)?;
+        // A name saves that tag; an ID saves the image untagged, as Docker.
+        let tags = match super::parse_reference(name) {
+            Ok(reference) if image.tags.contains(&reference.to_string()) => vec![reference],
+            _ => Vec::new(),
+        };
+        if let Some(existing) = requests
+            .iter_mut()
+            .find(|r| r.image.manifest_digest == image.manifest_digest)
+        {
+            existing.tags.extend(tags);
+        } else {
+            requests.push(SaveRequest { image, tags });
+        }
+    }
+    let format = match args.format {
+        Format::Docker => SaveFormat::Docker,
+        Format::Oci => SaveFormat::Oci,
+    };
+    if let Some(path) = &args.output {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut file = tempfile::Builder::new()
+            .prefix(".kiln-save-")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        {
+            let writer = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
+            kiln_store::archive::save_archive(&store, &requests, format, writer)
+                .with_context(|| format!("cannot save to {}", path.display()))?;
+        }
+        file.as_file()
+            .sync_all()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.persist(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    } else {
+        let stdout = io::stdout().lock();
+        if io::IsTerminal::is_terminal(&stdout) {
+            anyhow::bail!(
+                "refusing to write an archive to a terminal; use -o FILE or redirect stdout"
+            );
+        }
+        let mut writer = io::BufWriter::with_capacity(1 << 20, stdout);
+        kiln_store::archive::save_archive(&store, &requests, format, &mut writer)
+            .context("cannot save to stdout")?;
+        writer.flush().context("cannot write to stdout")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

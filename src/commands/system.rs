@@ -1,0 +1,92 @@
+//! `kiln system check` and `kiln system df`.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::units::human_size;
+
+/// `kiln system` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Verify every blob and every tag; report what is broken.
+    Check,
+    /// Show the space used by images, layers, snapshots and build cache.
+    Df,
+}
+
+/// Runs a `kiln system` subcommand.
+pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(root)?;
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        SystemCommand::Check => {
+            let problems = store.check()?;
+            if problems.is_empty() {
+                writeln!(stdout, "store {} is consistent", store.root().display())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            for problem in &problems {
+                writeln!(stdout, "{}: {}", problem.subject, problem.problem)?;
+            }
+            eprintln!("error: {} problem(s) found", problems.len());
+            Ok(ExitCode::FAILURE)
+        }
+        SystemCommand::Df => {
+            let usage = store.disk_usage()?;
+            let rows = [
+                (
+                    "Images",
+                    usage.images.0.to_string(),
+                    usage.images.1.to_string(),
+                    usage.image_bytes.0,
+                    usage.image_bytes.1,
+                ),
+                (
+                    "Layers",
+                    usage.layers.0.to_string(),
+                    usage.layers.0.to_string(),
+                    usage.layers.1,
+                    0,
+                ),
+                (
+                    "Snapshots",
+                    usage.snapshots.0.to_string(),
+                    usage.snapshots.1.to_string(),
+                    usage.snapshots.2,
+                    usage.snapshots.3,
+                ),
+                (
+                    "Build Cache",
+                    usage.cache.0.to_string(),
+                    "0".to_owned(),
+                    usage.cache.1,
+                    usage.cache.1,
+                ),
+                (
+                    "Unused blobs",
+                    usage.orphans.0.to_string(),
+                    "0".to_owned(),
+                    usage.orphans.1,
+                    usage.orphans.1,
+                ),
+            ];
+            writeln!(
+                stdout,
+                "{:<15}{:<10}{:<10}{:<12}RECLAIMABLE",
+                "TYPE", "TOTAL", "ACTIVE", "SIZE"
+            )?;
+            for (kind, total, active, size, reclaimable) in rows {
+                writeln!(
+                    stdout,
+                    "{kind:<15}{total:<10}{active:<10}{:<12}{}",
+                    human_size(size),
+                    human_size(reclaimable)
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Image archives: `docker save` tarballs (legacy and Docker 25+ layouts)
+//! and OCI image-layout tarballs, read by [`load`] and written by [`save`].
+
+pub mod load;
+pub mod save;
+
+pub use load::{LoadedImage, load_archive};
+pub use save::{SaveFormat, save_archive};
+
+/// Normalises a path inside an archive: strips `./` and leading `/`,
+/// resolves `.`, and returns `None` when `..` would leave the archive.
+pub(crate) fn clean_archive_path(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_archive_path;
+
+    #[test]
+    fn archive_paths_are_confined() {
+        assert_eq!(clean_archive_path("./a/./b").as_deref(), Some("a/b"));
+        assert_eq!(clean_archive_path("/a/b/../c").as_deref(), Some("a/c"));
+        assert_eq!(clean_archive_path("../x"), None);
+        assert_eq!(clean_archive_path("a/../../x"), None);
+    }
+}

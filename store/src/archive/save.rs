@@ -1,0 +1,331 @@
+//! `kiln save`: writes images as one tar archive, streaming.
+//!
+//! Entries are written in a fixed order with fixed metadata (mode 0644,
+//! uid/gid 0, mtime 0), so saving the same images twice gives the same
+//! bytes. Memory stays bounded: blobs are copied through a buffer, and a
+//! compressed layer saved in docker format is decompressed twice, once to
+//! learn its size (and check its `diff_id`) and once to write it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read, Write};
+
+use kiln_reference::{Digest, ImageReference};
+use serde::Serialize;
+
+use crate::digest::{HashingReader, parse_sha256};
+use crate::error::{IoContext, StoreError};
+use crate::layer::compression::{Compression, decoder, media_type};
+use crate::spec::{
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Index, Manifest, OCI_CONFIG,
+    OCI_MANIFEST,
+};
+use crate::store::{Image, Store, to_json};
+
+/// The archive layout `kiln save` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFormat {
+    /// `docker save`'s layout: manifest.json with uncompressed layers, plus
+    /// oci-layout and index.json as Docker 25+ writes them, so Docker,
+    /// Podman and skopeo's docker-archive and oci-archive readers all load
+    /// it.
+    Docker,
+    /// An OCI image layout with the store's blobs as they are (compressed
+    /// layers stay compressed).
+    Oci,
+}
+
+/// One image to save, with the names to record for it.
+#[derive(Debug, Clone)]
+pub struct SaveRequest {
+    /// The image.
+    pub image: Image,
+    /// Tags to write (empty: the image is saved untagged).
+    pub tags: Vec<ImageReference>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// Writes the images to `out` as a tar archive.
+pub fn save_archive(
+    store: &Store,
+    requests: &[SaveRequest],
+    format: SaveFormat,
+    out: impl Write,
+) -> Result<(), StoreError> {
+    let mut builder = tar::Builder::new(out);
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    let mut index = Index::empty();
+    let mut docker_entries = Vec::new();
+    append_bytes(&mut builder, "blobs/", &[], true)?;
+    append_bytes(&mut builder, "blobs/sha256/", &[], true)?;
+    for request in requests {
+        let image = &request.image;
+        let names: Vec<String> = request.tags.iter().map(ToString::to_string).collect();
+        let manifest_descriptor = match format {
+            SaveFormat::Oci => {
+                for descriptor in
+                    std::iter::once(&image.manifest.config).chain(&image.manifest.layers)
+                {
+                    let digest = parse_sha256(&descriptor.digest)?;
+                    append_blob(store, &mut builder, &digest, &mut written)?;
+                }
+                append_blob(store, &mut builder, &image.manifest_digest, &mut written)?;
+                let size = store.blobs().size(&image.manifest_digest)?;
+                let media_type = if image.manifest.media_type.is_empty() {
+                    OCI_MANIFEST
+                } else {
+                    &image.manifest.media_type
+                };
+                Descriptor::new(media_type, &image.manifest_digest.to_string(), size)
+            }
+            SaveFormat::Docker => {
+                let config_path = format!("blobs/sha256/{}", image.id.encoded());
+                append_blob(store, &mut builder, &image.id, &mut written)?;
+                let mut layers = Vec::new();
+                let mut layer_paths = Vec::new();
+                for (layer, diff_id) in image
+                    .manifest
+                    .layers
+                    .iter()
+                    .zip(&image.config.rootfs.diff_ids)
+                {
+                    let digest = parse_sha256(&layer.digest)?;
+                    let diff_id = parse_sha256(diff_id)?;
+                    let size =
+                        append_uncompressed(store, &mut builder, &digest, &diff_id, &mut written)?;
+                    layers.push(Descriptor::new(
+                        media_type(Compression::None, false),
+                        &diff_id.to_string(),
+                        size,
+                    ));
+                    layer_paths.push(format!("blobs/sha256/{}", diff_id.encoded()));
+                }
+                let manifest = Manifest {
+                    schema_version: 2,
+                    media_type: OCI_MANIFEST.to_owned(),
+                    config: Descriptor::new(
+                        OCI_CONFIG,
+                        &image.id.to_string(),
+                        image.config_bytes.len() as u64,
+                    ),
+                    layers,
+                    annotations: None,
+                    extra: BTreeMap::new(),
+                };
+                let bytes = to_json(&manifest)?;
+                let digest = crate::digest::digest_bytes(&bytes);
+                let path = format!("blobs/sha256/{}", digest.encoded());
+                if written.insert(path.clone()) {
+                    append_bytes(&mut builder, &path, &bytes, false)?;
+                }
+                docker_entries.push(DockerManifestEntry {
+                    config: config_path,
+                    repo_tags: if names.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            request
+                                .tags
+                                .iter()
+                                .map(ImageReference::familiar_string)
+                                .collect(),
+                        )
+                    },
+                    layers: layer_paths,
+                });
+                Descriptor::new(OCI_MANIFEST, &digest.to_string(), bytes.len() as u64)
+            }
+        };
+        if names.is_empty() {
+            index.manifests.push(manifest_descriptor.clone());
+        }
+        for name in &names {
+            let mut entry = manifest_descriptor.clone();
+            let annotations = entry.annotations.get_or_insert_with(BTreeMap::new);
+            annotations.insert(ANNOTATION_IMAGE_NAME.to_owned(), name.clone());
+            annotations.insert(ANNOTATION_REF_NAME.to_owned(), name.clone());
+            index.manifests.push(entry);
+        }
+    }
+    append_bytes(&mut builder, "index.json", &to_json(&index)?, false)?;
+    if format == SaveFormat::Docker {
+        append_bytes(
+            &mut builder,
+            "manifest.json",
+            &to_json(&docker_entries)?,
+            false,
+        )?;
+    }
+    append_bytes(
+        &mut builder,
+        "oci-layout",
+        b"{\"imageLayoutVersion\":\"1.0.0\"}",
+        false,
+    )?;
+    let mut out = builder
+        .into_inner()
+        .map_err(|e| StoreError::io("archive output", e))?;
+    out.flush().at("archive output")
+}
+
+fn header(path: &str, size: u64, dir: bool) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(size);
+    header.set_mode(if dir { 0o755 } else { 0o644 });
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    // Paths here are short ASCII (`blobs/sha256/<64 hex>`), within ustar's
+    // 100-byte name field.
+    let _ = header.set_path(path);
+    header.set_cksum();
+    header
+}
+
+fn append_bytes<W: Write>(
+    builder: &mut tar::Builder<W>,
+    path: &str,
+    bytes: &[u8],
+    dir: bool,
+) -> Result<(), StoreError> {
+    builder
+        .append(&header(path, bytes.len() as u64, dir), bytes)
+        .at("archive output")
+}
+
+/// Copies a stored blob into the archive, verifying it on the way.
+fn append_blob<W: Write>(
+    store: &Store,
+    builder: &mut tar::Builder<W>,
+    digest: &Digest,
+    written: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    let path = format!("blobs/sha256/{}", digest.encoded());
+    if !written.insert(path.clone()) {
+        return Ok(());
+    }
+    let size = store.blobs().size(digest)?;
+    let mut reader = store.blobs().open(digest)?;
+    let mut failure = None;
+    let result = builder.append(
+        &header(&path, size, false),
+        ErrorTrap {
+            inner: &mut reader,
+            failure: &mut failure,
+        },
+    );
+    if let Some(e) = failure {
+        return Err(reader.error(e));
+    }
+    result.at("archive output")
+}
+
+/// Writes a layer uncompressed, as docker-archive readers expect, and
+/// returns its uncompressed size. The tar header needs the size first: it
+/// comes from the store's record of the layer when there is one, else from
+/// a first decompression pass. Either way the bytes written are checked
+/// against the size and the `diff_id` as they go, and a mismatch fails the
+/// save.
+fn append_uncompressed<W: Write>(
+    store: &Store,
+    builder: &mut tar::Builder<W>,
+    digest: &Digest,
+    diff_id: &Digest,
+    written: &mut BTreeSet<String>,
+) -> Result<u64, StoreError> {
+    let path = format!("blobs/sha256/{}", diff_id.encoded());
+    let open = || -> Result<Box<dyn Read + '_>, StoreError> {
+        let mut reader = io::BufReader::with_capacity(1 << 20, store.blobs().open(digest)?);
+        let compression = {
+            use io::BufRead as _;
+            Compression::detect(reader.fill_buf().at(store.blobs().path(digest))?)
+        };
+        Ok(decoder(reader, compression))
+    };
+    let size = match store.recorded_diff(digest) {
+        Some((recorded, size)) if &recorded == diff_id => size,
+        _ => {
+            let mut hashing = HashingReader::new(open()?);
+            io::copy(&mut hashing, &mut io::sink())
+                .map_err(|e| layer_read_error(store, digest, e))?;
+            let (actual, size) = hashing.finish();
+            if &actual != diff_id {
+                return Err(StoreError::DiffIdMismatch {
+                    layer: digest.to_string(),
+                    expected: diff_id.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            size
+        }
+    };
+    if !written.insert(path.clone()) {
+        return Ok(size);
+    }
+    let mut failure = None;
+    let mut hashing = HashingReader::new(open()?);
+    let result = builder.append(
+        &header(&path, size, false),
+        ErrorTrap {
+            inner: (&mut hashing).take(size),
+            failure: &mut failure,
+        },
+    );
+    if let Some(e) = failure {
+        return Err(layer_read_error(store, digest, e));
+    }
+    result.at("archive output")?;
+    // Anything beyond the recorded size also counts against the diff_id.
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| layer_read_error(store, digest, e))?;
+    let (actual, actual_size) = hashing.finish();
+    if actual_size != size {
+        return Err(StoreError::SizeMismatch {
+            what: format!("layer {digest} (uncompressed)"),
+            expected: size,
+            actual: actual_size,
+        });
+    }
+    if &actual != diff_id {
+        return Err(StoreError::DiffIdMismatch {
+            layer: digest.to_string(),
+            expected: diff_id.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(size)
+}
+
+fn layer_read_error(store: &Store, digest: &Digest, e: io::Error) -> StoreError {
+    match store.blobs().open(digest) {
+        Ok(reader) => reader.error(e),
+        Err(open) => open,
+    }
+}
+
+/// Remembers a read error, so that it is reported as a blob error rather
+/// than as a failure to write the archive.
+struct ErrorTrap<'a, R> {
+    inner: R,
+    failure: &'a mut Option<io::Error>,
+}
+
+impl<R: Read> Read for ErrorTrap<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let copy = io::Error::new(e.kind(), e.to_string());
+            *self.failure = Some(e);
+            copy
+        })
+    }
+}

@@ -1,0 +1,214 @@
+//! Writing new content: layers from tar streams or directories, image
+//! configs and manifests; and unpacking layers into snapshots.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use kiln_reference::{Digest, ImageReference};
+
+use crate::digest::{HashingReader, HashingWriter, parse_sha256};
+use crate::error::{IoContext, StoreError};
+use crate::layer::{
+    Compression, PackOptions, UnpackOptions, WhiteoutMode, encoder, media_type, open_layer,
+    pack_directory, unpack_layer,
+};
+use crate::spec::{Descriptor, ImageConfig, Manifest, OCI_CONFIG, OCI_MANIFEST};
+use crate::store::{Store, to_json};
+
+/// A layer written to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLayer {
+    /// The manifest descriptor of the (compressed) blob.
+    pub descriptor: Descriptor,
+    /// The digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The size of the uncompressed tar.
+    pub diff_size: u64,
+}
+
+impl Store {
+    /// Stores an uncompressed tar stream as a layer, compressed with
+    /// `compression`. The tar structure is checked on the way (every
+    /// header is parsed), so a file that is not a tar archive is refused.
+    pub fn write_layer(
+        &self,
+        tar_stream: impl Read,
+        compression: Compression,
+    ) -> Result<NewLayer, StoreError> {
+        self.write_layer_with(compression, |sink| {
+            let mut tee = TeeReader {
+                inner: tar_stream,
+                sink,
+            };
+            {
+                let mut archive = tar::Archive::new(&mut tee);
+                let entries = archive
+                    .entries()
+                    .map_err(|e| StoreError::Archive(format!("not a tar archive: {e}")))?;
+                for (number, entry) in entries.enumerate() {
+                    let mut entry = entry.map_err(|e| {
+                        StoreError::Archive(format!(
+                            "not a tar archive or truncated at entry {}: {e}",
+                            number + 1
+                        ))
+                    })?;
+                    io::copy(&mut entry, &mut io::sink())
+                        .map_err(|e| StoreError::Archive(format!("truncated tar archive: {e}")))?;
+                }
+            }
+            // The end-of-archive blocks and any padding after them.
+            io::copy(&mut tee, &mut io::sink()).at("layer input")?;
+            Ok(())
+        })
+    }
+
+    /// Packs a directory into a layer (see [`pack_directory`]).
+    pub fn write_layer_from_directory(
+        &self,
+        dir: &Path,
+        compression: Compression,
+        options: &PackOptions,
+    ) -> Result<NewLayer, StoreError> {
+        self.write_layer_with(compression, |sink| {
+            pack_directory(dir, sink, options)?;
+            Ok(())
+        })
+    }
+
+    /// Runs `produce`, which writes an uncompressed tar, through a `diff_id`
+    /// hasher and a compressor into a new blob.
+    fn write_layer_with(
+        &self,
+        compression: Compression,
+        produce: impl FnOnce(&mut dyn Write) -> Result<(), StoreError>,
+    ) -> Result<NewLayer, StoreError> {
+        let tmp = self.tmp_dir();
+        let file = tempfile::Builder::new()
+            .prefix("layer-")
+            .tempfile_in(&tmp)
+            .at(&tmp)?;
+        let blob_writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file));
+        let mut diff_writer = HashingWriter::new(encoder(blob_writer, compression)?);
+        produce(&mut diff_writer)?;
+        let (diff_id, diff_size, compressor) = diff_writer.finish();
+        let blob_writer = compressor.finish().at(&tmp)?;
+        let (digest, size, buffered) = blob_writer.finish();
+        let file = buffered
+            .into_inner()
+            .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+        self.blobs().commit(file, &digest)?;
+        if compression != Compression::None {
+            self.record_diff(&digest, &diff_id, diff_size)?;
+        }
+        Ok(NewLayer {
+            descriptor: Descriptor::new(media_type(compression, false), &digest.to_string(), size),
+            diff_id,
+            diff_size,
+        })
+    }
+
+    /// Writes a config and a manifest for `layers` and tags the image.
+    /// Returns the manifest descriptor and the image ID.
+    pub fn commit_image(
+        &self,
+        config: &ImageConfig,
+        layers: &[Descriptor],
+        references: &[ImageReference],
+    ) -> Result<(Descriptor, Digest), StoreError> {
+        let config_bytes = to_json(config)?;
+        let id = self.blobs().write_bytes(&config_bytes)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: OCI_MANIFEST.to_owned(),
+            config: Descriptor::new(OCI_CONFIG, &id.to_string(), config_bytes.len() as u64),
+            layers: layers.to_vec(),
+            annotations: None,
+            extra: std::collections::BTreeMap::new(),
+        };
+        let manifest_bytes = to_json(&manifest)?;
+        let digest = self.blobs().write_bytes(&manifest_bytes)?;
+        let descriptor = Descriptor::new(
+            OCI_MANIFEST,
+            &digest.to_string(),
+            manifest_bytes.len() as u64,
+        );
+        self.add_image(&descriptor, references)?;
+        Ok((descriptor, id))
+    }
+
+    /// The snapshot directory of a layer: its files unpacked once, in
+    /// overlayfs form, under `snapshots/<diff_id hex>`. Unpacking happens
+    /// in `tmp/` and the result is renamed into place, so a snapshot is
+    /// never partial; the blob's digest and the `diff_id` are both checked.
+    pub fn snapshot(&self, layer: &Descriptor, diff_id: &str) -> Result<PathBuf, StoreError> {
+        let diff_id = parse_sha256(diff_id)?;
+        let target = self.snapshots_dir().join(diff_id.encoded());
+        if target.is_dir() {
+            return Ok(target);
+        }
+        let digest = parse_sha256(&layer.digest)?;
+        let staging = tempfile::Builder::new()
+            .prefix("snapshot-")
+            .tempdir_in(self.tmp_dir())
+            .at(self.tmp_dir())?;
+        let dest = staging.path().join("rootfs");
+        fs::create_dir(&dest).at(&dest)?;
+        let mut blob = self.blobs().open(&digest)?;
+        {
+            let (_, decoded) = open_layer(&mut blob)?;
+            let mut hashing = HashingReader::new(decoded);
+            unpack_layer(
+                &mut hashing,
+                &dest,
+                &UnpackOptions {
+                    whiteouts: WhiteoutMode::Overlay,
+                },
+            )?;
+            io::copy(&mut hashing, &mut io::sink()).map_err(|e| {
+                StoreError::Archive(format!("cannot decompress layer {digest}: {e}"))
+            })?;
+            let actual = hashing.digest();
+            if actual != diff_id {
+                return Err(StoreError::DiffIdMismatch {
+                    layer: digest.to_string(),
+                    expected: diff_id.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        io::copy(&mut blob, &mut io::sink()).map_err(|e| blob.error(e))?;
+        match fs::rename(&dest, &target) {
+            Ok(()) => {}
+            // Another process unpacked the same layer first.
+            Err(_) if target.is_dir() => {}
+            Err(e) => return Err(StoreError::io(&target, e)),
+        }
+        crate::blobs::sync_dir(&self.snapshots_dir())?;
+        Ok(target)
+    }
+}
+
+/// Copies everything read into a writer.
+struct TeeReader<'a, R> {
+    inner: R,
+    sink: &'a mut dyn Write,
+}
+
+impl<R: Read> Read for TeeReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sink.write_all(buf.get(..n).unwrap_or_default())?;
+        Ok(n)
+    }
+}
+
+/// The layer compression named on a command line.
+pub fn parse_compression(name: &str) -> Option<Compression> {
+    match name {
+        "gzip" => Some(Compression::Gzip),
+        "zstd" => Some(Compression::Zstd),
+        "none" | "uncompressed" => Some(Compression::None),
+        _ => None,
+    }
+}

@@ -1,0 +1,148 @@
+//! The store's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use kiln_reference::ReferenceError;
+use thiserror::Error;
+
+/// Everything that can go wrong in the store. Messages name the file,
+/// digest, image or archive entry involved.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An I/O operation on a store or archive path failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A digest string is malformed.
+    #[error("invalid digest {value:?}: {source}")]
+    InvalidDigest {
+        /// The text as given.
+        value: String,
+        /// Why it was rejected.
+        source: ReferenceError,
+    },
+    /// A well-formed digest of an algorithm the store does not keep.
+    #[error("unsupported digest {value:?}: the store keeps sha256 blobs only")]
+    UnsupportedDigest {
+        /// The text as given.
+        value: String,
+    },
+    /// Content does not hash to the digest that names it.
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was being read (blob path, archive entry, layer).
+        what: String,
+        /// The digest that names the content.
+        expected: String,
+        /// The digest of the bytes actually read.
+        actual: String,
+    },
+    /// Content is not the size its descriptor says.
+    #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// What was being read.
+        what: String,
+        /// The size from the descriptor.
+        expected: u64,
+        /// The size actually read.
+        actual: u64,
+    },
+    /// A layer's uncompressed digest differs from the config's `diff_id`.
+    #[error("diff_id mismatch for layer {layer}: config says {expected}, content is {actual}")]
+    DiffIdMismatch {
+        /// The layer (digest or archive path).
+        layer: String,
+        /// The `diff_id` from the image config.
+        expected: String,
+        /// The digest of the uncompressed content.
+        actual: String,
+    },
+    /// A blob the store needs is not there.
+    #[error("blob {digest} is missing from the store")]
+    MissingBlob {
+        /// The missing blob.
+        digest: String,
+    },
+    /// A JSON document is bigger than [`crate::spec::MAX_DOCUMENT_SIZE`].
+    #[error("{what} is {size} bytes, over the {limit}-byte limit for JSON documents")]
+    DocumentTooLarge {
+        /// The document (path or digest).
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A JSON document does not parse.
+    #[error("invalid JSON in {what}: {source}")]
+    Json {
+        /// The document (path or digest).
+        what: String,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// A document parses but breaks the spec.
+    #[error("invalid {what}: {reason}")]
+    InvalidDocument {
+        /// The document.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No image matches a name or ID.
+    #[error("no such image: {0}")]
+    ImageNotFound(String),
+    /// An ID prefix matches several images.
+    #[error("ambiguous image ID prefix {0}: several images match")]
+    AmbiguousId(String),
+    /// A reference does not parse.
+    #[error("invalid reference format {reference:?}: {source}")]
+    InvalidReference {
+        /// The text as given.
+        reference: String,
+        /// Why it was rejected.
+        source: ReferenceError,
+    },
+    /// `rmi` of an ID that several tags name, without force.
+    #[error(
+        "conflict: unable to delete {id} (must be forced) - image is referenced in multiple repositories"
+    )]
+    ImageReferencedByTags {
+        /// The short image ID.
+        id: String,
+    },
+    /// A layer could not be read, written or unpacked.
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
+    /// An image archive is malformed.
+    #[error("invalid archive: {0}")]
+    Archive(String),
+}
+
+impl StoreError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Adds a path to I/O results.
+pub(crate) trait IoContext<T> {
+    /// Names the path an I/O error concerns.
+    fn at(self, path: impl Into<PathBuf>) -> Result<T, StoreError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::io(path, source))
+    }
+}

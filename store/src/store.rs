@@ -1,0 +1,496 @@
+//! The store: an OCI image layout with tags in index.json, plus kiln's own
+//! directories (snapshots, build cache, staging, locks).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kiln_reference::{Digest, ImageReference};
+
+use crate::blobs::{Blobs, sync_dir};
+use crate::digest::parse_sha256;
+use crate::error::{IoContext, StoreError};
+use crate::spec::{
+    ANNOTATION_REF_NAME, Descriptor, ImageConfig, Index, MAX_DOCUMENT_SIZE, Manifest, is_manifest,
+};
+
+/// The `oci-layout` file's content.
+const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
+
+/// An open store.
+///
+/// Concurrency: every open store holds a shared lock on `locks/gc.lock`
+/// for its lifetime, and garbage collection takes it exclusively, so a
+/// sweep never deletes a blob another process has just written but not
+/// yet tagged. index.json is rewritten under an exclusive `locks/index.lock`
+/// by write-temp, fsync, rename; readers need no lock.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    blobs: Blobs,
+    gc_lock: File,
+}
+
+/// One image in the store: a manifest, its config and its tags.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Digest of the manifest.
+    pub manifest_digest: Digest,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Digest of the config: the image ID.
+    pub id: Digest,
+    /// The config.
+    pub config: ImageConfig,
+    /// The config's raw bytes, as stored.
+    pub config_bytes: Vec<u8>,
+    /// Full references that name this image, sorted.
+    pub tags: Vec<String>,
+}
+
+impl Image {
+    /// The 12-digit short ID Docker prints.
+    pub fn short_id(&self) -> String {
+        self.id.encoded().chars().take(12).collect()
+    }
+
+    /// Sum of the layer blob sizes and the config size: the space the
+    /// image's content takes in the store.
+    pub fn size(&self) -> u64 {
+        let layers: i64 = self.manifest.layers.iter().map(|l| l.size.max(0)).sum();
+        u64::try_from(layers + self.manifest.config.size.max(0)).unwrap_or(0)
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        for dir in [
+            "blobs/sha256",
+            "snapshots",
+            "cache",
+            "tmp",
+            "locks",
+            "meta/diff",
+        ] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).at(&path)?;
+        }
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(root, &layout, OCI_LAYOUT.as_bytes())?;
+        }
+        let index = root.join("index.json");
+        if !index.exists() {
+            let bytes = to_json(&Index::empty())?;
+            write_atomic(root, &index, &bytes)?;
+        }
+        let lock_path = root.join("locks/gc.lock");
+        let gc_lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path)?;
+        gc_lock.lock_shared().at(&lock_path)?;
+        Ok(Self {
+            root: root.to_owned(),
+            blobs: Blobs::new(root),
+            gc_lock,
+        })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blob directory.
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    /// The staging directory, on the store's file system.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// The directory of unpacked layer snapshots.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// The build-cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// Remembers the uncompressed digest and size of a compressed layer, so
+    /// that `save --format docker` can write its tar header without a
+    /// first decompression pass. The record is a hint: the save still
+    /// checks the bytes it writes against both.
+    pub fn record_diff(
+        &self,
+        layer: &Digest,
+        diff_id: &Digest,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        let path = self.root.join("meta/diff").join(layer.encoded());
+        write_atomic(&self.root, &path, format!("{diff_id} {size}\n").as_bytes())
+    }
+
+    /// The uncompressed digest and size recorded for a layer, if any.
+    pub fn recorded_diff(&self, layer: &Digest) -> Option<(Digest, u64)> {
+        let path = self.root.join("meta/diff").join(layer.encoded());
+        let text = fs::read_to_string(path).ok()?;
+        let (diff_id, size) = text.trim().split_once(' ')?;
+        Some((parse_sha256(diff_id).ok()?, size.parse().ok()?))
+    }
+
+    /// Reads index.json.
+    pub fn index(&self) -> Result<Index, StoreError> {
+        let path = self.root.join("index.json");
+        let bytes = read_document(&path)?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+            what: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Changes index.json under the index lock and replaces it atomically.
+    pub fn update_index<T>(
+        &self,
+        change: impl FnOnce(&mut Index) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let lock_path = self.root.join("locks/index.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path)?;
+        lock.lock().at(&lock_path)?;
+        let mut index = self.index()?;
+        let result = change(&mut index)?;
+        let bytes = to_json(&index)?;
+        write_atomic(&self.root, &self.root.join("index.json"), &bytes)?;
+        Ok(result)
+    }
+
+    /// Reads and parses a JSON blob (manifest, index or config), verified.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        digest: &Digest,
+    ) -> Result<(T, Vec<u8>), StoreError> {
+        let bytes = self.blobs.read(digest, MAX_DOCUMENT_SIZE)?;
+        let value = serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+            what: format!("blob {digest}"),
+            source,
+        })?;
+        Ok((value, bytes))
+    }
+
+    /// Loads the image a manifest digest names.
+    pub fn image(&self, manifest_digest: &Digest) -> Result<Image, StoreError> {
+        let (manifest, _): (Manifest, _) = self.read_json(manifest_digest)?;
+        let id = parse_sha256(&manifest.config.digest)?;
+        let (config, config_bytes) = self.read_json(&id)?;
+        let tags = self
+            .index()?
+            .manifests
+            .iter()
+            .filter(|d| d.digest == manifest_digest.to_string())
+            .filter_map(|d| d.annotation(ANNOTATION_REF_NAME).map(str::to_owned))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Ok(Image {
+            manifest_digest: manifest_digest.clone(),
+            manifest,
+            id,
+            config,
+            config_bytes,
+            tags,
+        })
+    }
+
+    /// Every image, one per manifest, with its tags.
+    pub fn images(&self) -> Result<Vec<Image>, StoreError> {
+        let index = self.index()?;
+        let mut tags: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for entry in index
+            .manifests
+            .iter()
+            .filter(|d| is_manifest(&d.media_type))
+        {
+            let names = tags.entry(entry.digest.clone()).or_default();
+            if let Some(name) = entry.annotation(ANNOTATION_REF_NAME) {
+                names.insert(name.to_owned());
+            }
+        }
+        let mut images = Vec::with_capacity(tags.len());
+        for (digest, names) in tags {
+            let manifest_digest = parse_sha256(&digest)?;
+            let (manifest, _): (Manifest, _) = self.read_json(&manifest_digest)?;
+            let id = parse_sha256(&manifest.config.digest)?;
+            let (config, config_bytes) = self.read_json(&id)?;
+            images.push(Image {
+                manifest_digest,
+                manifest,
+                id,
+                config,
+                config_bytes,
+                tags: names.into_iter().collect(),
+            });
+        }
+        Ok(images)
+    }
+
+    /// Finds an image as Docker does: by reference (`app`, `app:1`,
+    /// `app@sha256:…`), then by full or prefix image ID (with or without
+    /// `sha256:`).
+    pub fn resolve(&self, name: &str) -> Result<Image, StoreError> {
+        let index = self.index()?;
+        if let Ok(reference) = kiln_reference::parse_normalized_named(name) {
+            let reference = reference.tag_name_only();
+            let wanted = reference.to_string();
+            if let Some(digest) = reference.digest() {
+                let repository = reference.name();
+                let tagged = index.manifests.iter().any(|d| {
+                    d.digest == digest.to_string()
+                        && d.annotation(ANNOTATION_REF_NAME)
+                            .is_some_and(|n| ref_repository(n) == repository)
+                });
+                if tagged {
+                    return self.image(&parse_sha256(&digest.to_string())?);
+                }
+            } else if let Some(entry) = index
+                .manifests
+                .iter()
+                .find(|d| d.annotation(ANNOTATION_REF_NAME) == Some(wanted.as_str()))
+            {
+                return self.image(&parse_sha256(&entry.digest)?);
+            }
+        }
+        let prefix = name.strip_prefix("sha256:").unwrap_or(name);
+        let is_hex = !prefix.is_empty()
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if is_hex && prefix.len() <= 64 {
+            let mut found: Option<Image> = None;
+            for image in self.images()? {
+                if image.id.encoded().starts_with(prefix) {
+                    if found.as_ref().is_some_and(|f| f.id != image.id) {
+                        return Err(StoreError::AmbiguousId(name.to_owned()));
+                    }
+                    found = Some(image);
+                }
+            }
+            if let Some(image) = found {
+                return Ok(image);
+            }
+        }
+        Err(StoreError::ImageNotFound(name.to_owned()))
+    }
+
+    /// Adds an image manifest to index.json under `references` (or as an
+    /// untagged image when there are none). Each reference moves from
+    /// whatever image it named before; an image left without tags stays
+    /// as a dangling `<none>` entry, as in Docker.
+    pub fn add_image(
+        &self,
+        manifest: &Descriptor,
+        references: &[ImageReference],
+    ) -> Result<(), StoreError> {
+        let names: Vec<String> = references.iter().map(ToString::to_string).collect();
+        self.update_index(|index| {
+            for name in &names {
+                retag(index, name);
+            }
+            if names.is_empty() {
+                if !index.manifests.iter().any(|d| d.digest == manifest.digest) {
+                    index.manifests.push(plain(manifest));
+                }
+            } else {
+                index.manifests.retain(|d| {
+                    d.digest != manifest.digest || d.annotation(ANNOTATION_REF_NAME).is_some()
+                });
+                for name in &names {
+                    index.manifests.push(named(manifest, name));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Points `reference` at an image already in the store.
+    pub fn tag(&self, image: &Image, reference: &ImageReference) -> Result<(), StoreError> {
+        let descriptor = self
+            .index()?
+            .manifests
+            .into_iter()
+            .find(|d| d.digest == image.manifest_digest.to_string())
+            .ok_or_else(|| StoreError::ImageNotFound(image.id.to_string()))?;
+        self.add_image(&descriptor, std::slice::from_ref(reference))
+    }
+
+    /// Removes one tag. Returns true when it was the image's last name, in
+    /// which case the image itself is removed too (Docker's `rmi` of the
+    /// last tag deletes the image).
+    pub fn untag(&self, reference: &str) -> Result<bool, StoreError> {
+        self.update_index(|index| {
+            let Some(position) = index
+                .manifests
+                .iter()
+                .position(|d| d.annotation(ANNOTATION_REF_NAME) == Some(reference))
+            else {
+                return Err(StoreError::ImageNotFound(reference.to_owned()));
+            };
+            let removed = index.manifests.remove(position);
+            let still_named = index.manifests.iter().any(|d| d.digest == removed.digest);
+            Ok(!still_named)
+        })
+    }
+
+    /// Removes every index entry of an image (its blobs go at the next
+    /// garbage collection).
+    pub fn delete_image(&self, manifest_digest: &Digest) -> Result<(), StoreError> {
+        let digest = manifest_digest.to_string();
+        self.update_index(|index| {
+            index.manifests.retain(|d| d.digest != digest);
+            Ok(())
+        })
+    }
+
+    /// Like [`Store::with_exclusive`], but returns `None` at once instead of
+    /// waiting when another kiln process has the store open.
+    pub fn try_with_exclusive<T>(
+        &self,
+        sweep: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let lock_path = self.root.join("locks/gc.lock");
+        match self.gc_lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                // try_lock may have dropped the shared lock while trying.
+                self.gc_lock.lock_shared().at(&lock_path)?;
+                return Ok(None);
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+        }
+        let result = sweep();
+        self.gc_lock.lock_shared().at(&lock_path)?;
+        result.map(Some)
+    }
+
+    /// Runs `sweep` while holding the garbage-collection lock exclusively:
+    /// no other kiln process has the store open meanwhile.
+    pub fn with_exclusive<T>(
+        &self,
+        sweep: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let lock_path = self.root.join("locks/gc.lock");
+        // flock converts shared to exclusive by dropping and re-taking, so
+        // two collectors cannot deadlock on the upgrade.
+        self.gc_lock.lock().at(&lock_path)?;
+        let result = sweep();
+        self.gc_lock.lock_shared().at(&lock_path)?;
+        result
+    }
+}
+
+/// The repository part of a full reference (`docker.io/library/a:1` ->
+/// `docker.io/library/a`).
+fn ref_repository(name: &str) -> &str {
+    let name = name.split('@').next().unwrap_or(name);
+    match name.rfind(':') {
+        Some(colon) if !name[colon..].contains('/') => &name[..colon],
+        _ => name,
+    }
+}
+
+/// Takes `name` off whatever it tags in the index; an image left with no
+/// entry at all gets an unnamed (dangling) one.
+fn retag(index: &mut Index, name: &str) {
+    let Some(position) = index
+        .manifests
+        .iter()
+        .position(|d| d.annotation(ANNOTATION_REF_NAME) == Some(name))
+    else {
+        return;
+    };
+    let old = index.manifests.remove(position);
+    if !index.manifests.iter().any(|d| d.digest == old.digest) {
+        index.manifests.push(plain(&old));
+    }
+}
+
+fn plain(descriptor: &Descriptor) -> Descriptor {
+    let mut entry = descriptor.clone();
+    if let Some(annotations) = entry.annotations.as_mut() {
+        annotations.remove(ANNOTATION_REF_NAME);
+        if annotations.is_empty() {
+            entry.annotations = None;
+        }
+    }
+    entry.platform = None;
+    entry
+}
+
+fn named(descriptor: &Descriptor, name: &str) -> Descriptor {
+    let mut entry = plain(descriptor);
+    entry
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ANNOTATION_REF_NAME.to_owned(), name.to_owned());
+    entry
+}
+
+/// Serialises a document as compact JSON.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Json {
+        what: "document being written".to_owned(),
+        source,
+    })
+}
+
+/// Reads a JSON document file of at most [`MAX_DOCUMENT_SIZE`] bytes.
+pub(crate) fn read_document(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let size = fs::metadata(path).at(path)?.len();
+    if size > MAX_DOCUMENT_SIZE {
+        return Err(StoreError::DocumentTooLarge {
+            what: path.display().to_string(),
+            size,
+            limit: MAX_DOCUMENT_SIZE,
+        });
+    }
+    fs::read(path).at(path)
+}
+
+/// Replaces `path` (in directory `dir`) with `bytes`: write a temporary
+/// file beside it, fsync, rename, fsync the directory.
+pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let parent = path.parent().unwrap_or(dir);
+    let mut file = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(parent)
+        .at(parent)?;
+    file.write_all(bytes).at(file.path().to_owned())?;
+    file.as_file().sync_all().at(file.path().to_owned())?;
+    file.persist(path)
+        .map_err(|e| StoreError::io(path, e.error))?;
+    sync_dir(parent)
+}
+
+/// Total size of the files under a directory (0 when it is missing).
+pub fn disk_usage(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| !m.is_dir())
+        .map(|m| m.len())
+        .sum()
+}

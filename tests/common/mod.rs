@@ -1,0 +1,184 @@
+//! Shared helpers of the CLI tests: a temporary store, a kiln runner and
+//! small root file systems.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt as _, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use tempfile::TempDir;
+
+/// A kiln with its own store in a temporary directory.
+pub struct Kiln {
+    /// Holds the store and any scratch files of the test.
+    pub dir: TempDir,
+}
+
+impl Kiln {
+    /// A fresh, empty store.
+    pub fn new() -> Self {
+        Self {
+            dir: TempDir::new().unwrap(),
+        }
+    }
+
+    /// The store root.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// A scratch path inside the test's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A `kiln` command on this store.
+    pub fn command(&self) -> Command {
+        let mut command = Command::cargo_bin("kiln").unwrap();
+        command
+            .arg("--root")
+            .arg(self.root())
+            .env_remove("KILN_ROOT")
+            .env_remove("KILN_LOG")
+            .env_remove("SOURCE_DATE_EPOCH");
+        command
+    }
+
+    /// Runs kiln with `args`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Runs kiln and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "kiln {args:?} failed ({:?}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs kiln, asserts failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            !output.status.success(),
+            "kiln {args:?} should have failed; stdout:\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    /// Imports a small root file system as `reference` and returns the ID.
+    pub fn import_sample(&self, reference: &str) -> String {
+        let rootfs = self.path(&format!("rootfs-{}", reference.replace(['/', ':'], "_")));
+        sample_rootfs(&rootfs, reference);
+        self.ok(&[
+            "import",
+            rootfs.to_str().unwrap(),
+            reference,
+            "--change",
+            "CMD [\"sh\"]",
+        ])
+        .trim()
+        .to_owned()
+    }
+}
+
+/// A small root file system whose `/etc/name` holds `name`.
+pub fn sample_rootfs(dir: &Path, name: &str) {
+    fs::create_dir_all(dir.join("etc")).unwrap();
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::write(dir.join("etc/name"), format!("{name}\n")).unwrap();
+    fs::write(dir.join("bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
+    fs::set_permissions(dir.join("bin/tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let _ = symlink("tool", dir.join("bin/alias"));
+}
+
+/// A busybox root file system from Debian's busybox-static, which the
+/// tests need for anything that runs a shell. Fails (never skips) when the
+/// package is missing: CI installs it.
+pub fn busybox_rootfs(dir: &Path) {
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "/bin/busybox is missing: install busybox-static (apt-get install busybox-static)"
+    );
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::create_dir_all(dir.join("etc")).unwrap();
+    fs::copy(busybox, dir.join("bin/busybox")).unwrap();
+    for applet in [
+        "sh", "echo", "cat", "ls", "id", "true", "false", "env", "pwd",
+    ] {
+        symlink("busybox", dir.join("bin").join(applet)).unwrap();
+    }
+    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+}
+
+/// Whether a tool is on PATH.
+pub fn have(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Files of a directory tree: relative path -> (mode, content or link).
+pub fn tree(dir: &Path) -> Vec<(String, u32, String)> {
+    let mut entries = Vec::new();
+    for entry in walkdir(dir) {
+        let meta = fs::symlink_metadata(&entry).unwrap();
+        let rel = entry.strip_prefix(dir).unwrap().display().to_string();
+        let content = if meta.file_type().is_symlink() {
+            format!("-> {}", fs::read_link(&entry).unwrap().display())
+        } else if meta.is_file() {
+            String::from_utf8_lossy(&fs::read(&entry).unwrap()).into_owned()
+        } else {
+            String::new()
+        };
+        entries.push((rel, meta.permissions().mode(), content));
+    }
+    entries.sort();
+    entries
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Reads a file of an image in a store, through the store's snapshots
+/// (the top-most layer that has the file wins).
+pub fn image_file(root: &Path, image: &str, path: &str) -> Option<String> {
+    let store = kiln_store::Store::open(root).unwrap();
+    let image = store.resolve(image).unwrap();
+    let mut found = None;
+    for (layer, diff_id) in image
+        .manifest
+        .layers
+        .iter()
+        .zip(&image.config.rootfs.diff_ids)
+    {
+        let snapshot = store.snapshot(layer, diff_id).unwrap();
+        if let Ok(content) = fs::read_to_string(snapshot.join(path)) {
+            found = Some(content);
+        }
+    }
+    found
+}
