@@ -54,7 +54,7 @@ const SKIPPED_XATTRS: &[&str] = &["security.selinux"];
 /// `/`. Regular files, directories, symlinks, character and block devices and
 /// fifos are written with their mode (including setuid, setgid and sticky),
 /// numeric uid/gid, whole-second mtime (clamped by
-/// [`PackOptions::clamp_mtime`]) and xattrs (as PAX `SCHILY.xattr.*`, sorted,
+/// [`PackOptions::clamp_mtime`]; mtimes before 1970 are written as 0) and xattrs (as PAX `SCHILY.xattr.*`, sorted,
 /// except `security.selinux`). A file seen again with the same (device,
 /// inode) is written as a hardlink to its first name. Sockets are skipped.
 /// Names or link names longer than 100 bytes and ids above `0o7777777` use

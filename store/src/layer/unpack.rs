@@ -8,8 +8,9 @@
 //!
 //! Policy choices, as documented on [`unpack_layer`]:
 //! - names are cleaned lexically (`./`, leading `/`, `.` and `a/..` removed);
-//!   a `..` that would climb above the root is an error (Docker's
-//!   "breakout" check), not clamped;
+//!   a `..` that would climb above the root is an error in a relative name
+//!   (Docker's "breakout" check) and clamped at the root in an absolute one
+//!   (`/../x` is `x`, as Go's `filepath.Clean` makes it);
 //! - unknown entry types are skipped with a `log::warn`; GNU sparse files are
 //!   errors (their data would be written wrongly);
 //! - GNU long names and long link names may be at most 64 KiB, PAX headers at
@@ -98,8 +99,10 @@ pub struct UnpackStats {
 /// deleted, whatever the archive contains, and `dest` itself is never deleted
 /// (a directory entry for the root only updates its metadata):
 /// - entry names are cleaned lexically; absolute names are taken relative to
-///   `dest`; a `..` climbing above the root is an error
-///   `name escapes the root directory`;
+///   `dest`; a `..` climbing above the root is clamped at the root in an
+///   absolute name (`/../x` is `x`) and is an error
+///   `name escapes the root directory` in a relative one (`../x`), as in
+///   Docker;
 /// - parents are resolved with `RESOLVE_IN_ROOT`: a symlink `a -> /` or
 ///   `a -> ../..` makes `a/x` land in `dest/x`, as in the container;
 /// - the final component is never followed: an entry for a path holding a
@@ -499,19 +502,22 @@ fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
     }
 }
 
-/// Cleans an entry name lexically: drops empty, `.` and leading `/`
-/// components and resolves `a/..`. A `..` above the root is an error.
-/// The root itself is the empty string.
+/// Cleans an entry name lexically, as Docker's `filepath.Clean` check does:
+/// drops empty and `.` components and resolves `a/..`. A `..` above the root
+/// is clamped at the root in an absolute name (`/../x` is `x`, as
+/// `filepath.Clean` makes it) and an error in a relative one (`../x`,
+/// Docker's "breakout" error). The root itself is the empty string.
 fn normalize(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     if raw.contains(&0) {
         return Err("name contains a NUL byte");
     }
+    let absolute = raw.starts_with(b"/");
     let mut parts: Vec<&[u8]> = Vec::new();
     for c in raw.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
             b".." => {
-                if parts.pop().is_none() {
+                if parts.pop().is_none() && !absolute {
                     return Err("name escapes the root directory");
                 }
             }
@@ -1046,7 +1052,7 @@ fn parent_error(entry: &[u8], parent: &[u8], e: Errno) -> LayerError {
     let reason = match e {
         Errno::ENOTDIR => "is not a directory".to_owned(),
         Errno::EEXIST => "exists and is not a directory".to_owned(),
-        Errno::ENOENT => "is a dangling symlink".to_owned(),
+        Errno::ENOENT => "does not exist".to_owned(),
         e => io::Error::from(e).to_string(),
     };
     LayerError::entry(

@@ -615,3 +615,54 @@ fn overlay_xattrs_from_archives_are_dropped() {
     let names: Vec<_> = xattr::list(s.dest.join("d")).unwrap().collect();
     assert_eq!(names, ["user.kept"]);
 }
+
+#[test]
+fn negative_and_huge_sizes() {
+    if !root_or_skip() {
+        return;
+    }
+    let s = Sandbox::new();
+    // A base-256 size with every bit set (negative in two's complement).
+    let mut h = RawTar::header(b"neg", b'0', 0, b"");
+    h.as_old_mut().size = [0xff; 12];
+    h.set_cksum();
+    let tar = RawTar::default().push(&h, b"").finish();
+    assert_eq!(
+        err(s.unpack(&tar, Overlay)),
+        "reading tar header after the start of the archive: size overflow"
+    );
+    // The largest octal size, with almost no data behind it.
+    let mut h = RawTar::header(b"huge", b'0', 0, b"");
+    h.as_old_mut().size = *b"77777777777\0";
+    h.set_cksum();
+    let tar = RawTar::default().push(&h, b"abc").finish();
+    assert_eq!(
+        err(s.unpack(&tar, Overlay)),
+        "truncated archive: entry huge has 1536 of 8589934591 bytes"
+    );
+    // A directory claiming data that is not there.
+    let h = RawTar::header(b"dir/", b'5', 1 << 33, b"");
+    let tar = RawTar::default().push(&h, b"").finish();
+    assert_eq!(
+        err(s.unpack(&tar, Overlay)),
+        "reading tar header after dir/: unexpected EOF during skip"
+    );
+}
+
+#[test]
+fn dotdot_in_absolute_names_is_clamped_at_the_root() {
+    if !root_or_skip() {
+        return;
+    }
+    let s = Sandbox::new();
+    let tar = RawTar::default()
+        .file(b"/../victim/secret", b"clamped")
+        .file(b"/a/../../../b", b"also")
+        .hardlink(b"l", b"/../../victim/secret")
+        .finish();
+    let stats = s.unpack(&tar, Apply).unwrap();
+    assert_eq!(stats.entries, 3);
+    assert_eq!(fs::read(s.dest.join("victim/secret")).unwrap(), b"clamped");
+    assert_eq!(fs::read(s.dest.join("b")).unwrap(), b"also");
+    assert_eq!(fs::metadata(s.dest.join("l")).unwrap().nlink(), 2);
+}
