@@ -629,3 +629,29 @@ fn prune_removes_orphan_snapshots() {
         0
     );
 }
+
+#[test]
+fn reloading_an_image_in_another_format_leaves_no_dangling_twin() {
+    let kiln = Kiln::new();
+    let id = kiln.import_sample("app:1");
+    // docker format: the same config under a manifest with uncompressed
+    // layers, i.e. another manifest digest for the same image ID.
+    let archive = kiln.path("app.tar");
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "app:1"]);
+    assert_eq!(
+        kiln.ok(&["load", "-i", archive.to_str().unwrap()]),
+        "Loaded image: app:1\n"
+    );
+    assert_eq!(
+        kiln.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]),
+        format!("app:1 {}\n", &id[7..19])
+    );
+    // Untagged, by ID: nothing new either.
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), &id]);
+    assert_eq!(
+        kiln.ok(&["load", "-i", archive.to_str().unwrap()]),
+        format!("Loaded image ID: {id}\n")
+    );
+    assert_eq!(kiln.ok(&["images", "-q"]), format!("{}\n", &id[7..19]));
+    assert!(kiln.ok(&["system", "check"]).contains("consistent"));
+}

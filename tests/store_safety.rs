@@ -159,7 +159,13 @@ fn concurrent_kiln_processes_keep_the_store_consistent() {
             1 => command.args(["load", "-i", archive.to_str().unwrap()]),
             _ => command.args(["tag", "base:1", &format!("tagged:{i}")]),
         };
-        children.push(command.stdout(Stdio::null()).spawn().unwrap());
+        children.push(
+            command
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
     }
     let mut pruner = Command::new(&binary)
         .arg("--root")
@@ -168,8 +174,13 @@ fn concurrent_kiln_processes_keep_the_store_consistent() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     assert!(pruner.wait().unwrap().success());
     let names = kiln.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
@@ -276,4 +287,36 @@ fn rmi_never_waits_behind_another_process_and_prune_collects_later() {
     drop(other);
     kiln.ok(&["prune", "-f"]);
     assert_eq!(blobs(), 0);
+}
+
+#[test]
+fn processes_creating_a_store_at_once_lose_no_tags() {
+    let kiln = Kiln::new();
+    let binary = assert_cmd::cargo::cargo_bin("kiln");
+    let children: Vec<_> = (0..6)
+        .map(|i| {
+            let rootfs = kiln.path(&format!("rootfs{i}"));
+            common::sample_rootfs(&rootfs, &format!("n{i}"));
+            Command::new(&binary)
+                .arg("--root")
+                .arg(kiln.root())
+                .args(["import", rootfs.to_str().unwrap(), &format!("fresh:{i}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let tags = kiln.ok(&["images", "--format", "{{.Tag}}"]);
+    let mut tags: Vec<&str> = tags.lines().collect();
+    tags.sort_unstable();
+    assert_eq!(tags, ["0", "1", "2", "3", "4", "5"]);
 }

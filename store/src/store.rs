@@ -83,8 +83,16 @@ impl Store {
         }
         let index = root.join("index.json");
         if !index.exists() {
-            let bytes = to_json(&Index::empty())?;
-            write_atomic(root, &index, &bytes)?;
+            // Under the index lock, and checked again there: another
+            // process creating the store at the same moment may already
+            // have written (and tagged into) index.json.
+            let lock_path = root.join("locks/index.lock");
+            let lock = open_lock_file(&lock_path)?;
+            lock.lock().at(&lock_path)?;
+            if !index.exists() {
+                let bytes = to_json(&Index::empty())?;
+                write_atomic(root, &index, &bytes)?;
+            }
         }
         let lock_path = root.join("locks/gc.lock");
         let gc_lock = open_lock_file(&lock_path)?;
@@ -288,41 +296,76 @@ impl Store {
     /// Adds an image manifest to index.json under `references` (or as an
     /// untagged image when there are none). Each reference moves from
     /// whatever image it named before; an image left without tags stays
-    /// as a dangling `<none>` entry, as in Docker.
+    /// as a dangling `<none>` entry, as in Docker. Images are identified
+    /// by ID as in Docker: a manifest with the same config as one already
+    /// present (the same image loaded from another archive format, say)
+    /// replaces it rather than leaving a dangling twin.
     pub fn add_image(
         &self,
         manifest: &Descriptor,
         references: &[ImageReference],
     ) -> Result<(), StoreError> {
         let names: Vec<String> = references.iter().map(ToString::to_string).collect();
+        let id = self.config_of(&manifest.digest);
         self.update_index(|index| {
-            for name in &names {
-                retag(index, name);
-            }
+            let same_image = |d: &Descriptor| {
+                d.digest != manifest.digest && id.is_some() && self.config_of(&d.digest) == id
+            };
             if names.is_empty() {
-                if !index.manifests.iter().any(|d| d.digest == manifest.digest) {
+                let present = index
+                    .manifests
+                    .iter()
+                    .any(|d| d.digest == manifest.digest || same_image(d));
+                if !present {
                     index.manifests.push(plain(manifest));
                 }
-            } else {
-                index.manifests.retain(|d| {
-                    d.digest != manifest.digest || d.annotation(ANNOTATION_REF_NAME).is_some()
-                });
-                for name in &names {
-                    index.manifests.push(named(manifest, name));
+                return Ok(());
+            }
+            for name in &names {
+                let Some(position) = index
+                    .manifests
+                    .iter()
+                    .position(|d| d.annotation(ANNOTATION_REF_NAME) == Some(name.as_str()))
+                else {
+                    continue;
+                };
+                let old = index.manifests.remove(position);
+                let still_listed = index.manifests.iter().any(|d| d.digest == old.digest);
+                if !still_listed && old.digest != manifest.digest && !same_image(&old) {
+                    index.manifests.push(plain(&old));
                 }
+            }
+            // Untagged entries of this image (or of its twins) give way.
+            index.manifests.retain(|d| {
+                d.annotation(ANNOTATION_REF_NAME).is_some()
+                    || (d.digest != manifest.digest && !same_image(d))
+            });
+            for name in &names {
+                index.manifests.push(named(manifest, name));
             }
             Ok(())
         })
     }
 
+    /// The config digest a stored manifest names (`None` if unreadable).
+    fn config_of(&self, manifest_digest: &str) -> Option<String> {
+        let digest = parse_sha256(manifest_digest).ok()?;
+        let (manifest, _): (Manifest, _) = self.read_json(&digest).ok()?;
+        Some(manifest.config.digest)
+    }
+
     /// Points `reference` at an image already in the store.
     pub fn tag(&self, image: &Image, reference: &ImageReference) -> Result<(), StoreError> {
-        let descriptor = self
-            .index()?
-            .manifests
-            .into_iter()
-            .find(|d| d.digest == image.manifest_digest.to_string())
-            .ok_or_else(|| StoreError::ImageNotFound(image.id.to_string()))?;
+        // The descriptor is rebuilt from the blob rather than looked up in
+        // index.json: another process may have replaced the entry since
+        // `image` was resolved, and the blob stays while this store is open.
+        let media_type = if image.manifest.media_type.is_empty() {
+            crate::spec::OCI_MANIFEST
+        } else {
+            &image.manifest.media_type
+        };
+        let size = self.blobs.size(&image.manifest_digest)?;
+        let descriptor = Descriptor::new(media_type, &image.manifest_digest.to_string(), size);
         self.add_image(&descriptor, std::slice::from_ref(reference))
     }
 
@@ -398,22 +441,6 @@ fn ref_repository(name: &str) -> &str {
     match name.rfind(':') {
         Some(colon) if !name[colon..].contains('/') => &name[..colon],
         _ => name,
-    }
-}
-
-/// Takes `name` off whatever it tags in the index; an image left with no
-/// entry at all gets an unnamed (dangling) one.
-fn retag(index: &mut Index, name: &str) {
-    let Some(position) = index
-        .manifests
-        .iter()
-        .position(|d| d.annotation(ANNOTATION_REF_NAME) == Some(name))
-    else {
-        return;
-    };
-    let old = index.manifests.remove(position);
-    if !index.manifests.iter().any(|d| d.digest == old.digest) {
-        index.manifests.push(plain(&old));
     }
 }
 

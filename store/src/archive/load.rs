@@ -546,9 +546,16 @@ impl Archive<'_> {
                     File::open(staged)
                         .and_then(|f| f.sync_all())
                         .at(staged.clone())?;
-                    std::fs::hard_link(staged, &target)
-                        .or_else(|_| std::fs::copy(staged, &target).map(|_| ()))
-                        .at(&target)?;
+                    // Staging is on the store's file system, so a link is
+                    // enough. Another load may have linked the same blob
+                    // first: content-addressed and verified, so that is
+                    // success, and the file is never rewritten in place.
+                    match std::fs::hard_link(staged, &target) {
+                        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                            return Err(StoreError::io(&target, e));
+                        }
+                        _ => {}
+                    }
                 }
             }
         }
