@@ -247,3 +247,51 @@ fn podman_loads_kiln_archives_and_kiln_loads_podman_archives() {
         assert!(listing.contains("manifest.json"));
     }
 }
+
+/// Real Docker, when a daemon is reachable (CI has none; this ran by hand
+/// against Docker 20.10 from Debian). Docker 20.10 reads only the
+/// docker-archive layout, which is kiln's default.
+#[test]
+fn docker_loads_kiln_archives_and_kiln_loads_docker_save() {
+    let docker = Command::new("docker").arg("info").output();
+    if !docker.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: no Docker daemon reachable (`docker info` failed)");
+        return;
+    }
+    let (kiln, id) = busybox_store("localhost/kiln-docker:1");
+    let archive = kiln.path("docker.tar");
+    kiln.ok(&[
+        "save",
+        "-o",
+        archive.to_str().unwrap(),
+        "localhost/kiln-docker:1",
+    ]);
+    let out = sh(Command::new("docker").args(["load", "-i", archive.to_str().unwrap()]));
+    assert!(out.contains("localhost/kiln-docker:1"), "{out}");
+    let docker_id = sh(Command::new("docker").args([
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        "localhost/kiln-docker:1",
+    ]));
+    assert_eq!(docker_id.trim(), id);
+    let saved = kiln.path("from-docker.tar");
+    sh(Command::new("docker").args([
+        "save",
+        "-o",
+        saved.to_str().unwrap(),
+        "localhost/kiln-docker:1",
+    ]));
+    sh(Command::new("docker").args(["rmi", "localhost/kiln-docker:1"]));
+    let fresh = Kiln::new();
+    assert_eq!(
+        fresh.ok(&["load", "-i", saved.to_str().unwrap()]),
+        "Loaded image: localhost/kiln-docker:1\n"
+    );
+    assert_eq!(fresh.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+    assert_eq!(
+        common::image_file(&fresh.root(), "localhost/kiln-docker:1", "etc/marker").as_deref(),
+        Some("from kiln\n")
+    );
+}
