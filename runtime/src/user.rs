@@ -1,0 +1,209 @@
+//! USER resolution against the image's `/etc/passwd` and `/etc/group`, as
+//! runc and Docker do it (`moby/sys/user.GetExecUser`): names and numeric
+//! ids, `user:group`, supplementary groups from group membership, and
+//! numeric ids that no file lists.
+
+use thiserror::Error;
+
+/// The ids and home directory a process runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary group ids.
+    pub groups: Vec<u32>,
+    /// Home directory (for `HOME` when the image sets none).
+    pub home: String,
+}
+
+/// A USER that cannot be resolved, worded as Docker words it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum UserError {
+    /// A user name that /etc/passwd does not list.
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    /// A group name that /etc/group does not list.
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+    /// A numeric id out of range.
+    #[error("uids and gids must be in range 0-2147483647: {0}")]
+    OutOfRange(String),
+}
+
+/// One /etc/passwd entry.
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+    home: &'a str,
+}
+
+/// One /etc/group entry.
+struct GroupEntry<'a> {
+    name: &'a str,
+    gid: u32,
+    members: Vec<&'a str>,
+}
+
+fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    passwd.lines().filter_map(|line| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let fields: Vec<&str> = line.split(':').collect();
+        Some(PasswdEntry {
+            name: fields.first().copied().unwrap_or(""),
+            uid: fields.get(2).and_then(|f| f.parse().ok()).unwrap_or(0),
+            gid: fields.get(3).and_then(|f| f.parse().ok()).unwrap_or(0),
+            home: fields.get(5).copied().unwrap_or(""),
+        })
+    })
+}
+
+fn group_entries(group: &str) -> impl Iterator<Item = GroupEntry<'_>> {
+    group.lines().filter_map(|line| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let fields: Vec<&str> = line.split(':').collect();
+        Some(GroupEntry {
+            name: fields.first().copied().unwrap_or(""),
+            gid: fields.get(2).and_then(|f| f.parse().ok()).unwrap_or(0),
+            members: fields
+                .get(3)
+                .map(|m| m.split(',').filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default(),
+        })
+    })
+}
+
+/// Parses a numeric id as Go's `strconv.Atoi` would accept it, within the
+/// range runc allows.
+fn numeric_id(text: &str) -> Option<Result<u32, UserError>> {
+    let value: i64 = text.parse().ok()?;
+    Some(
+        u32::try_from(value)
+            .ok()
+            .filter(|v| *v <= 2_147_483_647)
+            .ok_or_else(|| UserError::OutOfRange(text.to_owned())),
+    )
+}
+
+/// Resolves a USER value (`""`, `name`, `uid`, `name:group`, `uid:gid`)
+/// against the contents of the image's /etc/passwd and /etc/group (empty
+/// strings when the files are missing). An empty USER is root.
+pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, UserError> {
+    let (user_arg, group_arg) = match spec.split_once(':') {
+        Some((u, g)) => (u, g),
+        None => (spec, ""),
+    };
+    let mut resolved = ResolvedUser {
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+        home: "/".to_owned(),
+    };
+    let numeric_user = numeric_id(user_arg).transpose()?;
+    let matched = passwd_entries(passwd).find(|entry| match (user_arg, numeric_user) {
+        ("", _) => entry.uid == 0,
+        (_, Some(uid)) => entry.uid == uid,
+        (name, None) => entry.name == name,
+    });
+    let mut matched_name = "";
+    if let Some(entry) = matched {
+        matched_name = entry.name;
+        resolved.uid = entry.uid;
+        resolved.gid = entry.gid;
+        if !entry.home.is_empty() {
+            entry.home.clone_into(&mut resolved.home);
+        }
+    } else if !user_arg.is_empty() {
+        resolved.uid = numeric_user.ok_or_else(|| UserError::UnknownUser(user_arg.to_owned()))?;
+    }
+    if !group_arg.is_empty() {
+        let numeric_group = numeric_id(group_arg).transpose()?;
+        let found = group_entries(group).find(|g| match numeric_group {
+            Some(gid) => g.gid == gid,
+            None => g.name == group_arg,
+        });
+        resolved.gid = match (found, numeric_group) {
+            (Some(g), _) => g.gid,
+            (None, Some(gid)) => gid,
+            (None, None) => return Err(UserError::UnknownGroup(group_arg.to_owned())),
+        };
+    } else if !matched_name.is_empty() {
+        resolved.groups = group_entries(group)
+            .filter(|g| g.members.contains(&matched_name))
+            .map(|g| g.gid)
+            .collect();
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+        # comment\n\
+        app:x:1000:1000:App:/home/app:/bin/sh\n\
+        nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+    const GROUP: &str = "root:x:0:\nwheel:x:10:app,root\napp:x:1000:\nstaff:x:50:app\n";
+
+    fn user(uid: u32, gid: u32, groups: &[u32], home: &str) -> ResolvedUser {
+        ResolvedUser {
+            uid,
+            gid,
+            groups: groups.to_vec(),
+            home: home.to_owned(),
+        }
+    }
+
+    #[test]
+    fn resolves_like_docker() {
+        let cases: &[(&str, ResolvedUser)] = &[
+            ("", user(0, 0, &[10], "/root")),
+            ("root", user(0, 0, &[10], "/root")),
+            ("app", user(1000, 1000, &[10, 50], "/home/app")),
+            ("1000", user(1000, 1000, &[10, 50], "/home/app")),
+            ("app:staff", user(1000, 50, &[], "/home/app")),
+            ("app:50", user(1000, 50, &[], "/home/app")),
+            ("1000:1000", user(1000, 1000, &[], "/home/app")),
+            // Numeric ids that no file lists are taken as they are.
+            ("4242", user(4242, 0, &[], "/")),
+            ("4242:4343", user(4242, 4343, &[], "/")),
+            ("nobody", user(65534, 65534, &[], "/nonexistent")),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(&resolve_user(spec, PASSWD, GROUP).unwrap(), want, "{spec}");
+        }
+        // No passwd file at all: root, and numeric ids.
+        assert_eq!(resolve_user("", "", "").unwrap(), user(0, 0, &[], "/"));
+        assert_eq!(resolve_user("7:8", "", "").unwrap(), user(7, 8, &[], "/"));
+    }
+
+    #[test]
+    fn unknown_names_are_errors_in_dockers_words() {
+        assert_eq!(
+            resolve_user("ghost", PASSWD, GROUP)
+                .unwrap_err()
+                .to_string(),
+            "unable to find user ghost: no matching entries in passwd file"
+        );
+        assert_eq!(
+            resolve_user("app:ghosts", PASSWD, GROUP)
+                .unwrap_err()
+                .to_string(),
+            "unable to find group ghosts: no matching entries in group file"
+        );
+        assert_eq!(
+            resolve_user("-1", PASSWD, GROUP).unwrap_err().to_string(),
+            "uids and gids must be in range 0-2147483647: -1"
+        );
+    }
+}
