@@ -1,4 +1,405 @@
 //! kiln-runtime: runs one process in Linux namespaces over an overlayfs
 //! snapshot of an image, for RUN steps and `kiln run`.
+//!
+//! [`run`] is called from kiln's multi-threaded process, so it never
+//! unshares or forks itself: it starts `/proc/self/exe __kiln-init` (a fresh,
+//! single-threaded process, see [`init_main`]) and hands it the spec over a
+//! pipe. The init unshares the namespaces and forks PID 1 of the new PID
+//! namespace, which builds the root filesystem in a private mount namespace
+//! and forks the user process. Everything mounted lives in that namespace and
+//! dies with it, so nothing reaches the host's mount table.
 
+mod cgroup;
+mod init;
+mod signals;
+pub mod spec;
+mod sys;
 pub mod user;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use spec::{Limits, Mount, Network, RunOutcome, RunSpec};
+
+/// `argv[1]` that makes a kiln binary act as the container init.
+pub const INIT_ARG: &str = "__kiln-init";
+
+/// The fd on which the init reads its configuration.
+const CONFIG_FD: i32 = 3;
+/// The fd on which the init and its children report setup failures.
+const ERROR_FD: i32 = 4;
+
+/// A container that could not be set up or run.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The spec is unusable as given.
+    #[error("invalid run spec: {0}")]
+    InvalidSpec(String),
+    /// A bind mount's host source does not exist.
+    #[error("bind mount source {path} does not exist")]
+    MountSource {
+        /// The missing host path.
+        path: PathBuf,
+    },
+    /// Preparing the run's temporary files on the host failed.
+    #[error("preparing {path}: {source}")]
+    Prepare {
+        /// The path being prepared.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Resource limits were requested but cgroups could not apply them.
+    #[error("cgroup: {0}")]
+    Cgroup(String),
+    /// Starting the init process failed.
+    #[error("starting container init {program}: {source}")]
+    Spawn {
+        /// The init program.
+        program: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Talking to the init process failed.
+    #[error("container init i/o: {0}")]
+    Io(io::Error),
+    /// The container's setup failed inside the init (mounts, user, workdir).
+    #[error("container setup: {0}")]
+    Setup(String),
+}
+
+/// What the parent hands the init: the spec plus host paths it prepared.
+#[derive(Debug, Serialize, Deserialize)]
+struct InitConfig {
+    spec: RunSpec,
+    /// Mount point of the overlay.
+    merged: PathBuf,
+    /// Overlay work directory (next to the upper directory).
+    work: PathBuf,
+    /// Directory of short symlinks `0`, `1`, ... to the layers, base first,
+    /// plus `s` to the skeleton layer.
+    links: PathBuf,
+    /// Generated `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
+    files: PathBuf,
+}
+
+/// Runs `spec` with this executable as the container init.
+pub fn run(spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
+    let program = std::env::current_exe().map_err(|source| RuntimeError::Spawn {
+        program: PathBuf::from("/proc/self/exe"),
+        source,
+    })?;
+    run_with_init(spec, &program)
+}
+
+/// Runs `spec` with `init_program` as the container init; the program must
+/// call [`init_main`] when its first argument is [`INIT_ARG`].
+pub fn run_with_init(spec: &RunSpec, init_program: &Path) -> Result<RunOutcome, RuntimeError> {
+    validate(spec)?;
+    let parent = spec
+        .upper
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".kiln-run-")
+        .tempdir_in(parent)
+        .map_err(|source| RuntimeError::Prepare {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    let config = prepare(spec, tmp.path())?;
+    let result = run_prepared(&config, init_program);
+    let removed = tmp.close();
+    let outcome = result?;
+    removed.map_err(|source| RuntimeError::Prepare {
+        path: config.work.clone(),
+        source,
+    })?;
+    Ok(outcome)
+}
+
+fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
+    if spec.argv.is_empty() {
+        return Err(RuntimeError::InvalidSpec("no command given".into()));
+    }
+    if !spec.cwd.starts_with('/') {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "working directory {:?} is not absolute",
+            spec.cwd
+        )));
+    }
+    for mount in &spec.mounts {
+        let target = match mount {
+            Mount::Bind { source, target, .. } => {
+                if fs::symlink_metadata(source).is_err() {
+                    return Err(RuntimeError::MountSource {
+                        path: source.clone(),
+                    });
+                }
+                target
+            }
+            Mount::Tmpfs { target, .. } | Mount::Cache { target, .. } => target,
+        };
+        if !target.starts_with('/') {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "mount target {target:?} is not absolute"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn prep_err(path: &Path) -> impl FnOnce(io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Prepare {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates the temporary layout: overlay work dir, skeleton layer, layer
+/// links and generated files.
+fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
+    // The init changes directory before mounting, so every path it gets is
+    // absolute.
+    let tmp = &fs::canonicalize(tmp).map_err(prep_err(tmp))?;
+    let mut spec = spec.clone();
+    spec.upper = fs::canonicalize(&spec.upper).map_err(prep_err(&spec.upper))?;
+    for bad in [',', ':', '\\'] {
+        for path in [&spec.upper, tmp] {
+            if path.to_string_lossy().contains(bad) {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "{} contains {bad:?}, which overlayfs options cannot carry",
+                    path.display()
+                )));
+            }
+        }
+    }
+    for mount in &mut spec.mounts {
+        if let Mount::Bind { source, .. } | Mount::Cache { source, .. } = mount {
+            *source = std::path::absolute(&*source).map_err(prep_err(source))?;
+        }
+    }
+    let merged = tmp.join("m");
+    let work = tmp.join("w");
+    let links = tmp.join("l");
+    let files = tmp.join("f");
+    let skel = tmp.join("s");
+    for dir in [&merged, &work, &links, &files, &skel] {
+        fs::create_dir(dir).map_err(prep_err(dir))?;
+    }
+    // The skeleton is the topmost lower layer: it provides the mount points
+    // the image may lack, so nothing is created in the upper directory, and
+    // its real directories and files hide any symlink the image has there.
+    for dir in ["proc", "dev", "sys", "etc"] {
+        let path = skel.join(dir);
+        fs::create_dir(&path).map_err(prep_err(&path))?;
+    }
+    for file in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        let path = skel.join(file);
+        fs::write(&path, b"").map_err(prep_err(&path))?;
+    }
+    for mount in &spec.mounts {
+        let (target, is_dir) = match mount {
+            Mount::Bind { source, target, .. } => {
+                (target, fs::metadata(source).is_ok_and(|m| m.is_dir()))
+            }
+            Mount::Tmpfs { target, .. } => (target, true),
+            Mount::Cache { source, target } => {
+                fs::create_dir_all(source).map_err(prep_err(source))?;
+                (target, true)
+            }
+        };
+        let rel = sys::relative(target);
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let path = skel.join(&rel);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(prep_err(dir))?;
+        }
+        if is_dir {
+            fs::create_dir_all(&path).map_err(prep_err(&path))?;
+        } else if fs::symlink_metadata(&path).is_err() {
+            fs::write(&path, b"").map_err(prep_err(&path))?;
+        }
+    }
+    let skel_link = links.join("s");
+    std::os::unix::fs::symlink(&skel, &skel_link).map_err(prep_err(&skel_link))?;
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let link = links.join(i.to_string());
+        let target = fs::canonicalize(layer).map_err(prep_err(layer))?;
+        std::os::unix::fs::symlink(target, &link).map_err(prep_err(&link))?;
+    }
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+        spec.hostname
+    );
+    let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+    for (name, content) in [
+        ("hosts", hosts.into_bytes()),
+        ("hostname", format!("{}\n", spec.hostname).into_bytes()),
+        ("resolv.conf", resolv),
+    ] {
+        let path = files.join(name);
+        fs::write(&path, content).map_err(prep_err(&path))?;
+    }
+    Ok(InitConfig {
+        spec,
+        merged,
+        work,
+        links,
+        files,
+    })
+}
+
+fn run_prepared(config: &InitConfig, init_program: &Path) -> Result<RunOutcome, RuntimeError> {
+    let spec = &config.spec;
+    let cgroup = if spec.limits.any() {
+        Some(cgroup::Cgroup::create(&spec.limits).map_err(RuntimeError::Cgroup)?)
+    } else {
+        None
+    };
+    let result = spawn_and_wait(config, init_program, cgroup.as_ref());
+    let oom = cgroup.as_ref().is_some_and(cgroup::Cgroup::oom_killed);
+    let removed = cgroup.map_or(Ok(()), cgroup::Cgroup::remove);
+    let mut outcome = result?;
+    removed.map_err(RuntimeError::Cgroup)?;
+    if oom {
+        outcome.oom_killed = true;
+        outcome.exit_code = 137;
+    }
+    Ok(outcome)
+}
+
+fn spawn_and_wait(
+    config: &InitConfig,
+    init_program: &Path,
+    cgroup: Option<&cgroup::Cgroup>,
+) -> Result<RunOutcome, RuntimeError> {
+    let spec = &config.spec;
+    let (config_read, config_write) = sys::pipe().map_err(RuntimeError::Io)?;
+    let (error_read, error_write) = sys::pipe().map_err(RuntimeError::Io)?;
+    let mut command = Command::new(init_program);
+    command.arg(INIT_ARG).env_clear();
+    let pty = if spec.tty {
+        Some(sys::openpty().map_err(RuntimeError::Io)?)
+    } else {
+        None
+    };
+    if let Some((_, slave)) = &pty {
+        let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(RuntimeError::Io);
+        command
+            .stdin(dup(slave)?)
+            .stdout(dup(slave)?)
+            .stderr(dup(slave)?);
+    } else {
+        command.stdin(if spec.interactive {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+        if spec.capture {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+    }
+    let fds = [config_read.as_raw_fd(), error_write.as_raw_fd()];
+    // SAFETY: the closure only calls async-signal-safe functions (dup2,
+    // fcntl, prctl, getppid) between fork and exec.
+    unsafe {
+        command.pre_exec(move || sys::child_fds(fds[0], fds[1]));
+    }
+    let _guard = signals::Forwarding::install();
+    let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
+        program: init_program.to_path_buf(),
+        source,
+    })?;
+    drop(config_read);
+    drop(error_write);
+    drop(command);
+    let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+    let slot = signals::register(pid);
+    let pty_master = pty.map(|(master, _slave)| master);
+
+    // The init waits for its configuration before it starts anything, so
+    // joining the cgroup here happens before the user process exists.
+    let mut setup = Ok(());
+    if let Some(cgroup) = cgroup {
+        setup = cgroup.add(pid).map_err(RuntimeError::Cgroup);
+    }
+    if setup.is_ok() {
+        let json = serde_json::to_vec(config).map_err(|e| RuntimeError::Io(e.into()))?;
+        let mut writer = fs::File::from(config_write);
+        setup = writer.write_all(&json).map_err(RuntimeError::Io);
+    } else {
+        drop(config_write);
+    }
+    if setup.is_err() {
+        let _ = child.kill();
+    }
+
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let (out, err, status) = std::thread::scope(|scope| {
+        let err_thread = scope.spawn(move || read_all(stderr));
+        let pty_thread = pty_master.map(|master| {
+            let capture = spec.capture;
+            let interactive = spec.interactive;
+            scope.spawn(move || sys::pty_copy(&master, capture, interactive))
+        });
+        let out = read_all(stdout);
+        let status = child.wait();
+        let err = err_thread.join().unwrap_or_default();
+        let pty_out = pty_thread.and_then(|t| t.join().ok()).unwrap_or_default();
+        (if spec.tty { pty_out } else { out }, err, status)
+    });
+    signals::unregister(slot);
+    let status = status.map_err(RuntimeError::Io)?;
+    setup?;
+    let mut message = String::new();
+    fs::File::from(error_read)
+        .read_to_string(&mut message)
+        .map_err(RuntimeError::Io)?;
+    if !message.is_empty() {
+        return Err(RuntimeError::Setup(message.trim_end().to_string()));
+    }
+    let exit_code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(RunOutcome {
+        exit_code,
+        oom_killed: false,
+        stdout: out,
+        stderr: err,
+    })
+}
+
+fn read_all<R: Read>(reader: Option<R>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut reader) = reader {
+        let _ = reader.read_to_end(&mut buf);
+    }
+    buf
+}
+
+/// Entry point of the container init; a binary calls it when `argv[1]` is
+/// [`INIT_ARG`], before any other setup (in particular before threads).
+pub fn init_main() -> ExitCode {
+    let code = init::main();
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Whether `arg` is the init marker (for binaries that dispatch on it).
+pub fn is_init_arg(arg: &OsStr) -> bool {
+    arg == INIT_ARG
+}

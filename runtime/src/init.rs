@@ -1,0 +1,591 @@
+//! The container init. Runs in a freshly exec'd, single-threaded process:
+//! unshares the namespaces, forks PID 1 of the new PID namespace, which
+//! builds the root filesystem and forks the user process.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::spec::{Mount, Network};
+use crate::{CONFIG_FD, ERROR_FD, InitConfig, sys, user};
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Signals the init passes on to its child instead of acting on them.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Reports a setup failure to the parent, which turns it into an error.
+fn report(message: &str) {
+    let bytes = message.as_bytes();
+    // SAFETY: writes a valid buffer to the inherited error pipe.
+    unsafe {
+        libc::write(ERROR_FD, bytes.as_ptr().cast(), bytes.len());
+    }
+}
+
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends this (forked) process without running the parent
+    // image's atexit handlers or flushing its duplicated buffers.
+    unsafe { libc::_exit(code) }
+}
+
+fn fork() -> Result<i32, String> {
+    // SAFETY: this process is single-threaded (a fresh exec of the init),
+    // so the child may allocate and run arbitrary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        Err(format!("fork: {}", io::Error::last_os_error()))
+    } else {
+        Ok(pid)
+    }
+}
+
+pub(crate) fn main() -> i32 {
+    match outer() {
+        Ok(code) => code,
+        Err(message) => {
+            report(&message);
+            1
+        }
+    }
+}
+
+fn outer() -> Result<i32, String> {
+    // SAFETY: fd 3 is the configuration pipe the parent set up for us.
+    let mut config_pipe = fs::File::from(unsafe { OwnedFd::from_raw_fd(CONFIG_FD) });
+    let mut json = Vec::new();
+    config_pipe
+        .read_to_end(&mut json)
+        .map_err(|e| format!("reading the init configuration: {e}"))?;
+    drop(config_pipe);
+    // SAFETY: marks the error pipe close-on-exec so the user process never
+    // holds it.
+    unsafe {
+        libc::fcntl(ERROR_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    if json.is_empty() {
+        // The parent gave up before sending anything (e.g. cgroup failure).
+        return Ok(1);
+    }
+    let config: InitConfig = serde_json::from_slice(&json)
+        .map_err(|e| format!("parsing the init configuration: {e}"))?;
+
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if config.spec.network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+    // First thing in the new mount namespace: no propagation either way, so
+    // nothing mounted here ever shows up on the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making / private: {e}"))?;
+
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGCHLD);
+    for sig in FORWARDED {
+        blocked.add(sig);
+    }
+    let mut old_mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut old_mask))
+        .map_err(|e| format!("blocking signals: {e}"))?;
+
+    let pid1 = fork()?;
+    if pid1 == 0 {
+        // PID 1 of the new namespace; it must not outlive this process.
+        // (getppid is 0 here: the parent is outside the namespace.)
+        // SAFETY: prctl on integers.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        }
+        let code = match pid1_main(&config, &blocked, &old_mask) {
+            Ok(code) => code,
+            Err(message) => {
+                report(&message);
+                1
+            }
+        };
+        exit_now(code);
+    }
+    Ok(supervise(pid1, &blocked))
+}
+
+/// Forwards signals to `child` and reaps every child until `child` exits;
+/// returns its status in Docker numbering.
+fn supervise(child: i32, blocked: &SigSet) -> i32 {
+    let child = Pid::from_raw(child);
+    loop {
+        let Ok(sig) = blocked.wait() else { continue };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(child, sig);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return 128 + sig as i32,
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+fn pid1_main(config: &InitConfig, blocked: &SigSet, old_mask: &SigSet) -> Result<i32, String> {
+    setup_rootfs(config)?;
+    let child = fork()?;
+    if child == 0 {
+        let message = match exec_user(config, old_mask) {
+            Ok(never) => match never {},
+            Err(Failure::Setup(message)) => {
+                report(&message);
+                1
+            }
+            Err(Failure::Exec(message, code)) => {
+                let line = format!("kiln: unable to start container process: {message}\n");
+                // SAFETY: writes a valid buffer to stderr.
+                unsafe {
+                    libc::write(2, line.as_bytes().as_ptr().cast(), line.len());
+                }
+                code
+            }
+        };
+        exit_now(message);
+    }
+    Ok(supervise(child, blocked))
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn mount_err(what: &str) -> impl FnOnce(nix::Error) -> String + '_ {
+    move |e| format!("mounting {what}: {e}")
+}
+
+/// Opens a mount target inside the new root; `what` names it in errors.
+fn target(root: &OwnedFd, path: &str) -> Result<OwnedFd, String> {
+    sys::open_in_root(root, path, libc::O_PATH)
+        .map_err(|e| format!("rootfs: opening mount target {path}: {e}"))
+}
+
+fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
+    let spec = &config.spec;
+    // Layer paths go through short relative symlinks so that 200 layers
+    // still fit in the one-page mount option string.
+    std::env::set_current_dir(&config.links)
+        .map_err(|e| format!("entering {}: {e}", config.links.display()))?;
+    let mut lower = String::from("s");
+    for i in (0..spec.layers.len()).rev() {
+        lower.push(':');
+        lower.push_str(&i.to_string());
+    }
+    let options = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        spec.upper.display(),
+        config.work.display()
+    );
+    mount(
+        Some("overlay"),
+        &config.merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| format!("mounting the overlay on {}: {e}", config.merged.display()))?;
+    std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))?;
+
+    let root: OwnedFd = fs::File::open(&config.merged)
+        .map_err(|e| format!("opening {}: {e}", config.merged.display()))?
+        .into();
+
+    let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_dir = target(&root, "/proc")?;
+    mount(
+        Some("proc"),
+        fd_path(&proc_dir).as_str(),
+        Some("proc"),
+        nodev,
+        None::<&str>,
+    )
+    .map_err(mount_err("/proc"))?;
+
+    let dev_dir = target(&root, "/dev")?;
+    mount(
+        Some("tmpfs"),
+        fd_path(&dev_dir).as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(mount_err("/dev"))?;
+    // Reopen: the old descriptor still points below the new tmpfs.
+    let dev = target(&root, "/dev")?;
+    setup_dev(&fd_path(&dev))?;
+    drop(dev);
+
+    let sys_dir = target(&root, "/sys")?;
+    let sys_path = fd_path(&sys_dir);
+    if mount(
+        Some("sysfs"),
+        sys_path.as_str(),
+        Some("sysfs"),
+        nodev | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .is_err()
+    {
+        // sysfs may refuse a new instance outside a new network namespace
+        // in some setups: fall back to a read-only bind of the host's.
+        mount(
+            Some("/sys"),
+            sys_path.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(mount_err("/sys"))?;
+        let bound = target(&root, "/sys")?;
+        mount(
+            None::<&str>,
+            fd_path(&bound).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nodev,
+            None::<&str>,
+        )
+        .map_err(mount_err("/sys read-only"))?;
+    }
+
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        let path = format!("/etc/{name}");
+        let fd = sys::open_in_root(&root, &path, libc::O_PATH | libc::O_NOFOLLOW)
+            .map_err(|e| format!("rootfs: opening {path}: {e}"))?;
+        let meta = fs::metadata(fd_path(&fd)).map_err(|e| format!("rootfs: {path}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("rootfs: {path} is not a regular file"));
+        }
+        let source = config.files.join(name);
+        mount(
+            Some(&source),
+            fd_path(&fd).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("mounting {path}: {e}"))?;
+    }
+
+    for spec_mount in &spec.mounts {
+        match spec_mount {
+            Mount::Bind {
+                source,
+                target: to,
+                read_only,
+            } => {
+                bind(&root, source, to)?;
+                if *read_only {
+                    let fd = target(&root, to)?;
+                    mount(
+                        None::<&str>,
+                        fd_path(&fd).as_str(),
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None::<&str>,
+                    )
+                    .map_err(|e| format!("remounting {to} read-only: {e}"))?;
+                }
+            }
+            Mount::Cache { source, target: to } => bind(&root, source, to)?,
+            Mount::Tmpfs { target: to, size } => {
+                let fd = target(&root, to)?;
+                let mut options = String::from("mode=1777");
+                if let Some(size) = size {
+                    options.push_str(&format!(",size={size}"));
+                }
+                mount(
+                    Some("tmpfs"),
+                    fd_path(&fd).as_str(),
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(options.as_str()),
+                )
+                .map_err(|e| format!("mounting tmpfs on {to}: {e}"))?;
+            }
+        }
+    }
+
+    // pivot_root(".", ".") stacks the old root under the new one; detaching
+    // it leaves only the container's tree reachable.
+    nix::unistd::fchdir(&root).map_err(|e| format!("entering the new root: {e}"))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))?;
+    drop(root);
+
+    nix::unistd::sethostname(&spec.hostname)
+        .map_err(|e| format!("setting hostname {:?}: {e}", spec.hostname))?;
+    if spec.network == Network::None {
+        loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
+    }
+    Ok(())
+}
+
+fn bind(root: &OwnedFd, source: &Path, to: &str) -> Result<(), String> {
+    let fd = target(root, to)?;
+    mount(
+        Some(source),
+        fd_path(&fd).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind-mounting {} on {to}: {e}", source.display()))
+}
+
+/// A minimal /dev on the fresh tmpfs at `dev`: the host's harmless device
+/// nodes bind-mounted, a private devpts, shm and the usual links.
+fn setup_dev(dev: &str) -> Result<(), String> {
+    let io_err = |what: String| move |e: io::Error| format!("/dev: {what}: {e}");
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let path = format!("{dev}/{name}");
+        fs::write(&path, b"").map_err(io_err(format!("creating {name}")))?;
+        mount(
+            Some(format!("/dev/{name}").as_str()),
+            path.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("/dev: binding {name}: {e}"))?;
+    }
+    for name in ["pts", "shm"] {
+        fs::create_dir(format!("{dev}/{name}")).map_err(io_err(format!("creating {name}")))?;
+    }
+    mount(
+        Some("devpts"),
+        format!("{dev}/pts").as_str(),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(|e| format!("/dev: mounting devpts: {e}"))?;
+    mount(
+        Some("shm"),
+        format!("{dev}/shm").as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(|e| format!("/dev: mounting shm: {e}"))?;
+    for (name, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(to, format!("{dev}/{name}"))
+            .map_err(io_err(format!("linking {name}")))?;
+    }
+    Ok(())
+}
+
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain datagram socket for interface ioctls.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket returned a descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain data; zero is a valid initial value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = libc::c_char::from_ne_bytes([*src]);
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq's flags.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let up = libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).unwrap_or(1);
+        req.ifr_ifru.ifru_flags |= up;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+enum Never {}
+
+enum Failure {
+    /// A setup failure, reported to the parent as an error.
+    Setup(String),
+    /// Docker's exec failure message and exit code (126/127).
+    Exec(String, i32),
+}
+
+fn exec_user(config: &InitConfig, old_mask: &SigSet) -> Result<Never, Failure> {
+    let spec = &config.spec;
+    let setup = Failure::Setup;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None)
+        .map_err(|e| setup(format!("restoring the signal mask: {e}")))?;
+    nix::unistd::setsid().map_err(|e| setup(format!("setsid: {e}")))?;
+    if spec.tty {
+        // SAFETY: makes the pty on fd 0 this session's controlling terminal.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(setup(format!(
+                "setting the controlling terminal: {}",
+                io::Error::last_os_error()
+            )));
+        }
+    }
+    // Only stdio and the close-on-exec error pipe may remain: a leaked
+    // directory descriptor would let WORKDIR=/proc/self/fd/N reach the
+    // host (CVE-2024-21626).
+    let first = u32::try_from(ERROR_FD + 1).unwrap_or(5);
+    // SAFETY: closes descriptors this process does not use any more.
+    unsafe {
+        libc::close_range(3, 3, 0);
+        libc::close_range(first, u32::MAX, 0);
+    }
+
+    let read = |path: &str| fs::read_to_string(path).unwrap_or_default();
+    let resolved = user::resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))
+        .map_err(|e| setup(e.to_string()))?;
+
+    make_workdir(&spec.cwd, resolved.uid, resolved.gid)
+        .map_err(|e| setup(format!("creating workdir {}: {e}", spec.cwd)))?;
+
+    let groups: Vec<nix::unistd::Gid> = resolved
+        .groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(|e| setup(format!("setgroups: {e}")))?;
+    let gid = nix::unistd::Gid::from_raw(resolved.gid);
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| setup(format!("setgid {}: {e}", resolved.gid)))?;
+    let uid = nix::unistd::Uid::from_raw(resolved.uid);
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| setup(format!("setuid {}: {e}", resolved.uid)))?;
+
+    std::env::set_current_dir(&spec.cwd)
+        .map_err(|e| setup(format!("changing to workdir {}: {e}", spec.cwd)))?;
+    match nix::unistd::getcwd() {
+        Ok(cwd) if cwd.starts_with("/") => {}
+        _ => {
+            return Err(setup(format!(
+                "workdir {} is outside the container root",
+                spec.cwd
+            )));
+        }
+    }
+
+    let mut env = spec.env.clone();
+    if !env.iter().any(|kv| kv.starts_with("HOME=")) {
+        env.push(format!("HOME={}", resolved.home));
+    }
+    let path_var = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let argv0 = spec.argv.first().cloned().unwrap_or_default();
+    let program = lookup(&argv0, &path_var)?;
+
+    let cstr = |s: &str| CString::new(s).map_err(|_| setup(format!("NUL byte in {s:?}")));
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = env.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
+    let path = CString::new(program.as_os_str().as_bytes())
+        .map_err(|_| setup(format!("NUL byte in {argv0:?}")))?;
+    let err = nix::unistd::execve(&path, &argv, &envp).err();
+    Err(match err {
+        Some(nix::Error::EACCES) => {
+            Failure::Exec(format!("exec: {argv0:?}: permission denied"), 126)
+        }
+        Some(nix::Error::ENOENT) => Failure::Exec(
+            format!("exec: {argv0:?}: stat {argv0}: no such file or directory"),
+            127,
+        ),
+        other => Failure::Exec(
+            format!(
+                "exec: {argv0:?}: {}",
+                other.map_or_else(String::new, |e| e.desc().to_lowercase())
+            ),
+            126,
+        ),
+    })
+}
+
+/// Go's `exec.LookPath` as Docker uses it: names with a slash are used as
+/// given, others are searched in PATH for an executable regular file.
+fn lookup(argv0: &str, path_var: &str) -> Result<PathBuf, Failure> {
+    if argv0.contains('/') {
+        return Ok(PathBuf::from(argv0));
+    }
+    if !argv0.is_empty() {
+        for dir in path_var.split(':') {
+            let dir = if dir.is_empty() { "." } else { dir };
+            let candidate = Path::new(dir).join(argv0);
+            let executable = fs::metadata(&candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+            if executable {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(Failure::Exec(
+        format!("exec: {argv0:?}: executable file not found in $PATH"),
+        127,
+    ))
+}
+
+/// Creates the missing components of `cwd`, owned by the user, as Docker
+/// does for WORKDIR.
+fn make_workdir(cwd: &str, uid: u32, gid: u32) -> io::Result<()> {
+    let mut path = PathBuf::from("/");
+    for part in sys::relative(cwd).components() {
+        path.push(part);
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(io::Error::from(io::ErrorKind::NotADirectory)),
+            Err(_) => {
+                fs::create_dir(&path)?;
+                std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+                let _ = fs::metadata(&path).map(|m| m.ino());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! What to run and how: the input of [`crate::run`] and its outcome.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One container run: the filesystem, the process and its confinement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Lower directories (unpacked snapshots), base first; empty for scratch.
+    pub layers: Vec<PathBuf>,
+    /// An existing empty directory that becomes the overlay upper directory.
+    pub upper: PathBuf,
+    /// The command line (ENTRYPOINT + CMD); `argv[0]` is looked up in the
+    /// container's PATH when it has no `/`.
+    pub argv: Vec<String>,
+    /// The final `K=V` environment.
+    pub env: Vec<String>,
+    /// Absolute working directory in the container, created when missing.
+    pub cwd: String,
+    /// USER spec, resolved against the container's passwd and group files.
+    pub user: String,
+    /// Hostname in the container's UTS namespace.
+    pub hostname: String,
+    /// Network namespace choice.
+    pub network: Network,
+    /// Extra mounts, applied in order.
+    pub mounts: Vec<Mount>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Collect stdout and stderr into the outcome instead of inheriting them.
+    pub capture: bool,
+    /// Run the process on a new pseudo-terminal.
+    pub tty: bool,
+    /// Keep stdin attached; otherwise stdin is `/dev/null`.
+    pub interactive: bool,
+}
+
+/// Network namespace choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// Share the host's network namespace.
+    Host,
+    /// A new network namespace with only `lo`, up.
+    None,
+}
+
+/// An extra mount in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mount {
+    /// A host file or directory bind-mounted at `target`.
+    Bind {
+        /// Host path; must exist.
+        source: PathBuf,
+        /// Absolute path in the container.
+        target: String,
+        /// Remount read-only.
+        read_only: bool,
+    },
+    /// A fresh tmpfs at `target`.
+    Tmpfs {
+        /// Absolute path in the container.
+        target: String,
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+    /// A persistent host directory, created when missing, mounted read-write.
+    Cache {
+        /// Host directory.
+        source: PathBuf,
+        /// Absolute path in the container.
+        target: String,
+    },
+}
+
+/// Resource limits, enforced with cgroups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes (swap is not allowed on top).
+    pub memory: Option<u64>,
+    /// CPU quota in CPUs.
+    pub cpus: Option<f64>,
+    /// Maximum number of processes.
+    pub pids: Option<u64>,
+}
+
+impl Limits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.memory.is_some() || self.cpus.is_some() || self.pids.is_some()
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Docker numbering: the exit code, 128+signal, 137 on OOM kill,
+    /// 126 (not executable) or 127 (not found).
+    pub exit_code: i32,
+    /// The kernel's OOM killer killed a process of the container.
+    pub oom_killed: bool,
+    /// Captured stdout (empty unless `capture`).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (empty unless `capture`).
+    pub stderr: Vec<u8>,
+}

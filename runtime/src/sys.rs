@@ -1,0 +1,202 @@
+//! Small system-call helpers shared by the parent and the init.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Component, Path, PathBuf};
+
+/// `path` made relative (leading `/` and `.`/`..`-free components kept as is).
+pub(crate) fn relative(path: &str) -> PathBuf {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A close-on-exec pipe (read end, write end).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A pseudo-terminal pair (master, slave), both close-on-exec.
+pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: out-pointers are valid; name, termios and winsize may be null.
+    check(unsafe {
+        libc::openpty(
+            &raw mut master,
+            &raw mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    })?;
+    // SAFETY: openpty succeeded and returned two descriptors we own.
+    let pair = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&pair.0, &pair.1] {
+        // SAFETY: plain fcntl on a valid descriptor.
+        check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    }
+    // Copy the caller's window size so full-screen programs fit.
+    let mut size: libc::winsize = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write one winsize.
+    unsafe {
+        if libc::ioctl(0, libc::TIOCGWINSZ, &raw mut size) == 0 {
+            libc::ioctl(pair.0.as_raw_fd(), libc::TIOCSWINSZ, &raw const size);
+        }
+    }
+    Ok(pair)
+}
+
+/// In the spawned init, before exec: moves the configuration and error
+/// pipes to their fixed numbers and dies with the calling thread.
+/// Only async-signal-safe calls.
+pub(crate) fn child_fds(config: RawFd, error: RawFd) -> io::Result<()> {
+    // Move both out of the way first, so neither dup2 clobbers the other.
+    // SAFETY: fcntl/dup2/prctl on integers; no allocation.
+    unsafe {
+        let config = check(libc::fcntl(config, libc::F_DUPFD_CLOEXEC, 10))?;
+        let error = check(libc::fcntl(error, libc::F_DUPFD_CLOEXEC, 10))?;
+        check(libc::dup2(config, crate::CONFIG_FD))?;
+        check(libc::dup2(error, crate::ERROR_FD))?;
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+    }
+    Ok(())
+}
+
+/// Opens `path` inside `root` with every symlink resolved as if `root`
+/// were `/`, so no mount target can escape to the host.
+pub(crate) fn open_in_root(root: &OwnedFd, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let rel = relative(path);
+    let rel = if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel
+    };
+    let c_path = CString::new(rel.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain data; zero is valid for every field.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = u64::try_from(flags | libc::O_CLOEXEC).unwrap_or(0);
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid dirfd, NUL-terminated path and open_how of the given size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c_path.as_ptr(),
+            &raw const how,
+            size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(RawFd::try_from(fd).unwrap_or(-1)) })
+}
+
+/// Copies between the caller's terminal and the pty master until the
+/// container side closes; returns the output when capturing.
+pub(crate) fn pty_copy(master: &OwnedFd, capture: bool, interactive: bool) -> Vec<u8> {
+    let mut captured = Vec::new();
+    // SAFETY: isatty/tcgetattr on fd 0 with a valid out-pointer.
+    let saved = unsafe {
+        let mut term: libc::termios = std::mem::zeroed();
+        if interactive && libc::isatty(0) == 1 && libc::tcgetattr(0, &raw mut term) == 0 {
+            let mut raw = term;
+            libc::cfmakeraw(&raw mut raw);
+            libc::tcsetattr(0, libc::TCSANOW, &raw const raw);
+            Some(term)
+        } else {
+            None
+        }
+    };
+    let mut buf = [0u8; 8192];
+    let mut stdin_open = interactive;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if stdin_open { 0 } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        if fds[1].revents != 0 {
+            // SAFETY: reads into a buffer of the given length.
+            let got = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            match usize::try_from(got) {
+                Ok(len) if len > 0 => {
+                    let _ = write_all(master.as_raw_fd(), buf.get(..len).unwrap_or_default());
+                }
+                _ => stdin_open = false,
+            }
+        }
+        if fds[0].revents != 0 {
+            // SAFETY: reads into a buffer of the given length.
+            let got = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            match usize::try_from(got) {
+                Ok(len) if len > 0 => {
+                    let data = buf.get(..len).unwrap_or_default();
+                    if capture {
+                        captured.extend_from_slice(data);
+                    } else {
+                        let _ = write_all(1, data);
+                    }
+                }
+                // EIO: every slave descriptor is closed, the container is gone.
+                _ => break,
+            }
+        }
+    }
+    if let Some(term) = saved {
+        // SAFETY: restores the attributes read above.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &raw const term);
+        }
+    }
+    captured
+}
+
+fn write_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: writes from a valid slice.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        data = data.get(n..).unwrap_or_default();
+    }
+    Ok(())
+}
