@@ -323,10 +323,10 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
             Mount::Cache { source, target: to } => bind(&root, source, to)?,
             Mount::Tmpfs { target: to, size } => {
                 let fd = target(&root, to)?;
-                let mut options = String::from("mode=1777");
-                if let Some(size) = size {
-                    options.push_str(&format!(",size={size}"));
-                }
+                let options = match size {
+                    Some(size) => format!("mode=1777,size={size}"),
+                    None => String::from("mode=1777"),
+                };
                 mount(
                     Some("tmpfs"),
                     fd_path(&fd).as_str(),

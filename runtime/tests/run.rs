@@ -1,8 +1,10 @@
 //! End-to-end tests of the runtime against a busybox rootfs. They need root
 //! (namespaces, mounts) and /bin/busybox (busybox-static).
 
+#![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
+
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 
 use kiln_runtime::{Limits, Mount, Network, RunOutcome, RunSpec, RuntimeError};
@@ -27,7 +29,8 @@ fn skip() -> bool {
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "sleep", "ps", "true", "false", "kill", "head", "tr", "dd",
-    "hostname", "touch", "rm", "grep", "stat", "readlink", "mount",
+    "hostname", "touch", "rm", "grep", "stat", "readlink", "mount", "wc", "tail", "cut", "test",
+    "seq", "pwd",
 ];
 
 /// A test directory with a busybox rootfs layer and an empty upper dir.
@@ -105,7 +108,8 @@ impl Fixture {
             let name = entry.unwrap().file_name();
             assert!(
                 !name.to_string_lossy().starts_with(".kiln-run-"),
-                "leaked {name:?}"
+                "leaked {}",
+                name.display()
             );
         }
     }
@@ -138,4 +142,320 @@ fn exit_codes_follow_docker() {
     assert_eq!(fx.sh("exit 3").exit_code, 3);
     assert_eq!(fx.sh("kill -9 $$").exit_code, 137);
     assert_eq!(fx.sh("kill -TERM $$").exit_code, 143);
+}
+
+#[test]
+fn env_cwd_and_user() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&[
+        "sh",
+        "-c",
+        "id -u; id -g; id -G; pwd; echo $HOME $FOO; stat -c %u:%g /work/dir",
+    ]);
+    spec.user = "alice".into();
+    spec.cwd = "/work/dir".into();
+    spec.env.push("FOO=bar".into());
+    let out = fx.run(&spec).unwrap();
+    assert_eq!(
+        stdout(&out),
+        "1000\n1000\n1000 29 50\n/work/dir\n/home/alice bar\n1000:1000\n"
+    );
+    // The created workdir is part of what the container wrote.
+    assert!(fx.path("upper/work/dir").is_dir());
+
+    let mut spec = fx.spec(&["sh", "-c", "id -u; id -g; id -G; echo $HOME"]);
+    spec.user = "1234:99".into();
+    let out = fx.run(&spec).unwrap();
+    assert_eq!(stdout(&out), "1234\n99\n99\n/\n");
+}
+
+#[test]
+fn unknown_user_is_an_error() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&["true"]);
+    spec.user = "nobody".into();
+    let err = fx.run(&spec).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container setup: unable to find user nobody: no matching entries in passwd file"
+    );
+}
+
+#[test]
+fn pid_namespace_has_only_the_container() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let out =
+        fx.sh("echo $$; for p in /proc/[0-9]*; do echo ${p#/proc/}; done; cat /proc/1/cmdline");
+    let text = stdout(&out);
+    assert!(text.starts_with("2\n1\n2\n"), "{text}");
+    assert!(text.contains("__kiln-init"), "{text}");
+}
+
+#[test]
+fn hostname_and_etc_files() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = fx.sh("hostname; cat /etc/hostname; grep kilnbox /etc/hosts");
+    assert_eq!(stdout(&out), "kilnbox\nkilnbox\n127.0.1.1\tkilnbox\n");
+}
+
+#[test]
+fn network_none_has_only_loopback_up() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = fx.sh("tail -n +3 /proc/net/dev | cut -d: -f1; cat /sys/class/net/lo/flags");
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0].trim(), "lo");
+    let flags = u32::from_str_radix(lines[1].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is not up: {text}");
+}
+
+#[test]
+fn bind_tmpfs_and_cache_mounts() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    fs::create_dir(fx.path("data")).unwrap();
+    fs::write(fx.path("data/f"), "host file\n").unwrap();
+    let mut spec = fx.spec(&[
+        "sh",
+        "-c",
+        "cat /data/f; echo x > /data/g || echo ro; echo y > /scratch/a && grep ' /scratch ' /proc/mounts | cut -d' ' -f1,3; echo z > /cache/c",
+    ]);
+    spec.mounts = vec![
+        Mount::Bind {
+            source: fx.path("data"),
+            target: "/data".into(),
+            read_only: true,
+        },
+        Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: Some(1 << 20),
+        },
+        Mount::Cache {
+            source: fx.path("cache"),
+            target: "/cache".into(),
+        },
+    ];
+    let out = fx.run(&spec).unwrap();
+    assert_eq!(stdout(&out), "host file\nro\ntmpfs tmpfs\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
+    assert!(!fx.path("data/g").exists());
+    assert_eq!(fs::read_to_string(fx.path("cache/c")).unwrap(), "z\n");
+    // Mount points and tmpfs contents are not part of the container's changes.
+    assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+
+    let mut spec = fx.spec(&["true"]);
+    spec.mounts = vec![Mount::Bind {
+        source: fx.path("missing"),
+        target: "/m".into(),
+        read_only: false,
+    }];
+    let err = fx.run(&spec).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "bind mount source {} does not exist",
+            fx.path("missing").display()
+        )
+    );
+}
+
+#[test]
+fn only_stdio_descriptors_are_open() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    // As in Docker: 0, 1, 2 and the directory ls itself is reading.
+    let out = fx.run(&fx.spec(&["ls", "/proc/self/fd"])).unwrap();
+    assert_eq!(stdout(&out), "0\n1\n2\n3\n");
+}
+
+#[test]
+fn workdir_through_proc_fd_cannot_reach_the_host() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    for fd in 3..8 {
+        let mut spec = fx.spec(&["pwd"]);
+        spec.cwd = format!("/proc/self/fd/{fd}");
+        let result = fx.run(&spec);
+        assert!(result.is_err(), "fd {fd}: {result:?}");
+    }
+}
+
+#[test]
+fn many_layers() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&["sh", "-c", "cat /layers/* | wc -l; cat /layers/l199"]);
+    for i in 0..200 {
+        let layer = fx.path(&format!(
+            "layer-with-a-long-name-to-overflow-options-{i:03}"
+        ));
+        fs::create_dir_all(layer.join("layers")).unwrap();
+        fs::write(layer.join(format!("layers/l{i}")), format!("{i}\n")).unwrap();
+        spec.layers.push(layer);
+    }
+    let out = fx.run(&spec).unwrap();
+    assert_eq!(
+        stdout(&out),
+        "200\n199\n",
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn upper_entries(root: &Path) -> Vec<String> {
+    let mut entries = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            entries.push(path.strip_prefix(root).unwrap().display().to_string());
+            if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    entries.sort();
+    entries
+}
+
+#[test]
+fn upper_holds_exactly_what_the_process_wrote() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    // A scratch image: no /proc, /dev, /sys or /etc/hosts to mount on.
+    let out = fx.sh("echo x > /newfile; rm /etc/old");
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        upper_entries(&fx.path("upper")),
+        ["etc", "etc/old", "newfile"]
+    );
+    let meta = fs::symlink_metadata(fx.path("upper/etc/old")).unwrap();
+    assert!(
+        meta.file_type().is_char_device() && meta.rdev() == 0,
+        "not a whiteout"
+    );
+    assert_eq!(fs::read_to_string(fx.path("upper/newfile")).unwrap(), "x\n");
+}
+
+#[test]
+fn exec_failures_use_docker_codes_and_messages() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = fx.run(&fx.spec(&["foo"])).unwrap();
+    assert_eq!(out.exit_code, 127);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("exec: \"foo\": executable file not found in $PATH"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = fx.run(&fx.spec(&["/etc/passwd"])).unwrap();
+    assert_eq!(out.exit_code, 126);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exec: \"/etc/passwd\": permission denied")
+    );
+}
+
+#[test]
+fn symlinks_out_of_the_rootfs_stay_confined() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let evil = fx.path("evil");
+    fs::create_dir_all(evil.join("etc")).unwrap();
+    symlink("/", evil.join("dev")).unwrap();
+    symlink("/proc/1/root/etc/passwd", evil.join("etc/hosts")).unwrap();
+    symlink("../../../../../../etc/shadow", evil.join("etc/resolv.conf")).unwrap();
+    symlink("/", evil.join("sys")).unwrap();
+    let host_passwd = fs::read("/etc/passwd").unwrap();
+    let mut spec = fx.spec(&[
+        "sh",
+        "-c",
+        "ls /dev/null && cat /etc/hosts | head -1; test -L /dev || echo dev-is-dir",
+    ]);
+    spec.layers.push(evil);
+    let out = fx.run(&spec).unwrap();
+    assert_eq!(
+        stdout(&out),
+        "/dev/null\n127.0.0.1\tlocalhost\ndev-is-dir\n",
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read("/etc/passwd").unwrap(), host_passwd);
+    assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+}
+
+#[test]
+fn memory_limit_kills_with_137() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&[
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    spec.limits.memory = Some(32 << 20);
+    let out = fx.run(&spec).unwrap();
+    assert_eq!((out.exit_code, out.oom_killed), (137, true), "{out:?}");
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&[
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo $i; sleep 2 & done",
+    ]);
+    spec.limits.pids = Some(10);
+    let out = fx.run(&spec).unwrap();
+    // 10 = outer init + PID 1 + sh + 7 sleeps; the 8th fork fails and ash
+    // gives up.
+    assert_eq!(stdout(&out).lines().count(), 8, "{out:?}");
+    assert_eq!(out.exit_code, 2);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "sh: can't fork: Resource temporarily unavailable\n"
+    );
 }
