@@ -459,3 +459,115 @@ fn pids_limit_stops_a_fork_bomb() {
         "sh: can't fork: Resource temporarily unavailable\n"
     );
 }
+
+/// Pids of processes whose command line is exactly `argv`.
+fn processes_with_cmdline(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+#[test]
+fn sigterm_to_the_caller_tears_everything_down() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let marker = ["sleep", "1234.5"];
+    let spec = fx.spec(&marker);
+    let spec_file = fx.path("spec.json");
+    fs::write(&spec_file, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let child = std::process::Command::new(INIT)
+        .arg("run")
+        .arg(&spec_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while processes_with_cmdline(&marker).is_empty() {
+        assert!(start.elapsed().as_secs() < 10, "container did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: kill on the child's pid.
+    unsafe {
+        libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM);
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "143\n");
+    assert!(processes_with_cmdline(&marker).is_empty());
+    fx.assert_clean();
+    assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+}
+
+#[test]
+fn tty_runs_the_process_on_a_terminal() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&["sh", "-c", "test -t 0 && test -t 1 && echo on-a-tty"]);
+    spec.tty = true;
+    let out = fx.run(&spec).unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    // The terminal turns \n into \r\n, as with `docker run -t`.
+    assert_eq!(stdout(&out), "on-a-tty\r\n");
+}
+
+#[test]
+fn cpu_limit_sets_the_cfs_quota() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&["sleep", "1"]);
+    spec.limits.cpus = Some(0.5);
+    let pid = std::process::id();
+    let found = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let start = std::time::Instant::now();
+            while start.elapsed().as_secs() < 5 {
+                for file in ["/sys/fs/cgroup/kiln", "/sys/fs/cgroup/cpu"] {
+                    let pattern = format!("kiln-{pid}-");
+                    for entry in walk(Path::new(file), 4) {
+                        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+                        if name.starts_with(&pattern) {
+                            for quota in ["cpu.max", "cpu.cfs_quota_us"] {
+                                if let Ok(text) = fs::read_to_string(entry.join(quota)) {
+                                    return Some(text);
+                                }
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            None
+        });
+        let out = fx.run(&spec).unwrap();
+        assert_eq!(out.exit_code, 0);
+        watcher.join().unwrap()
+    });
+    let quota = found.expect("no kiln cgroup seen while the container ran");
+    assert!(quota == "50000\n" || quota == "50000 100000\n", "{quota:?}");
+}
+
+/// Directories under `root`, `depth` levels deep at most.
+fn walk(root: &Path, depth: u32) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if depth == 0 {
+        return found;
+    }
+    if let Ok(entries) = fs::read_dir(root) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                found.push(entry.path());
+                found.extend(walk(&entry.path(), depth - 1));
+            }
+        }
+    }
+    found
+}
