@@ -328,6 +328,12 @@ fn spawn_and_wait(
     drop(command);
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
     let slot = signals::register(pid);
+    if signals::received() {
+        // SAFETY: kill on the pid of our own, not yet reaped, child.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
     let pty_master = pty.map(|(master, _slave)| master);
 
     // The init waits for its configuration before it starts anything, so

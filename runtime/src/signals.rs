@@ -88,6 +88,12 @@ pub(crate) fn register(pid: i32) -> Option<usize> {
     })
 }
 
+/// Whether a forwarded signal arrived since the handlers were installed
+/// (one that came before a pid was registered must still reach it).
+pub(crate) fn received() -> bool {
+    RECEIVED.load(Ordering::SeqCst) > 0
+}
+
 /// Forgets a slot from [`register`].
 pub(crate) fn unregister(slot: Option<usize>) {
     if let Some(slot) = slot.and_then(|i| PIDS.get(i)) {

@@ -571,3 +571,35 @@ fn walk(root: &Path, depth: u32) -> Vec<PathBuf> {
     }
     found
 }
+
+#[test]
+fn scratch_image_with_a_bind_mounted_file_and_host_network() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo scratch; /bin/busybox cat /proc/net/dev | /bin/busybox wc -l; /bin/busybox hostname",
+    ]);
+    spec.layers.clear();
+    // No /etc/passwd: an empty USER means root, as in Docker.
+    spec.user = String::new();
+    spec.network = Network::Host;
+    spec.mounts = vec![Mount::Bind {
+        source: "/bin/busybox".into(),
+        target: "/bin/busybox".into(),
+        read_only: true,
+    }];
+    let out = fx.run(&spec).unwrap();
+    let host_devices = fs::read_to_string("/proc/net/dev").unwrap().lines().count();
+    assert_eq!(
+        stdout(&out),
+        format!("scratch\n{host_devices}\nkilnbox\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+}
