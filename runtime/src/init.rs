@@ -17,7 +17,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::spec::{Mount, Network};
-use crate::{CONFIG_FD, ERROR_FD, InitConfig, sys, user};
+use crate::{CONFIG_FD, ERROR_FD, InitConfig, STUBS, sys, user};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -300,7 +300,13 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
         .map_err(|e| format!("mounting {path}: {e}"))?;
     }
 
+    let mut stubs = Vec::new();
     for spec_mount in &spec.mounts {
+        let (to, is_dir) = match spec_mount {
+            Mount::Bind { source, target, .. } => (target, source.is_dir()),
+            Mount::Tmpfs { target, .. } | Mount::Cache { target, .. } => (target, true),
+        };
+        ensure_target(&root, &config.merged, to, is_dir, &mut stubs)?;
         match spec_mount {
             Mount::Bind {
                 source,
@@ -339,6 +345,12 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
         }
     }
 
+    if !stubs.is_empty() {
+        let list = config.files.join(STUBS);
+        fs::write(&list, stubs.join("\n"))
+            .map_err(|e| format!("writing {}: {e}", list.display()))?;
+    }
+
     // pivot_root(".", ".") stacks the old root under the new one; detaching
     // it leaves only the container's tree reachable.
     nix::unistd::fchdir(&root).map_err(|e| format!("entering the new root: {e}"))?;
@@ -351,6 +363,78 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
         .map_err(|e| format!("setting hostname {:?}: {e}", spec.hostname))?;
     if spec.network == Network::None {
         loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Makes sure the mount target `to` exists inside the root, creating the
+/// missing components (as the user would see them, symlinks resolved inside
+/// the root); each created path, relative to the root, goes to `stubs` so
+/// the parent can remove it from the upper directory afterwards.
+fn ensure_target(
+    root: &OwnedFd,
+    merged: &Path,
+    to: &str,
+    is_dir: bool,
+    stubs: &mut Vec<String>,
+) -> Result<(), String> {
+    if sys::open_in_root(root, to, libc::O_PATH).is_ok() {
+        return Ok(());
+    }
+    let rel = sys::relative(to);
+    let parts: Vec<_> = rel.components().collect();
+    let mut so_far = PathBuf::from("/");
+    for (i, part) in parts.iter().enumerate() {
+        let parent = sys::open_in_root(
+            root,
+            &so_far.to_string_lossy(),
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+        .map_err(|e| format!("rootfs: mount target {to}: {}: {e}", so_far.display()))?;
+        so_far.push(part);
+        if sys::open_in_root(root, &so_far.to_string_lossy(), libc::O_PATH).is_ok() {
+            continue;
+        }
+        let name = CString::new(part.as_os_str().as_bytes())
+            .map_err(|_| format!("rootfs: mount target {to}: NUL byte"))?;
+        let last = i + 1 == parts.len();
+        // SAFETY: *at calls on a descriptor we own and a single-component
+        // name, so nothing is resolved outside the root.
+        let ret = unsafe {
+            if last && !is_dir {
+                let fd = libc::openat(
+                    parent.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_WRONLY
+                        | libc::O_CLOEXEC
+                        | libc::O_NOFOLLOW,
+                    0o644,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd
+            } else {
+                libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755)
+            }
+        };
+        if ret < 0 {
+            return Err(format!(
+                "rootfs: creating mount target {to}: {}: {}",
+                so_far.display(),
+                io::Error::last_os_error()
+            ));
+        }
+        // Where it really is: symlinks on the way were resolved in the root.
+        let resolved = fs::read_link(fd_path(&parent))
+            .map_err(|e| format!("rootfs: mount target {to}: {e}"))?
+            .join(part);
+        let inside = resolved
+            .strip_prefix(merged)
+            .map_err(|_| format!("rootfs: mount target {to} resolved outside the container"))?;
+        stubs.push(inside.to_string_lossy().into_owned());
     }
     Ok(())
 }

@@ -34,6 +34,8 @@ pub const INIT_ARG: &str = "__kiln-init";
 
 /// The fd on which the init reads its configuration.
 const CONFIG_FD: i32 = 3;
+/// File in `files` where the init lists the mount points it created.
+const STUBS: &str = "stubs";
 /// The fd on which the init and its children report setup failures.
 const ERROR_FD: i32 = 4;
 
@@ -118,7 +120,13 @@ pub fn run_with_init(spec: &RunSpec, init_program: &Path) -> Result<RunOutcome, 
             source,
         })?;
     let config = prepare(spec, tmp.path())?;
-    let result = run_prepared(&config, init_program);
+    let mut result = run_prepared(&config, init_program);
+    let cleaned = remove_stubs(&config);
+    if result.is_ok()
+        && let Err(e) = cleaned
+    {
+        result = Err(e);
+    }
     let removed = tmp.close();
     let outcome = result?;
     removed.map_err(|source| RuntimeError::Prepare {
@@ -209,28 +217,8 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
         fs::write(&path, b"").map_err(prep_err(&path))?;
     }
     for mount in &spec.mounts {
-        let (target, is_dir) = match mount {
-            Mount::Bind { source, target, .. } => {
-                (target, fs::metadata(source).is_ok_and(|m| m.is_dir()))
-            }
-            Mount::Tmpfs { target, .. } => (target, true),
-            Mount::Cache { source, target } => {
-                fs::create_dir_all(source).map_err(prep_err(source))?;
-                (target, true)
-            }
-        };
-        let rel = sys::relative(target);
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        let path = skel.join(&rel);
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(prep_err(dir))?;
-        }
-        if is_dir {
-            fs::create_dir_all(&path).map_err(prep_err(&path))?;
-        } else if fs::symlink_metadata(&path).is_err() {
-            fs::write(&path, b"").map_err(prep_err(&path))?;
+        if let Mount::Cache { source, .. } = mount {
+            fs::create_dir_all(source).map_err(prep_err(source))?;
         }
     }
     let skel_link = links.join("s");
@@ -260,6 +248,49 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
         links,
         files,
     })
+}
+
+/// Removes from the upper directory the mount points the init had to
+/// create for spec mounts (listed in `files/stubs`, relative to the root),
+/// and the directories copied up only to hold them, so the upper directory
+/// keeps exactly what the process wrote.
+fn remove_stubs(config: &InitConfig) -> Result<(), RuntimeError> {
+    let list = config.files.join(STUBS);
+    let Ok(text) = fs::read_to_string(&list) else {
+        return Ok(());
+    };
+    let upper = &config.spec.upper;
+    for rel in text.lines().rev() {
+        let rel = sys::relative(rel);
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let path = upper.join(&rel);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() && is_empty_dir(&path) => {
+                fs::remove_dir(&path).map_err(prep_err(&path))?;
+            }
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                fs::remove_file(&path).map_err(prep_err(&path))?;
+            }
+            _ => {}
+        }
+        // Ancestors that exist in the upper directory only because creating
+        // the stub copied them up, and hold nothing else.
+        let mut parent = rel.parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            let path = upper.join(dir);
+            if !is_empty_dir(&path) || fs::remove_dir(&path).is_err() {
+                break;
+            }
+            parent = dir.parent();
+        }
+    }
+    Ok(())
+}
+
+fn is_empty_dir(path: &Path) -> bool {
+    fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
 
 fn run_prepared(config: &InitConfig, init_program: &Path) -> Result<RunOutcome, RuntimeError> {

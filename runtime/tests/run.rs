@@ -603,3 +603,45 @@ fn scratch_image_with_a_bind_mounted_file_and_host_network() {
     );
     assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
 }
+
+#[test]
+fn mount_targets_are_created_and_cleaned_up() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    // Debian's /var/run -> /run: the mount must land in /run, and /var/run
+    // must stay a symlink.
+    fs::create_dir_all(fx.path("base/var")).unwrap();
+    fs::create_dir_all(fx.path("base/run")).unwrap();
+    symlink("/run", fx.path("base/var/run")).unwrap();
+    fs::write(fx.path("file"), "a file\n").unwrap();
+    let mut spec = fx.spec(&[
+        "sh",
+        "-c",
+        "readlink /var/run; grep -c ' /run/x ' /proc/mounts; cat /new/deep/file; ls /new/tmp; echo w > /etc/written",
+    ]);
+    spec.mounts = vec![
+        Mount::Tmpfs {
+            target: "/var/run/x".into(),
+            size: None,
+        },
+        Mount::Bind {
+            source: fx.path("file"),
+            target: "/new/deep/file".into(),
+            read_only: false,
+        },
+        Mount::Tmpfs {
+            target: "/new/tmp".into(),
+            size: None,
+        },
+    ];
+    let out = fx.run(&spec).unwrap();
+    assert_eq!(
+        stdout(&out),
+        "/run\n1\na file\n",
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(upper_entries(&fx.path("upper")), ["etc", "etc/written"]);
+}
