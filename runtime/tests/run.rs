@@ -645,3 +645,42 @@ fn mount_targets_are_created_and_cleaned_up() {
     );
     assert_eq!(upper_entries(&fx.path("upper")), ["etc", "etc/written"]);
 }
+
+/// Runs `spec` in a separate caller process whose stdin is `input`;
+/// returns that process's stdout (the captured output, then the exit code).
+fn run_with_stdin(fx: &Fixture, spec: &RunSpec, input: &[u8]) -> String {
+    use std::io::Write;
+    let spec_file = fx.path("spec.json");
+    fs::write(&spec_file, serde_json::to_vec(spec).unwrap()).unwrap();
+    let mut child = std::process::Command::new(INIT)
+        .arg("run")
+        .arg(&spec_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    fx.assert_clean();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn interactive_keeps_stdin_attached() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&["sh", "-c", "read line; echo got $line"]);
+    spec.interactive = true;
+    assert_eq!(run_with_stdin(&fx, &spec, b"hello\n"), "got hello\n0\n");
+    spec.interactive = false;
+    // stdin is /dev/null: read sees EOF at once.
+    assert_eq!(run_with_stdin(&fx, &spec, b"hello\n"), "got\n0\n");
+
+    spec.interactive = true;
+    spec.tty = true;
+    let out = run_with_stdin(&fx, &spec, b"hello\n");
+    assert!(out.ends_with("got hello\r\n0\n"), "{out:?}");
+}

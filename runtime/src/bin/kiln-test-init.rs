@@ -1,6 +1,6 @@
 //! A minimal init binary for the crate's own tests: acts as the container
 //! init when called with `__kiln-init`, and with `run SPEC.json` runs a
-//! container from a JSON `RunSpec` and prints its exit code (for tests that
+//! container from a JSON `RunSpec` and prints its captured stdout and exit code (for tests that
 //! signal a kiln-like process mid-run).
 
 use std::process::ExitCode;
@@ -27,6 +27,8 @@ fn main() -> ExitCode {
         let me = std::env::current_exe().unwrap_or_default();
         return match kiln_runtime::run_with_init(&spec, &me) {
             Ok(outcome) => {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(&outcome.stdout);
                 println!("{}", outcome.exit_code);
                 ExitCode::SUCCESS
             }
