@@ -48,6 +48,16 @@ impl Cgroup {
         if limits.pids.is_some() {
             wanted.push("pids");
         }
+        let available = fs::read_to_string(Path::new(ROOT).join("cgroup.controllers"))
+            .map_err(|e| format!("reading {ROOT}/cgroup.controllers: {e}"))?;
+        if let Some(missing) = wanted
+            .iter()
+            .find(|c| !available.split_whitespace().any(|a| a == **c))
+        {
+            return Err(format!(
+                "the cgroup v2 {missing} controller is not available"
+            ));
+        }
         for dir in [Path::new(ROOT), base.as_path()] {
             for controller in &wanted {
                 write(
@@ -211,5 +221,20 @@ fn quota(cpus: f64) -> u64 {
         q
     } else {
         1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quota;
+
+    #[test]
+    fn cpu_quota_per_100ms_period() {
+        assert_eq!(quota(0.5), 50_000);
+        assert_eq!(quota(2.0), 200_000);
+        assert_eq!(quota(1.234_567), 123_457);
+        // The kernel refuses quotas under 1 ms.
+        assert_eq!(quota(0.0), 1000);
+        assert_eq!(quota(f64::NAN), 1000);
     }
 }

@@ -673,3 +673,34 @@ fn make_workdir(cwd: &str, uid: u32, gid: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::{Failure, lookup};
+
+    #[test]
+    fn lookup_skips_non_executables_like_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir_all(a.join("tool")).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(b.join("tool"), "").unwrap();
+        std::fs::write(b.join("script"), "").unwrap();
+        std::fs::set_permissions(b.join("script"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", a.display(), b.display());
+        assert_eq!(lookup("script", &path).ok(), Some(b.join("script")));
+        // A directory and a non-executable file named `tool`: not found.
+        match lookup("tool", &path) {
+            Err(Failure::Exec(message, 127)) => {
+                assert_eq!(
+                    message,
+                    "exec: \"tool\": executable file not found in $PATH"
+                );
+            }
+            _ => panic!("tool was found"),
+        }
+        assert_eq!(lookup("/x/y", &path).ok(), Some("/x/y".into()));
+    }
+}

@@ -318,6 +318,7 @@ fn spawn_and_wait(
     cgroup: Option<&cgroup::Cgroup>,
 ) -> Result<RunOutcome, RuntimeError> {
     let spec = &config.spec;
+    let json = serde_json::to_vec(config).map_err(|e| RuntimeError::Io(e.into()))?;
     let (config_read, config_write) = sys::pipe().map_err(RuntimeError::Io)?;
     let (error_read, error_write) = sys::pipe().map_err(RuntimeError::Io)?;
     let mut command = Command::new(init_program);
@@ -374,7 +375,6 @@ fn spawn_and_wait(
         setup = cgroup.add(pid).map_err(RuntimeError::Cgroup);
     }
     if setup.is_ok() {
-        let json = serde_json::to_vec(config).map_err(|e| RuntimeError::Io(e.into()))?;
         let mut writer = fs::File::from(config_write);
         setup = writer.write_all(&json).map_err(RuntimeError::Io);
     } else {
