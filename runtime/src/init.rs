@@ -281,6 +281,8 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
         .map_err(mount_err("/sys read-only"))?;
     }
 
+    protect_proc(&root)?;
+
     for name in ["hosts", "hostname", "resolv.conf"] {
         let path = format!("/etc/{name}");
         let fd = sys::open_in_root(&root, &path, libc::O_PATH | libc::O_NOFOLLOW)
@@ -439,6 +441,136 @@ fn ensure_target(
     Ok(())
 }
 
+/// As Docker does: kernel interfaces under /proc that are not namespaced
+/// are read-only, and the ones that leak host information are masked.
+fn protect_proc(root: &OwnedFd) -> Result<(), String> {
+    for path in ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"] {
+        let Ok(fd) = sys::open_in_root(root, path, libc::O_PATH | libc::O_NOFOLLOW) else {
+            continue;
+        };
+        mount(
+            Some(fd_path(&fd).as_str()),
+            fd_path(&fd).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("protecting {path}: {e}"))?;
+        let bound = target(root, path)?;
+        mount(
+            None::<&str>,
+            fd_path(&bound).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making {path} read-only: {e}"))?;
+    }
+    for path in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+        "/proc/latency_stats",
+    ] {
+        let Ok(fd) = sys::open_in_root(root, path, libc::O_PATH | libc::O_NOFOLLOW) else {
+            continue;
+        };
+        mount(
+            Some("/dev/null"),
+            fd_path(&fd).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("masking {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Docker's default capability set: what a container's root keeps.
+const DEFAULT_CAPS: [u32; 14] = [
+    0,  // CHOWN
+    1,  // DAC_OVERRIDE
+    3,  // FOWNER
+    4,  // FSETID
+    5,  // KILL
+    6,  // SETGID
+    7,  // SETUID
+    8,  // SETPCAP
+    10, // NET_BIND_SERVICE
+    13, // NET_RAW
+    18, // SYS_CHROOT
+    27, // MKNOD
+    29, // AUDIT_WRITE
+    31, // SETFCAP
+];
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`.
+#[repr(C)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drops every capability outside [`DEFAULT_CAPS`] from the bounding set and
+/// from this (root) process, so the container's root cannot mount, load
+/// modules or change host-wide settings.
+fn drop_capabilities() -> io::Result<()> {
+    let last: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    for cap in 0..=last {
+        if !DEFAULT_CAPS.contains(&cap) {
+            // SAFETY: prctl on integers.
+            let ret =
+                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+            if ret < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    let mask: u64 = DEFAULT_CAPS.iter().map(|c| 1u64 << c).sum();
+    let low = u32::try_from(mask & 0xffff_ffff).unwrap_or(0);
+    let high = u32::try_from(mask >> 32).unwrap_or(0);
+    let header = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: low,
+            permitted: low,
+            inheritable: 0,
+        },
+        CapData {
+            effective: high,
+            permitted: high,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset with a version 3 header and its two data structs.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn bind(root: &OwnedFd, source: &Path, to: &str) -> Result<(), String> {
     let fd = target(root, to)?;
     mount(
@@ -567,6 +699,8 @@ fn exec_user(config: &InitConfig, old_mask: &SigSet) -> Result<Never, Failure> {
     make_workdir(&spec.cwd, resolved.uid, resolved.gid)
         .map_err(|e| setup(format!("creating workdir {}: {e}", spec.cwd)))?;
 
+    // Before the uid changes: capset can only narrow what is permitted.
+    drop_capabilities().map_err(|e| setup(format!("dropping capabilities: {e}")))?;
     let groups: Vec<nix::unistd::Gid> = resolved
         .groups
         .iter()

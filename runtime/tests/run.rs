@@ -684,3 +684,28 @@ fn interactive_keeps_stdin_attached() {
     let out = run_with_stdin(&fx, &spec, b"hello\n");
     assert!(out.ends_with("got hello\r\n0\n"), "{out:?}");
 }
+
+#[test]
+fn root_in_the_container_is_confined_like_docker() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = fx.sh(
+        "grep -E '^Cap(Eff|Bnd)' /proc/self/status; echo 1 > /proc/sys/kernel/panic_on_oops || echo sys-ro; \
+         mount -t tmpfs none /tmp || echo no-mount; wc -c < /proc/timer_list",
+    );
+    assert_eq!(
+        stdout(&out),
+        "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nsys-ro\nno-mount\n0\n",
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut spec = fx.spec(&["grep", "-E", "^Cap(Eff|Bnd)", "/proc/self/status"]);
+    spec.user = "alice".into();
+    let out = fx.run(&spec).unwrap();
+    assert_eq!(
+        stdout(&out),
+        "CapEff:\t0000000000000000\nCapBnd:\t00000000a80425fb\n"
+    );
+}
