@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -801,7 +801,6 @@ fn make_workdir(cwd: &str, uid: u32, gid: u32) -> io::Result<()> {
             Err(_) => {
                 fs::create_dir(&path)?;
                 std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
-                let _ = fs::metadata(&path).map(|m| m.ino());
             }
         }
     }

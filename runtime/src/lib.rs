@@ -94,13 +94,11 @@ struct InitConfig {
     files: PathBuf,
 }
 
-/// Runs `spec` with this executable as the container init.
+/// Runs `spec` with this executable (`/proc/self/exe`, which still works
+/// when the file on disk was replaced) as the container init; the binary
+/// must call [`init_main`] when its first argument is [`INIT_ARG`].
 pub fn run(spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
-    let program = std::env::current_exe().map_err(|source| RuntimeError::Spawn {
-        program: PathBuf::from("/proc/self/exe"),
-        source,
-    })?;
-    run_with_init(spec, &program)
+    run_with_init(spec, Path::new("/proc/self/exe"))
 }
 
 /// Runs `spec` with `init_program` as the container init; the program must
@@ -127,10 +125,11 @@ pub fn run_with_init(spec: &RunSpec, init_program: &Path) -> Result<RunOutcome, 
     {
         result = Err(e);
     }
+    let tmp_path = tmp.path().to_path_buf();
     let removed = tmp.close();
     let outcome = result?;
     removed.map_err(|source| RuntimeError::Prepare {
-        path: config.work.clone(),
+        path: tmp_path,
         source,
     })?;
     Ok(outcome)

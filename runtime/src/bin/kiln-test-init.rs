@@ -24,8 +24,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let me = std::env::current_exe().unwrap_or_default();
-        return match kiln_runtime::run_with_init(&spec, &me) {
+        // `run` re-executes this binary through /proc/self/exe.
+        return match kiln_runtime::run(&spec) {
             Ok(outcome) => {
                 use std::io::Write;
                 let _ = std::io::stdout().write_all(&outcome.stdout);
