@@ -302,56 +302,16 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
         .map_err(|e| format!("mounting {path}: {e}"))?;
     }
 
+    // The list is written even when a mount fails, so the parent still
+    // removes the stubs created before the failure.
     let mut stubs = Vec::new();
-    for spec_mount in &spec.mounts {
-        let (to, is_dir) = match spec_mount {
-            Mount::Bind { source, target, .. } => (target, source.is_dir()),
-            Mount::Tmpfs { target, .. } | Mount::Cache { target, .. } => (target, true),
-        };
-        ensure_target(&root, &config.merged, to, is_dir, &mut stubs)?;
-        match spec_mount {
-            Mount::Bind {
-                source,
-                target: to,
-                read_only,
-            } => {
-                bind(&root, source, to)?;
-                if *read_only {
-                    let fd = target(&root, to)?;
-                    mount(
-                        None::<&str>,
-                        fd_path(&fd).as_str(),
-                        None::<&str>,
-                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                        None::<&str>,
-                    )
-                    .map_err(|e| format!("remounting {to} read-only: {e}"))?;
-                }
-            }
-            Mount::Cache { source, target: to } => bind(&root, source, to)?,
-            Mount::Tmpfs { target: to, size } => {
-                let fd = target(&root, to)?;
-                let options = match size {
-                    Some(size) => format!("mode=1777,size={size}"),
-                    None => String::from("mode=1777"),
-                };
-                mount(
-                    Some("tmpfs"),
-                    fd_path(&fd).as_str(),
-                    Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some(options.as_str()),
-                )
-                .map_err(|e| format!("mounting tmpfs on {to}: {e}"))?;
-            }
-        }
-    }
-
+    let mounted = spec_mounts(&root, config, &mut stubs);
     if !stubs.is_empty() {
         let list = config.files.join(STUBS);
         fs::write(&list, stubs.join("\n"))
             .map_err(|e| format!("writing {}: {e}", list.display()))?;
     }
+    mounted?;
 
     // pivot_root(".", ".") stacks the old root under the new one; detaching
     // it leaves only the container's tree reachable.
@@ -437,6 +397,55 @@ fn ensure_target(
             .strip_prefix(merged)
             .map_err(|_| format!("rootfs: mount target {to} resolved outside the container"))?;
         stubs.push(inside.to_string_lossy().into_owned());
+    }
+    Ok(())
+}
+
+/// Applies the spec's bind, tmpfs and cache mounts, creating missing
+/// targets (recorded in `stubs`).
+fn spec_mounts(root: &OwnedFd, config: &InitConfig, stubs: &mut Vec<String>) -> Result<(), String> {
+    for spec_mount in &config.spec.mounts {
+        let (to, is_dir) = match spec_mount {
+            Mount::Bind { source, target, .. } => (target, source.is_dir()),
+            Mount::Tmpfs { target, .. } | Mount::Cache { target, .. } => (target, true),
+        };
+        ensure_target(root, &config.merged, to, is_dir, stubs)?;
+        match spec_mount {
+            Mount::Bind {
+                source,
+                target: to,
+                read_only,
+            } => {
+                bind(root, source, to)?;
+                if *read_only {
+                    let fd = target(root, to)?;
+                    mount(
+                        None::<&str>,
+                        fd_path(&fd).as_str(),
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        None::<&str>,
+                    )
+                    .map_err(|e| format!("remounting {to} read-only: {e}"))?;
+                }
+            }
+            Mount::Cache { source, target: to } => bind(root, source, to)?,
+            Mount::Tmpfs { target: to, size } => {
+                let fd = target(root, to)?;
+                let options = match size {
+                    Some(size) => format!("mode=1777,size={size}"),
+                    None => String::from("mode=1777"),
+                };
+                mount(
+                    Some("tmpfs"),
+                    fd_path(&fd).as_str(),
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(options.as_str()),
+                )
+                .map_err(|e| format!("mounting tmpfs on {to}: {e}"))?;
+            }
+        }
     }
     Ok(())
 }

@@ -709,3 +709,28 @@ fn root_in_the_container_is_confined_like_docker() {
         "CapEff:\t0000000000000000\nCapBnd:\t00000000a80425fb\n"
     );
 }
+
+#[test]
+fn a_failure_midway_through_setup_leaves_nothing_behind() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&["true"]);
+    spec.mounts = vec![
+        Mount::Tmpfs {
+            target: "/ok".into(),
+            size: None,
+        },
+        Mount::Tmpfs {
+            target: "/etc/passwd/x".into(),
+            size: None,
+        },
+    ];
+    let err = fx.run(&spec).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "container setup: rootfs: mount target /etc/passwd/x: /etc/passwd: Not a directory (os error 20)"
+    );
+    assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+}
