@@ -188,7 +188,7 @@ fn mount_err(what: &str) -> impl FnOnce(nix::Error) -> String + '_ {
     move |e| format!("mounting {what}: {e}")
 }
 
-/// Opens a mount target inside the new root; `what` names it in errors.
+/// Opens a mount target inside the new root (symlinks resolved there).
 fn target(root: &OwnedFd, path: &str) -> Result<OwnedFd, String> {
     sys::open_in_root(root, path, libc::O_PATH)
         .map_err(|e| format!("rootfs: opening mount target {path}: {e}"))
