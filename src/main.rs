@@ -61,6 +61,8 @@ impl LogLevel {
 enum Command {
     /// Parse a Dockerfile and show the build plan, its AST or its JSON form.
     Parse(commands::parse::ParseArgs),
+    /// Run a command in a new container (the container is not kept).
+    Run(commands::run::RunArgs),
     /// Create a one-layer image from a root file system tarball or directory.
     Import(commands::import::ImportArgs),
     /// List images.
@@ -88,6 +90,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A container's init is this same binary, re-executed: it must act
+    // before anything else (no logger, no clap, no threads).
+    if std::env::args_os().nth(1).is_some_and(|a| kiln_runtime::is_init_arg(&a)) {
+        return kiln_runtime::init_main();
+    }
     let cli = Cli::parse();
     env_logger::Builder::new()
         .filter_level(cli.log_level.filter())
@@ -99,6 +106,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(&args),
         Command::Import(args) => commands::import::run(root, &args),
+        Command::Run(args) => commands::run::run(root, &args),
         Command::Images(args) => commands::images::run(root, &args),
         Command::Inspect(args) => commands::inspect::run(root, &args),
         Command::History(args) => commands::history::run(root, &args),

@@ -87,13 +87,6 @@ pub fn human_duration(d: Duration) -> String {
     format!("{} years", seconds / 3600 / 24 / 365)
 }
 
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "for kiln run --memory and kiln cache prune --keep-storage, next"
-    )
-)]
 /// `units.RAMInBytes`: parses `512m`, `1g`, `100k`, `1.5g`, `2GiB`, `300`
 /// (binary multiples, case-insensitive, optional `b`/`ib`, optional space
 /// before the unit). Fractions of a byte are dropped as Go's `int64()` does.

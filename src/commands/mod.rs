@@ -8,6 +8,7 @@ pub mod load;
 pub mod parse;
 pub mod prune;
 pub mod rmi;
+pub mod run;
 pub mod save;
 pub mod system;
 pub mod tag;

@@ -1,0 +1,293 @@
+//! `kiln run`: one process from an image, in Linux namespaces over an
+//! overlayfs snapshot. Containers are not kept: the writable layer is
+//! discarded when the process exits (`--rm` is accepted and implied).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use kiln_runtime::{Limits, Mount, Network, RunSpec};
+
+/// Docker's default PATH for containers whose image sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Docker's smallest memory limit.
+const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
+/// Arguments of `kiln run`.
+#[derive(Debug, Args)]
+#[command(
+    disable_help_flag = true,
+    after_help = "kiln keeps no containers: the container's writable layer is discarded when its process exits, so --rm is always in effect."
+)]
+#[expect(clippy::struct_excessive_bools, reason = "Docker's flags")]
+pub struct RunArgs {
+    /// Print help (`-h` is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Remove the container when it exits (always the case in kiln).
+    #[arg(long)]
+    rm: bool,
+    /// Set an environment variable (`K=V`, or `K` to pass the host's value).
+    #[arg(short, long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Read environment variables from a file (`K=V` lines, `#` comments).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+    /// Bind-mount a host path: `SRC:DST[:ro|rw]`.
+    #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
+    volumes: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// User (`name`, `uid`, `name:group`, `uid:gid`).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Overwrite the image's ENTRYPOINT.
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
+    /// Network: `host` (default) or `none` (only a loopback interface).
+    #[arg(long, default_value = "host", value_name = "none|host")]
+    network: String,
+    /// Container host name.
+    #[arg(long, short = 'h', value_name = "NAME")]
+    hostname: Option<String>,
+    /// Memory limit (`512m`, `1g`).
+    #[arg(short, long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Number of CPUs (`1.5`).
+    #[arg(long, value_name = "N")]
+    cpus: Option<String>,
+    /// Maximum number of processes.
+    #[arg(long = "pids-limit", value_name = "N")]
+    pids_limit: Option<String>,
+    /// Keep stdin open.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// The image, by name or ID.
+    image: String,
+    /// The command and its arguments (default: the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+/// Runs `kiln run`; the exit status is the container process's, as Docker
+/// reports it.
+pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let limits = Limits {
+        memory: args.memory.as_deref().map(parse_memory).transpose()?,
+        cpus: args.cpus.as_deref().map(parse_cpus).transpose()?,
+        pids: args
+            .pids_limit
+            .as_deref()
+            .map(|n| {
+                n.parse::<u64>().with_context(|| {
+                    format!("invalid argument {n:?} for \"--pids-limit\" flag: expected a positive integer")
+                })
+            })
+            .transpose()?,
+    };
+    let network = match args.network.as_str() {
+        "host" | "default" => Network::Host,
+        "none" => Network::None,
+        other => bail!("invalid --network {other:?}: kiln supports none and host"),
+    };
+    let mounts = args
+        .volumes
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(dir) = &args.workdir
+        && !dir.starts_with('/')
+    {
+        bail!("the working directory '{dir}' is invalid, it needs to be an absolute path");
+    }
+
+    let store = super::open_store(root)?;
+    let image = store.resolve(&args.image)?;
+    let config = image.config.config.clone().unwrap_or_default();
+    let argv = command_line(&config, args)?;
+
+    let mut layers = Vec::new();
+    for (layer, diff_id) in image.manifest.layers.iter().zip(&image.config.rootfs.diff_ids) {
+        layers.push(
+            store
+                .snapshot(layer, diff_id)
+                .with_context(|| format!("cannot unpack layer {} of {}", layer.digest, args.image))?,
+        );
+    }
+    let container_id = random_id();
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| container_id.chars().take(12).collect());
+    let env = environment(config.env.as_deref().unwrap_or_default(), &hostname, args)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("container-")
+        .tempdir_in(store.tmp_dir())
+        .context("cannot create the container's writable layer")?;
+    let upper = scratch.path().join("upper");
+    std::fs::create_dir(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
+    let spec = RunSpec {
+        layers,
+        upper,
+        argv,
+        env,
+        cwd: args
+            .workdir
+            .clone()
+            .or(config.working_dir.filter(|d| !d.is_empty()))
+            .unwrap_or_else(|| "/".to_owned()),
+        user: args.user.clone().or(config.user).unwrap_or_default(),
+        hostname,
+        network,
+        mounts,
+        limits,
+        capture: false,
+        tty: args.tty,
+        interactive: args.interactive,
+    };
+    let outcome = kiln_runtime::run(&spec).with_context(|| format!("cannot run {}", args.image))?;
+    drop(scratch);
+    Ok(ExitCode::from(u8::try_from(outcome.exit_code).unwrap_or(255)))
+}
+
+/// ENTRYPOINT and CMD combined as Docker does: arguments replace CMD;
+/// `--entrypoint` replaces ENTRYPOINT and drops the image's CMD.
+fn command_line(
+    config: &kiln_store::spec::ContainerConfig,
+    args: &RunArgs,
+) -> anyhow::Result<Vec<String>> {
+    let (entrypoint, image_cmd) = match &args.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.clone()], Vec::new()),
+        None => (
+            config.entrypoint.clone().unwrap_or_default(),
+            config.cmd.clone().unwrap_or_default(),
+        ),
+    };
+    let cmd = if args.command.is_empty() {
+        image_cmd
+    } else {
+        args.command.clone()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        bail!("no command specified: the image has no ENTRYPOINT or CMD; give one after the image name");
+    }
+    Ok(argv)
+}
+
+/// The process environment: the image's, then `--env-file`s, then `-e`,
+/// with Docker's default PATH and HOSTNAME.
+fn environment(image_env: &[String], hostname: &str, args: &RunArgs) -> anyhow::Result<Vec<String>> {
+    let mut env: Vec<String> = Vec::new();
+    let mut set = |entry: String| {
+        let key = entry.split('=').next().unwrap_or("").to_owned();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(entry);
+    };
+    set(format!("HOSTNAME={hostname}"));
+    for entry in image_env {
+        set(entry.clone());
+    }
+    for file in &args.env_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read env file {}", file.display()))?;
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match env_entry(line) {
+                Ok(Some(entry)) => set(entry),
+                Ok(None) => {}
+                Err(e) => bail!("{}:{}: {e}", file.display(), number + 1),
+            }
+        }
+    }
+    for entry in &args.env {
+        if let Some(entry) = env_entry(entry)? {
+            set(entry);
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={DEFAULT_PATH}"));
+    }
+    Ok(env)
+}
+
+/// `K=V` as given, or `K` alone: the host's value, or nothing when unset
+/// (as Docker does).
+fn env_entry(entry: &str) -> anyhow::Result<Option<String>> {
+    let key = entry.split('=').next().unwrap_or("");
+    if key.is_empty() {
+        bail!("invalid environment variable: {entry}");
+    }
+    if entry.contains('=') {
+        return Ok(Some(entry.to_owned()));
+    }
+    Ok(std::env::var(key).ok().map(|value| format!("{key}={value}")))
+}
+
+/// `-v SRC:DST[:ro|rw]` with an absolute, existing host path.
+fn parse_volume(spec: &str) -> anyhow::Result<Mount> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, target, read_only) = match parts.as_slice() {
+        [source, target] => (*source, *target, false),
+        [source, target, "ro"] => (*source, *target, true),
+        [source, target, "rw"] => (*source, *target, false),
+        _ => bail!("invalid volume specification: '{spec}'"),
+    };
+    if !source.starts_with('/') {
+        bail!(
+            "invalid volume specification: '{spec}': the host path must be absolute (kiln has no named volumes)"
+        );
+    }
+    if !target.starts_with('/') {
+        bail!("invalid volume specification: '{spec}': the container path must be absolute");
+    }
+    if !Path::new(source).exists() {
+        bail!("invalid volume specification: '{spec}': bind source path does not exist: {source}");
+    }
+    Ok(Mount::Bind {
+        source: PathBuf::from(source),
+        target: target.to_owned(),
+        read_only,
+    })
+}
+
+fn parse_memory(text: &str) -> anyhow::Result<u64> {
+    let bytes = crate::units::parse_size(text)
+        .with_context(|| format!("invalid argument {text:?} for \"-m, --memory\" flag"))?;
+    if bytes < MIN_MEMORY {
+        bail!("Minimum memory limit allowed is 6MB");
+    }
+    Ok(bytes)
+}
+
+fn parse_cpus(text: &str) -> anyhow::Result<f64> {
+    let cpus: f64 = text.parse().ok().filter(|c: &f64| c.is_finite()).with_context(|| {
+        format!("invalid argument {text:?} for \"--cpus\" flag: failed to parse {text} as a rational number")
+    })?;
+    let available = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cpus < 0.01 || cpus > available as f64 {
+        bail!(
+            "range of CPUs is from 0.01 to {available}.00, as there are only {available} CPUs available"
+        );
+    }
+    Ok(cpus)
+}
+
+/// A random 64-hex-digit container ID (its first 12 digits are the
+/// default host name, as in Docker).
+fn random_id() -> String {
+    let mut bytes = [0u8; 32];
+    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut urandom, &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
