@@ -476,7 +476,9 @@ fn sigterm_to_the_caller_tears_everything_down() {
         return;
     }
     let fx = Fixture::new();
-    let marker = ["sleep", "1234.5"];
+    // Unique per test process, so parallel runs of the suite do not mix.
+    let seconds = format!("1234.{}", std::process::id());
+    let marker = ["sleep", seconds.as_str()];
     let spec = fx.spec(&marker);
     let spec_file = fx.path("spec.json");
     fs::write(&spec_file, serde_json::to_vec(&spec).unwrap()).unwrap();
@@ -536,7 +538,12 @@ fn cpu_limit_sets_the_cfs_quota() {
                         let name = entry.file_name().unwrap().to_string_lossy().into_owned();
                         if name.starts_with(&pattern) {
                             for quota in ["cpu.max", "cpu.cfs_quota_us"] {
-                                if let Ok(text) = fs::read_to_string(entry.join(quota)) {
+                                // Skip the default the kernel shows before kiln
+                                // has written the limit.
+                                if let Ok(text) = fs::read_to_string(entry.join(quota))
+                                    && text != "-1\n"
+                                    && !text.starts_with("max")
+                                {
                                     return Some(text);
                                 }
                             }
