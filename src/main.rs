@@ -92,7 +92,10 @@ enum Command {
 fn main() -> ExitCode {
     // A container's init is this same binary, re-executed: it must act
     // before anything else (no logger, no clap, no threads).
-    if std::env::args_os().nth(1).is_some_and(|a| kiln_runtime::is_init_arg(&a)) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| kiln_runtime::is_init_arg(&a))
+    {
         return kiln_runtime::init_main();
     }
     let cli = Cli::parse();

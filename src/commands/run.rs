@@ -20,7 +20,6 @@ const MIN_MEMORY: u64 = 6 * 1024 * 1024;
     disable_help_flag = true,
     after_help = "kiln keeps no containers: the container's writable layer is discarded when its process exits, so --rm is always in effect."
 )]
-#[expect(clippy::struct_excessive_bools, reason = "Docker's flags")]
 pub struct RunArgs {
     /// Print help (`-h` is --hostname, as in Docker).
     #[arg(long, action = clap::ArgAction::Help)]
@@ -70,7 +69,11 @@ pub struct RunArgs {
     /// The image, by name or ID.
     image: String,
     /// The command and its arguments (default: the image's CMD).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     command: Vec<String>,
 }
 
@@ -109,14 +112,19 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_store(root)?;
     let image = store.resolve(&args.image)?;
     let config = image.config.config.clone().unwrap_or_default();
-    let argv = command_line(&config, args)?;
+    let command = command_line(&config, args)?;
 
     let mut layers = Vec::new();
-    for (layer, diff_id) in image.manifest.layers.iter().zip(&image.config.rootfs.diff_ids) {
+    for (layer, diff_id) in image
+        .manifest
+        .layers
+        .iter()
+        .zip(&image.config.rootfs.diff_ids)
+    {
         layers.push(
-            store
-                .snapshot(layer, diff_id)
-                .with_context(|| format!("cannot unpack layer {} of {}", layer.digest, args.image))?,
+            store.snapshot(layer, diff_id).with_context(|| {
+                format!("cannot unpack layer {} of {}", layer.digest, args.image)
+            })?,
         );
     }
     let container_id = random_id();
@@ -134,7 +142,7 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let spec = RunSpec {
         layers,
         upper,
-        argv,
+        argv: command,
         env,
         cwd: args
             .workdir
@@ -152,7 +160,9 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     let outcome = kiln_runtime::run(&spec).with_context(|| format!("cannot run {}", args.image))?;
     drop(scratch);
-    Ok(ExitCode::from(u8::try_from(outcome.exit_code).unwrap_or(255)))
+    Ok(ExitCode::from(
+        u8::try_from(outcome.exit_code).unwrap_or(255),
+    ))
 }
 
 /// ENTRYPOINT and CMD combined as Docker does: arguments replace CMD;
@@ -174,16 +184,22 @@ fn command_line(
     } else {
         args.command.clone()
     };
-    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if argv.is_empty() {
-        bail!("no command specified: the image has no ENTRYPOINT or CMD; give one after the image name");
+    let full: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if full.is_empty() {
+        bail!(
+            "no command specified: the image has no ENTRYPOINT or CMD; give one after the image name"
+        );
     }
-    Ok(argv)
+    Ok(full)
 }
 
 /// The process environment: the image's, then `--env-file`s, then `-e`,
 /// with Docker's default PATH and HOSTNAME.
-fn environment(image_env: &[String], hostname: &str, args: &RunArgs) -> anyhow::Result<Vec<String>> {
+fn environment(
+    image_env: &[String],
+    hostname: &str,
+    args: &RunArgs,
+) -> anyhow::Result<Vec<String>> {
     let mut env: Vec<String> = Vec::new();
     let mut set = |entry: String| {
         let key = entry.split('=').next().unwrap_or("").to_owned();
@@ -230,16 +246,17 @@ fn env_entry(entry: &str) -> anyhow::Result<Option<String>> {
     if entry.contains('=') {
         return Ok(Some(entry.to_owned()));
     }
-    Ok(std::env::var(key).ok().map(|value| format!("{key}={value}")))
+    Ok(std::env::var(key)
+        .ok()
+        .map(|value| format!("{key}={value}")))
 }
 
 /// `-v SRC:DST[:ro|rw]` with an absolute, existing host path.
 fn parse_volume(spec: &str) -> anyhow::Result<Mount> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, target, read_only) = match parts.as_slice() {
-        [source, target] => (*source, *target, false),
+        [source, target] | [source, target, "rw"] => (*source, *target, false),
         [source, target, "ro"] => (*source, *target, true),
-        [source, target, "rw"] => (*source, *target, false),
         _ => bail!("invalid volume specification: '{spec}'"),
     };
     if !source.starts_with('/') {
@@ -273,8 +290,11 @@ fn parse_cpus(text: &str) -> anyhow::Result<f64> {
     let cpus: f64 = text.parse().ok().filter(|c: &f64| c.is_finite()).with_context(|| {
         format!("invalid argument {text:?} for \"--cpus\" flag: failed to parse {text} as a rational number")
     })?;
-    let available = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if cpus < 0.01 || cpus > available as f64 {
+    let available = std::thread::available_parallelism()
+        .ok()
+        .and_then(|n| u32::try_from(n.get()).ok())
+        .unwrap_or(1);
+    if cpus < 0.01 || cpus > f64::from(available) {
         bail!(
             "range of CPUs is from 0.01 to {available}.00, as there are only {available} CPUs available"
         );
@@ -289,5 +309,8 @@ fn random_id() -> String {
     if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut urandom, &mut bytes);
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes.iter().fold(String::with_capacity(64), |mut id, b| {
+        let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{b:02x}"));
+        id
+    })
 }

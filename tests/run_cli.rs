@@ -1,0 +1,350 @@
+//! End-to-end tests of `kiln run` as root with a busybox image made by
+//! the test (busybox-static). They need root and kernel namespaces: CI
+//! runs as root; elsewhere they fail with the reason.
+#![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Kiln;
+
+/// A store with `bb:1`, a busybox image, and some config to override.
+fn busybox() -> Kiln {
+    assert!(
+        nix_is_root(),
+        "kiln run tests need root (namespaces, mounts, cgroups); CI runs them as root"
+    );
+    let kiln = Kiln::new();
+    let rootfs = kiln.path("rootfs");
+    common::busybox_rootfs(&rootfs);
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
+    )
+    .unwrap();
+    fs::write(rootfs.join("etc/not-executable"), "data\n").unwrap();
+    kiln.ok(&[
+        "import",
+        rootfs.to_str().unwrap(),
+        "bb:1",
+        "--change",
+        "ENV GREETING=hello",
+        "--change",
+        "WORKDIR /srv",
+        "--change",
+        "CMD [\"echo\", \"from cmd\"]",
+    ]);
+    kiln
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs `kiln run ARGS`, returning (exit code, stdout, stderr).
+fn run(kiln: &Kiln, args: &[&str]) -> (i32, String, String) {
+    let output = kiln.command().arg("run").args(args).output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn echo_exit_codes_and_cmd_entrypoint() {
+    let kiln = busybox();
+    assert_eq!(
+        run(&kiln, &["--rm", "bb:1"]),
+        (0, "from cmd\n".to_owned(), String::new())
+    );
+    assert_eq!(run(&kiln, &["bb:1", "echo", "hi"]).1, "hi\n");
+    assert_eq!(run(&kiln, &["bb:1", "sh", "-c", "exit 3"]).0, 3);
+    assert_eq!(run(&kiln, &["bb:1", "sh", "-c", "kill -TERM $$"]).0, 143);
+    assert_eq!(run(&kiln, &["bb:1", "sh", "-c", "kill -KILL $$"]).0, 137);
+    // --entrypoint replaces ENTRYPOINT and drops the image's CMD.
+    assert_eq!(run(&kiln, &["--entrypoint", "echo", "bb:1"]).1, "\n");
+    assert_eq!(
+        run(&kiln, &["--entrypoint", "echo", "bb:1", "a", "b"]).1,
+        "a b\n"
+    );
+}
+
+#[test]
+fn env_user_workdir_and_hostname() {
+    let kiln = busybox();
+    let (code, out, _) = run(
+        &kiln,
+        &[
+            "-e",
+            "A=1",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo $GREETING $A $(pwd) $(id -u) $HOME $PATH",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "hello 1 /srv 0 /root /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    );
+    let env_file = kiln.path("env");
+    fs::write(&env_file, "# comment\nB=2\nGREETING=hi\n").unwrap();
+    let (_, out, _) = run(
+        &kiln,
+        &[
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "bb:1",
+            "sh",
+            "-c",
+            "echo $B $GREETING",
+        ],
+    );
+    assert_eq!(out, "2 hi\n");
+    let (_, out, _) = run(
+        &kiln,
+        &[
+            "-u",
+            "app",
+            "-w",
+            "/work/dir",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo $(id -u):$(id -g):$(id -G) $(pwd) $HOME",
+        ],
+    );
+    assert_eq!(out, "1000:1000:1000 50 /work/dir /home/app\n");
+    // Numeric ids that passwd and group do not list work as they are.
+    let (_, out, _) = run(&kiln, &["-u", "4242:4343", "bb:1", "id"]);
+    assert!(out.starts_with("uid=4242 gid=4343"), "{out}");
+    let (_, out, _) = run(
+        &kiln,
+        &[
+            "-h",
+            "box",
+            "bb:1",
+            "sh",
+            "-c",
+            "busybox hostname; cat /etc/hostname; echo $HOSTNAME",
+        ],
+    );
+    assert_eq!(out, "box\nbox\nbox\n");
+}
+
+#[test]
+fn isolation_pids_network_and_fds() {
+    let kiln = busybox();
+    let (_, out, _) = run(
+        &kiln,
+        &[
+            "bb:1",
+            "sh",
+            "-c",
+            "ls /proc | grep -E '^[0-9]+$' | sort -n | head -1; echo $$",
+        ],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0], "1",
+        "the container has its own PID namespace: {out}"
+    );
+    assert!(lines[1].parse::<u32>().unwrap() < 10, "{out}");
+    let (_, out, _) = run(
+        &kiln,
+        &["bb:1", "sh", "-c", "ls /proc | grep -cE '^[0-9]+$'"],
+    );
+    assert!(
+        out.trim().parse::<u32>().unwrap() <= 4,
+        "only its own processes: {out}"
+    );
+    let (_, out, _) = run(
+        &kiln,
+        &["--network", "none", "bb:1", "cat", "/proc/net/dev"],
+    );
+    let interfaces: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .map(|l| l.trim().split(':').next().unwrap())
+        .collect();
+    assert_eq!(interfaces, ["lo"]);
+    let (_, out, _) = run(&kiln, &["bb:1", "ls", "/proc/self/fd"]);
+    // ls's own directory fd is the only one above 2, as under Docker.
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"]
+    );
+}
+
+#[test]
+fn mounts_and_limits() {
+    let kiln = busybox();
+    let host = kiln.path("host");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("in"), "from host\n").unwrap();
+    let ro = format!("{}:/data:ro", host.display());
+    let (code, out, err) = run(
+        &kiln,
+        &[
+            "-v",
+            &ro,
+            "bb:1",
+            "sh",
+            "-c",
+            "cat /data/in; echo x > /data/out",
+        ],
+    );
+    assert_eq!(out, "from host\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(!host.join("out").exists());
+    let rw = format!("{}:/data", host.display());
+    assert_eq!(
+        run(
+            &kiln,
+            &["-v", &rw, "bb:1", "sh", "-c", "echo y > /data/out"]
+        )
+        .0,
+        0
+    );
+    assert_eq!(fs::read_to_string(host.join("out")).unwrap(), "y\n");
+    // A process that outgrows its memory limit is killed: 137.
+    let (code, _, _) = run(
+        &kiln,
+        &[
+            "--memory",
+            "16m",
+            "bb:1",
+            "sh",
+            "-c",
+            "x=a; while true; do x=$x$x; done",
+        ],
+    );
+    assert_eq!(code, 137);
+    let (_, out, _) = run(
+        &kiln,
+        &[
+            "--pids-limit",
+            "10",
+            "--cpus",
+            "1.5",
+            "bb:1",
+            "cat",
+            "/sys/fs/cgroup/pids.max",
+            "/sys/fs/cgroup/cpu.max",
+        ],
+    );
+    assert!(out.is_empty() || out.starts_with("10\n"), "{out}");
+}
+
+#[test]
+fn bad_input_is_named() {
+    let kiln = busybox();
+    assert_eq!(
+        kiln.fails(&["run", "nope:1"]),
+        "error: no such image: nope:1\n"
+    );
+    let (code, _, err) = run(&kiln, &["bb:1", "nosuchcommand"]);
+    assert_eq!(code, 127);
+    assert!(
+        err.contains("exec: \"nosuchcommand\": executable file not found in $PATH"),
+        "{err}"
+    );
+    let (code, _, err) = run(&kiln, &["bb:1", "/etc/not-executable"]);
+    assert_eq!(code, 126);
+    assert!(err.contains("permission denied"), "{err}");
+    let err = kiln.fails(&["run", "-u", "ghost", "bb:1", "true"]);
+    assert!(
+        err.contains("unable to find user ghost: no matching entries in passwd file"),
+        "{err}"
+    );
+    assert_eq!(
+        kiln.fails(&["run", "-v", "a:b:c:d", "bb:1", "true"]),
+        "error: invalid volume specification: 'a:b:c:d'\n"
+    );
+    assert_eq!(
+        kiln.fails(&["run", "-v", "/nonexistent-kiln-path:/x", "bb:1", "true"]),
+        "error: invalid volume specification: '/nonexistent-kiln-path:/x': bind source path does not exist: /nonexistent-kiln-path\n"
+    );
+    assert_eq!(
+        kiln.fails(&["run", "--memory", "lots", "bb:1", "true"]),
+        "error: invalid argument \"lots\" for \"-m, --memory\" flag\ncaused by: invalid size: 'lots'\n"
+    );
+    assert_eq!(
+        kiln.fails(&["run", "--cpus", "many", "bb:1", "true"]),
+        "error: invalid argument \"many\" for \"--cpus\" flag: failed to parse many as a rational number\n"
+    );
+    assert_eq!(
+        kiln.fails(&["run", "-w", "relative", "bb:1", "true"]),
+        "error: the working directory 'relative' is invalid, it needs to be an absolute path\n"
+    );
+}
+
+#[test]
+fn rootfs_symlinks_out_never_reach_the_host() {
+    let kiln = busybox();
+    let victim = kiln.path("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join("hosts"), "untouched\n").unwrap();
+    for (name, link) in [("etc/hosts", victim.join("hosts")), ("dev", victim.clone())] {
+        let rootfs = kiln.path(&format!("evil-{}", name.replace('/', "-")));
+        common::busybox_rootfs(&rootfs);
+        let path = rootfs.join(name);
+        let _ = fs::remove_file(&path);
+        symlink(&link, &path).unwrap();
+        kiln.ok(&["import", rootfs.to_str().unwrap(), "evil:1"]);
+        let _ = run(
+            &kiln,
+            &[
+                "evil:1",
+                "sh",
+                "-c",
+                "echo pwned > /etc/hosts; echo pwned > /dev/null",
+            ],
+        );
+        assert_eq!(
+            fs::read_to_string(victim.join("hosts")).unwrap(),
+            "untouched\n",
+            "{name}"
+        );
+        assert_eq!(fs::read_dir(&victim).unwrap().count(), 1, "{name}");
+    }
+}
+
+#[test]
+fn sigterm_to_kiln_leaves_no_mounts_or_processes() {
+    let kiln = busybox();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(kiln.root())
+        .args(["run", "bb:1", "sleep", "4242"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = kiln.root().display().to_string();
+    assert!(!mountinfo.contains(&root), "mounts left:\n{mountinfo}");
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains("sleep 4242"));
+    // The writable layer is gone too.
+    assert_eq!(fs::read_dir(kiln.root().join("tmp")).unwrap().count(), 0);
+}
