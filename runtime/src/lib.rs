@@ -366,6 +366,10 @@ fn spawn_and_wait(
         }
     }
     let pty_master = pty.map(|(master, _slave)| master);
+    // Declared after the master, so it is dropped (unregistered) first.
+    let _resizing = pty_master
+        .as_ref()
+        .map(|master| signals::Resizing::install(master.as_raw_fd()));
 
     // The init waits for its configuration before it starts anything, so
     // joining the cgroup here happens before the user process exists.
@@ -387,10 +391,10 @@ fn spawn_and_wait(
     let stderr = child.stderr.take();
     let (out, err, status) = std::thread::scope(|scope| {
         let err_thread = scope.spawn(move || read_all(stderr));
-        let pty_thread = pty_master.map(|master| {
+        let pty_thread = pty_master.as_ref().map(|master| {
             let capture = spec.capture;
             let interactive = spec.interactive;
-            scope.spawn(move || sys::pty_copy(&master, capture, interactive))
+            scope.spawn(move || sys::pty_copy(master, capture, interactive))
         });
         let out = read_all(stdout);
         let status = child.wait();

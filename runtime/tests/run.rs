@@ -4,6 +4,7 @@
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,7 @@ fn skip() -> bool {
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "sleep", "ps", "true", "false", "kill", "head", "tr", "dd",
     "hostname", "touch", "rm", "grep", "stat", "readlink", "mount", "wc", "tail", "cut", "test",
-    "seq", "pwd",
+    "seq", "pwd", "stty",
 ];
 
 /// A test directory with a busybox rootfs layer and an empty upper dir.
@@ -517,6 +518,79 @@ fn tty_runs_the_process_on_a_terminal() {
     assert_eq!(out.exit_code, 0, "{out:?}");
     // The terminal turns \n into \r\n, as with `docker run -t`.
     assert_eq!(stdout(&out), "on-a-tty\r\n");
+}
+
+fn set_window_size(fd: i32, rows: u16, cols: u16) {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: sets one winsize on a terminal the test owns.
+    assert_eq!(
+        unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &raw const size) },
+        0
+    );
+}
+
+#[test]
+fn window_size_changes_reach_a_tty_container() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    // The caller's terminal: a pty of the test's own, as the caller's stdin.
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: valid out-pointers; the rest may be null.
+    let ret = unsafe {
+        libc::openpty(
+            &raw mut master,
+            &raw mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(ret, 0);
+    // SAFETY: openpty returned two descriptors the test now owns.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    set_window_size(master.as_raw_fd(), 24, 80);
+    // Polls (up to 10 s) until the size differs from the one it started with.
+    let script = "s=$(stty size); echo $s; touch /started; i=0; \
+        while test \"$(stty size)\" = \"$s\" && test $i -lt 100; do sleep 0.1; i=$((i+1)); done; \
+        stty size";
+    let mut spec = fx.spec(&["sh", "-c", script]);
+    spec.tty = true;
+    let spec_file = fx.path("spec.json");
+    fs::write(&spec_file, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let child = std::process::Command::new(INIT)
+        .arg("run")
+        .arg(&spec_file)
+        .stdin(std::process::Stdio::from(slave))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !fx.path("upper/started").exists() {
+        assert!(start.elapsed().as_secs() < 10, "container did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    set_window_size(master.as_raw_fd(), 50, 132);
+    // The caller's terminal is not its controlling terminal, so send the
+    // signal the kernel would send to the caller's process group.
+    // SAFETY: kill on the child's pid.
+    unsafe {
+        libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGWINCH);
+    }
+    let output = child.wait_with_output().unwrap();
+    fx.assert_clean();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "24 80\r\n50 132\r\n0\n"
+    );
 }
 
 #[test]
