@@ -87,6 +87,9 @@ fn outer() -> Result<i32, String> {
     let config: InitConfig = serde_json::from_slice(&json)
         .map_err(|e| format!("parsing the init configuration: {e}"))?;
 
+    if config.rootless {
+        enter_user_namespace()?;
+    }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -133,6 +136,25 @@ fn outer() -> Result<i32, String> {
         exit_now(code);
     }
     Ok(supervise(pid1, &blocked))
+}
+
+/// Unshares a user namespace in which root is the caller (the only id
+/// mapped), so the other namespaces belong to it and root there may mount.
+/// An unprivileged process may write its own single-id maps, after
+/// denying setgroups.
+fn enter_user_namespace() -> Result<(), String> {
+    let uid = nix::unistd::geteuid();
+    let gid = nix::unistd::getegid();
+    unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("unshare user namespace (needed without root): {e}"))?;
+    for (file, text) in [
+        ("/proc/self/setgroups", "deny".to_string()),
+        ("/proc/self/uid_map", format!("0 {uid} 1")),
+        ("/proc/self/gid_map", format!("0 {gid} 1")),
+    ] {
+        fs::write(file, text).map_err(|e| format!("writing {file}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Forwards signals to `child` and reaps every child until `child` exits;
@@ -205,11 +227,16 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
         lower.push(':');
         lower.push_str(&i.to_string());
     }
-    let options = format!(
+    let mut options = format!(
         "lowerdir={lower},upperdir={},workdir={}",
         spec.upper.display(),
         config.work.display()
     );
+    if config.rootless {
+        // In a user namespace overlayfs may not use trusted.* xattrs; it
+        // keeps its opaque and redirect marks in user.overlay.* instead.
+        options.push_str(",userxattr");
+    }
     mount(
         Some("overlay"),
         &config.merged,
@@ -275,7 +302,11 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
             None::<&str>,
             fd_path(&bound).as_str(),
             None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nodev,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | nodev
+                | locked_flags(&fd_path(&bound)),
             None::<&str>,
         )
         .map_err(mount_err("/sys read-only"))?;
@@ -423,7 +454,10 @@ fn spec_mounts(root: &OwnedFd, config: &InitConfig, stubs: &mut Vec<String>) -> 
                         None::<&str>,
                         fd_path(&fd).as_str(),
                         None::<&str>,
-                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                        MsFlags::MS_BIND
+                            | MsFlags::MS_REMOUNT
+                            | MsFlags::MS_RDONLY
+                            | locked_flags(&fd_path(&fd)),
                         None::<&str>,
                     )
                     .map_err(|e| format!("remounting {to} read-only: {e}"))?;
@@ -580,6 +614,35 @@ fn drop_capabilities() -> io::Result<()> {
     Ok(())
 }
 
+/// The flags of the mount at `path` that a bind remount must keep: in a
+/// user namespace, flags of mounts inherited from the host are locked and
+/// a remount that drops them fails with EPERM.
+fn locked_flags(path: &str) -> MsFlags {
+    let Ok(c_path) = CString::new(path) else {
+        return MsFlags::empty();
+    };
+    // SAFETY: statvfs is plain data; zero is valid for every field.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    if unsafe { libc::statvfs(c_path.as_ptr(), &raw mut st) } != 0 {
+        return MsFlags::empty();
+    }
+    let mut flags = MsFlags::empty();
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOSUID, MsFlags::MS_NOSUID),
+        (libc::ST_NODEV, MsFlags::MS_NODEV),
+        (libc::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (libc::ST_NOATIME, MsFlags::MS_NOATIME),
+        (libc::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (libc::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    flags
+}
+
 fn bind(root: &OwnedFd, source: &Path, to: &str) -> Result<(), String> {
     let fd = target(root, to)?;
     mount(
@@ -705,6 +768,13 @@ fn exec_user(config: &InitConfig, old_mask: &SigSet) -> Result<Never, Failure> {
     let resolved = user::resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))
         .map_err(|e| setup(e.to_string()))?;
 
+    if config.rootless && (resolved.uid != 0 || resolved.gid != 0) {
+        return Err(setup(format!(
+            "running as user {} needs root (only uid 0 is mapped without root)",
+            spec.user
+        )));
+    }
+
     make_workdir(&spec.cwd, resolved.uid, resolved.gid)
         .map_err(|e| setup(format!("creating workdir {}: {e}", spec.cwd)))?;
 
@@ -715,7 +785,11 @@ fn exec_user(config: &InitConfig, old_mask: &SigSet) -> Result<Never, Failure> {
         .iter()
         .map(|g| nix::unistd::Gid::from_raw(*g))
         .collect();
-    nix::unistd::setgroups(&groups).map_err(|e| setup(format!("setgroups: {e}")))?;
+    // Without root, setgroups is denied in the user namespace: the process
+    // keeps the caller's groups (unmapped, so they show as nogroup).
+    if !config.rootless {
+        nix::unistd::setgroups(&groups).map_err(|e| setup(format!("setgroups: {e}")))?;
+    }
     let gid = nix::unistd::Gid::from_raw(resolved.gid);
     nix::unistd::setresgid(gid, gid, gid)
         .map_err(|e| setup(format!("setgid {}: {e}", resolved.gid)))?;

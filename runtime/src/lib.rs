@@ -77,6 +77,9 @@ pub enum RuntimeError {
     /// The container's setup failed inside the init (mounts, user, workdir).
     #[error("container setup: {0}")]
     Setup(String),
+    /// The spec asks for something only root can do, and kiln is not root.
+    #[error("{0}")]
+    NeedsRoot(String),
 }
 
 /// What the parent hands the init: the spec plus host paths it prepared.
@@ -92,6 +95,15 @@ struct InitConfig {
     links: PathBuf,
     /// Generated `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     files: PathBuf,
+    /// kiln is not root: the init enters a user namespace that maps only
+    /// the container's root to the caller.
+    rootless: bool,
+}
+
+/// Whether runs from this process are rootless (effective uid not 0).
+fn is_rootless() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() != 0 }
 }
 
 /// Runs `spec` with this executable (`/proc/self/exe`, which still works
@@ -125,6 +137,12 @@ pub fn run_with_init(spec: &RunSpec, init_program: &Path) -> Result<RunOutcome, 
     {
         result = Err(e);
     }
+    // Overlayfs leaves its work/work directory with mode 0: only root
+    // could list it to remove it.
+    let _ = fs::set_permissions(
+        config.work.join("work"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    );
     let tmp_path = tmp.path().to_path_buf();
     let removed = tmp.close();
     let outcome = result?;
@@ -138,6 +156,11 @@ pub fn run_with_init(spec: &RunSpec, init_program: &Path) -> Result<RunOutcome, 
 fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
     if spec.argv.is_empty() {
         return Err(RuntimeError::InvalidSpec("no command given".into()));
+    }
+    if is_rootless() && spec.limits.any() {
+        return Err(RuntimeError::NeedsRoot(
+            "resource limits need root (cgroups)".into(),
+        ));
     }
     if !spec.cwd.starts_with('/') {
         return Err(RuntimeError::InvalidSpec(format!(
@@ -246,6 +269,7 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
         work,
         links,
         files,
+        rootless: is_rootless(),
     })
 }
 

@@ -31,7 +31,7 @@ fn skip() -> bool {
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "sleep", "ps", "true", "false", "kill", "head", "tr", "dd",
     "hostname", "touch", "rm", "grep", "stat", "readlink", "mount", "wc", "tail", "cut", "test",
-    "seq", "pwd", "stty",
+    "seq", "pwd", "stty", "sort",
 ];
 
 /// A test directory with a busybox rootfs layer and an empty upper dir.
@@ -812,6 +812,156 @@ fn a_failure_midway_through_setup_leaves_nothing_behind() {
     assert_eq!(
         err.to_string(),
         "container setup: rootfs: mount target /etc/passwd/x: /etc/passwd: Not a directory (os error 20)"
+    );
+    assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+}
+
+/// The uid and gid rootless runs use (nobody).
+const NOBODY: u32 = 65534;
+
+fn chown_tree(path: &Path, id: u32) {
+    std::os::unix::fs::lchown(path, Some(id), Some(id)).unwrap();
+    if fs::symlink_metadata(path).unwrap().is_dir() {
+        for entry in fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path(), id);
+        }
+    }
+}
+
+/// Why rootless runs cannot be tested here, if they cannot.
+fn rootless_unsupported() -> Option<String> {
+    let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    if max.trim() == "0" {
+        return Some("user namespaces are disabled (user.max_user_namespaces = 0)".into());
+    }
+    let clone = fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone");
+    if clone.is_ok_and(|v| v.trim() == "0") {
+        return Some("kernel.unprivileged_userns_clone = 0".into());
+    }
+    None
+}
+
+/// Runs `spec` from a caller process running as nobody, with a copy of the
+/// init binary and the fixture owned by nobody; returns (status, stdout,
+/// stderr) of that caller.
+fn run_as_nobody(fx: &Fixture, spec: &RunSpec) -> (i32, String, String) {
+    use std::os::unix::process::CommandExt;
+    let spec_file = fx.path("spec.json");
+    fs::write(&spec_file, serde_json::to_vec(spec).unwrap()).unwrap();
+    let init = fx.path("init");
+    if !init.exists() {
+        fs::copy(INIT, &init).unwrap();
+    }
+    chown_tree(fx.dir.path(), NOBODY);
+    let mut command = std::process::Command::new(&init);
+    command.arg("run").arg(&spec_file);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    fx.assert_clean();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn rootless_runs_map_root_to_the_caller() {
+    if skip() {
+        return;
+    }
+    if let Some(reason) = rootless_unsupported() {
+        println!("SKIPPED: {reason}");
+        return;
+    }
+    let fx = Fixture::new();
+    let spec = fx.spec(&[
+        "sh",
+        "-c",
+        "echo hi; id -u; id -g; echo data > /written; \
+         tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; hostname",
+    ]);
+    let (status, out, err) = run_as_nobody(&fx, &spec);
+    assert_eq!((status, err.as_str()), (0, ""), "{out}");
+    assert_eq!(out, "hi\n0\n0\nlo\nkilnbox\n0\n");
+    // Root's file in the container is the caller's on the host.
+    let written = fx.path("upper/written");
+    assert_eq!(fs::read_to_string(&written).unwrap(), "data\n");
+    let meta = fs::metadata(&written).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+    assert_eq!(upper_entries(&fx.path("upper")), ["written"]);
+
+    // Deleting a lower file leaves a whiteout in the upper dir.
+    let (status, _, err) = run_as_nobody(&fx, &fx.spec(&["rm", "/etc/old"]));
+    assert_eq!((status, err.as_str()), (0, ""));
+    let whiteout = fs::symlink_metadata(fx.path("upper/etc/old")).unwrap();
+    assert!(whiteout.file_type().is_char_device());
+    assert_eq!(whiteout.rdev(), 0);
+
+    // Host network: the host's interfaces, and a read-only bind of /sys.
+    let mut spec = fx.spec(&[
+        "sh",
+        "-c",
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort; \
+         touch /sys/x 2>/dev/null || echo sys-ro",
+    ]);
+    spec.network = Network::Host;
+    let (status, out, err) = run_as_nobody(&fx, &spec);
+    assert_eq!((status, err.as_str()), (0, ""), "{out}");
+    let mut host: Vec<String> = fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim().to_string())
+        .collect();
+    host.sort();
+    assert_eq!(out, format!("{}\nsys-ro\n0\n", host.join("\n")));
+}
+
+#[test]
+fn rootless_refuses_what_needs_root() {
+    if skip() {
+        return;
+    }
+    if let Some(reason) = rootless_unsupported() {
+        println!("SKIPPED: {reason}");
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&["true"]);
+    spec.limits.memory = Some(64 << 20);
+    let (status, out, err) = run_as_nobody(&fx, &spec);
+    assert_eq!(
+        (status, out.as_str(), err.as_str()),
+        (
+            1,
+            "",
+            "kiln-test-init: resource limits need root (cgroups)\n"
+        )
+    );
+
+    let mut spec = fx.spec(&["true"]);
+    spec.user = "alice".into();
+    let (status, out, err) = run_as_nobody(&fx, &spec);
+    assert_eq!(
+        (status, out.as_str(), err.as_str()),
+        (
+            1,
+            "",
+            "kiln-test-init: container setup: running as user alice needs root \
+             (only uid 0 is mapped without root)\n"
+        )
     );
     assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
 }
