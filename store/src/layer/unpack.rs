@@ -18,10 +18,11 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -51,6 +52,9 @@ const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
 /// The overlayfs xattr marking a directory opaque.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same mark for overlays mounted with `userxattr`, as rootless runs
+/// mount them (`trusted.*` needs `CAP_SYS_ADMIN` on the host).
+pub const OVERLAY_USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
 
 /// What to do with OCI whiteout entries (`.wh.NAME`, `.wh..wh..opq`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,6 +99,13 @@ pub struct UnpackStats {
 /// which are dropped with a warning). Needs root (or
 /// `CAP_CHOWN`, `CAP_MKNOD`, `CAP_SYS_ADMIN` for `trusted.*` xattrs).
 ///
+/// Without root (effective uid not 0) it degrades as rootless podman does
+/// with a single-id mapping: everything belongs to the caller (no chown),
+/// device nodes other than 0/0 whiteouts and xattrs the kernel refuses are
+/// skipped with a warning, opaque directories get
+/// [`OVERLAY_USER_OPAQUE_XATTR`], and directories stay writable by the
+/// caller until the end, when their modes are applied.
+///
 /// Nothing outside `dest` is ever read, written, chmod-ed, chown-ed or
 /// deleted, whatever the archive contains, and `dest` itself is never deleted
 /// (a directory entry for the root only updates its metadata):
@@ -127,6 +138,8 @@ pub fn unpack_layer<R: Read>(
     let mut u = Unpacker {
         root,
         mode: opts.whiteouts,
+        rootless: !nix::unistd::geteuid().is_root(),
+        dir_modes: Vec::new(),
         dir_times: Vec::new(),
         this_layer: HashSet::new(),
         opaque_dirs: Vec::new(),
@@ -562,6 +575,10 @@ struct Unpacker {
     /// `O_PATH` descriptor of `dest`: the root of every resolution.
     root: OwnedFd,
     mode: WhiteoutMode,
+    /// Not root: no chown, no devices, user.* overlay xattrs.
+    rootless: bool,
+    /// Modes of directories kept caller-writable while unpacking (rootless).
+    dir_modes: Vec<(Vec<u8>, u32)>,
     /// Directory times, applied after everything else (later writes would bump them).
     dir_times: Vec<(Vec<u8>, TimeSpec)>,
     /// Normalized paths written by this layer and their ancestors (Apply mode).
@@ -660,7 +677,8 @@ impl Unpacker {
                 .map_err(|e| {
                     LayerError::io(format!("opening root for entry {}", lossy(&m.raw_name)), e)
                 })?;
-            Self::set_fd_meta(&fd, m)?;
+            self.set_fd_meta(&fd, m)?;
+            self.defer_dir_mode(&fd, Vec::new(), m)?;
             self.dir_times.push((Vec::new(), m.mtime));
             return Ok(());
         }
@@ -684,7 +702,8 @@ impl Unpacker {
                     Mode::empty(),
                 )
                 .map_err(|e| LayerError::io(what("opening directory"), e))?;
-                Self::set_fd_meta(&fd, m)?;
+                self.set_fd_meta(&fd, m)?;
+                self.defer_dir_mode(&fd, path.clone(), m)?;
                 self.dir_times.push((path.clone(), m.mtime));
             }
             Kind::File => {
@@ -712,7 +731,7 @@ impl Unpacker {
                 }
                 self.stats.bytes += got;
                 let fd = OwnedFd::from(file);
-                Self::set_fd_meta(&fd, m)?;
+                self.set_fd_meta(&fd, m)?;
                 futimens(fd.as_fd(), &m.mtime, &m.mtime)
                     .map_err(|e| LayerError::io(what("setting mtime of"), e))?;
             }
@@ -721,7 +740,7 @@ impl Unpacker {
                 let target = m.link.as_deref().unwrap_or_default();
                 symlinkat(os(target), pfd.as_fd(), os(base))
                     .map_err(|e| LayerError::io(what("creating symlink"), e))?;
-                Self::set_at_meta(&pfd, base, m, false)?;
+                self.set_at_meta(&pfd, base, m, false)?;
             }
             Kind::Hardlink => {
                 let raw_target = m.link.as_deref().unwrap_or_default();
@@ -770,6 +789,14 @@ impl Unpacker {
                 })?;
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
+                let whiteout = m.kind == Kind::Char && m.dev == (0, 0);
+                if self.rootless && m.kind != Kind::Fifo && !whiteout {
+                    log::warn!(
+                        "skipping device {} (creating devices needs root)",
+                        lossy(&m.raw_name)
+                    );
+                    return Ok(());
+                }
                 Self::remove_existing(&pfd, base, false, &m.raw_name)?;
                 let kind = match m.kind {
                     Kind::Char => SFlag::S_IFCHR,
@@ -784,7 +811,7 @@ impl Unpacker {
                     makedev(u64::from(m.dev.0), u64::from(m.dev.1)),
                 )
                 .map_err(|e| LayerError::io(what("creating device"), e))?;
-                Self::set_at_meta(&pfd, base, m, true)?;
+                self.set_at_meta(&pfd, base, m, true)?;
             }
             Kind::Skip(_) => {}
         }
@@ -793,14 +820,16 @@ impl Unpacker {
 
     /// Owner, mode and xattrs through an open (non-`O_PATH`) descriptor;
     /// chown first because it clears setuid bits and file capabilities.
-    fn set_fd_meta(fd: &OwnedFd, m: &EntryMeta) -> Result<(), LayerError> {
+    fn set_fd_meta(&self, fd: &OwnedFd, m: &EntryMeta) -> Result<(), LayerError> {
         let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
-        fchown(
-            fd.as_fd(),
-            Some(Uid::from_raw(m.uid)),
-            Some(Gid::from_raw(m.gid)),
-        )
-        .map_err(|e| LayerError::io(what("changing owner of"), e))?;
+        if !self.rootless {
+            fchown(
+                fd.as_fd(),
+                Some(Uid::from_raw(m.uid)),
+                Some(Gid::from_raw(m.gid)),
+            )
+            .map_err(|e| LayerError::io(what("changing owner of"), e))?;
+        }
         fchmod(fd.as_fd(), Mode::from_bits_truncate(m.mode))
             .map_err(|e| LayerError::io(what("changing mode of"), e))?;
         if !m.xattrs.is_empty() {
@@ -809,9 +838,8 @@ impl Unpacker {
                     .map_err(|e| LayerError::io(what("duplicating descriptor of"), e))?,
             );
             for (name, value) in &m.xattrs {
-                file.set_xattr(name, value).map_err(|e| {
-                    LayerError::io(format!("setting xattr {name} on {}", lossy(&m.raw_name)), e)
-                })?;
+                let set = file.set_xattr(name, value);
+                self.xattr_result(set, name, m)?;
             }
         }
         Ok(())
@@ -820,20 +848,23 @@ impl Unpacker {
     /// Owner, mode (unless a symlink), xattrs and times of `base` in `pfd`,
     /// never following `base`.
     fn set_at_meta(
+        &self,
         pfd: &OwnedFd,
         base: &[u8],
         m: &EntryMeta,
         chmod: bool,
     ) -> Result<(), LayerError> {
         let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
-        fchownat(
-            pfd.as_fd(),
-            os(base),
-            Some(Uid::from_raw(m.uid)),
-            Some(Gid::from_raw(m.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| LayerError::io(what("changing owner of"), e))?;
+        if !self.rootless {
+            fchownat(
+                pfd.as_fd(),
+                os(base),
+                Some(Uid::from_raw(m.uid)),
+                Some(Gid::from_raw(m.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| LayerError::io(what("changing owner of"), e))?;
+        }
         if chmod {
             fchmodat(
                 pfd.as_fd(),
@@ -848,9 +879,8 @@ impl Unpacker {
             // /proc magic link and lsetxattr does not follow `base`.
             let mut p = format!("/proc/self/fd/{}/", pfd.as_raw_fd()).into_bytes();
             p.extend_from_slice(base);
-            xattr::set(Path::new(os(&p)), name, value).map_err(|e| {
-                LayerError::io(format!("setting xattr {name} on {}", lossy(&m.raw_name)), e)
-            })?;
+            let set = xattr::set(Path::new(os(&p)), name, value);
+            self.xattr_result(set, name, m)?;
         }
         utimensat(
             pfd.as_fd(),
@@ -860,6 +890,48 @@ impl Unpacker {
             UtimensatFlags::NoFollowSymlink,
         )
         .map_err(|e| LayerError::io(what("setting mtime of"), e))?;
+        Ok(())
+    }
+
+    /// Turns a failed xattr write into an error, except without root,
+    /// where what the kernel refuses (`trusted.*`, `security.capability`)
+    /// is skipped with a warning.
+    fn xattr_result(
+        &self,
+        set: io::Result<()>,
+        name: &str,
+        m: &EntryMeta,
+    ) -> Result<(), LayerError> {
+        match set {
+            Ok(()) => Ok(()),
+            Err(e) if self.rootless && e.raw_os_error() == Some(libc::EPERM) => {
+                log::warn!(
+                    "skipping xattr {name} of {} (setting it needs root)",
+                    lossy(&m.raw_name)
+                );
+                Ok(())
+            }
+            Err(e) => Err(LayerError::io(
+                format!("setting xattr {name} on {}", lossy(&m.raw_name)),
+                e,
+            )),
+        }
+    }
+
+    /// Without root, a directory the caller could not write into (mode
+    /// without u+rwx) gets u+rwx until [`Self::finish`] sets `m.mode`.
+    fn defer_dir_mode(
+        &mut self,
+        fd: &OwnedFd,
+        path: Vec<u8>,
+        m: &EntryMeta,
+    ) -> Result<(), LayerError> {
+        if !self.rootless || m.mode & 0o700 == 0o700 {
+            return Ok(());
+        }
+        fchmod(fd.as_fd(), Mode::from_bits_truncate(m.mode | 0o700))
+            .map_err(|e| LayerError::io(format!("changing mode of {}", lossy(&m.raw_name)), e))?;
+        self.dir_modes.push((path, m.mode));
         Ok(())
     }
 
@@ -904,14 +976,17 @@ impl Unpacker {
                     let fd = self
                         .resolve(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
                         .map_err(|e| parent_error(&m.raw_name, parent, e))?;
-                    File::from(fd)
-                        .set_xattr(OVERLAY_OPAQUE_XATTR, b"y")
-                        .map_err(|e| {
-                            LayerError::io(
-                                format!("marking directory of {} opaque", lossy(&m.raw_name)),
-                                e,
-                            )
-                        })?;
+                    let name = if self.rootless {
+                        OVERLAY_USER_OPAQUE_XATTR
+                    } else {
+                        OVERLAY_OPAQUE_XATTR
+                    };
+                    File::from(fd).set_xattr(name, b"y").map_err(|e| {
+                        LayerError::io(
+                            format!("marking directory of {} opaque", lossy(&m.raw_name)),
+                            e,
+                        )
+                    })?;
                 }
                 WhiteoutMode::Apply => self.opaque_dirs.push(parent.to_vec()),
             }
@@ -979,6 +1054,22 @@ impl Unpacker {
             self.prune(&fd, &dir).map_err(|e| {
                 LayerError::io(format!("emptying opaque directory {}", lossy(&dir)), e)
             })?;
+        }
+        // Deepest first, so no directory is locked before its children.
+        for (path, mode) in std::mem::take(&mut self.dir_modes).into_iter().rev() {
+            let what = format!("changing mode of directory {}", lossy(&path));
+            let fd = match self.resolve(
+                &path,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            ) {
+                Ok(fd) => fd,
+                // Replaced by a later entry.
+                Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
+                Err(e) => return Err(LayerError::io(what, e)),
+            };
+            let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            fs::set_permissions(&proc_path, fs::Permissions::from_mode(mode & 0o7777))
+                .map_err(|e| LayerError::io(what, e))?;
         }
         for (path, mtime) in std::mem::take(&mut self.dir_times) {
             let what = format!("setting mtime of directory {}", lossy(&path));

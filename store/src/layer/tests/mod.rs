@@ -3,6 +3,7 @@
 
 mod compression;
 mod hostile;
+mod rootless;
 mod roundtrip;
 
 use std::fs;
