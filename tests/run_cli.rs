@@ -1,6 +1,7 @@
 //! End-to-end tests of `kiln run` as root with a busybox image made by
 //! the test (busybox-static). They need root and kernel namespaces: CI
-//! runs as root; elsewhere they fail with the reason.
+//! runs as root; elsewhere they fail with the reason. The rootless test
+//! runs kiln from there as nobody (uid 65534).
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
 mod common;
@@ -347,4 +348,105 @@ fn sigterm_to_kiln_leaves_no_mounts_or_processes() {
     assert!(!String::from_utf8_lossy(&ps.stdout).contains("sleep 4242"));
     // The writable layer is gone too.
     assert_eq!(fs::read_dir(kiln.root().join("tmp")).unwrap().count(), 0);
+}
+
+/// Runs the kiln binary as nobody (uid and gid 65534) with `args`; returns
+/// (exit code, stdout, stderr).
+fn run_as_nobody(kiln: &Kiln, args: &[&str]) -> (i32, String, String) {
+    use std::os::unix::process::CommandExt;
+    // A copy the unprivileged user can surely reach and execute.
+    let binary = kiln.path("kiln-nobody");
+    if !binary.exists() {
+        fs::copy(assert_cmd::cargo::cargo_bin("kiln"), &binary).unwrap();
+    }
+    let mut command = Command::new(&binary);
+    command
+        .arg("--root")
+        .arg(kiln.root())
+        .args(args)
+        .env_remove("KILN_ROOT")
+        .env_remove("KILN_LOG");
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+fn chown_tree(path: &std::path::Path) {
+    std::os::unix::fs::lchown(path, Some(65534), Some(65534)).unwrap();
+    if fs::symlink_metadata(path).unwrap().is_dir() {
+        for entry in fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path());
+        }
+    }
+}
+
+#[test]
+fn rootless_run_as_an_unprivileged_user() {
+    let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    if max.trim() == "0" {
+        println!("SKIPPED: user namespaces are disabled (user.max_user_namespaces = 0)");
+        return;
+    }
+    let kiln = busybox();
+    // An image with what only root can unpack: another owner and a device.
+    let rootfs = kiln.path("rootfs2");
+    common::busybox_rootfs(&rootfs);
+    symlink("busybox", rootfs.join("bin/stat")).unwrap();
+    fs::write(rootfs.join("owned"), "mine\n").unwrap();
+    std::os::unix::fs::chown(rootfs.join("owned"), Some(1000), Some(1000)).unwrap();
+    let devnode = std::ffi::CString::new(rootfs.join("devnode").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path and plain integers.
+    let made = unsafe { libc::mknod(devnode.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(made, 0);
+    kiln.ok(&["import", rootfs.to_str().unwrap(), "odd:1"]);
+    // The store (and the test dir above it) belong to the unprivileged user.
+    chown_tree(kiln.dir.path());
+
+    let (code, out, err) = run_as_nobody(
+        &kiln,
+        &[
+            "run",
+            "--rm",
+            "odd:1",
+            "sh",
+            "-c",
+            "id -u; stat -c '%u %n' /owned; cat /owned; test -e /devnode || echo no-devnode",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "0\n0 /owned\nmine\nno-devnode\n");
+
+    assert_eq!(
+        run_as_nobody(&kiln, &["run", "--memory", "64m", "bb:1", "true"]),
+        (
+            1,
+            String::new(),
+            "error: cannot run bb:1\ncaused by: resource limits need root (cgroups)\n".to_owned()
+        )
+    );
+    assert_eq!(
+        run_as_nobody(&kiln, &["run", "-u", "app", "bb:1", "true"]),
+        (
+            1,
+            String::new(),
+            "error: cannot run bb:1\ncaused by: container setup: running as user app needs \
+             root (only uid 0 is mapped without root)\n"
+                .to_owned()
+        )
+    );
 }
