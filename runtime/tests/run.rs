@@ -816,6 +816,22 @@ fn a_failure_midway_through_setup_leaves_nothing_behind() {
     assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
 }
 
+fn xattr_set(path: &Path, name: &str, value: &[u8]) {
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    let c_name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings and a valid buffer of the given length.
+    let ret = unsafe {
+        libc::lsetxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(ret, 0, "{}", std::io::Error::last_os_error());
+}
+
 /// The uid and gid rootless runs use (nobody).
 const NOBODY: u32 = 65534;
 
@@ -908,6 +924,26 @@ fn rootless_runs_map_root_to_the_caller() {
     let whiteout = fs::symlink_metadata(fx.path("upper/etc/old")).unwrap();
     assert!(whiteout.file_type().is_char_device());
     assert_eq!(whiteout.rdev(), 0);
+
+    // A second layer as the unprivileged unpacker writes it: a 0/0 whiteout
+    // and an opaque directory marked in user.overlay.* (userxattr).
+    fs::create_dir_all(fx.path("base/op")).unwrap();
+    fs::write(fx.path("base/op/a"), "a").unwrap();
+    fs::create_dir_all(fx.path("top/op")).unwrap();
+    fs::write(fx.path("top/op/b"), "b").unwrap();
+    let whiteout = std::ffi::CString::new(fx.path("top/old").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path and plain integers.
+    assert_eq!(
+        unsafe { libc::mknod(whiteout.as_ptr(), libc::S_IFCHR, 0) },
+        0
+    );
+    xattr_set(&fx.path("top/op"), "user.overlay.opaque", b"y");
+    let mut spec = fx.spec(&["sh", "-c", "ls /op; cat /old 2>/dev/null || echo no-old"]);
+    spec.layers.push(fx.path("top"));
+    fs::rename(fx.path("base/etc/old"), fx.path("base/old")).unwrap();
+    let (status, out, err) = run_as_nobody(&fx, &spec);
+    assert_eq!((status, err.as_str()), (0, ""), "{out}");
+    assert_eq!(out, "b\nno-old\n0\n");
 
     // Host network: the host's interfaces, and a read-only bind of /sys.
     let mut spec = fx.spec(&[
