@@ -115,6 +115,11 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
 
 /// Runs `spec` with `init_program` as the container init; the program must
 /// call [`init_main`] when its first argument is [`INIT_ARG`].
+///
+/// Without root (effective uid not 0) the container runs in a user
+/// namespace where only its root is mapped, to the caller; resource limits
+/// are then refused with [`RuntimeError::NeedsRoot`], and a USER other than
+/// root fails the setup.
 pub fn run_with_init(spec: &RunSpec, init_program: &Path) -> Result<RunOutcome, RuntimeError> {
     validate(spec)?;
     let parent = spec
