@@ -29,14 +29,16 @@ fn unique() -> String {
 impl Cgroup {
     pub(crate) fn create(limits: &Limits) -> Result<Cgroup, String> {
         if Path::new(ROOT).join("cgroup.controllers").exists() {
-            Self::create_v2(limits)
+            Self::create_v2(Path::new(ROOT), limits)
         } else {
             Self::create_v1(limits)
         }
     }
 
-    fn create_v2(limits: &Limits) -> Result<Cgroup, String> {
-        let base = Path::new(ROOT).join("kiln");
+    /// A cgroup under `root`, the unified hierarchy's mount point
+    /// (a parameter so that tests can point it at a plain directory).
+    fn create_v2(root: &Path, limits: &Limits) -> Result<Cgroup, String> {
+        let base = root.join("kiln");
         fs::create_dir_all(&base).map_err(|e| format!("creating {}: {e}", base.display()))?;
         let mut wanted = Vec::new();
         if limits.memory.is_some() {
@@ -48,8 +50,9 @@ impl Cgroup {
         if limits.pids.is_some() {
             wanted.push("pids");
         }
-        let available = fs::read_to_string(Path::new(ROOT).join("cgroup.controllers"))
-            .map_err(|e| format!("reading {ROOT}/cgroup.controllers: {e}"))?;
+        let controllers = root.join("cgroup.controllers");
+        let available = fs::read_to_string(&controllers)
+            .map_err(|e| format!("reading {}: {e}", controllers.display()))?;
         if let Some(missing) = wanted
             .iter()
             .find(|c| !available.split_whitespace().any(|a| a == **c))
@@ -58,7 +61,7 @@ impl Cgroup {
                 "the cgroup v2 {missing} controller is not available"
             ));
         }
-        for dir in [Path::new(ROOT), base.as_path()] {
+        for dir in [root, base.as_path()] {
             for controller in &wanted {
                 write(
                     &dir.join("cgroup.subtree_control"),
@@ -226,7 +229,63 @@ fn quota(cpus: f64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::quota;
+    use super::{Cgroup, quota};
+    use crate::spec::Limits;
+    use std::fs;
+
+    /// The v2 logic against a plain directory laid out like a unified
+    /// hierarchy. The machines kiln is developed on mount cgroup v1 only,
+    /// so this is what checks which files get which values; enforcement
+    /// itself is the kernel's.
+    #[test]
+    fn v2_writes_limits_and_reads_oom_kills() {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(
+            root.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let limits = Limits {
+            memory: Some(64 << 20),
+            cpus: Some(1.5),
+            pids: Some(10),
+        };
+        let cgroup = Cgroup::create_v2(root.path(), &limits).unwrap();
+        let dir = &cgroup.dirs[0];
+        assert!(dir.starts_with(root.path().join("kiln")));
+        let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("pids.max"), "10");
+        // Controllers are enabled for the kiln subtree (the last write of
+        // several is what a plain file keeps).
+        assert!(
+            fs::read_to_string(root.path().join("kiln/cgroup.subtree_control"))
+                .unwrap()
+                .starts_with('+')
+        );
+        cgroup.add(4242).unwrap();
+        assert_eq!(read("cgroup.procs"), "4242");
+        assert!(!cgroup.oom_killed());
+        fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert!(cgroup.oom_killed());
+    }
+
+    #[test]
+    fn v2_refuses_a_missing_controller() {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("cgroup.controllers"), "cpu io\n").unwrap();
+        let limits = Limits {
+            pids: Some(10),
+            ..Limits::default()
+        };
+        let error = Cgroup::create_v2(root.path(), &limits).err().unwrap();
+        assert_eq!(error, "the cgroup v2 pids controller is not available");
+    }
 
     #[test]
     fn cpu_quota_per_100ms_period() {
