@@ -319,6 +319,20 @@ impl PatternMatcher {
     }
 }
 
+/// Go's `filepath.Match(pattern, name)` on Unix, as COPY/ADD source
+/// wildcards use it: `*` and `?` do not match `/`, `[...]` classes and `\\`
+/// escapes as in Go. A malformed pattern is a
+/// [`DockerignoreError::BadPattern`] (Go reports it only once matching
+/// reaches the bad part, and so does this).
+pub fn filepath_match(pattern: &str, name: &str) -> Result<bool, DockerignoreError> {
+    golang::filepath_match(pattern.as_bytes(), name.as_bytes()).map_err(|golang::BadPattern| {
+        DockerignoreError::BadPattern {
+            pattern: pattern.to_owned(),
+            line: None,
+        }
+    })
+}
+
 /// The successive ancestors `a`, `a/b`, `a/b/c` of a cleaned parent path
 /// `a/b/c` (upstream splits on `/` and re-joins each prefix).
 fn parent_prefixes(parent: &str) -> impl Iterator<Item = &str> {
