@@ -1,0 +1,820 @@
+//! The build context: a directory, its `.dockerignore` rules, COPY/ADD
+//! source resolution, and content digests of sources for cache keys.
+//!
+//! Resolution follows `BuildKit`'s local-context behaviour (fsutil's
+//! `copy.ResolveWildcards` and `FollowSymlinkInScope`): a source pattern is
+//! relative to the context root, `..` and a leading `/` cannot leave it, and
+//! symlinks are resolved as if the context were `/`. Files that the
+//! `.dockerignore` excludes are treated as absent, as they are never sent to
+//! `BuildKit`.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, Metadata};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kiln_parser::dockerignore::{MatchInfo, PatternMatcher, filepath_match};
+use kiln_store::Digest;
+use kiln_store::digest::Hasher;
+use serde::{Deserialize, Serialize};
+
+use crate::error::BuildError;
+
+/// Linux's limit on symlinks followed in one resolution (`MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
+
+/// How many entries a not-found error lists.
+const NEARBY_LIMIT: usize = 10;
+
+/// A build context directory with its ignore rules.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    root: PathBuf,
+    ignore: PatternMatcher,
+}
+
+/// What a source is on disk (after following symlinks for the source
+/// itself; symlinks inside a directory source stay symlinks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A FIFO, socket or device node.
+    Other,
+}
+
+impl FileType {
+    fn of(meta: &Metadata) -> Self {
+        let t = meta.file_type();
+        if t.is_file() {
+            Self::File
+        } else if t.is_dir() {
+            Self::Dir
+        } else if t.is_symlink() {
+            Self::Symlink
+        } else {
+            Self::Other
+        }
+    }
+
+    /// One byte for the digest encoding.
+    fn tag(self) -> u8 {
+        match self {
+            Self::File => b'f',
+            Self::Dir => b'd',
+            Self::Symlink => b'l',
+            Self::Other => b'o',
+        }
+    }
+}
+
+/// One resolved COPY/ADD source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Context-relative path of the file or directory that is read, after
+    /// symlinks are resolved inside the context; `.` for the context root.
+    pub path: String,
+    /// Where the source lands relative to a destination directory: its
+    /// name (the name the pattern matched, not a symlink target's), the
+    /// empty string for a directory whose contents are copied, or with
+    /// `--parents` its whole path (from a `/./` pivot if there is one).
+    pub dest: String,
+    /// Whether the source is a directory, so the caller copies its
+    /// contents rather than the directory itself.
+    pub copy_contents: bool,
+    /// What the source is.
+    pub file_type: FileType,
+    /// `--exclude` patterns, matched against paths relative to this source
+    /// when its contents are walked.
+    excludes: Option<Arc<PatternMatcher>>,
+}
+
+impl Source {
+    /// Whether `--exclude` removes `rel` (a path relative to this source).
+    pub fn is_excluded(&self, rel: &str) -> bool {
+        self.excludes
+            .as_ref()
+            .is_some_and(|m| m.matches_or_parent_matches(rel))
+    }
+}
+
+/// One file found under a source, for digests (and, later, copying).
+struct Entry {
+    /// Path relative to the source; empty for the source itself.
+    rel: Vec<u8>,
+    abs: PathBuf,
+    meta: Metadata,
+}
+
+impl BuildContext {
+    /// Opens a context directory with the given `.dockerignore` patterns
+    /// (already read from the file, as [`kiln_parser::dockerignore::parse_ignore_file`]
+    /// returns them).
+    pub fn open(dir: &Path, ignore_patterns: &[String]) -> Result<Self, BuildError> {
+        let meta = match fs::metadata(dir) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(BuildError::ContextNotFound {
+                    path: dir.to_owned(),
+                });
+            }
+            Err(e) => return Err(BuildError::io(dir, e)),
+        };
+        if !meta.is_dir() {
+            return Err(BuildError::ContextNotDirectory {
+                path: dir.to_owned(),
+            });
+        }
+        let ignore = compile(ignore_patterns)?;
+        Ok(Self {
+            root: dir.to_owned(),
+            ignore,
+        })
+    }
+
+    /// The context directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves COPY/ADD source patterns to sources, in pattern order and,
+    /// within a wildcard pattern, in path order.
+    ///
+    /// `excludes` are `--exclude` patterns (`.dockerignore` syntax): a
+    /// wildcard match is dropped when its path relative to the pattern's
+    /// fixed leading directories matches, and inside directory sources they
+    /// apply to paths relative to the source, as fsutil's copier does.
+    /// `follow_parents` is `--parents`: each source's [`Source::dest`] keeps
+    /// its path.
+    pub fn resolve_sources(
+        &self,
+        patterns: &[String],
+        excludes: &[String],
+        follow_parents: bool,
+    ) -> Result<Vec<Source>, BuildError> {
+        let excludes = if excludes.is_empty() {
+            None
+        } else {
+            Some(Arc::new(compile(excludes)?))
+        };
+        let mut out = Vec::new();
+        for pattern in patterns {
+            self.resolve_one(pattern, excludes.as_ref(), follow_parents, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn resolve_one(
+        &self,
+        pattern: &str,
+        excludes: Option<&Arc<PatternMatcher>>,
+        follow_parents: bool,
+        out: &mut Vec<Source>,
+    ) -> Result<(), BuildError> {
+        let comps = clean_components(pattern);
+        // With --parents, a `/./` marks where the kept path starts.
+        let pivot = pattern.find("/./").map_or(0, |i| {
+            clean_components(pattern.get(..i).unwrap_or("")).len()
+        });
+        let split = comps
+            .iter()
+            .position(|c| has_wildcards(c))
+            .unwrap_or(comps.len());
+        let (fixed, wild) = comps.split_at(split);
+        let not_found = || self.not_found(pattern, fixed);
+        let dest_of = |lexical: &[String], is_dir: bool| {
+            if follow_parents {
+                lexical.get(pivot..).unwrap_or(&[]).join("/")
+            } else if is_dir {
+                String::new()
+            } else {
+                lexical.last().cloned().unwrap_or_default()
+            }
+        };
+
+        if wild.is_empty() {
+            let Some((real, meta)) = self.resolve_path(fixed, true)? else {
+                return Err(not_found());
+            };
+            let is_dir = meta.is_dir();
+            out.push(Source {
+                path: join_or_dot(&real),
+                dest: dest_of(fixed, is_dir),
+                copy_contents: is_dir,
+                file_type: FileType::of(&meta),
+                excludes: excludes.cloned(),
+            });
+            return Ok(());
+        }
+
+        let Some((base, meta)) = self.resolve_path(fixed, true)? else {
+            return Err(not_found());
+        };
+        if !meta.is_dir() {
+            return Err(not_found());
+        }
+        let wild_pattern = wild.join("/");
+        let mut matches = Vec::new();
+        self.match_wildcards(&base, &[], &wild_pattern, wild.len(), &mut matches)?;
+        if matches.is_empty() {
+            return Err(not_found());
+        }
+        for rel in matches {
+            let rel_str = rel.join("/");
+            if excludes.is_some_and(|m| m.matches_or_parent_matches(&rel_str)) {
+                continue;
+            }
+            let real_lexical: Vec<String> = base.iter().chain(&rel).cloned().collect();
+            // The match itself is followed if it is a symlink.
+            let Some((real, meta)) = self.resolve_path(&real_lexical, true)? else {
+                log::warn!("COPY source {pattern:?}: {rel_str:?} is a dangling symlink, skipped");
+                continue;
+            };
+            let lexical: Vec<String> = fixed.iter().chain(&rel).cloned().collect();
+            let is_dir = meta.is_dir();
+            out.push(Source {
+                path: join_or_dot(&real),
+                dest: dest_of(&lexical, is_dir),
+                copy_contents: is_dir,
+                file_type: FileType::of(&meta),
+                excludes: excludes.cloned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Walks `base/prefix` for entries whose path relative to `base` matches
+    /// `pattern`; a matching directory is not descended into (Go's
+    /// `filepath.Walk` + `SkipDir` in fsutil). `*` cannot match `/`, so only
+    /// `depth` levels are visited.
+    fn match_wildcards(
+        &self,
+        base: &[String],
+        prefix: &[String],
+        pattern: &str,
+        depth: usize,
+        out: &mut Vec<Vec<String>>,
+    ) -> Result<(), BuildError> {
+        let dir: Vec<String> = base.iter().chain(prefix).cloned().collect();
+        for (name, meta) in self.read_dir_sorted(&dir)? {
+            let mut rel = prefix.to_vec();
+            rel.push(name);
+            let rel_str = rel.join("/");
+            let matched =
+                filepath_match(pattern, &rel_str).map_err(|source| BuildError::Pattern {
+                    pattern: pattern.to_owned(),
+                    source,
+                })?;
+            if matched {
+                let ctx_path: Vec<String> = base.iter().chain(&rel).cloned().collect();
+                if self.visible(&ctx_path.join("/"), meta.is_dir())? {
+                    out.push(rel);
+                }
+            } else if meta.is_dir() && rel.len() < depth {
+                self.match_wildcards(base, &rel, pattern, depth, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a cleaned path inside the context, following symlinks as if
+    /// the context were the root (`follow_last` also follows a symlink in
+    /// the last component). `None` when something on the way is missing or
+    /// ignored.
+    fn resolve_path(
+        &self,
+        comps: &[String],
+        follow_last: bool,
+    ) -> Result<Option<(Vec<String>, Metadata)>, BuildError> {
+        let mut pending: VecDeque<String> = comps.iter().cloned().collect();
+        let mut resolved: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(comp) = pending.pop_front() {
+            if comp == ".." {
+                resolved.pop();
+                continue;
+            }
+            if comp.is_empty() || comp == "." {
+                continue;
+            }
+            resolved.push(comp);
+            let rel = resolved.join("/");
+            let abs = self.root.join(&rel);
+            let meta = match fs::symlink_metadata(&abs) {
+                Ok(meta) => meta,
+                Err(e) if is_absent(&e) => return Ok(None),
+                Err(e) => return Err(BuildError::io(abs, e)),
+            };
+            if !self.visible(&rel, meta.is_dir())? {
+                return Ok(None);
+            }
+            if meta.file_type().is_symlink() && (follow_last || !pending.is_empty()) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(BuildError::SymlinkLoop {
+                        path: comps.join("/"),
+                    });
+                }
+                let target = fs::read_link(&abs).map_err(|e| BuildError::io(&abs, e))?;
+                let target = target.to_string_lossy();
+                resolved.pop();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                for c in target.split('/').rev() {
+                    pending.push_front(c.to_owned());
+                }
+            }
+        }
+        let abs = self.root.join(resolved.join("/"));
+        match fs::symlink_metadata(&abs) {
+            Ok(meta) => Ok(Some((resolved, meta))),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(BuildError::io(abs, e)),
+        }
+    }
+
+    /// Whether a context-relative path survives the `.dockerignore`: not
+    /// ignored, or a directory holding something re-included with `!`.
+    fn visible(&self, rel: &str, is_dir: bool) -> Result<bool, BuildError> {
+        if rel.is_empty() || !self.ignore.matches_or_parent_matches(rel) {
+            return Ok(true);
+        }
+        if !is_dir || !self.ignore.has_exclusions() {
+            return Ok(false);
+        }
+        let comps: Vec<String> = rel.split('/').map(str::to_owned).collect();
+        for (name, meta) in self.read_dir_sorted(&comps)? {
+            if self.visible(&format!("{rel}/{name}"), meta.is_dir())? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The entries of a context directory (not filtered), sorted by name.
+    fn read_dir_sorted(&self, comps: &[String]) -> Result<Vec<(String, Metadata)>, BuildError> {
+        let dir = self.root.join(comps.join("/"));
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| BuildError::io(&dir, e))? {
+            let entry = entry.map_err(|e| BuildError::io(&dir, e))?;
+            let meta =
+                fs::symlink_metadata(entry.path()).map_err(|e| BuildError::io(entry.path(), e))?;
+            out.push((entry.file_name().to_string_lossy().into_owned(), meta));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The not-found error for `pattern`, listing the closest existing
+    /// directory along its fixed part.
+    fn not_found(&self, pattern: &str, fixed: &[String]) -> BuildError {
+        let mut dir = fixed.to_vec();
+        let listing = loop {
+            if let Ok(Some((real, meta))) = self.resolve_path(&dir, true)
+                && meta.is_dir()
+                && let Ok(entries) = self.read_dir_sorted(&real)
+            {
+                break Some((real, entries));
+            }
+            if dir.pop().is_none() {
+                break None;
+            }
+        };
+        let mut nearby = Vec::new();
+        if let Some((real, entries)) = listing {
+            let prefix: String = dir.iter().flat_map(|c| [c.as_str(), "/"]).collect();
+            for (name, meta) in entries {
+                let rel_real = real
+                    .iter()
+                    .chain(std::iter::once(&name))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if !self.visible(&rel_real, meta.is_dir()).unwrap_or(false) {
+                    continue;
+                }
+                if nearby.len() == NEARBY_LIMIT {
+                    nearby.push("...".to_owned());
+                    break;
+                }
+                let slash = if meta.is_dir() { "/" } else { "" };
+                nearby.push(format!("{prefix}{name}{slash}"));
+            }
+        }
+        BuildError::SourceNotFound {
+            pattern: pattern.to_owned(),
+            nearby,
+        }
+    }
+
+    /// Every file under a source: the source itself (`rel` empty) then, for
+    /// a directory, everything below it that the `.dockerignore` and the
+    /// source's `--exclude` patterns keep, in byte order of path.
+    fn entries(&self, source: &Source) -> Result<Vec<Entry>, BuildError> {
+        let abs = if source.path == "." {
+            self.root.clone()
+        } else {
+            self.root.join(&source.path)
+        };
+        let meta = fs::symlink_metadata(&abs).map_err(|e| BuildError::io(&abs, e))?;
+        let is_dir = meta.is_dir();
+        let mut out = vec![Entry {
+            rel: Vec::new(),
+            abs: abs.clone(),
+            meta,
+        }];
+        if is_dir {
+            let real = if source.path == "." {
+                String::new()
+            } else {
+                source.path.clone()
+            };
+            self.walk(
+                source,
+                &abs,
+                &real,
+                b"",
+                &MatchInfo::default(),
+                &MatchInfo::default(),
+                &mut out,
+            )?;
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        source: &Source,
+        abs: &Path,
+        ctx_path: &str,
+        rel: &[u8],
+        ignore_info: &MatchInfo,
+        exclude_info: &MatchInfo,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), BuildError> {
+        let mut children = Vec::new();
+        for entry in fs::read_dir(abs).map_err(|e| BuildError::io(abs, e))? {
+            let entry = entry.map_err(|e| BuildError::io(abs, e))?;
+            children.push(entry.file_name());
+        }
+        children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let can_reinclude = self.ignore.has_exclusions()
+            || source.excludes.as_ref().is_some_and(|m| m.has_exclusions());
+        for name in children {
+            let child_abs = abs.join(&name);
+            let meta =
+                fs::symlink_metadata(&child_abs).map_err(|e| BuildError::io(&child_abs, e))?;
+            let lossy = name.to_string_lossy();
+            let child_ctx = if ctx_path.is_empty() {
+                lossy.to_string()
+            } else {
+                format!("{ctx_path}/{lossy}")
+            };
+            let mut child_rel = rel.to_vec();
+            if !child_rel.is_empty() {
+                child_rel.push(b'/');
+            }
+            child_rel.extend_from_slice(name.as_bytes());
+            let rel_str = String::from_utf8_lossy(&child_rel).into_owned();
+            let (ignored, child_ignore) = self
+                .ignore
+                .matches_using_parent_results(&child_ctx, ignore_info)
+                .map_err(|source| BuildError::Pattern {
+                    pattern: child_ctx.clone(),
+                    source,
+                })?;
+            let (excluded, child_exclude) = match &source.excludes {
+                Some(m) => m
+                    .matches_using_parent_results(&rel_str, exclude_info)
+                    .map_err(|source| BuildError::Pattern {
+                        pattern: rel_str.clone(),
+                        source,
+                    })?,
+                None => (false, MatchInfo::default()),
+            };
+            let skipped = ignored || excluded;
+            if meta.is_dir() {
+                if skipped && !can_reinclude {
+                    continue;
+                }
+                let mark = out.len();
+                out.push(Entry {
+                    rel: child_rel.clone(),
+                    abs: child_abs.clone(),
+                    meta,
+                });
+                self.walk(
+                    source,
+                    &child_abs,
+                    &child_ctx,
+                    &child_rel,
+                    &child_ignore,
+                    &child_exclude,
+                    out,
+                )?;
+                // An excluded directory exists only to hold re-included files.
+                if skipped && out.len() == mark + 1 {
+                    out.truncate(mark);
+                }
+            } else if !skipped {
+                out.push(Entry {
+                    rel: child_rel,
+                    abs: child_abs,
+                    meta,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The content digest of a set of sources, for cache keys: SHA-256 over
+    /// a length-prefixed encoding of, per source, its destination name and
+    /// then every file under it in path order with its path relative to the
+    /// source, type, mode bits, uid, gid, symlink target and content
+    /// digest. Modification times are deliberately left out, so touching a
+    /// file does not invalidate the cache.
+    pub fn digest_sources(
+        &self,
+        sources: &[Source],
+        cache: &mut StatCache,
+    ) -> Result<Digest, BuildError> {
+        let mut hasher = Hasher::new();
+        put(&mut hasher, b"kiln-sources-v1");
+        put_u64(&mut hasher, sources.len() as u64);
+        for source in sources {
+            put(&mut hasher, source.dest.as_bytes());
+            put(&mut hasher, &[u8::from(source.copy_contents)]);
+            let entries = self.entries(source)?;
+            put_u64(&mut hasher, entries.len() as u64);
+            for entry in entries {
+                let kind = FileType::of(&entry.meta);
+                put(&mut hasher, &entry.rel);
+                put(&mut hasher, &[kind.tag()]);
+                put_u64(&mut hasher, u64::from(entry.meta.mode() & 0o7777));
+                put_u64(&mut hasher, u64::from(entry.meta.uid()));
+                put_u64(&mut hasher, u64::from(entry.meta.gid()));
+                match kind {
+                    FileType::Symlink => {
+                        let target =
+                            fs::read_link(&entry.abs).map_err(|e| BuildError::io(&entry.abs, e))?;
+                        put(&mut hasher, target.as_os_str().as_bytes());
+                    }
+                    FileType::File => {
+                        let digest = cache.content_digest(&entry.abs, &entry.meta)?;
+                        put(&mut hasher, digest.to_string().as_bytes());
+                    }
+                    FileType::Other => put_u64(&mut hasher, entry.meta.rdev()),
+                    FileType::Dir => {}
+                }
+            }
+        }
+        Ok(hasher.finish())
+    }
+}
+
+fn compile(patterns: &[String]) -> Result<PatternMatcher, BuildError> {
+    PatternMatcher::new(patterns).map_err(|source| BuildError::Pattern {
+        pattern: source.pattern().unwrap_or_default().to_owned(),
+        source,
+    })
+}
+
+/// A path's components with `.` removed and `..` clamped at the root, as
+/// Go's `path.Clean("/" + p)` then relative.
+fn clean_components(pattern: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for comp in pattern.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c.to_owned()),
+        }
+    }
+    out
+}
+
+/// Whether a path component needs matching: an unescaped `*`, `?` or `[`,
+/// or a `\` escape (so that `\*` matches a file named `*`).
+fn has_wildcards(comp: &str) -> bool {
+    comp.contains(['*', '?', '[', '\\'])
+}
+
+fn join_or_dot(comps: &[String]) -> String {
+    if comps.is_empty() {
+        ".".to_owned()
+    } else {
+        comps.join("/")
+    }
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+fn put(hasher: &mut Hasher, bytes: &[u8]) {
+    put_u64(hasher, bytes.len() as u64);
+    hasher.update(bytes);
+}
+
+fn put_u64(hasher: &mut Hasher, value: u64) {
+    hasher.update(&value.to_be_bytes());
+}
+
+/// How long after a file's last change its cached digest is not trusted:
+/// file timestamps come from a coarse clock (one tick is at most 10 ms), so
+/// a write in the same tick as the one we hashed would leave ctime unchanged.
+const RACY_WINDOW: Duration = Duration::from_millis(100);
+
+/// What the stat cache knows about one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StatEntry {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    dev: u64,
+    /// Wall-clock time (ns since the epoch) just before the content was read.
+    hashed_at: u128,
+    digest: String,
+}
+
+impl StatEntry {
+    fn matches(&self, meta: &Metadata) -> bool {
+        self.size == meta.size()
+            && self.mtime == (meta.mtime(), meta.mtime_nsec())
+            && self.ctime == (meta.ctime(), meta.ctime_nsec())
+            && self.ino == meta.ino()
+            && self.dev == meta.dev()
+    }
+
+    /// Whether the file last changed early enough before it was hashed that
+    /// any later change must show in its ctime.
+    fn settled(&self) -> bool {
+        let Ok(secs) = u64::try_from(self.ctime.0) else {
+            return true;
+        };
+        let Ok(nanos) = u32::try_from(self.ctime.1) else {
+            return false;
+        };
+        let ctime = Duration::new(secs, nanos).as_nanos();
+        ctime.saturating_add(RACY_WINDOW.as_nanos()) < self.hashed_at
+    }
+}
+
+/// Content digests of files keyed by what `stat` says about them (path,
+/// size, mtime, ctime, inode, device), so unchanged files are not read
+/// again. A content change always moves ctime, even when mtime is forced
+/// back.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StatCache {
+    entries: HashMap<String, StatEntry>,
+    /// Files whose contents were read through this cache.
+    #[serde(skip)]
+    reads: u64,
+}
+
+impl StatCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loads a cache saved by [`save`](Self::save); a missing file is an
+    /// empty cache.
+    pub fn load(path: &Path) -> Result<Self, BuildError> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::new()),
+            Err(e) => return Err(BuildError::io(path, e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|source| BuildError::StatCacheFormat {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Writes the cache atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<(), BuildError> {
+        let bytes = serde_json::to_vec(self).map_err(|source| BuildError::StatCacheFormat {
+            path: path.to_owned(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        kiln_store::store::write_atomic(dir, path, &bytes)?;
+        Ok(())
+    }
+
+    /// How many files' contents were read through this cache since it was
+    /// created or loaded.
+    pub fn reads(&self) -> u64 {
+        self.reads
+    }
+
+    /// The number of files the cache knows.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache knows no file.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The SHA-256 of a regular file's contents, from the cache when `meta`
+    /// (the file's `lstat`) matches what was recorded.
+    pub fn content_digest(&mut self, path: &Path, meta: &Metadata) -> Result<Digest, BuildError> {
+        let key = path.to_string_lossy().into_owned();
+        if let Some(entry) = self.entries.get(&key)
+            && entry.matches(meta)
+            && entry.settled()
+            && let Ok(digest) = kiln_store::digest::parse_sha256(&entry.digest)
+        {
+            return Ok(digest);
+        }
+        let hashed_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let digest = hash_file(path)?;
+        self.reads += 1;
+        self.entries.insert(
+            key,
+            StatEntry {
+                size: meta.size(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
+                ino: meta.ino(),
+                dev: meta.dev(),
+                hashed_at,
+                digest: digest.to_string(),
+            },
+        );
+        Ok(digest)
+    }
+}
+
+fn hash_file(path: &Path) -> Result<Digest, BuildError> {
+    let mut file = fs::File::open(path).map_err(|e| BuildError::io(path, e))?;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BuildError::io(path, e)),
+        };
+        hasher.update(buf.get(..n).unwrap_or(&[]));
+    }
+    Ok(hasher.finish())
+}
+
+/// The cache key of a build step: SHA-256 over a length-prefixed encoding
+/// of the parent (the previous step's key or the base image's digest), the
+/// instruction text, the environment pairs and the sources' digest, so no
+/// two different inputs encode alike.
+///
+/// `env` is hashed in the order given: the caller passes it in the order
+/// the stage defined it, so `A=1 B=2` and `B=2 A=1` differ, as they can
+/// differ in effect when a value refers to an earlier one.
+pub fn cache_key(
+    parent: &str,
+    instruction: &str,
+    env: &[(String, String)],
+    sources: Option<&Digest>,
+) -> String {
+    let mut hasher = Hasher::new();
+    put(&mut hasher, b"kiln-cache-key-v1");
+    put(&mut hasher, parent.as_bytes());
+    put(&mut hasher, instruction.as_bytes());
+    put_u64(&mut hasher, env.len() as u64);
+    for (k, v) in env {
+        put(&mut hasher, k.as_bytes());
+        put(&mut hasher, v.as_bytes());
+    }
+    match sources {
+        Some(d) => {
+            put(&mut hasher, &[1]);
+            put(&mut hasher, d.to_string().as_bytes());
+        }
+        None => put(&mut hasher, &[0]),
+    }
+    hasher.finish().to_string()
+}

@@ -1,0 +1,582 @@
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|&x| x.to_owned()).collect()
+}
+
+/// Creates files (`name` -> content; a name ending in `/` is a directory).
+fn tree(root: &Path, files: &[(&str, &str)]) {
+    fs::create_dir_all(root).unwrap();
+    for (name, content) in files {
+        let path = root.join(name);
+        if name.ends_with('/') {
+            fs::create_dir_all(&path).unwrap();
+        } else {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, content).unwrap();
+        }
+    }
+}
+
+fn ctx_with(files: &[(&str, &str)], ignore: &[&str]) -> (tempfile::TempDir, PathBuf, BuildContext) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ctx");
+    tree(&root, files);
+    let ctx = BuildContext::open(&root, &s(ignore)).unwrap();
+    (tmp, root, ctx)
+}
+
+fn paths(sources: &[Source]) -> Vec<(&str, &str, bool)> {
+    sources
+        .iter()
+        .map(|x| (x.path.as_str(), x.dest.as_str(), x.copy_contents))
+        .collect()
+}
+
+fn resolve(ctx: &BuildContext, patterns: &[&str]) -> Vec<Source> {
+    ctx.resolve_sources(&s(patterns), &[], false).unwrap()
+}
+
+fn digest_of(ctx: &BuildContext, patterns: &[&str]) -> Digest {
+    let sources = resolve(ctx, patterns);
+    ctx.digest_sources(&sources, &mut StatCache::new()).unwrap()
+}
+
+fn err_text(ctx: &BuildContext, patterns: &[&str]) -> String {
+    ctx.resolve_sources(&s(patterns), &[], false)
+        .unwrap_err()
+        .to_string()
+}
+
+const BASIC: &[(&str, &str)] = &[
+    ("a.txt", "a"),
+    ("b.txt", "b"),
+    ("c.md", "c"),
+    ("dir/x", "x"),
+    ("dir/sub/y", "y"),
+    ("dir/z.txt", "z"),
+];
+
+#[test]
+fn star_matches_within_one_directory_level() {
+    let (_t, _r, ctx) = ctx_with(BASIC, &[]);
+    let got = resolve(&ctx, &["*.txt"]);
+    assert_eq!(
+        paths(&got),
+        [("a.txt", "a.txt", false), ("b.txt", "b.txt", false)]
+    );
+    assert!(got.iter().all(|x| x.file_type == FileType::File));
+}
+
+#[test]
+fn dir_star_matches_files_and_directories() {
+    let (_t, _r, ctx) = ctx_with(BASIC, &[]);
+    let got = resolve(&ctx, &["dir/*"]);
+    assert_eq!(
+        paths(&got),
+        [
+            ("dir/sub", "", true),
+            ("dir/x", "x", false),
+            ("dir/z.txt", "z.txt", false)
+        ]
+    );
+    assert_eq!(got[0].file_type, FileType::Dir);
+    // `*/*.txt` needs two levels and does not descend further.
+    let got = resolve(&ctx, &["*/*.txt"]);
+    assert_eq!(paths(&got), [("dir/z.txt", "z.txt", false)]);
+}
+
+#[test]
+fn character_class_and_question_mark() {
+    let (_t, _r, ctx) = ctx_with(BASIC, &[]);
+    assert_eq!(
+        paths(&resolve(&ctx, &["[ab].txt"])),
+        [("a.txt", "a.txt", false), ("b.txt", "b.txt", false)]
+    );
+    assert_eq!(
+        paths(&resolve(&ctx, &["[^a].txt"])),
+        [("b.txt", "b.txt", false)]
+    );
+    // Go negates with `^` only; `!` is an ordinary member of the class.
+    assert_eq!(
+        paths(&resolve(&ctx, &["[!a].txt"])),
+        [("a.txt", "a.txt", false)]
+    );
+    assert_eq!(paths(&resolve(&ctx, &["[a-b].t?t"])).len(), 2);
+    assert_eq!(paths(&resolve(&ctx, &["?.md"])), [("c.md", "c.md", false)]);
+}
+
+#[test]
+fn escaped_star_is_literal() {
+    let (_t, _r, ctx) = ctx_with(&[("*", "star"), ("x", "x")], &[]);
+    assert_eq!(paths(&resolve(&ctx, &["\\*"])), [("*", "*", false)]);
+    assert_eq!(
+        paths(&resolve(&ctx, &["*"])),
+        [("*", "*", false), ("x", "x", false)]
+    );
+}
+
+#[test]
+fn bad_pattern_is_an_error() {
+    let (_t, _r, ctx) = ctx_with(BASIC, &[]);
+    let err = ctx.resolve_sources(&s(&["[a"]), &[], false).unwrap_err();
+    assert!(matches!(err, BuildError::Pattern { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "invalid pattern \"[a\": syntax error in pattern"
+    );
+}
+
+#[test]
+fn directory_versus_file_and_parents() {
+    let (_t, _r, ctx) = ctx_with(BASIC, &[]);
+    assert_eq!(paths(&resolve(&ctx, &["dir"])), [("dir", "", true)]);
+    assert_eq!(paths(&resolve(&ctx, &["dir/"])), [("dir", "", true)]);
+    assert_eq!(paths(&resolve(&ctx, &["."])), [(".", "", true)]);
+    assert_eq!(
+        paths(&resolve(&ctx, &["dir/sub/y"])),
+        [("dir/sub/y", "y", false)]
+    );
+    let parents = |p: &[&str]| ctx.resolve_sources(&s(p), &[], true).unwrap();
+    assert_eq!(
+        paths(&parents(&["dir/sub/y"])),
+        [("dir/sub/y", "dir/sub/y", false)]
+    );
+    assert_eq!(
+        paths(&parents(&["dir/sub"])),
+        [("dir/sub", "dir/sub", true)]
+    );
+    assert_eq!(
+        paths(&parents(&["dir/./sub/y"])),
+        [("dir/sub/y", "sub/y", false)]
+    );
+    assert_eq!(
+        paths(&parents(&["*/*.txt", "a.txt"])),
+        [("dir/z.txt", "dir/z.txt", false), ("a.txt", "a.txt", false)]
+    );
+}
+
+#[test]
+fn dotdot_and_leading_slash_are_clamped_at_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("a/b/ctx");
+    tree(&root, &[("etc/passwd", "inside")]);
+    // Something that `../../etc/passwd` would reach on the host.
+    tree(&tmp.path().join("a"), &[("etc/passwd", "OUTSIDE")]);
+    tree(tmp.path(), &[("secret", "OUTSIDE")]);
+    let ctx = BuildContext::open(&root, &[]).unwrap();
+    for p in ["../../etc/passwd", "/etc/passwd", "etc/../../etc/./passwd"] {
+        assert_eq!(
+            paths(&resolve(&ctx, &[p])),
+            [("etc/passwd", "passwd", false)],
+            "{p}"
+        );
+    }
+    assert_eq!(paths(&resolve(&ctx, &["../.."])), [(".", "", true)]);
+    let err = err_text(&ctx, &["../../../secret"]);
+    assert_eq!(
+        err,
+        "COPY source not found: \"../../../secret\" (the context has: etc/)"
+    );
+}
+
+#[test]
+fn symlinks_resolve_inside_the_context() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("ctx");
+    tree(&root, &[("x/secret", "inside"), ("file", "f")]);
+    tree(tmp.path(), &[("x/secret", "VICTIM")]);
+    symlink("/x", root.join("abs")).unwrap();
+    symlink("../../x", root.join("rel")).unwrap();
+    symlink("x/../../../x/secret", root.join("deep")).unwrap();
+    symlink("file", root.join("tofile")).unwrap();
+    let ctx = BuildContext::open(&root, &[]).unwrap();
+    assert_eq!(paths(&resolve(&ctx, &["abs"])), [("x", "", true)]);
+    assert_eq!(paths(&resolve(&ctx, &["rel"])), [("x", "", true)]);
+    assert_eq!(
+        paths(&resolve(&ctx, &["rel/secret"])),
+        [("x/secret", "secret", false)]
+    );
+    assert_eq!(
+        paths(&resolve(&ctx, &["deep"])),
+        [("x/secret", "deep", false)]
+    );
+    // The copied file takes the link's name; a wildcard match is followed too.
+    let got = resolve(&ctx, &["tofile"]);
+    assert_eq!(paths(&got), [("file", "tofile", false)]);
+    assert_eq!(got[0].file_type, FileType::File);
+    assert_eq!(paths(&resolve(&ctx, &["to*"])), [("file", "tofile", false)]);
+    // A symlink in the middle of a wildcard pattern's fixed part.
+    assert_eq!(
+        paths(&resolve(&ctx, &["abs/*"])),
+        [("x/secret", "secret", false)]
+    );
+}
+
+#[test]
+fn escaping_symlink_never_reads_outside() {
+    // Context A links to `../x` (outside: a victim with a secret); context
+    // B links to `x` inside. Both must digest the in-context `x`.
+    let tmp = tempfile::tempdir().unwrap();
+    tree(&tmp.path().join("x"), &[("secret", "VICTIM SECRET")]);
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    for (root, target) in [(&a, "../x"), (&b, "x")] {
+        tree(root, &[("x/secret", "public")]);
+        symlink(target, root.join("link")).unwrap();
+    }
+    let ctx_a = BuildContext::open(&a, &[]).unwrap();
+    let ctx_b = BuildContext::open(&b, &[]).unwrap();
+    for pattern in ["link", "link/secret", "link/*"] {
+        let da = digest_of(&ctx_a, &[pattern]);
+        assert_eq!(da, digest_of(&ctx_b, &[pattern]), "{pattern}");
+    }
+    // Sanity: the digest does depend on the content, so a read of the
+    // victim would have shown.
+    fs::write(b.join("x/secret"), "VICTIM SECRET").unwrap();
+    assert_ne!(digest_of(&ctx_a, &["link"]), digest_of(&ctx_b, &["link"]));
+    // Without an in-context target the link is simply not found.
+    fs::remove_dir_all(a.join("x")).unwrap();
+    assert_eq!(
+        err_text(&ctx_a, &["link/secret"]),
+        "COPY source not found: \"link/secret\" (the context has: link)"
+    );
+}
+
+#[test]
+fn symlink_loop_is_an_error() {
+    let (_t, root, ctx) = ctx_with(&[], &[]);
+    symlink("b", root.join("a")).unwrap();
+    symlink("a", root.join("b")).unwrap();
+    let err = ctx.resolve_sources(&s(&["a"]), &[], false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "too many levels of symbolic links resolving \"a\" in the build context"
+    );
+}
+
+#[test]
+fn dockerignore_hides_files_and_reinclude_works() {
+    let files = &[
+        ("a.log", "l"),
+        ("b.txt", "b"),
+        ("build/x", "x"),
+        ("build/keep.txt", "k"),
+        ("tmp/y", "y"),
+    ];
+    let (_t, _r, ctx) = ctx_with(files, &["*.log", "build", "!build/keep.txt", "tmp"]);
+    assert_eq!(
+        paths(&resolve(&ctx, &["*"])),
+        [("b.txt", "b.txt", false), ("build", "", true)]
+    );
+    assert_eq!(
+        paths(&resolve(&ctx, &["build/keep.txt"])),
+        [("build/keep.txt", "keep.txt", false)]
+    );
+    assert_eq!(
+        err_text(&ctx, &["a.log"]),
+        "COPY source not found: \"a.log\" (the context has: b.txt, build/)"
+    );
+    assert_eq!(
+        err_text(&ctx, &["build/x"]),
+        "COPY source not found: \"build/x\" (the context has: build/keep.txt)"
+    );
+    assert!(err_text(&ctx, &["tmp"]).starts_with("COPY source not found: \"tmp\""));
+    // The directory digests as if only the re-included file were there.
+    let (_t2, _r2, only) = ctx_with(&[("b.txt", "b"), ("build/keep.txt", "k")], &[]);
+    assert_eq!(digest_of(&ctx, &["build"]), digest_of(&only, &["build"]));
+    assert_eq!(digest_of(&ctx, &["."]), digest_of(&only, &["."]));
+}
+
+#[test]
+fn exclude_removes_matches_and_contents() {
+    let (_t, _r, ctx) = ctx_with(BASIC, &[]);
+    let got = ctx
+        .resolve_sources(&s(&["*.txt"]), &s(&["b.txt"]), false)
+        .unwrap();
+    assert_eq!(paths(&got), [("a.txt", "a.txt", false)]);
+    let got = ctx
+        .resolve_sources(&s(&["dir"]), &s(&["*.txt", "sub"]), false)
+        .unwrap();
+    assert!(got[0].is_excluded("z.txt") && got[0].is_excluded("sub/y") && !got[0].is_excluded("x"));
+    let excluded = ctx.digest_sources(&got, &mut StatCache::new()).unwrap();
+    let (_t2, _r2, only) = ctx_with(&[("dir/x", "x")], &[]);
+    assert_eq!(excluded, digest_of(&only, &["dir"]));
+    // Re-include through `!`, as in .dockerignore.
+    let got = ctx
+        .resolve_sources(&s(&["dir"]), &s(&["sub", "!sub/y"]), false)
+        .unwrap();
+    let reincluded = ctx.digest_sources(&got, &mut StatCache::new()).unwrap();
+    assert_eq!(reincluded, digest_of(&ctx, &["dir"]));
+}
+
+#[test]
+fn not_found_lists_the_closest_directory() {
+    let (_t, root, ctx) = ctx_with(BASIC, &[".git"]);
+    tree(&root, &[(".git/HEAD", "ref")]);
+    assert_eq!(
+        err_text(&ctx, &["nope"]),
+        "COPY source not found: \"nope\" (the context has: a.txt, b.txt, c.md, dir/)"
+    );
+    assert_eq!(
+        err_text(&ctx, &["dir/sub/nope/deeper"]),
+        "COPY source not found: \"dir/sub/nope/deeper\" (the context has: dir/sub/y)"
+    );
+    assert_eq!(
+        err_text(&ctx, &["dir/*.md"]),
+        "COPY source not found: \"dir/*.md\" (the context has: dir/sub/, dir/x, dir/z.txt)"
+    );
+    // A later pattern failing is reported even after earlier ones matched.
+    assert!(err_text(&ctx, &["a.txt", "/nope"]).starts_with("COPY source not found: \"/nope\""));
+
+    let many: Vec<(String, &str)> = (0..12).map(|i| (format!("f{i:02}"), "")).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+    let (_t2, _r2, big) = ctx_with(&many, &[]);
+    assert_eq!(
+        err_text(&big, &["nope"]),
+        "COPY source not found: \"nope\" (the context has: f00, f01, f02, f03, f04, f05, f06, f07, f08, f09, ...)"
+    );
+    let (_t3, _r3, empty) = ctx_with(&[], &[]);
+    assert_eq!(
+        err_text(&empty, &["nope"]),
+        "COPY source not found: \"nope\" (the context is empty there)"
+    );
+}
+
+#[test]
+fn missing_context_uses_dockers_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    let err = BuildContext::open(&missing, &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "unable to prepare context: path \"{}\" not found",
+            missing.display()
+        )
+    );
+    fs::write(&missing, "").unwrap();
+    let err = BuildContext::open(&missing, &[]).unwrap_err();
+    assert!(
+        matches!(err, BuildError::ContextNotDirectory { .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn digest_is_deterministic_and_ignores_mtime() {
+    let (_t1, r1, c1) = ctx_with(BASIC, &[]);
+    let (_t2, r2, c2) = ctx_with(BASIC, &[]);
+    let d = digest_of(&c1, &["."]);
+    assert_eq!(d, digest_of(&c2, &["."]));
+    assert_eq!(d, digest_of(&c1, &["."]));
+    filetime::set_file_mtime(
+        r1.join("a.txt"),
+        filetime::FileTime::from_unix_time(1000, 0),
+    )
+    .unwrap();
+    filetime::set_file_mtime(r1.join("dir"), filetime::FileTime::from_unix_time(1000, 0)).unwrap();
+    assert_eq!(d, digest_of(&c1, &["."]));
+
+    fs::set_permissions(r1.join("a.txt"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mode_changed = digest_of(&c1, &["."]);
+    assert_ne!(d, mode_changed);
+    let original = fs::metadata(r2.join("a.txt")).unwrap().permissions();
+    fs::set_permissions(r1.join("a.txt"), original).unwrap();
+    assert_eq!(d, digest_of(&c1, &["."]));
+
+    fs::write(r1.join("dir/x"), "X").unwrap();
+    assert_ne!(d, digest_of(&c1, &["."]));
+    fs::write(r1.join("dir/x"), "x").unwrap();
+    symlink("a.txt", r1.join("dir/l")).unwrap();
+    let with_link = digest_of(&c1, &["."]);
+    assert_ne!(d, with_link);
+    fs::remove_file(r1.join("dir/l")).unwrap();
+    symlink("b.txt", r1.join("dir/l")).unwrap();
+    assert_ne!(
+        with_link,
+        digest_of(&c1, &["."]),
+        "symlink target is hashed"
+    );
+}
+
+#[test]
+fn digest_depends_on_names_and_order() {
+    let (_t, root, ctx) = ctx_with(&[("a", "same"), ("b", "same")], &[]);
+    assert_ne!(digest_of(&ctx, &["a"]), digest_of(&ctx, &["b"]));
+    assert_ne!(digest_of(&ctx, &["a", "b"]), digest_of(&ctx, &["b", "a"]));
+    // Moving a file within a directory source changes the digest.
+    let before = digest_of(&ctx, &["."]);
+    fs::rename(root.join("b"), root.join("c")).unwrap();
+    assert_ne!(before, digest_of(&ctx, &["."]));
+}
+
+#[test]
+fn digest_of_root_owned_files_records_owner() {
+    let (_t, root, ctx) = ctx_with(&[("f", "x")], &[]);
+    let before = digest_of(&ctx, &["f"]);
+    match std::os::unix::fs::chown(root.join("f"), Some(1234), Some(5678)) {
+        Ok(()) => assert_ne!(before, digest_of(&ctx, &["f"])),
+        Err(e) => println!("SKIPPED: chown needs root: {e}"),
+    }
+}
+
+#[test]
+fn stat_cache_avoids_reads_and_detects_changes_via_ctime() {
+    let (tmp, root, ctx) = ctx_with(BASIC, &[]);
+    // Let ctimes age past the racy window so entries are trusted.
+    std::thread::sleep(RACY_WINDOW + Duration::from_millis(50));
+    let sources = resolve(&ctx, &["."]);
+    let mut cache = StatCache::new();
+    let d1 = ctx.digest_sources(&sources, &mut cache).unwrap();
+    assert_eq!(cache.reads(), 6);
+    assert_eq!(cache.len(), 6);
+    assert_eq!(ctx.digest_sources(&sources, &mut cache).unwrap(), d1);
+    assert_eq!(cache.reads(), 6, "second digest read no file");
+
+    let file = tmp.path().join("cache/stat.json");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    cache.save(&file).unwrap();
+    let mut loaded = StatCache::load(&file).unwrap();
+    assert_eq!(loaded.len(), 6);
+    assert_eq!(ctx.digest_sources(&sources, &mut loaded).unwrap(), d1);
+    assert_eq!(loaded.reads(), 0, "a loaded cache reads no file");
+
+    // Same size, mtime forced back: only ctime tells.
+    let x = root.join("dir/x");
+    let meta = fs::metadata(&x).unwrap();
+    let mtime = filetime::FileTime::from_last_modification_time(&meta);
+    std::thread::sleep(Duration::from_millis(20));
+    fs::write(&x, "X").unwrap();
+    filetime::set_file_mtime(&x, mtime).unwrap();
+    let after = fs::metadata(&x).unwrap();
+    assert_eq!(
+        (after.len(), after.mtime(), after.mtime_nsec()),
+        (meta.len(), meta.mtime(), meta.mtime_nsec())
+    );
+    let d2 = ctx.digest_sources(&sources, &mut loaded).unwrap();
+    assert_ne!(d1, d2);
+    assert_eq!(loaded.reads(), 1, "only the changed file is read");
+    assert_eq!(
+        d2,
+        ctx.digest_sources(&sources, &mut StatCache::new()).unwrap()
+    );
+}
+
+#[test]
+fn stat_cache_does_not_trust_just_changed_files() {
+    let (_t, _root, ctx) = ctx_with(&[("f", "x")], &[]);
+    let sources = resolve(&ctx, &["f"]);
+    let mut cache = StatCache::new();
+    ctx.digest_sources(&sources, &mut cache).unwrap();
+    // Hashed within the racy window of its last change: read again.
+    ctx.digest_sources(&sources, &mut cache).unwrap();
+    assert_eq!(cache.reads(), 2);
+}
+
+#[test]
+fn stat_cache_load_missing_and_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("none.json");
+    assert!(StatCache::load(&missing).unwrap().is_empty());
+    fs::write(&missing, "{not json").unwrap();
+    let err = StatCache::load(&missing).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("stat cache {}: ", missing.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn cache_key_changes_with_every_input() {
+    let d1 = kiln_store::digest::digest_bytes(b"one");
+    let d2 = kiln_store::digest::digest_bytes(b"two");
+    let env = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let base = cache_key(
+        "sha256:p",
+        "RUN make",
+        &env(&[("A", "1"), ("B", "2")]),
+        Some(&d1),
+    );
+    assert!(base.starts_with("sha256:") && base.len() == 71, "{base}");
+    assert_eq!(
+        base,
+        cache_key(
+            "sha256:p",
+            "RUN make",
+            &env(&[("A", "1"), ("B", "2")]),
+            Some(&d1)
+        )
+    );
+    let variants = [
+        cache_key(
+            "sha256:q",
+            "RUN make",
+            &env(&[("A", "1"), ("B", "2")]),
+            Some(&d1),
+        ),
+        cache_key(
+            "sha256:p",
+            "RUN make all",
+            &env(&[("A", "1"), ("B", "2")]),
+            Some(&d1),
+        ),
+        cache_key(
+            "sha256:p",
+            "RUN make",
+            &env(&[("A", "1"), ("B", "3")]),
+            Some(&d1),
+        ),
+        cache_key(
+            "sha256:p",
+            "RUN make",
+            &env(&[("A", "1"), ("C", "2")]),
+            Some(&d1),
+        ),
+        cache_key("sha256:p", "RUN make", &env(&[("A", "1")]), Some(&d1)),
+        cache_key(
+            "sha256:p",
+            "RUN make",
+            &env(&[("B", "2"), ("A", "1")]),
+            Some(&d1),
+        ),
+        cache_key(
+            "sha256:p",
+            "RUN make",
+            &env(&[("A", "1"), ("B", "2")]),
+            Some(&d2),
+        ),
+        cache_key(
+            "sha256:p",
+            "RUN make",
+            &env(&[("A", "1"), ("B", "2")]),
+            None,
+        ),
+    ];
+    for (i, v) in variants.iter().enumerate() {
+        assert_ne!(&base, v, "variant {i}");
+    }
+    // Length prefixes keep shifted boundaries apart.
+    assert_ne!(
+        cache_key("ab", "c", &[], None),
+        cache_key("a", "bc", &[], None)
+    );
+    assert_ne!(
+        cache_key("", "", &env(&[("A", "B=C")]), None),
+        cache_key("", "", &env(&[("A=B", "C")]), None)
+    );
+    assert_ne!(
+        cache_key("", "", &env(&[("", "")]), None),
+        cache_key("", "", &[], None)
+    );
+}
