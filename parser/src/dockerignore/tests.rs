@@ -842,3 +842,48 @@ fn never_panics() {
         let _ = PatternMatcher::new(&[lossy.as_ref()]);
     }
 }
+
+/// Rows of Go's `path/filepath` `matchTests`, through the public wrapper.
+#[test]
+fn filepath_match_go_table() {
+    let rows: &[(&str, &str, Option<bool>)] = &[
+        ("abc", "abc", Some(true)),
+        ("*", "abc", Some(true)),
+        ("*c", "abc", Some(true)),
+        ("a*", "ab/c", Some(false)),
+        ("a*/b", "abc/b", Some(true)),
+        ("a*/b", "a/c/b", Some(false)),
+        ("a*b*c*d*e*/f", "axbxcxdxe/f", Some(true)),
+        ("a*b?c*x", "abxbbxdbxebxczzx", Some(true)),
+        ("a*b?c*x", "abxbbxdbxebxczzy", Some(false)),
+        ("ab[b-d]", "abc", Some(true)),
+        ("ab[^c]", "abc", Some(false)),
+        ("ab[^e-g]", "abc", Some(true)),
+        ("a\\*b", "a*b", Some(true)),
+        ("a\\*b", "ab", Some(false)),
+        ("a?b", "a☺b", Some(true)),
+        ("a???b", "a☺b", Some(false)),
+        ("a?b", "a/b", Some(false)),
+        ("a*b", "a/b", Some(false)),
+        ("[\\]a]", "]", Some(true)),
+        ("[x\\-]", "-", Some(true)),
+        ("[]a]", "]", None),
+        ("[", "a", None),
+        ("\\", "a", None),
+        ("*x", "xxx", Some(true)),
+    ];
+    for &(pattern, name, want) in rows {
+        let got = filepath_match(pattern, name);
+        match want {
+            Some(want) => assert_eq!(got, Ok(want), "{pattern:?} {name:?}"),
+            None => assert_eq!(
+                got,
+                Err(DockerignoreError::BadPattern {
+                    pattern: pattern.to_owned(),
+                    line: None
+                }),
+                "{pattern:?} {name:?}"
+            ),
+        }
+    }
+}
