@@ -580,3 +580,32 @@ fn cache_key_changes_with_every_input() {
         cache_key("", "", &[], None)
     );
 }
+
+#[test]
+fn star_matches_hidden_files_as_go_does() {
+    let (_t, _r, ctx) = ctx_with(&[(".env", "e"), ("app", "a")], &[]);
+    assert_eq!(
+        paths(&resolve(&ctx, &["*"])),
+        [(".env", ".env", false), ("app", "app", false)]
+    );
+}
+
+#[test]
+fn special_files_are_typed_and_digested_without_reading() {
+    let (_t, root, ctx) = ctx_with(&[("f", "x")], &[]);
+    let status = std::process::Command::new("mkfifo")
+        .arg(root.join("pipe"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got = resolve(&ctx, &["pipe"]);
+    assert_eq!(got[0].file_type, FileType::Other);
+    // Opening a FIFO for reading would block: the digest must not.
+    let mut cache = StatCache::new();
+    let with_pipe = ctx
+        .digest_sources(&resolve(&ctx, &["."]), &mut cache)
+        .unwrap();
+    assert_eq!(cache.reads(), 1);
+    fs::remove_file(root.join("pipe")).unwrap();
+    assert_ne!(with_pipe, digest_of(&ctx, &["."]));
+}
