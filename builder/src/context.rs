@@ -11,7 +11,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -689,6 +689,9 @@ pub struct StatCache {
     /// Files whose contents were read through this cache.
     #[serde(skip)]
     reads: u64,
+    /// Paths looked up since the cache was created or loaded.
+    #[serde(skip)]
+    seen: HashSet<String>,
 }
 
 impl StatCache {
@@ -728,6 +731,14 @@ impl StatCache {
         self.reads
     }
 
+    /// Forgets every file not looked up since the cache was created or
+    /// loaded (deleted or no longer part of a source), so a cache saved
+    /// after a build does not grow with files that are gone.
+    pub fn prune_unseen(&mut self) {
+        let seen = &self.seen;
+        self.entries.retain(|path, _| seen.contains(path));
+    }
+
     /// The number of files the cache knows.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -742,6 +753,7 @@ impl StatCache {
     /// (the file's `lstat`) matches what was recorded.
     pub fn content_digest(&mut self, path: &Path, meta: &Metadata) -> Result<Digest, BuildError> {
         let key = path.to_string_lossy().into_owned();
+        self.seen.insert(key.clone());
         if let Some(entry) = self.entries.get(&key)
             && entry.matches(meta)
             && entry.settled()

@@ -609,3 +609,30 @@ fn special_files_are_typed_and_digested_without_reading() {
     fs::remove_file(root.join("pipe")).unwrap();
     assert_ne!(with_pipe, digest_of(&ctx, &["."]));
 }
+
+#[test]
+fn stat_cache_prunes_files_not_seen() {
+    let (tmp, root, ctx) = ctx_with(&[("a", "1"), ("b", "2")], &[]);
+    let file = tmp.path().join("stat.json");
+    let mut cache = StatCache::new();
+    ctx.digest_sources(&resolve(&ctx, &["."]), &mut cache)
+        .unwrap();
+    cache.save(&file).unwrap();
+    fs::remove_file(root.join("b")).unwrap();
+    let mut loaded = StatCache::load(&file).unwrap();
+    ctx.digest_sources(&resolve(&ctx, &["."]), &mut loaded)
+        .unwrap();
+    assert_eq!(loaded.len(), 2);
+    loaded.prune_unseen();
+    assert_eq!(loaded.len(), 1);
+    loaded.save(&file).unwrap();
+    let saved = fs::read_to_string(&file).unwrap();
+    assert!(
+        saved.contains(&root.join("a").display().to_string()),
+        "{saved}"
+    );
+    assert!(
+        !saved.contains(&root.join("b").display().to_string()),
+        "{saved}"
+    );
+}
