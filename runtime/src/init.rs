@@ -298,18 +298,7 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
         )
         .map_err(mount_err("/sys"))?;
         let bound = target(&root, "/sys")?;
-        mount(
-            None::<&str>,
-            fd_path(&bound).as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | nodev
-                | locked_flags(&fd_path(&bound)),
-            None::<&str>,
-        )
-        .map_err(mount_err("/sys read-only"))?;
+        remount_read_only(&bound, nodev).map_err(mount_err("/sys read-only"))?;
     }
 
     protect_proc(&root)?;
@@ -450,17 +439,8 @@ fn spec_mounts(root: &OwnedFd, config: &InitConfig, stubs: &mut Vec<String>) -> 
                 bind(root, source, to)?;
                 if *read_only {
                     let fd = target(root, to)?;
-                    mount(
-                        None::<&str>,
-                        fd_path(&fd).as_str(),
-                        None::<&str>,
-                        MsFlags::MS_BIND
-                            | MsFlags::MS_REMOUNT
-                            | MsFlags::MS_RDONLY
-                            | locked_flags(&fd_path(&fd)),
-                        None::<&str>,
-                    )
-                    .map_err(|e| format!("remounting {to} read-only: {e}"))?;
+                    remount_read_only(&fd, MsFlags::empty())
+                        .map_err(|e| format!("remounting {to} read-only: {e}"))?;
                 }
             }
             Mount::Cache { source, target: to } => bind(root, source, to)?,
@@ -500,17 +480,9 @@ fn protect_proc(root: &OwnedFd) -> Result<(), String> {
         )
         .map_err(|e| format!("protecting {path}: {e}"))?;
         let bound = target(root, path)?;
-        mount(
-            None::<&str>,
-            fd_path(&bound).as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
-            None::<&str>,
+        remount_read_only(
+            &bound,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         )
         .map_err(|e| format!("making {path} read-only: {e}"))?;
     }
@@ -617,6 +589,19 @@ fn drop_capabilities() -> io::Result<()> {
 /// The flags of the mount at `path` that a bind remount must keep: in a
 /// user namespace, flags of mounts inherited from the host are locked and
 /// a remount that drops them fails with EPERM.
+/// Remounts a bind mount read-only, adding `extra` flags and keeping the
+/// flags a user namespace locks (a remount that drops them is refused).
+fn remount_read_only(fd: &OwnedFd, extra: MsFlags) -> nix::Result<()> {
+    let path = fd_path(fd);
+    mount(
+        None::<&str>,
+        path.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra | locked_flags(&path),
+        None::<&str>,
+    )
+}
+
 fn locked_flags(path: &str) -> MsFlags {
     let Ok(c_path) = CString::new(path) else {
         return MsFlags::empty();

@@ -253,70 +253,11 @@ fn created_of(store: &kiln_store::Store, name: &str) -> anyhow::Result<jiff::Tim
         .ok_or_else(|| anyhow::anyhow!("image {name} has no creation time to filter by"))
 }
 
-/// Go's `path.Match` (what Docker's reference filter uses): `*` matches
-/// any run of non-`/` characters, `?` one non-`/` character, `[...]`
-/// classes, `\` escapes.
+/// Go's `path.Match`, what Docker's reference filter uses (the same as
+/// `filepath.Match` on Linux, which kiln-parser ports for .dockerignore);
+/// a malformed pattern matches nothing.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let name: Vec<char> = name.chars().collect();
-    glob_at(&pattern, &name)
-}
-
-fn glob_at(pattern: &[char], name: &[char]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some(('*', rest)) => {
-            let mut i = 0;
-            loop {
-                if glob_at(rest, name.get(i..).unwrap_or_default()) {
-                    return true;
-                }
-                match name.get(i) {
-                    Some('/') | None => return false,
-                    Some(_) => i += 1,
-                }
-            }
-        }
-        Some(('?', rest)) => match name.split_first() {
-            Some((c, tail)) if *c != '/' => glob_at(rest, tail),
-            _ => false,
-        },
-        Some(('[', rest)) => {
-            let Some((c, tail)) = name.split_first() else {
-                return false;
-            };
-            let Some(close) = rest.iter().position(|&p| p == ']') else {
-                return false;
-            };
-            let (class, after) = rest.split_at(close);
-            let (negated, class) = match class.split_first() {
-                Some(('^', inner)) => (true, inner),
-                _ => (false, class),
-            };
-            let mut matched = false;
-            let mut i = 0;
-            while let Some(&lo) = class.get(i) {
-                if class.get(i + 1) == Some(&'-')
-                    && let Some(&hi) = class.get(i + 2)
-                {
-                    matched |= lo <= *c && *c <= hi;
-                    i += 3;
-                } else {
-                    matched |= lo == *c;
-                    i += 1;
-                }
-            }
-            matched != negated && *c != '/' && glob_at(after.get(1..).unwrap_or_default(), tail)
-        }
-        Some(('\\', rest)) => match (rest.split_first(), name.split_first()) {
-            (Some((p, prest)), Some((c, tail))) if p == c => glob_at(prest, tail),
-            _ => false,
-        },
-        Some((p, rest)) => match name.split_first() {
-            Some((c, tail)) if c == p => glob_at(rest, tail),
-            _ => false,
-        },
-    }
+    kiln_parser::dockerignore::filepath_match(pattern, name).unwrap_or(false)
 }
 
 #[cfg(test)]

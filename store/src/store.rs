@@ -308,8 +308,16 @@ impl Store {
         let names: Vec<String> = references.iter().map(ToString::to_string).collect();
         let id = self.config_of(&manifest.digest);
         self.update_index(|index| {
+            // Each listed manifest's config, read once.
+            let configs: BTreeMap<String, Option<String>> = index
+                .manifests
+                .iter()
+                .map(|d| (d.digest.clone(), self.config_of(&d.digest)))
+                .collect();
             let same_image = |d: &Descriptor| {
-                d.digest != manifest.digest && id.is_some() && self.config_of(&d.digest) == id
+                d.digest != manifest.digest
+                    && id.is_some()
+                    && configs.get(&d.digest).is_some_and(|c| *c == id)
             };
             if names.is_empty() {
                 let present = index
