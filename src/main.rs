@@ -4,6 +4,7 @@
 
 mod commands;
 mod output;
+mod progress;
 mod table;
 mod template;
 mod units;
@@ -60,6 +61,7 @@ impl LogLevel {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Parse a Dockerfile and show the build plan, its AST or its JSON form.
+    Build(commands::build::BuildArgs),
     Parse(commands::parse::ParseArgs),
     /// Run a command in a new container (the container is not kept).
     Run(commands::run::RunArgs),
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
     log::debug!("store root: {:?}", cli.root);
     let root = cli.root.as_deref();
     let result = match cli.command {
+        Command::Build(args) => commands::build::run(root, &args),
         Command::Parse(args) => commands::parse::run(&args),
         Command::Import(args) => commands::import::run(root, &args),
         Command::Run(args) => commands::run::run(root, &args),

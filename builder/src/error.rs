@@ -62,6 +62,64 @@ pub enum BuildError {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// ADD's source pattern matched nothing in the context.
+    #[error("ADD source not found: {pattern:?} ({})", describe_nearby(nearby))]
+    AddSourceNotFound {
+        /// The source pattern as given.
+        pattern: String,
+        /// Entries of the closest existing parent directory.
+        nearby: Vec<String>,
+    },
+    /// The Dockerfile does not parse or plan; the text is the rendered
+    /// error with file, line, column and the offending line.
+    #[error("{0}")]
+    Dockerfile(String),
+    /// A base or `--from` image is not in the store.
+    #[error(
+        "base image {reference:?} is not in the store: load it with `kiln load -i IMAGE.tar` or create it with `kiln import ROOTFS.tar {reference}`"
+    )]
+    BaseImageNotFound {
+        /// The normalised reference.
+        reference: String,
+    },
+    /// `SOURCE_DATE_EPOCH` is not a usable time.
+    #[error("invalid SOURCE_DATE_EPOCH {0}")]
+    SourceDateEpoch(String),
+    /// A RUN command exited non-zero.
+    #[error(
+        "{location}: {code}: process {command:?} did not complete successfully: exit code: {exit_code}{}",
+        output_tail(output)
+    )]
+    RunFailed {
+        /// `Dockerfile:LINE`.
+        location: String,
+        /// The instruction as written.
+        code: String,
+        /// The command line that ran.
+        command: String,
+        /// Its exit code.
+        exit_code: i32,
+        /// The last lines of its output.
+        output: String,
+    },
+    /// A mount the build makes for itself failed.
+    #[error("mount: {0}")]
+    Mount(String),
+    /// A `RUN --mount` kiln cannot provide.
+    #[error("{0}")]
+    UnsupportedMount(String),
+    /// A user or group name does not resolve in the stage's files.
+    #[error("{0}")]
+    User(String),
+    /// Starting or running a container failed.
+    #[error(transparent)]
+    Runtime(#[from] kiln_runtime::RuntimeError),
+    /// The build was interrupted (SIGINT or SIGTERM).
+    #[error("build cancelled")]
+    Cancelled,
+    /// A broken invariant of the engine itself.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Writing through the store's helpers failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -74,6 +132,15 @@ impl BuildError {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn output_tail(output: &str) -> String {
+    if output.trim().is_empty() {
+        String::new()
+    } else {
+        let lines: Vec<String> = output.lines().map(|l| format!("  > {l}")).collect();
+        format!("\nlast lines of output:\n{}", lines.join("\n"))
     }
 }
 

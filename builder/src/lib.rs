@@ -1,12 +1,19 @@
 //! kiln's build engine: the build context (its ignore rules, COPY/ADD source
 //! resolution as `BuildKit` does it for a local context, content digests of
-//! sources with a stat cache), step cache keys and progress events.
+//! sources with a stat cache), step cache keys and records, the file
+//! operations of COPY/ADD, and the engine that runs a plan's stages.
 
+pub mod cache;
 pub mod context;
+pub mod engine;
 pub mod error;
+pub mod fileops;
+pub mod mounts;
 pub mod progress;
+pub mod rootfs;
 
 pub use context::{BuildContext, FileType, Source, StatCache, cache_key};
+pub use engine::{BuildOptions, BuildOutcome, build, cancel, is_cancelled};
 pub use error::BuildError;
 pub use kiln_store::Digest;
 pub use progress::{Event, Reporter};

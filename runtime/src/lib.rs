@@ -106,6 +106,13 @@ fn is_rootless() -> bool {
     unsafe { libc::geteuid() != 0 }
 }
 
+/// Whether SIGINT or SIGTERM reached kiln during the current or last run
+/// (the runtime forwards them to the container), so a caller can tell an
+/// interrupted run from a failing one.
+pub fn interrupted() -> bool {
+    signals::received()
+}
+
 /// Runs `spec` with this executable (`/proc/self/exe`, which still works
 /// when the file on disk was replaced) as the container init; the binary
 /// must call [`init_main`] when its first argument is [`INIT_ARG`].

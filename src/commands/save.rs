@@ -58,27 +58,7 @@ pub fn run(root: Option<&Path>, args: &SaveArgs) -> anyhow::Result<ExitCode> {
         Format::Oci => SaveFormat::Oci,
     };
     if let Some(path) = &args.output {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        // tempfile's default is 0600; the archive gets the mode any new
-        // file would (0666 less the umask), as with `docker save -o`.
-        let mut file = tempfile::Builder::new()
-            .prefix(".kiln-save-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-        {
-            let writer = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
-            kiln_store::archive::save_archive(&store, &requests, format, writer)
-                .with_context(|| format!("cannot save to {}", path.display()))?;
-        }
-        file.as_file()
-            .sync_all()
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        file.persist(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_archive_file(&store, &requests, format, path)?;
     } else {
         let stdout = io::stdout().lock();
         if io::IsTerminal::is_terminal(&stdout) {
@@ -92,4 +72,36 @@ pub fn run(root: Option<&Path>, args: &SaveArgs) -> anyhow::Result<ExitCode> {
         writer.flush().context("cannot write to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes an archive to `path` atomically (a temporary file renamed into
+/// place once complete).
+pub fn write_archive_file(
+    store: &kiln_store::Store,
+    requests: &[SaveRequest],
+    format: SaveFormat,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // tempfile's default is 0600; the archive gets the mode any new
+    // file would (0666 less the umask), as with `docker save -o`.
+    let mut file = tempfile::Builder::new()
+        .prefix(".kiln-save-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    {
+        let writer = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
+        kiln_store::archive::save_archive(store, requests, format, writer)
+            .with_context(|| format!("cannot save to {}", path.display()))?;
+    }
+    file.as_file()
+        .sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }

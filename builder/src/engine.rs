@@ -1,0 +1,804 @@
+//! The build engine: runs a plan's stages (independent stages in parallel
+//! on a rayon pool, steps in order within a stage), answers steps from the
+//! build cache, and commits the target stage as an image.
+//!
+//! Each stage carries its filesystem as a list of layer snapshots and its
+//! image config. RUN runs through kiln-runtime over an overlay of the
+//! snapshots with a fresh upper directory; COPY, ADD and WORKDIR mount the
+//! same overlay in this process (in its private mount namespace) and write
+//! into it. Either way the upper directory, once the step is done, is packed
+//! into the layer blob and then renamed into place as that layer's snapshot,
+//! so a new layer is never unpacked again.
+
+mod config;
+mod files;
+mod run;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use kiln_parser::plan::{
+    self, Base, BaseConfig, BaseImages, Plan, PlanOptions, PlannedStage, Step, StepKind,
+};
+use kiln_parser::values::Platform;
+use kiln_store::layer::{Compression, PackOptions};
+use kiln_store::spec::{ContainerConfig, Descriptor, History, ImageConfig, RootFs};
+use kiln_store::{Digest, ImageReference, Store};
+
+use crate::cache::{BuildCache, CacheRecord, CachedLayer};
+use crate::context::{BuildContext, StatCache};
+use crate::error::BuildError;
+use crate::progress::{Event, Reporter};
+
+pub use config::history_for;
+
+/// The `comment` BuildKit writes on every history entry.
+pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
+/// The hostname RUN steps see, as under BuildKit.
+pub const BUILD_HOSTNAME: &str = "buildkitsandbox";
+
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// Asks running builds to stop at the next step (for SIGINT/SIGTERM
+/// handlers: only an atomic store).
+pub fn cancel() {
+    CANCELLED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`cancel`] was called.
+pub fn is_cancelled() -> bool {
+    CANCELLED.load(Ordering::SeqCst)
+}
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The Dockerfile's name for messages (`Dockerfile`, `-`).
+    pub dockerfile_name: String,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// The build context, with its ignore rules.
+    pub context: BuildContext,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stage names (or indexes) not answered from the
+    /// cache.
+    pub no_cache_filter: Vec<String>,
+    /// `--label` values, added to the image config.
+    pub labels: BTreeMap<String, String>,
+    /// `--network` for RUN steps that do not set their own.
+    pub network: kiln_runtime::Network,
+    /// Compression of new layers.
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: timestamps in the config and history, and the
+    /// clamp for file times in new layers.
+    pub source_date_epoch: Option<i64>,
+    /// Tags for the image.
+    pub tags: Vec<ImageReference>,
+    /// Where the context's stat cache lives between builds (`None`: no
+    /// persistent stat cache).
+    pub stat_cache: Option<PathBuf>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The image ID (config digest).
+    pub image_id: Digest,
+    /// The manifest written to the store.
+    pub manifest: Descriptor,
+    /// Steps executed.
+    pub steps_run: usize,
+    /// Steps answered from the cache.
+    pub steps_cached: usize,
+}
+
+/// One layer of a stage's filesystem.
+#[derive(Debug, Clone)]
+struct Layer {
+    descriptor: Descriptor,
+    diff_id: String,
+    snapshot: PathBuf,
+}
+
+/// A stage's state between steps; also what a finished stage hands to the
+/// stages that use it.
+#[derive(Debug, Clone)]
+struct StageState {
+    layers: Vec<Layer>,
+    config: ImageConfig,
+    /// Cache key of the filesystem so far (chain of step keys).
+    key: String,
+    /// The environment RUN sees: config env plus ARG values, in order.
+    run_env: Vec<(String, String)>,
+    /// ARGs declared in the stage (and its base stages), with values, for
+    /// RUN history text.
+    args: Vec<(String, Option<String>)>,
+    /// Whether CMD was set in this stage (ENTRYPOINT then keeps it).
+    cmd_set: bool,
+}
+
+/// Answers the planner's base-image questions from the store.
+struct StoreBases<'a> {
+    store: &'a Store,
+}
+
+impl BaseImages for StoreBases<'_> {
+    fn config(&self, reference: &str) -> Option<BaseConfig> {
+        let image = self.store.resolve(reference).ok()?;
+        let config = image.config.config.unwrap_or_default();
+        Some(BaseConfig {
+            env: config.env.unwrap_or_default(),
+            working_dir: config.working_dir.unwrap_or_default(),
+            user: config.user.unwrap_or_default(),
+            shell: config.shell.unwrap_or_default(),
+            on_build: config.on_build.unwrap_or_default(),
+        })
+    }
+}
+
+/// Shared by every stage of one build.
+struct Shared<'a> {
+    store: &'a Store,
+    options: &'a BuildOptions,
+    plan: &'a Plan,
+    reporter: &'a dyn Reporter,
+    cache: BuildCache<'a>,
+    stat_cache: Mutex<StatCache>,
+    /// Temporary directory of this build (removed at the end).
+    tmp: PathBuf,
+    results: Vec<OnceLock<Arc<StageState>>>,
+    next_step: AtomicUsize,
+    steps_run: AtomicUsize,
+    steps_cached: AtomicUsize,
+    failed: AtomicBool,
+    /// The first error, reported at the end.
+    error: Mutex<Option<BuildError>>,
+    /// Timestamp for config and history.
+    created: String,
+    /// Unique suffix source for temporary names.
+    counter: AtomicUsize,
+    /// Images used as bases or `--from` sources, resolved once.
+    images: Mutex<HashMap<String, Arc<StageState>>>,
+}
+
+/// Builds the image and stores it.
+pub fn build(
+    store: &Store,
+    options: &BuildOptions,
+    reporter: &dyn Reporter,
+) -> Result<BuildOutcome, BuildError> {
+    let started = Instant::now();
+    let bases = StoreBases { store };
+    let plan_options = PlanOptions {
+        build_args: options.build_args.clone(),
+        target: options.target.clone(),
+        target_platform: None,
+        build_platform: None,
+        base_images: Some(&bases),
+    };
+    let (_, plan) =
+        plan::plan_dockerfile(&options.dockerfile_name, &options.dockerfile, &plan_options)
+            .map_err(|e| BuildError::Dockerfile(e.render()))?;
+    for warning in &plan.warnings {
+        reporter.report(Event::Warning {
+            message: format!(
+                "{}:{}: {} ({})",
+                options.dockerfile_name, warning.span.line, warning.message, warning.rule
+            ),
+        });
+    }
+    if !plan.unused_build_args.is_empty() {
+        reporter.report(Event::Warning {
+            message: format!(
+                "one or more build-args [{}] were not consumed",
+                plan.unused_build_args.join(" ")
+            ),
+        });
+    }
+    for reference in &plan.external_images {
+        if let Err(e) = store.resolve(reference) {
+            return Err(match e {
+                kiln_store::StoreError::ImageNotFound(_) => BuildError::BaseImageNotFound {
+                    reference: reference.clone(),
+                },
+                other => other.into(),
+            });
+        }
+    }
+    let created = match options.source_date_epoch {
+        Some(epoch) => jiff::Timestamp::from_second(epoch)
+            .map_err(|e| BuildError::SourceDateEpoch(format!("{epoch}: {e}")))?
+            .to_string(),
+        None => jiff::Timestamp::now().to_string(),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(store.tmp_dir())
+        .map_err(|e| BuildError::io(store.tmp_dir(), e))?;
+    let stat_cache = match &options.stat_cache {
+        Some(path) if path.exists() => StatCache::load(path).unwrap_or_default(),
+        _ => StatCache::new(),
+    };
+    let shared = Shared {
+        store,
+        options,
+        plan: &plan,
+        reporter,
+        cache: BuildCache::new(store),
+        stat_cache: Mutex::new(stat_cache),
+        tmp: tmp.path().to_owned(),
+        results: plan.stages.iter().map(|_| OnceLock::new()).collect(),
+        next_step: AtomicUsize::new(1),
+        steps_run: AtomicUsize::new(0),
+        steps_cached: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        error: Mutex::new(None),
+        created,
+        counter: AtomicUsize::new(0),
+        images: Mutex::new(HashMap::new()),
+    };
+    run_stages(&shared)?;
+    if let Some(error) = take_error(&shared) {
+        return Err(error);
+    }
+    let Some(target) = shared.results.get(plan.target).and_then(OnceLock::get) else {
+        return Err(BuildError::Internal(format!(
+            "target stage {} produced no result",
+            plan.target
+        )));
+    };
+    let (manifest, image_id) = commit(&shared, target)?;
+    if let (Some(path), Ok(mut cache)) = (&options.stat_cache, shared.stat_cache.lock()) {
+        cache.prune_unseen();
+        // A stat cache that cannot be saved only costs time next build.
+        if let Some(dir) = path.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        let _ = cache.save(path);
+    }
+    let steps_run = shared.steps_run.load(Ordering::SeqCst);
+    let steps_cached = shared.steps_cached.load(Ordering::SeqCst);
+    reporter.report(Event::Exported {
+        image_id: image_id.to_string(),
+        tags: options.tags.iter().map(ToString::to_string).collect(),
+    });
+    reporter.report(Event::Finished {
+        steps_run,
+        steps_cached,
+        duration: started.elapsed(),
+    });
+    drop(tmp);
+    Ok(BuildOutcome {
+        image_id,
+        manifest,
+        steps_run,
+        steps_cached,
+    })
+}
+
+fn take_error(shared: &Shared<'_>) -> Option<BuildError> {
+    shared.error.lock().ok().and_then(|mut e| e.take())
+}
+
+/// Runs the needed stages: each starts once the stages it uses are done.
+fn run_stages(shared: &Shared<'_>) -> Result<(), BuildError> {
+    let order = &shared.plan.build_order;
+    let mut waiting: HashMap<usize, usize> = HashMap::new();
+    let mut dependents: HashMap<usize, Vec<usize>> = HashMap::new();
+    for &index in order {
+        let deps = stage_dependencies(shared.plan, index);
+        waiting.insert(index, deps.len());
+        for dep in deps {
+            dependents.entry(dep).or_default().push(index);
+        }
+    }
+    let waiting = Mutex::new(waiting);
+    // RUN steps mostly wait on their process, so every independent stage
+    // gets a thread even on a small machine.
+    let threads = order.len().clamp(2, 16);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("kiln-build-{i}"))
+        .build()
+        .map_err(|e| BuildError::Internal(format!("starting build threads: {e}")))?;
+    let ready: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|i| stage_dependencies(shared.plan, *i).is_empty())
+        .collect();
+    pool.scope(|scope| {
+        for index in ready {
+            spawn_stage(scope, shared, index, &waiting, &dependents);
+        }
+    });
+    Ok(())
+}
+
+fn spawn_stage<'s>(
+    scope: &rayon::Scope<'s>,
+    shared: &'s Shared<'_>,
+    index: usize,
+    waiting: &'s Mutex<HashMap<usize, usize>>,
+    dependents: &'s HashMap<usize, Vec<usize>>,
+) {
+    scope.spawn(move |scope| {
+        if shared.failed.load(Ordering::SeqCst) || is_cancelled() {
+            return;
+        }
+        match build_stage(shared, index) {
+            Ok(state) => {
+                let _ = shared.results.get(index).map(|r| r.set(Arc::new(state)));
+            }
+            Err(error) => {
+                shared.failed.store(true, Ordering::SeqCst);
+                if let Ok(mut slot) = shared.error.lock() {
+                    slot.get_or_insert(error);
+                }
+                return;
+            }
+        }
+        let mut now_ready = Vec::new();
+        if let Ok(mut waiting) = waiting.lock() {
+            for &dependent in dependents.get(&index).map_or(&[][..], Vec::as_slice) {
+                if let Some(count) = waiting.get_mut(&dependent) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        now_ready.push(dependent);
+                    }
+                }
+            }
+        }
+        for dependent in now_ready {
+            spawn_stage(scope, shared, dependent, waiting, dependents);
+        }
+    });
+}
+
+/// The stages `index` needs finished before it starts (its base and
+/// `--from` sources), without duplicates.
+fn stage_dependencies(plan: &Plan, index: usize) -> Vec<usize> {
+    let mut deps = Vec::new();
+    if let Some(stage) = plan.stages.get(index) {
+        if let Base::Stage { index } = stage.base {
+            deps.push(index);
+        }
+        for dep in &stage.dependencies {
+            if let plan::Source::Stage { index } = dep.source
+                && !deps.contains(&index)
+            {
+                deps.push(index);
+            }
+        }
+        for step in &stage.steps {
+            for source in step_stage_sources(step) {
+                if !deps.contains(&source) {
+                    deps.push(source);
+                }
+            }
+        }
+    }
+    deps
+}
+
+/// Stages a step reads from (`COPY --from`, `RUN --mount from=`).
+fn step_stage_sources(step: &Step) -> Vec<usize> {
+    let mut out = Vec::new();
+    match &step.kind {
+        StepKind::Copy(fc) | StepKind::Add(fc) => {
+            if let Some(plan::Source::Stage { index }) = fc.from {
+                out.push(index);
+            }
+        }
+        StepKind::Run { mounts, .. } => {
+            for m in mounts {
+                if let Some(plan::Source::Stage { index }) = m.source {
+                    out.push(index);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A finished stage's state (its dependencies always finish first).
+fn stage_result(shared: &Shared<'_>, index: usize) -> Result<Arc<StageState>, BuildError> {
+    shared
+        .results
+        .get(index)
+        .and_then(OnceLock::get)
+        .cloned()
+        .ok_or_else(|| BuildError::Internal(format!("stage {index} used before it was built")))
+}
+
+/// The state an image starts a stage with: its layers (unpacked as
+/// snapshots on first use) and config.
+fn image_state(shared: &Shared<'_>, reference: &str) -> Result<Arc<StageState>, BuildError> {
+    if let Some(state) = shared
+        .images
+        .lock()
+        .ok()
+        .and_then(|m| m.get(reference).cloned())
+    {
+        return Ok(state);
+    }
+    let image = shared.store.resolve(reference).map_err(|e| match e {
+        kiln_store::StoreError::ImageNotFound(_) => BuildError::BaseImageNotFound {
+            reference: reference.to_owned(),
+        },
+        other => other.into(),
+    })?;
+    let mut layers = Vec::new();
+    for (descriptor, diff_id) in image
+        .manifest
+        .layers
+        .iter()
+        .zip(image.config.rootfs.diff_ids.iter())
+    {
+        let snapshot = shared.store.snapshot(descriptor, diff_id)?;
+        layers.push(Layer {
+            descriptor: descriptor.clone(),
+            diff_id: diff_id.clone(),
+            snapshot,
+        });
+    }
+    let mut config = image.config.clone();
+    let container = config.config.get_or_insert_with(ContainerConfig::default);
+    let env = container.env.get_or_insert_with(Vec::new);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={}", plan::DEFAULT_PATH));
+    }
+    let run_env = env.iter().map(|e| config::split_env(e)).collect();
+    let state = Arc::new(StageState {
+        layers,
+        config,
+        key: image.manifest_digest.to_string(),
+        run_env,
+        args: Vec::new(),
+        cmd_set: false,
+    });
+    if let Ok(mut images) = shared.images.lock() {
+        images.insert(reference.to_owned(), state.clone());
+    }
+    Ok(state)
+}
+
+/// The state of `FROM scratch`: no layers, BuildKit's empty image config.
+fn scratch_state(platform: &Platform) -> StageState {
+    let config = ImageConfig {
+        created: None,
+        author: None,
+        architecture: platform.architecture.clone(),
+        variant: None,
+        os: platform.os.clone(),
+        config: Some(ContainerConfig {
+            env: Some(vec![format!("PATH={}", plan::DEFAULT_PATH)]),
+            working_dir: Some("/".to_owned()),
+            ..ContainerConfig::default()
+        }),
+        rootfs: RootFs {
+            kind: "layers".to_owned(),
+            diff_ids: Vec::new(),
+        },
+        history: Vec::new(),
+        extra: BTreeMap::new(),
+    };
+    StageState {
+        layers: Vec::new(),
+        config,
+        key: "scratch".to_owned(),
+        run_env: vec![("PATH".to_owned(), plan::DEFAULT_PATH.to_owned())],
+        args: Vec::new(),
+        cmd_set: false,
+    }
+}
+
+/// Whether the cache may answer steps of this stage.
+fn cache_enabled(shared: &Shared<'_>, stage: &PlannedStage) -> bool {
+    if shared.options.no_cache {
+        return false;
+    }
+    let name = stage.name.as_deref().unwrap_or("");
+    let index = stage.index.to_string();
+    !shared
+        .options
+        .no_cache_filter
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(name) || *f == index)
+}
+
+/// Whether a step makes a filesystem change (and so shows in progress).
+fn is_filesystem_step(step: &Step) -> bool {
+    matches!(
+        step.kind,
+        StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_) | StepKind::Workdir { .. }
+    )
+}
+
+fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildError> {
+    let plan = shared.plan;
+    let stage = plan
+        .stages
+        .get(index)
+        .ok_or_else(|| BuildError::Internal(format!("no stage {index}")))?;
+    let platform = stage.platform.clone().unwrap_or_else(Platform::host);
+    let mut state = match &stage.base {
+        Base::Scratch => scratch_state(&platform),
+        Base::Stage { index } => {
+            let base = stage_result(shared, *index)?;
+            let mut state = (*base).clone();
+            state.cmd_set = false;
+            state
+        }
+        Base::Image { reference } => (*image_state(shared, reference)?).clone(),
+    };
+    // ONBUILD triggers of the base run first (the plan puts them at the
+    // front of the steps); the new image does not inherit them.
+    if stage.steps.iter().any(|s| s.onbuild)
+        && let Some(c) = state.config.config.as_mut()
+    {
+        c.on_build = None;
+    }
+    let total = 1 + stage.steps.iter().filter(|s| is_filesystem_step(s)).count();
+    let display = stage.display_name();
+    let use_cache = cache_enabled(shared, stage);
+    // The FROM step, as BuildKit shows it.
+    let from_id = shared.next_step.fetch_add(1, Ordering::SeqCst);
+    shared.reporter.report(Event::StepStarted {
+        id: from_id,
+        stage: display.clone(),
+        index: 1,
+        total,
+        name: from_name(stage, plan),
+    });
+    shared.reporter.report(Event::StepDone {
+        id: from_id,
+        duration: Duration::ZERO,
+    });
+    let mut position = 1;
+    for step in &stage.steps {
+        if shared.failed.load(Ordering::SeqCst) {
+            return Err(BuildError::Cancelled);
+        }
+        if is_cancelled() {
+            return Err(BuildError::Cancelled);
+        }
+        if !is_filesystem_step(step) {
+            config::apply_metadata(&mut state, step, &shared.created);
+            continue;
+        }
+        position += 1;
+        let id = shared.next_step.fetch_add(1, Ordering::SeqCst);
+        shared.reporter.report(Event::StepStarted {
+            id,
+            stage: display.clone(),
+            index: position,
+            total,
+            name: step_name(step),
+        });
+        let started = Instant::now();
+        let ctx = StepContext {
+            shared,
+            id,
+            use_cache,
+        };
+        let result = match &step.kind {
+            StepKind::Run { .. } => run::run_step(&ctx, &mut state, step),
+            StepKind::Copy(fc) | StepKind::Add(fc) => files::copy_step(&ctx, &mut state, step, fc),
+            StepKind::Workdir { path } => files::workdir_step(&ctx, &mut state, path),
+            _ => Ok(false),
+        };
+        match result {
+            Ok(cached) => {
+                if cached {
+                    shared.steps_cached.fetch_add(1, Ordering::SeqCst);
+                    shared.reporter.report(Event::StepCached { id });
+                } else {
+                    shared.steps_run.fetch_add(1, Ordering::SeqCst);
+                    shared.reporter.report(Event::StepDone {
+                        id,
+                        duration: started.elapsed(),
+                    });
+                }
+            }
+            Err(error) => {
+                shared.reporter.report(Event::StepFailed {
+                    id,
+                    error: error.to_string(),
+                });
+                return Err(error);
+            }
+        }
+    }
+    Ok(state)
+}
+
+/// What a step is called in progress output (`RUN echo hi`).
+fn step_name(step: &Step) -> String {
+    let code = step.code.trim();
+    let mut parts = code.splitn(2, char::is_whitespace);
+    let keyword = parts.next().unwrap_or("").to_ascii_uppercase();
+    let rest = parts.next().unwrap_or("").trim_start();
+    // Continuation lines show as one line.
+    let rest: String = rest
+        .lines()
+        .map(|l| l.trim_end_matches('\\').trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if step.onbuild {
+        format!("ONBUILD {keyword} {rest}")
+    } else {
+        format!("{keyword} {rest}")
+    }
+}
+
+fn from_name(stage: &PlannedStage, plan: &Plan) -> String {
+    match &stage.base {
+        Base::Scratch => "FROM scratch".to_owned(),
+        Base::Image { reference } => format!("FROM {reference}"),
+        Base::Stage { index } => format!(
+            "FROM {}",
+            plan.stages
+                .get(*index)
+                .map_or_else(|| index.to_string(), PlannedStage::display_name)
+        ),
+    }
+}
+
+/// What step implementations get besides the state.
+pub(crate) struct StepContext<'a, 'b> {
+    shared: &'a Shared<'b>,
+    id: usize,
+    use_cache: bool,
+}
+
+impl StepContext<'_, '_> {
+    /// A fresh directory under the build's temporary directory.
+    fn temp_dir(&self, prefix: &str) -> Result<PathBuf, BuildError> {
+        let n = self.shared.counter.fetch_add(1, Ordering::SeqCst);
+        let path = self.shared.tmp.join(format!("{prefix}{n}"));
+        fs::create_dir(&path).map_err(|e| BuildError::io(&path, e))?;
+        Ok(path)
+    }
+
+    /// Looks a step up in the cache.
+    fn lookup(&self, key: &str) -> Result<Option<CacheRecord>, BuildError> {
+        if !self.use_cache {
+            return Ok(None);
+        }
+        self.shared.cache.get(key)
+    }
+
+    /// Applies a cached step's layer to the state.
+    fn apply_cached(
+        &self,
+        state: &mut StageState,
+        record: &CacheRecord,
+        history: History,
+    ) -> Result<(), BuildError> {
+        match &record.layer {
+            Some(layer) => {
+                let snapshot = self
+                    .shared
+                    .store
+                    .snapshot(&layer.descriptor, &layer.diff_id)?;
+                push_layer(
+                    state,
+                    Layer {
+                        descriptor: layer.descriptor.clone(),
+                        diff_id: layer.diff_id.clone(),
+                        snapshot,
+                    },
+                    history,
+                );
+            }
+            None => push_empty(state, history),
+        }
+        state.key.clone_from(&record.key);
+        Ok(())
+    }
+
+    /// Packs an upper directory into a layer (none when it is empty), moves
+    /// it into place as the layer's snapshot, records the step in the cache
+    /// and applies it to the state.
+    fn commit_upper(
+        &self,
+        state: &mut StageState,
+        upper: &Path,
+        key: &str,
+        description: &str,
+        history: History,
+    ) -> Result<(), BuildError> {
+        let store = self.shared.store;
+        let empty = fs::read_dir(upper)
+            .map_err(|e| BuildError::io(upper, e))?
+            .next()
+            .is_none();
+        let layer = if empty {
+            None
+        } else {
+            let new = store.write_layer_from_directory(
+                upper,
+                self.shared.options.compression,
+                &PackOptions {
+                    clamp_mtime: self.shared.options.source_date_epoch,
+                    overlay_whiteouts: true,
+                },
+            )?;
+            let target = store.snapshots_dir().join(new.diff_id.encoded());
+            if !target.is_dir() {
+                match fs::rename(upper, &target) {
+                    Ok(()) => {}
+                    Err(_) if target.is_dir() => {}
+                    Err(e) => return Err(BuildError::io(&target, e)),
+                }
+            }
+            Some((new, target))
+        };
+        let record = CacheRecord {
+            key: key.to_owned(),
+            description: description.to_owned(),
+            layer: layer.as_ref().map(|(new, _)| CachedLayer {
+                descriptor: new.descriptor.clone(),
+                diff_id: new.diff_id.to_string(),
+                diff_size: new.diff_size,
+            }),
+            created: self.shared.created.clone(),
+        };
+        self.shared.cache.put(&record)?;
+        match layer {
+            Some((new, snapshot)) => push_layer(
+                state,
+                Layer {
+                    descriptor: new.descriptor,
+                    diff_id: new.diff_id.to_string(),
+                    snapshot,
+                },
+                history,
+            ),
+            None => push_empty(state, history),
+        }
+        state.key = key.to_owned();
+        Ok(())
+    }
+}
+
+fn push_layer(state: &mut StageState, layer: Layer, mut history: History) {
+    history.empty_layer = false;
+    state.config.rootfs.diff_ids.push(layer.diff_id.clone());
+    state.config.history.push(history);
+    state.layers.push(layer);
+}
+
+fn push_empty(state: &mut StageState, mut history: History) {
+    history.empty_layer = true;
+    state.config.history.push(history);
+}
+
+/// Writes the target stage's config and manifest and tags the image.
+fn commit(shared: &Shared<'_>, target: &StageState) -> Result<(Descriptor, Digest), BuildError> {
+    let mut config = target.config.clone();
+    config.created = Some(shared.created.clone());
+    if !shared.options.labels.is_empty() {
+        let c = config.config.get_or_insert_with(ContainerConfig::default);
+        let labels = c.labels.get_or_insert_with(BTreeMap::new);
+        for (k, v) in &shared.options.labels {
+            labels.insert(k.clone(), v.clone());
+        }
+    }
+    let layers: Vec<Descriptor> = target.layers.iter().map(|l| l.descriptor.clone()).collect();
+    let (manifest, id) = shared
+        .store
+        .commit_image(&config, &layers, &shared.options.tags)?;
+    Ok((manifest, id))
+}

@@ -1,0 +1,307 @@
+//! COPY, ADD and WORKDIR: file operations on an overlay of the stage,
+//! mounted in this process, whose upper directory becomes the layer.
+
+use std::fs;
+use std::sync::Arc;
+
+use kiln_parser::plan::{FileCopy, Source, Step};
+
+use super::config::history_for;
+use super::{StageState, StepContext, image_state, stage_result};
+use crate::context::{BuildContext, cache_key};
+use crate::error::BuildError;
+use crate::fileops::{self, CopyOptions};
+use crate::mounts::Overlay;
+use crate::rootfs;
+
+/// The stage or image a `--from` (or `RUN --mount from=`) names; `None`
+/// for the build context.
+pub(super) fn source_state(
+    ctx: &StepContext<'_, '_>,
+    source: Option<&Source>,
+) -> Result<Option<Arc<StageState>>, BuildError> {
+    match source {
+        None => Ok(None),
+        Some(Source::Stage { index }) => Ok(Some(stage_result(ctx.shared, *index)?)),
+        Some(Source::Image { reference }) => Ok(Some(image_state(ctx.shared, reference)?)),
+        Some(Source::Scratch) => Ok(Some(Arc::new(super::scratch_state(
+            &kiln_parser::values::Platform::host(),
+        )))),
+    }
+}
+
+/// Mounts a stage's filesystem read-only.
+pub(super) fn mount_readonly(
+    ctx: &StepContext<'_, '_>,
+    state: &StageState,
+) -> Result<Overlay, BuildError> {
+    let merged = ctx.temp_dir("ro-")?;
+    let empty = ctx.temp_dir("empty-")?;
+    let lowers: Vec<_> = state.layers.iter().map(|l| l.snapshot.clone()).collect();
+    Overlay::mount(&lowers, None, &empty, &merged)
+}
+
+/// A read-write overlay of `lowers` with a fresh upper directory.
+struct Writable {
+    overlay: Overlay,
+    upper: std::path::PathBuf,
+}
+
+fn mount_writable(
+    ctx: &StepContext<'_, '_>,
+    lowers: &[std::path::PathBuf],
+) -> Result<Writable, BuildError> {
+    let upper = ctx.temp_dir("upper-")?;
+    let work = ctx.temp_dir("work-")?;
+    let merged = ctx.temp_dir("rw-")?;
+    let empty = ctx.temp_dir("empty-")?;
+    let overlay = Overlay::mount(lowers, Some((&upper, &work)), &empty, &merged)?;
+    Ok(Writable { overlay, upper })
+}
+
+fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// The destination as an absolute container path, keeping a trailing `/`
+/// (BuildKit's `pathRelativeToWorkingDir`).
+fn absolute_dest(fc: &FileCopy) -> String {
+    let dest = if fc.dest.is_empty() || fc.dest == "." {
+        "./"
+    } else {
+        fc.dest.as_str()
+    };
+    if dest.starts_with('/') {
+        return dest.to_owned();
+    }
+    let base = fc.workdir.trim_end_matches('/');
+    format!("{base}/{dest}")
+}
+
+/// BuildKit's history text for COPY/ADD.
+fn created_by(fc: &FileCopy) -> String {
+    let mut text = if fc.is_add { "ADD" } else { "COPY" }.to_owned();
+    if fc.parents {
+        text.push_str(" --parents");
+    }
+    if let Some(chown) = &fc.chown {
+        text.push_str(&format!(" --chown={chown}"));
+    }
+    if let Some(chmod) = &fc.chmod {
+        text.push_str(&format!(" --chmod={chmod}"));
+    }
+    for source in &fc.sources {
+        text.push(' ');
+        text.push_str(source);
+    }
+    for file in &fc.inline {
+        text.push_str(&format!(" <<{}", file.name));
+    }
+    text.push(' ');
+    text.push_str(&fc.dest);
+    text.push_str(" # buildkit");
+    text
+}
+
+/// Runs a COPY or ADD step (or answers it from the cache). Returns whether
+/// it was cached.
+pub(super) fn copy_step(
+    ctx: &StepContext<'_, '_>,
+    state: &mut StageState,
+    _step: &Step,
+    fc: &FileCopy,
+) -> Result<bool, BuildError> {
+    let shared = ctx.shared;
+    let created_by = created_by(fc);
+    let history = history_for(created_by.clone(), &shared.created);
+    let dest = absolute_dest(fc);
+    let (urls, locals): (Vec<&String>, Vec<&String>) = fc
+        .sources
+        .iter()
+        .partition(|s| fc.is_add && is_url(s));
+    let from = source_state(ctx, fc.from.as_ref())?;
+    // The filesystem sources come from: the context, or a mounted stage.
+    let mut guards = Vec::new();
+    let source_ctx = match &from {
+        None => shared.options.context.clone(),
+        Some(state) if state.layers.is_empty() => BuildContext::open(&ctx.temp_dir("empty-")?, &[])?,
+        Some(state) => {
+            let overlay = mount_readonly(ctx, state)?;
+            let source_ctx = BuildContext::open(overlay.path(), &[])?;
+            guards.push(overlay);
+            source_ctx
+        }
+    };
+    let locals: Vec<String> = locals.into_iter().cloned().collect();
+    let sources = if locals.is_empty() {
+        Vec::new()
+    } else {
+        source_ctx
+            .resolve_sources(&locals, &fc.excludes, fc.parents)
+            .map_err(|e| with_instruction(e, fc))?
+    };
+    let sources_digest = match &from {
+        None => {
+            let mut cache = shared
+                .stat_cache
+                .lock()
+                .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
+            Some(source_ctx.digest_sources(&sources, &mut cache)?)
+        }
+        // Another stage's files are identified by that stage's key.
+        Some(_) => None,
+    };
+    let mut description = format!(
+        "{created_by}\0dest={dest}\0link={}\0excludes={:?}\0unpack={:?}\0checksum={:?}\0",
+        fc.link, fc.excludes, fc.unpack, fc.checksum
+    );
+    if let Some(state) = &from {
+        description.push_str(&format!("from={}\0", state.key));
+    }
+    for file in &fc.inline {
+        description.push_str(&format!("inline={}\0{}\0", file.name, file.content));
+    }
+    // Remote files: a pinned checksum identifies them; otherwise they are
+    // fetched now and their digest goes into the key.
+    let mut downloads = Vec::new();
+    for url in &urls {
+        match &fc.checksum {
+            Some(sum) => description.push_str(&format!("url={url}\0{sum}\0")),
+            None => {
+                let dir = ctx.temp_dir("download-")?;
+                let (path, name) = fileops::download(url, None, &dir)?;
+                let digest = file_digest(&path)?;
+                description.push_str(&format!("url={url}\0{digest}\0"));
+                downloads.push((url.to_string(), path, name));
+            }
+        }
+    }
+    // With --link the layer does not depend on what is below it, so its
+    // key does not either; the stage's chain still moves on.
+    let parent = if fc.link { "link" } else { state.key.as_str() };
+    let layer_key = cache_key(parent, &description, &[], sources_digest.as_ref());
+    let chain_key = if fc.link {
+        cache_key(&state.key, &format!("link\0{layer_key}"), &[], None)
+    } else {
+        layer_key.clone()
+    };
+    if let Some(record) = ctx.lookup(&layer_key)? {
+        ctx.apply_cached(state, &record, history)?;
+        state.key = chain_key;
+        return Ok(true);
+    }
+    for url in &urls {
+        if !downloads.iter().any(|(u, _, _)| u == *url) {
+            let dir = ctx.temp_dir("download-")?;
+            let (path, name) = fileops::download(url, fc.checksum.as_deref(), &dir)?;
+            downloads.push((url.to_string(), path, name));
+        }
+    }
+    let stage_lowers: Vec<_> = state.layers.iter().map(|l| l.snapshot.clone()).collect();
+    let lowers = if fc.link { Vec::new() } else { stage_lowers };
+    let writable = mount_writable(ctx, &lowers)?;
+    let root = writable.overlay.path().to_owned();
+    let owner = match &fc.chown {
+        None => None,
+        Some(spec) if fc.link && !state.layers.is_empty() => {
+            // Names resolve in the stage's files, which --link does not mount.
+            let view = mount_readonly(ctx, state)?;
+            let owner = fileops::resolve_chown(view.path(), spec)?;
+            view.unmount()?;
+            Some(owner)
+        }
+        Some(spec) => Some(fileops::resolve_chown(&root, spec)?),
+    };
+    let options = CopyOptions {
+        owner,
+        chmod: fc.chmod.clone(),
+        unpack_archives: fc.is_add && fc.unpack != Some(false),
+        preserve_owner: from.is_some(),
+        clamp_mtime: None,
+    };
+    let count = sources.len() + fc.inline.len() + downloads.len();
+    let dest_is_dir = dest.ends_with('/') || count > 1;
+    fileops::copy_sources(&source_ctx, &sources, &root, &dest, dest_is_dir, &options)?;
+    if !fc.inline.is_empty() {
+        let files: Vec<(String, String)> = fc
+            .inline
+            .iter()
+            .map(|f| (f.name.clone(), f.content.clone()))
+            .collect();
+        fileops::write_inline(&root, &files, &dest, &options)?;
+    }
+    let url_options = CopyOptions {
+        unpack_archives: false,
+        ..options.clone()
+    };
+    for (_, path, name) in &downloads {
+        fileops::copy_file_to(&root, path, name, &dest, dest_is_dir, &url_options)?;
+    }
+    let Writable { overlay, upper } = writable;
+    overlay.unmount()?;
+    drop(guards);
+    ctx.commit_upper(state, &upper, &layer_key, &created_by, history)?;
+    state.key = chain_key;
+    Ok(false)
+}
+
+/// Names the instruction in a not-found error, as BuildKit does.
+fn with_instruction(error: BuildError, fc: &FileCopy) -> BuildError {
+    match error {
+        BuildError::SourceNotFound { pattern, nearby } if fc.is_add => {
+            BuildError::AddSourceNotFound { pattern, nearby }
+        }
+        other => other,
+    }
+}
+
+fn file_digest(path: &std::path::Path) -> Result<String, BuildError> {
+    let mut file = fs::File::open(path).map_err(|e| BuildError::io(path, e))?;
+    let mut hashing = kiln_store::digest::HashingReader::new(&mut file);
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| BuildError::io(path, e))?;
+    Ok(hashing.digest().to_string())
+}
+
+/// Runs a WORKDIR step: sets the working directory and creates it (owned
+/// by the stage's USER), as BuildKit does.
+pub(super) fn workdir_step(
+    ctx: &StepContext<'_, '_>,
+    state: &mut StageState,
+    path: &str,
+) -> Result<bool, BuildError> {
+    let shared = ctx.shared;
+    let config = state
+        .config
+        .config
+        .get_or_insert_with(kiln_store::spec::ContainerConfig::default);
+    config.working_dir = Some(path.to_owned());
+    let user = config.user.clone().unwrap_or_default();
+    let mut history = history_for(format!("WORKDIR {path}"), &shared.created);
+    if path == "/" {
+        history.empty_layer = true;
+        state.config.history.push(history);
+        return Ok(false);
+    }
+    let key = cache_key(&state.key, &format!("WORKDIR\0{path}\0{user}"), &[], None);
+    if let Some(record) = ctx.lookup(&key)? {
+        ctx.apply_cached(state, &record, history)?;
+        return Ok(true);
+    }
+    let lowers: Vec<_> = state.layers.iter().map(|l| l.snapshot.clone()).collect();
+    let writable = mount_writable(ctx, &lowers)?;
+    let root = writable.overlay.path().to_owned();
+    let owner = if user.is_empty() {
+        None
+    } else {
+        let passwd = rootfs::read_in_root(&root, "/etc/passwd")?;
+        let group = rootfs::read_in_root(&root, "/etc/group")?;
+        let resolved = kiln_runtime::user::resolve_user(&user, &passwd, &group)
+            .map_err(|e| BuildError::User(format!("WORKDIR {path}: user {user:?}: {e}")))?;
+        Some((resolved.uid, resolved.gid))
+    };
+    rootfs::mkdir_all_in_root(&root, path, owner)?;
+    let Writable { overlay, upper } = writable;
+    overlay.unmount()?;
+    ctx.commit_upper(state, &upper, &key, &format!("WORKDIR {path}"), history)?;
+    Ok(false)
+}

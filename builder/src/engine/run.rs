@@ -1,0 +1,234 @@
+//! RUN steps: a container over the stage's snapshots whose upper directory
+//! becomes the step's layer.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use kiln_parser::mount::MountType;
+use kiln_parser::plan::{NetworkMode, PlannedMount, Step, StepKind};
+use kiln_runtime::{Limits, Mount, Network, RunSpec};
+
+use super::config::{history_for, run_command_string};
+use super::files::{mount_readonly, source_state};
+use super::{BUILD_HOSTNAME, StageState, StepContext, cancel};
+use crate::context::cache_key;
+use crate::error::BuildError;
+use crate::mounts::Overlay;
+use crate::progress::Event;
+
+/// How many output lines a failed RUN error shows.
+const TAIL_LINES: usize = 10;
+
+/// Runs a RUN step (or answers it from the cache). Returns whether it was
+/// cached.
+pub(super) fn run_step(
+    ctx: &StepContext<'_, '_>,
+    state: &mut StageState,
+    step: &Step,
+) -> Result<bool, BuildError> {
+    let StepKind::Run {
+        argv,
+        script,
+        mounts,
+        network,
+        workdir,
+        user,
+        ..
+    } = &step.kind
+    else {
+        return Ok(false);
+    };
+    let shared = ctx.shared;
+    let created_by = format!("RUN {} # buildkit", run_command_string(argv, state));
+    let history = history_for(created_by.clone(), &shared.created);
+    let network = match network {
+        NetworkMode::Default => shared.options.network,
+        NetworkMode::None => Network::None,
+        NetworkMode::Host => Network::Host,
+    };
+    // Everything that can change what the command does goes into the key;
+    // proxy settings stay out, as in BuildKit.
+    let mut description = format!(
+        "RUN\0{}\0user={user}\0cwd={workdir}\0net={network:?}\0",
+        argv.join("\0")
+    );
+    if let Some((name, content)) = script {
+        description.push_str(&format!("script={name}\0{content}\0"));
+    }
+    let mut guards: Vec<Overlay> = Vec::new();
+    let mut run_mounts = Vec::new();
+    for mount in mounts {
+        let (spec, key_part) = prepare_mount(ctx, mount, workdir, &mut guards)?;
+        description.push_str(&key_part);
+        description.push('\0');
+        run_mounts.push(spec);
+    }
+    let key = cache_key(&state.key, &description, &state.run_env, None);
+    if let Some(record) = ctx.lookup(&key)? {
+        ctx.apply_cached(state, &record, history)?;
+        return Ok(true);
+    }
+    if let Some((name, content)) = script {
+        let dir = ctx.temp_dir("script-")?;
+        let path = dir.join(name);
+        fs::write(&path, content).map_err(|e| BuildError::io(&path, e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .map_err(|e| BuildError::io(&path, e))?;
+        run_mounts.push(Mount::Bind {
+            source: path,
+            target: format!("/dev/pipes/{name}"),
+            read_only: true,
+        });
+    }
+    let upper = ctx.temp_dir("upper-")?;
+    let mut env: Vec<String> = state
+        .run_env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for (k, v) in &shared.plan.proxy_env {
+        env.push(format!("{k}={v}"));
+    }
+    let spec = RunSpec {
+        layers: state.layers.iter().map(|l| l.snapshot.clone()).collect(),
+        upper: upper.clone(),
+        argv: argv.clone(),
+        env,
+        cwd: workdir.clone(),
+        user: user.clone(),
+        hostname: BUILD_HOSTNAME.to_owned(),
+        network,
+        mounts: run_mounts,
+        limits: Limits::default(),
+        capture: true,
+        tty: false,
+        interactive: false,
+    };
+    let outcome = kiln_runtime::run(&spec)?;
+    drop(guards);
+    let mut output = outcome.stdout;
+    output.extend_from_slice(&outcome.stderr);
+    let text = String::from_utf8_lossy(&output);
+    for line in text.lines() {
+        shared.reporter.report(Event::StepOutput {
+            id: ctx.id,
+            line: line.to_owned(),
+        });
+    }
+    if kiln_runtime::interrupted() {
+        cancel();
+        return Err(BuildError::Cancelled);
+    }
+    if outcome.exit_code != 0 {
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+        return Err(BuildError::RunFailed {
+            location: format!("{}:{}", shared.options.dockerfile_name, step.span.line),
+            code: step.code.clone(),
+            command: argv.join(" "),
+            exit_code: outcome.exit_code,
+            output: tail,
+        });
+    }
+    ctx.commit_upper(state, &upper, &key, &created_by, history)?;
+    Ok(false)
+}
+
+/// Turns a `RUN --mount` into a runtime mount and the text it adds to the
+/// cache key.
+fn prepare_mount(
+    ctx: &StepContext<'_, '_>,
+    mount: &PlannedMount,
+    workdir: &str,
+    guards: &mut Vec<Overlay>,
+) -> Result<(Mount, String), BuildError> {
+    let m = &mount.mount;
+    let target = m
+        .resolve_target(workdir)
+        .map_err(|e| BuildError::UnsupportedMount(e.to_string()))?;
+    match m.kind {
+        MountType::Tmpfs => Ok((
+            Mount::Tmpfs {
+                target: target.clone(),
+                size: m.size_limit,
+            },
+            format!("tmpfs={target}"),
+        )),
+        MountType::Cache => {
+            let id = m.cache_id.clone().unwrap_or_else(|| target.clone());
+            let name = kiln_store::digest::digest_bytes(id.as_bytes());
+            let source = ctx
+                .shared
+                .store
+                .root()
+                .join("cache-mounts")
+                .join(name.encoded());
+            if !source.exists() {
+                fs::create_dir_all(&source).map_err(|e| BuildError::io(&source, e))?;
+                let mode = m.mode.unwrap_or(0o755);
+                fs::set_permissions(&source, fs::Permissions::from_mode(mode))
+                    .map_err(|e| BuildError::io(&source, e))?;
+                let uid = m.uid.and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
+                let gid = m.gid.and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
+                std::os::unix::fs::chown(&source, Some(uid), Some(gid))
+                    .map_err(|e| BuildError::io(&source, e))?;
+            }
+            // A cache mount's content never enters the key.
+            Ok((
+                Mount::Cache {
+                    source,
+                    target: target.clone(),
+                },
+                format!("cache={target}"),
+            ))
+        }
+        MountType::Bind => {
+            let from = source_state(ctx, mount.source.as_ref())?;
+            let rel = m.source.clone().unwrap_or_default();
+            let (root, key_part): (PathBuf, String) = match from {
+                None => {
+                    // The build context: its content digest goes into the key.
+                    let context = &ctx.shared.options.context;
+                    let pattern = if rel.is_empty() { ".".to_owned() } else { rel };
+                    let sources = context.resolve_sources(&[pattern.clone()], &[], false)?;
+                    let digest = {
+                        let mut cache = ctx
+                            .shared
+                            .stat_cache
+                            .lock()
+                            .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
+                        context.digest_sources(&sources, &mut cache)?
+                    };
+                    let path = sources
+                        .first()
+                        .map_or_else(|| context.root().to_owned(), |s| context.root().join(&s.path));
+                    (path, format!("bind={target}\0context\0{digest}"))
+                }
+                Some(state) => {
+                    let overlay = mount_readonly(ctx, &state)?;
+                    let root = overlay.path().to_owned();
+                    guards.push(overlay);
+                    let inside = crate::rootfs::resolve_in_root(&root, &rel)?;
+                    (inside, format!("bind={target}\0{}\0{rel}", state.key))
+                }
+            };
+            Ok((
+                Mount::Bind {
+                    source: root,
+                    target,
+                    read_only: true,
+                },
+                key_part,
+            ))
+        }
+        MountType::Secret | MountType::Ssh => Err(BuildError::UnsupportedMount(format!(
+            "RUN --mount=type={} is not supported by kiln yet",
+            if m.kind == MountType::Secret {
+                "secret"
+            } else {
+                "ssh"
+            }
+        ))),
+    }
+}

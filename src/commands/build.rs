@@ -1,0 +1,462 @@
+//! `kiln build`: builds an image from a Dockerfile and a context, as
+//! `docker build` does, and stores it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use kiln_builder::{BuildContext, BuildOptions};
+use kiln_store::archive::SaveFormat;
+use kiln_store::archive::save::SaveRequest;
+use kiln_store::layer::Compression;
+
+use super::{open_store, parse_reference};
+use crate::progress::{self, ProgressMode};
+
+/// Build an image from a Dockerfile
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Build an image from a Dockerfile and a context directory (or a tar archive on \
+                  stdin with `-`). Base images come from the store: add them with `kiln load` or \
+                  `kiln import`. Steps are cached in the store across builds."
+)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (`name:tag`); may be repeated
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    tags: Vec<String>,
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin)
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    file: Option<String>,
+    /// Set a build-time variable (`NAME=VALUE`, or `NAME` to take it from
+    /// the environment)
+    #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
+    build_args: Vec<String>,
+    /// The stage to build
+    #[arg(long, value_name = "STAGE")]
+    target: Option<String>,
+    /// Do not use the cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Do not use the cache for these stages (comma-separated, may repeat)
+    #[arg(long, value_name = "STAGE,...", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// Set a label on the image (`KEY=VALUE`)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Network for RUN steps: `default` (= host), `host` or `none`
+    #[arg(long, default_value = "default", value_name = "MODE")]
+    network: String,
+    /// Progress output: auto, tty, plain, quiet or json
+    #[arg(long, default_value = "auto", value_name = "TYPE")]
+    progress: String,
+    /// Print only the image ID on success
+    #[arg(short, long)]
+    quiet: bool,
+    /// Write the image ID to this file
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Also write the image as an archive: `type=docker|oci,dest=FILE.tar`
+    #[arg(short = 'o', long, value_name = "SPEC")]
+    output: Option<String>,
+    /// Compression of new layers in the store: none (default), gzip or zstd
+    #[arg(long, default_value = "none", value_name = "ALGORITHM")]
+    compression: String,
+    /// The build context: a directory, or `-` for a tar archive (or a
+    /// Dockerfile) on stdin
+    #[arg(value_name = "CONTEXT")]
+    context: String,
+}
+
+/// `--output`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OutputSpec {
+    format: SaveFormat,
+    dest: PathBuf,
+}
+
+/// Parses `type=docker|oci,dest=FILE` (BuildKit's CSV form).
+fn parse_output(spec: &str) -> anyhow::Result<OutputSpec> {
+    let mut kind = None;
+    let mut dest = None;
+    for field in spec.split(',') {
+        let Some((key, value)) = field.split_once('=') else {
+            bail!(
+                "invalid --output {spec:?}: {field:?} is not KEY=VALUE (expected type=docker|oci,dest=FILE.tar)"
+            );
+        };
+        match key.trim() {
+            "type" => kind = Some(value.trim().to_owned()),
+            "dest" => dest = Some(PathBuf::from(value.trim())),
+            other => bail!(
+                "invalid --output {spec:?}: unknown key {other:?} (expected type=docker|oci,dest=FILE.tar)"
+            ),
+        }
+    }
+    let format = match kind.as_deref() {
+        Some("docker") => SaveFormat::Docker,
+        Some("oci") => SaveFormat::Oci,
+        Some(other) => bail!(
+            "invalid --output {spec:?}: unsupported type {other:?} (kiln writes type=docker or type=oci)"
+        ),
+        None => bail!("invalid --output {spec:?}: missing type= (docker or oci)"),
+    };
+    let Some(dest) = dest.filter(|d| !d.as_os_str().is_empty()) else {
+        bail!("invalid --output {spec:?}: missing dest=FILE.tar");
+    };
+    Ok(OutputSpec { format, dest })
+}
+
+/// Parses `--build-arg` values; `NAME` alone takes the value from the
+/// environment and is dropped when the environment has none, as in Docker.
+fn parse_build_args(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for arg in args {
+        let (key, value) = match arg.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_owned())),
+            None => (arg.as_str(), std::env::var(arg).ok()),
+        };
+        if key.is_empty() {
+            bail!("invalid --build-arg {arg:?}: the name is empty (use --build-arg NAME=VALUE)");
+        }
+        if key.chars().any(char::is_whitespace) {
+            bail!("invalid --build-arg {arg:?}: the name {key:?} contains whitespace");
+        }
+        if let Some(value) = value {
+            out.insert(key.to_owned(), value);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for label in labels {
+        let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
+        if key.is_empty() {
+            bail!("invalid --label {label:?}: the key is empty");
+        }
+        out.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(out)
+}
+
+/// The Dockerfile: its display name, text and the directory holding it
+/// (for `<Dockerfile>.dockerignore`).
+struct Dockerfile {
+    name: String,
+    text: String,
+    path: Option<PathBuf>,
+}
+
+fn read_dockerfile(file: Option<&str>, context: Option<&Path>) -> anyhow::Result<Dockerfile> {
+    if file == Some("-") {
+        let mut text = String::new();
+        io::stdin()
+            .read_to_string(&mut text)
+            .context("failed to read dockerfile from stdin")?;
+        return Ok(Dockerfile {
+            name: "Dockerfile".to_owned(),
+            text,
+            path: None,
+        });
+    }
+    let path = match (file, context) {
+        // As with docker build, a relative -f is relative to the current
+        // directory.
+        (Some(file), _) => std::path::absolute(file).unwrap_or_else(|_| PathBuf::from(file)),
+        (None, Some(context)) => {
+            let upper = context.join("Dockerfile");
+            let lower = context.join("dockerfile");
+            if !upper.exists() && lower.exists() {
+                lower
+            } else {
+                upper
+            }
+        }
+        (None, None) => bail!("failed to read dockerfile: no Dockerfile given (use -f)"),
+    };
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+            "failed to read dockerfile: open {}: no such file or directory",
+            path.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("failed to read dockerfile {}", path.display()));
+        }
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("failed to read dockerfile {}: not UTF-8", path.display()))?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "Dockerfile".to_owned(), |n| n.to_string_lossy().into_owned());
+    Ok(Dockerfile {
+        name,
+        text,
+        path: Some(path),
+    })
+}
+
+/// `.dockerignore` rules: `<Dockerfile>.dockerignore` beside the
+/// Dockerfile wins over the context's `.dockerignore`, as in BuildKit.
+fn ignore_patterns(dockerfile: &Dockerfile, context: &Path) -> anyhow::Result<Vec<String>> {
+    let mut candidates = Vec::new();
+    if let Some(path) = &dockerfile.path {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".dockerignore");
+        candidates.push(PathBuf::from(name));
+    }
+    candidates.push(context.join(".dockerignore"));
+    for candidate in candidates {
+        match fs::read_to_string(&candidate) {
+            Ok(text) => {
+                return kiln_parser::dockerignore::parse_ignore_file(&text)
+                    .with_context(|| format!("invalid {}", candidate.display()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", candidate.display())),
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Whether `head` starts a tar archive (the `ustar` magic at 257).
+fn looks_like_tar(head: &[u8]) -> bool {
+    head.get(257..262) == Some(b"ustar")
+}
+
+/// Reads stdin for `kiln build -`: a tar archive becomes the context
+/// (extracted into `dir`); anything else is the Dockerfile, with an empty
+/// context, as `docker build -` does.
+fn context_from_stdin(dir: &Path) -> anyhow::Result<Option<String>> {
+    let mut data = Vec::new();
+    io::stdin()
+        .read_to_end(&mut data)
+        .context("cannot read the build context from stdin")?;
+    if !looks_like_tar(&data) {
+        let text = String::from_utf8(data)
+            .map_err(|_| anyhow::anyhow!("stdin is neither a tar archive nor a UTF-8 Dockerfile"))?;
+        return Ok(Some(text));
+    }
+    let mut archive = tar::Archive::new(io::Cursor::new(data));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive
+        .unpack(dir)
+        .context("cannot extract the build context from stdin")?;
+    Ok(None)
+}
+
+/// `SOURCE_DATE_EPOCH` from `--build-arg` or the environment.
+fn source_date_epoch(build_args: &BTreeMap<String, String>) -> anyhow::Result<Option<i64>> {
+    let value = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|v| !v.is_empty());
+    value
+        .map(|v| {
+            v.trim().parse::<i64>().map_err(|_| {
+                anyhow::anyhow!("invalid SOURCE_DATE_EPOCH {v:?}: expected seconds since 1970")
+            })
+        })
+        .transpose()
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    kiln_builder::cancel();
+}
+
+/// Turns SIGINT/SIGTERM into a cancellation request, so the build stops
+/// between steps and cleans up (a RUN in progress gets the signal through
+/// the runtime).
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic; the zeroed
+        // sigaction is completed before the call.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&raw mut action.sa_mask);
+            libc::sigaction(sig, &raw const action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Runs `kiln build`.
+pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    // Parse every flag before touching anything.
+    let build_args = parse_build_args(&args.build_args)?;
+    let labels = parse_labels(&args.labels)?;
+    let output = args.output.as_deref().map(parse_output).transpose()?;
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| parse_reference(t))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let network = match args.network.as_str() {
+        "default" | "host" => kiln_runtime::Network::Host,
+        "none" => kiln_runtime::Network::None,
+        other => bail!("invalid --network {other:?}: expected default, host or none"),
+    };
+    let compression = match args.compression.as_str() {
+        "none" | "uncompressed" => Compression::None,
+        other => kiln_store::commit::parse_compression(other).ok_or_else(|| {
+            anyhow::anyhow!("invalid --compression {other:?}: expected none, gzip or zstd")
+        })?,
+    };
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::from_flag(&args.progress)?
+    };
+    let epoch = source_date_epoch(&build_args)?;
+    if args.context == "-" && args.file.as_deref() == Some("-") {
+        bail!("invalid argument: can't use stdin for both the build context and the Dockerfile");
+    }
+    // Mounts made by the build stay in a namespace of their own; this
+    // must happen while the process still has one thread.
+    kiln_builder::mounts::enter_private_mount_namespace()
+        .context("kiln build needs root (it mounts overlay filesystems)")?;
+    let store = open_store(root)?;
+    let stdin_dir;
+    let (context_dir, stdin_dockerfile) = if args.context == "-" {
+        stdin_dir = tempfile::Builder::new()
+            .prefix("context-")
+            .tempdir_in(store.tmp_dir())
+            .context("cannot create a directory for the build context")?;
+        let text = context_from_stdin(stdin_dir.path())?;
+        (stdin_dir.path().to_owned(), text)
+    } else {
+        (PathBuf::from(&args.context), None)
+    };
+    // A missing context is reported before a missing Dockerfile.
+    let meta = fs::metadata(&context_dir);
+    if meta.is_err() {
+        BuildContext::open(&context_dir, &[])?;
+    }
+    let dockerfile = match stdin_dockerfile {
+        Some(text) => Dockerfile {
+            name: "Dockerfile".to_owned(),
+            text,
+            path: None,
+        },
+        None => read_dockerfile(args.file.as_deref(), Some(&context_dir))?,
+    };
+    let patterns = ignore_patterns(&dockerfile, &context_dir)?;
+    let context = BuildContext::open(&context_dir, &patterns)?;
+    let stat_cache = if args.context == "-" {
+        None
+    } else {
+        let absolute = fs::canonicalize(&context_dir).unwrap_or(context_dir.clone());
+        let digest = kiln_store::digest::digest_bytes(absolute.as_os_str().as_encoded_bytes());
+        Some(
+            store
+                .root()
+                .join("statcache")
+                .join(format!("{}.json", digest.encoded())),
+        )
+    };
+    let options = BuildOptions {
+        dockerfile_name: dockerfile.name.clone(),
+        dockerfile: dockerfile.text,
+        context,
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        labels,
+        network,
+        compression,
+        source_date_epoch: epoch,
+        tags: tags.clone(),
+        stat_cache,
+    };
+    install_signal_handlers();
+    let reporter = progress::reporter(mode);
+    let result = kiln_builder::build(&store, &options, reporter.as_ref());
+    drop(reporter);
+    let outcome = result?;
+    if let Some(path) = &args.iidfile {
+        fs::write(path, outcome.image_id.to_string())
+            .with_context(|| format!("cannot write --iidfile {}", path.display()))?;
+    }
+    if let Some(output) = output {
+        let image = store
+            .resolve(&outcome.image_id.to_string())
+            .context("cannot read back the built image")?;
+        let request = SaveRequest { image, tags };
+        super::save::write_archive_file(&store, &[request], output.format, &output.dest)?;
+    }
+    if args.quiet {
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "{}", outcome.image_id).context("cannot write to stdout")?;
+    } else if !io::stderr().is_terminal() && mode == ProgressMode::Quiet {
+        // Nothing: quiet means quiet.
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_specs() {
+        assert_eq!(
+            parse_output("type=oci,dest=out.tar").unwrap(),
+            OutputSpec {
+                format: SaveFormat::Oci,
+                dest: PathBuf::from("out.tar")
+            }
+        );
+        assert_eq!(
+            parse_output("type=docker,dest=/tmp/a.tar").unwrap().format,
+            SaveFormat::Docker
+        );
+        for (spec, message) in [
+            (
+                "dest=a.tar",
+                "invalid --output \"dest=a.tar\": missing type= (docker or oci)",
+            ),
+            (
+                "type=oci",
+                "invalid --output \"type=oci\": missing dest=FILE.tar",
+            ),
+            (
+                "type=local,dest=x",
+                "invalid --output \"type=local,dest=x\": unsupported type \"local\" (kiln writes type=docker or type=oci)",
+            ),
+            (
+                "out.tar",
+                "invalid --output \"out.tar\": \"out.tar\" is not KEY=VALUE (expected type=docker|oci,dest=FILE.tar)",
+            ),
+        ] {
+            assert_eq!(parse_output(spec).unwrap_err().to_string(), message);
+        }
+    }
+
+    #[test]
+    fn build_args() {
+        let parsed = parse_build_args(&["A=1".to_owned(), "B=".to_owned()]).unwrap();
+        assert_eq!(parsed.get("A").map(String::as_str), Some("1"));
+        assert_eq!(parsed.get("B").map(String::as_str), Some(""));
+        assert_eq!(
+            parse_build_args(&["=x".to_owned()]).unwrap_err().to_string(),
+            "invalid --build-arg \"=x\": the name is empty (use --build-arg NAME=VALUE)"
+        );
+    }
+
+    #[test]
+    fn tar_detection() {
+        let mut header = vec![0u8; 512];
+        header[257..262].copy_from_slice(b"ustar");
+        assert!(looks_like_tar(&header));
+        assert!(!looks_like_tar(b"FROM scratch\n"));
+    }
+}
