@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod error;
+pub mod fileops;
 pub mod progress;
 
 pub use context::{BuildContext, FileType, Source, StatCache, cache_key};
