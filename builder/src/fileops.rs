@@ -30,6 +30,7 @@
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufReader, Read, Write};
@@ -41,7 +42,7 @@ use std::path::{Path, PathBuf};
 use kiln_parser::values::Chmod;
 use kiln_store::layer::{UnpackOptions, WhiteoutMode, unpack_layer};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::sys::stat::{
     FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, mkdirat,
     mknodat, utimensat,
@@ -52,6 +53,8 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, symlinkat, unlinkat
 use crate::context::{BuildContext, Source};
 use crate::error::BuildError;
 
+/// Linux's limit on symlinks followed in one resolution (`MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
 /// Mode of destination parents created on the way.
 const PARENT_MODE: u32 = 0o755;
 /// Mode of COPY heredoc files.
@@ -253,7 +256,11 @@ pub fn write_inline(
         file.write_all(content.as_bytes())
             .map_err(|e| dest_err("writing", &shown, e))?;
         let owner = opts.owner.unwrap_or(Owner { uid: 0, gid: 0 });
-        copier.set_owner_mode(&file.as_fd(), owner, INLINE_MODE, false, &shown)?;
+        let mode = opts
+            .chmod
+            .as_ref()
+            .map_or(INLINE_MODE, |c| c.apply(INLINE_MODE, false) & 0o7777);
+        copier.set_owner_mode(&file.as_fd(), owner, mode, &shown)?;
     }
     Ok(())
 }
@@ -502,73 +509,96 @@ impl DestRoot {
     }
 
     /// Resolves directory `comps`, creating missing components (mode 0755,
-    /// owned by `owner` or root) one at a time inside their resolved
-    /// parents, as fsutil's `MkdirAll` does.
+    /// owned by `owner` or root) as fsutil's `MkdirAll` does on a
+    /// root-resolved path: symlinks on the way are followed inside the
+    /// root, also dangling ones, whose targets are created.
     fn mkdir_all(&self, comps: &[OsString], owner: Option<Owner>) -> Result<OwnedFd, BuildError> {
-        let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-        let full = join_bytes(comps);
-        match self.resolve(&full, dir_flags) {
-            Ok(fd) => return Ok(fd),
-            Err(Errno::ENOENT) => {}
-            Err(Errno::ENOTDIR) => return Err(self.not_a_directory(comps)),
-            Err(e) => return Err(dest_err("resolving", &display(comps), e)),
+        if let Ok(fd) = self.resolve(&join_bytes(comps), OFlag::O_PATH | OFlag::O_DIRECTORY) {
+            return Ok(fd);
         }
-        let mut cur = self
-            .resolve(b"", dir_flags)
-            .map_err(|e| dest_err("resolving", "/", e))?;
-        for i in 0..comps.len() {
-            let prefix = comps.get(..=i).unwrap_or_default();
-            let shown = display(prefix);
-            let name = prefix.last().map_or(OsStr::new("."), OsString::as_os_str);
-            cur = match self.resolve(&join_bytes(prefix), dir_flags) {
-                Ok(fd) => fd,
-                Err(Errno::ENOENT) => {
-                    match mkdirat(cur.as_fd(), name, Mode::from_bits_truncate(PARENT_MODE)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(dest_err("creating directory", &shown, e)),
+        let mut pending: VecDeque<OsString> = comps.iter().cloned().collect();
+        let mut resolved: Vec<OsString> = Vec::new();
+        let reopen = |resolved: &[OsString]| {
+            self.resolve(&join_bytes(resolved), OFlag::O_PATH | OFlag::O_DIRECTORY)
+                .map_err(|e| dest_err("resolving", &display(resolved), e))
+        };
+        let mut cur = reopen(&resolved)?;
+        let mut links = 0;
+        while let Some(name) = pending.pop_front() {
+            if name.is_empty() || name == "." {
+                continue;
+            }
+            if name == ".." {
+                resolved.pop();
+                cur = reopen(&resolved)?;
+                continue;
+            }
+            let mut here = resolved.clone();
+            here.push(name.clone());
+            let shown = display(&here);
+            match fstatat(cur.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                    if kind == SFlag::S_IFLNK {
+                        links += 1;
+                        if links > MAX_SYMLINKS {
+                            return Err(dest_err("resolving", &shown, Errno::ELOOP));
+                        }
+                        let target = readlinkat(cur.as_fd(), name.as_os_str())
+                            .map_err(|e| dest_err("reading symlink", &shown, e))?;
+                        let target = target.as_bytes();
+                        if target.starts_with(b"/") {
+                            resolved.clear();
+                        }
+                        for c in target.split(|&b| b == b'/').rev() {
+                            pending.push_front(OsStr::from_bytes(c).to_owned());
+                        }
+                        cur = reopen(&resolved)?;
+                        continue;
                     }
-                    // The umask may have cleared bits of 0755.
-                    fchmodat(
+                    if kind != SFlag::S_IFDIR {
+                        return Err(BuildError::NotADirectory { path: shown });
+                    }
+                    cur = openat(
                         cur.as_fd(),
-                        name,
-                        Mode::from_bits_truncate(PARENT_MODE),
-                        FchmodatFlags::NoFollowSymlink,
+                        name.as_os_str(),
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
                     )
-                    .map_err(|e| dest_err("changing mode of", &shown, e))?;
+                    .map_err(|e| dest_err("opening directory", &shown, e))?;
+                }
+                Err(Errno::ENOENT) => {
+                    mkdirat(
+                        cur.as_fd(),
+                        name.as_os_str(),
+                        Mode::from_bits_truncate(PARENT_MODE),
+                    )
+                    .map_err(|e| dest_err("creating directory", &shown, e))?;
+                    let fd = openat(
+                        cur.as_fd(),
+                        name.as_os_str(),
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| dest_err("opening directory", &shown, e))?;
+                    // The umask may have cleared bits of 0755.
+                    fchmod(fd.as_fd(), Mode::from_bits_truncate(PARENT_MODE))
+                        .map_err(|e| dest_err("changing mode of", &shown, e))?;
                     if let Some(o) = owner {
-                        fchownat(
-                            cur.as_fd(),
-                            name,
+                        fchown(
+                            fd.as_fd(),
                             Some(Uid::from_raw(o.uid)),
                             Some(Gid::from_raw(o.gid)),
-                            AtFlags::AT_SYMLINK_NOFOLLOW,
                         )
                         .map_err(|e| dest_err("changing owner of", &shown, e))?;
                     }
-                    self.resolve(&join_bytes(prefix), dir_flags)
-                        .map_err(|e| dest_err("resolving", &shown, e))?
+                    cur = fd;
                 }
-                Err(Errno::ENOTDIR) => return Err(self.not_a_directory(prefix)),
-                Err(e) => return Err(dest_err("resolving", &shown, e)),
-            };
+                Err(e) => return Err(dest_err("inspecting", &shown, e)),
+            }
+            resolved.push(name);
         }
         Ok(cur)
-    }
-
-    fn not_a_directory(&self, comps: &[OsString]) -> BuildError {
-        // Name the first component that is not a directory.
-        let upto = (1..=comps.len())
-            .find(|&n| {
-                let p = comps.get(..n).unwrap_or_default();
-                matches!(
-                    self.resolve(&join_bytes(p), OFlag::O_PATH | OFlag::O_DIRECTORY),
-                    Err(Errno::ENOTDIR)
-                )
-            })
-            .unwrap_or(comps.len());
-        BuildError::NotADirectory {
-            path: display(comps.get(..upto).unwrap_or_default()),
-        }
     }
 
     /// Where a file named `name` goes for destination `dest`.
@@ -700,7 +730,6 @@ impl<'a> Copier<'a> {
         fd: &BorrowedFd<'_>,
         owner: Owner,
         mode: u32,
-        _is_dir: bool,
         shown: &str,
     ) -> Result<(), BuildError> {
         if !self.rootless {
@@ -723,13 +752,7 @@ impl<'a> Copier<'a> {
         meta: &Metadata,
         shown: &str,
     ) -> Result<(), BuildError> {
-        self.set_owner_mode(
-            &fd.as_fd(),
-            self.owner_of(meta),
-            self.mode_of(meta),
-            meta.is_dir(),
-            shown,
-        )?;
+        self.set_owner_mode(&fd.as_fd(), self.owner_of(meta), self.mode_of(meta), shown)?;
         copy_xattrs(src, fd, shown);
         let (atime, mtime) = self.times_of(meta);
         futimens(fd.as_fd(), &atime, &mtime).map_err(|e| dest_err("setting times of", shown, e))
