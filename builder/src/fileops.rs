@@ -228,7 +228,7 @@ pub fn copy_sources(
                 continue;
             }
         }
-        let target = droot.file_target(&dest_comps, dest_is_dir, &source.dest)?;
+        let target = droot.file_target(&dest_comps, dest_is_dir, &source.dest);
         copier.copy_single(&droot, &src_abs, &meta, &target)?;
     }
     Ok(copier.stats)
@@ -249,7 +249,7 @@ pub fn write_inline(
     let dest_is_dir = dest.ends_with('/') || files.len() > 1;
     let copier = Copier::new(opts);
     for (name, content) in files {
-        let target = droot.file_target(&dest_comps, dest_is_dir, name)?;
+        let target = droot.file_target(&dest_comps, dest_is_dir, name);
         let (pfd, base, shown) = droot.parent_of(&target, opts.owner)?;
         let fd = create_file(&pfd, &base, &shown)?;
         let mut file = File::from(fd);
@@ -260,7 +260,7 @@ pub fn write_inline(
             .chmod
             .as_ref()
             .map_or(INLINE_MODE, |c| c.apply(INLINE_MODE, false) & 0o7777);
-        copier.set_owner_mode(&file.as_fd(), owner, mode, &shown)?;
+        copier.set_owner_mode(file.as_fd(), owner, mode, &shown)?;
     }
     Ok(())
 }
@@ -406,7 +406,7 @@ pub fn copy_file_to(
     let droot = DestRoot::open(root)?;
     let meta = fs::symlink_metadata(file).map_err(|e| BuildError::io(file, e))?;
     let dest_comps = clean(dest);
-    let target = droot.file_target(&dest_comps, dest_is_dir || dest.ends_with('/'), name)?;
+    let target = droot.file_target(&dest_comps, dest_is_dir || dest.ends_with('/'), name);
     let opts = CopyOptions {
         preserve_owner: false,
         ..opts.clone()
@@ -602,17 +602,12 @@ impl DestRoot {
     }
 
     /// Where a file named `name` goes for destination `dest`.
-    fn file_target(
-        &self,
-        dest: &[OsString],
-        dest_is_dir: bool,
-        name: &str,
-    ) -> Result<Vec<OsString>, BuildError> {
+    fn file_target(&self, dest: &[OsString], dest_is_dir: bool, name: &str) -> Vec<OsString> {
         let mut target = dest.to_vec();
         if dest_is_dir || dest.is_empty() || self.is_dir(dest) {
             target.extend(clean(name));
         }
-        Ok(target)
+        target
     }
 
     /// The (created) parent directory of `target`, its last component and
@@ -727,7 +722,7 @@ impl<'a> Copier<'a> {
     /// Owner then mode (chown clears setuid bits and capabilities).
     fn set_owner_mode(
         &self,
-        fd: &BorrowedFd<'_>,
+        fd: BorrowedFd<'_>,
         owner: Owner,
         mode: u32,
         shown: &str,
@@ -752,7 +747,7 @@ impl<'a> Copier<'a> {
         meta: &Metadata,
         shown: &str,
     ) -> Result<(), BuildError> {
-        self.set_owner_mode(&fd.as_fd(), self.owner_of(meta), self.mode_of(meta), shown)?;
+        self.set_owner_mode(fd.as_fd(), self.owner_of(meta), self.mode_of(meta), shown)?;
         copy_xattrs(src, fd, shown);
         let (atime, mtime) = self.times_of(meta);
         futimens(fd.as_fd(), &atime, &mtime).map_err(|e| dest_err("setting times of", shown, e))
@@ -889,7 +884,7 @@ impl<'a> Copier<'a> {
             };
             while stack.len() > 1 && stack.last().is_some_and(|d| d.rel != parent) {
                 if let Some(done) = stack.pop() {
-                    self.close_dir(done)?;
+                    self.close_dir(&done)?;
                 }
             }
             let Some(top) = stack.last() else {
@@ -898,7 +893,7 @@ impl<'a> Copier<'a> {
             let base = OsStr::from_bytes(name);
             let shown = format!("{}/{}", top.shown, base.to_string_lossy());
             if entry.meta.is_dir() {
-                let fd = self.open_dir(&top.fd, base, &shown)?;
+                let fd = Self::open_dir(&top.fd, base, &shown)?;
                 self.stats.dirs += 1;
                 stack.push(OpenDir {
                     rel: entry.rel.clone(),
@@ -916,14 +911,14 @@ impl<'a> Copier<'a> {
             }
         }
         while let Some(done) = stack.pop() {
-            self.close_dir(done)?;
+            self.close_dir(&done)?;
         }
         Ok(())
     }
 
     /// Creates (or reuses) directory `base` in `pfd`; a non-directory
     /// there is an error.
-    fn open_dir(&self, pfd: &OwnedFd, base: &OsStr, shown: &str) -> Result<OwnedFd, BuildError> {
+    fn open_dir(pfd: &OwnedFd, base: &OsStr, shown: &str) -> Result<OwnedFd, BuildError> {
         match fstatat(pfd.as_fd(), base, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => {
                 if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
@@ -945,7 +940,7 @@ impl<'a> Copier<'a> {
         .map_err(|e| dest_err("opening directory", shown, e))
     }
 
-    fn close_dir(&self, dir: OpenDir) -> Result<(), BuildError> {
+    fn close_dir(&self, dir: &OpenDir) -> Result<(), BuildError> {
         if let Some((meta, src)) = &dir.meta {
             self.finish_fd(&dir.fd, src, meta, &dir.shown)?;
         }
