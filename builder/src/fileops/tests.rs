@@ -643,3 +643,23 @@ fn url_file_names() {
     assert_eq!(url_file_name("https://example.com"), UNNAMED_DOWNLOAD);
     assert_eq!(url_file_name("https://example.com/?q=1"), UNNAMED_DOWNLOAD);
 }
+
+#[test]
+fn xattrs_and_fifos_are_copied() {
+    let e = env();
+    write(&e.ctx_dir.join("d/f"), "x", 0o644);
+    if let Err(err) = xattr::set(e.ctx_dir.join("d/f"), "user.kiln", b"v") {
+        println!("SKIPPED: user xattrs unsupported here: {err}");
+        return;
+    }
+    nix::unistd::mkfifo(&e.ctx_dir.join("d/pipe"), Mode::from_bits_truncate(0o640)).unwrap();
+    let stats = copy(&e, &["d"], "/o", false, &CopyOptions::default()).unwrap();
+    assert_eq!(
+        xattr::get(e.root.join("o/f"), "user.kiln").unwrap(),
+        Some(b"v".to_vec())
+    );
+    let pipe = fs::symlink_metadata(e.root.join("o/pipe")).unwrap();
+    assert!(pipe.file_type().is_fifo());
+    assert_eq!(pipe.mode() & 0o7777, 0o640);
+    assert_eq!(stats.others, 1);
+}
