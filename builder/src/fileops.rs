@@ -902,12 +902,7 @@ impl<'a> Copier<'a> {
                     meta: Some((entry.meta, entry.abs)),
                 });
             } else {
-                let pfd = &top.fd;
-                // `top` borrows `stack`; `place` needs `self` only.
-                let pfd = pfd
-                    .try_clone()
-                    .map_err(|e| dest_err("duplicating", &shown, e))?;
-                self.place(&pfd, base, &entry.abs, &entry.meta, &shown)?;
+                self.place(&top.fd, base, &entry.abs, &entry.meta, &shown)?;
             }
         }
         while let Some(done) = stack.pop() {
