@@ -109,12 +109,14 @@ impl Source {
     }
 }
 
-/// One file found under a source, for digests (and, later, copying).
-struct Entry {
+/// One file found under a source, for digests and copying.
+pub(crate) struct Entry {
     /// Path relative to the source; empty for the source itself.
-    rel: Vec<u8>,
-    abs: PathBuf,
-    meta: Metadata,
+    pub(crate) rel: Vec<u8>,
+    /// Where the file is on disk.
+    pub(crate) abs: PathBuf,
+    /// Its `lstat`.
+    pub(crate) meta: Metadata,
 }
 
 impl BuildContext {
@@ -422,7 +424,7 @@ impl BuildContext {
     /// Every file under a source: the source itself (`rel` empty) then, for
     /// a directory, everything below it that the `.dockerignore` and the
     /// source's `--exclude` patterns keep, in byte order of path.
-    fn entries(&self, source: &Source) -> Result<Vec<Entry>, BuildError> {
+    pub(crate) fn entries(&self, source: &Source) -> Result<Vec<Entry>, BuildError> {
         let abs = if source.path == "." {
             self.root.clone()
         } else {

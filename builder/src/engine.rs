@@ -724,6 +724,7 @@ impl StepContext<'_, '_> {
             .map_err(|e| BuildError::io(upper, e))?
             .next()
             .is_none();
+        let packing = Instant::now();
         let layer = if empty {
             None
         } else {
@@ -745,6 +746,7 @@ impl StepContext<'_, '_> {
             }
             Some((new, target))
         };
+        log::debug!("{description}: packed in {:?}", packing.elapsed());
         let record = CacheRecord {
             key: key.to_owned(),
             description: description.to_owned(),

@@ -120,6 +120,87 @@ pub enum BuildError {
     /// A broken invariant of the engine itself.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A `--chown` value that is not `user`, `user:group` or numeric ids.
+    #[error("invalid --chown value {spec:?}")]
+    InvalidChown {
+        /// The value as given.
+        spec: String,
+    },
+    /// A `--chown` user or group name the image's passwd or group file
+    /// does not list (or the file is missing).
+    #[error("unable to find {kind} {name:?} in {file} of the image")]
+    ChownNameNotFound {
+        /// `user` or `group`.
+        kind: &'static str,
+        /// The name as given.
+        name: String,
+        /// `/etc/passwd` or `/etc/group`.
+        file: &'static str,
+    },
+    /// A file or directory operation on the destination failed; `path` is
+    /// the path inside the container.
+    #[error("{op} {path}: {source}")]
+    Dest {
+        /// What was being done (`creating file`, ...).
+        op: &'static str,
+        /// The container path.
+        path: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A directory would be written where the destination has a
+    /// non-directory (`BuildKit`'s wording).
+    #[error("cannot copy to non-directory: {path}")]
+    NotADirectory {
+        /// The container path.
+        path: String,
+    },
+    /// A file would replace a directory (`BuildKit`'s wording).
+    #[error("cannot replace to directory {path} with file")]
+    ReplaceDirectory {
+        /// The container path.
+        path: String,
+    },
+    /// Extracting an ADD archive failed.
+    #[error("unpacking {archive}: {source}")]
+    Unpack {
+        /// The archive's path in the source.
+        archive: String,
+        /// What went wrong.
+        source: kiln_store::layer::LayerError,
+    },
+    /// An ADD URL could not be fetched.
+    #[error("downloading {url}: {reason}")]
+    Download {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An ADD URL answered with a status other than 2xx.
+    #[error("downloading {url}: invalid response status {status}")]
+    DownloadStatus {
+        /// The URL.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// An ADD `--checksum` value that is not `sha256:` and 64 hex digits.
+    #[error("invalid checksum {checksum:?}: expected sha256:<64 hex digits>")]
+    InvalidChecksum {
+        /// The value as given.
+        checksum: String,
+    },
+    /// The downloaded content does not have the `--checksum` digest.
+    #[error("digest mismatch for {url}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The URL.
+        url: String,
+        /// The digest given with `--checksum`.
+        expected: String,
+        /// The digest of what was downloaded.
+        actual: String,
+    },
     /// Writing through the store's helpers failed.
     #[error(transparent)]
     Store(#[from] StoreError),

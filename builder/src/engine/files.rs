@@ -140,6 +140,7 @@ pub(super) fn copy_step(
             .resolve_sources(&locals, &fc.excludes, fc.parents)
             .map_err(|e| with_instruction(e, fc))?
     };
+    let digesting = std::time::Instant::now();
     let sources_digest = match &from {
         None => {
             let mut cache = shared
@@ -151,6 +152,7 @@ pub(super) fn copy_step(
         // Another stage's files are identified by that stage's key.
         Some(_) => None,
     };
+    log::debug!("{created_by}: sources digested in {:?}", digesting.elapsed());
     let mut description = format!(
         "{created_by}\0dest={dest}\0link={}\0excludes={:?}\0unpack={:?}\0checksum={:?}\0",
         fc.link, fc.excludes, fc.unpack, fc.checksum
@@ -221,7 +223,9 @@ pub(super) fn copy_step(
     };
     let count = sources.len() + fc.inline.len() + downloads.len();
     let dest_is_dir = dest.ends_with('/') || count > 1;
+    let copying = std::time::Instant::now();
     fileops::copy_sources(&source_ctx, &sources, &root, &dest, dest_is_dir, &options)?;
+    log::debug!("{created_by}: copied in {:?}", copying.elapsed());
     if !fc.inline.is_empty() {
         let files: Vec<(String, String)> = fc
             .inline

@@ -105,7 +105,9 @@ pub(super) fn run_step(
         tty: false,
         interactive: false,
     };
+    let running = std::time::Instant::now();
     let outcome = kiln_runtime::run(&spec)?;
+    log::debug!("{created_by}: ran in {:?}", running.elapsed());
     drop(guards);
     let mut output = outcome.stdout;
     output.extend_from_slice(&outcome.stderr);
