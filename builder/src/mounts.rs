@@ -221,6 +221,12 @@ fn mount_classic(stack: &[&Path], upper: Option<(&Path, &Path)>, target: &Path) 
         nix::mount::MsFlags::empty()
     };
     let options = std::ffi::OsStr::from_bytes(&options);
-    nix::mount::mount(Some("overlay"), target, Some("overlay"), flags, Some(options))
-        .map_err(io::Error::from)
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        flags,
+        Some(options),
+    )
+    .map_err(io::Error::from)
 }

@@ -103,8 +103,12 @@ pub fn mkdir_all_in_root(
             Err(e) => return Err(BuildError::io(root.join(&done), io::Error::from(e))),
         }
         let name = component.as_os_str();
-        let dir_fd = open_in(&root_fd, done.parent().unwrap_or(Path::new("")), OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-            .map_err(|e| BuildError::io(root.join(&done), io::Error::from(e)))?;
+        let dir_fd = open_in(
+            &root_fd,
+            done.parent().unwrap_or(Path::new("")),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        )
+        .map_err(|e| BuildError::io(root.join(&done), io::Error::from(e)))?;
         drop(parent);
         match nix::sys::stat::mkdirat(dir_fd.as_fd(), name, Mode::from_bits_truncate(0o755)) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
@@ -159,7 +163,10 @@ pub fn read_in_root(root: &Path, path: &str) -> Result<String, BuildError> {
             Ok(text)
         }
         Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => Ok(String::new()),
-        Err(e) => Err(BuildError::io(root.join(relative(path)), io::Error::from(e))),
+        Err(e) => Err(BuildError::io(
+            root.join(relative(path)),
+            io::Error::from(e),
+        )),
     }
 }
 

@@ -191,9 +191,10 @@ fn read_dockerfile(file: Option<&str>, context: Option<&Path>) -> anyhow::Result
     };
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("failed to read dockerfile {}: not UTF-8", path.display()))?;
-    let name = path
-        .file_name()
-        .map_or_else(|| "Dockerfile".to_owned(), |n| n.to_string_lossy().into_owned());
+    let name = path.file_name().map_or_else(
+        || "Dockerfile".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     Ok(Dockerfile {
         name,
         text,
@@ -218,7 +219,9 @@ fn ignore_patterns(dockerfile: &Dockerfile, context: &Path) -> anyhow::Result<Ve
                     .with_context(|| format!("invalid {}", candidate.display()));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", candidate.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", candidate.display()));
+            }
         }
     }
     Ok(Vec::new())
@@ -238,8 +241,9 @@ fn context_from_stdin(dir: &Path) -> anyhow::Result<Option<String>> {
         .read_to_end(&mut data)
         .context("cannot read the build context from stdin")?;
     if !looks_like_tar(&data) {
-        let text = String::from_utf8(data)
-            .map_err(|_| anyhow::anyhow!("stdin is neither a tar archive nor a UTF-8 Dockerfile"))?;
+        let text = String::from_utf8(data).map_err(|_| {
+            anyhow::anyhow!("stdin is neither a tar archive nor a UTF-8 Dockerfile")
+        })?;
         return Ok(Some(text));
     }
     let mut archive = tar::Archive::new(io::Cursor::new(data));
@@ -447,7 +451,9 @@ mod tests {
         assert_eq!(parsed.get("A").map(String::as_str), Some("1"));
         assert_eq!(parsed.get("B").map(String::as_str), Some(""));
         assert_eq!(
-            parse_build_args(&["=x".to_owned()]).unwrap_err().to_string(),
+            parse_build_args(&["=x".to_owned()])
+                .unwrap_err()
+                .to_string(),
             "invalid --build-arg \"=x\": the name is empty (use --build-arg NAME=VALUE)"
         );
     }

@@ -88,15 +88,29 @@ impl Store {
             .prefix("layer-")
             .tempfile_in(&tmp)
             .at(&tmp)?;
-        let blob_writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file));
-        let mut diff_writer = HashingWriter::new(encoder(blob_writer, compression)?);
-        produce(&mut diff_writer)?;
-        let (diff_id, diff_size, compressor) = diff_writer.finish();
-        let blob_writer = compressor.finish().at(&tmp)?;
-        let (digest, size, buffered) = blob_writer.finish();
-        let file = buffered
-            .into_inner()
-            .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+        let sink = Writeback::new(file);
+        let (digest, size, diff_id, diff_size, sink) = if compression == Compression::None {
+            // The blob is the tar itself: one hash serves as both digests.
+            let mut diff_writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, sink));
+            produce(&mut diff_writer)?;
+            let (diff_id, diff_size, buffered) = diff_writer.finish();
+            let sink = buffered
+                .into_inner()
+                .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+            (diff_id.clone(), diff_size, diff_id, diff_size, sink)
+        } else {
+            let blob_writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, sink));
+            let mut diff_writer = HashingWriter::new(encoder(blob_writer, compression)?);
+            produce(&mut diff_writer)?;
+            let (diff_id, diff_size, compressor) = diff_writer.finish();
+            let blob_writer = compressor.finish().at(&tmp)?;
+            let (digest, size, buffered) = blob_writer.finish();
+            let sink = buffered
+                .into_inner()
+                .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+            (digest, size, diff_id, diff_size, sink)
+        };
+        let file = sink.into_inner();
         self.blobs().commit(file, &digest)?;
         if compression != Compression::None {
             self.record_diff(&digest, &diff_id, diff_size)?;
@@ -186,6 +200,59 @@ impl Store {
         }
         crate::blobs::sync_dir(&self.snapshots_dir())?;
         Ok(target)
+    }
+}
+
+/// A blob file that asks the kernel to start writing back every few MiB
+/// as they are written, so the fsync at commit waits for the tail only
+/// rather than the whole layer.
+struct Writeback {
+    file: tempfile::NamedTempFile,
+    written: u64,
+    flushed: u64,
+}
+
+/// How much unsynced data a blob file may gather before write-back starts.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+impl Writeback {
+    fn new(file: tempfile::NamedTempFile) -> Self {
+        Self {
+            file,
+            written: 0,
+            flushed: 0,
+        }
+    }
+
+    fn into_inner(self) -> tempfile::NamedTempFile {
+        self.file
+    }
+}
+
+impl Write for Writeback {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.as_file_mut().write(buf)?;
+        self.written += n as u64;
+        if self.written - self.flushed >= WRITEBACK_CHUNK {
+            let offset = i64::try_from(self.flushed).unwrap_or(i64::MAX);
+            let len = i64::try_from(self.written - self.flushed).unwrap_or(0);
+            // SAFETY: a plain syscall on our own open descriptor; a failure
+            // only means the later fsync does all the work.
+            unsafe {
+                libc::sync_file_range(
+                    std::os::fd::AsRawFd::as_raw_fd(self.file.as_file()),
+                    offset,
+                    len,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.flushed = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_file_mut().flush()
     }
 }
 

@@ -290,10 +290,9 @@ pub(super) fn apply_metadata(state: &mut StageState, step: &Step, created: &str)
             // BuildKit records no history entry for ONBUILD.
             None
         }
-        StepKind::Run { .. }
-        | StepKind::Copy(_)
-        | StepKind::Add(_)
-        | StepKind::Workdir { .. } => None,
+        StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_) | StepKind::Workdir { .. } => {
+            None
+        }
     };
     if let Some(text) = text {
         let mut entry = history_for(text, created);

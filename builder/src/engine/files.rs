@@ -115,16 +115,16 @@ pub(super) fn copy_step(
     let created_by = created_by(fc);
     let history = history_for(created_by.clone(), &shared.created);
     let dest = absolute_dest(fc);
-    let (urls, locals): (Vec<&String>, Vec<&String>) = fc
-        .sources
-        .iter()
-        .partition(|s| fc.is_add && is_url(s));
+    let (urls, locals): (Vec<&String>, Vec<&String>) =
+        fc.sources.iter().partition(|s| fc.is_add && is_url(s));
     let from = source_state(ctx, fc.from.as_ref())?;
     // The filesystem sources come from: the context, or a mounted stage.
     let mut guards = Vec::new();
     let source_ctx = match &from {
         None => shared.options.context.clone(),
-        Some(state) if state.layers.is_empty() => BuildContext::open(&ctx.temp_dir("empty-")?, &[])?,
+        Some(state) if state.layers.is_empty() => {
+            BuildContext::open(&ctx.temp_dir("empty-")?, &[])?
+        }
         Some(state) => {
             let overlay = mount_readonly(ctx, state)?;
             let source_ctx = BuildContext::open(overlay.path(), &[])?;
@@ -152,7 +152,10 @@ pub(super) fn copy_step(
         // Another stage's files are identified by that stage's key.
         Some(_) => None,
     };
-    log::debug!("{created_by}: sources digested in {:?}", digesting.elapsed());
+    log::debug!(
+        "{created_by}: sources digested in {:?}",
+        digesting.elapsed()
+    );
     let mut description = format!(
         "{created_by}\0dest={dest}\0link={}\0excludes={:?}\0unpack={:?}\0checksum={:?}\0",
         fc.link, fc.excludes, fc.unpack, fc.checksum

@@ -202,9 +202,10 @@ fn prepare_mount(
                             .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
                         context.digest_sources(&sources, &mut cache)?
                     };
-                    let path = sources
-                        .first()
-                        .map_or_else(|| context.root().to_owned(), |s| context.root().join(&s.path));
+                    let path = sources.first().map_or_else(
+                        || context.root().to_owned(),
+                        |s| context.root().join(&s.path),
+                    );
                     (path, format!("bind={target}\0context\0{digest}"))
                 }
                 Some(state) => {
