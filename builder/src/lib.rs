@@ -2,6 +2,7 @@
 //! resolution as `BuildKit` does it for a local context, content digests of
 //! sources with a stat cache), step cache keys and progress events.
 
+pub mod cache;
 pub mod context;
 pub mod error;
 pub mod progress;
