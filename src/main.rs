@@ -4,6 +4,11 @@
 
 mod commands;
 mod output;
+#[allow(
+    dead_code,
+    reason = "the renderers are for `kiln build`, which lands separately"
+)]
+mod progress;
 mod table;
 mod template;
 mod units;
