@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod cache;
 pub mod history;
 pub mod images;
 pub mod import;
