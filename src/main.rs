@@ -83,6 +83,12 @@ enum Command {
     Rmi(commands::rmi::RmiArgs),
     /// Remove dangling (or, with -a, all) images and unused blobs and snapshots.
     Prune(commands::prune::PruneArgs),
+    /// List, measure and prune the build cache.
+    Cache {
+        /// What to do.
+        #[command(subcommand)]
+        command: commands::cache::CacheCommand,
+    },
     /// Check and measure the store.
     System {
         /// What to do.
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
         Command::Tag(args) => commands::tag::run(root, &args),
         Command::Rmi(args) => commands::rmi::run(root, &args),
         Command::Prune(args) => commands::prune::run(root, &args),
+        Command::Cache { command } => commands::cache::run(root, &command),
         Command::System { command } => commands::system::run(root, &command),
     };
     match result {

@@ -1,42 +1,369 @@
-//! STUB (replaced by the cacheui branch).
-#![allow(missing_docs, clippy::all, clippy::pedantic)]
-use crate::error::BuildError;
-use kiln_store::Store;
+//! The persistent build cache: one JSON record per step cache key in the
+//! store's `cache/` directory, naming the layer the step produced.
+//!
+//! The store's garbage collector keeps every `sha256:` digest that a
+//! `cache/*.json` file mentions, so a record keeps its layer blob (and its
+//! snapshot, named by the `diff_id`) alive across `rmi` of the images that
+//! used it, without the store knowing this format. A record's last-used
+//! time is its file's mtime: a cache hit only touches the file, so a no-op
+//! rebuild does not rewrite (and fsync) every record.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use kiln_store::digest::parse_sha256;
+use kiln_store::spec::Descriptor;
+use kiln_store::{Digest, Store};
 use serde::{Deserialize, Serialize};
+
+use crate::error::BuildError;
+
+/// Records bigger than this are not build-cache records (they hold a
+/// descriptor and a few strings), so they are not read.
+const MAX_RECORD_SIZE: u64 = 1 << 20;
+
+/// What the cache remembers about one step.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CacheRecord {
+    /// The step's cache key, `sha256:<hex>` (see [`crate::cache_key`]).
     pub key: String,
+    /// What the step does (`RUN make`), for `kiln cache ls`.
     pub description: String,
+    /// The layer the step produced; `None` when its diff was empty.
     pub layer: Option<CachedLayer>,
+    /// When the record was made, RFC 3339.
     pub created: String,
 }
+
+/// A layer a cached step produced.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CachedLayer {
-    pub descriptor: kiln_store::spec::Descriptor,
+    /// The manifest descriptor of the layer blob.
+    pub descriptor: Descriptor,
+    /// The digest of the uncompressed tar (`sha256:...`): the image
+    /// config's `diff_id` and the snapshot's name.
     pub diff_id: String,
+    /// The size of the uncompressed tar.
     pub diff_size: u64,
 }
+
+/// One record as `kiln cache ls` shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheEntry {
+    /// The record.
+    pub record: CacheRecord,
+    /// When a build last used (or made) it: the record file's mtime.
+    pub last_used: SystemTime,
+    /// Size of the layer blob; 0 for an empty diff.
+    pub size: u64,
+    /// Whether an image in the store also uses the layer blob, so that
+    /// removing the record frees nothing.
+    pub shared: bool,
+}
+
+/// The records in the cache directory, and the files that looked like
+/// records but could not be read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CacheListing {
+    /// Readable records, oldest use first.
+    pub entries: Vec<CacheEntry>,
+    /// Record files that are unreadable, not JSON of the record shape, or
+    /// whose key does not match their name.
+    pub unreadable: Vec<PathBuf>,
+}
+
+/// What `prune` removes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneOptions {
+    /// Remove records (least recently used first) only while the cache
+    /// holds more than this many bytes of layers.
+    pub keep_storage: Option<u64>,
+    /// Remove only records unused for longer than this.
+    pub until: Option<Duration>,
+    /// Also remove records whose layer an image in the store uses (without
+    /// it they are kept: removing them frees no space).
+    pub all: bool,
+}
+
+/// What `prune` removed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PruneReport {
+    /// The records removed.
+    pub removed: Vec<CacheRecord>,
+    /// Unreadable record files removed.
+    pub unreadable_removed: usize,
+    /// Bytes freed: record files plus what the store's garbage collection
+    /// deleted afterwards (layer blobs, snapshots, abandoned staging files).
+    pub reclaimed: u64,
+}
+
+/// The build cache of a store.
+#[derive(Debug, Clone)]
 pub struct BuildCache<'a> {
     store: &'a Store,
 }
-impl<'a> BuildCache<'a> {
-    pub fn new(store: &'a Store) -> Self {
-        Self { store }
+
+impl BuildCache<'_> {
+    /// The build cache kept in `store`.
+    pub fn new(store: &Store) -> BuildCache<'_> {
+        BuildCache { store }
     }
+
+    /// The record for a cache key, marked as used now. A record whose layer
+    /// blob is gone from the store is a miss and is removed; an unreadable
+    /// one is a miss (the next [`put`](Self::put) replaces it).
     pub fn get(&self, key: &str) -> Result<Option<CacheRecord>, BuildError> {
-        let p = self
-            .store
-            .cache_dir()
-            .join(format!("{}.json", key.trim_start_matches("sha256:")));
-        Ok(std::fs::read(&p)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok()))
+        let path = self.record_path(key)?;
+        let record = match read_record(&path) {
+            Ok(record) => record,
+            Err(ReadError::Missing) => return Ok(None),
+            Err(ReadError::Unreadable(why)) => {
+                log::warn!("ignoring build-cache record {}: {why}", path.display());
+                return Ok(None);
+            }
+        };
+        if let Some(layer) = &record.layer {
+            let present = parse_sha256(&layer.descriptor.digest)
+                .is_ok_and(|digest| self.store.blobs().contains(&digest));
+            if !present {
+                log::info!(
+                    "build-cache record {key}: layer {} is gone from the store",
+                    layer.descriptor.digest
+                );
+                remove_file(&path)?;
+                return Ok(None);
+            }
+        }
+        // Last use is the mtime; failing to record it costs only an
+        // early eviction, so it does not fail the build.
+        if let Err(e) = filetime::set_file_mtime(&path, filetime::FileTime::now()) {
+            log::debug!("cannot mark {} as used: {e}", path.display());
+        }
+        Ok(Some(record))
     }
-    pub fn put(&self, r: &CacheRecord) -> Result<(), BuildError> {
-        let p = self
+
+    /// Stores a record (atomically: a concurrent `get` sees the old record
+    /// or the new one). The key and the layer's digests must be sha256
+    /// digests, so that the store's garbage collection sees the layer.
+    pub fn put(&self, record: &CacheRecord) -> Result<(), BuildError> {
+        let path = self.record_path(&record.key)?;
+        if let Some(layer) = &record.layer {
+            parse_sha256(&layer.descriptor.digest)?;
+            parse_sha256(&layer.diff_id)?;
+        }
+        let bytes = serde_json::to_vec(record).map_err(|source| {
+            BuildError::Store(kiln_store::StoreError::Json {
+                what: format!("build-cache record {}", record.key),
+                source,
+            })
+        })?;
+        kiln_store::store::write_atomic(&self.store.cache_dir(), &path, &bytes)?;
+        Ok(())
+    }
+
+    /// Every readable record, least recently used first.
+    pub fn list(&self) -> Result<Vec<CacheEntry>, BuildError> {
+        let listing = self.scan()?;
+        for path in &listing.unreadable {
+            log::warn!("skipping unreadable build-cache record {}", path.display());
+        }
+        Ok(listing.entries)
+    }
+
+    /// Every record, least recently used first, and the record files that
+    /// could not be read. Only files named `<64 hex digits>.json` are
+    /// records; anything else in the directory is left alone.
+    pub fn scan(&self) -> Result<CacheListing, BuildError> {
+        let dir = self.store.cache_dir();
+        let shared = self.image_layers()?;
+        let mut listing = CacheListing::default();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(listing),
+            Err(e) => return Err(BuildError::io(dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| BuildError::io(&dir, e))?;
+            let name = entry.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !is_sha256_hex(hex) {
+                continue;
+            }
+            let path = entry.path();
+            let record = match read_record(&path) {
+                Ok(record) if record.key.strip_prefix("sha256:") == Some(hex) => record,
+                // Removed between read_dir and the read: not a record any more.
+                Err(ReadError::Missing) => continue,
+                Ok(_) | Err(ReadError::Unreadable(_)) => {
+                    listing.unreadable.push(path);
+                    continue;
+                }
+            };
+            let last_used = match fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(time) => time,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(BuildError::io(path, e)),
+            };
+            let (size, shared) = record.layer.as_ref().map_or((0, false), |layer| {
+                let size = u64::try_from(layer.descriptor.size).unwrap_or(0);
+                (size, shared.contains(&layer.descriptor.digest))
+            });
+            listing.entries.push(CacheEntry {
+                record,
+                last_used,
+                size,
+                shared,
+            });
+        }
+        listing.entries.sort_by(|a, b| {
+            a.last_used
+                .cmp(&b.last_used)
+                .then_with(|| a.record.key.cmp(&b.record.key))
+        });
+        listing.unreadable.sort();
+        Ok(listing)
+    }
+
+    /// Removes records as `opts` says, then collects the store's garbage so
+    /// that layers no image and no remaining record uses are deleted.
+    /// Unreadable record files are always removed.
+    pub fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, BuildError> {
+        let listing = self.scan()?;
+        let mut report = PruneReport::default();
+        for path in &listing.unreadable {
+            report.reclaimed += file_size(path);
+            remove_file(path)?;
+            report.unreadable_removed += 1;
+        }
+        let now = SystemTime::now();
+        let candidate = |entry: &CacheEntry| {
+            (opts.all || !entry.shared)
+                && opts.until.is_none_or(|until| {
+                    now.duration_since(entry.last_used)
+                        .is_ok_and(|idle| idle > until)
+                })
+        };
+        let mut remove = vec![false; listing.entries.len()];
+        match opts.keep_storage {
+            None => {
+                for (flag, entry) in remove.iter_mut().zip(&listing.entries) {
+                    *flag = candidate(entry);
+                }
+            }
+            Some(keep) => {
+                // Bytes the cache alone holds, per blob, and how many
+                // records still use each.
+                let mut users: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+                for entry in listing.entries.iter().filter(|e| !e.shared) {
+                    if let Some(layer) = &entry.record.layer {
+                        users
+                            .entry(&layer.descriptor.digest)
+                            .or_insert((entry.size, 0))
+                            .1 += 1;
+                    }
+                }
+                let mut total: u64 = users.values().map(|(size, _)| size).sum();
+                // Entries are sorted least recently used first.
+                for (flag, entry) in remove.iter_mut().zip(&listing.entries) {
+                    if total <= keep {
+                        break;
+                    }
+                    if !candidate(entry) {
+                        continue;
+                    }
+                    *flag = true;
+                    if let Some(layer) = &entry.record.layer
+                        && let Some((size, count)) = users.get_mut(layer.descriptor.digest.as_str())
+                    {
+                        *count -= 1;
+                        if *count == 0 {
+                            total = total.saturating_sub(*size);
+                        }
+                    }
+                }
+            }
+        }
+        for (entry, _) in listing.entries.into_iter().zip(remove).filter(|(_, r)| *r) {
+            let path = self.record_path(&entry.record.key)?;
+            report.reclaimed += file_size(&path);
+            remove_file(&path)?;
+            report.removed.push(entry.record);
+        }
+        let sweep = self.store.collect_garbage()?;
+        report.reclaimed += sweep.reclaimed;
+        Ok(report)
+    }
+
+    /// The file of a record.
+    fn record_path(&self, key: &str) -> Result<PathBuf, BuildError> {
+        let digest: Digest = parse_sha256(key)?;
+        Ok(self
             .store
             .cache_dir()
-            .join(format!("{}.json", r.key.trim_start_matches("sha256:")));
-        std::fs::write(&p, serde_json::to_vec(r).unwrap()).map_err(|e| BuildError::io(&p, e))
+            .join(format!("{}.json", digest.encoded())))
+    }
+
+    /// Digests of the layer blobs of the images in the store.
+    fn image_layers(&self) -> Result<BTreeSet<String>, BuildError> {
+        Ok(self
+            .store
+            .images()?
+            .into_iter()
+            .flat_map(|image| image.manifest.layers.into_iter().map(|l| l.digest))
+            .collect())
     }
 }
+
+/// Why a record could not be read.
+enum ReadError {
+    /// There is no such file.
+    Missing,
+    /// Anything else, with the reason.
+    Unreadable(String),
+}
+
+fn read_record(path: &Path) -> Result<CacheRecord, ReadError> {
+    let read = || -> io::Result<Vec<u8>> {
+        let size = fs::metadata(path)?.len();
+        if size > MAX_RECORD_SIZE {
+            return Err(io::Error::other(format!(
+                "{size} bytes, over the {MAX_RECORD_SIZE}-byte limit"
+            )));
+        }
+        fs::read(path)
+    };
+    let bytes = read().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            ReadError::Missing
+        } else {
+            ReadError::Unreadable(e.to_string())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ReadError::Unreadable(e.to_string()))
+}
+
+/// Whether `hex` is 64 lowercase hex digits.
+fn is_sha256_hex(hex: &str) -> bool {
+    hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn file_size(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Removes a file; one already gone (a concurrent prune) is fine.
+fn remove_file(path: &Path) -> Result<(), BuildError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(BuildError::io(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

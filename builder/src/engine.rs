@@ -259,12 +259,17 @@ pub fn build(
     };
     let (manifest, image_id) = commit(&shared, target)?;
     if let (Some(path), Ok(mut cache)) = (&options.stat_cache, shared.stat_cache.lock()) {
+        let before = cache.len();
         cache.prune_unseen();
-        // A stat cache that cannot be saved only costs time next build.
-        if let Some(dir) = path.parent() {
-            let _ = fs::create_dir_all(dir);
+        // Saving 20,000 entries costs more than the whole no-op rebuild:
+        // skip it when nothing was read or dropped.
+        if cache.reads() > 0 || cache.len() != before || !path.exists() {
+            // A stat cache that cannot be saved only costs time next build.
+            if let Some(dir) = path.parent() {
+                let _ = fs::create_dir_all(dir);
+            }
+            let _ = cache.save(path);
         }
-        let _ = cache.save(path);
     }
     let steps_run = shared.steps_run.load(Ordering::SeqCst);
     let steps_cached = shared.steps_cached.load(Ordering::SeqCst);
@@ -550,7 +555,8 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         c.on_build = None;
     }
     let total = 1 + stage.steps.iter().filter(|s| is_filesystem_step(s)).count();
-    let display = stage.display_name();
+    // BuildKit names only named stages in progress lines.
+    let display = stage.name.clone().unwrap_or_default();
     let use_cache = cache_enabled(shared, stage);
     // The FROM step, as BuildKit shows it.
     let from_id = shared.next_step.fetch_add(1, Ordering::SeqCst);
@@ -728,7 +734,7 @@ impl StepContext<'_, '_> {
         let layer = if empty {
             None
         } else {
-            let new = store.write_layer_from_directory(
+            let new = store.write_build_layer(
                 upper,
                 self.shared.options.compression,
                 &PackOptions {

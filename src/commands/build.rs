@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -314,11 +314,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("invalid --compression {other:?}: expected none, gzip or zstd")
         })?,
     };
-    let mode = if args.quiet {
-        ProgressMode::Quiet
-    } else {
-        ProgressMode::from_flag(&args.progress)?
-    };
+    let mode = ProgressMode::from_flag(&args.progress)?.resolve(args.quiet);
     let epoch = source_date_epoch(&build_args)?;
     if args.context == "-" && args.file.as_deref() == Some("-") {
         bail!("invalid argument: can't use stdin for both the build context and the Dockerfile");
@@ -400,8 +396,6 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     if args.quiet {
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "{}", outcome.image_id).context("cannot write to stdout")?;
-    } else if !io::stderr().is_terminal() && mode == ProgressMode::Quiet {
-        // Nothing: quiet means quiet.
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -113,7 +113,7 @@ pub fn run(root: Option<&Path>, args: &HistoryArgs) -> anyhow::Result<ExitCode> 
 
 /// Docker's `stringutils.Ellipsis`: at most `max` characters, the last
 /// one `…` when cut.
-fn ellipsis(text: &str, max: usize) -> String {
+pub(crate) fn ellipsis(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         return text.to_owned();
     }

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod build;
+pub mod cache;
 pub mod history;
 pub mod images;
 pub mod import;

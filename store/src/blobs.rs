@@ -114,11 +114,29 @@ impl Blobs {
         file: tempfile::NamedTempFile,
         digest: &Digest,
     ) -> Result<(), StoreError> {
-        file.as_file().sync_all().at(file.path().to_owned())?;
+        self.commit_with(file, digest, true)
+    }
+
+    /// [`Self::commit`], optionally without waiting for the data to reach
+    /// the disk (the rename is still atomic, so a killed process leaves
+    /// either no blob or a whole one; only a power failure can lose it,
+    /// which digest verification then reports).
+    pub(crate) fn commit_with(
+        &self,
+        file: tempfile::NamedTempFile,
+        digest: &Digest,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        if durable {
+            file.as_file().sync_all().at(file.path().to_owned())?;
+        }
         let target = self.path(digest);
         file.persist(&target)
             .map_err(|e| StoreError::io(&target, e.error))?;
-        sync_dir(&self.dir)
+        if durable {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 
     /// Opens a blob for reading; the reader fails at end of file if the

@@ -36,7 +36,7 @@ impl Store {
         tar_stream: impl Read,
         compression: Compression,
     ) -> Result<NewLayer, StoreError> {
-        self.write_layer_with(compression, |sink| {
+        self.write_layer_with(compression, true, |sink| {
             let mut tee = TeeReader {
                 inner: tar_stream,
                 sink,
@@ -70,7 +70,24 @@ impl Store {
         compression: Compression,
         options: &PackOptions,
     ) -> Result<NewLayer, StoreError> {
-        self.write_layer_with(compression, |sink| {
+        self.write_layer_with(compression, true, |sink| {
+            pack_directory(dir, sink, options)?;
+            Ok(())
+        })
+    }
+
+    /// [`Self::write_layer_from_directory`] for build steps: the blob is not
+    /// fsynced, as a builder's layer cache is not (BuildKit's overlay
+    /// snapshots are not either). Waiting for a 400 MB layer to reach the
+    /// disk would double a COPY step's time; a layer lost to a power
+    /// failure fails digest verification and is rebuilt.
+    pub fn write_build_layer(
+        &self,
+        dir: &Path,
+        compression: Compression,
+        options: &PackOptions,
+    ) -> Result<NewLayer, StoreError> {
+        self.write_layer_with(compression, false, |sink| {
             pack_directory(dir, sink, options)?;
             Ok(())
         })
@@ -81,6 +98,7 @@ impl Store {
     fn write_layer_with(
         &self,
         compression: Compression,
+        durable: bool,
         produce: impl FnOnce(&mut dyn Write) -> Result<(), StoreError>,
     ) -> Result<NewLayer, StoreError> {
         let tmp = self.tmp_dir();
@@ -88,7 +106,7 @@ impl Store {
             .prefix("layer-")
             .tempfile_in(&tmp)
             .at(&tmp)?;
-        let sink = Writeback::new(file);
+        let sink = Writeback::new(file, durable);
         let (digest, size, diff_id, diff_size, sink) = if compression == Compression::None {
             // The blob is the tar itself: one hash serves as both digests.
             let mut diff_writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, sink));
@@ -111,7 +129,7 @@ impl Store {
             (digest, size, diff_id, diff_size, sink)
         };
         let file = sink.into_inner();
-        self.blobs().commit(file, &digest)?;
+        self.blobs().commit_with(file, &digest, durable)?;
         if compression != Compression::None {
             self.record_diff(&digest, &diff_id, diff_size)?;
         }
@@ -210,17 +228,21 @@ struct Writeback {
     file: tempfile::NamedTempFile,
     written: u64,
     flushed: u64,
+    /// Whether the blob will be fsynced (otherwise write-back is left to
+    /// the kernel).
+    durable: bool,
 }
 
 /// How much unsynced data a blob file may gather before write-back starts.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 impl Writeback {
-    fn new(file: tempfile::NamedTempFile) -> Self {
+    fn new(file: tempfile::NamedTempFile, durable: bool) -> Self {
         Self {
             file,
             written: 0,
             flushed: 0,
+            durable,
         }
     }
 
@@ -233,7 +255,7 @@ impl Write for Writeback {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.as_file_mut().write(buf)?;
         self.written += n as u64;
-        if self.written - self.flushed >= WRITEBACK_CHUNK {
+        if self.durable && self.written - self.flushed >= WRITEBACK_CHUNK {
             let offset = i64::try_from(self.flushed).unwrap_or(i64::MAX);
             let len = i64::try_from(self.written - self.flushed).unwrap_or(0);
             // SAFETY: a plain syscall on our own open descriptor; a failure

@@ -66,7 +66,11 @@ impl Store {
         for entry in index.manifests.iter().filter(|d| keep(d)) {
             self.mark_descriptor(&entry.media_type, &entry.digest, &mut marks, 0)?;
         }
+        // A digest in a record may be a layer blob or a diff_id; keeping
+        // both the blob and the snapshot of that name spares a cache hit
+        // from unpacking the layer again.
         for digest in self.cache_blob_references()? {
+            marks.diff_ids.insert(digest.encoded().to_owned());
             marks.blobs.insert(digest);
         }
         Ok(marks)

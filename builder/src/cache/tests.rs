@@ -1,0 +1,342 @@
+use std::fs;
+use std::time::{Duration, SystemTime};
+
+use filetime::FileTime;
+use kiln_store::Store;
+use kiln_store::commit::NewLayer;
+use kiln_store::layer::Compression;
+use kiln_store::spec::ImageConfig;
+use tempfile::TempDir;
+
+use super::*;
+
+fn store() -> (TempDir, Store) {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    (dir, store)
+}
+
+/// A real layer holding one file with `content`.
+fn layer(dir: &TempDir, store: &Store, content: &str) -> NewLayer {
+    let tree = dir.path().join(format!("tree-{content}"));
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("file"), content).unwrap();
+    store
+        .write_layer_from_directory(
+            &tree,
+            Compression::Gzip,
+            &kiln_store::layer::PackOptions::default(),
+        )
+        .unwrap()
+}
+
+fn key(n: u8) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+fn record(n: u8, layer: Option<&NewLayer>) -> CacheRecord {
+    CacheRecord {
+        key: key(n),
+        description: format!("RUN step {n}"),
+        layer: layer.map(|l| CachedLayer {
+            descriptor: l.descriptor.clone(),
+            diff_id: l.diff_id.to_string(),
+            diff_size: l.diff_size,
+        }),
+        created: "2026-11-30T12:00:00Z".to_owned(),
+    }
+}
+
+fn record_file(store: &Store, n: u8) -> PathBuf {
+    store
+        .cache_dir()
+        .join(format!("{}.json", format!("{n:02x}").repeat(32)))
+}
+
+/// Sets a record's last use to `ago` before now.
+fn age(store: &Store, n: u8, ago: Duration) {
+    let time = SystemTime::now() - ago;
+    filetime::set_file_mtime(record_file(store, n), FileTime::from_system_time(time)).unwrap();
+}
+
+fn blob_exists(store: &Store, layer: &NewLayer) -> bool {
+    store
+        .blobs()
+        .contains(&parse_sha256(&layer.descriptor.digest).unwrap())
+}
+
+#[test]
+fn put_then_get_round_trips_and_marks_used() {
+    let (dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let layer = layer(&dir, &store, "a");
+    let rec = record(1, Some(&layer));
+    cache.put(&rec).unwrap();
+    let text = fs::read_to_string(record_file(&store, 1)).unwrap();
+    // The collector finds both digests as plain strings.
+    assert!(text.contains(&layer.descriptor.digest), "{text}");
+    assert!(text.contains(&layer.diff_id.to_string()), "{text}");
+
+    age(&store, 1, Duration::from_hours(1));
+    let before = fs::metadata(record_file(&store, 1)).unwrap();
+    assert_eq!(cache.get(&rec.key).unwrap(), Some(rec.clone()));
+    let after = fs::metadata(record_file(&store, 1)).unwrap();
+    let used = SystemTime::now()
+        .duration_since(after.modified().unwrap())
+        .unwrap_or_default();
+    assert!(used < Duration::from_mins(1), "mtime not refreshed");
+    assert!(after.modified().unwrap() > before.modified().unwrap());
+    // A hit does not rewrite the file.
+    assert_eq!(before.ino(), after.ino());
+    assert_eq!(cache.get(&key(2)).unwrap(), None);
+}
+
+use std::os::unix::fs::MetadataExt as _;
+
+#[test]
+fn empty_diff_records_need_no_blob() {
+    let (_dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let rec = record(3, None);
+    cache.put(&rec).unwrap();
+    assert_eq!(cache.get(&rec.key).unwrap(), Some(rec));
+}
+
+#[test]
+fn a_record_whose_blob_is_gone_is_a_miss_and_removed() {
+    let (dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let layer = layer(&dir, &store, "gone");
+    cache.put(&record(1, Some(&layer))).unwrap();
+    store
+        .blobs()
+        .remove(&parse_sha256(&layer.descriptor.digest).unwrap())
+        .unwrap();
+    assert_eq!(cache.get(&key(1)).unwrap(), None);
+    assert!(!record_file(&store, 1).exists());
+}
+
+#[test]
+fn corrupt_records_are_misses_and_skipped_in_listings() {
+    let (dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let layer = layer(&dir, &store, "ok");
+    cache.put(&record(1, Some(&layer))).unwrap();
+    fs::write(record_file(&store, 2), b"{not json").unwrap();
+    // Valid JSON, but filed under another key.
+    fs::write(
+        record_file(&store, 3),
+        serde_json::to_vec(&record(4, None)).unwrap(),
+    )
+    .unwrap();
+    // Not record names: ignored entirely (e.g. a stat cache).
+    fs::write(store.cache_dir().join("stat-cache.json"), b"{}").unwrap();
+
+    assert_eq!(cache.get(&key(2)).unwrap(), None);
+    let listing = cache.scan().unwrap();
+    assert_eq!(listing.entries.len(), 1);
+    assert_eq!(listing.entries[0].record.key, key(1));
+    assert_eq!(
+        listing.unreadable,
+        vec![record_file(&store, 2), record_file(&store, 3)]
+    );
+    assert_eq!(cache.list().unwrap().len(), 1);
+}
+
+#[test]
+fn bad_keys_and_digests_are_refused() {
+    let (_dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let mut rec = record(1, None);
+    rec.key = "sha256:abc".to_owned();
+    let error = cache.put(&rec).unwrap_err().to_string();
+    assert!(
+        error.starts_with("invalid digest \"sha256:abc\""),
+        "{error}"
+    );
+    assert!(cache.get("../../etc/passwd").is_err());
+
+    let mut rec = record(1, None);
+    rec.layer = Some(CachedLayer {
+        descriptor: Descriptor::new("application/x", "md5:00", 1),
+        diff_id: key(9),
+        diff_size: 1,
+    });
+    let error = cache.put(&rec).unwrap_err().to_string();
+    assert!(error.contains("\"md5:00\""), "{error}");
+    assert!(!record_file(&store, 1).exists());
+}
+
+#[test]
+fn list_reports_size_sharing_and_last_use() {
+    let (dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let own = layer(&dir, &store, "own");
+    let used = layer(&dir, &store, "used-by-image");
+    let tag = kiln_parser::values::parse_normalized_named("img:1").unwrap();
+    store
+        .commit_image(
+            &ImageConfig::default(),
+            std::slice::from_ref(&used.descriptor),
+            &[tag],
+        )
+        .unwrap();
+    cache.put(&record(1, Some(&own))).unwrap();
+    cache.put(&record(2, Some(&used))).unwrap();
+    cache.put(&record(3, None)).unwrap();
+    age(&store, 1, Duration::from_mins(5));
+    age(&store, 2, Duration::from_secs(200));
+    age(&store, 3, Duration::from_secs(100));
+
+    let entries = cache.list().unwrap();
+    let summary: Vec<(String, u64, bool)> = entries
+        .iter()
+        .map(|e| (e.record.key.clone(), e.size, e.shared))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (key(1), u64::try_from(own.descriptor.size).unwrap(), false),
+            (key(2), u64::try_from(used.descriptor.size).unwrap(), true),
+            (key(3), 0, false),
+        ]
+    );
+    let idle = SystemTime::now()
+        .duration_since(entries[0].last_used)
+        .unwrap();
+    assert!(idle >= Duration::from_mins(5) && idle < Duration::from_secs(400));
+}
+
+#[test]
+fn records_keep_blobs_and_snapshots_alive_until_pruned() {
+    let (dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let layer = layer(&dir, &store, "kept");
+    let snapshot = store
+        .snapshot(&layer.descriptor, &layer.diff_id.to_string())
+        .unwrap();
+    cache.put(&record(1, Some(&layer))).unwrap();
+    store.collect_garbage().unwrap();
+    assert!(blob_exists(&store, &layer));
+    assert!(snapshot.exists(), "the record keeps the snapshot");
+
+    let report = cache
+        .prune(&PruneOptions {
+            all: true,
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed, vec![record(1, Some(&layer))]);
+    assert!(!blob_exists(&store, &layer));
+    assert!(!snapshot.exists());
+    assert!(report.reclaimed >= u64::try_from(layer.descriptor.size).unwrap());
+    assert!(cache.list().unwrap().is_empty());
+}
+
+#[test]
+fn prune_without_all_keeps_records_of_image_layers() {
+    let (dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let own = layer(&dir, &store, "own");
+    let used = layer(&dir, &store, "used");
+    let tag = kiln_parser::values::parse_normalized_named("img:1").unwrap();
+    store
+        .commit_image(
+            &ImageConfig::default(),
+            std::slice::from_ref(&used.descriptor),
+            &[tag],
+        )
+        .unwrap();
+    cache.put(&record(1, Some(&own))).unwrap();
+    cache.put(&record(2, Some(&used))).unwrap();
+    let report = cache.prune(&PruneOptions::default()).unwrap();
+    assert_eq!(report.removed, vec![record(1, Some(&own))]);
+    assert!(!blob_exists(&store, &own));
+    assert!(blob_exists(&store, &used));
+    assert_eq!(cache.list().unwrap().len(), 1);
+}
+
+#[test]
+fn prune_until_removes_only_records_idle_longer() {
+    let (dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let old = layer(&dir, &store, "old");
+    let new = layer(&dir, &store, "new");
+    cache.put(&record(1, Some(&old))).unwrap();
+    cache.put(&record(2, Some(&new))).unwrap();
+    age(&store, 1, Duration::from_hours(48));
+    age(&store, 2, Duration::from_hours(1));
+    let report = cache
+        .prune(&PruneOptions {
+            until: Some(Duration::from_hours(24)),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed, vec![record(1, Some(&old))]);
+    assert!(!blob_exists(&store, &old));
+    assert!(blob_exists(&store, &new));
+}
+
+#[test]
+fn prune_keep_storage_removes_least_recently_used_first() {
+    let (dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let layers: Vec<NewLayer> = ["l1", "l2", "l3"]
+        .iter()
+        .map(|c| layer(&dir, &store, c))
+        .collect();
+    for (n, l) in (1..).zip(&layers) {
+        cache.put(&record(n, Some(l))).unwrap();
+    }
+    // Two records share layer 3: removing one of them frees nothing.
+    cache.put(&record(4, Some(&layers[2]))).unwrap();
+    // Least recently used: 2, then 4, then 1, then 3.
+    age(&store, 2, Duration::from_secs(400));
+    age(&store, 4, Duration::from_mins(5));
+    age(&store, 1, Duration::from_secs(200));
+    age(&store, 3, Duration::from_secs(100));
+    let size = |l: &NewLayer| u64::try_from(l.descriptor.size).unwrap();
+    // Room for layers 1 and 3 only.
+    let keep = size(&layers[0]) + size(&layers[2]);
+    let report = cache
+        .prune(&PruneOptions {
+            keep_storage: Some(keep),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.removed, vec![record(2, Some(&layers[1]))]);
+
+    // Now room for one layer: 4 goes (frees nothing, 3 still uses the
+    // blob), then 1 goes.
+    let report = cache
+        .prune(&PruneOptions {
+            keep_storage: Some(size(&layers[2])),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(
+        report.removed,
+        vec![record(4, Some(&layers[2])), record(1, Some(&layers[0]))]
+    );
+    assert!(blob_exists(&store, &layers[2]));
+    assert!(!blob_exists(&store, &layers[0]));
+    assert!(!blob_exists(&store, &layers[1]));
+    let left: Vec<String> = cache
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record.key)
+        .collect();
+    assert_eq!(left, vec![key(3)]);
+}
+
+#[test]
+fn prune_removes_unreadable_records() {
+    let (_dir, store) = store();
+    let cache = BuildCache::new(&store);
+    fs::write(record_file(&store, 2), b"garbage").unwrap();
+    let report = cache.prune(&PruneOptions::default()).unwrap();
+    assert_eq!(report.unreadable_removed, 1);
+    assert!(report.removed.is_empty());
+    assert!(!record_file(&store, 2).exists());
+}
