@@ -530,6 +530,10 @@ fn is_filesystem_step(step: &Step) -> bool {
     )
 }
 
+#[expect(
+    clippy::similar_names,
+    reason = "stage (the plan) and state (the result) are the natural names"
+)]
 fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildError> {
     let plan = shared.plan;
     let stage = plan
@@ -541,9 +545,9 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         Base::Scratch => scratch_state(&platform),
         Base::Stage { index } => {
             let base = stage_result(shared, *index)?;
-            let mut state = (*base).clone();
-            state.cmd_set = false;
-            state
+            let mut inherited = (*base).clone();
+            inherited.cmd_set = false;
+            inherited
         }
         Base::Image { reference } => (*image_state(shared, reference)?).clone(),
     };
@@ -776,7 +780,7 @@ impl StepContext<'_, '_> {
             ),
             None => push_empty(state, history),
         }
-        state.key = key.to_owned();
+        key.clone_into(&mut state.key);
         Ok(())
     }
 }

@@ -169,7 +169,7 @@ fn mount_new_api(stack: &[&Path], upper: Option<(&Path, &Path)>, target: &Path) 
         return Err(io::Error::last_os_error());
     }
     let attrs: libc::c_uint = if upper.is_none() {
-        libc::MOUNT_ATTR_RDONLY as libc::c_uint
+        libc::c_uint::try_from(libc::MOUNT_ATTR_RDONLY).unwrap_or(1)
     } else {
         0
     };

@@ -72,11 +72,11 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, BuildError> {
         Err(e) => return Err(BuildError::io(root.join(&rel), io::Error::from(e))),
     };
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let mut real = std::fs::read_link(&link).map_err(|e| BuildError::io(&link, e))?;
+    let mut host_path = std::fs::read_link(&link).map_err(|e| BuildError::io(&link, e))?;
     if let Some(rest) = rest {
-        real.push(rest);
+        host_path.push(rest);
     }
-    Ok(real)
+    Ok(host_path)
 }
 
 /// Creates `path` and its missing parents inside the container root with

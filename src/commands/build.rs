@@ -34,7 +34,7 @@ pub struct BuildArgs {
     /// Set a build-time variable (`NAME=VALUE`, or `NAME` to take it from
     /// the environment)
     #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
-    build_args: Vec<String>,
+    arg_values: Vec<String>,
     /// The stage to build
     #[arg(long, value_name = "STAGE")]
     target: Option<String>,
@@ -295,7 +295,7 @@ fn install_signal_handlers() {
 /// Runs `kiln build`.
 pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     // Parse every flag before touching anything.
-    let build_args = parse_build_args(&args.build_args)?;
+    let build_args = parse_build_args(&args.arg_values)?;
     let labels = parse_labels(&args.labels)?;
     let output = args.output.as_deref().map(parse_output).transpose()?;
     let tags = args

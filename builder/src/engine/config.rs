@@ -2,6 +2,7 @@
 //! history text BuildKit writes for each step.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use kiln_parser::golang::quote;
 use kiln_parser::plan::{Healthcheck, Step, StepKind};
@@ -81,12 +82,12 @@ pub(super) fn go_duration(nanos: i64) -> String {
     let seconds = trim_fraction(n % 60_000_000_000, 1_000_000_000);
     let mut out = sign.to_owned();
     if hours > 0 {
-        out.push_str(&format!("{hours}h"));
+        let _ = write!(out, "{hours}h");
     }
     if hours > 0 || minutes > 0 {
-        out.push_str(&format!("{minutes}m"));
+        let _ = write!(out, "{minutes}m");
     }
-    out.push_str(&format!("{seconds}s"));
+    let _ = write!(out, "{seconds}s");
     out
 }
 
@@ -163,7 +164,7 @@ fn go_rune(c: char) -> String {
 /// The `RUN` history text: `|N K=V ... argv` when the stage has ARGs
 /// (BuildKit's `runCommandString`).
 pub(super) fn run_command_string(argv: &[String], state: &StageState) -> String {
-    let mut args: Vec<(String, String)> = Vec::new();
+    let mut pairs: Vec<(String, String)> = Vec::new();
     for (key, value) in &state.args {
         let v = state
             .run_env
@@ -172,16 +173,16 @@ pub(super) fn run_command_string(argv: &[String], state: &StageState) -> String 
             .map(|(_, v)| v.clone())
             .or_else(|| value.clone())
             .unwrap_or_default();
-        if let Some(slot) = args.iter_mut().find(|(k, _)| k == key) {
+        if let Some(slot) = pairs.iter_mut().find(|(k, _)| k == key) {
             slot.1 = v;
         } else {
-            args.push((key.clone(), v));
+            pairs.push((key.clone(), v));
         }
     }
     let mut parts: Vec<String> = Vec::new();
-    if !args.is_empty() {
-        parts.push(format!("|{}", args.len()));
-        parts.extend(args.into_iter().map(|(k, v)| format!("{k}={v}")));
+    if !pairs.is_empty() {
+        parts.push(format!("|{}", pairs.len()));
+        parts.extend(pairs.into_iter().map(|(k, v)| format!("{k}={v}")));
     }
     parts.extend(argv.iter().cloned());
     parts.join(" ")
@@ -200,7 +201,7 @@ pub(super) fn apply_metadata(state: &mut StageState, step: &Step, created: &str)
             for (k, v) in pairs {
                 add_env(env, k, v);
                 set_run_env(&mut state.run_env, k, v);
-                text.push_str(&format!(" {k}={v}"));
+                let _ = write!(text, " {k}={v}");
             }
             Some(text)
         }
@@ -209,7 +210,7 @@ pub(super) fn apply_metadata(state: &mut StageState, step: &Step, created: &str)
             let mut text = "LABEL".to_owned();
             for (k, v) in pairs {
                 labels.insert(k.clone(), v.clone());
-                text.push_str(&format!(" {k}={v}"));
+                let _ = write!(text, " {k}={v}");
             }
             Some(text)
         }

@@ -1,6 +1,7 @@
 //! COPY, ADD and WORKDIR: file operations on an overlay of the stage,
 //! mounted in this process, whose upper directory becomes the layer.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::sync::Arc;
 
@@ -85,17 +86,17 @@ fn created_by(fc: &FileCopy) -> String {
         text.push_str(" --parents");
     }
     if let Some(chown) = &fc.chown {
-        text.push_str(&format!(" --chown={chown}"));
+        let _ = write!(text, " --chown={chown}");
     }
     if let Some(chmod) = &fc.chmod {
-        text.push_str(&format!(" --chmod={chmod}"));
+        let _ = write!(text, " --chmod={chmod}");
     }
     for source in &fc.sources {
         text.push(' ');
         text.push_str(source);
     }
     for file in &fc.inline {
-        text.push_str(&format!(" <<{}", file.name));
+        let _ = write!(text, " <<{}", file.name);
     }
     text.push(' ');
     text.push_str(&fc.dest);
@@ -161,24 +162,23 @@ pub(super) fn copy_step(
         fc.link, fc.excludes, fc.unpack, fc.checksum
     );
     if let Some(state) = &from {
-        description.push_str(&format!("from={}\0", state.key));
+        let _ = write!(description, "from={}\0", state.key);
     }
     for file in &fc.inline {
-        description.push_str(&format!("inline={}\0{}\0", file.name, file.content));
+        let _ = write!(description, "inline={}\0{}\0", file.name, file.content);
     }
     // Remote files: a pinned checksum identifies them; otherwise they are
     // fetched now and their digest goes into the key.
     let mut downloads = Vec::new();
     for url in &urls {
-        match &fc.checksum {
-            Some(sum) => description.push_str(&format!("url={url}\0{sum}\0")),
-            None => {
-                let dir = ctx.temp_dir("download-")?;
-                let (path, name) = fileops::download(url, None, &dir)?;
-                let digest = file_digest(&path)?;
-                description.push_str(&format!("url={url}\0{digest}\0"));
-                downloads.push((url.to_string(), path, name));
-            }
+        if let Some(sum) = &fc.checksum {
+            let _ = write!(description, "url={url}\0{sum}\0");
+        } else {
+            let dir = ctx.temp_dir("download-")?;
+            let (path, name) = fileops::download(url, None, &dir)?;
+            let digest = file_digest(&path)?;
+            let _ = write!(description, "url={url}\0{digest}\0");
+            downloads.push(((*url).clone(), path, name));
         }
     }
     // With --link the layer does not depend on what is below it, so its
@@ -199,7 +199,7 @@ pub(super) fn copy_step(
         if !downloads.iter().any(|(u, _, _)| u == *url) {
             let dir = ctx.temp_dir("download-")?;
             let (path, name) = fileops::download(url, fc.checksum.as_deref(), &dir)?;
-            downloads.push((url.to_string(), path, name));
+            downloads.push(((*url).clone(), path, name));
         }
     }
     let stage_lowers: Vec<_> = state.layers.iter().map(|l| l.snapshot.clone()).collect();

@@ -1,6 +1,7 @@
 //! RUN steps: a container over the stage's snapshots whose upper directory
 //! becomes the step's layer.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -54,7 +55,7 @@ pub(super) fn run_step(
         argv.join("\0")
     );
     if let Some((name, content)) = script {
-        description.push_str(&format!("script={name}\0{content}\0"));
+        let _ = write!(description, "script={name}\0{content}\0");
     }
     let mut guards: Vec<Overlay> = Vec::new();
     let mut run_mounts = Vec::new();
@@ -193,7 +194,8 @@ fn prepare_mount(
                     // The build context: its content digest goes into the key.
                     let context = &ctx.shared.options.context;
                     let pattern = if rel.is_empty() { ".".to_owned() } else { rel };
-                    let sources = context.resolve_sources(&[pattern.clone()], &[], false)?;
+                    let sources =
+                        context.resolve_sources(std::slice::from_ref(&pattern), &[], false)?;
                     let digest = {
                         let mut cache = ctx
                             .shared
