@@ -3,11 +3,10 @@
 
 use std::io::{self, Read, Write};
 
-use flate2::GzBuilder;
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 
 use super::error::LayerError;
+use super::pgzip::ParallelGzEncoder;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,11 +20,9 @@ pub enum Compression {
 }
 
 /// gzip level used for layers: the level Docker and BuildKit use.
-const GZIP_LEVEL: u32 = 6;
+pub(crate) const GZIP_LEVEL: u32 = 6;
 /// zstd level used for layers: the library default.
 const ZSTD_LEVEL: i32 = 3;
-/// gzip header OS byte: 255 ("unknown"), as Go's `compress/gzip` writes.
-const GZIP_OS_UNKNOWN: u8 = 255;
 
 impl Compression {
     /// Detects the compression from the first bytes of a blob (4 are enough).
@@ -97,8 +94,8 @@ pub fn open_layer<'a, R: Read + 'a>(
 pub enum LayerEncoder<W: Write> {
     /// No compression: writes pass through.
     None(W),
-    /// gzip, level 6, one member.
-    Gzip(GzEncoder<W>),
+    /// gzip, level 6, one member, compressed in parallel blocks.
+    Gzip(ParallelGzEncoder<W>),
     /// zstd, level 3.
     Zstd(zstd::Encoder<'static, W>),
 }
@@ -138,17 +135,17 @@ impl<W: Write> Write for LayerEncoder<W> {
 /// A compressing writer whose output depends only on the input bytes.
 ///
 /// gzip: level 6, a single member, header without file name and with mtime 0
-/// and OS byte 255. zstd: level 3 with one worker thread, because zstd's
+/// and OS byte 255, compressed pigz-style in 1 MiB blocks on up to 4 threads
+/// (see [`ParallelGzEncoder`]); the bytes do not depend on the thread count.
+/// zstd: level 3 with one worker thread, because zstd's
 /// output with `n >= 1` workers is the same for every `n` but differs from
 /// the single-threaded mode, so layer digests do not depend on core count.
 pub fn encoder<W: Write>(w: W, c: Compression) -> Result<LayerEncoder<W>, LayerError> {
     match c {
         Compression::None => Ok(LayerEncoder::None(w)),
         Compression::Gzip => Ok(LayerEncoder::Gzip(
-            GzBuilder::new()
-                .mtime(0)
-                .operating_system(GZIP_OS_UNKNOWN)
-                .write(w, flate2::Compression::new(GZIP_LEVEL)),
+            ParallelGzEncoder::new(w)
+                .map_err(|e| LayerError::io("starting gzip worker threads", e))?,
         )),
         Compression::Zstd => {
             let mut e = zstd::Encoder::new(w, ZSTD_LEVEL)

@@ -5,6 +5,7 @@
 pub mod compression;
 pub mod error;
 pub mod pack;
+pub mod pgzip;
 pub mod unpack;
 
 #[cfg(test)]
@@ -15,4 +16,5 @@ pub use compression::{
 };
 pub use error::LayerError;
 pub use pack::{PackOptions, PackStats, pack_directory};
+pub use pgzip::ParallelGzEncoder;
 pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack_layer};

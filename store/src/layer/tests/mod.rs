@@ -3,6 +3,7 @@
 
 mod compression;
 mod hostile;
+mod pgzip;
 mod rootless;
 mod roundtrip;
 
