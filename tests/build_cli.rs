@@ -43,6 +43,9 @@ fn busybox() -> Kiln {
     )
     .unwrap();
     fs::write(rootfs.join("etc/base-file"), "base\n").unwrap();
+    fs::write(rootfs.join("etc/name2"), "base2\n").unwrap();
+    fs::create_dir_all(rootfs.join("opt")).unwrap();
+    fs::write(rootfs.join("opt/old"), "old\n").unwrap();
     fs::create_dir_all(rootfs.join("tmp")).unwrap();
     fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
     kiln.ok(&["import", rootfs.to_str().unwrap(), "bb:1"]);
@@ -337,18 +340,7 @@ fn copy_and_add_semantics() {
     symlink("/a.txt", dir.join("abs-link")).unwrap();
     symlink("../../../../../../../../etc/hostname", dir.join("esc")).unwrap();
     // A local tar.gz, auto-extracted by ADD.
-    let src = kiln.path("tarsrc");
-    fs::create_dir_all(src.join("pkg")).unwrap();
-    fs::write(src.join("pkg/inner.txt"), "inner\n").unwrap();
-    let status = std::process::Command::new("tar")
-        .arg("-czf")
-        .arg(dir.join("arch.tar.gz"))
-        .arg("-C")
-        .arg(&src)
-        .arg("pkg")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    make_tar(&kiln, &dir.join("arch.tar.gz"), "-z");
     build_ok(&kiln, &dir, "copy:1", &[]);
     let out = sh(
         &kiln,
@@ -367,24 +359,54 @@ fn copy_and_add_semantics() {
     assert_eq!(out, expected);
 }
 
-/// Serves `body` for every request on a local port, `count` times.
-fn serve(body: Vec<u8>, count: usize) -> String {
+/// Serves `routes` (path, body) on a local port, `count` requests;
+/// other paths get 404.
+fn serve(routes: Vec<(&'static str, Vec<u8>)>, count: usize) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming().take(count) {
             let Ok(mut stream) = stream else { continue };
             let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let path = request.split(' ').nth(1).unwrap_or("").to_owned();
+            let (status, body) = routes
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map_or(("404 Not Found", &b"missing"[..]), |(_, b)| {
+                    ("200 OK", &b[..])
+                });
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
             let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
+            let _ = stream.write_all(body);
         }
     });
     format!("http://{addr}")
+}
+
+/// A tar archive with `pkg/inner.txt`, compressed with `compress` (a
+/// tar option such as `-z`, or "" for none).
+fn make_tar(kiln: &Kiln, dest: &Path, compress: &str) {
+    let src = kiln.path("tarsrc");
+    fs::create_dir_all(src.join("pkg")).unwrap();
+    fs::write(src.join("pkg/inner.txt"), "inner\n").unwrap();
+    let mut command = std::process::Command::new("tar");
+    if !compress.is_empty() {
+        command.arg(compress);
+    }
+    let status = command
+        .arg("-cf")
+        .arg(dest)
+        .arg("-C")
+        .arg(&src)
+        .arg("pkg")
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -399,18 +421,52 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 #[test]
+fn add_extracts_local_archives_of_every_compression() {
+    let kiln = busybox();
+    let dir = context(&kiln, "ctx", "", &[]);
+    let mut dockerfile = String::from("FROM bb:1\n");
+    let mut script = String::new();
+    for (name, flag) in [
+        ("plain.tar", ""),
+        ("gz.tgz", "-z"),
+        ("bz.tar.bz2", "-j"),
+        ("xz.tar.xz", "-J"),
+        ("zst.tar.zst", "--zstd"),
+    ] {
+        make_tar(&kiln, &dir.join(name), flag);
+        dockerfile.push_str(&format!("ADD {name} /x/{name}/\n"));
+        script.push_str(&format!("cat /x/{name}/pkg/inner.txt; "));
+    }
+    // COPY never extracts.
+    dockerfile.push_str("COPY gz.tgz /copied.tgz\n");
+    script.push_str("test -f /copied.tgz && echo copied-as-file");
+    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    build_ok(&kiln, &dir, "archives:1", &[]);
+    assert_eq!(
+        sh(&kiln, "archives:1", &script),
+        "inner\ninner\ninner\ninner\ninner\ncopied-as-file\n"
+    );
+}
+
+#[test]
 fn add_url_with_checksum_and_mismatch() {
     let kiln = busybox();
     let body = b"remote content\n".to_vec();
     let sum = sha256_hex(&body);
-    let url = serve(body, 8);
+    let archive = kiln.path("remote.tar.gz");
+    make_tar(&kiln, &archive, "-z");
+    let archive = fs::read(&archive).unwrap();
+    let url = serve(
+        vec![("/file.txt", body), ("/remote.tar.gz", archive.clone())],
+        8,
+    );
     let dir = context(
         &kiln,
         "ctx",
         &format!(
             "FROM bb:1\n\
              ADD --checksum=sha256:{sum} {url}/file.txt /dl/\n\
-             ADD {url}/remote.tar.gz /remote.tar.gz\n"
+             ADD {url}/remote.tar.gz /remote/\n"
         ),
         &[],
     );
@@ -420,9 +476,9 @@ fn add_url_with_checksum_and_mismatch() {
         sh(
             &kiln,
             "add:1",
-            "cat /dl/file.txt /remote.tar.gz; stat -c '%a' /dl/file.txt"
+            "cat /dl/file.txt; stat -c '%a %s' /dl/file.txt /remote/remote.tar.gz"
         ),
-        "remote content\nremote content\n600\n"
+        format!("remote content\n600 15\n600 {}\n", archive.len())
     );
 
     let wrong = "0".repeat(64);
@@ -436,6 +492,19 @@ fn add_url_with_checksum_and_mismatch() {
     assert!(
         stderr.contains(&format!(
             "digest mismatch for {url}/file.txt: expected sha256:{wrong}, got sha256:{sum}"
+        )),
+        "{stderr}"
+    );
+    let missing = context(
+        &kiln,
+        "missing",
+        &format!("FROM bb:1\nADD {url}/nope /dl/\n"),
+        &[],
+    );
+    let stderr = build_fails(&kiln, &missing, &[]);
+    assert!(
+        stderr.contains(&format!(
+            "downloading {url}/nope: invalid response status 404"
         )),
         "{stderr}"
     );
@@ -566,35 +635,62 @@ fn layers_whiteouts_and_history() {
     let dir = context(
         &kiln,
         "ctx",
-        "FROM bb:1\nRUN rm /etc/base-file\nENV FOO=bar\nRUN echo hi > /hi\n",
-        &[],
+        "FROM bb:1\n\
+         ARG A=1\n\
+         RUN rm /etc/base-file\n\
+         RUN rm -rf /opt && mkdir /opt && echo new > /opt/new\n\
+         ENV FOO=bar\n\
+         RUN true\n\
+         COPY f.txt /f.txt\n\
+         RUN echo $A > /hi\n",
+        &[("f.txt", "f\n")],
     );
-    build_ok(&kiln, &dir, "layers:1", &[]);
+    build_ok(&kiln, &dir, "layers:1", &["--build-arg", "A=2"]);
+    // The deleted file is whited out, the replaced directory is opaque.
     assert_eq!(
         sh(
             &kiln,
             "layers:1",
-            "test -e /etc/base-file && echo present || echo absent; cat /hi"
+            "test -e /etc/base-file && echo present || echo absent; ls /opt; cat /hi /etc/name2"
         ),
-        "absent\nhi\n"
+        "absent\nnew\n2\nbase2\n"
     );
     let history = history(&kiln, "layers:1");
-    let tail: Vec<_> = history[history.len() - 3..].to_vec();
+    let tail: Vec<_> = history[history.len() - 7..].to_vec();
+    let run = |cmd: &str| format!("RUN |1 A=2 /bin/sh -c {cmd} # buildkit");
     assert_eq!(
         tail,
         vec![
+            ("ARG A=2".to_owned(), true),
+            (run("rm /etc/base-file"), false),
             (
-                "RUN /bin/sh -c rm /etc/base-file # buildkit".to_owned(),
+                run("rm -rf /opt && mkdir /opt && echo new > /opt/new"),
                 false
             ),
             ("ENV FOO=bar".to_owned(), true),
-            ("RUN /bin/sh -c echo hi > /hi # buildkit".to_owned(), false),
+            // An empty diff gets a history entry but no layer.
+            (run("true"), true),
+            ("COPY f.txt /f.txt # buildkit".to_owned(), false),
+            (run("echo $A > /hi"), false),
         ]
     );
     let store = kiln_store::Store::open(&kiln.root()).unwrap();
     let image = store.resolve("layers:1").unwrap();
     let base = store.resolve("bb:1").unwrap();
-    assert_eq!(image.manifest.layers.len(), base.manifest.layers.len() + 2);
+    assert_eq!(image.manifest.layers.len(), base.manifest.layers.len() + 4);
+    assert_eq!(
+        image.config.rootfs.diff_ids.len(),
+        image.manifest.layers.len()
+    );
+    assert_eq!(
+        image
+            .config
+            .history
+            .iter()
+            .filter(|h| !h.empty_layer)
+            .count(),
+        image.manifest.layers.len()
+    );
 }
 
 #[test]
@@ -663,6 +759,47 @@ fn cached_rebuild_gives_the_same_image_id() {
     build_ok(&kiln, &dir, "same:1", &[]);
     build_ok(&kiln, &dir, "same:2", &[]);
     assert_eq!(image_id(&kiln, "same:1"), image_id(&kiln, "same:2"));
+}
+
+#[test]
+fn a_change_invalidates_only_dependent_stages_and_mtime_is_ignored() {
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "ctx",
+        "FROM bb:1 AS x\n\
+         COPY fx.txt /fx.txt\n\
+         RUN cat /proc/sys/kernel/random/uuid > /tx\n\
+         FROM bb:1 AS y\n\
+         RUN cat /proc/sys/kernel/random/uuid > /ty\n\
+         FROM y\n\
+         COPY --from=x /tx /fx.txt /\n\
+         RUN cat /proc/sys/kernel/random/uuid > /tz\n",
+        &[("fx.txt", "one\n")],
+    );
+    let read = |tag: &str| -> Vec<String> {
+        sh(&kiln, tag, "cat /tx /ty /fx.txt /tz")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    build_ok(&kiln, &dir, "inv:1", &[]);
+    let first = read("inv:1");
+
+    // Same content, new mtime: everything stays cached.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(dir.join("fx.txt"), "one\n").unwrap();
+    build_ok(&kiln, &dir, "inv:2", &[]);
+    assert_eq!(read("inv:2"), first);
+
+    // New content: stage x and the final stage rerun, stage y does not.
+    fs::write(dir.join("fx.txt"), "two\n").unwrap();
+    build_ok(&kiln, &dir, "inv:3", &[]);
+    let third = read("inv:3");
+    assert_ne!(third[0], first[0], "stage x was cached");
+    assert_eq!(third[1], first[1], "independent stage y reran");
+    assert_eq!(third[2], "two");
+    assert_ne!(third[3], first[3], "the final RUN was cached");
 }
 
 #[test]
