@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
@@ -434,8 +435,8 @@ fn add_extracts_local_archives_of_every_compression() {
         ("zst.tar.zst", "--zstd"),
     ] {
         make_tar(&kiln, &dir.join(name), flag);
-        dockerfile.push_str(&format!("ADD {name} /x/{name}/\n"));
-        script.push_str(&format!("cat /x/{name}/pkg/inner.txt; "));
+        writeln!(dockerfile, "ADD {name} /x/{name}/").unwrap();
+        write!(script, "cat /x/{name}/pkg/inner.txt; ").unwrap();
     }
     // COPY never extracts.
     dockerfile.push_str("COPY gz.tgz /copied.tgz\n");
