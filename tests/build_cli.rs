@@ -748,7 +748,6 @@ fn cache_hits_invalidation_no_cache_and_rmi() {
 }
 
 #[test]
-#[ignore = "BUG: a fully cached rebuild gets a new image ID (config and history `created` are always now)"]
 fn cached_rebuild_gives_the_same_image_id() {
     let kiln = busybox();
     let dir = context(
