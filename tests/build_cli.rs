@@ -194,7 +194,11 @@ fn args_env_build_args_and_platform_args() {
         "ctx",
         "ARG BASE=missing:1\n\
          ARG VERSION=1\n\
+         ARG GLOBAL=g\n\
          FROM ${BASE}\n\
+         RUN echo \"[$GLOBAL]\" > /global\n\
+         ENV P=1\n\
+         ENV P=2 Q=$P\n\
          ARG VERSION\n\
          ARG TARGETARCH\n\
          ARG LOCAL=local-default\n\
@@ -223,6 +227,9 @@ fn args_env_build_args_and_platform_args() {
         sh(&kiln, "args:1", "cat /vars"),
         format!("2|hello world|{}|local-default\n", docker_arch())
     );
+    // A global ARG is not in scope in a stage that does not redeclare it;
+    // ENV sees the values before its own instruction.
+    assert_eq!(sh(&kiln, "args:1", "cat /global; echo $P $Q"), "[]\n2 1\n");
     // ENV reaches the config, ARG does not.
     let env = config(&kiln, "args:1")["Env"].clone();
     let env: Vec<String> = serde_json::from_value(env).unwrap();
@@ -258,10 +265,29 @@ fn run_forms_shell_heredocs_user_and_workdir() {
          RUN echo through-shell > /through\n\
          USER app\n\
          WORKDIR /work/dir\n\
-         RUN id -u > /tmp/uid; pwd > /tmp/pwd\n",
+         RUN id -u > /tmp/uid; pwd > /tmp/pwd\n\
+         ENV V=val\n\
+         COPY <<EOF /tmp/expanded\n\
+         $V\n\
+         EOF\n\
+         COPY <<\"EOF\" /tmp/quoted\n\
+         $V\n\
+         EOF\n\
+         WORKDIR rel\n\
+         RUN pwd > /tmp/pwd2\n",
         &[],
     );
     build_ok(&kiln, &dir, "run:1", &[]);
+    // Heredocs expand unless the delimiter is quoted; COPY ignores USER
+    // (root-owned without --chown); WORKDIR is relative to the last one.
+    assert_eq!(
+        sh(
+            &kiln,
+            "run:1",
+            "cat /tmp/expanded /tmp/quoted /tmp/pwd2; stat -c '%u:%g' /tmp/expanded"
+        ),
+        "val\n$V\n/work/dir/rel\n0:0\n"
+    );
     assert_eq!(
         sh(
             &kiln,
@@ -272,7 +298,7 @@ fn run_forms_shell_heredocs_user_and_workdir() {
     );
     let config = config(&kiln, "run:1");
     assert_eq!(config["User"], "app");
-    assert_eq!(config["WorkingDir"], "/work/dir");
+    assert_eq!(config["WorkingDir"], "/work/dir/rel");
     assert_eq!(
         config["Shell"],
         json!([
@@ -579,6 +605,13 @@ fn config_instructions_and_onbuild() {
         sh(&kiln, "child:1", "cat /tmp/onbuild-ran /tmp/pwd"),
         "triggered\n/app/sub\n"
     );
+    let shell_form = context(&kiln, "shellform", "FROM cfg:1\nCMD echo child\n", &[]);
+    build_ok(&kiln, &shell_form, "child:2", &[]);
+    assert_eq!(
+        child_config(&kiln, "child:2")["Cmd"],
+        json!(["/bin/sh", "-ec", "echo child"]),
+        "shell-form CMD goes through the inherited SHELL"
+    );
     let child = child_config(&kiln, "child:1");
     assert_eq!(child["OnBuild"], Value::Null);
     assert_eq!(
@@ -708,6 +741,7 @@ fn cache_hits_invalidation_no_cache_and_rmi() {
     );
     let read = |tag: &str| sh(&kiln, tag, "cat /t1 /f.txt /t2");
     build_ok(&kiln, &dir, "cache:1", &[]);
+    let id1 = image_id(&kiln, "cache:1");
     let first = read("cache:1");
 
     // A rebuild is all cached and gives the same image.
@@ -720,11 +754,13 @@ fn cache_hits_invalidation_no_cache_and_rmi() {
         "{stderr}"
     );
     assert_eq!(read("cache:2"), first);
+    assert_eq!(image_id(&kiln, "cache:2"), id1);
 
     // The cache survives removing the images.
     kiln.ok(&["rmi", "cache:1", "cache:2"]);
     build_ok(&kiln, &dir, "cache:3", &[]);
     assert_eq!(read("cache:3"), first);
+    assert_eq!(image_id(&kiln, "cache:3"), id1);
     assert_eq!(
         history(&kiln, "cache:3").len(),
         history(&kiln, "bb:1").len() + 3
@@ -920,13 +956,16 @@ fn source_date_epoch_gives_reproducible_images() {
             "FROM bb:1\nRUN echo x > /x\nCOPY f.txt /f.txt\nENV A=b\n",
             &[("f.txt", "f\n")],
         );
-        let output = kiln
-            .command()
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args(["build", "-t", "sde:1"])
-            .arg(&dir)
-            .output()
-            .unwrap();
+        let mut command = kiln.command();
+        // The first through the environment, the second as a build-arg.
+        if ids.is_empty() {
+            command.env("SOURCE_DATE_EPOCH", "1700000000");
+            command.args(["build", "-t", "sde:1"]);
+        } else {
+            command.args(["build", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+            command.args(["-t", "sde:1"]);
+        }
+        let output = command.arg(&dir).output().unwrap();
         assert!(
             output.status.success(),
             "{}",
