@@ -265,7 +265,7 @@ fn run_forms_shell_heredocs_user_and_workdir() {
          RUN echo through-shell > /through\n\
          USER app\n\
          WORKDIR /work/dir\n\
-         RUN id -u > /tmp/uid; pwd > /tmp/pwd\n\
+         RUN id -u > /tmp/uid; pwd > /tmp/pwd; (id -G; echo $HOME; hostname) > /tmp/ids\n\
          ENV V=val\n\
          COPY <<EOF /tmp/expanded\n\
          $V\n\
@@ -287,6 +287,12 @@ fn run_forms_shell_heredocs_user_and_workdir() {
             "cat /tmp/expanded /tmp/quoted /tmp/pwd2; stat -c '%u:%g' /tmp/expanded"
         ),
         "val\n$V\n/work/dir/rel\n0:0\n"
+    );
+    // USER brings the supplementary groups and HOME of /etc/passwd and
+    // /etc/group; the hostname is BuildKit's.
+    assert_eq!(
+        sh(&kiln, "run:1", "cat /tmp/ids"),
+        "1000 50\n/home/app\nbuildkitsandbox\n"
     );
     assert_eq!(
         sh(
@@ -353,7 +359,8 @@ fn copy_and_add_semantics() {
          COPY abs-link /abs\n\
          COPY ../a.txt /up\n\
          COPY esc /esc\n\
-         ADD arch.tar.gz /extract/\n",
+         ADD arch.tar.gz /extract/\n\
+         COPY --from=bb:1 --chown=app:staff /opt /opt2\n",
         &[
             ("a.txt", "a\n"),
             ("b.txt", "b\n"),
@@ -376,13 +383,15 @@ fn copy_and_add_semantics() {
          readlink /contents/link-in-dir; cat /file-no-slash /newdir/a.txt; ls /multi; \
          stat -c '%n %u:%g %a' /owned /owned-numeric /moded; cat /linked/a.txt; \
          echo ---; cd /excl && ls -A; echo ---; cat /par/dir/sub/x.txt; \
-         cat /abs /up /esc /extract/pkg/inner.txt; test -L /abs || echo abs-is-file",
+         cat /abs /up /esc /extract/pkg/inner.txt; test -L /abs || echo abs-is-file; \
+         stat -c '%n %u:%g' /opt2 /opt2/old",
     );
     let expected = "a.txt\nb.txt\n---\n.:\nlink-in-dir\nsub\ny.txt\n\n./sub:\nx.txt\n---\n\
                     y.txt\na\na\na.txt\nb.txt\n\
                     /owned 1000:50 644\n/owned-numeric 1000:1000 644\n/moded 0:0 640\na\n\
                     ---\na.txt\nabs-link\narch.tar.gz\ndir\nesc\n---\nx\n\
-                    a\na\ninside-context\ninner\nabs-is-file\n";
+                    a\na\ninside-context\ninner\nabs-is-file\n\
+                    /opt2 1000:50\n/opt2/old 1000:50\n";
     assert_eq!(out, expected);
 }
 
@@ -464,14 +473,18 @@ fn add_extracts_local_archives_of_every_compression() {
         writeln!(dockerfile, "ADD {name} /x/{name}/").unwrap();
         write!(script, "cat /x/{name}/pkg/inner.txt; ").unwrap();
     }
-    // COPY never extracts.
-    dockerfile.push_str("COPY gz.tgz /copied.tgz\n");
-    script.push_str("test -f /copied.tgz && echo copied-as-file");
+    // COPY never extracts; ADD copies compressed non-tar files as they are.
+    dockerfile.push_str("COPY gz.tgz /copied.tgz\nADD notar.gz fake.tar /raw/\n");
+    script.push_str("test -f /copied.tgz && echo copied-as-file; ls /raw; cat /raw/fake.tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"hello\n").unwrap();
+    fs::write(dir.join("notar.gz"), gz.finish().unwrap()).unwrap();
+    fs::write(dir.join("fake.tar"), "not a tar\n").unwrap();
     fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
     build_ok(&kiln, &dir, "archives:1", &[]);
     assert_eq!(
         sh(&kiln, "archives:1", &script),
-        "inner\ninner\ninner\ninner\ninner\ncopied-as-file\n"
+        "inner\ninner\ninner\ninner\ninner\ncopied-as-file\nfake.tar\nnotar.gz\nnot a tar\n"
     );
 }
 
