@@ -181,6 +181,21 @@ fn multi_stage_from_stage_copy_from_and_target() {
         sh(&kiln, "ms:builder", "cat /stage-base /artifact"),
         "base\nbuilt\n"
     );
+    // A needed stage failing fails the build, even while another needed
+    // stage succeeds in parallel.
+    let both = context(
+        &kiln,
+        "both",
+        "FROM bb:1 AS a\nRUN exit 4\nFROM bb:1 AS b\nRUN echo ok\n\
+         FROM scratch\nCOPY --from=a /etc/name2 /a\nCOPY --from=b /etc/name2 /b\n",
+        &[],
+    );
+    let stderr = build_fails(&kiln, &both, &["-t", "both:1"]);
+    assert!(
+        stderr.contains("Dockerfile:2: RUN exit 4: process \"/bin/sh -c exit 4\" did not complete successfully: exit code: 4"),
+        "{stderr}"
+    );
+    assert!(!kiln.run(&["inspect", "both:1"]).status.success());
     // And the unneeded failing stage fails when it is the target.
     let stderr = build_fails(&kiln, &dir, &["--target", "broken"]);
     assert!(stderr.contains("exit code: 1"), "{stderr}");
@@ -968,6 +983,20 @@ fn quiet_iidfile_outputs_and_stdin() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(sh(&kiln, "tarctx:1", "cat /from-tar-context"), "f\n");
+
+    // `-` with a plain Dockerfile on stdin: no context at all.
+    let output = kiln
+        .command()
+        .args(["build", "-q", "-t", "noctx:1", "-"])
+        .write_stdin("FROM bb:1\nRUN echo no-context > /n\n")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(sh(&kiln, "noctx:1", "cat /n"), "no-context\n");
 }
 
 #[test]
