@@ -694,8 +694,13 @@ impl StepContext<'_, '_> {
         &self,
         state: &mut StageState,
         record: &CacheRecord,
-        history: History,
+        mut history: History,
     ) -> Result<(), BuildError> {
+        // A cached step keeps the time it first ran, as in BuildKit, so
+        // that a fully cached rebuild gives the same image ID.
+        if self.shared.options.source_date_epoch.is_none() {
+            history.created = Some(record.created.clone());
+        }
         match &record.layer {
             Some(layer) => {
                 let snapshot = self
@@ -797,10 +802,48 @@ fn push_empty(state: &mut StageState, mut history: History) {
     state.config.history.push(history);
 }
 
+/// BuildKit's `normalizeLayersAndHistory`: entries without a layer of
+/// this build (stamped `now`) take the time of the first new layer after
+/// them, or of the layer before them, so that metadata steps do not
+/// change the image ID of a fully cached rebuild.
+fn fill_history_times(history: &mut [History], now: &str) {
+    let unset = |h: &History| h.empty_layer && h.created.as_deref() == Some(now);
+    let mut created: Option<String> = None;
+    let mut seen_unset = false;
+    for h in history.iter() {
+        if unset(h) {
+            seen_unset = true;
+        } else if h.created.is_some() {
+            created.clone_from(&h.created);
+            if seen_unset {
+                break;
+            }
+        }
+    }
+    let mut seen_unset = false;
+    for h in history.iter_mut() {
+        if unset(h) {
+            seen_unset = true;
+            if created.is_some() {
+                h.created.clone_from(&created);
+            }
+        } else if h.created.is_some() && seen_unset {
+            created.clone_from(&h.created);
+        }
+    }
+}
+
 /// Writes the target stage's config and manifest and tags the image.
 fn commit(shared: &Shared<'_>, target: &StageState) -> Result<(Descriptor, Digest), BuildError> {
     let mut config = target.config.clone();
-    config.created = Some(shared.created.clone());
+    if shared.options.source_date_epoch.is_none() {
+        fill_history_times(&mut config.history, &shared.created);
+    }
+    config.created = match shared.options.source_date_epoch {
+        None => config.history.last().and_then(|h| h.created.clone()),
+        Some(_) => None,
+    }
+    .or_else(|| Some(shared.created.clone()));
     if !shared.options.labels.is_empty() {
         let c = config.config.get_or_insert_with(ContainerConfig::default);
         let labels = c.labels.get_or_insert_with(BTreeMap::new);
