@@ -504,7 +504,6 @@ fn add_extracts_local_archives_of_every_compression() {
 }
 
 #[test]
-#[ignore = "BUG: a wildcard source that matches nothing fails the COPY (BuildKit allows empty wildcards)"]
 fn copy_wildcard_matching_nothing_is_allowed() {
     // The `COPY package.json package-lock.json* ./` idiom: BuildKit's
     // Dockerfile frontend sets AllowEmptyWildcard.

@@ -220,18 +220,18 @@ impl BuildContext {
             return Ok(());
         }
 
+        // A wildcard may match nothing: BuildKit copies with
+        // AllowEmptyWildcard, which makes `COPY package.json lock.json* ./`
+        // work when the lock file is absent.
         let Some((base, meta)) = self.resolve_path(fixed, true)? else {
-            return Err(not_found());
+            return Ok(());
         };
         if !meta.is_dir() {
-            return Err(not_found());
+            return Ok(());
         }
         let wild_pattern = wild.join("/");
         let mut matches = Vec::new();
         self.match_wildcards(&base, &[], &wild_pattern, wild.len(), &mut matches)?;
-        if matches.is_empty() {
-            return Err(not_found());
-        }
         for rel in matches {
             let rel_str = rel.join("/");
             if excludes.is_some_and(|m| m.matches_or_parent_matches(&rel_str)) {

@@ -415,6 +415,20 @@ pub fn copy_file_to(
     Ok(())
 }
 
+/// `mkdir -p path` inside the container root (mode 0755, owned by `owner`
+/// or root), following symlinks on the way inside the root, as WORKDIR
+/// does. Returns the host path of the directory.
+pub fn mkdir_all_in_root(
+    root: &Path,
+    path: &str,
+    owner: Option<Owner>,
+) -> Result<PathBuf, BuildError> {
+    let dest = DestRoot::open(root)?;
+    let fd = dest.mkdir_all(&clean(path), owner)?;
+    let link = fd_path(&fd);
+    fs::read_link(&link).map_err(|e| BuildError::io(&link, e))
+}
+
 /// A path's components with `.` removed and `..` clamped at the root.
 fn clean(path: &str) -> Vec<OsString> {
     let mut out: Vec<OsString> = Vec::new();

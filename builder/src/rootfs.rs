@@ -7,7 +7,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::Mode;
 
 use crate::error::BuildError;
 
@@ -81,73 +80,18 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, BuildError> {
 
 /// Creates `path` and its missing parents inside the container root with
 /// mode 0755, owned by `owner` when given, like `mkdir -p` in the
-/// container. Returns the host path of the directory.
+/// container (symlinks on the way, dangling ones too, are followed inside
+/// the root). Returns the host path of the directory.
 pub fn mkdir_all_in_root(
     root: &Path,
     path: &str,
     owner: Option<(u32, u32)>,
 ) -> Result<PathBuf, BuildError> {
-    let rel = relative(path);
-    let root_fd = open_root(root)?;
-    let mut done = PathBuf::new();
-    for component in rel.components() {
-        let parent = open_in(&root_fd, &done, OFlag::O_PATH | OFlag::O_DIRECTORY)
-            .map_err(|e| BuildError::io(root.join(&done), io::Error::from(e)))?;
-        done.push(component);
-        if component == Component::ParentDir {
-            continue;
-        }
-        match open_in(&root_fd, &done, OFlag::O_PATH | OFlag::O_DIRECTORY) {
-            Ok(_) => continue,
-            Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(BuildError::io(root.join(&done), io::Error::from(e))),
-        }
-        let name = component.as_os_str();
-        let dir_fd = open_in(
-            &root_fd,
-            done.parent().unwrap_or(Path::new("")),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-        )
-        .map_err(|e| BuildError::io(root.join(&done), io::Error::from(e)))?;
-        drop(parent);
-        match nix::sys::stat::mkdirat(dir_fd.as_fd(), name, Mode::from_bits_truncate(0o755)) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => return Err(BuildError::io(root.join(&done), io::Error::from(e))),
-        }
-        // mkdir applies the umask; the directory must be exactly 0755.
-        nix::sys::stat::fchmodat(
-            dir_fd.as_fd(),
-            name,
-            Mode::from_bits_truncate(0o755),
-            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-        )
-        .or_else(|e| {
-            // fchmodat without following links is not supported on every
-            // kernel; the entry was just created as a directory.
-            if e == nix::errno::Errno::EOPNOTSUPP {
-                nix::sys::stat::fchmodat(
-                    dir_fd.as_fd(),
-                    name,
-                    Mode::from_bits_truncate(0o755),
-                    nix::sys::stat::FchmodatFlags::FollowSymlink,
-                )
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(|e| BuildError::io(root.join(&done), io::Error::from(e)))?;
-        if let Some((uid, gid)) = owner {
-            nix::unistd::fchownat(
-                dir_fd.as_fd(),
-                name,
-                Some(uid.into()),
-                Some(gid.into()),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| BuildError::io(root.join(&done), io::Error::from(e)))?;
-        }
-    }
-    resolve_in_root(root, path)
+    crate::fileops::mkdir_all_in_root(
+        root,
+        path,
+        owner.map(|(uid, gid)| crate::fileops::Owner { uid, gid }),
+    )
 }
 
 /// Reads a file of the container (such as `/etc/passwd`), resolved inside
@@ -185,6 +129,7 @@ mod tests {
         let made = mkdir_all_in_root(root.path(), "/abs/x/y", None).unwrap();
         assert!(made.starts_with(root.path()), "{}", made.display());
         assert!(std::fs::read_dir(victim.path()).unwrap().next().is_none());
+        std::fs::create_dir(root.path().join("etc")).unwrap();
         let resolved = resolve_in_root(root.path(), "/up/etc/passwd").unwrap();
         assert_eq!(resolved, root.path().join("etc/passwd"));
         assert_eq!(read_in_root(root.path(), "/up/etc/passwd").unwrap(), "");
