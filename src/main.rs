@@ -60,8 +60,9 @@ impl LogLevel {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Parse a Dockerfile and show the build plan, its AST or its JSON form.
+    /// Build an image from a Dockerfile and a context.
     Build(commands::build::BuildArgs),
+    /// Parse a Dockerfile and show the build plan, its AST or its JSON form.
     Parse(commands::parse::ParseArgs),
     /// Run a command in a new container (the container is not kept).
     Run(commands::run::RunArgs),

@@ -1131,3 +1131,90 @@ fn bad_input_is_named() {
         );
     }
 }
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn ctrl_c_stops_the_build_cleanly() {
+    let kiln = busybox();
+    // Two stages in parallel: one sleeping in RUN, one that would finish.
+    let dir = context(
+        &kiln,
+        "interrupt",
+        "FROM bb:1 AS slow\nRUN sleep 41.5\nFROM bb:1 AS other\nRUN echo other > /o\nFROM slow\nCOPY --from=other /o /o\n",
+        &[],
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(kiln.root())
+        .args(["build", "--progress=plain", "-t", "interrupted:1"])
+        .arg(&dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the RUN's process is up, then interrupt kiln as a
+    // terminal's Ctrl-C would.
+    let started = std::time::Instant::now();
+    while processes_with("sleep 41.5")
+        .iter()
+        .all(|c| c.contains("kiln"))
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the RUN step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill with a pid we spawned and a valid signal.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "build should fail when interrupted");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "kiln did not stop the RUN promptly"
+    );
+    assert!(stderr.contains("build cancelled"), "{stderr}");
+    // Nothing left behind: no container process, no mount, no temp dir,
+    // no tag; the store checks clean and builds again.
+    let leftovers: Vec<String> = processes_with("sleep 41.5")
+        .into_iter()
+        .filter(|c| !c.contains("kiln"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let root = kiln.root();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(root.to_str().unwrap()),
+        "mounts left under the store:\n{mounts}"
+    );
+    let tmp: Vec<_> = fs::read_dir(root.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
+    assert!(
+        kiln.fails(&["inspect", "interrupted:1"])
+            .contains("no such image")
+    );
+    kiln.ok(&["system", "check"]);
+    let again = context(&kiln, "after", "FROM bb:1\nRUN echo ok > /ok\n", &[]);
+    build_ok(&kiln, &again, "after:1", &[]);
+    assert_eq!(sh(&kiln, "after:1", "cat /ok"), "ok\n");
+}

@@ -127,14 +127,18 @@ fn version_and_help() {
     assert!(help.contains("--log-level"), "{help}");
     // Only commands that work are listed.
     for present in [
-        "import", "load", "save", "images", "tag", "rmi", "inspect", "history", "prune", "system",
+        "build", "import", "load", "save", "images", "tag", "rmi", "inspect", "history", "prune",
+        "system", "cache",
     ] {
         assert!(
             help.contains(&format!("\n  {present} ")),
             "{present}: {help}"
         );
     }
-    assert!(!help.contains("\n  build "), "{help}");
+    assert!(
+        help.contains("build    Build an image from a Dockerfile and a context"),
+        "{help}"
+    );
 }
 
 #[test]
