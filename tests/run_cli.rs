@@ -330,12 +330,29 @@ fn sigterm_to_kiln_leaves_no_mounts_or_processes() {
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("kiln"))
         .arg("--root")
         .arg(kiln.root())
-        .args(["run", "bb:1", "sleep", "4242"])
+        // The test image has no `sleep` link: call the applet by name.
+        .args(["run", "bb:1", "busybox", "sleep", "4242"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // Signal only once the container's process runs (a fixed delay was
+    // too short on a loaded machine).
+    let started = std::time::Instant::now();
+    loop {
+        let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+        if String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .any(|l| l.starts_with("busybox sleep 4242"))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "sleep never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // SAFETY: kill with a valid pid and signal.
     unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -345,7 +362,7 @@ fn sigterm_to_kiln_leaves_no_mounts_or_processes() {
     let root = kiln.root().display().to_string();
     assert!(!mountinfo.contains(&root), "mounts left:\n{mountinfo}");
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&ps.stdout).contains("sleep 4242"));
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains("busybox sleep 4242"));
     // The writable layer is gone too.
     assert_eq!(fs::read_dir(kiln.root().join("tmp")).unwrap().count(), 0);
 }

@@ -108,13 +108,14 @@ impl Store {
             .at(&tmp)?;
         let sink = Writeback::new(file, durable);
         let (digest, size, diff_id, diff_size, sink) = if compression == Compression::None {
-            // The blob is the tar itself: one hash serves as both digests.
-            let mut diff_writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, sink));
-            produce(&mut diff_writer)?;
-            let (diff_id, diff_size, buffered) = diff_writer.finish();
-            let sink = buffered
-                .into_inner()
-                .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+            // The blob is the tar itself: one hash serves as both digests,
+            // computed (and the file written) on another thread while the
+            // tar is produced.
+            let mut pipe = HashPipe::new(sink).at(&tmp)?;
+            let produced = produce(&mut pipe);
+            let finished = pipe.finish();
+            produced?;
+            let (diff_id, diff_size, sink) = finished.at(&tmp)?;
             (diff_id.clone(), diff_size, diff_id, diff_size, sink)
         } else {
             let blob_writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, sink));
@@ -218,6 +219,98 @@ impl Store {
         }
         crate::blobs::sync_dir(&self.snapshots_dir())?;
         Ok(target)
+    }
+}
+
+/// A writer that hands 1 MiB chunks to a thread which hashes them and
+/// writes them to the blob, so reading the layer's files, hashing and
+/// writing overlap.
+struct HashPipe {
+    buffer: Vec<u8>,
+    sender: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<io::Result<(Digest, u64, Writeback)>>>,
+}
+
+/// Chunk size handed to the hashing thread.
+const PIPE_CHUNK: usize = 1 << 20;
+
+impl HashPipe {
+    fn new(mut sink: Writeback) -> io::Result<Self> {
+        // A few chunks in flight keep both threads busy with bounded memory.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let worker = std::thread::Builder::new()
+            .name("kiln-layer-hash".to_owned())
+            .spawn(move || {
+                let mut hasher = crate::digest::Hasher::new();
+                let mut size = 0u64;
+                for chunk in receiver {
+                    hasher.update(&chunk);
+                    sink.write_all(&chunk)?;
+                    size += chunk.len() as u64;
+                }
+                Ok((hasher.finish(), size, sink))
+            })?;
+        Ok(Self {
+            buffer: Vec::with_capacity(PIPE_CHUNK),
+            sender: Some(sender),
+            worker: Some(worker),
+        })
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(PIPE_CHUNK));
+        let sent = self.sender.as_ref().map(|s| s.send(chunk));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The worker stopped: its error comes out of `finish`.
+            _ => Err(io::Error::other("layer writer thread stopped")),
+        }
+    }
+
+    /// Waits for the worker: the digest and size of everything written,
+    /// and the file.
+    fn finish(mut self) -> io::Result<(Digest, u64, Writeback)> {
+        let flushed = self.send();
+        self.sender = None;
+        let joined = match self.worker.take() {
+            Some(worker) => worker
+                .join()
+                .map_err(|_| io::Error::other("layer writer thread panicked"))?,
+            None => Err(io::Error::other("layer writer thread missing")),
+        };
+        let result = joined?;
+        flushed?;
+        Ok(result)
+    }
+}
+
+impl Write for HashPipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = PIPE_CHUNK - self.buffer.len();
+        let n = buf.len().min(room);
+        self.buffer
+            .extend_from_slice(buf.get(..n).unwrap_or_default());
+        if self.buffer.len() == PIPE_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for HashPipe {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker; wait so the file is closed.
+        self.sender = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 }
 
