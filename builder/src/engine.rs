@@ -851,9 +851,51 @@ fn commit(shared: &Shared<'_>, target: &StageState) -> Result<(Descriptor, Diges
             labels.insert(k.clone(), v.clone());
         }
     }
+    normalize_config(&mut config);
     let layers: Vec<Descriptor> = target.layers.iter().map(|l| l.descriptor.clone()).collect();
     let (manifest, id) = shared
         .store
         .commit_image(&config, &layers, &shared.options.tags)?;
     Ok((manifest, id))
+}
+
+/// Drops what BuildKit's image config types leave out: empty fields (they
+/// are all `omitempty`) and the Docker-daemon fields a base image may carry
+/// (`Hostname`, `container_config`, ...), so kiln's config reads as
+/// BuildKit's does.
+fn normalize_config(config: &mut ImageConfig) {
+    for key in ["container", "container_config", "docker_version"] {
+        config.extra.remove(key);
+    }
+    if let Some(c) = config.config.as_mut() {
+        c.extra.clear();
+        for field in [&mut c.user, &mut c.working_dir, &mut c.stop_signal] {
+            if field.as_deref() == Some("") {
+                *field = None;
+            }
+        }
+        for list in [
+            &mut c.env,
+            &mut c.entrypoint,
+            &mut c.cmd,
+            &mut c.on_build,
+            &mut c.shell,
+        ] {
+            if list.as_ref().is_some_and(Vec::is_empty) {
+                *list = None;
+            }
+        }
+        if c.exposed_ports.as_ref().is_some_and(BTreeMap::is_empty) {
+            c.exposed_ports = None;
+        }
+        if c.volumes.as_ref().is_some_and(BTreeMap::is_empty) {
+            c.volumes = None;
+        }
+        if c.labels.as_ref().is_some_and(BTreeMap::is_empty) {
+            c.labels = None;
+        }
+        if c.args_escaped == Some(false) {
+            c.args_escaped = None;
+        }
+    }
 }
