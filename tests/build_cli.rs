@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
-use std::os::unix::fs::{PermissionsExt as _, symlink};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -1325,7 +1325,6 @@ fn incremental_copy_links_unchanged_files_and_equals_a_cold_build() {
             .join("snapshots")
             .join(id.trim_start_matches("sha256:"))
     };
-    use std::os::unix::fs::MetadataExt as _;
     let old = fs::metadata(snapshot("inc:1").join("src/sub/b.txt")).unwrap();
     let new = fs::metadata(snapshot("inc:2").join("src/sub/b.txt")).unwrap();
     assert_eq!(old.ino(), new.ino());
