@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
-use std::os::unix::fs::{PermissionsExt as _, symlink};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -1217,4 +1217,118 @@ fn ctrl_c_stops_the_build_cleanly() {
     let again = context(&kiln, "after", "FROM bb:1\nRUN echo ok > /ok\n", &[]);
     build_ok(&kiln, &again, "after:1", &[]);
     assert_eq!(sh(&kiln, "after:1", "cat /ok"), "ok\n");
+}
+
+/// The layers' `diff_id`s of an image.
+fn diff_ids(kiln: &Kiln, image: &str) -> Vec<String> {
+    let store = kiln_store::Store::open(&kiln.root()).unwrap();
+    store.resolve(image).unwrap().config.rootfs.diff_ids
+}
+
+/// Builds `dir` as `tag` with `SOURCE_DATE_EPOCH` (so that layers do not
+/// depend on when they were made) and debug logs; returns stderr.
+fn build_logged(kiln: &Kiln, dir: &Path, tag: &str, extra: &[&str]) -> String {
+    let output = kiln
+        .command()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["--log-level", "debug", "build", "-t", tag])
+        .args(extra)
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "build {tag} failed:\n{stderr}");
+    stderr
+}
+
+/// `touch -h -d @SECONDS` on every path.
+fn touch_at(paths: &[&Path], seconds: i64) {
+    let status = std::process::Command::new("touch")
+        .args(["-h", "-d", &format!("@{seconds}")])
+        .args(paths)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn incremental_copy_links_unchanged_files_and_equals_a_cold_build() {
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "inc",
+        "FROM bb:1\nWORKDIR /src\nCOPY . .\n",
+        &[
+            ("a.txt", "aaaa\n"),
+            ("sub/b.txt", "bbbb\n"),
+            ("sub/deep/c.txt", "cccc\n"),
+            ("sub/deep/e.txt", "eeee\n"),
+            ("d.sh", "#!/bin/sh\n"),
+        ],
+    );
+    fs::set_permissions(dir.join("d.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+    let all: Vec<PathBuf> = [
+        "",
+        "Dockerfile",
+        "a.txt",
+        "sub",
+        "sub/b.txt",
+        "sub/deep",
+        "sub/deep/c.txt",
+        "sub/deep/e.txt",
+        "d.sh",
+    ]
+    .iter()
+    .map(|p| dir.join(p))
+    .collect();
+    touch_at(
+        &all.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+        1_600_000_000,
+    );
+    // Files changed less than a second before a build are not trusted to
+    // be unchanged by the next one (filesystems with whole-second times).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let first = build_logged(&kiln, &dir, "inc:1", &[]);
+    assert!(!first.contains("unchanged files from"), "{first}");
+
+    // A size change, a content change with size and mtime forced back (only
+    // the ctime tells), a new file and a removed one.
+    fs::write(dir.join("a.txt"), "aaaa-changed\n").unwrap();
+    fs::write(dir.join("sub/deep/c.txt"), "CCCC\n").unwrap();
+    touch_at(&[&dir.join("sub/deep/c.txt")], 1_600_000_000);
+    fs::write(dir.join("f.txt"), "new\n").unwrap();
+    fs::remove_file(dir.join("sub/deep/e.txt")).unwrap();
+    let second = build_logged(&kiln, &dir, "inc:2", &[]);
+    // Dockerfile, sub/b.txt and d.sh.
+    assert!(second.contains("linked 3 unchanged files from"), "{second}");
+    assert_eq!(
+        sh(
+            &kiln,
+            "inc:2",
+            "cat /src/a.txt /src/sub/b.txt /src/sub/deep/c.txt /src/f.txt; \
+             ls /src/sub/deep; stat -c %a /src/d.sh"
+        ),
+        "aaaa-changed\nbbbb\nCCCC\nnew\nc.txt\n750\n"
+    );
+
+    // The same context built from scratch gives the same layers.
+    let cold = build_logged(&kiln, &dir, "inc:cold", &["--no-cache"]);
+    assert!(!cold.contains("unchanged files from"), "{cold}");
+    let (incremental, scratch) = (diff_ids(&kiln, "inc:2"), diff_ids(&kiln, "inc:cold"));
+    assert_eq!(incremental, scratch);
+    assert_ne!(diff_ids(&kiln, "inc:1"), incremental);
+
+    // The rebuild's snapshot shares the unchanged file with the first one.
+    let snapshot = |image: &str| {
+        let id = diff_ids(&kiln, image).last().unwrap().clone();
+        kiln.root()
+            .join("snapshots")
+            .join(id.trim_start_matches("sha256:"))
+    };
+    let old = fs::metadata(snapshot("inc:1").join("src/sub/b.txt")).unwrap();
+    let new = fs::metadata(snapshot("inc:2").join("src/sub/b.txt")).unwrap();
+    assert_eq!(old.ino(), new.ino());
+    let old_c = fs::metadata(snapshot("inc:1").join("src/sub/deep/c.txt")).unwrap();
+    let new_c = fs::metadata(snapshot("inc:2").join("src/sub/deep/c.txt")).unwrap();
+    assert_ne!(old_c.ino(), new_c.ino());
 }

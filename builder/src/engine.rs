@@ -12,6 +12,7 @@
 
 mod config;
 mod files;
+mod reuse;
 mod run;
 
 use std::collections::{BTreeMap, HashMap};

@@ -109,6 +109,37 @@ pub struct CopyStats {
     pub archives: u64,
 }
 
+/// A regular file [`copy_sources_reusing`] is about to copy, for its
+/// `reuse` callback to judge.
+#[derive(Debug, Clone, Copy)]
+pub struct PlannedFile<'a> {
+    /// The source file on the host.
+    pub source: &'a Path,
+    /// The source's metadata (not following symlinks).
+    pub meta: &'a Metadata,
+    /// Where the copy would land: an absolute container path with every
+    /// symlink on the way resolved (the path of the file in the layer).
+    pub dest: &'a str,
+    /// The owner the copy would get.
+    pub owner: Owner,
+    /// The permission bits (`0o7777`) the copy would get.
+    pub mode: u32,
+}
+
+/// A file [`copy_sources_reusing`] left out because its `reuse` callback
+/// said an earlier copy of it can be reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedFile {
+    /// The source file on the host.
+    pub source: PathBuf,
+    /// Its resolved container path (see [`PlannedFile::dest`]).
+    pub dest: String,
+    /// The owner the copy would have had.
+    pub owner: Owner,
+    /// The permission bits the copy would have had.
+    pub mode: u32,
+}
+
 /// Resolves a `--chown` value against the image at `root`: `user`,
 /// `user:group`, names or numeric ids. Names are looked up in
 /// `root/etc/passwd` and `root/etc/group`, opened inside `root`. As in
@@ -202,10 +233,37 @@ pub fn copy_sources(
     dest_is_dir: bool,
     opts: &CopyOptions,
 ) -> Result<CopyStats, BuildError> {
+    copy_sources_reusing(ctx, sources, root, dest, dest_is_dir, opts, &|_| false)
+        .map(|(stats, _)| stats)
+}
+
+/// [`copy_sources`], except that a regular file whose target does not
+/// exist yet and for which `reuse` answers `true` is not written: it is
+/// returned instead, for the caller to put in place by other means (a hard
+/// link from an earlier layer's snapshot). Its parent directory is still
+/// created, and its mtime bumped as writing the file would have, so the
+/// directory is in the overlay's upper directory and looks as after a
+/// full copy (directories copied from the sources get their source's times
+/// anyway). The caller must place every skipped file before the tree is
+/// used, and restore the mtimes of the directories it writes into.
+pub fn copy_sources_reusing(
+    ctx: &BuildContext,
+    sources: &[Source],
+    root: &Path,
+    dest: &str,
+    dest_is_dir: bool,
+    opts: &CopyOptions,
+    reuse: &dyn Fn(&PlannedFile<'_>) -> bool,
+) -> Result<(CopyStats, Vec<SkippedFile>), BuildError> {
     let droot = DestRoot::open(root)?;
     let dest_comps = clean(dest);
     let dest_is_dir = dest_is_dir || dest.ends_with('/');
     let mut copier = Copier::new(opts);
+    copier.reuse = Some(Reuse {
+        root: root.to_owned(),
+        judge: reuse,
+        skipped: Vec::new(),
+    });
     for source in sources {
         let src_abs = if source.path == "." {
             ctx.root().to_owned()
@@ -231,7 +289,8 @@ pub fn copy_sources(
         let target = droot.file_target(&dest_comps, dest_is_dir, &source.dest);
         copier.copy_single(&droot, &src_abs, &meta, &target)?;
     }
-    Ok(copier.stats)
+    let skipped = copier.reuse.take().map(|r| r.skipped).unwrap_or_default();
+    Ok((copier.stats, skipped))
 }
 
 /// Writes COPY heredoc files: each `(name, content)` is created with mode
@@ -683,6 +742,20 @@ struct OpenDir {
     shown: String,
     /// The source directory's metadata; `None` for the destination itself.
     meta: Option<(Metadata, PathBuf)>,
+    /// Its resolved container path (`None`: not under the root), once
+    /// `real_known` says a file in it was offered for reuse.
+    real: Option<String>,
+    real_known: bool,
+    /// Whether its mtime was bumped for a skipped file.
+    touched: bool,
+}
+
+/// What [`copy_sources_reusing`] asks and collects.
+struct Reuse<'r> {
+    /// The host path of the container root.
+    root: PathBuf,
+    judge: &'r dyn Fn(&PlannedFile<'_>) -> bool,
+    skipped: Vec<SkippedFile>,
 }
 
 struct Copier<'a> {
@@ -690,6 +763,7 @@ struct Copier<'a> {
     /// Not root: no chown.
     rootless: bool,
     stats: CopyStats,
+    reuse: Option<Reuse<'a>>,
 }
 
 impl<'a> Copier<'a> {
@@ -698,9 +772,68 @@ impl<'a> Copier<'a> {
             opts,
             rootless: !nix::unistd::geteuid().is_root(),
             stats: CopyStats::default(),
+            reuse: None,
         }
     }
 
+    /// The resolved container path of the open directory `fd`, if it is
+    /// under the root (it always is; `None` makes the file be copied).
+    fn real_dir(&self, fd: &OwnedFd) -> Option<String> {
+        let reuse = self.reuse.as_ref()?;
+        let target = fs::read_link(fd_path(fd)).ok()?;
+        let inside = target.strip_prefix(&reuse.root).ok()?.to_str()?;
+        Some(if inside.is_empty() {
+            String::new()
+        } else {
+            format!("/{inside}")
+        })
+    }
+
+    /// Whether regular file `src` (to be `base` in `pfd`, whose resolved
+    /// container path is `dir`) is left out for reuse. Only a target that
+    /// does not exist is left out, so nothing (not even a whiteout) is in
+    /// the upper directory where the caller puts the file.
+    fn skip_file(
+        &mut self,
+        pfd: &OwnedFd,
+        base: &OsStr,
+        src: &Path,
+        meta: &Metadata,
+        dir: &str,
+    ) -> bool {
+        if self.reuse.is_none() || !meta.is_file() {
+            return false;
+        }
+        match fstatat(pfd.as_fd(), base, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(Errno::ENOENT) => {}
+            _ => return false,
+        }
+        let Some(name) = base.to_str() else {
+            return false;
+        };
+        let dest = format!("{dir}/{name}");
+        let (owner, mode) = (self.owner_of(meta), self.mode_of(meta));
+        let planned = PlannedFile {
+            source: src,
+            meta,
+            dest: &dest,
+            owner,
+            mode,
+        };
+        let Some(reuse) = self.reuse.as_mut() else {
+            return false;
+        };
+        if !(reuse.judge)(&planned) {
+            return false;
+        }
+        reuse.skipped.push(SkippedFile {
+            source: src.to_owned(),
+            dest,
+            owner,
+            mode,
+        });
+        true
+    }
     fn owner_of(&self, meta: &Metadata) -> Owner {
         self.opts.owner.unwrap_or(if self.opts.preserve_owner {
             Owner {
@@ -869,6 +1002,11 @@ impl<'a> Copier<'a> {
         target: &[OsString],
     ) -> Result<(), BuildError> {
         let (pfd, base, shown) = droot.parent_of(target, self.opts.owner)?;
+        if let Some(dir) = self.real_dir(&pfd)
+            && self.skip_file(&pfd, &base, src, meta, &dir)
+        {
+            return touch_dir(&pfd, &shown);
+        }
         self.place(&pfd, &base, src, meta, &shown)
     }
 
@@ -887,6 +1025,9 @@ impl<'a> Copier<'a> {
             fd: dest,
             shown: dest_shown.trim_end_matches('/').to_owned(),
             meta: None,
+            real: None,
+            real_known: false,
+            touched: false,
         }];
         for entry in entries.into_iter().skip(1) {
             let (parent, name) = match entry.rel.iter().rposition(|&b| b == b'/') {
@@ -914,7 +1055,33 @@ impl<'a> Copier<'a> {
                     fd,
                     shown,
                     meta: Some((entry.meta, entry.abs)),
+                    real: None,
+                    real_known: false,
+                    touched: false,
                 });
+            } else if self.reuse.is_some() && entry.meta.is_file() {
+                let real = if top.real_known {
+                    top.real.clone()
+                } else {
+                    self.real_dir(&top.fd)
+                };
+                let skipped = real
+                    .as_deref()
+                    .is_some_and(|dir| self.skip_file(&top.fd, base, &entry.abs, &entry.meta, dir));
+                let Some(top) = stack.last_mut() else {
+                    break;
+                };
+                top.real = real;
+                top.real_known = true;
+                if !skipped {
+                    self.place(&top.fd, base, &entry.abs, &entry.meta, &shown)?;
+                } else if top.meta.is_none() && !top.touched {
+                    // Directories from the sources get their times when
+                    // closed; the destination itself keeps the mtime its
+                    // new entries give it.
+                    touch_dir(&top.fd, &shown)?;
+                    top.touched = true;
+                }
             } else {
                 self.place(&top.fd, base, &entry.abs, &entry.meta, &shown)?;
             }
@@ -1010,6 +1177,19 @@ impl<'a> Copier<'a> {
         self.stats.archives += 1;
         Ok(())
     }
+}
+
+/// Sets a directory's mtime to now, as creating an entry in it does (and
+/// so copies it up into an overlay's upper directory).
+fn touch_dir(fd: &OwnedFd, shown: &str) -> Result<(), BuildError> {
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        &fd_path(fd),
+        &TimeSpec::UTIME_OMIT,
+        &TimeSpec::UTIME_NOW,
+        UtimensatFlags::FollowSymlink,
+    )
+    .map_err(|e| dest_err("setting times of", shown, e))
 }
 
 /// `/proc/self/fd/N` of a descriptor.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kiln_parser::plan::{FileCopy, Source, Step};
 
 use super::config::history_for;
-use super::{StageState, StepContext, image_state, stage_result};
+use super::{StageState, StepContext, image_state, reuse, stage_result};
 use crate::context::{BuildContext, cache_key};
 use crate::error::BuildError;
 use crate::fileops::{self, CopyOptions};
@@ -113,6 +113,8 @@ pub(super) fn copy_step(
     fc: &FileCopy,
 ) -> Result<bool, BuildError> {
     let shared = ctx.shared;
+    // Before any source is read (see reuse::start_time).
+    let started = reuse::start_time();
     let created_by = created_by(fc);
     let history = history_for(created_by.clone(), &shared.created);
     let dest = absolute_dest(fc);
@@ -195,6 +197,30 @@ pub(super) fn copy_step(
         state.key = chain_key;
         return Ok(true);
     }
+    // Earlier copies can stand for files of the build context copied as
+    // they are: not for --from sources, ADD, --chmod/--chown (mode and
+    // owner would need their own checks), heredocs (written afterwards),
+    // or without root (copies are not chowned then).
+    let lineage_key = (from.is_none()
+        && !fc.is_add
+        && fc.chmod.is_none()
+        && fc.chown.is_none()
+        && fc.inline.is_empty()
+        && urls.is_empty()
+        && nix::unistd::geteuid().is_root())
+    .then(|| {
+        let context = source_ctx.root().to_string_lossy();
+        cache_key(
+            parent,
+            &format!("lineage\0{description}context={context}\0"),
+            &[],
+            None,
+        )
+    });
+    let lineage = lineage_key
+        .as_deref()
+        .filter(|_| ctx.use_cache)
+        .and_then(|key| reuse::lookup(shared.store, key));
     for url in &urls {
         if !downloads.iter().any(|(u, _, _)| u == *url) {
             let dir = ctx.temp_dir("download-")?;
@@ -227,8 +253,27 @@ pub(super) fn copy_step(
     let count = sources.len() + fc.inline.len() + downloads.len();
     let dest_is_dir = dest.ends_with('/') || count > 1;
     let copying = std::time::Instant::now();
-    fileops::copy_sources(&source_ctx, &sources, &root, &dest, dest_is_dir, &options)?;
-    log::debug!("{created_by}: copied in {:?}", copying.elapsed());
+    let skipped = if let Some(lineage) = &lineage {
+        let judge = |file: &fileops::PlannedFile<'_>| reuse::reusable(lineage, file);
+        let (_, skipped) = fileops::copy_sources_reusing(
+            &source_ctx,
+            &sources,
+            &root,
+            &dest,
+            dest_is_dir,
+            &options,
+            &judge,
+        )?;
+        skipped
+    } else {
+        fileops::copy_sources(&source_ctx, &sources, &root, &dest, dest_is_dir, &options)?;
+        Vec::new()
+    };
+    log::debug!(
+        "{created_by}: copied in {:?} ({} unchanged files left to link)",
+        copying.elapsed(),
+        skipped.len()
+    );
     if !fc.inline.is_empty() {
         let files: Vec<(String, String)> = fc
             .inline
@@ -247,7 +292,29 @@ pub(super) fn copy_step(
     let Writable { overlay, upper } = writable;
     overlay.unmount()?;
     drop(guards);
+    if let Some(lineage) = &lineage
+        && !skipped.is_empty()
+    {
+        let linking = std::time::Instant::now();
+        reuse::place(&upper, lineage, &skipped)?;
+        log::debug!(
+            "{created_by}: linked {} unchanged files from {} in {:?}",
+            skipped.len(),
+            lineage.snapshot.display(),
+            linking.elapsed()
+        );
+    }
     ctx.commit_upper(state, &upper, &layer_key, &created_by, history)?;
+    if let Some(key) = &lineage_key {
+        let diff_id = state
+            .config
+            .history
+            .last()
+            .filter(|h| !h.empty_layer)
+            .and_then(|_| state.layers.last())
+            .map(|l| l.diff_id.as_str());
+        reuse::record(shared.store, key, diff_id, started);
+    }
     state.key = chain_key;
     Ok(false)
 }
