@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kiln_parser::dockerignore::{MatchInfo, PatternMatcher, filepath_match};
 use kiln_store::Digest;
 use kiln_store::digest::Hasher;
+use rayon::prelude::*;
 
 use crate::error::BuildError;
 
@@ -106,6 +107,20 @@ impl Source {
             .as_ref()
             .is_some_and(|m| m.matches_or_parent_matches(rel))
     }
+}
+
+/// A directory's child during a walk: an entry, or a directory to descend
+/// into with what its children are matched against.
+enum Slot {
+    Leaf(Entry),
+    Dir {
+        entry: Entry,
+        ctx: String,
+        ignore: MatchInfo,
+        exclude: MatchInfo,
+        /// Ignored or excluded itself, kept only if something below is not.
+        skipped: bool,
+    },
 }
 
 /// One file found under a source, for digests and copying.
@@ -481,6 +496,7 @@ impl BuildContext {
             || source.excludes.as_ref().is_some_and(|m| m.has_exclusions());
         // Without patterns nothing is ignored: skip building match paths.
         let ignoring = !self.ignore.patterns().is_empty();
+        let mut slots = Vec::with_capacity(children.len());
         for (name, meta) in children {
             let child_abs = abs.join(&name);
             let child_ctx = if !ignoring && !meta.is_dir() {
@@ -522,31 +538,60 @@ impl BuildContext {
                 if skipped && !can_reinclude {
                     continue;
                 }
-                let mark = out.len();
-                out.push(Entry {
-                    rel: child_rel.clone(),
-                    abs: child_abs.clone(),
-                    meta,
+                slots.push(Slot::Dir {
+                    entry: Entry {
+                        rel: child_rel,
+                        abs: child_abs,
+                        meta,
+                    },
+                    ctx: child_ctx,
+                    ignore: child_ignore,
+                    exclude: child_exclude,
+                    skipped,
                 });
-                self.walk(
-                    source,
-                    &child_abs,
-                    &child_ctx,
-                    &child_rel,
-                    &child_ignore,
-                    &child_exclude,
-                    out,
-                )?;
-                // An excluded directory exists only to hold re-included files.
-                if skipped && out.len() == mark + 1 {
-                    out.truncate(mark);
-                }
             } else if !skipped {
-                out.push(Entry {
+                slots.push(Slot::Leaf(Entry {
                     rel: child_rel,
                     abs: child_abs,
                     meta,
-                });
+                }));
+            }
+        }
+        // Subdirectories are listed and stat'ed in parallel, each into its
+        // own list, then joined in name order, so the order is unchanged.
+        let subtrees: Vec<Vec<Entry>> = slots
+            .par_iter()
+            .filter_map(|slot| match slot {
+                Slot::Dir {
+                    entry,
+                    ctx,
+                    ignore,
+                    exclude,
+                    ..
+                } => Some((entry, ctx, ignore, exclude)),
+                Slot::Leaf(_) => None,
+            })
+            .map(|(entry, ctx, ignore, exclude)| {
+                let mut sub = Vec::new();
+                self.walk(
+                    source, &entry.abs, ctx, &entry.rel, ignore, exclude, &mut sub,
+                )
+                .map(|()| sub)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut subtrees = subtrees.into_iter();
+        for slot in slots {
+            match slot {
+                Slot::Leaf(entry) => out.push(entry),
+                Slot::Dir { entry, skipped, .. } => {
+                    let sub = subtrees.next().unwrap_or_default();
+                    // An excluded directory exists only to hold re-included files.
+                    if skipped && sub.is_empty() {
+                        continue;
+                    }
+                    out.push(entry);
+                    out.extend(sub);
+                }
             }
         }
         Ok(())
@@ -599,7 +644,6 @@ impl BuildContext {
 /// other entries), from the cache where it is trusted; the rest are read
 /// in parallel, so a cold digest of many files uses every core.
 fn file_digests(entries: &[Entry], cache: &mut StatCache) -> Result<Vec<[u8; 32]>, BuildError> {
-    use rayon::prelude::*;
     let mut out = vec![[0u8; 32]; entries.len()];
     let mut misses = Vec::new();
     for (i, (entry, slot)) in entries.iter().zip(&mut out).enumerate() {
