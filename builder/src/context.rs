@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kiln_parser::dockerignore::{MatchInfo, PatternMatcher, filepath_match};
 use kiln_store::Digest;
 use kiln_store::digest::Hasher;
-use rayon::prelude::*;
 
 use crate::error::BuildError;
 
@@ -464,6 +463,7 @@ impl BuildContext {
                 b"",
                 &MatchInfo::default(),
                 &MatchInfo::default(),
+                true,
                 &mut out,
             )?;
         }
@@ -479,6 +479,7 @@ impl BuildContext {
         rel: &[u8],
         ignore_info: &MatchInfo,
         exclude_info: &MatchInfo,
+        parallel: bool,
         out: &mut Vec<Entry>,
     ) -> Result<(), BuildError> {
         let mut children = Vec::new();
@@ -557,10 +558,8 @@ impl BuildContext {
                 }));
             }
         }
-        // Subdirectories are listed and stat'ed in parallel, each into its
-        // own list, then joined in name order, so the order is unchanged.
-        let subtrees: Vec<Vec<Entry>> = slots
-            .par_iter()
+        let dirs: Vec<_> = slots
+            .iter()
             .filter_map(|slot| match slot {
                 Slot::Dir {
                     entry,
@@ -571,14 +570,33 @@ impl BuildContext {
                 } => Some((entry, ctx, ignore, exclude)),
                 Slot::Leaf(_) => None,
             })
-            .map(|(entry, ctx, ignore, exclude)| {
+            .collect();
+        // The first level with several subdirectories spreads them over
+        // threads, each walking its share sequentially; the lists are joined
+        // in name order, so the order is unchanged.
+        let split = parallel && dirs.len() > 1;
+        let walk_one =
+            |(entry, ctx, ignore, exclude): &(&Entry, &String, &MatchInfo, &MatchInfo)| {
                 let mut sub = Vec::new();
                 self.walk(
-                    source, &entry.abs, ctx, &entry.rel, ignore, exclude, &mut sub,
+                    source,
+                    &entry.abs,
+                    ctx,
+                    &entry.rel,
+                    ignore,
+                    exclude,
+                    parallel && !split,
+                    &mut sub,
                 )
                 .map(|()| sub)
-            })
-            .collect::<Result<_, _>>()?;
+            };
+        let subtrees: Vec<Vec<Entry>> = if split {
+            par_map(&dirs, walk_one)
+        } else {
+            dirs.iter().map(walk_one).collect()
+        }
+        .into_iter()
+        .collect::<Result<_, _>>()?;
         let mut subtrees = subtrees.into_iter();
         for slot in slots {
             match slot {
@@ -655,11 +673,13 @@ fn file_digests(entries: &[Entry], cache: &mut StatCache) -> Result<Vec<[u8; 32]
             None => misses.push(i),
         }
     }
-    let hashed: Vec<(usize, u128, [u8; 32])> = misses
-        .into_par_iter()
-        .filter_map(|i| entries.get(i).map(|e| (i, e)))
-        .map(|(i, e)| hash_file(&e.abs).map(|(at, raw)| (i, at, raw)))
-        .collect::<Result<_, _>>()?;
+    let hashed: Vec<(usize, u128, [u8; 32])> = par_map(&misses, |&i| match entries.get(i) {
+        Some(e) => hash_file(&e.abs).map(|(at, raw)| Some((i, at, raw))),
+        None => Ok(None),
+    })
+    .into_iter()
+    .filter_map(Result::transpose)
+    .collect::<Result<_, _>>()?;
     for (i, hashed_at, raw) in hashed {
         if let (Some(entry), Some(slot)) = (entries.get(i), out.get_mut(i)) {
             cache.record(&entry.abs, &entry.meta, hashed_at, raw);
@@ -667,6 +687,44 @@ fn file_digests(entries: &[Entry], cache: &mut StatCache) -> Result<Vec<[u8; 32]
         }
     }
     Ok(out)
+}
+
+/// `f` over `items` on a few scoped threads, results in item order.
+///
+/// Plain threads rather than rayon: the engine calls this while holding
+/// the stat cache's lock on its own rayon pool, where a waiting worker
+/// could steal another stage's job that takes the same lock.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(8)
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        mine.push((i, f(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 fn compile(patterns: &[String]) -> Result<PatternMatcher, BuildError> {
