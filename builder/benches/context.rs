@@ -35,7 +35,7 @@ fn bench(c: &mut Criterion) {
     std::thread::sleep(Duration::from_millis(200));
     let ctx = BuildContext::open(&root, &[]).unwrap();
     let sources = ctx.resolve_sources(&[".".to_owned()], &[], false).unwrap();
-    let cache_file = tmp.path().join("statcache.json");
+    let cache_file = tmp.path().join("statcache.bin");
 
     let start = Instant::now();
     let mut cache = StatCache::new();

@@ -483,16 +483,116 @@ fn stat_cache_does_not_trust_just_changed_files() {
 
 #[test]
 fn stat_cache_load_missing_and_corrupt() {
-    let tmp = tempfile::tempdir().unwrap();
-    let missing = tmp.path().join("none.json");
+    let (tmp, _root, ctx) = ctx_with(BASIC, &[]);
+    let missing = tmp.path().join("none.bin");
     assert!(StatCache::load(&missing).unwrap().is_empty());
-    fs::write(&missing, "{not json").unwrap();
-    let err = StatCache::load(&missing).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with(&format!("stat cache {}: ", missing.display())),
-        "{err}"
+
+    let mut cache = StatCache::new();
+    ctx.digest_sources(&resolve(&ctx, &["."]), &mut cache)
+        .unwrap();
+    let file = tmp.path().join("stat.bin");
+    cache.save(&file).unwrap();
+    let good = fs::read(&file).unwrap();
+    assert_eq!(&good[..8], b"KILNSTC\0");
+    assert_eq!(StatCache::load(&file).unwrap().len(), 6);
+
+    // Every truncation, a flipped version, trailing bytes, an absurd
+    // count, garbage and the old JSON format all load as an empty cache.
+    let mut bad: Vec<Vec<u8>> = (0..good.len()).map(|n| good[..n].to_vec()).collect();
+    let mut version = good.clone();
+    version[8] ^= 1;
+    bad.push(version);
+    let mut trailing = good.clone();
+    trailing.push(0);
+    bad.push(trailing);
+    let mut count = good.clone();
+    count[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+    bad.push(count);
+    let mut path_len = good.clone();
+    path_len[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+    bad.push(path_len);
+    bad.push(b"{not json".to_vec());
+    bad.push(br#"{"entries":{}}"#.to_vec());
+    bad.push((0..=255u8).cycle().take(4096).collect());
+    for bytes in bad {
+        fs::write(&file, &bytes).unwrap();
+        let loaded = StatCache::load(&file).unwrap();
+        assert!(
+            loaded.is_empty(),
+            "{} bytes loaded {}",
+            bytes.len(),
+            loaded.len()
+        );
+    }
+}
+
+#[test]
+fn warm_digest_equals_cold_and_pinned_value() {
+    let (tmp, root, ctx) = ctx_with(
+        &[
+            ("a.txt", "alpha"),
+            ("dir/b", "beta"),
+            ("dir/sub/c", ""),
+            ("empty/", ""),
+        ],
+        &[],
     );
+    symlink("dir/b", root.join("link")).unwrap();
+    fs::set_permissions(root.join("a.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::thread::sleep(RACY_WINDOW + Duration::from_millis(50));
+    let sources = resolve(&ctx, &["."]);
+    let mut cache = StatCache::new();
+    let cold = ctx.digest_sources(&sources, &mut cache).unwrap();
+    assert_eq!(cache.reads(), 3);
+    let file = tmp.path().join("stat.bin");
+    cache.save(&file).unwrap();
+    let mut loaded = StatCache::load(&file).unwrap();
+    assert_eq!(loaded.len(), 3);
+    assert_eq!(ctx.digest_sources(&sources, &mut loaded).unwrap(), cold);
+    assert_eq!(loaded.reads(), 0);
+    // A file's digest through the cache is its real content digest.
+    let meta = fs::symlink_metadata(root.join("a.txt")).unwrap();
+    assert_eq!(
+        loaded.content_digest(&root.join("a.txt"), &meta).unwrap(),
+        kiln_store::digest::digest_bytes(b"alpha")
+    );
+
+    // The encoding, spelled out with the digest strings of the code before
+    // the binary cache, so the value cannot drift.
+    let mut h = Hasher::new();
+    put(&mut h, b"kiln-sources-v1");
+    put_u64(&mut h, 1);
+    put(&mut h, b"");
+    put(&mut h, &[1]);
+    let dir_meta = fs::symlink_metadata(&root).unwrap();
+    let entries: &[(&str, u8, Option<&[u8]>)] = &[
+        ("", b'd', None),
+        ("a.txt", b'f', Some(b"alpha")),
+        ("dir", b'd', None),
+        ("dir/b", b'f', Some(b"beta")),
+        ("dir/sub", b'd', None),
+        ("dir/sub/c", b'f', Some(b"")),
+        ("empty", b'd', None),
+        ("link", b'l', None),
+    ];
+    put_u64(&mut h, entries.len() as u64);
+    for (rel, tag, content) in entries {
+        let meta = fs::symlink_metadata(root.join(rel)).unwrap();
+        put(&mut h, rel.as_bytes());
+        put(&mut h, &[*tag]);
+        put_u64(&mut h, u64::from(meta.mode() & 0o7777));
+        put_u64(&mut h, u64::from(dir_meta.uid()));
+        put_u64(&mut h, u64::from(dir_meta.gid()));
+        match (tag, content) {
+            (b'f', Some(c)) => put(
+                &mut h,
+                kiln_store::digest::digest_bytes(c).to_string().as_bytes(),
+            ),
+            (b'l', _) => put(&mut h, b"dir/b"),
+            _ => {}
+        }
+    }
+    assert_eq!(cold, h.finish());
 }
 
 #[test]
@@ -628,7 +728,7 @@ fn stat_cache_prunes_files_not_seen() {
     loaded.prune_unseen();
     assert_eq!(loaded.len(), 1);
     loaded.save(&file).unwrap();
-    let saved = fs::read_to_string(&file).unwrap();
+    let saved = String::from_utf8_lossy(&fs::read(&file).unwrap()).into_owned();
     assert!(
         saved.contains(&root.join("a").display().to_string()),
         "{saved}"
