@@ -359,7 +359,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             store
                 .root()
                 .join("statcache")
-                .join(format!("{}.json", digest.encoded())),
+                .join(format!("{}.bin", digest.encoded())),
         )
     };
     let options = BuildOptions {
