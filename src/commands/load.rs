@@ -32,6 +32,23 @@ pub fn run(root: Option<&std::path::Path>, args: &LoadArgs) -> anyhow::Result<Ex
     };
     let loaded = kiln_store::archive::load_archive(&store, input)
         .with_context(|| format!("cannot load images from {what}"))?;
+    // As `docker load` does, unpack the layers now, so the first build or
+    // run from these images does not pay for it.
+    for image in &loaded {
+        let stored = store
+            .image(&image.manifest_digest)
+            .with_context(|| format!("cannot read back image {}", image.id))?;
+        for (layer, diff_id) in stored
+            .manifest
+            .layers
+            .iter()
+            .zip(&stored.config.rootfs.diff_ids)
+        {
+            store
+                .snapshot(layer, diff_id)
+                .with_context(|| format!("cannot unpack layer {}", layer.digest))?;
+        }
+    }
     if !args.quiet {
         let mut stdout = io::stdout().lock();
         for image in &loaded {
