@@ -306,6 +306,20 @@ impl Store {
         references: &[ImageReference],
     ) -> Result<(), StoreError> {
         let names: Vec<String> = references.iter().map(ToString::to_string).collect();
+        // A rebuild that changed nothing tags the same manifest again:
+        // leave index.json alone (no rewrite, no fsync).
+        if !names.is_empty() {
+            let index = self.index()?;
+            let tagged = |name: &String| {
+                index.manifests.iter().any(|d| {
+                    d.digest == manifest.digest
+                        && d.annotation(ANNOTATION_REF_NAME) == Some(name.as_str())
+                })
+            };
+            if names.iter().all(tagged) {
+                return Ok(());
+            }
+        }
         let id = self.config_of(&manifest.digest);
         self.update_index(|index| {
             // Each listed manifest's config, read once.
