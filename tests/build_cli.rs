@@ -2,7 +2,11 @@
 //! busybox base image made by the test and checks the built image's files
 //! (through `kiln run`) and config (through `kiln inspect` and the store).
 //! They need root and kernel namespaces for RUN; CI runs them as root.
-#![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test harness fails loudly"
+)]
 
 mod common;
 
@@ -1331,4 +1335,122 @@ fn incremental_copy_links_unchanged_files_and_equals_a_cold_build() {
     let old_c = fs::metadata(snapshot("inc:1").join("src/sub/deep/c.txt")).unwrap();
     let new_c = fs::metadata(snapshot("inc:2").join("src/sub/deep/c.txt")).unwrap();
     assert_ne!(old_c.ino(), new_c.ino());
+}
+
+/// The media types of an image's layers, read from the store's OCI layout.
+fn layer_media_types(kiln: &Kiln, reference: &str) -> Vec<String> {
+    let root = kiln.root();
+    let index: Value =
+        serde_json::from_str(&fs::read_to_string(root.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == reference)
+        .expect("the reference is in index.json");
+    let hex = entry["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let manifest: Value =
+        serde_json::from_str(&fs::read_to_string(root.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn network_compression_json_progress_and_cache_commands() {
+    let kiln = busybox();
+    // --network none: RUN sees only the loopback interface.
+    let dir = context(
+        &kiln,
+        "net",
+        "FROM bb:1\nRUN ls /sys/class/net > /nets\n",
+        &[],
+    );
+    build_ok(&kiln, &dir, "net:none", &["--network", "none"]);
+    assert_eq!(sh(&kiln, "net:none", "cat /nets"), "lo\n");
+    assert!(
+        build_fails(&kiln, &dir, &["--network", "bridge"])
+            .contains("invalid --network \"bridge\": expected default, host or none")
+    );
+
+    // --compression: new layers are stored compressed as asked, and the
+    // image still runs.
+    let dir = context(
+        &kiln,
+        "compress",
+        "FROM bb:1\nCOPY data.txt /data.txt\n",
+        &[("data.txt", "compress me\n")],
+    );
+    for (algorithm, suffix) in [("gzip", "+gzip"), ("zstd", "+zstd"), ("none", ".tar")] {
+        let tag = format!("compressed:{algorithm}");
+        build_ok(
+            &kiln,
+            &dir,
+            &tag,
+            &["--no-cache", "--compression", algorithm],
+        );
+        let types = layer_media_types(&kiln, &format!("docker.io/library/{tag}"));
+        assert!(
+            types.last().unwrap().ends_with(suffix),
+            "{algorithm}: {types:?}"
+        );
+        assert_eq!(sh(&kiln, &tag, "cat /data.txt"), "compress me\n");
+    }
+    assert!(
+        build_fails(&kiln, &dir, &["--compression", "lz4"])
+            .contains("invalid --compression \"lz4\": expected none, gzip or zstd")
+    );
+
+    // --progress=json: one JSON object per line, ending with the summary.
+    let dir = context(
+        &kiln,
+        "json",
+        "FROM bb:1\nRUN echo out && echo made > /made\n",
+        &[],
+    );
+    let stderr = build_ok(&kiln, &dir, "json:1", &["--progress=json"]);
+    let events: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each progress line is JSON"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"step_started"), "{kinds:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step_output" && e["line"] == "out"),
+        "{stderr}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "finished");
+    assert_eq!(last["steps_run"], 1);
+    assert!(
+        build_fails(&kiln, &dir, &["--progress=fancy"]).contains("invalid progress mode \"fancy\"")
+    );
+
+    // kiln cache: the records of real builds are listed and pruned; after
+    // a prune the same build runs its steps again.
+    let listing = kiln.ok(&["cache", "ls", "--no-trunc"]);
+    assert!(
+        listing.contains("RUN /bin/sh -c echo out && echo made > /made"),
+        "{listing}"
+    );
+    let du = kiln.ok(&["cache", "du"]);
+    assert!(du.contains("Total:"), "{du}");
+    let pruned = kiln.ok(&["cache", "prune", "-a", "-f"]);
+    assert!(pruned.contains("Total:"), "{pruned}");
+    assert_eq!(kiln.ok(&["cache", "ls", "-q"]), "");
+    let stderr = build_ok(&kiln, &dir, "json:2", &["--progress=plain"]);
+    assert!(stderr.contains("1 step run, 0 cached"), "{stderr}");
+    assert_eq!(sh(&kiln, "json:2", "cat /made"), "made\n");
 }

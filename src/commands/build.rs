@@ -20,6 +20,9 @@ use crate::progress::{self, ProgressMode};
 /// Build an image from a Dockerfile
 #[derive(Debug, Args)]
 #[command(
+    // As with Docker's flags, a repeated single-value flag takes the last
+    // value (`--progress=plain ... --progress=json`).
+    args_override_self = true,
     long_about = "Build an image from a Dockerfile and a context directory (or a tar archive on \
                   stdin with `-`). Base images come from the store: add them with `kiln load` or \
                   `kiln import`. Steps are cached in the store across builds."
