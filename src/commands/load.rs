@@ -33,20 +33,27 @@ pub fn run(root: Option<&std::path::Path>, args: &LoadArgs) -> anyhow::Result<Ex
     let loaded = kiln_store::archive::load_archive(&store, input)
         .with_context(|| format!("cannot load images from {what}"))?;
     // As `docker load` does, unpack the layers now, so the first build or
-    // run from these images does not pay for it.
+    // run from these images does not pay for it. A layer that cannot be
+    // unpacked (a hostile entry, say) does not undo the load: the image is
+    // stored and verified, and `kiln run`/`kiln build` refuse it with the
+    // reason when they need its files.
     for image in &loaded {
-        let stored = store
-            .image(&image.manifest_digest)
-            .with_context(|| format!("cannot read back image {}", image.id))?;
+        let Ok(stored) = store.image(&image.manifest_digest) else {
+            continue;
+        };
         for (layer, diff_id) in stored
             .manifest
             .layers
             .iter()
             .zip(&stored.config.rootfs.diff_ids)
         {
-            store
-                .snapshot(layer, diff_id)
-                .with_context(|| format!("cannot unpack layer {}", layer.digest))?;
+            if let Err(e) = store.snapshot(layer, diff_id) {
+                eprintln!(
+                    "warning: layer {} of image {} was not unpacked: {e}",
+                    layer.digest, image.id
+                );
+                break;
+            }
         }
     }
     if !args.quiet {
