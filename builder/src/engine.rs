@@ -370,14 +370,12 @@ fn spawn_stage<'s>(
     });
 }
 
-/// The stages `index` needs finished before it starts (its base and
-/// `--from` sources), without duplicates.
+/// The stages `index` needs finished before it starts (its base, `COPY
+/// --from` and `RUN --mount from=` stages, ONBUILD triggers included), from
+/// the plan's stage graph, without duplicates.
 fn stage_dependencies(plan: &Plan, index: usize) -> Vec<usize> {
     let mut deps = Vec::new();
     if let Some(stage) = plan.stages.get(index) {
-        if let Base::Stage { index } = stage.base {
-            deps.push(index);
-        }
         for dep in &stage.dependencies {
             if let plan::Source::Stage { index } = dep.source
                 && !deps.contains(&index)
@@ -385,36 +383,8 @@ fn stage_dependencies(plan: &Plan, index: usize) -> Vec<usize> {
                 deps.push(index);
             }
         }
-        for step in &stage.steps {
-            for source in step_stage_sources(step) {
-                if !deps.contains(&source) {
-                    deps.push(source);
-                }
-            }
-        }
     }
     deps
-}
-
-/// Stages a step reads from (`COPY --from`, `RUN --mount from=`).
-fn step_stage_sources(step: &Step) -> Vec<usize> {
-    let mut out = Vec::new();
-    match &step.kind {
-        StepKind::Copy(fc) | StepKind::Add(fc) => {
-            if let Some(plan::Source::Stage { index }) = fc.from {
-                out.push(index);
-            }
-        }
-        StepKind::Run { mounts, .. } => {
-            for m in mounts {
-                if let Some(plan::Source::Stage { index }) = m.source {
-                    out.push(index);
-                }
-            }
-        }
-        _ => {}
-    }
-    out
 }
 
 /// A finished stage's state (its dependencies always finish first).

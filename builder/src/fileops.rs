@@ -210,11 +210,7 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<Owner, BuildError> {
 /// Reads a file of the image at `root`, resolving its path inside `root`;
 /// `None` if it cannot be read.
 fn read_in_root(root: &Path, rel: &str) -> Option<String> {
-    let dest = DestRoot::open(root).ok()?;
-    let fd = dest.resolve(rel.as_bytes(), OFlag::O_RDONLY).ok()?;
-    let mut text = String::new();
-    File::from(fd).read_to_string(&mut text).ok()?;
-    Some(text)
+    crate::rootfs::read_in_root(root, rel).ok()
 }
 
 /// Copies resolved sources to `dest`, an absolute container path (already
@@ -535,18 +531,6 @@ fn dest_err(op: &'static str, path: &str, e: impl Into<io::Error>) -> BuildError
     }
 }
 
-/// Calls `f` again while it fails with `EAGAIN`/`EINTR`, which openat2
-/// returns when a concurrent rename makes `RESOLVE_IN_ROOT` unsure.
-fn retry<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
-    let mut tries = 0;
-    loop {
-        match f() {
-            Err(Errno::EAGAIN | Errno::EINTR) if tries < 16 => tries += 1,
-            r => return r,
-        }
-    }
-}
-
 /// The container root, as a descriptor every destination path is
 /// resolved from.
 struct DestRoot {
@@ -571,7 +555,7 @@ impl DestRoot {
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        retry(|| openat2(self.fd.as_fd(), OsStr::from_bytes(p), how))
+        crate::rootfs::retry(|| openat2(self.fd.as_fd(), OsStr::from_bytes(p), how))
     }
 
     /// Whether `comps` is an existing directory (following symlinks inside

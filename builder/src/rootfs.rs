@@ -15,10 +15,14 @@ fn open_root(root: &Path) -> Result<OwnedFd, BuildError> {
     Ok(OwnedFd::from(file))
 }
 
-fn retry<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+/// Calls `f` again (a bounded number of times) while it fails with
+/// `EAGAIN`/`EINTR`, which openat2 returns when a concurrent rename makes
+/// `RESOLVE_IN_ROOT` unsure.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    let mut tries = 0;
     loop {
         match f() {
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) if tries < 16 => tries += 1,
             other => return other,
         }
     }
@@ -78,22 +82,6 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, BuildError> {
     Ok(host_path)
 }
 
-/// Creates `path` and its missing parents inside the container root with
-/// mode 0755, owned by `owner` when given, like `mkdir -p` in the
-/// container (symlinks on the way, dangling ones too, are followed inside
-/// the root). Returns the host path of the directory.
-pub fn mkdir_all_in_root(
-    root: &Path,
-    path: &str,
-    owner: Option<(u32, u32)>,
-) -> Result<PathBuf, BuildError> {
-    crate::fileops::mkdir_all_in_root(
-        root,
-        path,
-        owner.map(|(uid, gid)| crate::fileops::Owner { uid, gid }),
-    )
-}
-
 /// Reads a file of the container (such as `/etc/passwd`), resolved inside
 /// the root; a missing file reads as empty.
 pub fn read_in_root(root: &Path, path: &str) -> Result<String, BuildError> {
@@ -126,7 +114,7 @@ mod tests {
         let victim = tempfile::tempdir().unwrap();
         symlink(victim.path(), root.path().join("abs")).unwrap();
         symlink("../../../../..", root.path().join("up")).unwrap();
-        let made = mkdir_all_in_root(root.path(), "/abs/x/y", None).unwrap();
+        let made = crate::fileops::mkdir_all_in_root(root.path(), "/abs/x/y", None).unwrap();
         assert!(made.starts_with(root.path()), "{}", made.display());
         assert!(std::fs::read_dir(victim.path()).unwrap().next().is_none());
         std::fs::create_dir(root.path().join("etc")).unwrap();
@@ -138,7 +126,11 @@ mod tests {
     #[test]
     fn mkdir_sets_mode_and_owner() {
         let root = tempfile::tempdir().unwrap();
-        let made = mkdir_all_in_root(root.path(), "/a/b", Some((1000, 1001))).unwrap();
+        let owner = crate::fileops::Owner {
+            uid: 1000,
+            gid: 1001,
+        };
+        let made = crate::fileops::mkdir_all_in_root(root.path(), "/a/b", Some(owner)).unwrap();
         for dir in [root.path().join("a"), made] {
             let meta = std::fs::metadata(&dir).unwrap();
             assert_eq!(meta.permissions().mode() & 0o7777, 0o755);

@@ -373,7 +373,11 @@ pub(super) fn workdir_step(
             .map_err(|e| BuildError::User(format!("WORKDIR {path}: user {user:?}: {e}")))?;
         Some((resolved.uid, resolved.gid))
     };
-    rootfs::mkdir_all_in_root(&root, path, owner)?;
+    fileops::mkdir_all_in_root(
+        &root,
+        path,
+        owner.map(|(uid, gid)| fileops::Owner { uid, gid }),
+    )?;
     let Writable { overlay, upper } = writable;
     overlay.unmount()?;
     ctx.commit_upper(state, &upper, &key, &format!("WORKDIR {path}"), history)?;
