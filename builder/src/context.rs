@@ -11,7 +11,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -470,6 +470,13 @@ impl BuildContext {
         Ok(out)
     }
 
+    /// Appends everything below `abs` to `out`, in byte order of path.
+    ///
+    /// Written for the no-op rebuild, where this walk is most of the time:
+    /// entries are sorted by name before they are `lstat`ed (sorting names
+    /// moves far fewer bytes than sorting metadata), and each entry is
+    /// appended to `out` where it belongs rather than gathered in per-level
+    /// lists and copied up.
     #[allow(clippy::too_many_arguments)]
     fn walk(
         &self,
@@ -483,23 +490,33 @@ impl BuildContext {
         out: &mut Vec<Entry>,
     ) -> Result<(), BuildError> {
         let mut children = Vec::new();
-        for entry in fs::read_dir(abs).map_err(|e| BuildError::io(abs, e))? {
-            let entry = entry.map_err(|e| BuildError::io(abs, e))?;
-            // `DirEntry::metadata` is an `lstat` relative to the open
-            // directory: no path lookup from the root per file.
-            let meta = entry
-                .metadata()
-                .map_err(|e| BuildError::io(entry.path(), e))?;
-            children.push((entry.file_name(), meta));
+        let mut dirs = 0;
+        for child in fs::read_dir(abs).map_err(|e| BuildError::io(abs, e))? {
+            let child = child.map_err(|e| BuildError::io(abs, e))?;
+            // The type comes from the directory entry: no extra syscall.
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs += 1;
+            }
+            children.push((child.file_name(), child));
         }
         children.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        // The first level with several subdirectories spreads them over
+        // threads, each walking its share sequentially into its own list;
+        // the lists are joined in name order, so the order is unchanged.
+        let split = parallel && dirs > 1;
         let can_reinclude = self.ignore.has_exclusions()
             || source.excludes.as_ref().is_some_and(|m| m.has_exclusions());
         // Without patterns nothing is ignored: skip building match paths.
         let ignoring = !self.ignore.patterns().is_empty();
-        let mut slots = Vec::with_capacity(children.len());
-        for (name, meta) in children {
-            let child_abs = abs.join(&name);
+        let mut slots = Vec::new();
+        out.reserve(children.len());
+        for (name, child) in children {
+            // `DirEntry::metadata` is an `lstat` relative to the open
+            // directory: no path lookup from the root per file.
+            let meta = child
+                .metadata()
+                .map_err(|e| BuildError::io(child.path(), e))?;
+            drop(child);
             let child_ctx = if !ignoring && !meta.is_dir() {
                 String::new()
             } else if ctx_path.is_empty() {
@@ -535,30 +552,57 @@ impl BuildContext {
                 None => (false, MatchInfo::default()),
             };
             let skipped = ignored || excluded;
-            if meta.is_dir() {
-                if skipped && !can_reinclude {
+            let entry = Entry {
+                rel: child_rel,
+                abs: abs.join(&name),
+                meta,
+            };
+            if !entry.meta.is_dir() {
+                if skipped {
                     continue;
                 }
+                if split {
+                    slots.push(Slot::Leaf(entry));
+                } else {
+                    out.push(entry);
+                }
+                continue;
+            }
+            if skipped && !can_reinclude {
+                continue;
+            }
+            if split {
                 slots.push(Slot::Dir {
-                    entry: Entry {
-                        rel: child_rel,
-                        abs: child_abs,
-                        meta,
-                    },
+                    entry,
                     ctx: child_ctx,
                     ignore: child_ignore,
                     exclude: child_exclude,
                     skipped,
                 });
-            } else if !skipped {
-                slots.push(Slot::Leaf(Entry {
-                    rel: child_rel,
-                    abs: child_abs,
-                    meta,
-                }));
+                continue;
+            }
+            let at = out.len();
+            let (sub_abs, sub_rel) = (entry.abs.clone(), entry.rel.clone());
+            out.push(entry);
+            self.walk(
+                source,
+                &sub_abs,
+                &child_ctx,
+                &sub_rel,
+                &child_ignore,
+                &child_exclude,
+                parallel,
+                out,
+            )?;
+            // An excluded directory exists only to hold re-included files.
+            if skipped && out.len() == at + 1 {
+                out.truncate(at);
             }
         }
-        let dirs: Vec<_> = slots
+        if !split {
+            return Ok(());
+        }
+        let jobs: Vec<_> = slots
             .iter()
             .filter_map(|slot| match slot {
                 Slot::Dir {
@@ -571,32 +615,16 @@ impl BuildContext {
                 Slot::Leaf(_) => None,
             })
             .collect();
-        // The first level with several subdirectories spreads them over
-        // threads, each walking its share sequentially; the lists are joined
-        // in name order, so the order is unchanged.
-        let split = parallel && dirs.len() > 1;
-        let walk_one =
-            |(entry, ctx, ignore, exclude): &(&Entry, &String, &MatchInfo, &MatchInfo)| {
-                let mut sub = Vec::new();
-                self.walk(
-                    source,
-                    &entry.abs,
-                    ctx,
-                    &entry.rel,
-                    ignore,
-                    exclude,
-                    parallel && !split,
-                    &mut sub,
-                )
-                .map(|()| sub)
-            };
-        let subtrees: Vec<Vec<Entry>> = if split {
-            par_map(&dirs, walk_one)
-        } else {
-            dirs.iter().map(walk_one).collect()
-        }
+        let subtrees = par_map(&jobs, |(entry, ctx, ignore, exclude)| {
+            let mut sub = Vec::new();
+            self.walk(
+                source, &entry.abs, ctx, &entry.rel, ignore, exclude, false, &mut sub,
+            )
+            .map(|()| sub)
+        })
         .into_iter()
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+        out.reserve(slots.len() + subtrees.iter().map(Vec::len).sum::<usize>());
         let mut subtrees = subtrees.into_iter();
         for slot in slots {
             match slot {
@@ -604,11 +632,10 @@ impl BuildContext {
                 Slot::Dir { entry, skipped, .. } => {
                     let sub = subtrees.next().unwrap_or_default();
                     // An excluded directory exists only to hold re-included files.
-                    if skipped && sub.is_empty() {
-                        continue;
+                    if !(skipped && sub.is_empty()) {
+                        out.push(entry);
+                        out.extend(sub);
                     }
-                    out.push(entry);
-                    out.extend(sub);
                 }
             }
         }
@@ -626,7 +653,7 @@ impl BuildContext {
         sources: &[Source],
         cache: &mut StatCache,
     ) -> Result<Digest, BuildError> {
-        let mut hasher = Hasher::new();
+        let mut hasher = KeyHasher::new();
         put(&mut hasher, b"kiln-sources-v1");
         put_u64(&mut hasher, sources.len() as u64);
         for source in sources {
@@ -771,12 +798,49 @@ fn is_absent(e: &io::Error) -> bool {
     )
 }
 
-fn put(hasher: &mut Hasher, bytes: &[u8]) {
+/// How many bytes [`KeyHasher`] gathers before it hashes them.
+const KEY_BUFFER: usize = 64 * 1024;
+
+/// A SHA-256 fed through a buffer: a sources digest is made of hundreds of
+/// thousands of small fields, and one large update costs far less than
+/// that many tiny ones.
+struct KeyHasher {
+    inner: Hasher,
+    buf: Vec<u8>,
+}
+
+impl KeyHasher {
+    fn new() -> Self {
+        Self {
+            inner: Hasher::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        if self.buf.len() + bytes.len() > KEY_BUFFER {
+            self.inner.update(&self.buf);
+            self.buf.clear();
+        }
+        if bytes.len() >= KEY_BUFFER {
+            self.inner.update(bytes);
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    fn finish(mut self) -> Digest {
+        self.inner.update(&self.buf);
+        self.inner.finish()
+    }
+}
+
+fn put(hasher: &mut KeyHasher, bytes: &[u8]) {
     put_u64(hasher, bytes.len() as u64);
     hasher.update(bytes);
 }
 
-fn put_u64(hasher: &mut Hasher, value: u64) {
+fn put_u64(hasher: &mut KeyHasher, value: u64) {
     hasher.update(&value.to_be_bytes());
 }
 
@@ -788,6 +852,8 @@ const RACY_WINDOW: Duration = Duration::from_millis(100);
 /// What the stat cache knows about one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StatEntry {
+    /// Where the path is in [`StatCache::keys`].
+    key: std::ops::Range<usize>,
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
@@ -802,8 +868,14 @@ struct StatEntry {
 }
 
 impl StatEntry {
-    fn new(meta: &Metadata, hashed_at: u128, digest: [u8; 32]) -> Self {
+    fn new(
+        key: std::ops::Range<usize>,
+        meta: &Metadata,
+        hashed_at: u128,
+        digest: [u8; 32],
+    ) -> Self {
         Self {
+            key,
             size: meta.size(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
@@ -866,7 +938,13 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
-type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+/// The `FxHash` of a path's bytes, as the stat cache's table keys it.
+fn fx_hash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher as _;
+    let mut hasher = FxHasher::default();
+    hasher.write(bytes);
+    hasher.finish()
+}
 
 /// First bytes of a saved stat cache; a file without them (an older JSON
 /// cache, garbage) loads as an empty cache.
@@ -887,9 +965,18 @@ const STAT_ENTRY_FIXED: usize = 8 * 7 + 16 + 32;
 /// Saved in a compact binary format: the magic, a little-endian `u32`
 /// version and `u64` entry count, then per entry a `u32` path length, the
 /// path bytes and the fixed fields (digest as 32 raw bytes).
+///
+/// In memory the paths stay in one buffer (a loaded cache keeps the file's
+/// bytes as they are) and a table of entry indices finds them: loading
+/// 20,000 entries costs one read and no allocation per path, which matters
+/// on a no-op rebuild.
 #[derive(Debug, Default)]
 pub struct StatCache {
-    entries: FxMap<Box<[u8]>, StatEntry>,
+    /// Path bytes: the loaded file, then the paths recorded since.
+    keys: Vec<u8>,
+    entries: Vec<StatEntry>,
+    /// Indices into `entries`, hashed by path.
+    table: hashbrown::HashTable<usize>,
     /// Files whose contents were read through this cache.
     reads: u64,
 }
@@ -940,14 +1027,14 @@ impl StatCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Self::new()),
             Err(e) => return Err(BuildError::io(path, e)),
         };
-        Ok(Self::decode(&bytes).unwrap_or_else(|| {
+        Ok(Self::decode(bytes).unwrap_or_else(|| {
             log::debug!("stat cache {}: unreadable, starting empty", path.display());
             Self::new()
         }))
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let mut cur = Cursor(bytes);
+    fn decode(bytes: Vec<u8>) -> Option<Self> {
+        let mut cur = Cursor(&bytes);
         if cur.take(STAT_CACHE_MAGIC.len())? != STAT_CACHE_MAGIC || cur.u32()? != STAT_CACHE_VERSION
         {
             return None;
@@ -959,12 +1046,14 @@ impl StatCache {
         if count > room {
             return None;
         }
-        let mut entries =
-            FxMap::with_capacity_and_hasher(count, std::hash::BuildHasherDefault::default());
+        let mut entries = Vec::with_capacity(count);
+        let mut table = hashbrown::HashTable::with_capacity(count);
         for _ in 0..count {
             let len = usize::try_from(cur.u32()?).ok()?;
-            let key: Box<[u8]> = cur.take(len)?.into();
+            let start = bytes.len() - cur.0.len();
+            let key = cur.take(len)?;
             let entry = StatEntry {
+                key: start..start + len,
                 size: cur.u64()?,
                 mtime: (cur.i64()?, cur.i64()?),
                 ctime: (cur.i64()?, cur.i64()?),
@@ -974,27 +1063,64 @@ impl StatCache {
                 digest: cur.array()?,
                 seen: false,
             };
-            entries.insert(key, entry);
+            // A path saved twice (only a hand-made file has that) keeps
+            // its first entry.
+            let hash = fx_hash(key);
+            let index = entries.len();
+            if let hashbrown::hash_table::Entry::Vacant(slot) = table.entry(
+                hash,
+                |&i: &usize| {
+                    entries
+                        .get(i)
+                        .is_some_and(|e: &StatEntry| bytes.get(e.key.clone()) == Some(key))
+                },
+                |&i: &usize| {
+                    entries
+                        .get(i)
+                        .and_then(|e: &StatEntry| bytes.get(e.key.clone()))
+                        .map_or(0, fx_hash)
+                },
+            ) {
+                slot.insert(index);
+                entries.push(entry);
+            }
         }
         if !cur.0.is_empty() {
             return None;
         }
-        Some(Self { entries, reads: 0 })
+        Some(Self {
+            keys: bytes,
+            entries,
+            table,
+            reads: 0,
+        })
+    }
+
+    /// The path bytes of an entry.
+    fn key_of(&self, entry: &StatEntry) -> &[u8] {
+        self.keys.get(entry.key.clone()).unwrap_or_default()
+    }
+
+    /// The index of `path`'s entry.
+    fn find(&self, path: &[u8]) -> Option<usize> {
+        self.table
+            .find(fx_hash(path), |&i| {
+                self.entries.get(i).is_some_and(|e| self.key_of(e) == path)
+            })
+            .copied()
     }
 
     fn encode(&self) -> Result<Vec<u8>, BuildError> {
-        let mut keys: Vec<&Box<[u8]>> = self.entries.keys().collect();
+        let mut order: Vec<&StatEntry> = self.entries.iter().collect();
         // Sorted, so the same cache always saves the same bytes.
-        keys.sort_unstable();
-        let paths: usize = keys.iter().map(|k| k.len()).sum();
-        let mut out = Vec::with_capacity(20 + paths + keys.len() * (4 + STAT_ENTRY_FIXED));
+        order.sort_unstable_by(|a, b| self.key_of(a).cmp(self.key_of(b)));
+        let paths: usize = order.iter().map(|e| e.key.len()).sum();
+        let mut out = Vec::with_capacity(20 + paths + order.len() * (4 + STAT_ENTRY_FIXED));
         out.extend_from_slice(STAT_CACHE_MAGIC);
         out.extend_from_slice(&STAT_CACHE_VERSION.to_le_bytes());
-        out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
-        for key in keys {
-            let Some(e) = self.entries.get(key) else {
-                continue;
-            };
+        out.extend_from_slice(&(order.len() as u64).to_le_bytes());
+        for e in order {
+            let key = self.key_of(e);
             let len = u32::try_from(key.len()).map_err(|_| {
                 BuildError::Internal(format!(
                     "stat cache: path of {} bytes is too long",
@@ -1034,7 +1160,37 @@ impl StatCache {
     /// loaded (deleted or no longer part of a source), so a cache saved
     /// after a build does not grow with files that are gone.
     pub fn prune_unseen(&mut self) {
-        self.entries.retain(|_, e| e.seen);
+        if self.entries.iter().all(|e| e.seen) {
+            return;
+        }
+        let old = std::mem::take(self);
+        for e in old.entries.iter().filter(|e| e.seen) {
+            self.insert(old.key_of(e), e.clone());
+        }
+        self.reads = old.reads;
+    }
+
+    /// Adds or replaces `path`'s entry (its `key` range is set here).
+    fn insert(&mut self, path: &[u8], mut entry: StatEntry) {
+        if let Some(i) = self.find(path)
+            && let Some(slot) = self.entries.get_mut(i)
+        {
+            entry.key = slot.key.clone();
+            *slot = entry;
+            return;
+        }
+        let start = self.keys.len();
+        self.keys.extend_from_slice(path);
+        entry.key = start..self.keys.len();
+        let index = self.entries.len();
+        self.entries.push(entry);
+        let (entries, keys) = (&self.entries, &self.keys);
+        self.table.insert_unique(fx_hash(path), index, |&i| {
+            entries
+                .get(i)
+                .and_then(|e| keys.get(e.key.clone()))
+                .map_or(0, fx_hash)
+        });
     }
 
     /// The number of files the cache knows.
@@ -1063,7 +1219,8 @@ impl StatCache {
     /// The cached raw digest of `path` if `meta` still matches and the entry
     /// is trusted; marks the path seen either way.
     fn cached(&mut self, path: &Path, meta: &Metadata) -> Option<[u8; 32]> {
-        let entry = self.entries.get_mut(path.as_os_str().as_bytes())?;
+        let index = self.find(path.as_os_str().as_bytes())?;
+        let entry = self.entries.get_mut(index)?;
         entry.seen = true;
         (entry.matches(meta) && entry.settled()).then_some(entry.digest)
     }
@@ -1071,14 +1228,8 @@ impl StatCache {
     /// Records a file just read.
     fn record(&mut self, path: &Path, meta: &Metadata, hashed_at: u128, digest: [u8; 32]) {
         self.reads += 1;
-        let entry = StatEntry::new(meta, hashed_at, digest);
-        match self.entries.get_mut(path.as_os_str().as_bytes()) {
-            Some(slot) => *slot = entry,
-            None => {
-                self.entries
-                    .insert(path.as_os_str().as_bytes().into(), entry);
-            }
-        }
+        let entry = StatEntry::new(0..0, meta, hashed_at, digest);
+        self.insert(path.as_os_str().as_bytes(), entry);
     }
 }
 
@@ -1130,7 +1281,7 @@ fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
 
 /// Adds a file digest as `put` of its `sha256:<hex>` string, without
 /// building the string.
-fn put_sha256(hasher: &mut Hasher, raw: &[u8; 32]) {
+fn put_sha256(hasher: &mut KeyHasher, raw: &[u8; 32]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [0u8; 71];
     let (prefix, hex) = text.split_at_mut(7);
@@ -1158,7 +1309,7 @@ pub fn cache_key(
     env: &[(String, String)],
     sources: Option<&Digest>,
 ) -> String {
-    let mut hasher = Hasher::new();
+    let mut hasher = KeyHasher::new();
     put(&mut hasher, b"kiln-cache-key-v1");
     put(&mut hasher, parent.as_bytes());
     put(&mut hasher, instruction.as_bytes());

@@ -559,7 +559,7 @@ fn warm_digest_equals_cold_and_pinned_value() {
 
     // The encoding, spelled out with the digest strings of the code before
     // the binary cache, so the value cannot drift.
-    let mut h = Hasher::new();
+    let mut h = KeyHasher::new();
     put(&mut h, b"kiln-sources-v1");
     put_u64(&mut h, 1);
     put(&mut h, b"");
@@ -737,4 +737,70 @@ fn stat_cache_prunes_files_not_seen() {
         !saved.contains(&root.join("b").display().to_string()),
         "{saved}"
     );
+}
+
+#[test]
+fn key_hasher_hashes_what_a_plain_hasher_hashes() {
+    // Pieces below, across and above the buffer size, so every path of
+    // `update` runs; the digest must not depend on how bytes are grouped.
+    let pieces: Vec<Vec<u8>> = [3, KEY_BUFFER - 1, 2, KEY_BUFFER * 2 + 5, 0, 17]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| ((i * 31 + j) % 251) as u8).collect())
+        .collect();
+    let mut plain = Hasher::new();
+    let mut buffered = KeyHasher::new();
+    for piece in &pieces {
+        plain.update(piece);
+        buffered.update(piece);
+    }
+    assert_eq!(buffered.finish(), plain.finish());
+}
+
+#[test]
+fn stat_cache_survives_prune_and_rerecord() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for name in ["a", "b", "c"] {
+        fs::write(root.join(name), name).unwrap();
+    }
+    // Old enough that the cache trusts the entries.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let mut cache = StatCache::new();
+    for name in ["a", "b", "c"] {
+        let meta = fs::symlink_metadata(root.join(name)).unwrap();
+        cache.content_digest(&root.join(name), &meta).unwrap();
+    }
+    let file = root.join("cache.bin");
+    cache.save(&file).unwrap();
+
+    // Only "b" is looked up after loading: pruning keeps just it, and its
+    // digest still comes from the cache.
+    let mut loaded = StatCache::load(&file).unwrap();
+    let meta = fs::symlink_metadata(root.join("b")).unwrap();
+    let digest = loaded.content_digest(&root.join("b"), &meta).unwrap();
+    assert_eq!(digest, kiln_store::digest::digest_bytes(b"b"));
+    loaded.prune_unseen();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded.reads(), 0);
+
+    // A changed file is read again and replaces its entry.
+    fs::write(root.join("b"), "changed").unwrap();
+    let meta = fs::symlink_metadata(root.join("b")).unwrap();
+    let digest = loaded.content_digest(&root.join("b"), &meta).unwrap();
+    assert_eq!(digest, kiln_store::digest::digest_bytes(b"changed"));
+    assert_eq!((loaded.len(), loaded.reads()), (1, 1));
+    loaded.save(&file).unwrap();
+    let again = StatCache::load(&file).unwrap();
+    assert_eq!(again.len(), 1);
+
+    // A duplicated path in a hand-made file keeps one entry.
+    let bytes = fs::read(&file).unwrap();
+    let (head, body) = bytes.split_at(20);
+    let mut doubled = head.to_vec();
+    doubled[12..20].copy_from_slice(&2u64.to_le_bytes());
+    doubled.extend_from_slice(body);
+    doubled.extend_from_slice(body);
+    fs::write(&file, &doubled).unwrap();
+    assert_eq!(StatCache::load(&file).unwrap().len(), 1);
 }
