@@ -723,6 +723,9 @@ fn file_digests(entries: &[Entry], cache: &mut StatCache) -> Result<Vec<[u8; 32]
 /// could steal another stage's job that takes the same lock.
 fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::{AtomicUsize, Ordering};
+    if items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
     let threads = std::thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
         .min(8)

@@ -179,6 +179,12 @@ pub fn build(
     reporter: &dyn Reporter,
 ) -> Result<BuildOutcome, BuildError> {
     let started = Instant::now();
+    // The stat cache (a few MB for a large context) loads while the
+    // Dockerfile is planned and the bases resolved.
+    let stat_cache_path = options.stat_cache.clone();
+    let loading = std::thread::Builder::new()
+        .name("stat-cache".to_owned())
+        .spawn(move || load_stat_cache(stat_cache_path.as_deref()));
     let bases = StoreBases { store };
     let plan_options = PlanOptions {
         build_args: options.build_args.clone(),
@@ -226,9 +232,9 @@ pub fn build(
         .prefix("build-")
         .tempdir_in(store.tmp_dir())
         .map_err(|e| BuildError::io(store.tmp_dir(), e))?;
-    let stat_cache = match &options.stat_cache {
-        Some(path) if path.exists() => StatCache::load(path).unwrap_or_default(),
-        _ => StatCache::new(),
+    let stat_cache = match loading {
+        Ok(handle) => handle.join().unwrap_or_default(),
+        Err(_) => load_stat_cache(options.stat_cache.as_deref()),
     };
     let shared = Shared {
         store,
@@ -290,6 +296,13 @@ pub fn build(
         steps_run,
         steps_cached,
     })
+}
+
+/// The saved stat cache at `path`, or an empty one (none saved, or it
+/// cannot be read: that only costs reading the files again).
+fn load_stat_cache(path: Option<&Path>) -> StatCache {
+    path.and_then(|p| StatCache::load(p).ok())
+        .unwrap_or_default()
 }
 
 fn take_error(shared: &Shared<'_>) -> Option<BuildError> {
