@@ -1223,6 +1223,83 @@ fn ctrl_c_stops_the_build_cleanly() {
     assert_eq!(sh(&kiln, "after:1", "cat /ok"), "ok\n");
 }
 
+/// Kills a build if the test fails half-way, so no container is left
+/// waiting forever.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn run_output_is_shown_while_the_step_runs() {
+    let kiln = busybox();
+    // The RUN prints a line, then waits for a file the test creates in the
+    // bind-mounted context only after it has seen that line: if output came
+    // only at the end of the step, the line would never arrive.
+    let dir = context(
+        &kiln,
+        "live",
+        "FROM bb:1\nRUN --mount=type=bind,target=/ctx sh -c 'echo first-$((1+1)); echo err-$((2+2)) >&2; \
+         while [ ! -e /ctx/go ]; do sleep 0.05; done; printf tail-$((3+3))'\n",
+        &[],
+    );
+    let mut child = KillOnDrop(
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+            .arg("--root")
+            .arg(kiln.root())
+            .args(["build", "--progress=plain", "-t", "live:1"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            let _ = tx.send(line.clone());
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_mins(1)) {
+            Ok(line) => {
+                // The output line, not the step's header quoting the command.
+                let done = line.ends_with(" first-2");
+                seen.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(e) => panic!(
+                "no live RUN output within 60 s ({e}); saw:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+    // BuildKit's plain shape: `#N <seconds> <line>`.
+    let first = seen.last().unwrap();
+    assert!(
+        first.starts_with('#') && first.split(' ').nth(1).unwrap().contains('.'),
+        "{first}"
+    );
+    fs::write(dir.join("go"), "").unwrap();
+    let status = child.0.wait().unwrap();
+    reader.join().unwrap();
+    seen.extend(rx.try_iter());
+    let all = seen.join("\n");
+    assert!(status.success(), "{all}");
+    assert!(all.lines().any(|l| l.ends_with(" err-4")), "{all}");
+    // An unfinished last line is still shown.
+    assert!(all.lines().any(|l| l.ends_with(" tail-6")), "{all}");
+}
+
 /// The layers' `diff_id`s of an image.
 fn diff_ids(kiln: &Kiln, image: &str) -> Vec<String> {
     let store = kiln_store::Store::open(&kiln.root()).unwrap();

@@ -120,6 +120,26 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
     run_with_init(spec, Path::new("/proc/self/exe"))
 }
 
+/// Which of the container's output streams a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Receives the container's output as it is read, chunk by chunk (a chunk
+/// may hold part of a line, or several). Called from reader threads.
+pub type OutputSink<'a> = &'a (dyn Fn(Stream, &[u8]) + Sync);
+
+/// Like [`run`] with `spec.capture` set, and every chunk of output also
+/// handed to `sink` as it arrives, so a caller can show it live; the
+/// outcome still holds all of it.
+pub fn run_streaming(spec: &RunSpec, sink: OutputSink<'_>) -> Result<RunOutcome, RuntimeError> {
+    run_inner(spec, Path::new("/proc/self/exe"), Some(sink))
+}
+
 /// Runs `spec` with `init_program` as the container init; the program must
 /// call [`init_main`] when its first argument is [`INIT_ARG`].
 ///
@@ -128,6 +148,14 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
 /// are then refused with [`RuntimeError::NeedsRoot`], and a USER other than
 /// root fails the setup.
 pub fn run_with_init(spec: &RunSpec, init_program: &Path) -> Result<RunOutcome, RuntimeError> {
+    run_inner(spec, init_program, None)
+}
+
+fn run_inner(
+    spec: &RunSpec,
+    init_program: &Path,
+    sink: Option<OutputSink<'_>>,
+) -> Result<RunOutcome, RuntimeError> {
     validate(spec)?;
     let parent = spec
         .upper
@@ -142,7 +170,7 @@ pub fn run_with_init(spec: &RunSpec, init_program: &Path) -> Result<RunOutcome, 
             source,
         })?;
     let config = prepare(spec, tmp.path())?;
-    let mut result = run_prepared(&config, init_program);
+    let mut result = run_prepared(&config, init_program, sink);
     let cleaned = remove_stubs(&config);
     if result.is_ok()
         && let Err(e) = cleaned
@@ -328,14 +356,18 @@ fn is_empty_dir(path: &Path) -> bool {
     fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
 
-fn run_prepared(config: &InitConfig, init_program: &Path) -> Result<RunOutcome, RuntimeError> {
+fn run_prepared(
+    config: &InitConfig,
+    init_program: &Path,
+    sink: Option<OutputSink<'_>>,
+) -> Result<RunOutcome, RuntimeError> {
     let spec = &config.spec;
     let cgroup = if spec.limits.any() {
         Some(cgroup::Cgroup::create(&spec.limits).map_err(RuntimeError::Cgroup)?)
     } else {
         None
     };
-    let result = spawn_and_wait(config, init_program, cgroup.as_ref());
+    let result = spawn_and_wait(config, init_program, cgroup.as_ref(), sink);
     let oom = cgroup.as_ref().is_some_and(cgroup::Cgroup::oom_killed);
     let removed = cgroup.map_or(Ok(()), cgroup::Cgroup::remove);
     let mut outcome = result?;
@@ -351,6 +383,7 @@ fn spawn_and_wait(
     config: &InitConfig,
     init_program: &Path,
     cgroup: Option<&cgroup::Cgroup>,
+    sink: Option<OutputSink<'_>>,
 ) -> Result<RunOutcome, RuntimeError> {
     let spec = &config.spec;
     let json = serde_json::to_vec(config).map_err(|e| RuntimeError::Io(e.into()))?;
@@ -426,13 +459,13 @@ fn spawn_and_wait(
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let (out, err, status) = std::thread::scope(|scope| {
-        let err_thread = scope.spawn(move || read_all(stderr));
+        let err_thread = scope.spawn(move || read_all(stderr, Stream::Stderr, sink));
         let pty_thread = pty_master.as_ref().map(|master| {
             let capture = spec.capture;
             let interactive = spec.interactive;
             scope.spawn(move || sys::pty_copy(master, capture, interactive))
         });
-        let out = read_all(stdout);
+        let out = read_all(stdout, Stream::Stdout, sink);
         let status = child.wait();
         let err = err_thread.join().unwrap_or_default();
         let pty_out = pty_thread.and_then(|t| t.join().ok()).unwrap_or_default();
@@ -460,10 +493,29 @@ fn spawn_and_wait(
     })
 }
 
-fn read_all<R: Read>(reader: Option<R>) -> Vec<u8> {
+/// Everything `reader` gives until end of file, each chunk also passed to
+/// `sink` as soon as it is read.
+fn read_all<R: Read>(reader: Option<R>, stream: Stream, sink: Option<OutputSink<'_>>) -> Vec<u8> {
     let mut buf = Vec::new();
-    if let Some(mut reader) = reader {
+    let Some(mut reader) = reader else {
+        return buf;
+    };
+    let Some(sink) = sink else {
         let _ = reader.read_to_end(&mut buf);
+        return buf;
+    };
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                let data = chunk.get(..n).unwrap_or_default();
+                sink(stream, data);
+                buf.extend_from_slice(data);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
     }
     buf
 }

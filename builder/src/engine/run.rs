@@ -1,14 +1,16 @@
 //! RUN steps: a container over the stage's snapshots whose upper directory
 //! becomes the step's layer.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use kiln_parser::mount::MountType;
 use kiln_parser::plan::{NetworkMode, PlannedMount, Step, StepKind};
-use kiln_runtime::{Limits, Mount, Network, RunSpec};
+use kiln_runtime::{Limits, Mount, Network, RunSpec, Stream};
 
 use super::config::{history_for, run_command_string};
 use super::files::{mount_readonly, source_state};
@@ -16,10 +18,87 @@ use super::{BUILD_HOSTNAME, StageState, StepContext, cancel};
 use crate::context::cache_key;
 use crate::error::BuildError;
 use crate::mounts::Overlay;
-use crate::progress::Event;
+use crate::progress::{Event, Reporter};
 
 /// How many output lines a failed RUN error shows.
 const TAIL_LINES: usize = 10;
+
+/// A line longer than this is reported in pieces, so a process that never
+/// ends its line cannot grow the buffer without bound.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Splits the chunks of a RUN's stdout and stderr into lines and reports
+/// each as it completes, so the progress shows the output live; keeps the
+/// last [`TAIL_LINES`] for a failure message.
+struct OutputLines<'r> {
+    reporter: &'r dyn Reporter,
+    id: usize,
+    state: Mutex<LineState>,
+}
+
+#[derive(Default)]
+struct LineState {
+    /// The unfinished line of stdout and of stderr.
+    partial: [Vec<u8>; 2],
+    tail: VecDeque<String>,
+}
+
+impl<'r> OutputLines<'r> {
+    fn new(reporter: &'r dyn Reporter, id: usize) -> Self {
+        Self {
+            reporter,
+            id,
+            state: Mutex::new(LineState::default()),
+        }
+    }
+
+    fn push(&self, stream: Stream, data: &[u8]) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let state = &mut *state;
+        let slot = usize::from(stream == Stream::Stderr);
+        let Some(partial) = state.partial.get_mut(slot) else {
+            return;
+        };
+        partial.extend_from_slice(data);
+        while let Some(end) = partial
+            .iter()
+            .position(|&b| b == b'\n')
+            .or((partial.len() >= MAX_LINE).then_some(MAX_LINE - 1))
+        {
+            let line: Vec<u8> = partial.drain(..=end).collect();
+            self.emit(&mut state.tail, &line);
+        }
+    }
+
+    fn emit(&self, tail: &mut VecDeque<String>, line: &[u8]) {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = String::from_utf8_lossy(line).into_owned();
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.clone());
+        self.reporter
+            .report(Event::StepOutput { id: self.id, line });
+    }
+
+    /// Reports what is left of unfinished lines; the last lines.
+    fn finish(&self) -> VecDeque<String> {
+        let Ok(mut state) = self.state.lock() else {
+            return VecDeque::new();
+        };
+        let state = &mut *state;
+        for partial in &mut state.partial {
+            let partial = std::mem::take(partial);
+            if !partial.is_empty() {
+                self.emit(&mut state.tail, &partial);
+            }
+        }
+        std::mem::take(&mut state.tail)
+    }
+}
 
 /// Runs a RUN step (or answers it from the cache). Returns whether it was
 /// cached.
@@ -107,25 +186,18 @@ pub(super) fn run_step(
         interactive: false,
     };
     let running = std::time::Instant::now();
-    let outcome = kiln_runtime::run(&spec)?;
+    let lines = OutputLines::new(shared.reporter, ctx.id);
+    let outcome = kiln_runtime::run_streaming(&spec, &|stream, data| lines.push(stream, data));
+    let tail = lines.finish();
+    let outcome = outcome?;
     log::debug!("{created_by}: ran in {:?}", running.elapsed());
     drop(guards);
-    let mut output = outcome.stdout;
-    output.extend_from_slice(&outcome.stderr);
-    let text = String::from_utf8_lossy(&output);
-    for line in text.lines() {
-        shared.reporter.report(Event::StepOutput {
-            id: ctx.id,
-            line: line.to_owned(),
-        });
-    }
     if kiln_runtime::interrupted() {
         cancel();
         return Err(BuildError::Cancelled);
     }
     if outcome.exit_code != 0 {
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+        let tail = Vec::from(tail).join("\n");
         return Err(BuildError::RunFailed {
             location: format!("{}:{}", shared.options.dockerfile_name, step.span.line),
             code: step.code.clone(),
