@@ -3,6 +3,13 @@
 //! their output; stdout carries data, stderr carries logs and errors.
 
 mod commands;
+
+/// mimalloc instead of glibc's allocator: a no-op rebuild of a large
+/// context makes a few allocations per file, and glibc's malloc and free
+/// were a fifth of its time (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod output;
 mod progress;
 mod table;

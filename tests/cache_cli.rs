@@ -81,6 +81,11 @@ fn records_keep_layers_after_rmi_until_pruned() {
     assert_eq!(ls, expected);
     let shared = kiln.ok(&["cache", "ls", "--format", "{{.ID}} {{.Shared}}"]);
     assert_eq!(shared, format!("{} true\n", &key_hex(1)[..12]));
+    // `system df` counts the record and its layer; nothing to reclaim
+    // while the image uses the layer.
+    let df = kiln.ok(&["system", "df"]);
+    let row = format!("Build Cache    1         1         {size:<12}0B\n");
+    assert!(df.contains(&row), "{df}");
 
     // The image goes; the record keeps its layer.
     kiln.ok(&["rmi", "base:1"]);
@@ -89,6 +94,9 @@ fn records_keep_layers_after_rmi_until_pruned() {
         blob_path(&kiln, &layer).exists(),
         "rmi deleted a cached layer"
     );
+    let df = kiln.ok(&["system", "df"]);
+    let row = format!("Build Cache    1         0         {size:<12}{size}\n");
+    assert!(df.contains(&row), "{df}");
     let du = kiln.ok(&["cache", "du"]);
     assert!(du.contains(&format!("Reclaimable:   {size}\n")), "{du}");
     assert!(du.contains(&format!("Total:         {size}\n")), "{du}");

@@ -136,34 +136,55 @@ fn row_fields(entry: &CacheEntry, no_trunc: bool) -> Map<String, Value> {
     map
 }
 
-fn du(root: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let store = super::open_store(root)?;
-    let listing = BuildCache::new(&store).scan()?;
+/// What the build cache's layers take, each blob counted once (records
+/// may share a layer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheUsage {
+    /// Readable records.
+    pub records: usize,
+    /// Records whose layer an image in the store also uses.
+    pub records_shared: usize,
+    /// Bytes of layers an image also uses (a prune frees none of it).
+    pub shared: u64,
+    /// Bytes of layers only the cache keeps (what a prune can free).
+    pub private: u64,
+}
+
+/// The build cache's usage in `store`, warning about unreadable records.
+pub fn usage(store: &kiln_store::Store) -> anyhow::Result<CacheUsage> {
+    let listing = BuildCache::new(store).scan()?;
     warn_unreadable(listing.unreadable.len());
-    // Records may share a layer: count each blob once.
     let mut blobs: BTreeMap<&str, (u64, bool)> = BTreeMap::new();
     for entry in &listing.entries {
         if let Some(layer) = &entry.record.layer {
             blobs.insert(&layer.descriptor.digest, (entry.size, entry.shared));
         }
     }
-    let shared: u64 = blobs
-        .values()
-        .filter(|(_, s)| *s)
-        .map(|(size, _)| size)
-        .sum();
-    let private: u64 = blobs
-        .values()
-        .filter(|(_, s)| !*s)
-        .map(|(size, _)| size)
-        .sum();
+    let sum = |shared: bool| -> u64 {
+        blobs
+            .values()
+            .filter(|(_, s)| *s == shared)
+            .map(|(size, _)| size)
+            .sum()
+    };
+    Ok(CacheUsage {
+        records: listing.entries.len(),
+        records_shared: listing.entries.iter().filter(|e| e.shared).count(),
+        shared: sum(true),
+        private: sum(false),
+    })
+}
+
+fn du(root: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(root)?;
+    let usage = usage(&store)?;
     let text = format!(
         "Records:\t{}\nShared:\t{}\nPrivate:\t{}\nReclaimable:\t{}\nTotal:\t{}\n",
-        listing.entries.len(),
-        human_size(shared),
-        human_size(private),
-        human_size(private),
-        human_size(shared + private)
+        usage.records,
+        human_size(usage.shared),
+        human_size(usage.private),
+        human_size(usage.private),
+        human_size(usage.shared + usage.private)
     );
     write!(io::stdout().lock(), "{}", tabwrite(&text))?;
     Ok(ExitCode::SUCCESS)

@@ -36,6 +36,9 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
         }
         SystemCommand::Df => {
             let usage = store.disk_usage()?;
+            // As `docker system df`: records, those whose layer an image
+            // uses, the layers' bytes, and what a prune could free.
+            let cache = super::cache::usage(&store)?;
             let rows = [
                 (
                     "Images",
@@ -60,10 +63,10 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
                 ),
                 (
                     "Build Cache",
-                    usage.cache.0.to_string(),
-                    "0".to_owned(),
-                    usage.cache.1,
-                    usage.cache.1,
+                    cache.records.to_string(),
+                    cache.records_shared.to_string(),
+                    cache.shared + cache.private,
+                    cache.private,
                 ),
                 (
                     "Unused blobs",
