@@ -146,7 +146,8 @@ impl BuildCache<'_> {
     }
 
     /// Stores a record (atomically: a concurrent `get` sees the old record
-    /// or the new one). The key and the layer's digests must be sha256
+    /// or the new one; not fsynced, like the build layers it names: after a
+    /// power cut a record may be unreadable, which is a miss). The key and the layer's digests must be sha256
     /// digests, so that the store's garbage collection sees the layer.
     pub fn put(&self, record: &CacheRecord) -> Result<(), BuildError> {
         let path = self.record_path(&record.key)?;
@@ -160,7 +161,7 @@ impl BuildCache<'_> {
                 source,
             })
         })?;
-        kiln_store::store::write_atomic(&self.store.cache_dir(), &path, &bytes)?;
+        kiln_store::store::write_replace(&self.store.cache_dir(), &path, &bytes)?;
         Ok(())
     }
 

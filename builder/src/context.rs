@@ -1145,11 +1145,12 @@ impl StatCache {
         Ok(out)
     }
 
-    /// Writes the cache atomically (temporary file, fsync, rename).
+    /// Writes the cache atomically (temporary file, rename), without fsync:
+    /// a cache lost in a power cut only costs reading the files again.
     pub fn save(&self, path: &Path) -> Result<(), BuildError> {
         let bytes = self.encode()?;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
-        kiln_store::store::write_atomic(dir, path, &bytes)?;
+        kiln_store::store::write_replace(dir, path, &bytes)?;
         Ok(())
     }
 

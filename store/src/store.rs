@@ -564,6 +564,22 @@ pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreEr
     sync_dir(parent)
 }
 
+/// Like [`write_atomic`] without the fsyncs: readers see the old bytes or
+/// the new ones, but a power cut may leave the file empty or missing. For
+/// what only saves time and is checked when read (build-cache records,
+/// the stat cache), as build layers themselves are not fsynced either.
+pub fn write_replace(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let parent = path.parent().unwrap_or(dir);
+    let mut file = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(parent)
+        .at(parent)?;
+    file.write_all(bytes).at(file.path().to_owned())?;
+    file.persist(path)
+        .map_err(|e| StoreError::io(path, e.error))?;
+    Ok(())
+}
+
 /// Total size of the files under a directory (0 when it is missing).
 pub fn disk_usage(dir: &Path) -> u64 {
     walkdir::WalkDir::new(dir)
@@ -573,4 +589,55 @@ pub fn disk_usage(dir: &Path) -> u64 {
         .filter(|m| !m.is_dir())
         .map(|m| m.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used, reason = "test fixtures fail loudly")]
+    use super::*;
+
+    #[test]
+    fn write_replace_swaps_contents_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record.json");
+        write_replace(dir.path(), &path, b"one").unwrap();
+        write_replace(dir.path(), &path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["record.json"]);
+        // A missing directory is an error naming it, not a panic.
+        let err = write_replace(dir.path(), &dir.path().join("no/such"), b"x").unwrap_err();
+        assert!(err.to_string().contains("no"), "{err}");
+    }
+
+    #[test]
+    fn open_marks_staging_and_snapshot_dirs_as_top_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for sub in [store.tmp_dir(), store.snapshots_dir()] {
+            let file = File::open(&sub).unwrap();
+            let mut flags: libc::c_int = 0;
+            // SAFETY: FS_IOC_GETFLAGS writes one int to a live local.
+            let rc = unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&file),
+                    libc::FS_IOC_GETFLAGS,
+                    &mut flags,
+                )
+            };
+            if rc != 0 {
+                // tmpfs and others have no inode flags: nothing to check.
+                eprintln!(
+                    "skipped: {} has no inode flags ({})",
+                    sub.display(),
+                    std::io::Error::last_os_error()
+                );
+                continue;
+            }
+            assert_ne!(flags & FS_TOPDIR_FL, 0, "{}", sub.display());
+        }
+    }
 }

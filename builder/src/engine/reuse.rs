@@ -79,7 +79,8 @@ pub(super) fn record(store: &Store, key: &str, diff_id: Option<&str>, since: (i6
     let written = fs::create_dir_all(&dir)
         .map_err(|e| e.to_string())
         .and_then(|()| {
-            kiln_store::store::write_atomic(&dir, &path, text.as_bytes()).map_err(|e| e.to_string())
+            kiln_store::store::write_replace(&dir, &path, text.as_bytes())
+                .map_err(|e| e.to_string())
         });
     if let Err(e) = written {
         log::debug!("writing lineage record {}: {e}", path.display());
