@@ -15,6 +15,7 @@ use crate::error::BuildError;
 
 // The new mount API (Linux 5.2+; `lowerdir+` needs 6.8+). libc has the
 // syscall numbers but not these flag values.
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
@@ -128,6 +129,26 @@ fn fsconfig_string(fs: &OwnedFd, key: &str, value: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+fn fsconfig_flag(fs: &OwnedFd, key: &str) -> io::Result<()> {
+    let key = cstring(key.as_bytes())?;
+    // SAFETY: fs is an open fs context; key is NUL-terminated and outlives
+    // the call; a flag takes no value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_FLAG,
+            key.as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Mounts with fsopen/fsconfig/fsmount, adding lowers one by one
 /// (`lowerdir+`), so any number of layers fits.
 fn mount_new_api(stack: &[&Path], upper: Option<(&Path, &Path)>, target: &Path) -> io::Result<()> {
@@ -152,6 +173,8 @@ fn mount_new_api(stack: &[&Path], upper: Option<(&Path, &Path)>, target: &Path) 
     if let Some((upper, work)) = upper {
         fsconfig_string(&fs, "upperdir", upper.as_os_str().as_bytes())?;
         fsconfig_string(&fs, "workdir", work.as_os_str().as_bytes())?;
+        // See VOLATILE; a kernel without the option mounts without it.
+        let _ = fsconfig_flag(&fs, "volatile");
     }
     // SAFETY: fs is an open fs context; the null key/value are what
     // FSCONFIG_CMD_CREATE takes.

@@ -237,13 +237,28 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
         // keeps its opaque and redirect marks in user.overlay.* instead.
         options.push_str(",userxattr");
     }
+    // `volatile`: the upper directory is packed into a layer or thrown
+    // away once the process exits, never needed after a crash, so the
+    // overlay skips every sync (the container's own fsyncs, and the sync
+    // of the whole upper file system that unmounting would do). Kernels
+    // before 5.10 do not know it.
+    let volatile = format!("{options},volatile");
     mount(
         Some("overlay"),
         &config.merged,
         Some("overlay"),
         MsFlags::empty(),
-        Some(options.as_str()),
+        Some(volatile.as_str()),
     )
+    .or_else(|_| {
+        mount(
+            Some("overlay"),
+            &config.merged,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+    })
     .map_err(|e| format!("mounting the overlay on {}: {e}", config.merged.display()))?;
     std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))?;
 

@@ -177,12 +177,14 @@ fn run_inner(
     {
         result = Err(e);
     }
-    // Overlayfs leaves its work/work directory with mode 0: only root
-    // could list it to remove it.
-    let _ = fs::set_permissions(
-        config.work.join("work"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    );
+    // Overlayfs leaves its work/work directory, and for a volatile mount
+    // work/work/incompat/volatile, with mode 0: only root could list them
+    // to remove them.
+    let mut dir = config.work.clone();
+    for name in ["work", "incompat", "volatile"] {
+        dir.push(name);
+        let _ = fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    }
     let tmp_path = tmp.path().to_path_buf();
     let removed = tmp.close();
     let outcome = result?;
