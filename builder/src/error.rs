@@ -54,14 +54,6 @@ pub enum BuildError {
         /// The underlying error.
         source: io::Error,
     },
-    /// A stat cache file is not valid JSON of the expected shape.
-    #[error("stat cache {}: {source}", path.display())]
-    StatCacheFormat {
-        /// The cache file.
-        path: PathBuf,
-        /// The parse error.
-        source: serde_json::Error,
-    },
     /// ADD's source pattern matched nothing in the context.
     #[error("ADD source not found: {pattern:?} ({})", describe_nearby(nearby))]
     AddSourceNotFound {
