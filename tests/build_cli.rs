@@ -1150,6 +1150,19 @@ fn processes_with(marker: &str) -> Vec<String> {
     found
 }
 
+/// Starts `kiln build --progress=plain -t TAG DIR` with stderr piped, for
+/// tests that act while the build runs.
+fn spawn_build(kiln: &Kiln, dir: &Path, tag: &str) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(kiln.root())
+        .args(["build", "--progress=plain", "-t", tag])
+        .arg(dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn ctrl_c_stops_the_build_cleanly() {
     let kiln = busybox();
@@ -1160,14 +1173,7 @@ fn ctrl_c_stops_the_build_cleanly() {
         "FROM bb:1 AS slow\nRUN sleep 41.5\nFROM bb:1 AS other\nRUN echo other > /o\nFROM slow\nCOPY --from=other /o /o\n",
         &[],
     );
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
-        .arg("--root")
-        .arg(kiln.root())
-        .args(["build", "--progress=plain", "-t", "interrupted:1"])
-        .arg(&dir)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_build(&kiln, &dir, "interrupted:1");
     // Wait until the RUN's process is up, then interrupt kiln as a
     // terminal's Ctrl-C would.
     let started = std::time::Instant::now();
@@ -1247,16 +1253,7 @@ fn run_output_is_shown_while_the_step_runs() {
          while [ ! -e /ctx/go ]; do sleep 0.05; done; printf tail-$((3+3))'\n",
         &[],
     );
-    let mut child = KillOnDrop(
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
-            .arg("--root")
-            .arg(kiln.root())
-            .args(["build", "--progress=plain", "-t", "live:1"])
-            .arg(&dir)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = KillOnDrop(spawn_build(&kiln, &dir, "live:1"));
     let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {

@@ -552,16 +552,7 @@ pub(crate) fn read_document(path: &Path) -> Result<Vec<u8>, StoreError> {
 /// Replaces `path` (in directory `dir`) with `bytes`: write a temporary
 /// file beside it, fsync, rename, fsync the directory.
 pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let parent = path.parent().unwrap_or(dir);
-    let mut file = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(parent)
-        .at(parent)?;
-    file.write_all(bytes).at(file.path().to_owned())?;
-    file.as_file().sync_all().at(file.path().to_owned())?;
-    file.persist(path)
-        .map_err(|e| StoreError::io(path, e.error))?;
-    sync_dir(parent)
+    write_renamed(dir, path, bytes, true)
 }
 
 /// Like [`write_atomic`] without the fsyncs: readers see the old bytes or
@@ -569,14 +560,26 @@ pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreEr
 /// what only saves time and is checked when read (build-cache records,
 /// the stat cache), as build layers themselves are not fsynced either.
 pub fn write_replace(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_renamed(dir, path, bytes, false)
+}
+
+/// Writes a temporary file beside `path` and renames it over `path`; with
+/// `durable`, the file and then its directory are fsynced.
+fn write_renamed(dir: &Path, path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
     let parent = path.parent().unwrap_or(dir);
     let mut file = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(parent)
         .at(parent)?;
     file.write_all(bytes).at(file.path().to_owned())?;
+    if durable {
+        file.as_file().sync_all().at(file.path().to_owned())?;
+    }
     file.persist(path)
         .map_err(|e| StoreError::io(path, e.error))?;
+    if durable {
+        sync_dir(parent)?;
+    }
     Ok(())
 }
 
@@ -593,7 +596,6 @@ pub fn disk_usage(dir: &Path) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "test fixtures fail loudly")]
     use super::*;
 
     #[test]

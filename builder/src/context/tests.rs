@@ -746,7 +746,11 @@ fn key_hasher_hashes_what_a_plain_hasher_hashes() {
     let pieces: Vec<Vec<u8>> = [3, KEY_BUFFER - 1, 2, KEY_BUFFER * 2 + 5, 0, 17]
         .iter()
         .enumerate()
-        .map(|(i, &n)| (0..n).map(|j| ((i * 31 + j) % 251) as u8).collect())
+        .map(|(i, &n)| {
+            (0..n)
+                .map(|j| u8::try_from((i * 31 + j) % 251).unwrap())
+                .collect()
+        })
         .collect();
     let mut plain = Hasher::new();
     let mut buffered = KeyHasher::new();
