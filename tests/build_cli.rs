@@ -1229,6 +1229,109 @@ fn ctrl_c_stops_the_build_cleanly() {
     assert_eq!(sh(&kiln, "after:1", "cat /ok"), "ok\n");
 }
 
+#[test]
+fn secret_mounts_reach_the_run_and_nothing_else() {
+    let kiln = busybox();
+    let secret_file = kiln.path("token.txt");
+    fs::write(&secret_file, "s3cret-value").unwrap();
+    let dir = context(
+        &kiln,
+        "secrets",
+        "FROM bb:1\n\
+         RUN --mount=type=secret,id=tok test \"$(tr a-z A-Z < /run/secrets/tok)\" = S3CRET-VALUE && \
+             stat -c '%a %u' /run/secrets/tok > /default-file\n\
+         RUN --mount=type=secret,id=tok,target=/etc/app.key,mode=0440,uid=1000 \
+             stat -c '%a %u' /etc/app.key > /custom-file\n\
+         RUN --mount=type=secret,id=tok,env=TOKEN sh -c 'test \"$(echo $TOKEN | tr a-z A-Z)\" = S3CRET-VALUE && \
+             test ! -e /run/secrets/tok && echo env > /env-only'\n\
+         RUN --mount=type=secret,id=absent sh -c 'test ! -e /run/secrets/absent && echo skipped > /optional'\n",
+        &[],
+    );
+    let src = format!("id=tok,src={}", secret_file.display());
+    let stderr = build_ok(&kiln, &dir, "secrets:1", &["--secret", &src]);
+    assert!(!stderr.contains("s3cret-value"), "{stderr}");
+    assert_eq!(
+        sh(
+            &kiln,
+            "secrets:1",
+            "cat /default-file /custom-file /env-only /optional"
+        ),
+        "400 0\n440 1000\nenv\nskipped\n"
+    );
+    // No trace of the secret or its mount points in the image.
+    assert_eq!(
+        sh(
+            &kiln,
+            "secrets:1",
+            "ls -a /run/secrets /etc/app.key 2>&1 | wc -l; busybox grep -rl s3cret-value /etc /tmp /opt /default-file /custom-file | wc -l"
+        ),
+        "2\n0\n"
+    );
+    let inspect = kiln.ok(&["inspect", "secrets:1"]);
+    assert!(
+        !inspect.contains("s3cret") && !inspect.contains("TOKEN"),
+        "{inspect}"
+    );
+    // The secret's value is not in the cache key: a new value hits.
+    fs::write(&secret_file, "other-value").unwrap();
+    let again = build_ok(&kiln, &dir, "secrets:2", &["--secret", &src]);
+    assert!(again.contains("0 steps run"), "{again}");
+
+    // The secret comes from a variable too (env=, or the id's name).
+    let by_env = context(
+        &kiln,
+        "secrets-env",
+        "FROM bb:1\nRUN --mount=type=secret,id=API_KEY,required test \"$(cat /run/secrets/API_KEY)\" = from-env\n",
+        &[],
+    );
+    let output = kiln
+        .command()
+        .env("API_KEY", "from-env")
+        .args([
+            "build",
+            "--progress=plain",
+            "--secret",
+            "id=API_KEY",
+            "-t",
+            "secrets:3",
+        ])
+        .arg(&by_env)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Bad input names what is wrong.
+    let err = build_fails(&kiln, &by_env, &[]);
+    assert!(
+        err.contains("secret \"API_KEY\" is required by RUN --mount=type=secret but was not given"),
+        "{err}"
+    );
+    let err = build_fails(
+        &kiln,
+        &by_env,
+        &["--secret", "id=API_KEY,src=/no/such/file"],
+    );
+    assert!(
+        err.contains(
+            "invalid --secret \"id=API_KEY,src=/no/such/file\": cannot read /no/such/file"
+        ),
+        "{err}"
+    );
+    let err = build_fails(&kiln, &by_env, &["--secret", "src=/etc/hostname"]);
+    assert!(err.contains("the id is missing"), "{err}");
+    let err = build_fails(&kiln, &by_env, &["--secret", "id=x,color=red"]);
+    assert!(err.contains("unexpected key \"color\""), "{err}");
+    let err = build_fails(&kiln, &by_env, &["--secret", "id=KILN_NO_SUCH_VARIABLE"]);
+    assert!(
+        err.contains("environment variable KILN_NO_SUCH_VARIABLE is not set"),
+        "{err}"
+    );
+}
+
 /// Kills a build if the test fails half-way, so no container is left
 /// waiting forever.
 struct KillOnDrop(std::process::Child);

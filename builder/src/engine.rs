@@ -88,6 +88,9 @@ pub struct BuildOptions {
     /// Where the context's stat cache lives between builds (`None`: no
     /// persistent stat cache).
     pub stat_cache: Option<PathBuf>,
+    /// Secrets for `RUN --mount=type=secret`, by id (`--secret`): never in
+    /// a cache key, a layer or the image config.
+    pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
 /// What a build produced.

@@ -100,6 +100,14 @@ pub enum BuildError {
     /// A `RUN --mount` kiln cannot provide.
     #[error("{0}")]
     UnsupportedMount(String),
+    /// A `RUN --mount=type=secret,required` whose secret was not given.
+    #[error(
+        "secret {id:?} is required by RUN --mount=type=secret but was not given (pass --secret id={id},src=FILE)"
+    )]
+    SecretNotFound {
+        /// The secret's id.
+        id: String,
+    },
     /// A user or group name does not resolve in the stage's files.
     #[error("{0}")]
     User(String),

@@ -50,6 +50,10 @@ pub struct BuildArgs {
     /// Set a label on the image (`KEY=VALUE`)
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// A secret for `RUN --mount=type=secret` (`id=ID,src=FILE` or
+    /// `id=ID,env=VAR`; with neither, the variable named ID); may repeat
+    #[arg(long = "secret", value_name = "id=ID[,src=FILE|,env=VAR]")]
+    secrets: Vec<String>,
     /// Network for RUN steps: `default` (= host), `host` or `none`
     #[arg(long, default_value = "default", value_name = "MODE")]
     network: String,
@@ -131,6 +135,56 @@ fn parse_build_args(args: &[String]) -> anyhow::Result<BTreeMap<String, String>>
         if let Some(value) = value {
             out.insert(key.to_owned(), value);
         }
+    }
+    Ok(out)
+}
+
+/// `--secret` values as buildx reads them: `id=`, `src=`/`source=`,
+/// `env=` and `type=file|env`; the secret is read now, so a missing file
+/// or variable fails before anything is built.
+fn parse_secrets(values: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for value in values {
+        let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+        for field in value.split(',') {
+            let Some((key, val)) = field.split_once('=') else {
+                bail!("invalid --secret {value:?}: {field:?} is not KEY=VALUE");
+            };
+            match key {
+                "id" => id = Some(val),
+                "src" | "source" => src = Some(val),
+                "env" => env = Some(val),
+                "type" if val == "file" || val == "env" => kind = Some(val),
+                "type" => {
+                    bail!("invalid --secret {value:?}: unsupported type {val:?} (file or env)")
+                }
+                _ => bail!("invalid --secret {value:?}: unexpected key {key:?}"),
+            }
+        }
+        let Some(id) = id.filter(|i| !i.is_empty()) else {
+            bail!("invalid --secret {value:?}: the id is missing (id=ID)");
+        };
+        if kind == Some("env") && env.is_none() {
+            env = src.take();
+        }
+        let bytes = match (src, env) {
+            (Some(_), Some(_)) => {
+                bail!("invalid --secret {value:?}: give either src= or env=, not both")
+            }
+            (Some(path), None) => fs::read(path)
+                .with_context(|| format!("invalid --secret {value:?}: cannot read {path}"))?,
+            (None, var) => {
+                let var = var.unwrap_or(id);
+                std::env::var_os(var)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "invalid --secret {value:?}: environment variable {var} is not set"
+                        )
+                    })?
+                    .into_encoded_bytes()
+            }
+        };
+        out.insert(id.to_owned(), bytes);
     }
     Ok(out)
 }
@@ -300,6 +354,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     // Parse every flag before touching anything.
     let build_args = parse_build_args(&args.arg_values)?;
     let labels = parse_labels(&args.labels)?;
+    let secrets = parse_secrets(&args.secrets)?;
     let output = args.output.as_deref().map(parse_output).transpose()?;
     let tags = args
         .tags
@@ -379,6 +434,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         source_date_epoch: epoch,
         tags: tags.clone(),
         stat_cache,
+        secrets,
     };
     install_signal_handlers();
     let reporter = progress::reporter(mode);

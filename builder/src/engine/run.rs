@@ -138,11 +138,20 @@ pub(super) fn run_step(
     }
     let mut guards: Vec<Overlay> = Vec::new();
     let mut run_mounts = Vec::new();
+    let mut secret_env = Vec::new();
+    let mut secret_files = SecretFiles::default();
     for mount in mounts {
-        let (spec, key_part) = prepare_mount(ctx, mount, workdir, &mut guards)?;
+        let (spec, key_part) = if mount.mount.kind == MountType::Secret {
+            let secret = prepare_secret(ctx, &mount.mount, workdir, &mut secret_files)?;
+            secret_env.extend(secret.env);
+            (secret.mount, secret.key)
+        } else {
+            let (spec, key) = prepare_mount(ctx, mount, workdir, &mut guards)?;
+            (Some(spec), key)
+        };
         description.push_str(&key_part);
         description.push('\0');
-        run_mounts.push(spec);
+        run_mounts.extend(spec);
     }
     let key = cache_key(&state.key, &description, &state.run_env, None);
     if let Some(record) = ctx.lookup(&key)? {
@@ -170,6 +179,11 @@ pub(super) fn run_step(
     for (k, v) in &shared.plan.proxy_env {
         env.push(format!("{k}={v}"));
     }
+    // Secrets as variables exist for this process only: not in the key,
+    // the config or the history.
+    for (k, v) in secret_env {
+        env.push(format!("{k}={v}"));
+    }
     let spec = RunSpec {
         layers: state.layers.iter().map(|l| l.snapshot.clone()).collect(),
         upper: upper.clone(),
@@ -192,6 +206,7 @@ pub(super) fn run_step(
     let outcome = outcome?;
     log::debug!("{created_by}: ran in {:?}", running.elapsed());
     drop(guards);
+    drop(secret_files);
     if kiln_runtime::interrupted() {
         cancel();
         return Err(BuildError::Cancelled);
@@ -299,13 +314,109 @@ fn prepare_mount(
                 key_part,
             ))
         }
-        MountType::Secret | MountType::Ssh => Err(BuildError::UnsupportedMount(format!(
-            "RUN --mount=type={} is not supported by kiln yet",
-            if m.kind == MountType::Secret {
-                "secret"
-            } else {
-                "ssh"
-            }
-        ))),
+        MountType::Ssh => Err(BuildError::UnsupportedMount(
+            "RUN --mount=type=ssh is not supported by kiln yet".to_owned(),
+        )),
+        MountType::Secret => Err(BuildError::Internal(
+            "secret mounts are prepared by prepare_secret".to_owned(),
+        )),
     }
+}
+
+/// Secret files written for one RUN, removed as soon as it ends (they
+/// live in the store's staging directory while the step runs).
+#[derive(Default)]
+struct SecretFiles(Vec<PathBuf>);
+
+impl Drop for SecretFiles {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// What a `RUN --mount=type=secret` adds to the step.
+struct PreparedSecret {
+    /// The file's bind mount, unless the secret is only a variable or is
+    /// optional and missing.
+    mount: Option<Mount>,
+    /// The key text: the id, target and variable name, never the value.
+    key: String,
+    /// `env=`: the variable and its value.
+    env: Option<(String, String)>,
+}
+
+/// A secret mount as BuildKit's dockerfile2llb makes it: the id is
+/// `source=`, else `id=`, else the target's base name; the file goes to
+/// the target, by default `/run/secrets/<id>` (none when only `env=` is
+/// given), read-only, mode 0400 and owned by 0:0 unless `mode`, `uid` or
+/// `gid` say otherwise. A missing secret fails the step only if
+/// `required`; otherwise the step runs without it.
+fn prepare_secret(
+    ctx: &StepContext<'_, '_>,
+    m: &kiln_parser::mount::Mount,
+    workdir: &str,
+    files: &mut SecretFiles,
+) -> Result<PreparedSecret, BuildError> {
+    let base = |p: &str| {
+        p.rsplit('/')
+            .find(|c| !c.is_empty())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let id = m
+        .source
+        .clone()
+        .or_else(|| m.cache_id.clone())
+        .or_else(|| m.target.as_deref().map(base))
+        .unwrap_or_default();
+    let target = match (&m.target, &m.env) {
+        (Some(_), _) => Some(
+            m.resolve_target(workdir)
+                .map_err(|e| BuildError::UnsupportedMount(e.to_string()))?,
+        ),
+        (None, Some(_)) => None,
+        (None, None) => Some(format!("/run/secrets/{}", base(&id))),
+    };
+    let key = format!(
+        "secret={id}\0{}\0{}",
+        target.as_deref().unwrap_or(""),
+        m.env.as_deref().unwrap_or("")
+    );
+    let Some(value) = ctx.shared.options.secrets.get(&id) else {
+        if m.required {
+            return Err(BuildError::SecretNotFound { id });
+        }
+        return Ok(PreparedSecret {
+            mount: None,
+            key,
+            env: None,
+        });
+    };
+    let env = m
+        .env
+        .as_ref()
+        .map(|name| (name.clone(), String::from_utf8_lossy(value).into_owned()));
+    let mount = match target {
+        Some(target) => {
+            let dir = ctx.temp_dir("secret-")?;
+            files.0.push(dir.clone());
+            let path = dir.join("secret");
+            fs::write(&path, value).map_err(|e| BuildError::io(&path, e))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(m.mode.unwrap_or(0o400)))
+                .map_err(|e| BuildError::io(&path, e))?;
+            let uid = m.uid.and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
+            let gid = m.gid.and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .map_err(|e| BuildError::io(&path, e))?;
+            Some(Mount::Bind {
+                source: path,
+                target,
+                read_only: true,
+            })
+        }
+        None => None,
+    };
+    Ok(PreparedSecret { mount, key, env })
 }
