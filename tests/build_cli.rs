@@ -37,16 +37,7 @@ fn busybox() -> Kiln {
     ] {
         let _ = symlink("busybox", rootfs.join("bin").join(applet));
     }
-    fs::write(
-        rootfs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(
-        rootfs.join("etc/group"),
-        "root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
-    )
-    .unwrap();
+    common::add_app_user(&rootfs);
     fs::write(rootfs.join("etc/base-file"), "base\n").unwrap();
     fs::write(rootfs.join("etc/name2"), "base2\n").unwrap();
     fs::create_dir_all(rootfs.join("opt")).unwrap();

@@ -22,16 +22,7 @@ fn busybox() -> Kiln {
     let kiln = Kiln::new();
     let rootfs = kiln.path("rootfs");
     common::busybox_rootfs(&rootfs);
-    fs::write(
-        rootfs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(
-        rootfs.join("etc/group"),
-        "root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
-    )
-    .unwrap();
+    common::add_app_user(&rootfs);
     fs::write(rootfs.join("etc/not-executable"), "data\n").unwrap();
     kiln.ok(&[
         "import",

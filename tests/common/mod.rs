@@ -100,6 +100,21 @@ pub fn sample_rootfs(dir: &Path, name: &str) {
     let _ = symlink("tool", dir.join("bin/alias"));
 }
 
+/// Gives a rootfs an `app` user (1000) and a `staff` group (50) beside
+/// root, as the build and run tests expect.
+pub fn add_app_user(rootfs: &Path) {
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        rootfs.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
+    )
+    .unwrap();
+}
+
 /// A busybox root file system from Debian's busybox-static, which the
 /// tests need for anything that runs a shell. Fails (never skips) when the
 /// package is missing: CI installs it.

@@ -167,20 +167,25 @@ fn bad_keys_and_digests_are_refused() {
     assert!(!record_file(&store, 1).exists());
 }
 
+/// Tags an image `img:1` whose only layer is `layer`.
+fn tag_image_of(store: &Store, layer: &NewLayer) {
+    let tag = kiln_parser::values::parse_normalized_named("img:1").unwrap();
+    store
+        .commit_image(
+            &ImageConfig::default(),
+            std::slice::from_ref(&layer.descriptor),
+            &[tag],
+        )
+        .unwrap();
+}
+
 #[test]
 fn list_reports_size_sharing_and_last_use() {
     let (dir, store) = store();
     let cache = BuildCache::new(&store);
     let own = layer(&dir, &store, "own");
     let used = layer(&dir, &store, "used-by-image");
-    let tag = kiln_parser::values::parse_normalized_named("img:1").unwrap();
-    store
-        .commit_image(
-            &ImageConfig::default(),
-            std::slice::from_ref(&used.descriptor),
-            &[tag],
-        )
-        .unwrap();
+    tag_image_of(&store, &used);
     cache.put(&record(1, Some(&own))).unwrap();
     cache.put(&record(2, Some(&used))).unwrap();
     cache.put(&record(3, None)).unwrap();
@@ -239,14 +244,7 @@ fn prune_without_all_keeps_records_of_image_layers() {
     let cache = BuildCache::new(&store);
     let own = layer(&dir, &store, "own");
     let used = layer(&dir, &store, "used");
-    let tag = kiln_parser::values::parse_normalized_named("img:1").unwrap();
-    store
-        .commit_image(
-            &ImageConfig::default(),
-            std::slice::from_ref(&used.descriptor),
-            &[tag],
-        )
-        .unwrap();
+    tag_image_of(&store, &used);
     cache.put(&record(1, Some(&own))).unwrap();
     cache.put(&record(2, Some(&used))).unwrap();
     let report = cache.prune(&PruneOptions::default()).unwrap();

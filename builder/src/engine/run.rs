@@ -141,17 +141,11 @@ pub(super) fn run_step(
     let mut secret_env = Vec::new();
     let mut secret_files = SecretFiles::default();
     for mount in mounts {
-        let (spec, key_part) = if mount.mount.kind == MountType::Secret {
-            let secret = prepare_secret(ctx, &mount.mount, workdir, &mut secret_files)?;
-            secret_env.extend(secret.env);
-            (secret.mount, secret.key)
-        } else {
-            let (spec, key) = prepare_mount(ctx, mount, workdir, &mut guards)?;
-            (Some(spec), key)
-        };
-        description.push_str(&key_part);
+        let prepared = prepare_mount(ctx, mount, workdir, &mut guards, &mut secret_files)?;
+        description.push_str(&prepared.key);
         description.push('\0');
-        run_mounts.extend(spec);
+        run_mounts.extend(prepared.mount);
+        secret_env.extend(prepared.env);
     }
     let key = cache_key(&state.key, &description, &state.run_env, None);
     if let Some(record) = ctx.lookup(&key)? {
@@ -225,20 +219,51 @@ pub(super) fn run_step(
     Ok(false)
 }
 
-/// Turns a `RUN --mount` into a runtime mount and the text it adds to the
-/// cache key.
+/// What a `RUN --mount` adds to the step.
+struct PreparedMount {
+    /// The runtime mount; none for a secret that is only a variable, or
+    /// optional and missing.
+    mount: Option<Mount>,
+    /// The text it adds to the cache key (for a secret: the id, target and
+    /// variable name, never the value).
+    key: String,
+    /// A secret's `env=`: the variable and its value.
+    env: Option<(String, String)>,
+}
+
+impl PreparedMount {
+    fn mount(mount: Mount, key: String) -> Self {
+        Self {
+            mount: Some(mount),
+            key,
+            env: None,
+        }
+    }
+}
+
+/// Turns a `RUN --mount` into what it adds to the container and the key.
 fn prepare_mount(
     ctx: &StepContext<'_, '_>,
     mount: &PlannedMount,
     workdir: &str,
     guards: &mut Vec<Overlay>,
-) -> Result<(Mount, String), BuildError> {
+    secret_files: &mut SecretFiles,
+) -> Result<PreparedMount, BuildError> {
     let m = &mount.mount;
-    let target = m
-        .resolve_target(workdir)
-        .map_err(|e| BuildError::UnsupportedMount(e.to_string()))?;
+    let target = match m.kind {
+        // A secret's default target is not under the workdir.
+        MountType::Secret => return prepare_secret(ctx, m, workdir, secret_files),
+        MountType::Ssh => {
+            return Err(BuildError::UnsupportedMount(
+                "RUN --mount=type=ssh is not supported by kiln yet".to_owned(),
+            ));
+        }
+        MountType::Bind | MountType::Cache | MountType::Tmpfs => m
+            .resolve_target(workdir)
+            .map_err(|e| BuildError::UnsupportedMount(e.to_string()))?,
+    };
     match m.kind {
-        MountType::Tmpfs => Ok((
+        MountType::Tmpfs => Ok(PreparedMount::mount(
             Mount::Tmpfs {
                 target: target.clone(),
                 size: m.size_limit,
@@ -265,7 +290,7 @@ fn prepare_mount(
                     .map_err(|e| BuildError::io(&source, e))?;
             }
             // A cache mount's content never enters the key.
-            Ok((
+            Ok(PreparedMount::mount(
                 Mount::Cache {
                     source,
                     target: target.clone(),
@@ -305,7 +330,7 @@ fn prepare_mount(
                     (inside, format!("bind={target}\0{}\0{rel}", state.key))
                 }
             };
-            Ok((
+            Ok(PreparedMount::mount(
                 Mount::Bind {
                     source: root,
                     target,
@@ -314,12 +339,10 @@ fn prepare_mount(
                 key_part,
             ))
         }
-        MountType::Ssh => Err(BuildError::UnsupportedMount(
-            "RUN --mount=type=ssh is not supported by kiln yet".to_owned(),
-        )),
-        MountType::Secret => Err(BuildError::Internal(
-            "secret mounts are prepared by prepare_secret".to_owned(),
-        )),
+        MountType::Secret | MountType::Ssh => Err(BuildError::Internal(format!(
+            "{:?} mount handled above",
+            m.kind
+        ))),
     }
 }
 
@@ -336,17 +359,6 @@ impl Drop for SecretFiles {
     }
 }
 
-/// What a `RUN --mount=type=secret` adds to the step.
-struct PreparedSecret {
-    /// The file's bind mount, unless the secret is only a variable or is
-    /// optional and missing.
-    mount: Option<Mount>,
-    /// The key text: the id, target and variable name, never the value.
-    key: String,
-    /// `env=`: the variable and its value.
-    env: Option<(String, String)>,
-}
-
 /// A secret mount as BuildKit's dockerfile2llb makes it: the id is
 /// `source=`, else `id=`, else the target's base name; the file goes to
 /// the target, by default `/run/secrets/<id>` (none when only `env=` is
@@ -358,7 +370,7 @@ fn prepare_secret(
     m: &kiln_parser::mount::Mount,
     workdir: &str,
     files: &mut SecretFiles,
-) -> Result<PreparedSecret, BuildError> {
+) -> Result<PreparedMount, BuildError> {
     let base = |p: &str| {
         p.rsplit('/')
             .find(|c| !c.is_empty())
@@ -388,7 +400,7 @@ fn prepare_secret(
         if m.required {
             return Err(BuildError::SecretNotFound { id });
         }
-        return Ok(PreparedSecret {
+        return Ok(PreparedMount {
             mount: None,
             key,
             env: None,
@@ -418,5 +430,5 @@ fn prepare_secret(
         }
         None => None,
     };
-    Ok(PreparedSecret { mount, key, env })
+    Ok(PreparedMount { mount, key, env })
 }
