@@ -1091,25 +1091,17 @@ fn bad_input_is_named() {
         "{stderr}"
     );
 
+    // Unknown names are 0 (as BuildKit's file operations make them, see
+    // tests/run_mounts.rs); a value that is no USER[:GROUP] is an error.
     let dir = context(
         &kiln,
         "chown",
-        "FROM bb:1\nCOPY --chown=nobody a.txt /a\n",
+        "FROM bb:1\nCOPY --chown=:staff a.txt /a\n",
         &[("a.txt", "a\n")],
     );
     let stderr = build_fails(&kiln, &dir, &[]);
     assert!(
-        stderr.contains("unable to find user \"nobody\" in /etc/passwd of the image"),
-        "{stderr}"
-    );
-    fs::write(
-        dir.join("Dockerfile"),
-        "FROM bb:1\nCOPY --chown=app:nogroup a.txt /a\n",
-    )
-    .unwrap();
-    let stderr = build_fails(&kiln, &dir, &[]);
-    assert!(
-        stderr.contains("unable to find group \"nogroup\" in /etc/group of the image"),
+        stderr.contains("invalid --chown value \":staff\""),
         "{stderr}"
     );
 
@@ -1136,6 +1128,22 @@ fn processes_with(marker: &str) -> Vec<String> {
             if cmdline.contains(marker) {
                 found.push(cmdline);
             }
+        }
+    }
+    found
+}
+
+/// Ids of the processes whose command line contains `marker`.
+fn pids_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(marker)
+        {
+            found.push(pid);
         }
     }
     found
@@ -1338,13 +1346,14 @@ impl Drop for KillOnDrop {
 fn run_output_is_shown_while_the_step_runs() {
     let kiln = busybox();
     // The RUN prints a line, then waits for a file the test creates in the
-    // bind-mounted context only after it has seen that line: if output came
-    // only at the end of the step, the line would never arrive.
+    // container's /tmp (through /proc/PID/root) only after it has seen that
+    // line: if output came only at the end of the step, the line would
+    // never arrive.
     let dir = context(
         &kiln,
         "live",
-        "FROM bb:1\nRUN --mount=type=bind,target=/ctx sh -c 'echo first-$((1+1)); echo err-$((2+2)) >&2; \
-         while [ ! -e /ctx/go ]; do sleep 0.05; done; printf tail-$((3+3))'\n",
+        "FROM bb:1\nRUN sh -c 'echo first-$((1+1)); echo err-$((2+2)) >&2; \
+         while [ ! -e /tmp/go ]; do sleep 0.05; done; printf tail-$((3+3))' live-wait-marker\n",
         &[],
     );
     let mut child = KillOnDrop(spawn_build(&kiln, &dir, "live:1"));
@@ -1380,7 +1389,10 @@ fn run_output_is_shown_while_the_step_runs() {
         first.starts_with('#') && first.split(' ').nth(1).unwrap().contains('.'),
         "{first}"
     );
-    fs::write(dir.join("go"), "").unwrap();
+    // The RUN's shell and the inner one: both see the container's root.
+    let pid = pids_with("live-wait-marker");
+    assert!(!pid.is_empty(), "the waiting RUN process");
+    fs::write(format!("/proc/{}/root/tmp/go", pid[0]), "").unwrap();
     let status = child.0.wait().unwrap();
     reader.join().unwrap();
     seen.extend(rx.try_iter());

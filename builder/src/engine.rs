@@ -14,6 +14,7 @@ mod config;
 mod files;
 mod reuse;
 mod run;
+mod run_mounts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

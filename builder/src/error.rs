@@ -97,6 +97,9 @@ pub enum BuildError {
     /// A mount the build makes for itself failed.
     #[error("mount: {0}")]
     Mount(String),
+    /// A Dockerfile feature kiln does not implement yet.
+    #[error("{0}")]
+    Unsupported(String),
     /// A `RUN --mount` kiln cannot provide.
     #[error("{0}")]
     UnsupportedMount(String),
@@ -125,17 +128,6 @@ pub enum BuildError {
     InvalidChown {
         /// The value as given.
         spec: String,
-    },
-    /// A `--chown` user or group name the image's passwd or group file
-    /// does not list (or the file is missing).
-    #[error("unable to find {kind} {name:?} in {file} of the image")]
-    ChownNameNotFound {
-        /// `user` or `group`.
-        kind: &'static str,
-        /// The name as given.
-        name: String,
-        /// `/etc/passwd` or `/etc/group`.
-        file: &'static str,
     },
     /// A file or directory operation on the destination failed; `path` is
     /// the path inside the container.
@@ -230,5 +222,15 @@ fn describe_nearby(nearby: &[String]) -> String {
         "the context is empty there".to_owned()
     } else {
         format!("the context has: {}", nearby.join(", "))
+    }
+}
+
+impl From<kiln_rootfs::PathError> for BuildError {
+    fn from(error: kiln_rootfs::PathError) -> Self {
+        match error {
+            kiln_rootfs::PathError::NotADirectory { path } => Self::NotADirectory { path },
+            kiln_rootfs::PathError::Io { op, path, source } => Self::Dest { op, path, source },
+            other => Self::Internal(other.to_string()),
+        }
     }
 }

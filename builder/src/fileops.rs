@@ -30,7 +30,6 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
 use std::io::{self, BufReader, Read, Write};
@@ -40,9 +39,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use kiln_parser::values::Chmod;
+use kiln_rootfs::Root;
 use kiln_store::layer::{UnpackOptions, WhiteoutMode, unpack_layer};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{
     FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, mkdirat,
     mknodat, utimensat,
@@ -53,8 +53,6 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, symlinkat, unlinkat
 use crate::context::{BuildContext, Source};
 use crate::error::BuildError;
 
-/// Linux's limit on symlinks followed in one resolution (`MAXSYMLINKS`).
-const MAX_SYMLINKS: usize = 40;
 /// Mode of destination parents created on the way.
 const PARENT_MODE: u32 = 0o755;
 /// Mode of COPY heredoc files.
@@ -64,14 +62,7 @@ const DOWNLOAD_MODE: u32 = 0o600;
 /// The file name `BuildKit` uses for a URL without a last path segment.
 pub const UNNAMED_DOWNLOAD: &str = "__unnamed__";
 
-/// A numeric owner for `--chown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-}
+pub use kiln_rootfs::root::Owner;
 
 /// How [`copy_sources`], [`write_inline`] and [`copy_file_to`] write.
 #[derive(Debug, Clone, Default)]
@@ -141,76 +132,20 @@ pub struct SkippedFile {
 }
 
 /// Resolves a `--chown` value against the image at `root`: `user`,
-/// `user:group`, names or numeric ids. Names are looked up in
-/// `root/etc/passwd` and `root/etc/group`, opened inside `root`. As in
-/// `BuildKit`, a named user without a group gets its primary group and a
-/// numeric user without a group gets the group of the same number.
-///
-/// Unlike `BuildKit` (which silently uses 0), a name that the files do not
-/// list is an error naming the user or group and the file.
-pub fn resolve_chown(root: &Path, spec: &str) -> Result<Owner, BuildError> {
-    let invalid = || BuildError::InvalidChown {
-        spec: spec.to_owned(),
-    };
-    let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    if user.is_empty() || group.is_some_and(str::is_empty) {
-        return Err(invalid());
-    }
-    let (uid, primary) = if let Ok(uid) = user.parse::<u32>() {
-        (uid, uid)
-    } else {
-        let passwd = read_in_root(root, "etc/passwd");
-        let found = passwd.as_deref().and_then(|text| {
-            text.lines().find_map(|line| {
-                let f: Vec<&str> = line.split(':').collect();
-                match f.as_slice() {
-                    [name, _, uid, gid, ..] if *name == user => {
-                        Some((uid.parse::<u32>().ok()?, gid.parse::<u32>().ok()?))
-                    }
-                    _ => None,
-                }
-            })
-        });
-        found.ok_or_else(|| BuildError::ChownNameNotFound {
-            kind: "user",
-            name: user.to_owned(),
-            file: "/etc/passwd",
-        })?
-    };
-    let gid = match group {
-        None => primary,
-        Some(g) => {
-            if let Ok(gid) = g.parse::<u32>() {
-                gid
-            } else {
-                let groups = read_in_root(root, "etc/group");
-                let found = groups.as_deref().and_then(|text| {
-                    text.lines().find_map(|line| {
-                        let f: Vec<&str> = line.split(':').collect();
-                        match f.as_slice() {
-                            [name, _, gid, ..] if *name == g => gid.parse::<u32>().ok(),
-                            _ => None,
-                        }
-                    })
-                });
-                found.ok_or_else(|| BuildError::ChownNameNotFound {
-                    kind: "group",
-                    name: g.to_owned(),
-                    file: "/etc/group",
-                })?
-            }
+/// `user:group`, names or numeric ids, as `BuildKit`'s file operations do
+/// (`kiln_rootfs::user::file_owner`): names are looked up in the root's
+/// `/etc/passwd` and `/etc/group` (opened inside the root); a named user
+/// without a group gets its primary group and a numeric user the group of
+/// the same number; a name the files do not list is 0.
+pub fn resolve_chown(root: &Root, spec: &str) -> Result<Owner, BuildError> {
+    let (passwd, group) =
+        kiln_rootfs::user::account_files(root).map_err(|e| BuildError::io(root.path(), e))?;
+    let (uid, gid) = kiln_rootfs::user::file_owner(spec, &passwd, &group).map_err(|_| {
+        BuildError::InvalidChown {
+            spec: spec.to_owned(),
         }
-    };
+    })?;
     Ok(Owner { uid, gid })
-}
-
-/// Reads a file of the image at `root`, resolving its path inside `root`;
-/// `None` if it cannot be read.
-fn read_in_root(root: &Path, rel: &str) -> Option<String> {
-    crate::rootfs::read_in_root(root, rel).ok()
 }
 
 /// Copies resolved sources to `dest`, an absolute container path (already
@@ -224,7 +159,7 @@ fn read_in_root(root: &Path, rel: &str) -> Option<String> {
 pub fn copy_sources(
     ctx: &BuildContext,
     sources: &[Source],
-    root: &Path,
+    root: &Root,
     dest: &str,
     dest_is_dir: bool,
     opts: &CopyOptions,
@@ -245,18 +180,18 @@ pub fn copy_sources(
 pub fn copy_sources_reusing(
     ctx: &BuildContext,
     sources: &[Source],
-    root: &Path,
+    root: &Root,
     dest: &str,
     dest_is_dir: bool,
     opts: &CopyOptions,
     reuse: &dyn Fn(&PlannedFile<'_>) -> bool,
 ) -> Result<(CopyStats, Vec<SkippedFile>), BuildError> {
-    let droot = DestRoot::open(root)?;
+    let droot = DestRoot(root);
     let dest_comps = clean(dest);
     let dest_is_dir = dest_is_dir || dest.ends_with('/');
     let mut copier = Copier::new(opts);
     copier.reuse = Some(Reuse {
-        root: root.to_owned(),
+        root,
         judge: reuse,
         skipped: Vec::new(),
     });
@@ -294,12 +229,12 @@ pub fn copy_sources_reusing(
 /// `/` (or there are several files), else at `dest` itself unless `dest`
 /// is an existing directory.
 pub fn write_inline(
-    root: &Path,
+    root: &Root,
     files: &[(String, String)],
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<(), BuildError> {
-    let droot = DestRoot::open(root)?;
+    let droot = DestRoot(root);
     let dest_comps = clean(dest);
     let dest_is_dir = dest.ends_with('/') || files.len() > 1;
     let copier = Copier::new(opts);
@@ -451,14 +386,14 @@ fn percent_decode(s: &str) -> String {
 /// is set or it is an existing directory, else to `dest` itself. The
 /// file's owner is replaced by `--chown` or 0:0; mode and mtime are kept.
 pub fn copy_file_to(
-    root: &Path,
+    root: &Root,
     file: &Path,
     name: &str,
     dest: &str,
     dest_is_dir: bool,
     opts: &CopyOptions,
 ) -> Result<(), BuildError> {
-    let droot = DestRoot::open(root)?;
+    let droot = DestRoot(root);
     let meta = fs::symlink_metadata(file).map_err(|e| BuildError::io(file, e))?;
     let dest_comps = clean(dest);
     let target = droot.file_target(&dest_comps, dest_is_dir || dest.ends_with('/'), name);
@@ -472,31 +407,19 @@ pub fn copy_file_to(
 
 /// `mkdir -p path` inside the container root (mode 0755, owned by `owner`
 /// or root), following symlinks on the way inside the root, as WORKDIR
-/// does. Returns the host path of the directory.
-pub fn mkdir_all_in_root(
-    root: &Path,
-    path: &str,
-    owner: Option<Owner>,
-) -> Result<PathBuf, BuildError> {
-    let dest = DestRoot::open(root)?;
-    let fd = dest.mkdir_all(&clean(path), owner)?;
-    let link = fd_path(&fd);
-    fs::read_link(&link).map_err(|e| BuildError::io(&link, e))
+/// does.
+pub fn mkdir_all_in_root(root: &Root, path: &str, owner: Option<Owner>) -> Result<(), BuildError> {
+    DestRoot(root).mkdir_all(&clean(path), owner)?;
+    Ok(())
 }
 
 /// A path's components with `.` removed and `..` clamped at the root.
 fn clean(path: &str) -> Vec<OsString> {
-    let mut out: Vec<OsString> = Vec::new();
-    for comp in path.split('/') {
-        match comp {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            c => out.push(OsString::from(c)),
-        }
-    }
-    out
+    kiln_rootfs::path::components(path.as_bytes(), kiln_rootfs::path::Escape::Clamp)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| OsStr::from_bytes(c).to_owned())
+        .collect()
 }
 
 /// The container path of cleaned components.
@@ -531,131 +454,27 @@ fn dest_err(op: &'static str, path: &str, e: impl Into<io::Error>) -> BuildError
     }
 }
 
-/// The container root, as a descriptor every destination path is
-/// resolved from.
-struct DestRoot {
-    fd: OwnedFd,
-}
+/// The container root every destination path is resolved in.
+struct DestRoot<'r>(&'r Root);
 
-impl DestRoot {
-    fn open(root: &Path) -> Result<Self, BuildError> {
-        let fd = nix::fcntl::open(
-            root,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| BuildError::io(root, e.into()))?;
-        Ok(Self { fd })
-    }
-
-    /// Opens `rel` (relative to the root) with `flags`, resolving every
-    /// symlink inside the root.
-    fn resolve(&self, rel: &[u8], flags: OFlag) -> nix::Result<OwnedFd> {
-        let p: &[u8] = if rel.is_empty() { b"." } else { rel };
-        let how = OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        crate::rootfs::retry(|| openat2(self.fd.as_fd(), OsStr::from_bytes(p), how))
-    }
-
+impl DestRoot<'_> {
     /// Whether `comps` is an existing directory (following symlinks inside
     /// the root).
     fn is_dir(&self, comps: &[OsString]) -> bool {
-        self.resolve(&join_bytes(comps), OFlag::O_PATH | OFlag::O_DIRECTORY)
+        self.0
+            .open_at(
+                OsStr::from_bytes(&join_bytes(comps)),
+                OFlag::O_PATH | OFlag::O_DIRECTORY,
+            )
             .is_ok()
     }
 
     /// Resolves directory `comps`, creating missing components (mode 0755,
-    /// owned by `owner` or root) as fsutil's `MkdirAll` does on a
-    /// root-resolved path: symlinks on the way are followed inside the
-    /// root, also dangling ones, whose targets are created.
+    /// owned by `owner` or root): see [`Root::mkdir_all`].
     fn mkdir_all(&self, comps: &[OsString], owner: Option<Owner>) -> Result<OwnedFd, BuildError> {
-        if let Ok(fd) = self.resolve(&join_bytes(comps), OFlag::O_PATH | OFlag::O_DIRECTORY) {
-            return Ok(fd);
-        }
-        let mut pending: VecDeque<OsString> = comps.iter().cloned().collect();
-        let mut resolved: Vec<OsString> = Vec::new();
-        let reopen = |resolved: &[OsString]| {
-            self.resolve(&join_bytes(resolved), OFlag::O_PATH | OFlag::O_DIRECTORY)
-                .map_err(|e| dest_err("resolving", &display(resolved), e))
-        };
-        let mut cur = reopen(&resolved)?;
-        let mut links = 0;
-        while let Some(name) = pending.pop_front() {
-            if name.is_empty() || name == "." {
-                continue;
-            }
-            if name == ".." {
-                resolved.pop();
-                cur = reopen(&resolved)?;
-                continue;
-            }
-            let mut here = resolved.clone();
-            here.push(name.clone());
-            let shown = display(&here);
-            match fstatat(cur.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => {
-                    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-                    if kind == SFlag::S_IFLNK {
-                        links += 1;
-                        if links > MAX_SYMLINKS {
-                            return Err(dest_err("resolving", &shown, Errno::ELOOP));
-                        }
-                        let target = readlinkat(cur.as_fd(), name.as_os_str())
-                            .map_err(|e| dest_err("reading symlink", &shown, e))?;
-                        let target = target.as_bytes();
-                        if target.starts_with(b"/") {
-                            resolved.clear();
-                        }
-                        for c in target.split(|&b| b == b'/').rev() {
-                            pending.push_front(OsStr::from_bytes(c).to_owned());
-                        }
-                        cur = reopen(&resolved)?;
-                        continue;
-                    }
-                    if kind != SFlag::S_IFDIR {
-                        return Err(BuildError::NotADirectory { path: shown });
-                    }
-                    cur = openat(
-                        cur.as_fd(),
-                        name.as_os_str(),
-                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(|e| dest_err("opening directory", &shown, e))?;
-                }
-                Err(Errno::ENOENT) => {
-                    mkdirat(
-                        cur.as_fd(),
-                        name.as_os_str(),
-                        Mode::from_bits_truncate(PARENT_MODE),
-                    )
-                    .map_err(|e| dest_err("creating directory", &shown, e))?;
-                    let fd = openat(
-                        cur.as_fd(),
-                        name.as_os_str(),
-                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(|e| dest_err("opening directory", &shown, e))?;
-                    // The umask may have cleared bits of 0755.
-                    fchmod(fd.as_fd(), Mode::from_bits_truncate(PARENT_MODE))
-                        .map_err(|e| dest_err("changing mode of", &shown, e))?;
-                    if let Some(o) = owner {
-                        fchown(
-                            fd.as_fd(),
-                            Some(Uid::from_raw(o.uid)),
-                            Some(Gid::from_raw(o.gid)),
-                        )
-                        .map_err(|e| dest_err("changing owner of", &shown, e))?;
-                    }
-                    cur = fd;
-                }
-                Err(e) => return Err(dest_err("inspecting", &shown, e)),
-            }
-            resolved.push(name);
-        }
-        Ok(cur)
+        Ok(self
+            .0
+            .mkdir_all(OsStr::from_bytes(&join_bytes(comps)), PARENT_MODE, owner)?)
     }
 
     /// Where a file named `name` goes for destination `dest`.
@@ -736,8 +555,8 @@ struct OpenDir {
 
 /// What [`copy_sources_reusing`] asks and collects.
 struct Reuse<'r> {
-    /// The host path of the container root.
-    root: PathBuf,
+    /// The container root.
+    root: &'r Root,
     judge: &'r dyn Fn(&PlannedFile<'_>) -> bool,
     skipped: Vec<SkippedFile>,
 }
@@ -764,13 +583,8 @@ impl<'a> Copier<'a> {
     /// under the root (it always is; `None` makes the file be copied).
     fn real_dir(&self, fd: &OwnedFd) -> Option<String> {
         let reuse = self.reuse.as_ref()?;
-        let target = fs::read_link(fd_path(fd)).ok()?;
-        let inside = target.strip_prefix(&reuse.root).ok()?.to_str()?;
-        Some(if inside.is_empty() {
-            String::new()
-        } else {
-            format!("/{inside}")
-        })
+        let inside = reuse.root.real_path(fd.as_fd()).ok()??;
+        Some(inside.trim_end_matches('/').to_owned())
     }
 
     /// Whether regular file `src` (to be `base` in `pfd`, whose resolved

@@ -10,7 +10,6 @@ pub mod error;
 pub mod fileops;
 pub mod mounts;
 pub mod progress;
-pub mod rootfs;
 
 pub use context::{BuildContext, FileType, Source, StatCache, cache_key};
 pub use engine::{BuildOptions, BuildOutcome, build, cancel, is_cancelled};

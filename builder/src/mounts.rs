@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -39,21 +39,23 @@ pub fn enter_private_mount_namespace() -> Result<(), BuildError> {
     Ok(())
 }
 
-/// An overlayfs mounted at a directory; unmounted on drop.
+/// A mount this build made at a directory (or file) of its own: an
+/// overlayfs, or a bind of a source resolved inside its root; unmounted on
+/// drop.
 #[derive(Debug)]
-pub struct Overlay {
+pub struct Mounted {
     target: PathBuf,
     mounted: bool,
 }
 
-impl Overlay {
+impl Mounted {
     /// Mounts `lowers` (base first) with `upper` (and its sibling `work`
     /// directory, which must exist and be empty) at `target`. Without an
     /// upper directory the mount is read-only; `empty` is then an empty
     /// directory used as a second lower when there is only one, because
     /// overlayfs needs two lowers without an upper. With no lowers at all,
     /// `empty` is the only lower.
-    pub fn mount(
+    pub fn overlay(
         lowers: &[PathBuf],
         upper: Option<(&Path, &Path)>,
         empty: &Path,
@@ -83,6 +85,34 @@ impl Overlay {
         })
     }
 
+    /// Bind-mounts `source` (a descriptor of a file or directory resolved
+    /// inside its root, see [`kiln_rootfs::Root`]) on `target`, an existing
+    /// file or directory of the build's own of the same kind, from
+    /// descriptors (no path of the source is resolved again).
+    pub fn bind(source: &OwnedFd, target: &Path, read_only: bool) -> Result<Self, BuildError> {
+        let fail =
+            |e: io::Error| BuildError::Mount(format!("binding on {}: {e}", target.display()));
+        let to = nix::fcntl::open(
+            target,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| fail(e.into()))?;
+        kiln_rootfs::mount::bind(
+            source.as_fd(),
+            to.as_fd(),
+            kiln_rootfs::mount::BindOptions {
+                read_only,
+                recursive: false,
+            },
+        )
+        .map_err(fail)?;
+        Ok(Self {
+            target: target.to_owned(),
+            mounted: true,
+        })
+    }
+
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
         &self.target
@@ -96,7 +126,7 @@ impl Overlay {
     }
 }
 
-impl Drop for Overlay {
+impl Drop for Mounted {
     fn drop(&mut self) {
         if self.mounted {
             let _ = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH);

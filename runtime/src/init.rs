@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,12 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use kiln_rootfs::mount::BindOptions;
+use kiln_rootfs::{Root, path, user};
+use nix::fcntl::OFlag;
+
 use crate::spec::{Mount, Network};
-use crate::{CONFIG_FD, ERROR_FD, InitConfig, STUBS, sys, user};
+use crate::{CONFIG_FD, ERROR_FD, InitConfig, STUBS};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -203,7 +207,9 @@ fn pid1_main(config: &InitConfig, blocked: &SigSet, old_mask: &SigSet) -> Result
 }
 
 fn fd_path(fd: &OwnedFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
+    kiln_rootfs::fd_path(fd.as_fd())
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn mount_err(what: &str) -> impl FnOnce(nix::Error) -> String + '_ {
@@ -211,8 +217,8 @@ fn mount_err(what: &str) -> impl FnOnce(nix::Error) -> String + '_ {
 }
 
 /// Opens a mount target inside the new root (symlinks resolved there).
-fn target(root: &OwnedFd, path: &str) -> Result<OwnedFd, String> {
-    sys::open_in_root(root, path, libc::O_PATH)
+fn target(root: &Root, path: &str) -> Result<OwnedFd, String> {
+    root.open_at(path, OFlag::O_PATH)
         .map_err(|e| format!("rootfs: opening mount target {path}: {e}"))
 }
 
@@ -262,9 +268,8 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
     .map_err(|e| format!("mounting the overlay on {}: {e}", config.merged.display()))?;
     std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))?;
 
-    let root: OwnedFd = fs::File::open(&config.merged)
-        .map_err(|e| format!("opening {}: {e}", config.merged.display()))?
-        .into();
+    let root = Root::open(&config.merged)
+        .map_err(|e| format!("opening {}: {e}", config.merged.display()))?;
 
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = target(&root, "/proc")?;
@@ -320,7 +325,8 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
 
     for name in ["hosts", "hostname", "resolv.conf"] {
         let path = format!("/etc/{name}");
-        let fd = sys::open_in_root(&root, &path, libc::O_PATH | libc::O_NOFOLLOW)
+        let fd = root
+            .open_at(&path, OFlag::O_PATH | OFlag::O_NOFOLLOW)
             .map_err(|e| format!("rootfs: opening {path}: {e}"))?;
         let meta = fs::metadata(fd_path(&fd)).map_err(|e| format!("rootfs: {path}: {e}"))?;
         if !meta.is_file() {
@@ -350,7 +356,7 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
 
     // pivot_root(".", ".") stacks the old root under the new one; detaching
     // it leaves only the container's tree reachable.
-    nix::unistd::fchdir(&root).map_err(|e| format!("entering the new root: {e}"))?;
+    nix::unistd::fchdir(root.as_fd()).map_err(|e| format!("entering the new root: {e}"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))?;
@@ -369,31 +375,37 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
 /// the root); each created path, relative to the root, goes to `stubs` so
 /// the parent can remove it from the upper directory afterwards.
 fn ensure_target(
-    root: &OwnedFd,
-    merged: &Path,
+    root: &Root,
     to: &str,
     is_dir: bool,
     stubs: &mut Vec<String>,
 ) -> Result<(), String> {
-    if sys::open_in_root(root, to, libc::O_PATH).is_ok() {
+    if root.open_at(to, OFlag::O_PATH).is_ok() {
         return Ok(());
     }
-    let rel = sys::relative(to);
-    let parts: Vec<_> = rel.components().collect();
-    let mut so_far = PathBuf::from("/");
+    let rel = path::relative(to);
+    let parts: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
+    let mut so_far: Vec<&[u8]> = Vec::new();
+    let shown = |so_far: &[&[u8]]| format!("/{}", String::from_utf8_lossy(&so_far.join(&b'/')));
     for (i, part) in parts.iter().enumerate() {
-        let parent = sys::open_in_root(
-            root,
-            &so_far.to_string_lossy(),
-            libc::O_PATH | libc::O_DIRECTORY,
-        )
-        .map_err(|e| format!("rootfs: mount target {to}: {}: {e}", so_far.display()))?;
+        let parent = root
+            .open_at(
+                std::ffi::OsStr::from_bytes(&so_far.join(&b'/')),
+                OFlag::O_PATH | OFlag::O_DIRECTORY,
+            )
+            .map_err(|e| format!("rootfs: mount target {to}: {}: {e}", shown(&so_far)))?;
         so_far.push(part);
-        if sys::open_in_root(root, &so_far.to_string_lossy(), libc::O_PATH).is_ok() {
+        if root
+            .open_at(
+                std::ffi::OsStr::from_bytes(&so_far.join(&b'/')),
+                OFlag::O_PATH,
+            )
+            .is_ok()
+        {
             continue;
         }
-        let name = CString::new(part.as_os_str().as_bytes())
-            .map_err(|_| format!("rootfs: mount target {to}: NUL byte"))?;
+        let name =
+            CString::new(*part).map_err(|_| format!("rootfs: mount target {to}: NUL byte"))?;
         let last = i + 1 == parts.len();
         // SAFETY: *at calls on a descriptor we own and a single-component
         // name, so nothing is resolved outside the root.
@@ -420,45 +432,40 @@ fn ensure_target(
         if ret < 0 {
             return Err(format!(
                 "rootfs: creating mount target {to}: {}: {}",
-                so_far.display(),
+                shown(&so_far),
                 io::Error::last_os_error()
             ));
         }
         // Where it really is: symlinks on the way were resolved in the root.
-        let resolved = fs::read_link(fd_path(&parent))
+        let dir = root
+            .real_path(parent.as_fd())
             .map_err(|e| format!("rootfs: mount target {to}: {e}"))?
-            .join(part);
-        let inside = resolved
-            .strip_prefix(merged)
-            .map_err(|_| format!("rootfs: mount target {to} resolved outside the container"))?;
-        stubs.push(inside.to_string_lossy().into_owned());
+            .ok_or_else(|| format!("rootfs: mount target {to} resolved outside the container"))?;
+        let inside = format!(
+            "{}/{}",
+            dir.trim_end_matches('/'),
+            String::from_utf8_lossy(part)
+        );
+        stubs.push(inside.trim_start_matches('/').to_owned());
     }
     Ok(())
 }
 
 /// Applies the spec's bind, tmpfs and cache mounts, creating missing
 /// targets (recorded in `stubs`).
-fn spec_mounts(root: &OwnedFd, config: &InitConfig, stubs: &mut Vec<String>) -> Result<(), String> {
+fn spec_mounts(root: &Root, config: &InitConfig, stubs: &mut Vec<String>) -> Result<(), String> {
     for spec_mount in &config.spec.mounts {
         let (to, is_dir) = match spec_mount {
             Mount::Bind { source, target, .. } => (target, source.is_dir()),
-            Mount::Tmpfs { target, .. } | Mount::Cache { target, .. } => (target, true),
+            Mount::Tmpfs { target, .. } => (target, true),
         };
-        ensure_target(root, &config.merged, to, is_dir, stubs)?;
+        ensure_target(root, to, is_dir, stubs)?;
         match spec_mount {
             Mount::Bind {
                 source,
                 target: to,
                 read_only,
-            } => {
-                bind(root, source, to)?;
-                if *read_only {
-                    let fd = target(root, to)?;
-                    remount_read_only(&fd, MsFlags::empty())
-                        .map_err(|e| format!("remounting {to} read-only: {e}"))?;
-                }
-            }
-            Mount::Cache { source, target: to } => bind(root, source, to)?,
+            } => bind(root, source, to, *read_only)?,
             Mount::Tmpfs { target: to, size } => {
                 let fd = target(root, to)?;
                 let options = match size {
@@ -481,9 +488,9 @@ fn spec_mounts(root: &OwnedFd, config: &InitConfig, stubs: &mut Vec<String>) -> 
 
 /// As Docker does: kernel interfaces under /proc that are not namespaced
 /// are read-only, and the ones that leak host information are masked.
-fn protect_proc(root: &OwnedFd) -> Result<(), String> {
+fn protect_proc(root: &Root) -> Result<(), String> {
     for path in ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"] {
-        let Ok(fd) = sys::open_in_root(root, path, libc::O_PATH | libc::O_NOFOLLOW) else {
+        let Ok(fd) = root.open_at(path, OFlag::O_PATH | OFlag::O_NOFOLLOW) else {
             continue;
         };
         mount(
@@ -508,7 +515,7 @@ fn protect_proc(root: &OwnedFd) -> Result<(), String> {
         "/proc/sched_debug",
         "/proc/latency_stats",
     ] {
-        let Ok(fd) = sys::open_in_root(root, path, libc::O_PATH | libc::O_NOFOLLOW) else {
+        let Ok(fd) = root.open_at(path, OFlag::O_PATH | OFlag::O_NOFOLLOW) else {
             continue;
         };
         mount(
@@ -643,16 +650,28 @@ fn locked_flags(path: &str) -> MsFlags {
     flags
 }
 
-fn bind(root: &OwnedFd, source: &Path, to: &str) -> Result<(), String> {
-    let fd = target(root, to)?;
-    mount(
-        Some(source),
-        fd_path(&fd).as_str(),
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
+/// Bind-mounts host path `source` (kiln's own, such as a snapshot of a
+/// stage's mount source the builder resolved inside its root, or a path the
+/// user named with `-v`) on `to` in the container, from descriptors: the
+/// clone is made read-only before it is attached.
+fn bind(root: &Root, source: &Path, to: &str, read_only: bool) -> Result<(), String> {
+    let fail = |e: io::Error| format!("bind-mounting {} on {to}: {e}", source.display());
+    let from: OwnedFd = nix::fcntl::open(
+        source,
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| format!("bind-mounting {} on {to}: {e}", source.display()))
+    .map_err(|e| fail(e.into()))?;
+    let fd = target(root, to)?;
+    kiln_rootfs::mount::bind(
+        from.as_fd(),
+        fd.as_fd(),
+        BindOptions {
+            read_only,
+            recursive: true,
+        },
+    )
+    .map_err(fail)
 }
 
 /// A minimal /dev on the fresh tmpfs at `dev`: the host's harmless device
@@ -876,7 +895,7 @@ fn lookup(argv0: &str, path_var: &str) -> Result<PathBuf, Failure> {
 /// does for WORKDIR.
 fn make_workdir(cwd: &str, uid: u32, gid: u32) -> io::Result<()> {
     let mut path = PathBuf::from("/");
-    for part in sys::relative(cwd).components() {
+    for part in Path::new(&path::absolute(cwd)).components().skip(1) {
         path.push(part);
         match fs::metadata(&path) {
             Ok(meta) if meta.is_dir() => {}

@@ -14,12 +14,12 @@ mod init;
 mod signals;
 pub mod spec;
 mod sys;
-pub mod user;
 
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -220,7 +220,7 @@ fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
                 }
                 target
             }
-            Mount::Tmpfs { target, .. } | Mount::Cache { target, .. } => target,
+            Mount::Tmpfs { target, .. } => target,
         };
         if !target.starts_with('/') {
             return Err(RuntimeError::InvalidSpec(format!(
@@ -257,7 +257,7 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
         }
     }
     for mount in &mut spec.mounts {
-        if let Mount::Bind { source, .. } | Mount::Cache { source, .. } = mount {
+        if let Mount::Bind { source, .. } = mount {
             *source = std::path::absolute(&*source).map_err(prep_err(source))?;
         }
     }
@@ -279,11 +279,6 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
     for file in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
         let path = skel.join(file);
         fs::write(&path, b"").map_err(prep_err(&path))?;
-    }
-    for mount in &spec.mounts {
-        if let Mount::Cache { source, .. } = mount {
-            fs::create_dir_all(source).map_err(prep_err(source))?;
-        }
     }
     let skel_link = links.join("s");
     std::os::unix::fs::symlink(&skel, &skel_link).map_err(prep_err(&skel_link))?;
@@ -326,7 +321,9 @@ fn remove_stubs(config: &InitConfig) -> Result<(), RuntimeError> {
     };
     let upper = &config.spec.upper;
     for rel in text.lines().rev() {
-        let rel = sys::relative(rel);
+        let rel = PathBuf::from(std::ffi::OsString::from_vec(kiln_rootfs::path::relative(
+            rel,
+        )));
         if rel.as_os_str().is_empty() {
             continue;
         }

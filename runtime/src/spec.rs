@@ -48,13 +48,16 @@ pub enum Network {
 /// An extra mount in the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mount {
-    /// A host file or directory bind-mounted at `target`.
+    /// A host file or directory bind-mounted at `target`. The source is
+    /// a path of kiln's own (the builder mounts what it resolved inside an
+    /// image's root there, from a descriptor) or one the user named (`kiln
+    /// run -v`); the target is resolved inside the container's root.
     Bind {
         /// Host path; must exist.
         source: PathBuf,
         /// Absolute path in the container.
         target: String,
-        /// Remount read-only.
+        /// Read-only (the bind is read-only from the moment it appears).
         read_only: bool,
     },
     /// A fresh tmpfs at `target`.
@@ -63,13 +66,6 @@ pub enum Mount {
         target: String,
         /// Size limit in bytes.
         size: Option<u64>,
-    },
-    /// A persistent host directory, created when missing, mounted read-write.
-    Cache {
-        /// Host directory.
-        source: PathBuf,
-        /// Absolute path in the container.
-        target: String,
     },
 }
 

@@ -249,11 +249,13 @@ fn bind_tmpfs_and_cache_mounts() {
             target: "/scratch".into(),
             size: Some(1 << 20),
         },
-        Mount::Cache {
+        Mount::Bind {
             source: fx.path("cache"),
             target: "/cache".into(),
+            read_only: false,
         },
     ];
+    fs::create_dir(fx.path("cache")).unwrap();
     let out = fx.run(&spec).unwrap();
     assert_eq!(stdout(&out), "host file\nro\ntmpfs tmpfs\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));

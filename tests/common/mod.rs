@@ -197,3 +197,4 @@ pub fn image_file(root: &Path, image: &str, path: &str) -> Option<String> {
     }
     found
 }
+pub mod build;

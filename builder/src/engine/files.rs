@@ -12,8 +12,7 @@ use super::{StageState, StepContext, image_state, reuse, stage_result};
 use crate::context::{BuildContext, cache_key};
 use crate::error::BuildError;
 use crate::fileops::{self, CopyOptions};
-use crate::mounts::Overlay;
-use crate::rootfs;
+use crate::mounts::Mounted;
 
 /// The stage or image a `--from` (or `RUN --mount from=`) names; `None`
 /// for the build context.
@@ -35,16 +34,16 @@ pub(super) fn source_state(
 pub(super) fn mount_readonly(
     ctx: &StepContext<'_, '_>,
     state: &StageState,
-) -> Result<Overlay, BuildError> {
+) -> Result<Mounted, BuildError> {
     let merged = ctx.temp_dir("ro-")?;
     let empty = ctx.temp_dir("empty-")?;
     let lowers: Vec<_> = state.layers.iter().map(|l| l.snapshot.clone()).collect();
-    Overlay::mount(&lowers, None, &empty, &merged)
+    Mounted::overlay(&lowers, None, &empty, &merged)
 }
 
 /// A read-write overlay of `lowers` with a fresh upper directory.
 struct Writable {
-    overlay: Overlay,
+    overlay: Mounted,
     upper: std::path::PathBuf,
 }
 
@@ -56,12 +55,40 @@ fn mount_writable(
     let work = ctx.temp_dir("work-")?;
     let merged = ctx.temp_dir("rw-")?;
     let empty = ctx.temp_dir("empty-")?;
-    let overlay = Overlay::mount(lowers, Some((&upper, &work)), &empty, &merged)?;
+    let overlay = Mounted::overlay(lowers, Some((&upper, &work)), &empty, &merged)?;
     Ok(Writable { overlay, upper })
+}
+
+/// The root of an overlay this build mounted.
+fn open_root(path: &std::path::Path) -> Result<kiln_rootfs::Root, BuildError> {
+    kiln_rootfs::Root::open(path).map_err(|e| BuildError::io(path, e))
 }
 
 fn is_url(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// Whether an ADD source names a git repository, as BuildKit's
+/// `gitutil.ParseGitRef` decides: `git://`, `ssh://` and scp-like
+/// `user@host:path` addresses, and http(s) URLs whose path ends in `.git`
+/// (before a `#ref` fragment or a query).
+fn is_git_source(source: &str) -> bool {
+    if source.starts_with("git://") || source.starts_with("ssh://") {
+        return true;
+    }
+    if is_url(source) {
+        let rest = source.split_once("://").map_or("", |(_, rest)| rest);
+        let path = rest.split(['#', '?']).next().unwrap_or("");
+        return path.contains('/')
+            && std::path::Path::new(path)
+                .extension()
+                .is_some_and(|e| e == "git");
+    }
+    // scp-like: user@host:path, with no `/` before the `:`.
+    match (source.find('@'), source.find(':'), source.find('/')) {
+        (Some(at), Some(colon), slash) => at < colon && slash.is_none_or(|s| colon < s),
+        _ => false,
+    }
 }
 
 /// The destination as an absolute container path, keeping a trailing `/`
@@ -118,6 +145,13 @@ pub(super) fn copy_step(
     let created_by = created_by(fc);
     let history = history_for(created_by.clone(), &shared.created);
     let dest = absolute_dest(fc);
+    if fc.is_add
+        && let Some(git) = fc.sources.iter().find(|s| is_git_source(s))
+    {
+        return Err(BuildError::Unsupported(format!(
+            "ADD {git}: adding a git repository is not supported by kiln yet"
+        )));
+    }
     let (urls, locals): (Vec<&String>, Vec<&String>) =
         fc.sources.iter().partition(|s| fc.is_add && is_url(s));
     let from = source_state(ctx, fc.from.as_ref())?;
@@ -231,13 +265,13 @@ pub(super) fn copy_step(
     let stage_lowers: Vec<_> = state.layers.iter().map(|l| l.snapshot.clone()).collect();
     let lowers = if fc.link { Vec::new() } else { stage_lowers };
     let writable = mount_writable(ctx, &lowers)?;
-    let root = writable.overlay.path().to_owned();
+    let root = open_root(writable.overlay.path())?;
     let owner = match &fc.chown {
         None => None,
         Some(spec) if fc.link && !state.layers.is_empty() => {
             // Names resolve in the stage's files, which --link does not mount.
             let view = mount_readonly(ctx, state)?;
-            let owner = fileops::resolve_chown(view.path(), spec)?;
+            let owner = fileops::resolve_chown(&open_root(view.path())?, spec)?;
             view.unmount()?;
             Some(owner)
         }
@@ -289,6 +323,7 @@ pub(super) fn copy_step(
     for (_, path, name) in &downloads {
         fileops::copy_file_to(&root, path, name, &dest, dest_is_dir, &url_options)?;
     }
+    drop(root);
     let Writable { overlay, upper } = writable;
     overlay.unmount()?;
     drop(guards);
@@ -363,21 +398,21 @@ pub(super) fn workdir_step(
     }
     let lowers: Vec<_> = state.layers.iter().map(|l| l.snapshot.clone()).collect();
     let writable = mount_writable(ctx, &lowers)?;
-    let root = writable.overlay.path().to_owned();
+    let root = open_root(writable.overlay.path())?;
+    // The directories belong to USER as BuildKit's mkdir resolves it: a
+    // name the image does not list is 0:0, not an error.
     let owner = if user.is_empty() {
         None
     } else {
-        let passwd = rootfs::read_in_root(&root, "/etc/passwd")?;
-        let group = rootfs::read_in_root(&root, "/etc/group")?;
-        let resolved = kiln_runtime::user::resolve_user(&user, &passwd, &group)
-            .map_err(|e| BuildError::User(format!("WORKDIR {path}: user {user:?}: {e}")))?;
-        Some((resolved.uid, resolved.gid))
+        Some(fileops::resolve_chown(&root, &user).map_err(|e| match e {
+            BuildError::InvalidChown { .. } => {
+                BuildError::User(format!("WORKDIR {path}: invalid USER {user:?}"))
+            }
+            other => other,
+        })?)
     };
-    fileops::mkdir_all_in_root(
-        &root,
-        path,
-        owner.map(|(uid, gid)| fileops::Owner { uid, gid }),
-    )?;
+    fileops::mkdir_all_in_root(&root, path, owner)?;
+    drop(root);
     let Writable { overlay, upper } = writable;
     overlay.unmount()?;
     ctx.commit_upper(state, &upper, &key, &format!("WORKDIR {path}"), history)?;

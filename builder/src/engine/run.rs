@@ -5,19 +5,15 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
-use kiln_parser::mount::MountType;
-use kiln_parser::plan::{NetworkMode, PlannedMount, Step, StepKind};
+use kiln_parser::plan::{NetworkMode, Step, StepKind};
 use kiln_runtime::{Limits, Mount, Network, RunSpec, Stream};
 
 use super::config::{history_for, run_command_string};
-use super::files::{mount_readonly, source_state};
-use super::{BUILD_HOSTNAME, StageState, StepContext, cancel};
+use super::{BUILD_HOSTNAME, StageState, StepContext, cancel, run_mounts};
 use crate::context::cache_key;
 use crate::error::BuildError;
-use crate::mounts::Overlay;
 use crate::progress::{Event, Reporter};
 
 /// How many output lines a failed RUN error shows.
@@ -136,21 +132,25 @@ pub(super) fn run_step(
     if let Some((name, content)) = script {
         let _ = write!(description, "script={name}\0{content}\0");
     }
-    let mut guards: Vec<Overlay> = Vec::new();
-    let mut run_mounts = Vec::new();
-    let mut secret_env = Vec::new();
-    let mut secret_files = SecretFiles::default();
+    let mut planned = Vec::new();
     for mount in mounts {
-        let prepared = prepare_mount(ctx, mount, workdir, &mut guards, &mut secret_files)?;
-        description.push_str(&prepared.key);
+        let mount = run_mounts::plan(ctx, mount, workdir)?;
+        description.push_str(&mount.key);
         description.push('\0');
-        run_mounts.extend(prepared.mount);
-        secret_env.extend(prepared.env);
+        planned.push(mount);
     }
     let key = cache_key(&state.key, &description, &state.run_env, None);
     if let Some(record) = ctx.lookup(&key)? {
         ctx.apply_cached(state, &record, history)?;
         return Ok(true);
+    }
+    let mut guards = run_mounts::MountGuards::default();
+    let mut run_mounts = Vec::new();
+    let mut secret_env = Vec::new();
+    for mount in planned {
+        let (mount, variable) = run_mounts::make(ctx, mount, &mut guards)?;
+        run_mounts.extend(mount);
+        secret_env.extend(variable);
     }
     if let Some((name, content)) = script {
         let dir = ctx.temp_dir("script-")?;
@@ -200,7 +200,6 @@ pub(super) fn run_step(
     let outcome = outcome?;
     log::debug!("{created_by}: ran in {:?}", running.elapsed());
     drop(guards);
-    drop(secret_files);
     if kiln_runtime::interrupted() {
         cancel();
         return Err(BuildError::Cancelled);
@@ -217,218 +216,4 @@ pub(super) fn run_step(
     }
     ctx.commit_upper(state, &upper, &key, &created_by, history)?;
     Ok(false)
-}
-
-/// What a `RUN --mount` adds to the step.
-struct PreparedMount {
-    /// The runtime mount; none for a secret that is only a variable, or
-    /// optional and missing.
-    mount: Option<Mount>,
-    /// The text it adds to the cache key (for a secret: the id, target and
-    /// variable name, never the value).
-    key: String,
-    /// A secret's `env=`: the variable and its value.
-    env: Option<(String, String)>,
-}
-
-impl PreparedMount {
-    fn mount(mount: Mount, key: String) -> Self {
-        Self {
-            mount: Some(mount),
-            key,
-            env: None,
-        }
-    }
-}
-
-/// Turns a `RUN --mount` into what it adds to the container and the key.
-fn prepare_mount(
-    ctx: &StepContext<'_, '_>,
-    mount: &PlannedMount,
-    workdir: &str,
-    guards: &mut Vec<Overlay>,
-    secret_files: &mut SecretFiles,
-) -> Result<PreparedMount, BuildError> {
-    let m = &mount.mount;
-    let target = match m.kind {
-        // A secret's default target is not under the workdir.
-        MountType::Secret => return prepare_secret(ctx, m, workdir, secret_files),
-        MountType::Ssh => {
-            return Err(BuildError::UnsupportedMount(
-                "RUN --mount=type=ssh is not supported by kiln yet".to_owned(),
-            ));
-        }
-        MountType::Bind | MountType::Cache | MountType::Tmpfs => m
-            .resolve_target(workdir)
-            .map_err(|e| BuildError::UnsupportedMount(e.to_string()))?,
-    };
-    match m.kind {
-        MountType::Tmpfs => Ok(PreparedMount::mount(
-            Mount::Tmpfs {
-                target: target.clone(),
-                size: m.size_limit,
-            },
-            format!("tmpfs={target}"),
-        )),
-        MountType::Cache => {
-            let id = m.cache_id.clone().unwrap_or_else(|| target.clone());
-            let name = kiln_store::digest::digest_bytes(id.as_bytes());
-            let source = ctx
-                .shared
-                .store
-                .root()
-                .join("cache-mounts")
-                .join(name.encoded());
-            if !source.exists() {
-                fs::create_dir_all(&source).map_err(|e| BuildError::io(&source, e))?;
-                let mode = m.mode.unwrap_or(0o755);
-                fs::set_permissions(&source, fs::Permissions::from_mode(mode))
-                    .map_err(|e| BuildError::io(&source, e))?;
-                let uid = m.uid.and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
-                let gid = m.gid.and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
-                std::os::unix::fs::chown(&source, Some(uid), Some(gid))
-                    .map_err(|e| BuildError::io(&source, e))?;
-            }
-            // A cache mount's content never enters the key.
-            Ok(PreparedMount::mount(
-                Mount::Cache {
-                    source,
-                    target: target.clone(),
-                },
-                format!("cache={target}"),
-            ))
-        }
-        MountType::Bind => {
-            let from = source_state(ctx, mount.source.as_ref())?;
-            let rel = m.source.clone().unwrap_or_default();
-            let (root, key_part): (PathBuf, String) = match from {
-                None => {
-                    // The build context: its content digest goes into the key.
-                    let context = &ctx.shared.options.context;
-                    let pattern = if rel.is_empty() { ".".to_owned() } else { rel };
-                    let sources =
-                        context.resolve_sources(std::slice::from_ref(&pattern), &[], false)?;
-                    let digest = {
-                        let mut cache = ctx
-                            .shared
-                            .stat_cache
-                            .lock()
-                            .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
-                        context.digest_sources(&sources, &mut cache)?
-                    };
-                    let path = sources.first().map_or_else(
-                        || context.root().to_owned(),
-                        |s| context.root().join(&s.path),
-                    );
-                    (path, format!("bind={target}\0context\0{digest}"))
-                }
-                Some(state) => {
-                    let overlay = mount_readonly(ctx, &state)?;
-                    let root = overlay.path().to_owned();
-                    guards.push(overlay);
-                    let inside = crate::rootfs::resolve_in_root(&root, &rel)?;
-                    (inside, format!("bind={target}\0{}\0{rel}", state.key))
-                }
-            };
-            Ok(PreparedMount::mount(
-                Mount::Bind {
-                    source: root,
-                    target,
-                    read_only: true,
-                },
-                key_part,
-            ))
-        }
-        MountType::Secret | MountType::Ssh => Err(BuildError::Internal(format!(
-            "{:?} mount handled above",
-            m.kind
-        ))),
-    }
-}
-
-/// Secret files written for one RUN, removed as soon as it ends (they
-/// live in the store's staging directory while the step runs).
-#[derive(Default)]
-struct SecretFiles(Vec<PathBuf>);
-
-impl Drop for SecretFiles {
-    fn drop(&mut self) {
-        for dir in &self.0 {
-            let _ = fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// A secret mount as BuildKit's dockerfile2llb makes it: the id is
-/// `source=`, else `id=`, else the target's base name; the file goes to
-/// the target, by default `/run/secrets/<id>` (none when only `env=` is
-/// given), read-only, mode 0400 and owned by 0:0 unless `mode`, `uid` or
-/// `gid` say otherwise. A missing secret fails the step only if
-/// `required`; otherwise the step runs without it.
-fn prepare_secret(
-    ctx: &StepContext<'_, '_>,
-    m: &kiln_parser::mount::Mount,
-    workdir: &str,
-    files: &mut SecretFiles,
-) -> Result<PreparedMount, BuildError> {
-    let base = |p: &str| {
-        p.rsplit('/')
-            .find(|c| !c.is_empty())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let id = m
-        .source
-        .clone()
-        .or_else(|| m.cache_id.clone())
-        .or_else(|| m.target.as_deref().map(base))
-        .unwrap_or_default();
-    let target = match (&m.target, &m.env) {
-        (Some(_), _) => Some(
-            m.resolve_target(workdir)
-                .map_err(|e| BuildError::UnsupportedMount(e.to_string()))?,
-        ),
-        (None, Some(_)) => None,
-        (None, None) => Some(format!("/run/secrets/{}", base(&id))),
-    };
-    let key = format!(
-        "secret={id}\0{}\0{}",
-        target.as_deref().unwrap_or(""),
-        m.env.as_deref().unwrap_or("")
-    );
-    let Some(value) = ctx.shared.options.secrets.get(&id) else {
-        if m.required {
-            return Err(BuildError::SecretNotFound { id });
-        }
-        return Ok(PreparedMount {
-            mount: None,
-            key,
-            env: None,
-        });
-    };
-    let env = m
-        .env
-        .as_ref()
-        .map(|name| (name.clone(), String::from_utf8_lossy(value).into_owned()));
-    let mount = match target {
-        Some(target) => {
-            let dir = ctx.temp_dir("secret-")?;
-            files.0.push(dir.clone());
-            let path = dir.join("secret");
-            fs::write(&path, value).map_err(|e| BuildError::io(&path, e))?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(m.mode.unwrap_or(0o400)))
-                .map_err(|e| BuildError::io(&path, e))?;
-            let uid = m.uid.and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
-            let gid = m.gid.and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                .map_err(|e| BuildError::io(&path, e))?;
-            Some(Mount::Bind {
-                source: path,
-                target,
-                read_only: true,
-            })
-        }
-        None => None,
-    };
-    Ok(PreparedMount { mount, key, env })
 }

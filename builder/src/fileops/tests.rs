@@ -7,6 +7,7 @@ use std::path::Path;
 use kiln_parser::values::parse_chmod;
 
 use super::*;
+use kiln_rootfs::Root;
 
 struct Env {
     _tmp: tempfile::TempDir,
@@ -76,7 +77,14 @@ fn copy_ex(
     let patterns: Vec<String> = patterns.iter().map(|s| (*s).to_owned()).collect();
     let excludes: Vec<String> = excludes.iter().map(|s| (*s).to_owned()).collect();
     let sources = ctx.resolve_sources(&patterns, &excludes, parents).unwrap();
-    copy_sources(&ctx, &sources, &e.root, dest, dest_is_dir, opts)
+    copy_sources(
+        &ctx,
+        &sources,
+        &Root::open(&e.root).unwrap(),
+        dest,
+        dest_is_dir,
+        opts,
+    )
 }
 
 #[test]
@@ -333,34 +341,40 @@ fn resolve_chown_names_ids_and_errors() {
         0o644,
     );
     assert_eq!(
-        resolve_chown(&e.root, "app").unwrap(),
+        resolve_chown(&Root::open(&e.root).unwrap(), "app").unwrap(),
         Owner {
             uid: 1000,
             gid: 1001
         }
     );
     assert_eq!(
-        resolve_chown(&e.root, "app:staff").unwrap(),
+        resolve_chown(&Root::open(&e.root).unwrap(), "app:staff").unwrap(),
         Owner { uid: 1000, gid: 50 }
     );
     assert_eq!(
-        resolve_chown(&e.root, "42").unwrap(),
+        resolve_chown(&Root::open(&e.root).unwrap(), "42").unwrap(),
         Owner { uid: 42, gid: 42 }
     );
     assert_eq!(
-        resolve_chown(&e.root, "42:7").unwrap(),
+        resolve_chown(&Root::open(&e.root).unwrap(), "42:7").unwrap(),
         Owner { uid: 42, gid: 7 }
     );
+    // Names the files do not list are 0, as in BuildKit's file operations.
     assert_eq!(
-        resolve_chown(&e.root, "nobody").unwrap_err().to_string(),
-        "unable to find user \"nobody\" in /etc/passwd of the image"
+        resolve_chown(&Root::open(&e.root).unwrap(), "nobody").unwrap(),
+        Owner { uid: 0, gid: 0 }
     );
     assert_eq!(
-        resolve_chown(&e.root, "app:wheel").unwrap_err().to_string(),
-        "unable to find group \"wheel\" in /etc/group of the image"
+        resolve_chown(&Root::open(&e.root).unwrap(), "app:wheel").unwrap(),
+        Owner {
+            uid: 1000,
+            gid: 1001
+        }
     );
     assert_eq!(
-        resolve_chown(&e.root, "a:").unwrap_err().to_string(),
+        resolve_chown(&Root::open(&e.root).unwrap(), "a:")
+            .unwrap_err()
+            .to_string(),
         "invalid --chown value \"a:\""
     );
 }
@@ -375,14 +389,19 @@ fn resolve_chown_reads_passwd_inside_root() {
         0o644,
     );
     symlink(host.path(), e.root.join("etc")).unwrap();
-    assert!(resolve_chown(&e.root, "evil").is_err());
+    // The host's passwd (through the absolute link) is not read: "evil" is
+    // unknown inside the root.
+    assert_eq!(
+        resolve_chown(&Root::open(&e.root).unwrap(), "evil").unwrap(),
+        Owner { uid: 0, gid: 0 }
+    );
 }
 
 #[test]
 fn inline_files() {
     let e = env();
     write_inline(
-        &e.root,
+        &Root::open(&e.root).unwrap(),
         &[("one".to_owned(), "1\n".to_owned())],
         "/etc/conf",
         &CopyOptions::default(),
@@ -395,7 +414,7 @@ fn inline_files() {
         ..CopyOptions::default()
     };
     write_inline(
-        &e.root,
+        &Root::open(&e.root).unwrap(),
         &[
             ("a.sh".to_owned(), "a".to_owned()),
             ("b.sh".to_owned(), "b".to_owned()),
@@ -604,7 +623,7 @@ fn download_checks_digest_and_status() {
     let e = env();
     fs::create_dir(e.root.join("srv")).unwrap();
     copy_file_to(
-        &e.root,
+        &Root::open(&e.root).unwrap(),
         &path,
         &name,
         "/srv",
@@ -616,7 +635,7 @@ fn download_checks_digest_and_status() {
     assert_eq!(fs::read(&out).unwrap(), body);
     assert_eq!(mode(&out), 0o600);
     copy_file_to(
-        &e.root,
+        &Root::open(&e.root).unwrap(),
         &path,
         &name,
         "/srv/renamed",

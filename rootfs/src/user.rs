@@ -1,9 +1,21 @@
-//! USER resolution against the image's `/etc/passwd` and `/etc/group`, as
-//! runc and Docker do it (`moby/sys/user.GetExecUser`): names and numeric
-//! ids, `user:group`, supplementary groups from group membership, and
-//! numeric ids that no file lists.
+//! Users and groups of a root file system, looked up in its `/etc/passwd`
+//! and `/etc/group`. Two consumers with different rules, one parser:
+//!
+//! - [`resolve_user`]: the user a process runs as (RUN, `kiln run`), as
+//!   runc and Docker do it (`moby/sys/user.GetExecUser`): names and numeric
+//!   ids, `user:group`, supplementary groups from group membership,
+//!   numeric ids that no file lists; an unknown name is an error.
+//! - [`file_owner`]: the owner of files a build step writes (`COPY
+//!   --chown`, `ADD --chown`, WORKDIR's directories under USER), as
+//!   BuildKit's file operations do it (`solver/llbsolver/file/user_linux.go`
+//!   `readUser`): a name the files do not list (or no file at all) is uid
+//!   or gid 0, not an error.
+
+use std::io;
 
 use thiserror::Error;
+
+use crate::Root;
 
 /// The ids and home directory a process runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +157,68 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUse
     Ok(resolved)
 }
 
+/// Largest `/etc/passwd` or `/etc/group` read from an image.
+const MAX_ACCOUNT_FILE: u64 = 16 << 20;
+
+/// The contents of the root's `/etc/passwd` and `/etc/group` (each empty
+/// when missing), resolved inside the root.
+pub fn account_files(root: &Root) -> io::Result<(String, String)> {
+    let read = |path: &str| -> io::Result<String> {
+        let bytes = root.read(path, MAX_ACCOUNT_FILE)?.unwrap_or_default();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    Ok((read("/etc/passwd")?, read("/etc/group")?))
+}
+
+/// An owner value that is not `user` or `user:group`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid user and group {0:?}: expected USER or USER:GROUP")]
+pub struct InvalidOwner(pub String);
+
+/// The uid and gid BuildKit's file operations give `spec` (`user`,
+/// `user:group`, names or numbers): a numeric user without a group gets
+/// the group of the same number, a named one its primary group; a name
+/// that `passwd`/`group` do not list counts as 0 (the uid and gid for an
+/// unknown user, the gid for an unknown group keeps the user's).
+pub fn file_owner(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), InvalidOwner> {
+    let (user_arg, group_arg) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user_arg.is_empty() || group_arg.is_some_and(str::is_empty) {
+        return Err(InvalidOwner(spec.to_owned()));
+    }
+    let (uid, mut gid) = match go_atoi(user_arg) {
+        Some(id) => (id, id),
+        None => passwd_entries(passwd)
+            .find(|e| e.name == user_arg)
+            .map_or((0, 0), |e| (e.uid, e.gid)),
+    };
+    if let Some(group_arg) = group_arg {
+        match go_atoi(group_arg) {
+            Some(id) => gid = id,
+            None => {
+                if let Some(g) = group_entries(group).find(|g| g.name == group_arg) {
+                    gid = g.gid;
+                }
+            }
+        }
+    }
+    Ok((uid, gid))
+}
+
+/// A decimal id as BuildKit's `strconv.Atoi` then `uint32` conversion
+/// reads it (an optional sign; values wrap modulo 2^32).
+fn go_atoi(text: &str) -> Option<u32> {
+    let value: i64 = text.parse().ok()?;
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "Go's uint32(int) conversion wraps"
+    )]
+    Some(value as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +259,32 @@ mod tests {
         // No passwd file at all: root, and numeric ids.
         assert_eq!(resolve_user("", "", "").unwrap(), user(0, 0, &[], "/"));
         assert_eq!(resolve_user("7:8", "", "").unwrap(), user(7, 8, &[], "/"));
+    }
+
+    #[test]
+    fn file_owners_follow_buildkits_file_operations() {
+        let cases: &[(&str, (u32, u32))] = &[
+            ("app", (1000, 1000)),
+            ("app:staff", (1000, 50)),
+            ("app:50", (1000, 50)),
+            ("1000", (1000, 1000)),
+            ("4242", (4242, 4242)),
+            ("4242:app", (4242, 1000)),
+            // Unknown names: 0, as BuildKit's readUser leaves them.
+            ("docker", (0, 0)),
+            ("docker:staff", (0, 50)),
+            ("app:ghosts", (1000, 1000)),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(file_owner(spec, PASSWD, GROUP).unwrap(), *want, "{spec}");
+        }
+        assert_eq!(file_owner("app", "", "").unwrap(), (0, 0));
+        for bad in ["", ":x", "x:"] {
+            assert_eq!(
+                file_owner(bad, PASSWD, GROUP).unwrap_err().to_string(),
+                format!("invalid user and group {bad:?}: expected USER or USER:GROUP")
+            );
+        }
     }
 
     #[test]

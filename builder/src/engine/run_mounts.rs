@@ -1,0 +1,661 @@
+//! `RUN --mount`: what each mount adds to the step's cache key (known
+//! before the cache is asked), and the mount itself (made only when the
+//! step runs).
+//!
+//! Every source path a mount names (`source=` in a stage, an image or the
+//! build context, a cache's `from=`) is resolved inside its own root with
+//! [`kiln_rootfs::Root`] and mounted from the resulting descriptor on a
+//! directory or file of the build's own ([`Mounted::bind`]); the runtime
+//! then binds that kiln-owned path. A symlink in an image that points at
+//! `/etc/shadow` therefore names the stage's `/etc/shadow` (or nothing),
+//! never the host's. The build context is mounted as COPY sees it: only
+//! the files `.dockerignore` keeps, copied once into a snapshot keyed by
+//! their content.
+//!
+//! Options follow BuildKit's dockerfile2llb (`convert_runmount.go`): bind
+//! mounts are read-only unless `rw`, and writes to an `rw` bind are thrown
+//! away (an overlay over the source); cache mounts are persistent
+//! directories per `id` (default: the target) and, with `from=`, per base,
+//! seeded from `from`'s `source=` the first time, with `mode`/`uid`/`gid`
+//! for a cache without a source; `sharing=shared` lets RUNs use one cache
+//! at once, `locked` makes them wait for each other, `private` gives a RUN
+//! that finds the cache in use a cache of its own; `ro` mounts the cache
+//! read-only; tmpfs mounts take `size=`.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_parser::mount::{CacheSharing, MountType};
+use kiln_parser::plan::{PlannedMount, Source as PlanSource};
+use kiln_rootfs::Root;
+use kiln_runtime::Mount;
+use nix::fcntl::OFlag;
+
+use super::config::history_for;
+use super::files::{mount_readonly, source_state};
+use super::{StageState, StepContext, scratch_state};
+use crate::context::{Source, cache_key};
+use crate::error::BuildError;
+use crate::fileops::{self, CopyOptions};
+use crate::mounts::Mounted;
+
+/// A `RUN --mount` between the cache lookup and the run.
+pub(super) struct PlannedRunMount {
+    kind: Kind,
+    /// What the mount adds to the step's cache key (for a secret: the id,
+    /// target and variable name, never the value).
+    pub(super) key: String,
+}
+
+enum Kind {
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
+    Cache(CachePlan),
+    Bind {
+        target: String,
+        source: BindSource,
+        writable: bool,
+    },
+    Secret {
+        target: Option<String>,
+        value: Vec<u8>,
+        env: Option<String>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// An optional secret that was not given.
+    Nothing,
+}
+
+enum BindSource {
+    /// `source=` inside a stage or image (`from=`).
+    Stage {
+        state: Arc<StageState>,
+        path: String,
+        from: String,
+    },
+    /// `source=` inside the build context, as COPY would select it.
+    Context {
+        source: Source,
+        digest: String,
+        pattern: String,
+    },
+}
+
+struct CachePlan {
+    target: String,
+    /// The cache's directory under the store's cache mounts.
+    dir: PathBuf,
+    /// `from=` and `source=`: what a new cache starts with.
+    base: Option<(Arc<StageState>, String, String)>,
+    read_only: bool,
+    sharing: CacheSharing,
+    /// `mode`, `uid`, `gid` for a new cache without a source.
+    permissions: Option<(u32, u32, u32)>,
+}
+
+/// What the made mounts hold until the RUN ends: mounts of the build's
+/// own, temporary files (secrets, writable copies) and cache locks.
+#[derive(Default)]
+pub(super) struct MountGuards {
+    mounted: Vec<Mounted>,
+    temp: Vec<PathBuf>,
+    locks: Vec<File>,
+    locked: HashSet<PathBuf>,
+}
+
+impl Drop for MountGuards {
+    fn drop(&mut self) {
+        // Mounts go first (in reverse order: a bind may sit on an overlay),
+        // then the files under them; locks last.
+        while let Some(mounted) = self.mounted.pop() {
+            drop(mounted);
+        }
+        for path in &self.temp {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+}
+
+fn unsupported(message: String) -> BuildError {
+    BuildError::UnsupportedMount(message)
+}
+
+/// Plans `mount`: checks it, works out its key, reads nothing it does not
+/// need for the key.
+pub(super) fn plan(
+    ctx: &StepContext<'_, '_>,
+    mount: &PlannedMount,
+    workdir: &str,
+) -> Result<PlannedRunMount, BuildError> {
+    let m = &mount.mount;
+    let target = || {
+        m.resolve_target(workdir)
+            .map_err(|e| unsupported(e.to_string()))
+    };
+    match m.kind {
+        MountType::Secret => plan_secret(ctx, m, workdir),
+        MountType::Ssh => Err(unsupported(
+            "RUN --mount=type=ssh is not supported by kiln yet".to_owned(),
+        )),
+        MountType::Tmpfs => {
+            let target = target()?;
+            Ok(PlannedRunMount {
+                key: format!("tmpfs={target}\0{:?}", m.size_limit),
+                kind: Kind::Tmpfs {
+                    target,
+                    size: m.size_limit,
+                },
+            })
+        }
+        MountType::Cache => plan_cache(ctx, mount, target()?),
+        MountType::Bind => {
+            let target = target()?;
+            let rel = m.source.clone().unwrap_or_default();
+            let writable = !m.read_only;
+            let (source, key) = match source_state(ctx, mount.source.as_ref())? {
+                None => {
+                    let context = &ctx.shared.options.context;
+                    let pattern = if rel.is_empty() { ".".to_owned() } else { rel };
+                    let mut sources =
+                        context.resolve_sources(std::slice::from_ref(&pattern), &[], false)?;
+                    if sources.len() != 1 {
+                        return Err(unsupported(format!(
+                            "RUN --mount source {pattern:?} names {} files of the build context; a bind mount takes one",
+                            sources.len()
+                        )));
+                    }
+                    let digest = {
+                        let mut cache = ctx
+                            .shared
+                            .stat_cache
+                            .lock()
+                            .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
+                        context.digest_sources(&sources, &mut cache)?
+                    }
+                    .to_string();
+                    let key = format!("bind={target}\0context\0{pattern}\0{digest}\0rw={writable}");
+                    let source = sources.remove(0);
+                    (
+                        BindSource::Context {
+                            source,
+                            digest,
+                            pattern,
+                        },
+                        key,
+                    )
+                }
+                Some(state) => {
+                    let key = format!("bind={target}\0{}\0{rel}\0rw={writable}", state.key);
+                    (
+                        BindSource::Stage {
+                            state,
+                            path: rel,
+                            from: describe(mount.source.as_ref()),
+                        },
+                        key,
+                    )
+                }
+            };
+            Ok(PlannedRunMount {
+                kind: Kind::Bind {
+                    target,
+                    source,
+                    writable,
+                },
+                key,
+            })
+        }
+    }
+}
+
+/// How a `from=` is named in messages.
+fn describe(source: Option<&PlanSource>) -> String {
+    match source {
+        None => "the build context".to_owned(),
+        Some(PlanSource::Stage { index }) => format!("stage {index}"),
+        Some(PlanSource::Image { reference }) => format!("image {reference}"),
+        Some(PlanSource::Scratch) => "scratch".to_owned(),
+    }
+}
+
+fn plan_cache(
+    ctx: &StepContext<'_, '_>,
+    mount: &PlannedMount,
+    target: String,
+) -> Result<PlannedRunMount, BuildError> {
+    let m = &mount.mount;
+    let id = m.cache_id.clone().unwrap_or_else(|| target.clone());
+    let source = kiln_rootfs::path::absolute(m.source.as_deref().unwrap_or(""));
+    let base = match source_state(ctx, mount.source.as_ref())? {
+        Some(state) => Some((state, source.clone(), describe(mount.source.as_ref()))),
+        None if source != "/" => {
+            // BuildKit's default base is the empty image: a source in it
+            // names nothing.
+            return Err(unsupported(format!(
+                "RUN --mount=type=cache,source={source}: the source needs from= (a cache without from= starts empty)"
+            )));
+        }
+        None => None,
+    };
+    // As dockerfile2llb: mode, uid and gid make the cache an empty
+    // directory with those settings, and apply only without a source.
+    let permissions = (source == "/" && (m.mode.is_some() || m.uid.is_some() || m.gid.is_some()))
+        .then(|| {
+            let id = |v: Option<u64>| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+            (m.mode.unwrap_or(0o755), id(m.uid), id(m.gid))
+        });
+    // A cache is one per id, and with a base one per id and base, as
+    // BuildKit keys `cache-dir:<id>:<base ref>`.
+    let mut name = id.clone();
+    if let Some((state, source, _)) = &base {
+        name = format!("{id}\0{}\0{source}", state.key);
+    }
+    if let Some((mode, uid, gid)) = permissions {
+        name = format!("{name}\0{mode:o}:{uid}:{gid}");
+    }
+    let dir = ctx
+        .shared
+        .store
+        .root()
+        .join("cache-mounts")
+        .join(kiln_store::digest::digest_bytes(name.as_bytes()).encoded());
+    // A cache mount's content never enters the key.
+    let key = format!(
+        "cache={target}\0ro={}\0sharing={}",
+        m.read_only,
+        m.sharing.as_str()
+    );
+    Ok(PlannedRunMount {
+        kind: Kind::Cache(CachePlan {
+            target,
+            dir,
+            base,
+            read_only: m.read_only,
+            sharing: m.sharing,
+            permissions,
+        }),
+        key,
+    })
+}
+
+/// A secret mount as BuildKit's dockerfile2llb makes it: the id is
+/// `source=`, else `id=`, else the target's base name; the file goes to
+/// the target, by default `/run/secrets/<id>` (none when only `env=` is
+/// given), read-only, mode 0400 and owned by 0:0 unless `mode`, `uid` or
+/// `gid` say otherwise. A missing secret fails the step only if
+/// `required`; otherwise the step runs without it.
+fn plan_secret(
+    ctx: &StepContext<'_, '_>,
+    m: &kiln_parser::mount::Mount,
+    workdir: &str,
+) -> Result<PlannedRunMount, BuildError> {
+    let base = |p: &str| {
+        p.rsplit('/')
+            .find(|c| !c.is_empty())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let id = m
+        .source
+        .clone()
+        .or_else(|| m.cache_id.clone())
+        .or_else(|| m.target.as_deref().map(base))
+        .unwrap_or_default();
+    let target = match (&m.target, &m.env) {
+        (Some(_), _) => Some(
+            m.resolve_target(workdir)
+                .map_err(|e| unsupported(e.to_string()))?,
+        ),
+        (None, Some(_)) => None,
+        (None, None) => Some(format!("/run/secrets/{}", base(&id))),
+    };
+    let key = format!(
+        "secret={id}\0{}\0{}",
+        target.as_deref().unwrap_or(""),
+        m.env.as_deref().unwrap_or("")
+    );
+    let Some(value) = ctx.shared.options.secrets.get(&id) else {
+        if m.required {
+            return Err(BuildError::SecretNotFound { id });
+        }
+        return Ok(PlannedRunMount {
+            kind: Kind::Nothing,
+            key,
+        });
+    };
+    let id_of = |v: Option<u64>| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+    Ok(PlannedRunMount {
+        kind: Kind::Secret {
+            target,
+            value: value.clone(),
+            env: m.env.clone(),
+            mode: m.mode.unwrap_or(0o400),
+            uid: id_of(m.uid),
+            gid: id_of(m.gid),
+        },
+        key,
+    })
+}
+
+/// A variable for the RUN's process only (a secret's `env=`).
+pub(super) type Variable = (String, String);
+
+/// Makes the planned mount: the runtime mount (none for a secret that is
+/// only a variable, or missing) and a variable for the process.
+pub(super) fn make(
+    ctx: &StepContext<'_, '_>,
+    planned: PlannedRunMount,
+    guards: &mut MountGuards,
+) -> Result<(Option<Mount>, Option<Variable>), BuildError> {
+    match planned.kind {
+        Kind::Nothing => Ok((None, None)),
+        Kind::Tmpfs { target, size } => Ok((Some(Mount::Tmpfs { target, size }), None)),
+        Kind::Secret {
+            target,
+            value,
+            env,
+            mode,
+            uid,
+            gid,
+        } => {
+            let variable = env.map(|name| (name, String::from_utf8_lossy(&value).into_owned()));
+            let Some(target) = target else {
+                return Ok((None, variable));
+            };
+            let dir = ctx.temp_dir("secret-")?;
+            guards.temp.push(dir.clone());
+            let path = dir.join("secret");
+            fs::write(&path, &value).map_err(|e| BuildError::io(&path, e))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(|e| BuildError::io(&path, e))?;
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .map_err(|e| BuildError::io(&path, e))?;
+            let mount = Mount::Bind {
+                source: path,
+                target,
+                read_only: true,
+            };
+            Ok((Some(mount), variable))
+        }
+        Kind::Bind {
+            target,
+            source,
+            writable,
+        } => {
+            let (root, path, from) = match source {
+                BindSource::Stage { state, path, from } => {
+                    if state.layers.is_empty() {
+                        (ctx.temp_dir("empty-")?, path, from)
+                    } else {
+                        let overlay = mount_readonly(ctx, &state)?;
+                        let root = overlay.path().to_owned();
+                        guards.mounted.push(overlay);
+                        (root, path, from)
+                    }
+                }
+                BindSource::Context {
+                    source,
+                    digest,
+                    pattern,
+                } => {
+                    let (root, path) = context_snapshot(ctx, &source, &digest, &pattern)?;
+                    (root, path, "the build context".to_owned())
+                }
+            };
+            let root = Root::open(&root).map_err(|e| BuildError::io(&root, e))?;
+            let fd = root.open_at(&path, OFlag::O_PATH).map_err(|e| {
+                unsupported(format!(
+                    "RUN --mount=type=bind,source={path}: cannot open it in {from}: {e}"
+                ))
+            })?;
+            let staged = stage_source(ctx, &fd, !writable, guards)?;
+            Ok((
+                Some(Mount::Bind {
+                    source: staged,
+                    target,
+                    read_only: !writable,
+                }),
+                None,
+            ))
+        }
+        Kind::Cache(plan) => make_cache(ctx, plan, guards).map(|m| (Some(m), None)),
+    }
+}
+
+/// Mounts `source` (resolved inside its root) on a file or directory of the
+/// build's own, which the runtime can then bind by its path. Writable:
+/// an overlay with a throwaway upper directory over a directory, or a copy
+/// of a file, so the RUN's writes never reach the source.
+fn stage_source(
+    ctx: &StepContext<'_, '_>,
+    source: &OwnedFd,
+    read_only: bool,
+    guards: &mut MountGuards,
+) -> Result<PathBuf, BuildError> {
+    let shown = kiln_rootfs::fd_path(source.as_fd());
+    let meta = fs::metadata(&shown).map_err(|e| BuildError::io(&shown, e))?;
+    let dir = ctx.temp_dir("bind-")?;
+    guards.temp.push(dir.clone());
+    if meta.is_dir() {
+        let target = dir.join("mnt");
+        fs::create_dir(&target).map_err(|e| BuildError::io(&target, e))?;
+        if read_only {
+            guards.mounted.push(Mounted::bind(source, &target, true)?);
+        } else {
+            let upper = dir.join("upper");
+            let work = dir.join("work");
+            for d in [&upper, &work] {
+                fs::create_dir(d).map_err(|e| BuildError::io(d, e))?;
+            }
+            let empty = ctx.temp_dir("empty-")?;
+            // The descriptor's magic link names the resolved directory
+            // itself, so overlayfs looks nothing up in the image.
+            guards.mounted.push(Mounted::overlay(
+                &[shown],
+                Some((&upper, &work)),
+                &empty,
+                &target,
+            )?);
+        }
+        return Ok(target);
+    }
+    let target = dir.join("file");
+    if read_only {
+        File::create(&target).map_err(|e| BuildError::io(&target, e))?;
+        guards.mounted.push(Mounted::bind(source, &target, true)?);
+    } else {
+        // Reopening an O_PATH descriptor through its magic link reads the
+        // resolved file.
+        let mut input = File::open(&shown).map_err(|e| BuildError::io(&shown, e))?;
+        let mut output = File::create(&target).map_err(|e| BuildError::io(&target, e))?;
+        std::io::copy(&mut input, &mut output).map_err(|e| BuildError::io(&target, e))?;
+        fs::set_permissions(&target, meta.permissions()).map_err(|e| BuildError::io(&target, e))?;
+    }
+    Ok(target)
+}
+
+/// The build context's `source` as COPY selects it (ignored files left
+/// out, owned by 0:0), in a snapshot made once per content digest: the
+/// snapshot's root and the path of the source in it.
+fn context_snapshot(
+    ctx: &StepContext<'_, '_>,
+    source: &Source,
+    digest: &str,
+    pattern: &str,
+) -> Result<(PathBuf, String), BuildError> {
+    let shared = ctx.shared;
+    let path = format!("/{}", source.dest);
+    let description = format!("context for RUN --mount source {pattern}");
+    let key = cache_key("context", &format!("{description}\0{digest}"), &[], None);
+    let mut state = scratch_state(&kiln_parser::values::Platform::host());
+    if let Some(record) = shared.cache.get(&key)? {
+        ctx.apply_cached(
+            &mut state,
+            &record,
+            history_for(description, &shared.created),
+        )?;
+    } else {
+        let upper = ctx.temp_dir("context-")?;
+        let root = Root::open(&upper).map_err(|e| BuildError::io(&upper, e))?;
+        fileops::copy_sources(
+            &shared.options.context,
+            std::slice::from_ref(source),
+            &root,
+            "/",
+            true,
+            &CopyOptions::default(),
+        )?;
+        drop(root);
+        let history = history_for(description.clone(), &shared.created);
+        ctx.commit_upper(&mut state, &upper, &key, &description, history)?;
+    }
+    match state.layers.last() {
+        Some(layer) => Ok((layer.snapshot.clone(), path)),
+        // An empty directory makes no layer.
+        None => Ok((ctx.temp_dir("empty-")?, path)),
+    }
+}
+
+fn make_cache(
+    ctx: &StepContext<'_, '_>,
+    plan: CachePlan,
+    guards: &mut MountGuards,
+) -> Result<Mount, BuildError> {
+    let dir = match plan.sharing {
+        CacheSharing::Shared => {
+            lock(&plan.dir, LockMode::Shared, guards)?;
+            plan.dir.clone()
+        }
+        CacheSharing::Locked => {
+            lock(&plan.dir, LockMode::Exclusive, guards)?;
+            plan.dir.clone()
+        }
+        CacheSharing::Private => {
+            // The first instance no other RUN holds.
+            let mut n = 0usize;
+            loop {
+                let dir = if n == 0 {
+                    plan.dir.clone()
+                } else {
+                    PathBuf::from(format!("{}-{n}", plan.dir.display()))
+                };
+                if lock(&dir, LockMode::TryExclusive, guards)? {
+                    break dir;
+                }
+                n += 1;
+            }
+        }
+    };
+    if !dir.is_dir() {
+        create_cache(ctx, &plan, &dir, guards)?;
+    }
+    Ok(Mount::Bind {
+        source: dir,
+        target: plan.target,
+        read_only: plan.read_only,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LockMode {
+    Shared,
+    Exclusive,
+    TryExclusive,
+}
+
+/// Locks cache directory `dir` (through `dir.lock` beside it) for the RUN;
+/// `false` when `TryExclusive` finds it in use. A directory this RUN has
+/// already locked (the same cache mounted twice) is not locked again.
+fn lock(dir: &Path, mode: LockMode, guards: &mut MountGuards) -> Result<bool, BuildError> {
+    if guards.locked.contains(dir) {
+        return Ok(mode != LockMode::TryExclusive);
+    }
+    let parent = dir.parent().unwrap_or(dir);
+    fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
+    fs::set_permissions(parent, fs::Permissions::from_mode(0o700))
+        .map_err(|e| BuildError::io(parent, e))?;
+    let path = PathBuf::from(format!("{}.lock", dir.display()));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BuildError::io(&path, e))?;
+    let locked = match mode {
+        LockMode::Shared => file.lock_shared().map(|()| true),
+        LockMode::Exclusive => file.lock().map(|()| true),
+        LockMode::TryExclusive => match file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(fs::TryLockError::WouldBlock) => Ok(false),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        },
+    }
+    .map_err(|e| BuildError::io(&path, e))?;
+    if locked {
+        guards.locks.push(file);
+        guards.locked.insert(dir.to_owned());
+    }
+    Ok(locked)
+}
+
+/// Makes a new cache directory: empty (with `mode`/`uid`/`gid`), or a copy
+/// of its base; built aside and renamed into place.
+fn create_cache(
+    ctx: &StepContext<'_, '_>,
+    plan: &CachePlan,
+    dir: &Path,
+    guards: &mut MountGuards,
+) -> Result<(), BuildError> {
+    let staging = ctx.temp_dir("cache-")?;
+    let fresh = staging.join("cache");
+    fs::create_dir(&fresh).map_err(|e| BuildError::io(&fresh, e))?;
+    let (mode, uid, gid) = plan.permissions.unwrap_or((0o755, 0, 0));
+    match (&plan.base, plan.permissions) {
+        (Some((state, source, from)), None) if !state.layers.is_empty() => {
+            let overlay = mount_readonly(ctx, state)?;
+            let context = crate::context::BuildContext::open(overlay.path(), &[])?;
+            let sources = context
+                .resolve_sources(std::slice::from_ref(source), &[], false)
+                .map_err(|e| {
+                    unsupported(format!(
+                        "RUN --mount=type=cache,source={source}: not found in {from}: {e}"
+                    ))
+                })?;
+            let root = Root::open(&fresh).map_err(|e| BuildError::io(&fresh, e))?;
+            fileops::copy_sources(
+                &context,
+                &sources,
+                &root,
+                "/",
+                true,
+                &CopyOptions {
+                    preserve_owner: true,
+                    ..CopyOptions::default()
+                },
+            )?;
+            guards.mounted.push(overlay);
+        }
+        _ => {
+            fs::set_permissions(&fresh, fs::Permissions::from_mode(mode))
+                .map_err(|e| BuildError::io(&fresh, e))?;
+            std::os::unix::fs::chown(&fresh, Some(uid), Some(gid))
+                .map_err(|e| BuildError::io(&fresh, e))?;
+        }
+    }
+    match fs::rename(&fresh, dir) {
+        Ok(()) => {}
+        // Another RUN made it first.
+        Err(_) if dir.is_dir() => {}
+        Err(e) => return Err(BuildError::io(dir, e)),
+    }
+    let _ = fs::remove_dir_all(&staging);
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! `RUN --mount` end to end, as root: every option BuildKit implements is
+//! implemented the same way (or refused with a message), and every source
+//! is resolved inside its own root, never on the host.
+#![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
+
+mod common;
+
+use std::fs;
+
+use common::build::{build_fails, build_ok, busybox, context, sh};
+
+/// A host file outside every root, with a content no image has.
+fn canary(kiln: &common::Kiln) -> std::path::PathBuf {
+    let dir = kiln.path("canary");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secret");
+    fs::write(&file, "HOST SECRET\n").unwrap();
+    file
+}
+
+#[test]
+fn bind_sources_resolve_inside_their_stage_not_on_the_host() {
+    let kiln = busybox();
+    let secret = canary(&kiln);
+    let secret = secret.to_str().unwrap();
+    let dir = secret.rsplit_once('/').unwrap().0;
+    // The stage's links point at the host's canary, by absolute path, by a
+    // relative path climbing out, and through a linked directory: none of
+    // their targets exists in the stage.
+    let dockerfile = format!(
+        "FROM bb:1 AS st\n\
+         RUN ln -s {secret} /abs && ln -s ../../../../../../../../..{secret} /rel && ln -s {dir} /dir\n\
+         FROM bb:1\n\
+         RUN --mount=type=bind,from=st,source=/abs,target=/m cat /m\n"
+    );
+    let ctx = context(&kiln, "abs", &dockerfile, &[]);
+    let err = build_fails(&kiln, &ctx, &[]);
+    assert!(
+        err.contains("RUN --mount=type=bind,source=/abs: cannot open it in stage 0:")
+            && err.contains("No such file or directory"),
+        "{err}"
+    );
+    assert!(!err.contains("HOST SECRET"), "{err}");
+    for source in ["/rel", "/dir/secret"] {
+        let dockerfile = dockerfile.replace("source=/abs", &format!("source={source}"));
+        let ctx = context(&kiln, "other", &dockerfile, &[]);
+        let err = build_fails(&kiln, &ctx, &[]);
+        assert!(err.contains("cannot open it in stage 0"), "{source}: {err}");
+        assert!(!err.contains("HOST SECRET"), "{source}: {err}");
+    }
+    // The same links name the stage's own files once they exist there,
+    // and a writable bind cannot write through them to the host.
+    let dockerfile = format!(
+        "FROM bb:1 AS st\n\
+         RUN mkdir -p {dir} && echo stage > {secret} && ln -s {secret} /abs && ln -s {dir} /dir\n\
+         FROM bb:1\n\
+         RUN --mount=type=bind,from=st,source=/abs,target=/m cat /m > /seen\n\
+         RUN --mount=type=bind,from=st,source=/dir,target=/m,rw sh -c 'echo pwned > /m/secret; rm -f /m/secret; echo new > /m/new'\n"
+    );
+    let ctx = context(&kiln, "inside", &dockerfile, &[]);
+    build_ok(&kiln, &ctx, "inside:1", &[]);
+    assert_eq!(sh(&kiln, "inside:1", "cat /seen"), "stage\n");
+    assert_eq!(fs::read_to_string(secret).unwrap(), "HOST SECRET\n");
+    assert_eq!(fs::read_dir(dir).unwrap().count(), 1);
+}
+
+#[test]
+fn writable_binds_throw_their_writes_away() {
+    let kiln = busybox();
+    let ctx = context(
+        &kiln,
+        "rw",
+        "FROM bb:1 AS st\n\
+         RUN mkdir /data && echo one > /data/f && echo file > /single\n\
+         FROM bb:1\n\
+         RUN --mount=type=bind,from=st,source=/data,target=/m,rw sh -c 'echo two > /m/f && echo added > /m/g && cat /m/f' > /out1\n\
+         RUN --mount=type=bind,from=st,source=/single,target=/s,rw sh -c 'echo changed > /s && cat /s' > /out2\n\
+         RUN --mount=type=bind,from=st,source=/data,target=/m sh -c 'cat /m/f; test ! -e /m/g && echo no-g' > /out3\n\
+         RUN --mount=type=bind,from=st,source=/data,target=/m sh -c 'touch /m/x 2>&1 || true' > /out4\n\
+         RUN --mount=type=bind,from=st,source=/single,target=/s cat /s > /out5\n",
+        &[],
+    );
+    build_ok(&kiln, &ctx, "rw:1", &[]);
+    assert_eq!(
+        sh(&kiln, "rw:1", "cat /out1 /out2 /out3 /out5"),
+        "two\nchanged\none\nno-g\nfile\n"
+    );
+    assert!(
+        sh(&kiln, "rw:1", "cat /out4").contains("Read-only file system"),
+        "a bind without rw is read-only"
+    );
+    // Nothing written under the targets entered a layer.
+    assert_eq!(sh(&kiln, "rw:1", "ls -a /m /s 2>&1 | wc -l").trim(), "2");
+}
+
+#[test]
+fn the_context_bind_shows_exactly_what_copy_sees() {
+    let kiln = busybox();
+    let ctx = context(
+        &kiln,
+        "ctx",
+        "FROM bb:1\n\
+         RUN --mount=type=bind,target=/ctx sh -c 'cd /ctx && find . | sort' > /listing\n\
+         RUN --mount=type=bind,source=kept.txt,target=/k cat /k > /kept\n\
+         RUN --mount=type=bind,source=sub,target=/s stat -c '%u:%g %n' /s/inner > /owner\n\
+         RUN --mount=type=bind,target=/ctx,rw sh -c 'echo x > /ctx/new && rm /ctx/kept.txt && ls /ctx'\n",
+        &[
+            (".dockerignore", "secret.txt\n*.log\n"),
+            ("secret.txt", "ignored secret\n"),
+            ("debug.log", "ignored log\n"),
+            ("kept.txt", "kept\n"),
+            ("sub/inner", "inner\n"),
+        ],
+    );
+    build_ok(&kiln, &ctx, "ctx:1", &[]);
+    assert_eq!(
+        sh(&kiln, "ctx:1", "cat /listing"),
+        ".\n./.dockerignore\n./Dockerfile\n./kept.txt\n./sub\n./sub/inner\n"
+    );
+    assert_eq!(
+        sh(&kiln, "ctx:1", "cat /kept /owner"),
+        "kept\n0:0 /s/inner\n"
+    );
+    // The rw RUN changed nothing in the context on the host.
+    assert!(!ctx.join("new").exists());
+    assert_eq!(fs::read_to_string(ctx.join("kept.txt")).unwrap(), "kept\n");
+    // An ignored file cannot be mounted by name.
+    let bad = context(
+        &kiln,
+        "bad",
+        "FROM bb:1\nRUN --mount=type=bind,source=secret.txt,target=/s cat /s\n",
+        &[
+            (".dockerignore", "secret.txt\n"),
+            ("secret.txt", "ignored\n"),
+        ],
+    );
+    let err = build_fails(&kiln, &bad, &[]);
+    assert!(err.contains("secret.txt"), "{err}");
+    assert!(!err.contains("ignored\n"), "{err}");
+
+    // The key follows the mounted files only: an ignored file's change
+    // keeps the step cached, a mounted file's change reruns it.
+    fs::write(ctx.join("secret.txt"), "changed secret\n").unwrap();
+    let out = build_ok(&kiln, &ctx, "ctx:2", &[]);
+    assert!(out.contains(": 0 steps run, 4 cached"), "{out}");
+    fs::write(ctx.join("kept.txt"), "kept v2\n").unwrap();
+    let out = build_ok(&kiln, &ctx, "ctx:3", &[]);
+    assert_eq!(sh(&kiln, "ctx:3", "cat /kept"), "kept v2\n");
+    assert!(out.contains(": 4 steps run, 0 cached"), "{out}");
+    // A mount of one directory is keyed by that directory alone.
+    let narrow = context(
+        &kiln,
+        "narrow",
+        "FROM bb:1\nRUN --mount=type=bind,source=sub,target=/s cat /s/inner > /inner\n",
+        &[("sub/inner", "inner\n"), ("other", "1\n")],
+    );
+    build_ok(&kiln, &narrow, "narrow:1", &[]);
+    fs::write(narrow.join("other"), "2\n").unwrap();
+    let out = build_ok(&kiln, &narrow, "narrow:2", &[]);
+    assert!(out.contains(": 0 steps run, 1 cached"), "{out}");
+    fs::write(narrow.join("sub/inner"), "inner v2\n").unwrap();
+    let out = build_ok(&kiln, &narrow, "narrow:3", &[]);
+    assert!(out.contains(": 1 step run, 0 cached"), "{out}");
+    assert_eq!(sh(&kiln, "narrow:3", "cat /inner"), "inner v2\n");
+}
+
+#[test]
+fn cache_mounts_persist_and_honour_every_option() {
+    let kiln = busybox();
+    let ctx = context(
+        &kiln,
+        "cache",
+        "FROM bb:1 AS seed\n\
+         RUN mkdir /seed && echo seeded > /seed/f\n\
+         FROM bb:1\n\
+         ARG N=1\n\
+         RUN --mount=type=cache,target=/c,id=counter sh -c 'echo $N >> /c/log; cat /c/log' > /log\n\
+         RUN --mount=type=cache,target=/p,mode=0700,uid=1000,gid=50 stat -c '%a %u %g' /p > /perm\n\
+         RUN --mount=type=cache,target=/f,from=seed,source=/seed cat /f/f > /from\n\
+         RUN --mount=type=cache,target=/c,id=counter,ro sh -c 'cat /c/log; touch /c/x 2>&1 || true' > /ro\n\
+         RUN --mount=type=tmpfs,target=/t,size=1m grep ' /t ' /proc/mounts > /tmpfs\n",
+        &[],
+    );
+    build_ok(&kiln, &ctx, "cache:1", &[]);
+    build_ok(&kiln, &ctx, "cache:2", &["--build-arg", "N=2"]);
+    assert_eq!(sh(&kiln, "cache:2", "cat /log"), "1\n2\n");
+    assert_eq!(
+        sh(&kiln, "cache:2", "cat /perm /from"),
+        "700 1000 50\nseeded\n"
+    );
+    let ro = sh(&kiln, "cache:2", "cat /ro");
+    assert!(
+        ro.starts_with("1\n2\n") && ro.contains("Read-only file system"),
+        "{ro}"
+    );
+    let tmpfs = sh(&kiln, "cache:2", "cat /tmpfs");
+    assert!(
+        tmpfs.contains("tmpfs") && tmpfs.contains("size=1024k"),
+        "{tmpfs}"
+    );
+    // The cache directories belong to the store.
+    let mode = fs::metadata(kiln.root().join("cache-mounts")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o700
+    );
+}
+
+/// Two stages that run at once and both use cache `c` with `sharing`; a
+/// shared cache `sync` lets them meet.
+fn sharing_dockerfile(sharing: &str, a: &str, b: &str) -> String {
+    format!(
+        "FROM bb:1 AS a\n\
+         RUN --mount=type=cache,target=/sync,id=sync --mount=type=cache,target=/c,id=c,sharing={sharing} sh -c '{a}' > /out\n\
+         FROM bb:1 AS b\n\
+         RUN --mount=type=cache,target=/sync,id=sync --mount=type=cache,target=/c,id=c,sharing={sharing} sh -c '{b}' > /out\n\
+         FROM bb:1\n\
+         COPY --from=a /out /a\n\
+         COPY --from=b /out /b\n"
+    )
+}
+
+#[test]
+fn cache_sharing_locked_waits_and_private_separates() {
+    let kiln = busybox();
+    // locked: each RUN holds the cache for a while; one that got in while
+    // the other was inside would find its mark (both stages start at once,
+    // so without the lock they overlap).
+    let step = |me: &str| {
+        format!("test ! -e /c/inside && touch /c/inside && sleep 1 && rm /c/inside && echo {me}-ok")
+    };
+    let ctx = context(
+        &kiln,
+        "locked",
+        &sharing_dockerfile("locked", &step("a"), &step("b")),
+        &[],
+    );
+    build_ok(&kiln, &ctx, "locked:1", &[]);
+    assert_eq!(sh(&kiln, "locked:1", "cat /a /b"), "a-ok\nb-ok\n");
+
+    // private: both RUNs hold the cache at the same moment (each waits for
+    // the other's mark in the shared cache), so they get different ones.
+    let step = |me: &str, other: &str| {
+        format!(
+            "touch /c/{me} /sync/p-{me}; while [ ! -e /sync/p-{other} ]; do sleep 0.05; done; ls /c"
+        )
+    };
+    let ctx = context(
+        &kiln,
+        "private",
+        &sharing_dockerfile("private", &step("a", "b"), &step("b", "a")),
+        &[],
+    );
+    build_ok(&kiln, &ctx, "private:1", &[]);
+    assert_eq!(sh(&kiln, "private:1", "cat /a /b"), "a\nb\n");
+}
+
+#[test]
+fn file_operations_fall_back_to_root_for_unknown_users() {
+    let kiln = busybox();
+    let ctx = context(
+        &kiln,
+        "users",
+        "FROM bb:1\n\
+         USER docker\n\
+         WORKDIR /test\n\
+         USER root\n\
+         COPY --chown=ghost:staff f /f\n\
+         COPY --chown=app:ghosts f /g\n\
+         RUN stat -c '%u:%g %n' /test /f /g > /owners\n",
+        &[("f", "f\n")],
+    );
+    build_ok(&kiln, &ctx, "users:1", &[]);
+    assert_eq!(
+        sh(&kiln, "users:1", "cat /owners"),
+        "0:0 /test\n0:50 /f\n1000:1000 /g\n"
+    );
+}
+
+#[test]
+fn add_of_a_git_repository_is_refused() {
+    let kiln = busybox();
+    for source in [
+        "https://example.com/org/repo.git",
+        "https://example.com/org/repo.git#v1.0",
+        "git@example.com:org/repo.git",
+        "git://example.com/org/repo",
+        "ssh://git@example.com/org/repo.git",
+    ] {
+        let ctx = context(
+            &kiln,
+            "git",
+            &format!("FROM bb:1\nADD {source} /src\n"),
+            &[],
+        );
+        let err = build_fails(&kiln, &ctx, &[]);
+        assert!(
+            err.contains(&format!(
+                "ADD {source}: adding a git repository is not supported by kiln yet"
+            )),
+            "{source}: {err}"
+        );
+    }
+}
