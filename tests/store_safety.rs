@@ -9,34 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Kiln;
+use common::{Kiln, tar_end as end, tar_entry as raw_entry};
 use kiln_store::digest::digest_bytes;
 use serde_json::json;
-
-/// A raw tar entry: name, type flag, link target, content.
-fn raw_entry(out: &mut Vec<u8>, name: &str, kind: u8, link: &str, content: &[u8]) {
-    let mut header = [0u8; 512];
-    header[..name.len()].copy_from_slice(name.as_bytes());
-    header[100..107].copy_from_slice(b"0000644");
-    header[108..115].copy_from_slice(b"0000000");
-    header[116..123].copy_from_slice(b"0000000");
-    header[124..135].copy_from_slice(format!("{:011o}", content.len()).as_bytes());
-    header[136..147].copy_from_slice(b"00000000000");
-    header[156] = kind;
-    header[157..157 + link.len()].copy_from_slice(link.as_bytes());
-    header[257..263].copy_from_slice(b"ustar\0");
-    header[263..265].copy_from_slice(b"00");
-    header[148..156].copy_from_slice(b"        ");
-    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(content);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-}
-
-fn end(out: &mut Vec<u8>) {
-    out.extend_from_slice(&[0u8; 1024]);
-}
 
 /// A victim directory beside the store, and a snapshot of its state.
 fn victim(dir: &Path) -> Vec<(String, u32, String)> {

@@ -90,6 +90,48 @@ impl Kiln {
     }
 }
 
+pub mod build;
+
+/// Appends a raw tar entry (name, type flag, link target, content) to
+/// `out`, header written by hand so that names the `tar` crate refuses
+/// (`../x`, `/abs`) can be made.
+pub fn tar_entry(out: &mut Vec<u8>, name: &str, kind: u8, link: &str, content: &[u8]) {
+    tar_entry_mode(out, name, kind, link, content, 0o644);
+}
+
+/// [`tar_entry`] with a mode.
+pub fn tar_entry_mode(
+    out: &mut Vec<u8>,
+    name: &str,
+    kind: u8,
+    link: &str,
+    content: &[u8],
+    mode: u32,
+) {
+    let mut header = [0u8; 512];
+    header[..name.len()].copy_from_slice(name.as_bytes());
+    header[100..107].copy_from_slice(format!("{mode:07o}").as_bytes());
+    header[108..115].copy_from_slice(b"0000000");
+    header[116..123].copy_from_slice(b"0000000");
+    header[124..135].copy_from_slice(format!("{:011o}", content.len()).as_bytes());
+    header[136..147].copy_from_slice(b"00000000000");
+    header[156] = kind;
+    header[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(content);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+/// Ends a tar archive made with [`tar_entry`].
+pub fn tar_end(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0u8; 1024]);
+}
+
 /// A small root file system whose `/etc/name` holds `name`.
 pub fn sample_rootfs(dir: &Path, name: &str) {
     fs::create_dir_all(dir.join("etc")).unwrap();
@@ -197,4 +239,3 @@ pub fn image_file(root: &Path, image: &str, path: &str) -> Option<String> {
     }
     found
 }
-pub mod build;
