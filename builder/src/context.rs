@@ -11,7 +11,6 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -26,9 +25,6 @@ use kiln_store::digest::Hasher;
 
 use crate::error::BuildError;
 
-/// Linux's limit on symlinks followed in one resolution (`MAXSYMLINKS`).
-const MAX_SYMLINKS: usize = 40;
-
 /// How many entries a not-found error lists.
 const NEARBY_LIMIT: usize = 10;
 
@@ -36,6 +32,8 @@ const NEARBY_LIMIT: usize = 10;
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     root: PathBuf,
+    /// The directory as a root for resolving source paths.
+    dir: Arc<kiln_rootfs::Root>,
     ignore: PatternMatcher,
 }
 
@@ -152,8 +150,10 @@ impl BuildContext {
             });
         }
         let ignore = compile(ignore_patterns)?;
+        let root = kiln_rootfs::Root::open(dir).map_err(|e| BuildError::io(dir, e))?;
         Ok(Self {
             root: dir.to_owned(),
+            dir: Arc::new(root),
             ignore,
         })
     }
@@ -305,59 +305,39 @@ impl BuildContext {
 
     /// Resolves a cleaned path inside the context, following symlinks as if
     /// the context were the root (`follow_last` also follows a symlink in
-    /// the last component). `None` when something on the way is missing or
-    /// ignored.
+    /// the last component), through `kiln_rootfs`'s one resolver with the
+    /// `.dockerignore` as its filter. `None` when something on the way is
+    /// missing or ignored.
     fn resolve_path(
         &self,
         comps: &[String],
         follow_last: bool,
     ) -> Result<Option<(Vec<String>, Metadata)>, BuildError> {
-        let mut pending: VecDeque<String> = comps.iter().cloned().collect();
-        let mut resolved: Vec<String> = Vec::new();
-        let mut links = 0;
-        while let Some(comp) = pending.pop_front() {
-            if comp == ".." {
-                resolved.pop();
-                continue;
+        let path = comps.join("/");
+        let mut visible = |rel: &str, is_dir: bool| {
+            self.visible(rel, is_dir)
+                .map_err(|e| io::Error::other(e.to_string()))
+        };
+        let found = match self.dir.resolve_filtered(&path, follow_last, &mut visible) {
+            Ok(found) => found,
+            Err(kiln_rootfs::PathError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::ELOOP) =>
+            {
+                return Err(BuildError::SymlinkLoop { path });
             }
-            if comp.is_empty() || comp == "." {
-                continue;
-            }
-            resolved.push(comp);
-            let rel = resolved.join("/");
-            let abs = self.root.join(&rel);
-            let meta = match fs::symlink_metadata(&abs) {
-                Ok(meta) => meta,
-                Err(e) if is_absent(&e) => return Ok(None),
-                Err(e) => return Err(BuildError::io(abs, e)),
-            };
-            if !self.visible(&rel, meta.is_dir())? {
-                return Ok(None);
-            }
-            if meta.file_type().is_symlink() && (follow_last || !pending.is_empty()) {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(BuildError::SymlinkLoop {
-                        path: comps.join("/"),
-                    });
-                }
-                let target = fs::read_link(&abs).map_err(|e| BuildError::io(&abs, e))?;
-                let target = target.to_string_lossy();
-                resolved.pop();
-                if target.starts_with('/') {
-                    resolved.clear();
-                }
-                for c in target.split('/').rev() {
-                    pending.push_front(c.to_owned());
-                }
-            }
-        }
-        let abs = self.root.join(resolved.join("/"));
-        match fs::symlink_metadata(&abs) {
-            Ok(meta) => Ok(Some((resolved, meta))),
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(e) => Err(BuildError::io(abs, e)),
-        }
+            Err(e) => return Err(e.into()),
+        };
+        let Some((resolved, fd)) = found else {
+            return Ok(None);
+        };
+        let meta = fs::File::from(fd)
+            .metadata()
+            .map_err(|e| BuildError::io(self.root.join(&path), e))?;
+        let resolved = resolved
+            .into_iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        Ok(Some((resolved, meta)))
     }
 
     /// Whether a context-relative path survives the `.dockerignore`: not
@@ -792,13 +772,6 @@ fn join_or_dot(comps: &[String]) -> String {
     } else {
         comps.join("/")
     }
-}
-
-fn is_absent(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
 }
 
 /// How many bytes [`KeyHasher`] gathers before it hashes them.
@@ -1243,7 +1216,16 @@ fn hash_file(path: &Path) -> Result<(u128, [u8; 32]), BuildError> {
     let hashed_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let mut file = fs::File::open(path).map_err(|e| BuildError::io(path, e))?;
+    // The walk lstat'ed a regular file here: a symlink swapped in since is
+    // not followed.
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    }
+    .map_err(|e| BuildError::io(path, e))?;
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {

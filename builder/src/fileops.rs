@@ -750,7 +750,7 @@ impl<'a> Copier<'a> {
     ) -> Result<(), BuildError> {
         let ft = meta.file_type();
         if ft.is_file() {
-            let mut input = File::open(src).map_err(|e| BuildError::io(src, e))?;
+            let mut input = open_source(src).map_err(|e| BuildError::io(src, e))?;
             let fd = create_file(pfd, base, shown)?;
             let mut out = File::from(fd);
             // std's File-to-File copy uses copy_file_range (reflinks on
@@ -977,6 +977,18 @@ impl<'a> Copier<'a> {
     }
 }
 
+/// Opens a source file for reading. Its path is one the source resolution
+/// made (every symlink on the way already resolved inside its root), so
+/// the last component is not followed: a file swapped for a symlink since
+/// is an error, not a read of whatever the link names.
+fn open_source(src: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+}
+
 /// Sets a directory's mtime to now, as creating an entry in it does (and
 /// so copies it up into an overlay's upper directory).
 fn touch_dir(fd: &OwnedFd, shown: &str) -> Result<(), BuildError> {
@@ -1054,7 +1066,7 @@ impl ArchiveKind {
 /// A decompressed stream of archive `src`. xz has no streaming decoder
 /// here, so it is decompressed into an anonymous temporary file first.
 fn open_archive(src: &Path, kind: ArchiveKind) -> Result<Box<dyn Read>, BuildError> {
-    let file = File::open(src).map_err(|e| BuildError::io(src, e))?;
+    let file = open_source(src).map_err(|e| BuildError::io(src, e))?;
     let io_err = |e| BuildError::io(src, e);
     Ok(match kind {
         ArchiveKind::Plain => Box::new(BufReader::new(file)),
@@ -1101,13 +1113,13 @@ impl Write for Head {
 /// a valid checksum after decompression), as `BuildKit`'s `isArchivePath`
 /// decides.
 fn sniff_archive(src: &Path) -> Result<Option<ArchiveKind>, BuildError> {
-    let mut file = File::open(src).map_err(|e| BuildError::io(src, e))?;
+    let mut file = open_source(src).map_err(|e| BuildError::io(src, e))?;
     let mut head = [0u8; 6];
     let n = read_full(&mut file, &mut head).map_err(|e| BuildError::io(src, e))?;
     let kind = ArchiveKind::detect(head.get(..n).unwrap_or_default());
     let block = if kind == ArchiveKind::Xz {
         let mut out = Head(Vec::new());
-        let file = File::open(src).map_err(|e| BuildError::io(src, e))?;
+        let file = open_source(src).map_err(|e| BuildError::io(src, e))?;
         // Stopped by `Head` after one block, or a decoding error: either
         // way what was decoded is judged below.
         let _ = lzma_rs::xz_decompress(&mut BufReader::new(file), &mut out);

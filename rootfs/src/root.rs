@@ -196,6 +196,60 @@ impl Root {
         if let Ok(fd) = self.open_clean(&start.join(&b'/'), dir_flags, ResolveFlag::empty()) {
             return Ok(fd);
         }
+        let walk = Walk {
+            create: Some((mode, owner)),
+            follow_last: true,
+            visible: None,
+        };
+        let Some((resolved, fd)) = self.walk(&start, walk)? else {
+            return Err(PathError::io("resolving", &display(&[]), Errno::ENOENT));
+        };
+        let shown = display(&resolved);
+        let st = nix::sys::stat::fstat(fd.as_fd())
+            .map_err(|e| PathError::io("inspecting", &shown, e))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+            return Err(PathError::NotADirectory { path: shown });
+        }
+        openat(fd.as_fd(), ".", dir_flags | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| PathError::io("opening directory", &shown, e))
+    }
+
+    /// Resolves `path` inside the root as `RESOLVE_IN_ROOT` would, one
+    /// component at a time, in a filtered view of the root: `visible(path,
+    /// is_dir)` is asked about every entry stepped on (the path so far,
+    /// relative, `/`-separated), and an entry it rejects does not exist,
+    /// so a symlink through it dangles. This is how BuildKit sees a build
+    /// context without its `.dockerignore`d files. A symlink in the last
+    /// component is followed only with `follow_last`.
+    ///
+    /// Returns the resolved path (components) and an `O_PATH` descriptor
+    /// of what is there, or `None` when something on the way is missing or
+    /// hidden.
+    pub fn resolve_filtered(
+        &self,
+        path: impl AsRef<OsStr>,
+        follow_last: bool,
+        visible: &mut Filter<'_>,
+    ) -> Result<Option<(Vec<OsString>, OwnedFd)>, PathError> {
+        let start = components(path.as_ref().as_bytes(), Escape::Clamp).unwrap_or_default();
+        let walk = Walk {
+            create: None,
+            follow_last,
+            visible: Some(visible),
+        };
+        self.walk(&start, walk)
+    }
+
+    /// The one component-by-component resolution behind [`Root::mkdir_all`]
+    /// and [`Root::resolve_filtered`]: every step is an `*at` call on the
+    /// descriptor of the directory reached so far, never following the
+    /// component itself; a symlink's target is pushed back as components
+    /// (an absolute one restarting at the root), `..` pops (clamped).
+    fn walk(
+        &self,
+        start: &[&[u8]],
+        mut walk: Walk<'_>,
+    ) -> Result<Option<(Vec<OsString>, OwnedFd)>, PathError> {
         let mut pending: VecDeque<OsString> = start
             .iter()
             .map(|c| OsStr::from_bytes(c).to_owned())
@@ -203,8 +257,12 @@ impl Root {
         let mut resolved: Vec<OsString> = Vec::new();
         let reopen = |resolved: &[OsString]| {
             let rel: Vec<&[u8]> = resolved.iter().map(|c| c.as_bytes()).collect();
-            self.open_clean(&rel.join(&b'/'), dir_flags, ResolveFlag::empty())
-                .map_err(|e| PathError::io("resolving", &display(resolved), e))
+            self.open_clean(
+                &rel.join(&b'/'),
+                OFlag::O_PATH | OFlag::O_DIRECTORY,
+                ResolveFlag::RESOLVE_NO_SYMLINKS,
+            )
+            .map_err(|e| PathError::io("resolving", &display(resolved), e))
         };
         let mut cur = reopen(&resolved)?;
         let mut links = 0;
@@ -219,70 +277,117 @@ impl Root {
             }
             resolved.push(name.clone());
             let shown = display(&resolved);
-            match fstatat(cur.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => {
-                    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-                    if kind == SFlag::S_IFLNK {
-                        links += 1;
-                        if links > MAX_SYMLINKS {
-                            return Err(PathError::io("resolving", &shown, Errno::ELOOP));
-                        }
-                        let target = readlinkat(cur.as_fd(), name.as_os_str())
-                            .map_err(|e| PathError::io("reading symlink", &shown, e))?;
-                        resolved.pop();
-                        let target = target.as_bytes();
-                        if target.starts_with(b"/") {
-                            resolved.clear();
-                        }
-                        for c in target.split(|&b| b == b'/').rev() {
-                            pending.push_front(OsStr::from_bytes(c).to_owned());
-                        }
-                        cur = reopen(&resolved)?;
-                        continue;
+            let last = pending.iter().all(|c| c.is_empty() || c == ".");
+            let st = match fstatat(cur.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => Some(st),
+                Err(Errno::ENOENT) => None,
+                Err(e) => return Err(PathError::io("inspecting", &shown, e)),
+            };
+            let kind = st.map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT);
+            if let (Some(kind), Some(visible)) = (kind, walk.visible.as_mut()) {
+                let rel = shown.trim_start_matches('/');
+                let shown_visible = visible(rel, kind == SFlag::S_IFDIR)
+                    .map_err(|e| PathError::io("filtering", &shown, e))?;
+                if !shown_visible {
+                    return Ok(None);
+                }
+            }
+            match kind {
+                Some(SFlag::S_IFLNK) if !last || walk.follow_last => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(PathError::io("resolving", &shown, Errno::ELOOP));
                     }
-                    if kind != SFlag::S_IFDIR {
-                        return Err(PathError::NotADirectory { path: shown });
+                    let target = readlinkat(cur.as_fd(), name.as_os_str())
+                        .map_err(|e| PathError::io("reading symlink", &shown, e))?;
+                    resolved.pop();
+                    let target = target.as_bytes();
+                    if target.starts_with(b"/") {
+                        resolved.clear();
                     }
+                    for c in target.split(|&b| b == b'/').rev() {
+                        pending.push_front(OsStr::from_bytes(c).to_owned());
+                    }
+                    cur = reopen(&resolved)?;
+                }
+                Some(SFlag::S_IFDIR) => {
                     cur = openat(
                         cur.as_fd(),
                         name.as_os_str(),
-                        dir_flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                         Mode::empty(),
                     )
                     .map_err(|e| PathError::io("opening directory", &shown, e))?;
                 }
-                Err(Errno::ENOENT) => {
-                    mkdirat(
-                        cur.as_fd(),
-                        name.as_os_str(),
-                        Mode::from_bits_truncate(mode),
-                    )
-                    .map_err(|e| PathError::io("creating directory", &shown, e))?;
+                Some(_) if last => {
                     let fd = openat(
                         cur.as_fd(),
                         name.as_os_str(),
-                        dir_flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                         Mode::empty(),
                     )
-                    .map_err(|e| PathError::io("opening directory", &shown, e))?;
-                    // The umask may have cleared bits of the mode.
-                    fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))
-                        .map_err(|e| PathError::io("changing mode of", &shown, e))?;
-                    if let Some(o) = owner {
-                        fchown(
-                            fd.as_fd(),
-                            Some(Uid::from_raw(o.uid)),
-                            Some(Gid::from_raw(o.gid)),
-                        )
-                        .map_err(|e| PathError::io("changing owner of", &shown, e))?;
-                    }
-                    cur = fd;
+                    .map_err(|e| PathError::io("opening", &shown, e))?;
+                    return Ok(Some((resolved, fd)));
                 }
-                Err(e) => return Err(PathError::io("inspecting", &shown, e)),
+                // A file on the way: nothing to find, or nowhere to create.
+                Some(_) if walk.create.is_none() => return Ok(None),
+                Some(_) => return Err(PathError::NotADirectory { path: shown }),
+                None => {
+                    let Some((mode, owner)) = walk.create else {
+                        return Ok(None);
+                    };
+                    cur = create_dir(&cur, &name, mode, owner, &shown)?;
+                }
             }
         }
-        Ok(cur)
+        Ok(Some((resolved, cur)))
     }
+}
+
+/// How [`Root::walk`] goes.
+struct Walk<'v> {
+    /// Create missing directories with this mode and owner.
+    create: Option<(u32, Option<Owner>)>,
+    /// Follow a symlink in the last component.
+    follow_last: bool,
+    /// The filter of [`Root::resolve_filtered`].
+    visible: Option<&'v mut Filter<'v>>,
+}
+
+/// Whether an entry (path relative to the root, is a directory) exists in
+/// a filtered view.
+pub type Filter<'f> = dyn FnMut(&str, bool) -> io::Result<bool> + 'f;
+
+/// Creates directory `name` in `parent` with `mode` (umask ignored) and
+/// `owner`; returns an `O_PATH` descriptor of it.
+fn create_dir(
+    parent: &OwnedFd,
+    name: &OsStr,
+    mode: u32,
+    owner: Option<Owner>,
+    shown: &str,
+) -> Result<OwnedFd, PathError> {
+    mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(mode))
+        .map_err(|e| PathError::io("creating directory", shown, e))?;
+    let fd = openat(
+        parent.as_fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| PathError::io("opening directory", shown, e))?;
+    // The umask may have cleared bits of the mode.
+    fchmod(fd.as_fd(), Mode::from_bits_truncate(mode))
+        .map_err(|e| PathError::io("changing mode of", shown, e))?;
+    if let Some(o) = owner {
+        fchown(
+            fd.as_fd(),
+            Some(Uid::from_raw(o.uid)),
+            Some(Gid::from_raw(o.gid)),
+        )
+        .map_err(|e| PathError::io("changing owner of", shown, e))?;
+    }
+    Ok(fd)
 }
 
 impl AsFd for Root {
@@ -373,6 +478,42 @@ mod tests {
         assert_eq!(root.real_path(fd.as_fd()).unwrap().as_deref(), Some("/"));
         assert!(root.open_parent("/").unwrap().is_none());
         assert!(root.open_parent("..").unwrap().is_none());
+    }
+
+    #[test]
+    fn filtered_resolution_hides_rejected_entries() {
+        let (_dir, root_path, _victim) = hostile();
+        let root = Root::open(&root_path).unwrap();
+        fs::create_dir(root_path.join("hidden")).unwrap();
+        fs::write(root_path.join("hidden/f"), "f").unwrap();
+        symlink("hidden/f", root_path.join("via")).unwrap();
+        symlink("etc", root_path.join("etc-link")).unwrap();
+        let mut asked = Vec::new();
+        let mut visible = |rel: &str, _dir: bool| {
+            asked.push(rel.to_owned());
+            Ok(!rel.starts_with("hidden"))
+        };
+        let resolve =
+            |path: &str, follow: bool, v: &mut dyn FnMut(&str, bool) -> io::Result<bool>| {
+                root.resolve_filtered(path, follow, v)
+                    .unwrap()
+                    .map(|(comps, _)| comps.join(OsStr::new("/")).into_string().unwrap())
+            };
+        assert_eq!(
+            resolve("/etc-link/passwd", true, &mut visible).as_deref(),
+            Some("etc/passwd")
+        );
+        // Through a hidden directory the link dangles; unfollowed it is there.
+        assert_eq!(resolve("via", true, &mut visible), None);
+        assert_eq!(resolve("via", false, &mut visible).as_deref(), Some("via"));
+        // Links out of the root stay in it; a file on the way is no path.
+        assert_eq!(
+            resolve("up/etc/passwd", true, &mut visible).as_deref(),
+            Some("etc/passwd")
+        );
+        assert_eq!(resolve("etc/passwd/x", true, &mut visible), None);
+        assert_eq!(resolve("abs/secret", true, &mut visible), None);
+        assert!(asked.contains(&"hidden".to_owned()), "{asked:?}");
     }
 
     #[test]
