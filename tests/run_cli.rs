@@ -470,3 +470,65 @@ fn rootless_run_as_an_unprivileged_user() {
         )
     );
 }
+
+#[test]
+fn processes_get_their_primary_group_first_then_their_groups() {
+    let kiln = busybox();
+    let rootfs = kiln.path("wheel");
+    common::busybox_rootfs(&rootfs);
+    fs::write(rootfs.join("etc/group"), "root:x:0:\nwheel:x:10:root\n").unwrap();
+    fs::create_dir(rootfs.join("tmp")).unwrap();
+    fs::set_permissions(
+        rootfs.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    kiln.ok(&["import", rootfs.to_str().unwrap(), "wheel:1"]);
+    // As containerd and runc set them since CVE-2023-25173.
+    for (i, (user, want)) in [
+        ("", "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"),
+        ("1234", "uid=1234 gid=0(root) groups=0(root)\n"),
+        ("1234:1234", "uid=1234 gid=1234 groups=1234\n"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut args = vec!["--rm"];
+        if !user.is_empty() {
+            args.extend(["-u", user]);
+        }
+        args.extend(["wheel:1", "id"]);
+        let (code, out, err) = run(&kiln, &args);
+        assert_eq!(
+            (code, out.as_str()),
+            (0, want),
+            "kiln run -u {user:?}: {err}"
+        );
+        // The same in a RUN step.
+        let dir = kiln.path(&format!("ctx-{i}"));
+        fs::create_dir_all(&dir).unwrap();
+        let user_line = if user.is_empty() {
+            String::new()
+        } else {
+            format!("USER {user}\n")
+        };
+        fs::write(
+            dir.join("Dockerfile"),
+            format!("FROM wheel:1\n{user_line}RUN id > /tmp/id\n"),
+        )
+        .unwrap();
+        let tag = format!("ids:{i}");
+        let output = kiln
+            .command()
+            .args(["build", "-q", "-t", &tag, dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let (_, out, _) = run(&kiln, &["--rm", &tag, "cat", "/tmp/id"]);
+        assert_eq!(out, want, "RUN as {user:?}");
+    }
+}

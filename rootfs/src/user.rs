@@ -24,7 +24,8 @@ pub struct ResolvedUser {
     pub uid: u32,
     /// Primary group id.
     pub gid: u32,
-    /// Supplementary group ids.
+    /// Supplementary group ids: the primary group first, then the groups
+    /// that list the user (none when the group was given explicitly).
     pub groups: Vec<u32>,
     /// Home directory (for `HOME` when the image sets none).
     pub home: String,
@@ -154,6 +155,11 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUse
             .map(|g| g.gid)
             .collect();
     }
+    // The primary group leads the supplementary ones, as containerd and
+    // runc set them since CVE-2023-25173 (a process must not shed its
+    // primary group with setgroups).
+    resolved.groups.retain(|&g| g != resolved.gid);
+    resolved.groups.insert(0, resolved.gid);
     Ok(resolved)
 }
 
@@ -241,24 +247,24 @@ mod tests {
     #[test]
     fn resolves_like_docker() {
         let cases: &[(&str, ResolvedUser)] = &[
-            ("", user(0, 0, &[10], "/root")),
-            ("root", user(0, 0, &[10], "/root")),
-            ("app", user(1000, 1000, &[10, 50], "/home/app")),
-            ("1000", user(1000, 1000, &[10, 50], "/home/app")),
-            ("app:staff", user(1000, 50, &[], "/home/app")),
-            ("app:50", user(1000, 50, &[], "/home/app")),
-            ("1000:1000", user(1000, 1000, &[], "/home/app")),
+            ("", user(0, 0, &[0, 10], "/root")),
+            ("root", user(0, 0, &[0, 10], "/root")),
+            ("app", user(1000, 1000, &[1000, 10, 50], "/home/app")),
+            ("1000", user(1000, 1000, &[1000, 10, 50], "/home/app")),
+            ("app:staff", user(1000, 50, &[50], "/home/app")),
+            ("app:50", user(1000, 50, &[50], "/home/app")),
+            ("1000:1000", user(1000, 1000, &[1000], "/home/app")),
             // Numeric ids that no file lists are taken as they are.
-            ("4242", user(4242, 0, &[], "/")),
-            ("4242:4343", user(4242, 4343, &[], "/")),
-            ("nobody", user(65534, 65534, &[], "/nonexistent")),
+            ("4242", user(4242, 0, &[0], "/")),
+            ("4242:4343", user(4242, 4343, &[4343], "/")),
+            ("nobody", user(65534, 65534, &[65534], "/nonexistent")),
         ];
         for (spec, want) in cases {
             assert_eq!(&resolve_user(spec, PASSWD, GROUP).unwrap(), want, "{spec}");
         }
         // No passwd file at all: root, and numeric ids.
-        assert_eq!(resolve_user("", "", "").unwrap(), user(0, 0, &[], "/"));
-        assert_eq!(resolve_user("7:8", "", "").unwrap(), user(7, 8, &[], "/"));
+        assert_eq!(resolve_user("", "", "").unwrap(), user(0, 0, &[0], "/"));
+        assert_eq!(resolve_user("7:8", "", "").unwrap(), user(7, 8, &[8], "/"));
     }
 
     #[test]
