@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_parser::values::Chmod;
 use kiln_rootfs::Root;
+use kiln_rootfs::root::display;
 use kiln_store::layer::{UnpackOptions, WhiteoutMode, unpack_layer};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -420,19 +421,6 @@ fn clean(path: &str) -> Vec<OsString> {
         .into_iter()
         .map(|c| OsStr::from_bytes(c).to_owned())
         .collect()
-}
-
-/// The container path of cleaned components.
-fn display(comps: &[OsString]) -> String {
-    let mut s = String::new();
-    for c in comps {
-        s.push('/');
-        s.push_str(&c.to_string_lossy());
-    }
-    if s.is_empty() {
-        s.push('/');
-    }
-    s
 }
 
 fn join_bytes(comps: &[OsString]) -> Vec<u8> {

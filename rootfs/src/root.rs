@@ -397,7 +397,7 @@ impl AsFd for Root {
 }
 
 /// The container path of cleaned components (`/` for none).
-fn display(comps: &[OsString]) -> String {
+pub fn display(comps: &[OsString]) -> String {
     let mut s = String::new();
     for c in comps {
         s.push('/');
