@@ -273,22 +273,12 @@ fn prepare_mount(
         MountType::Cache => {
             let id = m.cache_id.clone().unwrap_or_else(|| target.clone());
             let name = kiln_store::digest::digest_bytes(id.as_bytes());
+            let uid = m.uid.and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
+            let gid = m.gid.and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
             let source = ctx
                 .shared
                 .store
-                .root()
-                .join("cache-mounts")
-                .join(name.encoded());
-            if !source.exists() {
-                fs::create_dir_all(&source).map_err(|e| BuildError::io(&source, e))?;
-                let mode = m.mode.unwrap_or(0o755);
-                fs::set_permissions(&source, fs::Permissions::from_mode(mode))
-                    .map_err(|e| BuildError::io(&source, e))?;
-                let uid = m.uid.and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
-                let gid = m.gid.and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
-                std::os::unix::fs::chown(&source, Some(uid), Some(gid))
-                    .map_err(|e| BuildError::io(&source, e))?;
-            }
+                .cache_mount(&name, m.mode.unwrap_or(0o755), uid, gid)?;
             // A cache mount's content never enters the key.
             Ok(PreparedMount::mount(
                 Mount::Cache {
