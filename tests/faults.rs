@@ -212,8 +212,7 @@ impl Scenario<'_> {
         command
     }
 
-    /// The commit points the command passes, as (point, nth) pairs: for
-    /// each point its first, middle and last hit.
+    /// The commit points the command passes, as (point, nth) pairs.
     fn points(&self) -> Vec<(String, usize)> {
         let points = self.trace();
         eprintln!("{:?}: {points:?}", self.command);
@@ -239,7 +238,13 @@ impl Scenario<'_> {
         }
         let mut points = Vec::new();
         for (point, count) in hits {
-            let mut nths = vec![1, count.div_ceil(2), count];
+            // Every hit of the removal points (a tree half deleted can be
+            // any of the snapshots), the first and last of the others.
+            let mut nths: Vec<usize> = if point == "remove.partial" || point.starts_with("gc.") {
+                (1..=count).collect()
+            } else {
+                vec![1, count]
+            };
             nths.dedup();
             for nth in nths {
                 points.push((point.clone(), nth));
@@ -276,10 +281,9 @@ impl Scenario<'_> {
             checked += 1;
         }
         for (signal, delay_ms) in [
-            (libc::SIGKILL, 5),
-            (libc::SIGKILL, 30),
-            (libc::SIGKILL, 90),
-            (libc::SIGTERM, 40),
+            (libc::SIGKILL, 10),
+            (libc::SIGKILL, 60),
+            (libc::SIGTERM, 30),
         ] {
             let kiln = self.start();
             let mut child = Self::command(&kiln, &self.command).spawn().unwrap();
