@@ -304,17 +304,15 @@ impl HashPipe {
     /// Waits for the worker: the digest and size of everything written,
     /// and the file.
     fn finish(mut self) -> io::Result<(Digest, u64, Writeback)> {
-        let flushed = self.send();
+        // A failed send already carries the worker's own error.
+        self.send()?;
         self.sender = None;
-        let joined = match self.worker.take() {
+        match self.worker.take() {
             Some(worker) => worker
                 .join()
                 .map_err(|_| io::Error::other("layer writer thread panicked"))?,
-            None => Err(io::Error::other("layer writer thread missing")),
-        };
-        let result = joined?;
-        flushed?;
-        Ok(result)
+            None => Err(io::Error::other("layer writer thread stopped earlier")),
+        }
     }
 }
 
