@@ -56,7 +56,15 @@ impl Template {
         let kiln = Kiln::new();
         let bb = kiln.path("bb");
         common::busybox_rootfs(&bb);
-        kiln.ok(&["import", bb.to_str().unwrap(), "bb:1"]);
+        // Uncompressed layers: gzip in a debug build would be most of the
+        // test's time.
+        kiln.ok(&[
+            "import",
+            bb.to_str().unwrap(),
+            "bb:1",
+            "--compression",
+            "none",
+        ]);
         let context = kiln.path("ctx");
         fs::create_dir_all(context.join("files/sub")).unwrap();
         fs::write(context.join("Dockerfile"), DOCKERFILE).unwrap();
@@ -87,9 +95,13 @@ impl Template {
             .status()
             .unwrap();
         assert!(status.success());
-        template
-            .kiln
-            .ok(&["import", template.rootfs_tar.to_str().unwrap(), "imp:1"]);
+        template.kiln.ok(&[
+            "import",
+            template.rootfs_tar.to_str().unwrap(),
+            "imp:1",
+            "--compression",
+            "none",
+        ]);
         template.kiln.ok(&[
             "save",
             "-o",
@@ -257,6 +269,7 @@ impl Scenario<'_> {
     /// checking the store after each kill. Returns how many kills were
     /// checked.
     fn run(&self) -> usize {
+        let started = std::time::Instant::now();
         let points = self.points();
         assert!(
             !points.is_empty(),
@@ -296,6 +309,7 @@ impl Scenario<'_> {
             self.check_after_kill(&kiln, &format!("signal {signal} after {delay_ms} ms"));
             checked += 1;
         }
+        eprintln!("{:?}: {:?}", self.command, started.elapsed());
         checked
     }
 
@@ -460,7 +474,13 @@ fn load_killed_at_any_point_leaves_every_image_whole() {
 #[test]
 fn import_killed_at_any_point_leaves_every_image_whole() {
     let template = Template::new();
-    let import = args(&["import", template.rootfs_tar.to_str().unwrap(), "imp:1"]);
+    let import = args(&[
+        "import",
+        template.rootfs_tar.to_str().unwrap(),
+        "imp:1",
+        "--compression",
+        "none",
+    ]);
     let checked = Scenario {
         template: &template,
         setup: vec![args(&["rmi", "imp:1"])],
