@@ -42,7 +42,9 @@ fn bench(c: &mut Criterion) {
     let cold = ctx.digest_sources(&sources, &mut cache).unwrap();
     let cold_time = start.elapsed();
     let reads = cache.reads();
-    cache.save(&cache_file).unwrap();
+    cache
+        .save(cache_file.parent().unwrap(), &cache_file)
+        .unwrap();
 
     let start = Instant::now();
     let mut cache = StatCache::load(&cache_file).unwrap();

@@ -95,6 +95,8 @@ pub struct PruneReport {
     pub removed: Vec<CacheRecord>,
     /// Unreadable record files removed.
     pub unreadable_removed: usize,
+    /// Cache mounts removed (their names under `cache-mounts/`).
+    pub cache_mounts: Vec<String>,
     /// Bytes freed: record files plus what the store's garbage collection
     /// deleted afterwards (layer blobs, snapshots, abandoned staging files).
     pub reclaimed: u64,
@@ -161,7 +163,8 @@ impl BuildCache<'_> {
                 source,
             })
         })?;
-        kiln_store::store::write_replace(&self.store.cache_dir(), &path, &bytes)?;
+        kiln_store::store::write_replace(&self.store.tmp_dir(), &path, &bytes)?;
+        kiln_store::fault::point("cache.record.written");
         Ok(())
     }
 
@@ -250,6 +253,8 @@ impl BuildCache<'_> {
                 })
         };
         let mut remove = vec![false; listing.entries.len()];
+        // Bytes left after the records' removal, for cache mounts' turn.
+        let mut left = 0;
         match opts.keep_storage {
             None => {
                 for (flag, entry) in remove.iter_mut().zip(&listing.entries) {
@@ -287,13 +292,37 @@ impl BuildCache<'_> {
                         }
                     }
                 }
+                left = total;
             }
         }
         for (entry, _) in listing.entries.into_iter().zip(remove).filter(|(_, r)| *r) {
             let path = self.record_path(&entry.record.key)?;
             report.reclaimed += file_size(&path);
             remove_file(&path)?;
+            kiln_store::fault::point("cache.record.removed");
             report.removed.push(entry.record);
+        }
+        // Cache mounts (`RUN --mount=type=cache`) go as BuildKit's
+        // `exec.cachemount` records do: idle ones with `until`, least
+        // recently used first while over `keep_storage`, else all.
+        let mut mounts_left: u64 = self.store.cache_mounts()?.iter().map(|m| m.bytes).sum();
+        let removed = self.store.remove_cache_mounts(|mount| {
+            let idle = opts.until.is_none_or(|until| {
+                now.duration_since(mount.last_used)
+                    .is_ok_and(|idle| idle > until)
+            });
+            let over = opts
+                .keep_storage
+                .is_none_or(|keep| left + mounts_left > keep);
+            let remove = idle && over;
+            if remove {
+                mounts_left = mounts_left.saturating_sub(mount.bytes);
+            }
+            remove
+        })?;
+        for mount in removed {
+            report.reclaimed += mount.bytes;
+            report.cache_mounts.push(mount.name);
         }
         let sweep = self.store.collect_garbage()?;
         report.reclaimed += sweep.reclaimed;

@@ -1118,12 +1118,12 @@ impl StatCache {
         Ok(out)
     }
 
-    /// Writes the cache atomically (temporary file, rename), without fsync:
-    /// a cache lost in a power cut only costs reading the files again.
-    pub fn save(&self, path: &Path) -> Result<(), BuildError> {
+    /// Writes the cache atomically (a temporary file in `staging`, on the
+    /// same file system, renamed over `path`), without fsync: a cache lost
+    /// in a power cut only costs reading the files again.
+    pub fn save(&self, staging: &Path, path: &Path) -> Result<(), BuildError> {
         let bytes = self.encode()?;
-        let dir = path.parent().unwrap_or_else(|| Path::new("."));
-        kiln_store::store::write_replace(dir, path, &bytes)?;
+        kiln_store::store::write_replace(staging, path, &bytes)?;
         Ok(())
     }
 

@@ -279,7 +279,7 @@ pub fn build(
             if let Some(dir) = path.parent() {
                 let _ = fs::create_dir_all(dir);
             }
-            let _ = cache.save(path);
+            let _ = cache.save(&store.tmp_dir(), path);
         }
     }
     let steps_run = shared.steps_run.load(Ordering::SeqCst);
@@ -742,7 +742,7 @@ impl StepContext<'_, '_> {
             let target = store.snapshots_dir().join(new.diff_id.encoded());
             if !target.is_dir() {
                 match fs::rename(upper, &target) {
-                    Ok(()) => {}
+                    Ok(()) => kiln_store::fault::point("build.snapshot.committed"),
                     Err(_) if target.is_dir() => {}
                     Err(e) => return Err(BuildError::io(&target, e)),
                 }

@@ -415,8 +415,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         let digest = kiln_store::digest::digest_bytes(absolute.as_os_str().as_encoded_bytes());
         Some(
             store
-                .root()
-                .join("statcache")
+                .stat_cache_dir()
                 .join(format!("{}.bin", digest.encoded())),
         )
     };

@@ -208,11 +208,15 @@ fn prune(root: Option<&Path>, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     }
     let report = BuildCache::new(&store).prune(&options)?;
     let mut stdout = io::stdout().lock();
-    if !report.removed.is_empty() {
+    if !report.removed.is_empty() || !report.cache_mounts.is_empty() {
         writeln!(stdout, "Deleted build cache objects:")?;
         for record in &report.removed {
             let hex = record.key.strip_prefix("sha256:").unwrap_or(&record.key);
             writeln!(stdout, "{hex}")?;
+        }
+        // Cache mounts are named by the digest of their id.
+        for name in &report.cache_mounts {
+            writeln!(stdout, "{name}")?;
         }
         writeln!(stdout)?;
     }

@@ -30,32 +30,30 @@ pub fn run(root: Option<&std::path::Path>, args: &LoadArgs) -> anyhow::Result<Ex
         ),
         None => (Box::new(io::stdin().lock()), "stdin".to_owned()),
     };
-    let loaded = kiln_store::archive::load_archive(&store, input)
-        .with_context(|| format!("cannot load images from {what}"))?;
     // As `docker load` does, unpack the layers now, so the first build or
     // run from these images does not pay for it. A layer that cannot be
-    // unpacked (a hostile entry, say) does not undo the load: the image is
-    // stored and verified, and `kiln run`/`kiln build` refuse it with the
-    // reason when they need its files.
-    for image in &loaded {
-        let Ok(stored) = store.image(&image.manifest_digest) else {
-            continue;
-        };
+    // unpacked (a hostile entry, a full disk) fails the whole load before
+    // any image is tagged, as it fails `docker load`.
+    let mut unpack = |image: &kiln_store::archive::LoadedImage| {
+        let stored = store.image(&image.manifest_digest)?;
         for (layer, diff_id) in stored
             .manifest
             .layers
             .iter()
             .zip(&stored.config.rootfs.diff_ids)
         {
-            if let Err(e) = store.snapshot(layer, diff_id) {
-                eprintln!(
-                    "warning: layer {} of image {} was not unpacked: {e}",
-                    layer.digest, image.id
-                );
-                break;
-            }
+            store
+                .snapshot(layer, diff_id)
+                .map_err(|e| kiln_store::StoreError::Unpack {
+                    layer: layer.digest.clone(),
+                    image: image.id.to_string(),
+                    source: Box::new(e),
+                })?;
         }
-    }
+        Ok(())
+    };
+    let loaded = kiln_store::archive::load::load_archive_with(&store, input, &mut unpack)
+        .with_context(|| format!("cannot load images from {what}"))?;
     if !args.quiet {
         let mut stdout = io::stdout().lock();
         for image in &loaded {

@@ -41,10 +41,19 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Opens the store, naming its directory if that fails.
+/// Opens the store, naming its directory if that fails. Temporary files
+/// of kiln processes that are gone are removed on the way.
 pub fn open_store(root: Option<&Path>) -> anyhow::Result<Store> {
     let root = store_root(root);
     Store::open(&root).with_context(|| format!("cannot open the image store at {}", root.display()))
+}
+
+/// [`open_store`] leaving dead processes' temporary files in place, for
+/// the commands that report them.
+pub fn open_store_keeping_temporaries(root: Option<&Path>) -> anyhow::Result<Store> {
+    let root = store_root(root);
+    Store::open_keeping_temporaries(&root)
+        .with_context(|| format!("cannot open the image store at {}", root.display()))
 }
 
 /// Parses a reference given on the command line, as Docker normalises it

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use kiln_store::archive::SaveFormat;
 use kiln_store::archive::save::SaveRequest;
+use kiln_store::{fault, temp};
 
 /// Arguments of `kiln save`.
 #[derive(Debug, Args)]
@@ -75,7 +76,10 @@ pub fn run(root: Option<&Path>, args: &SaveArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Writes an archive to `path` atomically (a temporary file renamed into
-/// place once complete).
+/// place once complete). The temporary file's name carries this process
+/// (`.kiln-save-<pid>-<start>-<random>`) and the process holds a lock on
+/// it, so that the next save into the same directory removes what a
+/// killed save left there.
 pub fn write_archive_file(
     store: &kiln_store::Store,
     requests: &[SaveRequest],
@@ -86,13 +90,33 @@ pub fn write_archive_file(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    match temp::sweep_saves(dir) {
+        Ok(swept) if swept.entries > 0 => log::info!(
+            "removed {} temporary archive(s) ({} bytes) of killed saves from {}",
+            swept.entries,
+            swept.bytes,
+            dir.display()
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!(
+            "cannot remove temporary archives of killed saves from {}: {e}",
+            dir.display()
+        ),
+    }
     // tempfile's default is 0600; the archive gets the mode any new
     // file would (0666 less the umask), as with `docker save -o`.
     let mut file = tempfile::Builder::new()
-        .prefix(".kiln-save-")
+        .prefix(&format!(
+            "{}{}-",
+            temp::SAVE_PREFIX,
+            temp::Owner::current().tag()
+        ))
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    file.as_file()
+        .lock()
+        .with_context(|| format!("cannot lock {}", file.path().display()))?;
     {
         let writer = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
         kiln_store::archive::save_archive(store, requests, format, writer)
@@ -101,7 +125,9 @@ pub fn write_archive_file(
     file.as_file()
         .sync_all()
         .with_context(|| format!("cannot write {}", path.display()))?;
+    fault::point("save.written");
     file.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    fault::point("save.renamed");
     Ok(())
 }

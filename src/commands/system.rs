@@ -19,17 +19,43 @@ pub enum SystemCommand {
 
 /// Runs a `kiln system` subcommand.
 pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitCode> {
-    let store = super::open_store(root)?;
+    // Both commands report the temporary files of dead processes rather
+    // than remove them on open, as every other command does.
+    let store = super::open_store_keeping_temporaries(root)?;
     let mut stdout = std::io::stdout().lock();
     match command {
         SystemCommand::Check => {
             let problems = store.check()?;
+            let temporaries = store.temporaries()?;
             if problems.is_empty() {
                 writeln!(stdout, "store {} is consistent", store.root().display())?;
-                return Ok(ExitCode::SUCCESS);
             }
             for problem in &problems {
                 writeln!(stdout, "{}: {}", problem.subject, problem.problem)?;
+            }
+            // Leftovers are garbage, not damage: reported, not failed.
+            let leftovers = [
+                (
+                    temporaries.abandoned,
+                    "of kiln processes that are gone (the next kiln command removes them)",
+                ),
+                (
+                    temporaries.unowned,
+                    "of unknown owner (the next prune removes them)",
+                ),
+            ];
+            for (usage, whose) in leftovers {
+                if usage.entries > 0 {
+                    writeln!(
+                        stdout,
+                        "tmp: {} temporary entries, {}, {whose}",
+                        usage.entries,
+                        human_size(usage.bytes)
+                    )?;
+                }
+            }
+            if problems.is_empty() {
+                return Ok(ExitCode::SUCCESS);
             }
             eprintln!("error: {} problem(s) found", problems.len());
             Ok(ExitCode::FAILURE)
@@ -39,6 +65,10 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
             // As `docker system df`: records, those whose layer an image
             // uses, the layers' bytes, and what a prune could free.
             let cache = super::cache::usage(&store)?;
+            // Entries of running processes are in use; the others are
+            // garbage that the next command (or prune) removes.
+            let temporaries = usage.temporaries;
+            let reclaimable_temporaries = temporaries.abandoned.bytes + temporaries.unowned.bytes;
             let rows = [
                 (
                     "Images",
@@ -69,11 +99,28 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
                     cache.private,
                 ),
                 (
+                    "Cache mounts",
+                    usage.cache_mounts.0.to_string(),
+                    "0".to_owned(),
+                    usage.cache_mounts.1,
+                    usage.cache_mounts.1,
+                ),
+                (
                     "Unused blobs",
                     usage.orphans.0.to_string(),
                     "0".to_owned(),
                     usage.orphans.1,
                     usage.orphans.1,
+                ),
+                (
+                    "Temporary",
+                    (temporaries.live.entries
+                        + temporaries.abandoned.entries
+                        + temporaries.unowned.entries)
+                        .to_string(),
+                    temporaries.live.entries.to_string(),
+                    temporaries.live.bytes + reclaimable_temporaries,
+                    reclaimable_temporaries,
                 ),
             ];
             writeln!(

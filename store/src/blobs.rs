@@ -27,11 +27,12 @@ pub struct Blobs {
 }
 
 impl Blobs {
-    /// Blobs under `root/blobs/sha256`, staged in `root/tmp`.
-    pub(crate) fn new(root: &Path) -> Self {
+    /// Blobs under `root/blobs/sha256`, staged in `tmp` (the store's
+    /// staging directory of this process).
+    pub(crate) fn new(root: &Path, tmp: &Path) -> Self {
         Self {
             dir: root.join("blobs").join("sha256"),
-            tmp: root.join("tmp"),
+            tmp: tmp.to_owned(),
         }
     }
 
@@ -79,15 +80,21 @@ impl Blobs {
             .prefix("blob-")
             .tempfile_in(&self.tmp)
             .at(&self.tmp)?;
+        let path = file.path().to_owned();
+        let write_error = |source| StoreError::Write {
+            what: what.to_owned(),
+            path: path.clone(),
+            source,
+        };
         let mut writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file));
-        io::copy(&mut reader, &mut writer).at(what)?;
+        copy(&mut reader, &mut writer).map_err(|e| e.into_store_error(what, write_error))?;
         let (digest, size, buffered) = writer.finish();
         if let Some(expected) = expected {
             check(what, expected, &digest, size)?;
         }
         let file = buffered
             .into_inner()
-            .map_err(|e| StoreError::io(&self.tmp, e.into_error()))?;
+            .map_err(|e| write_error(e.into_error()))?;
         self.commit(file, &digest)?;
         Ok((digest, size))
     }
@@ -100,7 +107,11 @@ impl Blobs {
                 .prefix("blob-")
                 .tempfile_in(&self.tmp)
                 .at(&self.tmp)?;
-            file.write_all(bytes).at(file.path().to_owned())?;
+            file.write_all(bytes).map_err(|source| StoreError::Write {
+                what: format!("blob {digest}"),
+                path: file.path().to_owned(),
+                source,
+            })?;
             self.commit(file, &digest)?;
         }
         Ok(digest)
@@ -128,14 +139,22 @@ impl Blobs {
         durable: bool,
     ) -> Result<(), StoreError> {
         if durable {
-            file.as_file().sync_all().at(file.path().to_owned())?;
+            file.as_file()
+                .sync_all()
+                .map_err(|source| StoreError::Write {
+                    what: format!("blob {digest}"),
+                    path: file.path().to_owned(),
+                    source,
+                })?;
         }
+        crate::fault::point("blob.staged");
         let target = self.path(digest);
         file.persist(&target)
             .map_err(|e| StoreError::io(&target, e.error))?;
         if durable {
             sync_dir(&self.dir)?;
         }
+        crate::fault::point("blob.committed");
         Ok(())
     }
 
@@ -198,13 +217,57 @@ impl Blobs {
         Ok(digests)
     }
 
-    /// Deletes a blob; a missing one is not an error.
+    /// Deletes a blob; a missing one is not an error. (Unlinking one file
+    /// is atomic: a blob is whole or gone.)
     pub fn remove(&self, digest: &Digest) -> Result<(), StoreError> {
         let path = self.path(digest);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io(path, e)),
             _ => Ok(()),
         }
+    }
+}
+
+/// Where a copy failed: reading its input or writing its output.
+#[derive(Debug)]
+pub(crate) enum CopyError {
+    /// The reader failed (a truncated or corrupt input).
+    Read(io::Error),
+    /// The writer failed (a full disk, say).
+    Write(io::Error),
+}
+
+impl CopyError {
+    /// A store error: a read failure names `what` was read, a write
+    /// failure goes through `write_error` (which names the file written).
+    pub(crate) fn into_store_error(
+        self,
+        what: &str,
+        write_error: impl FnOnce(io::Error) -> StoreError,
+    ) -> StoreError {
+        match self {
+            Self::Read(e) => StoreError::io(what, e),
+            Self::Write(e) => write_error(e),
+        }
+    }
+}
+
+/// `io::copy` that tells a failed read from a failed write, so that a full
+/// disk is not reported as a truncated input.
+pub(crate) fn copy(reader: &mut impl Read, writer: &mut impl Write) -> Result<u64, CopyError> {
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        writer
+            .write_all(buffer.get(..n).unwrap_or_default())
+            .map_err(CopyError::Write)?;
+        total += n as u64;
     }
 }
 

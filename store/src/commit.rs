@@ -10,8 +10,8 @@ use kiln_reference::{Digest, ImageReference};
 use crate::digest::{HashingReader, HashingWriter, parse_sha256};
 use crate::error::{IoContext, StoreError};
 use crate::layer::{
-    Compression, PackOptions, UnpackOptions, WhiteoutMode, encoder, media_type, open_layer,
-    pack_directory, unpack_layer,
+    Compression, LayerError, PackOptions, UnpackOptions, WhiteoutMode, encoder, media_type,
+    open_layer, pack_directory, unpack_layer,
 };
 use crate::spec::{Descriptor, ImageConfig, Manifest, OCI_CONFIG, OCI_MANIFEST};
 use crate::store::{Store, to_json};
@@ -40,8 +40,9 @@ impl Store {
             let mut tee = TeeReader {
                 inner: tar_stream,
                 sink,
+                failed: None,
             };
-            {
+            let read = (|| {
                 let mut archive = tar::Archive::new(&mut tee);
                 let entries = archive
                     .entries()
@@ -56,10 +57,20 @@ impl Store {
                     io::copy(&mut entry, &mut io::sink())
                         .map_err(|e| StoreError::Archive(format!("truncated tar archive: {e}")))?;
                 }
-            }
+                Ok(())
+            })();
             // The end-of-archive blocks and any padding after them.
-            io::copy(&mut tee, &mut io::sink()).at("layer input")?;
-            Ok(())
+            let read = read.and_then(|()| {
+                io::copy(&mut tee, &mut io::sink())
+                    .map(drop)
+                    .at("layer input")
+            });
+            // The tar reader reports a failed write to the layer as a bad
+            // input; the write's own error is the cause.
+            match tee.failed.take() {
+                Some(e) => Err(StoreError::from(LayerError::io("writing the layer", e))),
+                None => read,
+            }
         })
     }
 
@@ -87,10 +98,12 @@ impl Store {
         compression: Compression,
         options: &PackOptions,
     ) -> Result<NewLayer, StoreError> {
-        self.write_layer_with(compression, false, |sink| {
+        let layer = self.write_layer_with(compression, false, |sink| {
             pack_directory(dir, sink, options)?;
             Ok(())
-        })
+        })?;
+        crate::fault::point("build.layer.written");
+        Ok(layer)
     }
 
     /// Runs `produce`, which writes an uncompressed tar, through a `diff_id`
@@ -106,6 +119,8 @@ impl Store {
             .prefix("layer-")
             .tempfile_in(&tmp)
             .at(&tmp)?;
+        // Write errors name the blob file (see Writeback::write).
+        let write_error = |e| StoreError::from(LayerError::io("finishing the layer", e));
         let sink = Writeback::new(file, durable);
         let (digest, size, diff_id, diff_size, sink) = if compression == Compression::None {
             // The blob is the tar itself: one hash serves as both digests,
@@ -114,19 +129,21 @@ impl Store {
             let mut pipe = HashPipe::new(sink).at(&tmp)?;
             let produced = produce(&mut pipe);
             let finished = pipe.finish();
+            // A failed write stops the producer with the writer's own error
+            // (see HashPipe::send), so `produced` carries the cause.
             produced?;
-            let (diff_id, diff_size, sink) = finished.at(&tmp)?;
+            let (diff_id, diff_size, sink) = finished.map_err(write_error)?;
             (diff_id.clone(), diff_size, diff_id, diff_size, sink)
         } else {
             let blob_writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, sink));
             let mut diff_writer = HashingWriter::new(encoder(blob_writer, compression)?);
             produce(&mut diff_writer)?;
             let (diff_id, diff_size, compressor) = diff_writer.finish();
-            let blob_writer = compressor.finish().at(&tmp)?;
+            let blob_writer = compressor.finish().map_err(write_error)?;
             let (digest, size, buffered) = blob_writer.finish();
             let sink = buffered
                 .into_inner()
-                .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+                .map_err(|e| write_error(e.into_error()))?;
             (digest, size, diff_id, diff_size, sink)
         };
         let file = sink.into_inner();
@@ -211,8 +228,9 @@ impl Store {
             }
         }
         io::copy(&mut blob, &mut io::sink()).map_err(|e| blob.error(e))?;
+        crate::fault::point("snapshot.unpacked");
         match fs::rename(&dest, &target) {
-            Ok(()) => {}
+            Ok(()) => crate::fault::point("snapshot.committed"),
             // Another process unpacked the same layer first.
             Err(_) if target.is_dir() => {}
             Err(e) => return Err(StoreError::io(&target, e)),
@@ -265,25 +283,36 @@ impl HashPipe {
         let sent = self.sender.as_ref().map(|s| s.send(chunk));
         match sent {
             Some(Ok(())) => Ok(()),
-            // The worker stopped: its error comes out of `finish`.
-            _ => Err(io::Error::other("layer writer thread stopped")),
+            // The worker stopped because a write failed: that error is the
+            // cause, and the caller (the tar writer) reports it with the
+            // entry being written.
+            _ => Err(self.worker_error()),
+        }
+    }
+
+    /// The error that stopped the worker (after which it has exited).
+    fn worker_error(&mut self) -> io::Error {
+        self.sender = None;
+        match self.worker.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Ok(Ok(_))) => io::Error::other("layer writer thread ended early"),
+            Some(Err(_)) => io::Error::other("layer writer thread panicked"),
+            None => io::Error::other("layer writer thread stopped earlier"),
         }
     }
 
     /// Waits for the worker: the digest and size of everything written,
     /// and the file.
     fn finish(mut self) -> io::Result<(Digest, u64, Writeback)> {
-        let flushed = self.send();
+        // A failed send already carries the worker's own error.
+        self.send()?;
         self.sender = None;
-        let joined = match self.worker.take() {
+        match self.worker.take() {
             Some(worker) => worker
                 .join()
                 .map_err(|_| io::Error::other("layer writer thread panicked"))?,
-            None => Err(io::Error::other("layer writer thread missing")),
-        };
-        let result = joined?;
-        flushed?;
-        Ok(result)
+            None => Err(io::Error::other("layer writer thread stopped earlier")),
+        }
     }
 }
 
@@ -346,7 +375,13 @@ impl Writeback {
 
 impl Write for Writeback {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.as_file_mut().write(buf)?;
+        let n = self.file.as_file_mut().write(buf).map_err(|e| {
+            // Kept as the same kind and cause; the message names the file.
+            io::Error::new(
+                e.kind(),
+                format!("writing layer blob {}: {e}", self.file.path().display()),
+            )
+        })?;
         self.written += n as u64;
         if self.durable && self.written - self.flushed >= WRITEBACK_CHUNK {
             let offset = i64::try_from(self.flushed).unwrap_or(i64::MAX);
@@ -371,16 +406,25 @@ impl Write for Writeback {
     }
 }
 
-/// Copies everything read into a writer.
+/// Copies everything read into a writer, keeping the writer's error (the
+/// reader's caller would otherwise take it for a bad input).
 struct TeeReader<'a, R> {
     inner: R,
     sink: &'a mut dyn Write,
+    failed: Option<io::Error>,
 }
 
 impl<R: Read> Read for TeeReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(io::Error::other("the layer could not be written"));
+        }
         let n = self.inner.read(buf)?;
-        self.sink.write_all(buf.get(..n).unwrap_or_default())?;
+        if let Err(e) = self.sink.write_all(buf.get(..n).unwrap_or_default()) {
+            let reported = io::Error::new(e.kind(), e.to_string());
+            self.failed = Some(e);
+            return Err(reported);
+        }
         Ok(n)
     }
 }

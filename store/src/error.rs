@@ -19,6 +19,37 @@ pub enum StoreError {
         /// The underlying error.
         source: io::Error,
     },
+    /// Writing new content failed (a full disk, say): what was being
+    /// written, the file it was going to, and the cause.
+    #[error("cannot write {what} to {path}: {source}")]
+    Write {
+        /// What was being written (blob, layer, archive entry, file).
+        what: String,
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A store directory is open to other users and cannot be closed.
+    #[error("{path} has mode {mode:o}, open to other users, and cannot be set to 700: {source}")]
+    Permissions {
+        /// The directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Why chmod failed.
+        source: io::Error,
+    },
+    /// A layer of a loaded image cannot be unpacked: the load is refused.
+    #[error("layer {layer} of image {image} cannot be unpacked: {source}")]
+    Unpack {
+        /// The layer's digest.
+        layer: String,
+        /// The image ID.
+        image: String,
+        /// Why.
+        source: Box<StoreError>,
+    },
     /// A digest string is malformed.
     #[error("invalid digest {value:?}: {source}")]
     InvalidDigest {

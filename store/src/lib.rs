@@ -8,10 +8,12 @@ pub mod blobs;
 pub mod commit;
 pub mod digest;
 pub mod error;
+pub mod fault;
 pub mod layer;
 pub mod maintenance;
 pub mod spec;
 pub mod store;
+pub mod temp;
 
 pub use error::StoreError;
 pub use kiln_reference::{Digest, ImageReference};

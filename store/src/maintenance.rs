@@ -2,13 +2,19 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use kiln_reference::Digest;
 
+use crate::blobs::sync_dir;
 use crate::digest::parse_sha256;
 use crate::error::{IoContext, StoreError};
+use crate::fault;
 use crate::spec::{Index, Manifest, is_index};
-use crate::store::{Store, disk_usage};
+use crate::store::{OWNER_DIR_PREFIX, Store, disk_usage, remove_tree};
+use crate::temp::{Owner, TempUsage, is_abandoned};
 
 /// What a garbage collection removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -47,6 +53,34 @@ pub struct DiskUsage {
     pub cache: (usize, u64),
     /// Blobs nothing references, and their bytes.
     pub orphans: (usize, u64),
+    /// `RUN --mount=type=cache` directories and their bytes.
+    pub cache_mounts: (usize, u64),
+    /// Temporary files of running and of dead processes.
+    pub temporaries: Temporaries,
+}
+
+/// The entries of `tmp/` (other than the caller's own), by owner.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Temporaries {
+    /// Staging directories of running kiln processes.
+    pub live: TempUsage,
+    /// Staging directories of processes that are gone: garbage, which the
+    /// next command (any `Store::open`) removes.
+    pub abandoned: TempUsage,
+    /// Entries without an owner in their name (older kiln versions):
+    /// removed by the next garbage collection (`prune`, `rmi`).
+    pub unowned: TempUsage,
+}
+
+/// One persistent cache-mount directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheMount {
+    /// Its name under `cache-mounts/` (the digest hex of the cache id).
+    pub name: String,
+    /// When a build last used it (the directory's mtime).
+    pub last_used: SystemTime,
+    /// Bytes of its files.
+    pub bytes: u64,
 }
 
 /// The blobs and `diff_ids` reachable from some roots.
@@ -151,47 +185,253 @@ impl Store {
         self.try_with_exclusive(|| self.sweep())
     }
 
+    /// Removes what nothing reaches. Each removal is atomic: a blob is one
+    /// unlink; a snapshot directory is first renamed out of `snapshots/`
+    /// into this process's staging directory (one rename; the directory is
+    /// synced after the renames) and only then deleted, so a kill at any
+    /// instant leaves either the whole snapshot or none of it in
+    /// `snapshots/`, and the rest in `tmp/` as a dead process's garbage.
     fn sweep(&self) -> Result<SweepReport, StoreError> {
-        {
-            let marks = self.mark(|_| true)?;
-            let mut report = SweepReport::default();
-            for digest in self.blobs().list()? {
-                if !marks.blobs.contains(&digest) {
-                    report.reclaimed += self.blobs().size(&digest).unwrap_or(0);
-                    self.blobs().remove(&digest)?;
-                    report.blobs.push(digest);
-                }
+        let marks = self.mark(|_| true)?;
+        let mut report = SweepReport::default();
+        for digest in self.blobs().list()? {
+            if !marks.blobs.contains(&digest) {
+                report.reclaimed += self.blobs().size(&digest).unwrap_or(0);
+                self.blobs().remove(&digest)?;
+                fault::point("gc.blob.removed");
+                report.blobs.push(digest);
             }
-            let snapshots = self.snapshots_dir();
-            for entry in fs::read_dir(&snapshots).at(&snapshots)? {
-                let entry = entry.at(&snapshots)?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !marks.diff_ids.contains(&name) {
-                    report.reclaimed += disk_usage(&entry.path());
-                    remove_tree(&entry.path())?;
-                    report.snapshots.push(name);
-                }
-            }
-            let meta = self.root().join("meta/diff");
-            for entry in fs::read_dir(&meta).at(&meta)? {
-                let entry = entry.at(&meta)?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let live = parse_sha256(&format!("sha256:{name}"))
-                    .is_ok_and(|digest| marks.blobs.contains(&digest));
-                if !live {
-                    remove_tree(&entry.path())?;
-                }
-            }
-            // Nobody else has the store open: whatever is in tmp/ was left
-            // by a killed process.
-            let tmp = self.tmp_dir();
-            for entry in fs::read_dir(&tmp).at(&tmp)? {
-                let entry = entry.at(&tmp)?;
-                report.reclaimed += disk_usage(&entry.path());
-                remove_tree(&entry.path())?;
-            }
-            Ok(report)
         }
+        let snapshots = self.snapshots_dir();
+        let mut doomed = Vec::new();
+        for entry in fs::read_dir(&snapshots).at(&snapshots)? {
+            let entry = entry.at(&snapshots)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !marks.diff_ids.contains(&name) {
+                doomed.push(name);
+            }
+        }
+        let mut renamed = Vec::new();
+        for name in doomed {
+            if let Some(aside) = self.rename_aside(&snapshots.join(&name), "gc-snapshot-")? {
+                fault::point("gc.snapshot.renamed");
+                renamed.push((name, aside));
+            }
+        }
+        if !renamed.is_empty() {
+            sync_dir(&snapshots)?;
+        }
+        for (name, aside) in renamed {
+            report.reclaimed += disk_usage(&aside);
+            remove_tree(&aside)?;
+            fault::point("gc.snapshot.removed");
+            report.snapshots.push(name);
+        }
+        let meta = self.root().join("meta/diff");
+        for entry in fs::read_dir(&meta).at(&meta)? {
+            let entry = entry.at(&meta)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let live = parse_sha256(&format!("sha256:{name}"))
+                .is_ok_and(|digest| marks.blobs.contains(&digest));
+            if !live {
+                remove_tree(&entry.path())?;
+                fault::point("gc.meta.removed");
+            }
+        }
+        // Nobody else has the store open: whatever is in tmp/ (but this
+        // process's own staging) was left by a killed process.
+        report.reclaimed += self.sweep_tmp(true)?.bytes;
+        Ok(report)
+    }
+
+    /// Renames `path` into this process's staging directory (so that it
+    /// disappears from where it was in one step); `None` when it is
+    /// already gone (another collector took it).
+    fn rename_aside(&self, path: &Path, prefix: &str) -> Result<Option<PathBuf>, StoreError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let aside = self.tmp_dir().join(format!("{prefix}{name}"));
+        match fs::rename(path, &aside) {
+            Ok(()) => Ok(Some(aside)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(path, e)),
+        }
+    }
+
+    /// Removes the entries of `tmp/` whose owner is gone (and, with
+    /// `everything`, i.e. under the exclusive lock, every entry but this
+    /// process's own staging directory). Each is first renamed into this
+    /// process's staging directory, so two sweepers never remove the same
+    /// tree and a sweeper killed midway leaves only its own garbage.
+    pub(crate) fn sweep_tmp(&self, everything: bool) -> Result<TempUsage, StoreError> {
+        let mut removed = TempUsage::default();
+        let mut failed = None;
+        let tmp = self.tmp_root();
+        let own = self.tmp_dir();
+        for entry in fs::read_dir(&tmp).at(&tmp)? {
+            let entry = entry.at(&tmp)?;
+            let path = entry.path();
+            if path == own {
+                continue;
+            }
+            let garbage = everything
+                || entry
+                    .file_name()
+                    .to_str()
+                    .and_then(owner_of)
+                    .is_some_and(|owner| is_abandoned(owner, &path));
+            if !garbage {
+                continue;
+            }
+            let bytes = disk_usage(&path);
+            let claimed = self.rename_aside(&path, "swept-");
+            let removal = claimed.and_then(|aside| {
+                let Some(aside) = aside else {
+                    return Ok(false);
+                };
+                fault::point("tmp.claimed");
+                remove_tree(&aside)?;
+                fault::point("tmp.removed");
+                Ok(true)
+            });
+            // One entry that cannot be removed (a mount left in it, say)
+            // does not keep the others.
+            match removal {
+                Ok(true) => removed.add(bytes),
+                Ok(false) => {}
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
+    }
+
+    /// The entries of `tmp/` other than this process's, by owner.
+    pub fn temporaries(&self) -> Result<Temporaries, StoreError> {
+        let mut found = Temporaries::default();
+        let tmp = self.tmp_root();
+        let own = self.tmp_dir();
+        for entry in fs::read_dir(&tmp).at(&tmp)? {
+            let entry = entry.at(&tmp)?;
+            let path = entry.path();
+            if path == own {
+                continue;
+            }
+            let bytes = disk_usage(&path);
+            match entry.file_name().to_str().and_then(owner_of) {
+                Some(owner) if is_abandoned(owner, &path) => found.abandoned.add(bytes),
+                Some(_) => found.live.add(bytes),
+                None => found.unowned.add(bytes),
+            }
+        }
+        Ok(found)
+    }
+
+    /// The directory of a persistent cache mount (`RUN --mount=type=cache`),
+    /// `cache-mounts/<id hex>`, made on first use with `mode` and owner
+    /// `uid:gid` (see [`Store::cache_mount_with`]).
+    pub fn cache_mount(
+        &self,
+        id: &Digest,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<PathBuf, StoreError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        self.cache_mount_with(id, |dir| {
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode)).at(dir)?;
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid)).at(dir)
+        })
+    }
+
+    /// The directory of a persistent cache mount, `cache-mounts/<id hex>`,
+    /// made on first use by `init` (which gets an empty directory to fill
+    /// and set up). It is made in the staging directory and renamed into
+    /// place, so it never appears half made. Each use sets its mtime, which
+    /// `kiln cache prune` reads as the last use.
+    pub fn cache_mount_with<E: From<StoreError>>(
+        &self,
+        id: &Digest,
+        init: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<PathBuf, E> {
+        let target = self.cache_mounts_dir().join(id.encoded());
+        if !target.is_dir() {
+            let staged = tempfile::Builder::new()
+                .prefix("cache-mount-")
+                .tempdir_in(self.tmp_dir())
+                .at(self.tmp_dir())?;
+            let dir = staged.path().join("dir");
+            fs::create_dir(&dir).at(&dir)?;
+            init(&dir)?;
+            match fs::rename(&dir, &target) {
+                Ok(()) => fault::point("cache-mount.created"),
+                // Another build made it first.
+                Err(_) if target.is_dir() => {}
+                Err(e) => return Err(StoreError::io(&target, e).into()),
+            }
+        }
+        if let Err(e) = filetime::set_file_mtime(&target, filetime::FileTime::now()) {
+            log::debug!("cannot mark {} as used: {e}", target.display());
+        }
+        Ok(target)
+    }
+
+    /// The lock file of cache mount `id` (under `locks/`), which RUN steps
+    /// hold while they use it (`sharing=locked|private`).
+    pub fn cache_mount_lock(&self, id: &Digest) -> PathBuf {
+        self.root()
+            .join("locks")
+            .join(format!("cache-mount-{}.lock", id.encoded()))
+    }
+
+    /// Every cache-mount directory.
+    pub fn cache_mounts(&self) -> Result<Vec<CacheMount>, StoreError> {
+        let dir = self.cache_mounts_dir();
+        let mut mounts = Vec::new();
+        for entry in fs::read_dir(&dir).at(&dir)? {
+            let entry = entry.at(&dir)?;
+            let path = entry.path();
+            let last_used = match fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(time) => time,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(path, e)),
+            };
+            mounts.push(CacheMount {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                last_used,
+                bytes: disk_usage(&path),
+            });
+        }
+        mounts.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.name.cmp(&b.name)));
+        Ok(mounts)
+    }
+
+    /// Removes the cache mounts `select` picks (it sees them least recently
+    /// used first), while no other kiln process has the store open (a build
+    /// may be using them). Each is renamed out of `cache-mounts/` first.
+    pub fn remove_cache_mounts(
+        &self,
+        mut select: impl FnMut(&CacheMount) -> bool,
+    ) -> Result<Vec<CacheMount>, StoreError> {
+        self.with_exclusive(|| {
+            let mut removed = Vec::new();
+            for mount in self.cache_mounts()? {
+                if !select(&mount) {
+                    continue;
+                }
+                let path = self.cache_mounts_dir().join(&mount.name);
+                if let Some(aside) = self.rename_aside(&path, "gc-cache-mount-")? {
+                    fault::point("gc.cache-mount.renamed");
+                    remove_tree(&aside)?;
+                    removed.push(mount);
+                }
+            }
+            Ok(removed)
+        })
     }
 
     /// Verifies every blob against its digest and every index entry's
@@ -201,7 +441,7 @@ impl Store {
         let mut verified: BTreeSet<Digest> = BTreeSet::new();
         for digest in self.blobs().list()? {
             let mut reader = self.blobs().open(&digest)?;
-            match std::io::copy(&mut reader, &mut std::io::sink()) {
+            match io::copy(&mut reader, &mut io::sink()) {
                 Ok(_) => {
                     verified.insert(digest);
                 }
@@ -248,6 +488,18 @@ impl Store {
                         problem: format!("blob {digest} is corrupt"),
                     });
                 }
+            }
+        }
+        for mount in self.cache_mounts()? {
+            let path = self.cache_mounts_dir().join(&mount.name);
+            let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            let named = mount.name.len() == 64 && mount.name.bytes().all(|b| b.is_ascii_hexdigit());
+            if !is_dir || !named {
+                problems.push(Problem {
+                    subject: format!("cache mount {}", mount.name),
+                    problem: "not a cache-mount directory (expected a directory named by a sha256 hex digest)"
+                        .to_owned(),
+                });
             }
         }
         Ok(problems)
@@ -302,26 +554,137 @@ impl Store {
             .filter(|e| e.file_type().is_file())
             .count();
         usage.cache.1 = disk_usage(&cache);
+        for mount in self.cache_mounts()? {
+            usage.cache_mounts.0 += 1;
+            usage.cache_mounts.1 += mount.bytes;
+        }
+        usage.temporaries = self.temporaries()?;
         Ok(usage)
     }
 }
 
-/// Removes a file or directory tree. Snapshot trees may hold read-only
-/// directories, so permissions are opened up first.
-fn remove_tree(path: &std::path::Path) -> Result<(), StoreError> {
-    let meta = fs::symlink_metadata(path).at(path)?;
-    if meta.is_dir() {
-        for entry in walkdir::WalkDir::new(path)
-            .into_iter()
-            .filter_map(Result::ok)
-        {
-            if entry.file_type().is_dir() {
-                use std::os::unix::fs::PermissionsExt as _;
-                let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
+/// The owner a `tmp/` entry's name carries (`owner-<pid>-<start>-<n>`).
+fn owner_of(name: &str) -> Option<Owner> {
+    Owner::parse(name.strip_prefix(OWNER_DIR_PREFIX)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A staging directory as a process that is gone leaves it.
+    fn dead_owner_dir(store: &Store, n: usize) -> PathBuf {
+        let me = Owner::current();
+        // This PID with another start time: the same PID, reused.
+        let dir = store
+            .tmp_root()
+            .join(format!("owner-{}-{}-{n}", me.pid, me.start + 1));
+        fs::create_dir_all(dir.join("build-x/upper")).unwrap();
+        fs::write(dir.join("build-x/upper/f"), b"12345").unwrap();
+        dir
+    }
+
+    #[test]
+    fn opening_a_store_removes_only_the_staging_of_dead_processes() {
+        let root = tempfile::tempdir().unwrap();
+        let first = Store::open(root.path()).unwrap();
+        let dead = dead_owner_dir(&first, 7);
+        let unowned = first.tmp_root().join("blob-abc123");
+        fs::write(&unowned, b"old kiln").unwrap();
+        // A live process's directory: locked, whatever its name says.
+        let locked = dead_owner_dir(&first, 8);
+        let lock = fs::File::open(&locked).unwrap();
+        lock.lock().unwrap();
+        fs::write(first.tmp_dir().join("mine"), b"in use").unwrap();
+        let found = first.temporaries().unwrap();
+        assert_eq!(
+            found.abandoned,
+            TempUsage {
+                entries: 1,
+                bytes: 5
             }
-        }
-        fs::remove_dir_all(path).at(path)
-    } else {
-        fs::remove_file(path).at(path)
+        );
+        assert_eq!(
+            found.live,
+            TempUsage {
+                entries: 1,
+                bytes: 5
+            }
+        );
+        assert_eq!(
+            found.unowned,
+            TempUsage {
+                entries: 1,
+                bytes: 8
+            }
+        );
+        let second = Store::open(root.path()).unwrap();
+        assert!(!dead.exists());
+        assert!(locked.exists() && unowned.exists());
+        assert!(first.tmp_dir().join("mine").exists());
+        // The first store is live: the second sees it as such.
+        assert_eq!(second.temporaries().unwrap().live.entries, 2);
+        assert_eq!(second.temporaries().unwrap().abandoned.entries, 0);
+        drop(first);
+        drop(lock);
+        // Garbage collection (nobody else has the store open) takes the
+        // rest but its own staging directory.
+        second.collect_garbage().unwrap();
+        let left: Vec<PathBuf> = fs::read_dir(second.tmp_root())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(left, [second.tmp_dir()]);
+        let own = second.tmp_dir();
+        drop(second);
+        assert!(!own.exists());
+    }
+
+    #[test]
+    fn system_check_and_df_see_leftovers_and_cache_mounts() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        dead_owner_dir(&store, 3);
+        let id = crate::digest::digest_bytes(b"cache id");
+        let owner = {
+            use std::os::unix::fs::MetadataExt as _;
+            let meta = fs::metadata(root.path()).unwrap();
+            (meta.uid(), meta.gid())
+        };
+        let mount = store.cache_mount(&id, 0o750, owner.0, owner.1).unwrap();
+        assert_eq!(mount, store.cache_mounts_dir().join(id.encoded()));
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&mount).unwrap().permissions());
+        assert_eq!(mode & 0o7777, 0o750);
+        fs::write(mount.join("data"), b"cached").unwrap();
+        // Made once: a second use finds it, contents and all.
+        assert_eq!(
+            store.cache_mount(&id, 0o700, owner.0, owner.1).unwrap(),
+            mount
+        );
+        assert!(mount.join("data").exists());
+        fs::write(store.cache_mounts_dir().join("stray"), b"x").unwrap();
+        let usage = store.disk_usage().unwrap();
+        assert_eq!(usage.cache_mounts, (2, 7));
+        assert_eq!(
+            usage.temporaries.abandoned,
+            TempUsage {
+                entries: 1,
+                bytes: 5
+            }
+        );
+        let problems = store.check().unwrap();
+        assert_eq!(
+            problems,
+            [Problem {
+                subject: "cache mount stray".to_owned(),
+                problem: "not a cache-mount directory (expected a directory named by a sha256 hex digest)".to_owned(),
+            }]
+        );
+        let removed = store
+            .remove_cache_mounts(|m| m.name == id.encoded())
+            .unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(!mount.exists());
     }
 }

@@ -25,12 +25,48 @@ const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 /// sweep never deletes a blob another process has just written but not
 /// yet tagged. index.json is rewritten under an exclusive `locks/index.lock`
 /// by write-temp, fsync, rename; readers need no lock.
+///
+/// Permissions: the root and every directory kiln keeps in it are mode
+/// 0700, set again on every open, so no other user reaches a snapshot's
+/// setuid binaries or a build's secrets (the CVE-2021-41091 class).
+///
+/// Temporaries: each open store has its own staging directory
+/// `tmp/owner-<pid>-<start>-<n>/` ([`Store::tmp_dir`]), locked while the
+/// store is open and removed when it is dropped; opening a store removes
+/// the staging directories of processes that are gone (see
+/// [`crate::temp`]).
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     blobs: Blobs,
     gc_lock: File,
+    /// This process's staging directory under `tmp/`.
+    owner_dir: PathBuf,
+    /// Held (flock) while the store is open: tells sweepers it is in use.
+    _owner_lock: File,
 }
+
+/// The directories kiln keeps under the store root, created on open and
+/// closed to other users. The store owns each of them: garbage
+/// collection, `system check` and `system df` cover them all.
+const STORE_DIRS: [&str; 10] = [
+    "blobs",
+    "blobs/sha256",
+    "snapshots",
+    "cache",
+    "cache-mounts",
+    "statcache",
+    "tmp",
+    "locks",
+    "meta",
+    "meta/diff",
+];
+
+/// Mode of the store root and of its directories: the owner only.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Prefix of the per-process staging directories under `tmp/`.
+pub(crate) const OWNER_DIR_PREFIX: &str = "owner-";
 
 /// One image in the store: a manifest, its config and its tags.
 #[derive(Debug, Clone)]
@@ -64,25 +100,43 @@ impl Image {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`, closes it to other
+    /// users, and removes the temporary files of kiln processes that are
+    /// gone.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for dir in [
-            "blobs/sha256",
-            "snapshots",
-            "cache",
-            "tmp",
-            "locks",
-            "meta/diff",
-        ] {
+        let store = Self::open_keeping_temporaries(root)?;
+        match store.sweep_tmp(false) {
+            Ok(swept) if swept.entries > 0 => log::info!(
+                "removed {} temporary entries ({} bytes) of kiln processes that are gone",
+                swept.entries,
+                swept.bytes
+            ),
+            Ok(_) => {}
+            // Garbage that cannot be removed now is removed later; the
+            // command itself does not depend on it.
+            Err(e) => log::warn!("cannot remove temporary files of dead processes: {e}"),
+        }
+        Ok(store)
+    }
+
+    /// [`Store::open`] without removing other processes' leftovers, for
+    /// `system check` and `system df`, which report them.
+    pub fn open_keeping_temporaries(root: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).at(parent)?;
+        }
+        close_dir(root)?;
+        for dir in STORE_DIRS {
             let path = root.join(dir);
-            fs::create_dir_all(&path).at(&path)?;
+            close_dir(&path)?;
             if dir == "tmp" || dir == "snapshots" {
                 mark_top_dir(&path);
             }
         }
+        let (owner_dir, owner_lock) = create_owner_dir(&root.join("tmp"))?;
         let layout = root.join("oci-layout");
         if !layout.exists() {
-            write_atomic(root, &layout, OCI_LAYOUT.as_bytes())?;
+            write_atomic(&owner_dir, &layout, OCI_LAYOUT.as_bytes())?;
         }
         let index = root.join("index.json");
         if !index.exists() {
@@ -94,7 +148,7 @@ impl Store {
             lock.lock().at(&lock_path)?;
             if !index.exists() {
                 let bytes = to_json(&Index::empty())?;
-                write_atomic(root, &index, &bytes)?;
+                write_atomic(&owner_dir, &index, &bytes)?;
             }
         }
         let lock_path = root.join("locks/gc.lock");
@@ -102,8 +156,10 @@ impl Store {
         gc_lock.lock_shared().at(&lock_path)?;
         Ok(Self {
             root: root.to_owned(),
-            blobs: Blobs::new(root),
+            blobs: Blobs::new(root, &owner_dir),
             gc_lock,
+            owner_dir,
+            _owner_lock: owner_lock,
         })
     }
 
@@ -117,9 +173,26 @@ impl Store {
         &self.blobs
     }
 
-    /// The staging directory, on the store's file system.
+    /// This process's staging directory, on the store's file system
+    /// (`tmp/owner-<pid>-<start>-<n>/`): everything made here is garbage
+    /// once the process is gone, and the next kiln command removes it.
     pub fn tmp_dir(&self) -> PathBuf {
+        self.owner_dir.clone()
+    }
+
+    /// The directory holding every process's staging directory.
+    pub fn tmp_root(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// The directory of persistent `RUN --mount=type=cache` contents.
+    pub fn cache_mounts_dir(&self) -> PathBuf {
+        self.root.join("cache-mounts")
+    }
+
+    /// The directory of the builder's stat caches (one per context).
+    pub fn stat_cache_dir(&self) -> PathBuf {
+        self.root.join("statcache")
     }
 
     /// The directory of unpacked layer snapshots.
@@ -143,7 +216,11 @@ impl Store {
         size: u64,
     ) -> Result<(), StoreError> {
         let path = self.root.join("meta/diff").join(layer.encoded());
-        write_atomic(&self.root, &path, format!("{diff_id} {size}\n").as_bytes())
+        write_atomic(
+            &self.owner_dir,
+            &path,
+            format!("{diff_id} {size}\n").as_bytes(),
+        )
     }
 
     /// The uncompressed digest and size recorded for a layer, if any.
@@ -175,7 +252,8 @@ impl Store {
         let mut index = self.index()?;
         let result = change(&mut index)?;
         let bytes = to_json(&index)?;
-        write_atomic(&self.root, &self.root.join("index.json"), &bytes)?;
+        write_atomic(&self.owner_dir, &self.root.join("index.json"), &bytes)?;
+        crate::fault::point("index.replaced");
         Ok(result)
     }
 
@@ -549,36 +627,173 @@ pub(crate) fn read_document(path: &Path) -> Result<Vec<u8>, StoreError> {
     fs::read(path).at(path)
 }
 
-/// Replaces `path` (in directory `dir`) with `bytes`: write a temporary
-/// file beside it, fsync, rename, fsync the directory.
-pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    write_renamed(dir, path, bytes, true)
+/// Replaces `path` with `bytes`: write a temporary file in `staging` (a
+/// directory on the same file system, normally [`Store::tmp_dir`], so
+/// that a killed writer leaves its temporary file where the next command
+/// removes it), fsync, rename over `path`, fsync `path`'s directory.
+pub fn write_atomic(staging: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_renamed(staging, path, bytes, true)
 }
 
 /// Like [`write_atomic`] without the fsyncs: readers see the old bytes or
 /// the new ones, but a power cut may leave the file empty or missing. For
 /// what only saves time and is checked when read (build-cache records,
 /// the stat cache), as build layers themselves are not fsynced either.
-pub fn write_replace(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    write_renamed(dir, path, bytes, false)
+pub fn write_replace(staging: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_renamed(staging, path, bytes, false)
 }
 
-/// Writes a temporary file beside `path` and renames it over `path`; with
-/// `durable`, the file and then its directory are fsynced.
-fn write_renamed(dir: &Path, path: &Path, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
-    let parent = path.parent().unwrap_or(dir);
+/// Writes a temporary file in `staging` and renames it over `path`; with
+/// `durable`, the file and then `path`'s directory are fsynced.
+fn write_renamed(
+    staging: &Path,
+    path: &Path,
+    bytes: &[u8],
+    durable: bool,
+) -> Result<(), StoreError> {
     let mut file = tempfile::Builder::new()
         .prefix(".tmp-")
-        .tempfile_in(parent)
-        .at(parent)?;
-    file.write_all(bytes).at(file.path().to_owned())?;
+        .tempfile_in(staging)
+        .at(staging)?;
+    file.write_all(bytes).map_err(|source| StoreError::Write {
+        what: path.display().to_string(),
+        path: file.path().to_owned(),
+        source,
+    })?;
     if durable {
-        file.as_file().sync_all().at(file.path().to_owned())?;
+        file.as_file()
+            .sync_all()
+            .map_err(|source| StoreError::Write {
+                what: path.display().to_string(),
+                path: file.path().to_owned(),
+                source,
+            })?;
     }
     file.persist(path)
         .map_err(|e| StoreError::io(path, e.error))?;
-    if durable {
+    if durable && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (mode 0700) if it is missing, and closes it to other
+/// users if it is not.
+fn close_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(StoreError::io(dir, e)),
+    }
+    let mode = fs::metadata(dir).at(dir)?.permissions().mode() & 0o7777;
+    if mode != PRIVATE_DIR_MODE {
+        fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE)).map_err(
+            |source| StoreError::Permissions {
+                path: dir.to_owned(),
+                mode,
+                source,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Creates this process's staging directory under `tmp` and locks it.
+fn create_owner_dir(tmp: &Path) -> Result<(PathBuf, File), StoreError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Several stores may be open in one process (tests, tools).
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let owner = crate::temp::Owner::current().tag();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = tmp.join(format!("{OWNER_DIR_PREFIX}{owner}-{n}"));
+        match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(&dir) {
+            Ok(()) => {}
+            // Left by an earlier process with this PID and start time:
+            // impossible unless the clock of boots repeats; try the next.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(StoreError::io(&dir, e)),
+        }
+        let lock = File::open(&dir).at(&dir)?;
+        lock.lock().at(&dir)?;
+        mark_top_dir(&dir);
+        return Ok((dir, lock));
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Whatever is still in the staging directory is this process's
+        // garbage; should this fail, the next command removes it.
+        if let Err(e) = remove_tree(&self.owner_dir) {
+            log::debug!("cannot remove {}: {e}", self.owner_dir.display());
+        }
+    }
+}
+
+/// Removes a file or directory tree (a missing one is fine). Snapshot
+/// trees may hold read-only directories and overlayfs leaves mode-0 work
+/// directories, so directories are opened up first. The walk never
+/// crosses into another file system: a mount left under a dead process's
+/// staging directory (a bind mount of a host directory, say) makes the
+/// removal fail with EBUSY instead of emptying what it shows.
+pub(crate) fn remove_tree(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io(path, e)),
+    };
+    if !meta.is_dir() {
+        return match fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(path, e)),
+            _ => Ok(()),
+        };
+    }
+    for entry in walkdir::WalkDir::new(path)
+        .same_file_system(true)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir())
+    {
+        let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
+    }
+    let mut first = true;
+    for entry in walkdir::WalkDir::new(path)
+        .same_file_system(true)
+        .contents_first(true)
+    {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e)
+                if e.io_error()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                let at = e.path().unwrap_or(path).to_owned();
+                return Err(StoreError::io(at, std::io::Error::from(e)));
+            }
+        };
+        let removed = if entry.file_type().is_dir() {
+            fs::remove_dir(entry.path())
+        } else {
+            fs::remove_file(entry.path())
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::io(entry.path(), e));
+            }
+            _ => {}
+        }
+        if first {
+            first = false;
+            // A tree half removed: what a kill in the middle leaves.
+            crate::fault::point("remove.partial");
+        }
     }
     Ok(())
 }
@@ -613,6 +828,57 @@ mod tests {
         // A missing directory is an error naming it, not a panic.
         let err = write_replace(dir.path(), &dir.path().join("no/such"), b"x").unwrap_err();
         assert!(err.to_string().contains("no"), "{err}");
+    }
+
+    #[test]
+    fn remove_tree_never_empties_a_mount_below_it() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIPPED: needs root (mounts a tmpfs)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        let mounted = tree.join("a/mnt");
+        fs::create_dir_all(&mounted).unwrap();
+        fs::write(tree.join("a/f"), b"x").unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &mounted,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        fs::write(mounted.join("precious"), b"keep").unwrap();
+        let error = remove_tree(&tree).unwrap_err();
+        let kept = fs::read(mounted.join("precious"));
+        nix::mount::umount(&mounted).unwrap();
+        assert!(error.to_string().contains("mnt"), "{error}");
+        assert_eq!(kept.unwrap(), b"keep");
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+    }
+
+    #[test]
+    fn open_closes_the_store_to_other_users() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        drop(Store::open(&root).unwrap());
+        for sub in std::iter::once("").chain(STORE_DIRS) {
+            assert_eq!(mode(&root.join(sub)), 0o700, "{sub}");
+            fs::set_permissions(root.join(sub), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let store = Store::open(&root).unwrap();
+        for sub in std::iter::once("").chain(STORE_DIRS) {
+            assert_eq!(mode(&root.join(sub)), 0o700, "{sub}");
+        }
+        // The staging directory is private too, and goes with the store.
+        let staging = store.tmp_dir();
+        assert_eq!(mode(&staging), 0o700);
+        drop(store);
+        assert!(!staging.exists());
     }
 
     #[test]

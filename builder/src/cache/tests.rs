@@ -338,3 +338,46 @@ fn prune_removes_unreadable_records() {
     assert!(report.removed.is_empty());
     assert!(!record_file(&store, 2).exists());
 }
+
+#[test]
+fn prune_removes_cache_mounts_by_the_same_rules() {
+    let (dir, store) = store();
+    let owner = {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = fs::metadata(dir.path()).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    let mount = |name: &str, bytes: usize, ago: Duration| {
+        let id = kiln_store::digest::digest_bytes(name.as_bytes());
+        let path = store.cache_mount(&id, 0o755, owner.0, owner.1).unwrap();
+        fs::write(path.join("data"), vec![b'x'; bytes]).unwrap();
+        let time = FileTime::from_system_time(SystemTime::now() - ago);
+        filetime::set_file_mtime(&path, time).unwrap();
+        id.encoded().to_owned()
+    };
+    let old = mount("old", 100, Duration::from_hours(48));
+    let recent = mount("recent", 10, Duration::from_secs(5));
+    let cache = BuildCache::new(&store);
+    // Idle for longer than a day: only the old one.
+    let report = cache
+        .prune(&PruneOptions {
+            until: Some(Duration::from_hours(24)),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(report.cache_mounts, std::slice::from_ref(&old));
+    assert_eq!(report.reclaimed, 100);
+    assert!(!store.cache_mounts_dir().join(&old).exists());
+    // Within the storage kept: nothing.
+    let report = cache
+        .prune(&PruneOptions {
+            keep_storage: Some(10),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert!(report.cache_mounts.is_empty());
+    // A plain prune: everything.
+    let report = cache.prune(&PruneOptions::default()).unwrap();
+    assert_eq!(report.cache_mounts, [recent]);
+    assert!(store.cache_mounts().unwrap().is_empty());
+}

@@ -443,7 +443,7 @@ fn stat_cache_avoids_reads_and_detects_changes_via_ctime() {
 
     let file = tmp.path().join("cache/stat.json");
     fs::create_dir_all(file.parent().unwrap()).unwrap();
-    cache.save(&file).unwrap();
+    cache.save(file.parent().unwrap(), &file).unwrap();
     let mut loaded = StatCache::load(&file).unwrap();
     assert_eq!(loaded.len(), 6);
     assert_eq!(ctx.digest_sources(&sources, &mut loaded).unwrap(), d1);
@@ -491,7 +491,7 @@ fn stat_cache_load_missing_and_corrupt() {
     ctx.digest_sources(&resolve(&ctx, &["."]), &mut cache)
         .unwrap();
     let file = tmp.path().join("stat.bin");
-    cache.save(&file).unwrap();
+    cache.save(file.parent().unwrap(), &file).unwrap();
     let good = fs::read(&file).unwrap();
     assert_eq!(&good[..8], b"KILNSTC\0");
     assert_eq!(StatCache::load(&file).unwrap().len(), 6);
@@ -545,7 +545,7 @@ fn warm_digest_equals_cold_and_pinned_value() {
     let cold = ctx.digest_sources(&sources, &mut cache).unwrap();
     assert_eq!(cache.reads(), 3);
     let file = tmp.path().join("stat.bin");
-    cache.save(&file).unwrap();
+    cache.save(file.parent().unwrap(), &file).unwrap();
     let mut loaded = StatCache::load(&file).unwrap();
     assert_eq!(loaded.len(), 3);
     assert_eq!(ctx.digest_sources(&sources, &mut loaded).unwrap(), cold);
@@ -719,7 +719,7 @@ fn stat_cache_prunes_files_not_seen() {
     let mut cache = StatCache::new();
     ctx.digest_sources(&resolve(&ctx, &["."]), &mut cache)
         .unwrap();
-    cache.save(&file).unwrap();
+    cache.save(file.parent().unwrap(), &file).unwrap();
     fs::remove_file(root.join("b")).unwrap();
     let mut loaded = StatCache::load(&file).unwrap();
     ctx.digest_sources(&resolve(&ctx, &["."]), &mut loaded)
@@ -727,7 +727,7 @@ fn stat_cache_prunes_files_not_seen() {
     assert_eq!(loaded.len(), 2);
     loaded.prune_unseen();
     assert_eq!(loaded.len(), 1);
-    loaded.save(&file).unwrap();
+    loaded.save(file.parent().unwrap(), &file).unwrap();
     let saved = String::from_utf8_lossy(&fs::read(&file).unwrap()).into_owned();
     assert!(
         saved.contains(&root.join("a").display().to_string()),
@@ -776,7 +776,7 @@ fn stat_cache_survives_prune_and_rerecord() {
         cache.content_digest(&root.join(name), &meta).unwrap();
     }
     let file = root.join("cache.bin");
-    cache.save(&file).unwrap();
+    cache.save(file.parent().unwrap(), &file).unwrap();
 
     // Only "b" is looked up after loading: pruning keeps just it, and its
     // digest still comes from the cache.
@@ -794,7 +794,7 @@ fn stat_cache_survives_prune_and_rerecord() {
     let digest = loaded.content_digest(&root.join("b"), &meta).unwrap();
     assert_eq!(digest, kiln_store::digest::digest_bytes(b"changed"));
     assert_eq!((loaded.len(), loaded.reads()), (1, 1));
-    loaded.save(&file).unwrap();
+    loaded.save(file.parent().unwrap(), &file).unwrap();
     let again = StatCache::load(&file).unwrap();
     assert_eq!(again.len(), 1);
 

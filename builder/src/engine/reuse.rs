@@ -79,7 +79,7 @@ pub(super) fn record(store: &Store, key: &str, diff_id: Option<&str>, since: (i6
     let written = fs::create_dir_all(&dir)
         .map_err(|e| e.to_string())
         .and_then(|()| {
-            kiln_store::store::write_replace(&dir, &path, text.as_bytes())
+            kiln_store::store::write_replace(&store.tmp_dir(), &path, text.as_bytes())
                 .map_err(|e| e.to_string())
         });
     if let Err(e) = written {

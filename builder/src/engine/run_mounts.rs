@@ -91,8 +91,8 @@ enum BindSource {
 
 struct CachePlan {
     target: String,
-    /// The cache's directory under the store's cache mounts.
-    dir: PathBuf,
+    /// What names the cache (its id, and base when `from=`).
+    name: String,
     /// `from=` and `source=`: what a new cache starts with.
     base: Option<(Arc<StageState>, String, String)>,
     read_only: bool,
@@ -261,12 +261,6 @@ fn plan_cache(
     if let Some((mode, uid, gid)) = permissions {
         name = format!("{name}\0{mode:o}:{uid}:{gid}");
     }
-    let dir = ctx
-        .shared
-        .store
-        .root()
-        .join("cache-mounts")
-        .join(kiln_store::digest::digest_bytes(name.as_bytes()).encoded());
     // A cache mount's content never enters the key.
     let key = format!(
         "cache={target}\0ro={}\0sharing={}",
@@ -276,7 +270,7 @@ fn plan_cache(
     Ok(PlannedRunMount {
         kind: Kind::Cache(CachePlan {
             target,
-            dir,
+            name,
             base,
             read_only: m.read_only,
             sharing: m.sharing,
@@ -529,34 +523,45 @@ fn make_cache(
     plan: CachePlan,
     guards: &mut MountGuards,
 ) -> Result<Mount, BuildError> {
-    let dir = match plan.sharing {
+    let store = ctx.shared.store;
+    let instance = |n: usize| {
+        let name = if n == 0 {
+            plan.name.clone()
+        } else {
+            format!("{}\0private\0{n}", plan.name)
+        };
+        kiln_store::digest::digest_bytes(name.as_bytes())
+    };
+    let id = match plan.sharing {
         CacheSharing::Shared => {
-            lock(&plan.dir, LockMode::Shared, guards)?;
-            plan.dir.clone()
+            lock(
+                &store.cache_mount_lock(&instance(0)),
+                LockMode::Shared,
+                guards,
+            )?;
+            instance(0)
         }
         CacheSharing::Locked => {
-            lock(&plan.dir, LockMode::Exclusive, guards)?;
-            plan.dir.clone()
+            lock(
+                &store.cache_mount_lock(&instance(0)),
+                LockMode::Exclusive,
+                guards,
+            )?;
+            instance(0)
         }
         CacheSharing::Private => {
             // The first instance no other RUN holds.
             let mut n = 0usize;
             loop {
-                let dir = if n == 0 {
-                    plan.dir.clone()
-                } else {
-                    PathBuf::from(format!("{}-{n}", plan.dir.display()))
-                };
-                if lock(&dir, LockMode::TryExclusive, guards)? {
-                    break dir;
+                let id = instance(n);
+                if lock(&store.cache_mount_lock(&id), LockMode::TryExclusive, guards)? {
+                    break id;
                 }
                 n += 1;
             }
         }
     };
-    if !dir.is_dir() {
-        create_cache(ctx, &plan, &dir, guards)?;
-    }
+    let dir = store.cache_mount_with(&id, |dir| init_cache(ctx, &plan, dir))?;
     Ok(Mount::Bind {
         source: dir,
         target: plan.target,
@@ -571,24 +576,19 @@ enum LockMode {
     TryExclusive,
 }
 
-/// Locks cache directory `dir` (through `dir.lock` beside it) for the RUN;
-/// `false` when `TryExclusive` finds it in use. A directory this RUN has
-/// already locked (the same cache mounted twice) is not locked again.
-fn lock(dir: &Path, mode: LockMode, guards: &mut MountGuards) -> Result<bool, BuildError> {
-    if guards.locked.contains(dir) {
+/// Takes the lock file `path` of a cache mount for the RUN; `false` when
+/// `TryExclusive` finds it held. A lock this RUN already holds (the same
+/// cache mounted twice) is not taken again.
+fn lock(path: &Path, mode: LockMode, guards: &mut MountGuards) -> Result<bool, BuildError> {
+    if guards.locked.contains(path) {
         return Ok(mode != LockMode::TryExclusive);
     }
-    let parent = dir.parent().unwrap_or(dir);
-    fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
-    fs::set_permissions(parent, fs::Permissions::from_mode(0o700))
-        .map_err(|e| BuildError::io(parent, e))?;
-    let path = PathBuf::from(format!("{}.lock", dir.display()));
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(|e| BuildError::io(&path, e))?;
+        .open(path)
+        .map_err(|e| BuildError::io(path, e))?;
     let locked = match mode {
         LockMode::Shared => file.lock_shared().map(|()| true),
         LockMode::Exclusive => file.lock().map(|()| true),
@@ -598,25 +598,17 @@ fn lock(dir: &Path, mode: LockMode, guards: &mut MountGuards) -> Result<bool, Bu
             Err(fs::TryLockError::Error(e)) => Err(e),
         },
     }
-    .map_err(|e| BuildError::io(&path, e))?;
+    .map_err(|e| BuildError::io(path, e))?;
     if locked {
         guards.locks.push(file);
-        guards.locked.insert(dir.to_owned());
+        guards.locked.insert(path.to_owned());
     }
     Ok(locked)
 }
 
-/// Makes a new cache directory: empty (with `mode`/`uid`/`gid`), or a copy
-/// of its base; built aside and renamed into place.
-fn create_cache(
-    ctx: &StepContext<'_, '_>,
-    plan: &CachePlan,
-    dir: &Path,
-    guards: &mut MountGuards,
-) -> Result<(), BuildError> {
-    let staging = ctx.temp_dir("cache-")?;
-    let fresh = staging.join("cache");
-    fs::create_dir(&fresh).map_err(|e| BuildError::io(&fresh, e))?;
+/// Fills a new cache directory `dir`: a copy of its base (`from=`,
+/// `source=`), or empty with `mode`/`uid`/`gid`.
+fn init_cache(ctx: &StepContext<'_, '_>, plan: &CachePlan, dir: &Path) -> Result<(), BuildError> {
     let (mode, uid, gid) = plan.permissions.unwrap_or((0o755, 0, 0));
     match (&plan.base, plan.permissions) {
         (Some((state, source, from)), None) if !state.layers.is_empty() => {
@@ -629,7 +621,7 @@ fn create_cache(
                         "RUN --mount=type=cache,source={source}: not found in {from}: {e}"
                     ))
                 })?;
-            let root = Root::open(&fresh).map_err(|e| BuildError::io(&fresh, e))?;
+            let root = Root::open(dir).map_err(|e| BuildError::io(dir, e))?;
             fileops::copy_sources(
                 &context,
                 &sources,
@@ -641,21 +633,13 @@ fn create_cache(
                     ..CopyOptions::default()
                 },
             )?;
-            guards.mounted.push(overlay);
         }
         _ => {
-            fs::set_permissions(&fresh, fs::Permissions::from_mode(mode))
-                .map_err(|e| BuildError::io(&fresh, e))?;
-            std::os::unix::fs::chown(&fresh, Some(uid), Some(gid))
-                .map_err(|e| BuildError::io(&fresh, e))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+                .map_err(|e| BuildError::io(dir, e))?;
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .map_err(|e| BuildError::io(dir, e))?;
         }
     }
-    match fs::rename(&fresh, dir) {
-        Ok(()) => {}
-        // Another RUN made it first.
-        Err(_) if dir.is_dir() => {}
-        Err(e) => return Err(BuildError::io(dir, e)),
-    }
-    let _ = fs::remove_dir_all(&staging);
     Ok(())
 }

@@ -4,8 +4,10 @@
 //! in the store's `tmp/` (files named `blobs/sha256/<hex>` whose blob the
 //! store already has are hashed but not written). Only when the whole
 //! archive has been read and every manifest, config, digest, size and
-//! `diff_id` has been checked are the blobs moved into place and the tags
-//! written, so a bad archive leaves no tag and no partial image.
+//! `diff_id` has been checked are the blobs moved into place; then each
+//! image is prepared (its layers unpacked, by the caller) and only then
+//! are the tags written, so a bad archive or a layer that cannot be
+//! unpacked leaves no tag and no partial image.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -16,6 +18,7 @@ use kiln_reference::{Digest, ImageReference};
 use serde::Deserialize;
 
 use super::clean_archive_path;
+use crate::blobs::CopyError;
 use crate::digest::{HashingReader, parse_sha256};
 use crate::error::{IoContext, StoreError};
 use crate::layer::compression::{Compression, decoder, media_type};
@@ -39,6 +42,8 @@ pub struct LoadedImage {
     pub manifest_digest: Digest,
     /// The tags it was loaded under (may be empty).
     pub tags: Vec<ImageReference>,
+    /// The manifest's descriptor.
+    pub descriptor: Descriptor,
 }
 
 /// A file read from the archive.
@@ -70,6 +75,42 @@ struct DockerManifestEntry {
 /// Reads an archive (optionally gzip- or zstd-compressed as a whole) into
 /// the store.
 pub fn load_archive(store: &Store, input: impl Read) -> Result<Vec<LoadedImage>, StoreError> {
+    load_archive_with(store, input, &mut |_| Ok(()))
+}
+
+/// [`load_archive`], calling `prepare` for each image once its blobs are
+/// in the store but before any image is tagged (`kiln load` unpacks the
+/// layers there). Loading is all or nothing: if reading, checking or
+/// preparing any image fails, no image is tagged, and the blobs and
+/// snapshots this load added are collected at once when no other kiln
+/// process has the store open (else by the next `prune`).
+pub fn load_archive_with(
+    store: &Store,
+    input: impl Read,
+    prepare: &mut dyn FnMut(&LoadedImage) -> Result<(), StoreError>,
+) -> Result<Vec<LoadedImage>, StoreError> {
+    let mut linked = false;
+    let result = load(store, input, prepare, &mut linked);
+    if result.is_err() && linked {
+        match store.collect_garbage_if_idle() {
+            Ok(Some(report)) => log::debug!(
+                "failed load: removed {} blobs and {} snapshots",
+                report.blobs.len(),
+                report.snapshots.len()
+            ),
+            Ok(None) => log::info!("store busy: the failed load's blobs are left for a prune"),
+            Err(e) => log::warn!("cannot collect the failed load's blobs: {e}"),
+        }
+    }
+    result
+}
+
+fn load(
+    store: &Store,
+    input: impl Read,
+    prepare: &mut dyn FnMut(&LoadedImage) -> Result<(), StoreError>,
+    linked: &mut bool,
+) -> Result<Vec<LoadedImage>, StoreError> {
     let mut input = BufReader::with_capacity(1 << 20, input);
     let head = input.fill_buf().at("archive")?;
     if head.is_empty() {
@@ -88,8 +129,16 @@ pub fn load_archive(store: &Store, input: impl Read) -> Result<Vec<LoadedImage>,
     let archive = Archive { store, files };
     let plans = archive.plan()?;
     let mut loaded = Vec::new();
-    for plan in plans {
-        loaded.push(archive.commit(plan)?);
+    for plan in &plans {
+        *linked = true;
+        let image = archive.link(plan)?;
+        prepare(&image)?;
+        crate::fault::point("load.prepared");
+        loaded.push(image);
+    }
+    // Every image is in the store and prepared: only now are they named.
+    for image in &loaded {
+        store.add_image(&image.descriptor, &image.tags)?;
     }
     Ok(loaded)
 }
@@ -199,11 +248,18 @@ fn stage(
             continue;
         }
         let staged_path = staging.join(format!("{number}"));
-        let file = File::create(&staged_path).at(&staged_path)?;
+        let write_error = |source| StoreError::Write {
+            what: format!("archive entry {path}"),
+            path: staged_path.clone(),
+            source,
+        };
+        let file = File::create(&staged_path).map_err(write_error)?;
         let mut writer = io::BufWriter::with_capacity(1 << 20, file);
         let mut hashing = HashingReader::new(&mut entry);
-        io::copy(&mut hashing, &mut writer)
-            .map_err(|e| StoreError::Archive(format!("truncated archive in {path}: {e}")))?;
+        crate::blobs::copy(&mut hashing, &mut writer).map_err(|e| match e {
+            CopyError::Read(e) => StoreError::Archive(format!("truncated archive in {path}: {e}")),
+            CopyError::Write(e) => write_error(e),
+        })?;
         let (digest, size) = hashing.finish();
         let expected_size = entry.header().size().unwrap_or(size);
         if size != expected_size {
@@ -213,7 +269,8 @@ fn stage(
         }
         writer
             .into_inner()
-            .map_err(|e| StoreError::io(&staged_path, e.into_error()))?;
+            .map_err(|e| write_error(e.into_error()))?;
+        crate::fault::point("load.staged");
         if let Some(named) = named
             && named != digest
         {
@@ -529,8 +586,8 @@ impl Archive<'_> {
         })
     }
 
-    /// Moves an image's blobs into the store and tags it.
-    fn commit(&self, plan: Plan) -> Result<LoadedImage, StoreError> {
+    /// Moves an image's blobs into the store (not tagged yet).
+    fn link(&self, plan: &Plan) -> Result<LoadedImage, StoreError> {
         for path in &plan.blob_paths {
             if let (
                 Staged::File {
@@ -554,7 +611,7 @@ impl Archive<'_> {
                         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
                             return Err(StoreError::io(&target, e));
                         }
-                        _ => {}
+                        _ => crate::fault::point("load.linked"),
                     }
                 }
             }
@@ -571,11 +628,11 @@ impl Archive<'_> {
             &manifest_digest.to_string(),
             plan.manifest_bytes.len() as u64,
         );
-        self.store.add_image(&descriptor, &plan.tags)?;
         Ok(LoadedImage {
             id: parse_sha256(&plan.manifest.config.digest)?,
             manifest_digest,
-            tags: plan.tags,
+            tags: plan.tags.clone(),
+            descriptor,
         })
     }
 }
