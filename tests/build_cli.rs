@@ -485,7 +485,10 @@ fn add_extracts_local_archives_of_every_compression() {
     }
     // COPY never extracts; ADD copies compressed non-tar files as they are.
     dockerfile.push_str("COPY gz.tgz /copied.tgz\nADD notar.gz fake.tar /raw/\n");
-    script.push_str("test -f /copied.tgz && echo copied-as-file; ls /raw; cat /raw/fake.tar");
+    // With --chown every extracted entry gets the owner.
+    dockerfile.push_str("ADD --chown=app:staff gz.tgz /owned/\n");
+    script.push_str("test -f /copied.tgz && echo copied-as-file; ls /raw; cat /raw/fake.tar; ");
+    script.push_str("stat -c '%u:%g %n' /owned/pkg /owned/pkg/inner.txt");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(b"hello\n").unwrap();
     fs::write(dir.join("notar.gz"), gz.finish().unwrap()).unwrap();
@@ -494,7 +497,8 @@ fn add_extracts_local_archives_of_every_compression() {
     build_ok(&kiln, &dir, "archives:1", &[]);
     assert_eq!(
         sh(&kiln, "archives:1", &script),
-        "inner\ninner\ninner\ninner\ninner\ncopied-as-file\nfake.tar\nnotar.gz\nnot a tar\n"
+        "inner\ninner\ninner\ninner\ninner\ncopied-as-file\nfake.tar\nnotar.gz\nnot a tar\n\
+         1000:50 /owned/pkg\n1000:50 /owned/pkg/inner.txt\n"
     );
 }
 

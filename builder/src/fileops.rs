@@ -81,6 +81,10 @@ pub struct CopyOptions {
     /// Modification times later than this (seconds since the epoch) are
     /// set to it (`SOURCE_DATE_EPOCH`).
     pub clamp_mtime: Option<i64>,
+    /// Where ADD `--chown` stages an archive's files before they are
+    /// copied over with their new owner (the build's own temporary
+    /// directory in the store; `None`: the system's).
+    pub staging: Option<PathBuf>,
 }
 
 /// What [`copy_sources`] wrote.
@@ -936,10 +940,11 @@ impl<'a> Copier<'a> {
         };
         // With --chown every extracted entry belongs to the owner: extract
         // next to the archive's copy, then copy the tree over.
+        let staging_dir = self.opts.staging.clone().unwrap_or_else(std::env::temp_dir);
         let staging = tempfile::Builder::new()
             .prefix("kiln-add-")
-            .tempdir()
-            .map_err(|e| BuildError::io(std::env::temp_dir(), e))?;
+            .tempdir_in(&staging_dir)
+            .map_err(|e| BuildError::io(&staging_dir, e))?;
         unpack_layer(stream, staging.path(), &opts).map_err(unpack_err)?;
         let ctx = BuildContext::open(staging.path(), &[])?;
         let sources = ctx.resolve_sources(&[".".to_owned()], &[], false)?;
@@ -952,6 +957,7 @@ impl<'a> Copier<'a> {
             unpack_archives: false,
             preserve_owner: true,
             clamp_mtime: self.opts.clamp_mtime,
+            staging: None,
         };
         let mut inner = Copier::new(&chown);
         for source in &sources {

@@ -283,6 +283,10 @@ pub(super) fn copy_step(
         unpack_archives: fc.is_add && fc.unpack != Some(false),
         preserve_owner: from.is_some(),
         clamp_mtime: None,
+        // Only ADD --chown of an archive stages files.
+        staging: (fc.is_add && fc.chown.is_some())
+            .then(|| ctx.temp_dir("add-"))
+            .transpose()?,
     };
     let count = sources.len() + fc.inline.len() + downloads.len();
     let dest_is_dir = dest.ends_with('/') || count > 1;
