@@ -13,7 +13,7 @@ pub mod progress;
 pub mod rootfs;
 
 pub use context::{BuildContext, FileType, Source, StatCache, cache_key};
-pub use engine::{BuildOptions, BuildOutcome, build, cancel, is_cancelled};
+pub use engine::{BuildOptions, BuildOutcome, Entitlements, build, cancel, is_cancelled};
 pub use error::BuildError;
 pub use kiln_store::Digest;
 pub use progress::{Event, Reporter};

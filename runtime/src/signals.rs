@@ -11,6 +11,9 @@ static PIDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 /// later ones kill the inits outright, as a second Ctrl-C does in Docker.
 static RECEIVED: AtomicU32 = AtomicU32::new(0);
 static INSTALLED: Mutex<(usize, Option<[libc::sigaction; 2]>)> = Mutex::new((0, None));
+/// Set for good by [`stop_all`]: every container started later is stopped
+/// as soon as it exists.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const FORWARDED: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
 extern "C" fn forward(sig: libc::c_int) {
@@ -25,6 +28,28 @@ extern "C" fn forward(sig: libc::c_int) {
             }
         }
     }
+}
+
+/// Stops every container of this process, now and from now on: SIGTERM to
+/// each init (which kills its container after the stop timeout), and the
+/// same for any started later. For a caller's own SIGINT/SIGTERM handler
+/// (a build being cancelled between two runs). Async-signal-safe.
+pub(crate) fn stop_all() {
+    STOPPING.store(true, Ordering::SeqCst);
+    for slot in &PIDS {
+        let pid = slot.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill is async-signal-safe and takes plain integers.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+/// Whether [`stop_all`] was called.
+pub(crate) fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
 }
 
 /// Handlers installed for as long as this guard lives (reference counted
