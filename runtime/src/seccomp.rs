@@ -918,17 +918,22 @@ pub(crate) fn compile(profile: &Profile, caps: &[&str]) -> Result<Vec<u8>, Secco
     // libseccomp's default layout (a linear list per architecture): its
     // binary tree (optimize level 2) compiles twice as slowly here.
     let (go_arch, scmp_arch) = native_arch();
-    let mut arches: Vec<&str> = Vec::new();
+    let mut arches_named: Vec<&str> = Vec::new();
     for map in &profile.arch_map {
         if map.architecture == scmp_arch {
-            arches.push(&map.architecture);
-            arches.extend(map.sub_architectures.iter().map(String::as_str));
+            arches_named.extend(map.sub_architectures.iter().map(String::as_str));
         }
     }
     if profile.arch_map.is_empty() {
-        arches.extend(profile.architectures.iter().map(String::as_str));
+        arches_named.extend(
+            profile
+                .architectures
+                .iter()
+                .map(String::as_str)
+                .filter(|a| *a != scmp_arch),
+        );
     }
-    for name in arches {
+    for &name in &arches_named {
         let arch: ScmpArch = name
             .parse()
             .map_err(|_| SeccompError::Compile(format!("unknown architecture {name}")))?;
@@ -937,10 +942,12 @@ pub(crate) fn compile(profile: &Profile, caps: &[&str]) -> Result<Vec<u8>, Secco
             .map_err(err(&format!("adding architecture {name}")))?;
     }
     let kernel = kernel_version();
+    let mut known: Vec<&str> = Vec::new();
     for rule in &profile.syscalls {
         if !applies(rule, caps, go_arch, kernel) {
             continue;
         }
+        known.extend(rule.names.iter().chain(&rule.name).map(String::as_str));
         let action = scmp_action(rule.action, rule.errno_ret)?;
         // libseccomp refuses a rule that does what the default does.
         if action == default {
@@ -974,7 +981,130 @@ pub(crate) fn compile(profile: &Profile, caps: &[&str]) -> Result<Vec<u8>, Secco
             added.map_err(err(&format!("rule for {name}")))?;
         }
     }
-    export(&filter)
+    let program = export(&filter)?;
+    if matches!(profile.default_action, Action::Allow | Action::Log) {
+        return Ok(program);
+    }
+    let mut arches = vec![ScmpArch::Native];
+    for name in arches_named {
+        arches.extend(name.parse::<ScmpArch>());
+    }
+    let mut out = enosys_prefix(&arches, &known);
+    out.extend(program);
+    Ok(out)
+}
+
+/// `struct sock_filter` opcodes.
+const LD_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JGE: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const JGT: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
+const RET: u16 = 0x06; // BPF_RET | BPF_K
+/// `seccomp_data` offsets.
+const NR: u32 = 0;
+const ARCH: u32 = 4;
+/// x32 calls come as `x86_64` ones with this bit set.
+const X32_BIT: u32 = 0x4000_0000;
+
+/// The `AUDIT_ARCH_*` value the kernel reports for an architecture.
+fn audit_arch(arch: ScmpArch) -> Option<u32> {
+    let arch = if arch == ScmpArch::Native {
+        match std::env::consts::ARCH {
+            "x86_64" => ScmpArch::X8664,
+            "aarch64" => ScmpArch::Aarch64,
+            "riscv64" => ScmpArch::Riscv64,
+            "s390x" => ScmpArch::S390X,
+            _ => return None,
+        }
+    } else {
+        arch
+    };
+    Some(match arch {
+        ScmpArch::X8664 | ScmpArch::X32 => 0xc000_003e,
+        ScmpArch::X86 => 0x4000_0003,
+        ScmpArch::Aarch64 => 0xc000_00b7,
+        ScmpArch::Arm => 0x4000_0028,
+        ScmpArch::Riscv64 => 0xc000_00f3,
+        ScmpArch::S390X => 0x8000_0016,
+        ScmpArch::S390 => 0x0000_0016,
+        _ => return None,
+    })
+}
+
+/// As runc does: a call whose number is above every call the profile
+/// names (for that architecture) fails with ENOSYS, not the default
+/// EPERM, so that a libc newer than the profile (or than this
+/// libseccomp, which skips names it does not know, such as `fchmodat2`
+/// in 2.5) falls back to an older call instead of failing. Calls below
+/// that the profile does not allow still get the default. Returns the
+/// BPF instructions to put before the main program.
+fn enosys_prefix(arches: &[ScmpArch], known: &[&str]) -> Vec<u8> {
+    // Jump targets: instruction indexes, or these two.
+    const MAIN: usize = usize::MAX;
+    const FAIL: usize = usize::MAX - 1;
+    let max = |arch: ScmpArch| {
+        known
+            .iter()
+            .filter_map(|n| ScmpSyscall::from_name_by_arch(n, arch).ok())
+            .map(ScmpSyscall::as_raw_syscall)
+            .filter_map(|n| u32::try_from(n).ok())
+            .max()
+    };
+    // Per audit arch: the highest native number, and for x86_64 the
+    // highest x32 one (x32 numbers include the bit).
+    let mut blocks: Vec<(u32, u32, Option<u32>)> = Vec::new();
+    for &arch in arches {
+        let (Some(audit), Some(top)) = (audit_arch(arch), max(arch)) else {
+            continue;
+        };
+        let is_x32 = arch == ScmpArch::X32;
+        match blocks.iter_mut().find(|b| b.0 == audit) {
+            Some(block) if is_x32 => block.2 = Some(top),
+            Some(block) => block.1 = top,
+            None if is_x32 => blocks.push((audit, u32::MAX, Some(top))),
+            None => blocks.push((audit, top, None)),
+        }
+    }
+    let mut code: Vec<(u16, usize, usize, u32)> = Vec::new();
+    for (audit, native_max, x32_max) in blocks {
+        let start = code.len();
+        let len = if x32_max.is_some() { 6 } else { 4 };
+        code.push((LD_ABS, 0, 0, ARCH));
+        // Another architecture: on to the next block (or the program).
+        code.push((JEQ, start + 2, start + len, audit));
+        code.push((LD_ABS, 0, 0, NR));
+        if let Some(x32_max) = x32_max {
+            // x32 numbers have the bit; native ones never do.
+            code.push((JGE, start + 4, start + 5, X32_BIT));
+            code.push((JGT, FAIL, MAIN, x32_max));
+        }
+        code.push((JGT, FAIL, MAIN, native_max));
+    }
+    let fail = code.len();
+    let main = fail + 1;
+    let mut out = Vec::new();
+    let mut emit = |code_: u16, jt: u8, jf: u8, k: u32| {
+        out.extend_from_slice(&code_.to_ne_bytes());
+        out.push(jt);
+        out.push(jf);
+        out.extend_from_slice(&k.to_ne_bytes());
+    };
+    // A plain index at the end of the blocks is the main program too.
+    let resolve = |target: usize| match target {
+        FAIL => fail,
+        other if other >= fail => main,
+        other => other,
+    };
+    for (i, &(op, jt, jf, k)) in code.iter().enumerate() {
+        let rel = |t: usize| u8::try_from(resolve(t).saturating_sub(i + 1)).unwrap_or(0);
+        if op == LD_ABS {
+            emit(op, 0, 0, k);
+        } else {
+            emit(op, rel(jt), rel(jf), k);
+        }
+    }
+    emit(RET, 0, 0, 0x0005_0000 | ENOSYS);
+    out
 }
 
 /// The filter's BPF bytes (through a pipe: bookworm's libseccomp 2.5 has
@@ -1143,6 +1273,53 @@ mod tests {
             assert!(words.contains(&0xc000_003e), "no x86_64 arch check");
             assert!(words.contains(&0x4000_0003), "no i386 arch check");
         }
+    }
+
+    #[test]
+    fn calls_newer_than_the_profile_fail_with_enosys_others_with_eperm() {
+        let program = compile(&Profile::docker_default(), DEFAULT_CAPS).unwrap();
+        // x32 numbers, which the prefix compares, carry the x32 bit.
+        if cfg!(target_arch = "x86_64") {
+            let x32 = ScmpSyscall::from_name_by_arch("read", ScmpArch::X32).unwrap();
+            assert_eq!(x32.as_raw_syscall(), 0x4000_0000);
+        }
+        // SAFETY: the child only makes system calls and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = (|| {
+                // SAFETY: prctl on integers.
+                unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                if install(&program).is_err() {
+                    return 10;
+                }
+                let errno = || io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                // SAFETY: raw system calls with integer arguments.
+                unsafe {
+                    // A number no kernel has yet: ENOSYS, as runc answers.
+                    if libc::syscall(1000) != -1 || errno() != libc::ENOSYS {
+                        return 11;
+                    }
+                    // Known and not allowed without CAP_SYS_ADMIN: EPERM.
+                    if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) != -1
+                        || errno() != libc::EPERM
+                    {
+                        return 12;
+                    }
+                    // Allowed.
+                    if libc::syscall(libc::SYS_getppid) <= 0 {
+                        return 13;
+                    }
+                }
+                0
+            })();
+            // SAFETY: ends the forked child.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0);
     }
 
     #[test]
