@@ -9,6 +9,7 @@
 //! and forks the user process. Everything mounted lives in that namespace and
 //! dies with it, so nothing reaches the host's mount table.
 
+mod caps;
 mod cgroup;
 mod init;
 mod network;
@@ -39,6 +40,10 @@ pub const INIT_ARG: &str = "__kiln-init";
 const CONFIG_FD: i32 = 3;
 /// File in `files` where the init lists the mount points it created.
 const STUBS: &str = "stubs";
+/// Docker's default seccomp profile as BPF, compiled by the build script
+/// (empty when it could not, e.g. when cross-compiling: then it is
+/// compiled at run time).
+const DEFAULT_SECCOMP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default-seccomp.bpf"));
 /// File in `files` where the init records the NAT helper's pid.
 const NETWORK_PID: &str = "network.pid";
 /// The fd on which the init and its children report setup failures.
@@ -143,13 +148,6 @@ pub fn interrupted() -> bool {
 /// no run holds the signal handlers. Async-signal-safe.
 pub fn stop_all() {
     signals::stop_all();
-}
-
-/// Starts compiling Docker's default seccomp profile in the background,
-/// so that the first run does not wait for it: for a caller that is about
-/// to prepare a run (resolve an image, plan a build).
-pub fn precompile_seccomp() {
-    seccomp::precompile(init::capability_names(false));
 }
 
 /// Waits until the NAT helpers of finished runs are gone: they are reaped
@@ -358,10 +356,10 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
         let path = files.join(name);
         fs::write(&path, content).map_err(prep_err(&path))?;
     }
-    let caps = init::capability_names(spec.privileged);
+    let caps = caps::capability_names(spec.privileged);
     let seccomp = match &spec.seccomp {
         Seccomp::Unconfined => None,
-        Seccomp::Default => Some(seccomp::default_program(&caps)?),
+        Seccomp::Default => Some(seccomp::default_program(&caps, DEFAULT_SECCOMP)?),
         Seccomp::Profile(profile) => Some(seccomp::compile(profile, &caps)?),
     };
     let network_helper = if spec.network == Network::Isolated {

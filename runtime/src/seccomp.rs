@@ -910,6 +910,16 @@ fn scmp_compare(arg: &Arg) -> ScmpArgCompare {
 /// (names as `CAP_CHOWN`) into a BPF program (`struct sock_filter`s, as
 /// bytes in native order).
 pub(crate) fn compile(profile: &Profile, caps: &[&str]) -> Result<Vec<u8>, SeccompError> {
+    compile_for(profile, caps, kernel_version())
+}
+
+/// [`compile`] for a kernel of version `kernel` (the profile's
+/// `minKernel` conditions).
+fn compile_for(
+    profile: &Profile,
+    caps: &[&str],
+    kernel: (u32, u32),
+) -> Result<Vec<u8>, SeccompError> {
     fn err(what: &str) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError + '_ {
         move |e| SeccompError::Compile(format!("{what}: {e}"))
     }
@@ -941,7 +951,6 @@ pub(crate) fn compile(profile: &Profile, caps: &[&str]) -> Result<Vec<u8>, Secco
             .add_arch(arch)
             .map_err(err(&format!("adding architecture {name}")))?;
     }
-    let kernel = kernel_version();
     let mut known: Vec<&str> = Vec::new();
     for rule in &profile.syscalls {
         if !applies(rule, caps, go_arch, kernel) {
@@ -1136,27 +1145,42 @@ fn export(filter: &ScmpFilterContext) -> Result<Vec<u8>, SeccompError> {
     Ok(bytes)
 }
 
+/// The kernel version the embedded default program assumes: the highest
+/// `minKernel` the default profile mentions, so that the program is the
+/// same on every kernel at least that recent.
+fn embedded_kernel() -> (u32, u32) {
+    Profile::docker_default()
+        .syscalls
+        .iter()
+        .flat_map(|r| [&r.includes.min_kernel, &r.excludes.min_kernel])
+        .filter_map(|v| v.as_deref().and_then(parse_version))
+        .max()
+        .unwrap_or((0, 0))
+}
+
+/// What the build script embeds: Docker's default profile compiled for
+/// Docker's default capabilities and [`embedded_kernel`], on the
+/// architecture kiln is built for.
+#[cfg_attr(not(test), allow(dead_code, reason = "called by build.rs"))]
+pub(crate) fn program_to_embed(caps: &[&str]) -> Result<Vec<u8>, SeccompError> {
+    compile_for(&Profile::docker_default(), caps, embedded_kernel())
+}
+
 static DEFAULT_PROGRAM: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
 
-/// Docker's default profile compiled for a container with capabilities
-/// `caps`, once per process (the default set is the only one asked for
-/// outside `--security=insecure`, which has no filter).
-pub(crate) fn default_program(caps: &[&str]) -> Result<Vec<u8>, SeccompError> {
+/// Docker's default profile for a container with Docker's default
+/// capabilities (the only set asked for outside `--security=insecure`,
+/// which has no filter): `embedded`, the program the build script
+/// compiled, when there is one and the kernel is recent enough for it;
+/// else compiled here, once per process.
+pub(crate) fn default_program(caps: &[&str], embedded: &[u8]) -> Result<Vec<u8>, SeccompError> {
+    if !embedded.is_empty() && kernel_version() >= embedded_kernel() {
+        return Ok(embedded.to_vec());
+    }
     DEFAULT_PROGRAM
         .get_or_init(|| compile(&Profile::docker_default(), caps).map_err(|e| e.to_string()))
         .clone()
         .map_err(SeccompError::Compile)
-}
-
-/// Starts compiling the default program on a thread (libseccomp takes a
-/// few milliseconds), so that it overlaps whatever the caller does before
-/// its first run.
-pub(crate) fn precompile(caps: Vec<&'static str>) {
-    let _ = std::thread::Builder::new()
-        .name("seccomp".to_owned())
-        .spawn(move || {
-            let _ = default_program(&caps);
-        });
 }
 
 /// Installs a BPF program (from [`compile`]) on the calling thread. Needs
@@ -1273,6 +1297,19 @@ mod tests {
             assert!(words.contains(&0xc000_003e), "no x86_64 arch check");
             assert!(words.contains(&0x4000_0003), "no i386 arch check");
         }
+    }
+
+    #[test]
+    fn the_embedded_program_is_the_default_profile_compiled() {
+        let embedded = include_bytes!(concat!(env!("OUT_DIR"), "/default-seccomp.bpf"));
+        assert!(!embedded.is_empty(), "the build script compiled nothing");
+        let caps = crate::caps::capability_names(false);
+        assert_eq!(
+            embedded.as_slice(),
+            program_to_embed(&caps).unwrap().as_slice()
+        );
+        assert_eq!(embedded_kernel(), (4, 8));
+        assert_eq!(default_program(&caps, embedded).unwrap(), embedded);
     }
 
     #[test]

@@ -405,9 +405,6 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     // must happen while the process still has one thread.
     kiln_builder::mounts::enter_private_mount_namespace()
         .context("kiln build needs root (it mounts overlay filesystems)")?;
-    // The seccomp filter of RUN steps compiles while the build is planned
-    // (a thread: only now that the mount namespace is entered).
-    kiln_runtime::precompile_seccomp();
     let store = open_store(root)?;
     let stdin_dir;
     let (context_dir, stdin_dockerfile) = if args.context == "-" {

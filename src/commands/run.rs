@@ -91,8 +91,6 @@ pub struct RunArgs {
 /// Runs `kiln run`; the exit status is the container process's, as Docker
 /// reports it.
 pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    // The filter compiles while the image is resolved and unpacked.
-    kiln_runtime::precompile_seccomp();
     let limits = Limits {
         memory: args.memory.as_deref().map(parse_memory).transpose()?,
         cpus: args.cpus.as_deref().map(parse_cpus).transpose()?,
