@@ -100,6 +100,10 @@ fn outer() -> Result<i32, String> {
         )?),
         _ => None,
     };
+    // Recorded first: whatever fails from here, kiln reaps the helper.
+    if let Some(helper) = &helper {
+        helper.record_pid(&config.files.join(crate::NETWORK_PID))?;
+    }
     if config.rootless {
         enter_user_namespace()?;
     }
@@ -113,9 +117,6 @@ fn outer() -> Result<i32, String> {
     unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
     if let Some(helper) = &mut helper {
         helper.start()?;
-    }
-    if let Some(helper) = &helper {
-        helper.record_pid(&config.files.join(crate::NETWORK_PID))?;
     }
     let ready = helper.as_mut().and_then(Helper::take_ready);
     // First thing in the new mount namespace: no propagation either way, so

@@ -1105,13 +1105,13 @@ fn isolated_network_has_eth0_and_the_nat_forwarder_for_dns() {
     // The NAT helper is gone with the container (reaped in the
     // background: wait for it).
     kiln_runtime::wait_for_helpers();
-    assert!(processes_named("slirp4netns", fx.dir.path()).is_empty());
+    assert!(processes_named("slirp4netns").is_empty());
 }
 
-/// Pids of processes named `name` whose command line mentions nothing of
-/// other tests (a NAT helper names the init's pid, not the test dir), so
-/// this counts the helpers whose init is gone.
-fn processes_named(name: &str, _dir: &Path) -> Vec<u32> {
+/// Pids of live processes named `name` whose target (the last-but-one
+/// argument: a NAT helper's init pid) is gone: a helper of another test's
+/// running container is not counted.
+fn processes_named(name: &str) -> Vec<u32> {
     fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
