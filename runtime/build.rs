@@ -16,18 +16,23 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed=src/caps.rs");
     println!("cargo::rerun-if-changed=src/seccomp.rs");
-    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default())
-        .join("default-seccomp.bpf");
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
     let native = std::env::var("HOST").ok() == std::env::var("TARGET").ok();
-    let program = if native {
-        seccomp::program_to_embed(&caps::capability_names(false)).unwrap_or_else(|e| {
-            println!("cargo::warning=default seccomp profile compiled at run time: {e}");
+    for (file, x32) in [
+        ("default-seccomp.bpf", true),
+        ("default-seccomp-no-x32.bpf", false),
+    ] {
+        let program = if native {
+            seccomp::program_to_embed(&caps::capability_names(false), x32).unwrap_or_else(|e| {
+                println!("cargo::warning=default seccomp profile compiled at run time: {e}");
+                Vec::new()
+            })
+        } else {
             Vec::new()
-        })
-    } else {
-        Vec::new()
-    };
-    if let Err(e) = std::fs::write(&out, program) {
-        println!("cargo::error=writing {}: {e}", out.display());
+        };
+        let path = out.join(file);
+        if let Err(e) = std::fs::write(&path, program) {
+            println!("cargo::error=writing {}: {e}", path.display());
+        }
     }
 }

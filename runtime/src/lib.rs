@@ -41,9 +41,12 @@ const CONFIG_FD: i32 = 3;
 /// File in `files` where the init lists the mount points it created.
 const STUBS: &str = "stubs";
 /// Docker's default seccomp profile as BPF, compiled by the build script
-/// (empty when it could not, e.g. when cross-compiling: then it is
-/// compiled at run time).
-const DEFAULT_SECCOMP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default-seccomp.bpf"));
+/// with and without the x32 ABI (empty when it could not, e.g. when
+/// cross-compiling: then it is compiled at run time).
+const DEFAULT_SECCOMP: seccomp::Embedded<'static> = seccomp::Embedded {
+    with_x32: include_bytes!(concat!(env!("OUT_DIR"), "/default-seccomp.bpf")),
+    without_x32: include_bytes!(concat!(env!("OUT_DIR"), "/default-seccomp-no-x32.bpf")),
+};
 /// File in `files` where the init records the NAT helper's pid.
 const NETWORK_PID: &str = "network.pid";
 /// The fd on which the init and its children report setup failures.
@@ -359,7 +362,7 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
     let caps = caps::capability_names(spec.privileged);
     let seccomp = match &spec.seccomp {
         Seccomp::Unconfined => None,
-        Seccomp::Default => Some(seccomp::default_program(&caps, DEFAULT_SECCOMP)?),
+        Seccomp::Default => Some(seccomp::default_program(&caps, &DEFAULT_SECCOMP)?),
         Seccomp::Profile(profile) => Some(seccomp::compile(profile, &caps)?),
     };
     let network_helper = if spec.network == Network::Isolated {

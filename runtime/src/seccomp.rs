@@ -910,15 +910,33 @@ fn scmp_compare(arg: &Arg) -> ScmpArgCompare {
 /// (names as `CAP_CHOWN`) into a BPF program (`struct sock_filter`s, as
 /// bytes in native order).
 pub(crate) fn compile(profile: &Profile, caps: &[&str]) -> Result<Vec<u8>, SeccompError> {
-    compile_for(profile, caps, kernel_version())
+    compile_for(profile, caps, kernel_version(), x32_supported())
+}
+
+/// Whether the kernel runs x32 programs (most kernels are built with the
+/// ABI but boot with it off). Without it, the filter's x32 part is dead
+/// weight: a third of the program that the kernel JIT-compiles on every
+/// load; the ENOSYS prefix then answers every x32 call with ENOSYS, as
+/// the kernel itself would. Probed once, with x32's getpid.
+fn x32_supported() -> bool {
+    static SUPPORTED: OnceLock<bool> = OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        if !cfg!(target_arch = "x86_64") {
+            return false;
+        }
+        // SAFETY: getpid has no arguments and no effect.
+        let ret = unsafe { libc::syscall(libc::c_long::from(X32_BIT) | libc::SYS_getpid) };
+        ret >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+    })
 }
 
 /// [`compile`] for a kernel of version `kernel` (the profile's
-/// `minKernel` conditions).
+/// `minKernel` conditions), with or without the x32 ABI.
 fn compile_for(
     profile: &Profile,
     caps: &[&str],
     kernel: (u32, u32),
+    x32: bool,
 ) -> Result<Vec<u8>, SeccompError> {
     fn err(what: &str) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError + '_ {
         move |e| SeccompError::Compile(format!("{what}: {e}"))
@@ -942,6 +960,9 @@ fn compile_for(
                 .map(String::as_str)
                 .filter(|a| *a != scmp_arch),
         );
+    }
+    if !x32 {
+        arches_named.retain(|a| *a != "SCMP_ARCH_X32");
     }
     for &name in &arches_named {
         let arch: ScmpArch = name
@@ -1160,10 +1181,18 @@ fn embedded_kernel() -> (u32, u32) {
 
 /// What the build script embeds: Docker's default profile compiled for
 /// Docker's default capabilities and [`embedded_kernel`], on the
-/// architecture kiln is built for.
+/// architecture kiln is built for, with or without the x32 ABI.
 #[cfg_attr(not(test), allow(dead_code, reason = "called by build.rs"))]
-pub(crate) fn program_to_embed(caps: &[&str]) -> Result<Vec<u8>, SeccompError> {
-    compile_for(&Profile::docker_default(), caps, embedded_kernel())
+pub(crate) fn program_to_embed(caps: &[&str], x32: bool) -> Result<Vec<u8>, SeccompError> {
+    compile_for(&Profile::docker_default(), caps, embedded_kernel(), x32)
+}
+
+/// The programs the build script compiled (empty when it could not).
+pub(crate) struct Embedded<'a> {
+    /// With the x32 ABI.
+    pub(crate) with_x32: &'a [u8],
+    /// Without it.
+    pub(crate) without_x32: &'a [u8],
 }
 
 static DEFAULT_PROGRAM: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
@@ -1173,7 +1202,15 @@ static DEFAULT_PROGRAM: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
 /// which has no filter): `embedded`, the program the build script
 /// compiled, when there is one and the kernel is recent enough for it;
 /// else compiled here, once per process.
-pub(crate) fn default_program(caps: &[&str], embedded: &[u8]) -> Result<Vec<u8>, SeccompError> {
+pub(crate) fn default_program(
+    caps: &[&str],
+    embedded: &Embedded<'_>,
+) -> Result<Vec<u8>, SeccompError> {
+    let embedded = if x32_supported() {
+        embedded.with_x32
+    } else {
+        embedded.without_x32
+    };
     if !embedded.is_empty() && kernel_version() >= embedded_kernel() {
         return Ok(embedded.to_vec());
     }
@@ -1301,15 +1338,29 @@ mod tests {
 
     #[test]
     fn the_embedded_program_is_the_default_profile_compiled() {
-        let embedded = include_bytes!(concat!(env!("OUT_DIR"), "/default-seccomp.bpf"));
-        assert!(!embedded.is_empty(), "the build script compiled nothing");
+        let embedded = crate::DEFAULT_SECCOMP;
+        assert!(
+            !embedded.with_x32.is_empty(),
+            "the build script compiled nothing"
+        );
         let caps = crate::caps::capability_names(false);
+        assert_eq!(embedded.with_x32, program_to_embed(&caps, true).unwrap());
         assert_eq!(
-            embedded.as_slice(),
-            program_to_embed(&caps).unwrap().as_slice()
+            embedded.without_x32,
+            program_to_embed(&caps, false).unwrap()
         );
         assert_eq!(embedded_kernel(), (4, 8));
-        assert_eq!(default_program(&caps, embedded).unwrap(), embedded);
+        let chosen = default_program(&caps, &embedded).unwrap();
+        if x32_supported() {
+            assert_eq!(chosen, embedded.with_x32);
+        } else {
+            assert_eq!(chosen, embedded.without_x32);
+        }
+        // Without x32, a third smaller on x86_64 (fewer instructions for
+        // the kernel to JIT on every load).
+        if cfg!(target_arch = "x86_64") {
+            assert!(embedded.without_x32.len() * 4 < embedded.with_x32.len() * 3);
+        }
     }
 
     #[test]
@@ -1320,6 +1371,7 @@ mod tests {
             let x32 = ScmpSyscall::from_name_by_arch("read", ScmpArch::X32).unwrap();
             assert_eq!(x32.as_raw_syscall(), 0x4000_0000);
         }
+        let x32 = x32_supported();
         // SAFETY: the child only makes system calls and exits.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
@@ -1345,6 +1397,15 @@ mod tests {
                     // Allowed.
                     if libc::syscall(libc::SYS_getppid) <= 0 {
                         return 13;
+                    }
+                    // x32 calls, where the kernel has no x32: ENOSYS, as
+                    // the kernel says, not the bad-architecture kill.
+                    if cfg!(target_arch = "x86_64")
+                        && !x32
+                        && (libc::syscall(libc::c_long::from(X32_BIT) | libc::SYS_getpid) != -1
+                            || errno() != libc::ENOSYS)
+                    {
+                        return 14;
                     }
                 }
                 0
