@@ -138,11 +138,12 @@ fn is_rootless() -> bool {
     unsafe { libc::geteuid() != 0 }
 }
 
-/// Whether SIGINT or SIGTERM reached kiln during the current or last run
-/// (the runtime forwards them to the container), so a caller can tell an
-/// interrupted run from a failing one.
+/// Whether SIGINT or SIGTERM reached kiln during a run (the runtime
+/// forwards them to the container) or [`stop_all`] was called, so a caller
+/// can tell an interrupted run from a failing one. It stays set: from then
+/// on every run this process starts is stopped as soon as it exists.
 pub fn interrupted() -> bool {
-    signals::received()
+    signals::stopping()
 }
 
 /// Stops every container this process runs, and any it starts later
@@ -503,7 +504,7 @@ fn spawn_and_wait(
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
     let slot = signals::register(pid);
     // A signal that came before the pid was registered must still reach it.
-    if signals::received() || signals::stopping() {
+    if signals::stopping() {
         // SAFETY: kill on the pid of our own, not yet reaped, child.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
