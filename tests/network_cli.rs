@@ -122,6 +122,24 @@ fn host_loopback_services_are_out_of_reach_of_run_and_kiln_run() {
     assert_eq!(kiln.ok(&["run", "probe:1", "cat", "/probe"]), expected);
     assert_eq!(v4.accepted.load(Ordering::SeqCst), 0);
     assert_eq!(v6.accepted.load(Ordering::SeqCst), 0);
+    // `bridge` is Docker's name for the default; others are refused.
+    assert_eq!(
+        kiln.ok(&[
+            "run",
+            "--network",
+            "bridge",
+            "bb:1",
+            "sh",
+            "-c",
+            "ls /sys/class/net"
+        ]),
+        "eth0\nlo\n"
+    );
+    let bad = kiln.fails(&["run", "--network", "overlay", "bb:1", "true"]);
+    assert_eq!(
+        bad,
+        "error: invalid --network \"overlay\": kiln supports default (bridge), host and none\n"
+    );
     // The host network is the user's explicit choice, and reaches them.
     assert_eq!(
         kiln.ok(&[
@@ -507,4 +525,64 @@ fn kill_9_of_kiln_leaves_no_nat_helper() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Gives a directory tree to nobody (65534).
+fn chown_tree(path: &Path) {
+    std::os::unix::fs::lchown(path, Some(65534), Some(65534)).unwrap();
+    if fs::symlink_metadata(path).unwrap().is_dir() {
+        for entry in fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path());
+        }
+    }
+}
+
+#[test]
+fn rootless_kiln_run_gets_the_isolated_network() {
+    if !can_run() || !common::have("unshare") || !common::have("setpriv") {
+        return;
+    }
+    let kiln = busybox();
+    let mut remote = RemoteHost::new(2);
+    let www = kiln.path("www");
+    fs::create_dir_all(&www).unwrap();
+    fs::write(www.join("hello.txt"), "rootless hello\n").unwrap();
+    remote.serve(&www);
+    // A copy of kiln nobody can run, and the store handed to nobody.
+    let binary = kiln.path("kiln-nobody");
+    fs::copy(assert_cmd::cargo::cargo_bin("kiln"), &binary).unwrap();
+    chown_tree(kiln.dir.path());
+    fs::set_permissions(
+        kiln.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // Without root slirp4netns opens /dev/net/tun as the caller; hosts
+    // that keep it to root get kiln's error (tests/run_cli.rs), so the
+    // test opens it up in a private mount namespace of its own.
+    let tun = kiln.path("tun");
+    let script = "mknod \"$1\" c 10 200 && chmod 666 \"$1\" && mount --bind \"$1\" /dev/net/tun \
+                  && exec setpriv --reuid 65534 --regid 65534 --clear-groups \
+                  env HOME=/tmp \"$2\" --root \"$3\" run bb:1 sh -c \"$4\"";
+    let output = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&tun)
+        .arg(&binary)
+        .arg(kiln.root())
+        .arg(format!(
+            "id -u; ls /sys/class/net; wget -q -O - http://{}:8080/hello.txt",
+            remote.address
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "0\neth0\nlo\nrootless hello\n"
+    );
+    assert_no_helper_left();
 }
