@@ -811,12 +811,18 @@ fn a_failure_midway_through_setup_leaves_nothing_behind() {
             size: None,
         },
     ];
-    let err = fx.run(&spec).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "container setup: rootfs: mount target /etc/passwd/x: /etc/passwd: Not a directory (os error 20)"
-    );
-    assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+    // With the isolated network too: its NAT helper goes with the failure.
+    for network in [Network::None, Network::Isolated] {
+        spec.network = network;
+        let err = fx.run(&spec).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container setup: rootfs: mount target /etc/passwd/x: /etc/passwd: Not a directory (os error 20)"
+        );
+        assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+        kiln_runtime::wait_for_helpers();
+        assert!(processes_named("slirp4netns").is_empty());
+    }
 }
 
 fn xattr_set(path: &Path, name: &str, value: &[u8]) {
