@@ -2,10 +2,14 @@
 # Benchmark: wall time of `kiln run --rm IMG true` over 100 runs, beside
 # `runc run` on the same busybox root file system (podman cannot start
 # containers in this sandbox: its default rlimits exceed the hard limits).
+# kiln runs three ways: as by default (isolated network through
+# slirp4netns, Docker's seccomp profile), with `--network none` (seccomp
+# only), and with `--network none --security-opt seccomp=unconfined`
+# (neither), so the difference is what each costs.
 #
 #   benches/run.sh [WORKDIR]        (default /var/tmp/kiln-bench-run)
 #
-# Needs root, busybox-static, runc and hyperfine. Builds kiln in release
+# Needs root, busybox-static, slirp4netns, runc and hyperfine. Builds kiln in release
 # mode. kiln's figure includes what runc's does not: resolving the image
 # in the store, the overlay mount of its snapshots and a fresh upper dir.
 set -euo pipefail
@@ -35,5 +39,8 @@ PY
 cd "$work/bundle"
 hyperfine --runs 100 --warmup 5 --export-markdown "$work/run.md" \
     -n "kiln run --rm IMG true" "$kiln run --rm bench-run:1 true" \
+    -n "kiln run --network none" "$kiln run --rm --network none bench-run:1 true" \
+    -n "kiln run --network none, seccomp=unconfined" \
+    "$kiln run --rm --network none --security-opt seccomp=unconfined bench-run:1 true" \
     -n "runc run (same rootfs)" "runc run kiln-bench"
 cat "$work/run.md"

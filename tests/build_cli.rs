@@ -1137,22 +1137,6 @@ fn processes_with(marker: &str) -> Vec<String> {
     found
 }
 
-/// Ids of the processes whose command line contains `marker`.
-fn pids_with(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cmdline) = fs::read(entry.path().join("cmdline"))
-            && String::from_utf8_lossy(&cmdline).contains(marker)
-        {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 /// Starts `kiln build --progress=plain -t TAG DIR` with stderr piped, for
 /// tests that act while the build runs.
 fn spawn_build(kiln: &Kiln, dir: &Path, tag: &str) -> std::process::Child {
@@ -1394,7 +1378,7 @@ fn run_output_is_shown_while_the_step_runs() {
         "{first}"
     );
     // The RUN's shell and the inner one: both see the container's root.
-    let pid = pids_with("live-wait-marker");
+    let pid = common::pids_with("live-wait-marker");
     assert!(!pid.is_empty(), "the waiting RUN process");
     fs::write(format!("/proc/{}/root/tmp/go", pid[0]), "").unwrap();
     let status = child.0.wait().unwrap();

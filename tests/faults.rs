@@ -770,12 +770,12 @@ fn live_processes_keep_their_temporaries_while_others_sweep() {
     let kiln = busybox_store();
     let context = kiln.path("ctx");
     fs::create_dir_all(&context).unwrap();
-    // The RUN waits until the test says go (a file in the bind-mounted
-    // context), having written its layer.
+    // The RUN waits until the test says go (a file it puts in the
+    // container's root through /proc/PID/root), having written its layer.
     fs::write(
         context.join("Dockerfile"),
-        "FROM bb:1\nRUN --mount=type=bind,target=/ctx echo kept > /kept && echo waiting-$((1+1)) && \
-         while [ ! -e /ctx/go ]; do busybox sleep 0.05; done\n",
+        "FROM bb:1\nRUN echo kept > /kept && echo waiting-$((1+1)) && \
+         while [ ! -e /go ]; do busybox sleep 0.05; done; : kept-wait-marker\n",
     )
     .unwrap();
     let mut build = spawn(
@@ -804,7 +804,9 @@ fn live_processes_keep_their_temporaries_while_others_sweep() {
     assert_eq!(&columns[1..3], ["1", "1"], "{df}");
     assert_eq!(columns[4], "0B", "{df}");
     assert_eq!(staging_dirs(&kiln), staging);
-    fs::write(context.join("go"), "").unwrap();
+    let pids = common::pids_with("kept-wait-marker");
+    assert!(!pids.is_empty(), "the waiting RUN");
+    fs::write(format!("/proc/{}/root/go", pids[0]), "").unwrap();
     let status = build.wait().unwrap();
     let stderr = output.join().unwrap();
     assert!(status.success(), "{stderr}");

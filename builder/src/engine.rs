@@ -79,6 +79,9 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     /// `--network` for RUN steps that do not set their own.
     pub network: kiln_runtime::Network,
+    /// `--allow`: what `RUN --network=host` and `RUN --security=insecure`
+    /// need.
+    pub allow: Entitlements,
     /// Compression of new layers.
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: timestamps in the config and history, and the
@@ -92,6 +95,17 @@ pub struct BuildOptions {
     /// Secrets for `RUN --mount=type=secret`, by id (`--secret`): never in
     /// a cache key, a layer or the image config.
     pub secrets: BTreeMap<String, Vec<u8>>,
+}
+
+/// Privileges a Dockerfile may use only when the command line grants them
+/// (`kiln build --allow`), as BuildKit's entitlements.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Entitlements {
+    /// `network.host`: `RUN --network=host`.
+    pub network_host: bool,
+    /// `security.insecure`: `RUN --security=insecure` (every capability,
+    /// no seccomp).
+    pub security_insecure: bool,
 }
 
 /// What a build produced.

@@ -117,6 +117,20 @@ pub enum BuildError {
     /// Starting or running a container failed.
     #[error(transparent)]
     Runtime(#[from] kiln_runtime::RuntimeError),
+    /// A RUN asks for a privilege that `--allow` did not grant.
+    #[error(
+        "{location}: {code}: {flag} needs the {entitlement} entitlement: pass --allow {entitlement} to kiln build"
+    )]
+    NotEntitled {
+        /// `Dockerfile:LINE`.
+        location: String,
+        /// The instruction as written.
+        code: String,
+        /// The RUN flag.
+        flag: String,
+        /// The entitlement it needs.
+        entitlement: &'static str,
+    },
     /// The build was interrupted (SIGINT or SIGTERM).
     #[error("build cancelled")]
     Cancelled,

@@ -1,5 +1,7 @@
-//! Wall time of running `true` in a busybox rootfs through the API, 100
-//! times; prints the median per run. Needs root and /bin/busybox.
+//! Wall time of running `true` in a busybox rootfs through the API, 50
+//! times each with and without the isolated network and the seccomp
+//! filter; prints the median per run of each. Needs root, /bin/busybox
+//! and slirp4netns.
 //! Run with `cargo bench -p kiln-runtime --bench run`.
 
 #![expect(clippy::unwrap_used, reason = "benchmark harness fails loudly")]
@@ -8,7 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_runtime::{Limits, Network, RunSpec};
+use kiln_runtime::{Limits, Network, RunSpec, Seccomp};
 
 fn main() {
     // SAFETY: geteuid has no preconditions.
@@ -24,38 +26,56 @@ fn main() {
     std::os::unix::fs::symlink("busybox", base.join("bin/true")).unwrap();
     fs::write(base.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     let init = Path::new(env!("CARGO_BIN_EXE_kiln-test-init"));
-    let mut times: Vec<Duration> = Vec::new();
-    for i in 0..100 {
-        let upper = dir.path().join(format!("upper{i}"));
-        fs::create_dir(&upper).unwrap();
-        let spec = RunSpec {
-            layers: vec![base.clone()],
-            upper,
-            argv: vec!["true".into()],
-            env: vec!["PATH=/bin".into()],
-            cwd: "/".into(),
-            user: "root".into(),
-            hostname: "bench".into(),
-            network: Network::None,
-            mounts: Vec::new(),
-            limits: Limits::default(),
-            capture: true,
-            tty: false,
-            interactive: false,
-        };
-        let start = Instant::now();
-        let outcome = kiln_runtime::run_with_init(&spec, init).unwrap();
-        times.push(start.elapsed());
-        assert_eq!(outcome.exit_code, 0);
+    // What the isolated network and the seccomp filter each add to a run:
+    // the same `true` under each combination, interleaved so that load
+    // changes hit all of them alike.
+    let configs = [
+        ("none, unconfined", Network::None, Seccomp::Unconfined),
+        ("none, seccomp", Network::None, Seccomp::Default),
+        (
+            "isolated, unconfined",
+            Network::Isolated,
+            Seccomp::Unconfined,
+        ),
+        ("isolated, seccomp", Network::Isolated, Seccomp::Default),
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); configs.len()];
+    for i in 0..50 {
+        for (c, (_, network, seccomp)) in configs.iter().enumerate() {
+            let upper = dir.path().join(format!("upper{i}-{c}"));
+            fs::create_dir(&upper).unwrap();
+            let spec = RunSpec {
+                layers: vec![base.clone()],
+                upper,
+                argv: vec!["true".into()],
+                env: vec!["PATH=/bin".into()],
+                cwd: "/".into(),
+                user: "root".into(),
+                hostname: "bench".into(),
+                network: *network,
+                seccomp: seccomp.clone(),
+                privileged: false,
+                stop_timeout: Duration::from_secs(10),
+                mounts: Vec::new(),
+                limits: Limits::default(),
+                capture: true,
+                tty: false,
+                interactive: false,
+            };
+            let start = Instant::now();
+            let outcome = kiln_runtime::run_with_init(&spec, init).unwrap();
+            times[c].push(start.elapsed());
+            assert_eq!(outcome.exit_code, 0, "{outcome:?}");
+        }
     }
-    times.sort();
-    let median = times[times.len() / 2];
-    let total: Duration = times.iter().sum();
-    println!(
-        "kiln-runtime: 100 runs of `true`: median {:.1} ms, min {:.1} ms, max {:.1} ms, total {:.2} s",
-        median.as_secs_f64() * 1e3,
-        times[0].as_secs_f64() * 1e3,
-        times[times.len() - 1].as_secs_f64() * 1e3,
-        total.as_secs_f64()
-    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for ((name, _, _), mut runs) in configs.iter().zip(times) {
+        runs.sort();
+        println!(
+            "kiln-runtime: 50 runs of `true`, {name}: median {:.2} ms, min {:.2} ms, max {:.2} ms",
+            ms(runs[runs.len() / 2]),
+            ms(runs[0]),
+            ms(runs[runs.len() - 1]),
+        );
+    }
 }

@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
@@ -20,8 +21,10 @@ use kiln_rootfs::mount::BindOptions;
 use kiln_rootfs::{Root, path, user};
 use nix::fcntl::OFlag;
 
+use crate::caps::DEFAULT_CAPS;
+use crate::network::{Helper, Ready};
 use crate::spec::{Mount, Network};
-use crate::{CONFIG_FD, ERROR_FD, InitConfig, STUBS};
+use crate::{CONFIG_FD, ERROR_FD, InitConfig, STUBS, seccomp, sys};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -91,6 +94,20 @@ fn outer() -> Result<i32, String> {
     let config: InitConfig = serde_json::from_slice(&json)
         .map_err(|e| format!("parsing the init configuration: {e}"))?;
 
+    // The NAT helper is forked before any namespace exists, so that it
+    // stays in the host's; it attaches once the namespaces are made.
+    let mut helper = match (&config.network_helper, config.spec.network) {
+        (Some(program), Network::Isolated) => Some(Helper::spawn(
+            program,
+            config.rootless,
+            &config.files.join("network.log"),
+        )?),
+        _ => None,
+    };
+    // Recorded first: whatever fails from here, kiln reaps the helper.
+    if let Some(helper) = &helper {
+        helper.record_pid(&config.files.join(crate::NETWORK_PID))?;
+    }
     if config.rootless {
         enter_user_namespace()?;
     }
@@ -98,10 +115,14 @@ fn outer() -> Result<i32, String> {
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    if config.spec.network == Network::None {
+    if config.spec.network != Network::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
+    if let Some(helper) = &mut helper {
+        helper.start()?;
+    }
+    let ready = helper.as_mut().and_then(Helper::take_ready);
     // First thing in the new mount namespace: no propagation either way, so
     // nothing mounted here ever shows up on the host.
     mount(
@@ -118,8 +139,7 @@ fn outer() -> Result<i32, String> {
     for sig in FORWARDED {
         blocked.add(sig);
     }
-    let mut old_mask = SigSet::empty();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut old_mask))
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)
         .map_err(|e| format!("blocking signals: {e}"))?;
 
     let pid1 = fork()?;
@@ -130,7 +150,7 @@ fn outer() -> Result<i32, String> {
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
         }
-        let code = match pid1_main(&config, &blocked, &old_mask) {
+        let code = match pid1_main(&config, &blocked, ready) {
             Ok(code) => code,
             Err(message) => {
                 report(&message);
@@ -139,7 +159,12 @@ fn outer() -> Result<i32, String> {
         };
         exit_now(code);
     }
-    Ok(supervise(pid1, &blocked))
+    drop(ready);
+    let code = supervise(pid1, &blocked, Some(config.spec.stop_timeout));
+    if let Some(helper) = helper {
+        helper.stop();
+    }
+    Ok(code)
 }
 
 /// Unshares a user namespace in which root is the caller (the only id
@@ -161,18 +186,66 @@ fn enter_user_namespace() -> Result<(), String> {
     Ok(())
 }
 
-/// Forwards signals to `child` and reaps every child until `child` exits;
+/// Waits up to `timeout` (forever with `None`) for one of the `blocked`
+/// signals; `None` when the time is up.
+fn wait_signal(blocked: &SigSet, timeout: Option<Duration>) -> Option<Signal> {
+    let Some(timeout) = timeout else {
+        return blocked.wait().ok();
+    };
+    let spec = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos().min(999_999_999)),
+    };
+    // SAFETY: a valid signal set and timeout; no siginfo wanted.
+    let sig = unsafe {
+        libc::sigtimedwait(
+            std::ptr::from_ref(blocked.as_ref()),
+            std::ptr::null_mut(),
+            &raw const spec,
+        )
+    };
+    Signal::try_from(sig).ok()
+}
+
+/// Forwards signals to `child` and reaps children until `child` exits;
 /// returns its status in Docker numbering.
-fn supervise(child: i32, blocked: &SigSet) -> i32 {
+///
+/// The init (`stop_timeout` set) reaps only `child`, PID 1 of the
+/// container (its other child, the network helper, is reaped at the
+/// end), and kills it `stop_timeout` after passing on a SIGTERM or
+/// SIGINT: PID 1's death takes every process of the PID namespace with
+/// it, whatever they trap or ignore. PID 1 (`None`) reaps every process
+/// reparented to it.
+fn supervise(child: i32, blocked: &SigSet, stop_timeout: Option<Duration>) -> i32 {
     let child = Pid::from_raw(child);
+    let mut deadline: Option<Instant> = None;
     loop {
-        let Ok(sig) = blocked.wait() else { continue };
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let sig = match left {
+            Some(left) if left.is_zero() => {
+                let _ = kill(child, Signal::SIGKILL);
+                deadline = None;
+                continue;
+            }
+            _ => wait_signal(blocked, left),
+        };
+        let Some(sig) = sig else { continue };
         if sig != Signal::SIGCHLD {
             let _ = kill(child, sig);
+            if let (Some(timeout), None, Signal::SIGTERM | Signal::SIGINT) =
+                (stop_timeout, deadline, sig)
+            {
+                deadline = Some(Instant::now() + timeout);
+            }
             continue;
         }
+        let reaped = if stop_timeout.is_some() {
+            Some(child)
+        } else {
+            None
+        };
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            match waitpid(reaped, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == child => return code,
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return 128 + sig as i32,
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
@@ -182,11 +255,11 @@ fn supervise(child: i32, blocked: &SigSet) -> i32 {
     }
 }
 
-fn pid1_main(config: &InitConfig, blocked: &SigSet, old_mask: &SigSet) -> Result<i32, String> {
-    setup_rootfs(config)?;
+fn pid1_main(config: &InitConfig, blocked: &SigSet, ready: Option<Ready>) -> Result<i32, String> {
+    setup_rootfs(config, ready)?;
     let child = fork()?;
     if child == 0 {
-        let message = match exec_user(config, old_mask) {
+        let message = match exec_user(config) {
             Ok(never) => match never {},
             Err(Failure::Setup(message)) => {
                 report(&message);
@@ -203,7 +276,7 @@ fn pid1_main(config: &InitConfig, blocked: &SigSet, old_mask: &SigSet) -> Result
         };
         exit_now(message);
     }
-    Ok(supervise(child, blocked))
+    Ok(supervise(child, blocked, None))
 }
 
 fn fd_path(fd: &OwnedFd) -> String {
@@ -222,7 +295,7 @@ fn target(root: &Root, path: &str) -> Result<OwnedFd, String> {
         .map_err(|e| format!("rootfs: opening mount target {path}: {e}"))
 }
 
-fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
+fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String> {
     let spec = &config.spec;
     // Layer paths go through short relative symlinks so that 200 layers
     // still fit in the one-page mount option string.
@@ -298,11 +371,18 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
 
     let sys_dir = target(&root, "/sys")?;
     let sys_path = fd_path(&sys_dir);
+    // Privileged (RUN --security=insecure) as in Docker: /sys writable,
+    // /proc neither masked nor read-only.
+    let sys_flags = if spec.privileged {
+        nodev
+    } else {
+        nodev | MsFlags::MS_RDONLY
+    };
     if mount(
         Some("sysfs"),
         sys_path.as_str(),
         Some("sysfs"),
-        nodev | MsFlags::MS_RDONLY,
+        sys_flags,
         None::<&str>,
     )
     .is_err()
@@ -321,7 +401,9 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
         remount_read_only(&bound, nodev).map_err(mount_err("/sys read-only"))?;
     }
 
-    protect_proc(&root)?;
+    if !spec.privileged {
+        protect_proc(&root)?;
+    }
 
     for name in ["hosts", "hostname", "resolv.conf"] {
         let path = format!("/etc/{name}");
@@ -354,6 +436,12 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
     }
     mounted?;
 
+    // The network comes up while the root file system is built; the
+    // process starts only once it is up.
+    if let Some(ready) = ready {
+        ready.wait()?;
+    }
+
     // pivot_root(".", ".") stacks the old root under the new one; detaching
     // it leaves only the container's tree reachable.
     nix::unistd::fchdir(root.as_fd()).map_err(|e| format!("entering the new root: {e}"))?;
@@ -364,7 +452,7 @@ fn setup_rootfs(config: &InitConfig) -> Result<(), String> {
 
     nix::unistd::sethostname(&spec.hostname)
         .map_err(|e| format!("setting hostname {:?}: {e}", spec.hostname))?;
-    if spec.network == Network::None {
+    if spec.network != Network::Host {
         loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
     }
     Ok(())
@@ -529,24 +617,6 @@ fn protect_proc(root: &Root) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// Docker's default capability set: what a container's root keeps.
-const DEFAULT_CAPS: [u32; 14] = [
-    0,  // CHOWN
-    1,  // DAC_OVERRIDE
-    3,  // FOWNER
-    4,  // FSETID
-    5,  // KILL
-    6,  // SETGID
-    7,  // SETUID
-    8,  // SETPCAP
-    10, // NET_BIND_SERVICE
-    13, // NET_RAW
-    18, // SYS_CHROOT
-    27, // MKNOD
-    29, // AUDIT_WRITE
-    31, // SETFCAP
-];
 
 /// `struct __user_cap_header_struct`.
 #[repr(C)]
@@ -758,11 +828,10 @@ enum Failure {
     Exec(String, i32),
 }
 
-fn exec_user(config: &InitConfig, old_mask: &SigSet) -> Result<Never, Failure> {
+fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
     let spec = &config.spec;
     let setup = Failure::Setup;
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None)
-        .map_err(|e| setup(format!("restoring the signal mask: {e}")))?;
+    sys::reset_signals().map_err(|e| setup(format!("resetting signal dispositions: {e}")))?;
     nix::unistd::setsid().map_err(|e| setup(format!("setsid: {e}")))?;
     if spec.tty {
         // SAFETY: makes the pty on fd 0 this session's controlling terminal.
@@ -797,8 +866,17 @@ fn exec_user(config: &InitConfig, old_mask: &SigSet) -> Result<Never, Failure> {
     make_workdir(&spec.cwd, resolved.uid, resolved.gid)
         .map_err(|e| setup(format!("creating workdir {}: {e}", spec.cwd)))?;
 
+    // Without NO_NEW_PRIVS (which would stop setuid programs in the image,
+    // unlike Docker) loading a filter needs CAP_SYS_ADMIN, so it goes in
+    // just before the capabilities are dropped, as runc does; every call
+    // from here to execve is one Docker's profile allows.
+    if let Some(program) = &config.seccomp {
+        seccomp::install(program).map_err(|e| setup(format!("loading the seccomp filter: {e}")))?;
+    }
     // Before the uid changes: capset can only narrow what is permitted.
-    drop_capabilities().map_err(|e| setup(format!("dropping capabilities: {e}")))?;
+    if !spec.privileged {
+        drop_capabilities().map_err(|e| setup(format!("dropping capabilities: {e}")))?;
+    }
     let groups: Vec<nix::unistd::Gid> = resolved
         .groups
         .iter()

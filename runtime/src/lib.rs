@@ -9,8 +9,11 @@
 //! and forks the user process. Everything mounted lives in that namespace and
 //! dies with it, so nothing reaches the host's mount table.
 
+mod caps;
 mod cgroup;
 mod init;
+mod network;
+pub mod seccomp;
 mod signals;
 pub mod spec;
 mod sys;
@@ -27,7 +30,8 @@ use std::process::{Command, ExitCode, Stdio};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use spec::{Limits, Mount, Network, RunOutcome, RunSpec};
+pub use seccomp::{Profile as SeccompProfile, SeccompError};
+pub use spec::{Limits, Mount, Network, RunOutcome, RunSpec, Seccomp};
 
 /// `argv[1]` that makes a kiln binary act as the container init.
 pub const INIT_ARG: &str = "__kiln-init";
@@ -36,6 +40,15 @@ pub const INIT_ARG: &str = "__kiln-init";
 const CONFIG_FD: i32 = 3;
 /// File in `files` where the init lists the mount points it created.
 const STUBS: &str = "stubs";
+/// Docker's default seccomp profile as BPF, compiled by the build script
+/// with and without the x32 ABI (empty when it could not, e.g. when
+/// cross-compiling: then it is compiled at run time).
+const DEFAULT_SECCOMP: seccomp::Embedded<'static> = seccomp::Embedded {
+    with_x32: include_bytes!(concat!(env!("OUT_DIR"), "/default-seccomp.bpf")),
+    without_x32: include_bytes!(concat!(env!("OUT_DIR"), "/default-seccomp-no-x32.bpf")),
+};
+/// File in `files` where the init records the NAT helper's pid.
+const NETWORK_PID: &str = "network.pid";
 /// The fd on which the init and its children report setup failures.
 const ERROR_FD: i32 = 4;
 
@@ -80,6 +93,20 @@ pub enum RuntimeError {
     /// The spec asks for something only root can do, and kiln is not root.
     #[error("{0}")]
     NeedsRoot(String),
+    /// The seccomp profile could not be compiled.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
+    /// The isolated network's user-mode NAT is not installed.
+    #[error(
+        "the isolated network needs {tool}, which is not in PATH: install it (Debian: apt-get install {tool}) or use --network host or --network none"
+    )]
+    MissingNetworkHelper {
+        /// The program.
+        tool: &'static str,
+    },
+    /// The isolated network cannot be set up for this caller.
+    #[error("{0}")]
+    Network(String),
 }
 
 /// What the parent hands the init: the spec plus host paths it prepared.
@@ -98,6 +125,11 @@ struct InitConfig {
     /// kiln is not root: the init enters a user namespace that maps only
     /// the container's root to the caller.
     rootless: bool,
+    /// The seccomp filter as BPF (`struct sock_filter`s), compiled here
+    /// once so that the init only loads it.
+    seccomp: Option<Vec<u8>>,
+    /// slirp4netns, for the isolated network.
+    network_helper: Option<PathBuf>,
 }
 
 /// Whether runs from this process are rootless (effective uid not 0).
@@ -106,11 +138,27 @@ fn is_rootless() -> bool {
     unsafe { libc::geteuid() != 0 }
 }
 
-/// Whether SIGINT or SIGTERM reached kiln during the current or last run
-/// (the runtime forwards them to the container), so a caller can tell an
-/// interrupted run from a failing one.
+/// Whether SIGINT or SIGTERM reached kiln during a run (the runtime
+/// forwards them to the container) or [`stop_all`] was called, so a caller
+/// can tell an interrupted run from a failing one. It stays set: from then
+/// on every run this process starts is stopped as soon as it exists.
 pub fn interrupted() -> bool {
-    signals::received()
+    signals::stopping()
+}
+
+/// Stops every container this process runs, and any it starts later
+/// (SIGTERM, then SIGKILL after each run's stop timeout): for a SIGINT or
+/// SIGTERM handler of the caller, such as a build being cancelled while
+/// no run holds the signal handlers. Async-signal-safe.
+pub fn stop_all() {
+    signals::stop_all();
+}
+
+/// Waits until the NAT helpers of finished runs are gone: they are reaped
+/// in the background (their exit takes a few tens of milliseconds), so a
+/// program calls this before it exits, lest an orphan outlive it.
+pub fn wait_for_helpers() {
+    network::wait_for_helpers();
 }
 
 /// Runs `spec` with this executable (`/proc/self/exe`, which still works
@@ -170,7 +218,11 @@ fn run_inner(
             source,
         })?;
     let config = prepare(spec, tmp.path())?;
+    if config.network_helper.is_some() {
+        network::become_subreaper();
+    }
     let mut result = run_prepared(&config, init_program, sink);
+    network::reap_later(&config.files.join(NETWORK_PID));
     let cleaned = remove_stubs(&config);
     if result.is_ok()
         && let Err(e) = cleaned
@@ -291,15 +343,34 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
         spec.hostname
     );
-    let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+    let resolv = network::resolv_conf(
+        &fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        spec.network,
+    );
     for (name, content) in [
         ("hosts", hosts.into_bytes()),
         ("hostname", format!("{}\n", spec.hostname).into_bytes()),
-        ("resolv.conf", resolv),
+        ("resolv.conf", resolv.into_bytes()),
     ] {
         let path = files.join(name);
         fs::write(&path, content).map_err(prep_err(&path))?;
     }
+    let caps = caps::capability_names(spec.privileged);
+    let seccomp = match &spec.seccomp {
+        Seccomp::Unconfined => None,
+        Seccomp::Default => Some(seccomp::default_program(&caps, &DEFAULT_SECCOMP)?),
+        Seccomp::Profile(profile) => Some(seccomp::compile(profile, &caps)?),
+    };
+    let network_helper = if spec.network == Network::Isolated {
+        network::check_tun(is_rootless()).map_err(RuntimeError::Network)?;
+        Some(
+            network::helper_path().ok_or(RuntimeError::MissingNetworkHelper {
+                tool: network::HELPER,
+            })?,
+        )
+    } else {
+        None
+    };
     Ok(InitConfig {
         spec,
         merged,
@@ -307,6 +378,8 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
         links,
         files,
         rootless: is_rootless(),
+        seccomp,
+        network_helper,
     })
 }
 
@@ -427,7 +500,8 @@ fn spawn_and_wait(
     drop(command);
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
     let slot = signals::register(pid);
-    if signals::received() {
+    // A signal that came before the pid was registered must still reach it.
+    if signals::stopping() {
         // SAFETY: kill on the pid of our own, not yet reaped, child.
         unsafe {
             libc::kill(pid, libc::SIGTERM);

@@ -11,9 +11,15 @@ static PIDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 /// later ones kill the inits outright, as a second Ctrl-C does in Docker.
 static RECEIVED: AtomicU32 = AtomicU32::new(0);
 static INSTALLED: Mutex<(usize, Option<[libc::sigaction; 2]>)> = Mutex::new((0, None));
+/// Set for good by a forwarded signal or [`stop_all`]: the caller is being
+/// interrupted, and every container started later is stopped as soon as it
+/// exists. Never reset: a run that ends after the signal reports it even
+/// if another run has since reinstalled the handlers.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 const FORWARDED: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
 extern "C" fn forward(sig: libc::c_int) {
+    STOPPING.store(true, Ordering::SeqCst);
     let first = RECEIVED.fetch_add(1, Ordering::SeqCst) == 0;
     let sig = if first { sig } else { libc::SIGKILL };
     for slot in &PIDS {
@@ -25,6 +31,28 @@ extern "C" fn forward(sig: libc::c_int) {
             }
         }
     }
+}
+
+/// Stops every container of this process, now and from now on: SIGTERM to
+/// each init (which kills its container after the stop timeout), and the
+/// same for any started later. For a caller's own SIGINT/SIGTERM handler
+/// (a build being cancelled between two runs). Async-signal-safe.
+pub(crate) fn stop_all() {
+    STOPPING.store(true, Ordering::SeqCst);
+    for slot in &PIDS {
+        let pid = slot.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill is async-signal-safe and takes plain integers.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+/// Whether a SIGINT or SIGTERM was forwarded, or [`stop_all`] called.
+pub(crate) fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
 }
 
 /// Handlers installed for as long as this guard lives (reference counted
@@ -86,12 +114,6 @@ pub(crate) fn register(pid: i32) -> Option<usize> {
         slot.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
     })
-}
-
-/// Whether a forwarded signal arrived since the handlers were installed
-/// (one that came before a pid was registered must still reach it).
-pub(crate) fn received() -> bool {
-    RECEIVED.load(Ordering::SeqCst) > 0
 }
 
 /// Forgets a slot from [`register`].

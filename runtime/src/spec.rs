@@ -1,10 +1,17 @@
 //! What to run and how: the input of [`crate::run`] and its outcome.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::seccomp::Profile;
+
 /// One container run: the filesystem, the process and its confinement.
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "independent switches of one run, as in an OCI spec"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     /// Lower directories (unpacked snapshots), base first; empty for scratch.
@@ -24,6 +31,16 @@ pub struct RunSpec {
     pub hostname: String,
     /// Network namespace choice.
     pub network: Network,
+    /// The seccomp filter of the process.
+    pub seccomp: Seccomp,
+    /// Full capabilities, writable `/proc` and `/sys` (BuildKit's
+    /// `security.insecure`, Docker's `--privileged`); with
+    /// [`Seccomp::Unconfined`] nothing confines root but the namespaces.
+    pub privileged: bool,
+    /// After a SIGTERM or SIGINT is passed on to the container, how long
+    /// its processes have to exit before all of them are killed (Docker's
+    /// stop timeout).
+    pub stop_timeout: Duration,
     /// Extra mounts, applied in order.
     pub mounts: Vec<Mount>,
     /// Resource limits.
@@ -39,10 +56,25 @@ pub struct RunSpec {
 /// Network namespace choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
+    /// A new network namespace with outbound access through a user-mode
+    /// NAT (slirp4netns), as Docker's bridge gives: the host's loopback
+    /// services are out of reach, DNS goes through the NAT's forwarder.
+    Isolated,
     /// Share the host's network namespace.
     Host,
     /// A new network namespace with only `lo`, up.
     None,
+}
+
+/// The seccomp filter a container process runs under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Seccomp {
+    /// Docker's default profile.
+    Default,
+    /// No filter (`--security-opt seccomp=unconfined`).
+    Unconfined,
+    /// A profile in Docker's JSON format (`--security-opt seccomp=FILE`).
+    Profile(Box<Profile>),
 }
 
 /// An extra mount in the container.

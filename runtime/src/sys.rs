@@ -71,6 +71,42 @@ pub(crate) fn child_fds(config: RawFd, error: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Every signal back to its default action, none blocked: what a new
+/// program expects. Ignored signals and the mask survive `execve`, and
+/// kiln's Rust runtime ignores SIGPIPE, so without this `yes | head -1`
+/// would never end in a container. Async-signal-safe.
+pub(crate) fn reset_signals() -> io::Result<()> {
+    // The kernel's struct sigaction (handler, flags, restorer, mask): all
+    // zero is SIG_DFL with no flags and an empty mask. The raw call also
+    // reaches 32 and 33, which glibc's wrapper refuses; it fails
+    // harmlessly (EINVAL) on SIGKILL and SIGSTOP.
+    let action = [0u64; 4];
+    for sig in 1..=64 {
+        // SAFETY: rt_sigaction reads one kernel sigaction of the given
+        // mask size; no old action is written.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                action.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8,
+            );
+        }
+    }
+    // SAFETY: an empty set from sigemptyset; no old mask is written.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut empty);
+        check(libc::sigprocmask(
+            libc::SIG_SETMASK,
+            &raw const empty,
+            std::ptr::null_mut(),
+        ))?;
+    }
+    Ok(())
+}
+
 /// Copies between the caller's terminal and the pty master until the
 /// container side closes; returns the output when capturing.
 pub(crate) fn pty_copy(master: &OwnedFd, capture: bool, interactive: bool) -> Vec<u8> {

@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 
-use kiln_runtime::{Limits, Mount, Network, RunOutcome, RunSpec, RuntimeError};
+use kiln_runtime::{Limits, Mount, Network, RunOutcome, RunSpec, RuntimeError, Seccomp};
 
 const INIT: &str = match option_env!("KILN_TEST_INIT") {
     Some(p) => p,
@@ -31,7 +31,7 @@ fn skip() -> bool {
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "sleep", "ps", "true", "false", "kill", "head", "tr", "dd",
     "hostname", "touch", "rm", "grep", "stat", "readlink", "mount", "wc", "tail", "cut", "test",
-    "seq", "pwd", "stty", "sort",
+    "seq", "pwd", "stty", "sort", "unshare", "nc", "yes",
 ];
 
 /// A test directory with a busybox rootfs layer and an empty upper dir.
@@ -82,6 +82,9 @@ impl Fixture {
             user: "root".into(),
             hostname: "kilnbox".into(),
             network: Network::None,
+            seccomp: Seccomp::Default,
+            privileged: false,
+            stop_timeout: std::time::Duration::from_secs(10),
             mounts: Vec::new(),
             limits: Limits::default(),
             capture: true,
@@ -810,12 +813,18 @@ fn a_failure_midway_through_setup_leaves_nothing_behind() {
             size: None,
         },
     ];
-    let err = fx.run(&spec).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "container setup: rootfs: mount target /etc/passwd/x: /etc/passwd: Not a directory (os error 20)"
-    );
-    assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+    // With the isolated network too: its NAT helper goes with the failure.
+    for network in [Network::None, Network::Isolated] {
+        spec.network = network;
+        let err = fx.run(&spec).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container setup: rootfs: mount target /etc/passwd/x: /etc/passwd: Not a directory (os error 20)"
+        );
+        assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+        kiln_runtime::wait_for_helpers();
+        assert!(processes_named("slirp4netns").is_empty());
+    }
 }
 
 fn xattr_set(path: &Path, name: &str, value: &[u8]) {
@@ -1002,4 +1011,203 @@ fn rootless_refuses_what_needs_root() {
         )
     );
     assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);
+}
+
+#[test]
+fn signals_start_at_their_defaults_and_unblocked() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    // The test harness (like kiln) ignores SIGPIPE; nothing of that may
+    // reach the container. (Run directly: busybox sh ignores SIGQUIT
+    // itself when its stdin is not a terminal.)
+    let out = fx
+        .run(&fx.spec(&["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]))
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+    // A writer to a closed pipe dies of SIGPIPE (141) instead of looping
+    // on EPIPE (which `|| exit 3` would report).
+    let out =
+        fx.sh("set -o pipefail; (while true; do echo x || exit 3; done) | head -1; echo rc=$?");
+    assert_eq!(stdout(&out), "x\nrc=141\n");
+    let out = fx.sh("yes | head -2");
+    assert_eq!(stdout(&out), "y\ny\n");
+}
+
+#[test]
+fn seccomp_filters_like_docker_unless_unconfined() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    // unshare(CLONE_NEWUSER) needs no capability: only the filter (no
+    // CAP_SYS_ADMIN, so no unshare) stops it, with EPERM.
+    let script = "grep ^Seccomp: /proc/self/status; unshare -U true; echo rc=$?";
+    let out = fx.sh(script);
+    assert_eq!(stdout(&out), "Seccomp:\t2\nrc=1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "unshare: unshare(0x10000000): Operation not permitted\n"
+    );
+    let mut spec = fx.spec(&["sh", "-c", script]);
+    spec.seccomp = Seccomp::Unconfined;
+    let out = fx.run(&spec).unwrap();
+    assert_eq!(stdout(&out), "Seccomp:\t0\nrc=0\n", "{out:?}");
+}
+
+#[test]
+fn privileged_runs_with_every_capability() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let script = "grep -E '^(CapEff|Seccomp):' /proc/self/status";
+    let out = fx.sh(script);
+    assert_eq!(stdout(&out), "CapEff:\t00000000a80425fb\nSeccomp:\t2\n");
+    let mut spec = fx.spec(&["sh", "-c", script]);
+    spec.seccomp = Seccomp::Unconfined;
+    spec.privileged = true;
+    let out = fx.run(&spec).unwrap();
+    let last: u32 = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let all = (1u64 << (last + 1)) - 1;
+    // Every capability the host's bounding set has.
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t"))
+        .map(|hex| u64::from_str_radix(hex, 16).unwrap())
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        format!("CapEff:\t{:016x}\nSeccomp:\t0\n", all & bounding)
+    );
+}
+
+#[test]
+fn isolated_network_has_eth0_and_the_nat_forwarder_for_dns() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut spec = fx.spec(&[
+        "sh",
+        "-c",
+        "ls /sys/class/net; head -1 /etc/resolv.conf; cat /sys/class/net/eth0/mtu",
+    ]);
+    spec.network = Network::Isolated;
+    let out = fx.run(&spec).unwrap();
+    assert_eq!(
+        stdout(&out),
+        "eth0\nlo\nnameserver 10.0.2.3\n65520\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The NAT helper is gone with the container (reaped in the
+    // background: wait for it).
+    kiln_runtime::wait_for_helpers();
+    assert!(processes_named("slirp4netns").is_empty());
+}
+
+/// Pids of live processes named `name` whose target (the last-but-one
+/// argument: a NAT helper's init pid) is gone: a helper of another test's
+/// running container is not counted.
+fn processes_named(name: &str) -> Vec<u32> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) else {
+                return false;
+            };
+            if comm.trim() != name {
+                return false;
+            }
+            // Its target is the last-but-one argument: a live init means
+            // another test's container is running.
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .collect();
+            let target = args
+                .len()
+                .checked_sub(2)
+                .and_then(|i| std::str::from_utf8(args[i]).ok())
+                .unwrap_or("");
+            !Path::new(&format!("/proc/{target}")).exists()
+        })
+        .collect()
+}
+
+/// Runs `script` through `kiln-test-init run`, sends SIGTERM once it has
+/// started (it prints `started`), and returns the exit code the container
+/// got and how long the stop took.
+fn stop(fx: &Fixture, script: &str, timeout: std::time::Duration) -> (String, std::time::Duration) {
+    use std::io::BufRead as _;
+    let mut spec = fx.spec(&["sh", "-c", script]);
+    spec.stop_timeout = timeout;
+    spec.capture = false;
+    let spec_file = fx.path("spec.json");
+    fs::write(&spec_file, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let mut child = std::process::Command::new(INIT)
+        .arg("run")
+        .arg(&spec_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    let start = std::time::Instant::now();
+    // SAFETY: kill on the child's pid.
+    unsafe {
+        libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM);
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let took = start.elapsed();
+    assert!(status.success(), "{status:?}");
+    fx.assert_clean();
+    (rest, took)
+}
+
+#[test]
+fn sigterm_kills_what_ignores_it_after_the_stop_timeout() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    let marker = format!("600.{}", std::process::id());
+    for script in [
+        // A shell that traps TERM and waits for a child.
+        format!("trap 'echo trapped' TERM; echo started; while true; do sleep {marker}; done"),
+        // A shell waiting for a long child.
+        format!("echo started; sleep {marker}; echo done"),
+        // Everything ignores TERM and INT.
+        format!("trap '' TERM INT; echo started; sleep {marker}"),
+    ] {
+        let (rest, took) = stop(&fx, &script, std::time::Duration::from_millis(500));
+        eprintln!("{script}: stopped in {took:?}");
+        // Killed (137) or ended by TERM (143); nothing runs on. (A trap may
+        // get to print while the kill takes the shell's child first.)
+        assert!(
+            rest.ends_with("137\n") || rest.ends_with("143\n"),
+            "{script}: {rest:?}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{script}: {took:?}"
+        );
+        assert!(processes_with_cmdline(&["sleep", &marker]).is_empty());
+    }
 }

@@ -54,9 +54,15 @@ pub struct BuildArgs {
     /// `id=ID,env=VAR`; with neither, the variable named ID); may repeat
     #[arg(long = "secret", value_name = "id=ID[,src=FILE|,env=VAR]")]
     secrets: Vec<String>,
-    /// Network for RUN steps: `default` (= host), `host` or `none`
+    /// Network for RUN steps: `default` (an isolated network namespace
+    /// with outbound NAT), `host` or `none` (only loopback)
     #[arg(long, default_value = "default", value_name = "MODE")]
     network: String,
+    /// Let the Dockerfile use a privilege: `network.host` (`RUN
+    /// --network=host`) or `security.insecure` (`RUN --security=insecure`);
+    /// may repeat or be comma-separated
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    allow: Vec<String>,
     /// Progress output: auto, tty, plain, quiet or json
     #[arg(long, default_value = "auto", value_name = "TYPE")]
     progress: String,
@@ -187,6 +193,19 @@ fn parse_secrets(values: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>>
         out.insert(id.to_owned(), bytes);
     }
     Ok(out)
+}
+
+/// `--allow` values, as BuildKit's entitlements.
+fn parse_allow(values: &[String]) -> anyhow::Result<kiln_builder::Entitlements> {
+    let mut allow = kiln_builder::Entitlements::default();
+    for value in values {
+        match value.trim() {
+            "network.host" => allow.network_host = true,
+            "security.insecure" => allow.security_insecure = true,
+            other => bail!("invalid --allow {other:?}: expected network.host or security.insecure"),
+        }
+    }
+    Ok(allow)
 }
 
 fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -330,11 +349,14 @@ fn source_date_epoch(build_args: &BTreeMap<String, String>) -> anyhow::Result<Op
 
 extern "C" fn on_signal(_: libc::c_int) {
     kiln_builder::cancel();
+    // A RUN about to start (its container not yet known to the runtime's
+    // own handler) is stopped as soon as it exists.
+    kiln_runtime::stop_all();
 }
 
 /// Turns SIGINT/SIGTERM into a cancellation request, so the build stops
 /// between steps and cleans up (a RUN in progress gets the signal through
-/// the runtime).
+/// the runtime, which stops its container within its stop timeout).
 fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic; the zeroed
@@ -362,10 +384,12 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         .map(|t| parse_reference(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let network = match args.network.as_str() {
-        "default" | "host" => kiln_runtime::Network::Host,
+        "default" => kiln_runtime::Network::Isolated,
+        "host" => kiln_runtime::Network::Host,
         "none" => kiln_runtime::Network::None,
         other => bail!("invalid --network {other:?}: expected default, host or none"),
     };
+    let allow = parse_allow(&args.allow)?;
     let compression = match args.compression.as_str() {
         "none" | "uncompressed" => Compression::None,
         other => kiln_store::commit::parse_compression(other).ok_or_else(|| {
@@ -429,6 +453,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         no_cache_filter: args.no_cache_filter.clone(),
         labels,
         network,
+        allow,
         compression,
         source_date_epoch: epoch,
         tags: tags.clone(),
@@ -438,6 +463,9 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     install_signal_handlers();
     let reporter = progress::reporter(mode);
     let result = kiln_builder::build(&store, &options, reporter.as_ref());
+    // RUN steps' NAT helpers are reaped in the background; none may
+    // outlive kiln.
+    kiln_runtime::wait_for_helpers();
     drop(reporter);
     let outcome = result?;
     if let Some(path) = &args.iidfile {
@@ -507,6 +535,19 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "invalid --build-arg \"=x\": the name is empty (use --build-arg NAME=VALUE)"
+        );
+    }
+
+    #[test]
+    fn allow_values() {
+        let allow = parse_allow(&["network.host".to_owned()]).unwrap();
+        assert!(allow.network_host && !allow.security_insecure);
+        let allow =
+            parse_allow(&["security.insecure".to_owned(), "network.host".to_owned()]).unwrap();
+        assert!(allow.network_host && allow.security_insecure);
+        assert_eq!(
+            parse_allow(&["device".to_owned()]).unwrap_err().to_string(),
+            "invalid --allow \"device\": expected network.host or security.insecure"
         );
     }
 

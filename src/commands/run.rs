@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use kiln_runtime::{Limits, Mount, Network, RunSpec};
+use kiln_runtime::{Limits, Mount, Network, RunSpec, Seccomp, SeccompProfile};
 
 /// Docker's default PATH for containers whose image sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -45,9 +45,20 @@ pub struct RunArgs {
     /// Overwrite the image's ENTRYPOINT.
     #[arg(long, value_name = "CMD")]
     entrypoint: Option<String>,
-    /// Network: `host` (default) or `none` (only a loopback interface).
-    #[arg(long, default_value = "host", value_name = "none|host")]
+    /// Network: `default` (or `bridge`: an isolated network namespace
+    /// with outbound NAT, the host's loopback out of reach), `host` or
+    /// `none` (only a loopback interface).
+    #[arg(long, default_value = "default", value_name = "default|host|none")]
     network: String,
+    /// Security options: `seccomp=unconfined` (no seccomp filter) or
+    /// `seccomp=PROFILE.json` (a profile in Docker's format instead of
+    /// Docker's default one).
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// Seconds the container has to exit after kiln gets SIGTERM or SIGINT
+    /// (passed on to it) before it is killed.
+    #[arg(long = "stop-timeout", default_value_t = 10, value_name = "SECONDS")]
+    stop_timeout: u64,
     /// Container host name.
     #[arg(long, short = 'h', value_name = "NAME")]
     hostname: Option<String>,
@@ -94,10 +105,14 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
             .transpose()?,
     };
     let network = match args.network.as_str() {
-        "host" | "default" => Network::Host,
+        "default" | "bridge" => Network::Isolated,
+        "host" => Network::Host,
         "none" => Network::None,
-        other => bail!("invalid --network {other:?}: kiln supports none and host"),
+        other => {
+            bail!("invalid --network {other:?}: kiln supports default (bridge), host and none")
+        }
     };
+    let seccomp = parse_security_opts(&args.security_opt)?;
     let mounts = args
         .volumes
         .iter()
@@ -152,17 +167,48 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         user: args.user.clone().or(config.user).unwrap_or_default(),
         hostname,
         network,
+        seccomp,
+        privileged: false,
+        stop_timeout: std::time::Duration::from_secs(args.stop_timeout),
         mounts,
         limits,
         capture: false,
         tty: args.tty,
         interactive: args.interactive,
     };
-    let outcome = kiln_runtime::run(&spec).with_context(|| format!("cannot run {}", args.image))?;
+    let outcome = kiln_runtime::run(&spec);
+    // The NAT helper is reaped in the background; it must not outlive kiln.
+    kiln_runtime::wait_for_helpers();
+    let outcome = outcome.with_context(|| format!("cannot run {}", args.image))?;
     drop(scratch);
     Ok(ExitCode::from(
         u8::try_from(outcome.exit_code).unwrap_or(255),
     ))
+}
+
+/// `--security-opt` values as Docker reads them (`seccomp=...`, or the
+/// older `seccomp:...`); the last seccomp option wins.
+fn parse_security_opts(options: &[String]) -> anyhow::Result<Seccomp> {
+    let mut seccomp = Seccomp::Default;
+    for option in options {
+        let (key, value) = option
+            .split_once('=')
+            .or_else(|| option.split_once(':'))
+            .unwrap_or((option.as_str(), ""));
+        match (key, value) {
+            ("seccomp", "unconfined") => seccomp = Seccomp::Unconfined,
+            ("seccomp", "") => bail!(
+                "invalid --security-opt {option:?}: seccomp needs a value (unconfined or a profile file)"
+            ),
+            ("seccomp", path) => {
+                seccomp = Seccomp::Profile(Box::new(SeccompProfile::from_file(Path::new(path))?));
+            }
+            _ => bail!(
+                "invalid --security-opt {option:?}: kiln supports seccomp=unconfined and seccomp=PROFILE.json"
+            ),
+        }
+    }
+    Ok(seccomp)
 }
 
 /// ENTRYPOINT and CMD combined as Docker does: arguments replace CMD;

@@ -178,6 +178,22 @@ pub fn busybox_rootfs(dir: &Path) {
     fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
 }
 
+/// Ids of the processes whose command line contains `marker`.
+pub fn pids_with(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(marker)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 /// Whether a tool is on PATH.
 pub fn have(tool: &str) -> bool {
     std::process::Command::new("sh")

@@ -7,14 +7,18 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Mutex;
 
-use kiln_parser::plan::{NetworkMode, Step, StepKind};
-use kiln_runtime::{Limits, Mount, Network, RunSpec, Stream};
+use kiln_parser::plan::{NetworkMode, SecurityMode, Step, StepKind};
+use kiln_runtime::{Limits, Mount, Network, RunSpec, Seccomp, Stream};
 
 use super::config::{history_for, run_command_string};
-use super::{BUILD_HOSTNAME, StageState, StepContext, cancel, run_mounts};
+use super::{BUILD_HOSTNAME, StageState, StepContext, cancel, is_cancelled, run_mounts};
 use crate::context::cache_key;
 use crate::error::BuildError;
 use crate::progress::{Event, Reporter};
+
+/// How long a RUN's processes have after the build is interrupted (the
+/// SIGTERM passed on) before the whole container is killed.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How many output lines a failed RUN error shows.
 const TAIL_LINES: usize = 10;
@@ -108,14 +112,30 @@ pub(super) fn run_step(
         script,
         mounts,
         network,
+        security,
         workdir,
         user,
-        ..
     } = &step.kind
     else {
         return Ok(false);
     };
     let shared = ctx.shared;
+    // The Dockerfile may ask for the host's network or for full privileges
+    // only when the command line allows it (BuildKit's entitlements).
+    let allow = shared.options.allow;
+    let not_entitled = |flag: &str, entitlement: &'static str| BuildError::NotEntitled {
+        location: format!("{}:{}", shared.options.dockerfile_name, step.span.line),
+        code: step.code.clone(),
+        flag: flag.to_owned(),
+        entitlement,
+    };
+    if *network == NetworkMode::Host && !allow.network_host {
+        return Err(not_entitled("--network=host", "network.host"));
+    }
+    let insecure = *security == SecurityMode::Insecure;
+    if insecure && !allow.security_insecure {
+        return Err(not_entitled("--security=insecure", "security.insecure"));
+    }
     let created_by = format!("RUN {} # buildkit", run_command_string(argv, state));
     let history = history_for(created_by.clone(), &shared.created);
     let network = match network {
@@ -129,6 +149,9 @@ pub(super) fn run_step(
         "RUN\0{}\0user={user}\0cwd={workdir}\0net={network:?}\0",
         argv.join("\0")
     );
+    if insecure {
+        description.push_str("security=insecure\0");
+    }
     if let Some((name, content)) = script {
         let _ = write!(description, "script={name}\0{content}\0");
     }
@@ -187,6 +210,14 @@ pub(super) fn run_step(
         user: user.clone(),
         hostname: BUILD_HOSTNAME.to_owned(),
         network,
+        // BuildKit's insecure mode: every capability and no seccomp.
+        seccomp: if insecure {
+            Seccomp::Unconfined
+        } else {
+            Seccomp::Default
+        },
+        privileged: insecure,
+        stop_timeout: STOP_TIMEOUT,
         mounts: run_mounts,
         limits: Limits::default(),
         capture: true,
@@ -200,7 +231,9 @@ pub(super) fn run_step(
     let outcome = outcome?;
     log::debug!("{created_by}: ran in {:?}", running.elapsed());
     drop(guards);
-    if kiln_runtime::interrupted() {
+    // Interrupted during the run, or before it (the container was then
+    // stopped as soon as it existed).
+    if kiln_runtime::interrupted() || is_cancelled() {
         cancel();
         return Err(BuildError::Cancelled);
     }

@@ -25,7 +25,9 @@ fn main() -> ExitCode {
             }
         };
         // `run` re-executes this binary through /proc/self/exe.
-        return match kiln_runtime::run(&spec) {
+        let outcome = kiln_runtime::run(&spec);
+        kiln_runtime::wait_for_helpers();
+        return match outcome {
             Ok(outcome) => {
                 use std::io::Write;
                 let _ = std::io::stdout().write_all(&outcome.stdout);
