@@ -1622,3 +1622,48 @@ fn network_compression_json_progress_and_cache_commands() {
     assert!(stderr.contains("1 step run, 0 cached"), "{stderr}");
     assert_eq!(sh(&kiln, "json:2", "cat /made"), "made\n");
 }
+
+#[test]
+fn add_extracts_an_archive_whose_first_entry_names_the_root() {
+    let kiln = busybox();
+    // Empty names (as some writers make for `.`; kiln used to refuse the
+    // regular one as replacing the root), then GNU tar's `./` with another
+    // mode: none touches the destination, as in BuildKit.
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, kind, mode) in [
+        (&b""[..], tar::EntryType::Regular, 0o644),
+        (b"", tar::EntryType::Directory, 0o755),
+        (b"./", tar::EntryType::Directory, 0o700),
+    ] {
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        header.set_size(0);
+        header.set_cksum();
+        builder.append(&header, &b""[..]).unwrap();
+    }
+    let mut header = tar::Header::new_ustar();
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_600_000_000);
+    header.set_size(6);
+    builder
+        .append_data(&mut header, "./pkg/inner.txt", &b"inner\n"[..])
+        .unwrap();
+    let dir = context(&kiln, "add-root", "FROM bb:1\nADD root.tar /dest/\n", &[]);
+    fs::write(dir.join("root.tar"), builder.into_inner().unwrap()).unwrap();
+    build_ok(&kiln, &dir, "addroot:1", &[]);
+    assert_eq!(
+        sh(
+            &kiln,
+            "addroot:1",
+            "cat /dest/pkg/inner.txt; stat -c %a /dest"
+        ),
+        "inner\n755\n"
+    );
+}

@@ -107,8 +107,9 @@ pub struct UnpackStats {
 /// caller until the end, when their modes are applied.
 ///
 /// Nothing outside `dest` is ever read, written, chmod-ed, chown-ed or
-/// deleted, whatever the archive contains, and `dest` itself is never deleted
-/// (a directory entry for the root only updates its metadata):
+/// deleted, whatever the archive contains, and `dest` itself is never
+/// changed: an entry whose name means the root (empty, `.`, `./`, `a/..`)
+/// is skipped, whatever its type, as containerd and Docker skip it:
 /// - entry names are cleaned lexically; absolute names are taken relative to
 ///   `dest`; a `..` climbing above the root is clamped at the root in an
 ///   absolute name (`/../x` is `x`) and is an error
@@ -664,24 +665,15 @@ impl Unpacker {
             return Ok(());
         }
         let path = normalize(&m.raw_name).map_err(|r| LayerError::entry(&m.raw_name, r))?;
-        self.stats.entries += 1;
         if path.is_empty() {
-            if m.kind != Kind::Dir {
-                return Err(LayerError::entry(
-                    &m.raw_name,
-                    "entry would replace the root directory",
-                ));
-            }
-            let fd = self
-                .resolve(b"", OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-                .map_err(|e| {
-                    LayerError::io(format!("opening root for entry {}", lossy(&m.raw_name)), e)
-                })?;
-            self.set_fd_meta(&fd, m)?;
-            self.defer_dir_mode(&fd, Vec::new(), m)?;
-            self.dir_times.push((Vec::new(), m.mtime));
+            // The root is the snapshot's (or the ADD destination's), never
+            // the archive's: containerd's applier skips an entry that
+            // resolves to the root and Docker's skips `.`, whatever its
+            // type (GNU tar writes `./` first; some writers an empty name).
+            log::debug!("skipping tar entry {:?} for the root", lossy(&m.raw_name));
             return Ok(());
         }
+        self.stats.entries += 1;
         let (parent, base) = split_last(&path);
         if base.starts_with(WHITEOUT_PREFIX) {
             return self.whiteout(m, &path);
