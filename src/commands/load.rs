@@ -41,19 +41,10 @@ pub fn run(root: Option<&std::path::Path>, args: &LoadArgs) -> anyhow::Result<Ex
         let Ok(stored) = store.image(&image.manifest_digest) else {
             continue;
         };
-        for (layer, diff_id) in stored
-            .manifest
-            .layers
-            .iter()
-            .zip(&stored.config.rootfs.diff_ids)
-        {
-            if let Err(e) = store.snapshot(layer, diff_id) {
-                eprintln!(
-                    "warning: layer {} of image {} was not unpacked: {e}",
-                    layer.digest, image.id
-                );
-                break;
-            }
+        // Each layer is applied on the ones below it (snapshots are keyed
+        // by chain), so the first that fails stops the image's unpacking.
+        if let Err(e) = store.snapshots(&stored.manifest.layers, &stored.config.rootfs.diff_ids) {
+            eprintln!("warning: image {} was not unpacked: {e}", image.id);
         }
     }
     if !args.quiet {

@@ -10,9 +10,11 @@ pub mod digest;
 pub mod error;
 pub mod layer;
 pub mod maintenance;
+pub mod snapshot;
 pub mod spec;
 pub mod store;
 
 pub use error::StoreError;
 pub use kiln_reference::{Digest, ImageReference};
+pub use snapshot::Snapshot;
 pub use store::{Image, Store};

@@ -5,7 +5,7 @@ use std::fs;
 
 use kiln_reference::Digest;
 
-use crate::digest::parse_sha256;
+use crate::digest::{chain_id, parse_sha256};
 use crate::error::{IoContext, StoreError};
 use crate::spec::{Index, Manifest, is_index};
 use crate::store::{Store, disk_usage};
@@ -15,7 +15,7 @@ use crate::store::{Store, disk_usage};
 pub struct SweepReport {
     /// Blobs deleted.
     pub blobs: Vec<Digest>,
-    /// Snapshot directories deleted (by `diff_id` hex).
+    /// Snapshot directories deleted (by chain id hex).
     pub snapshots: Vec<String>,
     /// Bytes freed.
     pub reclaimed: u64,
@@ -49,11 +49,12 @@ pub struct DiskUsage {
     pub orphans: (usize, u64),
 }
 
-/// The blobs and `diff_ids` reachable from some roots.
+/// The blobs and snapshots reachable from some roots.
 #[derive(Debug, Default)]
 struct Marks {
     blobs: BTreeSet<Digest>,
-    diff_ids: BTreeSet<String>,
+    /// Snapshot names: chain id hex.
+    snapshots: BTreeSet<String>,
     layers: BTreeSet<Digest>,
 }
 
@@ -66,13 +67,16 @@ impl Store {
         for entry in index.manifests.iter().filter(|d| keep(d)) {
             self.mark_descriptor(&entry.media_type, &entry.digest, &mut marks, 0)?;
         }
-        // A digest in a record may be a layer blob or a diff_id; keeping
+        // A digest in a record may be a layer blob or a chain id; keeping
         // both the blob and the snapshot of that name spares a cache hit
         // from unpacking the layer again.
         for digest in self.cache_blob_references()? {
-            marks.diff_ids.insert(digest.encoded().to_owned());
+            marks.snapshots.insert(digest.encoded().to_owned());
             marks.blobs.insert(digest);
         }
+        // The parents of a record's snapshot are not kept for it: without
+        // an image that has their blobs they could not be used (nor made
+        // again, nor checked), and with one they are made again from it.
         Ok(marks)
     }
 
@@ -103,10 +107,15 @@ impl Store {
             marks.layers.insert(layer.clone());
             marks.blobs.insert(layer);
         }
-        for diff_id in config_doc.rootfs.diff_ids {
-            if let Some(hex) = diff_id.strip_prefix("sha256:") {
-                marks.diff_ids.insert(hex.to_owned());
-            }
+        // The image's snapshots are named by the chain ids of its layers.
+        let mut chain: Option<Digest> = None;
+        for diff_id in &config_doc.rootfs.diff_ids {
+            let Ok(diff_id) = parse_sha256(diff_id) else {
+                break;
+            };
+            let id = chain_id(chain.as_ref(), &diff_id);
+            marks.snapshots.insert(id.encoded().to_owned());
+            chain = Some(id);
         }
         Ok(())
     }
@@ -166,7 +175,7 @@ impl Store {
             for entry in fs::read_dir(&snapshots).at(&snapshots)? {
                 let entry = entry.at(&snapshots)?;
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !marks.diff_ids.contains(&name) {
+                if !marks.snapshots.contains(&name) {
                     report.reclaimed += disk_usage(&entry.path());
                     remove_tree(&entry.path())?;
                     report.snapshots.push(name);
@@ -194,8 +203,9 @@ impl Store {
         }
     }
 
-    /// Verifies every blob against its digest and every index entry's
-    /// manifest, config and layers; returns what is broken.
+    /// Verifies every blob against its digest, every index entry's
+    /// manifest, config and layers, and every snapshot against its layer
+    /// (see [`Store::check_snapshots`]); returns what is broken.
     pub fn check(&self) -> Result<Vec<Problem>, StoreError> {
         let mut problems = Vec::new();
         let mut verified: BTreeSet<Digest> = BTreeSet::new();
@@ -250,6 +260,7 @@ impl Store {
                 }
             }
         }
+        problems.extend(self.check_snapshots()?);
         Ok(problems)
     }
 
@@ -289,7 +300,10 @@ impl Store {
             let size = disk_usage(&entry.path());
             usage.snapshots.0 += 1;
             usage.snapshots.2 += size;
-            if all.diff_ids.contains(&*entry.file_name().to_string_lossy()) {
+            if all
+                .snapshots
+                .contains(&*entry.file_name().to_string_lossy())
+            {
                 usage.snapshots.1 += 1;
             } else {
                 usage.snapshots.3 += size;
@@ -308,7 +322,7 @@ impl Store {
 
 /// Removes a file or directory tree. Snapshot trees may hold read-only
 /// directories, so permissions are opened up first.
-fn remove_tree(path: &std::path::Path) -> Result<(), StoreError> {
+pub(crate) fn remove_tree(path: &std::path::Path) -> Result<(), StoreError> {
     let meta = fs::symlink_metadata(path).at(path)?;
     if meta.is_dir() {
         for entry in walkdir::WalkDir::new(path)
