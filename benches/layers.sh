@@ -2,13 +2,17 @@
 # Benchmark: `kiln load` (which unpacks every layer on its parents) of a
 # 1 GiB image in one layer and split into four, where the upper layers
 # write into directories of the lower ones (each is copied up once) and
-# the last one also through a lower layer's symlink.
+# the last one also through a lower layer's symlink; and of 100,000 small
+# files written, through a symlink, into 1,000 directories of the layer
+# below, each entry in another directory than the one before (the worst
+# case for resolving parents through the lower layers).
 #
 #   benches/layers.sh [WORKDIR]       (default /var/tmp/kiln-bench-layers)
 #
 # KILN=path/to/kiln compares another build (default: target/release/kiln,
-# built here). Prints the median of RUNS (3) wall times and peak RSS, page
-# cache dropped before each run.
+# built here). Prints the median of RUNS (3) runs' wall time, CPU time
+# (user + system: what the machine's other load does not change much)
+# and peak RSS, page cache dropped before each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/var/tmp/kiln-bench-layers}
@@ -20,7 +24,7 @@ fi
 mkdir -p "$work"
 cd "$work"
 
-if [ ! -f one.tar ] || [ ! -f four.tar ]; then
+if [ ! -f one.tar ] || [ ! -f four.tar ] || [ ! -f many.tar ]; then
     python3 - <<'PY'
 import hashlib, io, json, random, tarfile
 
@@ -79,9 +83,14 @@ archive("one.tar", [layer(dirs + big + mid + small + flat)])
 # the first layer.
 archive("four.tar", [layer(dirs + big + [("link", None, L, "data/tiny")]),
                      layer(mid), layer(small), layer(tiny)])
+# Many small files, interleaved over the lower layer's directories.
+archive("many.tar", [
+    layer([("d/", None, D, "")] + [(f"d/{i}/", None, D, "") for i in range(1000)]
+          + [("link", None, L, "d")]),
+    layer([(f"link/{i % 1000}/{i}", b"x" * 100, F, "") for i in range(100_000)])])
 PY
 fi
-ls -l one.tar four.tar
+ls -l one.tar four.tar many.tar
 
 measure() { # name command...
     local name=$1; shift
@@ -89,13 +98,14 @@ measure() { # name command...
     for _ in $(seq "$runs"); do
         rm -rf store
         sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-        /usr/bin/time -f "%e %M" -o time.out "$@" >/dev/null 2>time.err || { cat time.err; exit 1; }
+        /usr/bin/time -f "%e %U %S %M" -o time.out "$@" >/dev/null 2>time.err || { cat time.err; exit 1; }
         results+=("$(cat time.out)")
     done
     printf '%s\n' "${results[@]}" | sort -n | sed -n "$(( (runs + 1) / 2 ))p" |
-        awk -v name="$name" '{ printf "%-44s %7.2f s %7.1f MiB\n", name, $1, $2 / 1024 }'
+        awk -v name="$name" '{ printf "%-24s %6.2f s wall %6.2f s cpu %6.1f MiB\n", name, $1, $2 + $3, $4 / 1024 }'
 }
 
 measure "kiln load, 1 layer" "$KILN" --root store load -q -i one.tar
 measure "kiln load, 4 layers" "$KILN" --root store load -q -i four.tar
+measure "kiln load, 100k files" "$KILN" --root store load -q -i many.tar
 rm -rf store

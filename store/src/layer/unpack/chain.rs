@@ -51,19 +51,11 @@ pub(super) struct Chain {
     entries: HashMap<Vec<u8>, (Found, Option<usize>)>,
     /// Upper directories this layer made opaque while being applied.
     pub(super) opaque: HashSet<Vec<u8>>,
-    /// The last parent resolved: archives list a directory's entries
-    /// together, so most entries have the parent of the one before.
-    last: Option<LastParent>,
-}
-
-/// A resolution kept for the next entry with the same parent.
-struct LastParent {
-    /// The parent as the entry names it.
-    name: Vec<u8>,
-    /// Its resolution.
-    parent: Parent,
-    /// The resolved paths the resolution went through (directories and
-    /// symlinks): an entry at one of them may change it.
+    /// Parents resolved so far, by the name entries give them: their
+    /// resolved path and whether lowers show through it.
+    parents: HashMap<Vec<u8>, (Vec<u8>, bool)>,
+    /// The resolved paths (directories and symlinks) those resolutions
+    /// went through: an entry at one of them may change them.
     traversed: HashSet<Vec<u8>>,
 }
 
@@ -74,18 +66,16 @@ impl Chain {
             stacks: HashMap::new(),
             entries: HashMap::new(),
             opaque: HashSet::new(),
-            last: None,
+            parents: HashMap::new(),
+            traversed: HashSet::new(),
         }
     }
 
-    /// Forgets the last parent if changing `path` may change it.
+    /// Forgets the resolved parents if changing `path` may change one.
     pub(super) fn changing(&mut self, path: &[u8]) {
-        if self
-            .last
-            .as_ref()
-            .is_some_and(|last| last.traversed.contains(path))
-        {
-            self.last = None;
+        if self.traversed.contains(path) {
+            self.parents.clear();
+            self.traversed.clear();
         }
     }
 }
@@ -510,35 +500,40 @@ impl Unpacker {
 
     /// [`super::Unpacker::parent_dir`] on a chain.
     pub(super) fn chain_dir(&mut self, parent: &[u8], entry: &[u8]) -> Result<Parent, LayerError> {
-        let what =
-            |e: io::Error| LayerError::io(format!("resolving parent of {}", lossy(entry)), e);
-        if let Some(last) = &self.chain_ref().map_err(|e| what(e.into()))?.last
-            && last.name == parent
+        let failed = |f: Failure| match f {
+            Failure::Errno(e) => parent_error(entry, parent, e),
+            Failure::Layer(e) => e,
+        };
+        // Known: it resolves to a directory of the merged view, which the
+        // upper has or gets by copy-up.
+        if let Some((path, lowers_visible)) = self
+            .chain_ref()
+            .ok()
+            .and_then(|c| c.parents.get(parent))
+            .cloned()
         {
+            let fd = match self.upper_dir(&path).map_err(|e| failed(e.into()))? {
+                Some(fd) => fd,
+                None => self.copy_up_dir(&path).map_err(failed)?,
+            };
             return Ok(Parent {
-                fd: last.parent.fd.try_clone().map_err(what)?,
-                path: last.parent.path.clone(),
-                lowers_visible: last.parent.lowers_visible,
+                fd,
+                path,
+                lowers_visible,
             });
         }
         let mut traversed = HashSet::new();
         match self.chain_resolve(parent, true, &mut traversed) {
             Ok(Some(dir)) => {
-                let kept = Parent {
-                    fd: dir.fd.try_clone().map_err(what)?,
-                    path: dir.path.clone(),
-                    lowers_visible: dir.lowers_visible,
-                };
-                self.chain_mut().map_err(|e| what(e.into()))?.last = Some(LastParent {
-                    name: parent.to_vec(),
-                    parent: kept,
-                    traversed,
-                });
+                let chain = self.chain_mut().map_err(|e| failed(e.into()))?;
+                chain.traversed.extend(traversed);
+                chain
+                    .parents
+                    .insert(parent.to_vec(), (dir.path.clone(), dir.lowers_visible));
                 Ok(dir)
             }
             Ok(None) => Err(parent_error(entry, parent, Errno::ENOENT)),
-            Err(Failure::Errno(e)) => Err(parent_error(entry, parent, e)),
-            Err(Failure::Layer(e)) => Err(e),
+            Err(f) => Err(failed(f)),
         }
     }
 
