@@ -190,3 +190,41 @@ fn an_incomplete_or_old_snapshot_is_never_used() {
     assert!(!dir.exists());
     assert_eq!(sh(&kiln, "img:1", "cat /f"), "complete\n");
 }
+
+#[test]
+fn a_loaded_layer_may_name_the_root() {
+    let (kiln, base) = busybox_layer();
+    // A file, then an empty-named regular entry and GNU tar's `./`: the
+    // last two are skipped, as by containerd and Docker (kiln refused the
+    // empty name, so the image loaded but could not run).
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_600_000_000);
+    header.set_size(2);
+    builder.append_data(&mut header, "f", &b"f\n"[..]).unwrap();
+    for (name, kind) in [
+        (&b""[..], tar::EntryType::Regular),
+        (b"./", tar::EntryType::Directory),
+    ] {
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_entry_type(kind);
+        header.set_mode(0o700);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        header.set_size(0);
+        header.set_cksum();
+        builder.append(&header, &b""[..]).unwrap();
+    }
+    let file = kiln.path("root.tar");
+    let layers = [base, builder.into_inner().unwrap()];
+    fs::write(&file, oci_archive("root:1", &layers)).unwrap();
+    let output = kiln.run(&["load", "-i", file.to_str().unwrap()]);
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8(output.stderr).unwrap(), "");
+    assert_eq!(sh(&kiln, "root:1", "cat /f; stat -c %a /"), "f\n755\n");
+}

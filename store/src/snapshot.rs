@@ -663,3 +663,23 @@ fn read_full(file: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(filled)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_without_one_diff_id_per_layer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layer = Descriptor::new(
+            "application/vnd.oci.image.layer.v1.tar",
+            &crate::digest::digest_bytes(b"x").to_string(),
+            1,
+        );
+        assert_eq!(
+            store.snapshots(&[layer], &[]).unwrap_err().to_string(),
+            "invalid image: the manifest has 1 layers but the config 0 diff_ids"
+        );
+    }
+}
