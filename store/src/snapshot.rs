@@ -75,6 +75,8 @@ enum Unusable {
     Missing,
     /// There is one, but it is not a complete snapshot.
     Incomplete(String),
+    /// It cannot be listed (permissions, I/O): not known to be incomplete.
+    Unreadable(io::Error),
 }
 
 impl Store {
@@ -89,11 +91,14 @@ impl Store {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
-            Err(e) => return Err(Unusable::Incomplete(format!("cannot be read: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                return Err(Unusable::Incomplete("is not a directory".to_owned()));
+            }
+            Err(e) => return Err(Unusable::Unreadable(e)),
         };
         let mut names = BTreeSet::new();
         for entry in entries {
-            let entry = entry.map_err(|e| Unusable::Incomplete(format!("cannot be read: {e}")))?;
+            let entry = entry.map_err(Unusable::Unreadable)?;
             names.insert(entry.file_name().to_string_lossy().into_owned());
         }
         let expected: BTreeSet<String> = [FS_DIR, RECORD_FILE].map(str::to_owned).into();
@@ -133,6 +138,7 @@ impl Store {
                 self.move_aside(&dir)?;
                 Ok(None)
             }
+            Err(Unusable::Unreadable(e)) => Err(StoreError::io(dir, e)),
         }
     }
 
@@ -336,6 +342,10 @@ impl Store {
                     records.insert(name, record);
                 }
                 Err(Unusable::Missing) => {}
+                Err(Unusable::Unreadable(e)) => problems.push(Problem {
+                    subject,
+                    problem: format!("cannot be read: {e}"),
+                }),
                 Err(Unusable::Incomplete(why)) => {
                     self.move_aside(&path)?;
                     problems.push(Problem {
