@@ -1491,12 +1491,7 @@ fn incremental_copy_links_unchanged_files_and_equals_a_cold_build() {
     assert_ne!(diff_ids(&kiln, "inc:1"), incremental);
 
     // The rebuild's snapshot shares the unchanged file with the first one.
-    let snapshot = |image: &str| {
-        let id = diff_ids(&kiln, image).last().unwrap().clone();
-        kiln.root()
-            .join("snapshots")
-            .join(id.trim_start_matches("sha256:"))
-    };
+    let snapshot = |image: &str| common::image_snapshots(&kiln.root(), image).pop().unwrap();
     let old = fs::metadata(snapshot("inc:1").join("src/sub/b.txt")).unwrap();
     let new = fs::metadata(snapshot("inc:2").join("src/sub/b.txt")).unwrap();
     assert_eq!(old.ino(), new.ino());
@@ -1621,4 +1616,135 @@ fn network_compression_json_progress_and_cache_commands() {
     let stderr = build_ok(&kiln, &dir, "json:2", &["--progress=plain"]);
     assert!(stderr.contains("1 step run, 0 cached"), "{stderr}");
     assert_eq!(sh(&kiln, "json:2", "cat /made"), "made\n");
+}
+
+#[test]
+fn identical_layers_each_get_the_snapshot_of_their_chain() {
+    let kiln = busybox();
+    let files = [("sub/f", "f\n"), ("other", "o\n")];
+    // The third COPY used to mount one snapshot directory twice (ELOOP).
+    let dir = context(
+        &kiln,
+        "same-scratch",
+        "FROM scratch\nCOPY sub sub\nCOPY sub sub\nCOPY other /x\n",
+        &files,
+    );
+    build_ok(&kiln, &dir, "same:scratch", &[]);
+    let ids = diff_ids(&kiln, "same:scratch");
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(
+        common::image_file(&kiln.root(), "same:scratch", "x").as_deref(),
+        Some("o\n")
+    );
+    // Three identical layers in a row under a RUN (which used to fail
+    // with EINVAL), and identical layers around one deleting their files.
+    // (A directory made again over its whiteout is opaque, which makes
+    // another layer: the deleted one is a file.)
+    for (tag, dockerfile, script, seen) in [
+        (
+            "same:row",
+            "FROM bb:1\nCOPY sub /sub\nCOPY sub /sub\nCOPY sub /sub\nRUN cat /sub/f > /seen\n",
+            "cat /sub/f /seen",
+            "f\nf\n",
+        ),
+        (
+            "same:deleted",
+            "FROM bb:1\nCOPY other /x\nRUN rm /x\nCOPY other /x\nRUN cat /x > /seen\n",
+            "cat /x /seen",
+            "o\no\n",
+        ),
+    ] {
+        let dir = context(&kiln, tag, dockerfile, &files);
+        build_ok(&kiln, &dir, tag, &[]);
+        let ids = diff_ids(&kiln, tag);
+        assert_eq!(ids[1], ids[3], "{tag}");
+        assert_eq!(sh(&kiln, tag, script), seen, "{tag}");
+        // From the cache, with every snapshot gone, the chains are made
+        // again from the layers.
+        kiln.ok(&["rmi", tag]);
+        fs::remove_dir_all(kiln.root().join("snapshots")).unwrap();
+        fs::create_dir(kiln.root().join("snapshots")).unwrap();
+        let again = build_ok(&kiln, &dir, tag, &[]);
+        assert!(again.contains("0 steps run, 4 cached"), "{again}");
+        assert_eq!(sh(&kiln, tag, script), seen, "{tag}");
+    }
+}
+
+#[test]
+fn add_extracts_an_archive_whose_first_entry_names_the_root() {
+    let kiln = busybox();
+    // Empty names (as some writers make for `.`; kiln used to refuse the
+    // regular one as replacing the root), then GNU tar's `./` with another
+    // mode: none touches the destination, as in BuildKit.
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, kind, mode) in [
+        (&b""[..], tar::EntryType::Regular, 0o644),
+        (b"", tar::EntryType::Directory, 0o755),
+        (b"./", tar::EntryType::Directory, 0o700),
+    ] {
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        header.set_size(0);
+        header.set_cksum();
+        builder.append(&header, &b""[..]).unwrap();
+    }
+    let mut header = tar::Header::new_ustar();
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_600_000_000);
+    header.set_size(6);
+    builder
+        .append_data(&mut header, "./pkg/inner.txt", &b"inner\n"[..])
+        .unwrap();
+    let dir = context(&kiln, "add-root", "FROM bb:1\nADD root.tar /dest/\n", &[]);
+    fs::write(dir.join("root.tar"), builder.into_inner().unwrap()).unwrap();
+    build_ok(&kiln, &dir, "addroot:1", &[]);
+    assert_eq!(
+        sh(
+            &kiln,
+            "addroot:1",
+            "cat /dest/pkg/inner.txt; stat -c %a /dest"
+        ),
+        "inner\n755\n"
+    );
+}
+
+#[test]
+fn copy_link_layers_are_the_snapshot_of_the_stage_chain() {
+    let kiln = busybox();
+    // /app is a symlink in the stage; a --link layer is built on nothing,
+    // so its `app/` is a directory that replaces the link, whether the
+    // layer is stacked as built or applied again on the real parents.
+    let dockerfile = |n: u32| {
+        format!(
+            "FROM bb:1\nRUN mkdir /srv && busybox ln -s /srv /app && echo {n} > /n\n\
+             COPY --link f /app/f\nRUN cat /app/f; test -L /app || echo app is a dir\n"
+        )
+    };
+    let dir = context(&kiln, "link", &dockerfile(1), &[("f", "linked\n")]);
+    build_ok(&kiln, &dir, "link:1", &[]);
+    let script = "cat /app/f /n; test -L /app || echo app is a dir; ls /srv";
+    assert_eq!(sh(&kiln, "link:1", script), "linked\n1\napp is a dir\n");
+    // Reused from the cache on other parents: applied on them.
+    fs::write(dir.join("Dockerfile"), dockerfile(2)).unwrap();
+    let second = build_ok(&kiln, &dir, "link:2", &[]);
+    assert!(second.contains("CACHED"), "{second}");
+    assert_eq!(sh(&kiln, "link:2", script), "linked\n2\napp is a dir\n");
+    // Both stand the comparison with the layer applied again.
+    assert_eq!(
+        kiln.ok(&["system", "check"]),
+        format!("store {} is consistent\n", kiln.root().display())
+    );
+    // And an image loaded elsewhere gives the same files.
+    let archive = kiln.path("link.tar");
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "link:1"]);
+    let other = Kiln::new();
+    other.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(sh(&other, "link:1", script), "linked\n1\napp is a dir\n");
 }

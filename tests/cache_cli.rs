@@ -7,6 +7,7 @@ mod common;
 
 use std::fmt::Write as _;
 use std::fs;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 
 use common::Kiln;
@@ -27,6 +28,7 @@ fn image_layer(kiln: &Kiln, name: &str) -> CachedLayer {
         descriptor: image.manifest.layers[0].clone(),
         diff_id: image.config.rootfs.diff_ids[0].clone(),
         diff_size: 0,
+        chain_id: None,
     }
 }
 
@@ -299,4 +301,47 @@ fn prune_until_removes_records_unused_for_longer() {
         "{out}"
     );
     assert!(!old.exists() && new.exists());
+}
+
+#[test]
+fn build_records_keep_the_snapshots_of_their_chains_after_rmi() {
+    assert!(
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() } == 0,
+        "kiln build needs root (RUN uses namespaces and mounts); CI runs it as root"
+    );
+    let kiln = Kiln::new();
+    let rootfs = kiln.path("rootfs");
+    common::busybox_rootfs(&rootfs);
+    kiln.ok(&["import", rootfs.to_str().unwrap(), "bb:1"]);
+    let dir = kiln.path("ctx");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("Dockerfile"), "FROM bb:1\nRUN echo hi > /f\n").unwrap();
+    kiln.ok(&["build", "-q", "-t", "app:1", dir.to_str().unwrap()]);
+    // The RUN's snapshot is named by its chain (on bb:1's layer), not by
+    // its layer's diff_id.
+    let snapshot = common::image_snapshots(&kiln.root(), "app:1").remove(1);
+    let inode = fs::metadata(&snapshot).unwrap().ino();
+
+    kiln.ok(&["rmi", "app:1"]);
+    assert!(snapshot.exists(), "rmi deleted a cached step's snapshot");
+    let output = kiln
+        .command()
+        .args([
+            "build",
+            "--progress=plain",
+            "-t",
+            "app:1",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("0 steps run, 1 cached"), "{stderr}");
+    // Used as it was, not made again.
+    assert_eq!(fs::metadata(&snapshot).unwrap().ino(), inode);
+
+    kiln.ok(&["rmi", "app:1"]);
+    kiln.ok(&["cache", "prune", "-a", "-f"]);
+    assert!(!snapshot.exists(), "prune left the snapshot");
 }

@@ -499,11 +499,7 @@ fn import_accepts_compressed_tarballs_and_stdin() {
     assert_eq!(layers("t:plain"), layers("t:zst"));
     assert_eq!(layers("t:plain"), layers("t:stdin"));
     // The setuid bit and the symlink survived.
-    let store = kiln_store::Store::open(&kiln.root()).unwrap();
-    let image = store.resolve("t:zst").unwrap();
-    let snapshot = store
-        .snapshot(&image.manifest.layers[0], &image.config.rootfs.diff_ids[0])
-        .unwrap();
+    let snapshot = common::image_snapshots(&kiln.root(), "t:zst").remove(0);
     assert_eq!(
         fs::metadata(snapshot.join("bin/tool"))
             .unwrap()

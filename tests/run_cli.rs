@@ -11,7 +11,7 @@ use std::os::unix::fs::symlink;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Kiln;
+use common::{Entry, Kiln};
 
 /// A store with `bb:1`, a busybox image, and some config to override.
 fn busybox() -> Kiln {
@@ -469,6 +469,42 @@ fn rootless_run_as_an_unprivileged_user() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "0\n0 /owned\nmine\nno-devnode\n");
+
+    // Layers applied on their parents without root: through a symlink of
+    // a lower layer, into a read-only directory copied up from one.
+    let base = common::layer_of_dir(&kiln.path("rootfs"));
+    let links = common::layer(&[
+        Entry::DirMode("ro/", 0o555),
+        Entry::Dir("var/"),
+        Entry::Symlink("var/run", "/run"),
+        Entry::Dir("run/"),
+    ]);
+    let top = common::layer(&[
+        Entry::File("ro/new", b"new\n"),
+        Entry::File("var/run/x", b"through\n"),
+    ]);
+    let archive = kiln.path("chain.tar");
+    fs::write(
+        &archive,
+        common::oci_archive("chain:1", &[base, links, top]),
+    )
+    .unwrap();
+    let (code, _, err) = run_as_nobody(&kiln, &["load", "-q", "-i", archive.to_str().unwrap()]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let (code, out, err) = run_as_nobody(
+        &kiln,
+        &[
+            "run",
+            "--network",
+            network,
+            "chain:1",
+            "sh",
+            "-c",
+            "cat /ro/new /run/x; stat -c %a /ro; test -L /var/run && echo link",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "new\nthrough\n555\nlink\n");
 
     assert_eq!(
         run_as_nobody(&kiln, &["run", "--memory", "64m", "bb:1", "true"]),

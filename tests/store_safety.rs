@@ -127,10 +127,10 @@ fn hostile_layers_never_unpack_outside_the_snapshot() {
         } else {
             let store = kiln_store::Store::open(&kiln.root()).unwrap();
             let image = store.resolve("hostile:1").unwrap();
-            let snapshot = store
-                .snapshot(&image.manifest.layers[0], &image.config.rootfs.diff_ids[0])
+            let snapshots = store
+                .snapshots(&image.manifest.layers, &image.config.rootfs.diff_ids)
                 .unwrap();
-            assert!(snapshot.starts_with(kiln.root().join("snapshots")));
+            assert!(snapshots[0].path.starts_with(kiln.root().join("snapshots")));
             drop(store);
             kiln.ok(&["rmi", "hostile:1"]);
         }
@@ -453,7 +453,7 @@ fn no_other_user_reaches_anything_in_the_store() {
     }
     let setuid = fs::read_dir(kiln.root().join("snapshots"))
         .unwrap()
-        .map(|e| e.unwrap().path().join("bin/tool"))
+        .map(|e| e.unwrap().path().join("fs/bin/tool"))
         .find(|p| p.exists())
         .unwrap();
     assert_eq!(mode(&setuid), 0o4755);

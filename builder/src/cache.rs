@@ -3,7 +3,7 @@
 //!
 //! The store's garbage collector keeps every `sha256:` digest that a
 //! `cache/*.json` file mentions, so a record keeps its layer blob (and its
-//! snapshot, named by the `diff_id`) alive across `rmi` of the images that
+//! snapshot, named by the `chain_id`) alive across `rmi` of the images that
 //! used it, without the store knowing this format. A record's last-used
 //! time is its file's mtime: a cache hit only touches the file, so a no-op
 //! rebuild does not rewrite (and fsync) every record.
@@ -44,10 +44,16 @@ pub struct CachedLayer {
     /// The manifest descriptor of the layer blob.
     pub descriptor: Descriptor,
     /// The digest of the uncompressed tar (`sha256:...`): the image
-    /// config's `diff_id` and the snapshot's name.
+    /// config's `diff_id`.
     pub diff_id: String,
     /// The size of the uncompressed tar.
     pub diff_size: u64,
+    /// The chain id of the snapshot the step made (its layer on the
+    /// stage's layers), only so that garbage collection keeps that
+    /// snapshot: a cache hit computes its own chain id. Absent in records
+    /// of older kiln versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<String>,
 }
 
 /// One record as `kiln cache ls` shows it.

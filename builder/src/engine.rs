@@ -7,8 +7,9 @@
 //! snapshots with a fresh upper directory; COPY, ADD and WORKDIR mount the
 //! same overlay in this process (in its private mount namespace) and write
 //! into it. Either way the upper directory, once the step is done, is packed
-//! into the layer blob and then renamed into place as that layer's snapshot,
-//! so a new layer is never unpacked again.
+//! into the layer blob and then renamed into place as the snapshot of the
+//! stage's chain (it is that layer applied on the stage's snapshots), so a
+//! new layer is never unpacked again.
 
 mod config;
 mod files;
@@ -29,7 +30,7 @@ use kiln_parser::plan::{
 use kiln_parser::values::Platform;
 use kiln_store::layer::{Compression, PackOptions};
 use kiln_store::spec::{ContainerConfig, Descriptor, History, ImageConfig, RootFs};
-use kiln_store::{Digest, ImageReference, Store};
+use kiln_store::{Digest, ImageReference, Snapshot, Store};
 
 use crate::cache::{BuildCache, CacheRecord, CachedLayer};
 use crate::context::{BuildContext, StatCache};
@@ -126,7 +127,8 @@ pub struct BuildOutcome {
 struct Layer {
     descriptor: Descriptor,
     diff_id: String,
-    snapshot: PathBuf,
+    /// The layer applied on the layers below it.
+    snapshot: Snapshot,
 }
 
 /// A stage's state between steps; also what a finished stage hands to the
@@ -144,6 +146,21 @@ struct StageState {
     args: Vec<(String, Option<String>)>,
     /// Whether CMD was set in this stage (ENTRYPOINT then keeps it).
     cmd_set: bool,
+}
+
+impl StageState {
+    /// The snapshots of the stage's layers, base first.
+    fn snapshots(&self) -> Vec<Snapshot> {
+        self.layers.iter().map(|l| l.snapshot.clone()).collect()
+    }
+
+    /// The overlay lower directories of the stage, base first.
+    fn lowers(&self) -> Vec<PathBuf> {
+        self.layers
+            .iter()
+            .map(|l| l.snapshot.path.clone())
+            .collect()
+    }
 }
 
 /// Answers the planner's base-image questions from the store.
@@ -445,20 +462,21 @@ fn image_state(shared: &Shared<'_>, reference: &str) -> Result<Arc<StageState>, 
         },
         other => other.into(),
     })?;
-    let mut layers = Vec::new();
-    for (descriptor, diff_id) in image
+    let snapshots = shared
+        .store
+        .snapshots(&image.manifest.layers, &image.config.rootfs.diff_ids)?;
+    let layers = image
         .manifest
         .layers
         .iter()
-        .zip(image.config.rootfs.diff_ids.iter())
-    {
-        let snapshot = shared.store.snapshot(descriptor, diff_id)?;
-        layers.push(Layer {
+        .zip(&image.config.rootfs.diff_ids)
+        .zip(snapshots)
+        .map(|((descriptor, diff_id), snapshot)| Layer {
             descriptor: descriptor.clone(),
             diff_id: diff_id.clone(),
             snapshot,
-        });
-    }
+        })
+        .collect();
     let mut config = image.config.clone();
     let container = config.config.get_or_insert_with(ContainerConfig::default);
     let env = container.env.get_or_insert_with(Vec::new);
@@ -705,10 +723,15 @@ impl StepContext<'_, '_> {
         }
         match &record.layer {
             Some(layer) => {
-                let snapshot = self
-                    .shared
-                    .store
-                    .snapshot(&layer.descriptor, &layer.diff_id)?;
+                // The snapshot of this stage's chain, not of wherever the
+                // record was made (a `--link` layer is reused on other
+                // parents): the chain id is computed, never read from the
+                // record.
+                let snapshot = self.shared.store.snapshot(
+                    &state.snapshots(),
+                    &layer.descriptor,
+                    &layer.diff_id,
+                )?;
                 push_layer(
                     state,
                     Layer {
@@ -726,8 +749,20 @@ impl StepContext<'_, '_> {
     }
 
     /// Packs an upper directory into a layer (none when it is empty), moves
-    /// it into place as the layer's snapshot, records the step in the cache
-    /// and applies it to the state.
+    /// it into place as the snapshot of the stage's chain with that layer,
+    /// records the step in the cache and applies it to the state.
+    ///
+    /// The upper directory of a step run on the stage's snapshots *is* the
+    /// layer applied on them: what a RUN or COPY wrote through the overlay
+    /// is where the layer's entries land when the layer is applied on the
+    /// same parents. That holds for `COPY --link` too, whose upper
+    /// directory was written over no lower at all: its layer (packed by
+    /// `pack_directory`, which lists every directory before what it
+    /// holds) has a directory entry for every parent of every entry, no
+    /// whiteout, no opaque directory and no hardlink out of the layer, so
+    /// applying it on any parents resolves no path through them and copies
+    /// nothing up: the result is the upper directory itself, which
+    /// `kiln system check` confirms by applying the layer again.
     fn commit_upper(
         &self,
         state: &mut StageState,
@@ -753,24 +788,20 @@ impl StepContext<'_, '_> {
                     overlay_whiteouts: true,
                 },
             )?;
-            let target = store.snapshots_dir().join(new.diff_id.encoded());
-            if !target.is_dir() {
-                match fs::rename(upper, &target) {
-                    Ok(()) => kiln_store::fault::point("build.snapshot.committed"),
-                    Err(_) if target.is_dir() => {}
-                    Err(e) => return Err(BuildError::io(&target, e)),
-                }
-            }
-            Some((new, target))
+            let snapshot =
+                store.commit_snapshot(&state.snapshots(), upper, &new.descriptor, &new.diff_id)?;
+            kiln_store::fault::point("build.snapshot.committed");
+            Some((new, snapshot))
         };
         log::debug!("{description}: packed in {:?}", packing.elapsed());
         let record = CacheRecord {
             key: key.to_owned(),
             description: description.to_owned(),
-            layer: layer.as_ref().map(|(new, _)| CachedLayer {
+            layer: layer.as_ref().map(|(new, snapshot)| CachedLayer {
                 descriptor: new.descriptor.clone(),
                 diff_id: new.diff_id.to_string(),
                 diff_size: new.diff_size,
+                chain_id: Some(snapshot.chain_id.to_string()),
             }),
             created: self.shared.created.clone(),
         };

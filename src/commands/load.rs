@@ -33,22 +33,20 @@ pub fn run(root: Option<&std::path::Path>, args: &LoadArgs) -> anyhow::Result<Ex
     // As `docker load` does, unpack the layers now, so the first build or
     // run from these images does not pay for it. A layer that cannot be
     // unpacked (a hostile entry, a full disk) fails the whole load before
-    // any image is tagged, as it fails `docker load`.
+    // any image is tagged, as it fails `docker load`. Each layer is applied
+    // on the ones below it (snapshots are keyed by chain).
     let mut unpack = |image: &kiln_store::archive::LoadedImage| {
         let stored = store.image(&image.manifest_digest)?;
-        for (layer, diff_id) in stored
-            .manifest
-            .layers
-            .iter()
-            .zip(&stored.config.rootfs.diff_ids)
-        {
-            store
-                .snapshot(layer, diff_id)
-                .map_err(|e| kiln_store::StoreError::Unpack {
-                    layer: layer.digest.clone(),
+        match store.snapshots(&stored.manifest.layers, &stored.config.rootfs.diff_ids) {
+            Ok(_) => {}
+            Err(kiln_store::StoreError::Snapshot { layer, source }) => {
+                return Err(kiln_store::StoreError::Unpack {
+                    layer,
                     image: image.id.to_string(),
-                    source: Box::new(e),
-                })?;
+                    source,
+                });
+            }
+            Err(e) => return Err(e),
         }
         Ok(())
     };

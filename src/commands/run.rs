@@ -129,19 +129,12 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let config = image.config.config.clone().unwrap_or_default();
     let command = command_line(&config, args)?;
 
-    let mut layers = Vec::new();
-    for (layer, diff_id) in image
-        .manifest
-        .layers
-        .iter()
-        .zip(&image.config.rootfs.diff_ids)
-    {
-        layers.push(
-            store.snapshot(layer, diff_id).with_context(|| {
-                format!("cannot unpack layer {} of {}", layer.digest, args.image)
-            })?,
-        );
-    }
+    let layers = store
+        .snapshots(&image.manifest.layers, &image.config.rootfs.diff_ids)
+        .with_context(|| format!("cannot prepare the file system of {}", args.image))?
+        .into_iter()
+        .map(|snapshot| snapshot.path)
+        .collect();
     let container_id = random_id();
     let hostname = args
         .hostname

@@ -1,18 +1,14 @@
 //! Writing new content: layers from tar streams or directories, image
-//! configs and manifests; and unpacking layers into snapshots.
+//! configs and manifests.
 
-use std::fs;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kiln_reference::{Digest, ImageReference};
 
-use crate::digest::{HashingReader, HashingWriter, parse_sha256};
+use crate::digest::HashingWriter;
 use crate::error::{IoContext, StoreError};
-use crate::layer::{
-    Compression, LayerError, PackOptions, UnpackOptions, WhiteoutMode, encoder, media_type,
-    open_layer, pack_directory, unpack_layer,
-};
+use crate::layer::{Compression, LayerError, PackOptions, encoder, media_type, pack_directory};
 use crate::spec::{Descriptor, ImageConfig, Manifest, OCI_CONFIG, OCI_MANIFEST};
 use crate::store::{Store, to_json};
 
@@ -185,58 +181,6 @@ impl Store {
         );
         self.add_image(&descriptor, references)?;
         Ok((descriptor, id))
-    }
-
-    /// The snapshot directory of a layer: its files unpacked once, in
-    /// overlayfs form, under `snapshots/<diff_id hex>`. Unpacking happens
-    /// in `tmp/` and the result is renamed into place, so a snapshot is
-    /// never partial; the blob's digest and the `diff_id` are both checked.
-    pub fn snapshot(&self, layer: &Descriptor, diff_id: &str) -> Result<PathBuf, StoreError> {
-        let diff_id = parse_sha256(diff_id)?;
-        let target = self.snapshots_dir().join(diff_id.encoded());
-        if target.is_dir() {
-            return Ok(target);
-        }
-        let digest = parse_sha256(&layer.digest)?;
-        let staging = tempfile::Builder::new()
-            .prefix("snapshot-")
-            .tempdir_in(self.tmp_dir())
-            .at(self.tmp_dir())?;
-        let dest = staging.path().join("rootfs");
-        fs::create_dir(&dest).at(&dest)?;
-        let mut blob = self.blobs().open(&digest)?;
-        {
-            let (_, decoded) = open_layer(&mut blob)?;
-            let mut hashing = HashingReader::new(decoded);
-            unpack_layer(
-                &mut hashing,
-                &dest,
-                &UnpackOptions {
-                    whiteouts: WhiteoutMode::Overlay,
-                },
-            )?;
-            io::copy(&mut hashing, &mut io::sink()).map_err(|e| {
-                StoreError::Archive(format!("cannot decompress layer {digest}: {e}"))
-            })?;
-            let actual = hashing.digest();
-            if actual != diff_id {
-                return Err(StoreError::DiffIdMismatch {
-                    layer: digest.to_string(),
-                    expected: diff_id.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
-        }
-        io::copy(&mut blob, &mut io::sink()).map_err(|e| blob.error(e))?;
-        crate::fault::point("snapshot.unpacked");
-        match fs::rename(&dest, &target) {
-            Ok(()) => crate::fault::point("snapshot.committed"),
-            // Another process unpacked the same layer first.
-            Err(_) if target.is_dir() => {}
-            Err(e) => return Err(StoreError::io(&target, e)),
-        }
-        crate::blobs::sync_dir(&self.snapshots_dir())?;
-        Ok(target)
     }
 }
 

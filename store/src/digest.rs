@@ -52,6 +52,18 @@ pub fn digest_bytes(bytes: &[u8]) -> Digest {
     hasher.finish()
 }
 
+/// The OCI image spec's `ChainID` of a layer applied on the chain `parent`
+/// (`None`: the first layer): `ChainID(L0) = DiffID(L0)`,
+/// `ChainID(L0|…|Ln) = SHA256(ChainID(L0|…|Ln-1) + " " + DiffID(Ln))`,
+/// both digests written out as `sha256:<hex>`. It names what a snapshot
+/// holds, which depends on the layers below as well as on the layer.
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(parent) => digest_bytes(format!("{parent} {diff_id}").as_bytes()),
+    }
+}
+
 /// A reader that hashes and counts what passes through it.
 pub struct HashingReader<R> {
     inner: R,
@@ -168,6 +180,24 @@ mod tests {
         ] {
             assert_eq!(parse_sha256(value).unwrap_err().to_string(), message);
         }
+    }
+
+    #[test]
+    fn chain_ids_follow_the_oci_image_spec() {
+        // Expected values from `printf '%s %s' "$parent" "$diff" | sha256sum`.
+        let [a, b, c] = [b"a", b"b", b"c"].map(|d| digest_bytes(d));
+        assert_eq!(chain_id(None, &a), a);
+        let ab = chain_id(Some(&a), &b);
+        assert_eq!(
+            ab.to_string(),
+            "sha256:51c0c8ace48498d6f5fee6b0592cc06f2da0f3cbe09c5a34a97dce85c3889676"
+        );
+        assert_eq!(
+            chain_id(Some(&ab), &c).to_string(),
+            "sha256:2fce7f8ce91bcf0a1428b36e1024639fdbd9469eea762dba98aa749631885106"
+        );
+        // The same layer twice gives two different chains.
+        assert_ne!(chain_id(Some(&a), &a), a);
     }
 
     #[test]

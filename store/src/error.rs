@@ -151,6 +151,14 @@ pub enum StoreError {
     /// A layer could not be read, written or unpacked.
     #[error(transparent)]
     Layer(#[from] crate::layer::LayerError),
+    /// A layer could not be made into its snapshot.
+    #[error("cannot unpack layer {layer}: {source}")]
+    Snapshot {
+        /// The layer blob's digest.
+        layer: String,
+        /// Why.
+        source: Box<StoreError>,
+    },
     /// An image archive is malformed.
     #[error("invalid archive: {0}")]
     Archive(String),

@@ -11,10 +11,12 @@ pub mod error;
 pub mod fault;
 pub mod layer;
 pub mod maintenance;
+pub mod snapshot;
 pub mod spec;
 pub mod store;
 pub mod temp;
 
 pub use error::StoreError;
 pub use kiln_reference::{Digest, ImageReference};
+pub use snapshot::Snapshot;
 pub use store::{Image, Store};

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use kiln_reference::Digest;
 
 use crate::blobs::sync_dir;
-use crate::digest::parse_sha256;
+use crate::digest::{chain_id, parse_sha256};
 use crate::error::{IoContext, StoreError};
 use crate::fault;
 use crate::spec::{Index, Manifest, is_index};
@@ -21,7 +21,7 @@ use crate::temp::{Owner, TempUsage, is_abandoned};
 pub struct SweepReport {
     /// Blobs deleted.
     pub blobs: Vec<Digest>,
-    /// Snapshot directories deleted (by `diff_id` hex).
+    /// Snapshot directories deleted (by chain id hex).
     pub snapshots: Vec<String>,
     /// Bytes freed.
     pub reclaimed: u64,
@@ -83,30 +83,37 @@ pub struct CacheMount {
     pub bytes: u64,
 }
 
-/// The blobs and `diff_ids` reachable from some roots.
+/// The blobs and snapshots reachable from some roots.
 #[derive(Debug, Default)]
-struct Marks {
+pub(crate) struct Marks {
     blobs: BTreeSet<Digest>,
-    diff_ids: BTreeSet<String>,
+    /// Snapshot names: chain id hex.
+    pub(crate) snapshots: BTreeSet<String>,
     layers: BTreeSet<Digest>,
 }
 
 impl Store {
     /// Marks everything reachable from index entries that `keep` accepts,
     /// plus the blobs named in build-cache records.
-    fn mark(&self, keep: impl Fn(&crate::spec::Descriptor) -> bool) -> Result<Marks, StoreError> {
+    pub(crate) fn mark(
+        &self,
+        keep: impl Fn(&crate::spec::Descriptor) -> bool,
+    ) -> Result<Marks, StoreError> {
         let mut marks = Marks::default();
         let index = self.index()?;
         for entry in index.manifests.iter().filter(|d| keep(d)) {
             self.mark_descriptor(&entry.media_type, &entry.digest, &mut marks, 0)?;
         }
-        // A digest in a record may be a layer blob or a diff_id; keeping
+        // A digest in a record may be a layer blob or a chain id; keeping
         // both the blob and the snapshot of that name spares a cache hit
         // from unpacking the layer again.
         for digest in self.cache_blob_references()? {
-            marks.diff_ids.insert(digest.encoded().to_owned());
+            marks.snapshots.insert(digest.encoded().to_owned());
             marks.blobs.insert(digest);
         }
+        // The parents of a record's snapshot are not kept for it: without
+        // an image that has their blobs they could not be used (nor made
+        // again, nor checked), and with one they are made again from it.
         Ok(marks)
     }
 
@@ -137,10 +144,15 @@ impl Store {
             marks.layers.insert(layer.clone());
             marks.blobs.insert(layer);
         }
-        for diff_id in config_doc.rootfs.diff_ids {
-            if let Some(hex) = diff_id.strip_prefix("sha256:") {
-                marks.diff_ids.insert(hex.to_owned());
-            }
+        // The image's snapshots are named by the chain ids of its layers.
+        let mut chain: Option<Digest> = None;
+        for diff_id in &config_doc.rootfs.diff_ids {
+            let Ok(diff_id) = parse_sha256(diff_id) else {
+                break;
+            };
+            let id = chain_id(chain.as_ref(), &diff_id);
+            marks.snapshots.insert(id.encoded().to_owned());
+            chain = Some(id);
         }
         Ok(())
     }
@@ -194,20 +206,12 @@ impl Store {
     fn sweep(&self) -> Result<SweepReport, StoreError> {
         let marks = self.mark(|_| true)?;
         let mut report = SweepReport::default();
-        for digest in self.blobs().list()? {
-            if !marks.blobs.contains(&digest) {
-                report.reclaimed += self.blobs().size(&digest).unwrap_or(0);
-                self.blobs().remove(&digest)?;
-                fault::point("gc.blob.removed");
-                report.blobs.push(digest);
-            }
-        }
         let snapshots = self.snapshots_dir();
         let mut doomed = Vec::new();
         for entry in fs::read_dir(&snapshots).at(&snapshots)? {
             let entry = entry.at(&snapshots)?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !marks.diff_ids.contains(&name) {
+            if !marks.snapshots.contains(&name) {
                 doomed.push(name);
             }
         }
@@ -226,6 +230,16 @@ impl Store {
             remove_tree(&aside)?;
             fault::point("gc.snapshot.removed");
             report.snapshots.push(name);
+        }
+        // Blobs after snapshots: a kill between the two never leaves a
+        // snapshot whose layer is gone.
+        for digest in self.blobs().list()? {
+            if !marks.blobs.contains(&digest) {
+                report.reclaimed += self.blobs().size(&digest).unwrap_or(0);
+                self.blobs().remove(&digest)?;
+                fault::point("gc.blob.removed");
+                report.blobs.push(digest);
+            }
         }
         let meta = self.root().join("meta/diff");
         for entry in fs::read_dir(&meta).at(&meta)? {
@@ -434,8 +448,9 @@ impl Store {
         })
     }
 
-    /// Verifies every blob against its digest and every index entry's
-    /// manifest, config and layers; returns what is broken.
+    /// Verifies every blob against its digest, every index entry's
+    /// manifest, config and layers, and every snapshot against its layer
+    /// (see [`Store::check_snapshots`]); returns what is broken.
     pub fn check(&self) -> Result<Vec<Problem>, StoreError> {
         let mut problems = Vec::new();
         let mut verified: BTreeSet<Digest> = BTreeSet::new();
@@ -502,6 +517,7 @@ impl Store {
                 });
             }
         }
+        problems.extend(self.check_snapshots()?);
         Ok(problems)
     }
 
@@ -541,7 +557,10 @@ impl Store {
             let size = disk_usage(&entry.path());
             usage.snapshots.0 += 1;
             usage.snapshots.2 += size;
-            if all.diff_ids.contains(&*entry.file_name().to_string_lossy()) {
+            if all
+                .snapshots
+                .contains(&*entry.file_name().to_string_lossy())
+            {
                 usage.snapshots.1 += 1;
             } else {
                 usage.snapshots.3 += size;

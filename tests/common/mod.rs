@@ -236,22 +236,145 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Reads a file of an image in a store, through the store's snapshots
-/// (the top-most layer that has the file wins).
-pub fn image_file(root: &Path, image: &str, path: &str) -> Option<String> {
+/// The snapshot directories (overlay lowers) of an image's layers, base
+/// first, made as needed.
+pub fn image_snapshots(root: &Path, image: &str) -> Vec<PathBuf> {
     let store = kiln_store::Store::open(root).unwrap();
     let image = store.resolve(image).unwrap();
+    store
+        .snapshots(&image.manifest.layers, &image.config.rootfs.diff_ids)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.path)
+        .collect()
+}
+
+/// Reads a file of an image in a store, through the store's snapshots
+/// (the top-most layer that has the file at that path wins).
+pub fn image_file(root: &Path, image: &str, path: &str) -> Option<String> {
     let mut found = None;
-    for (layer, diff_id) in image
-        .manifest
-        .layers
-        .iter()
-        .zip(&image.config.rootfs.diff_ids)
-    {
-        let snapshot = store.snapshot(layer, diff_id).unwrap();
+    for snapshot in image_snapshots(root, image) {
         if let Ok(content) = fs::read_to_string(snapshot.join(path)) {
             found = Some(content);
         }
     }
     found
+}
+
+/// One entry of a layer made by [`layer`].
+pub enum Entry<'a> {
+    /// A directory (mode 0755).
+    Dir(&'a str),
+    /// A directory with another mode.
+    DirMode(&'a str, u32),
+    /// A regular file (mode 0644) and its content.
+    File(&'a str, &'a [u8]),
+    /// A symlink and its target.
+    Symlink(&'a str, &'a str),
+}
+
+/// An uncompressed layer tar holding `entries` in order, owned by 0:0.
+pub fn layer(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_600_000_000);
+        let (path, data): (&str, &[u8]) = match entry {
+            Entry::Dir(path) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                (path, b"")
+            }
+            Entry::DirMode(path, mode) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(*mode);
+                (path, b"")
+            }
+            Entry::File(path, content) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(0o644);
+                (path, content)
+            }
+            Entry::Symlink(path, target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_link_name(target).unwrap();
+                (path, b"")
+            }
+        };
+        header.set_size(data.len() as u64);
+        builder.append_data(&mut header, path, data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// An uncompressed layer tar of a directory tree (with owners and modes).
+pub fn layer_of_dir(dir: &Path) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", dir).unwrap();
+    builder.into_inner().unwrap()
+}
+
+/// An OCI image archive (`kiln load` input) of one image, `reference`,
+/// with uncompressed `layers` (base first) and `CMD ["sh"]`.
+pub fn oci_archive(reference: &str, layers: &[Vec<u8>]) -> Vec<u8> {
+    use kiln_store::digest::digest_bytes;
+    use serde_json::json;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest_bytes(l).to_string()).collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": arch, "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap();
+    let descriptors: Vec<_> = layers
+        .iter()
+        .map(|l| {
+            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                   "digest": digest_bytes(l).to_string(), "size": l.len()})
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest_bytes(&config).to_string(), "size": config.len()},
+        "layers": descriptors
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": digest_bytes(&manifest).to_string(), "size": manifest.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": reference}}]
+    }))
+    .unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        builder.append_data(&mut header, name, data).unwrap();
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", &index);
+    let mut blobs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    blobs.push(&config);
+    blobs.push(&manifest);
+    let mut added = std::collections::BTreeSet::new();
+    for blob in blobs {
+        let name = format!("blobs/sha256/{}", digest_bytes(blob).encoded());
+        if added.insert(name.clone()) {
+            add(&name, blob);
+        }
+    }
+    builder.into_inner().unwrap()
 }

@@ -42,6 +42,7 @@ fn record(n: u8, layer: Option<&NewLayer>) -> CacheRecord {
             descriptor: l.descriptor.clone(),
             diff_id: l.diff_id.to_string(),
             diff_size: l.diff_size,
+            chain_id: None,
         }),
         created: "2026-11-30T12:00:00Z".to_owned(),
     }
@@ -161,6 +162,7 @@ fn bad_keys_and_digests_are_refused() {
         descriptor: Descriptor::new("application/x", "md5:00", 1),
         diff_id: key(9),
         diff_size: 1,
+        chain_id: None,
     });
     let error = cache.put(&rec).unwrap_err().to_string();
     assert!(error.contains("\"md5:00\""), "{error}");
@@ -216,14 +218,32 @@ fn list_reports_size_sharing_and_last_use() {
 fn records_keep_blobs_and_snapshots_alive_until_pruned() {
     let (dir, store) = store();
     let cache = BuildCache::new(&store);
+    let base = layer(&dir, &store, "base");
     let layer = layer(&dir, &store, "kept");
-    let snapshot = store
-        .snapshot(&layer.descriptor, &layer.diff_id.to_string())
+    // The step's snapshot is its layer on the stage's: named by the chain.
+    let below = store
+        .snapshot(&[], &base.descriptor, &base.diff_id.to_string())
         .unwrap();
-    cache.put(&record(1, Some(&layer))).unwrap();
+    let snapshot = store
+        .snapshot(
+            std::slice::from_ref(&below),
+            &layer.descriptor,
+            &layer.diff_id.to_string(),
+        )
+        .unwrap();
+    assert_ne!(snapshot.chain_id, layer.diff_id);
+    let mut rec = record(1, Some(&layer));
+    if let Some(l) = rec.layer.as_mut() {
+        l.chain_id = Some(snapshot.chain_id.to_string());
+    }
+    cache.put(&rec).unwrap();
     store.collect_garbage().unwrap();
     assert!(blob_exists(&store, &layer));
+    let snapshot = snapshot.path;
     assert!(snapshot.exists(), "the record keeps the snapshot");
+    // Nothing keeps the base layer: its blob and snapshot go.
+    assert!(!blob_exists(&store, &base));
+    assert!(!below.path.exists());
 
     let report = cache
         .prune(&PruneOptions {
@@ -231,7 +251,7 @@ fn records_keep_blobs_and_snapshots_alive_until_pruned() {
             ..PruneOptions::default()
         })
         .unwrap();
-    assert_eq!(report.removed, vec![record(1, Some(&layer))]);
+    assert_eq!(report.removed, vec![rec]);
     assert!(!blob_exists(&store, &layer));
     assert!(!snapshot.exists());
     assert!(report.reclaimed >= u64::try_from(layer.descriptor.size).unwrap());

@@ -37,8 +37,7 @@ pub(super) fn mount_readonly(
 ) -> Result<Mounted, BuildError> {
     let merged = ctx.temp_dir("ro-")?;
     let empty = ctx.temp_dir("empty-")?;
-    let lowers: Vec<_> = state.layers.iter().map(|l| l.snapshot.clone()).collect();
-    Mounted::overlay(&lowers, None, &empty, &merged)
+    Mounted::overlay(&state.lowers(), None, &empty, &merged)
 }
 
 /// A read-write overlay of `lowers` with a fresh upper directory.
@@ -262,8 +261,7 @@ pub(super) fn copy_step(
             downloads.push(((*url).clone(), path, name));
         }
     }
-    let stage_lowers: Vec<_> = state.layers.iter().map(|l| l.snapshot.clone()).collect();
-    let lowers = if fc.link { Vec::new() } else { stage_lowers };
+    let lowers = if fc.link { Vec::new() } else { state.lowers() };
     let writable = mount_writable(ctx, &lowers)?;
     let root = open_root(writable.overlay.path())?;
     let owner = match &fc.chown {
@@ -345,14 +343,14 @@ pub(super) fn copy_step(
     }
     ctx.commit_upper(state, &upper, &layer_key, &created_by, history)?;
     if let Some(key) = &lineage_key {
-        let diff_id = state
+        let chain_id = state
             .config
             .history
             .last()
             .filter(|h| !h.empty_layer)
             .and_then(|_| state.layers.last())
-            .map(|l| l.diff_id.as_str());
-        reuse::record(shared.store, key, diff_id, started);
+            .map(|l| &l.snapshot.chain_id);
+        reuse::record(shared.store, key, chain_id, started);
     }
     state.key = chain_key;
     Ok(false)
@@ -400,8 +398,7 @@ pub(super) fn workdir_step(
         ctx.apply_cached(state, &record, history)?;
         return Ok(true);
     }
-    let lowers: Vec<_> = state.layers.iter().map(|l| l.snapshot.clone()).collect();
-    let writable = mount_writable(ctx, &lowers)?;
+    let writable = mount_writable(ctx, &state.lowers())?;
     let root = open_root(writable.overlay.path())?;
     // The directories belong to USER as BuildKit's mkdir resolves it: a
     // name the image does not list is 0:0, not an error.

@@ -5,7 +5,8 @@
 //!
 //! A lineage record (`cache/lineage/<hex>`, outside `cache/*.json` so that
 //! it does not keep snapshots alive for the store's garbage collector)
-//! names the snapshot the step last produced and a time `T` before which
+//! names the snapshot the step last produced (by chain id) and a time `T`
+//! before which
 //! every source the step read was already in its final state as far as
 //! that snapshot knows: a source file whose ctime is older than `T` has the
 //! content the snapshot holds at its path. A missing snapshot (collected,
@@ -23,7 +24,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
-use kiln_store::Store;
+use kiln_store::{Digest, Store};
 
 use crate::error::BuildError;
 use crate::fileops::{PlannedFile, SkippedFile};
@@ -45,37 +46,33 @@ fn record_path(store: &Store, key: &str) -> Option<PathBuf> {
 }
 
 /// The previous run of the step with lineage key `key`, if its record is
-/// readable and its snapshot still exists.
+/// readable and its snapshot still exists (complete).
 pub(super) fn lookup(store: &Store, key: &str) -> Option<Lineage> {
     let text = fs::read_to_string(record_path(store, key)?).ok()?;
     let mut fields = text.split_whitespace();
-    let diff_id = fields.next()?;
+    let chain_id = kiln_store::digest::parse_sha256(fields.next()?).ok()?;
     let sec = fields.next()?.parse().ok()?;
     let nsec = fields.next()?.parse().ok()?;
-    let hex = diff_id.strip_prefix("sha256:")?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let snapshot = store.snapshots_dir().join(hex);
-    snapshot.is_dir().then_some(Lineage {
-        snapshot,
+    let snapshot = store.find_snapshot(&chain_id).ok()??;
+    Some(Lineage {
+        snapshot: snapshot.path,
         since: (sec, nsec),
     })
 }
 
 /// Records that the step with lineage key `key`, started at `since` (see
-/// [`start_time`]), produced the layer `diff_id` (`None`: no layer, which
-/// forgets the lineage). Failures only cost reuse next time.
-pub(super) fn record(store: &Store, key: &str, diff_id: Option<&str>, since: (i64, i64)) {
+/// [`start_time`]), produced the snapshot `chain_id` (`None`: no layer,
+/// which forgets the lineage). Failures only cost reuse next time.
+pub(super) fn record(store: &Store, key: &str, chain_id: Option<&Digest>, since: (i64, i64)) {
     let Some(path) = record_path(store, key) else {
         return;
     };
-    let Some(diff_id) = diff_id else {
+    let Some(chain_id) = chain_id else {
         let _ = fs::remove_file(&path);
         return;
     };
     let dir = store.cache_dir().join("lineage");
-    let text = format!("{diff_id} {} {}\n", since.0, since.1);
+    let text = format!("{chain_id} {} {}\n", since.0, since.1);
     let written = fs::create_dir_all(&dir)
         .map_err(|e| e.to_string())
         .and_then(|()| {

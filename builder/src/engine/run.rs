@@ -202,7 +202,7 @@ pub(super) fn run_step(
         env.push(format!("{k}={v}"));
     }
     let spec = RunSpec {
-        layers: state.layers.iter().map(|l| l.snapshot.clone()).collect(),
+        layers: state.lowers(),
         upper: upper.clone(),
         argv: argv.clone(),
         env,

@@ -512,7 +512,7 @@ fn context_snapshot(
         ctx.commit_upper(&mut state, &upper, &key, &description, history)?;
     }
     match state.layers.last() {
-        Some(layer) => Ok((layer.snapshot.clone(), path)),
+        Some(layer) => Ok((layer.snapshot.path.clone(), path)),
         // An empty directory makes no layer.
         None => Ok((ctx.temp_dir("empty-")?, path)),
     }

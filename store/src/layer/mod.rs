@@ -17,4 +17,4 @@ pub use compression::{
 pub use error::LayerError;
 pub use pack::{PackOptions, PackStats, pack_directory};
 pub use pgzip::ParallelGzEncoder;
-pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, unpack_layer};
+pub use unpack::{UnpackOptions, UnpackStats, WhiteoutMode, apply_layer, unpack_layer};

@@ -23,7 +23,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
@@ -37,6 +37,8 @@ use tar::{Archive, EntryType, PaxExtensions};
 use xattr::FileExt;
 
 use super::error::LayerError;
+
+mod chain;
 
 /// Largest GNU long name or long link name accepted.
 pub const MAX_LONG_NAME: u64 = 64 * 1024;
@@ -107,8 +109,9 @@ pub struct UnpackStats {
 /// caller until the end, when their modes are applied.
 ///
 /// Nothing outside `dest` is ever read, written, chmod-ed, chown-ed or
-/// deleted, whatever the archive contains, and `dest` itself is never deleted
-/// (a directory entry for the root only updates its metadata):
+/// deleted, whatever the archive contains, and `dest` itself is never
+/// changed: an entry whose name means the root (empty, `.`, `./`, `a/..`)
+/// is skipped, whatever its type, as containerd and Docker skip it:
 /// - entry names are cleaned lexically; absolute names are taken relative to
 ///   `dest`; a `..` climbing above the root is clamped at the root in an
 ///   absolute name (`/../x` is `x`) and is an error
@@ -129,6 +132,59 @@ pub fn unpack_layer<R: Read>(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, LayerError> {
+    unpack(tar_stream, dest, opts.whiteouts, None)
+}
+
+/// Applies a layer on top of its parent chain, as containerd's overlay
+/// applier does: the changes go into `upper` (an empty directory that
+/// becomes the layer's snapshot) in overlayfs form, while parent paths are
+/// resolved in the merged view of `upper` over `lowers` (the parents'
+/// snapshots, base first). So a parent that a lower layer has as a symlink
+/// (`var/run -> /run`) is followed, inside the merged root, and the entry
+/// lands where the symlink points; a parent directory only a lower layer
+/// has is copied up (mode, owner, xattrs, mtime); a hardlink to a file of
+/// a lower layer copies that file up first, as overlayfs does.
+///
+/// Whiteouts become 0/0 character devices (unless this layer itself
+/// writes the path); `.wh..wh..opq` in `D` marks `D` opaque once the layer
+/// is applied (whiteouts for the lowers' entries when `D` is the root,
+/// whose opaque mark overlayfs ignores), after removing from `D` what was
+/// copied up only as a hardlink target; a directory created where this
+/// layer removed something that hid a lower directory is opaque too. The
+/// lowers are only read: every lookup is one `*at` call that follows no
+/// symlink, from descriptors of the lowers' roots, and symlinks met on the
+/// way are interpreted here, inside the merged root, with `..` clamped at
+/// it. Otherwise as [`unpack_layer`] with [`WhiteoutMode::Overlay`].
+pub fn apply_layer<R: Read>(
+    tar_stream: R,
+    upper: &Path,
+    lowers: &[PathBuf],
+) -> Result<UnpackStats, LayerError> {
+    let mut roots = Vec::with_capacity(lowers.len());
+    // Top first, as overlayfs stacks them.
+    for lower in lowers.iter().rev() {
+        let fd = nix::fcntl::open(
+            lower,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| LayerError::io(format!("opening lower layer {}", lower.display()), e))?;
+        roots.push(fd);
+    }
+    unpack(
+        tar_stream,
+        upper,
+        WhiteoutMode::Overlay,
+        Some(chain::Chain::new(roots)),
+    )
+}
+
+fn unpack<R: Read>(
+    tar_stream: R,
+    dest: &Path,
+    mode: WhiteoutMode,
+    chain: Option<chain::Chain>,
+) -> Result<UnpackStats, LayerError> {
     let root = nix::fcntl::open(
         dest,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -137,12 +193,13 @@ pub fn unpack_layer<R: Read>(
     .map_err(|e| LayerError::io(format!("opening destination {}", dest.display()), e))?;
     let mut u = Unpacker {
         root,
-        mode: opts.whiteouts,
+        mode,
         rootless: !nix::unistd::geteuid().is_root(),
         dir_modes: Vec::new(),
         dir_times: Vec::new(),
         this_layer: HashSet::new(),
         opaque_dirs: Vec::new(),
+        chain,
         stats: UnpackStats::default(),
     };
     let mut archive = Archive::new(tar_stream);
@@ -551,6 +608,16 @@ fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// `parent/name` (`name` at the root when `parent` is empty).
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = parent.to_vec();
+    if !path.is_empty() {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
 fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
@@ -581,11 +648,37 @@ struct Unpacker {
     dir_modes: Vec<(Vec<u8>, u32)>,
     /// Directory times, applied after everything else (later writes would bump them).
     dir_times: Vec<(Vec<u8>, TimeSpec)>,
-    /// Normalized paths written by this layer and their ancestors (Apply mode).
+    /// Paths written by this layer and their ancestors (resolved paths
+    /// when applying on a chain): whiteouts never hide them, and opaque
+    /// directories keep them.
     this_layer: HashSet<Vec<u8>>,
-    /// Directories with an opaque whiteout (Apply mode), emptied at the end.
+    /// Directories with an opaque whiteout, handled at the end.
     opaque_dirs: Vec<Vec<u8>>,
+    /// The parent chain when applying a layer on it ([`apply_layer`]).
+    chain: Option<chain::Chain>,
     stats: UnpackStats,
+}
+
+/// A resolved parent directory of an entry.
+struct Parent {
+    /// Its descriptor (in `dest`, the upper directory).
+    fd: OwnedFd,
+    /// Its path: the entry's parent, or where it resolved to in the merged
+    /// view of a chain.
+    path: Vec<u8>,
+    /// Whether lower layers show through it (chains only).
+    lowers_visible: bool,
+}
+
+/// What [`Unpacker::remove_existing`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Nothing was there.
+    Absent,
+    /// A directory, kept.
+    KeptDir,
+    /// Something removed: a directory or not.
+    Removed { dir: bool },
 }
 
 impl Unpacker {
@@ -606,9 +699,6 @@ impl Unpacker {
 
     /// Records `path` and its ancestors as written by this layer.
     fn mark(&mut self, path: &[u8]) {
-        if self.mode != WhiteoutMode::Apply {
-            return;
-        }
         let mut end = path.len();
         loop {
             let prefix = path.get(..end).unwrap_or_default();
@@ -650,6 +740,19 @@ impl Unpacker {
         Ok(cur)
     }
 
+    /// The directory `parent` (normalized) of entry `entry`, created if
+    /// missing: resolved in `dest`, or in the merged view of the chain.
+    fn parent_dir(&mut self, parent: &[u8], entry: &[u8]) -> Result<Parent, LayerError> {
+        if self.chain.is_some() {
+            return self.chain_dir(parent, entry);
+        }
+        Ok(Parent {
+            fd: self.ensure_dir(parent, entry)?,
+            path: parent.to_vec(),
+            lowers_visible: false,
+        })
+    }
+
     fn entry<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
@@ -664,36 +767,41 @@ impl Unpacker {
             return Ok(());
         }
         let path = normalize(&m.raw_name).map_err(|r| LayerError::entry(&m.raw_name, r))?;
-        self.stats.entries += 1;
         if path.is_empty() {
-            if m.kind != Kind::Dir {
-                return Err(LayerError::entry(
-                    &m.raw_name,
-                    "entry would replace the root directory",
-                ));
-            }
-            let fd = self
-                .resolve(b"", OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-                .map_err(|e| {
-                    LayerError::io(format!("opening root for entry {}", lossy(&m.raw_name)), e)
-                })?;
-            self.set_fd_meta(&fd, m)?;
-            self.defer_dir_mode(&fd, Vec::new(), m)?;
-            self.dir_times.push((Vec::new(), m.mtime));
+            // The root is the snapshot's (or the ADD destination's), never
+            // the archive's: containerd's applier skips an entry that
+            // resolves to the root and Docker's skips `.`, whatever its
+            // type (GNU tar writes `./` first; some writers an empty name).
+            log::debug!("skipping tar entry {:?} for the root", lossy(&m.raw_name));
             return Ok(());
         }
+        self.stats.entries += 1;
         let (parent, base) = split_last(&path);
         if base.starts_with(WHITEOUT_PREFIX) {
             return self.whiteout(m, &path);
         }
-        let pfd = self.ensure_dir(parent, &m.raw_name)?;
+        let parent = self.parent_dir(parent, &m.raw_name)?;
+        let pfd = &parent.fd;
+        let path = join(&parent.path, base);
+        if let Some(chain) = &mut self.chain {
+            chain.changing(&path);
+        }
         self.mark(&path);
         let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
         match m.kind {
             Kind::Dir => {
-                if !Self::remove_existing(&pfd, base, true, &m.raw_name)? {
+                let existing = Self::remove_existing(pfd, base, true, &m.raw_name)?;
+                if existing != Existing::KeptDir {
                     mkdirat(pfd.as_fd(), os(base), Mode::from_bits_truncate(0o700))
                         .map_err(|e| LayerError::io(what("creating directory"), e))?;
+                    // What this layer removed there hid a lower directory,
+                    // whose content must stay hidden (overlayfs makes a
+                    // directory created over a whiteout opaque alike).
+                    if existing == (Existing::Removed { dir: false })
+                        && self.lower_has_dir(&parent, base)?
+                    {
+                        self.make_opaque(pfd, base, &path, &m.raw_name)?;
+                    }
                 }
                 let fd = openat(
                     pfd.as_fd(),
@@ -707,7 +815,7 @@ impl Unpacker {
                 self.dir_times.push((path.clone(), m.mtime));
             }
             Kind::File => {
-                Self::remove_existing(&pfd, base, false, &m.raw_name)?;
+                Self::remove_existing(pfd, base, false, &m.raw_name)?;
                 let fd = openat(
                     pfd.as_fd(),
                     os(base),
@@ -736,11 +844,11 @@ impl Unpacker {
                     .map_err(|e| LayerError::io(what("setting mtime of"), e))?;
             }
             Kind::Symlink => {
-                Self::remove_existing(&pfd, base, false, &m.raw_name)?;
+                Self::remove_existing(pfd, base, false, &m.raw_name)?;
                 let target = m.link.as_deref().unwrap_or_default();
                 symlinkat(os(target), pfd.as_fd(), os(base))
                     .map_err(|e| LayerError::io(what("creating symlink"), e))?;
-                self.set_at_meta(&pfd, base, m, false)?;
+                self.set_at_meta(pfd, base, m, false)?;
             }
             Kind::Hardlink => {
                 let raw_target = m.link.as_deref().unwrap_or_default();
@@ -757,7 +865,7 @@ impl Unpacker {
                     ));
                 }
                 let (tparent, tbase) = split_last(&target);
-                let tfd = self.resolve_dir(tparent).map_err(|e| {
+                let resolving = |e: Errno| {
                     LayerError::io(
                         format!(
                             "resolving hardlink target {} of {}",
@@ -766,9 +874,22 @@ impl Unpacker {
                         ),
                         e,
                     )
-                })?;
+                };
+                let (tfd, target) = if self.chain.is_some() {
+                    let tdir = self.chain_target(tparent, tbase).map_err(|f| match f {
+                        chain::Failure::Errno(e) => resolving(e),
+                        chain::Failure::Layer(e) => e,
+                    })?;
+                    let target = join(&tdir.path, tbase);
+                    (tdir.fd, target)
+                } else {
+                    (
+                        self.resolve_dir(tparent).map_err(resolving)?,
+                        target.clone(),
+                    )
+                };
                 if target != path {
-                    Self::remove_existing(&pfd, base, false, &m.raw_name)?;
+                    Self::remove_existing(pfd, base, false, &m.raw_name)?;
                 }
                 linkat(
                     tfd.as_fd(),
@@ -797,7 +918,7 @@ impl Unpacker {
                     );
                     return Ok(());
                 }
-                Self::remove_existing(&pfd, base, false, &m.raw_name)?;
+                Self::remove_existing(pfd, base, false, &m.raw_name)?;
                 let kind = match m.kind {
                     Kind::Char => SFlag::S_IFCHR,
                     Kind::Block => SFlag::S_IFBLK,
@@ -811,7 +932,7 @@ impl Unpacker {
                     makedev(u64::from(m.dev.0), u64::from(m.dev.1)),
                 )
                 .map_err(|e| LayerError::io(what("creating device"), e))?;
-                self.set_at_meta(&pfd, base, m, true)?;
+                self.set_at_meta(pfd, base, m, true)?;
             }
             Kind::Skip(_) => {}
         }
@@ -936,16 +1057,16 @@ impl Unpacker {
     }
 
     /// Removes `base` from `pfd` if present (recursively for directories).
-    /// With `keep_dir`, an existing directory is kept and `true` returned.
+    /// With `keep_dir`, an existing directory is kept.
     fn remove_existing(
         pfd: &OwnedFd,
         base: &[u8],
         keep_dir: bool,
         entry: &[u8],
-    ) -> Result<bool, LayerError> {
+    ) -> Result<Existing, LayerError> {
         let st = match fstatat(pfd.as_fd(), os(base), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
-            Err(Errno::ENOENT) => return Ok(false),
+            Err(Errno::ENOENT) => return Ok(Existing::Absent),
             Err(e) => {
                 return Err(LayerError::io(
                     format!("inspecting existing {}", lossy(entry)),
@@ -955,7 +1076,7 @@ impl Unpacker {
         };
         let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
         if is_dir && keep_dir {
-            return Ok(true);
+            return Ok(Existing::KeptDir);
         }
         let r = if is_dir {
             remove_all(pfd.as_fd(), base)
@@ -963,33 +1084,22 @@ impl Unpacker {
             unlinkat(pfd.as_fd(), os(base), UnlinkatFlags::NoRemoveDir)
         };
         r.map_err(|e| LayerError::io(format!("removing existing {}", lossy(entry)), e))?;
-        Ok(false)
+        Ok(Existing::Removed { dir: is_dir })
     }
 
     fn whiteout(&mut self, m: &EntryMeta, path: &[u8]) -> Result<(), LayerError> {
         let (parent, base) = split_last(path);
         if base == WHITEOUT_OPAQUE {
-            self.mark(parent);
-            match self.mode {
-                WhiteoutMode::Overlay => {
-                    self.ensure_dir(parent, &m.raw_name)?;
-                    let fd = self
-                        .resolve(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-                        .map_err(|e| parent_error(&m.raw_name, parent, e))?;
-                    let name = if self.rootless {
-                        OVERLAY_USER_OPAQUE_XATTR
-                    } else {
-                        OVERLAY_OPAQUE_XATTR
-                    };
-                    File::from(fd).set_xattr(name, b"y").map_err(|e| {
-                        LayerError::io(
-                            format!("marking directory of {} opaque", lossy(&m.raw_name)),
-                            e,
-                        )
-                    })?;
-                }
-                WhiteoutMode::Apply => self.opaque_dirs.push(parent.to_vec()),
-            }
+            let dir = match self.mode {
+                // The directory exists (as in containerd, which marks it),
+                // so that the mark has somewhere to go.
+                WhiteoutMode::Overlay => self.parent_dir(parent, &m.raw_name)?.path,
+                WhiteoutMode::Apply => parent.to_vec(),
+            };
+            self.mark(&dir);
+            // Handled at the end: this layer's own entries in it stay, in
+            // whatever order the archive lists them.
+            self.opaque_dirs.push(dir);
             return Ok(());
         }
         if base.starts_with(WHITEOUT_META_PREFIX) {
@@ -1000,17 +1110,21 @@ impl Unpacker {
         if name.is_empty() || name == b"." || name == b".." {
             return Err(LayerError::entry(&m.raw_name, "invalid whiteout name"));
         }
-        let mut target = parent.to_vec();
-        if !target.is_empty() {
-            target.push(b'/');
-        }
-        target.extend_from_slice(name);
         match self.mode {
             WhiteoutMode::Overlay => {
-                let pfd = self.ensure_dir(parent, &m.raw_name)?;
-                Self::remove_existing(&pfd, name, false, &m.raw_name)?;
+                let parent = self.parent_dir(parent, &m.raw_name)?;
+                // A whiteout hides what lower layers have, never what its
+                // own layer writes (OCI image spec, "Whiteouts").
+                let target = join(&parent.path, name);
+                if self.this_layer.contains(&target) {
+                    return Ok(());
+                }
+                if let Some(chain) = &mut self.chain {
+                    chain.changing(&target);
+                }
+                Self::remove_existing(&parent.fd, name, false, &m.raw_name)?;
                 mknodat(
-                    pfd.as_fd(),
+                    parent.fd.as_fd(),
                     os(name),
                     SFlag::S_IFCHR,
                     Mode::empty(),
@@ -1019,10 +1133,9 @@ impl Unpacker {
                 .map_err(|e| {
                     LayerError::io(format!("creating whiteout for {}", lossy(&m.raw_name)), e)
                 })?;
-                self.mark(&target);
             }
             WhiteoutMode::Apply => {
-                if self.this_layer.contains(&target) {
+                if self.this_layer.contains(&join(parent, name)) {
                     return Ok(());
                 }
                 match self.resolve_dir(parent) {
@@ -1038,9 +1151,74 @@ impl Unpacker {
         Ok(())
     }
 
-    /// Applies deferred work: opaque directories (Apply mode), then directory times.
+    /// Sets the opaque mark overlayfs reads on directory `base` in `pfd`
+    /// (at `path`).
+    fn make_opaque(
+        &mut self,
+        pfd: &OwnedFd,
+        base: &[u8],
+        path: &[u8],
+        entry: &[u8],
+    ) -> Result<(), LayerError> {
+        let fd = openat(
+            pfd.as_fd(),
+            os(base),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| LayerError::io(format!("opening directory {}", lossy(entry)), e))?;
+        self.set_opaque(fd, entry)?;
+        if let Some(chain) = &mut self.chain {
+            chain.opaque.insert(path.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Sets the opaque xattr on an open directory.
+    fn set_opaque(&self, fd: OwnedFd, entry: &[u8]) -> Result<(), LayerError> {
+        let name = if self.rootless {
+            OVERLAY_USER_OPAQUE_XATTR
+        } else {
+            OVERLAY_OPAQUE_XATTR
+        };
+        File::from(fd)
+            .set_xattr(name, b"y")
+            .map_err(|e| LayerError::io(format!("marking directory {} opaque", lossy(entry)), e))
+    }
+
+    /// Opaque directories in overlay form: the directory gets the opaque
+    /// mark; on a chain, what was copied up into it only as a hardlink
+    /// target goes first, and the root (whose mark overlayfs ignores) gets
+    /// a whiteout for each name the lowers show instead.
+    fn finish_opaque_overlay(&mut self, dir: &[u8]) -> Result<(), LayerError> {
+        let what = || format!("marking directory {} opaque", lossy(dir));
+        let fd = match self.resolve(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+            Ok(fd) => fd,
+            // Replaced by a later entry.
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
+            Err(e) => return Err(LayerError::io(what(), e)),
+        };
+        if self.chain.is_none() {
+            return self.set_opaque(fd, dir);
+        }
+        self.prune(&fd, dir)
+            .map_err(|e| LayerError::io(format!("emptying opaque directory {}", lossy(dir)), e))?;
+        if dir.is_empty() {
+            return self.whiteout_lower_root();
+        }
+        self.set_opaque(fd, dir)
+    }
+
+    /// Applies deferred work: opaque directories, then directory times.
     fn finish(&mut self) -> Result<(), LayerError> {
-        for dir in std::mem::take(&mut self.opaque_dirs) {
+        let mut opaque_dirs = std::mem::take(&mut self.opaque_dirs);
+        opaque_dirs.sort();
+        opaque_dirs.dedup();
+        for dir in opaque_dirs {
+            if self.mode == WhiteoutMode::Overlay {
+                self.finish_opaque_overlay(&dir)?;
+                continue;
+            }
             let fd = match self.resolve(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT | Errno::ENOTDIR) => continue,

@@ -1,6 +1,7 @@
 //! Layer tests. They need root (chown, mknod, trusted xattrs); without it
 //! each prints `SKIPPED: needs root` and returns.
 
+mod chain;
 mod compression;
 mod hostile;
 mod pgzip;

@@ -115,3 +115,44 @@ fn without_root_unpacking_degrades_like_rootless_podman() {
     let names: Vec<_> = xattr::list(dest.join("t")).unwrap().collect();
     assert_eq!(names, ["user.kept"]);
 }
+
+#[test]
+fn without_root_a_layer_applies_on_its_parents_too() {
+    if !root_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+    for dir in [tmp.path(), lower.as_path(), upper.as_path()] {
+        if dir != tmp.path() {
+            fs::create_dir(dir).unwrap();
+        }
+        std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let base = RawTar::default()
+        .push(&header(b"ro/", DIR, 0o555), b"")
+        .file(b"ro/old", b"old\n")
+        .dir(b"var/")
+        .symlink(b"var/run", b"/run")
+        .dir(b"run/")
+        .finish();
+    let top = RawTar::default()
+        .file(b"ro/new", b"new\n")
+        .file(b"var/run/x", b"x\n")
+        .file(b"ro/.wh.old", b"")
+        .finish();
+    as_nobody(|| {
+        crate::layer::apply_layer(&base[..], &lower, &[])?;
+        crate::layer::apply_layer(&top[..], &upper, std::slice::from_ref(&lower))
+    })
+    .unwrap();
+    // The read-only directory was copied up writable, filled, then locked
+    // again with the lower's mode; the file went through the symlink.
+    let ro = fs::symlink_metadata(upper.join("ro")).unwrap();
+    assert_eq!((ro.permissions().mode(), ro.uid()), (0o40555, NOBODY));
+    assert_eq!(fs::read(upper.join("ro/new")).unwrap(), b"new\n");
+    let old = fs::symlink_metadata(upper.join("ro/old")).unwrap();
+    assert!(old.file_type().is_char_device() && old.rdev() == 0);
+    assert_eq!(fs::read(upper.join("run/x")).unwrap(), b"x\n");
+    assert!(!upper.join("var").exists());
+}
