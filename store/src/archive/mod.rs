@@ -10,17 +10,9 @@ pub use save::{SaveFormat, save_archive};
 /// Normalises a path inside an archive: strips `./` and leading `/`,
 /// resolves `.`, and returns `None` when `..` would leave the archive.
 pub(crate) fn clean_archive_path(path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            other => parts.push(other),
-        }
-    }
-    Some(parts.join("/"))
+    let parts =
+        kiln_rootfs::path::components(path.as_bytes(), kiln_rootfs::path::Escape::Error).ok()?;
+    String::from_utf8(parts.join(&b'/')).ok()
 }
 
 #[cfg(test)]

@@ -25,8 +25,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use kiln_rootfs::Root;
+use kiln_rootfs::path::{Escape, components};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{
     FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, makedev,
     mkdirat, mknodat, utimensat,
@@ -163,13 +165,9 @@ pub fn apply_layer<R: Read>(
     let mut roots = Vec::with_capacity(lowers.len());
     // Top first, as overlayfs stacks them.
     for lower in lowers.iter().rev() {
-        let fd = nix::fcntl::open(
-            lower,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| LayerError::io(format!("opening lower layer {}", lower.display()), e))?;
-        roots.push(fd);
+        let root = Root::open(lower)
+            .map_err(|e| LayerError::io(format!("opening lower layer {}", lower.display()), e))?;
+        roots.push(root);
     }
     unpack(
         tar_stream,
@@ -185,12 +183,8 @@ fn unpack<R: Read>(
     mode: WhiteoutMode,
     chain: Option<chain::Chain>,
 ) -> Result<UnpackStats, LayerError> {
-    let root = nix::fcntl::open(
-        dest,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| LayerError::io(format!("opening destination {}", dest.display()), e))?;
+    let root = Root::open(dest)
+        .map_err(|e| LayerError::io(format!("opening destination {}", dest.display()), e))?;
     let mut u = Unpacker {
         root,
         mode,
@@ -581,20 +575,9 @@ fn normalize(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     if raw.contains(&0) {
         return Err("name contains a NUL byte");
     }
-    let absolute = raw.starts_with(b"/");
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for c in raw.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                if parts.pop().is_none() && !absolute {
-                    return Err("name escapes the root directory");
-                }
-            }
-            c => parts.push(c),
-        }
-    }
-    Ok(parts.join(&b'/'))
+    components(raw, Escape::Error)
+        .map(|parts| parts.join(&b'/'))
+        .map_err(|_| "name escapes the root directory")
 }
 
 /// Splits a normalized, non-root path into parent path and last component.
@@ -626,21 +609,14 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Calls `f` again while it fails with `EAGAIN`/`EINTR`, which openat2 returns
-/// when a concurrent rename makes `RESOLVE_IN_ROOT` unsure.
-fn retry<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
-    let mut tries = 0;
-    loop {
-        match f() {
-            Err(Errno::EAGAIN | Errno::EINTR) if tries < 16 => tries += 1,
-            r => return r,
-        }
-    }
+/// The errno of an error from [`Root`], for the `*at` code around it.
+pub(super) fn errno(e: &io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 struct Unpacker {
-    /// `O_PATH` descriptor of `dest`: the root of every resolution.
-    root: OwnedFd,
+    /// `dest`: the root of every resolution.
+    root: Root,
     mode: WhiteoutMode,
     /// Not root: no chown, no devices, user.* overlay xattrs.
     rootless: bool,
@@ -685,11 +661,7 @@ impl Unpacker {
     /// Opens `path` (normalized, relative to the root) with `flags`, resolving
     /// every symlink inside the root.
     fn resolve(&self, path: &[u8], flags: OFlag) -> nix::Result<OwnedFd> {
-        let p = if path.is_empty() { b"." as &[u8] } else { path };
-        let how = OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        retry(|| openat2(self.root.as_fd(), os(p), how))
+        self.root.open_at(os(path), flags).map_err(|e| errno(&e))
     }
 
     /// An `O_PATH` descriptor of directory `path`.

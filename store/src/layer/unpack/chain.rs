@@ -25,14 +25,15 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
+use kiln_rootfs::Root;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, futimens, makedev, mkdirat, mknodat};
 use nix::sys::time::TimeSpec;
 use xattr::FileExt;
 
 use super::{
-    EntryMeta, Kind, LayerError, Parent, Unpacker, join, list_dir, lossy, os, parent_error, retry,
+    EntryMeta, Kind, LayerError, Parent, Unpacker, errno, join, list_dir, lossy, os, parent_error,
     split_last,
 };
 
@@ -41,8 +42,8 @@ const MAX_SYMLINKS: u32 = 40;
 
 /// The lower layers of a chain and what is known about them.
 pub(super) struct Chain {
-    /// `O_PATH` descriptors of the lowers' roots, top first.
-    lowers: Vec<OwnedFd>,
+    /// The lowers' roots, top first.
+    lowers: Vec<Root>,
     /// The lowers (indexes into `lowers`, top first) that contribute a
     /// directory at a resolved path.
     stacks: HashMap<Vec<u8>, Rc<[usize]>>,
@@ -60,7 +61,7 @@ pub(super) struct Chain {
 }
 
 impl Chain {
-    pub(super) fn new(lowers: Vec<OwnedFd>) -> Self {
+    pub(super) fn new(lowers: Vec<Root>) -> Self {
         Self {
             lowers,
             stacks: HashMap::new(),
@@ -128,14 +129,8 @@ fn is_symlink(st: &FileStat) -> bool {
 }
 
 /// Opens `path` (resolved: directories only, no symlinks) under `root`.
-fn open_resolved(root: &OwnedFd, path: &[u8], flags: OFlag) -> nix::Result<OwnedFd> {
-    let p = if path.is_empty() { b"." as &[u8] } else { path };
-    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(
-        ResolveFlag::RESOLVE_IN_ROOT
-            | ResolveFlag::RESOLVE_NO_SYMLINKS
-            | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-    );
-    retry(|| openat2(root.as_fd(), os(p), how))
+fn open_resolved(root: &Root, path: &[u8], flags: OFlag) -> nix::Result<OwnedFd> {
+    root.open_resolved(os(path), flags).map_err(|e| errno(&e))
 }
 
 /// Whether an open directory carries an overlayfs opaque mark.
