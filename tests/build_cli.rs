@@ -16,89 +16,10 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::Kiln;
+use common::build::{build, build_fails, build_ok, busybox, context, sh};
 use serde_json::{Value, json};
-
-/// A store with `bb:1`: busybox with an `app` user (1000) and a `staff`
-/// group (50), a world-writable /tmp and a file /etc/base-file.
-fn busybox() -> Kiln {
-    assert!(
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() } == 0,
-        "kiln build tests need root (RUN uses namespaces and mounts); CI runs them as root"
-    );
-    let kiln = Kiln::new();
-    let rootfs = kiln.path("rootfs");
-    common::busybox_rootfs(&rootfs);
-    for applet in [
-        "rm", "mkdir", "stat", "readlink", "head", "tail", "test", "wc", "ls", "sort", "tr",
-    ] {
-        let _ = symlink("busybox", rootfs.join("bin").join(applet));
-    }
-    common::add_app_user(&rootfs);
-    fs::write(rootfs.join("etc/base-file"), "base\n").unwrap();
-    fs::write(rootfs.join("etc/name2"), "base2\n").unwrap();
-    fs::create_dir_all(rootfs.join("opt")).unwrap();
-    fs::write(rootfs.join("opt/old"), "old\n").unwrap();
-    fs::create_dir_all(rootfs.join("tmp")).unwrap();
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-    kiln.ok(&["import", rootfs.to_str().unwrap(), "bb:1"]);
-    kiln
-}
-
-/// Writes a context directory `name` with a Dockerfile and `files`
-/// (relative path, content).
-fn context(kiln: &Kiln, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = kiln.path(name);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    for (path, content) in files {
-        let path = dir.join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, content).unwrap();
-    }
-    dir
-}
-
-/// `kiln build --progress=plain ARGS`.
-fn build(kiln: &Kiln, args: &[&str]) -> Output {
-    kiln.command()
-        .args(["build", "--progress=plain"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// Builds `dir` as `tag`, asserts success and returns stderr.
-fn build_ok(kiln: &Kiln, dir: &Path, tag: &str, extra: &[&str]) -> String {
-    let mut args = vec!["-t", tag];
-    args.extend_from_slice(extra);
-    args.push(dir.to_str().unwrap());
-    let output = build(kiln, &args);
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(output.status.success(), "build {args:?} failed:\n{stderr}");
-    stderr
-}
-
-/// Builds `dir`, asserts failure and returns stderr.
-fn build_fails(kiln: &Kiln, dir: &Path, extra: &[&str]) -> String {
-    let mut args = extra.to_vec();
-    args.push(dir.to_str().unwrap());
-    let output = build(kiln, &args);
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(
-        !output.status.success(),
-        "build {args:?} should have failed:\n{stderr}"
-    );
-    stderr
-}
-
-/// Runs `sh -c SCRIPT` in `image` and returns stdout.
-fn sh(kiln: &Kiln, image: &str, script: &str) -> String {
-    kiln.ok(&["run", "--rm", image, "sh", "-c", script])
-}
 
 /// The image's `Config` as `kiln inspect` prints it.
 fn config(kiln: &Kiln, image: &str) -> Value {
@@ -1123,33 +1044,6 @@ fn bad_input_is_named() {
     }
 }
 
-/// Processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(marker) {
-                found.push(cmdline);
-            }
-        }
-    }
-    found
-}
-
-/// Starts `kiln build --progress=plain -t TAG DIR` with stderr piped, for
-/// tests that act while the build runs.
-fn spawn_build(kiln: &Kiln, dir: &Path, tag: &str) -> std::process::Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
-        .arg("--root")
-        .arg(kiln.root())
-        .args(["build", "--progress=plain", "-t", tag])
-        .arg(dir)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn ctrl_c_stops_the_build_cleanly() {
     let kiln = busybox();
@@ -1160,14 +1054,17 @@ fn ctrl_c_stops_the_build_cleanly() {
         "FROM bb:1 AS slow\nRUN sleep 41.5\nFROM bb:1 AS other\nRUN echo other > /o\nFROM slow\nCOPY --from=other /o /o\n",
         &[],
     );
-    let mut child = spawn_build(&kiln, &dir, "interrupted:1");
+    let mut child = kiln.spawn(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "interrupted:1",
+        dir.to_str().unwrap(),
+    ]);
     // Wait until the RUN's process is up, then interrupt kiln as a
     // terminal's Ctrl-C would.
     let started = std::time::Instant::now();
-    while processes_with("sleep 41.5")
-        .iter()
-        .all(|c| c.contains("kiln"))
-    {
+    while common::processes_with("sleep 41.5").is_empty() {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(20),
             "the RUN step never started"
@@ -1193,10 +1090,7 @@ fn ctrl_c_stops_the_build_cleanly() {
     assert!(stderr.contains("build cancelled"), "{stderr}");
     // Nothing left behind: no container process, no mount, no temp dir,
     // no tag; the store checks clean and builds again.
-    let leftovers: Vec<String> = processes_with("sleep 41.5")
-        .into_iter()
-        .filter(|c| !c.contains("kiln"))
-        .collect();
+    let leftovers = common::processes_with("sleep 41.5");
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let root = kiln.root();
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -1344,7 +1238,13 @@ fn run_output_is_shown_while_the_step_runs() {
          while [ ! -e /tmp/go ]; do sleep 0.05; done; printf tail-$((3+3))' live-wait-marker\n",
         &[],
     );
-    let mut child = KillOnDrop(spawn_build(&kiln, &dir, "live:1"));
+    let mut child = KillOnDrop(kiln.spawn(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "live:1",
+        dir.to_str().unwrap(),
+    ]));
     let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {

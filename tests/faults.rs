@@ -545,19 +545,6 @@ fn busybox_store() -> Kiln {
     kiln
 }
 
-/// Starts `kiln ARGS` on `kiln`'s store with stderr piped.
-fn spawn(kiln: &Kiln, args: &[&str]) -> std::process::Child {
-    Command::new(assert_cmd::cargo::cargo_bin("kiln"))
-        .arg("--root")
-        .arg(kiln.root())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Reads `child`'s stderr on a thread until a line contains `marker`;
 /// the rest is drained (and returned) as the child goes on.
 fn wait_for_line(
@@ -627,16 +614,13 @@ fn a_build_killed_mid_run_leaves_temporaries_that_the_next_command_removes() {
         "FROM bb:1\nRUN busybox dd if=/dev/zero of=/big bs=1M count=8 2>/dev/null && echo started-$((1+1)) && busybox sleep 37.25\n",
     )
     .unwrap();
-    let mut build = spawn(
-        &kiln,
-        &[
-            "build",
-            "--progress=plain",
-            "-t",
-            "x:1",
-            context.to_str().unwrap(),
-        ],
-    );
+    let mut build = kiln.spawn(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "x:1",
+        context.to_str().unwrap(),
+    ]);
     // The RUN's output, not the instruction echoed in the progress.
     let output = wait_for_line(&mut build, "started-2");
     build.kill().unwrap();
@@ -732,7 +716,7 @@ fn a_save_killed_mid_write_leaves_a_file_the_next_save_there_removes() {
         assert!(path.is_some(), "save never started writing");
         path.unwrap()
     };
-    let save = |path: &Path| spawn(&kiln, &["save", "-o", path.to_str().unwrap(), "big:1"]);
+    let save = |path: &Path| kiln.spawn(&["save", "-o", path.to_str().unwrap(), "big:1"]);
     let mut killed = save(&target);
     let dead = started(&mut killed, &[]);
     killed.kill().unwrap();
@@ -778,16 +762,13 @@ fn live_processes_keep_their_temporaries_while_others_sweep() {
          while [ ! -e /go ]; do busybox sleep 0.05; done; : kept-wait-marker\n",
     )
     .unwrap();
-    let mut build = spawn(
-        &kiln,
-        &[
-            "build",
-            "--progress=plain",
-            "-t",
-            "kept:1",
-            context.to_str().unwrap(),
-        ],
-    );
+    let mut build = kiln.spawn(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "kept:1",
+        context.to_str().unwrap(),
+    ]);
     let output = wait_for_line(&mut build, "waiting-2");
     let staging = staging_dirs(&kiln);
     assert_eq!(staging.len(), 1, "{staging:?}");

@@ -10,12 +10,9 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::build::{build, busybox, context, sh};
 use common::{Kiln, tar_end, tar_entry, tar_entry_mode};
-use kiln_store::digest::digest_bytes;
-use serde_json::json;
 
 /// What no image and no output may ever contain.
 const MARK: &str = "CANARY-7f3a9c";
@@ -80,59 +77,6 @@ fn up() -> String {
     "../".repeat(24)
 }
 
-/// An OCI archive of an image named `name` with `layers` (uncompressed).
-fn oci_archive(name: &str, layers: &[Vec<u8>]) -> Vec<u8> {
-    let diff_ids: Vec<String> = layers.iter().map(|l| digest_bytes(l).to_string()).collect();
-    let config = serde_json::to_vec(&json!({
-        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-        "os": "linux",
-        "config": {"Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    }))
-    .unwrap();
-    let descriptors: Vec<_> = layers
-        .iter()
-        .map(|l| {
-            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                   "digest": digest_bytes(l).to_string(), "size": l.len()})
-        })
-        .collect();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digest_bytes(&config).to_string(), "size": config.len()},
-        "layers": descriptors
-    }))
-    .unwrap();
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": digest_bytes(&manifest).to_string(), "size": manifest.len(),
-                       "annotations": {"org.opencontainers.image.ref.name": name}}]
-    }))
-    .unwrap();
-    let mut out = Vec::new();
-    for blob in layers
-        .iter()
-        .map(Vec::as_slice)
-        .chain([&config[..], &manifest[..]])
-    {
-        let path = format!("blobs/sha256/{}", digest_bytes(blob).encoded());
-        tar_entry(&mut out, &path, b'0', "", blob);
-    }
-    tar_entry(
-        &mut out,
-        "oci-layout",
-        b'0',
-        "",
-        b"{\"imageLayoutVersion\":\"1.0.0\"}",
-    );
-    tar_entry(&mut out, "index.json", b'0', "", &index);
-    tar_end(&mut out);
-    out
-}
-
 /// A layer of busybox's root file system (the test's base image).
 fn busybox_layer(kiln: &Kiln) -> Vec<u8> {
     let rootfs = kiln.path("bb-rootfs");
@@ -140,12 +84,7 @@ fn busybox_layer(kiln: &Kiln) -> Vec<u8> {
     for applet in ["find", "grep", "stat", "chmod", "rm"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
-    let output = Command::new("tar")
-        .args(["-C", rootfs.to_str().unwrap(), "-cf", "-", "."])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    output.stdout
+    common::layer_of_dir(&rootfs)
 }
 
 /// Links in a lower layer, then entries that write, link and chmod
@@ -180,7 +119,7 @@ fn hostile_layers_stay_in_their_snapshots_on_load_and_run() {
     let kiln = busybox();
     let canary = Canary::new(&kiln);
     let (links, through) = hostile_layers(&canary);
-    let archive = oci_archive(
+    let archive = common::oci_archive(
         "docker.io/library/hostile:1",
         &[busybox_layer(&kiln), links, through],
     );

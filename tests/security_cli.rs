@@ -15,40 +15,12 @@ mod common;
 
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read as _};
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::Kiln;
-
-/// A store with `bb:1`, a busybox image with the applets these tests use.
-fn busybox() -> Kiln {
-    assert!(
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() } == 0,
-        "security tests need root (namespaces, mounts); CI runs them as root"
-    );
-    let kiln = Kiln::new();
-    let rootfs = kiln.path("rootfs");
-    common::busybox_rootfs(&rootfs);
-    for applet in [
-        "grep", "unshare", "mkdir", "head", "sleep", "yes", "trap", "ls",
-    ] {
-        let _ = symlink("busybox", rootfs.join("bin").join(applet));
-    }
-    fs::create_dir_all(rootfs.join("tmp")).unwrap();
-    kiln.ok(&["import", rootfs.to_str().unwrap(), "bb:1"]);
-    kiln
-}
-
-/// A context directory with `dockerfile`.
-fn context(kiln: &Kiln, name: &str, dockerfile: &str) -> PathBuf {
-    let dir = kiln.path(name);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
-    dir
-}
+use common::build::{busybox, context};
 
 fn run(kiln: &Kiln, args: &[&str]) -> (i32, String, String) {
     let output = kiln.command().arg("run").args(args).output().unwrap();
@@ -84,6 +56,7 @@ fn seccomp_applies_to_run_and_kiln_run_unless_unconfined() {
         &kiln,
         "ctx",
         &format!("FROM bb:1\nRUN ({PROBE}) > /probe\n"),
+        &[],
     );
     kiln.ok(&["build", "-t", "probe:1", dir.to_str().unwrap()]);
     assert_eq!(kiln.ok(&["run", "probe:1", "cat", "/probe"]), DENIED);
@@ -158,6 +131,7 @@ fn insecure_run_needs_the_entitlement_and_then_has_every_capability() {
         &kiln,
         "ctx",
         "FROM bb:1\nRUN --security=insecure grep -E '^(CapEff|Seccomp):' /proc/self/status > /status\n",
+        &[],
     );
     let stderr = kiln.fails(&["build", "-t", "insecure:1", dir.to_str().unwrap()]);
     assert!(
@@ -189,24 +163,13 @@ fn insecure_run_needs_the_entitlement_and_then_has_every_capability() {
         &kiln,
         "ctx2",
         "FROM bb:1\nRUN grep -E '^(CapEff|Seccomp):' /proc/self/status > /status\n",
+        &[],
     );
     kiln.ok(&["build", "-t", "sandbox:1", dir.to_str().unwrap()]);
     assert_eq!(
         kiln.ok(&["run", "sandbox:1", "cat", "/status"]),
         "CapEff:\t00000000a80425fb\nSeccomp:\t2\n"
     );
-}
-
-/// Starts `kiln ARGS` with stderr (and stdout) piped.
-fn spawn(kiln: &Kiln, args: &[&str]) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("kiln"))
-        .arg("--root")
-        .arg(kiln.root())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// Waits for `child` to end, killing it (and failing) after `limit`.
@@ -247,17 +210,15 @@ fn signals_start_at_their_defaults_in_run_and_kiln_run() {
         &kiln,
         "ctx",
         "FROM bb:1\nRUN [\"grep\", \"-E\", \"^Sig(Blk|Ign)\", \"/proc/self/status\"]\nRUN [\"sh\", \"-c\", \"grep -E '^Sig(Blk|Ign)' /proc/self/status > /sig\"]\nRUN (while true; do echo x; done) | head -1 > /first\n",
+        &[],
     );
-    let mut child = spawn(
-        &kiln,
-        &[
-            "build",
-            "--progress=plain",
-            "-t",
-            "sig:1",
-            dir.to_str().unwrap(),
-        ],
-    );
+    let mut child = kiln.spawn(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "sig:1",
+        dir.to_str().unwrap(),
+    ]);
     let status = wait_within(&mut child, Duration::from_mins(2), "the build");
     let mut stderr = String::new();
     child
@@ -269,17 +230,6 @@ fn signals_start_at_their_defaults_in_run_and_kiln_run() {
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("SigIgn:\t0000000000000000"), "{stderr}");
     assert_eq!(kiln.ok(&["run", "sig:1", "cat", "/first"]), "x\n");
-}
-
-/// Processes whose command line contains `marker`, other than kiln.
-fn processes_with(marker: &str) -> Vec<String> {
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(marker) && !c.contains("kiln"))
-        .collect()
 }
 
 /// Reads `child`'s stderr until a line ends with `needle` (plain progress
@@ -304,9 +254,9 @@ fn wait_for_line(child: &mut Child, needle: &str) -> BufReader<std::process::Chi
 
 fn assert_nothing_left(root: &Path, marker: &str) {
     assert!(
-        processes_with(marker).is_empty(),
+        common::processes_with(marker).is_empty(),
         "{:?}",
-        processes_with(marker)
+        common::processes_with(marker)
     );
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
@@ -337,18 +287,15 @@ fn sigterm_ends_a_build_whatever_the_run_traps() {
             format!("trap '' TERM INT; echo started; sleep {marker}"),
         ),
     ] {
-        let dir = context(&kiln, name, &format!("FROM bb:1\nRUN {script}\n"));
+        let dir = context(&kiln, name, &format!("FROM bb:1\nRUN {script}\n"), &[]);
         let tag = format!("cancelled-{name}:1");
-        let mut child = spawn(
-            &kiln,
-            &[
-                "build",
-                "--progress=plain",
-                "-t",
-                &tag,
-                dir.to_str().unwrap(),
-            ],
-        );
+        let mut child = kiln.spawn(&[
+            "build",
+            "--progress=plain",
+            "-t",
+            &tag,
+            dir.to_str().unwrap(),
+        ]);
         // The step's title line ends with the script.
         let title = format!("sleep {marker}");
         let needle = if name == "early" { &title } else { " started" };
@@ -378,18 +325,15 @@ fn sigterm_ends_a_build_whatever_the_run_traps() {
 fn sigterm_to_kiln_run_stops_the_container_after_the_stop_timeout() {
     let kiln = busybox();
     let marker = format!("601.{}", std::process::id());
-    let mut child = spawn(
-        &kiln,
-        &[
-            "run",
-            "--stop-timeout",
-            "1",
-            "bb:1",
-            "sh",
-            "-c",
-            &format!("trap '' TERM INT; echo started >&2; sleep {marker}"),
-        ],
-    );
+    let mut child = kiln.spawn(&[
+        "run",
+        "--stop-timeout",
+        "1",
+        "bb:1",
+        "sh",
+        "-c",
+        &format!("trap '' TERM INT; echo started >&2; sleep {marker}"),
+    ]);
     let _rest = wait_for_line(&mut child, "started");
     let start = Instant::now();
     // SAFETY: kill with a pid we spawned and a valid signal.

@@ -21,7 +21,7 @@ pub fn busybox() -> Kiln {
     super::busybox_rootfs(&rootfs);
     for applet in [
         "rm", "mkdir", "stat", "readlink", "head", "tail", "test", "wc", "ls", "sort", "tr",
-        "touch", "ln", "find", "md5sum", "grep", "chmod", "sleep",
+        "touch", "ln", "find", "md5sum", "grep", "chmod", "sleep", "unshare", "yes", "nc",
     ] {
         let _ = symlink("busybox", rootfs.join("bin").join(applet));
     }

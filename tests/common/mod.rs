@@ -46,6 +46,22 @@ impl Kiln {
         command
     }
 
+    /// Starts `kiln ARGS` with stdin closed and stdout and stderr piped,
+    /// for tests that act while it runs.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+            .arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env_remove("KILN_ROOT")
+            .env_remove("KILN_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs kiln with `args`.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().unwrap()
@@ -176,6 +192,18 @@ pub fn busybox_rootfs(dir: &Path) {
     }
     fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+}
+
+/// Command lines of the processes, other than kiln's own, that contain
+/// `marker`.
+pub fn processes_with(marker: &str) -> Vec<String> {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(marker) && !c.contains("kiln"))
+        .collect()
 }
 
 /// Ids of the processes whose command line contains `marker`.
