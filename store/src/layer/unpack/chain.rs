@@ -99,10 +99,6 @@ impl From<LayerError> for Failure {
     }
 }
 
-fn io_errno(e: &io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
 /// A name in a merged directory.
 #[derive(Clone)]
 enum Found {
@@ -605,7 +601,7 @@ impl Unpacker {
             let index = *self.lower_stack(&prefix)?.first().ok_or(Errno::ENOENT)?;
             let lower = self.lower_dir(index, &prefix, OFlag::O_RDONLY)?;
             let st = fstat(lower.as_fd())?;
-            let xattrs = copied_xattrs(&lower).map_err(|e| io_errno(&e))?;
+            let xattrs = copied_xattrs(&lower).map_err(|e| errno(&e))?;
             mkdirat(cur.as_fd(), os(name), Mode::from_bits_truncate(0o700))?;
             let fd = openat(
                 cur.as_fd(),
@@ -636,7 +632,7 @@ impl Unpacker {
                 OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )?;
-            let xattrs = copied_xattrs(&source).map_err(|e| io_errno(&e))?;
+            let xattrs = copied_xattrs(&source).map_err(|e| errno(&e))?;
             let copy = openat(
                 dir.fd.as_fd(),
                 os(base),
@@ -649,7 +645,7 @@ impl Unpacker {
             )?;
             let mut from = File::from(source);
             let mut to = File::from(copy);
-            io::copy(&mut from, &mut to).map_err(|e| io_errno(&e))?;
+            io::copy(&mut from, &mut to).map_err(|e| errno(&e))?;
             let copy = OwnedFd::from(to);
             let meta = copy_meta(&path, Kind::File, &st, xattrs);
             self.set_fd_meta(&copy, &meta)?;
