@@ -1648,3 +1648,28 @@ fn copy_link_layers_are_the_snapshot_of_the_stage_chain() {
     other.ok(&["load", "-i", archive.to_str().unwrap()]);
     assert_eq!(sh(&other, "link:1", script), "linked\n1\napp is a dir\n");
 }
+
+#[test]
+fn add_extracts_whiteout_names_as_plain_files() {
+    // BuildKit untars an ADD archive with moby's Unpack, which converts
+    // whiteouts only for image layers: `.wh.gone` is an ordinary file and
+    // the `gone` below stays.
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "wh",
+        "FROM bb:1\nRUN mkdir /dest && echo below > /dest/gone\nADD layer.tar /dest/\n\
+         RUN ls -a /dest > /listing && cat /dest/gone /dest/.wh.gone >> /listing\n",
+        &[],
+    );
+    let mut tar = Vec::new();
+    common::tar_entry(&mut tar, ".wh.gone", b'0', "", b"plain\n");
+    common::tar_entry(&mut tar, "keep", b'0', "", b"keep\n");
+    common::tar_end(&mut tar);
+    fs::write(dir.join("layer.tar"), tar).unwrap();
+    build_ok(&kiln, &dir, "wh:1", &[]);
+    assert_eq!(
+        sh(&kiln, "wh:1", "cat /listing"),
+        ".\n..\n.wh.gone\ngone\nkeep\nbelow\nplain\n"
+    );
+}

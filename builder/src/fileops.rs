@@ -928,7 +928,7 @@ impl<'a> Copier<'a> {
         };
         let stream = open_archive(src, kind)?;
         let opts = UnpackOptions {
-            whiteouts: WhiteoutMode::Overlay,
+            whiteouts: WhiteoutMode::Literal,
         };
         let Some(owner) = self.opts.owner else {
             // The descriptor's /proc link names the resolved directory

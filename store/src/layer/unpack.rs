@@ -72,6 +72,10 @@ pub enum WhiteoutMode {
     /// (flattening): `.wh.NAME` deletes `NAME`, `.wh..wh..opq` in `D` deletes
     /// everything in `D` that this layer did not write.
     Apply,
+    /// No whiteouts: `.wh.` entries are ordinary files, as `ADD` of a local
+    /// archive extracts them (BuildKit untars with moby's `Unpack`, which
+    /// converts whiteouts only for layers).
+    Literal,
 }
 
 /// Options of [`unpack_layer`].
@@ -749,7 +753,7 @@ impl Unpacker {
         }
         self.stats.entries += 1;
         let (parent, base) = split_last(&path);
-        if base.starts_with(WHITEOUT_PREFIX) {
+        if base.starts_with(WHITEOUT_PREFIX) && self.mode != WhiteoutMode::Literal {
             return self.whiteout(m, &path);
         }
         let parent = self.parent_dir(parent, &m.raw_name)?;
@@ -1066,7 +1070,7 @@ impl Unpacker {
                 // The directory exists (as in containerd, which marks it),
                 // so that the mark has somewhere to go.
                 WhiteoutMode::Overlay => self.parent_dir(parent, &m.raw_name)?.path,
-                WhiteoutMode::Apply => parent.to_vec(),
+                WhiteoutMode::Apply | WhiteoutMode::Literal => parent.to_vec(),
             };
             self.mark(&dir);
             // Handled at the end: this layer's own entries in it stay, in
@@ -1106,7 +1110,8 @@ impl Unpacker {
                     LayerError::io(format!("creating whiteout for {}", lossy(&m.raw_name)), e)
                 })?;
             }
-            WhiteoutMode::Apply => {
+            // Literal never gets here (whiteouts are files then).
+            WhiteoutMode::Apply | WhiteoutMode::Literal => {
                 if self.this_layer.contains(&join(parent, name)) {
                     return Ok(());
                 }
