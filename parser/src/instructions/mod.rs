@@ -454,55 +454,11 @@ pub fn parse_single_instruction(text: &str) -> Result<Instruction, Error> {
     parse_instruction(&df, node, &mut warnings)
 }
 
-/// Levenshtein distance over characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            let value = (previous[j] + cost)
-                .min(previous[j + 1] + 1)
-                .min(current[j] + 1);
-            current.push(value);
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
-
 /// BuildKit's suggestion for an unknown instruction: the nearest name at
-/// distance under 3, in the case the user wrote.
+/// distance under 3, in the case the user wrote (BuildKit looks through a
+/// map, so kiln breaks ties as `suggest::Order::Unordered` says).
 pub(crate) fn suggest_instruction(name: &str) -> Option<String> {
-    let lower = name.to_lowercase();
-    let common_prefix = |option: &str| {
-        lower
-            .chars()
-            .zip(option.chars())
-            .take_while(|(a, b)| a == b)
-            .count()
-    };
-    // BuildKit breaks ties in map order (random); kiln prefers the name
-    // sharing the longest prefix, then the alphabetically first.
-    let (option, _, _) = INSTRUCTION_NAMES
-        .iter()
-        .map(|option| {
-            (
-                *option,
-                edit_distance(&lower, option),
-                common_prefix(option),
-            )
-        })
-        .filter(|(_, distance, _)| *distance < 3)
-        .min_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))?;
-    // BuildKit's matchCase: all-upper input gets an upper suggestion,
-    // anything else the lowercase one.
-    Some(if name != lower && name == name.to_uppercase() {
-        option.to_uppercase()
-    } else {
-        option.to_owned()
-    })
+    crate::suggest::nearest_ignoring_case(name, INSTRUCTION_NAMES, crate::suggest::Order::Unordered)
 }
 
 /// Builds one typed instruction from its node.

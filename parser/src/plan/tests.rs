@@ -273,10 +273,17 @@ fn graph_errors() {
         error("FROM a AS x\nFROM b AS X\n"),
         "Dockerfile:2:11: Duplicate stage name \"x\", stage names should be unique"
     );
+    // COPY gets BuildKit's COPY message, RUN --mount its own
+    let copy_from = "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround";
     assert_eq!(
         error("ARG S=a\nFROM a\nCOPY --from=$S x y\n"),
-        "Dockerfile:3:13: 'from' doesn't support variable expansion, define alias stage instead"
+        format!("Dockerfile:3:13: {copy_from}")
     );
+    assert_eq!(
+        error("FROM a AS b\nFROM a\nCOPY --from=b${NOPE} x y\n"),
+        format!("Dockerfile:3:13: {copy_from}")
+    );
+
     assert_eq!(
         error("FROM a\nRUN --mount=from=${S},target=/x true\n"),
         "Dockerfile:2:13: 'from' doesn't support variable expansion, define alias stage instead"
@@ -287,6 +294,16 @@ fn graph_errors() {
             &options(&[], Some("three"))
         ),
         "Dockerfile:1:1: target stage \"three\" could not be found"
+    );
+    // the nearest stage name, matched ignoring case as --target is
+    let text = "FROM a AS build\nFROM b AS runtime\n";
+    assert_eq!(
+        error_with(text, &options(&[], Some("bulid"))),
+        "Dockerfile:1:1: target stage \"bulid\" could not be found (did you mean build?)"
+    );
+    assert_eq!(
+        error_with(text, &options(&[], Some("RUNTIM"))),
+        "Dockerfile:1:1: target stage \"RUNTIM\" could not be found (did you mean RUNTIME?)"
     );
     assert_eq!(
         error("ARG A=1\nARG B=2\n"),
@@ -477,6 +494,31 @@ fn run_commands_use_the_shell_and_heredocs() {
         .collect();
     let sh = vec!["/bin/sh".to_owned(), "-c".to_owned(), String::new()];
     assert_eq!(argvs, vec![sh.clone(), sh, vec![], vec![]]);
+}
+
+#[test]
+fn json_followed_by_text_is_the_shell_form() {
+    // json.Unmarshal takes nothing after the array but whitespace
+    let p = plan_of(
+        "FROM a\nRUN [\"echo\", \"hello\"]this is invalid\nENTRYPOINT []random string\nCMD [\"a\", 1] x\nVOLUME [\"/v\"] /w\nRUN [\"true\"] \t\n",
+    );
+    let argv = |i: usize| match &steps(&p)[i].kind {
+        StepKind::Run { argv, .. } | StepKind::Cmd { argv } | StepKind::Entrypoint { argv } => {
+            argv.clone()
+        }
+        StepKind::Volume { paths } => paths.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        argv(0),
+        vec!["/bin/sh", "-c", "[\"echo\", \"hello\"]this is invalid"]
+    );
+    assert_eq!(argv(1), vec!["/bin/sh", "-c", "[]random string"]);
+    // not an error: Go rejects the syntax of the whole input first
+    assert_eq!(argv(2), vec!["/bin/sh", "-c", "[\"a\", 1] x"]);
+    // words, then expanded (quotes removed) as every VOLUME path is
+    assert_eq!(argv(3), vec!["[/v]", "/w"]);
+    assert_eq!(argv(4), vec!["true"]);
 }
 
 #[test]
