@@ -22,8 +22,9 @@ use crate::shell::{Expansion, Lexer, ShellError};
 use crate::source::Span;
 use crate::values::{Platform, parse_chmod, parse_port_specs, parse_signal};
 
-/// The automatic platform ARGs of the global scope.
-pub(crate) const PLATFORM_ARGS: [&str; 8] = [
+/// The automatic ARGs of the global scope (BuildKit's `defaultArgs`): the
+/// platform ARGs and `TARGETSTAGE`.
+pub(crate) const PREDEFINED_ARGS: [&str; 9] = [
     "BUILDPLATFORM",
     "BUILDOS",
     "BUILDARCH",
@@ -32,15 +33,20 @@ pub(crate) const PLATFORM_ARGS: [&str; 8] = [
     "TARGETOS",
     "TARGETARCH",
     "TARGETVARIANT",
+    "TARGETSTAGE",
 ];
 
 /// ARGs that never become environment variables (BuildKit's `nonEnvArgs`).
 const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
 
-/// The predefined platform ARGs, overridable by build args.
+/// The predefined ARGs, each overridable by a build arg. Like every
+/// global ARG they reach a stage only through an `ARG NAME` there.
+/// `TARGETSTAGE` is the stage being built: `--target` as given, else the
+/// last stage's name, else `default` (moby/buildkit#5431).
 pub(crate) fn predefined_args(
     build: &Platform,
     target: &Platform,
+    target_stage: Option<&str>,
     build_args: &BTreeMap<String, String>,
 ) -> Environment {
     let values = [
@@ -52,9 +58,10 @@ pub(crate) fn predefined_args(
         target.os.clone(),
         target.architecture.clone(),
         target.variant.clone(),
+        target_stage.unwrap_or("default").to_owned(),
     ];
     let mut env = Environment::default();
-    for (key, value) in PLATFORM_ARGS.iter().zip(values) {
+    for (key, value) in PREDEFINED_ARGS.iter().zip(values) {
         let value = build_args.get(*key).cloned().unwrap_or(value);
         env.set(key, &value);
     }

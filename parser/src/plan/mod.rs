@@ -328,8 +328,18 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions<'_>) -> Result<Plan, Error> {
         .build_platform
         .clone()
         .unwrap_or_else(Platform::host);
-    let mut globals =
-        expand::predefined_args(&build_platform, &target_platform, &options.build_args);
+    // The name only: BuildKit checks that the target exists after the
+    // global ARGs and the FROM lines, whose errors come first.
+    let target_stage = options
+        .target
+        .as_deref()
+        .or_else(|| parsed.stages.last().and_then(Stage::name));
+    let mut globals = expand::predefined_args(
+        &build_platform,
+        &target_platform,
+        target_stage,
+        &options.build_args,
+    );
     let mut declared: BTreeSet<String> = BTreeSet::new();
     expand::meta_args(
         df,
@@ -379,7 +389,7 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions<'_>) -> Result<Plan, Error> {
 /// Build args that need no ARG: proxies, platforms, BuildKit's own.
 pub fn is_predefined_arg(name: &str) -> bool {
     PROXY_ARGS.contains(&name)
-        || expand::PLATFORM_ARGS.contains(&name)
+        || expand::PREDEFINED_ARGS.contains(&name)
         || name.starts_with("BUILDKIT_")
         || name == "SOURCE_DATE_EPOCH"
 }

@@ -179,6 +179,37 @@ fn predefined_platform_args() {
 }
 
 #[test]
+fn targetstage_is_the_stage_being_built() {
+    let text = "FROM a AS base\nENV BEFORE=x$TARGETSTAGE\nARG TARGETSTAGE\nENV AFTER=$TARGETSTAGE\nFROM base AS foo\nFROM base\n";
+    let value = |p: &Plan| {
+        let base = &p.stages[0].steps;
+        (env_pairs(&base[0]), env_pairs(&base[2]))
+    };
+    // the last stage is unnamed: `default`; only after `ARG TARGETSTAGE`
+    assert_eq!(
+        value(&plan_of(text)),
+        (vec![pair("BEFORE", "x")], vec![pair("AFTER", "default")])
+    );
+    // --target as given
+    let p = plan_with(text, &options(&[], Some("Foo")));
+    assert_eq!(value(&p).1, vec![pair("AFTER", "Foo")]);
+    // the last stage's name
+    let named = format!("{text}FROM base AS final\n");
+    assert_eq!(value(&plan_of(&named)).1, vec![pair("AFTER", "final")]);
+    // a global ARG: FROM sees it; a build arg overrides it
+    let p = plan_of("FROM img:$TARGETSTAGE AS x\n");
+    assert_eq!(
+        p.stages[0].base,
+        Base::Image {
+            reference: "docker.io/library/img:x".into()
+        }
+    );
+    let p = plan_with(text, &options(&[("TARGETSTAGE", "mine")], None));
+    assert_eq!(value(&p).1, vec![pair("AFTER", "mine")]);
+    assert!(p.unused_build_args.is_empty());
+}
+
+#[test]
 fn stage_graph_and_target_pruning() {
     let text = "FROM alpine AS base
 RUN echo base
