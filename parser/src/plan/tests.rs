@@ -104,14 +104,35 @@ ENV X=$W
     let p = plan_with(
         text,
         &options(
-            &[("NOPE", "1"), ("HTTP_PROXY", "x"), ("no_proxy", "y")],
+            &[
+                ("NOPE", "1"),
+                ("HTTP_PROXY", "x"),
+                ("no_proxy", "y"),
+                ("All_Proxy", "z"),
+                ("FTP_PROXY", ""),
+            ],
             None,
         ),
     );
     assert_eq!(p.unused_build_args, vec!["NOPE"]);
+    // both spellings of each name, in BuildKit's order; empty values none
     assert_eq!(
         p.proxy_env,
-        vec![pair("HTTP_PROXY", "x"), pair("no_proxy", "y")]
+        vec![
+            pair("HTTP_PROXY", "x"),
+            pair("http_proxy", "x"),
+            pair("NO_PROXY", "y"),
+            pair("no_proxy", "y"),
+            pair("ALL_PROXY", "z"),
+            pair("all_proxy", "z"),
+        ]
+    );
+    // Go's EqualFold: the long s folds to s
+    let p = plan_with(text, &options(&[("HTTP\u{17f}_PROXY", "s")], None));
+    assert!(p.unused_build_args.is_empty());
+    assert_eq!(
+        p.proxy_env,
+        vec![pair("HTTPS_PROXY", "s"), pair("https_proxy", "s")]
     );
 }
 
