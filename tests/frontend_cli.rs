@@ -1,10 +1,12 @@
 //! `kiln build` reads a Dockerfile as BuildKit's Dockerfile frontend
 //! (dockerfile2llb) does, in what a RUN sees, what an image holds and what
-//! the user reads: proxy build args. As root, on the busybox base image
-//! of `common::build` (CI runs them as root).
+//! the user reads: proxy build args and progress names. As root, on the
+//! busybox base image of `common::build` (CI runs them as root).
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
 mod common;
+
+use std::fs;
 
 use common::build::{build_ok, busybox, context, sh};
 use serde_json::Value;
@@ -96,4 +98,53 @@ fn proxy_build_args_reach_every_run_under_both_names_and_nowhere_else() {
     );
     let stderr = build_ok(&kiln, &declared, "proxy:4", &second);
     assert!(!stderr.contains(" CACHED"), "{stderr}");
+}
+
+#[test]
+fn progress_names_show_expanded_values_and_mask_env_secrets() {
+    let kiln = busybox();
+    let secret = kiln.path("token");
+    fs::write(&secret, "hush-7f3a").unwrap();
+    let dir = context(
+        &kiln,
+        "names",
+        "FROM bb:1\n\
+         ARG SRC=file.txt\n\
+         ENV DST=/dst TOKEN=not-the-secret\n\
+         COPY $SRC \"$DST/\"\n\
+         WORKDIR $DST/sub\n\
+         RUN --mount=type=secret,id=tok,env=TOKEN test -n \"$TOKEN\" && echo $SRC $UNSET > out\n",
+        &[("file.txt", "x\n")],
+    );
+    let stderr = build_ok(
+        &kiln,
+        &dir,
+        "names:1",
+        &["--secret", &format!("id=tok,src={}", secret.display())],
+    );
+    for name in [
+        "[2/4] COPY file.txt /dst/\n",
+        "[3/4] WORKDIR /dst/sub\n",
+        // RUN: quotes kept, unset variables as written, env secrets masked
+        "[4/4] RUN --mount=type=secret,id=tok,env=TOKEN test -n \"****\" && echo file.txt $UNSET > out\n",
+    ] {
+        assert!(stderr.contains(name), "{name:?} not in:\n{stderr}");
+    }
+    assert!(!stderr.contains("hush-7f3a"), "{stderr}");
+    assert!(!stderr.contains("not-the-secret"), "{stderr}");
+    assert_eq!(sh(&kiln, "names:1", "cat /dst/sub/out"), "file.txt\n");
+    // The JSON progress carries the same names.
+    let output = kiln
+        .command()
+        .args(["build", "--progress=json", "--no-cache", "-t", "names:2"])
+        .args(["--secret", &format!("id=tok,src={}", secret.display())])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let events = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        events.contains("\"name\":\"COPY file.txt /dst/\""),
+        "{events}"
+    );
 }

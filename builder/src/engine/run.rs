@@ -115,6 +115,7 @@ pub(super) fn run_step(
         security,
         workdir,
         user,
+        ..
     } = &step.kind
     else {
         return Ok(false);

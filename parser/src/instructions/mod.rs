@@ -169,6 +169,26 @@ impl Run {
         vec![full]
     }
 
+    /// When the command is a single heredoc, what BuildKit's progress
+    /// name adds after the instruction (`summarizeHeredoc`): the first line
+    /// of the trimmed body, with `...` when there are more.
+    pub fn heredoc_summary(&self) -> Option<String> {
+        let first = self.heredocs.first()?;
+        let args = self.command.strings();
+        let [only] = args.as_slice() else {
+            return None;
+        };
+        ast::parse_heredoc_marker(only).ok().flatten()?;
+        let body = first.content.trim().replace("\r\n", "\n");
+        let mut lines = body.split('\n');
+        let summary = lines.next().unwrap_or_default().to_owned();
+        Some(if lines.next().is_some() {
+            summary + "..."
+        } else {
+            summary
+        })
+    }
+
     /// When the command is a single heredoc starting with `#!`, the file
     /// to create (name, body, mode 0755) at `/dev/pipes/` and execute.
     pub fn script_file(&self) -> Option<(String, String)> {

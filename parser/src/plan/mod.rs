@@ -110,6 +110,8 @@ pub struct PlanOptions<'a> {
 pub struct Plan {
     /// The Dockerfile's display name.
     pub file: String,
+    /// The escape character (`# escape=`), for expanding step names.
+    pub escape: char,
     /// Global ARGs (before the first FROM) and predefined ARGs, with values.
     pub global_args: Vec<(String, String)>,
     /// Every stage; `needed` marks those the target needs.
@@ -248,6 +250,10 @@ pub enum StepKind {
         argv: Vec<String>,
         /// A heredoc script to create at `/dev/pipes/<name>` first.
         script: Option<(String, String)>,
+        /// For a command that is a single heredoc, the first line of its
+        /// body (with `...` when there are more), which BuildKit's step
+        /// name shows.
+        heredoc_summary: Option<String>,
         /// Mounts.
         mounts: Vec<PlannedMount>,
         /// `--network`.
@@ -397,6 +403,7 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions<'_>) -> Result<Plan, Error> {
     let proxy_env = proxy_env(&options.build_args);
     Ok(Plan {
         file: df.file.clone(),
+        escape: df.escape,
         global_args,
         stages,
         target,

@@ -574,6 +574,42 @@ fn json_followed_by_text_is_the_shell_form() {
 }
 
 #[test]
+fn step_names_expand_as_buildkit_names_its_operations() {
+    let p = plan_of(
+        "FROM a\nARG SRC=src\nENV DIR=/dst TOKEN=visible\nCOPY $SRC \"$DIR/x\"\nadd --chown=$NOPE ${SRC}.tar /\nWORKDIR $DIR/w\nRUN --mount=type=secret,id=tok,env=TOKEN echo \"$SRC\" $NOPE ${NOPE} $TOKEN\nrun echo hi\nRUN <<EOF\necho $SRC\nmore\nEOF\nRUN <<EOF\n  one line  \nEOF\nENV X=$SRC\n",
+    );
+    // the variables the steps run with (the builder passes its own)
+    let env = Environment::from_strings(&["SRC=src", "DIR=/dst", "TOKEN=visible"]);
+    let names: Vec<String> = steps(&p).iter().map(|s| s.name('\\', &env)).collect();
+    assert_eq!(
+        names,
+        vec![
+            "ARG SRC=src",
+            "ENV DIR=/dst TOKEN=visible",
+            // COPY/ADD/WORKDIR: expanded as their arguments are
+            "COPY src /dst/x",
+            "ADD --chown= src.tar /",
+            "WORKDIR /dst/w",
+            // RUN: quotes kept, unset variables as written, env secrets masked
+            "RUN --mount=type=secret,id=tok,env=TOKEN echo \"src\" $NOPE ${NOPE} ****",
+            "RUN echo hi",
+            // a single heredoc: its first line, expanded too
+            "RUN <<EOF (echo src...)",
+            "RUN <<EOF (one line)",
+            // not an operation: as written
+            "ENV X=$SRC",
+        ]
+    );
+    // a failing expansion leaves the text as written
+    let p = plan_of("FROM a\nWORKDIR /w\nRUN echo ${X:?unset}\n");
+    assert_eq!(steps(&p)[1].name('\\', &env), "RUN echo ${X:?unset}");
+    // the escape character of the Dockerfile
+    let p = plan_of("# escape=`\nFROM a\nCOPY `$SRC $SRC\\x /\n");
+    assert_eq!(p.escape, '`');
+    assert_eq!(steps(&p)[0].name(p.escape, &env), "COPY $SRC src\\x /");
+}
+
+#[test]
 fn run_mounts_are_expanded() {
     let p = plan_of(
         "FROM a AS tools\nFROM b\nARG CACHE=/root/.cache\nRUN --mount=type=cache,target=$CACHE,id=c1 --mount=from=tools,target=/t --network=none true\n",
