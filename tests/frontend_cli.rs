@@ -1,6 +1,7 @@
 //! `kiln build` reads a Dockerfile as BuildKit's Dockerfile frontend
 //! (dockerfile2llb) does, in what a RUN sees, what an image holds and what
-//! the user reads: proxy build args and progress names. As root, on the
+//! the user reads: proxy build args, `TARGETSTAGE`, JSON forms followed by
+//! text, progress names and BuildKit's error words. As root, on the
 //! busybox base image of `common::build` (CI runs them as root).
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
@@ -8,7 +9,7 @@ mod common;
 
 use std::fs;
 
-use common::build::{build_ok, busybox, context, sh};
+use common::build::{build_fails, build_ok, busybox, context, sh};
 use serde_json::Value;
 
 /// The image's `Config` as `kiln inspect` prints it.
@@ -101,6 +102,78 @@ fn proxy_build_args_reach_every_run_under_both_names_and_nowhere_else() {
 }
 
 #[test]
+fn targetstage_holds_the_stage_being_built() {
+    let kiln = busybox();
+    // BuildKit's own test (moby/buildkit#5431), on busybox final stages
+    // so that the result can be read with `kiln run`.
+    let stages = "FROM bb:1 AS base\n\
+         WORKDIR /out\n\
+         RUN echo -n \"value:$TARGETSTAGE\" > /out/first\n\
+         ARG TARGETSTAGE\n\
+         RUN echo -n \"value:$TARGETSTAGE\" > /out/second\n\
+         FROM bb:1 AS foo\n\
+         COPY --from=base /out/ /res/\n";
+    let unnamed = context(
+        &kiln,
+        "unnamed",
+        &format!("{stages}FROM bb:1\nCOPY --from=base /out/ /res/\n"),
+        &[],
+    );
+    let read = |image: &str| sh(&kiln, image, "cat /res/first; echo; cat /res/second");
+    // The last stage has no name: `default`; nothing before `ARG`.
+    build_ok(&kiln, &unnamed, "ts:default", &[]);
+    assert_eq!(read("ts:default"), "value:\nvalue:default");
+    // --target, as given.
+    build_ok(&kiln, &unnamed, "ts:foo", &["--target", "foo"]);
+    assert_eq!(read("ts:foo"), "value:\nvalue:foo");
+    // The last stage's name.
+    let named = context(
+        &kiln,
+        "named",
+        &format!("{stages}FROM bb:1 AS final\nCOPY --from=base /out/ /res/\n"),
+        &[],
+    );
+    build_ok(&kiln, &named, "ts:final", &[]);
+    assert_eq!(read("ts:final"), "value:\nvalue:final");
+}
+
+#[test]
+fn json_form_followed_by_text_is_the_shell_form() {
+    let kiln = busybox();
+    // BuildKit runs `/bin/sh -c '["echo", "hello"]this is invalid'`,
+    // which fails with that text in the message.
+    let dir = context(
+        &kiln,
+        "run",
+        "FROM bb:1\nRUN [\"echo\", \"hello\"]this is invalid\n",
+        &[],
+    );
+    let stderr = build_fails(&kiln, &dir, &["-t", "json:1"]);
+    assert!(
+        stderr.contains(
+            "process \"/bin/sh -c [\\\"echo\\\", \\\"hello\\\"]this is invalid\" did not complete successfully: exit code: 127"
+        ),
+        "{stderr}"
+    );
+    let dir = context(
+        &kiln,
+        "entrypoint",
+        "FROM bb:1\nENTRYPOINT []random string\nCMD [\"a\", 1] x\n",
+        &[],
+    );
+    build_ok(&kiln, &dir, "json:2", &[]);
+    let config = config(&kiln, "json:2");
+    assert_eq!(
+        config["Entrypoint"],
+        serde_json::json!(["/bin/sh", "-c", "[]random string"])
+    );
+    assert_eq!(
+        config["Cmd"],
+        serde_json::json!(["/bin/sh", "-c", "[\"a\", 1] x"])
+    );
+}
+
+#[test]
 fn progress_names_show_expanded_values_and_mask_env_secrets() {
     let kiln = busybox();
     let secret = kiln.path("token");
@@ -146,5 +219,64 @@ fn progress_names_show_expanded_values_and_mask_env_secrets() {
     assert!(
         events.contains("\"name\":\"COPY file.txt /dst/\""),
         "{events}"
+    );
+}
+
+#[test]
+fn errors_use_buildkit_words_inside_kilns_context() {
+    let kiln = busybox();
+    let fails = |name: &str, dockerfile: &str, extra: &[&str]| {
+        let dir = context(&kiln, name, dockerfile, &[("present", "p\n")]);
+        build_fails(&kiln, &dir, extra)
+    };
+    // An unknown flag: BuildKit's words with the flag's dashes and the
+    // nearest flag of RUN, after kiln's location and before its caret.
+    let stderr = fails(
+        "flag",
+        "FROM bb:1\nRUN --mont=target=/mytmp,type=tmpfs /bin/true\n",
+        &[],
+    );
+    assert!(
+        stderr.contains(
+            "Dockerfile:2:5: unknown flag: --mont (did you mean mount?)\n  |\n2 | RUN --mont="
+        ),
+        "{stderr}"
+    );
+    // A --target that names no stage.
+    let stderr = fails(
+        "target",
+        "FROM bb:1 AS build\nFROM bb:1 AS runtime\n",
+        &["--target", "bulid"],
+    );
+    assert!(
+        stderr.contains("target stage \"bulid\" could not be found (did you mean build?)"),
+        "{stderr}"
+    );
+    // A variable in COPY --from: COPY's message, not RUN --mount's.
+    let stderr = fails(
+        "from",
+        "ARG STAGE=build\nFROM bb:1 AS build\nFROM bb:1\nCOPY --from=${STAGE} /a /a\n",
+        &[],
+    );
+    assert!(
+        stderr.contains(
+            "Dockerfile:4:13: variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("define alias stage"), "{stderr}");
+    // A required secret that was not given.
+    let stderr = fails(
+        "secret",
+        "FROM bb:1\nRUN --mount=type=secret,id=mysecret,required true\n",
+        &[],
+    );
+    assert!(stderr.contains("secret mysecret: not found"), "{stderr}");
+    // A missing COPY source: its absolute path, quoted, and what the
+    // context has nearby.
+    let stderr = fails("source", "FROM bb:1\nCOPY ./sub/../nosuch /x\n", &[]);
+    assert!(
+        stderr.contains("\"/nosuch\": not found (the context has: Dockerfile, present)"),
+        "{stderr}"
     );
 }
