@@ -989,7 +989,7 @@ fn bad_input_is_named() {
     );
     let stderr = build_fails(&kiln, &dir, &[]);
     assert!(
-        stderr.contains("COPY source not found: \"src/nope.txt\""),
+        stderr.contains("COPY source \"/src/nope.txt\": not found"),
         "{stderr}"
     );
     assert!(
@@ -1188,7 +1188,7 @@ fn secret_mounts_reach_the_run_and_nothing_else() {
     // Bad input names what is wrong.
     let err = build_fails(&kiln, &by_env, &[]);
     assert!(
-        err.contains("secret \"API_KEY\" is required by RUN --mount=type=secret but was not given"),
+        err.contains("secret API_KEY: not found (RUN --mount=type=secret,required needs it"),
         "{err}"
     );
     let err = build_fails(

@@ -614,7 +614,7 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
             stage: display.clone(),
             index: position,
             total,
-            name: step_name(step),
+            name: step_name(step, plan.escape, &state),
         });
         let started = Instant::now();
         let ctx = StepContext {
@@ -653,22 +653,15 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
     Ok(state)
 }
 
-/// What a step is called in progress output (`RUN echo hi`).
-fn step_name(step: &Step) -> String {
-    let code = step.code.trim();
-    let mut parts = code.splitn(2, char::is_whitespace);
-    let keyword = parts.next().unwrap_or("").to_ascii_uppercase();
-    let rest = parts.next().unwrap_or("").trim_start();
-    // Continuation lines show as one line.
-    let rest: String = rest
-        .lines()
-        .map(|l| l.trim_end_matches('\\').trim())
-        .collect::<Vec<_>>()
-        .join(" ");
+/// What a step is called in progress output: BuildKit's name for it, with
+/// the variables the step runs with expanded, after `ONBUILD ` for a
+/// trigger of the base, as BuildKit's `prefixCommand` shows it.
+fn step_name(step: &Step, escape: char, state: &StageState) -> String {
+    let name = step.name(escape, state.run_env.as_slice());
     if step.onbuild {
-        format!("ONBUILD {keyword} {rest}")
+        format!("ONBUILD {name}")
     } else {
-        format!("{keyword} {rest}")
+        name
     }
 }
 

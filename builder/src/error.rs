@@ -30,8 +30,14 @@ pub enum BuildError {
         /// What is wrong with it.
         source: DockerignoreError,
     },
-    /// A COPY/ADD source pattern matched nothing in the context.
-    #[error("COPY source not found: {pattern:?} ({})", describe_nearby(nearby))]
+    /// A COPY/ADD source pattern matched nothing in the context. The
+    /// message holds BuildKit's words: the source as an absolute path in
+    /// its root, quoted, then `: not found`.
+    #[error(
+        "COPY source {}: not found ({})",
+        source_path(pattern),
+        describe_nearby(nearby)
+    )]
     SourceNotFound {
         /// The source pattern as given.
         pattern: String,
@@ -55,7 +61,11 @@ pub enum BuildError {
         source: io::Error,
     },
     /// ADD's source pattern matched nothing in the context.
-    #[error("ADD source not found: {pattern:?} ({})", describe_nearby(nearby))]
+    #[error(
+        "ADD source {}: not found ({})",
+        source_path(pattern),
+        describe_nearby(nearby)
+    )]
     AddSourceNotFound {
         /// The source pattern as given.
         pattern: String,
@@ -103,9 +113,10 @@ pub enum BuildError {
     /// A `RUN --mount` kiln cannot provide.
     #[error("{0}")]
     UnsupportedMount(String),
-    /// A `RUN --mount=type=secret,required` whose secret was not given.
+    /// A `RUN --mount=type=secret,required` whose secret was not given
+    /// (BuildKit's `secret ID: not found`, then how to give it).
     #[error(
-        "secret {id:?} is required by RUN --mount=type=secret but was not given (pass --secret id={id},src=FILE)"
+        "secret {id}: not found (RUN --mount=type=secret,required needs it: pass --secret id={id},src=FILE or id={id},env=VAR)"
     )]
     SecretNotFound {
         /// The secret's id.
@@ -229,6 +240,12 @@ fn output_tail(output: &str) -> String {
         let lines: Vec<String> = output.lines().map(|l| format!("  > {l}")).collect();
         format!("\nlast lines of output:\n{}", lines.join("\n"))
     }
+}
+
+/// A source as BuildKit names it in `"/path": not found`: cleaned as an
+/// absolute path of its root (Go's `%q`).
+fn source_path(pattern: &str) -> String {
+    kiln_parser::golang::quote(&kiln_rootfs::path::absolute(pattern))
 }
 
 fn describe_nearby(nearby: &[String]) -> String {

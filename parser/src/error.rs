@@ -291,29 +291,32 @@ pub enum ErrorKind {
         /// COPY or ADD.
         instruction: &'static str,
     },
-    /// A flag the instruction does not have.
-    #[error("unknown flag: {name}")]
+    /// A flag the instruction does not have (BuildKit names it with its
+    /// dashes and suggests the nearest flag of the instruction).
+    #[error("unknown flag: {flag}{}", crate::suggest::did_you_mean(suggestion.as_deref()))]
     UnknownFlag {
-        /// The flag without `--`.
-        name: String,
+        /// The flag as written, `--` included, without `=value`.
+        flag: String,
+        /// The nearest flag the instruction has, without `--`.
+        suggestion: Option<String>,
     },
     /// A flag given twice.
-    #[error("duplicate flag specified: {name}")]
+    #[error("duplicate flag specified: {flag}")]
     DuplicateFlag {
-        /// The flag without `--`.
-        name: String,
+        /// The flag, `--` included.
+        flag: String,
     },
     /// `--from` with no `=value`.
-    #[error("missing a value on flag: {name}")]
+    #[error("missing a value on flag: {flag}")]
     MissingFlagValue {
-        /// The flag without `--`.
-        name: String,
+        /// The flag, `--` included.
+        flag: String,
     },
     /// `--link=maybe`.
-    #[error("expecting boolean value for flag {name}, not: {value}")]
+    #[error("expecting boolean value for flag {flag}, not: {value}")]
     InvalidBool {
-        /// The flag without `--`.
-        name: String,
+        /// The flag, `--` included.
+        flag: String,
         /// The value given.
         value: String,
     },
@@ -358,10 +361,12 @@ pub enum ErrorKind {
         message: String,
     },
     /// `--target` names no stage.
-    #[error("target stage {name:?} could not be found")]
+    #[error("target stage {} could not be found{}", crate::golang::quote(name), crate::suggest::did_you_mean(suggestion.as_deref()))]
     TargetNotFound {
         /// The name given.
         name: String,
+        /// The nearest stage name.
+        suggestion: Option<String>,
     },
     /// Two stages with one name (BuildKit's `DuplicateStageName` check).
     #[error("Duplicate stage name {name:?}, stage names should be unique")]
@@ -401,8 +406,11 @@ pub enum ErrorKind {
         /// The mount target.
         target: String,
     },
-    /// `--from=$x`.
-    #[error("'from' doesn't support variable expansion, define alias stage instead")]
+    /// `COPY --from=$x` (BuildKit's COPY wording; `RUN --mount=from=$x`
+    /// has its own, in `mount`).
+    #[error(
+        "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround"
+    )]
     FromVariable,
 }
 

@@ -152,6 +152,26 @@ pub(crate) fn to_upper(s: &str) -> String {
         .collect()
 }
 
+/// Go's `strings.EqualFold`: equal under simple Unicode case folding
+/// (`ſ` matches `s`, the Kelvin sign `k`), per character.
+pub(crate) fn equal_fold(a: &str, b: &str) -> bool {
+    let single = |mut it: std::char::ToLowercase| match (it.next(), it.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
+    };
+    let single_upper = |mut it: std::char::ToUppercase| match (it.next(), it.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
+    };
+    let fold = |x: char, y: char| {
+        x == y
+            || single(x.to_lowercase()).is_some_and(|l| Some(l) == single(y.to_lowercase()))
+            || single_upper(x.to_uppercase())
+                .is_some_and(|u| Some(u) == single_upper(y.to_uppercase()))
+    };
+    a.chars().count() == b.chars().count() && a.chars().zip(b.chars()).all(|(x, y)| fold(x, y))
+}
+
 /// Go's `path.Clean` (and `filepath.Clean` on Unix), byte by byte as Go
 /// does it.
 pub(crate) fn path_clean(path: &str) -> String {
@@ -274,6 +294,11 @@ mod tests {
         assert_eq!(to_lower("ABC"), "abc");
         assert_eq!(parse_bool("True"), Some(true));
         assert_eq!(parse_bool("yes"), None);
+        assert!(equal_fold("http_proxy", "HTTP_PROXY"));
+        assert!(equal_fold("HTTPS_PROXY", "http\u{17f}_proxy"));
+        assert!(equal_fold("k", "\u{212a}"));
+        assert!(!equal_fold("NO_PROXY", "NO_PROX"));
+        assert!(!equal_fold("a", "b"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod mount;
 pub mod plan;
 pub mod shell;
 mod source;
+mod suggest;
 #[cfg(test)]
 mod testing;
 pub mod values;

@@ -286,7 +286,7 @@ pub enum MountError<E> {
         error: E,
     },
     /// `type=` names no mount type.
-    #[error("unsupported mount type {}{}", crate::golang::quote(value), did_you_mean(*suggestion))]
+    #[error("unsupported mount type {}{}", crate::golang::quote(value), crate::suggest::did_you_mean(*suggestion))]
     UnsupportedType {
         /// The value, expanded.
         value: String,
@@ -306,7 +306,7 @@ pub enum MountError<E> {
         span: Span,
     },
     /// `sharing=` names no sharing mode.
-    #[error("unsupported sharing value {}{}", crate::golang::quote(value), did_you_mean(*suggestion))]
+    #[error("unsupported sharing value {}{}", crate::golang::quote(value), crate::suggest::did_you_mean(*suggestion))]
     UnsupportedSharing {
         /// The value, expanded.
         value: String,
@@ -326,7 +326,7 @@ pub enum MountError<E> {
         span: Span,
     },
     /// A key `BuildKit` does not know.
-    #[error("unexpected key '{key}' in '{field}'{}", did_you_mean(*suggestion))]
+    #[error("unexpected key '{key}' in '{field}'{}", crate::suggest::did_you_mean(*suggestion))]
     UnknownKey {
         /// The key, lowercased.
         key: String,
@@ -959,58 +959,11 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-fn did_you_mean(suggestion: Option<&str>) -> String {
-    suggestion.map_or_else(String::new, |s| format!(" (did you mean {s}?)"))
-}
-
-/// `BuildKit`'s `suggest.WrapError` (case-sensitive): the first option whose
-/// Levenshtein distance is below 3 and smaller than any earlier one, unless
-/// `val` equals an option. Where Go iterates a map (mount types, sharing
-/// modes) its order is random; ties then go to the earlier option here.
+/// BuildKit's `suggest.WrapError` (case-sensitive) over `options` in the
+/// order given: where Go iterates a map (mount types, sharing modes) its
+/// order is random, and ties then go to the earlier option here.
 fn suggest<const N: usize>(val: &str, options: [&'static str; N]) -> Option<&'static str> {
-    let mut best = None;
-    let mut min = 3;
-    // A string more than two characters longer than every option is at
-    // distance 3 or more from all of them; bound the work on huge input.
-    let len = val.chars().take(32).count();
-    for opt in options {
-        if val == opt {
-            return None;
-        }
-        if len > opt.len() + 2 {
-            continue;
-        }
-        let d = levenshtein(val, opt);
-        if d < min {
-            min = d;
-            best = Some(opt);
-        }
-    }
-    best
-}
-
-/// Character-level edit distance with unit costs.
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = i;
-        let mut left = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let up = row.get(j + 1).copied().unwrap_or(usize::MAX);
-            let cost = diag + usize::from(ca != *cb);
-            let cur = cost.min(up.saturating_add(1)).min(left + 1);
-            diag = up;
-            if let Some(slot) = row.get_mut(j + 1) {
-                *slot = cur;
-            }
-            left = cur;
-        }
-        if let Some(first) = row.first_mut() {
-            *first = i + 1;
-        }
-    }
-    row.last().copied().unwrap_or(0)
+    crate::suggest::nearest(val, options, crate::suggest::Order::Listed)
 }
 
 /// `go-units`' `RAMInBytes` (binary multipliers), as `BuildKit` parses `size=`.
@@ -2329,10 +2282,6 @@ mod tests {
     #[test]
     fn go_helpers() {
         assert_eq!(crate::golang::to_lower("AbC\u{130}\u{212a}Σ"), "abcikσ");
-        assert_eq!(levenshtein("", "abc"), 3);
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
-        assert_eq!(levenshtein("tmp", "tmpfs"), 2);
-        assert_eq!(levenshtein("ü", "u"), 1);
         assert_eq!(suggest("bind", MountType::ALL.map(MountType::as_str)), None);
         assert_eq!(suggest(&"x".repeat(100_000), ALL_KEYS), None);
         for (input, want) in [

@@ -181,7 +181,7 @@ fn dotdot_and_leading_slash_are_clamped_at_the_root() {
     let err = err_text(&ctx, &["../../../secret"]);
     assert_eq!(
         err,
-        "COPY source not found: \"../../../secret\" (the context has: etc/)"
+        "COPY source \"/secret\": not found (the context has: etc/)"
     );
 }
 
@@ -244,7 +244,7 @@ fn escaping_symlink_never_reads_outside() {
     fs::remove_dir_all(a.join("x")).unwrap();
     assert_eq!(
         err_text(&ctx_a, &["link/secret"]),
-        "COPY source not found: \"link/secret\" (the context has: link)"
+        "COPY source \"/link/secret\": not found (the context has: link)"
     );
 }
 
@@ -280,13 +280,13 @@ fn dockerignore_hides_files_and_reinclude_works() {
     );
     assert_eq!(
         err_text(&ctx, &["a.log"]),
-        "COPY source not found: \"a.log\" (the context has: b.txt, build/)"
+        "COPY source \"/a.log\": not found (the context has: b.txt, build/)"
     );
     assert_eq!(
         err_text(&ctx, &["build/x"]),
-        "COPY source not found: \"build/x\" (the context has: build/keep.txt)"
+        "COPY source \"/build/x\": not found (the context has: build/keep.txt)"
     );
-    assert!(err_text(&ctx, &["tmp"]).starts_with("COPY source not found: \"tmp\""));
+    assert!(err_text(&ctx, &["tmp"]).starts_with("COPY source \"/tmp\": not found"));
     // The directory digests as if only the re-included file were there.
     let (_t2, _r2, only) = ctx_with(&[("b.txt", "b"), ("build/keep.txt", "k")], &[]);
     assert_eq!(digest_of(&ctx, &["build"]), digest_of(&only, &["build"]));
@@ -321,11 +321,11 @@ fn not_found_lists_the_closest_directory() {
     tree(&root, &[(".git/HEAD", "ref")]);
     assert_eq!(
         err_text(&ctx, &["nope"]),
-        "COPY source not found: \"nope\" (the context has: a.txt, b.txt, c.md, dir/)"
+        "COPY source \"/nope\": not found (the context has: a.txt, b.txt, c.md, dir/)"
     );
     assert_eq!(
         err_text(&ctx, &["dir/sub/nope/deeper"]),
-        "COPY source not found: \"dir/sub/nope/deeper\" (the context has: dir/sub/y)"
+        "COPY source \"/dir/sub/nope/deeper\": not found (the context has: dir/sub/y)"
     );
     // An empty wildcard is no error (BuildKit's AllowEmptyWildcard).
     assert!(
@@ -334,19 +334,19 @@ fn not_found_lists_the_closest_directory() {
             .is_empty()
     );
     // A later pattern failing is reported even after earlier ones matched.
-    assert!(err_text(&ctx, &["a.txt", "/nope"]).starts_with("COPY source not found: \"/nope\""));
+    assert!(err_text(&ctx, &["a.txt", "/nope"]).starts_with("COPY source \"/nope\": not found"));
 
     let many: Vec<(String, &str)> = (0..12).map(|i| (format!("f{i:02}"), "")).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(n, c)| (n.as_str(), *c)).collect();
     let (_t2, _r2, big) = ctx_with(&many, &[]);
     assert_eq!(
         err_text(&big, &["nope"]),
-        "COPY source not found: \"nope\" (the context has: f00, f01, f02, f03, f04, f05, f06, f07, f08, f09, ...)"
+        "COPY source \"/nope\": not found (the context has: f00, f01, f02, f03, f04, f05, f06, f07, f08, f09, ...)"
     );
     let (_t3, _r3, empty) = ctx_with(&[], &[]);
     assert_eq!(
         err_text(&empty, &["nope"]),
-        "COPY source not found: \"nope\" (the context is empty there)"
+        "COPY source \"/nope\": not found (the context is empty there)"
     );
 }
 

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use kiln_parser::plan::{NetworkMode, SecurityMode, Step, StepKind};
 use kiln_runtime::{Limits, Mount, Network, RunSpec, Seccomp, Stream};
 
-use super::config::{history_for, run_command_string};
+use super::config::{history_for, run_command_string, set_run_env};
 use super::{BUILD_HOSTNAME, StageState, StepContext, cancel, is_cancelled, run_mounts};
 use crate::context::cache_key;
 use crate::error::BuildError;
@@ -115,6 +115,7 @@ pub(super) fn run_step(
         security,
         workdir,
         user,
+        ..
     } = &step.kind
     else {
         return Ok(false);
@@ -188,19 +189,15 @@ pub(super) fn run_step(
         });
     }
     let upper = ctx.temp_dir("upper-")?;
-    let mut env: Vec<String> = state
-        .run_env
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for (k, v) in &shared.plan.proxy_env {
-        env.push(format!("{k}={v}"));
+    // The proxy build args, then secrets as variables, go after the
+    // stage's variables and replace one of the same name where it stands,
+    // as BuildKit's executor appends them and containerd's `WithEnv`
+    // merges them. Neither is in the key, the config or the history.
+    let mut vars = state.run_env.clone();
+    for (k, v) in shared.plan.proxy_env.iter().chain(&secret_env) {
+        set_run_env(&mut vars, k, v);
     }
-    // Secrets as variables exist for this process only: not in the key,
-    // the config or the history.
-    for (k, v) in secret_env {
-        env.push(format!("{k}={v}"));
-    }
+    let env: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let spec = RunSpec {
         layers: state.lowers(),
         upper: upper.clone(),

@@ -1,13 +1,17 @@
 //! The JSON (exec) form of instruction arguments: `["a", "b"]`.
 //!
-//! BuildKit decodes the first JSON value with Go's `json.Decoder` and
-//! ignores anything after it, so `CMD ["a"] b` is the exec form `a`. A
-//! well-formed array holding anything but strings is an error; anything
-//! else that is not a JSON array falls back to the shell form. This module
-//! reproduces Go's decoder on that input: its string escapes (invalid
-//! surrogates become U+FFFD), its number grammar, and its nesting limit of
-//! 10000, checked without recursion so hostile input cannot overflow the
-//! stack.
+//! BuildKit's `parseJSON` hands the arguments (leading whitespace
+//! trimmed) to Go's `json.Unmarshal`, which accepts one JSON value and
+//! nothing after it but JSON whitespace (moby/buildkit#5107 replaced the
+//! `json.Decoder` that used to stop after the first value). So
+//! `RUN ["echo", "hi"]oops` and `ENTRYPOINT []x` are the shell form, text
+//! and all; a well-formed array holding anything but strings, alone on the
+//! line, is an error; anything else falls back to the shell form (Go checks
+//! the whole input's syntax before it decodes, so `["a", 1] x` is the shell
+//! form too). This module reproduces Go's decoder on that input: its
+//! string escapes (invalid surrogates become U+FFFD), its number grammar,
+//! and its nesting limit of 10000, checked without recursion so hostile
+//! input cannot overflow the stack.
 
 use nom::{
     IResult, Parser,
@@ -33,7 +37,7 @@ pub(crate) enum JsonArgs {
     NotJson,
 }
 
-/// Reads the first JSON value of `input` (after leading whitespace).
+/// Reads `input` (after leading whitespace) as one JSON array.
 pub(crate) fn parse_json_args(input: &str) -> JsonArgs {
     let start = input.len() - input.trim_start().len();
     let Some(body) = input.get(start..) else {
@@ -43,26 +47,28 @@ pub(crate) fn parse_json_args(input: &str) -> JsonArgs {
         return JsonArgs::NotJson;
     }
     match scan_array(body) {
-        Some(JsonArgs::Strings(items)) => JsonArgs::Strings(
+        // `json.Unmarshal`: only JSON whitespace may follow the value.
+        Some((_, rest)) if !skip_ws(rest).is_empty() => JsonArgs::NotJson,
+        Some((JsonArgs::Strings(items), _)) => JsonArgs::Strings(
             items
                 .into_iter()
                 .map(|(s, a, b)| (s, a + start, b + start))
                 .collect(),
         ),
-        Some(other) => other,
+        Some((other, _)) => other,
         None => JsonArgs::NotJson,
     }
 }
 
-/// Scans the array at the start of `input`; `None` when it is not valid
-/// JSON.
-fn scan_array(input: &str) -> Option<JsonArgs> {
+/// Scans the array at the start of `input` and returns it with what
+/// follows it; `None` when it is not valid JSON.
+fn scan_array(input: &str) -> Option<(JsonArgs, &str)> {
     let mut rest = input.get(1..)?;
     let mut items = Vec::new();
     let mut all_strings = true;
     rest = skip_ws(rest);
-    if rest.starts_with(']') {
-        return Some(JsonArgs::Strings(items));
+    if let Some(after) = rest.strip_prefix(']') {
+        return Some((JsonArgs::Strings(items), after));
     }
     loop {
         rest = skip_ws(rest);
@@ -79,17 +85,19 @@ fn scan_array(input: &str) -> Option<JsonArgs> {
         rest = skip_ws(rest);
         if let Some(after) = rest.strip_prefix(',') {
             rest = after;
-        } else if rest.starts_with(']') {
+        } else if let Some(after) = rest.strip_prefix(']') {
+            rest = after;
             break;
         } else {
             return None;
         }
     }
-    Some(if all_strings {
+    let args = if all_strings {
         JsonArgs::Strings(items)
     } else {
         JsonArgs::NotStrings
-    })
+    };
+    Some((args, rest))
 }
 
 /// JSON insignificant whitespace (space, tab, LF, CR only).
@@ -262,8 +270,8 @@ mod tests {
         // lone surrogates become U+FFFD, as in Go
         assert_eq!(strings(r#"["\ud800x"]"#), vec!["\u{fffd}x"]);
         assert_eq!(strings(r#"["\udc00"]"#), vec!["\u{fffd}"]);
-        // Go's decoder stops after the first value
-        assert_eq!(strings(r#"["a"] trailing"#), vec!["a"]);
+        // JSON whitespace may follow the array
+        assert_eq!(strings("[\"a\"] \t\r\n"), vec!["a"]);
     }
 
     #[test]
@@ -312,6 +320,18 @@ mod tests {
             r"[tru]",
             "[",
             r#"["a", 1"#,
+            // json.Unmarshal: nothing but whitespace after the value
+            r#"["echo", "hello"]this is invalid"#,
+            "[]random string",
+            r#"["a"] trailing"#,
+            r#"["a"] ["b"]"#,
+            "[]]",
+            // the syntax of the whole input is checked before decoding
+            r#"["a", 1] x"#,
+            "[[]]x",
+            // Go's isSpace is only space, tab, CR and LF
+            "[\"a\"]\u{a0}",
+            "[\"a\"]\u{b}",
         ] {
             assert_eq!(parse_json_args(input), JsonArgs::NotJson, "{input:?}");
         }

@@ -60,7 +60,9 @@ fn expected_list(specs: &[FlagSpec]) -> String {
     format!("one of {}", names.join(", "))
 }
 
-/// Checks `given` against `specs` (BuildKit's `BFlags.Parse`).
+/// Checks `given` against `specs` (BuildKit's `BFlags.Parse`). Messages
+/// name the flag as written, dashes included (`unknown flag: --mont (did
+/// you mean mount?)`), as current BuildKit does.
 pub(crate) fn parse_flags(given: &[Word], specs: &[FlagSpec]) -> Result<Flags, FlagError> {
     let mut flags = Flags::default();
     for word in given {
@@ -68,7 +70,8 @@ pub(crate) fn parse_flags(given: &[Word], specs: &[FlagSpec]) -> Result<Flags, F
             return Err((
                 word.span,
                 ErrorKind::UnknownFlag {
-                    name: word.value.clone(),
+                    flag: word.value.clone(),
+                    suggestion: None,
                 },
                 expected_list(specs),
             ));
@@ -80,11 +83,20 @@ pub(crate) fn parse_flags(given: &[Word], specs: &[FlagSpec]) -> Result<Flags, F
             Some((n, v)) => (n, Some(v)),
             None => (arg, None),
         };
+        // for messages only
+        let flag = || format!("--{name}");
         let Some(spec) = specs.iter().find(|s| s.name == name) else {
+            // BuildKit lists the flags from a map: see suggest::Order.
+            let suggestion = crate::suggest::nearest(
+                name,
+                specs.iter().map(|s| s.name),
+                crate::suggest::Order::Unordered,
+            );
             return Err((
                 word.span,
                 ErrorKind::UnknownFlag {
-                    name: name.to_owned(),
+                    flag: flag(),
+                    suggestion: suggestion.map(str::to_owned),
                 },
                 expected_list(specs),
             ));
@@ -92,9 +104,7 @@ pub(crate) fn parse_flags(given: &[Word], specs: &[FlagSpec]) -> Result<Flags, F
         if spec.kind != FlagKind::Strings && flags.string(spec.name).is_some() {
             return Err((
                 word.span,
-                ErrorKind::DuplicateFlag {
-                    name: name.to_owned(),
-                },
+                ErrorKind::DuplicateFlag { flag: flag() },
                 format!("--{name} at most once"),
             ));
         }
@@ -104,9 +114,7 @@ pub(crate) fn parse_flags(given: &[Word], specs: &[FlagSpec]) -> Result<Flags, F
             (FlagKind::Bool, Some("")) | (FlagKind::String | FlagKind::Strings, None) => {
                 return Err((
                     word.span,
-                    ErrorKind::MissingFlagValue {
-                        name: name.to_owned(),
-                    },
+                    ErrorKind::MissingFlagValue { flag: flag() },
                     format!("--{name}=<value>"),
                 ));
             }
@@ -116,7 +124,7 @@ pub(crate) fn parse_flags(given: &[Word], specs: &[FlagSpec]) -> Result<Flags, F
                     return Err((
                         value_span,
                         ErrorKind::InvalidBool {
-                            name: name.to_owned(),
+                            flag: flag(),
                             value: v.to_owned(),
                         },
                         "true or false".to_owned(),
@@ -196,16 +204,24 @@ mod tests {
     #[test]
     fn rejects_bad_flags_with_buildkit_wording() {
         let err = |v: &[&str]| parse_flags(&words(v), SPECS).unwrap_err().1.to_string();
-        assert_eq!(err(&["--chown=x"]), "unknown flag: chown");
+        assert_eq!(err(&["--chown=x"]), "unknown flag: --chown");
+        assert_eq!(
+            err(&["--frm=x"]),
+            "unknown flag: --frm (did you mean from?)"
+        );
+        assert_eq!(
+            err(&["--exclud"]),
+            "unknown flag: --exclud (did you mean exclude?)"
+        );
         assert_eq!(
             err(&["--from=a", "--from=b"]),
-            "duplicate flag specified: from"
+            "duplicate flag specified: --from"
         );
-        assert_eq!(err(&["--from"]), "missing a value on flag: from");
-        assert_eq!(err(&["--link="]), "missing a value on flag: link");
+        assert_eq!(err(&["--from"]), "missing a value on flag: --from");
+        assert_eq!(err(&["--link="]), "missing a value on flag: --link");
         assert_eq!(
             err(&["--link=yes"]),
-            "expecting boolean value for flag link, not: yes"
+            "expecting boolean value for flag --link, not: yes"
         );
         let (_, _, expected) = parse_flags(&words(&["--x"]), SPECS).unwrap_err();
         assert_eq!(expected, "one of --from, --link, --exclude");

@@ -169,6 +169,26 @@ impl Run {
         vec![full]
     }
 
+    /// When the command is a single heredoc, what BuildKit's progress
+    /// name adds after the instruction (`summarizeHeredoc`): the first line
+    /// of the trimmed body, with `...` when there are more.
+    pub fn heredoc_summary(&self) -> Option<String> {
+        let first = self.heredocs.first()?;
+        let args = self.command.strings();
+        let [only] = args.as_slice() else {
+            return None;
+        };
+        ast::parse_heredoc_marker(only).ok().flatten()?;
+        let body = first.content.trim().replace("\r\n", "\n");
+        let mut lines = body.split('\n');
+        let summary = lines.next().unwrap_or_default().to_owned();
+        Some(if lines.next().is_some() {
+            summary + "..."
+        } else {
+            summary
+        })
+    }
+
     /// When the command is a single heredoc starting with `#!`, the file
     /// to create (name, body, mode 0755) at `/dev/pipes/` and execute.
     pub fn script_file(&self) -> Option<(String, String)> {
@@ -454,55 +474,11 @@ pub fn parse_single_instruction(text: &str) -> Result<Instruction, Error> {
     parse_instruction(&df, node, &mut warnings)
 }
 
-/// Levenshtein distance over characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            let value = (previous[j] + cost)
-                .min(previous[j + 1] + 1)
-                .min(current[j] + 1);
-            current.push(value);
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
-
 /// BuildKit's suggestion for an unknown instruction: the nearest name at
-/// distance under 3, in the case the user wrote.
+/// distance under 3, in the case the user wrote (BuildKit looks through a
+/// map, so kiln breaks ties as `suggest::Order::Unordered` says).
 pub(crate) fn suggest_instruction(name: &str) -> Option<String> {
-    let lower = name.to_lowercase();
-    let common_prefix = |option: &str| {
-        lower
-            .chars()
-            .zip(option.chars())
-            .take_while(|(a, b)| a == b)
-            .count()
-    };
-    // BuildKit breaks ties in map order (random); kiln prefers the name
-    // sharing the longest prefix, then the alphabetically first.
-    let (option, _, _) = INSTRUCTION_NAMES
-        .iter()
-        .map(|option| {
-            (
-                *option,
-                edit_distance(&lower, option),
-                common_prefix(option),
-            )
-        })
-        .filter(|(_, distance, _)| *distance < 3)
-        .min_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))?;
-    // BuildKit's matchCase: all-upper input gets an upper suggestion,
-    // anything else the lowercase one.
-    Some(if name != lower && name == name.to_uppercase() {
-        option.to_uppercase()
-    } else {
-        option.to_owned()
-    })
+    crate::suggest::nearest_ignoring_case(name, INSTRUCTION_NAMES, crate::suggest::Order::Unordered)
 }
 
 /// Builds one typed instruction from its node.

@@ -398,22 +398,35 @@ fn errors_worded_as_buildkit() {
         ),
         (
             "FROM a\nCOPY --bogus=1 a b",
-            "Dockerfile:2:6: unknown flag: bogus",
+            "Dockerfile:2:6: unknown flag: --bogus",
         ),
-        ("FROM a\nENV --x=1 a=b", "Dockerfile:2:5: unknown flag: x"),
+        ("FROM a\nENV --x=1 a=b", "Dockerfile:2:5: unknown flag: --x"),
         (
             "FROM a\nCOPY --from a b",
-            "Dockerfile:2:6: missing a value on flag: from",
+            "Dockerfile:2:6: missing a value on flag: --from",
         ),
         (
             "FROM a\nCOPY --link=maybe a b",
-            "Dockerfile:2:13: expecting boolean value for flag link, not: maybe",
+            "Dockerfile:2:13: expecting boolean value for flag --link, not: maybe",
         ),
         (
             "FROM a\nCOPY --from=x --from=y a b",
-            "Dockerfile:2:15: duplicate flag specified: from",
+            "Dockerfile:2:15: duplicate flag specified: --from",
         ),
-        ("FROM --bogus=1 a", "Dockerfile:1:6: unknown flag: bogus"),
+        ("FROM --bogus=1 a", "Dockerfile:1:6: unknown flag: --bogus"),
+        // BuildKit's words and its suggestion among the instruction's flags
+        (
+            "FROM a\nRUN --mont=target=/mytmp,type=tmpfs /bin/true",
+            "Dockerfile:2:5: unknown flag: --mont (did you mean mount?)",
+        ),
+        (
+            "FROM a\nCOPY --chmd=755 a b",
+            "Dockerfile:2:6: unknown flag: --chmd (did you mean chmod?)",
+        ),
+        (
+            "FROM --platfrom=linux/amd64 a",
+            "Dockerfile:1:6: unknown flag: --platfrom (did you mean platform?)",
+        ),
         (
             "FROM a\nRUN --network=bridge x",
             "Dockerfile:2:15: invalid network mode \"bridge\"",
@@ -424,15 +437,15 @@ fn errors_worded_as_buildkit() {
         ),
         (
             "FROM a\nRUN --device=x y",
-            "Dockerfile:2:5: unknown flag: device",
+            "Dockerfile:2:5: unknown flag: --device",
         ),
         (
             "FROM a\nADD --from=x a b",
-            "Dockerfile:2:5: unknown flag: from",
+            "Dockerfile:2:5: unknown flag: --from",
         ),
         (
             "FROM a\nCOPY --checksum=x a b",
-            "Dockerfile:2:6: unknown flag: checksum",
+            "Dockerfile:2:6: unknown flag: --checksum",
         ),
     ];
     for (text, expected) in cases {
@@ -462,7 +475,7 @@ fn onbuild_triggers_that_fail_are_warnings() {
     assert_eq!(s.warnings.len(), 2);
     assert_eq!(s.warnings[0].rule, "InvalidOnbuildTrigger");
     assert!(
-        s.warnings[1].message.contains("unknown flag: bad"),
+        s.warnings[1].message.contains("unknown flag: --bad"),
         "{:?}",
         s.warnings
     );
@@ -476,7 +489,6 @@ fn suggestion_distance() {
         suggest_instruction("healtcheck"),
         Some("healthcheck".into())
     );
-    assert_eq!(edit_distance("kitten", "sitting"), 3);
 }
 
 #[test]

@@ -18,12 +18,13 @@ use crate::instructions::{
 };
 use crate::mount::{self, NetworkMode, SecurityMode};
 use crate::plan::graph::Base;
-use crate::shell::{Expansion, Lexer, ShellError};
+use crate::shell::{EnvLookup, Expansion, Lexer, ShellError};
 use crate::source::Span;
 use crate::values::{Platform, parse_chmod, parse_port_specs, parse_signal};
 
-/// The automatic platform ARGs of the global scope.
-pub(crate) const PLATFORM_ARGS: [&str; 8] = [
+/// The automatic ARGs of the global scope (BuildKit's `defaultArgs`): the
+/// platform ARGs and `TARGETSTAGE`.
+pub(crate) const PREDEFINED_ARGS: [&str; 9] = [
     "BUILDPLATFORM",
     "BUILDOS",
     "BUILDARCH",
@@ -32,15 +33,20 @@ pub(crate) const PLATFORM_ARGS: [&str; 8] = [
     "TARGETOS",
     "TARGETARCH",
     "TARGETVARIANT",
+    "TARGETSTAGE",
 ];
 
 /// ARGs that never become environment variables (BuildKit's `nonEnvArgs`).
 const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
 
-/// The predefined platform ARGs, overridable by build args.
+/// The predefined ARGs, each overridable by a build arg. Like every
+/// global ARG they reach a stage only through an `ARG NAME` there.
+/// `TARGETSTAGE` is the stage being built: `--target` as given, else the
+/// last stage's name, else `default` (moby/buildkit#5431).
 pub(crate) fn predefined_args(
     build: &Platform,
     target: &Platform,
+    target_stage: Option<&str>,
     build_args: &BTreeMap<String, String>,
 ) -> Environment {
     let values = [
@@ -52,13 +58,93 @@ pub(crate) fn predefined_args(
         target.os.clone(),
         target.architecture.clone(),
         target.variant.clone(),
+        target_stage.unwrap_or("default").to_owned(),
     ];
     let mut env = Environment::default();
-    for (key, value) in PLATFORM_ARGS.iter().zip(values) {
+    for (key, value) in PREDEFINED_ARGS.iter().zip(values) {
         let value = build_args.get(*key).cloned().unwrap_or(value);
         env.set(key, &value);
     }
     env
+}
+
+impl Step {
+    /// The name BuildKit gives the step's operation in progress output
+    /// (dockerfile2llb's `uppercaseCmd(processCmdEnv(...))` over the
+    /// instruction's text), given the variables the step runs with and
+    /// the Dockerfile's escape character:
+    /// - COPY, ADD and WORKDIR: the whole instruction expanded as one
+    ///   word, as their arguments are (quotes and escapes processed, unset
+    ///   variables empty);
+    /// - RUN: expanded with quotes kept and unset variables left as
+    ///   written (the command is the shell's to expand), the variable of
+    ///   every `env=` secret mount shown as `****`, and a command that is a
+    ///   single heredoc followed by ` (first line...)` of its body;
+    /// - anything else: as written.
+    ///
+    /// If the expansion fails the text stays as written. The first word
+    /// (the keyword) is upper-cased. Named when the step runs, not when it
+    /// is planned: only the steps that run pay for the expansion.
+    pub fn name<E: EnvLookup + ?Sized>(&self, escape: char, env: &E) -> String {
+        let code = &self.code;
+        let mut lexer = Lexer::new(escape);
+        let expanded = match &self.kind {
+            StepKind::Run {
+                mounts,
+                heredoc_summary,
+                ..
+            } => {
+                let text = match heredoc_summary {
+                    Some(summary) => format!("{code} ({summary})"),
+                    None => code.clone(),
+                };
+                lexer.raw_quotes = true;
+                lexer.skip_unset_env = true;
+                let secrets = mounts
+                    .iter()
+                    .filter(|m| m.mount.kind == mount::MountType::Secret)
+                    .filter_map(|m| m.mount.env.as_deref())
+                    .collect();
+                match lexer.process_word(&text, &SecretsMasked { env, secrets }) {
+                    Ok(e) => e.value,
+                    Err(_) => text,
+                }
+            }
+            StepKind::Copy(_) | StepKind::Add(_) | StepKind::Workdir { .. } => {
+                let env = SecretsMasked {
+                    env,
+                    secrets: Vec::new(),
+                };
+                lexer
+                    .process_word(code, &env)
+                    .map_or_else(|_| code.clone(), |e| e.value)
+            }
+            _ => code.clone(),
+        };
+        // Go's `strings.SplitN(str, " ", 2)`: only a space ends the keyword.
+        match expanded.split_once(' ') {
+            Some((keyword, rest)) => format!("{} {rest}", crate::golang::to_upper(keyword)),
+            None => crate::golang::to_upper(&expanded),
+        }
+    }
+}
+
+/// A step's environment in which the variables of `env=` secret mounts
+/// read `****` (BuildKit's `withSecretEnvMask`): the name shows that the
+/// value comes from a secret, whatever the stage holds under that name.
+struct SecretsMasked<'a, E: ?Sized> {
+    env: &'a E,
+    secrets: Vec<&'a str>,
+}
+
+impl<E: EnvLookup + ?Sized> EnvLookup for SecretsMasked<'_, E> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        if self.secrets.contains(&name) {
+            Some("****")
+        } else {
+            self.env.lookup(name)
+        }
+    }
 }
 
 /// Where in a word the lexer failed, as a span.
@@ -525,6 +611,7 @@ impl<'a> Planner<'a> {
                 StepKind::Run {
                     argv,
                     script: run.script_file(),
+                    heredoc_summary: run.heredoc_summary(),
                     mounts,
                     network: run.network.unwrap_or(NetworkMode::Default),
                     security: run.security.unwrap_or(SecurityMode::Sandbox),

@@ -10,7 +10,7 @@ use super::expand::expand_word;
 use crate::ast::{Dockerfile, Warning};
 use crate::error::{Error, ErrorKind};
 use crate::instructions::{Instruction, InstructionKind, Stage};
-use crate::shell::Lexer;
+use crate::shell::{Lexer, NoEnv};
 use crate::source::Span;
 use crate::values::{Platform, parse_normalized_named, parse_platform};
 
@@ -391,7 +391,15 @@ pub(crate) fn instruction_sources(
     match &instruction.kind {
         InstructionKind::Copy(copy) => {
             if let Some(from) = &copy.from {
-                if from.value.contains('$') {
+                // BuildKit expands the value with no variables at all and
+                // refuses it if that changes it (a `$` reference, quotes or
+                // escapes): the stage graph cannot depend on a stage's
+                // variables.
+                let lexer = Lexer::new(df.escape);
+                let unchanged = lexer
+                    .process_word(&from.value, &NoEnv)
+                    .is_ok_and(|e| e.value == from.value);
+                if !unchanged {
                     return Err(df.error(from.span, ErrorKind::FromVariable).expecting(
                         "a stage name, stage index or image reference without variables",
                     ));
@@ -440,11 +448,18 @@ pub(crate) fn find_target(
     }
     let names: Vec<&str> = stages.iter().filter_map(Stage::name).collect();
     let span = stages.first().map_or(Span::point(1, 1), |s| s.from.span);
+    // Stage names are matched ignoring case, so the suggestion is too.
+    let suggestion = crate::suggest::nearest_ignoring_case(
+        name,
+        names.iter().copied(),
+        crate::suggest::Order::Listed,
+    );
     Err(df
         .error(
             span,
             ErrorKind::TargetNotFound {
                 name: name.to_owned(),
+                suggestion,
             },
         )
         .expecting(if names.is_empty() {

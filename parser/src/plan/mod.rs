@@ -27,19 +27,45 @@ use crate::values::{Chmod, Platform};
 /// The PATH Docker sets when an image has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Build arguments Docker accepts without an ARG instruction.
-pub const PROXY_ARGS: [&str; 10] = [
+/// The proxy variables BuildKit hands every RUN from the build args
+/// (`proxyEnvFromBuildArgs`, `llb.WithProxy`), each under its upper- and
+/// lower-case name, without an ARG and outside the cache key and history.
+pub const PROXY_VARS: [&str; 5] = [
     "HTTP_PROXY",
-    "http_proxy",
     "HTTPS_PROXY",
-    "https_proxy",
     "FTP_PROXY",
-    "ftp_proxy",
     "NO_PROXY",
-    "no_proxy",
     "ALL_PROXY",
-    "all_proxy",
 ];
+
+/// Whether a build arg is one of [`PROXY_VARS`]: BuildKit matches the
+/// name in any case (Go's `strings.EqualFold`).
+pub fn is_proxy_arg(name: &str) -> bool {
+    PROXY_VARS
+        .iter()
+        .any(|p| crate::golang::equal_fold(p, name))
+}
+
+/// The RUN environment of the proxy build args, as BuildKit's executor
+/// adds it (`proxyEnvList`): for each of [`PROXY_VARS`] with a non-empty
+/// value, `NAME=v` then `name=v`, in that order. Where several spellings
+/// of one name are given (BuildKit reads them from a map, in random
+/// order), the last in byte order wins.
+fn proxy_env(build_args: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for var in PROXY_VARS {
+        let value = build_args
+            .iter()
+            .filter(|(k, _)| crate::golang::equal_fold(var, k))
+            .map(|(_, v)| v)
+            .next_back();
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            env.push((var.to_owned(), v.clone()));
+            env.push((var.to_ascii_lowercase(), v.clone()));
+        }
+    }
+    env
+}
 
 /// What the plan knows of an image used as a base or `--from` source.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -84,6 +110,8 @@ pub struct PlanOptions<'a> {
 pub struct Plan {
     /// The Dockerfile's display name.
     pub file: String,
+    /// The escape character (`# escape=`), for expanding step names.
+    pub escape: char,
     /// Global ARGs (before the first FROM) and predefined ARGs, with values.
     pub global_args: Vec<(String, String)>,
     /// Every stage; `needed` marks those the target needs.
@@ -97,9 +125,10 @@ pub struct Plan {
     pub external_images: Vec<String>,
     /// `--build-arg` names no ARG declares.
     pub unused_build_args: Vec<String>,
-    /// Proxy build args (`HTTP_PROXY`, `no_proxy`, ...): every RUN gets
-    /// them in its environment without an ARG, and they stay out of the
-    /// image history and cache keys, as in Docker.
+    /// What the proxy build args (`HTTP_PROXY`, `no_proxy`, ... in any
+    /// case) add to every RUN's environment: both spellings of each
+    /// name, after (and over) the stage's own variables. They stay out of
+    /// the image history and cache keys, as in BuildKit.
     pub proxy_env: Vec<(String, String)>,
     /// Warnings (undefined variables, empty continuation lines, ...).
     pub warnings: Vec<Warning>,
@@ -221,6 +250,10 @@ pub enum StepKind {
         argv: Vec<String>,
         /// A heredoc script to create at `/dev/pipes/<name>` first.
         script: Option<(String, String)>,
+        /// For a command that is a single heredoc, the first line of its
+        /// body (with `...` when there are more), which BuildKit's step
+        /// name shows.
+        heredoc_summary: Option<String>,
         /// Mounts.
         mounts: Vec<PlannedMount>,
         /// `--network`.
@@ -328,8 +361,18 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions<'_>) -> Result<Plan, Error> {
         .build_platform
         .clone()
         .unwrap_or_else(Platform::host);
-    let mut globals =
-        expand::predefined_args(&build_platform, &target_platform, &options.build_args);
+    // The name only: BuildKit checks that the target exists after the
+    // global ARGs and the FROM lines, whose errors come first.
+    let target_stage = options
+        .target
+        .as_deref()
+        .or_else(|| parsed.stages.last().and_then(Stage::name));
+    let mut globals = expand::predefined_args(
+        &build_platform,
+        &target_platform,
+        target_stage,
+        &options.build_args,
+    );
     let mut declared: BTreeSet<String> = BTreeSet::new();
     expand::meta_args(
         df,
@@ -357,14 +400,10 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions<'_>) -> Result<Plan, Error> {
         .cloned()
         .collect();
     let global_args = globals.vars().to_vec();
-    let proxy_env = options
-        .build_args
-        .iter()
-        .filter(|(k, _)| PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k)))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let proxy_env = proxy_env(&options.build_args);
     Ok(Plan {
         file: df.file.clone(),
+        escape: df.escape,
         global_args,
         stages,
         target,
@@ -376,10 +415,11 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions<'_>) -> Result<Plan, Error> {
     })
 }
 
-/// Build args that need no ARG: proxies, platforms, BuildKit's own.
+/// Build args that need no ARG: proxies (in any case), platforms,
+/// `TARGETSTAGE`, BuildKit's own.
 pub fn is_predefined_arg(name: &str) -> bool {
-    PROXY_ARGS.contains(&name)
-        || expand::PLATFORM_ARGS.contains(&name)
+    is_proxy_arg(name)
+        || expand::PREDEFINED_ARGS.contains(&name)
         || name.starts_with("BUILDKIT_")
         || name == "SOURCE_DATE_EPOCH"
 }

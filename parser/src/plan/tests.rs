@@ -104,14 +104,35 @@ ENV X=$W
     let p = plan_with(
         text,
         &options(
-            &[("NOPE", "1"), ("HTTP_PROXY", "x"), ("no_proxy", "y")],
+            &[
+                ("NOPE", "1"),
+                ("HTTP_PROXY", "x"),
+                ("no_proxy", "y"),
+                ("All_Proxy", "z"),
+                ("FTP_PROXY", ""),
+            ],
             None,
         ),
     );
     assert_eq!(p.unused_build_args, vec!["NOPE"]);
+    // both spellings of each name, in BuildKit's order; empty values none
     assert_eq!(
         p.proxy_env,
-        vec![pair("HTTP_PROXY", "x"), pair("no_proxy", "y")]
+        vec![
+            pair("HTTP_PROXY", "x"),
+            pair("http_proxy", "x"),
+            pair("NO_PROXY", "y"),
+            pair("no_proxy", "y"),
+            pair("ALL_PROXY", "z"),
+            pair("all_proxy", "z"),
+        ]
+    );
+    // Go's EqualFold: the long s folds to s
+    let p = plan_with(text, &options(&[("HTTP\u{17f}_PROXY", "s")], None));
+    assert!(p.unused_build_args.is_empty());
+    assert_eq!(
+        p.proxy_env,
+        vec![pair("HTTPS_PROXY", "s"), pair("https_proxy", "s")]
     );
 }
 
@@ -176,6 +197,37 @@ fn predefined_platform_args() {
     assert_eq!(globals["TARGETPLATFORM"], "linux/arm64");
     assert_eq!(globals["BUILDARCH"], "amd64");
     assert_eq!(globals["TARGETVARIANT"], "");
+}
+
+#[test]
+fn targetstage_is_the_stage_being_built() {
+    let text = "FROM a AS base\nENV BEFORE=x$TARGETSTAGE\nARG TARGETSTAGE\nENV AFTER=$TARGETSTAGE\nFROM base AS foo\nFROM base\n";
+    let value = |p: &Plan| {
+        let base = &p.stages[0].steps;
+        (env_pairs(&base[0]), env_pairs(&base[2]))
+    };
+    // the last stage is unnamed: `default`; only after `ARG TARGETSTAGE`
+    assert_eq!(
+        value(&plan_of(text)),
+        (vec![pair("BEFORE", "x")], vec![pair("AFTER", "default")])
+    );
+    // --target as given
+    let p = plan_with(text, &options(&[], Some("Foo")));
+    assert_eq!(value(&p).1, vec![pair("AFTER", "Foo")]);
+    // the last stage's name
+    let named = format!("{text}FROM base AS final\n");
+    assert_eq!(value(&plan_of(&named)).1, vec![pair("AFTER", "final")]);
+    // a global ARG: FROM sees it; a build arg overrides it
+    let p = plan_of("FROM img:$TARGETSTAGE AS x\n");
+    assert_eq!(
+        p.stages[0].base,
+        Base::Image {
+            reference: "docker.io/library/img:x".into()
+        }
+    );
+    let p = plan_with(text, &options(&[("TARGETSTAGE", "mine")], None));
+    assert_eq!(value(&p).1, vec![pair("AFTER", "mine")]);
+    assert!(p.unused_build_args.is_empty());
 }
 
 #[test]
@@ -273,10 +325,17 @@ fn graph_errors() {
         error("FROM a AS x\nFROM b AS X\n"),
         "Dockerfile:2:11: Duplicate stage name \"x\", stage names should be unique"
     );
+    // COPY gets BuildKit's COPY message, RUN --mount its own
+    let copy_from = "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround";
     assert_eq!(
         error("ARG S=a\nFROM a\nCOPY --from=$S x y\n"),
-        "Dockerfile:3:13: 'from' doesn't support variable expansion, define alias stage instead"
+        format!("Dockerfile:3:13: {copy_from}")
     );
+    assert_eq!(
+        error("FROM a AS b\nFROM a\nCOPY --from=b${NOPE} x y\n"),
+        format!("Dockerfile:3:13: {copy_from}")
+    );
+
     assert_eq!(
         error("FROM a\nRUN --mount=from=${S},target=/x true\n"),
         "Dockerfile:2:13: 'from' doesn't support variable expansion, define alias stage instead"
@@ -287,6 +346,16 @@ fn graph_errors() {
             &options(&[], Some("three"))
         ),
         "Dockerfile:1:1: target stage \"three\" could not be found"
+    );
+    // the nearest stage name, matched ignoring case as --target is
+    let text = "FROM a AS build\nFROM b AS runtime\n";
+    assert_eq!(
+        error_with(text, &options(&[], Some("bulid"))),
+        "Dockerfile:1:1: target stage \"bulid\" could not be found (did you mean build?)"
+    );
+    assert_eq!(
+        error_with(text, &options(&[], Some("RUNTIM"))),
+        "Dockerfile:1:1: target stage \"RUNTIM\" could not be found (did you mean RUNTIME?)"
     );
     assert_eq!(
         error("ARG A=1\nARG B=2\n"),
@@ -477,6 +546,67 @@ fn run_commands_use_the_shell_and_heredocs() {
         .collect();
     let sh = vec!["/bin/sh".to_owned(), "-c".to_owned(), String::new()];
     assert_eq!(argvs, vec![sh.clone(), sh, vec![], vec![]]);
+}
+
+#[test]
+fn json_followed_by_text_is_the_shell_form() {
+    // json.Unmarshal takes nothing after the array but whitespace
+    let p = plan_of(
+        "FROM a\nRUN [\"echo\", \"hello\"]this is invalid\nENTRYPOINT []random string\nCMD [\"a\", 1] x\nVOLUME [\"/v\"] /w\nRUN [\"true\"] \t\n",
+    );
+    let argv = |i: usize| match &steps(&p)[i].kind {
+        StepKind::Run { argv, .. } | StepKind::Cmd { argv } | StepKind::Entrypoint { argv } => {
+            argv.clone()
+        }
+        StepKind::Volume { paths } => paths.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        argv(0),
+        vec!["/bin/sh", "-c", "[\"echo\", \"hello\"]this is invalid"]
+    );
+    assert_eq!(argv(1), vec!["/bin/sh", "-c", "[]random string"]);
+    // not an error: Go rejects the syntax of the whole input first
+    assert_eq!(argv(2), vec!["/bin/sh", "-c", "[\"a\", 1] x"]);
+    // words, then expanded (quotes removed) as every VOLUME path is
+    assert_eq!(argv(3), vec!["[/v]", "/w"]);
+    assert_eq!(argv(4), vec!["true"]);
+}
+
+#[test]
+fn step_names_expand_as_buildkit_names_its_operations() {
+    let p = plan_of(
+        "FROM a\nARG SRC=src\nENV DIR=/dst TOKEN=visible\nCOPY $SRC \"$DIR/x\"\nadd --chown=$NOPE ${SRC}.tar /\nWORKDIR $DIR/w\nRUN --mount=type=secret,id=tok,env=TOKEN echo \"$SRC\" $NOPE ${NOPE} $TOKEN\nrun echo hi\nRUN <<EOF\necho $SRC\nmore\nEOF\nRUN <<EOF\n  one line  \nEOF\nENV X=$SRC\n",
+    );
+    // the variables the steps run with (the builder passes its own)
+    let env = Environment::from_strings(&["SRC=src", "DIR=/dst", "TOKEN=visible"]);
+    let names: Vec<String> = steps(&p).iter().map(|s| s.name('\\', &env)).collect();
+    assert_eq!(
+        names,
+        vec![
+            "ARG SRC=src",
+            "ENV DIR=/dst TOKEN=visible",
+            // COPY/ADD/WORKDIR: expanded as their arguments are
+            "COPY src /dst/x",
+            "ADD --chown= src.tar /",
+            "WORKDIR /dst/w",
+            // RUN: quotes kept, unset variables as written, env secrets masked
+            "RUN --mount=type=secret,id=tok,env=TOKEN echo \"src\" $NOPE ${NOPE} ****",
+            "RUN echo hi",
+            // a single heredoc: its first line, expanded too
+            "RUN <<EOF (echo src...)",
+            "RUN <<EOF (one line)",
+            // not an operation: as written
+            "ENV X=$SRC",
+        ]
+    );
+    // a failing expansion leaves the text as written
+    let p = plan_of("FROM a\nWORKDIR /w\nRUN echo ${X:?unset}\n");
+    assert_eq!(steps(&p)[1].name('\\', &env), "RUN echo ${X:?unset}");
+    // the escape character of the Dockerfile
+    let p = plan_of("# escape=`\nFROM a\nCOPY `$SRC $SRC\\x /\n");
+    assert_eq!(p.escape, '`');
+    assert_eq!(steps(&p)[0].name(p.escape, &env), "COPY $SRC src\\x /");
 }
 
 #[test]
