@@ -9,8 +9,10 @@
 //! descriptor that never follows the final component.
 //!
 //! `BuildKit` behaviour kept here:
-//! - missing destination parents are created with mode 0755, owned by the
-//!   `--chown` owner when given (fsutil's `MkdirAll`);
+//! - missing destination parents are created with mode 0755, or the
+//!   `--chmod` mode when it is octal (fsutil's `MkdirAll` with the copy's
+//!   `Mode`; a symbolic mode leaves them 0755, an archive's destination is
+//!   0755 whatever the mode), owned by the `--chown` owner when given;
 //! - a directory source's contents go into the destination, which keeps
 //!   its own metadata if it existed; directories below it get the source
 //!   directory's owner, mode and times, also when they already existed;
@@ -20,8 +22,9 @@
 //! - a file replaces a non-directory at its target; replacing a directory
 //!   with a file, or writing a directory over a non-directory, is an error
 //!   with fsutil's wording;
-//! - `--chmod` applies to every copied file and directory, not to created
-//!   parents; `--chown` to every copied entry and created parent.
+//! - `--chmod` applies to every copied file and directory (created parents
+//!   get an octal mode, above); `--chown` to every copied entry and created
+//!   parent.
 //!
 //! Hardlinks inside one source are copied as separate files (fsutil links
 //! them again); extended attributes are copied except `security.selinux`,
@@ -54,7 +57,8 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, symlinkat, unlinkat
 use crate::context::{BuildContext, Source};
 use crate::error::BuildError;
 
-/// Mode of destination parents created on the way.
+/// Mode of destination parents created on the way, without an octal
+/// `--chmod`.
 const PARENT_MODE: u32 = 0o755;
 /// Mode of COPY heredoc files.
 const INLINE_MODE: u32 = 0o644;
@@ -191,7 +195,7 @@ pub fn copy_sources_reusing(
     opts: &CopyOptions,
     reuse: &dyn Fn(&PlannedFile<'_>) -> bool,
 ) -> Result<(CopyStats, Vec<SkippedFile>), BuildError> {
-    let droot = DestRoot(root);
+    let droot = DestRoot::new(root, opts);
     let dest_comps = clean(dest);
     let dest_is_dir = dest_is_dir || dest.ends_with('/');
     let mut copier = Copier::new(opts);
@@ -217,7 +221,9 @@ pub fn copy_sources_reusing(
         if opts.unpack_archives && meta.is_file() {
             let archive = format!("/{}", source.path.trim_start_matches("./"));
             if let Some(kind) = sniff_archive(&src_abs)? {
-                let fd = droot.mkdir_all(&dest_comps, opts.owner)?;
+                // BuildKit's unpack makes the destination 0755 whatever
+                // --chmod says.
+                let fd = droot.mkdir_all_mode(&dest_comps, PARENT_MODE, opts.owner)?;
                 copier.unpack(&src_abs, kind, &fd, &archive, &display(&dest_comps))?;
                 continue;
             }
@@ -239,7 +245,7 @@ pub fn write_inline(
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<(), BuildError> {
-    let droot = DestRoot(root);
+    let droot = DestRoot::new(root, opts);
     let dest_comps = clean(dest);
     let dest_is_dir = dest.ends_with('/') || files.len() > 1;
     let copier = Copier::new(opts);
@@ -398,7 +404,7 @@ pub fn copy_file_to(
     dest_is_dir: bool,
     opts: &CopyOptions,
 ) -> Result<(), BuildError> {
-    let droot = DestRoot(root);
+    let droot = DestRoot::new(root, opts);
     let meta = fs::symlink_metadata(file).map_err(|e| BuildError::io(file, e))?;
     let dest_comps = clean(dest);
     let target = droot.file_target(&dest_comps, dest_is_dir || dest.ends_with('/'), name);
@@ -414,7 +420,11 @@ pub fn copy_file_to(
 /// or root), following symlinks on the way inside the root, as WORKDIR
 /// does.
 pub fn mkdir_all_in_root(root: &Root, path: &str, owner: Option<Owner>) -> Result<(), BuildError> {
-    DestRoot(root).mkdir_all(&clean(path), owner)?;
+    DestRoot {
+        root,
+        dir_mode: PARENT_MODE,
+    }
+    .mkdir_all(&clean(path), owner)?;
     Ok(())
 }
 
@@ -446,14 +456,30 @@ fn dest_err(op: &'static str, path: &str, e: impl Into<io::Error>) -> BuildError
     }
 }
 
-/// The container root every destination path is resolved in.
-struct DestRoot<'r>(&'r Root);
+/// The container root every destination path is resolved in, with the
+/// mode of the directories a copy creates on the way.
+struct DestRoot<'r> {
+    root: &'r Root,
+    dir_mode: u32,
+}
 
-impl DestRoot<'_> {
+impl<'r> DestRoot<'r> {
+    /// The destination of a copy with `opts`: fsutil's `Copy` creates
+    /// missing directories with the copy's octal mode (its `Mode`, which a
+    /// symbolic `--chmod` does not set) and 0755 without one; Go's
+    /// `os.FileMode` keeps only the permission bits of it.
+    fn new(root: &'r Root, opts: &CopyOptions) -> Self {
+        let dir_mode = match &opts.chmod {
+            Some(Chmod::Octal(bits)) => bits & 0o777,
+            _ => PARENT_MODE,
+        };
+        Self { root, dir_mode }
+    }
+
     /// Whether `comps` is an existing directory (following symlinks inside
     /// the root).
     fn is_dir(&self, comps: &[OsString]) -> bool {
-        self.0
+        self.root
             .open_at(
                 OsStr::from_bytes(&join_bytes(comps)),
                 OFlag::O_PATH | OFlag::O_DIRECTORY,
@@ -461,12 +487,23 @@ impl DestRoot<'_> {
             .is_ok()
     }
 
-    /// Resolves directory `comps`, creating missing components (mode 0755,
-    /// owned by `owner` or root): see [`Root::mkdir_all`].
+    /// Resolves directory `comps`, creating missing components (with the
+    /// copy's directory mode, owned by `owner` or root): see
+    /// [`Root::mkdir_all`].
     fn mkdir_all(&self, comps: &[OsString], owner: Option<Owner>) -> Result<OwnedFd, BuildError> {
+        self.mkdir_all_mode(comps, self.dir_mode, owner)
+    }
+
+    /// [`mkdir_all`](Self::mkdir_all) with the mode of created directories.
+    fn mkdir_all_mode(
+        &self,
+        comps: &[OsString],
+        mode: u32,
+        owner: Option<Owner>,
+    ) -> Result<OwnedFd, BuildError> {
         Ok(self
-            .0
-            .mkdir_all(OsStr::from_bytes(&join_bytes(comps)), PARENT_MODE, owner)?)
+            .root
+            .mkdir_all(OsStr::from_bytes(&join_bytes(comps)), mode, owner)?)
     }
 
     /// Where a file named `name` goes for destination `dest`.

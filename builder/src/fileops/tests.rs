@@ -229,13 +229,15 @@ fn chmod_octal_and_symbolic_apply_to_files_and_dirs() {
         chmod: parse_chmod("640").unwrap(),
         ..CopyOptions::default()
     };
+    fs::create_dir(e.root.join("o")).unwrap();
+    fs::set_permissions(e.root.join("o"), fs::Permissions::from_mode(0o711)).unwrap();
     copy(&e, &["d"], "/o/", false, &octal).unwrap();
     assert_eq!(mode(&e.root.join("o/f")), 0o640);
     assert_eq!(mode(&e.root.join("o/sub")), 0o640);
     assert_eq!(
         mode(&e.root.join("o")),
-        0o755,
-        "destination is not chmod-ed"
+        0o711,
+        "an existing destination keeps its mode"
     );
 
     let symbolic = CopyOptions {
@@ -245,6 +247,57 @@ fn chmod_octal_and_symbolic_apply_to_files_and_dirs() {
     copy(&e, &["d"], "/s/", false, &symbolic).unwrap();
     assert_eq!(mode(&e.root.join("s/f")), 0o644);
     assert_eq!(mode(&e.root.join("s/sub")), 0o755);
+}
+
+#[test]
+fn octal_chmod_is_the_mode_of_directories_the_copy_creates() {
+    // BuildKit's testCopyChmod: `COPY --chmod=777 foo /parent/foo` then
+    // `COPY --chmod=770 foo /parent/sub/foo` give /parent 0777 and
+    // /parent/sub 0770.
+    let e = env();
+    write(&e.ctx_dir.join("foo"), "x", 0o600);
+    write(&e.ctx_dir.join("d/f"), "y", 0o600);
+    let chmod = |m: &str| CopyOptions {
+        chmod: parse_chmod(m).unwrap(),
+        ..CopyOptions::default()
+    };
+    copy(&e, &["foo"], "/parent/foo", false, &chmod("777")).unwrap();
+    copy(&e, &["foo"], "/parent/sub/foo", false, &chmod("770")).unwrap();
+    assert_eq!(mode(&e.root.join("parent")), 0o777);
+    assert_eq!(mode(&e.root.join("parent/sub")), 0o770);
+    assert_eq!(mode(&e.root.join("parent/sub/foo")), 0o770);
+    // Special bits do not reach the directories (Go's os.FileMode of the
+    // octal value keeps the permission bits only).
+    copy(&e, &["foo"], "/sticky/dir/foo", false, &chmod("1777")).unwrap();
+    assert_eq!(mode(&e.root.join("sticky/dir")), 0o777);
+    assert_eq!(mode(&e.root.join("sticky/dir/foo")), 0o1777);
+    // A directory source's destination is created with the mode too.
+    copy(&e, &["d"], "/new/tree", false, &chmod("750")).unwrap();
+    assert_eq!(mode(&e.root.join("new")), 0o750);
+    assert_eq!(mode(&e.root.join("new/tree")), 0o750);
+    // A symbolic mode is not a Mode to fsutil: created directories are 0755.
+    copy(&e, &["foo"], "/sym/dir/foo", false, &chmod("u+x")).unwrap();
+    assert_eq!(mode(&e.root.join("sym/dir")), 0o755);
+    assert_eq!(mode(&e.root.join("sym/dir/foo")), 0o700);
+    // Heredoc files too (the frontend copies them with the same Mode).
+    write_inline(
+        &Root::open(&e.root).unwrap(),
+        &[("h".to_owned(), "h".to_owned())],
+        "/inline/dir/h",
+        &chmod("700"),
+    )
+    .unwrap();
+    assert_eq!(mode(&e.root.join("inline/dir")), 0o700);
+    // An archive's destination is 0755 whatever the mode (BuildKit's
+    // unpack), and so are the directories created above it.
+    let adding = CopyOptions {
+        unpack_archives: true,
+        ..chmod("700")
+    };
+    fs::write(e.ctx_dir.join("a.tar"), tar_bytes()).unwrap();
+    copy(&e, &["a.tar"], "/arch/x/", false, &adding).unwrap();
+    assert_eq!(mode(&e.root.join("arch/x")), 0o755);
+    assert_eq!(mode(&e.root.join("arch")), 0o755);
 }
 
 #[test]
