@@ -1,6 +1,6 @@
 //! COPY/ADD file semantics as BuildKit has them: `--parents` include
 //! patterns, destinations made when nothing is copied, the mode of
-//! directories a `--chmod` copy creates, sockets in the build context.
+//! directories a `--chmod` copy creates.
 //! Each test builds on a busybox base image made by the test and reads the
 //! image's files through `kiln run`; they need root (CI runs them as root).
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
@@ -8,6 +8,76 @@
 mod common;
 
 use common::build::{build_ok, busybox, context, sh};
+
+/// `--parents` turns the part after the pivot into a patternmatcher
+/// include pattern (BuildKit's `testCopyRelativeParents`), where `**` is
+/// any number of directories, none included. A plain source keeps Go's
+/// `filepath.Match` (fsutil's `ResolveWildcards`), where `**` is `*`.
+#[test]
+fn parents_double_star_spans_any_number_of_directories() {
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "ctx",
+        "FROM bb:1\n\
+         COPY --parents /a/b*/./c/**/bar /out/\n\
+         COPY --parents **/package.json /pkgs/\n\
+         COPY /a/b/c/**/bar /flat/\n",
+        &[
+            ("a/b/c/bar", "0\n"),
+            ("a/b/c/d/bar", "1\n"),
+            ("a/b/c/other", "x\n"),
+            ("a/b2/c/d/e/bar", "2\n"),
+            ("package.json", "root\n"),
+            ("x/package.json", "x\n"),
+            ("x/y/z/package.json", "z\n"),
+            ("x/y/other", "o\n"),
+        ],
+    );
+    build_ok(&kiln, &dir, "parents:1", &[]);
+    let out = sh(
+        &kiln,
+        "parents:1",
+        "cd /out && find . | sort && cat c/bar c/d/bar c/d/e/bar; \
+         cd /pkgs && find . | sort; ls /flat; cat /flat/bar",
+    );
+    assert_eq!(
+        out,
+        ".\n./c\n./c/bar\n./c/d\n./c/d/bar\n./c/d/e\n./c/d/e/bar\n0\n1\n2\n\
+         .\n./package.json\n./x\n./x/package.json\n./x/y\n./x/y/z\n./x/y/z/package.json\n\
+         bar\n1\n"
+    );
+}
+
+/// The destination exists when a copy of directory contents copies
+/// nothing: `--parents` wildcards matching nothing (BuildKit's
+/// `testCopyParentsMissingDirectory`) and `--exclude` of everything below
+/// the matched directories (`testExcludedFilesOnCopy`'s `ADD --exclude=*
+/// dir* /6`).
+#[test]
+fn destinations_exist_when_nothing_is_copied() {
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "ctx",
+        "FROM bb:1\n\
+         COPY --parents /a/b3*/c /none/\n\
+         COPY --parents /a/b/./c2* /after-pivot/\n\
+         ADD --exclude=* dir* /6\n",
+        &[
+            ("a/b/c/d/foo", "foo\n"),
+            ("dir1/file-101.png", "2\n"),
+            ("dir2/file-201.pdf", "6\n"),
+        ],
+    );
+    build_ok(&kiln, &dir, "empty:1", &[]);
+    let out = sh(
+        &kiln,
+        "empty:1",
+        "for d in /none /after-pivot /6; do test -d $d && echo \"$d $(ls -A $d | wc -l)\"; done",
+    );
+    assert_eq!(out, "/none 0\n/after-pivot 0\n/6 0\n");
+}
 
 /// Directories a COPY creates get an octal `--chmod` mode, existing ones
 /// keep theirs, a symbolic mode leaves them 0755 (BuildKit's

@@ -301,6 +301,91 @@ fn octal_chmod_is_the_mode_of_directories_the_copy_creates() {
 }
 
 #[test]
+fn parents_create_the_directories_on_the_way_with_their_source_metadata() {
+    let e = env();
+    write(&e.ctx_dir.join("foo1/foo2/bar"), "testing", 0o600);
+    write(&e.ctx_dir.join("foo1/foo2/baz"), "testing2", 0o600);
+    write(&e.ctx_dir.join("foo1/other"), "other", 0o600);
+    fs::set_permissions(e.ctx_dir.join("foo1"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(
+        e.ctx_dir.join("foo1/foo2"),
+        fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    let t = filetime::FileTime::from_unix_time(1_500_000_000, 0);
+    filetime::set_file_mtime(e.ctx_dir.join("foo1/foo2"), t).unwrap();
+    // BuildKit's testCopyParents.
+    copy_ex(
+        &e,
+        &["foo1/foo2/bar"],
+        &[],
+        true,
+        "/",
+        false,
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    copy_ex(
+        &e,
+        &["foo1/foo2/ba*"],
+        &[],
+        true,
+        "/test/",
+        false,
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read_to_string(e.root.join("foo1/foo2/bar")).unwrap(),
+        "testing"
+    );
+    assert!(!e.root.join("foo1/foo2/baz").exists());
+    assert!(!e.root.join("foo1/other").exists());
+    assert_eq!(
+        fs::read_to_string(e.root.join("test/foo1/foo2/baz")).unwrap(),
+        "testing2"
+    );
+    assert_eq!(mode(&e.root.join("foo1")), 0o700);
+    assert_eq!(mode(&e.root.join("test/foo1/foo2")), 0o750);
+    assert_eq!(
+        fs::metadata(e.root.join("test/foo1/foo2")).unwrap().mtime(),
+        1_500_000_000
+    );
+    // A wildcard matching nothing still makes the destination.
+    let stats = copy_ex(
+        &e,
+        &["nothing*/x"],
+        &[],
+        true,
+        "/empty/",
+        false,
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(stats, CopyStats::default());
+    assert_eq!(fs::read_dir(e.root.join("empty")).unwrap().count(), 0);
+}
+
+#[test]
+fn excluded_contents_leave_an_empty_destination() {
+    // BuildKit's testExcludedFilesOnCopy: `ADD --exclude=* dir* /6`.
+    let e = env();
+    write(&e.ctx_dir.join("dir1/a.png"), "a", 0o600);
+    write(&e.ctx_dir.join("dir2/b.pdf"), "b", 0o600);
+    copy_ex(
+        &e,
+        &["dir*"],
+        &["*"],
+        false,
+        "/6",
+        true,
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(fs::read_dir(e.root.join("6")).unwrap().count(), 0);
+}
+
+#[test]
 fn parents_keep_the_source_path() {
     let e = env();
     write(&e.ctx_dir.join("a/b/c.txt"), "c", 0o644);
