@@ -1,11 +1,15 @@
 //! COPY/ADD file semantics as BuildKit has them: `--parents` include
 //! patterns, destinations made when nothing is copied, the mode of
-//! directories a `--chmod` copy creates.
+//! directories a `--chmod` copy creates, sockets in the build context.
 //! Each test builds on a busybox base image made by the test and reads the
 //! image's files through `kiln run`; they need root (CI runs them as root).
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
 mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixListener;
 
 use common::build::{build_ok, busybox, context, sh};
 
@@ -107,4 +111,39 @@ fn octal_chmod_is_the_mode_of_created_directories() {
         "/parent 777\n/parent/sub 770\n/parent/sub/foo 770\n/existing 701\n/existing/new 777\n\
          /sym/dir 755\n"
     );
+}
+
+/// fsutil sends a socket's metadata and no content, and BuildKit writes it
+/// as an empty regular file: through COPY, as a single source, and in a
+/// bind mount of the context. A rebuild of the same context is cached.
+#[test]
+fn sockets_in_the_context_arrive_as_empty_files() {
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "ctx",
+        "FROM bb:1\n\
+         COPY . /ctx/\n\
+         COPY sock /single\n\
+         RUN --mount=type=bind,target=/m sh -c 'test -f /m/sock && ! test -s /m/sock && echo mounted-ok' > /mounted\n",
+        &[("dir/f", "f\n")],
+    );
+    for socket in ["sock", "dir/inner.sock"] {
+        drop(UnixListener::bind(dir.join(socket)).unwrap());
+        fs::set_permissions(dir.join(socket), fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    build_ok(&kiln, &dir, "sock:1", &[]);
+    let out = sh(
+        &kiln,
+        "sock:1",
+        "for f in /ctx/sock /ctx/dir/inner.sock /single; do \
+           test -f $f && ! test -S $f && echo \"$f $(stat -c '%s %a' $f)\"; done; cat /mounted",
+    );
+    assert_eq!(
+        out,
+        "/ctx/sock 0 640\n/ctx/dir/inner.sock 0 640\n/single 0 640\nmounted-ok\n"
+    );
+    let id = |tag: &str| kiln.ok(&["inspect", "-f", "{{.Id}}", tag]);
+    let stderr = build_ok(&kiln, &dir, "sock:2", &[]);
+    assert_eq!(id("sock:2"), id("sock:1"), "{stderr}");
 }

@@ -6,7 +6,8 @@
 //! relative to the context root, `..` and a leading `/` cannot leave it, and
 //! symlinks are resolved as if the context were `/`. Files that the
 //! `.dockerignore` excludes are treated as absent, as they are never sent to
-//! `BuildKit`.
+//! `BuildKit`; Unix sockets are empty regular files, as fsutil's sender
+//! sends them (see [`BuildContext::open`]).
 
 #[cfg(test)]
 mod tests;
@@ -14,7 +15,7 @@ mod tests;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,6 +36,13 @@ pub struct BuildContext {
     /// The directory as a root for resolving source paths.
     dir: Arc<kiln_rootfs::Root>,
     ignore: PatternMatcher,
+    /// The client's build context, whose sockets arrive as empty regular
+    /// files (fsutil sends a socket's stat and no data; the receiver
+    /// creates every type it does not know as a regular file). In a
+    /// stage's filesystem ([`BuildContext::open_stage`]) sockets are left
+    /// out: fsutil's copier makes them sockets again, and no layer can
+    /// hold one.
+    sockets_as_files: bool,
 }
 
 /// What a source is on disk (after following symlinks for the source
@@ -47,7 +55,8 @@ pub enum FileType {
     Dir,
     /// A symbolic link.
     Symlink,
-    /// A FIFO, socket or device node.
+    /// A FIFO or device node (or a socket in a stage's filesystem: in the
+    /// build context a socket is a [`File`](Self::File)).
     Other,
 }
 
@@ -187,10 +196,27 @@ pub(crate) struct Entry {
 }
 
 impl BuildContext {
-    /// Opens a context directory with the given `.dockerignore` patterns
-    /// (already read from the file, as [`kiln_parser::dockerignore::parse_ignore_file`]
-    /// returns them).
+    /// Opens the client's build context directory with the given
+    /// `.dockerignore` patterns (already read from the file, as
+    /// [`kiln_parser::dockerignore::parse_ignore_file`] returns them).
+    /// Its sockets read as empty regular files with the socket's mode and
+    /// times, as fsutil's sender transfers them to `BuildKit`.
     pub fn open(dir: &Path, ignore_patterns: &[String]) -> Result<Self, BuildError> {
+        Self::open_with(dir, ignore_patterns, true)
+    }
+
+    /// Opens a stage's or image's filesystem (mounted at `dir`) as `COPY
+    /// --from` reads it: nothing is ignored, and sockets are left out,
+    /// since `BuildKit` copies them as sockets and no layer holds one.
+    pub fn open_stage(dir: &Path) -> Result<Self, BuildError> {
+        Self::open_with(dir, &[], false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        ignore_patterns: &[String],
+        sockets_as_files: bool,
+    ) -> Result<Self, BuildError> {
         let meta = match fs::metadata(dir) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -211,7 +237,24 @@ impl BuildContext {
             root: dir.to_owned(),
             dir: Arc::new(root),
             ignore,
+            sockets_as_files,
         })
+    }
+
+    /// What a file with this `lstat` is as a source: a socket is a regular
+    /// file in the client's context (see [`open`](Self::open)).
+    fn kind(&self, meta: &Metadata) -> FileType {
+        if self.sockets_as_files && meta.file_type().is_socket() {
+            FileType::File
+        } else {
+            FileType::of(meta)
+        }
+    }
+
+    /// Whether sockets are copied as empty regular files (the client's
+    /// context) rather than left out (a stage's filesystem).
+    pub(crate) fn sockets_as_files(&self) -> bool {
+        self.sockets_as_files
     }
 
     /// The context directory.
@@ -310,7 +353,7 @@ impl BuildContext {
                     lexical.last().cloned().unwrap_or_default()
                 },
                 copy_contents: is_dir,
-                file_type: FileType::of(meta),
+                file_type: self.kind(meta),
                 excludes: excludes.cloned(),
                 include: include.cloned(),
             }
@@ -574,6 +617,9 @@ impl BuildContext {
                 .metadata()
                 .map_err(|e| BuildError::io(child.path(), e))?;
             drop(child);
+            if !self.sockets_as_files && meta.file_type().is_socket() {
+                continue;
+            }
             let child_ctx = if !ignoring && !meta.is_dir() {
                 String::new()
             } else if parent.ctx.is_empty() {
@@ -730,7 +776,7 @@ impl BuildContext {
             let digests = file_digests(&entries, cache)?;
             put_u64(&mut hasher, entries.len() as u64);
             for (entry, digest) in entries.iter().zip(digests) {
-                let kind = FileType::of(&entry.meta);
+                let kind = self.kind(&entry.meta);
                 put(&mut hasher, &entry.rel);
                 put(&mut hasher, &[kind.tag()]);
                 put_u64(&mut hasher, u64::from(entry.meta.mode() & 0o7777));
@@ -752,14 +798,26 @@ impl BuildContext {
     }
 }
 
+/// The SHA-256 of no bytes: the content of a socket sent as a file.
+const EMPTY_SHA256: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
+
 /// The raw content digest of every regular file among `entries` (zeros for
-/// other entries), from the cache where it is trusted; the rest are read
-/// in parallel, so a cold digest of many files uses every core.
+/// other entries, the empty content's for sockets), from the cache where it
+/// is trusted; the rest are read in parallel, so a cold digest of many
+/// files uses every core.
 fn file_digests(entries: &[Entry], cache: &mut StatCache) -> Result<Vec<[u8; 32]>, BuildError> {
     let mut out = vec![[0u8; 32]; entries.len()];
     let mut misses = Vec::new();
     for (i, (entry, slot)) in entries.iter().zip(&mut out).enumerate() {
-        if FileType::of(&entry.meta) != FileType::File {
+        let file_type = entry.meta.file_type();
+        if file_type.is_socket() {
+            *slot = EMPTY_SHA256;
+            continue;
+        }
+        if !file_type.is_file() {
             continue;
         }
         match cache.cached(&entry.abs, &entry.meta) {

@@ -24,7 +24,11 @@
 //!   with fsutil's wording;
 //! - `--chmod` applies to every copied file and directory (created parents
 //!   get an octal mode, above); `--chown` to every copied entry and created
-//!   parent.
+//!   parent;
+//! - a socket of the build context is written as an empty regular file with
+//!   the socket's mode and times, as `BuildKit` receives it from fsutil's
+//!   sender; one in a stage's filesystem is not copied (fsutil's copier
+//!   makes a socket, which no layer holds).
 //!
 //! Hardlinks inside one source are copied as separate files (fsutil links
 //! them again); extended attributes are copied except `security.selinux`,
@@ -199,6 +203,7 @@ pub fn copy_sources_reusing(
     let dest_comps = clean(dest);
     let dest_is_dir = dest_is_dir || dest.ends_with('/');
     let mut copier = Copier::new(opts);
+    copier.sockets_as_files = ctx.sockets_as_files();
     copier.reuse = Some(Reuse {
         root,
         judge: reuse,
@@ -596,6 +601,9 @@ struct Copier<'a> {
     rootless: bool,
     stats: CopyStats,
     reuse: Option<Reuse<'a>>,
+    /// Sockets are written as empty regular files (sources from the
+    /// client's build context) rather than left out.
+    sockets_as_files: bool,
 }
 
 impl<'a> Copier<'a> {
@@ -605,6 +613,7 @@ impl<'a> Copier<'a> {
             rootless: !nix::unistd::geteuid().is_root(),
             stats: CopyStats::default(),
             reuse: None,
+            sockets_as_files: false,
         }
     }
 
@@ -795,8 +804,17 @@ impl<'a> Copier<'a> {
                 .map_err(|e| dest_err("creating symlink", shown, e))?;
             self.stats.symlinks += 1;
             self.finish_at(pfd, base, meta, shown, false)
+        } else if ft.is_socket() && self.sockets_as_files {
+            // fsutil sends a socket's metadata and no content; BuildKit's
+            // receiver writes it as a regular file.
+            let fd = create_file(pfd, base, shown)?;
+            self.stats.files += 1;
+            self.finish_fd(&fd, src, meta, shown)
         } else if ft.is_socket() {
-            log::warn!("skipping socket {}", src.display());
+            log::debug!(
+                "not copying socket {}: a layer cannot hold it",
+                src.display()
+            );
             Ok(())
         } else {
             let kind = if ft.is_char_device() {
@@ -983,7 +1001,7 @@ impl<'a> Copier<'a> {
             .tempdir_in(&staging_dir)
             .map_err(|e| BuildError::io(&staging_dir, e))?;
         unpack_layer(stream, staging.path(), &opts).map_err(unpack_err)?;
-        let ctx = BuildContext::open(staging.path(), &[])?;
+        let ctx = BuildContext::open_stage(staging.path())?;
         let sources = ctx.resolve_sources(&[".".to_owned()], &[], false)?;
         let dup = dest
             .try_clone()

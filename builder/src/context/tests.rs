@@ -536,6 +536,41 @@ fn double_star_in_a_plain_source_is_one_level_as_in_go_filepath_match() {
 }
 
 #[test]
+fn sockets_are_empty_files_in_the_context_and_absent_from_a_stage() {
+    let (_t, root, ctx) = ctx_with(&[("f", "x")], &[]);
+    let listener = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+    drop(listener);
+    fs::set_permissions(root.join("sock"), fs::Permissions::from_mode(0o640)).unwrap();
+    let got = resolve(&ctx, &["sock"]);
+    assert_eq!(got[0].file_type, FileType::File);
+    // Digested as an empty file of the same mode, without opening it.
+    let mut cache = StatCache::new();
+    let with_socket = ctx
+        .digest_sources(&resolve(&ctx, &["."]), &mut cache)
+        .unwrap();
+    assert_eq!(cache.reads(), 1);
+    let (_t2, root2, plain) = ctx_with(&[("f", "x"), ("sock", "")], &[]);
+    fs::set_permissions(root2.join("sock"), fs::Permissions::from_mode(0o640)).unwrap();
+    for dir in [&root, &root2] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert_eq!(with_socket, digest_of(&plain, &["."]));
+    // A stage's filesystem leaves it out.
+    let stage = BuildContext::open_stage(&root).unwrap();
+    let (_t3, root3, without) = ctx_with(&[("f", "x")], &[]);
+    fs::set_permissions(&root3, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(digest_of(&stage, &["."]), digest_of(&without, &["."]));
+    assert_eq!(
+        EMPTY_SHA256.to_vec(),
+        hex_bytes(&kiln_store::digest::digest_bytes(b""))
+    );
+}
+
+fn hex_bytes(digest: &Digest) -> Vec<u8> {
+    decode_hex32(digest.encoded()).unwrap().to_vec()
+}
+
+#[test]
 fn not_found_lists_the_closest_directory() {
     let (_t, root, ctx) = ctx_with(BASIC, &[".git"]);
     tree(&root, &[(".git/HEAD", "ref")]);

@@ -386,6 +386,47 @@ fn excluded_contents_leave_an_empty_destination() {
 }
 
 #[test]
+fn sockets_of_the_context_are_copied_as_empty_files() {
+    let e = env();
+    write(&e.ctx_dir.join("d/f"), "x", 0o644);
+    drop(std::os::unix::net::UnixListener::bind(e.ctx_dir.join("d/sock")).unwrap());
+    fs::set_permissions(e.ctx_dir.join("d/sock"), fs::Permissions::from_mode(0o751)).unwrap();
+    let t = filetime::FileTime::from_unix_time(1_400_000_000, 0);
+    filetime::set_symlink_file_times(e.ctx_dir.join("d/sock"), t, t).unwrap();
+    let stats = copy(&e, &["d"], "/o", false, &CopyOptions::default()).unwrap();
+    assert_eq!(stats.files, 2);
+    let copied = fs::symlink_metadata(e.root.join("o/sock")).unwrap();
+    assert!(copied.is_file());
+    assert_eq!(copied.len(), 0);
+    assert_eq!(copied.mode() & 0o7777, 0o751);
+    assert_eq!(copied.mtime(), 1_400_000_000);
+    // A socket named as the source itself.
+    copy(&e, &["d/sock"], "/single", false, &CopyOptions::default()).unwrap();
+    assert!(
+        fs::symlink_metadata(e.root.join("single"))
+            .unwrap()
+            .is_file()
+    );
+    // From a stage's filesystem a socket is not copied.
+    let stage = BuildContext::open_stage(&e.ctx_dir).unwrap();
+    let sources = stage
+        .resolve_sources(&["d".to_owned()], &[], false)
+        .unwrap();
+    let root = Root::open(&e.root).unwrap();
+    copy_sources(
+        &stage,
+        &sources,
+        &root,
+        "/st",
+        false,
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert!(e.root.join("st/f").exists());
+    assert!(fs::symlink_metadata(e.root.join("st/sock")).is_err());
+}
+
+#[test]
 fn parents_keep_the_source_path() {
     let e = env();
     write(&e.ctx_dir.join("a/b/c.txt"), "c", 0o644);
