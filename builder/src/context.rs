@@ -6,7 +6,8 @@
 //! relative to the context root, `..` and a leading `/` cannot leave it, and
 //! symlinks are resolved as if the context were `/`. Files that the
 //! `.dockerignore` excludes are treated as absent, as they are never sent to
-//! `BuildKit`.
+//! `BuildKit`; Unix sockets are empty regular files, as fsutil's sender
+//! sends them (see [`BuildContext::open`]).
 
 #[cfg(test)]
 mod tests;
@@ -14,7 +15,7 @@ mod tests;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,6 +36,13 @@ pub struct BuildContext {
     /// The directory as a root for resolving source paths.
     dir: Arc<kiln_rootfs::Root>,
     ignore: PatternMatcher,
+    /// The client's build context, whose sockets arrive as empty regular
+    /// files (fsutil sends a socket's stat and no data; the receiver
+    /// creates every type it does not know as a regular file). In a
+    /// stage's filesystem ([`BuildContext::open_stage`]) sockets are left
+    /// out: fsutil's copier makes them sockets again, and no layer can
+    /// hold one.
+    sockets_as_files: bool,
 }
 
 /// What a source is on disk (after following symlinks for the source
@@ -47,7 +55,8 @@ pub enum FileType {
     Dir,
     /// A symbolic link.
     Symlink,
-    /// A FIFO, socket or device node.
+    /// A FIFO or device node (or a socket in a stage's filesystem: in the
+    /// build context a socket is a [`File`](Self::File)).
     Other,
 }
 
@@ -83,9 +92,9 @@ pub struct Source {
     /// symlinks are resolved inside the context; `.` for the context root.
     pub path: String,
     /// Where the source lands relative to a destination directory: its
-    /// name (the name the pattern matched, not a symlink target's), the
-    /// empty string for a directory whose contents are copied, or with
-    /// `--parents` its whole path (from a `/./` pivot if there is one).
+    /// name (the name the pattern matched, not a symlink target's), or the
+    /// empty string for a directory whose contents are copied (with
+    /// `--parents`, the pivot directory whose matching paths are copied).
     pub dest: String,
     /// Whether the source is a directory, so the caller copies its
     /// contents rather than the directory itself.
@@ -95,6 +104,52 @@ pub struct Source {
     /// `--exclude` patterns, matched against paths relative to this source
     /// when its contents are walked.
     excludes: Option<Arc<PatternMatcher>>,
+    /// With `--parents`, the pattern after the pivot: only what it matches
+    /// (relative to this source) is copied, with the directories on the
+    /// way to it.
+    include: Option<Arc<Include>>,
+}
+
+/// A `--parents` include pattern, as fsutil's copier matches its
+/// `IncludePatterns`: with patternmatcher semantics (`**` spans any
+/// number of directories, including none), a directory that matches
+/// brings everything below it, and a directory that does not is created
+/// only if something below it matches.
+#[derive(Debug)]
+struct Include {
+    matcher: PatternMatcher,
+}
+
+impl Include {
+    /// Whether something below directory `rel` (not matched itself) can
+    /// match, so the walk need not read directories no pattern can reach.
+    /// Conservative: a component with `**`, `[` or `\` is assumed to match
+    /// whatever follows.
+    fn may_match_below(&self, rel: &str) -> bool {
+        let dirs: Vec<&str> = rel.split('/').collect();
+        self.matcher
+            .patterns()
+            .iter()
+            .filter(|p| !p.is_exclusion())
+            .any(|pattern| {
+                let parts: Vec<&str> = pattern.as_str().split('/').collect();
+                for (i, dir) in dirs.iter().enumerate() {
+                    let Some(part) = parts.get(i) else {
+                        // The pattern ended at or above `rel`.
+                        return false;
+                    };
+                    if part.contains("**") || part.contains(['[', '\\']) {
+                        return true;
+                    }
+                    // `*` and `?` stay within a component in both Go's
+                    // filepath.Match and patternmatcher's expressions.
+                    if !filepath_match(part, dir).unwrap_or(true) {
+                        return false;
+                    }
+                }
+                parts.len() > dirs.len()
+            })
+    }
 }
 
 impl Source {
@@ -112,12 +167,22 @@ enum Slot {
     Leaf(Entry),
     Dir {
         entry: Entry,
-        ctx: String,
-        ignore: MatchInfo,
-        exclude: MatchInfo,
-        /// Ignored or excluded itself, kept only if something below is not.
+        matched: Matched,
+        /// Ignored, excluded or not (yet) included itself, kept only if
+        /// something below is kept.
         skipped: bool,
     },
+}
+
+/// What a directory's children are matched against during a walk: its
+/// context path (for the `.dockerignore`) and the parent results of the
+/// ignore, `--exclude` and `--parents` include patterns.
+#[derive(Default)]
+struct Matched {
+    ctx: String,
+    ignore: MatchInfo,
+    exclude: MatchInfo,
+    include: MatchInfo,
 }
 
 /// One file found under a source, for digests and copying.
@@ -131,10 +196,27 @@ pub(crate) struct Entry {
 }
 
 impl BuildContext {
-    /// Opens a context directory with the given `.dockerignore` patterns
-    /// (already read from the file, as [`kiln_parser::dockerignore::parse_ignore_file`]
-    /// returns them).
+    /// Opens the client's build context directory with the given
+    /// `.dockerignore` patterns (already read from the file, as
+    /// [`kiln_parser::dockerignore::parse_ignore_file`] returns them).
+    /// Its sockets read as empty regular files with the socket's mode and
+    /// times, as fsutil's sender transfers them to `BuildKit`.
     pub fn open(dir: &Path, ignore_patterns: &[String]) -> Result<Self, BuildError> {
+        Self::open_with(dir, ignore_patterns, true)
+    }
+
+    /// Opens a stage's or image's filesystem (mounted at `dir`) as `COPY
+    /// --from` reads it: nothing is ignored, and sockets are left out,
+    /// since `BuildKit` copies them as sockets and no layer holds one.
+    pub fn open_stage(dir: &Path) -> Result<Self, BuildError> {
+        Self::open_with(dir, &[], false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        ignore_patterns: &[String],
+        sockets_as_files: bool,
+    ) -> Result<Self, BuildError> {
         let meta = match fs::metadata(dir) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -155,7 +237,24 @@ impl BuildContext {
             root: dir.to_owned(),
             dir: Arc::new(root),
             ignore,
+            sockets_as_files,
         })
+    }
+
+    /// What a file with this `lstat` is as a source: a socket is a regular
+    /// file in the client's context (see [`open`](Self::open)).
+    fn kind(&self, meta: &Metadata) -> FileType {
+        if self.sockets_as_files && meta.file_type().is_socket() {
+            FileType::File
+        } else {
+            FileType::of(meta)
+        }
+    }
+
+    /// Whether sockets are copied as empty regular files (the client's
+    /// context) rather than left out (a stage's filesystem).
+    pub(crate) fn sockets_as_files(&self) -> bool {
+        self.sockets_as_files
     }
 
     /// The context directory.
@@ -166,12 +265,12 @@ impl BuildContext {
     /// Resolves COPY/ADD source patterns to sources, in pattern order and,
     /// within a wildcard pattern, in path order.
     ///
-    /// `excludes` are `--exclude` patterns (`.dockerignore` syntax): a
-    /// wildcard match is dropped when its path relative to the pattern's
-    /// fixed leading directories matches, and inside directory sources they
-    /// apply to paths relative to the source, as fsutil's copier does.
-    /// `follow_parents` is `--parents`: each source's [`Source::dest`] keeps
-    /// its path.
+    /// `excludes` are `--exclude` patterns (`.dockerignore` syntax), matched
+    /// against paths relative to each source when its contents are walked;
+    /// a source itself (a wildcard match included) is never excluded, as
+    /// fsutil's copier matches them only below the path it copies (so
+    /// `ADD --exclude=* dir* /d` makes an empty `/d`). `follow_parents` is
+    /// `--parents` (see [`resolve_parents`](Self::resolve_parents)).
     pub fn resolve_sources(
         &self,
         patterns: &[String],
@@ -185,51 +284,86 @@ impl BuildContext {
         };
         let mut out = Vec::new();
         for pattern in patterns {
-            self.resolve_one(pattern, excludes.as_ref(), follow_parents, &mut out)?;
+            if follow_parents {
+                self.resolve_parents(pattern, excludes.as_ref(), &mut out)?;
+            } else {
+                self.resolve_one(pattern, excludes.as_ref(), None, &mut out)?;
+            }
         }
         Ok(out)
+    }
+
+    /// `--parents` as dockerfile2llb converts it: the part of the pattern
+    /// before its first `/./` (the context root without one) is the source,
+    /// resolved as any source (wildcards included), and the part after it
+    /// becomes an include pattern matched below each directory it resolves
+    /// to (see [`Include`]). Each such directory's contents are copied, so
+    /// the destination directory is made even when nothing matches, as in
+    /// `BuildKit`. A pattern without wildcards on either side must exist
+    /// (`BuildKit`'s `RequiredPaths`).
+    fn resolve_parents(
+        &self,
+        pattern: &str,
+        excludes: Option<&Arc<PatternMatcher>>,
+        out: &mut Vec<Source>,
+    ) -> Result<(), BuildError> {
+        let (pivot, below) = pattern.split_once("/./").unwrap_or(("/", pattern));
+        let below = clean_components(below).join("/");
+        if !contains_wildcards(pivot) && !contains_wildcards(&below) {
+            let mut whole = clean_components(pivot);
+            whole.extend(clean_components(&below));
+            if self.resolve_path(&whole, true)?.is_none() {
+                return Err(self.not_found(pattern, &whole));
+            }
+        }
+        let include = Arc::new(Include {
+            matcher: compile(std::slice::from_ref(&below))?,
+        });
+        let pivot = if pivot.is_empty() { "/" } else { pivot };
+        self.resolve_one(pivot, excludes, Some(&include), out)
+            .map_err(|e| match e {
+                BuildError::SourceNotFound { nearby, .. } => BuildError::SourceNotFound {
+                    pattern: pattern.to_owned(),
+                    nearby,
+                },
+                other => other,
+            })
     }
 
     fn resolve_one(
         &self,
         pattern: &str,
         excludes: Option<&Arc<PatternMatcher>>,
-        follow_parents: bool,
+        include: Option<&Arc<Include>>,
         out: &mut Vec<Source>,
     ) -> Result<(), BuildError> {
         let comps = clean_components(pattern);
-        // With --parents, a `/./` marks where the kept path starts.
-        let pivot = pattern.find("/./").map_or(0, |i| {
-            clean_components(pattern.get(..i).unwrap_or("")).len()
-        });
         let split = comps
             .iter()
             .position(|c| has_wildcards(c))
             .unwrap_or(comps.len());
         let (fixed, wild) = comps.split_at(split);
-        let not_found = || self.not_found(pattern, fixed);
-        let dest_of = |lexical: &[String], is_dir: bool| {
-            if follow_parents {
-                lexical.get(pivot..).unwrap_or(&[]).join("/")
-            } else if is_dir {
-                String::new()
-            } else {
-                lexical.last().cloned().unwrap_or_default()
+        let source = |real: &[String], lexical: &[String], meta: &Metadata| {
+            let is_dir = meta.is_dir();
+            Source {
+                path: join_or_dot(real),
+                dest: if is_dir {
+                    String::new()
+                } else {
+                    lexical.last().cloned().unwrap_or_default()
+                },
+                copy_contents: is_dir,
+                file_type: self.kind(meta),
+                excludes: excludes.cloned(),
+                include: include.cloned(),
             }
         };
 
         if wild.is_empty() {
             let Some((real, meta)) = self.resolve_path(fixed, true)? else {
-                return Err(not_found());
+                return Err(self.not_found(pattern, fixed));
             };
-            let is_dir = meta.is_dir();
-            out.push(Source {
-                path: join_or_dot(&real),
-                dest: dest_of(fixed, is_dir),
-                copy_contents: is_dir,
-                file_type: FileType::of(&meta),
-                excludes: excludes.cloned(),
-            });
+            out.push(source(&real, fixed, &meta));
             return Ok(());
         }
 
@@ -242,29 +376,24 @@ impl BuildContext {
         if !meta.is_dir() {
             return Ok(());
         }
+        // Go's filepath.Match, as fsutil's ResolveWildcards: `*` stays
+        // within one directory, so `**` is `*` here (patternmatcher's `**`
+        // applies to `--parents` include patterns only).
         let wild_pattern = wild.join("/");
         let mut matches = Vec::new();
         self.match_wildcards(&base, &[], &wild_pattern, wild.len(), &mut matches)?;
         for rel in matches {
-            let rel_str = rel.join("/");
-            if excludes.is_some_and(|m| m.matches_or_parent_matches(&rel_str)) {
-                continue;
-            }
             let real_lexical: Vec<String> = base.iter().chain(&rel).cloned().collect();
             // The match itself is followed if it is a symlink.
             let Some((real, meta)) = self.resolve_path(&real_lexical, true)? else {
-                log::warn!("COPY source {pattern:?}: {rel_str:?} is a dangling symlink, skipped");
+                log::warn!(
+                    "COPY source {pattern:?}: {:?} is a dangling symlink, skipped",
+                    rel.join("/")
+                );
                 continue;
             };
             let lexical: Vec<String> = fixed.iter().chain(&rel).cloned().collect();
-            let is_dir = meta.is_dir();
-            out.push(Source {
-                path: join_or_dot(&real),
-                dest: dest_of(&lexical, is_dir),
-                copy_contents: is_dir,
-                file_type: FileType::of(&meta),
-                excludes: excludes.cloned(),
-            });
+            out.push(source(&real, &lexical, &meta));
         }
         Ok(())
     }
@@ -431,21 +560,15 @@ impl BuildContext {
             meta,
         }];
         if is_dir {
-            let real = if source.path == "." {
-                String::new()
-            } else {
-                source.path.clone()
+            let matched = Matched {
+                ctx: if source.path == "." {
+                    String::new()
+                } else {
+                    source.path.clone()
+                },
+                ..Matched::default()
             };
-            self.walk(
-                source,
-                &abs,
-                &real,
-                b"",
-                &MatchInfo::default(),
-                &MatchInfo::default(),
-                true,
-                &mut out,
-            )?;
+            self.walk(source, &abs, &matched, b"", true, &mut out)?;
         }
         Ok(out)
     }
@@ -457,15 +580,12 @@ impl BuildContext {
     /// moves far fewer bytes than sorting metadata), and each entry is
     /// appended to `out` where it belongs rather than gathered in per-level
     /// lists and copied up.
-    #[allow(clippy::too_many_arguments)]
     fn walk(
         &self,
         source: &Source,
         abs: &Path,
-        ctx_path: &str,
+        parent: &Matched,
         rel: &[u8],
-        ignore_info: &MatchInfo,
-        exclude_info: &MatchInfo,
         parallel: bool,
         out: &mut Vec<Entry>,
     ) -> Result<(), BuildError> {
@@ -497,12 +617,15 @@ impl BuildContext {
                 .metadata()
                 .map_err(|e| BuildError::io(child.path(), e))?;
             drop(child);
+            if !self.sockets_as_files && meta.file_type().is_socket() {
+                continue;
+            }
             let child_ctx = if !ignoring && !meta.is_dir() {
                 String::new()
-            } else if ctx_path.is_empty() {
+            } else if parent.ctx.is_empty() {
                 name.to_string_lossy().into_owned()
             } else {
-                format!("{ctx_path}/{}", name.to_string_lossy())
+                format!("{}/{}", parent.ctx, name.to_string_lossy())
             };
             let mut child_rel = Vec::with_capacity(rel.len() + 1 + name.len());
             child_rel.extend_from_slice(rel);
@@ -510,9 +633,9 @@ impl BuildContext {
                 child_rel.push(b'/');
             }
             child_rel.extend_from_slice(name.as_bytes());
-            let (ignored, child_ignore) = if ignoring {
+            let (ignored, ignore) = if ignoring {
                 self.ignore
-                    .matches_using_parent_results(&child_ctx, ignore_info)
+                    .matches_using_parent_results(&child_ctx, &parent.ignore)
                     .map_err(|source| BuildError::Pattern {
                         pattern: child_ctx.clone(),
                         source,
@@ -520,18 +643,38 @@ impl BuildContext {
             } else {
                 (false, MatchInfo::default())
             };
-            let (excluded, child_exclude) = match &source.excludes {
-                Some(m) => {
-                    let rel_str = String::from_utf8_lossy(&child_rel);
-                    m.matches_using_parent_results(&rel_str, exclude_info)
-                        .map_err(|source| BuildError::Pattern {
-                            pattern: rel_str.clone().into_owned(),
-                            source,
-                        })?
+            let rel_str = (source.excludes.is_some() || source.include.is_some())
+                .then(|| String::from_utf8_lossy(&child_rel));
+            let match_rel = |m: &PatternMatcher, info: &MatchInfo| {
+                let rel_str = rel_str.as_deref().unwrap_or_default();
+                m.matches_using_parent_results(rel_str, info)
+                    .map_err(|source| BuildError::Pattern {
+                        pattern: rel_str.to_owned(),
+                        source,
+                    })
+            };
+            let (excluded, exclude) = match &source.excludes {
+                Some(m) => match_rel(m, &parent.exclude)?,
+                None => (false, MatchInfo::default()),
+            };
+            // With --parents, a path is copied once the include pattern
+            // matches it or a directory above it.
+            let (pending, include) = match &source.include {
+                Some(inc) => {
+                    let (hit, info) = match_rel(&inc.matcher, &parent.include)?;
+                    (!hit, info)
                 }
                 None => (false, MatchInfo::default()),
             };
-            let skipped = ignored || excluded;
+            let hidden = ignored || excluded;
+            let skipped = hidden || pending;
+            // A directory the include pattern cannot reach below is not read.
+            let unreachable = pending
+                && meta.is_dir()
+                && !source
+                    .include
+                    .as_ref()
+                    .is_some_and(|inc| inc.may_match_below(rel_str.as_deref().unwrap_or_default()));
             let entry = Entry {
                 rel: child_rel,
                 abs: abs.join(&name),
@@ -548,15 +691,22 @@ impl BuildContext {
                 }
                 continue;
             }
-            if skipped && !can_reinclude {
+            // A skipped directory is entered only if something below it
+            // can be kept: re-included by a `!` pattern, or matched by the
+            // include pattern.
+            if (hidden && !can_reinclude) || unreachable {
                 continue;
             }
+            let matched = Matched {
+                ctx: child_ctx,
+                ignore,
+                exclude,
+                include,
+            };
             if split {
                 slots.push(Slot::Dir {
                     entry,
-                    ctx: child_ctx,
-                    ignore: child_ignore,
-                    exclude: child_exclude,
+                    matched,
                     skipped,
                 });
                 continue;
@@ -564,17 +714,8 @@ impl BuildContext {
             let at = out.len();
             let (sub_abs, sub_rel) = (entry.abs.clone(), entry.rel.clone());
             out.push(entry);
-            self.walk(
-                source,
-                &sub_abs,
-                &child_ctx,
-                &sub_rel,
-                &child_ignore,
-                &child_exclude,
-                parallel,
-                out,
-            )?;
-            // An excluded directory exists only to hold re-included files.
+            self.walk(source, &sub_abs, &matched, &sub_rel, parallel, out)?;
+            // A skipped directory exists only to hold what is kept below.
             if skipped && out.len() == at + 1 {
                 out.truncate(at);
             }
@@ -585,22 +726,14 @@ impl BuildContext {
         let jobs: Vec<_> = slots
             .iter()
             .filter_map(|slot| match slot {
-                Slot::Dir {
-                    entry,
-                    ctx,
-                    ignore,
-                    exclude,
-                    ..
-                } => Some((entry, ctx, ignore, exclude)),
+                Slot::Dir { entry, matched, .. } => Some((entry, matched)),
                 Slot::Leaf(_) => None,
             })
             .collect();
-        let subtrees = par_map(&jobs, |(entry, ctx, ignore, exclude)| {
+        let subtrees = par_map(&jobs, |(entry, matched)| {
             let mut sub = Vec::new();
-            self.walk(
-                source, &entry.abs, ctx, &entry.rel, ignore, exclude, false, &mut sub,
-            )
-            .map(|()| sub)
+            self.walk(source, &entry.abs, matched, &entry.rel, false, &mut sub)
+                .map(|()| sub)
         })
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
@@ -611,7 +744,7 @@ impl BuildContext {
                 Slot::Leaf(entry) => out.push(entry),
                 Slot::Dir { entry, skipped, .. } => {
                     let sub = subtrees.next().unwrap_or_default();
-                    // An excluded directory exists only to hold re-included files.
+                    // A skipped directory exists only to hold what is kept below.
                     if !(skipped && sub.is_empty()) {
                         out.push(entry);
                         out.extend(sub);
@@ -643,7 +776,7 @@ impl BuildContext {
             let digests = file_digests(&entries, cache)?;
             put_u64(&mut hasher, entries.len() as u64);
             for (entry, digest) in entries.iter().zip(digests) {
-                let kind = FileType::of(&entry.meta);
+                let kind = self.kind(&entry.meta);
                 put(&mut hasher, &entry.rel);
                 put(&mut hasher, &[kind.tag()]);
                 put_u64(&mut hasher, u64::from(entry.meta.mode() & 0o7777));
@@ -665,14 +798,26 @@ impl BuildContext {
     }
 }
 
+/// The SHA-256 of no bytes: the content of a socket sent as a file.
+const EMPTY_SHA256: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
+
 /// The raw content digest of every regular file among `entries` (zeros for
-/// other entries), from the cache where it is trusted; the rest are read
-/// in parallel, so a cold digest of many files uses every core.
+/// other entries, the empty content's for sockets), from the cache where it
+/// is trusted; the rest are read in parallel, so a cold digest of many
+/// files uses every core.
 fn file_digests(entries: &[Entry], cache: &mut StatCache) -> Result<Vec<[u8; 32]>, BuildError> {
     let mut out = vec![[0u8; 32]; entries.len()];
     let mut misses = Vec::new();
     for (i, (entry, slot)) in entries.iter().zip(&mut out).enumerate() {
-        if FileType::of(&entry.meta) != FileType::File {
+        let file_type = entry.meta.file_type();
+        if file_type.is_socket() {
+            *slot = EMPTY_SHA256;
+            continue;
+        }
+        if !file_type.is_file() {
             continue;
         }
         match cache.cached(&entry.abs, &entry.meta) {
@@ -764,6 +909,21 @@ fn clean_components(pattern: &str) -> Vec<String> {
 /// or a `\` escape (so that `\*` matches a file named `*`).
 fn has_wildcards(comp: &str) -> bool {
     comp.contains(['*', '?', '[', '\\'])
+}
+
+/// dockerfile2llb's `containsWildcards`: an unescaped `*`, `?` or `[`.
+fn contains_wildcards(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' => {
+                bytes.next();
+            }
+            b'*' | b'?' | b'[' => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 fn join_or_dot(comps: &[String]) -> String {

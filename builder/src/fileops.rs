@@ -9,8 +9,10 @@
 //! descriptor that never follows the final component.
 //!
 //! `BuildKit` behaviour kept here:
-//! - missing destination parents are created with mode 0755, owned by the
-//!   `--chown` owner when given (fsutil's `MkdirAll`);
+//! - missing destination parents are created with mode 0755, or the
+//!   `--chmod` mode when it is octal (fsutil's `MkdirAll` with the copy's
+//!   `Mode`; a symbolic mode leaves them 0755, an archive's destination is
+//!   0755 whatever the mode), owned by the `--chown` owner when given;
 //! - a directory source's contents go into the destination, which keeps
 //!   its own metadata if it existed; directories below it get the source
 //!   directory's owner, mode and times, also when they already existed;
@@ -20,8 +22,13 @@
 //! - a file replaces a non-directory at its target; replacing a directory
 //!   with a file, or writing a directory over a non-directory, is an error
 //!   with fsutil's wording;
-//! - `--chmod` applies to every copied file and directory, not to created
-//!   parents; `--chown` to every copied entry and created parent.
+//! - `--chmod` applies to every copied file and directory (created parents
+//!   get an octal mode, above); `--chown` to every copied entry and created
+//!   parent;
+//! - a socket of the build context is written as an empty regular file with
+//!   the socket's mode and times, as `BuildKit` receives it from fsutil's
+//!   sender; one in a stage's filesystem is not copied (fsutil's copier
+//!   makes a socket, which no layer holds).
 //!
 //! Hardlinks inside one source are copied as separate files (fsutil links
 //! them again); extended attributes are copied except `security.selinux`,
@@ -54,7 +61,8 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, symlinkat, unlinkat
 use crate::context::{BuildContext, Source};
 use crate::error::BuildError;
 
-/// Mode of destination parents created on the way.
+/// Mode of destination parents created on the way, without an octal
+/// `--chmod`.
 const PARENT_MODE: u32 = 0o755;
 /// Mode of COPY heredoc files.
 const INLINE_MODE: u32 = 0o644;
@@ -191,10 +199,11 @@ pub fn copy_sources_reusing(
     opts: &CopyOptions,
     reuse: &dyn Fn(&PlannedFile<'_>) -> bool,
 ) -> Result<(CopyStats, Vec<SkippedFile>), BuildError> {
-    let droot = DestRoot(root);
+    let droot = DestRoot::new(root, opts);
     let dest_comps = clean(dest);
     let dest_is_dir = dest_is_dir || dest.ends_with('/');
     let mut copier = Copier::new(opts);
+    copier.sockets_as_files = ctx.sockets_as_files();
     copier.reuse = Some(Reuse {
         root,
         judge: reuse,
@@ -217,7 +226,9 @@ pub fn copy_sources_reusing(
         if opts.unpack_archives && meta.is_file() {
             let archive = format!("/{}", source.path.trim_start_matches("./"));
             if let Some(kind) = sniff_archive(&src_abs)? {
-                let fd = droot.mkdir_all(&dest_comps, opts.owner)?;
+                // BuildKit's unpack makes the destination 0755 whatever
+                // --chmod says.
+                let fd = droot.mkdir_all_mode(&dest_comps, PARENT_MODE, opts.owner)?;
                 copier.unpack(&src_abs, kind, &fd, &archive, &display(&dest_comps))?;
                 continue;
             }
@@ -239,7 +250,7 @@ pub fn write_inline(
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<(), BuildError> {
-    let droot = DestRoot(root);
+    let droot = DestRoot::new(root, opts);
     let dest_comps = clean(dest);
     let dest_is_dir = dest.ends_with('/') || files.len() > 1;
     let copier = Copier::new(opts);
@@ -398,7 +409,7 @@ pub fn copy_file_to(
     dest_is_dir: bool,
     opts: &CopyOptions,
 ) -> Result<(), BuildError> {
-    let droot = DestRoot(root);
+    let droot = DestRoot::new(root, opts);
     let meta = fs::symlink_metadata(file).map_err(|e| BuildError::io(file, e))?;
     let dest_comps = clean(dest);
     let target = droot.file_target(&dest_comps, dest_is_dir || dest.ends_with('/'), name);
@@ -414,7 +425,11 @@ pub fn copy_file_to(
 /// or root), following symlinks on the way inside the root, as WORKDIR
 /// does.
 pub fn mkdir_all_in_root(root: &Root, path: &str, owner: Option<Owner>) -> Result<(), BuildError> {
-    DestRoot(root).mkdir_all(&clean(path), owner)?;
+    DestRoot {
+        root,
+        dir_mode: PARENT_MODE,
+    }
+    .mkdir_all(&clean(path), owner)?;
     Ok(())
 }
 
@@ -446,14 +461,30 @@ fn dest_err(op: &'static str, path: &str, e: impl Into<io::Error>) -> BuildError
     }
 }
 
-/// The container root every destination path is resolved in.
-struct DestRoot<'r>(&'r Root);
+/// The container root every destination path is resolved in, with the
+/// mode of the directories a copy creates on the way.
+struct DestRoot<'r> {
+    root: &'r Root,
+    dir_mode: u32,
+}
 
-impl DestRoot<'_> {
+impl<'r> DestRoot<'r> {
+    /// The destination of a copy with `opts`: fsutil's `Copy` creates
+    /// missing directories with the copy's octal mode (its `Mode`, which a
+    /// symbolic `--chmod` does not set) and 0755 without one; Go's
+    /// `os.FileMode` keeps only the permission bits of it.
+    fn new(root: &'r Root, opts: &CopyOptions) -> Self {
+        let dir_mode = match &opts.chmod {
+            Some(Chmod::Octal(bits)) => bits & 0o777,
+            _ => PARENT_MODE,
+        };
+        Self { root, dir_mode }
+    }
+
     /// Whether `comps` is an existing directory (following symlinks inside
     /// the root).
     fn is_dir(&self, comps: &[OsString]) -> bool {
-        self.0
+        self.root
             .open_at(
                 OsStr::from_bytes(&join_bytes(comps)),
                 OFlag::O_PATH | OFlag::O_DIRECTORY,
@@ -461,12 +492,23 @@ impl DestRoot<'_> {
             .is_ok()
     }
 
-    /// Resolves directory `comps`, creating missing components (mode 0755,
-    /// owned by `owner` or root): see [`Root::mkdir_all`].
+    /// Resolves directory `comps`, creating missing components (with the
+    /// copy's directory mode, owned by `owner` or root): see
+    /// [`Root::mkdir_all`].
     fn mkdir_all(&self, comps: &[OsString], owner: Option<Owner>) -> Result<OwnedFd, BuildError> {
+        self.mkdir_all_mode(comps, self.dir_mode, owner)
+    }
+
+    /// [`mkdir_all`](Self::mkdir_all) with the mode of created directories.
+    fn mkdir_all_mode(
+        &self,
+        comps: &[OsString],
+        mode: u32,
+        owner: Option<Owner>,
+    ) -> Result<OwnedFd, BuildError> {
         Ok(self
-            .0
-            .mkdir_all(OsStr::from_bytes(&join_bytes(comps)), PARENT_MODE, owner)?)
+            .root
+            .mkdir_all(OsStr::from_bytes(&join_bytes(comps)), mode, owner)?)
     }
 
     /// Where a file named `name` goes for destination `dest`.
@@ -559,6 +601,9 @@ struct Copier<'a> {
     rootless: bool,
     stats: CopyStats,
     reuse: Option<Reuse<'a>>,
+    /// Sockets are written as empty regular files (sources from the
+    /// client's build context) rather than left out.
+    sockets_as_files: bool,
 }
 
 impl<'a> Copier<'a> {
@@ -568,6 +613,7 @@ impl<'a> Copier<'a> {
             rootless: !nix::unistd::geteuid().is_root(),
             stats: CopyStats::default(),
             reuse: None,
+            sockets_as_files: false,
         }
     }
 
@@ -758,8 +804,17 @@ impl<'a> Copier<'a> {
                 .map_err(|e| dest_err("creating symlink", shown, e))?;
             self.stats.symlinks += 1;
             self.finish_at(pfd, base, meta, shown, false)
+        } else if ft.is_socket() && self.sockets_as_files {
+            // fsutil sends a socket's metadata and no content; BuildKit's
+            // receiver writes it as a regular file.
+            let fd = create_file(pfd, base, shown)?;
+            self.stats.files += 1;
+            self.finish_fd(&fd, src, meta, shown)
         } else if ft.is_socket() {
-            log::warn!("skipping socket {}", src.display());
+            log::debug!(
+                "not copying socket {}: a layer cannot hold it",
+                src.display()
+            );
             Ok(())
         } else {
             let kind = if ft.is_char_device() {
@@ -946,7 +1001,7 @@ impl<'a> Copier<'a> {
             .tempdir_in(&staging_dir)
             .map_err(|e| BuildError::io(&staging_dir, e))?;
         unpack_layer(stream, staging.path(), &opts).map_err(unpack_err)?;
-        let ctx = BuildContext::open(staging.path(), &[])?;
+        let ctx = BuildContext::open_stage(staging.path())?;
         let sources = ctx.resolve_sources(&[".".to_owned()], &[], false)?;
         let dup = dest
             .try_clone()

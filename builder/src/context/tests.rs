@@ -133,7 +133,7 @@ fn bad_pattern_is_an_error() {
 }
 
 #[test]
-fn directory_versus_file_and_parents() {
+fn directory_versus_file() {
     let (_t, _r, ctx) = ctx_with(BASIC, &[]);
     assert_eq!(paths(&resolve(&ctx, &["dir"])), [("dir", "", true)]);
     assert_eq!(paths(&resolve(&ctx, &["dir/"])), [("dir", "", true)]);
@@ -142,23 +142,216 @@ fn directory_versus_file_and_parents() {
         paths(&resolve(&ctx, &["dir/sub/y"])),
         [("dir/sub/y", "y", false)]
     );
-    let parents = |p: &[&str]| ctx.resolve_sources(&s(p), &[], true).unwrap();
-    assert_eq!(
-        paths(&parents(&["dir/sub/y"])),
-        [("dir/sub/y", "dir/sub/y", false)]
+}
+
+/// Where each file a COPY with these sources writes lands, relative to
+/// the destination directory (directories end with `/`), sorted.
+fn landed(ctx: &BuildContext, sources: &[Source]) -> Vec<String> {
+    let mut out = Vec::new();
+    for source in sources {
+        if !source.copy_contents {
+            out.push(source.dest.clone());
+            continue;
+        }
+        for entry in ctx.entries(source).unwrap().into_iter().skip(1) {
+            let rel = String::from_utf8(entry.rel).unwrap();
+            let slash = if entry.meta.is_dir() { "/" } else { "" };
+            out.push(format!("{rel}{slash}"));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn parents(ctx: &BuildContext, patterns: &[&str], excludes: &[&str]) -> Vec<String> {
+    let sources = ctx
+        .resolve_sources(&s(patterns), &s(excludes), true)
+        .unwrap();
+    // Every pivot is a directory whose contents are copied: the
+    // destination exists even when nothing matched.
+    assert!(sources.iter().all(|x| x.copy_contents && x.dest.is_empty()));
+    landed(ctx, &sources)
+}
+
+/// The tree of BuildKit's `testCopyRelativeParents`.
+const PARENTS_TREE: &[(&str, &str)] = &[
+    ("test/a/b/c/d/foo", ""),
+    ("test/a/b/c/d/e/bay", ""),
+    ("test/a/b2/c/d/e/bar", ""),
+    ("test/a/b/c2/d/e/baz", ""),
+    ("test/a/b/c2/d/e2/baz", ""),
+];
+
+#[test]
+fn parents_copy_what_the_pattern_after_the_pivot_matches() {
+    let (_t, _r, ctx) = ctx_with(PARENTS_TREE, &[]);
+    let d_tree = |prefix: &str| -> Vec<String> {
+        ["", "d/", "d/e/", "d/e/bay", "d/foo"]
+            .iter()
+            .map(|x| format!("{prefix}{x}"))
+            .collect()
+    };
+    // The cases of BuildKit's testCopyRelativeParents and
+    // testCopyParentsMissingDirectory.
+    let cases: &[(&str, Vec<String>)] = &[
+        ("/test/a/b/./c/d", d_tree("c/")),
+        (
+            "/test/a/b/c/d/.",
+            [
+                ["test/", "test/a/", "test/a/b/"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                d_tree("test/a/b/c/"),
+            ]
+            .concat(),
+        ),
+        (
+            "./test/a/b/c/d",
+            [
+                ["test/", "test/a/", "test/a/b/"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                d_tree("test/a/b/c/"),
+            ]
+            .concat(),
+        ),
+        (
+            "/test/a/./b/./c",
+            [vec!["b/".to_owned()], d_tree("b/c/")].concat(),
+        ),
+        (
+            "/test/a/./*/c",
+            [
+                vec!["b/".to_owned()],
+                d_tree("b/c/"),
+                ["b2/", "b2/c/", "b2/c/d/", "b2/c/d/e/", "b2/c/d/e/bar"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ]
+            .concat(),
+        ),
+        // `**` spans directories: via b and b2, one pivot each.
+        (
+            "/test/a/b*/./c/**/e",
+            [
+                "c/",
+                "c/",
+                "c/d/",
+                "c/d/",
+                "c/d/e/",
+                "c/d/e/",
+                "c/d/e/bar",
+                "c/d/e/bay",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        (
+            "/test/a/b*/./c/**/bar",
+            ["c/", "c/d/", "c/d/e/", "c/d/e/bar"]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
+        (
+            "/test/a/b/c*/./d/**/baz",
+            ["d/", "d/e/", "d/e/baz", "d/e2/", "d/e2/baz"]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
+        // Wildcards matching nothing copy nothing, without an error.
+        ("/test/a/b3*/c", vec![]),
+        ("/test/a/b/./x*", vec![]),
+    ];
+    for (pattern, want) in cases {
+        assert_eq!(&parents(&ctx, &[pattern], &[]), want, "{pattern}");
+    }
+}
+
+#[test]
+fn parents_double_star_matches_zero_or_more_directories() {
+    let (_t, _r, ctx) = ctx_with(
+        &[
+            ("package.json", ""),
+            ("a/package.json", ""),
+            ("a/b/c/package.json", ""),
+            ("a/b/other", ""),
+            ("z/other", ""),
+        ],
+        &[],
     );
     assert_eq!(
-        paths(&parents(&["dir/sub"])),
-        [("dir/sub", "dir/sub", true)]
+        parents(&ctx, &["**/package.json"], &[]),
+        [
+            "a/",
+            "a/b/",
+            "a/b/c/",
+            "a/b/c/package.json",
+            "a/package.json",
+            "package.json"
+        ]
     );
+    // --exclude and the .dockerignore apply below the pivot.
     assert_eq!(
-        paths(&parents(&["dir/./sub/y"])),
-        [("dir/sub/y", "sub/y", false)]
+        parents(&ctx, &["**/package.json"], &["a/b"]),
+        ["a/", "a/package.json", "package.json"]
     );
+    let (_t, _r, ignoring) = ctx_with(&[("a/package.json", ""), ("b/package.json", "")], &["b"]);
     assert_eq!(
-        paths(&parents(&["*/*.txt", "a.txt"])),
-        [("dir/z.txt", "dir/z.txt", false), ("a.txt", "a.txt", false)]
+        parents(&ignoring, &["**/package.json"], &[]),
+        ["a/", "a/package.json"]
     );
+}
+
+#[test]
+fn parents_without_wildcards_must_exist() {
+    let (_t, _r, ctx) = ctx_with(PARENTS_TREE, &[]);
+    let err = ctx
+        .resolve_sources(&s(&["/test/nonexistent-file"]), &[], true)
+        .unwrap_err();
+    assert!(
+        matches!(&err, BuildError::SourceNotFound { pattern, .. } if pattern == "/test/nonexistent-file"),
+        "{err:?}"
+    );
+    let err = ctx
+        .resolve_sources(&s(&["/nope/./c"]), &[], true)
+        .unwrap_err();
+    assert!(
+        matches!(&err, BuildError::SourceNotFound { pattern, .. } if pattern == "/nope/./c"),
+        "{err:?}"
+    );
+    // A file matched by the pivot is copied as a file.
+    let got = ctx
+        .resolve_sources(&s(&["test/a/b/c/d/fo*/./x"]), &[], true)
+        .unwrap();
+    assert_eq!(paths(&got), [("test/a/b/c/d/foo", "foo", false)]);
+}
+
+#[test]
+fn include_prunes_only_directories_it_cannot_reach() {
+    let include = |pattern: &str| Include {
+        matcher: compile(&s(&[pattern])).unwrap(),
+    };
+    let cases: &[(&str, &str, bool)] = &[
+        ("a/b/c", "a", true),
+        ("a/b/c", "a/b", true),
+        ("a/b/c", "x", false),
+        ("a/b/c", "a/x", false),
+        ("a/b/c", "a/b/c/d", false),
+        ("a*/?/c", "ab/x", true),
+        ("a*/?/c", "b", false),
+        ("a/**/c", "a/x/y/z", true),
+        ("**/c", "x", true),
+        ("a/[bc]/d", "a/zz", true),
+        ("a/\\*/d", "a/zz", true),
+        ("!a", "a", false),
+    ];
+    for (pattern, dir, want) in cases {
+        assert_eq!(
+            include(pattern).may_match_below(dir),
+            *want,
+            "{pattern} {dir}"
+        );
+    }
 }
 
 #[test]
@@ -294,12 +487,24 @@ fn dockerignore_hides_files_and_reinclude_works() {
 }
 
 #[test]
-fn exclude_removes_matches_and_contents() {
+fn exclude_applies_below_each_source() {
     let (_t, _r, ctx) = ctx_with(BASIC, &[]);
+    // fsutil matches --exclude only below the path it copies: a wildcard
+    // match is never excluded itself.
     let got = ctx
         .resolve_sources(&s(&["*.txt"]), &s(&["b.txt"]), false)
         .unwrap();
-    assert_eq!(paths(&got), [("a.txt", "a.txt", false)]);
+    assert_eq!(
+        paths(&got),
+        [("a.txt", "a.txt", false), ("b.txt", "b.txt", false)]
+    );
+    // BuildKit's testExcludedFilesOnCopy: `ADD --exclude=* dir* /6` keeps
+    // the directory and copies none of its contents.
+    let got = ctx
+        .resolve_sources(&s(&["di*"]), &s(&["*"]), false)
+        .unwrap();
+    assert_eq!(paths(&got), [("dir", "", true)]);
+    assert!(landed(&ctx, &got).is_empty());
     let got = ctx
         .resolve_sources(&s(&["dir"]), &s(&["*.txt", "sub"]), false)
         .unwrap();
@@ -313,6 +518,56 @@ fn exclude_removes_matches_and_contents() {
         .unwrap();
     let reincluded = ctx.digest_sources(&got, &mut StatCache::new()).unwrap();
     assert_eq!(reincluded, digest_of(&ctx, &["dir"]));
+}
+
+#[test]
+fn double_star_in_a_plain_source_is_one_level_as_in_go_filepath_match() {
+    // fsutil's ResolveWildcards matches with Go's filepath.Match, where `**`
+    // is `*`; only --parents include patterns give `**` its
+    // patternmatcher meaning.
+    let (_t, _r, ctx) = ctx_with(
+        &[("a/c/bar", "0"), ("a/c/d/bar", "1"), ("a/c/d/e/bar", "2")],
+        &[],
+    );
+    assert_eq!(
+        paths(&resolve(&ctx, &["/a/c/**/bar"])),
+        [("a/c/d/bar", "bar", false)]
+    );
+}
+
+#[test]
+fn sockets_are_empty_files_in_the_context_and_absent_from_a_stage() {
+    let (_t, root, ctx) = ctx_with(&[("f", "x")], &[]);
+    let listener = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+    drop(listener);
+    fs::set_permissions(root.join("sock"), fs::Permissions::from_mode(0o640)).unwrap();
+    let got = resolve(&ctx, &["sock"]);
+    assert_eq!(got[0].file_type, FileType::File);
+    // Digested as an empty file of the same mode, without opening it.
+    let mut cache = StatCache::new();
+    let with_socket = ctx
+        .digest_sources(&resolve(&ctx, &["."]), &mut cache)
+        .unwrap();
+    assert_eq!(cache.reads(), 1);
+    let (_t2, root2, plain) = ctx_with(&[("f", "x"), ("sock", "")], &[]);
+    fs::set_permissions(root2.join("sock"), fs::Permissions::from_mode(0o640)).unwrap();
+    for dir in [&root, &root2] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert_eq!(with_socket, digest_of(&plain, &["."]));
+    // A stage's filesystem leaves it out.
+    let stage = BuildContext::open_stage(&root).unwrap();
+    let (_t3, root3, without) = ctx_with(&[("f", "x")], &[]);
+    fs::set_permissions(&root3, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(digest_of(&stage, &["."]), digest_of(&without, &["."]));
+    assert_eq!(
+        EMPTY_SHA256.to_vec(),
+        hex_bytes(&kiln_store::digest::digest_bytes(b""))
+    );
+}
+
+fn hex_bytes(digest: &Digest) -> Vec<u8> {
+    decode_hex32(digest.encoded()).unwrap().to_vec()
 }
 
 #[test]

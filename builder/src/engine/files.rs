@@ -159,11 +159,11 @@ pub(super) fn copy_step(
     let source_ctx = match &from {
         None => shared.options.context.clone(),
         Some(state) if state.layers.is_empty() => {
-            BuildContext::open(&ctx.temp_dir("empty-")?, &[])?
+            BuildContext::open_stage(&ctx.temp_dir("empty-")?)?
         }
         Some(state) => {
             let overlay = mount_readonly(ctx, state)?;
-            let source_ctx = BuildContext::open(overlay.path(), &[])?;
+            let source_ctx = BuildContext::open_stage(overlay.path())?;
             guards.push(overlay);
             source_ctx
         }

@@ -613,7 +613,7 @@ fn init_cache(ctx: &StepContext<'_, '_>, plan: &CachePlan, dir: &Path) -> Result
     match (&plan.base, plan.permissions) {
         (Some((state, source, from)), None) if !state.layers.is_empty() => {
             let overlay = mount_readonly(ctx, state)?;
-            let context = crate::context::BuildContext::open(overlay.path(), &[])?;
+            let context = crate::context::BuildContext::open_stage(overlay.path())?;
             let sources = context
                 .resolve_sources(std::slice::from_ref(source), &[], false)
                 .map_err(|e| {

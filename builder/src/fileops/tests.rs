@@ -229,13 +229,15 @@ fn chmod_octal_and_symbolic_apply_to_files_and_dirs() {
         chmod: parse_chmod("640").unwrap(),
         ..CopyOptions::default()
     };
+    fs::create_dir(e.root.join("o")).unwrap();
+    fs::set_permissions(e.root.join("o"), fs::Permissions::from_mode(0o711)).unwrap();
     copy(&e, &["d"], "/o/", false, &octal).unwrap();
     assert_eq!(mode(&e.root.join("o/f")), 0o640);
     assert_eq!(mode(&e.root.join("o/sub")), 0o640);
     assert_eq!(
         mode(&e.root.join("o")),
-        0o755,
-        "destination is not chmod-ed"
+        0o711,
+        "an existing destination keeps its mode"
     );
 
     let symbolic = CopyOptions {
@@ -245,6 +247,183 @@ fn chmod_octal_and_symbolic_apply_to_files_and_dirs() {
     copy(&e, &["d"], "/s/", false, &symbolic).unwrap();
     assert_eq!(mode(&e.root.join("s/f")), 0o644);
     assert_eq!(mode(&e.root.join("s/sub")), 0o755);
+}
+
+#[test]
+fn octal_chmod_is_the_mode_of_directories_the_copy_creates() {
+    // BuildKit's testCopyChmod: `COPY --chmod=777 foo /parent/foo` then
+    // `COPY --chmod=770 foo /parent/sub/foo` give /parent 0777 and
+    // /parent/sub 0770.
+    let e = env();
+    write(&e.ctx_dir.join("foo"), "x", 0o600);
+    write(&e.ctx_dir.join("d/f"), "y", 0o600);
+    let chmod = |m: &str| CopyOptions {
+        chmod: parse_chmod(m).unwrap(),
+        ..CopyOptions::default()
+    };
+    copy(&e, &["foo"], "/parent/foo", false, &chmod("777")).unwrap();
+    copy(&e, &["foo"], "/parent/sub/foo", false, &chmod("770")).unwrap();
+    assert_eq!(mode(&e.root.join("parent")), 0o777);
+    assert_eq!(mode(&e.root.join("parent/sub")), 0o770);
+    assert_eq!(mode(&e.root.join("parent/sub/foo")), 0o770);
+    // Special bits do not reach the directories (Go's os.FileMode of the
+    // octal value keeps the permission bits only).
+    copy(&e, &["foo"], "/sticky/dir/foo", false, &chmod("1777")).unwrap();
+    assert_eq!(mode(&e.root.join("sticky/dir")), 0o777);
+    assert_eq!(mode(&e.root.join("sticky/dir/foo")), 0o1777);
+    // A directory source's destination is created with the mode too.
+    copy(&e, &["d"], "/new/tree", false, &chmod("750")).unwrap();
+    assert_eq!(mode(&e.root.join("new")), 0o750);
+    assert_eq!(mode(&e.root.join("new/tree")), 0o750);
+    // A symbolic mode is not a Mode to fsutil: created directories are 0755.
+    copy(&e, &["foo"], "/sym/dir/foo", false, &chmod("u+x")).unwrap();
+    assert_eq!(mode(&e.root.join("sym/dir")), 0o755);
+    assert_eq!(mode(&e.root.join("sym/dir/foo")), 0o700);
+    // Heredoc files too (the frontend copies them with the same Mode).
+    write_inline(
+        &Root::open(&e.root).unwrap(),
+        &[("h".to_owned(), "h".to_owned())],
+        "/inline/dir/h",
+        &chmod("700"),
+    )
+    .unwrap();
+    assert_eq!(mode(&e.root.join("inline/dir")), 0o700);
+    // An archive's destination is 0755 whatever the mode (BuildKit's
+    // unpack), and so are the directories created above it.
+    let adding = CopyOptions {
+        unpack_archives: true,
+        ..chmod("700")
+    };
+    fs::write(e.ctx_dir.join("a.tar"), tar_bytes()).unwrap();
+    copy(&e, &["a.tar"], "/arch/x/", false, &adding).unwrap();
+    assert_eq!(mode(&e.root.join("arch/x")), 0o755);
+    assert_eq!(mode(&e.root.join("arch")), 0o755);
+}
+
+#[test]
+fn parents_create_the_directories_on_the_way_with_their_source_metadata() {
+    let e = env();
+    write(&e.ctx_dir.join("foo1/foo2/bar"), "testing", 0o600);
+    write(&e.ctx_dir.join("foo1/foo2/baz"), "testing2", 0o600);
+    write(&e.ctx_dir.join("foo1/other"), "other", 0o600);
+    fs::set_permissions(e.ctx_dir.join("foo1"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(
+        e.ctx_dir.join("foo1/foo2"),
+        fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    let t = filetime::FileTime::from_unix_time(1_500_000_000, 0);
+    filetime::set_file_mtime(e.ctx_dir.join("foo1/foo2"), t).unwrap();
+    // BuildKit's testCopyParents.
+    copy_ex(
+        &e,
+        &["foo1/foo2/bar"],
+        &[],
+        true,
+        "/",
+        false,
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    copy_ex(
+        &e,
+        &["foo1/foo2/ba*"],
+        &[],
+        true,
+        "/test/",
+        false,
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read_to_string(e.root.join("foo1/foo2/bar")).unwrap(),
+        "testing"
+    );
+    assert!(!e.root.join("foo1/foo2/baz").exists());
+    assert!(!e.root.join("foo1/other").exists());
+    assert_eq!(
+        fs::read_to_string(e.root.join("test/foo1/foo2/baz")).unwrap(),
+        "testing2"
+    );
+    assert_eq!(mode(&e.root.join("foo1")), 0o700);
+    assert_eq!(mode(&e.root.join("test/foo1/foo2")), 0o750);
+    assert_eq!(
+        fs::metadata(e.root.join("test/foo1/foo2")).unwrap().mtime(),
+        1_500_000_000
+    );
+    // A wildcard matching nothing still makes the destination.
+    let stats = copy_ex(
+        &e,
+        &["nothing*/x"],
+        &[],
+        true,
+        "/empty/",
+        false,
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(stats, CopyStats::default());
+    assert_eq!(fs::read_dir(e.root.join("empty")).unwrap().count(), 0);
+}
+
+#[test]
+fn excluded_contents_leave_an_empty_destination() {
+    // BuildKit's testExcludedFilesOnCopy: `ADD --exclude=* dir* /6`.
+    let e = env();
+    write(&e.ctx_dir.join("dir1/a.png"), "a", 0o600);
+    write(&e.ctx_dir.join("dir2/b.pdf"), "b", 0o600);
+    copy_ex(
+        &e,
+        &["dir*"],
+        &["*"],
+        false,
+        "/6",
+        true,
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(fs::read_dir(e.root.join("6")).unwrap().count(), 0);
+}
+
+#[test]
+fn sockets_of_the_context_are_copied_as_empty_files() {
+    let e = env();
+    write(&e.ctx_dir.join("d/f"), "x", 0o644);
+    drop(std::os::unix::net::UnixListener::bind(e.ctx_dir.join("d/sock")).unwrap());
+    fs::set_permissions(e.ctx_dir.join("d/sock"), fs::Permissions::from_mode(0o751)).unwrap();
+    let t = filetime::FileTime::from_unix_time(1_400_000_000, 0);
+    filetime::set_symlink_file_times(e.ctx_dir.join("d/sock"), t, t).unwrap();
+    let stats = copy(&e, &["d"], "/o", false, &CopyOptions::default()).unwrap();
+    assert_eq!(stats.files, 2);
+    let copied = fs::symlink_metadata(e.root.join("o/sock")).unwrap();
+    assert!(copied.is_file());
+    assert_eq!(copied.len(), 0);
+    assert_eq!(copied.mode() & 0o7777, 0o751);
+    assert_eq!(copied.mtime(), 1_400_000_000);
+    // A socket named as the source itself.
+    copy(&e, &["d/sock"], "/single", false, &CopyOptions::default()).unwrap();
+    assert!(
+        fs::symlink_metadata(e.root.join("single"))
+            .unwrap()
+            .is_file()
+    );
+    // From a stage's filesystem a socket is not copied.
+    let stage = BuildContext::open_stage(&e.ctx_dir).unwrap();
+    let sources = stage
+        .resolve_sources(&["d".to_owned()], &[], false)
+        .unwrap();
+    let root = Root::open(&e.root).unwrap();
+    copy_sources(
+        &stage,
+        &sources,
+        &root,
+        "/st",
+        false,
+        &CopyOptions::default(),
+    )
+    .unwrap();
+    assert!(e.root.join("st/f").exists());
+    assert!(fs::symlink_metadata(e.root.join("st/sock")).is_err());
 }
 
 #[test]
