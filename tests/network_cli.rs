@@ -586,3 +586,174 @@ fn rootless_kiln_run_gets_the_isolated_network() {
     );
     assert_no_helper_left();
 }
+
+/// `readlink /proc/self/ns/net` of the host, as a RUN would write it.
+fn host_network_namespace() -> String {
+    format!(
+        "{}\n",
+        fs::read_link("/proc/self/ns/net").unwrap().display()
+    )
+}
+
+#[test]
+fn runs_at_once_get_different_networks_and_a_later_run_reuses_one_cleaned() {
+    if !can_run() {
+        return;
+    }
+    let kiln = busybox();
+    // Two stages whose RUNs wait for each other (through a shared cache
+    // mount), so they run at the same time; each records its namespace.
+    let rendezvous = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=rendezvous,target=/sync,sharing=shared \
+             readlink /proc/self/ns/net > /sync/{me}.tmp && busybox mv /sync/{me}.tmp /sync/{me} \
+             && i=0 && while [ ! -e /sync/{other} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done \
+             && cat /sync/{other} > /other && readlink /proc/self/ns/net > /mine\n"
+        )
+    };
+    let dir = kiln.path("ctx");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM bb:1 AS a\n{}FROM bb:1 AS b\n{}FROM bb:1\nCOPY --from=a /mine /a-mine\nCOPY --from=a /other /a-other\nCOPY --from=b /mine /b-mine\nCOPY --from=b /other /b-other\n",
+            rendezvous("a", "b"),
+            rendezvous("b", "a")
+        ),
+    )
+    .unwrap();
+    kiln.ok(&["build", "-t", "atonce:1", dir.to_str().unwrap()]);
+    let read = |image: &str, path: &str| kiln.ok(&["run", image, "cat", path]);
+    let (a, b) = (read("atonce:1", "/a-mine"), read("atonce:1", "/b-mine"));
+    // Each saw the other's namespace while it ran: they overlapped.
+    assert_eq!(read("atonce:1", "/a-other"), b);
+    assert_eq!(read("atonce:1", "/b-other"), a);
+    assert!(a.starts_with("net:["), "{a}");
+    assert_ne!(a, b);
+    assert_ne!(a, host_network_namespace());
+    assert_ne!(b, host_network_namespace());
+
+    // One RUN after another: the second gets the first's network back,
+    // without the server the first left running in the background.
+    let dir = kiln.path("ctx-seq");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM bb:1\n\
+         RUN (busybox nc -l -p 8080 </dev/null >/dev/null &) \
+         && until busybox netstat -ltn | grep -q ':8080 '; do sleep 0.01; done \
+         && busybox netstat -ltn | grep -c ':8080 ' > /listening \
+         && readlink /proc/self/ns/net > /ns-first\n\
+         RUN (busybox netstat -ltn | grep -c ':8080 ' || true) > /listening-after \
+         && readlink /proc/self/ns/net > /ns-second && ls /sys/class/net > /nets\n",
+    )
+    .unwrap();
+    kiln.ok(&["build", "-t", "seq:1", dir.to_str().unwrap()]);
+    assert_eq!(read("seq:1", "/ns-first"), read("seq:1", "/ns-second"));
+    assert_eq!(read("seq:1", "/listening"), "1\n");
+    assert_eq!(read("seq:1", "/listening-after"), "0\n");
+    assert_eq!(read("seq:1", "/nets"), "eth0\nlo\n");
+    assert_no_helper_left();
+}
+
+#[test]
+fn an_insecure_run_gets_a_network_no_other_run_shares() {
+    if !can_run() {
+        return;
+    }
+    let kiln = busybox();
+    let dir = kiln.path("ctx");
+    fs::create_dir_all(&dir).unwrap();
+    // The insecure RUN has CAP_NET_ADMIN: it adds an address to its
+    // network, which no later RUN may see.
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM bb:1\n\
+         RUN readlink /proc/self/ns/net > /ns-before\n\
+         RUN --security=insecure busybox ip addr add 10.9.9.9/32 dev lo \
+         && busybox ip addr show > /addrs-insecure && readlink /proc/self/ns/net > /ns-insecure\n\
+         RUN busybox ip addr show > /addrs-after && readlink /proc/self/ns/net > /ns-after\n",
+    )
+    .unwrap();
+    kiln.ok(&[
+        "build",
+        "--allow",
+        "security.insecure",
+        "-t",
+        "insecure:1",
+        dir.to_str().unwrap(),
+    ]);
+    let read = |path: &str| kiln.ok(&["run", "insecure:1", "cat", path]);
+    assert!(read("/addrs-insecure").contains("inet 10.9.9.9/32"));
+    let after = read("/addrs-after");
+    assert!(!after.contains("10.9.9.9"), "{after}");
+    assert!(after.contains("inet 10.0.2.100/24"), "{after}");
+    let (before, insecure, later) = (read("/ns-before"), read("/ns-insecure"), read("/ns-after"));
+    assert_ne!(insecure, before);
+    assert_ne!(insecure, later);
+    // The other RUNs shared the pool's network, which the insecure RUN
+    // never had.
+    assert_eq!(before, later);
+    assert_no_helper_left();
+}
+
+#[test]
+fn kill_9_of_a_build_leaves_no_nat_helper_of_its_pool() {
+    if !can_run() {
+        return;
+    }
+    let kiln = busybox();
+    let marker = format!("4243.{}", std::process::id());
+    let dir = kiln.path("ctx");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM bb:1\nRUN sleep {marker}\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(kiln.root())
+        .args(["build", "-q", dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The pool's helpers name the namespace by kiln's pid: `PID/fd/N`.
+    let owned = format!("{}/fd/", child.id());
+    let helpers = || {
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    c.starts_with("slirp4netns ") && c.contains(&format!(" {owned}"))
+                })
+            })
+            .count()
+    };
+    let running = |cmdline: &str| {
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+    };
+    let sleep = format!("sleep\0{marker}\0");
+    let started = std::time::Instant::now();
+    while !running(&sleep) {
+        assert!(started.elapsed().as_secs() < 20, "the RUN did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(helpers() >= 1, "no helper of the build's pool");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = std::time::Instant::now();
+    while helpers() > 0 || running(&sleep) {
+        assert!(
+            gone.elapsed().as_secs() < 10,
+            "processes left after kill -9 of kiln build"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -22,9 +22,9 @@ use kiln_rootfs::{Root, path, user};
 use nix::fcntl::OFlag;
 
 use crate::caps::DEFAULT_CAPS;
-use crate::network::{Helper, Ready};
-use crate::spec::{Mount, Network};
-use crate::{CONFIG_FD, ERROR_FD, InitConfig, STUBS, seccomp, sys};
+use crate::network::{Helper, Ready, loopback_up};
+use crate::spec::Mount;
+use crate::{CONFIG_FD, ERROR_FD, InitConfig, NETWORK_FD, NetworkSetup, STUBS, seccomp, sys};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -96,8 +96,8 @@ fn outer() -> Result<i32, String> {
 
     // The NAT helper is forked before any namespace exists, so that it
     // stays in the host's; it attaches once the namespaces are made.
-    let mut helper = match (&config.network_helper, config.spec.network) {
-        (Some(program), Network::Isolated) => Some(Helper::spawn(
+    let mut helper = match &config.network {
+        NetworkSetup::Helper(program) => Some(Helper::spawn(
             program,
             config.rootless,
             &config.files.join("network.log"),
@@ -108,6 +108,9 @@ fn outer() -> Result<i32, String> {
     if let Some(helper) = &helper {
         helper.record_pid(&config.files.join(crate::NETWORK_PID))?;
     }
+    if matches!(config.network, NetworkSetup::Leased) {
+        join_leased_network()?;
+    }
     if config.rootless {
         enter_user_namespace()?;
     }
@@ -115,7 +118,10 @@ fn outer() -> Result<i32, String> {
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    if config.spec.network != Network::Host {
+    if matches!(
+        config.network,
+        NetworkSetup::Loopback | NetworkSetup::Helper(_)
+    ) {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(|e| format!("unshare namespaces: {e}"))?;
@@ -165,6 +171,16 @@ fn outer() -> Result<i32, String> {
         helper.stop();
     }
     Ok(code)
+}
+
+/// Joins the leased network namespace kiln passed on [`NETWORK_FD`] (ready,
+/// with slirp4netns attached) and closes the descriptor, so that no
+/// process of the container holds it.
+fn join_leased_network() -> Result<(), String> {
+    // SAFETY: kiln put the namespace on this fd for us; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(NETWORK_FD) };
+    nix::sched::setns(&fd, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("joining the leased network namespace: {e}"))
 }
 
 /// Unshares a user namespace in which root is the caller (the only id
@@ -452,7 +468,7 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
 
     nix::unistd::sethostname(&spec.hostname)
         .map_err(|e| format!("setting hostname {:?}: {e}", spec.hostname))?;
-    if spec.network != Network::Host {
+    if !matches!(config.network, NetworkSetup::Host) {
         loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
     }
     Ok(())
@@ -788,33 +804,6 @@ fn setup_dev(dev: &str) -> Result<(), String> {
     ] {
         std::os::unix::fs::symlink(to, format!("{dev}/{name}"))
             .map_err(io_err(format!("linking {name}")))?;
-    }
-    Ok(())
-}
-
-fn loopback_up() -> io::Result<()> {
-    // SAFETY: a plain datagram socket for interface ioctls.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socket returned a descriptor we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-    // SAFETY: ifreq is plain data; zero is a valid initial value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = libc::c_char::from_ne_bytes([*src]);
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq's flags.
-    unsafe {
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let up = libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).unwrap_or(1);
-        req.ifr_ifru.ifru_flags |= up;
-        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req) < 0 {
-            return Err(io::Error::last_os_error());
-        }
     }
     Ok(())
 }

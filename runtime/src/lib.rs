@@ -21,7 +21,7 @@ mod sys;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,7 @@ use std::process::{Command, ExitCode, Stdio};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use network::NetworkPool;
 pub use seccomp::{Profile as SeccompProfile, SeccompError};
 pub use spec::{Limits, Mount, Network, RunOutcome, RunSpec, Seccomp};
 
@@ -51,6 +52,8 @@ const DEFAULT_SECCOMP: seccomp::Embedded<'static> = seccomp::Embedded {
 const NETWORK_PID: &str = "network.pid";
 /// The fd on which the init and its children report setup failures.
 const ERROR_FD: i32 = 4;
+/// The fd on which the init finds a leased network namespace to join.
+const NETWORK_FD: i32 = 5;
 
 /// A container that could not be set up or run.
 #[derive(Debug, Error)]
@@ -128,8 +131,22 @@ struct InitConfig {
     /// The seccomp filter as BPF (`struct sock_filter`s), compiled here
     /// once so that the init only loads it.
     seccomp: Option<Vec<u8>>,
-    /// slirp4netns, for the isolated network.
-    network_helper: Option<PathBuf>,
+    /// How the container gets its network namespace.
+    network: NetworkSetup,
+}
+
+/// How the init gives the container its network namespace.
+#[derive(Debug, Serialize, Deserialize)]
+enum NetworkSetup {
+    /// The host's ([`Network::Host`]).
+    Host,
+    /// A new one with only `lo` ([`Network::None`]).
+    Loopback,
+    /// A new one joined to the host by this slirp4netns, started by the
+    /// init for this run ([`Network::Isolated`] without a pool).
+    Helper(PathBuf),
+    /// The leased one on [`NETWORK_FD`], already joined to the host.
+    Leased,
 }
 
 /// Whether runs from this process are rootless (effective uid not 0).
@@ -154,9 +171,10 @@ pub fn stop_all() {
     signals::stop_all();
 }
 
-/// Waits until the NAT helpers of finished runs are gone: they are reaped
-/// in the background (their exit takes a few tens of milliseconds), so a
-/// program calls this before it exits, lest an orphan outlive it.
+/// Waits until the NAT helpers of finished runs and closed
+/// [`NetworkPool`]s are gone: they are killed without waiting and reaped
+/// in the background, so a program calls this before it exits, lest an
+/// orphan outlive it.
 pub fn wait_for_helpers() {
     network::wait_for_helpers();
 }
@@ -165,7 +183,7 @@ pub fn wait_for_helpers() {
 /// when the file on disk was replaced) as the container init; the binary
 /// must call [`init_main`] when its first argument is [`INIT_ARG`].
 pub fn run(spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
-    run_with_init(spec, Path::new("/proc/self/exe"))
+    run_with_init(spec, Path::new("/proc/self/exe"), None)
 }
 
 /// Which of the container's output streams a chunk came from.
@@ -183,26 +201,38 @@ pub type OutputSink<'a> = &'a (dyn Fn(Stream, &[u8]) + Sync);
 
 /// Like [`run`] with `spec.capture` set, and every chunk of output also
 /// handed to `sink` as it arrives, so a caller can show it live; the
-/// outcome still holds all of it.
-pub fn run_streaming(spec: &RunSpec, sink: OutputSink<'_>) -> Result<RunOutcome, RuntimeError> {
-    run_inner(spec, Path::new("/proc/self/exe"), Some(sink))
+/// outcome still holds all of it. With `networks`, an isolated network
+/// is leased from that pool (see [`NetworkPool`]) instead of made for the
+/// run.
+pub fn run_streaming(
+    spec: &RunSpec,
+    sink: OutputSink<'_>,
+    networks: Option<&NetworkPool>,
+) -> Result<RunOutcome, RuntimeError> {
+    run_inner(spec, Path::new("/proc/self/exe"), Some(sink), networks)
 }
 
 /// Runs `spec` with `init_program` as the container init; the program must
-/// call [`init_main`] when its first argument is [`INIT_ARG`].
+/// call [`init_main`] when its first argument is [`INIT_ARG`]. With
+/// `networks`, an isolated network is leased from that pool.
 ///
 /// Without root (effective uid not 0) the container runs in a user
 /// namespace where only its root is mapped, to the caller; resource limits
 /// are then refused with [`RuntimeError::NeedsRoot`], and a USER other than
 /// root fails the setup.
-pub fn run_with_init(spec: &RunSpec, init_program: &Path) -> Result<RunOutcome, RuntimeError> {
-    run_inner(spec, init_program, None)
+pub fn run_with_init(
+    spec: &RunSpec,
+    init_program: &Path,
+    networks: Option<&NetworkPool>,
+) -> Result<RunOutcome, RuntimeError> {
+    run_inner(spec, init_program, None, networks)
 }
 
 fn run_inner(
     spec: &RunSpec,
     init_program: &Path,
     sink: Option<OutputSink<'_>>,
+    networks: Option<&NetworkPool>,
 ) -> Result<RunOutcome, RuntimeError> {
     validate(spec)?;
     let parent = spec
@@ -217,11 +247,24 @@ fn run_inner(
             path: parent.to_path_buf(),
             source,
         })?;
-    let config = prepare(spec, tmp.path())?;
-    if config.network_helper.is_some() {
+    // A pool's networks live in the host's user namespace: without root
+    // the run's own user namespace needs a network of its own.
+    let pool = networks.filter(|_| spec.network == Network::Isolated && !is_rootless());
+    let config = prepare(spec, tmp.path(), pool.is_some())?;
+    // Privileged, the run could change its network: it gets a fresh one.
+    let lease = pool.map(|p| p.lease(spec.privileged)).transpose()?;
+    if matches!(config.network, NetworkSetup::Helper(_)) {
         network::become_subreaper();
     }
-    let mut result = run_prepared(&config, init_program, sink);
+    let mut result = run_prepared(
+        &config,
+        init_program,
+        sink,
+        lease.as_ref().and_then(network::Lease::fd),
+    );
+    // The run is over (every process of its PID namespace is gone): the
+    // network goes back to the pool.
+    drop(lease);
     network::reap_later(&config.files.join(NETWORK_PID));
     let cleaned = remove_stubs(&config);
     if result.is_ok()
@@ -291,8 +334,9 @@ fn prep_err(path: &Path) -> impl FnOnce(io::Error) -> RuntimeError + '_ {
 }
 
 /// Creates the temporary layout: overlay work dir, skeleton layer, layer
-/// links and generated files.
-fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
+/// links and generated files. `leased`: the isolated network comes from a
+/// pool.
+fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, RuntimeError> {
     // The init changes directory before mounting, so every path it gets is
     // absolute.
     let tmp = &fs::canonicalize(tmp).map_err(prep_err(tmp))?;
@@ -361,15 +405,18 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
         Seccomp::Default => Some(seccomp::default_program(&caps, &DEFAULT_SECCOMP)?),
         Seccomp::Profile(profile) => Some(seccomp::compile(profile, &caps)?),
     };
-    let network_helper = if spec.network == Network::Isolated {
-        network::check_tun(is_rootless()).map_err(RuntimeError::Network)?;
-        Some(
-            network::helper_path().ok_or(RuntimeError::MissingNetworkHelper {
-                tool: network::HELPER,
-            })?,
-        )
-    } else {
-        None
+    let network = match spec.network {
+        Network::Host => NetworkSetup::Host,
+        Network::None => NetworkSetup::Loopback,
+        Network::Isolated if leased => NetworkSetup::Leased,
+        Network::Isolated => {
+            network::check_tun(is_rootless()).map_err(RuntimeError::Network)?;
+            NetworkSetup::Helper(network::helper_path().ok_or(
+                RuntimeError::MissingNetworkHelper {
+                    tool: network::HELPER,
+                },
+            )?)
+        }
     };
     Ok(InitConfig {
         spec,
@@ -379,7 +426,7 @@ fn prepare(spec: &RunSpec, tmp: &Path) -> Result<InitConfig, RuntimeError> {
         files,
         rootless: is_rootless(),
         seccomp,
-        network_helper,
+        network,
     })
 }
 
@@ -428,10 +475,12 @@ fn is_empty_dir(path: &Path) -> bool {
     fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
 
+/// `network`: the leased network namespace the init joins.
 fn run_prepared(
     config: &InitConfig,
     init_program: &Path,
     sink: Option<OutputSink<'_>>,
+    network: Option<RawFd>,
 ) -> Result<RunOutcome, RuntimeError> {
     let spec = &config.spec;
     let cgroup = if spec.limits.any() {
@@ -439,7 +488,7 @@ fn run_prepared(
     } else {
         None
     };
-    let result = spawn_and_wait(config, init_program, cgroup.as_ref(), sink);
+    let result = spawn_and_wait(config, init_program, cgroup.as_ref(), sink, network);
     let oom = cgroup.as_ref().is_some_and(cgroup::Cgroup::oom_killed);
     let removed = cgroup.map_or(Ok(()), cgroup::Cgroup::remove);
     let mut outcome = result?;
@@ -456,6 +505,7 @@ fn spawn_and_wait(
     init_program: &Path,
     cgroup: Option<&cgroup::Cgroup>,
     sink: Option<OutputSink<'_>>,
+    network: Option<RawFd>,
 ) -> Result<RunOutcome, RuntimeError> {
     let spec = &config.spec;
     let json = serde_json::to_vec(config).map_err(|e| RuntimeError::Io(e.into()))?;
@@ -486,9 +536,9 @@ fn spawn_and_wait(
     }
     let fds = [config_read.as_raw_fd(), error_write.as_raw_fd()];
     // SAFETY: the closure only calls async-signal-safe functions (dup2,
-    // fcntl, prctl, getppid) between fork and exec.
+    // fcntl, prctl) between fork and exec.
     unsafe {
-        command.pre_exec(move || sys::child_fds(fds[0], fds[1]));
+        command.pre_exec(move || sys::child_fds(fds[0], fds[1], network));
     }
     let _guard = signals::Forwarding::install();
     let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {

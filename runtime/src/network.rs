@@ -1,4 +1,4 @@
-//! The isolated network: a new network namespace joined to the host by
+//! The isolated network: a network namespace joined to the host by
 //! slirp4netns, a user-mode NAT (the container's packets become ordinary
 //! sockets of a host process), as rootless Podman does.
 //!
@@ -8,24 +8,40 @@
 //! (`--disable-host-loopback`: 10.0.2.2 is not mapped to 127.0.0.1), forwards
 //! DNS sent to 10.0.2.3 to the host's resolver even when that is a
 //! loopback stub such as systemd-resolved's (only port 53 of that address
-//! is forwarded), and its lifetime can be tied to the container's: its
-//! parent-death signal and `--exit-fd` end it when the init ends, even on
+//! is forwarded), and its lifetime can be tied to its owner's with
+//! `--exit-fd`: it ends when the owner's end of a pipe closes, even on
 //! `kill -9`.
 //!
-//! The helper is forked by the init before any namespace exists (so it
-//! stays in the host's namespaces), waits until the init has unshared the
-//! network namespace, then becomes slirp4netns attached to the init's
-//! namespaces. PID 1 builds the root file system meanwhile and waits for
-//! slirp4netns's ready byte only before it pivots, so the two overlap.
+//! A network comes two ways:
+//! - Made for one run ([`Helper`], `kiln run` and rootless runs): the
+//!   helper is forked by the init before any namespace exists (so it stays
+//!   in the host's namespaces), waits until the init has unshared the
+//!   network namespace, then becomes slirp4netns attached to the init's
+//!   namespaces. PID 1 builds the root file system meanwhile and waits for
+//!   slirp4netns's ready byte only before it pivots, so the two overlap.
+//! - Leased from a [`pool::NetworkPool`] (RUN steps as root): made ahead
+//!   of the run without a container and kept for the build's next runs;
+//!   the init only joins it.
+//!
+//! Either way the tap device is made by kiln, persistent, before
+//! slirp4netns attaches to it ([`create_tap`]), so the helper's exit does
+//! not have to unregister it.
+
+mod pool;
+
+pub(crate) use pool::Lease;
+pub use pool::NetworkPool;
 
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 
 use crate::spec::Network;
 use crate::sys;
@@ -34,8 +50,12 @@ use crate::sys;
 pub(crate) const HELPER: &str = "slirp4netns";
 /// slirp4netns's DNS forwarder inside the namespace.
 pub(crate) const NAMESERVER: &str = "10.0.2.3";
+/// The interface slirp4netns drives in the namespace.
+pub(crate) const INTERFACE: &str = "eth0";
 /// How long slirp4netns may take to configure the interface.
 const READY_TIMEOUT_MS: i32 = 10_000;
+/// How much of slirp4netns's output an error quotes.
+const LOG_LIMIT: usize = 4096;
 
 /// The helper program in `PATH`, looked up once per process.
 pub(crate) fn helper_path() -> Option<PathBuf> {
@@ -104,6 +124,119 @@ pub(crate) fn resolv_conf(host: &str, network: Network) -> String {
     out
 }
 
+/// What slirp4netns attaches to.
+enum Target {
+    /// The network (and, rootless, user) namespace of a process.
+    Process(i32),
+    /// A network namespace file.
+    Path(String),
+}
+
+/// slirp4netns's command line, `argv[0]` first: one configuration for
+/// every network kiln makes (the addresses slirp4netns's defaults, host
+/// loopback refused, its sandbox and seccomp filter on).
+fn helper_args(ready: RawFd, exit: RawFd, rootless: bool, target: &Target) -> Vec<String> {
+    let mut args = vec![
+        HELPER.to_owned(),
+        "--configure".to_owned(),
+        "--mtu=65520".to_owned(),
+        "--disable-host-loopback".to_owned(),
+        "--enable-sandbox".to_owned(),
+        "--enable-seccomp".to_owned(),
+        format!("--ready-fd={ready}"),
+        format!("--exit-fd={exit}"),
+    ];
+    match target {
+        Target::Process(pid) => {
+            if rootless {
+                args.push(format!("--userns-path=/proc/{pid}/ns/user"));
+            }
+            args.push(pid.to_string());
+        }
+        Target::Path(path) => {
+            args.push("--netns-type=path".to_owned());
+            args.push(path.clone());
+        }
+    }
+    args.push(INTERFACE.to_owned());
+    args
+}
+
+/// Creates [`INTERFACE`], the tap device slirp4netns drives, in the calling
+/// thread's network namespace, and makes it persistent: slirp4netns then
+/// attaches to it instead of creating it, and its exit leaves the device
+/// alone. Unregistering a network device waits for an RCU grace period
+/// (`rcu_barrier`, 12 to 33 ms measured here) in the process that does it:
+/// done by the exiting slirp4netns, that was the wait of every run's
+/// teardown; the persistent device instead goes with its namespace, which
+/// the kernel tears down in the background once nothing holds it. The
+/// device has no owner, so only a process with `CAP_NET_ADMIN` over the
+/// namespace could attach to it, which a container never has (Docker's
+/// capability set has no `CAP_NET_ADMIN`; a privileged run gets a
+/// namespace of its own).
+pub(crate) fn create_tap() -> Result<(), String> {
+    let fail = |what: &str| {
+        format!(
+            "isolated network: {what} {INTERFACE}: {}",
+            io::Error::last_os_error()
+        )
+    };
+    // SAFETY: a NUL-terminated path and plain flags.
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!(
+            "isolated network: opening /dev/net/tun: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: open returned a descriptor we own.
+    let tun = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zero is a valid initial value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(INTERFACE.as_bytes()) {
+        *dst = libc::c_char::from_ne_bytes([*src]);
+    }
+    req.ifr_ifru.ifru_flags = libc::c_short::try_from(libc::IFF_TAP | libc::IFF_NO_PI).unwrap_or(0);
+    // SAFETY: TUNSETIFF reads one ifreq; TUNSETPERSIST takes an integer.
+    unsafe {
+        if libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &raw const req) < 0 {
+            return Err(fail("creating"));
+        }
+        if libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) < 0 {
+            return Err(fail("making persistent"));
+        }
+    }
+    Ok(())
+}
+
+/// Brings `lo` up in the calling thread's network namespace.
+pub(crate) fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain datagram socket for interface ioctls.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket returned a descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain data; zero is a valid initial value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = libc::c_char::from_ne_bytes([*src]);
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq's flags.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let up = libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).unwrap_or(1);
+        req.ifr_ifru.ifru_flags |= up;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// The slirp4netns process of one container, from fork to teardown.
 pub(crate) struct Helper {
     pid: i32,
@@ -113,7 +246,8 @@ pub(crate) struct Helper {
     ready: Option<OwnedFd>,
     /// slirp4netns exits when every copy of this write end is closed.
     _exit: OwnedFd,
-    log: PathBuf,
+    /// slirp4netns's output.
+    log: fs::File,
 }
 
 fn os_err(what: &str) -> String {
@@ -128,28 +262,20 @@ impl Helper {
         let (go_read, go_write) = pipe("go pipe")?;
         let (ready_read, ready_write) = pipe("ready pipe")?;
         let (exit_read, exit_write) = pipe("exit pipe")?;
-        let log_file = fs::File::create(log)
-            .map_err(|e| format!("isolated network: creating {}: {e}", log.display()))?;
+        let io_err = |e: io::Error| format!("isolated network: creating {}: {e}", log.display());
+        let log_file = fs::File::create(log).map_err(io_err)?;
+        let log_reader = log_file.try_clone().map_err(io_err)?;
         let program_c = CString::new(program.as_os_str().as_bytes())
             .map_err(|_| format!("isolated network: NUL byte in {}", program.display()))?;
         // SAFETY: getpid has no preconditions.
         let init = unsafe { libc::getpid() };
         // Everything the child needs is prepared before the fork.
-        let mut args = vec![
-            HELPER.to_owned(),
-            "--configure".to_owned(),
-            "--mtu=65520".to_owned(),
-            "--disable-host-loopback".to_owned(),
-            "--enable-sandbox".to_owned(),
-            "--enable-seccomp".to_owned(),
-            format!("--ready-fd={}", ready_write.as_raw_fd()),
-            format!("--exit-fd={}", exit_read.as_raw_fd()),
-        ];
-        if rootless {
-            args.push(format!("--userns-path=/proc/{init}/ns/user"));
-        }
-        args.push(init.to_string());
-        args.push("eth0".to_owned());
+        let args = helper_args(
+            ready_write.as_raw_fd(),
+            exit_read.as_raw_fd(),
+            rootless,
+            &Target::Process(init),
+        );
         let c_args: Vec<CString> = args
             .into_iter()
             .map(|a| CString::new(a).unwrap_or_default())
@@ -203,16 +329,17 @@ impl Helper {
             go: Some(go_write),
             ready: Some(ready_read),
             _exit: exit_write,
-            log: log.to_path_buf(),
+            log: log_reader,
         })
     }
 
-    /// Lets the helper attach to the init's namespaces (call once they
-    /// exist).
+    /// Makes the tap device in the init's new network namespace and lets
+    /// the helper attach to it (call once the namespaces exist).
     pub(crate) fn start(&mut self) -> Result<(), String> {
         let Some(go) = self.go.take() else {
             return Ok(());
         };
+        create_tap()?;
         // SAFETY: writes one byte from a valid buffer.
         if unsafe { libc::write(go.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
             return Err(os_err("isolated network: starting slirp4netns"));
@@ -222,16 +349,13 @@ impl Helper {
 
     /// The read end PID 1 waits on; the init gives up its own copy.
     pub(crate) fn take_ready(&mut self) -> Option<Ready> {
-        self.ready.take().map(|fd| Ready {
-            fd,
-            log: self.log.clone(),
-        })
+        let fd = self.ready.take()?;
+        let log = self.log.try_clone().ok()?;
+        Some(Ready { fd, log })
     }
 
     /// Kills slirp4netns (the container is gone) without waiting for it:
-    /// its exit closes the tap device, whose unregistration waits for an
-    /// RCU grace period (10 to 30 ms here), so kiln, the subreaper that
-    /// inherits it when the init exits, reaps it in the background
+    /// kiln, the subreaper that inherits it when the init exits, reaps it
     /// ([`reap_later`]) while the caller goes on with the run's result.
     pub(crate) fn stop(self) {
         // SAFETY: kill on our own, not yet reaped, child.
@@ -259,13 +383,20 @@ pub(crate) fn become_subreaper() {
     });
 }
 
-/// Reapers of helpers still exiting.
-static REAPERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
-    std::sync::Mutex::new(Vec::new());
+/// Threads that reap helpers or make networks, joined by
+/// [`wait_for_helpers`].
+static REAPERS: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Has [`wait_for_helpers`] join `thread`.
+fn register(thread: JoinHandle<()>) {
+    let mut reapers = REAPERS.lock().unwrap_or_else(PoisonError::into_inner);
+    reapers.retain(|r| !r.is_finished());
+    reapers.push(thread);
+}
 
 /// Reaps the helper whose pid the init recorded in `pid_file` (it was
 /// killed and reparented to this process when the init exited), on a
-/// thread: its exit takes a while (see [`Helper::stop`]).
+/// thread, so the run's result is not held up.
 pub(crate) fn reap_later(pid_file: &Path) {
     let Some(pid) = fs::read_to_string(pid_file)
         .ok()
@@ -283,35 +414,51 @@ pub(crate) fn reap_later(pid_file: &Path) {
             }
         });
     if let Ok(reaper) = reaper {
-        let mut reapers = REAPERS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        reapers.retain(|r| !r.is_finished());
-        reapers.push(reaper);
+        register(reaper);
     }
 }
 
-/// Waits until every NAT helper of this process's finished runs is gone.
+/// Waits until every NAT helper of this process's finished runs and
+/// closed pools is gone, and every network still being made is made and
+/// gone.
 pub(crate) fn wait_for_helpers() {
-    let reapers = std::mem::take(
-        &mut *REAPERS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    for reaper in reapers {
-        let _ = reaper.join();
+    loop {
+        let reapers = std::mem::take(&mut *REAPERS.lock().unwrap_or_else(PoisonError::into_inner));
+        if reapers.is_empty() {
+            return;
+        }
+        // A network being made when its pool closed registers its reaper
+        // when it is done: hence the loop.
+        for reaper in reapers {
+            let _ = reaper.join();
+        }
     }
 }
 
-/// slirp4netns's readiness, awaited by PID 1 before it pivots.
+/// Up to [`LOG_LIMIT`] bytes of what slirp4netns printed, read without
+/// moving the file offset it shares with slirp4netns.
+fn read_log(log: &fs::File) -> String {
+    let mut buf = vec![0u8; LOG_LIMIT];
+    let mut len = 0;
+    while len < buf.len() {
+        match log.read_at(buf.get_mut(len..).unwrap_or_default(), len as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8_lossy(&buf).trim().to_owned()
+}
+
+/// slirp4netns's readiness.
 pub(crate) struct Ready {
     fd: OwnedFd,
-    log: PathBuf,
+    log: fs::File,
 }
 
 impl Ready {
-    /// Waits until slirp4netns has configured `eth0`; an error quotes what
-    /// it printed.
+    /// Waits until slirp4netns has configured the interface; an error
+    /// quotes what it printed.
     pub(crate) fn wait(self) -> Result<(), String> {
         let mut poll = libc::pollfd {
             fd: self.fd.as_raw_fd(),
@@ -319,8 +466,7 @@ impl Ready {
             revents: 0,
         };
         let failed = |what: &str| {
-            let log = fs::read_to_string(&self.log).unwrap_or_default();
-            let log = log.trim();
+            let log = read_log(&self.log);
             let detail = if log.is_empty() {
                 String::new()
             } else {

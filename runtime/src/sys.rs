@@ -55,19 +55,44 @@ pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(pair)
 }
 
-/// In the spawned init, before exec: moves the configuration and error
-/// pipes to their fixed numbers and dies with the calling thread.
-/// Only async-signal-safe calls.
-pub(crate) fn child_fds(config: RawFd, error: RawFd) -> io::Result<()> {
-    // Move both out of the way first, so neither dup2 clobbers the other.
-    // SAFETY: fcntl/dup2/prctl on integers; no allocation.
-    unsafe {
-        let config = check(libc::fcntl(config, libc::F_DUPFD_CLOEXEC, 10))?;
-        let error = check(libc::fcntl(error, libc::F_DUPFD_CLOEXEC, 10))?;
-        check(libc::dup2(config, crate::CONFIG_FD))?;
-        check(libc::dup2(error, crate::ERROR_FD))?;
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+/// In a spawned child, before exec: puts each `(descriptor, number)` at
+/// its fixed number, open across exec (at most [`PLACED_MAX`]). Only
+/// async-signal-safe calls, no allocation.
+pub(crate) fn place_fds(fds: &[(RawFd, RawFd)]) -> io::Result<()> {
+    if fds.len() > PLACED_MAX {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
+    // Move every one out of the way first, so no dup2 clobbers another.
+    let mut moved = [0; PLACED_MAX];
+    for (slot, &(fd, _)) in moved.iter_mut().zip(fds) {
+        // SAFETY: fcntl on an integer.
+        *slot = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) })?;
+    }
+    for (&from, &(_, to)) in moved.iter().zip(fds) {
+        // SAFETY: dup2 on integers; the copy at `to` is not close-on-exec.
+        check(unsafe { libc::dup2(from, to) })?;
+    }
+    Ok(())
+}
+
+/// How many descriptors [`place_fds`] places.
+const PLACED_MAX: usize = 4;
+
+/// In the spawned init, before exec: moves the configuration and error
+/// pipes, and the network namespace to join if any, to their fixed
+/// numbers and dies with the calling thread. Only async-signal-safe calls.
+pub(crate) fn child_fds(config: RawFd, error: RawFd, network: Option<RawFd>) -> io::Result<()> {
+    let all = [
+        (config, crate::CONFIG_FD),
+        (error, crate::ERROR_FD),
+        (network.unwrap_or(-1), crate::NETWORK_FD),
+    ];
+    place_fds(
+        all.get(..if network.is_some() { 3 } else { 2 })
+            .unwrap_or_default(),
+    )?;
+    // SAFETY: prctl on integers.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })?;
     Ok(())
 }
 

@@ -94,7 +94,7 @@ impl Fixture {
     }
 
     fn run(&self, spec: &RunSpec) -> Result<RunOutcome, RuntimeError> {
-        let result = kiln_runtime::run_with_init(spec, Path::new(INIT));
+        let result = kiln_runtime::run_with_init(spec, Path::new(INIT), None);
         self.assert_clean();
         result
     }
@@ -1114,6 +1114,83 @@ fn isolated_network_has_eth0_and_the_nat_forwarder_for_dns() {
     // background: wait for it).
     kiln_runtime::wait_for_helpers();
     assert!(processes_named("slirp4netns").is_empty());
+}
+
+#[test]
+fn pooled_networks_serve_one_run_at_a_time_and_a_privileged_run_gets_its_own() {
+    if skip() {
+        return;
+    }
+    let fx = Fixture::new();
+    fs::create_dir(fx.path("sync")).unwrap();
+    let pool = kiln_runtime::NetworkPool::new();
+    pool.prewarm(1);
+    let run = |script: &str, privileged: bool, upper: &str| {
+        let upper = fx.path(upper);
+        fs::create_dir(&upper).unwrap();
+        let mut spec = fx.spec(&["sh", "-c", script]);
+        spec.upper = upper;
+        spec.network = Network::Isolated;
+        spec.privileged = privileged;
+        spec.mounts = vec![Mount::Bind {
+            source: fx.path("sync"),
+            target: "/sync".into(),
+            read_only: false,
+        }];
+        let out = kiln_runtime::run_with_init(&spec, Path::new(INIT), Some(&pool)).unwrap();
+        assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+        stdout(&out)
+    };
+    let probe = "readlink /proc/self/ns/net; ls /sys/class/net; head -1 /etc/resolv.conf";
+    let first = run(probe, false, "u1");
+    let (namespace, rest) = first.split_once('\n').unwrap();
+    assert!(namespace.starts_with("net:["), "{first}");
+    assert_eq!(rest, "eth0\nlo\nnameserver 10.0.2.3\n");
+    // The next run gets the same network back.
+    assert_eq!(run(probe, false, "u2"), first);
+    // A privileged run (it may change its network) gets another one, and
+    // what it changes stays there.
+    let privileged = run(
+        "busybox ip addr add 10.9.9.9/32 dev lo && readlink /proc/self/ns/net",
+        true,
+        "u3",
+    );
+    assert_ne!(privileged.trim(), namespace);
+    let after = run(
+        "readlink /proc/self/ns/net; busybox ip addr show lo",
+        false,
+        "u4",
+    );
+    assert!(after.starts_with(&format!("{namespace}\n")), "{after}");
+    assert!(!after.contains("10.9.9.9"), "{after}");
+    // Two runs at once (each waits for the other's file) get two networks.
+    let at_once = |me: &str, other: &str| {
+        format!(
+            "readlink /proc/self/ns/net > /sync/{me}.tmp && busybox mv /sync/{me}.tmp /sync/{me} \
+             && i=0 && while [ ! -e /sync/{other} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done \
+             && cat /sync/{other} && readlink /proc/self/ns/net"
+        )
+    };
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| run(&at_once("a", "b"), false, "u5"));
+        let b = run(&at_once("b", "a"), false, "u6");
+        (a.join().unwrap(), b)
+    });
+    let (a_saw, a_own) = a.split_once('\n').unwrap();
+    let (b_saw, b_own) = b.split_once('\n').unwrap();
+    assert_eq!((a_saw, b_saw), (b_own.trim(), a_own.trim()));
+    assert_ne!(a_own, b_own);
+    // Closed and waited for, the pool leaves no helper.
+    pool.close();
+    kiln_runtime::wait_for_helpers();
+    let ours = format!("{}/fd/", std::process::id());
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&ours),
+            "a helper of the pool is left"
+        );
+    }
 }
 
 /// Pids of live processes named `name` whose target (the last-but-one

@@ -223,7 +223,11 @@ pub(super) fn run_step(
     };
     let running = std::time::Instant::now();
     let lines = OutputLines::new(shared.reporter, ctx.id);
-    let outcome = kiln_runtime::run_streaming(&spec, &|stream, data| lines.push(stream, data));
+    let outcome = kiln_runtime::run_streaming(
+        &spec,
+        &|stream, data| lines.push(stream, data),
+        Some(&shared.networks),
+    );
     let tail = lines.finish();
     let outcome = outcome?;
     log::debug!("{created_by}: ran in {:?}", running.elapsed());
