@@ -119,10 +119,22 @@ impl Mounted {
     }
 
     /// Unmounts now, reporting failure (drop unmounts quietly).
+    ///
+    /// EBUSY is not a failure: another thread forking (a RUN's container
+    /// init, a network helper) gives its child a copy of every descriptor
+    /// until exec closes them, so a file this build opened in the mount
+    /// may be held for an instant by a process that never uses it. Only
+    /// this build writes through its mounts and it has finished, so the
+    /// mount is detached, and the kernel drops it when that copy closes
+    /// (containerd retries EBUSY for the same reason).
     pub fn unmount(mut self) -> Result<(), BuildError> {
+        use nix::mount::{MntFlags, umount2};
         self.mounted = false;
-        nix::mount::umount2(&self.target, nix::mount::MntFlags::empty())
-            .map_err(|e| BuildError::Mount(format!("unmounting {}: {e}", self.target.display())))
+        match umount2(&self.target, MntFlags::empty()) {
+            Err(nix::errno::Errno::EBUSY) => umount2(&self.target, MntFlags::MNT_DETACH),
+            other => other,
+        }
+        .map_err(|e| BuildError::Mount(format!("unmounting {}: {e}", self.target.display())))
     }
 }
 
@@ -282,4 +294,63 @@ fn mount_classic(stack: &[&Path], upper: Option<(&Path, &Path)>, target: &Path) 
         Some(options),
     )
     .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::Mounted;
+
+    /// A file of the mount still open elsewhere (as in a child between
+    /// fork and exec) does not fail the unmount, and the mount is gone.
+    #[test]
+    fn unmount_detaches_a_mount_held_open() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIPPED: needs root (mounts a tmpfs)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("m");
+        fs::create_dir(&target).unwrap();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // This thread's own mount namespace: nothing shows outside.
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+                    nix::mount::mount(
+                        None::<&str>,
+                        "/",
+                        None::<&str>,
+                        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                        None::<&str>,
+                    )
+                    .unwrap();
+                    nix::mount::mount(
+                        Some("tmpfs"),
+                        &target,
+                        Some("tmpfs"),
+                        nix::mount::MsFlags::empty(),
+                        None::<&str>,
+                    )
+                    .unwrap();
+                    fs::write(target.join("f"), b"kept").unwrap();
+                    let held = fs::File::open(target.join("f")).unwrap();
+                    let mounted = Mounted {
+                        target: target.clone(),
+                        mounted: true,
+                    };
+                    mounted.unmount().unwrap();
+                    let table = fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+                    assert!(
+                        !table.contains(target.to_str().unwrap()),
+                        "still mounted:\n{table}"
+                    );
+                    assert!(!target.join("f").exists());
+                    drop(held);
+                })
+                .join()
+                .unwrap();
+        });
+    }
 }
