@@ -18,12 +18,12 @@ fn tools(names: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    assert!(
-        std::env::var("KILN_REQUIRE_INTEROP").as_deref() != Ok("1"),
-        "interop tools missing: {missing:?} (apt-get install skopeo umoci podman)"
-    );
-    eprintln!("SKIPPED: interop tools missing: {missing:?}");
-    false
+    kiln_testkit::require(
+        "INTEROP",
+        Some(&format!(
+            "interop tools missing: {missing:?} (apt-get install skopeo umoci podman)"
+        )),
+    )
 }
 
 fn sh(command: &mut Command) -> String {
@@ -248,14 +248,17 @@ fn podman_loads_kiln_archives_and_kiln_loads_podman_archives() {
     }
 }
 
-/// Real Docker, when a daemon is reachable (CI has none; this ran by hand
-/// against Docker 20.10 from Debian). Docker 20.10 reads only the
+/// Real Docker (`.ci/run` starts Debian's dockerd 20.10; elsewhere the
+/// test is skipped without a daemon). Docker 20.10 reads only the
 /// docker-archive layout, which is kiln's default.
 #[test]
 fn docker_loads_kiln_archives_and_kiln_loads_docker_save() {
     let docker = Command::new("docker").arg("info").output();
-    if !docker.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: no Docker daemon reachable (`docker info` failed)");
+    let unreachable = "no Docker daemon reachable (`docker info` failed)";
+    if !kiln_testkit::require(
+        "DOCKER",
+        (!docker.is_ok_and(|o| o.status.success())).then_some(unreachable),
+    ) {
         return;
     }
     let (kiln, id) = busybox_store("localhost/kiln-docker:1");

@@ -37,12 +37,7 @@ fn can_run() -> bool {
     } else {
         "needs root".to_owned()
     };
-    assert!(
-        std::env::var("KILN_REQUIRE_NETWORK").as_deref() != Ok("1"),
-        "network tests: {reason} (KILN_REQUIRE_NETWORK=1)"
-    );
-    eprintln!("SKIPPED: network tests: {reason}");
-    false
+    kiln_testkit::require("NETWORK", Some(&format!("network tests: {reason}")))
 }
 
 /// A store with `bb:1`: busybox with the network applets.

@@ -418,8 +418,8 @@ fn chown_tree(path: &std::path::Path) {
 #[test]
 fn rootless_run_as_an_unprivileged_user() {
     let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
-    if max.trim() == "0" {
-        println!("SKIPPED: user namespaces are disabled (user.max_user_namespaces = 0)");
+    let disabled = "user namespaces are disabled (user.max_user_namespaces = 0)";
+    if !kiln_testkit::require("USERNS", (max.trim() == "0").then_some(disabled)) {
         return;
     }
     let kiln = busybox();

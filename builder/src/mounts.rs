@@ -306,8 +306,7 @@ mod tests {
     /// fork and exec) does not fail the unmount, and the mount is gone.
     #[test]
     fn unmount_detaches_a_mount_held_open() {
-        if !nix::unistd::geteuid().is_root() {
-            println!("SKIPPED: needs root (mounts a tmpfs)");
+        if !kiln_testkit::root("mounts a tmpfs") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -16,9 +16,7 @@ const INIT: &str = match option_env!("KILN_TEST_INIT") {
 };
 
 fn skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("SKIPPED: needs root");
+    if !kiln_testkit::root("namespaces, mounts") {
         return true;
     }
     assert!(
@@ -908,8 +906,7 @@ fn rootless_runs_map_root_to_the_caller() {
     if skip() {
         return;
     }
-    if let Some(reason) = rootless_unsupported() {
-        println!("SKIPPED: {reason}");
+    if !kiln_testkit::require("USERNS", rootless_unsupported().as_deref()) {
         return;
     }
     let fx = Fixture::new();
@@ -981,8 +978,7 @@ fn rootless_refuses_what_needs_root() {
     if skip() {
         return;
     }
-    if let Some(reason) = rootless_unsupported() {
-        println!("SKIPPED: {reason}");
+    if !kiln_testkit::require("USERNS", rootless_unsupported().as_deref()) {
         return;
     }
     let fx = Fixture::new();

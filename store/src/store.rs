@@ -832,8 +832,7 @@ mod tests {
 
     #[test]
     fn remove_tree_never_empties_a_mount_below_it() {
-        if !nix::unistd::geteuid().is_root() {
-            println!("SKIPPED: needs root (mounts a tmpfs)");
+        if !kiln_testkit::root("mounts a tmpfs") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -15,11 +15,12 @@ pub fn corpus(sub: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         return Some(dir);
     }
-    assert!(
-        std::env::var("KILN_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
-        "conformance corpus not found at {} (KILN_REQUIRE_CONFORMANCE=1)",
-        dir.display()
+    kiln_testkit::require(
+        "CONFORMANCE",
+        Some(&format!(
+            "conformance corpus not found at {}",
+            dir.display()
+        )),
     );
-    eprintln!("SKIPPED: conformance corpus not found at {}", dir.display());
     None
 }

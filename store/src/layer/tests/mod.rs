@@ -1,5 +1,5 @@
 //! Layer tests. They need root (chown, mknod, trusted xattrs); without it
-//! each prints `SKIPPED: needs root` and returns.
+//! each reports the skip (kiln-testkit) and returns.
 
 mod chain;
 mod compression;
@@ -19,12 +19,7 @@ use crate::layer::LayerError;
 
 /// Whether the tests can do what root can; prints the skip notice otherwise.
 pub(super) fn root_or_skip() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        println!("SKIPPED: needs root (chown, mknod, trusted xattrs)");
-        false
-    }
+    kiln_testkit::root("chown, mknod, trusted xattrs")
 }
 
 /// A temp dir holding `dest/` (empty) and a sibling `victim/` with files.
