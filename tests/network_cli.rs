@@ -106,13 +106,12 @@ fn host_loopback_services_are_out_of_reach_of_run_and_kiln_run() {
     let expected = "127.0.0.1 rc=1\n10.0.2.2 rc=1\n10.0.2.3 rc=1\n::1 rc=1\n";
     assert_eq!(kiln.ok(&["run", "bb:1", "sh", "-c", &script]), expected);
 
-    let dir = kiln.path("ctx");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("Dockerfile"),
-        format!("FROM bb:1\nRUN ({script}) > /probe\n"),
-    )
-    .unwrap();
+    let dir = common::build::context(
+        &kiln,
+        "ctx",
+        &format!("FROM bb:1\nRUN ({script}) > /probe\n"),
+        &[],
+    );
     kiln.ok(&["build", "-t", "probe:1", dir.to_str().unwrap()]);
     assert_eq!(kiln.ok(&["run", "probe:1", "cat", "/probe"]), expected);
     assert_eq!(v4.accepted.load(Ordering::SeqCst), 0);
@@ -273,13 +272,12 @@ fn a_remote_host_is_reached_through_the_nat_and_none_has_only_lo() {
         kiln.ok(&["run", "bb:1", "wget", "-q", "-O", "-", &url]),
         "remote hello\n"
     );
-    let dir = kiln.path("ctx");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("Dockerfile"),
-        format!("FROM bb:1\nRUN wget -q -O /fetched {url} && ls /sys/class/net > /nets\n"),
-    )
-    .unwrap();
+    let dir = common::build::context(
+        &kiln,
+        "ctx",
+        &format!("FROM bb:1\nRUN wget -q -O /fetched {url} && ls /sys/class/net > /nets\n"),
+        &[],
+    );
     kiln.ok(&["build", "-t", "fetched:1", dir.to_str().unwrap()]);
     assert_eq!(
         kiln.ok(&["run", "fetched:1", "cat", "/fetched", "/nets"]),
@@ -307,13 +305,12 @@ fn a_remote_host_is_reached_through_the_nat_and_none_has_only_lo() {
         )
     };
     assert_eq!((code, out.as_str()), (Some(0), "lo\nrc=1\n"));
-    let dir = kiln.path("ctx-none");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("Dockerfile"),
+    let dir = common::build::context(
+        &kiln,
+        "ctx-none",
         "FROM bb:1\nRUN --network=none ls /sys/class/net > /nets\n",
-    )
-    .unwrap();
+        &[],
+    );
     kiln.ok(&["build", "-t", "none:1", dir.to_str().unwrap()]);
     assert_eq!(kiln.ok(&["run", "none:1", "cat", "/nets"]), "lo\n");
     assert_no_helper_left();
@@ -325,13 +322,12 @@ fn run_network_host_needs_the_entitlement() {
         return;
     }
     let kiln = busybox();
-    let dir = kiln.path("ctx");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("Dockerfile"),
+    let dir = common::build::context(
+        &kiln,
+        "ctx",
         "FROM bb:1\nRUN echo step1\nRUN --network=host readlink /proc/self/ns/net > /ns\n",
-    )
-    .unwrap();
+        &[],
+    );
     let stderr = kiln.fails(&["build", "-t", "host:1", dir.to_str().unwrap()]);
     assert!(
         stderr.contains(
@@ -355,13 +351,12 @@ fn run_network_host_needs_the_entitlement() {
     assert_eq!(kiln.ok(&["run", "host:1", "cat", "/ns"]), host_ns);
     // `kiln build --network host` is the user's explicit choice: no
     // entitlement needed. The default is another namespace.
-    let dir = kiln.path("ctx2");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("Dockerfile"),
+    let dir = common::build::context(
+        &kiln,
+        "ctx2",
         "FROM bb:1\nRUN readlink /proc/self/ns/net > /ns\n",
-    )
-    .unwrap();
+        &[],
+    );
     kiln.ok(&[
         "build",
         "--network",
@@ -606,17 +601,16 @@ fn runs_at_once_get_different_networks_and_a_later_run_reuses_one_cleaned() {
              && cat /sync/{other} > /other && readlink /proc/self/ns/net > /mine\n"
         )
     };
-    let dir = kiln.path("ctx");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("Dockerfile"),
-        format!(
+    let dir = common::build::context(
+        &kiln,
+        "ctx",
+        &format!(
             "FROM bb:1 AS a\n{}FROM bb:1 AS b\n{}FROM bb:1\nCOPY --from=a /mine /a-mine\nCOPY --from=a /other /a-other\nCOPY --from=b /mine /b-mine\nCOPY --from=b /other /b-other\n",
             rendezvous("a", "b"),
             rendezvous("b", "a")
         ),
-    )
-    .unwrap();
+        &[],
+    );
     kiln.ok(&["build", "-t", "atonce:1", dir.to_str().unwrap()]);
     let read = |image: &str, path: &str| kiln.ok(&["run", image, "cat", path]);
     let (a, b) = (read("atonce:1", "/a-mine"), read("atonce:1", "/b-mine"));
@@ -630,10 +624,9 @@ fn runs_at_once_get_different_networks_and_a_later_run_reuses_one_cleaned() {
 
     // One RUN after another: the second gets the first's network back,
     // without the server the first left running in the background.
-    let dir = kiln.path("ctx-seq");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("Dockerfile"),
+    let dir = common::build::context(
+        &kiln,
+        "ctx-seq",
         "FROM bb:1\n\
          RUN (busybox nc -l -p 8080 </dev/null >/dev/null &) \
          && until busybox netstat -ltn | grep -q ':8080 '; do sleep 0.01; done \
@@ -641,8 +634,8 @@ fn runs_at_once_get_different_networks_and_a_later_run_reuses_one_cleaned() {
          && readlink /proc/self/ns/net > /ns-first\n\
          RUN (busybox netstat -ltn | grep -c ':8080 ' || true) > /listening-after \
          && readlink /proc/self/ns/net > /ns-second && ls /sys/class/net > /nets\n",
-    )
-    .unwrap();
+        &[],
+    );
     kiln.ok(&["build", "-t", "seq:1", dir.to_str().unwrap()]);
     assert_eq!(read("seq:1", "/ns-first"), read("seq:1", "/ns-second"));
     assert_eq!(read("seq:1", "/listening"), "1\n");
@@ -699,13 +692,12 @@ fn kill_9_of_a_build_leaves_no_nat_helper_of_its_pool() {
     }
     let kiln = busybox();
     let marker = format!("4243.{}", std::process::id());
-    let dir = kiln.path("ctx");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(
-        dir.join("Dockerfile"),
-        format!("FROM bb:1\nRUN sleep {marker}\n"),
-    )
-    .unwrap();
+    let dir = common::build::context(
+        &kiln,
+        "ctx",
+        &format!("FROM bb:1\nRUN sleep {marker}\n"),
+        &[],
+    );
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("kiln"))
         .arg("--root")
         .arg(kiln.root())

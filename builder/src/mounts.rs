@@ -316,15 +316,7 @@ mod tests {
             scope
                 .spawn(|| {
                     // This thread's own mount namespace: nothing shows outside.
-                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-                    nix::mount::mount(
-                        None::<&str>,
-                        "/",
-                        None::<&str>,
-                        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                        None::<&str>,
-                    )
-                    .unwrap();
+                    super::enter_private_mount_namespace().unwrap();
                     nix::mount::mount(
                         Some("tmpfs"),
                         &target,
