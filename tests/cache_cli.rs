@@ -345,3 +345,52 @@ fn build_records_keep_the_snapshots_of_their_chains_after_rmi() {
     kiln.ok(&["cache", "prune", "-a", "-f"]);
     assert!(!snapshot.exists(), "prune left the snapshot");
 }
+
+#[test]
+fn contexts_stat_caches_are_counted_and_pruned_when_idle() {
+    let kiln = common::build::busybox();
+    let dir = common::build::context(&kiln, "ctx", "FROM bb:1\nCOPY f /f\n", &[("f", "x\n")]);
+    common::build::build_ok(&kiln, &dir, "app:1", &[]);
+    let caches: Vec<PathBuf> = fs::read_dir(kiln.root().join("statcache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let [cache] = caches.as_slice() else {
+        panic!("one stat cache expected: {caches:?}")
+    };
+    let df = kiln.ok(&["system", "df"]);
+    assert!(df.contains("\nStat caches    1         0         "), "{df}");
+    // A no-op build marks it used, so `until` keeps it.
+    let backdate = || {
+        let two_days = std::time::Duration::from_hours(48);
+        fs::File::options()
+            .write(true)
+            .open(cache)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - two_days)
+            .unwrap();
+    };
+    backdate();
+    let again = common::build::build_ok(&kiln, &dir, "app:1", &[]);
+    assert!(again.contains("0 steps run, 1 cached"), "{again}");
+    let out = kiln.ok(&["cache", "prune", "-f", "--filter", "until=24h"]);
+    assert!(cache.exists(), "{out}");
+    // Idle for two days: pruned, and named as the records are.
+    backdate();
+    let out = kiln.ok(&["cache", "prune", "-f", "--filter", "until=24h"]);
+    let name = cache.file_stem().unwrap().to_str().unwrap();
+    assert!(
+        out.starts_with(&format!("Deleted build cache objects:\n{name}\n\nTotal:")),
+        "{out}"
+    );
+    assert!(!cache.exists());
+    let df = kiln.ok(&["system", "df"]);
+    assert!(
+        df.contains("\nStat caches    0         0         0B          0B\n"),
+        "{df}"
+    );
+    // The next build reads the context again and keeps a new one.
+    let rebuilt = common::build::build_ok(&kiln, &dir, "app:1", &[]);
+    assert!(rebuilt.contains("0 steps run, 1 cached"), "{rebuilt}");
+    assert!(cache.exists());
+}

@@ -103,6 +103,8 @@ pub struct PruneReport {
     pub unreadable_removed: usize,
     /// Cache mounts removed (their names under `cache-mounts/`).
     pub cache_mounts: Vec<String>,
+    /// Contexts' stat caches removed (their names under `statcache/`).
+    pub stat_caches: Vec<String>,
     /// Bytes freed: record files plus what the store's garbage collection
     /// deleted afterwards (layer blobs, snapshots, abandoned staging files).
     pub reclaimed: u64,
@@ -309,26 +311,40 @@ impl BuildCache<'_> {
             report.removed.push(entry.record);
         }
         // Cache mounts (`RUN --mount=type=cache`) go as BuildKit's
-        // `exec.cachemount` records do: idle ones with `until`, least
+        // `exec.cachemount` records do, and the contexts' stat caches as
+        // its `source.local` records: idle ones with `until`, least
         // recently used first while over `keep_storage`, else all.
-        let mut mounts_left: u64 = self.store.cache_mounts()?.iter().map(|m| m.bytes).sum();
-        let removed = self.store.remove_cache_mounts(|mount| {
+        let mut used_left: u64 = self
+            .store
+            .cache_mounts()?
+            .iter()
+            .map(|m| m.bytes)
+            .sum::<u64>()
+            + self
+                .store
+                .stat_caches()?
+                .iter()
+                .map(|c| c.bytes)
+                .sum::<u64>();
+        let mut select = |entry: &kiln_store::maintenance::UsedEntry| {
             let idle = opts.until.is_none_or(|until| {
-                now.duration_since(mount.last_used)
+                now.duration_since(entry.last_used)
                     .is_ok_and(|idle| idle > until)
             });
-            let over = opts
-                .keep_storage
-                .is_none_or(|keep| left + mounts_left > keep);
+            let over = opts.keep_storage.is_none_or(|keep| left + used_left > keep);
             let remove = idle && over;
             if remove {
-                mounts_left = mounts_left.saturating_sub(mount.bytes);
+                used_left = used_left.saturating_sub(entry.bytes);
             }
             remove
-        })?;
-        for mount in removed {
+        };
+        for mount in self.store.remove_cache_mounts(&mut select)? {
             report.reclaimed += mount.bytes;
             report.cache_mounts.push(mount.name);
+        }
+        for cache in self.store.remove_stat_caches(&mut select)? {
+            report.reclaimed += cache.bytes;
+            report.stat_caches.push(cache.name);
         }
         let sweep = self.store.collect_garbage()?;
         report.reclaimed += sweep.reclaimed;

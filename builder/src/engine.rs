@@ -348,6 +348,10 @@ pub fn build(
                 let _ = fs::create_dir_all(dir);
             }
             let _ = cache.save(&store.tmp_dir(), path);
+        } else {
+            // Its mtime says when it was last used, for `cache prune
+            // --filter until=`.
+            let _ = filetime::set_file_mtime(path, filetime::FileTime::now());
         }
     }
     let steps_run = shared.steps_run.load(Ordering::SeqCst);

@@ -208,15 +208,22 @@ fn prune(root: Option<&Path>, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     }
     let report = BuildCache::new(&store).prune(&options)?;
     let mut stdout = io::stdout().lock();
-    if !report.removed.is_empty() || !report.cache_mounts.is_empty() {
+    if !report.removed.is_empty()
+        || !report.cache_mounts.is_empty()
+        || !report.stat_caches.is_empty()
+    {
         writeln!(stdout, "Deleted build cache objects:")?;
         for record in &report.removed {
             let hex = record.key.strip_prefix("sha256:").unwrap_or(&record.key);
             writeln!(stdout, "{hex}")?;
         }
-        // Cache mounts are named by the digest of their id.
+        // Cache mounts are named by the digest of their id, stat caches by
+        // the digest of their context's path.
         for name in &report.cache_mounts {
             writeln!(stdout, "{name}")?;
+        }
+        for name in &report.stat_caches {
+            writeln!(stdout, "{}", name.strip_suffix(".bin").unwrap_or(name))?;
         }
         writeln!(stdout)?;
     }

@@ -106,6 +106,13 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
                     usage.cache_mounts.1,
                 ),
                 (
+                    "Stat caches",
+                    usage.stat_caches.0.to_string(),
+                    "0".to_owned(),
+                    usage.stat_caches.1,
+                    usage.stat_caches.1,
+                ),
+                (
                     "Unused blobs",
                     usage.orphans.0.to_string(),
                     "0".to_owned(),

@@ -55,6 +55,8 @@ pub struct DiskUsage {
     pub orphans: (usize, u64),
     /// `RUN --mount=type=cache` directories and their bytes.
     pub cache_mounts: (usize, u64),
+    /// Contexts' stat caches and their bytes.
+    pub stat_caches: (usize, u64),
     /// Temporary files of running and of dead processes.
     pub temporaries: Temporaries,
 }
@@ -72,12 +74,14 @@ pub struct Temporaries {
     pub unowned: TempUsage,
 }
 
-/// One persistent cache-mount directory.
+/// One entry of a store directory that builds reuse and prune removes
+/// when idle: a persistent cache mount (`cache-mounts/<id hex>`) or a
+/// context's stat cache (`statcache/<context digest>.bin`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheMount {
-    /// Its name under `cache-mounts/` (the digest hex of the cache id).
+pub struct UsedEntry {
+    /// Its name in its directory.
     pub name: String,
-    /// When a build last used it (the directory's mtime).
+    /// When a build last used it (its mtime, which builds keep current).
     pub last_used: SystemTime,
     /// Bytes of its files.
     pub bytes: u64,
@@ -402,26 +406,14 @@ impl Store {
             .join(format!("cache-mount-{}.lock", id.encoded()))
     }
 
-    /// Every cache-mount directory.
-    pub fn cache_mounts(&self) -> Result<Vec<CacheMount>, StoreError> {
-        let dir = self.cache_mounts_dir();
-        let mut mounts = Vec::new();
-        for entry in fs::read_dir(&dir).at(&dir)? {
-            let entry = entry.at(&dir)?;
-            let path = entry.path();
-            let last_used = match fs::metadata(&path).and_then(|m| m.modified()) {
-                Ok(time) => time,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io(path, e)),
-            };
-            mounts.push(CacheMount {
-                name: entry.file_name().to_string_lossy().into_owned(),
-                last_used,
-                bytes: disk_usage(&path),
-            });
-        }
-        mounts.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.name.cmp(&b.name)));
-        Ok(mounts)
+    /// Every cache-mount directory, least recently used first.
+    pub fn cache_mounts(&self) -> Result<Vec<UsedEntry>, StoreError> {
+        used_entries(&self.cache_mounts_dir())
+    }
+
+    /// Every context's stat cache, least recently used first.
+    pub fn stat_caches(&self) -> Result<Vec<UsedEntry>, StoreError> {
+        used_entries(&self.stat_cache_dir())
     }
 
     /// Removes the cache mounts `select` picks (it sees them least recently
@@ -429,19 +421,38 @@ impl Store {
     /// may be using them). Each is renamed out of `cache-mounts/` first.
     pub fn remove_cache_mounts(
         &self,
-        mut select: impl FnMut(&CacheMount) -> bool,
-    ) -> Result<Vec<CacheMount>, StoreError> {
+        select: impl FnMut(&UsedEntry) -> bool,
+    ) -> Result<Vec<UsedEntry>, StoreError> {
+        self.remove_used_entries(&self.cache_mounts_dir(), select, "gc.cache-mount.renamed")
+    }
+
+    /// Removes the stat caches `select` picks, as
+    /// [`Store::remove_cache_mounts`] does cache mounts (a build without
+    /// its stat cache reads its context's files once more).
+    pub fn remove_stat_caches(
+        &self,
+        select: impl FnMut(&UsedEntry) -> bool,
+    ) -> Result<Vec<UsedEntry>, StoreError> {
+        self.remove_used_entries(&self.stat_cache_dir(), select, "gc.stat-cache.renamed")
+    }
+
+    fn remove_used_entries(
+        &self,
+        dir: &Path,
+        mut select: impl FnMut(&UsedEntry) -> bool,
+        renamed: &'static str,
+    ) -> Result<Vec<UsedEntry>, StoreError> {
         self.with_exclusive(|| {
             let mut removed = Vec::new();
-            for mount in self.cache_mounts()? {
-                if !select(&mount) {
+            for entry in used_entries(dir)? {
+                if !select(&entry) {
                     continue;
                 }
-                let path = self.cache_mounts_dir().join(&mount.name);
-                if let Some(aside) = self.rename_aside(&path, "gc-cache-mount-")? {
-                    fault::point("gc.cache-mount.renamed");
+                let path = dir.join(&entry.name);
+                if let Some(aside) = self.rename_aside(&path, "gc-used-")? {
+                    fault::point(renamed);
                     remove_tree(&aside)?;
-                    removed.push(mount);
+                    removed.push(entry);
                 }
             }
             Ok(removed)
@@ -577,9 +588,35 @@ impl Store {
             usage.cache_mounts.0 += 1;
             usage.cache_mounts.1 += mount.bytes;
         }
+        for cache in self.stat_caches()? {
+            usage.stat_caches.0 += 1;
+            usage.stat_caches.1 += cache.bytes;
+        }
         usage.temporaries = self.temporaries()?;
         Ok(usage)
     }
+}
+
+/// The entries of `dir`, least recently used first.
+fn used_entries(dir: &Path) -> Result<Vec<UsedEntry>, StoreError> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let path = entry.path();
+        let last_used = match fs::symlink_metadata(&path).and_then(|m| m.modified()) {
+            Ok(time) => time,
+            // Removed meanwhile by another command's prune.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StoreError::io(path, e)),
+        };
+        entries.push(UsedEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            last_used,
+            bytes: disk_usage(&path),
+        });
+    }
+    entries.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.name.cmp(&b.name)));
+    Ok(entries)
 }
 
 /// The owner a `tmp/` entry's name carries (`owner-<pid>-<start>-<n>`).
