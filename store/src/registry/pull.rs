@@ -1,0 +1,723 @@
+//! Pulling an image: manifest (through an index by platform), config and
+//! layers into the store, then its snapshots, then the tag.
+//!
+//! What is verified: the manifest against the digest asked for and the
+//! `Docker-Content-Digest` header; the config and every layer against
+//! their descriptors (digest and size, as they are written to the store:
+//! a blob that does not match is never stored); every layer's `diff_id` as
+//! it is unpacked. The image is tagged only when all of that succeeded.
+
+use std::io::{self, Read};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use kiln_reference::{Digest, ImageReference};
+
+use super::RegistryError;
+use super::client::{Body, Client, Session, header, read_capped};
+use crate::blobs::Expected;
+use crate::digest::{digest_bytes, parse_sha256};
+use crate::spec::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, ImageConfig, Index, MAX_DOCUMENT_SIZE,
+    Manifest, OCI_INDEX, OCI_MANIFEST, is_index,
+};
+use crate::store::Store;
+
+/// Cap on a manifest or index fetched from a registry.
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+/// Layers fetched at once.
+pub const PARALLEL_DOWNLOADS: usize = 3;
+/// Times one blob download is resumed after its connection broke.
+const MAX_RESUMES: u32 = 5;
+/// The `Accept` header of manifest requests.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// An OS/architecture/variant to pull from an index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformSpec {
+    /// `linux`.
+    pub os: String,
+    /// `amd64`.
+    pub architecture: String,
+    /// `v8`, if given.
+    pub variant: Option<String>,
+}
+
+impl PlatformSpec {
+    /// Parses `OS/ARCH[/VARIANT]`.
+    pub fn parse(text: &str) -> Result<Self, RegistryError> {
+        let parts: Vec<&str> = text.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Self {
+                os: os.to_ascii_lowercase(),
+                architecture: arch.to_ascii_lowercase(),
+                variant: None,
+            }),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+                Ok(Self {
+                    os: os.to_ascii_lowercase(),
+                    architecture: arch.to_ascii_lowercase(),
+                    variant: Some(variant.to_ascii_lowercase()),
+                })
+            }
+            _ => Err(RegistryError::Reference(format!(
+                "invalid platform {text:?}: expected OS/ARCH[/VARIANT]"
+            ))),
+        }
+    }
+
+    /// This machine's platform.
+    pub fn host() -> Self {
+        Self {
+            os: "linux".to_owned(),
+            architecture: crate::archive::load::host_architecture().to_owned(),
+            variant: None,
+        }
+    }
+}
+
+impl std::fmt::Display for PlatformSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a pull reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullEvent {
+    /// The manifest was resolved; its layers follow.
+    Resolved {
+        /// The digest the reference names (index or manifest).
+        digest: Digest,
+        /// The compressed layers, base first.
+        layers: Vec<(Digest, u64)>,
+    },
+    /// A layer the store already has: not fetched.
+    LayerPresent(Digest),
+    /// Bytes of a layer received so far.
+    LayerProgress {
+        /// The layer.
+        digest: Digest,
+        /// Bytes received.
+        done: u64,
+        /// Its size.
+        total: u64,
+    },
+    /// A layer was fetched and verified.
+    LayerDownloaded(Digest),
+    /// A layer was unpacked into its snapshot.
+    LayerUnpacked(Digest),
+}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    /// The reference it was stored under.
+    pub reference: ImageReference,
+    /// The digest the reference named at the registry (the index's, when
+    /// it named an index): what `RepoDigests` shows.
+    pub digest: Digest,
+    /// The image's manifest digest.
+    pub manifest_digest: Digest,
+    /// The image ID.
+    pub id: Digest,
+    /// Layers fetched (0 when everything was in the store).
+    pub fetched: usize,
+    /// Whether the reference now names another image than before.
+    pub updated: bool,
+}
+
+/// Options of a pull.
+pub struct PullOptions<'a> {
+    /// The platform to pick from an index (default: this machine's).
+    pub platform: Option<PlatformSpec>,
+    /// Called from the pulling threads as the pull goes.
+    pub progress: &'a (dyn Fn(PullEvent) + Sync),
+}
+
+/// Pulls `reference` into the store and tags it (by its tag, or for a
+/// pull by digest as `name@digest`). For docker.io the mirrors are tried
+/// first; a mirror's failure falls through to the next endpoint.
+pub fn pull(
+    store: &Store,
+    client: &Client,
+    reference: &ImageReference,
+    options: &PullOptions<'_>,
+) -> Result<PulledImage, RegistryError> {
+    let endpoints = client.endpoints(reference.domain(), true);
+    let mut last = None;
+    for endpoint in &endpoints {
+        let session = client.session(endpoint, reference.path(), false)?;
+        match pull_from(store, &session, reference, options) {
+            Ok(pulled) => return Ok(pulled),
+            Err(e) if endpoint.mirror => {
+                log::info!("mirror {} failed, trying the next: {e}", endpoint.base);
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        RegistryError::Reference(format!("no endpoint for {}", reference.domain()))
+    }))
+}
+
+/// A manifest or index as fetched.
+struct Fetched {
+    bytes: Vec<u8>,
+    digest: Digest,
+    media_type: String,
+}
+
+fn pull_from(
+    store: &Store,
+    session: &Session<'_>,
+    reference: &ImageReference,
+    options: &PullOptions<'_>,
+) -> Result<PulledImage, RegistryError> {
+    let full = reference.to_string();
+    let wanted = match (reference.digest(), reference.tag()) {
+        (Some(digest), _) => digest.to_string(),
+        (None, Some(tag)) => tag.to_owned(),
+        (None, None) => "latest".to_owned(),
+    };
+    let top = fetch_manifest(session, &full, &wanted, reference.digest())?;
+    let named_digest = top.digest.clone();
+    let manifest_doc = if is_index(&top.media_type) {
+        let index: Index = parse_json(session, &top.bytes, &format!("index {full}"))?;
+        let platform = options.platform.clone().unwrap_or_else(PlatformSpec::host);
+        let child = select_platform(&index, &platform, &full)?;
+        let child_digest = parse_sha256(&child.digest)?;
+        let fetched = fetch_manifest(session, &full, &child.digest, Some(&child_digest))?;
+        if is_index(&fetched.media_type) {
+            return Err(RegistryError::Invalid {
+                registry: session.registry().to_owned(),
+                what: format!("index {full}"),
+                reason: format!("entry {} is itself an index", child.digest),
+            });
+        }
+        fetched
+    } else {
+        top
+    };
+    let manifest: Manifest = parse_json(
+        session,
+        &manifest_doc.bytes,
+        &format!("manifest {}", manifest_doc.digest),
+    )?;
+    for layer in &manifest.layers {
+        if layer.media_type.contains("foreign") || layer.media_type.contains("nondistributable") {
+            return Err(RegistryError::ForeignLayer {
+                reference: full,
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+            });
+        }
+    }
+    // The config first: it must be small, match, and list one diff_id per
+    // layer before any layer is fetched.
+    let config_digest = parse_sha256(&manifest.config.digest)?;
+    let config_bytes = fetch_config(session, store, &manifest.config, &config_digest)?;
+    let config: ImageConfig =
+        parse_json(session, &config_bytes, &format!("config {config_digest}"))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(RegistryError::Invalid {
+            registry: session.registry().to_owned(),
+            what: format!("image {full}"),
+            reason: format!(
+                "the manifest has {} layers but the config {} diff_ids",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        });
+    }
+    let mut layers = Vec::with_capacity(manifest.layers.len());
+    for layer in &manifest.layers {
+        let digest = parse_sha256(&layer.digest)?;
+        let size = u64::try_from(layer.size).map_err(|_| RegistryError::Invalid {
+            registry: session.registry().to_owned(),
+            what: format!("manifest {}", manifest_doc.digest),
+            reason: format!("layer {} has a negative size", layer.digest),
+        })?;
+        layers.push((digest, size));
+    }
+    (options.progress)(PullEvent::Resolved {
+        digest: named_digest.clone(),
+        layers: layers.clone(),
+    });
+    let fetched = fetch_layers(store, session, &layers, options)?;
+    store.blobs().write_bytes(&config_bytes)?;
+    let snapshots = store
+        .snapshots(&manifest.layers, &config.rootfs.diff_ids)
+        .map_err(|e| match e {
+            crate::StoreError::Snapshot { layer, source } => crate::StoreError::Unpack {
+                layer,
+                image: config_digest.to_string(),
+                source,
+            },
+            e => e,
+        })?;
+    for (layer, _) in layers.iter().zip(&snapshots) {
+        (options.progress)(PullEvent::LayerUnpacked(layer.0.clone()));
+    }
+    let manifest_digest = store.blobs().write_bytes(&manifest_doc.bytes)?;
+    let media_type = if manifest.media_type.is_empty() {
+        if manifest_doc.media_type.is_empty() {
+            OCI_MANIFEST.to_owned()
+        } else {
+            manifest_doc.media_type.clone()
+        }
+    } else {
+        manifest.media_type.clone()
+    };
+    let descriptor = Descriptor::new(
+        &media_type,
+        &manifest_digest.to_string(),
+        manifest_doc.bytes.len() as u64,
+    );
+    let tag = reference.clone().tag_name_only();
+    let before = store.resolve(&tag.to_string()).ok().map(|i| i.manifest_digest);
+    store.add_image(&descriptor, std::slice::from_ref(&tag))?;
+    Ok(PulledImage {
+        reference: tag,
+        digest: named_digest,
+        updated: before.as_ref() != Some(&manifest_digest),
+        manifest_digest,
+        id: config_digest,
+        fetched,
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    session: &Session<'_>,
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, RegistryError> {
+    serde_json::from_slice(bytes).map_err(|e| RegistryError::Invalid {
+        registry: session.registry().to_owned(),
+        what: what.to_owned(),
+        reason: format!("invalid JSON: {e}"),
+    })
+}
+
+/// GETs a manifest or index, capped, and checks its digest against the
+/// one asked for and the one the registry announces.
+fn fetch_manifest(
+    session: &Session<'_>,
+    full: &str,
+    wanted: &str,
+    expected: Option<&Digest>,
+) -> Result<Fetched, RegistryError> {
+    let url = session.url(&format!("manifests/{wanted}"));
+    let what = format!("manifest {full}");
+    let mut response = session.request(
+        "GET",
+        &url,
+        &[("accept", MANIFEST_ACCEPT.to_owned())],
+        &Body::Empty,
+        &what,
+    )?;
+    let status = response.status().as_u16();
+    if status == 404 {
+        let detail = super::client::error_detail(&mut response);
+        return Err(RegistryError::ManifestUnknown {
+            reference: full.to_owned(),
+            detail,
+        });
+    }
+    if status != 200 {
+        return Err(session.status_error(&what, &mut response));
+    }
+    let announced = header(&response, "docker-content-digest");
+    let content_type = header(&response, "content-type").unwrap_or_default();
+    let bytes = read_capped(response.body_mut(), MAX_MANIFEST_SIZE)
+        .map_err(|e| RegistryError::Transport {
+            registry: session.registry().to_owned(),
+            what: what.clone(),
+            attempts: 1,
+            cause: e.to_string(),
+        })?
+        .ok_or_else(|| RegistryError::TooLarge {
+            registry: session.registry().to_owned(),
+            what: what.clone(),
+            limit: MAX_MANIFEST_SIZE,
+        })?;
+    let digest = digest_bytes(&bytes);
+    if let Some(expected) = expected
+        && *expected != digest
+    {
+        return Err(RegistryError::ManifestDigestMismatch {
+            reference: full.to_owned(),
+            expected: expected.to_string(),
+            actual: digest.to_string(),
+        });
+    }
+    if let Some(announced) = announced.filter(|a| a.starts_with("sha256:"))
+        && announced != digest.to_string()
+    {
+        return Err(RegistryError::ManifestDigestMismatch {
+            reference: full.to_owned(),
+            expected: announced,
+            actual: digest.to_string(),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct MediaType {
+        #[serde(default, rename = "mediaType")]
+        media_type: String,
+        #[serde(default)]
+        manifests: Option<serde_json::Value>,
+    }
+    let declared: MediaType = parse_json(session, &bytes, &what)?;
+    let media_type = if !declared.media_type.is_empty() {
+        declared.media_type
+    } else if declared.manifests.is_some() {
+        OCI_INDEX.to_owned()
+    } else {
+        let bare = content_type.split(';').next().unwrap_or("").trim();
+        if [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST].contains(&bare) {
+            bare.to_owned()
+        } else {
+            OCI_MANIFEST.to_owned()
+        }
+    };
+    Ok(Fetched {
+        bytes,
+        digest,
+        media_type,
+    })
+}
+
+/// The entry of an index for a platform (variant matched when given;
+/// attestation entries, `unknown/unknown`, are never picked). The error
+/// lists the platforms the index has.
+pub fn select_platform<'a>(
+    index: &'a Index,
+    wanted: &PlatformSpec,
+    reference: &str,
+) -> Result<&'a Descriptor, RegistryError> {
+    let candidates = index
+        .manifests
+        .iter()
+        .filter(|d| d.platform.as_ref().is_some_and(|p| p.os != "unknown"));
+    let mut best: Option<&Descriptor> = None;
+    for entry in candidates {
+        let Some(platform) = &entry.platform else {
+            continue;
+        };
+        if platform.os != wanted.os || platform.architecture != wanted.architecture {
+            continue;
+        }
+        match &wanted.variant {
+            Some(variant) if platform.variant.as_ref() != Some(variant) => {}
+            Some(_) => return Ok(entry),
+            // Without a variant, the first entry of the architecture wins,
+            // as in containerd's default matcher for amd64 and arm64.
+            None => {
+                if best.is_none() {
+                    best = Some(entry);
+                }
+            }
+        }
+    }
+    best.ok_or_else(|| {
+        let available: Vec<String> = index
+            .manifests
+            .iter()
+            .filter_map(|d| d.platform.as_ref())
+            .filter(|p| p.os != "unknown")
+            .map(|p| match &p.variant {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            })
+            .collect();
+        RegistryError::NoMatchingPlatform {
+            reference: reference.to_owned(),
+            wanted: wanted.to_string(),
+            available: if available.is_empty() {
+                "no platforms".to_owned()
+            } else {
+                available.join(", ")
+            },
+        }
+    })
+}
+
+/// The config blob, from the store if present, else fetched (capped) and
+/// checked against its descriptor.
+fn fetch_config(
+    session: &Session<'_>,
+    store: &Store,
+    descriptor: &Descriptor,
+    digest: &Digest,
+) -> Result<Vec<u8>, RegistryError> {
+    if store.blobs().contains(digest)
+        && let Ok(bytes) = store.blobs().read(digest, MAX_DOCUMENT_SIZE)
+    {
+        return Ok(bytes);
+    }
+    let what = format!("config {digest}");
+    if u64::try_from(descriptor.size).is_ok_and(|s| s > MAX_DOCUMENT_SIZE) {
+        return Err(RegistryError::TooLarge {
+            registry: session.registry().to_owned(),
+            what,
+            limit: MAX_DOCUMENT_SIZE,
+        });
+    }
+    let mut response = open_blob(session, digest, 0)?;
+    let bytes = read_capped(response.body_mut(), MAX_DOCUMENT_SIZE)
+        .map_err(|e| RegistryError::Transport {
+            registry: session.registry().to_owned(),
+            what: what.clone(),
+            attempts: 1,
+            cause: e.to_string(),
+        })?
+        .ok_or_else(|| RegistryError::TooLarge {
+            registry: session.registry().to_owned(),
+            what: what.clone(),
+            limit: MAX_DOCUMENT_SIZE,
+        })?;
+    let actual = digest_bytes(&bytes);
+    if actual != *digest {
+        return Err(crate::StoreError::DigestMismatch {
+            what: format!("{what} from {}/{}", session.registry(), session.repository()),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        }
+        .into());
+    }
+    Ok(bytes)
+}
+
+/// GETs a blob from `offset` on (a Range request when past 0). Accepts
+/// 206 from that offset, or 200 (the caller then skips what it has).
+fn open_blob(
+    session: &Session<'_>,
+    digest: &Digest,
+    offset: u64,
+) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+    let url = session.url(&format!("blobs/{digest}"));
+    let what = format!("blob {digest}");
+    let headers = if offset > 0 {
+        vec![("range", format!("bytes={offset}-"))]
+    } else {
+        Vec::new()
+    };
+    let mut response = session.request("GET", &url, &headers, &Body::Empty, &what)?;
+    match response.status().as_u16() {
+        200 | 206 => Ok(response),
+        404 => Err(RegistryError::BlobUnknown {
+            registry: session.registry().to_owned(),
+            repository: session.repository().to_owned(),
+            digest: digest.to_string(),
+            detail: super::client::error_detail(&mut response),
+        }),
+        _ => Err(session.status_error(&what, &mut response)),
+    }
+}
+
+/// Fetches the layers the store lacks, [`PARALLEL_DOWNLOADS`] at a time.
+/// Returns how many were fetched.
+fn fetch_layers(
+    store: &Store,
+    session: &Session<'_>,
+    layers: &[(Digest, u64)],
+    options: &PullOptions<'_>,
+) -> Result<usize, RegistryError> {
+    let next = AtomicUsize::new(0);
+    let fetched = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let workers = PARALLEL_DOWNLOADS.min(layers.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((digest, size)) = layers.get(i) else {
+                        break;
+                    };
+                    if store.blobs().contains(digest) {
+                        (options.progress)(PullEvent::LayerPresent(digest.clone()));
+                        continue;
+                    }
+                    match download_blob(store, session, digest, *size, options) {
+                        Ok(()) => {
+                            fetched.fetch_add(1, Ordering::Relaxed);
+                            (options.progress)(PullEvent::LayerDownloaded(digest.clone()));
+                        }
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            let mut slot = first_error
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            slot.get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        return Err(e);
+    }
+    Ok(fetched.into_inner())
+}
+
+/// Streams one blob into the store through digest and size verification
+/// (see [`crate::blobs::Blobs::write`]): a blob that does not match is
+/// never stored.
+fn download_blob(
+    store: &Store,
+    session: &Session<'_>,
+    digest: &Digest,
+    size: u64,
+    options: &PullOptions<'_>,
+) -> Result<(), RegistryError> {
+    let mut reader = BlobReader {
+        session,
+        digest,
+        size,
+        offset: 0,
+        body: None,
+        resumes: 0,
+        error: None,
+        progress: options.progress,
+    };
+    let what = format!(
+        "blob {digest} from {}/{}",
+        session.registry(),
+        session.repository()
+    );
+    let written = store.blobs().write(
+        &mut reader,
+        Some(Expected {
+            digest,
+            size: Some(size),
+        }),
+        &what,
+    );
+    match written {
+        Ok(_) => Ok(()),
+        Err(e) => Err(reader.error.take().unwrap_or(RegistryError::Store(e))),
+    }
+}
+
+/// Reads a blob's body, resuming with a Range request when the connection
+/// breaks, and never past the size its descriptor gives (the digest check
+/// then decides whether the bytes are right).
+struct BlobReader<'a, 's> {
+    session: &'a Session<'s>,
+    digest: &'a Digest,
+    size: u64,
+    offset: u64,
+    body: Option<ureq::BodyReader<'static>>,
+    resumes: u32,
+    /// The registry error behind a failed read, kept typed.
+    error: Option<RegistryError>,
+    progress: &'a (dyn Fn(PullEvent) + Sync),
+}
+
+impl BlobReader<'_, '_> {
+    fn open(&mut self) -> io::Result<()> {
+        let response = match open_blob(self.session, self.digest, self.offset) {
+            Ok(response) => response,
+            Err(e) => {
+                let message = e.to_string();
+                self.error = Some(e);
+                return Err(io::Error::other(message));
+            }
+        };
+        let partial = response.status().as_u16() == 206;
+        if partial {
+            let range = header(&response, "content-range").unwrap_or_default();
+            let start = range
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split('-').next())
+                .and_then(|s| s.parse::<u64>().ok());
+            if start != Some(self.offset) {
+                let e = RegistryError::Invalid {
+                    registry: self.session.registry().to_owned(),
+                    what: format!("blob {}", self.digest),
+                    reason: format!(
+                        "asked for bytes from {}, got range {range:?}",
+                        self.offset
+                    ),
+                };
+                let message = e.to_string();
+                self.error = Some(e);
+                return Err(io::Error::other(message));
+            }
+        }
+        let mut body = response
+            .into_body()
+            .into_with_config()
+            .limit(u64::MAX)
+            .reader();
+        if !partial && self.offset > 0 {
+            // The registry ignored the Range header: skip what we have.
+            io::copy(&mut (&mut body).take(self.offset), &mut io::sink())?;
+        }
+        self.body = Some(body);
+        Ok(())
+    }
+}
+
+impl Read for BlobReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.offset >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.body.is_none() {
+                self.open()?;
+            }
+            let room = usize::try_from(self.size - self.offset).unwrap_or(usize::MAX);
+            let limit = buf.len().min(room);
+            let Some(body) = self.body.as_mut() else {
+                continue;
+            };
+            let result = body.read(buf.get_mut(..limit).unwrap_or_default());
+            match result {
+                Ok(n) if n > 0 => {
+                    self.offset += n as u64;
+                    (self.progress)(PullEvent::LayerProgress {
+                        digest: self.digest.clone(),
+                        done: self.offset,
+                        total: self.size,
+                    });
+                    return Ok(n);
+                }
+                // A body that ends early, or a broken connection: resume.
+                Ok(_) | Err(_) if self.resumes < MAX_RESUMES => {
+                    if let Err(e) = &result {
+                        log::info!(
+                            "blob {} broke at byte {}: {e}; resuming",
+                            self.digest,
+                            self.offset
+                        );
+                    }
+                    self.resumes += 1;
+                    self.body = None;
+                }
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "blob {} ended at byte {} of {} after {MAX_RESUMES} resumes",
+                            self.digest, self.offset, self.size
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
