@@ -14,6 +14,7 @@ mod output;
 mod progress;
 mod table;
 mod template;
+mod transfer;
 mod units;
 
 use std::path::PathBuf;
@@ -83,6 +84,8 @@ enum Command {
     History(commands::history::HistoryArgs),
     /// Load images from a docker-archive or OCI archive (stdin by default).
     Load(commands::load::LoadArgs),
+    /// Pull an image from a registry.
+    Pull(commands::pull::PullArgs),
     /// Save images to a docker-archive or OCI archive (stdout by default).
     Save(commands::save::SaveArgs),
     /// Give an image another name.
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(root, &args),
         Command::History(args) => commands::history::run(root, &args),
         Command::Load(args) => commands::load::run(root, &args),
+        Command::Pull(args) => commands::pull::run(root, &args),
         Command::Save(args) => commands::save::run(root, &args),
         Command::Tag(args) => commands::tag::run(root, &args),
         Command::Rmi(args) => commands::rmi::run(root, &args),

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod load;
 pub mod parse;
 pub mod prune;
+pub mod pull;
 pub mod rmi;
 pub mod run;
 pub mod save;

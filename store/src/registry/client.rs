@@ -432,6 +432,15 @@ impl Session<'_> {
                                 host: split_host(host_of(&url)).to_owned(),
                             });
                         }
+                        // The resolver's failure comes as an I/O error.
+                        ureq::Error::Io(e)
+                            if e.to_string().contains("failed to lookup address") =>
+                        {
+                            return Err(RegistryError::UnknownHost {
+                                registry: self.endpoint.registry.clone(),
+                                host: split_host(host_of(&url)).to_owned(),
+                            });
+                        }
                         ureq::Error::Io(e) => !matches!(
                             e.kind(),
                             std::io::ErrorKind::ConnectionRefused

@@ -14,4 +14,4 @@ pub mod pull;
 
 pub use client::{Client, Endpoint, RegistryConfig};
 pub use error::RegistryError;
-pub use pull::{PlatformSpec, PullEvent, PullOptions, PulledImage, pull};
+pub use pull::{PlatformSpec, PullEvent, PullOptions, PulledImage, list_tags, pull};

@@ -721,3 +721,65 @@ impl Read for BlobReader<'_, '_> {
         }
     }
 }
+
+/// Cap on a tag list page.
+const MAX_TAG_LIST_SIZE: u64 = 4 << 20;
+/// Pages of a tag list followed.
+const MAX_TAG_PAGES: usize = 100;
+
+/// The tags of a repository (`GET /v2/NAME/tags/list`, following `Link`
+/// pages), sorted.
+pub fn list_tags(client: &Client, reference: &ImageReference) -> Result<Vec<String>, RegistryError> {
+    #[derive(serde::Deserialize)]
+    struct TagList {
+        #[serde(default)]
+        tags: Option<Vec<String>>,
+    }
+    let endpoint = client
+        .endpoints(reference.domain(), false)
+        .pop()
+        .ok_or_else(|| RegistryError::Reference(format!("no endpoint for {}", reference.domain())))?;
+    let session = client.session(&endpoint, reference.path(), false)?;
+    let mut url = session.url("tags/list");
+    let mut tags = Vec::new();
+    let what = format!("tag list of {}", reference.name());
+    for _ in 0..MAX_TAG_PAGES {
+        let mut response = session.request("GET", &url, &[], &Body::Empty, &what)?;
+        if response.status().as_u16() == 404 {
+            return Err(RegistryError::ManifestUnknown {
+                reference: reference.name(),
+                detail: super::client::error_detail(&mut response),
+            });
+        }
+        if response.status().as_u16() != 200 {
+            return Err(session.status_error(&what, &mut response));
+        }
+        let link = header(&response, "link");
+        let bytes = read_capped(response.body_mut(), MAX_TAG_LIST_SIZE)
+            .map_err(|e| RegistryError::Transport {
+                registry: session.registry().to_owned(),
+                what: what.clone(),
+                attempts: 1,
+                cause: e.to_string(),
+            })?
+            .ok_or_else(|| RegistryError::TooLarge {
+                registry: session.registry().to_owned(),
+                what: what.clone(),
+                limit: MAX_TAG_LIST_SIZE,
+            })?;
+        let page: TagList = parse_json(&session, &bytes, &what)?;
+        tags.extend(page.tags.unwrap_or_default());
+        // `Link: </v2/x/tags/list?last=a&n=100>; rel="next"`
+        match link.and_then(|l| {
+            let start = l.find('<')? + 1;
+            let end = l.find('>')?;
+            l.get(start..end).map(str::to_owned)
+        }) {
+            Some(next) => url = session.resolve_location(&next),
+            None => break,
+        }
+    }
+    tags.sort();
+    tags.dedup();
+    Ok(tags)
+}

@@ -1,0 +1,253 @@
+//! `kiln pull` and `kiln push` against a real `docker-registry` on
+//! loopback (the harness in `common::registry`), with skopeo as the other
+//! client, and the registry faults an issue names.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::Kiln;
+use common::registry::{self, Registry};
+
+/// A store with `app:1` (a small image whose `/etc/name` says `app:1`)
+/// saved as a docker-archive; returns the store and the archive.
+fn saved_image(name: &str) -> (Kiln, PathBuf) {
+    let kiln = Kiln::new();
+    kiln.import_sample(name);
+    let archive = kiln.path("image.tar");
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), name]);
+    (kiln, archive)
+}
+
+/// A kiln command for a registry: its CA directory and a Docker config
+/// with its credentials (when it has auth) in the test's directory.
+fn kiln_for(kiln: &Kiln, registry: &Registry) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let config_dir = kiln.path("docker-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    if registry.creds().is_some() {
+        registry.write_docker_config(&config_dir);
+    }
+    env.push((
+        "DOCKER_CONFIG".to_owned(),
+        config_dir.display().to_string(),
+    ));
+    let certs = registry
+        .certs_dir()
+        .unwrap_or_else(|| kiln.path("no-certs"));
+    env.push(("KILN_CERTS_DIR".to_owned(), certs.display().to_string()));
+    env
+}
+
+fn run_with(kiln: &Kiln, env: &[(String, String)], args: &[&str]) -> std::process::Output {
+    let mut command = kiln.command();
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.args(args).output().unwrap()
+}
+
+fn ok_with(kiln: &Kiln, env: &[(String, String)], args: &[&str]) -> (String, String) {
+    let output = run_with(kiln, env, args);
+    assert!(
+        output.status.success(),
+        "kiln {args:?} failed ({:?}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+fn fails_with(kiln: &Kiln, env: &[(String, String)], args: &[&str]) -> String {
+    let output = run_with(kiln, env, args);
+    assert!(
+        !output.status.success(),
+        "kiln {args:?} should have failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn inspect(kiln: &Kiln, reference: &str) -> serde_json::Value {
+    let out = kiln.ok(&["inspect", reference]);
+    let mut docs: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    docs.remove(0)
+}
+
+#[test]
+fn pull_of_an_image_pushed_by_skopeo_stores_it_verified_and_unpacked() {
+    if !registry::available() {
+        return;
+    }
+    let (source, archive) = saved_image("app:1");
+    let registry = Registry::plain();
+    let digest = registry::push_archive(&registry, &archive, "app:1");
+    let source_id = inspect(&source, "app:1")["Id"].as_str().unwrap().to_owned();
+
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    let (stdout, stderr) = ok_with(&kiln, &env, &["pull", &reference]);
+    assert_eq!(stdout.trim(), reference);
+    assert!(stderr.contains("1: Pulling from app"), "{stderr}");
+    assert!(stderr.contains(&format!("Digest: {digest}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Status: Downloaded newer image for {reference}")),
+        "{stderr}"
+    );
+    let image = inspect(&kiln, &reference);
+    assert_eq!(image["Id"], source_id.as_str());
+    assert_eq!(
+        image["RepoDigests"][0],
+        format!("{}/app@{digest}", registry.host())
+    );
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+    // A second pull fetches nothing.
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &reference]);
+    assert!(stderr.contains("Already exists"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Status: Image is up to date for {reference}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Download complete"), "{stderr}");
+}
+
+#[test]
+fn pull_by_digest_is_verified_and_names_the_image_by_its_digest() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::plain();
+    let digest = registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference(&format!("app@{digest}"));
+    let (stdout, _) = ok_with(&kiln, &env, &["pull", "-q", &reference]);
+    assert_eq!(stdout.trim(), reference);
+    let image = inspect(&kiln, &reference);
+    assert_eq!(
+        image["RepoDigests"][0],
+        format!("{}/app@{digest}", registry.host())
+    );
+    assert_eq!(image["RepoTags"], serde_json::json!([]));
+}
+
+#[test]
+fn pull_over_tls_with_htpasswd_uses_the_stored_credentials_and_the_certs_dir() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_htpasswd();
+    registry::push_archive(&registry, &archive, "secure/app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("secure/app:1");
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &reference]);
+    assert!(!stderr.contains(registry.password()), "{stderr}");
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+}
+
+#[test]
+fn pull_with_a_wrong_password_fails_with_unauthorized_and_never_shows_it() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_htpasswd();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let mut env = kiln_for(&kiln, &registry);
+    // Overwrite the config with a wrong password for the same host.
+    let config_dir = kiln.path("wrong-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let wrong = format!("{}:not-{}", registry::USER, registry.password());
+    let auth = registry::base64(
+        wrong.as_bytes(),
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        true,
+    );
+    std::fs::write(
+        config_dir.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.host()),
+    )
+    .unwrap();
+    env.retain(|(k, _)| k != "DOCKER_CONFIG");
+    env.push(("DOCKER_CONFIG".to_owned(), config_dir.display().to_string()));
+    let reference = registry.reference("app:1");
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "unauthorized: authentication required for {}/app: the credentials were refused",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(registry.password()), "{stderr}");
+    assert!(!stderr.contains(&auth), "{stderr}");
+    assert!(kiln.fails(&["inspect", &reference]).contains("no such image"));
+}
+
+#[test]
+fn pull_of_an_unknown_tag_fails_with_manifest_unknown() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("nothing:here");
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "manifest for {reference} not found: manifest unknown"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pull_from_a_closed_port_fails_with_connection_refused() {
+    let kiln = Kiln::new();
+    let port = closed_port();
+    let reference = format!("127.0.0.1:{port}/app:1");
+    let stderr = kiln.fails(&["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach registry 127.0.0.1:{port} at http://127.0.0.1:{port}/v2/app/manifests/1: connection refused"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pull_from_an_unknown_host_fails_naming_it() {
+    let kiln = Kiln::new();
+    let stderr = kiln.fails(&["pull", "no-such-host.invalid/app:1"]);
+    assert!(
+        stderr.contains(
+            "cannot reach registry no-such-host.invalid: unknown host no-such-host.invalid"
+        ),
+        "{stderr}"
+    );
+}
