@@ -86,6 +86,8 @@ enum Command {
     Load(commands::load::LoadArgs),
     /// Pull an image from a registry.
     Pull(commands::pull::PullArgs),
+    /// Push an image to a registry.
+    Push(commands::push::PushArgs),
     /// Save images to a docker-archive or OCI archive (stdout by default).
     Save(commands::save::SaveArgs),
     /// Give an image another name.
@@ -135,6 +137,7 @@ fn main() -> ExitCode {
         Command::History(args) => commands::history::run(root, &args),
         Command::Load(args) => commands::load::run(root, &args),
         Command::Pull(args) => commands::pull::run(root, &args),
+        Command::Push(args) => commands::push::run(root, &args),
         Command::Save(args) => commands::save::run(root, &args),
         Command::Tag(args) => commands::tag::run(root, &args),
         Command::Rmi(args) => commands::rmi::run(root, &args),

@@ -251,3 +251,165 @@ fn pull_from_an_unknown_host_fails_naming_it() {
         "{stderr}"
     );
 }
+
+/// `kiln push` of `reference`; returns (stdout, stderr).
+fn push(kiln: &Kiln, env: &[(String, String)], reference: &str) -> (String, String) {
+    ok_with(kiln, env, &["push", "--progress=plain", reference])
+}
+
+#[test]
+fn push_is_read_back_by_skopeo_under_the_stores_digest_and_a_repush_uploads_nothing() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("pushed/app:1");
+    kiln.import_sample(&reference);
+    let local_digest = kiln_store::Store::open(&kiln.root())
+        .unwrap()
+        .resolve(&reference)
+        .unwrap()
+        .manifest_digest
+        .to_string();
+    let (stdout, stderr) = push(&kiln, &env, &reference);
+    assert!(
+        stderr.contains(&format!(
+            "The push refers to repository [{}/pushed/app]",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": Pushed"), "{stderr}");
+    let size = std::fs::metadata(
+        kiln.root()
+            .join("blobs/sha256")
+            .join(local_digest.trim_start_matches("sha256:")),
+    )
+    .unwrap()
+    .len();
+    assert_eq!(
+        stdout.trim(),
+        format!("1: digest: {local_digest} size: {size}")
+    );
+    let raw = registry::skopeo_inspect(&registry, "pushed/app:1", true);
+    assert!(raw.status.success(), "{raw:?}");
+    assert_eq!(
+        kiln_store::digest::digest_bytes(&raw.stdout).to_string(),
+        local_digest
+    );
+    let image = inspect(&kiln, &reference);
+    assert_eq!(
+        image["RepoDigests"][0],
+        format!("{}/pushed/app@{local_digest}", registry.host())
+    );
+    // Everything is there: nothing is uploaded again.
+    let (_, stderr) = push(&kiln, &env, &reference);
+    assert!(stderr.contains("Layer already exists"), "{stderr}");
+    assert!(!stderr.contains(": Pushed"), "{stderr}");
+    // And another store pulls what was pushed.
+    let other = Kiln::new();
+    ok_with(&other, &kiln_for(&other, &registry), &["pull", &reference]);
+    assert_eq!(
+        common::image_file(&other.root(), &reference, "etc/name").as_deref(),
+        Some(format!("{reference}\n").as_str())
+    );
+}
+
+#[test]
+fn push_of_uncompressed_layers_compresses_them_once_and_retags_the_image() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("raw/app:1");
+    let rootfs = kiln.path("rootfs");
+    common::sample_rootfs(&rootfs, "raw");
+    kiln.ok(&[
+        "import",
+        "--compression",
+        "none",
+        rootfs.to_str().unwrap(),
+        &reference,
+    ]);
+    let (stdout, _) = ok_with(
+        &kiln,
+        &env,
+        &["push", "-q", "--compression", "zstd", &reference],
+    );
+    let raw = registry::skopeo_inspect(&registry, "raw/app:1", true);
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let pushed = kiln_store::digest::digest_bytes(&raw.stdout).to_string();
+    assert!(stdout.contains(&pushed), "{stdout}");
+    // The tag now names the compressed manifest, so RepoDigests agree.
+    let image = inspect(&kiln, &reference);
+    assert_eq!(
+        image["RepoDigests"][0],
+        format!("{}/raw/app@{pushed}", registry.host())
+    );
+}
+
+#[test]
+fn push_mounts_a_blob_from_another_repository_of_the_registry() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let first = registry.reference("first/app:1");
+    let second = registry.reference("second/app:1");
+    kiln.import_sample(&first);
+    push(&kiln, &env, &first);
+    kiln.ok(&["tag", &first, &second]);
+    let (_, stderr) = push(&kiln, &env, &second);
+    assert!(stderr.contains("Mounted from first/app"), "{stderr}");
+    assert!(!stderr.contains(": Pushed"), "{stderr}");
+    assert!(registry::skopeo_inspect(&registry, "second/app:1", true)
+        .status
+        .success());
+}
+
+#[test]
+fn push_to_a_read_only_registry_is_denied() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::read_only();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    kiln.import_sample(&reference);
+    let stderr = fails_with(&kiln, &env, &["push", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "denied: push access to {}/app is not allowed",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn push_over_tls_with_htpasswd_round_trips_through_skopeo() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::tls_htpasswd();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("secure/app:2");
+    kiln.import_sample(&reference);
+    let (stdout, stderr) = push(&kiln, &env, &reference);
+    assert!(!stdout.contains(registry.password()));
+    assert!(!stderr.contains(registry.password()));
+    let raw = registry::skopeo_inspect(&registry, "secure/app:2", true);
+    assert!(raw.status.success(), "{raw:?}");
+}

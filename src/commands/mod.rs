@@ -10,6 +10,7 @@ pub mod load;
 pub mod parse;
 pub mod prune;
 pub mod pull;
+pub mod push;
 pub mod rmi;
 pub mod run;
 pub mod save;

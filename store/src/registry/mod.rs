@@ -11,7 +11,9 @@ pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod pull;
+pub mod push;
 
 pub use client::{Client, Endpoint, RegistryConfig};
 pub use error::RegistryError;
 pub use pull::{PlatformSpec, PullEvent, PullOptions, PulledImage, list_tags, pull};
+pub use push::{PushEvent, PushOptions, PushedImage, push};
