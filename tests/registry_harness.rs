@@ -10,7 +10,8 @@ use std::net::TcpStream;
 use std::process::Command;
 
 use common::Kiln;
-use common::registry::{self, Options, Registry};
+use common::registry::{self, Auth, FaultProxy, Options, Registry};
+use kiln_store::digest::digest_bytes;
 
 /// A store with a small image `app:1` saved as a docker-archive; returns
 /// the store and the archive.
@@ -55,10 +56,7 @@ fn plain_registry_serves_an_image_pushed_by_skopeo_under_the_digest_skopeo_repor
     assert!(raw.status.success(), "{raw:?}");
     let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
     assert_eq!(manifest["layers"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        kiln_store::digest::digest_bytes(&raw.stdout).to_string(),
-        digest
-    );
+    assert_eq!(digest_bytes(&raw.stdout).to_string(), digest);
     let by_digest = registry::skopeo_inspect(&registry, &format!("app@{digest}"), true);
     assert_eq!(by_digest.stdout, raw.stdout);
     assert_eq!(status(&registry, &[], "/v2/app/manifests/2"), "404");
@@ -125,10 +123,7 @@ fn read_only_registry_refuses_a_push_and_its_view_serves_what_was_pushed_before(
     });
     let raw = registry::skopeo_inspect(&view, "app:1", true);
     assert!(raw.status.success(), "{raw:?}");
-    assert_eq!(
-        kiln_store::digest::digest_bytes(&raw.stdout).to_string(),
-        digest
-    );
+    assert_eq!(digest_bytes(&raw.stdout).to_string(), digest);
     let upload = ok(view
         .curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
         .arg(format!("{}/v2/other/blobs/uploads/", view.url())));
@@ -165,4 +160,284 @@ fn docker_config_written_for_a_registry_holds_its_credentials_in_base64() {
         decoded,
         format!("{}:{}", registry::USER, registry.password())
     );
+}
+
+/// A plain registry (with `auth`) holding `app:1`, and the digest and
+/// size of its first layer.
+fn registry_with_image(auth: Auth) -> (Kiln, Registry, String, u64) {
+    let (kiln, archive) = saved_image();
+    let registry = Registry::start(Options {
+        auth,
+        ..Options::default()
+    });
+    registry::push_archive(&registry, &archive, "app:1");
+    let raw = registry::skopeo_inspect(&registry, "app:1", true);
+    assert!(raw.status.success(), "{raw:?}");
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let layer = &manifest["layers"][0];
+    (
+        kiln,
+        registry,
+        layer["digest"].as_str().unwrap().to_owned(),
+        layer["size"].as_u64().unwrap(),
+    )
+}
+
+/// curl of `url` into a file; returns (exit code, body, HTTP status).
+fn fetch(args: &[&str], url: &str) -> (i32, Vec<u8>, String) {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new("curl")
+        .args(["-s", "-w", "%{http_code}", "-o"])
+        .arg(out.path())
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        std::fs::read(out.path()).unwrap(),
+        String::from_utf8(output.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn proxy_answers_500_as_many_times_as_asked_then_forwards_and_counts_them() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let proxy = FaultProxy::start(&registry);
+    proxy.fail("GET /v2/", 500, 2);
+    let url = format!("{}/v2/", proxy.url());
+    let statuses: Vec<String> = (0..3).map(|_| fetch(&[], &url).2).collect();
+    assert_eq!(statuses, ["500", "500", "200"]);
+    let seen = proxy.matching("GET /v2/");
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        seen.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [Some(500), Some(500), Some(200)]
+    );
+    assert!(seen[0].fault.is_some() && seen[2].fault.is_none());
+    assert!(proxy.pending().is_empty());
+}
+
+#[test]
+fn proxy_cuts_a_blob_after_n_bytes_and_a_range_request_gets_the_rest() {
+    if !registry::available() {
+        return;
+    }
+    let (_kiln, registry, layer, size) = registry_with_image(Auth::None);
+    assert!(size > 100, "{size}");
+    let proxy = FaultProxy::start(&registry);
+    proxy.cut(&format!("GET /v2/app/blobs/{layer}"), 100, 1);
+    let url = format!("{}/v2/app/blobs/{layer}", proxy.url());
+    let (code, head, status) = fetch(&[], &url);
+    // 18: "partial file", the connection closed before Content-Length.
+    assert_eq!((code, status.as_str(), head.len()), (18, "200", 100));
+    let (code, tail, status) = fetch(&["-r", "100-"], &url);
+    assert_eq!((code, status.as_str()), (0, "206"));
+    let whole = [head, tail].concat();
+    assert_eq!(whole.len() as u64, size);
+    assert_eq!(digest_bytes(&whole).to_string(), layer);
+    let seen = proxy.matching("/blobs/");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].header("range"), None);
+    assert_eq!(seen[1].header("range"), Some("bytes=100-"));
+}
+
+#[test]
+fn proxy_flips_one_byte_of_a_blob_at_the_offset_asked() {
+    if !registry::available() {
+        return;
+    }
+    let (_kiln, registry, layer, size) = registry_with_image(Auth::None);
+    let proxy = FaultProxy::start(&registry);
+    proxy.corrupt("/blobs/sha256:", 10, 1);
+    let url = format!("{}/v2/app/blobs/{layer}", proxy.url());
+    let (code, bad, _) = fetch(&[], &url);
+    let (_, good, _) = fetch(&[], &url);
+    assert_eq!(code, 0);
+    assert_eq!(bad.len() as u64, size);
+    assert_eq!(digest_bytes(&good).to_string(), layer);
+    assert_ne!(digest_bytes(&bad).to_string(), layer);
+    let differ: Vec<usize> = (0..bad.len()).filter(|&i| bad[i] != good[i]).collect();
+    assert_eq!(differ, [10]);
+    assert_eq!(bad[10], !good[10]);
+}
+
+#[test]
+fn proxy_records_credentials_sent_to_the_registry_and_none_after_a_redirect_to_blob_storage() {
+    if !registry::available() {
+        return;
+    }
+    let (_kiln, registry, layer, _) = registry_with_image(Auth::Htpasswd);
+    let front = FaultProxy::start(&registry);
+    // "Blob storage": the same storage served without auth, elsewhere.
+    let storage = registry.view(&Options::default());
+    let blobs = FaultProxy::start(&storage);
+    front.redirect("/blobs/", &blobs.url(), 1);
+    let (user, password) = registry.creds().unwrap();
+    let url = format!("{}/v2/app/blobs/{layer}", front.url());
+    let (code, body, status) = fetch(&["-L", "-u", &format!("{user}:{password}")], &url);
+    assert_eq!((code, status.as_str()), (0, "200"));
+    assert_eq!(digest_bytes(&body).to_string(), layer);
+    let sent = front.matching("/blobs/");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].status, Some(307));
+    assert!(
+        sent[0]
+            .header("authorization")
+            .unwrap()
+            .starts_with("Basic ")
+    );
+    let redirected = blobs.matching("/blobs/");
+    assert_eq!(redirected.len(), 1);
+    assert_eq!(redirected[0].header("authorization"), None);
+    assert!(
+        !format!("{:?}", blobs.requests()).contains(&registry::base64(
+            format!("{user}:{password}").as_bytes(),
+            registry::STANDARD,
+            true
+        ))
+    );
+}
+
+#[test]
+fn proxy_drops_the_authorization_header_once_and_the_registry_challenges() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::start(Options {
+        auth: Auth::Htpasswd,
+        ..Options::default()
+    });
+    let proxy = FaultProxy::start(&registry);
+    proxy.unauthorize("GET /v2/", 1);
+    let (user, password) = registry.creds().unwrap();
+    let creds = format!("{user}:{password}");
+    let url = format!("{}/v2/", proxy.url());
+    assert_eq!(fetch(&["-u", &creds], &url).2, "401");
+    assert_eq!(fetch(&["-u", &creds], &url).2, "200");
+    let seen = proxy.requests();
+    // What the client sent is recorded, before the proxy dropped it.
+    assert!(seen.iter().all(|r| r.header("authorization").is_some()));
+}
+
+#[test]
+fn skopeo_pushes_and_inspects_through_the_proxy_which_records_every_request() {
+    if !registry::available() {
+        return;
+    }
+    let (_kiln, archive) = saved_image();
+    let registry = Registry::plain();
+    let proxy = FaultProxy::start(&registry);
+    let digest = registry::push_archive_via(&registry, &proxy.host(), &archive, "app:1");
+    let seen = proxy.requests();
+    let statuses = |pattern: &str| -> Vec<Option<u16>> {
+        seen.iter()
+            .filter(|r| r.matches(pattern))
+            .map(|r| r.status)
+            .collect()
+    };
+    assert!(statuses("POST /v2/app/blobs/uploads/").contains(&Some(202)));
+    assert!(
+        statuses("PUT /v2/app/blobs/uploads/")
+            .iter()
+            .all(|s| *s == Some(201))
+    );
+    assert_eq!(statuses("PUT /v2/app/manifests/1"), [Some(201)]);
+    let raw = registry::skopeo_inspect(&registry, &format!("app@{digest}"), true);
+    assert!(raw.status.success(), "{raw:?}");
+}
+
+#[test]
+fn token_registry_serves_with_a_token_for_the_password_and_refuses_without() {
+    if !registry::available() {
+        return;
+    }
+    let (_kiln, archive) = saved_image();
+    let registry = Registry::tls_token();
+    let tokens = registry.token_server().unwrap();
+    let digest = registry::push_archive(&registry, &archive, "team/app:1");
+    let inspect = registry::skopeo_inspect(&registry, "team/app:1", false);
+    assert!(inspect.status.success(), "{inspect:?}");
+    let inspected: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(inspected["Digest"], digest);
+    assert!(tokens.issued() >= 2);
+    let asked = tokens.requests();
+    assert!(asked.iter().all(|r| r.header("authorization").is_some()));
+    assert!(
+        asked.iter().any(
+            |r| r.target.contains("repository%3Ateam%2Fapp%3Apull%2Cpush")
+                || r.target.contains("repository:team/app:pull,push")
+        ),
+        "{asked:?}"
+    );
+
+    // The challenge names the token server, service and scope.
+    let challenge = ok(registry
+        .curl(&["-s", "-D", "-", "-o", "/dev/null"])
+        .arg(format!("{}/v2/team/app/manifests/1", registry.url())));
+    let expected = format!(
+        "Bearer realm=\"{}/token\",service=\"{}\",scope=\"repository:team/app:pull\"",
+        tokens.url(),
+        registry::SERVICE
+    );
+    assert!(challenge.contains(&expected), "{challenge}");
+
+    let token_url = format!(
+        "{}/token?service={}&scope=repository:team/app:pull",
+        tokens.url(),
+        registry::SERVICE
+    );
+    let (user, password) = registry.creds().unwrap();
+    let (_, body, status) = fetch(&["-u", &format!("{user}:wrong")], &token_url);
+    assert_eq!(status, "401", "{}", String::from_utf8_lossy(&body));
+    // An anonymous token grants nothing: the registry still says 401.
+    let (_, body, status) = fetch(&[], &token_url);
+    assert_eq!(status, "200");
+    let anonymous: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        anonymous["token"].as_str().unwrap()
+    );
+    let manifest = format!("{}/v2/team/app/manifests/1", registry.url());
+    assert_eq!(status_with(&registry, &["-H", &bearer], &manifest), "401");
+    let (_, body, _) = fetch(&["-u", &format!("{user}:{password}")], &token_url);
+    let granted: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        granted["token"].as_str().unwrap()
+    );
+    assert_eq!(status_with(&registry, &["-H", &bearer], &manifest), "200");
+}
+
+#[test]
+fn token_server_fails_as_many_times_as_asked() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::tls_token();
+    let tokens = registry.token_server().unwrap();
+    tokens.fail(1);
+    let (user, password) = registry.creds().unwrap();
+    let url = format!(
+        "{}/token?service={}&scope=repository:x:pull",
+        tokens.url(),
+        registry::SERVICE
+    );
+    let creds = format!("{user}:{password}");
+    let (_, body, status) = fetch(&["-u", &creds], &url);
+    assert_eq!(status, "500");
+    assert!(String::from_utf8_lossy(&body).contains("injected"));
+    assert_eq!(fetch(&["-u", &creds], &url).2, "200");
+    assert_eq!(tokens.issued(), 1);
+}
+
+/// The HTTP status curl (trusting the registry's CA) got for `url`.
+fn status_with(registry: &Registry, args: &[&str], url: &str) -> String {
+    ok(registry
+        .curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args)
+        .arg(url))
 }

@@ -1,8 +1,10 @@
 //! A real registry on loopback for the registry tests: Debian's
 //! `docker-registry` (distribution 2.8) started with a generated config in
 //! a temporary directory, in the variants the tests need (plain HTTP,
-//! htpasswd auth over TLS with a CA made by openssl, read-only), and
-//! skopeo to put images into it.
+//! htpasswd auth over TLS with a CA made by openssl, read-only, bearer
+//! tokens from a [`TokenServer`] in the test process), skopeo to put
+//! images into it, and a [`FaultProxy`] in front of it that breaks
+//! responses on request and records every request.
 //!
 //! The registry is stopped (killed and waited for) and its directory
 //! removed when the [`Registry`] is dropped, also when a test panics.
@@ -13,11 +15,13 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
@@ -58,6 +62,9 @@ pub enum Auth {
     None,
     /// HTTP basic against an htpasswd file (bcrypt) holding [`USER`].
     Htpasswd,
+    /// Bearer tokens from a [`TokenServer`] in the test process (plain
+    /// HTTP on loopback), which takes [`USER`] and the registry's password.
+    Token,
 }
 
 /// What registry to start.
@@ -83,6 +90,7 @@ pub struct Registry {
     options: Options,
     storage: PathBuf,
     password: String,
+    token: Option<TokenServer>,
 }
 
 impl Registry {
@@ -95,6 +103,15 @@ impl Registry {
     pub fn tls_htpasswd() -> Self {
         Self::start(Options {
             auth: Auth::Htpasswd,
+            tls: true,
+            ..Options::default()
+        })
+    }
+
+    /// HTTPS with bearer tokens from a token server.
+    pub fn tls_token() -> Self {
+        Self::start(Options {
+            auth: Auth::Token,
             tls: true,
             ..Options::default()
         })
@@ -138,10 +155,12 @@ impl Registry {
             assert!(output.status.success(), "htpasswd failed: {output:?}");
             fs::write(dir.path().join("htpasswd"), output.stdout).unwrap();
         }
+        let token =
+            (options.auth == Auth::Token).then(|| TokenServer::start(dir.path(), &password));
         // A port taken between choosing and binding it is retried.
         for _ in 0..5 {
             let port = free_port();
-            let config = config(dir.path(), &storage, port, &options);
+            let config = config(dir.path(), &storage, port, &options, token.as_ref());
             fs::write(dir.path().join("config.yml"), config).unwrap();
             let log = fs::File::create(dir.path().join("registry.log")).unwrap();
             let mut child = Command::new("docker-registry")
@@ -169,6 +188,7 @@ impl Registry {
                 options,
                 storage,
                 password,
+                token,
             };
         }
         panic!("docker-registry found no free port in 5 tries");
@@ -241,6 +261,11 @@ impl Registry {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// The token server, with [`Auth::Token`].
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
+    }
+
     /// Writes a Docker `config.json` into `dir` with an `auths` entry for
     /// this registry, as `docker login` writes it; returns its path.
     pub fn write_docker_config(&self, dir: &Path) -> PathBuf {
@@ -282,9 +307,20 @@ impl Drop for Registry {
 }
 
 /// Copies an image archive (a docker-archive, read as one when it has a
-/// `manifest.json`, or an OCI archive) to `reference` (`repo:tag`) in `registry`
-/// with skopeo; returns the manifest digest the registry stored.
+/// `manifest.json`, or an OCI archive) to `reference` (`repo:tag`) in
+/// `registry` with skopeo; returns the manifest digest the registry stored.
 pub fn push_archive(registry: &Registry, archive: &Path, reference: &str) -> String {
+    push_archive_via(registry, &registry.host(), archive, reference)
+}
+
+/// [`push_archive`] through `host` (a [`FaultProxy`] in front of
+/// `registry`, which gives the TLS trust and credentials).
+pub fn push_archive_via(
+    registry: &Registry,
+    host: &str,
+    archive: &Path,
+    reference: &str,
+) -> String {
     let transport = if archive_has(archive, "manifest.json") {
         "docker-archive"
     } else {
@@ -297,12 +333,12 @@ pub fn push_archive(registry: &Registry, archive: &Path, reference: &str) -> Str
         .arg("--digestfile")
         .arg(digest_file.path())
         .arg(format!("{transport}:{}", archive.display()))
-        .arg(format!("docker://{}", registry.reference(reference)))
+        .arg(format!("docker://{host}/{reference}"))
         .output()
         .unwrap();
     assert!(
         output.status.success(),
-        "skopeo copy to {reference} failed:\n{}",
+        "skopeo copy to {host}/{reference} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     fs::read_to_string(digest_file.path())
@@ -344,11 +380,14 @@ fn archive_has(archive: &Path, name: &str) -> bool {
 /// logs and output for it.
 fn unique_password() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!(
-        "pw-{}-{}-{}",
+        "pw-{}-{}-{nanos}",
         std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        Instant::now().elapsed().subsec_nanos()
+        NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
 
@@ -433,7 +472,13 @@ fn make_server_cert(dir: &Path) {
 }
 
 /// The registry's config.yml.
-fn config(dir: &Path, storage: &Path, port: u16, options: &Options) -> String {
+fn config(
+    dir: &Path,
+    storage: &Path,
+    port: u16,
+    options: &Options,
+    token: Option<&TokenServer>,
+) -> String {
     let mut config = String::new();
     let _ = write!(
         config,
@@ -462,13 +507,21 @@ fn config(dir: &Path, storage: &Path, port: u16, options: &Options) -> String {
                 dir.join("htpasswd").display()
             );
         }
+        Auth::Token => {
+            let _ = write!(
+                config,
+                "auth:\n  token:\n    realm: {}/token\n    service: {SERVICE}\n    \
+                 issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                token.unwrap().url(),
+                dir.join("token.crt").display()
+            );
+        }
     }
     config
 }
 
 /// RFC 4648 alphabets.
-const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-#[allow(dead_code)]
+pub const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Base64 of `data` (tokens and Docker's `auth` fields; the tests have no
@@ -524,4 +577,844 @@ fn wait_ready(child: &mut Child, dir: &Path, port: u16, tls: bool) -> Result<(),
         // The registry announces nowhere but on its socket that it listens.
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The `service` of the token registries (the tokens' audience).
+pub const SERVICE: &str = "kiln-test-registry";
+/// The issuer of their tokens.
+const ISSUER: &str = "kiln-test-issuer";
+
+/// Decodes standard or URL-safe base64, padded or not.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.trim_end_matches('=').bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        bits = bits << 6 | u32::from(value);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push(u8::try_from(bits >> count & 0xff).unwrap());
+        }
+    }
+    Some(out)
+}
+
+/// One request a [`FaultProxy`] or [`TokenServer`] received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// `GET`, `HEAD`, `PUT`...
+    pub method: String,
+    /// The request target (path and query).
+    pub target: String,
+    /// The request headers as sent (names as the client wrote them).
+    pub headers: Vec<(String, String)>,
+    /// The status the client got (`None`: no answer yet, or cut before).
+    pub status: Option<u16>,
+    /// The fault applied, if any (`"500"`, `"cut after 100"`...).
+    pub fault: Option<String>,
+}
+
+impl Seen {
+    /// A header's value (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    /// Whether `pattern` is part of `"METHOD TARGET"`.
+    pub fn matches(&self, pattern: &str) -> bool {
+        format!("{} {}", self.method, self.target).contains(pattern)
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The head of an HTTP/1.1 message: start line and headers.
+struct Head {
+    start: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// Reads a head; `None` when the peer closed before sending one.
+    fn read(reader: &mut impl BufRead) -> io::Result<Option<Self>> {
+        let mut start = String::new();
+        if reader.read_line(&mut start)? == 0 {
+            return Ok(None);
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.push((name.to_owned(), value.trim().to_owned()));
+            }
+        }
+        Ok(Some(Self {
+            start: start.trim_end_matches(['\r', '\n']).to_owned(),
+            headers,
+        }))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        header(&self.headers, name)
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut text = format!("{}\r\n", self.start);
+        for (name, value) in &self.headers {
+            let _ = write!(text, "{name}: {value}\r\n");
+        }
+        text.push_str("\r\n");
+        out.write_all(text.as_bytes())
+    }
+
+    /// The request's method and target.
+    fn request_line(&self) -> (String, String) {
+        let mut parts = self.start.split(' ');
+        let method = parts.next().unwrap_or_default().to_owned();
+        let target = parts.next().unwrap_or_default().to_owned();
+        (method, target)
+    }
+
+    /// The response's status code.
+    fn status(&self) -> u16 {
+        self.start
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// How the body of this message is delimited; `method` is the
+    /// request's for a response, `None` for a request.
+    fn framing(&self, method: Option<&str>) -> Framing {
+        if let Some(method) = method {
+            let status = self.status();
+            if method == "HEAD" || status < 200 || status == 204 || status == 304 {
+                return Framing::Length(0);
+            }
+        }
+        if self
+            .get("transfer-encoding")
+            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
+        {
+            return Framing::Chunked;
+        }
+        match self.get("content-length").and_then(|l| l.parse().ok()) {
+            Some(length) => Framing::Length(length),
+            None if method.is_some() => Framing::UntilClose,
+            None => Framing::Length(0),
+        }
+    }
+}
+
+/// How a message body ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// What happens to the bytes of a body on their way.
+#[derive(Default)]
+struct Tamper {
+    /// Bytes of body passed so far.
+    offset: u64,
+    /// Stop after this many bytes of body.
+    cut_after: Option<u64>,
+    /// Flip every bit of the byte at this offset of the body.
+    flip_at: Option<u64>,
+}
+
+impl Tamper {
+    /// Passes `data` on; `false` once the cut is reached (the rest is
+    /// not written).
+    fn pass(&mut self, data: &mut [u8], out: &mut impl Write) -> io::Result<bool> {
+        let start = self.offset;
+        if let Some(at) = self.flip_at
+            && (start..start + data.len() as u64).contains(&at)
+        {
+            data[usize::try_from(at - start).unwrap()] ^= 0xff;
+        }
+        let mut keep = data.len();
+        let mut cut = false;
+        if let Some(limit) = self.cut_after
+            && start + data.len() as u64 >= limit
+        {
+            keep = usize::try_from(limit - start).unwrap();
+            cut = true;
+        }
+        out.write_all(&data[..keep])?;
+        self.offset += keep as u64;
+        if cut {
+            out.flush()?;
+        }
+        Ok(!cut)
+    }
+}
+
+/// Copies a body framed as `framing` from `from` to `out` through
+/// `tamper`; `Ok(false)` when it was cut.
+fn copy_body(
+    from: &mut impl BufRead,
+    out: &mut impl Write,
+    framing: Framing,
+    tamper: &mut Tamper,
+) -> io::Result<bool> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut copy_exact = |from: &mut dyn BufRead, out: &mut dyn Write, mut left: Option<u64>| {
+        let mut out = out;
+        loop {
+            let want = left.map_or(buffer.len(), |l| {
+                usize::try_from(l.min(buffer.len() as u64)).unwrap()
+            });
+            if want == 0 {
+                return Ok(true);
+            }
+            let n = from.read(&mut buffer[..want])?;
+            if n == 0 {
+                return match left {
+                    Some(_) => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                    None => Ok(true),
+                };
+            }
+            if !tamper.pass(&mut buffer[..n], &mut out)? {
+                return Ok(false);
+            }
+            left = left.map(|l| l - n as u64);
+        }
+    };
+    match framing {
+        Framing::Length(length) => copy_exact(from, out, Some(length)),
+        Framing::UntilClose => copy_exact(from, out, None),
+        Framing::Chunked => loop {
+            let mut line = String::new();
+            from.read_line(&mut line)?;
+            let size =
+                u64::from_str_radix(line.trim_end().split(';').next().unwrap_or_default(), 16)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            out.write_all(line.as_bytes())?;
+            if size == 0 {
+                // Trailers, up to the empty line.
+                loop {
+                    let mut trailer = String::new();
+                    if from.read_line(&mut trailer)? == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    out.write_all(trailer.as_bytes())?;
+                    if trailer.trim_end().is_empty() {
+                        return Ok(true);
+                    }
+                }
+            }
+            if !copy_exact(from, out, Some(size))? {
+                return Ok(false);
+            }
+            let mut crlf = String::new();
+            from.read_line(&mut crlf)?;
+            out.write_all(crlf.as_bytes())?;
+        },
+    }
+}
+
+/// Writes a whole response with a body.
+fn respond(
+    out: &mut impl Write,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        307 => "Temporary Redirect",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        _ => "Injected",
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    out.write_all(body)?;
+    out.flush()
+}
+
+/// A listener on 127.0.0.1 whose connections are served each on a
+/// thread by `serve`, until dropped.
+struct Server {
+    port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    fn start(serve: impl Fn(TcpStream) -> io::Result<()> + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let serve = Arc::new(serve);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let serve = Arc::clone(&serve);
+                // A connection's error only ends that connection.
+                std::thread::spawn(move || serve(stream));
+            }
+        });
+        Self { port, stop }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A bearer token server (the distribution token spec) on loopback, for
+/// [`Auth::Token`]: `GET /token?service=..&scope=..` with [`USER`] and the
+/// registry's password grants the actions asked for; without credentials
+/// it grants nothing (a private registry: the registry then answers 401);
+/// with wrong ones it answers 401. Tokens are RS256 JWTs signed with a key
+/// made by openssl, whose certificate the registry trusts; the signing is
+/// `openssl dgst`, since the tests have no crypto crate.
+pub struct TokenServer {
+    server: Server,
+    state: Arc<Mutex<TokenState>>,
+}
+
+struct TokenState {
+    requests: Vec<Seen>,
+    failures: usize,
+    expires_in: u64,
+    password: String,
+    key: PathBuf,
+    x5c: String,
+    issued: usize,
+}
+
+impl TokenServer {
+    /// Makes the signing key and certificate in `dir` (`token.key`,
+    /// `token.crt`) and starts serving.
+    fn start(dir: &Path, password: &str) -> Self {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kiln-test-token",
+                "-newkey",
+                "rsa:2048",
+                "-keyout",
+                "token.key",
+                "-out",
+                "token.crt",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-in",
+                "token.crt",
+                "-outform",
+                "DER",
+                "-out",
+                "token.der",
+            ],
+        );
+        let der = fs::read(dir.join("token.der")).unwrap();
+        let state = Arc::new(Mutex::new(TokenState {
+            requests: Vec::new(),
+            failures: 0,
+            expires_in: 300,
+            password: password.to_owned(),
+            key: dir.join("token.key"),
+            x5c: base64(&der, STANDARD, true),
+            issued: 0,
+        }));
+        let shared = Arc::clone(&state);
+        let server = Server::start(move |stream| serve_tokens(stream, &shared));
+        Self { server, state }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port)
+    }
+
+    /// Answers the next `times` token requests with 500.
+    pub fn fail(&self, times: usize) {
+        lock(&self.state).failures = times;
+    }
+
+    /// The `expires_in` of the next tokens, in seconds (300 by default;
+    /// the JWT's `exp` follows it).
+    pub fn set_expires_in(&self, seconds: u64) {
+        lock(&self.state).expires_in = seconds;
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        lock(&self.state).requests.clone()
+    }
+
+    /// How many tokens were issued.
+    pub fn issued(&self) -> usize {
+        lock(&self.state).issued
+    }
+}
+
+fn serve_tokens(stream: TcpStream, state: &Mutex<TokenState>) -> io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    while let Some(head) = Head::read(&mut reader)? {
+        copy_body(
+            &mut reader,
+            &mut io::sink(),
+            head.framing(None),
+            &mut Tamper::default(),
+        )?;
+        let (method, target) = head.request_line();
+        let (status, body) = grant(state, &method, &target, &head);
+        lock(state).requests.push(Seen {
+            method,
+            target,
+            headers: head.headers.clone(),
+            status: Some(status),
+            fault: None,
+        });
+        respond(
+            &mut out,
+            status,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The status and body of the answer to one token request.
+fn grant(state: &Mutex<TokenState>, method: &str, target: &str, head: &Head) -> (u16, String) {
+    let mut state = lock(state);
+    if state.failures > 0 {
+        state.failures -= 1;
+        return (
+            500,
+            r#"{"details":"token server failure injected by the test"}"#.into(),
+        );
+    }
+    let Some(query) = target.strip_prefix("/token?") else {
+        return (404, r#"{"details":"not found"}"#.into());
+    };
+    if method != "GET" {
+        // The OAuth2 POST form is not served: clients fall back to GET.
+        return (404, r#"{"details":"not found"}"#.into());
+    }
+    let params: Vec<(String, String)> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect();
+    let subject = match head.get("authorization") {
+        None => String::new(),
+        Some(auth) => {
+            let given = auth
+                .strip_prefix("Basic ")
+                .and_then(base64_decode)
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            if given != Some(format!("{USER}:{}", state.password)) {
+                return (
+                    401,
+                    r#"{"details":"incorrect username or password"}"#.into(),
+                );
+            }
+            USER.to_owned()
+        }
+    };
+    let access: Vec<serde_json::Value> = params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .filter(|_| !subject.is_empty())
+        .flat_map(|(_, scope)| scope.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|scope| {
+            let (kind, rest) = scope.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            Some(serde_json::json!({
+                "type": kind, "name": name,
+                "actions": actions.split(',').collect::<Vec<_>>()
+            }))
+        })
+        .collect();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    state.issued += 1;
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [state.x5c]});
+    let claims = serde_json::json!({
+        "iss": ISSUER, "sub": subject, "aud": SERVICE,
+        "exp": now + state.expires_in, "nbf": now - 1, "iat": now,
+        "jti": format!("kiln-test-{}", state.issued), "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        base64(&serde_json::to_vec(&header).unwrap(), URL_SAFE, false),
+        base64(&serde_json::to_vec(&claims).unwrap(), URL_SAFE, false)
+    );
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(&state.key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    openssl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())
+        .unwrap();
+    let signature = openssl.wait_with_output().unwrap();
+    assert!(signature.status.success(), "openssl dgst -sign failed");
+    let token = format!(
+        "{signing_input}.{}",
+        base64(&signature.stdout, URL_SAFE, false)
+    );
+    let body = serde_json::json!({
+        "token": token, "access_token": token, "expires_in": state.expires_in,
+    });
+    (200, body.to_string())
+}
+
+/// `%XX` and `+` decoding of a query component.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("-");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A fault a [`FaultProxy`] applies to the requests matching a pattern.
+#[derive(Clone, Debug)]
+enum Fault {
+    /// Answers this status itself (the registry never sees the request).
+    Status(u16),
+    /// Passes the response on but closes both connections after this
+    /// many bytes of its body.
+    Cut(u64),
+    /// Flips every bit of the body byte at this offset.
+    Flip(u64),
+    /// Answers 307 to this base URL plus the request's target.
+    Redirect(String),
+    /// Forwards the request without its `Authorization` header, so the
+    /// registry answers 401 with its challenge (a token refused).
+    Unauthorize,
+}
+
+struct Rule {
+    pattern: String,
+    fault: Fault,
+    times: usize,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    rules: Vec<Rule>,
+    requests: Vec<Seen>,
+}
+
+/// An HTTP proxy on 127.0.0.1 in front of a plain-HTTP registry (the
+/// client talks to the proxy as if it were the registry). Per test it
+/// answers a status N times, cuts a response after N bytes of body, flips
+/// a byte of a body, redirects, or drops the `Authorization` header, for
+/// the requests whose `"METHOD TARGET"` contains a pattern (e.g.
+/// `"GET /v2/app/blobs/"`); the first rule with times left applies. It
+/// records every request with its headers and the status the client got.
+pub struct FaultProxy {
+    server: Server,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+impl FaultProxy {
+    /// A proxy in front of `registry`, which must be plain HTTP.
+    pub fn start(registry: &Registry) -> Self {
+        assert!(
+            registry.url().starts_with("http://"),
+            "the fault proxy reads HTTP: put it in front of a plain-HTTP registry"
+        );
+        Self::to_port(registry.port())
+    }
+
+    /// A proxy in front of whatever serves HTTP on 127.0.0.1:`port`.
+    pub fn to_port(port: u16) -> Self {
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let shared = Arc::clone(&state);
+        let server = Server::start(move |client| proxy(client, port, &shared));
+        Self { server, state }
+    }
+
+    /// `127.0.0.1:PORT` of the proxy.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host())
+    }
+
+    /// A reference to `name` through the proxy.
+    pub fn reference(&self, name: &str) -> String {
+        format!("{}/{name}", self.host())
+    }
+
+    fn add(&self, pattern: &str, fault: Fault, times: usize) {
+        lock(&self.state).rules.push(Rule {
+            pattern: pattern.to_owned(),
+            fault,
+            times,
+        });
+    }
+
+    /// Answers `status` (with a JSON error body) `times` times.
+    pub fn fail(&self, pattern: &str, status: u16, times: usize) {
+        self.add(pattern, Fault::Status(status), times);
+    }
+
+    /// Cuts the response after `bytes` bytes of body, `times` times.
+    pub fn cut(&self, pattern: &str, bytes: u64, times: usize) {
+        self.add(pattern, Fault::Cut(bytes), times);
+    }
+
+    /// Flips the body byte at `offset`, `times` times.
+    pub fn corrupt(&self, pattern: &str, offset: u64, times: usize) {
+        self.add(pattern, Fault::Flip(offset), times);
+    }
+
+    /// Answers `307 Location: {base}{target}`, `times` times (blob
+    /// storage elsewhere, as S3-backed registries do).
+    pub fn redirect(&self, pattern: &str, base: &str, times: usize) {
+        self.add(pattern, Fault::Redirect(base.to_owned()), times);
+    }
+
+    /// Drops the request's `Authorization` header, `times` times.
+    pub fn unauthorize(&self, pattern: &str, times: usize) {
+        self.add(pattern, Fault::Unauthorize, times);
+    }
+
+    /// Every request so far, in order of arrival.
+    pub fn requests(&self) -> Vec<Seen> {
+        lock(&self.state).requests.clone()
+    }
+
+    /// The requests whose `"METHOD TARGET"` contains `pattern`.
+    pub fn matching(&self, pattern: &str) -> Vec<Seen> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.matches(pattern))
+            .collect()
+    }
+
+    /// Faults left to apply (times not yet used), as `"PATTERN: FAULT"`.
+    pub fn pending(&self) -> Vec<String> {
+        lock(&self.state)
+            .rules
+            .iter()
+            .filter(|r| r.times > 0)
+            .map(|r| format!("{}: {:?} x{}", r.pattern, r.fault, r.times))
+            .collect()
+    }
+}
+
+/// Serves one client connection of a [`FaultProxy`]: request by request,
+/// over one upstream connection opened as needed.
+fn proxy(client: TcpStream, port: u16, state: &Mutex<ProxyState>) -> io::Result<()> {
+    let mut from_client = BufReader::new(client.try_clone()?);
+    let mut to_client = client;
+    let mut upstream: Option<(BufReader<TcpStream>, TcpStream)> = None;
+    while let Some(mut request) = Head::read(&mut from_client)? {
+        let (method, target) = request.request_line();
+        if request
+            .get("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        {
+            request.remove("expect");
+            to_client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let (index, fault) = {
+            let mut state = lock(state);
+            let line = format!("{method} {target}");
+            let fault = state
+                .rules
+                .iter_mut()
+                .find(|r| r.times > 0 && line.contains(&r.pattern))
+                .map(|rule| {
+                    rule.times -= 1;
+                    rule.fault.clone()
+                });
+            state.requests.push(Seen {
+                method: method.clone(),
+                target: target.clone(),
+                headers: request.headers.clone(),
+                status: None,
+                fault: fault.as_ref().map(|f| format!("{f:?}")),
+            });
+            (state.requests.len() - 1, fault)
+        };
+        let set_status = |status| lock(state).requests[index].status = Some(status);
+        let request_framing = request.framing(None);
+        match &fault {
+            Some(Fault::Status(status)) => {
+                copy_body(
+                    &mut from_client,
+                    &mut io::sink(),
+                    request_framing,
+                    &mut Tamper::default(),
+                )?;
+                set_status(*status);
+                let body = format!(
+                    r#"{{"errors":[{{"code":"UNKNOWN","message":"status {status} injected by the fault proxy"}}]}}"#
+                );
+                respond(
+                    &mut to_client,
+                    *status,
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                )?;
+                continue;
+            }
+            Some(Fault::Redirect(base)) => {
+                copy_body(
+                    &mut from_client,
+                    &mut io::sink(),
+                    request_framing,
+                    &mut Tamper::default(),
+                )?;
+                set_status(307);
+                respond(
+                    &mut to_client,
+                    307,
+                    &[("Location", &format!("{base}{target}"))],
+                    b"",
+                )?;
+                continue;
+            }
+            Some(Fault::Unauthorize) => request.remove("authorization"),
+            _ => {}
+        }
+        if upstream.is_none() {
+            let stream = TcpStream::connect(("127.0.0.1", port))?;
+            upstream = Some((BufReader::new(stream.try_clone()?), stream));
+        }
+        let Some((from_upstream, to_upstream)) = upstream.as_mut() else {
+            unreachable!()
+        };
+        request.write_to(to_upstream)?;
+        copy_body(
+            &mut from_client,
+            to_upstream,
+            request_framing,
+            &mut Tamper::default(),
+        )?;
+        to_upstream.flush()?;
+        let response = loop {
+            let Some(response) = Head::read(from_upstream)? else {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            };
+            if response.status() >= 200 {
+                break response;
+            }
+            // Interim responses (100 Continue) go through as they are.
+            response.write_to(&mut to_client)?;
+        };
+        set_status(response.status());
+        let framing = response.framing(Some(&method));
+        let mut tamper = Tamper {
+            cut_after: match fault {
+                Some(Fault::Cut(bytes)) => Some(bytes),
+                _ => None,
+            },
+            flip_at: match fault {
+                Some(Fault::Flip(offset)) => Some(offset),
+                _ => None,
+            },
+            ..Tamper::default()
+        };
+        response.write_to(&mut to_client)?;
+        let whole = copy_body(from_upstream, &mut to_client, framing, &mut tamper)?;
+        to_client.flush()?;
+        let closes = response
+            .get("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        if !whole || framing == Framing::UntilClose || closes {
+            let _ = to_client.shutdown(Shutdown::Both);
+            let _ = to_upstream.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
+    Ok(())
 }
