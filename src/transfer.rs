@@ -104,9 +104,8 @@ impl TransferProgress {
                 let mut state = self.lock();
                 let multi = state.multi.clone();
                 let bar = state.bars.entry(id.clone()).or_insert_with(|| {
-                    let bar = multi.map_or_else(ProgressBar::hidden, |m| {
-                        m.add(ProgressBar::new(total))
-                    });
+                    let bar =
+                        multi.map_or_else(ProgressBar::hidden, |m| m.add(ProgressBar::new(total)));
                     bar.set_style(style());
                     bar.set_prefix(id.clone());
                     bar

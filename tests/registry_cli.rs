@@ -29,10 +29,7 @@ fn kiln_for(kiln: &Kiln, registry: &Registry) -> Vec<(String, String)> {
     if registry.creds().is_some() {
         registry.write_docker_config(&config_dir);
     }
-    env.push((
-        "DOCKER_CONFIG".to_owned(),
-        config_dir.display().to_string(),
-    ));
+    env.push(("DOCKER_CONFIG".to_owned(), config_dir.display().to_string()));
     let certs = registry
         .certs_dir()
         .unwrap_or_else(|| kiln.path("no-certs"));
@@ -189,7 +186,10 @@ fn pull_with_a_wrong_password_fails_with_unauthorized_and_never_shows_it() {
     );
     std::fs::write(
         config_dir.join("config.json"),
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, registry.host()),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            registry.host()
+        ),
     )
     .unwrap();
     env.retain(|(k, _)| k != "DOCKER_CONFIG");
@@ -205,7 +205,10 @@ fn pull_with_a_wrong_password_fails_with_unauthorized_and_never_shows_it() {
     );
     assert!(!stderr.contains(registry.password()), "{stderr}");
     assert!(!stderr.contains(&auth), "{stderr}");
-    assert!(kiln.fails(&["inspect", &reference]).contains("no such image"));
+    assert!(
+        kiln.fails(&["inspect", &reference])
+            .contains("no such image")
+    );
 }
 
 #[test]
@@ -372,9 +375,11 @@ fn push_mounts_a_blob_from_another_repository_of_the_registry() {
     let (_, stderr) = push(&kiln, &env, &second);
     assert!(stderr.contains("Mounted from first/app"), "{stderr}");
     assert!(!stderr.contains(": Pushed"), "{stderr}");
-    assert!(registry::skopeo_inspect(&registry, "second/app:1", true)
-        .status
-        .success());
+    assert!(
+        registry::skopeo_inspect(&registry, "second/app:1", true)
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -412,4 +417,191 @@ fn push_over_tls_with_htpasswd_round_trips_through_skopeo() {
     assert!(!stderr.contains(registry.password()));
     let raw = registry::skopeo_inspect(&registry, "secure/app:2", true);
     assert!(raw.status.success(), "{raw:?}");
+}
+
+#[test]
+fn skopeo_push_then_kiln_run_pulls_the_missing_image_and_runs_it() {
+    if !registry::available() {
+        return;
+    }
+    let source = common::build::busybox();
+    let archive = source.path("bb.tar");
+    source.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
+    let registry = Registry::plain();
+    registry::push_archive(&registry, &archive, "base/bb:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("base/bb:1");
+    // --pull never does not reach the registry.
+    let stderr = fails_with(
+        &kiln,
+        &env,
+        &["run", "--rm", "--pull", "never", &reference, "true"],
+    );
+    assert!(stderr.contains("no such image"), "{stderr}");
+    let output = run_with(
+        &kiln,
+        &env,
+        &["run", "--rm", &reference, "cat", "/etc/base-file"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "base\n");
+    assert!(
+        stderr.contains(&format!("Unable to find image '{reference}' locally")),
+        "{stderr}"
+    );
+    // Present now: run does not pull again.
+    let output = run_with(&kiln, &env, &["run", "--rm", &reference, "true"]);
+    assert!(output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("Pulling from"));
+}
+
+#[test]
+fn build_pulls_a_base_image_only_in_the_registry_pushes_the_result_and_a_rebuild_pulls_nothing() {
+    if !registry::available() {
+        return;
+    }
+    let source = common::build::busybox();
+    let registry = Registry::plain();
+    let env_source = kiln_for(&source, &registry);
+    let base = registry.reference("base/bb:1");
+    source.ok(&["tag", "bb:1", &base]);
+    push(&source, &env_source, &base);
+
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let context = common::build::context(
+        &kiln,
+        "ctx",
+        &format!("FROM {base}\nRUN echo built > /built\n"),
+        &[],
+    );
+    let app = registry.reference("app:1");
+    let (_, stderr) = ok_with(
+        &kiln,
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--push",
+            "-t",
+            &app,
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(stderr.contains("1: Pulling from base/bb"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "The push refers to repository [{}/app]",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+    let raw = registry::skopeo_inspect(&registry, "app:1", true);
+    assert!(raw.status.success(), "{raw:?}");
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    // The build's uncompressed layers went out gzip-compressed.
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+    }
+    let (_, stderr) = ok_with(
+        &kiln,
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            &app,
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(!stderr.contains("Pulling from"), "{stderr}");
+    // --pull asks the registry again (nothing new: nothing downloaded).
+    let (_, stderr) = ok_with(
+        &kiln,
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--pull",
+            "-t",
+            &app,
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(stderr.contains("Status: Image is up to date"), "{stderr}");
+    // A third store runs what was pushed.
+    let other = Kiln::new();
+    let output = run_with(
+        &other,
+        &kiln_for(&other, &registry),
+        &["run", "--rm", &app, "cat", "/built"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "built\n");
+}
+
+#[test]
+fn build_with_a_base_image_the_registry_lacks_fails_naming_it() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let base = registry.reference("missing/base:1");
+    let context = common::build::context(&kiln, "ctx", &format!("FROM {base}\n"), &[]);
+    let output = run_with(
+        &kiln,
+        &env,
+        &["build", "--progress=plain", context.to_str().unwrap()],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot pull base image {base}: manifest for {base} not found: manifest unknown"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn build_output_type_registry_tags_and_pushes_the_image() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = common::build::busybox();
+    let env = kiln_for(&kiln, &registry);
+    let context = common::build::context(&kiln, "ctx", "FROM bb:1\nRUN echo out > /out\n", &[]);
+    let name = registry.reference("out:1");
+    ok_with(
+        &kiln,
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--output",
+            &format!("type=registry,name={name}"),
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        registry::skopeo_inspect(&registry, "out:1", true)
+            .status
+            .success()
+    );
+    assert_eq!(
+        common::image_file(&kiln.root(), &name, "out").as_deref(),
+        Some("out\n")
+    );
 }

@@ -71,9 +71,15 @@ pub fn pull_image(
     mode: ProgressMode,
 ) -> anyhow::Result<PulledImage> {
     let progress = TransferProgress::new(mode);
-    let label = reference
-        .tag()
-        .map_or_else(|| reference.digest().map(ToString::to_string).unwrap_or_default(), str::to_owned);
+    let label = reference.tag().map_or_else(
+        || {
+            reference
+                .digest()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        },
+        str::to_owned,
+    );
     // Docker names the repository by its path (`library/busybox`).
     progress.message(&format!("{label}: Pulling from {}", reference.path()));
     let report = |event: PullEvent| match event {

@@ -33,8 +33,8 @@ pub fn run(root: Option<&std::path::Path>, args: &PushArgs) -> anyhow::Result<Ex
     let store = super::open_store(root)?;
     let mode = ProgressMode::from_flag(&args.progress)?.resolve(args.quiet);
     let reference = super::parse_reference(&args.reference)?;
-    let compression = kiln_store::commit::parse_compression(&args.compression)
-        .unwrap_or(Compression::Gzip);
+    let compression =
+        kiln_store::commit::parse_compression(&args.compression).unwrap_or(Compression::Gzip);
     let client = Client::new(registry::RegistryConfig::from_env());
     let pushed = push_image(&store, &client, &reference, compression, mode)?;
     writeln!(

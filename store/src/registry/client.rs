@@ -199,7 +199,10 @@ impl Client {
     }
 
     fn agent(&self, endpoint: &Endpoint) -> Result<ureq::Agent, RegistryError> {
-        let mut agents = self.agents.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut agents = self
+            .agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(agent) = agents.get(&endpoint.base) {
             return Ok(agent.clone());
         }
@@ -292,10 +295,16 @@ fn tls_config(certs_dir: &Path, host: &str) -> Result<ureq::tls::TlsConfig, Regi
                 client_cert = Some(ClientCert::new_with_certs(&chain, key));
             }
             (true, false) => {
-                return Err(tls_error(&key_path, "client.cert without client.key".to_owned()));
+                return Err(tls_error(
+                    &key_path,
+                    "client.cert without client.key".to_owned(),
+                ));
             }
             (false, true) => {
-                return Err(tls_error(&cert_path, "client.key without client.cert".to_owned()));
+                return Err(tls_error(
+                    &cert_path,
+                    "client.key without client.cert".to_owned(),
+                ));
             }
             (false, false) => {}
         }
@@ -315,13 +324,16 @@ fn tls_config(certs_dir: &Path, host: &str) -> Result<ureq::tls::TlsConfig, Regi
 
 /// The system's CA bundle (`SSL_CERT_FILE`, else Debian's or Red Hat's).
 fn system_roots() -> Option<Vec<ureq::tls::Certificate<'static>>> {
-    let candidates = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from).into_iter().chain(
-        [
-            "/etc/ssl/certs/ca-certificates.crt",
-            "/etc/pki/tls/certs/ca-bundle.crt",
-        ]
-        .map(PathBuf::from),
-    );
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+            ]
+            .map(PathBuf::from),
+        );
     for path in candidates {
         if let Ok(pem) = std::fs::read(&path) {
             let certs: Vec<_> = ureq::tls::parse_pem(&pem)
@@ -532,9 +544,7 @@ impl Session<'_> {
                 self.agent.run(request)
             }
             Body::Bytes(bytes) => {
-                let request = request
-                    .body(bytes.to_vec())
-                    .map_err(ureq::Error::from)?;
+                let request = request.body(bytes.to_vec()).map_err(ureq::Error::from)?;
                 self.agent.run(request)
             }
             Body::File { path, offset, len } => {
@@ -649,12 +659,9 @@ impl Session<'_> {
         // Credentials go to the token service the registry names only
         // over TLS, or over plain HTTP when it is the registry's own host.
         let credential = self.client.credential(&self.endpoint.credential_host)?;
-        let may_send = realm.starts_with("https://")
-            || host_of(realm) == host_of(&self.endpoint.base);
-        let authorization = credential
-            .as_ref()
-            .filter(|_| may_send)
-            .map(basic_header);
+        let may_send =
+            realm.starts_with("https://") || host_of(realm) == host_of(&self.endpoint.base);
+        let authorization = credential.as_ref().filter(|_| may_send).map(basic_header);
         let mut attempt = 0;
         let mut response = loop {
             attempt += 1;
@@ -887,10 +894,19 @@ mod tests {
         assert!(hub[0].mirror);
         assert_eq!(hub[1].base, "https://registry-1.docker.io");
         assert_eq!(c.endpoints("docker.io", false).len(), 1);
-        assert_eq!(c.endpoints("localhost:5000", true)[0].base, "http://localhost:5000");
-        assert_eq!(c.endpoints("127.0.0.1:5000", true)[0].base, "http://127.0.0.1:5000");
+        assert_eq!(
+            c.endpoints("localhost:5000", true)[0].base,
+            "http://localhost:5000"
+        );
+        assert_eq!(
+            c.endpoints("127.0.0.1:5000", true)[0].base,
+            "http://127.0.0.1:5000"
+        );
         assert_eq!(c.endpoints("[::1]:5000", true)[0].base, "http://[::1]:5000");
-        assert_eq!(c.endpoints("reg.internal:5000", true)[0].base, "http://reg.internal:5000");
+        assert_eq!(
+            c.endpoints("reg.internal:5000", true)[0].base,
+            "http://reg.internal:5000"
+        );
         assert_eq!(c.endpoints("quay.io", true)[0].base, "https://quay.io");
     }
 
@@ -910,8 +926,17 @@ mod tests {
         assert_eq!(host_of("https://u:p@h:5000/x?y"), "h:5000");
         assert_eq!(split_host("[::1]:5000"), "::1");
         assert_eq!(strip_query("https://h/t?token=secret"), "https://h/t");
-        assert_eq!(resolve_against("http://h:1/v2/a", "/v2/b?x"), "http://h:1/v2/b?x");
-        assert_eq!(resolve_against("http://h:1/v2/a", "https://s/b"), "https://s/b");
-        assert_eq!(query_escape("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+        assert_eq!(
+            resolve_against("http://h:1/v2/a", "/v2/b?x"),
+            "http://h:1/v2/b?x"
+        );
+        assert_eq!(
+            resolve_against("http://h:1/v2/a", "https://s/b"),
+            "https://s/b"
+        );
+        assert_eq!(
+            query_escape("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
     }
 }

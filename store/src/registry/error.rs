@@ -138,7 +138,9 @@ pub enum RegistryError {
         reason: String,
     },
     /// An index has no image for the platform asked for.
-    #[error("no matching manifest for {wanted} in the manifest list entries of {reference} (it has: {available})")]
+    #[error(
+        "no matching manifest for {wanted} in the manifest list entries of {reference} (it has: {available})"
+    )]
     NoMatchingPlatform {
         /// The reference.
         reference: String,
@@ -148,7 +150,9 @@ pub enum RegistryError {
         available: String,
     },
     /// A layer that may not be pulled from the registry.
-    #[error("layer {digest} of {reference} is a foreign or non-distributable layer ({media_type}): kiln does not fetch layers from outside the registry")]
+    #[error(
+        "layer {digest} of {reference} is a foreign or non-distributable layer ({media_type}): kiln does not fetch layers from outside the registry"
+    )]
     ForeignLayer {
         /// The reference.
         reference: String,

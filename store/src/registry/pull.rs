@@ -280,7 +280,10 @@ fn pull_from(
         manifest_doc.bytes.len() as u64,
     );
     let tag = reference.clone().tag_name_only();
-    let before = store.resolve(&tag.to_string()).ok().map(|i| i.manifest_digest);
+    let before = store
+        .resolve(&tag.to_string())
+        .ok()
+        .map(|i| i.manifest_digest);
     store.add_image(&descriptor, std::slice::from_ref(&tag))?;
     Ok(PulledImage {
         reference: tag,
@@ -379,7 +382,14 @@ fn fetch_manifest(
         OCI_INDEX.to_owned()
     } else {
         let bare = content_type.split(';').next().unwrap_or("").trim();
-        if [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST].contains(&bare) {
+        if [
+            OCI_MANIFEST,
+            DOCKER_MANIFEST,
+            OCI_INDEX,
+            DOCKER_MANIFEST_LIST,
+        ]
+        .contains(&bare)
+        {
             bare.to_owned()
         } else {
             OCI_MANIFEST.to_owned()
@@ -484,7 +494,11 @@ fn fetch_config(
     let actual = digest_bytes(&bytes);
     if actual != *digest {
         return Err(crate::StoreError::DigestMismatch {
-            what: format!("{what} from {}/{}", session.registry(), session.repository()),
+            what: format!(
+                "{what} from {}/{}",
+                session.registry(),
+                session.repository()
+            ),
             expected: digest.to_string(),
             actual: actual.to_string(),
         }
@@ -646,10 +660,7 @@ impl BlobReader<'_, '_> {
                 let e = RegistryError::Invalid {
                     registry: self.session.registry().to_owned(),
                     what: format!("blob {}", self.digest),
-                    reason: format!(
-                        "asked for bytes from {}, got range {range:?}",
-                        self.offset
-                    ),
+                    reason: format!("asked for bytes from {}, got range {range:?}", self.offset),
                 };
                 let message = e.to_string();
                 self.error = Some(e);
@@ -729,7 +740,10 @@ const MAX_TAG_PAGES: usize = 100;
 
 /// The tags of a repository (`GET /v2/NAME/tags/list`, following `Link`
 /// pages), sorted.
-pub fn list_tags(client: &Client, reference: &ImageReference) -> Result<Vec<String>, RegistryError> {
+pub fn list_tags(
+    client: &Client,
+    reference: &ImageReference,
+) -> Result<Vec<String>, RegistryError> {
     #[derive(serde::Deserialize)]
     struct TagList {
         #[serde(default)]
@@ -738,7 +752,9 @@ pub fn list_tags(client: &Client, reference: &ImageReference) -> Result<Vec<Stri
     let endpoint = client
         .endpoints(reference.domain(), false)
         .pop()
-        .ok_or_else(|| RegistryError::Reference(format!("no endpoint for {}", reference.domain())))?;
+        .ok_or_else(|| {
+            RegistryError::Reference(format!("no endpoint for {}", reference.domain()))
+        })?;
     let session = client.session(&endpoint, reference.path(), false)?;
     let mut url = session.url("tags/list");
     let mut tags = Vec::new();

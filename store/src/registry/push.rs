@@ -97,7 +97,9 @@ pub fn push(
     let endpoint = client
         .endpoints(reference.domain(), false)
         .pop()
-        .ok_or_else(|| RegistryError::Reference(format!("no endpoint for {}", reference.domain())))?;
+        .ok_or_else(|| {
+            RegistryError::Reference(format!("no endpoint for {}", reference.domain()))
+        })?;
     let session = client.session(&endpoint, reference.path(), true)?;
     let mut blobs: Vec<(Digest, u64)> = Vec::new();
     for descriptor in std::iter::once(&image.manifest.config).chain(&image.manifest.layers) {
