@@ -605,3 +605,322 @@ fn build_output_type_registry_tags_and_pushes_the_image() {
         Some("out\n")
     );
 }
+
+/// A plain registry (with `auth`) holding `app:1` (pushed by skopeo), and
+/// the digest of its first layer and of its manifest.
+fn registry_with_image(auth: registry::Auth) -> (Registry, String, String) {
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::start(registry::Options {
+        auth,
+        ..registry::Options::default()
+    });
+    let digest = registry::push_archive(&registry, &archive, "app:1");
+    let raw = registry::skopeo_inspect(&registry, "app:1", true);
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    (registry, layer, digest)
+}
+
+/// A Docker config in `kiln`'s directory with the registry's credentials
+/// filed under `host` (a proxy in front of it); returns the env to use.
+fn credentials_for(kiln: &Kiln, registry: &Registry, host: &str) -> Vec<(String, String)> {
+    let (user, password) = registry.creds().unwrap();
+    let dir = kiln.path("proxy-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let auth = registry::base64(
+        format!("{user}:{password}").as_bytes(),
+        registry::STANDARD,
+        true,
+    );
+    std::fs::write(
+        dir.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    vec![
+        ("DOCKER_CONFIG".to_owned(), dir.display().to_string()),
+        (
+            "KILN_CERTS_DIR".to_owned(),
+            kiln.path("no-certs").display().to_string(),
+        ),
+    ]
+}
+
+#[test]
+fn pull_resumes_a_blob_cut_mid_way_with_a_range_request() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, layer, _) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.cut(&format!("GET /v2/app/blobs/{layer}"), 100, 1);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = proxy.reference("app:1");
+    ok_with(&kiln, &env, &["pull", &reference]);
+    let seen = proxy.matching(&format!("/blobs/{layer}"));
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].header("range"), None);
+    assert_eq!(seen[1].header("range"), Some("bytes=100-"));
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+}
+
+#[test]
+fn pull_retries_a_manifest_after_two_500s() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, _, digest) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.fail("GET /v2/app/manifests/1", 500, 2);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &proxy.reference("app:1")]);
+    assert!(stderr.contains(&format!("Digest: {digest}")), "{stderr}");
+    let statuses: Vec<_> = proxy
+        .matching("GET /v2/app/manifests/1")
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [Some(500), Some(500), Some(200)]);
+}
+
+#[test]
+fn pull_of_a_corrupted_blob_is_refused_and_stores_neither_the_blob_nor_a_tag() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, layer, _) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.corrupt(&format!("GET /v2/app/blobs/{layer}"), 10, 1);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = proxy.reference("app:1");
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "digest mismatch for blob {layer} from {}/app: expected {layer}, got sha256:",
+            proxy.host()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !kiln
+            .root()
+            .join("blobs/sha256")
+            .join(layer.trim_start_matches("sha256:"))
+            .exists()
+    );
+    assert!(
+        kiln.fails(&["inspect", &reference])
+            .contains("no such image")
+    );
+}
+
+#[test]
+fn pull_of_a_corrupted_manifest_is_refused_as_a_digest_mismatch() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, _, digest) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.corrupt("GET /v2/app/manifests/1", 30, 1);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = proxy.reference("app:1");
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "manifest digest mismatch for {reference}: expected {digest}, got sha256:"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        kiln.fails(&["inspect", &reference])
+            .contains("no such image")
+    );
+}
+
+#[test]
+fn pull_refuses_a_manifest_over_the_size_cap() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let mut stream = stream;
+        let size = 5 << 20;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {size}\r\n\r\n"
+        );
+        let _ = stream.write_all(&vec![b' '; size]);
+    });
+    let kiln = Kiln::new();
+    let reference = format!("127.0.0.1:{port}/big:1");
+    let stderr = kiln.fails(&["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "manifest {reference} from 127.0.0.1:{port} is over the 4194304-byte limit"
+        )),
+        "{stderr}"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn pull_picks_the_platform_asked_for_from_an_index_and_lists_the_platforms_it_lacks() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let mut entries = Vec::new();
+    for (name, platform) in [
+        ("amd", r#"{"architecture":"amd64","os":"linux"}"#),
+        (
+            "arm",
+            r#"{"architecture":"arm64","os":"linux","variant":"v8"}"#,
+        ),
+    ] {
+        let (_source, archive) = saved_image(&format!("{name}:1"));
+        let digest = registry::push_archive(&registry, &archive, &format!("multi:{name}"));
+        let raw = registry::skopeo_inspect(&registry, &format!("multi:{name}"), true);
+        let media_type: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+        entries.push(format!(
+            r#"{{"mediaType":{},"digest":"{digest}","size":{},"platform":{platform}}}"#,
+            media_type["mediaType"],
+            raw.stdout.len()
+        ));
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        entries.join(",")
+    );
+    let output = registry
+        .curl(&[
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.index.v1+json",
+            "--data-binary",
+            &index,
+        ])
+        .arg(format!("{}/v2/multi/manifests/1", registry.url()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("multi:1");
+    ok_with(
+        &kiln,
+        &env,
+        &["pull", "--platform", "linux/arm64", &reference],
+    );
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("arm:1\n")
+    );
+    ok_with(
+        &kiln,
+        &env,
+        &["pull", "--platform", "linux/amd64", &reference],
+    );
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("amd:1\n")
+    );
+    let stderr = fails_with(
+        &kiln,
+        &env,
+        &["pull", "--platform", "linux/s390x", &reference],
+    );
+    assert!(
+        stderr.contains(&format!(
+            "no matching manifest for linux/s390x in the manifest list entries of {reference} (it has: linux/amd64, linux/arm64/v8)"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pull_with_bearer_tokens_fetches_one_token_and_a_failing_token_service_is_named() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_token();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    let token = registry.token_server().unwrap();
+    let before = token.issued();
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &reference]);
+    assert!(!stderr.contains(registry.password()), "{stderr}");
+    // One token serves every request of the pull (cached per scope).
+    assert_eq!(token.issued() - before, 1);
+    let scopes: Vec<String> = token
+        .requests()
+        .iter()
+        .skip(before)
+        .map(|r| r.target.clone())
+        .collect();
+    assert!(
+        scopes
+            .iter()
+            .all(|t| t.contains("scope=repository%3Aapp%3Apull")),
+        "{scopes:?}"
+    );
+    let other = Kiln::new();
+    let env = kiln_for(&other, &registry);
+    token.fail(10);
+    let stderr = fails_with(&other, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "cannot get a token for {}/app from {}/token: status 500",
+            registry.host(),
+            token.url()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn credentials_are_not_sent_after_a_redirect_to_blob_storage() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, layer, _) = registry_with_image(registry::Auth::Htpasswd);
+    let front = registry::FaultProxy::start(&registry);
+    let storage = registry.view(&registry::Options::default());
+    let blobs = registry::FaultProxy::start(&storage);
+    front.redirect(&format!("GET /v2/app/blobs/{layer}"), &blobs.url(), 1);
+    let kiln = Kiln::new();
+    let env = credentials_for(&kiln, &registry, &front.host());
+    let reference = front.reference("app:1");
+    ok_with(&kiln, &env, &["pull", &reference]);
+    let sent = front.matching(&format!("/blobs/{layer}"));
+    assert_eq!(sent[0].status, Some(307), "{sent:?}");
+    assert!(
+        sent[0]
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("Basic "))
+    );
+    let redirected = blobs.requests();
+    assert_eq!(redirected.len(), 1, "{redirected:?}");
+    assert_eq!(redirected[0].header("authorization"), None);
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+}

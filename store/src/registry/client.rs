@@ -656,11 +656,11 @@ impl Session<'_> {
             separator = '&';
         }
         url.push_str(&format!("{separator}scope={}", query_escape(&self.scope)));
-        // Credentials go to the token service the registry names only
-        // over TLS, or over plain HTTP when it is the registry's own host.
+        // Credentials go to the token service the registry names (as
+        // Docker sends them) only over TLS, or over plain HTTP on this
+        // machine's loopback, where nobody else can read them.
         let credential = self.client.credential(&self.endpoint.credential_host)?;
-        let may_send =
-            realm.starts_with("https://") || host_of(realm) == host_of(&self.endpoint.base);
+        let may_send = realm.starts_with("https://") || is_loopback(host_of(realm));
         let authorization = credential.as_ref().filter(|_| may_send).map(basic_header);
         let mut attempt = 0;
         let mut response = loop {
