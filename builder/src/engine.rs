@@ -197,11 +197,11 @@ impl StoreBases<'_> {
         let Some(fetcher) = self.fetcher else {
             return Ok(());
         };
-        let mut fetched = self
+        let mut done = self
             .fetched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(result) = fetched.get(reference) {
+        if let Some(result) = done.get(reference) {
             return result.clone();
         }
         let missing = matches!(
@@ -213,7 +213,7 @@ impl StoreBases<'_> {
         } else {
             Ok(())
         };
-        fetched.insert(reference.to_owned(), result.clone());
+        done.insert(reference.to_owned(), result.clone());
         result
     }
 }

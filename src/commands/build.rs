@@ -19,6 +19,7 @@ use crate::progress::{self, ProgressMode};
 
 /// Build an image from a Dockerfile
 #[derive(Debug, Args)]
+#[expect(clippy::struct_excessive_bools, reason = "Docker's flags")]
 #[command(
     // As with Docker's flags, a repeated single-value flag takes the last
     // value (`--progress=plain ... --progress=json`).

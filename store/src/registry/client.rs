@@ -10,6 +10,7 @@
 //! an unknown host or a refused connection fails at once.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -216,7 +217,7 @@ impl Client {
             .max_redirects(0)
             .max_redirects_will_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_recv_response(Some(Duration::from_mins(2)))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls)
             .build()
@@ -652,10 +653,10 @@ impl Session<'_> {
         let mut url = realm.to_owned();
         let mut separator = if url.contains('?') { '&' } else { '?' };
         if let Some(service) = service {
-            url.push_str(&format!("{separator}service={}", query_escape(service)));
+            let _ = write!(url, "{separator}service={}", query_escape(service));
             separator = '&';
         }
-        url.push_str(&format!("{separator}scope={}", query_escape(&self.scope)));
+        let _ = write!(url, "{separator}scope={}", query_escape(&self.scope));
         // Credentials go to the token service the registry names (as
         // Docker sends them) only over TLS, or over plain HTTP on this
         // machine's loopback, where nobody else can read them.
@@ -858,7 +859,7 @@ pub fn query_escape(value: &str) -> String {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
             out.push(char::from(byte));
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            let _ = write!(out, "%{byte:02X}");
         }
     }
     out

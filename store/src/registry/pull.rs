@@ -307,6 +307,15 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The fields that tell an index from a manifest.
+#[derive(serde::Deserialize)]
+struct MediaType {
+    #[serde(default, rename = "mediaType")]
+    media_type: String,
+    #[serde(default)]
+    manifests: Option<serde_json::Value>,
+}
+
 /// GETs a manifest or index, capped, and checks its digest against the
 /// one asked for and the one the registry announces.
 fn fetch_manifest(
@@ -367,13 +376,6 @@ fn fetch_manifest(
             expected: announced,
             actual: digest.to_string(),
         });
-    }
-    #[derive(serde::Deserialize)]
-    struct MediaType {
-        #[serde(default, rename = "mediaType")]
-        media_type: String,
-        #[serde(default)]
-        manifests: Option<serde_json::Value>,
     }
     let declared: MediaType = parse_json(session, &bytes, &what)?;
     let media_type = if !declared.media_type.is_empty() {

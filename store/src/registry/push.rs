@@ -175,7 +175,7 @@ fn compress_layers(
             let blob = store.blobs().open(&digest)?;
             let written = store.write_layer(blob, compression)?;
             let mut descriptor = layer.clone();
-            descriptor.media_type = media_type(compression, docker).to_owned();
+            media_type(compression, docker).clone_into(&mut descriptor.media_type);
             descriptor.digest = written.descriptor.digest;
             descriptor.size = written.descriptor.size;
             Ok(descriptor)
@@ -361,13 +361,13 @@ fn push_blob(
                 total: size,
             });
         }
-        finish_upload(session, &location, &wanted, Body::Empty, &what)?;
+        finish_upload(session, &location, &wanted, &Body::Empty, &what)?;
     } else {
         finish_upload(
             session,
             &location,
             &wanted,
-            Body::File {
+            &Body::File {
                 path,
                 offset: 0,
                 len: size,
@@ -402,7 +402,7 @@ fn finish_upload(
     session: &Session<'_>,
     location: &str,
     digest: &str,
-    body: Body,
+    body: &Body,
     what: &str,
 ) -> Result<(), RegistryError> {
     let url = session.resolve_location(location);
@@ -412,7 +412,7 @@ fn finish_upload(
         "PUT",
         &url,
         &[("content-type", "application/octet-stream".to_owned())],
-        &body,
+        body,
         what,
     )?;
     if response.status().as_u16() != 201 {
