@@ -316,6 +316,34 @@ struct MediaType {
     manifests: Option<serde_json::Value>,
 }
 
+/// The media type of a manifest or index document: its `mediaType`
+/// field, else an index if it lists `manifests`, else the `Content-Type`
+/// the registry sent when that names a manifest or index, else an OCI
+/// manifest. Fails when the bytes are not a JSON object.
+pub fn document_media_type(bytes: &[u8], content_type: &str) -> Result<String, String> {
+    let declared: MediaType =
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    Ok(if !declared.media_type.is_empty() {
+        declared.media_type
+    } else if declared.manifests.is_some() {
+        OCI_INDEX.to_owned()
+    } else {
+        let bare = content_type.split(';').next().unwrap_or("").trim();
+        if [
+            OCI_MANIFEST,
+            DOCKER_MANIFEST,
+            OCI_INDEX,
+            DOCKER_MANIFEST_LIST,
+        ]
+        .contains(&bare)
+        {
+            bare.to_owned()
+        } else {
+            OCI_MANIFEST.to_owned()
+        }
+    })
+}
+
 /// GETs a manifest or index, capped, and checks its digest against the
 /// one asked for and the one the registry announces.
 fn fetch_manifest(
@@ -377,26 +405,12 @@ fn fetch_manifest(
             actual: digest.to_string(),
         });
     }
-    let declared: MediaType = parse_json(session, &bytes, &what)?;
-    let media_type = if !declared.media_type.is_empty() {
-        declared.media_type
-    } else if declared.manifests.is_some() {
-        OCI_INDEX.to_owned()
-    } else {
-        let bare = content_type.split(';').next().unwrap_or("").trim();
-        if [
-            OCI_MANIFEST,
-            DOCKER_MANIFEST,
-            OCI_INDEX,
-            DOCKER_MANIFEST_LIST,
-        ]
-        .contains(&bare)
-        {
-            bare.to_owned()
-        } else {
-            OCI_MANIFEST.to_owned()
-        }
-    };
+    let media_type =
+        document_media_type(&bytes, &content_type).map_err(|reason| RegistryError::Invalid {
+            registry: session.registry().to_owned(),
+            what: what.clone(),
+            reason,
+        })?;
     Ok(Fetched {
         bytes,
         digest,
