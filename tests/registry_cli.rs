@@ -924,3 +924,98 @@ fn credentials_are_not_sent_after_a_redirect_to_blob_storage() {
         Some("app:1\n")
     );
 }
+
+#[test]
+fn push_in_chunks_is_read_back_whole_by_skopeo() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let reference = registry.reference("chunked/app:1");
+    kiln.import_sample(&reference);
+    let store = kiln_store::Store::open(&kiln.root()).unwrap();
+    let image = store.resolve(&reference).unwrap();
+    let layer_size = u64::try_from(image.manifest.layers[0].size).unwrap();
+    assert!(layer_size > 100, "{layer_size}");
+    let events = std::sync::Mutex::new(Vec::new());
+    let report = |event: kiln_store::registry::PushEvent| events.lock().unwrap().push(event);
+    let client = kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig {
+        certs_dir: kiln.path("no-certs"),
+        ..kiln_store::registry::RegistryConfig::default()
+    });
+    let pushed = kiln_store::registry::push(
+        &store,
+        &client,
+        &kiln_reference::parse_normalized_named(&reference).unwrap(),
+        &kiln_store::registry::PushOptions {
+            compression: kiln_store::layer::Compression::Gzip,
+            monolithic_max: 64,
+            chunk_size: 50,
+            progress: &report,
+        },
+    )
+    .unwrap();
+    assert_eq!(pushed.digest, image.manifest_digest);
+    // The layer went in 50-byte chunks: progress after each.
+    let layer = kiln_store::digest::parse_sha256(&image.manifest.layers[0].digest).unwrap();
+    let steps: Vec<u64> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            kiln_store::registry::PushEvent::Progress { digest, done, .. } if *digest == layer => {
+                Some(*done)
+            }
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<u64> = (1..=layer_size.div_ceil(50))
+        .map(|n| (n * 50).min(layer_size))
+        .collect();
+    assert_eq!(steps, expected);
+    let other = Kiln::new();
+    ok_with(&other, &kiln_for(&other, &registry), &["pull", &reference]);
+    assert_eq!(
+        common::image_file(&other.root(), &reference, "etc/name").as_deref(),
+        Some(format!("{reference}\n").as_str())
+    );
+}
+
+#[test]
+fn push_cut_off_and_run_again_uploads_only_what_the_registry_lacks() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let proxy = registry::FaultProxy::start(&registry);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = proxy.reference("again/app:1");
+    kiln.import_sample(&reference);
+    // The manifest PUT fails on every attempt: the blobs are in, the
+    // image is not.
+    proxy.fail("PUT /v2/again/app/manifests/1", 503, 4);
+    let stderr = fails_with(&kiln, &env, &["push", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "manifest {} at registry {}: unexpected status 503",
+            kiln_reference::parse_normalized_named(&reference).unwrap(),
+            proxy.host()
+        )),
+        "{stderr}"
+    );
+    let uploads_before = proxy.matching("POST /v2/again/app/blobs/uploads").len();
+    assert_eq!(uploads_before, 2, "config and one layer");
+    let (_, stderr) = push(&kiln, &env, &reference);
+    assert!(!stderr.contains(": Pushed"), "{stderr}");
+    assert_eq!(
+        proxy.matching("POST /v2/again/app/blobs/uploads").len(),
+        uploads_before
+    );
+    assert!(
+        registry::skopeo_inspect(&registry, "again/app:1", true)
+            .status
+            .success()
+    );
+}

@@ -76,6 +76,8 @@ pub fn push_image(
     };
     let options = PushOptions {
         compression,
+        monolithic_max: registry::push::MONOLITHIC_MAX,
+        chunk_size: registry::push::CHUNK_SIZE,
         progress: &report,
     };
     let pushed = registry::push(store, client, reference, &options);

@@ -62,6 +62,10 @@ pub enum PushEvent {
 pub struct PushOptions<'a> {
     /// How uncompressed layers are compressed before they are sent.
     pub compression: Compression,
+    /// Blobs up to this size go in one PUT ([`MONOLITHIC_MAX`]).
+    pub monolithic_max: u64,
+    /// Chunk size of bigger blobs ([`CHUNK_SIZE`]).
+    pub chunk_size: u64,
     /// Called from the pushing threads.
     pub progress: &'a (dyn Fn(PushEvent) + Sync),
 }
@@ -331,10 +335,10 @@ fn push_blob(
         None => start_upload(session, &what)?,
     };
     let path = store.blobs().path(digest);
-    if size > MONOLITHIC_MAX {
+    if size > options.monolithic_max {
         let mut offset = 0;
         while offset < size {
-            let len = CHUNK_SIZE.min(size - offset);
+            let len = options.chunk_size.max(1).min(size - offset);
             let url = session.resolve_location(&location);
             let mut response = session.request(
                 "PATCH",
