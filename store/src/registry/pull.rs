@@ -249,21 +249,18 @@ fn pull_from(
         digest: named_digest.clone(),
         layers: layers.clone(),
     });
-    let fetched = fetch_layers(store, session, &layers, options)?;
     store.blobs().write_bytes(&config_bytes)?;
-    let snapshots = store
-        .snapshots(&manifest.layers, &config.rootfs.diff_ids)
-        .map_err(|e| match e {
-            crate::StoreError::Snapshot { layer, source } => crate::StoreError::Unpack {
-                layer,
-                image: config_digest.to_string(),
-                source,
-            },
-            e => e,
-        })?;
-    for (layer, _) in layers.iter().zip(&snapshots) {
-        (options.progress)(PullEvent::LayerUnpacked(layer.0.clone()));
-    }
+    let fetched = fetch_and_unpack(
+        store,
+        session,
+        &Unpack {
+            descriptors: &manifest.layers,
+            layers: &layers,
+            diff_ids: &config.rootfs.diff_ids,
+            image: &config_digest,
+        },
+        options,
+    )?;
     let manifest_digest = store.blobs().write_bytes(&manifest_doc.bytes)?;
     let media_type = if manifest.media_type.is_empty() {
         if manifest_doc.media_type.is_empty() {
@@ -550,46 +547,115 @@ fn open_blob(
     }
 }
 
-/// Fetches the layers the store lacks, [`PARALLEL_DOWNLOADS`] at a time.
-/// Returns how many were fetched.
-fn fetch_layers(
+/// The layers of an image to fetch and unpack.
+struct Unpack<'a> {
+    descriptors: &'a [Descriptor],
+    layers: &'a [(Digest, u64)],
+    diff_ids: &'a [String],
+    image: &'a Digest,
+}
+
+/// Where a layer is in a pull.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LayerState {
+    Waiting,
+    /// Its blob is in the store.
+    Fetched,
+}
+
+/// Fetches the layers the store lacks, [`PARALLEL_DOWNLOADS`] at a time,
+/// and unpacks each into its snapshot, in order, as soon as its blob and
+/// the layers below it are in (as containerd does: the unpack of layer N
+/// overlaps the download of the layers above it). Returns how many
+/// layers were fetched.
+fn fetch_and_unpack(
     store: &Store,
     session: &Session<'_>,
-    layers: &[(Digest, u64)],
+    unpack: &Unpack<'_>,
     options: &PullOptions<'_>,
 ) -> Result<usize, RegistryError> {
+    let layers = unpack.layers;
     let next = AtomicUsize::new(0);
     let fetched = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let states = Mutex::new(vec![LayerState::Waiting; layers.len()]);
+    let changed = std::sync::Condvar::new();
+    let fail = |e: RegistryError| {
+        failed.store(true, Ordering::SeqCst);
+        first_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(e);
+        // Taking the lock orders the flag before the wake-up.
+        drop(
+            states
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        changed.notify_all();
+    };
     let workers = PARALLEL_DOWNLOADS.min(layers.len()).max(1);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
-                while !failed.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
+                while !failed.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some((digest, size)) = layers.get(i) else {
                         break;
                     };
                     if store.blobs().contains(digest) {
                         (options.progress)(PullEvent::LayerPresent(digest.clone()));
-                        continue;
+                    } else if let Err(e) = download_blob(store, session, digest, *size, options) {
+                        fail(e);
+                        break;
+                    } else {
+                        fetched.fetch_add(1, Ordering::SeqCst);
+                        (options.progress)(PullEvent::LayerDownloaded(digest.clone()));
                     }
-                    match download_blob(store, session, digest, *size, options) {
-                        Ok(()) => {
-                            fetched.fetch_add(1, Ordering::Relaxed);
-                            (options.progress)(PullEvent::LayerDownloaded(digest.clone()));
-                        }
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            let mut slot = first_error
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner);
-                            slot.get_or_insert(e);
-                        }
+                    let mut guard = states
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some(state) = guard.get_mut(i) {
+                        *state = LayerState::Fetched;
                     }
+                    drop(guard);
+                    changed.notify_all();
                 }
             });
+        }
+        let mut chain = Vec::with_capacity(layers.len());
+        for (i, (descriptor, diff_id)) in unpack.descriptors.iter().zip(unpack.diff_ids).enumerate()
+        {
+            let mut guard = states
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while guard.get(i) == Some(&LayerState::Waiting) && !failed.load(Ordering::SeqCst) {
+                guard = changed
+                    .wait(guard)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            drop(guard);
+            if failed.load(Ordering::SeqCst) {
+                break;
+            }
+            match store.snapshot(&chain, descriptor, diff_id) {
+                Ok(snapshot) => chain.push(snapshot),
+                Err(e) => {
+                    fail(
+                        crate::StoreError::Unpack {
+                            layer: descriptor.digest.clone(),
+                            image: unpack.image.to_string(),
+                            source: Box::new(e),
+                        }
+                        .into(),
+                    );
+                    break;
+                }
+            }
+            if let Some((digest, _)) = layers.get(i) {
+                (options.progress)(PullEvent::LayerUnpacked(digest.clone()));
+            }
         }
     });
     if let Some(e) = first_error
