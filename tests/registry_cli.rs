@@ -1019,3 +1019,36 @@ fn push_cut_off_and_run_again_uploads_only_what_the_registry_lacks() {
             .success()
     );
 }
+
+#[test]
+fn pull_progress_json_is_one_json_object_per_line_and_quiet_prints_only_the_reference() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::plain();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    let (stdout, stderr) = ok_with(&kiln, &env, &["pull", "--progress=json", &reference]);
+    assert_eq!(stdout.trim(), reference);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["status"] == "Pull complete" && l["id"].is_string())
+    );
+    assert!(lines.iter().any(|l| l["progressDetail"]["total"].is_u64()));
+    let other = Kiln::new();
+    let (stdout, stderr) = ok_with(
+        &other,
+        &kiln_for(&other, &registry),
+        &["pull", "-q", &reference],
+    );
+    assert_eq!(stdout, format!("{reference}\n"));
+    assert_eq!(stderr, "");
+}

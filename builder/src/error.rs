@@ -85,7 +85,9 @@ pub enum BuildError {
         reference: String,
     },
     /// A base image the store lacks could not be fetched.
-    #[error("cannot pull base image {reference}: {message}")]
+    #[error(
+        "cannot pull base image {reference}: {message} (or load it with `kiln load -i IMAGE.tar` or create it with `kiln import ROOTFS.tar {reference}`)"
+    )]
     BasePull {
         /// The normalised reference.
         reference: String,
