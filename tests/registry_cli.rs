@@ -1052,3 +1052,31 @@ fn pull_progress_json_is_one_json_object_per_line_and_quiet_prints_only_the_refe
     assert_eq!(stdout, format!("{reference}\n"));
     assert_eq!(stderr, "");
 }
+
+#[test]
+fn pull_all_tags_pulls_every_tag_of_the_repository() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    for tag in ["1", "2"] {
+        let (_source, archive) = saved_image(&format!("app:{tag}"));
+        registry::push_archive(&registry, &archive, &format!("app:{tag}"));
+    }
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let name = registry.reference("app");
+    let (stdout, _) = ok_with(&kiln, &env, &["pull", "-a", "-q", &name]);
+    assert_eq!(stdout, format!("{name}:1\n{name}:2\n"));
+    for tag in ["1", "2"] {
+        assert_eq!(
+            common::image_file(&kiln.root(), &format!("{name}:{tag}"), "etc/name").as_deref(),
+            Some(format!("app:{tag}\n").as_str())
+        );
+    }
+    let stderr = fails_with(&kiln, &env, &["pull", "-a", &format!("{name}:1")]);
+    assert!(
+        stderr.contains("tag can't be used with --all-tags/-a"),
+        "{stderr}"
+    );
+}
