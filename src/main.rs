@@ -122,6 +122,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::new()
         .filter_level(cli.log_level.filter())
+        // At trace level the HTTP client dumps raw request and response
+        // bytes (Authorization headers, token answers): registry
+        // credentials must never reach a log, so it stops at debug,
+        // where it redacts them.
+        .filter_module("ureq", cli.log_level.filter().min(log::LevelFilter::Debug))
+        .filter_module(
+            "ureq_proto",
+            cli.log_level.filter().min(log::LevelFilter::Debug),
+        )
+        .filter_module(
+            "rustls",
+            cli.log_level.filter().min(log::LevelFilter::Debug),
+        )
         .format_timestamp(None)
         .format_target(false)
         .init();

@@ -1080,3 +1080,59 @@ fn pull_all_tags_pulls_every_tag_of_the_repository() {
         "{stderr}"
     );
 }
+
+#[test]
+fn trace_logs_of_a_token_pull_hold_neither_the_password_nor_a_token() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_token();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    let (_, stderr) = ok_with(&kiln, &env, &["--log-level", "trace", "pull", &reference]);
+    assert!(
+        stderr.contains("TRACE") || stderr.contains("DEBUG"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(registry.password()), "{stderr}");
+    // The registry's tokens are JWTs: base64 of `{"` starts them.
+    assert!(!stderr.contains("eyJ"), "{stderr}");
+    let encoded = registry::base64(
+        format!("{}:{}", registry::USER, registry.password()).as_bytes(),
+        registry::STANDARD,
+        true,
+    );
+    assert!(!stderr.contains(&encoded), "{stderr}");
+}
+
+#[test]
+fn a_docker_io_pull_goes_to_the_configured_mirror() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let mirror = Registry::plain();
+    registry::push_archive(&mirror, &archive, "library/app:1");
+    let kiln = Kiln::new();
+    let mut env = kiln_for(&kiln, &mirror);
+    env.push(("KILN_REGISTRY_MIRRORS".to_owned(), mirror.url()));
+    let (stdout, stderr) = ok_with(&kiln, &env, &["pull", "app:1"]);
+    assert_eq!(stdout.trim(), "docker.io/library/app:1");
+    assert!(stderr.contains("1: Pulling from library/app"), "{stderr}");
+    assert!(
+        stderr.contains("Status: Downloaded newer image for app:1"),
+        "{stderr}"
+    );
+    assert_eq!(
+        common::image_file(&kiln.root(), "app:1", "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+    assert!(
+        mirror.log().contains("/v2/library/app/manifests/1"),
+        "{}",
+        mirror.log()
+    );
+}
