@@ -1136,3 +1136,29 @@ fn a_docker_io_pull_goes_to_the_configured_mirror() {
         mirror.log()
     );
 }
+
+#[test]
+fn pull_retries_a_manifest_and_a_config_cut_mid_body() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, layer, digest) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.cut("GET /v2/app/manifests/1", 20, 1);
+    // Every blob but the layer: the config.
+    let raw = registry::skopeo_inspect(&registry, "app:1", true);
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    assert_ne!(config, layer);
+    proxy.cut(&format!("GET /v2/app/blobs/{config}"), 20, 1);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &proxy.reference("app:1")]);
+    assert!(stderr.contains(&format!("Digest: {digest}")), "{stderr}");
+    assert_eq!(proxy.matching("GET /v2/app/manifests/1").len(), 2);
+    assert_eq!(
+        proxy.matching(&format!("GET /v2/app/blobs/{config}")).len(),
+        2
+    );
+    assert!(proxy.pending().is_empty());
+}

@@ -819,7 +819,8 @@ fn basic_header(credential: &Credential) -> String {
     )
 }
 
-fn backoff(attempt: u32) {
+/// Waits before attempt `attempt + 1`: 100 ms, doubled each time.
+pub fn backoff(attempt: u32) {
     let delay = FIRST_BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1));
     std::thread::sleep(delay);
 }
@@ -909,6 +910,36 @@ mod tests {
             "http://reg.internal:5000"
         );
         assert_eq!(c.endpoints("quay.io", true)[0].base, "https://quay.io");
+    }
+
+    #[test]
+    fn a_certs_dir_makes_a_loopback_registry_https() {
+        let certs = tempfile::tempdir().unwrap();
+        std::fs::create_dir(certs.path().join("127.0.0.1:5000")).unwrap();
+        let c = Client::new(RegistryConfig {
+            certs_dir: certs.path().to_owned(),
+            ..RegistryConfig::default()
+        });
+        assert_eq!(
+            c.endpoints("127.0.0.1:5000", true)[0].base,
+            "https://127.0.0.1:5000"
+        );
+        assert_eq!(
+            c.endpoints("127.0.0.1:5001", true)[0].base,
+            "http://127.0.0.1:5001"
+        );
+        // A CA file that holds no certificate is refused, naming it.
+        std::fs::write(certs.path().join("127.0.0.1:5000/ca.crt"), "not a cert").unwrap();
+        let endpoint = c.endpoints("127.0.0.1:5000", true).remove(0);
+        let Err(e) = c.session(&endpoint, "x", false) else {
+            panic!("a bad ca.crt was accepted");
+        };
+        assert!(
+            e.to_string()
+                .starts_with("TLS configuration for 127.0.0.1:5000 in ")
+                && e.to_string().ends_with("ca.crt: holds no certificate"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use kiln_reference::{Digest, ImageReference};
 
 use super::RegistryError;
-use super::client::{Body, Client, Session, header, read_capped};
+use super::client::{Body, Client, MAX_ATTEMPTS, Session, backoff, header, read_capped};
 use crate::blobs::Expected;
 use crate::digest::{digest_bytes, parse_sha256};
 use crate::spec::{
@@ -351,38 +351,53 @@ fn fetch_manifest(
 ) -> Result<Fetched, RegistryError> {
     let url = session.url(&format!("manifests/{wanted}"));
     let what = format!("manifest {full}");
-    let mut response = session.request(
-        "GET",
-        &url,
-        &[("accept", MANIFEST_ACCEPT.to_owned())],
-        &Body::Empty,
-        &what,
-    )?;
-    let status = response.status().as_u16();
-    if status == 404 {
-        let detail = super::client::error_detail(&mut response);
-        return Err(RegistryError::ManifestUnknown {
-            reference: full.to_owned(),
-            detail,
-        });
-    }
-    if status != 200 {
-        return Err(session.status_error(&what, &mut response));
-    }
-    let announced = header(&response, "docker-content-digest");
-    let content_type = header(&response, "content-type").unwrap_or_default();
-    let bytes = read_capped(response.body_mut(), MAX_MANIFEST_SIZE)
-        .map_err(|e| RegistryError::Transport {
-            registry: session.registry().to_owned(),
-            what: what.clone(),
-            attempts: 1,
-            cause: e.to_string(),
-        })?
-        .ok_or_else(|| RegistryError::TooLarge {
-            registry: session.registry().to_owned(),
-            what: what.clone(),
-            limit: MAX_MANIFEST_SIZE,
-        })?;
+    let mut attempt = 0;
+    let (bytes, announced, content_type) = loop {
+        attempt += 1;
+        let mut response = session.request(
+            "GET",
+            &url,
+            &[("accept", MANIFEST_ACCEPT.to_owned())],
+            &Body::Empty,
+            &what,
+        )?;
+        let status = response.status().as_u16();
+        if status == 404 {
+            let detail = super::client::error_detail(&mut response);
+            return Err(RegistryError::ManifestUnknown {
+                reference: full.to_owned(),
+                detail,
+            });
+        }
+        if status != 200 {
+            return Err(session.status_error(&what, &mut response));
+        }
+        let announced = header(&response, "docker-content-digest");
+        let content_type = header(&response, "content-type").unwrap_or_default();
+        match read_capped(response.body_mut(), MAX_MANIFEST_SIZE) {
+            Ok(Some(bytes)) => break (bytes, announced, content_type),
+            Ok(None) => {
+                return Err(RegistryError::TooLarge {
+                    registry: session.registry().to_owned(),
+                    what,
+                    limit: MAX_MANIFEST_SIZE,
+                });
+            }
+            // A connection that breaks mid-body is tried again.
+            Err(e) if attempt < MAX_ATTEMPTS => {
+                log::info!("{what}: {e}; retrying");
+                backoff(attempt);
+            }
+            Err(e) => {
+                return Err(RegistryError::Transport {
+                    registry: session.registry().to_owned(),
+                    what,
+                    attempts: attempt,
+                    cause: e.to_string(),
+                });
+            }
+        }
+    };
     let digest = digest_bytes(&bytes);
     if let Some(expected) = expected
         && *expected != digest
@@ -491,19 +506,34 @@ fn fetch_config(
             limit: MAX_DOCUMENT_SIZE,
         });
     }
-    let mut response = open_blob(session, digest, 0)?;
-    let bytes = read_capped(response.body_mut(), MAX_DOCUMENT_SIZE)
-        .map_err(|e| RegistryError::Transport {
-            registry: session.registry().to_owned(),
-            what: what.clone(),
-            attempts: 1,
-            cause: e.to_string(),
-        })?
-        .ok_or_else(|| RegistryError::TooLarge {
-            registry: session.registry().to_owned(),
-            what: what.clone(),
-            limit: MAX_DOCUMENT_SIZE,
-        })?;
+    let mut attempt = 0;
+    let bytes = loop {
+        attempt += 1;
+        let mut response = open_blob(session, digest, 0)?;
+        match read_capped(response.body_mut(), MAX_DOCUMENT_SIZE) {
+            Ok(Some(bytes)) => break bytes,
+            Ok(None) => {
+                return Err(RegistryError::TooLarge {
+                    registry: session.registry().to_owned(),
+                    what,
+                    limit: MAX_DOCUMENT_SIZE,
+                });
+            }
+            // A connection that breaks mid-body is tried again.
+            Err(e) if attempt < MAX_ATTEMPTS => {
+                log::info!("{what}: {e}; retrying");
+                backoff(attempt);
+            }
+            Err(e) => {
+                return Err(RegistryError::Transport {
+                    registry: session.registry().to_owned(),
+                    what,
+                    attempts: attempt,
+                    cause: e.to_string(),
+                });
+            }
+        }
+    };
     let actual = digest_bytes(&bytes);
     if actual != *digest {
         return Err(crate::StoreError::DigestMismatch {
@@ -880,4 +910,81 @@ pub fn list_tags(
     tags.sort();
     tags.dedup();
     Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(platforms: &[(&str, &str, Option<&str>)]) -> Index {
+        let mut index = Index::empty();
+        for (i, (os, architecture, variant)) in platforms.iter().enumerate() {
+            let mut entry = Descriptor::new(OCI_MANIFEST, &format!("sha256:{i:064}"), 1);
+            entry.platform = Some(crate::spec::Platform {
+                architecture: (*architecture).to_owned(),
+                os: (*os).to_owned(),
+                variant: variant.map(str::to_owned),
+                extra: std::collections::BTreeMap::new(),
+            });
+            index.manifests.push(entry);
+        }
+        index
+    }
+
+    #[test]
+    fn platform_selection_matches_variant_when_asked_and_skips_attestations() {
+        let index = index(&[
+            ("unknown", "unknown", None),
+            ("linux", "arm", Some("v6")),
+            ("linux", "arm", Some("v7")),
+            ("linux", "amd64", None),
+        ]);
+        let pick = |text: &str| {
+            select_platform(&index, &PlatformSpec::parse(text).unwrap(), "x")
+                .map(|d| d.digest.clone())
+        };
+        assert_eq!(pick("linux/arm/v7").unwrap(), format!("sha256:{:064}", 2));
+        assert_eq!(pick("linux/arm").unwrap(), format!("sha256:{:064}", 1));
+        assert_eq!(pick("LINUX/AMD64").unwrap(), format!("sha256:{:064}", 3));
+        let error = pick("windows/amd64").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "no matching manifest for windows/amd64 in the manifest list entries of x (it has: linux/arm/v6, linux/arm/v7, linux/amd64)"
+        );
+    }
+
+    #[test]
+    fn bad_platforms_are_refused_with_the_expected_form() {
+        for text in ["linux", "linux/", "/amd64", "a/b/c/d", ""] {
+            assert_eq!(
+                PlatformSpec::parse(text).unwrap_err().to_string(),
+                format!("invalid platform {text:?}: expected OS/ARCH[/VARIANT]")
+            );
+        }
+    }
+
+    #[test]
+    fn media_type_comes_from_the_document_then_the_header() {
+        assert_eq!(
+            document_media_type(br#"{"manifests":[]}"#, "").unwrap(),
+            OCI_INDEX
+        );
+        assert_eq!(
+            document_media_type(
+                br"{}",
+                "application/vnd.docker.distribution.manifest.v2+json; x=y"
+            )
+            .unwrap(),
+            DOCKER_MANIFEST
+        );
+        assert_eq!(
+            document_media_type(br"{}", "text/html").unwrap(),
+            OCI_MANIFEST
+        );
+        assert!(
+            document_media_type(b"not json", "")
+                .unwrap_err()
+                .starts_with("invalid JSON")
+        );
+    }
 }
