@@ -815,7 +815,8 @@ pub struct Seen {
     pub target: String,
     /// The request headers as sent (names as the client wrote them).
     pub headers: Vec<(String, String)>,
-    /// The status the client got (`None`: no answer yet, or cut before).
+    /// The status the client got, also when its body was then cut
+    /// (`None`: no answer yet, or the upstream connection failed).
     pub status: Option<u16>,
     /// The fault applied, if any (`"500"`, `"cut after 100"`...).
     pub fault: Option<String>,
@@ -1541,6 +1542,19 @@ impl FaultProxy {
     }
 }
 
+/// Whether the peer of an idle connection closed it (a read would end).
+fn closed(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    let closed = match stream.peek(&mut byte) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    };
+    closed || stream.set_nonblocking(false).is_err()
+}
+
 /// Serves one client connection of a [`FaultProxy`]: request by request,
 /// over one upstream connection opened as needed.
 fn proxy(client: TcpStream, port: u16, state: &Mutex<ProxyState>) -> io::Result<()> {
@@ -1631,6 +1645,10 @@ fn proxy(client: TcpStream, port: u16, state: &Mutex<ProxyState>) -> io::Result<
             }
             Some(Fault::Unauthorize) => request.remove("authorization"),
             _ => {}
+        }
+        // The registry may have closed an idle connection: a new one then.
+        if upstream.as_ref().is_some_and(|(_, stream)| closed(stream)) {
+            upstream = None;
         }
         if upstream.is_none() {
             let stream = TcpStream::connect(("127.0.0.1", port))?;
