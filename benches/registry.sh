@@ -177,7 +177,7 @@ measure() {
     done
     printf '%s\n' "${results[@]}" | sort -n | sed -n "$(( (runs + 1) / 2 ))p" |
         awk -v name="$name" -v bytes="$compressed" '{
-            # The docker CLI's memory says nothing of the daemon's.
+            # The memory of the docker CLI says nothing of the daemon.
             rss = name ~ /^docker/ ? "   (daemon)" : sprintf("%8.1f MiB", $2 / 1024)
             printf "%-46s %8.3f s %s %8.0f MB/s\n", name, $1, rss, bytes / $1 / 1e6 }'
 }
