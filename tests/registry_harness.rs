@@ -441,3 +441,83 @@ fn status_with(registry: &Registry, args: &[&str], url: &str) -> String {
         .args(args)
         .arg(url))
 }
+
+#[test]
+fn put_index_makes_a_two_platform_index_that_skopeo_resolves_per_platform() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::tls_token();
+    let amd = registry.put_image(
+        "multi",
+        "amd",
+        &[common::layer(&[common::Entry::File("which", b"amd64\n")])],
+        "linux/amd64",
+    );
+    let arm = registry.put_image(
+        "multi",
+        "arm",
+        &[common::layer(&[common::Entry::File("which", b"arm64\n")])],
+        "linux/arm64/v8",
+    );
+    assert_ne!(amd.digest, arm.digest);
+    let index = registry.put_index("multi", "1", &[&amd, &arm]);
+    let raw = registry::skopeo_inspect(&registry, "multi:1", true);
+    assert!(raw.status.success(), "{raw:?}");
+    assert_eq!(digest_bytes(&raw.stdout).to_string(), index);
+    let listed: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(listed["manifests"][1]["platform"]["variant"], "v8");
+    for (arch, variant, image) in [("amd64", None, &amd), ("arm64", Some("v8"), &arm)] {
+        let mut command = Command::new("skopeo");
+        command.args(["inspect", "--override-os", "linux", "--override-arch", arch]);
+        if let Some(variant) = variant {
+            command.args(["--override-variant", variant]);
+        }
+        let (user, password) = registry.creds().unwrap();
+        let certs = registry.certs_dir().unwrap().join(registry.host());
+        let inspected: serde_json::Value = serde_json::from_str(&ok(command
+            .arg(format!("--cert-dir={}", certs.display()))
+            .arg(format!("--creds={user}:{password}"))
+            .arg(format!("docker://{}", registry.reference("multi:1")))))
+        .unwrap();
+        assert_eq!(inspected["Architecture"], arch);
+        let by_digest =
+            registry::skopeo_inspect(&registry, &format!("multi@{}", image.digest), true);
+        assert_eq!(by_digest.stdout, image.manifest);
+    }
+}
+
+#[test]
+fn proxy_answers_a_response_of_the_tests_choosing_to_get_and_head() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let proxy = FaultProxy::start(&registry);
+    let big = vec![b' '; 5 << 20];
+    let headers = [
+        ("Content-Type", registry::OCI_MANIFEST),
+        ("Docker-Content-Digest", "sha256:0000"),
+    ];
+    proxy.respond("/v2/app/manifests/big", 200, &headers, &big, 2);
+    let url = format!("{}/v2/app/manifests/big", proxy.url());
+    let (code, body, status) = fetch(&[], &url);
+    assert_eq!((code, status.as_str(), body.len()), (0, "200", 5 << 20));
+    let head = ok(Command::new("curl").args(["-s", "-I", &url]));
+    assert!(head.contains("Content-Length: 5242880"), "{head}");
+    assert!(
+        head.contains("Docker-Content-Digest: sha256:0000"),
+        "{head}"
+    );
+    // Then the registry answers again.
+    assert_eq!(fetch(&[], &url).2, "404");
+    let faults: Vec<Option<String>> = proxy.requests().into_iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults,
+        [
+            Some("200 with 5242880 bytes".to_owned()),
+            Some("200 with 5242880 bytes".to_owned()),
+            None
+        ]
+    );
+}

@@ -266,6 +266,188 @@ impl Registry {
         self.token.as_ref()
     }
 
+    /// A curl command that trusts the CA and carries credentials good
+    /// for pulling and pushing `name`: basic auth, or a bearer token for
+    /// `repository:NAME:pull,push` from the token server.
+    pub fn authorized_curl(&self, name: &str, args: &[&str]) -> Command {
+        let mut command = self.curl(&["-s", "--fail-with-body"]);
+        match self.options.auth {
+            Auth::None => {}
+            Auth::Htpasswd => {
+                command.arg("-u").arg(format!("{USER}:{}", self.password));
+            }
+            Auth::Token => {
+                let token = self.token.as_ref().unwrap();
+                let output = Command::new("curl")
+                    .args(["-s", "--fail-with-body", "-u"])
+                    .arg(format!("{USER}:{}", self.password))
+                    .arg(format!(
+                        "{}/token?service={SERVICE}&scope=repository:{name}:pull,push",
+                        token.url()
+                    ))
+                    .output()
+                    .unwrap();
+                assert!(output.status.success(), "token request failed: {output:?}");
+                let body: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+                command.arg("-H").arg(format!(
+                    "Authorization: Bearer {}",
+                    body["token"].as_str().unwrap()
+                ));
+            }
+        }
+        command.args(args);
+        command
+    }
+
+    /// Uploads `data` as a blob of repository `name` (POST, then one
+    /// PUT with the whole blob); returns its digest.
+    pub fn put_blob(&self, name: &str, data: &[u8]) -> String {
+        let digest = kiln_store::digest::digest_bytes(data).to_string();
+        let start = self
+            .authorized_curl(
+                name,
+                &["-X", "POST", "-o", "/dev/null", "-w", "%header{location}"],
+            )
+            .arg(format!("{}/v2/{name}/blobs/uploads/", self.url()))
+            .output()
+            .unwrap();
+        let location = String::from_utf8(start.stdout).unwrap();
+        assert!(
+            start.status.success() && !location.is_empty(),
+            "blob upload to {name} not started: {}",
+            String::from_utf8_lossy(&start.stderr)
+        );
+        let location = if location.starts_with('/') {
+            format!("{}{location}", self.url())
+        } else {
+            location
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), data).unwrap();
+        let output = self
+            .authorized_curl(
+                name,
+                &["-X", "PUT", "-H", "Content-Type: application/octet-stream"],
+            )
+            .arg("--data-binary")
+            .arg(format!("@{}", file.path().display()))
+            .arg(format!("{location}{separator}digest={digest}"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "blob upload to {name} failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        digest
+    }
+
+    /// Puts `data` as the manifest `reference` (tag or digest) of `name`
+    /// with `media_type`; returns its digest. The registry checks it
+    /// (its blobs must be there).
+    pub fn put_manifest(
+        &self,
+        name: &str,
+        reference: &str,
+        media_type: &str,
+        data: &[u8],
+    ) -> String {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), data).unwrap();
+        let output = self
+            .authorized_curl(name, &["-X", "PUT", "-H"])
+            .arg(format!("Content-Type: {media_type}"))
+            .arg("--data-binary")
+            .arg(format!("@{}", file.path().display()))
+            .arg(format!("{}/v2/{name}/manifests/{reference}", self.url()))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "manifest put to {name}:{reference} failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        kiln_store::digest::digest_bytes(data).to_string()
+    }
+
+    /// Pushes an image of `layers` (uncompressed tars, gzipped here, base
+    /// first) for `platform` (`os/arch[/variant]`) with `CMD ["sh"]` as the
+    /// OCI manifest `reference` of `name`. The config's platform is
+    /// `platform`, whatever the host's.
+    pub fn put_image(
+        &self,
+        name: &str,
+        reference: &str,
+        layers: &[Vec<u8>],
+        platform: &str,
+    ) -> Pushed {
+        use kiln_store::digest::digest_bytes;
+        let mut parts = platform.split('/');
+        let (os, arch) = (parts.next().unwrap(), parts.next().unwrap());
+        let variant = parts.next();
+        let mut descriptors = Vec::new();
+        let mut diff_ids = Vec::new();
+        for layer in layers {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(layer).unwrap();
+            let blob = gz.finish().unwrap();
+            diff_ids.push(digest_bytes(layer).to_string());
+            descriptors.push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": self.put_blob(name, &blob), "size": blob.len(),
+            }));
+        }
+        let mut config = serde_json::json!({
+            "architecture": arch, "os": os, "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        if let Some(variant) = variant {
+            config["variant"] = variant.into();
+        }
+        let config = serde_json::to_vec(&config).unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": self.put_blob(name, &config), "size": config.len()},
+            "layers": descriptors,
+        }))
+        .unwrap();
+        let digest = self.put_manifest(name, reference, OCI_MANIFEST, &manifest);
+        Pushed {
+            digest,
+            manifest,
+            platform: platform.to_owned(),
+        }
+    }
+
+    /// Puts an OCI index of `images` (each with its platform) as
+    /// `reference` of `name`; returns the index's digest.
+    pub fn put_index(&self, name: &str, reference: &str, images: &[&Pushed]) -> String {
+        let manifests: Vec<serde_json::Value> = images
+            .iter()
+            .map(|image| {
+                let mut parts = image.platform.split('/');
+                let mut platform = serde_json::json!({
+                    "os": parts.next().unwrap(), "architecture": parts.next().unwrap(),
+                });
+                if let Some(variant) = parts.next() {
+                    platform["variant"] = variant.into();
+                }
+                serde_json::json!({
+                    "mediaType": OCI_MANIFEST, "digest": image.digest,
+                    "size": image.manifest.len(), "platform": platform,
+                })
+            })
+            .collect();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests,
+        }))
+        .unwrap();
+        self.put_manifest(name, reference, OCI_INDEX, &index)
+    }
+
     /// Writes a Docker `config.json` into `dir` with an `auths` entry for
     /// this registry, as `docker login` writes it; returns its path.
     pub fn write_docker_config(&self, dir: &Path) -> PathBuf {
@@ -304,6 +486,22 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The media type of an OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The media type of an OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// An image [`Registry::put_image`] pushed.
+#[derive(Clone, Debug)]
+pub struct Pushed {
+    /// The manifest's digest.
+    pub digest: String,
+    /// The manifest as pushed.
+    pub manifest: Vec<u8>,
+    /// Its platform, `os/arch[/variant]`.
+    pub platform: String,
 }
 
 /// Copies an image archive (a docker-archive, read as one when it has a
@@ -617,7 +815,8 @@ pub struct Seen {
     pub target: String,
     /// The request headers as sent (names as the client wrote them).
     pub headers: Vec<(String, String)>,
-    /// The status the client got (`None`: no answer yet, or cut before).
+    /// The status the client got, also when its body was then cut
+    /// (`None`: no answer yet, or the upstream connection failed).
     pub status: Option<u16>,
     /// The fault applied, if any (`"500"`, `"cut after 100"`...).
     pub fault: Option<String>,
@@ -849,6 +1048,18 @@ fn respond(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<()> {
+    respond_to(out, "GET", status, headers, body)
+}
+
+/// Writes a whole response to a `method` request: to HEAD, the headers
+/// of `body` (its length) without it.
+fn respond_to(
+    out: &mut impl Write,
+    method: &str,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<()> {
     let reason = match status {
         200 => "OK",
         307 => "Temporary Redirect",
@@ -865,7 +1076,9 @@ fn respond(
     }
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
-    out.write_all(body)?;
+    if method != "HEAD" {
+        out.write_all(body)?;
+    }
     out.flush()
 }
 
@@ -1173,6 +1386,22 @@ enum Fault {
     /// Forwards the request without its `Authorization` header, so the
     /// registry answers 401 with its challenge (a token refused).
     Unauthorize,
+    /// Answers this response itself: status, headers, body.
+    Respond(u16, Vec<(String, String)>, Vec<u8>),
+}
+
+impl Fault {
+    /// A short description (without a body's bytes).
+    fn describe(&self) -> String {
+        match self {
+            Self::Status(status) => format!("status {status}"),
+            Self::Cut(bytes) => format!("cut after {bytes} bytes"),
+            Self::Flip(offset) => format!("byte {offset} flipped"),
+            Self::Redirect(base) => format!("redirect to {base}"),
+            Self::Unauthorize => "authorization dropped".to_owned(),
+            Self::Respond(status, _, body) => format!("{status} with {} bytes", body.len()),
+        }
+    }
 }
 
 struct Rule {
@@ -1261,6 +1490,29 @@ impl FaultProxy {
         self.add(pattern, Fault::Redirect(base.to_owned()), times);
     }
 
+    /// Answers with `status`, `headers` and `body` instead of the
+    /// registry, `times` times (a manifest too big, with foreign layers,
+    /// under a wrong `Docker-Content-Digest`...); `Content-Length` is
+    /// added.
+    pub fn respond(
+        &self,
+        pattern: &str,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        times: usize,
+    ) {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        self.add(
+            pattern,
+            Fault::Respond(status, headers, body.to_vec()),
+            times,
+        );
+    }
+
     /// Drops the request's `Authorization` header, `times` times.
     pub fn unauthorize(&self, pattern: &str, times: usize) {
         self.add(pattern, Fault::Unauthorize, times);
@@ -1285,9 +1537,22 @@ impl FaultProxy {
             .rules
             .iter()
             .filter(|r| r.times > 0)
-            .map(|r| format!("{}: {:?} x{}", r.pattern, r.fault, r.times))
+            .map(|r| format!("{}: {} x{}", r.pattern, r.fault.describe(), r.times))
             .collect()
     }
+}
+
+/// Whether the peer of an idle connection closed it (a read would end).
+fn closed(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    let closed = match stream.peek(&mut byte) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    };
+    closed || stream.set_nonblocking(false).is_err()
 }
 
 /// Serves one client connection of a [`FaultProxy`]: request by request,
@@ -1321,7 +1586,7 @@ fn proxy(client: TcpStream, port: u16, state: &Mutex<ProxyState>) -> io::Result<
                 target: target.clone(),
                 headers: request.headers.clone(),
                 status: None,
-                fault: fault.as_ref().map(|f| format!("{f:?}")),
+                fault: fault.as_ref().map(Fault::describe),
             });
             (state.requests.len() - 1, fault)
         };
@@ -1363,8 +1628,27 @@ fn proxy(client: TcpStream, port: u16, state: &Mutex<ProxyState>) -> io::Result<
                 )?;
                 continue;
             }
+            Some(Fault::Respond(status, headers, body)) => {
+                copy_body(
+                    &mut from_client,
+                    &mut io::sink(),
+                    request_framing,
+                    &mut Tamper::default(),
+                )?;
+                set_status(*status);
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                respond_to(&mut to_client, &method, *status, &headers, body)?;
+                continue;
+            }
             Some(Fault::Unauthorize) => request.remove("authorization"),
             _ => {}
+        }
+        // The registry may have closed an idle connection: a new one then.
+        if upstream.as_ref().is_some_and(|(_, stream)| closed(stream)) {
+            upstream = None;
         }
         if upstream.is_none() {
             let stream = TcpStream::connect(("127.0.0.1", port))?;
