@@ -1162,3 +1162,33 @@ fn pull_retries_a_manifest_and_a_config_cut_mid_body() {
     );
     assert!(proxy.pending().is_empty());
 }
+
+#[test]
+fn pull_answered_403_is_denied_and_401_without_credentials_says_so() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, _, _) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.fail("GET /v2/app/manifests/1", 403, 1);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = proxy.reference("app:1");
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "denied: pull access to {}/app is not allowed",
+            proxy.host()
+        )),
+        "{stderr}"
+    );
+    proxy.fail("GET /v2/app/manifests/1", 401, 2);
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "unauthorized: authentication required for {}/app: no credentials are stored for it (kiln login)",
+            proxy.host()
+        )),
+        "{stderr}"
+    );
+}
