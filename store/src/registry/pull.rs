@@ -15,7 +15,6 @@ use kiln_reference::{Digest, ImageReference};
 
 use super::RegistryError;
 use super::client::{Body, Client, MAX_ATTEMPTS, Session, backoff, header, read_capped};
-use crate::blobs::Expected;
 use crate::digest::{digest_bytes, parse_sha256};
 use crate::spec::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, ImageConfig, Index, MAX_DOCUMENT_SIZE,
@@ -585,19 +584,17 @@ struct Unpack<'a> {
     image: &'a Digest,
 }
 
-/// Where a layer is in a pull.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum LayerState {
-    Waiting,
-    /// Its blob is in the store.
-    Fetched,
-}
-
 /// Fetches the layers the store lacks, [`PARALLEL_DOWNLOADS`] at a time,
-/// and unpacks each into its snapshot, in order, as soon as its blob and
-/// the layers below it are in (as containerd does: the unpack of layer N
-/// overlaps the download of the layers above it). Returns how many
-/// layers were fetched.
+/// and unpacks them in order in one pass: each download is written to a
+/// spool file in `tmp/` (hashed on the way) while the unpacker reads that
+/// file as it grows, decompressing, checking the `diff_id` and applying
+/// into a snapshot staged in `tmp/`; the snapshot is placed only once the
+/// download's digest and size are verified and the spool renamed into
+/// `blobs/`. The bytes come from the network once and are decompressed
+/// once; the unpacker reads them back from the page cache, right behind
+/// the download (or later, when it was busy with a layer below). Layers
+/// whose blob the store has are unpacked from it. Returns how many layers
+/// were fetched.
 fn fetch_and_unpack(
     store: &Store,
     session: &Session<'_>,
@@ -605,25 +602,29 @@ fn fetch_and_unpack(
     options: &PullOptions<'_>,
 ) -> Result<usize, RegistryError> {
     let layers = unpack.layers;
+    // A spool per layer to fetch, made before any thread starts.
+    let mut spools: Vec<Option<Spool>> = Vec::with_capacity(layers.len());
+    for (digest, _) in layers {
+        if store.blobs().contains(digest) {
+            spools.push(None);
+        } else {
+            spools.push(Some(Spool::new(store)?));
+        }
+    }
     let next = AtomicUsize::new(0);
     let fetched = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let states = Mutex::new(vec![LayerState::Waiting; layers.len()]);
-    let changed = std::sync::Condvar::new();
     let fail = |e: RegistryError| {
         failed.store(true, Ordering::SeqCst);
         first_error
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_or_insert(e);
-        // Taking the lock orders the flag before the wake-up.
-        drop(
-            states
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        changed.notify_all();
+        // Readers waiting on a spool see the failure.
+        for spool in spools.iter().flatten() {
+            spool.abort();
+        }
     };
     let workers = PARALLEL_DOWNLOADS.min(layers.len()).max(1);
     std::thread::scope(|scope| {
@@ -634,44 +635,48 @@ fn fetch_and_unpack(
                     let Some((digest, size)) = layers.get(i) else {
                         break;
                     };
-                    if store.blobs().contains(digest) {
+                    let Some(Some(spool)) = spools.get(i) else {
                         (options.progress)(PullEvent::LayerPresent(digest.clone()));
-                    } else if let Err(e) = download_blob(store, session, digest, *size, options) {
-                        fail(e);
-                        break;
-                    } else {
-                        fetched.fetch_add(1, Ordering::SeqCst);
-                        (options.progress)(PullEvent::LayerDownloaded(digest.clone()));
+                        continue;
+                    };
+                    match spool.download(store, session, digest, *size, options) {
+                        Ok(()) => {
+                            fetched.fetch_add(1, Ordering::SeqCst);
+                            (options.progress)(PullEvent::LayerDownloaded(digest.clone()));
+                        }
+                        Err(e) => {
+                            fail(e);
+                            break;
+                        }
                     }
-                    let mut guard = states
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if let Some(state) = guard.get_mut(i) {
-                        *state = LayerState::Fetched;
-                    }
-                    drop(guard);
-                    changed.notify_all();
                 }
             });
         }
         let mut chain = Vec::with_capacity(layers.len());
         for (i, (descriptor, diff_id)) in unpack.descriptors.iter().zip(unpack.diff_ids).enumerate()
         {
-            let mut guard = states
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            while guard.get(i) == Some(&LayerState::Waiting) && !failed.load(Ordering::SeqCst) {
-                guard = changed
-                    .wait(guard)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            drop(guard);
             if failed.load(Ordering::SeqCst) {
                 break;
             }
-            match store.snapshot(&chain, descriptor, diff_id) {
+            let unpacked = match spools.get(i) {
+                Some(Some(spool)) => spool.reader().and_then(|mut reader| {
+                    let prepared =
+                        store.prepare_snapshot(&chain, descriptor, diff_id, &mut reader)?;
+                    // The reader reached its end only because the download
+                    // finished and its digest matched: the blob is in.
+                    store.place_prepared(prepared)
+                }),
+                _ => store.snapshot(&chain, descriptor, diff_id),
+            };
+            match unpacked {
                 Ok(snapshot) => chain.push(snapshot),
                 Err(e) => {
+                    // Corrupt bytes may fail the unpack before their
+                    // download fails its digest check: the download's
+                    // verdict comes first, and its error is the cause.
+                    if let Some(Some(spool)) = spools.get(i) {
+                        spool.wait_finished();
+                    }
                     fail(
                         crate::StoreError::Unpack {
                             layer: descriptor.digest.clone(),
@@ -697,42 +702,239 @@ fn fetch_and_unpack(
     Ok(fetched.into_inner())
 }
 
-/// Streams one blob into the store through digest and size verification
-/// (see [`crate::blobs::Blobs::write`]): a blob that does not match is
-/// never stored.
-fn download_blob(
-    store: &Store,
-    session: &Session<'_>,
-    digest: &Digest,
-    size: u64,
-    options: &PullOptions<'_>,
-) -> Result<(), RegistryError> {
-    let mut reader = BlobReader {
-        session,
-        digest,
-        size,
-        offset: 0,
-        body: None,
-        resumes: 0,
-        error: None,
-        progress: options.progress,
-    };
-    let what = format!(
-        "blob {digest} from {}/{}",
-        session.registry(),
-        session.repository()
-    );
-    let written = store.blobs().write(
-        &mut reader,
-        Some(Expected {
+/// How far a spool's download is.
+#[derive(Default)]
+struct SpoolState {
+    /// Bytes written to the file so far.
+    written: u64,
+    /// `Some(true)`: complete and verified; `Some(false)`: failed.
+    finished: Option<bool>,
+}
+
+/// A blob being downloaded into a file in `tmp/` that the unpacker reads
+/// while it grows.
+struct Spool {
+    file: Mutex<Option<tempfile::NamedTempFile>>,
+    /// The unpacker's descriptor of the same file, opened up front: the
+    /// download may have renamed the file into `blobs/` before the
+    /// unpacker gets to it.
+    read_file: Mutex<Option<std::fs::File>>,
+    path: std::path::PathBuf,
+    state: Mutex<SpoolState>,
+    changed: std::sync::Condvar,
+}
+
+/// Size of the chunks a download writes to its spool.
+const SPOOL_CHUNK: usize = 256 * 1024;
+
+impl Spool {
+    fn new(store: &Store) -> Result<Self, RegistryError> {
+        let tmp = store.tmp_dir();
+        let file = tempfile::Builder::new()
+            .prefix("pull-")
+            .tempfile_in(&tmp)
+            .map_err(|e| crate::StoreError::io(&tmp, e))?;
+        let read_file = file
+            .reopen()
+            .map_err(|e| crate::StoreError::io(file.path(), e))?;
+        Ok(Self {
+            path: file.path().to_owned(),
+            file: Mutex::new(Some(file)),
+            read_file: Mutex::new(Some(read_file)),
+            state: Mutex::new(SpoolState::default()),
+            changed: std::sync::Condvar::new(),
+        })
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, SpoolState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn finish(&self, verified: bool) {
+        let mut state = self.lock_state();
+        if state.finished.is_none() {
+            state.finished = Some(verified);
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Waits until the download has ended (verified or not).
+    fn wait_finished(&self) {
+        let mut state = self.lock_state();
+        while state.finished.is_none() {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Ends the readers' wait: the pull failed.
+    fn abort(&self) {
+        self.finish(false);
+    }
+
+    /// Downloads the blob into the spool, hashing it, and moves it into
+    /// the store when digest and size match (see [`BlobReader`] for
+    /// resumes and the size bound).
+    fn download(
+        &self,
+        store: &Store,
+        session: &Session<'_>,
+        digest: &Digest,
+        size: u64,
+        options: &PullOptions<'_>,
+    ) -> Result<(), RegistryError> {
+        let result = self.fill(store, session, digest, size, options);
+        // A failure is the caller's to announce (its error first, then
+        // every spool aborted), so that the reader's "download failed"
+        // never hides the cause.
+        if result.is_ok() {
+            self.finish(true);
+        }
+        result
+    }
+
+    fn fill(
+        &self,
+        store: &Store,
+        session: &Session<'_>,
+        digest: &Digest,
+        size: u64,
+        options: &PullOptions<'_>,
+    ) -> Result<(), RegistryError> {
+        use std::io::Write as _;
+        let Some(mut file) = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            return Err(RegistryError::Reference(format!(
+                "blob {digest} was downloaded twice"
+            )));
+        };
+        let what = format!(
+            "blob {digest} from {}/{}",
+            session.registry(),
+            session.repository()
+        );
+        let mut reader = BlobReader {
+            session,
             digest,
-            size: Some(size),
-        }),
-        &what,
-    );
-    match written {
-        Ok(_) => Ok(()),
-        Err(e) => Err(reader.error.take().unwrap_or(RegistryError::Store(e))),
+            size,
+            offset: 0,
+            body: None,
+            resumes: 0,
+            error: None,
+            progress: options.progress,
+        };
+        let mut hasher = crate::digest::Hasher::new();
+        let mut buffer = vec![0u8; SPOOL_CHUNK];
+        let mut total = 0u64;
+        loop {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(reader
+                        .error
+                        .take()
+                        .unwrap_or_else(|| crate::StoreError::io(what.clone(), e).into()));
+                }
+            };
+            let chunk = buffer.get(..n).unwrap_or_default();
+            hasher.update(chunk);
+            file.write_all(chunk)
+                .map_err(|source| crate::StoreError::Write {
+                    what: what.clone(),
+                    path: self.path.clone(),
+                    source,
+                })?;
+            total += n as u64;
+            self.lock_state().written = total;
+            self.changed.notify_all();
+        }
+        let actual = hasher.finish();
+        if total != size {
+            return Err(crate::StoreError::SizeMismatch {
+                what,
+                expected: size,
+                actual: total,
+            }
+            .into());
+        }
+        if actual != *digest {
+            return Err(crate::StoreError::DigestMismatch {
+                what,
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            }
+            .into());
+        }
+        // Verified: into the store (fsynced, renamed). A reader keeps
+        // reading the same file through its own descriptor.
+        store.blobs().commit(file, digest)?;
+        Ok(())
+    }
+
+    /// A reader of the spool that waits for bytes not yet written, ends
+    /// where a verified download ended, and fails if the download failed.
+    fn reader(&self) -> Result<SpoolReader<'_>, crate::StoreError> {
+        let file = self
+            .read_file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| {
+                crate::StoreError::io(&self.path, io::Error::other("the spool was read twice"))
+            })?;
+        Ok(SpoolReader {
+            spool: self,
+            file,
+            position: 0,
+        })
+    }
+}
+
+/// Reads a [`Spool`] as its download writes it.
+struct SpoolReader<'a> {
+    spool: &'a Spool,
+    file: std::fs::File,
+    position: u64,
+}
+
+impl Read for SpoolReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut state = self.spool.lock_state();
+        while state.written <= self.position {
+            match state.finished {
+                Some(true) => return Ok(0),
+                Some(false) => return Err(io::Error::other("the layer's download failed")),
+                None => {
+                    state = self
+                        .spool
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+        }
+        let available = state.written - self.position;
+        drop(state);
+        let limit = usize::try_from(available)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.file.read(buf.get_mut(..limit).unwrap_or_default())?;
+        self.position += n as u64;
+        Ok(n)
     }
 }
 
