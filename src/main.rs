@@ -14,6 +14,7 @@ mod output;
 mod progress;
 mod table;
 mod template;
+mod transfer;
 mod units;
 
 use std::path::PathBuf;
@@ -83,6 +84,10 @@ enum Command {
     History(commands::history::HistoryArgs),
     /// Load images from a docker-archive or OCI archive (stdin by default).
     Load(commands::load::LoadArgs),
+    /// Pull an image from a registry.
+    Pull(commands::pull::PullArgs),
+    /// Push an image to a registry.
+    Push(commands::push::PushArgs),
     /// Save images to a docker-archive or OCI archive (stdout by default).
     Save(commands::save::SaveArgs),
     /// Give an image another name.
@@ -117,6 +122,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::new()
         .filter_level(cli.log_level.filter())
+        // At trace level the HTTP client dumps raw request and response
+        // bytes (Authorization headers, token answers): registry
+        // credentials must never reach a log, so it stops at debug,
+        // where it redacts them.
+        .filter_module("ureq", cli.log_level.filter().min(log::LevelFilter::Debug))
+        .filter_module(
+            "ureq_proto",
+            cli.log_level.filter().min(log::LevelFilter::Debug),
+        )
+        .filter_module(
+            "rustls",
+            cli.log_level.filter().min(log::LevelFilter::Debug),
+        )
         .format_timestamp(None)
         .format_target(false)
         .init();
@@ -131,6 +149,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(root, &args),
         Command::History(args) => commands::history::run(root, &args),
         Command::Load(args) => commands::load::run(root, &args),
+        Command::Pull(args) => commands::pull::run(root, &args),
+        Command::Push(args) => commands::push::run(root, &args),
         Command::Save(args) => commands::save::run(root, &args),
         Command::Tag(args) => commands::tag::run(root, &args),
         Command::Rmi(args) => commands::rmi::run(root, &args),

@@ -257,7 +257,7 @@ fn mounts_and_limits() {
 fn bad_input_is_named() {
     let kiln = busybox();
     assert_eq!(
-        kiln.fails(&["run", "nope:1"]),
+        kiln.fails(&["run", "--pull", "never", "nope:1"]),
         "error: no such image: nope:1\n"
     );
     let (code, _, err) = run(&kiln, &["bb:1", "nosuchcommand"]);

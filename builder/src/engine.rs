@@ -101,6 +101,19 @@ pub struct BuildOptions {
     /// Secrets for `RUN --mount=type=secret`, by id (`--secret`): never in
     /// a cache key, a layer or the image config.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// Fetches base images the store lacks (from a registry); `None`: a
+    /// missing base image is an error.
+    pub fetcher: Option<Arc<dyn BaseImageFetcher>>,
+    /// `--pull`: ask the fetcher for every base image, present or not.
+    pub pull_always: bool,
+}
+
+/// Where a build gets the base images the store lacks (the CLI pulls them
+/// from their registry).
+pub trait BaseImageFetcher: std::fmt::Debug + Send + Sync {
+    /// Puts `reference` (normalised) into `store`; the error is the
+    /// whole message.
+    fn fetch(&self, store: &Store, reference: &str) -> Result<(), String>;
 }
 
 /// Privileges a Dockerfile may use only when the command line grants them
@@ -168,13 +181,47 @@ impl StageState {
     }
 }
 
-/// Answers the planner's base-image questions from the store.
+/// Answers the planner's base-image questions from the store, fetching
+/// the images it lacks (each once per build).
 struct StoreBases<'a> {
     store: &'a Store,
+    fetcher: Option<&'a dyn BaseImageFetcher>,
+    pull_always: bool,
+    fetched: Mutex<HashMap<String, Result<(), String>>>,
+}
+
+impl StoreBases<'_> {
+    /// Fetches `reference` if the store lacks it (or always with
+    /// `--pull`), once per build.
+    fn ensure(&self, reference: &str) -> Result<(), String> {
+        let Some(fetcher) = self.fetcher else {
+            return Ok(());
+        };
+        let mut done = self
+            .fetched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(result) = done.get(reference) {
+            return result.clone();
+        }
+        let missing = matches!(
+            self.store.resolve(reference),
+            Err(kiln_store::StoreError::ImageNotFound(_))
+        );
+        let result = if missing || self.pull_always {
+            fetcher.fetch(self.store, reference)
+        } else {
+            Ok(())
+        };
+        done.insert(reference.to_owned(), result.clone());
+        result
+    }
 }
 
 impl BaseImages for StoreBases<'_> {
     fn config(&self, reference: &str) -> Option<BaseConfig> {
+        // A failed fetch is reported after planning, with its reference.
+        self.ensure(reference).ok()?;
         let image = self.store.resolve(reference).ok()?;
         let config = image.config.config.unwrap_or_default();
         Some(BaseConfig {
@@ -245,7 +292,12 @@ pub fn build(
     let loading = std::thread::Builder::new()
         .name("stat-cache".to_owned())
         .spawn(move || load_stat_cache(stat_cache_path.as_deref()));
-    let bases = StoreBases { store };
+    let bases = StoreBases {
+        store,
+        fetcher: options.fetcher.as_deref(),
+        pull_always: options.pull_always,
+        fetched: Mutex::new(HashMap::new()),
+    };
     let plan_options = PlanOptions {
         build_args: options.build_args.clone(),
         target: options.target.clone(),
@@ -273,6 +325,12 @@ pub fn build(
         });
     }
     for reference in &plan.external_images {
+        bases
+            .ensure(reference)
+            .map_err(|message| BuildError::BasePull {
+                reference: reference.clone(),
+                message,
+            })?;
         if let Err(e) = store.resolve(reference) {
             return Err(match e {
                 kiln_store::StoreError::ImageNotFound(_) => BuildError::BaseImageNotFound {

@@ -84,6 +84,16 @@ pub enum BuildError {
         /// The normalised reference.
         reference: String,
     },
+    /// A base image the store lacks could not be fetched.
+    #[error(
+        "cannot pull base image {reference}: {message} (or load it with `kiln load -i IMAGE.tar` or create it with `kiln import ROOTFS.tar {reference}`)"
+    )]
+    BasePull {
+        /// The normalised reference.
+        reference: String,
+        /// Why (the fetcher's whole message).
+        message: String,
+    },
     /// `SOURCE_DATE_EPOCH` is not a usable time.
     #[error("invalid SOURCE_DATE_EPOCH {0}")]
     SourceDateEpoch(String),

@@ -12,7 +12,9 @@ pub mod mounts;
 pub mod progress;
 
 pub use context::{BuildContext, FileType, Source, StatCache, cache_key};
-pub use engine::{BuildOptions, BuildOutcome, Entitlements, build, cancel, is_cancelled};
+pub use engine::{
+    BaseImageFetcher, BuildOptions, BuildOutcome, Entitlements, build, cancel, is_cancelled,
+};
 pub use error::BuildError;
 pub use kiln_store::Digest;
 pub use progress::{Event, Reporter};

@@ -19,13 +19,14 @@ use crate::progress::{self, ProgressMode};
 
 /// Build an image from a Dockerfile
 #[derive(Debug, Args)]
+#[expect(clippy::struct_excessive_bools, reason = "Docker's flags")]
 #[command(
     // As with Docker's flags, a repeated single-value flag takes the last
     // value (`--progress=plain ... --progress=json`).
     args_override_self = true,
     long_about = "Build an image from a Dockerfile and a context directory (or a tar archive on \
                   stdin with `-`). Base images come from the store: add them with `kiln load` or \
-                  `kiln import`. Steps are cached in the store across builds."
+                  `kiln import`, or they are pulled from their registry. Steps are cached in the store across builds."
 )]
 pub struct BuildArgs {
     /// Name and optionally a tag (`name:tag`); may be repeated
@@ -78,6 +79,16 @@ pub struct BuildArgs {
     /// Compression of new layers in the store: none (default), gzip or zstd
     #[arg(long, default_value = "none", value_name = "ALGORITHM")]
     compression: String,
+    /// Check the registry for a newer version of every base image
+    #[arg(long)]
+    pull: bool,
+    /// Push the image to its registry under every -t tag
+    #[arg(long)]
+    push: bool,
+    /// The platform of the base images to pull from a multi-platform image
+    /// (OS/ARCH[/VARIANT])
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
     /// The build context: a directory, or `-` for a tar archive (or a
     /// Dockerfile) on stdin
     #[arg(value_name = "CONTEXT")]
@@ -89,6 +100,43 @@ pub struct BuildArgs {
 struct OutputSpec {
     format: SaveFormat,
     dest: PathBuf,
+}
+
+/// `--output type=registry,name=REF[,push=true|false]`: tag the image
+/// `REF` and (by default) push it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RegistryOutput {
+    name: kiln_store::ImageReference,
+    push: bool,
+}
+
+/// Parses `--output type=registry,...`; `None` for any other type.
+fn parse_registry_output(spec: &str) -> anyhow::Result<Option<RegistryOutput>> {
+    let fields: Vec<(&str, &str)> = spec
+        .split(',')
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    if !fields.contains(&("type", "registry")) {
+        return Ok(None);
+    }
+    let mut name = None;
+    let mut push = true;
+    for (key, value) in fields {
+        match (key, value) {
+            ("type", _) => {}
+            ("name", value) => name = Some(parse_reference(value)?),
+            ("push", "true") => push = true,
+            ("push", "false") => push = false,
+            _ => bail!(
+                "invalid --output {spec:?}: unknown {key}={value} (expected type=registry,name=REF[,push=true|false])"
+            ),
+        }
+    }
+    let Some(name) = name else {
+        bail!("invalid --output {spec:?}: missing name=REF");
+    };
+    Ok(Some(RegistryOutput { name, push }))
 }
 
 /// Parses `type=docker|oci,dest=FILE` (BuildKit's CSV form).
@@ -377,12 +425,40 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let build_args = parse_build_args(&args.arg_values)?;
     let labels = parse_labels(&args.labels)?;
     let secrets = parse_secrets(&args.secrets)?;
-    let output = args.output.as_deref().map(parse_output).transpose()?;
-    let tags = args
+    let registry_output = args
+        .output
+        .as_deref()
+        .map(parse_registry_output)
+        .transpose()?
+        .flatten();
+    let output = match &registry_output {
+        Some(_) => None,
+        None => args.output.as_deref().map(parse_output).transpose()?,
+    };
+    let mut tags = args
         .tags
         .iter()
         .map(|t| parse_reference(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(registry_output) = &registry_output
+        && !tags.contains(&registry_output.name)
+    {
+        tags.push(registry_output.name.clone());
+    }
+    let mut push_tags = if args.push { tags.clone() } else { Vec::new() };
+    if let Some(RegistryOutput { name, push: true }) = &registry_output
+        && !push_tags.contains(name)
+    {
+        push_tags.push(name.clone());
+    }
+    if args.push && tags.is_empty() {
+        bail!("--push needs a name: give one with -t NAME[:TAG]");
+    }
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln_store::registry::PlatformSpec::parse)
+        .transpose()?;
     let network = match args.network.as_str() {
         "default" => kiln_runtime::Network::Isolated,
         "host" => kiln_runtime::Network::Host,
@@ -459,6 +535,11 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         tags: tags.clone(),
         stat_cache,
         secrets,
+        fetcher: Some(std::sync::Arc::new(RegistryFetcher {
+            platform,
+            mode: transfer_mode(mode),
+        })),
+        pull_always: args.pull,
     };
     install_signal_handlers();
     let reporter = progress::reporter(mode);
@@ -479,11 +560,72 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         let request = SaveRequest { image, tags };
         super::save::write_archive_file(&store, &[request], output.format, &output.dest)?;
     }
+    if !push_tags.is_empty() {
+        let client =
+            kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig::from_env());
+        let push_compression = if compression == Compression::None {
+            Compression::Gzip
+        } else {
+            compression
+        };
+        for tag in &push_tags {
+            let pushed = super::push::push_image(
+                &store,
+                &client,
+                tag,
+                push_compression,
+                transfer_mode(mode),
+            )?;
+            if !args.quiet {
+                eprintln!(
+                    "{}: digest: {} size: {}",
+                    tag.tag().unwrap_or("latest"),
+                    pushed.digest,
+                    pushed.size
+                );
+            }
+        }
+    }
     if args.quiet {
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "{}", outcome.image_id).context("cannot write to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The progress of pulls and pushes in a build: plain lines (the build's
+/// own bars own the terminal), JSON or nothing as the build's.
+fn transfer_mode(mode: ProgressMode) -> ProgressMode {
+    match mode {
+        ProgressMode::Quiet | ProgressMode::Json => mode,
+        _ => ProgressMode::Plain,
+    }
+}
+
+/// Pulls the base images a build lacks from their registry.
+#[derive(Debug)]
+struct RegistryFetcher {
+    platform: Option<kiln_store::registry::PlatformSpec>,
+    mode: ProgressMode,
+}
+
+impl kiln_builder::BaseImageFetcher for RegistryFetcher {
+    fn fetch(&self, store: &kiln_store::Store, reference: &str) -> Result<(), String> {
+        let reference = parse_reference(reference).map_err(|e| format!("{e:#}"))?;
+        let client =
+            kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig::from_env());
+        super::pull::pull_image(store, &client, &reference, self.platform.clone(), self.mode)
+            .map(drop)
+            .map_err(|e| {
+                // The cause chain in one line: the reference is named by
+                // the caller.
+                e.chain()
+                    .skip(1)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            })
+    }
 }
 
 #[cfg(test)]

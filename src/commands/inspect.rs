@@ -68,6 +68,9 @@ pub fn inspect_document(image: &Image) -> Value {
         .tags
         .iter()
         .filter_map(|t| super::parse_reference(t).ok())
+        // A pull by digest names the image `name@digest`: a repo digest,
+        // not a tag.
+        .filter(|r| r.digest().is_none())
         .map(|r| r.familiar_string())
         .collect();
     let repo_digests: Vec<String> = image

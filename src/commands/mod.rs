@@ -9,6 +9,8 @@ pub mod inspect;
 pub mod load;
 pub mod parse;
 pub mod prune;
+pub mod pull;
+pub mod push;
 pub mod rmi;
 pub mod run;
 pub mod save;

@@ -77,6 +77,13 @@ pub struct RunArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     tty: bool,
+    /// Pull the image before running: missing (when the store lacks it),
+    /// always, or never.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pull: String,
+    /// The platform to pull from a multi-platform image (OS/ARCH[/VARIANT]).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
     /// The image, by name or ID.
     image: String,
     /// The command and its arguments (default: the image's CMD).
@@ -124,8 +131,13 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         bail!("the working directory '{dir}' is invalid, it needs to be an absolute path");
     }
 
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln_store::registry::PlatformSpec::parse)
+        .transpose()?;
     let store = super::open_store(root)?;
-    let image = store.resolve(&args.image)?;
+    let image = resolve_or_pull(&store, &args.image, &args.pull, platform)?;
     let config = image.config.config.clone().unwrap_or_default();
     let command = command_line(&config, args)?;
 
@@ -352,4 +364,37 @@ fn random_id() -> String {
         let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{b:02x}"));
         id
     })
+}
+
+/// The image to run: pulled first with `--pull always`, or when the store
+/// lacks it with `--pull missing` (as `docker run` does, progress on
+/// stderr); never pulled with `--pull never`.
+fn resolve_or_pull(
+    store: &kiln_store::Store,
+    name: &str,
+    policy: &str,
+    platform: Option<kiln_store::registry::PlatformSpec>,
+) -> anyhow::Result<kiln_store::Image> {
+    let found = store.resolve(name);
+    let missing = matches!(found, Err(kiln_store::StoreError::ImageNotFound(_)));
+    let pull = match policy {
+        "always" => true,
+        "never" => false,
+        _ => missing,
+    };
+    if !pull {
+        return Ok(found?);
+    }
+    let reference = super::parse_reference(name)?;
+    if missing {
+        eprintln!(
+            "Unable to find image '{}' locally",
+            reference.familiar_string()
+        );
+    }
+    let client =
+        kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig::from_env());
+    let mode = crate::progress::ProgressMode::Auto.resolve(false);
+    super::pull::pull_image(store, &client, &reference, platform, mode)?;
+    Ok(store.resolve(&reference.to_string())?)
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fault;
 pub mod layer;
 pub mod maintenance;
+pub mod registry;
 pub mod snapshot;
 pub mod spec;
 pub mod store;

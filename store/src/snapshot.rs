@@ -70,6 +70,51 @@ pub struct SnapshotRecord {
     pub layer: String,
 }
 
+/// A snapshot made by [`Store::prepare_snapshot`].
+#[derive(Debug)]
+pub enum Prepared {
+    /// The snapshot was there already.
+    Existing(Snapshot),
+    /// A new snapshot, complete in `tmp/` but not yet in place (dropped
+    /// unplaced, it is removed).
+    New(PreparedSnapshot),
+}
+
+/// A new snapshot waiting in `tmp/`.
+#[derive(Debug)]
+pub struct PreparedSnapshot {
+    staging: tempfile::TempDir,
+    chain: Digest,
+    record: SnapshotRecord,
+}
+
+/// Decompresses the compressed layer read from `blob` (the blob
+/// `digest`) and applies it on `parents` into `dest`, checking the
+/// `diff_id`. The blob's own digest is the caller's to check.
+fn apply_compressed(
+    blob: &mut dyn Read,
+    digest: &Digest,
+    diff_id: &Digest,
+    parents: &[Snapshot],
+    dest: &Path,
+) -> Result<(), StoreError> {
+    let lowers: Vec<PathBuf> = parents.iter().map(|p| p.path.clone()).collect();
+    let (_, decoded) = open_layer(blob)?;
+    let mut hashing = HashingReader::new(decoded);
+    apply_layer(&mut hashing, dest, &lowers)?;
+    io::copy(&mut hashing, &mut io::sink())
+        .map_err(|e| StoreError::Archive(format!("cannot decompress layer {digest}: {e}")))?;
+    let actual = hashing.digest();
+    if actual != *diff_id {
+        return Err(StoreError::DiffIdMismatch {
+            layer: digest.to_string(),
+            expected: diff_id.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Why a snapshot directory is not a usable snapshot.
 enum Unusable {
     /// There is none.
@@ -252,26 +297,58 @@ impl Store {
         parents: &[Snapshot],
         dest: &Path,
     ) -> Result<(), StoreError> {
-        let lowers: Vec<PathBuf> = parents.iter().map(|p| p.path.clone()).collect();
         let mut blob = self.blobs().open(digest)?;
-        {
-            let (_, decoded) = open_layer(&mut blob)?;
-            let mut hashing = HashingReader::new(decoded);
-            apply_layer(&mut hashing, dest, &lowers)?;
-            io::copy(&mut hashing, &mut io::sink()).map_err(|e| {
-                StoreError::Archive(format!("cannot decompress layer {digest}: {e}"))
-            })?;
-            let actual = hashing.digest();
-            if actual != *diff_id {
-                return Err(StoreError::DiffIdMismatch {
-                    layer: digest.to_string(),
-                    expected: diff_id.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
-        }
+        apply_compressed(&mut blob, digest, diff_id, parents, dest)?;
         io::copy(&mut blob, &mut io::sink()).map_err(|e| blob.error(e))?;
         Ok(())
+    }
+
+    /// The snapshot of `layer` on `parents` made from its compressed bytes
+    /// as they arrive (a pull streams the download through here while it
+    /// is written to the blob store): decompressed, applied in `tmp/` and
+    /// its `diff_id` checked, but not placed: the caller places it with
+    /// [`Self::place_prepared`] only once the blob's own digest is
+    /// verified. Reads `blob` to its end. An existing snapshot is returned
+    /// as it is (and `blob` not read).
+    pub fn prepare_snapshot(
+        &self,
+        parents: &[Snapshot],
+        layer: &Descriptor,
+        diff_id: &str,
+        blob: &mut dyn Read,
+    ) -> Result<Prepared, StoreError> {
+        let diff_id = parse_sha256(diff_id)?;
+        let parent = parents.last().map(|p| &p.chain_id);
+        let chain = chain_id(parent, &diff_id);
+        if let Some(snapshot) = self.find_snapshot(&chain)? {
+            return Ok(Prepared::Existing(snapshot));
+        }
+        let digest = parse_sha256(&layer.digest)?;
+        let staging = self.staging("snapshot-")?;
+        let files = staging.path().join(FS_DIR);
+        fs::create_dir(&files).at(&files)?;
+        apply_compressed(blob, &digest, &diff_id, parents, &files)?;
+        io::copy(blob, &mut io::sink()).map_err(|e| {
+            StoreError::Archive(format!("cannot read the rest of layer {digest}: {e}"))
+        })?;
+        Ok(Prepared::New(PreparedSnapshot {
+            staging,
+            record: SnapshotRecord {
+                chain_id: chain.to_string(),
+                parent: parent.map(ToString::to_string),
+                diff_id: diff_id.to_string(),
+                layer: digest.to_string(),
+            },
+            chain,
+        }))
+    }
+
+    /// Puts a prepared snapshot in place.
+    pub fn place_prepared(&self, prepared: Prepared) -> Result<Snapshot, StoreError> {
+        match prepared {
+            Prepared::Existing(snapshot) => Ok(snapshot),
+            Prepared::New(new) => self.place_snapshot(new.staging, &new.chain, &new.record),
+        }
     }
 
     /// Writes the completion record into `staging` (which holds `fs/`) and

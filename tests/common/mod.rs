@@ -107,6 +107,7 @@ impl Kiln {
 }
 
 pub mod build;
+pub mod registry;
 
 /// Appends a raw tar entry (name, type flag, link target, content) to
 /// `out`, header written by hand so that names the `tar` crate refuses

@@ -1,0 +1,974 @@
+//! The HTTP side of the registry client: endpoints, TLS, authentication,
+//! retries and redirects, on ureq.
+//!
+//! Every request goes through [`Session::request`], which is where the
+//! rules live: credentials and tokens are attached only to requests for
+//! the registry's own scheme, host and port (never after a redirect, which
+//! typically leads to blob storage on another host); a 401 is answered
+//! once by authenticating (bearer token for the session's scope, or
+//! basic); 5xx answers and broken connections are retried with backoff;
+//! an unknown host or a refused connection fails at once.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use ureq::http::Response;
+
+use super::RegistryError;
+use super::auth::{TokenResponse, parse_challenges};
+use super::credentials::{self, Credential};
+
+/// How many times a request is tried when the registry answers 5xx or
+/// the connection breaks.
+pub const MAX_ATTEMPTS: u32 = 4;
+/// First backoff delay; doubled after each failed attempt.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Redirects followed (blob downloads to storage, say).
+const MAX_REDIRECTS: u32 = 5;
+/// Cap on a token endpoint's answer.
+pub const MAX_TOKEN_SIZE: u64 = 1 << 20;
+/// Cap on an error body read for its message.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+/// Where Docker reads per-registry CA and client certificates.
+const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
+/// Docker Hub's registry host.
+const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
+
+/// Registry settings that are not per request.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// Registries (`host[:port]`) reached over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Mirrors of docker.io, tried in order before it (`https://m.example`).
+    pub mirrors: Vec<String>,
+    /// The `certs.d` directory (`/etc/docker/certs.d`).
+    pub certs_dir: PathBuf,
+}
+
+impl RegistryConfig {
+    /// The settings from the environment: `KILN_INSECURE_REGISTRIES` and
+    /// `KILN_REGISTRY_MIRRORS` (comma-separated), `KILN_CERTS_DIR`.
+    pub fn from_env() -> Self {
+        let list = |name: &str| -> Vec<String> {
+            std::env::var(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        Self {
+            insecure: list("KILN_INSECURE_REGISTRIES"),
+            mirrors: list("KILN_REGISTRY_MIRRORS"),
+            certs_dir: std::env::var_os("KILN_CERTS_DIR")
+                .filter(|d| !d.is_empty())
+                .map_or_else(|| PathBuf::from(DEFAULT_CERTS_DIR), PathBuf::from),
+        }
+    }
+}
+
+/// Where requests for one registry go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The registry as references name it (`docker.io`, `localhost:5000`).
+    pub registry: String,
+    /// `scheme://host[:port]` requests go to.
+    pub base: String,
+    /// The host credentials are looked up for (the registry, or a mirror).
+    pub credential_host: String,
+    /// Whether this is a mirror (pull only).
+    pub mirror: bool,
+}
+
+/// Whether a host (without port) is a loopback name Docker reaches over
+/// plain HTTP.
+fn is_loopback(host_port: &str) -> bool {
+    let host = split_host(host_port);
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host of `host[:port]` (brackets of an IPv6 literal removed).
+fn split_host(host_port: &str) -> &str {
+    if let Some(rest) = host_port.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
+}
+
+/// The key of a cached token: host, repository and actions.
+fn token_key(base: &str, scope: &str) -> String {
+    format!("{base} {scope}")
+}
+
+/// A registry client: one per command, shared by threads.
+pub struct Client {
+    config: RegistryConfig,
+    agents: Mutex<HashMap<String, ureq::Agent>>,
+    tokens: Mutex<HashMap<String, String>>,
+    /// Bases that asked for basic authentication.
+    basic: Mutex<HashMap<String, bool>>,
+    credentials: Mutex<HashMap<String, Option<Credential>>>,
+}
+
+impl Client {
+    /// A client with these settings.
+    pub fn new(config: RegistryConfig) -> Self {
+        Self {
+            config,
+            agents: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            basic: Mutex::new(HashMap::new()),
+            credentials: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The endpoints of a registry, in the order they are tried: for a
+    /// pull from docker.io the mirrors first.
+    pub fn endpoints(&self, registry: &str, pull: bool) -> Vec<Endpoint> {
+        let mut endpoints = Vec::new();
+        if registry == "docker.io" {
+            if pull {
+                for mirror in &self.config.mirrors {
+                    let base = mirror.trim_end_matches('/').to_owned();
+                    let host = base
+                        .split_once("://")
+                        .map_or(base.as_str(), |(_, h)| h)
+                        .to_owned();
+                    let base = if base.contains("://") {
+                        base
+                    } else {
+                        format!("https://{base}")
+                    };
+                    endpoints.push(Endpoint {
+                        registry: registry.to_owned(),
+                        base,
+                        credential_host: host,
+                        mirror: true,
+                    });
+                }
+            }
+            endpoints.push(Endpoint {
+                registry: registry.to_owned(),
+                base: format!("https://{DOCKER_HUB_HOST}"),
+                credential_host: registry.to_owned(),
+                mirror: false,
+            });
+            return endpoints;
+        }
+        // A certs.d directory means TLS even on loopback; otherwise
+        // loopback and named-insecure registries are plain HTTP, as Docker
+        // allows.
+        let has_certs = self.config.certs_dir.join(registry).is_dir();
+        let plain = !has_certs
+            && (is_loopback(registry) || self.config.insecure.iter().any(|h| h == registry));
+        let scheme = if plain { "http" } else { "https" };
+        endpoints.push(Endpoint {
+            registry: registry.to_owned(),
+            base: format!("{scheme}://{registry}"),
+            credential_host: registry.to_owned(),
+            mirror: false,
+        });
+        endpoints
+    }
+
+    /// A session for one repository at one endpoint, with the scope
+    /// `repository:NAME:pull` or `pull,push`.
+    pub fn session(
+        &self,
+        endpoint: &Endpoint,
+        repository: &str,
+        push: bool,
+    ) -> Result<Session<'_>, RegistryError> {
+        let agent = self.agent(endpoint)?;
+        let actions = if push { "pull,push" } else { "pull" };
+        Ok(Session {
+            client: self,
+            endpoint: endpoint.clone(),
+            repository: repository.to_owned(),
+            scope: format!("repository:{repository}:{actions}"),
+            agent,
+        })
+    }
+
+    fn agent(&self, endpoint: &Endpoint) -> Result<ureq::Agent, RegistryError> {
+        let mut agents = self
+            .agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(agent) = agents.get(&endpoint.base) {
+            return Ok(agent.clone());
+        }
+        let host = endpoint
+            .base
+            .split_once("://")
+            .map_or(endpoint.base.as_str(), |(_, h)| h);
+        let tls = tls_config(&self.config.certs_dir, host)?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_mins(2)))
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls)
+            .build()
+            .into();
+        agents.insert(endpoint.base.clone(), agent.clone());
+        Ok(agent)
+    }
+
+    fn credential(&self, host: &str) -> Result<Option<Credential>, RegistryError> {
+        let mut cache = self
+            .credentials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = cache.get(host) {
+            return Ok(found.clone());
+        }
+        let found = credentials::lookup(host)?;
+        cache.insert(host.to_owned(), found.clone());
+        Ok(found)
+    }
+}
+
+/// The TLS settings for one host: the system roots plus `*.crt` from
+/// `certs.d/HOST[:PORT]/`, and `client.cert`/`client.key` if present.
+fn tls_config(certs_dir: &Path, host: &str) -> Result<ureq::tls::TlsConfig, RegistryError> {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let dir = certs_dir.join(host);
+    let tls_error = |path: &Path, reason: String| RegistryError::Tls {
+        registry: host.to_owned(),
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut extra: Vec<Certificate<'static>> = Vec::new();
+    let mut client_cert = None;
+    if dir.is_dir() {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| tls_error(&dir, e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        for path in &names {
+            if path.extension().is_some_and(|e| e == "crt") {
+                let pem = std::fs::read(path).map_err(|e| tls_error(path, e.to_string()))?;
+                let before = extra.len();
+                for item in ureq::tls::parse_pem(&pem) {
+                    match item {
+                        Ok(ureq::tls::PemItem::Certificate(cert)) => extra.push(cert),
+                        Ok(_) => {}
+                        Err(e) => return Err(tls_error(path, format!("invalid PEM: {e}"))),
+                    }
+                }
+                if extra.len() == before {
+                    return Err(tls_error(path, "holds no certificate".to_owned()));
+                }
+            }
+        }
+        let cert_path = dir.join("client.cert");
+        let key_path = dir.join("client.key");
+        match (cert_path.is_file(), key_path.is_file()) {
+            (true, true) => {
+                let pem =
+                    std::fs::read(&cert_path).map_err(|e| tls_error(&cert_path, e.to_string()))?;
+                let chain: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                        _ => None,
+                    })
+                    .collect();
+                if chain.is_empty() {
+                    return Err(tls_error(&cert_path, "holds no certificate".to_owned()));
+                }
+                let key_pem =
+                    std::fs::read(&key_path).map_err(|e| tls_error(&key_path, e.to_string()))?;
+                let key = PrivateKey::from_pem(&key_pem)
+                    .map_err(|e| tls_error(&key_path, format!("invalid private key: {e}")))?;
+                client_cert = Some(ClientCert::new_with_certs(&chain, key));
+            }
+            (true, false) => {
+                return Err(tls_error(
+                    &key_path,
+                    "client.cert without client.key".to_owned(),
+                ));
+            }
+            (false, true) => {
+                return Err(tls_error(
+                    &cert_path,
+                    "client.key without client.cert".to_owned(),
+                ));
+            }
+            (false, false) => {}
+        }
+    }
+    let roots = if extra.is_empty() {
+        system_roots().map_or(RootCerts::WebPki, RootCerts::from)
+    } else {
+        let mut all = system_roots().unwrap_or_default();
+        all.extend(extra);
+        RootCerts::from(all)
+    };
+    Ok(TlsConfig::builder()
+        .root_certs(roots)
+        .client_cert(client_cert)
+        .build())
+}
+
+/// The system's CA bundle (`SSL_CERT_FILE`, else Debian's or Red Hat's).
+fn system_roots() -> Option<Vec<ureq::tls::Certificate<'static>>> {
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+            ]
+            .map(PathBuf::from),
+        );
+    for path in candidates {
+        if let Ok(pem) = std::fs::read(&path) {
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if !certs.is_empty() {
+                return Some(certs);
+            }
+        }
+    }
+    None
+}
+
+/// A request body that can be sent again on a retry.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// No body.
+    Empty,
+    /// Bytes in memory.
+    Bytes(Arc<[u8]>),
+    /// A range of a file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Where the range starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+}
+
+/// Talks to one repository of one registry endpoint.
+pub struct Session<'a> {
+    client: &'a Client,
+    endpoint: Endpoint,
+    repository: String,
+    scope: String,
+    agent: ureq::Agent,
+}
+
+impl Session<'_> {
+    /// The registry (`docker.io`, `localhost:5000`).
+    pub fn registry(&self) -> &str {
+        &self.endpoint.registry
+    }
+
+    /// The repository (`library/busybox`).
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// `base/v2/REPOSITORY/PATH`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.endpoint.base, self.repository)
+    }
+
+    /// Resolves a `Location` header against the endpoint.
+    pub fn resolve_location(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else if location.starts_with('/') {
+            format!("{}{location}", self.endpoint.base)
+        } else {
+            format!("{}/{location}", self.endpoint.base)
+        }
+    }
+
+    /// Sends a request, authenticating, retrying and following redirects
+    /// as described in the module docs. `what` names the request in errors.
+    pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &Body,
+        what: &str,
+    ) -> Result<Response<ureq::Body>, RegistryError> {
+        let mut url = url.to_owned();
+        let mut redirected = false;
+        let mut authenticated = false;
+        let mut redirects = 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // Credentials go to the registry's own origin only, and never
+            // after a redirect.
+            let authorization = if !redirected && self.same_origin(&url) {
+                self.authorization()?
+            } else {
+                None
+            };
+            let result = self.send_once(method, &url, headers, body, authorization.as_deref());
+            let response = match result {
+                Ok(response) => response,
+                Err(error) => {
+                    let retry = match &error {
+                        ureq::Error::HostNotFound => {
+                            return Err(RegistryError::UnknownHost {
+                                registry: self.endpoint.registry.clone(),
+                                host: split_host(host_of(&url)).to_owned(),
+                            });
+                        }
+                        // The resolver's failure comes as an I/O error.
+                        ureq::Error::Io(e)
+                            if e.to_string().contains("failed to lookup address") =>
+                        {
+                            return Err(RegistryError::UnknownHost {
+                                registry: self.endpoint.registry.clone(),
+                                host: split_host(host_of(&url)).to_owned(),
+                            });
+                        }
+                        ureq::Error::Io(e) => !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionRefused
+                                | std::io::ErrorKind::NotFound
+                                | std::io::ErrorKind::PermissionDenied
+                        ),
+                        ureq::Error::Timeout(_) => true,
+                        _ => false,
+                    };
+                    let cause = error.to_string();
+                    if !retry && attempt == 1 {
+                        return Err(RegistryError::Connect {
+                            registry: self.endpoint.registry.clone(),
+                            url: strip_query(&url),
+                            cause: describe_transport(&error, cause),
+                        });
+                    }
+                    if !retry || attempt >= MAX_ATTEMPTS {
+                        return Err(RegistryError::Transport {
+                            registry: self.endpoint.registry.clone(),
+                            what: what.to_owned(),
+                            attempts: attempt,
+                            cause,
+                        });
+                    }
+                    backoff(attempt);
+                    continue;
+                }
+            };
+            let status = response.status().as_u16();
+            if status == 401 && !redirected {
+                if authenticated {
+                    return Err(self.unauthorized()?);
+                }
+                authenticated = true;
+                self.authenticate(&response)?;
+                attempt = 0;
+                continue;
+            }
+            if status >= 500 && attempt < MAX_ATTEMPTS {
+                log::debug!("{what}: {status} from {}, retrying", self.endpoint.registry);
+                backoff(attempt);
+                continue;
+            }
+            if matches!(status, 301 | 302 | 303 | 307 | 308)
+                && (method == "GET" || method == "HEAD")
+                && let Some(location) = header(&response, "location")
+            {
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(RegistryError::Invalid {
+                        registry: self.endpoint.registry.clone(),
+                        what: what.to_owned(),
+                        reason: format!("more than {MAX_REDIRECTS} redirects"),
+                    });
+                }
+                url = resolve_against(&url, &location);
+                redirected = true;
+                attempt = 0;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
+    fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &Body,
+        authorization: Option<&str>,
+    ) -> Result<Response<ureq::Body>, ureq::Error> {
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        match body {
+            Body::Empty => {
+                let request = if method == "PUT" || method == "POST" || method == "PATCH" {
+                    request.header("content-length", "0")
+                } else {
+                    request
+                };
+                let request = request.body(()).map_err(ureq::Error::from)?;
+                self.agent.run(request)
+            }
+            Body::Bytes(bytes) => {
+                let request = request.body(bytes.to_vec()).map_err(ureq::Error::from)?;
+                self.agent.run(request)
+            }
+            Body::File { path, offset, len } => {
+                let mut file = std::fs::File::open(path)?;
+                file.seek(SeekFrom::Start(*offset))?;
+                let reader = file.take(*len);
+                let request = request
+                    .header("content-length", len.to_string())
+                    .body(ureq::SendBody::from_owned_reader(reader))
+                    .map_err(ureq::Error::from)?;
+                self.agent.run(request)
+            }
+        }
+    }
+
+    fn same_origin(&self, url: &str) -> bool {
+        url == self.endpoint.base
+            || url
+                .strip_prefix(&self.endpoint.base)
+                .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
+    }
+
+    /// The Authorization header for the next request, if any: a cached
+    /// token for this scope, or basic credentials once asked for.
+    fn authorization(&self) -> Result<Option<String>, RegistryError> {
+        let key = token_key(&self.endpoint.base, &self.scope);
+        if let Some(token) = self
+            .client
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(Some(format!("Bearer {token}")));
+        }
+        let basic = self
+            .client
+            .basic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&self.endpoint.base)
+            .copied()
+            .unwrap_or(false);
+        if basic && let Some(credential) = self.client.credential(&self.endpoint.credential_host)? {
+            return Ok(Some(basic_header(&credential)));
+        }
+        Ok(None)
+    }
+
+    /// Answers a 401: fetches a token for the session's scope, or marks
+    /// the endpoint as using basic authentication.
+    fn authenticate(&self, response: &Response<ureq::Body>) -> Result<(), RegistryError> {
+        let challenges = response
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_challenges)
+            .collect::<Vec<_>>();
+        if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
+            let Some(realm) = bearer.param("realm") else {
+                return Err(RegistryError::Invalid {
+                    registry: self.endpoint.registry.clone(),
+                    what: "WWW-Authenticate header".to_owned(),
+                    reason: "bearer challenge without realm".to_owned(),
+                });
+            };
+            let token = self.fetch_token(realm, bearer.param("service"))?;
+            self.client
+                .tokens
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(token_key(&self.endpoint.base, &self.scope), token);
+            return Ok(());
+        }
+        if challenges.iter().any(|c| c.scheme == "basic") {
+            if self
+                .client
+                .credential(&self.endpoint.credential_host)?
+                .is_none()
+            {
+                return Err(self.unauthorized()?);
+            }
+            self.client
+                .basic
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(self.endpoint.base.clone(), true);
+            return Ok(());
+        }
+        Err(self.unauthorized()?)
+    }
+
+    fn fetch_token(&self, realm: &str, service: Option<&str>) -> Result<String, RegistryError> {
+        let realm_display = strip_query(realm);
+        let token_error = |cause: String| RegistryError::Token {
+            registry: self.endpoint.registry.clone(),
+            repository: self.repository.clone(),
+            realm: realm_display.clone(),
+            cause,
+        };
+        if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+            return Err(token_error("the realm is not an http(s) URL".to_owned()));
+        }
+        let mut url = realm.to_owned();
+        let mut separator = if url.contains('?') { '&' } else { '?' };
+        if let Some(service) = service {
+            let _ = write!(url, "{separator}service={}", query_escape(service));
+            separator = '&';
+        }
+        let _ = write!(url, "{separator}scope={}", query_escape(&self.scope));
+        // Credentials go to the token service the registry names (as
+        // Docker sends them) only over TLS, or over plain HTTP on this
+        // machine's loopback, where nobody else can read them.
+        let credential = self.client.credential(&self.endpoint.credential_host)?;
+        let may_send = realm.starts_with("https://") || is_loopback(host_of(realm));
+        let authorization = credential.as_ref().filter(|_| may_send).map(basic_header);
+        let mut attempt = 0;
+        let mut response = loop {
+            attempt += 1;
+            let mut request = self.agent.get(&url);
+            if let Some(authorization) = &authorization {
+                request = request.header("authorization", authorization);
+            }
+            match request.call() {
+                Ok(response) if response.status().as_u16() >= 500 && attempt < MAX_ATTEMPTS => {
+                    backoff(attempt);
+                }
+                Ok(response) => break response,
+                Err(e) => return Err(token_error(e.to_string())),
+            }
+        };
+        let status = response.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(self.unauthorized_with(&format!(
+                "the token service refused {} (status {status})",
+                if credential.is_some() {
+                    "the credentials"
+                } else {
+                    "anonymous access"
+                }
+            )));
+        }
+        if status != 200 {
+            return Err(token_error(format!("status {status}")));
+        }
+        let bytes = read_capped(response.body_mut(), MAX_TOKEN_SIZE)
+            .map_err(|e| token_error(format!("cannot read the answer: {e}")))?
+            .ok_or_else(|| token_error(format!("answer over {MAX_TOKEN_SIZE} bytes")))?;
+        let parsed: TokenResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| token_error(format!("invalid JSON answer: {e}")))?;
+        parsed
+            .into_token()
+            .ok_or_else(|| token_error("the answer holds no token".to_owned()))
+    }
+
+    fn unauthorized(&self) -> Result<RegistryError, RegistryError> {
+        let has = self
+            .client
+            .credential(&self.endpoint.credential_host)?
+            .is_some();
+        Ok(self.unauthorized_with(if has {
+            "the credentials were refused (wrong user name or password?)"
+        } else {
+            "no credentials are stored for it (kiln login)"
+        }))
+    }
+
+    fn unauthorized_with(&self, why: &str) -> RegistryError {
+        RegistryError::Unauthorized {
+            registry: self.endpoint.registry.clone(),
+            repository: self.repository.clone(),
+            hint: format!(": {why}"),
+        }
+    }
+
+    /// The error for an unexpected answer, with the registry's message.
+    pub fn status_error(&self, what: &str, response: &mut Response<ureq::Body>) -> RegistryError {
+        let status = response.status().as_u16();
+        let detail = error_detail(response);
+        match status {
+            401 => self.unauthorized_with(&format!("the registry refused access{detail}")),
+            403 => RegistryError::Denied {
+                registry: self.endpoint.registry.clone(),
+                repository: self.repository.clone(),
+                action: if self.scope.ends_with("push") {
+                    "push".to_owned()
+                } else {
+                    "pull".to_owned()
+                },
+                detail,
+            },
+            _ => RegistryError::Status {
+                registry: self.endpoint.registry.clone(),
+                what: what.to_owned(),
+                status,
+                detail,
+            },
+        }
+    }
+}
+
+/// The registry's own error message (`: CODE: message`), from an OCI
+/// error body, else empty.
+pub fn error_detail(response: &mut Response<ureq::Body>) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let Ok(Some(bytes)) = read_capped(response.body_mut(), MAX_ERROR_BODY) else {
+        return String::new();
+    };
+    let Ok(parsed) = serde_json::from_slice::<Errors>(&bytes) else {
+        return String::new();
+    };
+    let text: Vec<String> = parsed
+        .errors
+        .iter()
+        .take(3)
+        .map(|e| {
+            let message: String = e.message.chars().take(200).collect();
+            format!("{}: {message}", e.code)
+        })
+        .collect();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", text.join("; "))
+    }
+}
+
+/// Reads a body of at most `limit` bytes (`None` if it is longer).
+pub fn read_capped(body: &mut ureq::Body, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    if body.content_length().is_some_and(|n| n > limit) {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    body.with_config()
+        .limit(u64::MAX)
+        .reader()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Ok(None);
+    }
+    Ok(Some(bytes))
+}
+
+/// A response header as text.
+pub fn header(response: &Response<ureq::Body>, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn basic_header(credential: &Credential) -> String {
+    let raw = format!("{}:{}", credential.username, credential.secret);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// Waits before attempt `attempt + 1`: 100 ms, doubled each time.
+pub fn backoff(attempt: u32) {
+    let delay = FIRST_BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1));
+    std::thread::sleep(delay);
+}
+
+/// `host[:port]` of a URL.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = rest.get(..end).unwrap_or(rest);
+    // Never user info.
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+}
+
+/// A URL without its query (which may hold upload state or signatures).
+fn strip_query(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_owned()
+}
+
+fn resolve_against(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_owned();
+    }
+    let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
+    let host = rest.split('/').next().unwrap_or(rest);
+    if location.starts_with('/') {
+        format!("{scheme}://{host}{location}")
+    } else {
+        let dir = base.rsplit_once('/').map_or(base, |(d, _)| d);
+        format!("{dir}/{location}")
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn query_escape(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
+/// The cause of a failed connection, in words.
+fn describe_transport(error: &ureq::Error, cause: String) -> String {
+    match error {
+        ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".to_owned()
+        }
+        _ => cause,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> Client {
+        Client::new(RegistryConfig {
+            insecure: vec!["reg.internal:5000".to_owned()],
+            mirrors: vec!["https://mirror.example".to_owned()],
+            certs_dir: PathBuf::from("/nonexistent-certs"),
+        })
+    }
+
+    #[test]
+    fn endpoints_follow_dockers_rules() {
+        let c = client();
+        let hub = c.endpoints("docker.io", true);
+        assert_eq!(hub[0].base, "https://mirror.example");
+        assert!(hub[0].mirror);
+        assert_eq!(hub[1].base, "https://registry-1.docker.io");
+        assert_eq!(c.endpoints("docker.io", false).len(), 1);
+        assert_eq!(
+            c.endpoints("localhost:5000", true)[0].base,
+            "http://localhost:5000"
+        );
+        assert_eq!(
+            c.endpoints("127.0.0.1:5000", true)[0].base,
+            "http://127.0.0.1:5000"
+        );
+        assert_eq!(c.endpoints("[::1]:5000", true)[0].base, "http://[::1]:5000");
+        assert_eq!(
+            c.endpoints("reg.internal:5000", true)[0].base,
+            "http://reg.internal:5000"
+        );
+        assert_eq!(c.endpoints("quay.io", true)[0].base, "https://quay.io");
+    }
+
+    #[test]
+    fn a_certs_dir_makes_a_loopback_registry_https() {
+        let certs = tempfile::tempdir().unwrap();
+        std::fs::create_dir(certs.path().join("127.0.0.1:5000")).unwrap();
+        let c = Client::new(RegistryConfig {
+            certs_dir: certs.path().to_owned(),
+            ..RegistryConfig::default()
+        });
+        assert_eq!(
+            c.endpoints("127.0.0.1:5000", true)[0].base,
+            "https://127.0.0.1:5000"
+        );
+        assert_eq!(
+            c.endpoints("127.0.0.1:5001", true)[0].base,
+            "http://127.0.0.1:5001"
+        );
+        // A CA file that holds no certificate is refused, naming it.
+        std::fs::write(certs.path().join("127.0.0.1:5000/ca.crt"), "not a cert").unwrap();
+        let endpoint = c.endpoints("127.0.0.1:5000", true).remove(0);
+        let Err(e) = c.session(&endpoint, "x", false) else {
+            panic!("a bad ca.crt was accepted");
+        };
+        assert!(
+            e.to_string()
+                .starts_with("TLS configuration for 127.0.0.1:5000 in ")
+                && e.to_string().ends_with("ca.crt: holds no certificate"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn credentials_stay_on_their_origin() {
+        let c = client();
+        let endpoint = c.endpoints("quay.io", false).remove(0);
+        let session = c.session(&endpoint, "a/b", false).unwrap();
+        assert!(session.same_origin("https://quay.io/v2/a/b/blobs/x"));
+        assert!(!session.same_origin("https://quay.io.evil.example/v2/"));
+        assert!(!session.same_origin("http://quay.io/v2/"));
+        assert!(!session.same_origin("https://storage.example/quay.io/v2"));
+    }
+
+    #[test]
+    fn hosts_and_locations_resolve() {
+        assert_eq!(host_of("https://u:p@h:5000/x?y"), "h:5000");
+        assert_eq!(split_host("[::1]:5000"), "::1");
+        assert_eq!(strip_query("https://h/t?token=secret"), "https://h/t");
+        assert_eq!(
+            resolve_against("http://h:1/v2/a", "/v2/b?x"),
+            "http://h:1/v2/b?x"
+        );
+        assert_eq!(
+            resolve_against("http://h:1/v2/a", "https://s/b"),
+            "https://s/b"
+        );
+        assert_eq!(
+            query_escape("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! Pushing an image: its blobs that the registry lacks (HEAD first, a
+//! cross-repository mount when another repository of the same registry
+//! has the blob, else a monolithic or chunked upload by size), then the
+//! manifest, last, exactly as stored (so the registry's digest is the
+//! store's). A push that is cut off and run again uploads only what is
+//! missing.
+//!
+//! Stored compressed blobs go as they are. Uncompressed layers (a build
+//! with `--compression none`) are compressed once, in parallel, into new
+//! blobs; the image is then re-tagged to the manifest that names them, so
+//! the tag, the registry and `RepoDigests` agree.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use kiln_reference::{Digest, ImageReference};
+use rayon::prelude::*;
+
+use super::RegistryError;
+use super::client::{Body, Client, Session, header};
+use crate::digest::parse_sha256;
+use crate::layer::{Compression, from_media_type, media_type};
+use crate::spec::{DOCKER_MANIFEST, Descriptor, Manifest, OCI_MANIFEST};
+use crate::store::{Image, Store, to_json};
+
+/// Blobs up to this size go in one PUT; bigger ones in chunks.
+pub const MONOLITHIC_MAX: u64 = 64 << 20;
+/// Chunk size of a chunked upload.
+pub const CHUNK_SIZE: u64 = 32 << 20;
+/// Blobs uploaded at once.
+pub const PARALLEL_UPLOADS: usize = 3;
+
+/// What a push reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushEvent {
+    /// A blob is about to be checked.
+    Preparing(Digest),
+    /// The registry has the blob already.
+    Exists(Digest),
+    /// The blob was mounted from another repository of the registry.
+    Mounted {
+        /// The blob.
+        digest: Digest,
+        /// The repository it came from.
+        from: String,
+    },
+    /// Bytes of a blob sent so far.
+    Progress {
+        /// The blob.
+        digest: Digest,
+        /// Bytes sent.
+        done: u64,
+        /// Its size.
+        total: u64,
+    },
+    /// The blob was uploaded.
+    Pushed(Digest),
+}
+
+/// Options of a push.
+pub struct PushOptions<'a> {
+    /// How uncompressed layers are compressed before they are sent.
+    pub compression: Compression,
+    /// Blobs up to this size go in one PUT ([`MONOLITHIC_MAX`]).
+    pub monolithic_max: u64,
+    /// Chunk size of bigger blobs ([`CHUNK_SIZE`]).
+    pub chunk_size: u64,
+    /// Called from the pushing threads.
+    pub progress: &'a (dyn Fn(PushEvent) + Sync),
+}
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct PushedImage {
+    /// The reference pushed.
+    pub reference: ImageReference,
+    /// The manifest digest (what the registry stores it under).
+    pub digest: Digest,
+    /// The manifest's size.
+    pub size: u64,
+    /// Blobs uploaded (0 when the registry had them all).
+    pub uploaded: usize,
+}
+
+/// Pushes the image `reference` names in the store to that reference.
+pub fn push(
+    store: &Store,
+    client: &Client,
+    reference: &ImageReference,
+    options: &PushOptions<'_>,
+) -> Result<PushedImage, RegistryError> {
+    if reference.digest().is_some() {
+        return Err(RegistryError::Reference(format!(
+            "cannot push {reference}: a push needs a tag, not a digest"
+        )));
+    }
+    let reference = reference.clone().tag_name_only();
+    let image = store.resolve(&reference.to_string())?;
+    let image = compress_layers(store, image, &reference, options.compression)?;
+    let endpoint = client
+        .endpoints(reference.domain(), false)
+        .pop()
+        .ok_or_else(|| {
+            RegistryError::Reference(format!("no endpoint for {}", reference.domain()))
+        })?;
+    let session = client.session(&endpoint, reference.path(), true)?;
+    let mut blobs: Vec<(Digest, u64)> = Vec::new();
+    for descriptor in std::iter::once(&image.manifest.config).chain(&image.manifest.layers) {
+        let digest = parse_sha256(&descriptor.digest)?;
+        let size = store.blobs().size(&digest)?;
+        if !blobs.iter().any(|(d, _)| *d == digest) {
+            blobs.push((digest, size));
+        }
+    }
+    let sources = mount_sources(store, &reference);
+    let uploaded = push_blobs(store, &session, &blobs, &sources, options)?;
+    let manifest_bytes = store
+        .blobs()
+        .read(&image.manifest_digest, super::pull::MAX_MANIFEST_SIZE)?;
+    let media_type = if image.manifest.media_type.is_empty() {
+        OCI_MANIFEST.to_owned()
+    } else {
+        image.manifest.media_type.clone()
+    };
+    let tag = reference.tag().unwrap_or("latest");
+    let url = session.url(&format!("manifests/{tag}"));
+    let what = format!("manifest {reference}");
+    let mut response = session.request(
+        "PUT",
+        &url,
+        &[("content-type", media_type)],
+        &Body::Bytes(manifest_bytes.clone().into()),
+        &what,
+    )?;
+    if response.status().as_u16() != 201 {
+        return Err(push_error(&session, &what, &mut response));
+    }
+    if let Some(announced) = header(&response, "docker-content-digest")
+        && announced != image.manifest_digest.to_string()
+    {
+        return Err(RegistryError::ManifestDigestMismatch {
+            reference: reference.to_string(),
+            expected: image.manifest_digest.to_string(),
+            actual: announced,
+        });
+    }
+    Ok(PushedImage {
+        reference,
+        digest: image.manifest_digest,
+        size: manifest_bytes.len() as u64,
+        uploaded,
+    })
+}
+
+/// Compresses the image's uncompressed layers (in parallel) and re-tags
+/// `reference` to a manifest naming the compressed blobs; an image whose
+/// layers are all compressed is returned as it is.
+fn compress_layers(
+    store: &Store,
+    image: Image,
+    reference: &ImageReference,
+    compression: Compression,
+) -> Result<Image, RegistryError> {
+    let uncompressed = |d: &Descriptor| from_media_type(&d.media_type) == Some(Compression::None);
+    if compression == Compression::None || !image.manifest.layers.iter().any(uncompressed) {
+        return Ok(image);
+    }
+    let docker = image.manifest.media_type == DOCKER_MANIFEST;
+    let layers: Vec<Descriptor> = image
+        .manifest
+        .layers
+        .par_iter()
+        .map(|layer| {
+            if !uncompressed(layer) {
+                return Ok(layer.clone());
+            }
+            let digest = parse_sha256(&layer.digest)?;
+            let blob = store.blobs().open(&digest)?;
+            let written = store.write_layer(blob, compression)?;
+            let mut descriptor = layer.clone();
+            media_type(compression, docker).clone_into(&mut descriptor.media_type);
+            descriptor.digest = written.descriptor.digest;
+            descriptor.size = written.descriptor.size;
+            Ok(descriptor)
+        })
+        .collect::<Result<_, crate::StoreError>>()?;
+    let manifest = Manifest {
+        layers,
+        ..image.manifest.clone()
+    };
+    let bytes = to_json(&manifest)?;
+    let digest = store.blobs().write_bytes(&bytes)?;
+    let media_type = if manifest.media_type.is_empty() {
+        OCI_MANIFEST
+    } else {
+        &manifest.media_type
+    };
+    let descriptor = Descriptor::new(media_type, &digest.to_string(), bytes.len() as u64);
+    store.add_image(&descriptor, std::slice::from_ref(reference))?;
+    Ok(store.image(&digest)?)
+}
+
+/// Other repositories of the same registry that images in the store are
+/// tagged in, with the blobs each image has: where a mount may find a
+/// blob.
+fn mount_sources(store: &Store, reference: &ImageReference) -> Vec<(String, BTreeSet<String>)> {
+    let Ok(images) = store.images() else {
+        return Vec::new();
+    };
+    let mut sources = Vec::new();
+    for image in images {
+        let blobs: BTreeSet<String> = std::iter::once(&image.manifest.config)
+            .chain(&image.manifest.layers)
+            .map(|d| d.digest.clone())
+            .collect();
+        for tag in &image.tags {
+            let Ok(other) = kiln_reference::parse_normalized_named(tag) else {
+                continue;
+            };
+            if other.domain() == reference.domain() && other.path() != reference.path() {
+                sources.push((other.path().to_owned(), blobs.clone()));
+            }
+        }
+    }
+    sources
+}
+
+/// Pushes the blobs the registry lacks, [`PARALLEL_UPLOADS`] at a time.
+fn push_blobs(
+    store: &Store,
+    session: &Session<'_>,
+    blobs: &[(Digest, u64)],
+    sources: &[(String, BTreeSet<String>)],
+    options: &PushOptions<'_>,
+) -> Result<usize, RegistryError> {
+    for (digest, _) in blobs {
+        (options.progress)(PushEvent::Preparing(digest.clone()));
+    }
+    let next = AtomicUsize::new(0);
+    let uploaded = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let workers = PARALLEL_UPLOADS.min(blobs.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((digest, size)) = blobs.get(i) else {
+                        break;
+                    };
+                    match push_blob(store, session, digest, *size, sources, options) {
+                        Ok(true) => {
+                            uploaded.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    {
+        return Err(e);
+    }
+    Ok(uploaded.into_inner())
+}
+
+/// Pushes one blob unless the registry has it; returns whether it was
+/// uploaded.
+fn push_blob(
+    store: &Store,
+    session: &Session<'_>,
+    digest: &Digest,
+    size: u64,
+    sources: &[(String, BTreeSet<String>)],
+    options: &PushOptions<'_>,
+) -> Result<bool, RegistryError> {
+    let what = format!("blob {digest}");
+    let mut head = session.request(
+        "HEAD",
+        &session.url(&format!("blobs/{digest}")),
+        &[],
+        &Body::Empty,
+        &what,
+    )?;
+    match head.status().as_u16() {
+        200 => {
+            (options.progress)(PushEvent::Exists(digest.clone()));
+            return Ok(false);
+        }
+        404 => {}
+        _ => return Err(push_error(session, &what, &mut head)),
+    }
+    let wanted = digest.to_string();
+    let mut location = None;
+    for (from, blobs) in sources {
+        if !blobs.contains(&wanted) {
+            continue;
+        }
+        let url = format!(
+            "{}?mount={wanted}&from={}",
+            session.url("blobs/uploads/"),
+            super::client::query_escape(from)
+        );
+        let mut response = session.request("POST", &url, &[], &Body::Empty, &what)?;
+        match response.status().as_u16() {
+            201 => {
+                (options.progress)(PushEvent::Mounted {
+                    digest: digest.clone(),
+                    from: from.clone(),
+                });
+                return Ok(false);
+            }
+            // Not mounted: the registry opened an upload instead.
+            202 => {
+                location = header(&response, "location");
+                break;
+            }
+            _ => return Err(push_error(session, &what, &mut response)),
+        }
+    }
+    let mut location = match location {
+        Some(location) => location,
+        None => start_upload(session, &what)?,
+    };
+    let path = store.blobs().path(digest);
+    if size > options.monolithic_max {
+        let mut offset = 0;
+        while offset < size {
+            let len = options.chunk_size.max(1).min(size - offset);
+            let url = session.resolve_location(&location);
+            let mut response = session.request(
+                "PATCH",
+                &url,
+                &[
+                    ("content-type", "application/octet-stream".to_owned()),
+                    ("content-range", format!("{offset}-{}", offset + len - 1)),
+                ],
+                &Body::File {
+                    path: path.clone(),
+                    offset,
+                    len,
+                },
+                &what,
+            )?;
+            if response.status().as_u16() != 202 {
+                return Err(push_error(session, &what, &mut response));
+            }
+            location = header(&response, "location").ok_or_else(|| missing_location(session))?;
+            offset += len;
+            (options.progress)(PushEvent::Progress {
+                digest: digest.clone(),
+                done: offset,
+                total: size,
+            });
+        }
+        finish_upload(session, &location, &wanted, &Body::Empty, &what)?;
+    } else {
+        finish_upload(
+            session,
+            &location,
+            &wanted,
+            &Body::File {
+                path,
+                offset: 0,
+                len: size,
+            },
+            &what,
+        )?;
+        (options.progress)(PushEvent::Progress {
+            digest: digest.clone(),
+            done: size,
+            total: size,
+        });
+    }
+    (options.progress)(PushEvent::Pushed(digest.clone()));
+    Ok(true)
+}
+
+fn start_upload(session: &Session<'_>, what: &str) -> Result<String, RegistryError> {
+    let mut response = session.request(
+        "POST",
+        &session.url("blobs/uploads/"),
+        &[],
+        &Body::Empty,
+        what,
+    )?;
+    if response.status().as_u16() != 202 {
+        return Err(push_error(session, what, &mut response));
+    }
+    header(&response, "location").ok_or_else(|| missing_location(session))
+}
+
+fn finish_upload(
+    session: &Session<'_>,
+    location: &str,
+    digest: &str,
+    body: &Body,
+    what: &str,
+) -> Result<(), RegistryError> {
+    let url = session.resolve_location(location);
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{separator}digest={digest}");
+    let mut response = session.request(
+        "PUT",
+        &url,
+        &[("content-type", "application/octet-stream".to_owned())],
+        body,
+        what,
+    )?;
+    if response.status().as_u16() != 201 {
+        return Err(push_error(session, what, &mut response));
+    }
+    Ok(())
+}
+
+fn missing_location(session: &Session<'_>) -> RegistryError {
+    RegistryError::Invalid {
+        registry: session.registry().to_owned(),
+        what: "upload answer".to_owned(),
+        reason: "no Location header".to_owned(),
+    }
+}
+
+/// The error for a refused push step: 403, and 405 (a read-only
+/// registry), say that pushing is not allowed.
+fn push_error(
+    session: &Session<'_>,
+    what: &str,
+    response: &mut ureq::http::Response<ureq::Body>,
+) -> RegistryError {
+    if response.status().as_u16() == 405 {
+        return RegistryError::Denied {
+            registry: session.registry().to_owned(),
+            repository: session.repository().to_owned(),
+            action: "push".to_owned(),
+            detail: super::client::error_detail(response),
+        };
+    }
+    session.status_error(what, response)
+}

@@ -1,0 +1,1194 @@
+//! `kiln pull` and `kiln push` against a real `docker-registry` on
+//! loopback (the harness in `common::registry`), with skopeo as the other
+//! client, and the registry faults an issue names.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::Kiln;
+use common::registry::{self, Registry};
+
+/// A store with `app:1` (a small image whose `/etc/name` says `app:1`)
+/// saved as a docker-archive; returns the store and the archive.
+fn saved_image(name: &str) -> (Kiln, PathBuf) {
+    let kiln = Kiln::new();
+    kiln.import_sample(name);
+    let archive = kiln.path("image.tar");
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), name]);
+    (kiln, archive)
+}
+
+/// A kiln command for a registry: its CA directory and a Docker config
+/// with its credentials (when it has auth) in the test's directory.
+fn kiln_for(kiln: &Kiln, registry: &Registry) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let config_dir = kiln.path("docker-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    if registry.creds().is_some() {
+        registry.write_docker_config(&config_dir);
+    }
+    env.push(("DOCKER_CONFIG".to_owned(), config_dir.display().to_string()));
+    let certs = registry
+        .certs_dir()
+        .unwrap_or_else(|| kiln.path("no-certs"));
+    env.push(("KILN_CERTS_DIR".to_owned(), certs.display().to_string()));
+    env
+}
+
+fn run_with(kiln: &Kiln, env: &[(String, String)], args: &[&str]) -> std::process::Output {
+    let mut command = kiln.command();
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.args(args).output().unwrap()
+}
+
+fn ok_with(kiln: &Kiln, env: &[(String, String)], args: &[&str]) -> (String, String) {
+    let output = run_with(kiln, env, args);
+    assert!(
+        output.status.success(),
+        "kiln {args:?} failed ({:?}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+fn fails_with(kiln: &Kiln, env: &[(String, String)], args: &[&str]) -> String {
+    let output = run_with(kiln, env, args);
+    assert!(
+        !output.status.success(),
+        "kiln {args:?} should have failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+/// A loopback port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn inspect(kiln: &Kiln, reference: &str) -> serde_json::Value {
+    let out = kiln.ok(&["inspect", reference]);
+    let mut docs: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    docs.remove(0)
+}
+
+#[test]
+fn pull_of_an_image_pushed_by_skopeo_stores_it_verified_and_unpacked() {
+    if !registry::available() {
+        return;
+    }
+    let (source, archive) = saved_image("app:1");
+    let registry = Registry::plain();
+    let digest = registry::push_archive(&registry, &archive, "app:1");
+    let source_id = inspect(&source, "app:1")["Id"].as_str().unwrap().to_owned();
+
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    let (stdout, stderr) = ok_with(&kiln, &env, &["pull", &reference]);
+    assert_eq!(stdout.trim(), reference);
+    assert!(stderr.contains("1: Pulling from app"), "{stderr}");
+    assert!(stderr.contains(&format!("Digest: {digest}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Status: Downloaded newer image for {reference}")),
+        "{stderr}"
+    );
+    let image = inspect(&kiln, &reference);
+    assert_eq!(image["Id"], source_id.as_str());
+    assert_eq!(
+        image["RepoDigests"][0],
+        format!("{}/app@{digest}", registry.host())
+    );
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+    // A second pull fetches nothing.
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &reference]);
+    assert!(stderr.contains("Already exists"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Status: Image is up to date for {reference}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Download complete"), "{stderr}");
+}
+
+#[test]
+fn pull_by_digest_is_verified_and_names_the_image_by_its_digest() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::plain();
+    let digest = registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference(&format!("app@{digest}"));
+    let (stdout, _) = ok_with(&kiln, &env, &["pull", "-q", &reference]);
+    assert_eq!(stdout.trim(), reference);
+    let image = inspect(&kiln, &reference);
+    assert_eq!(
+        image["RepoDigests"][0],
+        format!("{}/app@{digest}", registry.host())
+    );
+    assert_eq!(image["RepoTags"], serde_json::json!([]));
+}
+
+#[test]
+fn pull_over_tls_with_htpasswd_uses_the_stored_credentials_and_the_certs_dir() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_htpasswd();
+    registry::push_archive(&registry, &archive, "secure/app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("secure/app:1");
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &reference]);
+    assert!(!stderr.contains(registry.password()), "{stderr}");
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+}
+
+#[test]
+fn pull_with_a_wrong_password_fails_with_unauthorized_and_never_shows_it() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_htpasswd();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let mut env = kiln_for(&kiln, &registry);
+    // Overwrite the config with a wrong password for the same host.
+    let config_dir = kiln.path("wrong-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let wrong = format!("{}:not-{}", registry::USER, registry.password());
+    let auth = registry::base64(
+        wrong.as_bytes(),
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        true,
+    );
+    std::fs::write(
+        config_dir.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    env.retain(|(k, _)| k != "DOCKER_CONFIG");
+    env.push(("DOCKER_CONFIG".to_owned(), config_dir.display().to_string()));
+    let reference = registry.reference("app:1");
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "unauthorized: authentication required for {}/app: the credentials were refused",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(registry.password()), "{stderr}");
+    assert!(!stderr.contains(&auth), "{stderr}");
+    assert!(
+        kiln.fails(&["inspect", &reference])
+            .contains("no such image")
+    );
+}
+
+#[test]
+fn pull_of_an_unknown_tag_fails_with_manifest_unknown() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("nothing:here");
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "manifest for {reference} not found: manifest unknown"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pull_from_a_closed_port_fails_with_connection_refused() {
+    let kiln = Kiln::new();
+    let port = closed_port();
+    let reference = format!("127.0.0.1:{port}/app:1");
+    let stderr = kiln.fails(&["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach registry 127.0.0.1:{port} at http://127.0.0.1:{port}/v2/app/manifests/1: connection refused"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pull_from_an_unknown_host_fails_naming_it() {
+    let kiln = Kiln::new();
+    let stderr = kiln.fails(&["pull", "no-such-host.invalid/app:1"]);
+    assert!(
+        stderr.contains(
+            "cannot reach registry no-such-host.invalid: unknown host no-such-host.invalid"
+        ),
+        "{stderr}"
+    );
+}
+
+/// `kiln push` of `reference`; returns (stdout, stderr).
+fn push(kiln: &Kiln, env: &[(String, String)], reference: &str) -> (String, String) {
+    ok_with(kiln, env, &["push", "--progress=plain", reference])
+}
+
+#[test]
+fn push_is_read_back_by_skopeo_under_the_stores_digest_and_a_repush_uploads_nothing() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("pushed/app:1");
+    kiln.import_sample(&reference);
+    let local_digest = kiln_store::Store::open(&kiln.root())
+        .unwrap()
+        .resolve(&reference)
+        .unwrap()
+        .manifest_digest
+        .to_string();
+    let (stdout, stderr) = push(&kiln, &env, &reference);
+    assert!(
+        stderr.contains(&format!(
+            "The push refers to repository [{}/pushed/app]",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": Pushed"), "{stderr}");
+    let size = std::fs::metadata(
+        kiln.root()
+            .join("blobs/sha256")
+            .join(local_digest.trim_start_matches("sha256:")),
+    )
+    .unwrap()
+    .len();
+    assert_eq!(
+        stdout.trim(),
+        format!("1: digest: {local_digest} size: {size}")
+    );
+    let raw = registry::skopeo_inspect(&registry, "pushed/app:1", true);
+    assert!(raw.status.success(), "{raw:?}");
+    assert_eq!(
+        kiln_store::digest::digest_bytes(&raw.stdout).to_string(),
+        local_digest
+    );
+    let image = inspect(&kiln, &reference);
+    assert_eq!(
+        image["RepoDigests"][0],
+        format!("{}/pushed/app@{local_digest}", registry.host())
+    );
+    // Everything is there: nothing is uploaded again.
+    let (_, stderr) = push(&kiln, &env, &reference);
+    assert!(stderr.contains("Layer already exists"), "{stderr}");
+    assert!(!stderr.contains(": Pushed"), "{stderr}");
+    // And another store pulls what was pushed.
+    let other = Kiln::new();
+    ok_with(&other, &kiln_for(&other, &registry), &["pull", &reference]);
+    assert_eq!(
+        common::image_file(&other.root(), &reference, "etc/name").as_deref(),
+        Some(format!("{reference}\n").as_str())
+    );
+}
+
+#[test]
+fn push_of_uncompressed_layers_compresses_them_once_and_retags_the_image() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("raw/app:1");
+    let rootfs = kiln.path("rootfs");
+    common::sample_rootfs(&rootfs, "raw");
+    kiln.ok(&[
+        "import",
+        "--compression",
+        "none",
+        rootfs.to_str().unwrap(),
+        &reference,
+    ]);
+    let (stdout, _) = ok_with(
+        &kiln,
+        &env,
+        &["push", "-q", "--compression", "zstd", &reference],
+    );
+    let raw = registry::skopeo_inspect(&registry, "raw/app:1", true);
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let pushed = kiln_store::digest::digest_bytes(&raw.stdout).to_string();
+    assert!(stdout.contains(&pushed), "{stdout}");
+    // The tag now names the compressed manifest, so RepoDigests agree.
+    let image = inspect(&kiln, &reference);
+    assert_eq!(
+        image["RepoDigests"][0],
+        format!("{}/raw/app@{pushed}", registry.host())
+    );
+}
+
+#[test]
+fn push_mounts_a_blob_from_another_repository_of_the_registry() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let first = registry.reference("first/app:1");
+    let second = registry.reference("second/app:1");
+    kiln.import_sample(&first);
+    push(&kiln, &env, &first);
+    kiln.ok(&["tag", &first, &second]);
+    let (_, stderr) = push(&kiln, &env, &second);
+    assert!(stderr.contains("Mounted from first/app"), "{stderr}");
+    assert!(!stderr.contains(": Pushed"), "{stderr}");
+    assert!(
+        registry::skopeo_inspect(&registry, "second/app:1", true)
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn push_to_a_read_only_registry_is_denied() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::read_only();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    kiln.import_sample(&reference);
+    let stderr = fails_with(&kiln, &env, &["push", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "denied: push access to {}/app is not allowed",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn push_over_tls_with_htpasswd_round_trips_through_skopeo() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::tls_htpasswd();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("secure/app:2");
+    kiln.import_sample(&reference);
+    let (stdout, stderr) = push(&kiln, &env, &reference);
+    assert!(!stdout.contains(registry.password()));
+    assert!(!stderr.contains(registry.password()));
+    let raw = registry::skopeo_inspect(&registry, "secure/app:2", true);
+    assert!(raw.status.success(), "{raw:?}");
+}
+
+#[test]
+fn skopeo_push_then_kiln_run_pulls_the_missing_image_and_runs_it() {
+    if !registry::available() {
+        return;
+    }
+    let source = common::build::busybox();
+    let archive = source.path("bb.tar");
+    source.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
+    let registry = Registry::plain();
+    registry::push_archive(&registry, &archive, "base/bb:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("base/bb:1");
+    // --pull never does not reach the registry.
+    let stderr = fails_with(
+        &kiln,
+        &env,
+        &["run", "--rm", "--pull", "never", &reference, "true"],
+    );
+    assert!(stderr.contains("no such image"), "{stderr}");
+    let output = run_with(
+        &kiln,
+        &env,
+        &["run", "--rm", &reference, "cat", "/etc/base-file"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "base\n");
+    assert!(
+        stderr.contains(&format!("Unable to find image '{reference}' locally")),
+        "{stderr}"
+    );
+    // Present now: run does not pull again.
+    let output = run_with(&kiln, &env, &["run", "--rm", &reference, "true"]);
+    assert!(output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("Pulling from"));
+}
+
+#[test]
+fn build_pulls_a_base_image_only_in_the_registry_pushes_the_result_and_a_rebuild_pulls_nothing() {
+    if !registry::available() {
+        return;
+    }
+    let source = common::build::busybox();
+    let registry = Registry::plain();
+    let env_source = kiln_for(&source, &registry);
+    let base = registry.reference("base/bb:1");
+    source.ok(&["tag", "bb:1", &base]);
+    push(&source, &env_source, &base);
+
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let context = common::build::context(
+        &kiln,
+        "ctx",
+        &format!("FROM {base}\nRUN echo built > /built\n"),
+        &[],
+    );
+    let app = registry.reference("app:1");
+    let (_, stderr) = ok_with(
+        &kiln,
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--push",
+            "-t",
+            &app,
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(stderr.contains("1: Pulling from base/bb"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "The push refers to repository [{}/app]",
+            registry.host()
+        )),
+        "{stderr}"
+    );
+    let raw = registry::skopeo_inspect(&registry, "app:1", true);
+    assert!(raw.status.success(), "{raw:?}");
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    // The build's uncompressed layers went out gzip-compressed.
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+    }
+    let (_, stderr) = ok_with(
+        &kiln,
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            &app,
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(!stderr.contains("Pulling from"), "{stderr}");
+    // --pull asks the registry again (nothing new: nothing downloaded).
+    let (_, stderr) = ok_with(
+        &kiln,
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--pull",
+            "-t",
+            &app,
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(stderr.contains("Status: Image is up to date"), "{stderr}");
+    // A third store runs what was pushed.
+    let other = Kiln::new();
+    let output = run_with(
+        &other,
+        &kiln_for(&other, &registry),
+        &["run", "--rm", &app, "cat", "/built"],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "built\n");
+}
+
+#[test]
+fn build_with_a_base_image_the_registry_lacks_fails_naming_it() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let base = registry.reference("missing/base:1");
+    let context = common::build::context(&kiln, "ctx", &format!("FROM {base}\n"), &[]);
+    let output = run_with(
+        &kiln,
+        &env,
+        &["build", "--progress=plain", context.to_str().unwrap()],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot pull base image {base}: manifest for {base} not found: manifest unknown"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn build_output_type_registry_tags_and_pushes_the_image() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = common::build::busybox();
+    let env = kiln_for(&kiln, &registry);
+    let context = common::build::context(&kiln, "ctx", "FROM bb:1\nRUN echo out > /out\n", &[]);
+    let name = registry.reference("out:1");
+    ok_with(
+        &kiln,
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--output",
+            &format!("type=registry,name={name}"),
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        registry::skopeo_inspect(&registry, "out:1", true)
+            .status
+            .success()
+    );
+    assert_eq!(
+        common::image_file(&kiln.root(), &name, "out").as_deref(),
+        Some("out\n")
+    );
+}
+
+/// A plain registry (with `auth`) holding `app:1` (pushed by skopeo), and
+/// the digest of its first layer and of its manifest.
+fn registry_with_image(auth: registry::Auth) -> (Registry, String, String) {
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::start(registry::Options {
+        auth,
+        ..registry::Options::default()
+    });
+    let digest = registry::push_archive(&registry, &archive, "app:1");
+    let raw = registry::skopeo_inspect(&registry, "app:1", true);
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    (registry, layer, digest)
+}
+
+/// A Docker config in `kiln`'s directory with the registry's credentials
+/// filed under `host` (a proxy in front of it); returns the env to use.
+fn credentials_for(kiln: &Kiln, registry: &Registry, host: &str) -> Vec<(String, String)> {
+    let (user, password) = registry.creds().unwrap();
+    let dir = kiln.path("proxy-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let auth = registry::base64(
+        format!("{user}:{password}").as_bytes(),
+        registry::STANDARD,
+        true,
+    );
+    std::fs::write(
+        dir.join("config.json"),
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    vec![
+        ("DOCKER_CONFIG".to_owned(), dir.display().to_string()),
+        (
+            "KILN_CERTS_DIR".to_owned(),
+            kiln.path("no-certs").display().to_string(),
+        ),
+    ]
+}
+
+#[test]
+fn pull_resumes_a_blob_cut_mid_way_with_a_range_request() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, layer, _) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.cut(&format!("GET /v2/app/blobs/{layer}"), 100, 1);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = proxy.reference("app:1");
+    ok_with(&kiln, &env, &["pull", &reference]);
+    let seen = proxy.matching(&format!("/blobs/{layer}"));
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].header("range"), None);
+    assert_eq!(seen[1].header("range"), Some("bytes=100-"));
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+}
+
+#[test]
+fn pull_retries_a_manifest_after_two_500s() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, _, digest) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.fail("GET /v2/app/manifests/1", 500, 2);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &proxy.reference("app:1")]);
+    assert!(stderr.contains(&format!("Digest: {digest}")), "{stderr}");
+    let statuses: Vec<_> = proxy
+        .matching("GET /v2/app/manifests/1")
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [Some(500), Some(500), Some(200)]);
+}
+
+#[test]
+fn pull_of_a_corrupted_blob_is_refused_and_stores_neither_the_blob_nor_a_tag() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, layer, _) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.corrupt(&format!("GET /v2/app/blobs/{layer}"), 10, 1);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = proxy.reference("app:1");
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "digest mismatch for blob {layer} from {}/app: expected {layer}, got sha256:",
+            proxy.host()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !kiln
+            .root()
+            .join("blobs/sha256")
+            .join(layer.trim_start_matches("sha256:"))
+            .exists()
+    );
+    assert!(
+        kiln.fails(&["inspect", &reference])
+            .contains("no such image")
+    );
+}
+
+#[test]
+fn pull_of_a_corrupted_manifest_is_refused_as_a_digest_mismatch() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, _, digest) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.corrupt("GET /v2/app/manifests/1", 30, 1);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = proxy.reference("app:1");
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "manifest digest mismatch for {reference}: expected {digest}, got sha256:"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        kiln.fails(&["inspect", &reference])
+            .contains("no such image")
+    );
+}
+
+#[test]
+fn pull_refuses_a_manifest_over_the_size_cap() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        let mut stream = stream;
+        let size = 5 << 20;
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {size}\r\n\r\n"
+        );
+        let _ = stream.write_all(&vec![b' '; size]);
+    });
+    let kiln = Kiln::new();
+    let reference = format!("127.0.0.1:{port}/big:1");
+    let stderr = kiln.fails(&["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "manifest {reference} from 127.0.0.1:{port} is over the 4194304-byte limit"
+        )),
+        "{stderr}"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn pull_picks_the_platform_asked_for_from_an_index_and_lists_the_platforms_it_lacks() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let mut entries = Vec::new();
+    for (name, platform) in [
+        ("amd", r#"{"architecture":"amd64","os":"linux"}"#),
+        (
+            "arm",
+            r#"{"architecture":"arm64","os":"linux","variant":"v8"}"#,
+        ),
+    ] {
+        let (_source, archive) = saved_image(&format!("{name}:1"));
+        let digest = registry::push_archive(&registry, &archive, &format!("multi:{name}"));
+        let raw = registry::skopeo_inspect(&registry, &format!("multi:{name}"), true);
+        let media_type: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+        entries.push(format!(
+            r#"{{"mediaType":{},"digest":"{digest}","size":{},"platform":{platform}}}"#,
+            media_type["mediaType"],
+            raw.stdout.len()
+        ));
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        entries.join(",")
+    );
+    let output = registry
+        .curl(&[
+            "-sf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.index.v1+json",
+            "--data-binary",
+            &index,
+        ])
+        .arg(format!("{}/v2/multi/manifests/1", registry.url()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("multi:1");
+    ok_with(
+        &kiln,
+        &env,
+        &["pull", "--platform", "linux/arm64", &reference],
+    );
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("arm:1\n")
+    );
+    ok_with(
+        &kiln,
+        &env,
+        &["pull", "--platform", "linux/amd64", &reference],
+    );
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("amd:1\n")
+    );
+    let stderr = fails_with(
+        &kiln,
+        &env,
+        &["pull", "--platform", "linux/s390x", &reference],
+    );
+    assert!(
+        stderr.contains(&format!(
+            "no matching manifest for linux/s390x in the manifest list entries of {reference} (it has: linux/amd64, linux/arm64/v8)"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pull_with_bearer_tokens_fetches_one_token_and_a_failing_token_service_is_named() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_token();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    let token = registry.token_server().unwrap();
+    let before = token.issued();
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &reference]);
+    assert!(!stderr.contains(registry.password()), "{stderr}");
+    // One token serves every request of the pull (cached per scope).
+    assert_eq!(token.issued() - before, 1);
+    let scopes: Vec<String> = token
+        .requests()
+        .iter()
+        .skip(before)
+        .map(|r| r.target.clone())
+        .collect();
+    assert!(
+        scopes
+            .iter()
+            .all(|t| t.contains("scope=repository%3Aapp%3Apull")),
+        "{scopes:?}"
+    );
+    let other = Kiln::new();
+    let env = kiln_for(&other, &registry);
+    token.fail(10);
+    let stderr = fails_with(&other, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "cannot get a token for {}/app from {}/token: status 500",
+            registry.host(),
+            token.url()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn credentials_are_not_sent_after_a_redirect_to_blob_storage() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, layer, _) = registry_with_image(registry::Auth::Htpasswd);
+    let front = registry::FaultProxy::start(&registry);
+    let storage = registry.view(&registry::Options::default());
+    let blobs = registry::FaultProxy::start(&storage);
+    front.redirect(&format!("GET /v2/app/blobs/{layer}"), &blobs.url(), 1);
+    let kiln = Kiln::new();
+    let env = credentials_for(&kiln, &registry, &front.host());
+    let reference = front.reference("app:1");
+    ok_with(&kiln, &env, &["pull", &reference]);
+    let sent = front.matching(&format!("/blobs/{layer}"));
+    assert_eq!(sent[0].status, Some(307), "{sent:?}");
+    assert!(
+        sent[0]
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("Basic "))
+    );
+    let redirected = blobs.requests();
+    assert_eq!(redirected.len(), 1, "{redirected:?}");
+    assert_eq!(redirected[0].header("authorization"), None);
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+}
+
+#[test]
+fn push_in_chunks_is_read_back_whole_by_skopeo() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let kiln = Kiln::new();
+    let reference = registry.reference("chunked/app:1");
+    kiln.import_sample(&reference);
+    let store = kiln_store::Store::open(&kiln.root()).unwrap();
+    let image = store.resolve(&reference).unwrap();
+    let layer_size = u64::try_from(image.manifest.layers[0].size).unwrap();
+    assert!(layer_size > 100, "{layer_size}");
+    let events = std::sync::Mutex::new(Vec::new());
+    let report = |event: kiln_store::registry::PushEvent| events.lock().unwrap().push(event);
+    let client = kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig {
+        certs_dir: kiln.path("no-certs"),
+        ..kiln_store::registry::RegistryConfig::default()
+    });
+    let pushed = kiln_store::registry::push(
+        &store,
+        &client,
+        &kiln_reference::parse_normalized_named(&reference).unwrap(),
+        &kiln_store::registry::PushOptions {
+            compression: kiln_store::layer::Compression::Gzip,
+            monolithic_max: 64,
+            chunk_size: 50,
+            progress: &report,
+        },
+    )
+    .unwrap();
+    assert_eq!(pushed.digest, image.manifest_digest);
+    // The layer went in 50-byte chunks: progress after each.
+    let layer = kiln_store::digest::parse_sha256(&image.manifest.layers[0].digest).unwrap();
+    let steps: Vec<u64> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            kiln_store::registry::PushEvent::Progress { digest, done, .. } if *digest == layer => {
+                Some(*done)
+            }
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<u64> = (1..=layer_size.div_ceil(50))
+        .map(|n| (n * 50).min(layer_size))
+        .collect();
+    assert_eq!(steps, expected);
+    let other = Kiln::new();
+    ok_with(&other, &kiln_for(&other, &registry), &["pull", &reference]);
+    assert_eq!(
+        common::image_file(&other.root(), &reference, "etc/name").as_deref(),
+        Some(format!("{reference}\n").as_str())
+    );
+}
+
+#[test]
+fn push_cut_off_and_run_again_uploads_only_what_the_registry_lacks() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let proxy = registry::FaultProxy::start(&registry);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = proxy.reference("again/app:1");
+    kiln.import_sample(&reference);
+    // The manifest PUT fails on every attempt: the blobs are in, the
+    // image is not.
+    proxy.fail("PUT /v2/again/app/manifests/1", 503, 4);
+    let stderr = fails_with(&kiln, &env, &["push", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "manifest {} at registry {}: unexpected status 503",
+            kiln_reference::parse_normalized_named(&reference).unwrap(),
+            proxy.host()
+        )),
+        "{stderr}"
+    );
+    let uploads_before = proxy.matching("POST /v2/again/app/blobs/uploads").len();
+    assert_eq!(uploads_before, 2, "config and one layer");
+    let (_, stderr) = push(&kiln, &env, &reference);
+    assert!(!stderr.contains(": Pushed"), "{stderr}");
+    assert_eq!(
+        proxy.matching("POST /v2/again/app/blobs/uploads").len(),
+        uploads_before
+    );
+    assert!(
+        registry::skopeo_inspect(&registry, "again/app:1", true)
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn pull_progress_json_is_one_json_object_per_line_and_quiet_prints_only_the_reference() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::plain();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    let (stdout, stderr) = ok_with(&kiln, &env, &["pull", "--progress=json", &reference]);
+    assert_eq!(stdout.trim(), reference);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["status"] == "Pull complete" && l["id"].is_string())
+    );
+    assert!(lines.iter().any(|l| l["progressDetail"]["total"].is_u64()));
+    let other = Kiln::new();
+    let (stdout, stderr) = ok_with(
+        &other,
+        &kiln_for(&other, &registry),
+        &["pull", "-q", &reference],
+    );
+    assert_eq!(stdout, format!("{reference}\n"));
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn pull_all_tags_pulls_every_tag_of_the_repository() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    for tag in ["1", "2"] {
+        let (_source, archive) = saved_image(&format!("app:{tag}"));
+        registry::push_archive(&registry, &archive, &format!("app:{tag}"));
+    }
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let name = registry.reference("app");
+    let (stdout, _) = ok_with(&kiln, &env, &["pull", "-a", "-q", &name]);
+    assert_eq!(stdout, format!("{name}:1\n{name}:2\n"));
+    for tag in ["1", "2"] {
+        assert_eq!(
+            common::image_file(&kiln.root(), &format!("{name}:{tag}"), "etc/name").as_deref(),
+            Some(format!("app:{tag}\n").as_str())
+        );
+    }
+    let stderr = fails_with(&kiln, &env, &["pull", "-a", &format!("{name}:1")]);
+    assert!(
+        stderr.contains("tag can't be used with --all-tags/-a"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn trace_logs_of_a_token_pull_hold_neither_the_password_nor_a_token() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_token();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    let (_, stderr) = ok_with(&kiln, &env, &["--log-level", "trace", "pull", &reference]);
+    assert!(
+        stderr.contains("TRACE") || stderr.contains("DEBUG"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(registry.password()), "{stderr}");
+    // The registry's tokens are JWTs: base64 of `{"` starts them.
+    assert!(!stderr.contains("eyJ"), "{stderr}");
+    let encoded = registry::base64(
+        format!("{}:{}", registry::USER, registry.password()).as_bytes(),
+        registry::STANDARD,
+        true,
+    );
+    assert!(!stderr.contains(&encoded), "{stderr}");
+}
+
+#[test]
+fn a_docker_io_pull_goes_to_the_configured_mirror() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let mirror = Registry::plain();
+    registry::push_archive(&mirror, &archive, "library/app:1");
+    let kiln = Kiln::new();
+    let mut env = kiln_for(&kiln, &mirror);
+    env.push(("KILN_REGISTRY_MIRRORS".to_owned(), mirror.url()));
+    let (stdout, stderr) = ok_with(&kiln, &env, &["pull", "app:1"]);
+    assert_eq!(stdout.trim(), "docker.io/library/app:1");
+    assert!(stderr.contains("1: Pulling from library/app"), "{stderr}");
+    assert!(
+        stderr.contains("Status: Downloaded newer image for app:1"),
+        "{stderr}"
+    );
+    assert_eq!(
+        common::image_file(&kiln.root(), "app:1", "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+    assert!(
+        mirror.log().contains("/v2/library/app/manifests/1"),
+        "{}",
+        mirror.log()
+    );
+}
+
+#[test]
+fn pull_retries_a_manifest_and_a_config_cut_mid_body() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, layer, digest) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.cut("GET /v2/app/manifests/1", 20, 1);
+    // Every blob but the layer: the config.
+    let raw = registry::skopeo_inspect(&registry, "app:1", true);
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    assert_ne!(config, layer);
+    proxy.cut(&format!("GET /v2/app/blobs/{config}"), 20, 1);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &proxy.reference("app:1")]);
+    assert!(stderr.contains(&format!("Digest: {digest}")), "{stderr}");
+    assert_eq!(proxy.matching("GET /v2/app/manifests/1").len(), 2);
+    assert_eq!(
+        proxy.matching(&format!("GET /v2/app/blobs/{config}")).len(),
+        2
+    );
+    assert!(proxy.pending().is_empty());
+}
+
+#[test]
+fn pull_answered_403_is_denied_and_401_without_credentials_says_so() {
+    if !registry::available() {
+        return;
+    }
+    let (registry, _, _) = registry_with_image(registry::Auth::None);
+    let proxy = registry::FaultProxy::start(&registry);
+    proxy.fail("GET /v2/app/manifests/1", 403, 1);
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = proxy.reference("app:1");
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "denied: pull access to {}/app is not allowed",
+            proxy.host()
+        )),
+        "{stderr}"
+    );
+    proxy.fail("GET /v2/app/manifests/1", 401, 2);
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!(
+            "unauthorized: authentication required for {}/app: no credentials are stored for it (kiln login)",
+            proxy.host()
+        )),
+        "{stderr}"
+    );
+}
