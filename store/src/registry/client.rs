@@ -21,7 +21,7 @@ use ureq::http::Response;
 
 use super::RegistryError;
 use super::auth::{TokenResponse, parse_challenges};
-use super::credentials::{self, Credential};
+use super::credentials::{Credential, CredentialStore};
 
 /// How many times a request is tried when the registry answers 5xx or
 /// the connection breaks.
@@ -48,6 +48,9 @@ pub struct RegistryConfig {
     pub mirrors: Vec<String>,
     /// The `certs.d` directory (`/etc/docker/certs.d`).
     pub certs_dir: PathBuf,
+    /// Docker's configuration directory holding the credentials; `None`:
+    /// `$DOCKER_CONFIG`, else `~/.docker`.
+    pub docker_config: Option<PathBuf>,
 }
 
 impl RegistryConfig {
@@ -69,6 +72,7 @@ impl RegistryConfig {
             certs_dir: std::env::var_os("KILN_CERTS_DIR")
                 .filter(|d| !d.is_empty())
                 .map_or_else(|| PathBuf::from(DEFAULT_CERTS_DIR), PathBuf::from),
+            docker_config: None,
         }
     }
 }
@@ -234,9 +238,52 @@ impl Client {
         if let Some(found) = cache.get(host) {
             return Ok(found.clone());
         }
-        let found = credentials::lookup(host)?;
+        let store = self
+            .config
+            .docker_config
+            .as_deref()
+            .map_or_else(CredentialStore::from_env, |dir| {
+                CredentialStore::in_dir(dir, None)
+            });
+        let found = store.lookup(host).map_err(|e| RegistryError::Credentials {
+            registry: host.to_owned(),
+            reason: e.to_string(),
+        })?;
         cache.insert(host.to_owned(), found.clone());
         Ok(found)
+    }
+
+    /// Checks that `credential` logs in to `registry` (`kiln login`): `GET
+    /// /v2/` with it, through the registry's challenge (basic, or a bearer
+    /// token for no repository), as Docker checks a login.
+    pub fn check_login(
+        &self,
+        registry: &str,
+        credential: &Credential,
+    ) -> Result<(), RegistryError> {
+        let endpoint = self
+            .endpoints(registry, false)
+            .into_iter()
+            .find(|e| !e.mirror)
+            .ok_or_else(|| RegistryError::Reference(format!("no endpoint for {registry}")))?;
+        // The credential to check stands in for any stored one.
+        self.credentials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(endpoint.credential_host.clone(), Some(credential.clone()));
+        let session = Session {
+            client: self,
+            agent: self.agent(&endpoint)?,
+            endpoint,
+            repository: String::new(),
+            scope: String::new(),
+        };
+        let url = format!("{}/v2/", session.endpoint.base);
+        let mut response = session.request("GET", &url, &[], &Body::Empty, "login")?;
+        if response.status().as_u16() == 200 {
+            return Ok(());
+        }
+        Err(session.status_error("login", &mut response))
     }
 }
 
@@ -656,7 +703,9 @@ impl Session<'_> {
             let _ = write!(url, "{separator}service={}", query_escape(service));
             separator = '&';
         }
-        let _ = write!(url, "{separator}scope={}", query_escape(&self.scope));
+        if !self.scope.is_empty() {
+            let _ = write!(url, "{separator}scope={}", query_escape(&self.scope));
+        }
         // Credentials go to the token service the registry names (as
         // Docker sends them) only over TLS, or over plain HTTP on this
         // machine's loopback, where nobody else can read them.
@@ -885,6 +934,7 @@ mod tests {
             insecure: vec!["reg.internal:5000".to_owned()],
             mirrors: vec!["https://mirror.example".to_owned()],
             certs_dir: PathBuf::from("/nonexistent-certs"),
+            docker_config: None,
         })
     }
 
