@@ -90,6 +90,10 @@ enum Command {
     Push(commands::push::PushArgs),
     /// Save images to a docker-archive or OCI archive (stdout by default).
     Save(commands::save::SaveArgs),
+    /// Log in to a registry (credentials kept as Docker keeps them).
+    Login(commands::login::LoginArgs),
+    /// Log out from a registry.
+    Logout(commands::login::LogoutArgs),
     /// Give an image another name.
     Tag(commands::tag::TagArgs),
     /// Remove images (untag, and delete the last name's image).
@@ -153,6 +157,8 @@ fn main() -> ExitCode {
         Command::Push(args) => commands::push::run(root, &args),
         Command::Save(args) => commands::save::run(root, &args),
         Command::Tag(args) => commands::tag::run(root, &args),
+        Command::Login(args) => commands::login::login(root, &args),
+        Command::Logout(args) => commands::login::logout(root, &args),
         Command::Rmi(args) => commands::rmi::run(root, &args),
         Command::Prune(args) => commands::prune::run(root, &args),
         Command::Cache { command } => commands::cache::run(root, &command),

@@ -1192,3 +1192,199 @@ fn pull_answered_403_is_denied_and_401_without_credentials_says_so() {
         "{stderr}"
     );
 }
+
+/// `kiln ARGS` with `input` on stdin.
+fn run_with_input(
+    kiln: &Kiln,
+    env: &[(String, String)],
+    args: &[&str],
+    input: &str,
+) -> std::process::Output {
+    let mut command = kiln.command();
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+        .args(args)
+        .write_stdin(input.as_bytes().to_vec())
+        .output()
+        .unwrap()
+}
+
+/// The env of [`kiln_for`] with an empty Docker config of the test's own.
+fn logged_out(kiln: &Kiln, registry: &Registry) -> (Vec<(String, String)>, PathBuf) {
+    let mut env = kiln_for(kiln, registry);
+    let config_dir = kiln.path("login-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    env.retain(|(k, _)| k != "DOCKER_CONFIG");
+    env.push(("DOCKER_CONFIG".to_owned(), config_dir.display().to_string()));
+    (env, config_dir)
+}
+
+#[test]
+fn login_checks_the_password_keeps_it_as_docker_does_and_logout_forgets_it() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    for registry in [Registry::tls_htpasswd(), Registry::tls_token()] {
+        registry::push_archive(&registry, &archive, "app:1");
+        let kiln = Kiln::new();
+        let (env, config_dir) = logged_out(&kiln, &registry);
+        let host = registry.host();
+        let reference = registry.reference("app:1");
+        // Not logged in: the pull is refused.
+        let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+        assert!(stderr.contains("unauthorized"), "{stderr}");
+
+        // A wrong password is refused and nothing is kept.
+        let wrong = format!("not-{}\n", registry.password());
+        let output = run_with_input(
+            &kiln,
+            &env,
+            &["login", "-u", registry::USER, "--password-stdin", &host],
+            &wrong,
+        );
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: login to {host} failed\ncaused by: ")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("unauthorized"), "{stderr}");
+        assert!(!stderr.contains(wrong.trim()), "{stderr}");
+        assert!(!config_dir.join("config.json").exists());
+
+        // The right one: kept in config.json as `docker login` keeps it.
+        let output = run_with_input(
+            &kiln,
+            &env,
+            &["login", "-u", registry::USER, "--password-stdin", &host],
+            &format!("{}\n", registry.password()),
+        );
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(output.status.success(), "{stderr}");
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            "Login Succeeded\n"
+        );
+        assert!(stderr.starts_with("WARNING! Your password will be stored unencrypted in "));
+        assert!(!stderr.contains(registry.password()), "{stderr}");
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(config_dir.join("config.json")).unwrap())
+                .unwrap();
+        let expected = registry::base64(
+            format!("{}:{}", registry::USER, registry.password()).as_bytes(),
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            true,
+        );
+        assert_eq!(config["auths"][&host]["auth"], expected.as_str());
+        ok_with(&kiln, &env, &["pull", &reference]);
+        assert_eq!(
+            common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+            Some("app:1\n")
+        );
+        // A login without flags uses what is kept.
+        let (out, _) = ok_with(&kiln, &env, &["login", &host]);
+        assert_eq!(out, "Login Succeeded\n");
+
+        let (out, _) = ok_with(&kiln, &env, &["logout", &host]);
+        assert_eq!(out, format!("Removing login credentials for {host}\n"));
+        let (out, _) = ok_with(&kiln, &env, &["logout", &host]);
+        assert_eq!(out, format!("Not logged in to {host}\n"));
+        kiln.ok(&["rmi", &reference]);
+        let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+        assert!(stderr.contains("unauthorized"), "{stderr}");
+    }
+}
+
+#[test]
+fn login_through_a_credential_helper_keeps_the_secret_out_of_the_file() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_htpasswd();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let (mut env, config_dir) = logged_out(&kiln, &registry);
+    // A helper speaking Docker's protocol, keeping one secret in a file.
+    let bin = kiln.path("helper-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let kept = kiln.path("helper-kept.json");
+    let helper = bin.join("docker-credential-kilntest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\nstore) cat > {kept} ;;\nget) cat > /dev/null; if [ -f {kept} ]; then cat {kept}; else echo 'credentials not found in native keychain'; exit 1; fi ;;\nerase) cat > /dev/null; rm {kept} ;;\nesac\n",
+            kept = kept.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        config_dir.join("config.json"),
+        r#"{"credsStore": "kilntest"}"#,
+    )
+    .unwrap();
+    let path = std::env::var("PATH").unwrap_or_default();
+    env.push(("PATH".to_owned(), format!("{}:{path}", bin.display())));
+    let host = registry.host();
+    let output = run_with_input(
+        &kiln,
+        &env,
+        &["login", "-u", registry::USER, "--password-stdin", &host],
+        registry.password(),
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    // No warning about unencrypted storage: the helper has the secret.
+    assert!(!stderr.contains("WARNING"), "{stderr}");
+    let file = std::fs::read_to_string(config_dir.join("config.json")).unwrap();
+    assert!(!file.contains(registry.password()), "{file}");
+    let helper_kept = std::fs::read_to_string(&kept).unwrap();
+    assert!(helper_kept.contains(registry.password()), "{helper_kept}");
+    ok_with(&kiln, &env, &["pull", &registry.reference("app:1")]);
+    let (out, _) = ok_with(&kiln, &env, &["logout", &host]);
+    assert_eq!(out, format!("Removing login credentials for {host}\n"));
+    assert!(!kept.exists());
+}
+
+#[test]
+fn login_flags_are_checked_as_docker_checks_them() {
+    let kiln = Kiln::new();
+    let env = vec![(
+        "DOCKER_CONFIG".to_owned(),
+        kiln.path("cfg").display().to_string(),
+    )];
+    for (args, message) in [
+        (
+            &["login", "--password-stdin", "localhost:5000"][..],
+            "error: Must provide --username with --password-stdin\n",
+        ),
+        (
+            &[
+                "login",
+                "-u",
+                "a",
+                "-p",
+                "b",
+                "--password-stdin",
+                "localhost:5000",
+            ][..],
+            "error: --password and --password-stdin are mutually exclusive\n",
+        ),
+        (
+            &["login", "localhost:5000"][..],
+            "error: Cannot perform an interactive login from a non TTY device\n",
+        ),
+    ] {
+        let output = run_with_input(&kiln, &env, args, "");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            String::from_utf8(output.stderr).unwrap(),
+            message,
+            "{args:?}"
+        );
+    }
+}

@@ -7,6 +7,7 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod load;
+pub mod login;
 pub mod parse;
 pub mod prune;
 pub mod pull;
