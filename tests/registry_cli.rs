@@ -1388,3 +1388,67 @@ fn login_flags_are_checked_as_docker_checks_them() {
         );
     }
 }
+
+#[test]
+fn an_identity_token_is_exchanged_by_the_oauth_refresh_grant_never_sent_as_a_password() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_token();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let (env, config_dir) = logged_out(&kiln, &registry);
+    let host = registry.host();
+    let reference = registry.reference("app:1");
+    // As `az acr login` or an SSO `docker login` keep it.
+    let write_token = |token: &str| {
+        std::fs::write(
+            config_dir.join("config.json"),
+            format!(
+                r#"{{"auths": {{"{host}": {{"auth": "{}", "identitytoken": "{token}"}}}}}}"#,
+                registry::base64(
+                    format!("{}:", registry::USER).as_bytes(),
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+                    true
+                )
+            ),
+        )
+        .unwrap();
+    };
+    let identity = registry::identity_token(registry.password());
+    write_token(&identity);
+    let tokens = registry.token_server().unwrap();
+    let before = tokens.requests().len();
+    let (_, stderr) = ok_with(&kiln, &env, &["pull", &reference]);
+    assert!(!stderr.contains(&identity), "{stderr}");
+    let asked: Vec<_> = tokens.requests().into_iter().skip(before).collect();
+    assert!(!asked.is_empty());
+    for request in &asked {
+        assert_eq!(
+            (request.method.as_str(), request.target.as_str()),
+            ("POST", "/token")
+        );
+        assert!(
+            !request
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization")),
+            "{:?}",
+            request.headers
+        );
+    }
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+    // A token the service does not take is refused by name.
+    write_token("refresh-stale");
+    kiln.ok(&["rmi", &reference]);
+    let stderr = fails_with(&kiln, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains("the token service refused the credentials (status 400)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("refresh-stale"), "{stderr}");
+}

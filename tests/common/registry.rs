@@ -1227,14 +1227,15 @@ fn serve_tokens(stream: TcpStream, state: &Mutex<TokenState>) -> io::Result<()> 
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     while let Some(head) = Head::read(&mut reader)? {
+        let mut form = Vec::new();
         copy_body(
             &mut reader,
-            &mut io::sink(),
+            &mut form,
             head.framing(None),
             &mut Tamper::default(),
         )?;
         let (method, target) = head.request_line();
-        let (status, body) = grant(state, &method, &target, &head);
+        let (status, body) = grant(state, &method, &target, &head, &form);
         lock(state).requests.push(Seen {
             method,
             target,
@@ -1252,8 +1253,22 @@ fn serve_tokens(stream: TcpStream, state: &Mutex<TokenState>) -> io::Result<()> 
     Ok(())
 }
 
-/// The status and body of the answer to one token request.
-fn grant(state: &Mutex<TokenState>, method: &str, target: &str, head: &Head) -> (u16, String) {
+/// The identity token (an OAuth refresh token) the token server takes
+/// for [`USER`] of a registry with `password`.
+pub fn identity_token(password: &str) -> String {
+    format!("refresh-{password}")
+}
+
+/// The status and body of the answer to one token request: `GET
+/// /token?..` with basic credentials, or the OAuth refresh-token grant
+/// (`POST /token`, a form with [`identity_token`]).
+fn grant(
+    state: &Mutex<TokenState>,
+    method: &str,
+    target: &str,
+    head: &Head,
+    form: &[u8],
+) -> (u16, String) {
     let mut state = lock(state);
     if state.failures > 0 {
         state.failures -= 1;
@@ -1262,19 +1277,32 @@ fn grant(state: &Mutex<TokenState>, method: &str, target: &str, head: &Head) -> 
             r#"{"details":"token server failure injected by the test"}"#.into(),
         );
     }
-    let Some(query) = target.strip_prefix("/token?") else {
-        return (404, r#"{"details":"not found"}"#.into());
+    let query = match (method, target) {
+        ("POST", "/token") => String::from_utf8_lossy(form).into_owned(),
+        ("GET", _) if target.starts_with("/token?") => target["/token?".len()..].to_owned(),
+        _ => return (404, r#"{"details":"not found"}"#.into()),
     };
-    if method != "GET" {
-        // The OAuth2 POST form is not served: clients fall back to GET.
-        return (404, r#"{"details":"not found"}"#.into());
-    }
     let params: Vec<(String, String)> = query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (percent_decode(k), percent_decode(v)))
         .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let subject = match head.get("authorization") {
+        _ if method == "POST" => {
+            let expected = identity_token(&state.password);
+            if param("grant_type") != Some("refresh_token")
+                || param("refresh_token") != Some(expected.as_str())
+            {
+                return (400, r#"{"error":"invalid_grant"}"#.into());
+            }
+            USER.to_owned()
+        }
         None => String::new(),
         Some(auth) => {
             let given = auth

@@ -36,6 +36,10 @@ pub const MAX_TOKEN_SIZE: u64 = 1 << 20;
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// Where Docker reads per-registry CA and client certificates.
 const DEFAULT_CERTS_DIR: &str = "/etc/docker/certs.d";
+/// Docker's daemon settings, read for its registry settings.
+const DEFAULT_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+/// The largest daemon.json read.
+const MAX_DAEMON_JSON: u64 = 1 << 20;
 /// Docker Hub's registry host.
 const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 
@@ -55,8 +59,23 @@ pub struct RegistryConfig {
 
 impl RegistryConfig {
     /// The settings from the environment: `KILN_INSECURE_REGISTRIES` and
-    /// `KILN_REGISTRY_MIRRORS` (comma-separated), `KILN_CERTS_DIR`.
+    /// `KILN_REGISTRY_MIRRORS` (comma-separated), `KILN_CERTS_DIR`, plus
+    /// Docker's daemon settings `insecure-registries` and
+    /// `registry-mirrors` from `/etc/docker/daemon.json` (or
+    /// `KILN_DOCKER_DAEMON_JSON`), so a CI runner set up for Docker needs
+    /// nothing more.
     pub fn from_env() -> Self {
+        let mut config = Self::from_env_only();
+        let daemon = std::env::var_os("KILN_DOCKER_DAEMON_JSON")
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_DAEMON_JSON), PathBuf::from);
+        let (insecure, mirrors) = daemon_settings(&daemon);
+        config.insecure.extend(insecure);
+        config.mirrors.extend(mirrors);
+        config
+    }
+
+    fn from_env_only() -> Self {
         let list = |name: &str| -> Vec<String> {
             std::env::var(name)
                 .unwrap_or_default()
@@ -75,6 +94,71 @@ impl RegistryConfig {
             docker_config: None,
         }
     }
+}
+
+/// `insecure-registries` and `registry-mirrors` of a Docker daemon.json
+/// (none when it is absent; a broken one is logged and ignored, as it
+/// only adds to the defaults).
+fn daemon_settings(path: &Path) -> (Vec<String>, Vec<String>) {
+    #[derive(serde::Deserialize, Default)]
+    struct Daemon {
+        #[serde(default, rename = "insecure-registries")]
+        insecure: Vec<String>,
+        #[serde(default, rename = "registry-mirrors")]
+        mirrors: Vec<String>,
+    }
+    let read = std::fs::File::open(path).and_then(|file| {
+        let mut text = Vec::new();
+        file.take(MAX_DAEMON_JSON)
+            .read_to_end(&mut text)
+            .map(|_| text)
+    });
+    let daemon: Daemon = match read {
+        Ok(text) => serde_json::from_slice(&text).unwrap_or_else(|e| {
+            log::warn!("{}: ignored: {e}", path.display());
+            Daemon::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Daemon::default(),
+        Err(e) => {
+            log::warn!("{}: ignored: {e}", path.display());
+            Daemon::default()
+        }
+    };
+    (daemon.insecure, daemon.mirrors)
+}
+
+/// Whether `registry` (`host[:port]`) is named by an insecure-registries
+/// entry: the same `host[:port]`, or a CIDR (`10.0.0.0/8`) holding its
+/// address, as Docker matches them.
+fn is_insecure(insecure: &[String], registry: &str) -> bool {
+    let address = split_host(registry).parse::<std::net::IpAddr>().ok();
+    insecure.iter().any(|entry| {
+        let entry = entry
+            .strip_prefix("http://")
+            .or_else(|| entry.strip_prefix("https://"))
+            .unwrap_or(entry)
+            .trim_end_matches('/');
+        if entry == registry {
+            return true;
+        }
+        let (Some(address), Some((net, bits))) = (address, entry.split_once('/')) else {
+            return false;
+        };
+        let (Ok(net), Ok(bits)) = (net.parse::<std::net::IpAddr>(), bits.parse::<u32>()) else {
+            return false;
+        };
+        match (address, net) {
+            (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) if bits <= 32 => {
+                let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+                u32::from(a) & mask == u32::from(n) & mask
+            }
+            (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) if bits <= 128 => {
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                u128::from(a) & mask == u128::from(n) & mask
+            }
+            _ => false,
+        }
+    })
 }
 
 /// Where requests for one registry go.
@@ -172,8 +256,8 @@ impl Client {
         // loopback and named-insecure registries are plain HTTP, as Docker
         // allows.
         let has_certs = self.config.certs_dir.join(registry).is_dir();
-        let plain = !has_certs
-            && (is_loopback(registry) || self.config.insecure.iter().any(|h| h == registry));
+        let plain =
+            !has_certs && (is_loopback(registry) || is_insecure(&self.config.insecure, registry));
         let scheme = if plain { "http" } else { "https" };
         endpoints.push(Endpoint {
             registry: registry.to_owned(),
@@ -711,15 +795,46 @@ impl Session<'_> {
         // machine's loopback, where nobody else can read them.
         let credential = self.client.credential(&self.endpoint.credential_host)?;
         let may_send = realm.starts_with("https://") || is_loopback(host_of(realm));
-        let authorization = credential.as_ref().filter(|_| may_send).map(basic_header);
+        // An identity token (Docker's `identitytoken`, as `az acr login`
+        // or an SSO `docker login` keep) is an OAuth refresh token: it is
+        // exchanged by the refresh-token grant, a form POSTed to the
+        // realm, as Docker does; never sent as a password.
+        let refresh = credential
+            .as_ref()
+            .filter(|c| c.identity_token && may_send)
+            .map(|c| {
+                let mut form = format!(
+                    "grant_type=refresh_token&client_id=kiln&refresh_token={}",
+                    query_escape(&c.secret)
+                );
+                if let Some(service) = service {
+                    let _ = write!(form, "&service={}", query_escape(service));
+                }
+                if !self.scope.is_empty() {
+                    let _ = write!(form, "&scope={}", query_escape(&self.scope));
+                }
+                form
+            });
+        let authorization = credential
+            .as_ref()
+            .filter(|c| may_send && !c.identity_token)
+            .map(basic_header);
         let mut attempt = 0;
         let mut response = loop {
             attempt += 1;
-            let mut request = self.agent.get(&url);
-            if let Some(authorization) = &authorization {
-                request = request.header("authorization", authorization);
-            }
-            match request.call() {
+            let sent = if let Some(form) = &refresh {
+                self.agent
+                    .post(realm)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .send(form.as_str())
+            } else {
+                let mut request = self.agent.get(&url);
+                if let Some(authorization) = &authorization {
+                    request = request.header("authorization", authorization);
+                }
+                request.call()
+            };
+            match sent {
                 Ok(response) if response.status().as_u16() >= 500 && attempt < MAX_ATTEMPTS => {
                     backoff(attempt);
                 }
@@ -728,7 +843,8 @@ impl Session<'_> {
             }
         };
         let status = response.status().as_u16();
-        if status == 401 || status == 403 {
+        // OAuth answers a refused grant with 400 (`invalid_grant`).
+        if status == 401 || status == 403 || (status == 400 && refresh.is_some()) {
             return Err(self.unauthorized_with(&format!(
                 "the token service refused {} (status {status})",
                 if credential.is_some() {
@@ -936,6 +1052,49 @@ mod tests {
             certs_dir: PathBuf::from("/nonexistent-certs"),
             docker_config: None,
         })
+    }
+
+    #[test]
+    fn insecure_registries_match_as_docker_matches_them() {
+        let list = [
+            "reg.internal:5000".to_owned(),
+            "http://plain.example/".to_owned(),
+            "10.20.0.0/16".to_owned(),
+            "fd00::/8".to_owned(),
+        ];
+        for (registry, insecure) in [
+            ("reg.internal:5000", true),
+            ("reg.internal:5001", false),
+            ("reg.internal", false),
+            ("plain.example", true),
+            ("10.20.3.4:5000", true),
+            ("10.21.3.4:5000", false),
+            ("[fd12::1]:5000", true),
+            ("[fe80::1]:5000", false),
+            ("evil.reg.internal:5000", false),
+        ] {
+            assert_eq!(is_insecure(&list, registry), insecure, "{registry}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = dir.path().join("daemon.json");
+        std::fs::write(
+            &daemon,
+            r#"{"insecure-registries": ["ci-cache:5000"], "registry-mirrors": ["https://mirror.ci"], "debug": true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            daemon_settings(&daemon),
+            (
+                vec!["ci-cache:5000".to_owned()],
+                vec!["https://mirror.ci".to_owned()]
+            )
+        );
+        assert_eq!(
+            daemon_settings(&dir.path().join("none.json")),
+            (vec![], vec![])
+        );
+        std::fs::write(&daemon, "{broken").unwrap();
+        assert_eq!(daemon_settings(&daemon), (vec![], vec![]));
     }
 
     #[test]
