@@ -1452,3 +1452,60 @@ fn an_identity_token_is_exchanged_by_the_oauth_refresh_grant_never_sent_as_a_pas
     );
     assert!(!stderr.contains("refresh-stale"), "{stderr}");
 }
+
+#[test]
+fn a_registry_that_asks_for_a_client_certificate_gets_the_one_in_certs_d() {
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_client_certs();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    let reference = registry.reference("app:1");
+    ok_with(&kiln, &env, &["pull", &reference]);
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+    // The same CA without the client's certificate: refused in the
+    // handshake, and said so.
+    let bare = kiln.path("bare-certs");
+    let host_dir = bare.join(registry.host());
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::copy(
+        registry
+            .certs_dir()
+            .unwrap()
+            .join(registry.host())
+            .join("ca.crt"),
+        host_dir.join("ca.crt"),
+    )
+    .unwrap();
+    let mut env = env;
+    env.retain(|(k, _)| k != "KILN_CERTS_DIR");
+    env.push(("KILN_CERTS_DIR".to_owned(), bare.display().to_string()));
+    let other = Kiln::new();
+    let stderr = fails_with(&other, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains(&format!("from registry {} failed", registry.host()))
+            && stderr.contains("received fatal alert: BadCertificate"),
+        "{stderr}"
+    );
+    // A lone key (or certificate) is a configuration error naming it.
+    std::fs::copy(
+        registry
+            .certs_dir()
+            .unwrap()
+            .join(registry.host())
+            .join("client.key"),
+        host_dir.join("client.key"),
+    )
+    .unwrap();
+    let stderr = fails_with(&other, &env, &["pull", &reference]);
+    assert!(
+        stderr.contains("client.key without client.cert"),
+        "{stderr}"
+    );
+}

@@ -75,6 +75,10 @@ pub struct Options {
     /// HTTPS with a server certificate for 127.0.0.1 signed by a CA made
     /// for the registry ([`Registry::certs_dir`]); plain HTTP otherwise.
     pub tls: bool,
+    /// With `tls`: clients must show a certificate the CA signed
+    /// (`http.tls.clientcas`); `client.cert`/`client.key` are put in the
+    /// certs.d directory beside `ca.crt`, as Docker reads them.
+    pub client_certs: bool,
     /// Refuses every write (`storage.maintenance.readonly`).
     pub read_only: bool,
     /// Serves this storage directory (another registry's, to see what was
@@ -117,6 +121,15 @@ impl Registry {
         })
     }
 
+    /// HTTPS that asks every client for a certificate signed by its CA.
+    pub fn tls_client_certs() -> Self {
+        Self::start(Options {
+            tls: true,
+            client_certs: true,
+            ..Options::default()
+        })
+    }
+
     /// Plain HTTP, no auth, read-only (an empty store: pushes are refused).
     pub fn read_only() -> Self {
         Self::start(Options {
@@ -146,6 +159,9 @@ impl Registry {
         let password = unique_password();
         if options.tls {
             make_server_cert(dir.path());
+            if options.client_certs {
+                make_client_cert(dir.path());
+            }
         }
         if options.auth == Auth::Htpasswd {
             let output = Command::new("htpasswd")
@@ -180,6 +196,11 @@ impl Registry {
                 let certs = dir.path().join("certs.d").join(format!("127.0.0.1:{port}"));
                 fs::create_dir_all(&certs).unwrap();
                 fs::copy(dir.path().join("ca.crt"), certs.join("ca.crt")).unwrap();
+                if options.client_certs {
+                    for name in ["client.cert", "client.key"] {
+                        fs::copy(dir.path().join(name), certs.join(name)).unwrap();
+                    }
+                }
             }
             return Self {
                 dir,
@@ -204,6 +225,13 @@ impl Registry {
         let mut command = Command::new("curl");
         if self.options.tls {
             command.arg("--cacert").arg(self.dir.path().join("ca.crt"));
+        }
+        if self.options.client_certs {
+            command
+                .arg("--cert")
+                .arg(self.dir.path().join("client.cert"))
+                .arg("--key")
+                .arg(self.dir.path().join("client.key"));
         }
         command.args(args);
         command
@@ -669,6 +697,47 @@ fn make_server_cert(dir: &Path) {
     );
 }
 
+/// A client certificate (`client.cert`, `client.key`) signed by the CA
+/// of [`make_server_cert`], for TLS client authentication.
+fn make_client_cert(dir: &Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    openssl(
+        dir,
+        &[
+            &["req", "-nodes", "-subj", "/CN=kiln-test-client"][..],
+            &ec,
+            &["-keyout", "client.key", "-out", "client.csr"],
+        ]
+        .concat(),
+    );
+    fs::write(
+        dir.join("client.ext"),
+        "extendedKeyUsage=clientAuth
+",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "client.cert",
+        ],
+    );
+}
+
 /// The registry's config.yml.
 fn config(
     dir: &Path,
@@ -695,6 +764,13 @@ fn config(
             dir.join("server.crt").display(),
             dir.join("server.key").display()
         );
+        if options.client_certs {
+            let _ = writeln!(
+                config,
+                "    clientcas:\n      - {}",
+                dir.join("ca.crt").display()
+            );
+        }
     }
     match options.auth {
         Auth::None => {}
@@ -762,9 +838,16 @@ fn wait_ready(child: &mut Child, dir: &Path, port: u16, tls: bool) -> Result<(),
         }
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             let scheme = if tls { "https" } else { "http" };
-            let output = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-                .arg(dir.join("ca.crt"))
+            let mut curl = Command::new("curl");
+            curl.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                .arg(dir.join("ca.crt"));
+            if dir.join("client.cert").exists() {
+                curl.arg("--cert")
+                    .arg(dir.join("client.cert"))
+                    .arg("--key")
+                    .arg(dir.join("client.key"));
+            }
+            let output = curl
                 .arg(format!("{scheme}://127.0.0.1:{port}/v2/"))
                 .output()
                 .unwrap();
