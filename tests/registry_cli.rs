@@ -1489,8 +1489,10 @@ fn a_registry_that_asks_for_a_client_certificate_gets_the_one_in_certs_d() {
     let other = Kiln::new();
     let stderr = fails_with(&other, &env, &["pull", &reference]);
     assert!(
-        stderr.contains(&format!("from registry {} failed", registry.host()))
-            && stderr.contains("received fatal alert: BadCertificate"),
+        stderr.contains(&format!(
+            "cannot reach registry {host} at https://{host}/v2/app/manifests/1: ",
+            host = registry.host()
+        )) && stderr.contains("received fatal alert: BadCertificate"),
         "{stderr}"
     );
     // A lone key (or certificate) is a configuration error naming it.

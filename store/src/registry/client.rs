@@ -585,11 +585,15 @@ impl Session<'_> {
                                 host: split_host(host_of(&url)).to_owned(),
                             });
                         }
+                        // TLS failures (rustls reports them as
+                        // InvalidData: a bad certificate, an alert) are not
+                        // transient.
                         ureq::Error::Io(e) => !matches!(
                             e.kind(),
                             std::io::ErrorKind::ConnectionRefused
                                 | std::io::ErrorKind::NotFound
                                 | std::io::ErrorKind::PermissionDenied
+                                | std::io::ErrorKind::InvalidData
                         ),
                         ureq::Error::Timeout(_) => true,
                         _ => false,
