@@ -839,6 +839,37 @@ fn pull_picks_the_platform_asked_for_from_an_index_and_lists_the_platforms_it_la
         common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
         Some("amd:1\n")
     );
+    // As Docker: RepoDigests name the index the tag named, and that
+    // digest finds the image pulled through it.
+    let index_digest = kiln_store::digest::digest_bytes(index.as_bytes()).to_string();
+    let name = format!("{}/multi", registry.host());
+    let document = inspect(&kiln, &reference);
+    assert_eq!(
+        document["RepoDigests"],
+        serde_json::json!([format!("{name}@{index_digest}")])
+    );
+    let by_index = format!("{name}@{index_digest}");
+    assert_eq!(
+        kiln.ok(&["inspect", "--format", "{{.Id}}", &by_index]),
+        kiln.ok(&["inspect", "--format", "{{.Id}}", &reference])
+    );
+    // Pulled by the index's digest into another store: named by it.
+    let other = Kiln::new();
+    let env = kiln_for(&other, &registry);
+    ok_with(
+        &other,
+        &env,
+        &["pull", "--platform", "linux/arm64", &by_index],
+    );
+    assert_eq!(
+        common::image_file(&other.root(), &by_index, "etc/name").as_deref(),
+        Some("arm:1\n")
+    );
+    assert_eq!(
+        inspect(&other, &by_index)["RepoDigests"],
+        serde_json::json!([by_index])
+    );
+    let env = kiln_for(&kiln, &registry);
     let stderr = fails_with(
         &kiln,
         &env,

@@ -73,11 +73,19 @@ pub fn inspect_document(image: &Image) -> Value {
         .filter(|r| r.digest().is_none())
         .map(|r| r.familiar_string())
         .collect();
+    // A name pulled by digest shows that digest; a tag pulled through an
+    // index, the index's; any other name, the manifest's.
     let repo_digests: Vec<String> = image
         .tags
         .iter()
-        .filter_map(|t| super::parse_reference(t).ok())
-        .map(|r| format!("{}@{}", r.familiar_name(), image.manifest_digest))
+        .filter_map(|t| Some((t, super::parse_reference(t).ok()?)))
+        .map(|(tag, r)| {
+            let digest = r
+                .digest()
+                .or_else(|| image.repo_digests.get(tag))
+                .unwrap_or(&image.manifest_digest);
+            format!("{}@{digest}", r.familiar_name())
+        })
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();

@@ -27,6 +27,10 @@ pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.mani
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// The annotation that names a tag in an OCI layout's index.json.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// On a tag's index.json entry: the digest the registry named when the
+/// tag was pulled, when that was an index (Docker shows it in
+/// `RepoDigests`, not the platform manifest's).
+pub const ANNOTATION_REPO_DIGEST: &str = "dev.kiln.repo.digest";
 /// containerd's annotation with the full image name (docker save 25+).
 pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 

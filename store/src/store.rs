@@ -12,7 +12,8 @@ use crate::blobs::{Blobs, sync_dir};
 use crate::digest::parse_sha256;
 use crate::error::{IoContext, StoreError};
 use crate::spec::{
-    ANNOTATION_REF_NAME, Descriptor, ImageConfig, Index, MAX_DOCUMENT_SIZE, Manifest, is_manifest,
+    ANNOTATION_REF_NAME, ANNOTATION_REPO_DIGEST, Descriptor, ImageConfig, Index, MAX_DOCUMENT_SIZE,
+    Manifest, is_manifest,
 };
 
 /// The `oci-layout` file's content.
@@ -83,6 +84,9 @@ pub struct Image {
     pub config_bytes: Vec<u8>,
     /// Full references that name this image, sorted.
     pub tags: Vec<String>,
+    /// For tags pulled through an index: the index's digest (what
+    /// `RepoDigests` shows for that name), by tag.
+    pub repo_digests: BTreeMap<String, Digest>,
 }
 
 impl Image {
@@ -275,15 +279,19 @@ impl Store {
         let (manifest, _): (Manifest, _) = self.read_json(manifest_digest)?;
         let id = parse_sha256(&manifest.config.digest)?;
         let (config, config_bytes) = self.read_json(&id)?;
-        let tags = self
-            .index()?
-            .manifests
-            .iter()
-            .filter(|d| d.digest == manifest_digest.to_string())
+        let index = self.index()?;
+        let entries = || {
+            index
+                .manifests
+                .iter()
+                .filter(|d| d.digest == manifest_digest.to_string())
+        };
+        let tags = entries()
             .filter_map(|d| d.annotation(ANNOTATION_REF_NAME).map(str::to_owned))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        let repo_digests = entries().filter_map(repo_digest).collect();
         Ok(Image {
             manifest_digest: manifest_digest.clone(),
             manifest,
@@ -291,6 +299,7 @@ impl Store {
             config,
             config_bytes,
             tags,
+            repo_digests,
         })
     }
 
@@ -298,6 +307,7 @@ impl Store {
     pub fn images(&self) -> Result<Vec<Image>, StoreError> {
         let index = self.index()?;
         let mut tags: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut repo_digests: BTreeMap<String, BTreeMap<String, Digest>> = BTreeMap::new();
         for entry in index
             .manifests
             .iter()
@@ -307,9 +317,16 @@ impl Store {
             if let Some(name) = entry.annotation(ANNOTATION_REF_NAME) {
                 names.insert(name.to_owned());
             }
+            if let Some((name, digest)) = repo_digest(entry) {
+                repo_digests
+                    .entry(entry.digest.clone())
+                    .or_default()
+                    .insert(name, digest);
+            }
         }
         let mut images = Vec::with_capacity(tags.len());
         for (digest, names) in tags {
+            let repo_digests = repo_digests.remove(&digest).unwrap_or_default();
             let manifest_digest = parse_sha256(&digest)?;
             let (manifest, _): (Manifest, _) = self.read_json(&manifest_digest)?;
             let id = parse_sha256(&manifest.config.digest)?;
@@ -321,6 +338,7 @@ impl Store {
                 config,
                 config_bytes,
                 tags: names.into_iter().collect(),
+                repo_digests,
             });
         }
         Ok(images)
@@ -343,6 +361,23 @@ impl Store {
                 });
                 if tagged {
                     return self.image(&parse_sha256(&digest.to_string())?);
+                }
+                // A pull by an index's digest names the platform image
+                // it gave `name@<index digest>`; the index digest a tag
+                // was pulled through names that image too, as in Docker.
+                if let Some(entry) = index
+                    .manifests
+                    .iter()
+                    .find(|d| d.annotation(ANNOTATION_REF_NAME) == Some(wanted.as_str()))
+                {
+                    return self.image(&parse_sha256(&entry.digest)?);
+                }
+                if let Some(entry) = index.manifests.iter().find(|d| {
+                    repo_digest(d).is_some_and(|(name, pulled)| {
+                        pulled == *digest && ref_repository(&name) == repository
+                    })
+                }) {
+                    return self.image(&parse_sha256(&entry.digest)?);
                 }
             } else if let Some(entry) = index
                 .manifests
@@ -445,6 +480,28 @@ impl Store {
             });
             for name in &names {
                 index.manifests.push(named(manifest, name));
+            }
+            Ok(())
+        })
+    }
+
+    /// Records that `reference` (a tag of an image in the store) was
+    /// pulled through the index `digest`, for `RepoDigests`. A later
+    /// `add_image` under the same name drops it with the old entry.
+    pub fn set_repo_digest(
+        &self,
+        reference: &ImageReference,
+        digest: &Digest,
+    ) -> Result<(), StoreError> {
+        let name = reference.to_string();
+        self.update_index(|index| {
+            for entry in &mut index.manifests {
+                if entry.annotation(ANNOTATION_REF_NAME) == Some(name.as_str()) {
+                    entry
+                        .annotations
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(ANNOTATION_REPO_DIGEST.to_owned(), digest.to_string());
+                }
             }
             Ok(())
         })
@@ -566,6 +623,13 @@ fn named(descriptor: &Descriptor, name: &str) -> Descriptor {
         .get_or_insert_with(BTreeMap::new)
         .insert(ANNOTATION_REF_NAME.to_owned(), name.to_owned());
     entry
+}
+
+/// A tag entry's name and the registry digest it was pulled through.
+fn repo_digest(entry: &Descriptor) -> Option<(String, Digest)> {
+    let name = entry.annotation(ANNOTATION_REF_NAME)?;
+    let digest = entry.annotation(ANNOTATION_REPO_DIGEST)?;
+    Some((name.to_owned(), parse_sha256(digest).ok()?))
 }
 
 /// Opens (creating) a lock file; the lock itself is taken by the caller.

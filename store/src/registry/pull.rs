@@ -281,6 +281,10 @@ fn pull_from(
         .ok()
         .map(|i| i.manifest_digest);
     store.add_image(&descriptor, std::slice::from_ref(&tag))?;
+    if named_digest != manifest_digest && tag.digest().is_none() {
+        // Pulled through an index: Docker's RepoDigests name the index.
+        store.set_repo_digest(&tag, &named_digest)?;
+    }
     Ok(PulledImage {
         reference: tag,
         digest: named_digest,
