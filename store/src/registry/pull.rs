@@ -344,6 +344,44 @@ pub fn document_media_type(bytes: &[u8], content_type: &str) -> Result<String, S
     })
 }
 
+/// The body of a document (manifest, index, config) `open` answers,
+/// at most `limit` bytes, with what `open` took from the response; a
+/// connection that breaks mid-body is opened and read again.
+fn read_document<T>(
+    session: &Session<'_>,
+    what: &str,
+    limit: u64,
+    mut open: impl FnMut() -> Result<(ureq::http::Response<ureq::Body>, T), RegistryError>,
+) -> Result<(Vec<u8>, T), RegistryError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut response, taken) = open()?;
+        match read_capped(response.body_mut(), limit) {
+            Ok(Some(bytes)) => return Ok((bytes, taken)),
+            Ok(None) => {
+                return Err(RegistryError::TooLarge {
+                    registry: session.registry().to_owned(),
+                    what: what.to_owned(),
+                    limit,
+                });
+            }
+            Err(e) if attempt < MAX_ATTEMPTS => {
+                log::info!("{what}: {e}; retrying");
+                backoff(attempt);
+            }
+            Err(e) => {
+                return Err(RegistryError::Transport {
+                    registry: session.registry().to_owned(),
+                    what: what.to_owned(),
+                    attempts: attempt,
+                    cause: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
 /// GETs a manifest or index, capped, and checks its digest against the
 /// one asked for and the one the registry announces.
 fn fetch_manifest(
@@ -354,53 +392,30 @@ fn fetch_manifest(
 ) -> Result<Fetched, RegistryError> {
     let url = session.url(&format!("manifests/{wanted}"));
     let what = format!("manifest {full}");
-    let mut attempt = 0;
-    let (bytes, announced, content_type) = loop {
-        attempt += 1;
-        let mut response = session.request(
-            "GET",
-            &url,
-            &[("accept", MANIFEST_ACCEPT.to_owned())],
-            &Body::Empty,
-            &what,
-        )?;
-        let status = response.status().as_u16();
-        if status == 404 {
-            let detail = super::client::error_detail(&mut response);
-            return Err(RegistryError::ManifestUnknown {
-                reference: full.to_owned(),
-                detail,
-            });
-        }
-        if status != 200 {
-            return Err(session.status_error(&what, &mut response));
-        }
-        let announced = header(&response, "docker-content-digest");
-        let content_type = header(&response, "content-type").unwrap_or_default();
-        match read_capped(response.body_mut(), MAX_MANIFEST_SIZE) {
-            Ok(Some(bytes)) => break (bytes, announced, content_type),
-            Ok(None) => {
-                return Err(RegistryError::TooLarge {
-                    registry: session.registry().to_owned(),
-                    what,
-                    limit: MAX_MANIFEST_SIZE,
+    let (bytes, (announced, content_type)) =
+        read_document(session, &what, MAX_MANIFEST_SIZE, || {
+            let mut response = session.request(
+                "GET",
+                &url,
+                &[("accept", MANIFEST_ACCEPT.to_owned())],
+                &Body::Empty,
+                &what,
+            )?;
+            let status = response.status().as_u16();
+            if status == 404 {
+                let detail = super::client::error_detail(&mut response);
+                return Err(RegistryError::ManifestUnknown {
+                    reference: full.to_owned(),
+                    detail,
                 });
             }
-            // A connection that breaks mid-body is tried again.
-            Err(e) if attempt < MAX_ATTEMPTS => {
-                log::info!("{what}: {e}; retrying");
-                backoff(attempt);
+            if status != 200 {
+                return Err(session.status_error(&what, &mut response));
             }
-            Err(e) => {
-                return Err(RegistryError::Transport {
-                    registry: session.registry().to_owned(),
-                    what,
-                    attempts: attempt,
-                    cause: e.to_string(),
-                });
-            }
-        }
-    };
+            let announced = header(&response, "docker-content-digest");
+            let content_type = header(&response, "content-type").unwrap_or_default();
+            Ok((response, (announced, content_type)))
+        })?;
     let digest = digest_bytes(&bytes);
     if let Some(expected) = expected
         && *expected != digest
@@ -509,34 +524,9 @@ fn fetch_config(
             limit: MAX_DOCUMENT_SIZE,
         });
     }
-    let mut attempt = 0;
-    let bytes = loop {
-        attempt += 1;
-        let mut response = open_blob(session, digest, 0)?;
-        match read_capped(response.body_mut(), MAX_DOCUMENT_SIZE) {
-            Ok(Some(bytes)) => break bytes,
-            Ok(None) => {
-                return Err(RegistryError::TooLarge {
-                    registry: session.registry().to_owned(),
-                    what,
-                    limit: MAX_DOCUMENT_SIZE,
-                });
-            }
-            // A connection that breaks mid-body is tried again.
-            Err(e) if attempt < MAX_ATTEMPTS => {
-                log::info!("{what}: {e}; retrying");
-                backoff(attempt);
-            }
-            Err(e) => {
-                return Err(RegistryError::Transport {
-                    registry: session.registry().to_owned(),
-                    what,
-                    attempts: attempt,
-                    cause: e.to_string(),
-                });
-            }
-        }
-    };
+    let (bytes, ()) = read_document(session, &what, MAX_DOCUMENT_SIZE, || {
+        Ok((open_blob(session, digest, 0)?, ()))
+    })?;
     let actual = digest_bytes(&bytes);
     if actual != *digest {
         return Err(crate::StoreError::DigestMismatch {
