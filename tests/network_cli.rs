@@ -203,7 +203,15 @@ impl RemoteHost {
             address: address.clone(),
             server: None,
         };
-        ip(&["netns", "add", &name]);
+        {
+            // The first `ip netns add` on a machine makes /run/netns a
+            // shared mount; two at once stack two mounts there and one
+            // namespace file ends up hidden ("setting the network
+            // namespace ... Invalid argument"), so tests add them in turn.
+            static NETNS_ADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _turn = NETNS_ADD.lock().unwrap_or_else(|e| e.into_inner());
+            ip(&["netns", "add", &name]);
+        }
         ip(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &name,
         ]);
