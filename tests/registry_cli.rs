@@ -744,8 +744,13 @@ fn pull_of_a_corrupted_manifest_is_refused_as_a_digest_mismatch() {
     );
 }
 
-#[test]
-fn pull_refuses_a_manifest_over_the_size_cap() {
+/// A one-shot registry on loopback: answers the first request with a
+/// manifest of `content_type` holding `body`; returns its port and the
+/// server thread.
+fn serve_one_manifest(
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> (u16, std::thread::JoinHandle<()>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -757,13 +762,22 @@ fn pull_refuses_a_manifest_over_the_size_cap() {
             line.clear();
         }
         let mut stream = stream;
-        let size = 5 << 20;
         let _ = write!(
             stream,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {size}\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
         );
-        let _ = stream.write_all(&vec![b' '; size]);
+        let _ = stream.write_all(&body);
     });
+    (port, server)
+}
+
+#[test]
+fn pull_refuses_a_manifest_over_the_size_cap() {
+    let (port, server) = serve_one_manifest(
+        "application/vnd.oci.image.manifest.v1+json",
+        vec![b' '; 5 << 20],
+    );
     let kiln = Kiln::new();
     let reference = format!("127.0.0.1:{port}/big:1");
     let stderr = kiln.fails(&["pull", &reference]);
@@ -774,6 +788,53 @@ fn pull_refuses_a_manifest_over_the_size_cap() {
         "{stderr}"
     );
     server.join().unwrap();
+}
+
+#[test]
+fn pull_refuses_foreign_and_non_distributable_layers_before_fetching_anything() {
+    // Docker's foreign layers (Windows base layers) and OCI's
+    // non-distributable ones point at URLs outside the registry; the
+    // one-shot server answers only the manifest, so a fetch of the
+    // config or a layer would fail differently.
+    let cases = [
+        (
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        ),
+        (
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        ),
+    ];
+    for (manifest_type, config_type, layer_type) in cases {
+        let layer = format!("sha256:{}", "ab".repeat(32));
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": {"mediaType": config_type,
+                       "digest": format!("sha256:{}", "cd".repeat(32)), "size": 2},
+            "layers": [{"mediaType": layer_type, "digest": layer, "size": 1000,
+                        "urls": ["https://example.invalid/layer"]}],
+        }))
+        .unwrap();
+        let (port, server) = serve_one_manifest(manifest_type, manifest);
+        let kiln = Kiln::new();
+        let reference = format!("127.0.0.1:{port}/win:1");
+        let stderr = kiln.fails(&["pull", &reference]);
+        assert!(
+            stderr.contains(&format!(
+                "layer {layer} of {reference} is a foreign or non-distributable layer ({layer_type}): kiln does not fetch layers from outside the registry"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            kiln.fails(&["inspect", &reference])
+                .contains("no such image")
+        );
+        server.join().unwrap();
+    }
 }
 
 #[test]
