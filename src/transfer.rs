@@ -3,7 +3,7 @@
 //! plain lines otherwise (a byte count at most once a second per layer),
 //! JSON lines with `--progress=json`, nothing with `-q`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write as _};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,6 +25,8 @@ pub struct TransferProgress {
 struct State {
     last_line: HashMap<String, Instant>,
     bars: HashMap<String, ProgressBar>,
+    /// Layers whose line has its bar (bytes have moved).
+    barred: HashSet<String>,
     multi: Option<MultiProgress>,
 }
 
@@ -43,6 +45,7 @@ impl TransferProgress {
             state: Mutex::new(State {
                 last_line: HashMap::new(),
                 bars: HashMap::new(),
+                barred: HashSet::new(),
                 multi,
             }),
         }
@@ -84,10 +87,14 @@ impl TransferProgress {
                     return;
                 }
                 if let Some(multi) = &state.multi {
-                    let bar = multi.add(ProgressBar::new(0));
-                    bar.set_style(style());
-                    bar.set_prefix(id.clone());
-                    bar.set_message(status.to_owned());
+                    // No bar until bytes move, as Docker's `Already
+                    // exists` and `Pulling fs layer` lines.
+                    let bar = multi.add(
+                        ProgressBar::new(0)
+                            .with_style(status_style())
+                            .with_prefix(id.clone())
+                            .with_message(status.to_owned()),
+                    );
                     state.bars.insert(id, bar);
                 }
             }
@@ -101,17 +108,26 @@ impl TransferProgress {
         match self.mode {
             ProgressMode::Quiet => {}
             ProgressMode::Tty => {
-                let mut state = self.lock();
+                let mut guard = self.lock();
+                let state = &mut *guard;
                 let multi = state.multi.clone();
                 let bar = state.bars.entry(id.clone()).or_insert_with(|| {
-                    let bar =
-                        multi.map_or_else(ProgressBar::hidden, |m| m.add(ProgressBar::new(total)));
-                    bar.set_style(style());
-                    bar.set_prefix(id.clone());
-                    bar
+                    multi.map_or_else(ProgressBar::hidden, |m| {
+                        m.add(
+                            ProgressBar::new(total)
+                                .with_style(status_style())
+                                .with_prefix(id.clone())
+                                .with_message(action.to_owned()),
+                        )
+                    })
                 });
+                // Each setter may draw a frame: the bytes before the bar
+                // that shows them.
                 bar.set_length(total);
                 bar.set_position(done);
+                if state.barred.insert(id) {
+                    bar.set_style(style());
+                }
                 bar.set_message(action.to_owned());
             }
             ProgressMode::Json | ProgressMode::Plain | ProgressMode::Auto => {
@@ -149,6 +165,10 @@ impl TransferProgress {
             bar.finish();
         }
     }
+}
+
+fn status_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix}: {msg}").unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
 fn style() -> ProgressStyle {

@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use common::Kiln;
 use common::registry::{self, Registry};
@@ -1602,4 +1603,99 @@ fn a_registry_that_asks_for_a_client_certificate_gets_the_one_in_certs_d() {
         stderr.contains("client.key without client.cert"),
         "{stderr}"
     );
+}
+
+#[test]
+fn pull_and_push_on_a_terminal_draw_a_line_per_layer_with_a_bar_and_its_bytes() {
+    if !registry::available() || !common::have("script") {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::plain();
+    registry::push_archive(&registry, &archive, "app:1");
+    let kiln = Kiln::new();
+    let env = kiln_for(&kiln, &registry);
+    // `script` gives kiln a pseudo-terminal; its transcript holds what a
+    // person would see, cursor movements included.
+    let on_a_terminal = |args: &str| {
+        let log = kiln.path("typescript");
+        let mut command = Command::new("script");
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        let output = command
+            .env("TERM", "xterm")
+            .env_remove("KILN_ROOT")
+            .arg("-qec")
+            .arg(format!(
+                "{} --root {} {args}",
+                assert_cmd::cargo::cargo_bin("kiln").display(),
+                kiln.root().display()
+            ))
+            .arg(&log)
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+        assert!(output.status.success(), "kiln {args} failed: {shown}");
+        shown
+    };
+    // What the last frame of `line` shows after it: a bar of 40 cells,
+    // then the bytes moved of the layer's size.
+    let bar_after = |shown: &str, line: &str| -> Option<String> {
+        let rest = &shown[shown.rfind(line)? + line.len()..];
+        let rest = rest.trim_start();
+        let bar = rest.strip_prefix('[')?;
+        let end = bar.find(']')?;
+        (end == 40 && bar[..end].chars().all(|c| "=> ".contains(c))).then(|| {
+            bar[end + 1..]
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    };
+    let reference = registry.reference("app:1");
+    let shown = on_a_terminal(&format!("pull {reference}"));
+    let blob = inspect(&kiln, &reference);
+    let layer_id = {
+        let manifest = registry::skopeo_inspect(&registry, "app:1", true);
+        let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+        let digest = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+        let size = manifest["layers"][0]["size"].as_u64().unwrap();
+        (digest["sha256:".len()..][..12].to_owned(), size)
+    };
+    let (id, size) = layer_id;
+    assert!(blob["Id"].is_string());
+    assert!(shown.contains("1: Pulling from app"), "{shown}");
+    // Docker's order of a layer's words, each on the layer's own line.
+    let mut at = 0;
+    for word in [
+        "Pulling fs layer",
+        "Downloading",
+        "Download complete",
+        "Pull complete",
+    ] {
+        let line = format!("{id}: {word}");
+        let found = shown[at..].find(&line);
+        assert!(found.is_some(), "no {line:?} after byte {at} of {shown:?}");
+        at += found.unwrap_or(0);
+    }
+    for word in ["Downloading", "Pull complete"] {
+        assert_eq!(
+            bar_after(&shown, &format!("{id}: {word}")).as_deref(),
+            Some(format!("{size} B/{size} B").as_str()),
+            "{shown:?}"
+        );
+    }
+    assert!(
+        !shown.contains(&format!("{id}: Pulling fs layer [")),
+        "a layer gets its bar only once bytes move: {shown:?}"
+    );
+    assert!(shown.contains("Status: Downloaded newer image"), "{shown}");
+
+    // A push of a layer the registry lacks draws its upload the same way.
+    kiln.import_sample("other:1");
+    let target = registry.reference("other:1");
+    kiln.ok(&["tag", "other:1", &target]);
+    let shown = on_a_terminal(&format!("push {target}"));
+    assert!(shown.contains(": Pushing"), "{shown:?}");
+    assert!(shown.contains(": Pushed"), "{shown:?}");
 }

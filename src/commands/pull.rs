@@ -85,6 +85,7 @@ pub fn pull_image(
     let report = |event: PullEvent| match event {
         PullEvent::Resolved { .. } => {}
         PullEvent::LayerPresent(digest) => progress.status(&digest, "Already exists"),
+        PullEvent::LayerQueued(digest) => progress.status(&digest, "Pulling fs layer"),
         PullEvent::LayerProgress {
             digest,
             done,

@@ -97,6 +97,9 @@ pub enum PullEvent {
     },
     /// A layer the store already has: not fetched.
     LayerPresent(Digest),
+    /// A layer that will be fetched (Docker's `Pulling fs layer`); every
+    /// layer gets this or `LayerPresent`, base first, before any bytes.
+    LayerQueued(Digest),
     /// Bytes of a layer received so far.
     LayerProgress {
         /// The layer.
@@ -605,6 +608,13 @@ fn fetch_and_unpack(
             spools.push(Some(Spool::new(store)?));
         }
     }
+    for ((digest, _), spool) in layers.iter().zip(&spools) {
+        (options.progress)(if spool.is_some() {
+            PullEvent::LayerQueued(digest.clone())
+        } else {
+            PullEvent::LayerPresent(digest.clone())
+        });
+    }
     let next = AtomicUsize::new(0);
     let fetched = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -630,7 +640,6 @@ fn fetch_and_unpack(
                         break;
                     };
                     let Some(Some(spool)) = spools.get(i) else {
-                        (options.progress)(PullEvent::LayerPresent(digest.clone()));
                         continue;
                     };
                     match spool.download(store, session, digest, *size, options) {
