@@ -209,7 +209,9 @@ impl RemoteHost {
             // namespace file ends up hidden ("setting the network
             // namespace ... Invalid argument"), so tests add them in turn.
             static NETNS_ADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-            let _turn = NETNS_ADD.lock().unwrap_or_else(|e| e.into_inner());
+            let _turn = NETNS_ADD
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             ip(&["netns", "add", &name]);
         }
         ip(&[
