@@ -1607,7 +1607,7 @@ fn a_registry_that_asks_for_a_client_certificate_gets_the_one_in_certs_d() {
 
 #[test]
 fn pull_and_push_on_a_terminal_draw_a_line_per_layer_with_a_bar_and_its_bytes() {
-    if !registry::available() || !common::have("script") {
+    if !registry::available() {
         return;
     }
     let (_source, archive) = saved_image("app:1");

@@ -26,12 +26,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 /// The tools the registry tests run, and the Debian package of each.
-const TOOLS: [(&str, &str); 5] = [
+const TOOLS: [(&str, &str); 6] = [
     ("docker-registry", "docker-registry"),
     ("openssl", "openssl"),
     ("htpasswd", "apache2-utils"),
     ("skopeo", "skopeo"),
     ("curl", "curl"),
+    // util-linux's `script`: a pseudo-terminal for the progress test.
+    ("script", "bsdutils"),
 ];
 
 /// The user name of the registries with auth (the password is
