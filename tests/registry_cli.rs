@@ -167,6 +167,41 @@ fn pull_over_tls_with_htpasswd_uses_the_stored_credentials_and_the_certs_dir() {
 }
 
 #[test]
+fn a_loopback_registry_with_tls_and_no_certs_dir_is_used_over_https_unverified() {
+    // Docker's insecure registries (loopback, insecure-registries): HTTPS
+    // without verifying the certificate when the registry speaks TLS,
+    // plain HTTP only when it does not (the other tests' plain registry).
+    if !registry::available() {
+        return;
+    }
+    let (_source, archive) = saved_image("app:1");
+    let registry = Registry::tls_htpasswd();
+    registry::push_archive(&registry, &archive, "selfsigned/app:1");
+    let kiln = Kiln::new();
+    let mut env = kiln_for(&kiln, &registry);
+    env.retain(|(k, _)| k != "KILN_CERTS_DIR");
+    env.push((
+        "KILN_CERTS_DIR".to_owned(),
+        kiln.path("no-certs").display().to_string(),
+    ));
+    let reference = registry.reference("selfsigned/app:1");
+    ok_with(&kiln, &env, &["pull", &reference]);
+    assert_eq!(
+        common::image_file(&kiln.root(), &reference, "etc/name").as_deref(),
+        Some("app:1\n")
+    );
+    let pushed = registry.reference("selfsigned/copy:1");
+    kiln.ok(&["tag", &reference, &pushed]);
+    ok_with(&kiln, &env, &["push", &pushed]);
+    let output = registry::skopeo_inspect(&registry, "selfsigned/copy:1", true);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn pull_with_a_wrong_password_fails_with_unauthorized_and_never_shows_it() {
     if !registry::available() {
         return;
@@ -756,7 +791,12 @@ fn serve_one_manifest(
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
+        let stream = loop {
+            let (stream, _) = listener.accept().unwrap();
+            if !registry::is_tls_probe(&stream) {
+                break stream;
+            }
+        };
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut line = String::new();
         while reader.read_line(&mut line).unwrap() > 2 {

@@ -1189,7 +1189,12 @@ impl Server {
                 let Ok(stream) = stream else { continue };
                 let serve = Arc::clone(&serve);
                 // A connection's error only ends that connection.
-                std::thread::spawn(move || serve(stream));
+                std::thread::spawn(move || {
+                    if is_tls_probe(&stream) {
+                        return Ok(());
+                    }
+                    serve(stream)
+                });
             }
         });
         Self { port, stop }
@@ -1202,6 +1207,15 @@ impl Drop for Server {
         // Wakes the accept loop so that it sees the flag.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
+}
+
+/// Whether a connection opens with a TLS handshake record: kiln's probe
+/// of an insecure (loopback) registry for HTTPS, which a plain-HTTP
+/// server of the harness turns away by closing the connection, unseen, as
+/// Go's server answers it with a 400.
+pub fn is_tls_probe(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first), Ok(1) if first[0] == 0x16)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -172,6 +172,11 @@ pub struct Endpoint {
     pub credential_host: String,
     /// Whether this is a mirror (pull only).
     pub mirror: bool,
+    /// Docker's insecure registry (loopback or named in
+    /// `insecure-registries`, without a certs.d directory): HTTPS without
+    /// verifying the certificate where the registry speaks TLS, else plain
+    /// HTTP ([`Client::resolve`] asks once per registry).
+    pub insecure: bool,
 }
 
 /// Whether a host (without port) is a loopback name Docker reaches over
@@ -205,6 +210,9 @@ pub struct Client {
     /// Bases that asked for basic authentication.
     basic: Mutex<HashMap<String, bool>>,
     credentials: Mutex<HashMap<String, Option<Credential>>>,
+    /// Insecure endpoints by their HTTPS base, as [`Client::resolve`]
+    /// chose them.
+    resolved: Mutex<HashMap<String, Endpoint>>,
 }
 
 impl Client {
@@ -215,6 +223,7 @@ impl Client {
             agents: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             basic: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
             credentials: Mutex::new(HashMap::new()),
         }
     }
@@ -241,6 +250,7 @@ impl Client {
                         base,
                         credential_host: host,
                         mirror: true,
+                        insecure: false,
                     });
                 }
             }
@@ -249,21 +259,22 @@ impl Client {
                 base: format!("https://{DOCKER_HUB_HOST}"),
                 credential_host: registry.to_owned(),
                 mirror: false,
+                insecure: false,
             });
             return endpoints;
         }
-        // A certs.d directory means TLS even on loopback; otherwise
-        // loopback and named-insecure registries are plain HTTP, as Docker
-        // allows.
+        // A certs.d directory means verified TLS even on loopback;
+        // otherwise loopback and named-insecure registries are Docker's
+        // insecure ones: unverified HTTPS, or plain HTTP (resolve).
         let has_certs = self.config.certs_dir.join(registry).is_dir();
-        let plain =
+        let insecure =
             !has_certs && (is_loopback(registry) || is_insecure(&self.config.insecure, registry));
-        let scheme = if plain { "http" } else { "https" };
         endpoints.push(Endpoint {
             registry: registry.to_owned(),
-            base: format!("{scheme}://{registry}"),
+            base: format!("https://{registry}"),
             credential_host: registry.to_owned(),
             mirror: false,
+            insecure,
         });
         endpoints
     }
@@ -276,6 +287,7 @@ impl Client {
         repository: &str,
         push: bool,
     ) -> Result<Session<'_>, RegistryError> {
+        let endpoint = &self.resolve(endpoint);
         let agent = self.agent(endpoint)?;
         let actions = if push { "pull,push" } else { "pull" };
         Ok(Session {
@@ -285,6 +297,53 @@ impl Client {
             scope: format!("repository:{repository}:{actions}"),
             agent,
         })
+    }
+
+    /// The endpoint to use for an insecure registry, as Docker picks it:
+    /// HTTPS (the certificate unverified) when the registry answers a TLS
+    /// handshake and `GET /v2/` over it, plain HTTP otherwise. One probe
+    /// per registry and process; it carries no credentials. Any other
+    /// endpoint is returned as it is.
+    pub fn resolve(&self, endpoint: &Endpoint) -> Endpoint {
+        if !endpoint.insecure || !endpoint.base.starts_with("https://") {
+            return endpoint.clone();
+        }
+        let mut resolved = self
+            .resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = resolved.get(&endpoint.base) {
+            return found.clone();
+        }
+        let probe: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            // Go's TLS handshake timeout, which Docker's probe has.
+            .timeout_global(Some(Duration::from_secs(10)))
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(true)
+                    .build(),
+            )
+            .build()
+            .into();
+        let url = format!("{}/v2/", endpoint.base);
+        let chosen = match probe.get(&url).call() {
+            Ok(_) => endpoint.clone(),
+            Err(e) => {
+                log::info!(
+                    "{}: no HTTPS at {url} ({e}); using plain HTTP",
+                    endpoint.registry
+                );
+                Endpoint {
+                    base: format!("http://{}", &endpoint.base["https://".len()..]),
+                    ..endpoint.clone()
+                }
+            }
+        };
+        resolved.insert(endpoint.base.clone(), chosen.clone());
+        chosen
     }
 
     fn agent(&self, endpoint: &Endpoint) -> Result<ureq::Agent, RegistryError> {
@@ -299,7 +358,13 @@ impl Client {
             .base
             .split_once("://")
             .map_or(endpoint.base.as_str(), |(_, h)| h);
-        let tls = tls_config(&self.config.certs_dir, host)?;
+        let tls = if endpoint.insecure {
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(true)
+                .build()
+        } else {
+            tls_config(&self.config.certs_dir, host)?
+        };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -349,6 +414,7 @@ impl Client {
             .endpoints(registry, false)
             .into_iter()
             .find(|e| !e.mirror)
+            .map(|e| self.resolve(&e))
             .ok_or_else(|| RegistryError::Reference(format!("no endpoint for {registry}")))?;
         // The credential to check stands in for any stored one.
         self.credentials
@@ -1109,19 +1175,19 @@ mod tests {
         assert!(hub[0].mirror);
         assert_eq!(hub[1].base, "https://registry-1.docker.io");
         assert_eq!(c.endpoints("docker.io", false).len(), 1);
-        assert_eq!(
-            c.endpoints("localhost:5000", true)[0].base,
-            "http://localhost:5000"
-        );
-        assert_eq!(
-            c.endpoints("127.0.0.1:5000", true)[0].base,
-            "http://127.0.0.1:5000"
-        );
-        assert_eq!(c.endpoints("[::1]:5000", true)[0].base, "http://[::1]:5000");
-        assert_eq!(
-            c.endpoints("reg.internal:5000", true)[0].base,
-            "http://reg.internal:5000"
-        );
+        // Loopback and insecure-registries are tried over HTTPS without
+        // verification first (resolve), as Docker does.
+        for insecure in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+            "reg.internal:5000",
+        ] {
+            let endpoint = c.endpoints(insecure, true).remove(0);
+            assert_eq!(endpoint.base, format!("https://{insecure}"));
+            assert!(endpoint.insecure, "{insecure}");
+        }
+        assert!(!c.endpoints("quay.io", true)[0].insecure);
         assert_eq!(c.endpoints("quay.io", true)[0].base, "https://quay.io");
     }
 
@@ -1133,14 +1199,8 @@ mod tests {
             certs_dir: certs.path().to_owned(),
             ..RegistryConfig::default()
         });
-        assert_eq!(
-            c.endpoints("127.0.0.1:5000", true)[0].base,
-            "https://127.0.0.1:5000"
-        );
-        assert_eq!(
-            c.endpoints("127.0.0.1:5001", true)[0].base,
-            "http://127.0.0.1:5001"
-        );
+        assert!(!c.endpoints("127.0.0.1:5000", true)[0].insecure);
+        assert!(c.endpoints("127.0.0.1:5001", true)[0].insecure);
         // A CA file that holds no certificate is refused, naming it.
         std::fs::write(certs.path().join("127.0.0.1:5000/ca.crt"), "not a cert").unwrap();
         let endpoint = c.endpoints("127.0.0.1:5000", true).remove(0);
