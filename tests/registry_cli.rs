@@ -21,6 +21,13 @@ fn saved_image(name: &str) -> (Kiln, PathBuf) {
     (kiln, archive)
 }
 
+/// Pushes kiln's sample image `app:1` to `registry` as `name` (with
+/// skopeo); returns the manifest's digest.
+fn push_app(registry: &Registry, name: &str) -> String {
+    let (_source, archive) = saved_image("app:1");
+    registry::push_archive(registry, &archive, name)
+}
+
 /// A kiln command for a registry: its CA directory and a Docker config
 /// with its credentials (when it has auth) in the test's directory.
 fn kiln_for(kiln: &Kiln, registry: &Registry) -> Vec<(String, String)> {
@@ -131,9 +138,8 @@ fn pull_by_digest_is_verified_and_names_the_image_by_its_digest() {
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::plain();
-    let digest = registry::push_archive(&registry, &archive, "app:1");
+    let digest = push_app(&registry, "app:1");
     let kiln = Kiln::new();
     let env = kiln_for(&kiln, &registry);
     let reference = registry.reference(&format!("app@{digest}"));
@@ -152,9 +158,8 @@ fn pull_over_tls_with_htpasswd_uses_the_stored_credentials_and_the_certs_dir() {
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::tls_htpasswd();
-    registry::push_archive(&registry, &archive, "secure/app:1");
+    push_app(&registry, "secure/app:1");
     let kiln = Kiln::new();
     let env = kiln_for(&kiln, &registry);
     let reference = registry.reference("secure/app:1");
@@ -174,9 +179,8 @@ fn a_loopback_registry_with_tls_and_no_certs_dir_is_used_over_https_unverified()
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::tls_htpasswd();
-    registry::push_archive(&registry, &archive, "selfsigned/app:1");
+    push_app(&registry, "selfsigned/app:1");
     let kiln = Kiln::new();
     let mut env = kiln_for(&kiln, &registry);
     env.retain(|(k, _)| k != "KILN_CERTS_DIR");
@@ -206,9 +210,8 @@ fn pull_with_a_wrong_password_fails_with_unauthorized_and_never_shows_it() {
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::tls_htpasswd();
-    registry::push_archive(&registry, &archive, "app:1");
+    push_app(&registry, "app:1");
     let kiln = Kiln::new();
     let mut env = kiln_for(&kiln, &registry);
     // Overwrite the config with a wrong password for the same host.
@@ -990,9 +993,8 @@ fn pull_with_bearer_tokens_fetches_one_token_and_a_failing_token_service_is_name
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::tls_token();
-    registry::push_archive(&registry, &archive, "app:1");
+    push_app(&registry, "app:1");
     let kiln = Kiln::new();
     let env = kiln_for(&kiln, &registry);
     let reference = registry.reference("app:1");
@@ -1158,9 +1160,8 @@ fn pull_progress_json_is_one_json_object_per_line_and_quiet_prints_only_the_refe
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::plain();
-    registry::push_archive(&registry, &archive, "app:1");
+    push_app(&registry, "app:1");
     let kiln = Kiln::new();
     let env = kiln_for(&kiln, &registry);
     let reference = registry.reference("app:1");
@@ -1219,9 +1220,8 @@ fn trace_logs_of_a_token_pull_hold_neither_the_password_nor_a_token() {
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::tls_token();
-    registry::push_archive(&registry, &archive, "app:1");
+    push_app(&registry, "app:1");
     let kiln = Kiln::new();
     let env = kiln_for(&kiln, &registry);
     let reference = registry.reference("app:1");
@@ -1246,9 +1246,8 @@ fn a_docker_io_pull_goes_to_the_configured_mirror() {
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let mirror = Registry::plain();
-    registry::push_archive(&mirror, &archive, "library/app:1");
+    push_app(&mirror, "library/app:1");
     let kiln = Kiln::new();
     let mut env = kiln_for(&kiln, &mirror);
     env.push(("KILN_REGISTRY_MIRRORS".to_owned(), mirror.url()));
@@ -1436,9 +1435,8 @@ fn login_through_a_credential_helper_keeps_the_secret_out_of_the_file() {
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::tls_htpasswd();
-    registry::push_archive(&registry, &archive, "app:1");
+    push_app(&registry, "app:1");
     let kiln = Kiln::new();
     let (mut env, config_dir) = logged_out(&kiln, &registry);
     // A helper speaking Docker's protocol, keeping one secret in a file.
@@ -1527,9 +1525,8 @@ fn an_identity_token_is_exchanged_by_the_oauth_refresh_grant_never_sent_as_a_pas
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::tls_token();
-    registry::push_archive(&registry, &archive, "app:1");
+    push_app(&registry, "app:1");
     let kiln = Kiln::new();
     let (env, config_dir) = logged_out(&kiln, &registry);
     let host = registry.host();
@@ -1591,9 +1588,8 @@ fn a_registry_that_asks_for_a_client_certificate_gets_the_one_in_certs_d() {
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::tls_client_certs();
-    registry::push_archive(&registry, &archive, "app:1");
+    push_app(&registry, "app:1");
     let kiln = Kiln::new();
     let env = kiln_for(&kiln, &registry);
     let reference = registry.reference("app:1");
@@ -1650,9 +1646,8 @@ fn pull_and_push_on_a_terminal_draw_a_line_per_layer_with_a_bar_and_its_bytes() 
     if !registry::available() {
         return;
     }
-    let (_source, archive) = saved_image("app:1");
     let registry = Registry::plain();
-    registry::push_archive(&registry, &archive, "app:1");
+    push_app(&registry, "app:1");
     let kiln = Kiln::new();
     let env = kiln_for(&kiln, &registry);
     // `script` gives kiln a pseudo-terminal; its transcript holds what a

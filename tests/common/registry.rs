@@ -663,61 +663,40 @@ fn make_server_cert(dir: &Path) {
         ]
         .concat(),
     );
-    openssl(
+    issue(
         dir,
-        &[
-            &["req", "-nodes", "-subj", "/CN=127.0.0.1"][..],
-            &ec,
-            &["-keyout", "server.key", "-out", "server.csr"],
-        ]
-        .concat(),
-    );
-    fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ],
+        "/CN=127.0.0.1",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ["server.key", "server.csr", "server.ext", "server.crt"],
     );
 }
 
 /// A client certificate (`client.cert`, `client.key`) signed by the CA
 /// of [`make_server_cert`], for TLS client authentication.
 fn make_client_cert(dir: &Path) {
+    issue(
+        dir,
+        "/CN=kiln-test-client",
+        "extendedKeyUsage=clientAuth",
+        ["client.key", "client.csr", "client.ext", "client.cert"],
+    );
+}
+
+/// A P-256 key and a certificate for `subject` with the extension
+/// `ext`, signed by the CA in `dir`; files: key, request, extension
+/// file, certificate.
+fn issue(dir: &Path, subject: &str, ext: &str, [key, csr, ext_file, cert]: [&str; 4]) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
     openssl(
         dir,
         &[
-            &["req", "-nodes", "-subj", "/CN=kiln-test-client"][..],
+            &["req", "-nodes", "-subj", subject][..],
             &ec,
-            &["-keyout", "client.key", "-out", "client.csr"],
+            &["-keyout", key, "-out", csr],
         ]
         .concat(),
     );
-    fs::write(
-        dir.join("client.ext"),
-        "extendedKeyUsage=clientAuth
-",
-    )
-    .unwrap();
+    fs::write(dir.join(ext_file), format!("{ext}\n")).unwrap();
     openssl(
         dir,
         &[
@@ -726,16 +705,16 @@ fn make_client_cert(dir: &Path) {
             "-days",
             "2",
             "-in",
-            "client.csr",
+            csr,
             "-CA",
             "ca.crt",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-extfile",
-            "client.ext",
+            ext_file,
             "-out",
-            "client.cert",
+            cert,
         ],
     );
 }
