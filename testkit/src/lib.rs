@@ -5,7 +5,8 @@
 //! A skip is never silent. Outside CI it is printed on the terminal: the
 //! line is written to the process's stderr directly, past the test
 //! harness's capture of `println!`/`eprintln!`, so `cargo test` shows it
-//! without `--nocapture`. In CI, where `KILN_REQUIRE_<NAME>=1` is set for
+//! without `--nocapture`; with `KILN_SKIP_LOG=FILE` (scripts/test sets
+//! it) the line is also appended to FILE. In CI, where `KILN_REQUIRE_<NAME>=1` is set for
 //! each requirement, an unmet one fails the test instead.
 
 use std::io::Write as _;
@@ -26,8 +27,18 @@ pub fn require(name: &str, unmet: Option<&str>) -> bool {
         "{reason} ({variable}=1)"
     );
     let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let line = format!("SKIPPED {test}: {reason}");
     // Straight to the descriptor: the harness captures only the macros.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+    let _ = writeln!(std::io::stderr(), "{line}");
+    // scripts/test lists every skip again after the last test binary,
+    // where a person reads the end of the output.
+    if let Some(log) = std::env::var_os("KILN_SKIP_LOG") {
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut file| writeln!(file, "{line}"));
+    }
     false
 }
 
