@@ -25,7 +25,7 @@ use common::Kiln;
 fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let missing: Vec<&str> = ["slirp4netns", "ip", "unshare", "setpriv"]
+    let missing: Vec<&str> = ["slirp4netns", "ip", "unshare", "setpriv", "nsenter"]
         .into_iter()
         .filter(|tool| !common::have(tool))
         .collect();
@@ -176,9 +176,13 @@ fn assert_no_helper_left() {
 }
 
 /// A network namespace with a veth pair to the host, standing in for a
-/// remote host; removed (with the pair) on drop.
+/// remote host; gone (with the pair) on drop. The namespace is held by a
+/// process of its own, not by a file under /run/netns: `ip netns`'s
+/// files are bind mounts there, shared with every mount namespace, and
+/// were seen hidden mid-test ("setting the network namespace ... Invalid
+/// argument") while other tests ran containers.
 struct RemoteHost {
-    name: String,
+    holder: Child,
     address: String,
     server: Option<Child>,
 }
@@ -190,32 +194,34 @@ fn ip(args: &[&str]) {
 
 impl RemoteHost {
     fn new(tag: u8) -> RemoteHost {
+        use std::io::BufRead as _;
         let pid = std::process::id();
-        let name = format!("kiln-test-{pid}-{tag}");
         // Unique per test process: interface names have 15 bytes at most.
         let host_if = format!("kv{}{tag}h", pid % 100_000);
         let ns_if = format!("kv{}{tag}n", pid % 100_000);
         let net = format!("10.{}.{}", 200 + pid % 50, (pid / 50) % 256);
         let base = u32::from(tag) * 4;
         let (host_addr, address) = (format!("{net}.{}", base + 1), format!("{net}.{}", base + 2));
+        // The line comes once the new namespace exists, so the veth's peer
+        // goes into it and not into the host's.
+        let mut holder = Command::new("unshare")
+            .args(["--net", "sh", "-c", "echo ready; exec sleep infinity"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
         let remote = RemoteHost {
-            name: name.clone(),
+            holder,
             address: address.clone(),
             server: None,
         };
-        {
-            // The first `ip netns add` on a machine makes /run/netns a
-            // shared mount; two at once stack two mounts there and one
-            // namespace file ends up hidden ("setting the network
-            // namespace ... Invalid argument"), so tests add them in turn.
-            static NETNS_ADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-            let _turn = NETNS_ADD
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            ip(&["netns", "add", &name]);
-        }
+        let netns = remote.holder.id().to_string();
         ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &name,
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &netns,
         ]);
         ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &host_if]);
         ip(&["link", "set", &host_if, "up"]);
@@ -224,17 +230,24 @@ impl RemoteHost {
             vec!["link", "set", &ns_if, "up"],
             vec!["link", "set", "lo", "up"],
         ] {
-            let mut full = vec!["netns", "exec", &name, "ip"];
-            full.extend(args);
-            ip(&full);
+            let status = remote.inside().arg("ip").args(&args).status().unwrap();
+            assert!(status.success(), "ip {args:?} in the remote host failed");
         }
         remote
     }
 
+    /// A command in the namespace's network.
+    fn inside(&self) -> Command {
+        let mut command = Command::new("nsenter");
+        command.args(["-t", &self.holder.id().to_string(), "-n"]);
+        command
+    }
+
     /// Serves `dir` over HTTP on port 8080 inside the namespace.
     fn serve(&mut self, dir: &Path) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "busybox", "httpd", "-f", "-p"])
+        let child = self
+            .inside()
+            .args(["busybox", "httpd", "-f", "-p"])
             .arg(format!("{}:8080", self.address))
             .arg("-h")
             .arg(dir)
@@ -254,13 +267,12 @@ impl RemoteHost {
 
 impl Drop for RemoteHost {
     fn drop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            let _ = server.kill();
-            let _ = server.wait();
+        // The namespace, and the veth pair with it, goes with the last
+        // process in it.
+        for child in self.server.iter_mut().chain([&mut self.holder]) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
     }
 }
 
