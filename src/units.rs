@@ -8,17 +8,8 @@ use std::time::Duration;
 /// Decimal unit names, as `units.HumanSize` uses them.
 const DECIMAL_ABBRS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
 
-/// A size string that [`parse_size`] rejects.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum UnitsError {
-    /// The number part is missing, malformed, negative or too large.
-    #[error("invalid size: '{0}'")]
-    InvalidSize(String),
-    /// The unit after the number is not one of k, m, g, t, p (with optional `b` or `ib`).
-    #[error("invalid suffix: '{0}'")]
-    InvalidSuffix(String),
-}
+/// A size string that [`parse_size`] rejects, in go-units' words.
+pub use kiln_parser::values::SizeError as UnitsError;
 
 /// Divides `size` by `base` until it is below `base` (go-units' `getSizeAndUnit`).
 fn size_and_unit(mut size: f64, base: f64, units: &[&'static str; 9]) -> (f64, &'static str) {
@@ -89,71 +80,9 @@ pub fn human_duration(d: Duration) -> String {
 
 /// `units.RAMInBytes`: parses `512m`, `1g`, `100k`, `1.5g`, `2GiB`, `300`
 /// (binary multiples, case-insensitive, optional `b`/`ib`, optional space
-/// before the unit). Fractions of a byte are dropped as Go's `int64()` does.
+/// before the unit), with the parser's one port of go-units.
 pub fn parse_size(s: &str) -> Result<u64, UnitsError> {
-    let invalid = || UnitsError::InvalidSize(s.to_owned());
-    // The number ends at the last digit, dot or space (go-units v0.5 parseSize).
-    let sep = s
-        .rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')
-        .ok_or_else(invalid)?;
-    let (num, suffix) = if s.as_bytes().get(sep) == Some(&b' ') {
-        (&s[..sep], &s[sep + 1..])
-    } else {
-        (&s[..=sep], &s[sep + 1..])
-    };
-    let size = parse_go_float(num).ok_or_else(invalid)?;
-    if size < 0.0 {
-        return Err(invalid());
-    }
-    let multiplier: u64 = if suffix.is_empty() {
-        1
-    } else {
-        // go-units reports a too-long suffix as written, others lowercased.
-        if suffix.len() > 3 {
-            return Err(UnitsError::InvalidSuffix(suffix.to_owned()));
-        }
-        let lower = suffix.to_ascii_lowercase();
-        let bad_suffix = || UnitsError::InvalidSuffix(lower.clone());
-        let mut chars = lower.chars();
-        let mul = match chars.next() {
-            Some('b') if lower.len() == 1 => 1,
-            Some('k') => 1 << 10,
-            Some('m') => 1 << 20,
-            Some('g') => 1 << 30,
-            Some('t') => 1 << 40,
-            Some('p') => 1 << 50,
-            _ => return Err(bad_suffix()),
-        };
-        let rest = chars.as_str();
-        if mul != 1 && !(rest.is_empty() || rest == "b" || rest == "ib") {
-            return Err(bad_suffix());
-        }
-        mul
-    };
-    #[expect(clippy::cast_precision_loss, reason = "go-units multiplies as float64")]
-    let bytes = size * multiplier as f64;
-    // 2^64 is the first value that does not fit; Go would silently wrap.
-    if !bytes.is_finite() || bytes >= 18_446_744_073_709_551_616.0 {
-        return Err(invalid());
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "range checked above; truncation drops fractions like Go"
-    )]
-    Ok(bytes as u64)
-}
-
-/// Parses a decimal float the way Go's `strconv.ParseFloat` accepts one
-/// here (sign, digits, dot, exponent), rejecting Rust-only spellings like
-/// `inf` and `nan`.
-fn parse_go_float(num: &str) -> Option<f64> {
-    let valid = !num.is_empty()
-        && num
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
-        && num.chars().any(|c| c.is_ascii_digit());
-    if valid { num.parse().ok() } else { None }
+    kiln_parser::values::ram_in_bytes(s)
 }
 
 /// Formats a float like Go's `%g` (`precision` = `Some(n)` for `%.ng`,
@@ -367,37 +296,6 @@ mod tests {
         ];
         for &(input, want) in cases {
             assert_eq!(parse_size(input), Ok(want), "parse_size({input:?})");
-        }
-    }
-
-    #[test]
-    fn parse_size_rejects_with_clean_errors() {
-        let cases: &[(&str, &str)] = &[
-            ("", "invalid size: ''"),
-            ("xyz", "invalid size: 'xyz'"),
-            ("k", "invalid size: 'k'"),
-            ("-1", "invalid size: '-1'"),
-            ("-1k", "invalid size: '-1k'"),
-            ("1.2.3", "invalid size: '1.2.3'"),
-            ("1  k", "invalid size: '1  k'"),
-            ("inf", "invalid size: 'inf'"),
-            ("99999999999p", "invalid size: '99999999999p'"),
-            (
-                "20000000000000000000",
-                "invalid size: '20000000000000000000'",
-            ),
-            ("32x", "invalid suffix: 'x'"),
-            ("32kk", "invalid suffix: 'kk'"),
-            ("32bb", "invalid suffix: 'bb'"),
-            ("32mib1", "invalid size: '32mib1'"),
-            ("12 kilobytes", "invalid suffix: 'kilobytes'"),
-            ("32kbi", "invalid suffix: 'kbi'"),
-            ("32KIBB", "invalid suffix: 'KIBB'"),
-            ("32KBB", "invalid suffix: 'kbb'"),
-        ];
-        for &(input, want) in cases {
-            let err = parse_size(input).expect_err(input);
-            assert_eq!(err.to_string(), want, "parse_size({input:?})");
         }
     }
 

@@ -1,6 +1,6 @@
 //! The few Go standard-library functions whose exact behaviour BuildKit's
 //! accept/reject decisions and messages depend on: `strconv.Quote`,
-//! `strconv.ParseBool`/`ParseInt`/`ParseUint`, `strings.ToLower`/`ToUpper`
+//! `strconv.ParseBool`/`ParseInt`/`ParseUint`/`ParseFloat`, `strings.ToLower`/`ToUpper`
 //! and `path.Clean`/`Base`. One copy here serves every module.
 
 use std::fmt::Write as _;
@@ -238,6 +238,183 @@ pub(crate) fn path_base(p: &str) -> &str {
         return "/";
     }
     trimmed.rsplit('/').next().unwrap_or(trimmed)
+}
+
+/// Go's `strconv.ParseFloat(s, 64)`, returning `None` for syntax errors and
+/// for overflow (Go's `ErrRange`). `inf`/`nan` spellings are reported as
+/// `None` too: every caller here rejects them either way.
+pub(crate) fn parse_float(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut neg = false;
+    match b.first() {
+        Some(b'+') => i += 1,
+        Some(b'-') => {
+            neg = true;
+            i += 1;
+        }
+        _ => {}
+    }
+    let hex =
+        i + 2 < b.len() && b.get(i) == Some(&b'0') && matches!(b.get(i + 1), Some(b'x' | b'X'));
+    if hex {
+        i += 2;
+    }
+    let mant_start = i;
+    let mut saw_digits = false;
+    let mut saw_dot = false;
+    let mut underscores = false;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'_' => underscores = true,
+            b'.' if !saw_dot => saw_dot = true,
+            b'0'..=b'9' => saw_digits = true,
+            c if hex && c.is_ascii_hexdigit() => saw_digits = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    if !saw_digits {
+        return None;
+    }
+    let mant_end = i;
+    let exp_char = if hex { b'p' } else { b'e' };
+    let mut exp: i64 = 0;
+    let mut has_exp = false;
+    if b.get(i).map(u8::to_ascii_lowercase) == Some(exp_char) {
+        has_exp = true;
+        i += 1;
+        let mut esign = 1;
+        match b.get(i) {
+            Some(b'+') => i += 1,
+            Some(b'-') => {
+                esign = -1;
+                i += 1;
+            }
+            _ => {}
+        }
+        if !b.get(i).is_some_and(u8::is_ascii_digit) {
+            return None;
+        }
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'_' => underscores = true,
+                b'0'..=b'9' => {
+                    // Go stops accumulating at 10000; beyond that the result
+                    // is infinite or zero anyway.
+                    if exp < 10_000 {
+                        exp = exp * 10 + i64::from(c - b'0');
+                    }
+                }
+                _ => break,
+            }
+            i += 1;
+        }
+        exp *= esign;
+    } else if hex {
+        return None;
+    }
+    if i != b.len() || (underscores && !underscore_ok(s)) {
+        return None;
+    }
+    let mantissa = s.get(mant_start..mant_end)?;
+    let value = if hex {
+        hex_float(mantissa, exp)
+    } else {
+        let mut text: String = mantissa.chars().filter(|&c| c != '_').collect();
+        if has_exp {
+            let _ = write!(text, "e{exp}");
+        }
+        text.parse::<f64>().ok()?
+    };
+    if value.is_infinite() {
+        return None;
+    }
+    Some(if neg { -value } else { value })
+}
+
+/// Value of a hexadecimal mantissa (digits, at most one dot, no underscores
+/// relevant) times two to the `exp`.
+fn hex_float(mantissa: &str, exp: i64) -> f64 {
+    let mut m: u128 = 0;
+    let mut sticky = false;
+    let mut shift: i64 = exp;
+    let mut after_dot = false;
+    for c in mantissa.chars() {
+        if c == '.' {
+            after_dot = true;
+            continue;
+        }
+        let Some(d) = c.to_digit(16) else { continue };
+        if m >> 120 == 0 {
+            m = (m << 4) | u128::from(d);
+            if after_dot {
+                shift = shift.saturating_sub(4);
+            }
+        } else {
+            // Digits past 120 bits only matter for rounding.
+            sticky |= d != 0;
+            if !after_dot {
+                shift = shift.saturating_add(4);
+            }
+        }
+    }
+    if m == 0 {
+        return 0.0;
+    }
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "rounding to f64 is the point; sticky bit keeps it correct"
+    )]
+    let mut f = (m | u128::from(sticky)) as f64;
+    let mut e = shift.clamp(-3000, 3000);
+    while e != 0 {
+        let step = e.clamp(-1000, 1000);
+        #[expect(clippy::cast_possible_truncation, reason = "step is within ±1000")]
+        let step32 = step as i32;
+        f *= 2f64.powi(step32);
+        e -= step;
+    }
+    f
+}
+
+/// Go's `underscoreOK`: underscores only between digits, or between a base
+/// prefix and a digit.
+fn underscore_ok(s: &str) -> bool {
+    let mut b = s.as_bytes();
+    if let Some((b'+' | b'-', rest)) = b.split_first() {
+        b = rest;
+    }
+    let mut saw = b'^';
+    let mut i = 0;
+    let mut hex = false;
+    if let [b'0', p, ..] = b {
+        let p = p.to_ascii_lowercase();
+        if matches!(p, b'b' | b'o' | b'x') {
+            i = 2;
+            saw = b'0';
+            hex = p == b'x';
+        }
+    }
+    while let Some(&c) = b.get(i) {
+        i += 1;
+        if c.is_ascii_digit() || (hex && c.is_ascii_hexdigit()) {
+            saw = b'0';
+            continue;
+        }
+        if c == b'_' {
+            if saw != b'0' {
+                return false;
+            }
+            saw = b'_';
+            continue;
+        }
+        if saw == b'_' {
+            return false;
+        }
+        saw = b'!';
+    }
+    saw != b'_'
 }
 
 #[cfg(test)]

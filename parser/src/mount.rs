@@ -11,7 +11,7 @@
 //! when the mount is turned into LLB; [`Mount`]'s methods expose those.
 
 use std::convert::Infallible;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -646,10 +646,12 @@ impl MountBuilder {
             "required" if self.takes_required() => {
                 self.m.required = parse_bool_field(key, value, span)?;
             }
-            "size" if self.m.kind == MountType::Tmpfs => match ram_in_bytes(&value) {
-                Some(n) => self.m.size_limit = Some(n),
-                None => return Err(MountError::InvalidValue { key, value, span }),
-            },
+            "size" if self.m.kind == MountType::Tmpfs => {
+                match crate::values::size::ram_in_bytes(&value) {
+                    Ok(n) => self.m.size_limit = Some(n),
+                    Err(_) => return Err(MountError::InvalidValue { key, value, span }),
+                }
+            }
             "required" | "size" => return Err(self.not_for_type(key, span)),
             "id" => {
                 self.m.cache_id = non_empty(&value);
@@ -964,260 +966,6 @@ fn non_empty(s: &str) -> Option<String> {
 /// order is random, and ties then go to the earlier option here.
 fn suggest<const N: usize>(val: &str, options: [&'static str; N]) -> Option<&'static str> {
     crate::suggest::nearest(val, options, crate::suggest::Order::Listed)
-}
-
-/// `go-units`' `RAMInBytes` (binary multipliers), as `BuildKit` parses `size=`.
-/// Go converts the float result to int64 with a platform-dependent value when
-/// it does not fit; such sizes (2^63 bytes or more, infinities, NaN) are
-/// rejected here instead.
-fn ram_in_bytes(s: &str) -> Option<u64> {
-    parse_size(s, 1024)
-}
-
-/// `go-units`' `parseSize` with multipliers `unit^1..unit^5` for k, m, g, t, p.
-fn parse_size(s: &str, unit: u64) -> Option<u64> {
-    let sep = s.rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')?;
-    let num_end = if s.as_bytes().get(sep) == Some(&b' ') {
-        sep
-    } else {
-        sep + 1
-    };
-    let num = s.get(..num_end)?;
-    let sfx = s.get(sep + 1..)?;
-
-    let mut size = go_parse_float(num)?;
-    if size < 0.0 {
-        return None;
-    }
-    if sfx.is_empty() {
-        return float_to_size(size);
-    }
-    if sfx.len() > 3 {
-        return None;
-    }
-    let sfx = crate::golang::to_lower(sfx);
-    let b = sfx.as_bytes();
-    let first = *b.first()?;
-    if first == b'b' {
-        return if b.len() > 1 {
-            None
-        } else {
-            float_to_size(size)
-        };
-    }
-    let power = match first {
-        b'k' => 1,
-        b'm' => 2,
-        b'g' => 3,
-        b't' => 4,
-        b'p' => 5,
-        _ => return None,
-    };
-    let mul = unit.checked_pow(power)?;
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "multipliers are at most 2^50 or 10^15, exact in f64"
-    )]
-    let mul = mul as f64;
-    size *= mul;
-    match b.len() {
-        2 if b.get(1) != Some(&b'b') => return None,
-        3 if b.get(1..) != Some(b"ib".as_slice()) => return None,
-        _ => {}
-    }
-    float_to_size(size)
-}
-
-/// Truncates toward zero like Go's `int64(f)`, refusing values outside
-/// `[0, 2^63)` where Go's result depends on the CPU.
-fn float_to_size(f: f64) -> Option<u64> {
-    if (0.0..9_223_372_036_854_775_808.0).contains(&f) {
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "range checked above; truncation toward zero is intended"
-        )]
-        Some(f as u64)
-    } else {
-        None
-    }
-}
-
-/// Go's `strconv.ParseFloat(s, 64)`, returning `None` for syntax errors and
-/// for overflow (Go's `ErrRange`). `inf`/`nan` spellings are reported as
-/// `None` too: every caller here rejects them either way.
-fn go_parse_float(s: &str) -> Option<f64> {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut neg = false;
-    match b.first() {
-        Some(b'+') => i += 1,
-        Some(b'-') => {
-            neg = true;
-            i += 1;
-        }
-        _ => {}
-    }
-    let hex =
-        i + 2 < b.len() && b.get(i) == Some(&b'0') && matches!(b.get(i + 1), Some(b'x' | b'X'));
-    if hex {
-        i += 2;
-    }
-    let mant_start = i;
-    let mut saw_digits = false;
-    let mut saw_dot = false;
-    let mut underscores = false;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'_' => underscores = true,
-            b'.' if !saw_dot => saw_dot = true,
-            b'0'..=b'9' => saw_digits = true,
-            c if hex && c.is_ascii_hexdigit() => saw_digits = true,
-            _ => break,
-        }
-        i += 1;
-    }
-    if !saw_digits {
-        return None;
-    }
-    let mant_end = i;
-    let exp_char = if hex { b'p' } else { b'e' };
-    let mut exp: i64 = 0;
-    let mut has_exp = false;
-    if b.get(i).map(u8::to_ascii_lowercase) == Some(exp_char) {
-        has_exp = true;
-        i += 1;
-        let mut esign = 1;
-        match b.get(i) {
-            Some(b'+') => i += 1,
-            Some(b'-') => {
-                esign = -1;
-                i += 1;
-            }
-            _ => {}
-        }
-        if !b.get(i).is_some_and(u8::is_ascii_digit) {
-            return None;
-        }
-        while let Some(&c) = b.get(i) {
-            match c {
-                b'_' => underscores = true,
-                b'0'..=b'9' => {
-                    // Go stops accumulating at 10000; beyond that the result
-                    // is infinite or zero anyway.
-                    if exp < 10_000 {
-                        exp = exp * 10 + i64::from(c - b'0');
-                    }
-                }
-                _ => break,
-            }
-            i += 1;
-        }
-        exp *= esign;
-    } else if hex {
-        return None;
-    }
-    if i != b.len() || (underscores && !go_underscore_ok(s)) {
-        return None;
-    }
-    let mantissa = s.get(mant_start..mant_end)?;
-    let value = if hex {
-        hex_float(mantissa, exp)
-    } else {
-        let mut text: String = mantissa.chars().filter(|&c| c != '_').collect();
-        if has_exp {
-            let _ = write!(text, "e{exp}");
-        }
-        text.parse::<f64>().ok()?
-    };
-    if value.is_infinite() {
-        return None;
-    }
-    Some(if neg { -value } else { value })
-}
-
-/// Value of a hexadecimal mantissa (digits, at most one dot, no underscores
-/// relevant) times two to the `exp`.
-fn hex_float(mantissa: &str, exp: i64) -> f64 {
-    let mut m: u128 = 0;
-    let mut sticky = false;
-    let mut shift: i64 = exp;
-    let mut after_dot = false;
-    for c in mantissa.chars() {
-        if c == '.' {
-            after_dot = true;
-            continue;
-        }
-        let Some(d) = c.to_digit(16) else { continue };
-        if m >> 120 == 0 {
-            m = (m << 4) | u128::from(d);
-            if after_dot {
-                shift = shift.saturating_sub(4);
-            }
-        } else {
-            // Digits past 120 bits only matter for rounding.
-            sticky |= d != 0;
-            if !after_dot {
-                shift = shift.saturating_add(4);
-            }
-        }
-    }
-    if m == 0 {
-        return 0.0;
-    }
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "rounding to f64 is the point; sticky bit keeps it correct"
-    )]
-    let mut f = (m | u128::from(sticky)) as f64;
-    let mut e = shift.clamp(-3000, 3000);
-    while e != 0 {
-        let step = e.clamp(-1000, 1000);
-        #[expect(clippy::cast_possible_truncation, reason = "step is within ±1000")]
-        let step32 = step as i32;
-        f *= 2f64.powi(step32);
-        e -= step;
-    }
-    f
-}
-
-/// Go's `underscoreOK`: underscores only between digits, or between a base
-/// prefix and a digit.
-fn go_underscore_ok(s: &str) -> bool {
-    let mut b = s.as_bytes();
-    if let Some((b'+' | b'-', rest)) = b.split_first() {
-        b = rest;
-    }
-    let mut saw = b'^';
-    let mut i = 0;
-    let mut hex = false;
-    if let [b'0', p, ..] = b {
-        let p = p.to_ascii_lowercase();
-        if matches!(p, b'b' | b'o' | b'x') {
-            i = 2;
-            saw = b'0';
-            hex = p == b'x';
-        }
-    }
-    while let Some(&c) = b.get(i) {
-        i += 1;
-        if c.is_ascii_digit() || (hex && c.is_ascii_hexdigit()) {
-            saw = b'0';
-            continue;
-        }
-        if c == b'_' {
-            if saw != b'0' {
-                return false;
-            }
-            saw = b'_';
-            continue;
-        }
-        if saw == b'_' {
-            return false;
-        }
-        saw = b'!';
-    }
-    saw != b'_'
 }
 
 #[cfg(test)]
@@ -2118,119 +1866,6 @@ mod tests {
         }
     }
 
-    // go-units size_test.go: TestRAMInBytes, and TestFromHumanSize (same
-    // parser with decimal multipliers).
-    #[test]
-    #[expect(clippy::too_many_lines, reason = "upstream's tables of cases")]
-    fn sizes_match_go_units() {
-        const KIB: u64 = 1024;
-        let ram_ok: &[(&str, u64)] = &[
-            ("32", 32),
-            ("32b", 32),
-            ("32B", 32),
-            ("32k", 32 * KIB),
-            ("32K", 32 * KIB),
-            ("32kb", 32 * KIB),
-            ("32Kb", 32 * KIB),
-            ("32Kib", 32 * KIB),
-            ("32KIB", 32 * KIB),
-            ("32Mb", 32 << 20),
-            ("32Gb", 32 << 30),
-            ("32Tb", 32 << 40),
-            ("32Pb", 32 << 50),
-            ("32PB", 32 << 50),
-            ("32P", 32 << 50),
-            ("32.3", 32),
-            ("32.3 mb", 33_869_004),
-            ("0.3MB", 314_572),
-            // Own cases: Go float syntax.
-            ("1e3", 1000),
-            ("1E3k", 1_024_000),
-            ("+5", 5),
-            ("1_000", 1000),
-            ("0x10p0", 16),
-            ("0x1.8p1k", 3 * KIB),
-            ("0X_1P4", 16),
-            ("1e-400", 0),
-            ("0.9", 0),
-            ("9223372036854774784", 9_223_372_036_854_775_808 - 1024),
-        ];
-        for (input, want) in ram_ok {
-            assert_eq!(ram_in_bytes(input), Some(*want), "{input:?}");
-        }
-        let ram_bad = [
-            "",
-            "hello",
-            "-32",
-            " 32 ",
-            "32m b",
-            "32bm",
-            "32.3.3",
-            "1e",
-            "0x10",
-            "1__0",
-            "_1",
-            "1_",
-            "0x_p1",
-            "inf",
-            "inf ",
-            "nan ",
-            "Infinity",
-            "1e400",
-            "8e18k",
-            "9223372036854775808",
-            "9223372036854775807",
-            "0x1p63",
-            "1kibb",
-            "1x",
-            "1 k b",
-            "١٢",
-            "1\u{130}",
-        ];
-        for input in ram_bad {
-            assert_eq!(ram_in_bytes(input), None, "{input:?}");
-        }
-
-        let human_ok: &[(&str, u64)] = &[
-            ("0", 0),
-            ("0b", 0),
-            ("0B", 0),
-            ("0 B", 0),
-            ("32", 32),
-            ("32k", 32_000),
-            ("32Kb", 32_000),
-            ("32Mb", 32_000_000),
-            ("32Pb", 32_000_000_000_000_000),
-            ("32.5kB", 32_500),
-            ("32.5 kB", 32_500),
-            ("32.5 B", 32),
-            ("0.3 K", 300),
-            (".3kB", 300),
-            ("0.", 0),
-            ("0. ", 0),
-            ("0.b", 0),
-            ("-0", 0),
-            ("-0b", 0),
-            ("-0 B", 0),
-            ("32.", 32),
-            ("32.b", 32),
-            ("32. b", 32),
-            ("32. B", 32),
-            ("0 ", 0),
-        ];
-        for (input, want) in human_ok {
-            assert_eq!(parse_size(input, 1000), Some(*want), "{input:?}");
-        }
-        let human_bad = [
-            " 0", " 0b", " 0B", " 0 B", "0b ", "0B ", "0 B ", "", "hello", ".", ". ", " ", "  ",
-            " .", " . ", "-32", "-32b", "-32B", "-32 b", "-32 B", "32b.", "32B.", "32 b.", "32 B.",
-            "32 bb", "32 BB", "32 b b", "32 B B", "32  b", "32  B", " 32 ", "32m b", "32bm",
-        ];
-        for input in human_bad {
-            assert_eq!(parse_size(input, 1000), None, "{input:?}");
-        }
-    }
-
     #[test]
     fn network_and_security() {
         assert_eq!(parse_network("default"), Ok(NetworkMode::Default));
@@ -2424,20 +2059,6 @@ mod tests {
         assert_eq!(m.target.map(|t| t.len()), Some((1 << 20) + 1));
         let many = "ro,".repeat(100_000) + "type=cache";
         assert!(parse(&many).unwrap().read_only);
-        assert_eq!(ram_in_bytes(&"9".repeat(100_000)), None);
-        assert_eq!(
-            ram_in_bytes(&format!("0.{}1", "0".repeat(100_000))),
-            Some(0)
-        );
-        // The exponent saturates at 40000 as in Go; 1 - 2^-40000 rounds to 1.0.
-        assert_eq!(
-            ram_in_bytes(&format!("0x{}p-400000", "f".repeat(10_000))),
-            Some(1)
-        );
-        assert_eq!(
-            ram_in_bytes(&format!("0x{}p-40004", "f".repeat(10_000))),
-            Some(0)
-        );
     }
 
     #[test]
@@ -2491,9 +2112,8 @@ mod tests {
                 crate::golang::quote(&input),
             );
             let _ = (
-                parse_size(&input, 1024),
-                go_parse_float(&input),
-                go_underscore_ok(&input),
+                crate::values::size::ram_in_bytes(&input),
+                crate::golang::parse_float(&input),
             );
             let _ = (
                 crate::golang::path_clean(&input),

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use kiln_parser::golang::quote;
 use kiln_parser::plan::{Healthcheck, Step, StepKind};
+use kiln_parser::values::format_duration;
 use kiln_store::spec::{ContainerConfig, History};
 
 use super::{HISTORY_COMMENT, StageState};
@@ -60,49 +61,6 @@ fn go_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
-/// Go's `time.Duration.String()` for nanoseconds.
-pub(super) fn go_duration(nanos: i64) -> String {
-    if nanos == 0 {
-        return "0s".to_owned();
-    }
-    let negative = nanos < 0;
-    let n = nanos.unsigned_abs();
-    let sign = if negative { "-" } else { "" };
-    if n < 1_000 {
-        return format!("{sign}{n}ns");
-    }
-    if n < 1_000_000 {
-        return format!("{sign}{}µs", trim_fraction(n, 1_000));
-    }
-    if n < 1_000_000_000 {
-        return format!("{sign}{}ms", trim_fraction(n, 1_000_000));
-    }
-    let hours = n / 3_600_000_000_000;
-    let minutes = (n / 60_000_000_000) % 60;
-    let seconds = trim_fraction(n % 60_000_000_000, 1_000_000_000);
-    let mut out = sign.to_owned();
-    if hours > 0 {
-        let _ = write!(out, "{hours}h");
-    }
-    if hours > 0 || minutes > 0 {
-        let _ = write!(out, "{minutes}m");
-    }
-    let _ = write!(out, "{seconds}s");
-    out
-}
-
-/// `n / unit` with the fraction's trailing zeros removed (`1.5`, `2`).
-fn trim_fraction(n: u64, unit: u64) -> String {
-    let whole = n / unit;
-    let frac = n % unit;
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let width = unit.ilog10() as usize;
-    let digits = format!("{frac:0width$}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
-}
-
 /// The config's `Healthcheck` and BuildKit's history text for it (Go's
 /// `%q` of the struct: durations quoted, the retry count as a rune).
 fn healthcheck(h: &Healthcheck) -> (serde_json::Value, String) {
@@ -141,10 +99,10 @@ fn healthcheck(h: &Healthcheck) -> (serde_json::Value, String) {
             let text = format!(
                 "HEALTHCHECK &{{{} \"{}\" \"{}\" \"{}\" \"{}\" {rune}}}",
                 go_quoted_list(test),
-                go_duration(*interval),
-                go_duration(*timeout),
-                go_duration(*start_period),
-                go_duration(*start_interval),
+                format_duration(*interval),
+                format_duration(*timeout),
+                format_duration(*start_period),
+                format_duration(*start_interval),
             );
             (serde_json::Value::Object(value), text)
         }
@@ -305,16 +263,6 @@ pub(super) fn apply_metadata(state: &mut StageState, step: &Step, created: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(go_duration(0), "0s");
-        assert_eq!(go_duration(30_000_000_000), "30s");
-        assert_eq!(go_duration(90_000_000_000), "1m30s");
-        assert_eq!(go_duration(1_500_000_000), "1.5s");
-        assert_eq!(go_duration(100_000_000), "100ms");
-        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
-    }
 
     #[test]
     fn quoted_lists() {

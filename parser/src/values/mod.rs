@@ -12,6 +12,7 @@
 //! | [`signal`] | `moby/sys/signal.ParseSignal` (Linux table) | `STOPSIGNAL` |
 //! | [`chmod`] | `BuildKit` `convert_copy.go` + `tonistiigi/dchapes-mode` | `COPY/ADD --chmod` |
 //! | [`platform`] | `containerd/platforms` `Parse` / `Normalize` | `FROM --platform`, `--platform` |
+//! | [`size`] | `docker/go-units` `RAMInBytes` / `FromHumanSize` | `RUN --mount=type=tmpfs,size=`, the CLI's size flags |
 //!
 //! Every entry point is total: it returns an error for any input it rejects
 //! and never panics.
@@ -22,6 +23,7 @@ pub mod platform;
 pub mod port;
 pub mod reference;
 pub mod signal;
+pub mod size;
 
 pub use chmod::{Chmod, ChmodError, SymbolicMode, parse_chmod};
 pub use duration::{DurationError, format_duration, parse_duration};
@@ -29,6 +31,7 @@ pub use platform::{Platform, PlatformError, parse_platform};
 pub use port::{PortError, exposed_ports, parse_port_spec, parse_port_specs};
 pub use reference::{Digest, ImageReference, ReferenceError, parse_normalized_named};
 pub use signal::{Signal, SignalError, parse_signal};
+pub use size::{SizeError, from_human_size, ram_in_bytes};
 
 #[cfg(test)]
 mod tests {
