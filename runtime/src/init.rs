@@ -317,43 +317,18 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
     // still fit in the one-page mount option string.
     std::env::set_current_dir(&config.links)
         .map_err(|e| format!("entering {}: {e}", config.links.display()))?;
-    let mut lower = String::from("s");
-    for i in (0..spec.layers.len()).rev() {
-        lower.push(':');
-        lower.push_str(&i.to_string());
-    }
-    let mut options = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
-        spec.upper.display(),
-        config.work.display()
-    );
-    if config.rootless {
-        // In a user namespace overlayfs may not use trusted.* xattrs; it
-        // keeps its opaque and redirect marks in user.overlay.* instead.
-        options.push_str(",userxattr");
-    }
-    // `volatile`: the upper directory is packed into a layer or thrown
-    // away once the process exits, never needed after a crash, so the
-    // overlay skips every sync (the container's own fsyncs, and the sync
-    // of the whole upper file system that unmounting would do). Kernels
-    // before 5.10 do not know it.
-    let volatile = format!("{options},volatile");
-    mount(
-        Some("overlay"),
+    let names: Vec<String> = std::iter::once("s".to_owned())
+        .chain((0..spec.layers.len()).rev().map(|i| i.to_string()))
+        .collect();
+    let stack: Vec<&Path> = names.iter().map(Path::new).collect();
+    kiln_rootfs::mount::overlay(
+        &stack,
+        Some((&spec.upper, &config.work)),
         &config.merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(volatile.as_str()),
+        kiln_rootfs::mount::OverlayOptions {
+            userxattr: config.rootless,
+        },
     )
-    .or_else(|_| {
-        mount(
-            Some("overlay"),
-            &config.merged,
-            Some("overlay"),
-            MsFlags::empty(),
-            Some(options.as_str()),
-        )
-    })
     .map_err(|e| format!("mounting the overlay on {}: {e}", config.merged.display()))?;
     std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))?;
 
