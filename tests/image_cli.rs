@@ -205,6 +205,59 @@ fn history_shows_steps_like_docker() {
 }
 
 #[test]
+fn import_changes_apply_as_the_dockerfile_instructions_do() {
+    // As Docker's dispatchers: an ENTRYPOINT keeps a CMD set before it in
+    // the same list, ENV replaces a key in place, EXPOSE and VOLUME add
+    // to sets; and (Docker's import, unlike BuildKit's CMD) no
+    // ArgsEscaped.
+    let kiln = Kiln::new();
+    let rootfs = kiln.path("rootfs");
+    common::sample_rootfs(&rootfs, "x");
+    kiln.ok(&[
+        "import",
+        rootfs.to_str().unwrap(),
+        "changed:1",
+        "--change",
+        "ENV A=1 B=2",
+        "--change",
+        "CMD [\"serve\"]",
+        "--change",
+        "ENTRYPOINT [\"/app\"]",
+        "--change",
+        "ENV A=3",
+        "--change",
+        "EXPOSE 80 80/udp",
+        "--change",
+        "VOLUME /data",
+        "--change",
+        "USER 1000:1000",
+    ]);
+    let f = |template: &str| kiln.ok(&["inspect", "-f", template, "changed:1"]);
+    assert_eq!(f("{{json .Config.Cmd}}"), "[\"serve\"]\n");
+    assert_eq!(f("{{json .Config.Entrypoint}}"), "[\"/app\"]\n");
+    assert_eq!(f("{{.Config.Env}}"), "[A=3 B=2]\n");
+    assert_eq!(
+        f("{{json .Config.ExposedPorts}}"),
+        "{\"80/tcp\":{},\"80/udp\":{}}\n"
+    );
+    assert_eq!(f("{{json .Config.Volumes}}"), "{\"/data\":{}}\n");
+    assert_eq!(f("{{.Config.User}}"), "1000:1000\n");
+    assert_eq!(f("{{json .Config.ArgsEscaped}}"), "false\n");
+    // An ENTRYPOINT before any CMD clears the CMD, as in a Dockerfile.
+    kiln.ok(&[
+        "import",
+        rootfs.to_str().unwrap(),
+        "changed:2",
+        "--change",
+        "ENTRYPOINT [\"/app\"]",
+    ]);
+    assert_eq!(
+        kiln.ok(&["inspect", "-f", "{{json .Config.Cmd}}", "changed:2"]),
+        "null\n"
+    );
+}
+
+#[test]
 fn inspect_templates_and_json_shape() {
     let kiln = Kiln::new();
     let rootfs = kiln.path("rootfs");

@@ -38,7 +38,7 @@ use crate::context::{BuildContext, StatCache};
 use crate::error::BuildError;
 use crate::progress::{Event, Reporter};
 
-pub use config::history_for;
+pub use config::{apply_to_config, history_for};
 
 /// The `comment` BuildKit writes on every history entry.
 pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";

@@ -1,7 +1,6 @@
 //! `kiln import`: a root file system (tarball or directory) becomes a
 //! one-layer image, as `docker import` does.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -166,48 +165,12 @@ fn apply_changes(changes: &[String]) -> anyhow::Result<ContainerConfig> {
         .next()
         .map(|s| s.steps)
         .unwrap_or_default();
+    let mut cmd_set = false;
     for step in steps {
-        match step.kind {
-            StepKind::Cmd { argv } => config.cmd = Some(argv),
-            StepKind::Entrypoint { argv } => {
-                config.entrypoint = if argv.is_empty() { None } else { Some(argv) };
-                // As in a Dockerfile, ENTRYPOINT resets an earlier CMD.
-                config.cmd = None;
-            }
-            StepKind::Env { pairs } => {
-                let env = config.env.get_or_insert_with(Vec::new);
-                for (key, value) in pairs {
-                    env.retain(|e| e.split('=').next() != Some(key.as_str()));
-                    env.push(format!("{key}={value}"));
-                }
-            }
-            StepKind::Label { pairs } => {
-                config
-                    .labels
-                    .get_or_insert_with(BTreeMap::new)
-                    .extend(pairs);
-            }
-            StepKind::Expose { ports } => {
-                let exposed = config.exposed_ports.get_or_insert_with(BTreeMap::new);
-                for port in ports {
-                    exposed.insert(port, serde_json::json!({}));
-                }
-            }
-            StepKind::Volume { paths } => {
-                let volumes = config.volumes.get_or_insert_with(BTreeMap::new);
-                for path in paths {
-                    volumes.insert(path, serde_json::json!({}));
-                }
-            }
-            StepKind::User { user } => config.user = Some(user),
-            StepKind::Workdir { path } => config.working_dir = Some(path),
-            StepKind::Onbuild { expression } => {
-                config
-                    .on_build
-                    .get_or_insert_with(Vec::new)
-                    .push(expression);
-            }
-            _ => {}
+        if let StepKind::Workdir { path } = &step.kind {
+            config.working_dir = Some(path.clone());
+        } else {
+            kiln_builder::engine::apply_to_config(&mut config, &step.kind, &mut cmd_set);
         }
     }
     Ok(config)

@@ -146,28 +146,88 @@ pub(super) fn run_command_string(argv: &[String], state: &StageState) -> String 
     parts.join(" ")
 }
 
-/// Applies a step that changes only the config, with its history entry.
+/// Applies a config instruction (ENV, LABEL, CMD, ENTRYPOINT, USER,
+/// VOLUME, EXPOSE, STOPSIGNAL, HEALTHCHECK, SHELL, ONBUILD) to `config`
+/// as BuildKit's and Docker's dispatchers do; `cmd_set` says whether the
+/// stage (or the `import --change` list) set CMD before, which keeps it
+/// over a later ENTRYPOINT. The one place such a step changes a config:
+/// builds, and `kiln import --change`. Returns false for other steps.
+pub fn apply_to_config(config: &mut ContainerConfig, kind: &StepKind, cmd_set: &mut bool) -> bool {
+    match kind {
+        StepKind::Env { pairs } => {
+            let env = config.env.get_or_insert_with(Vec::new);
+            for (k, v) in pairs {
+                add_env(env, k, v);
+            }
+        }
+        StepKind::Label { pairs } => {
+            let labels = config.labels.get_or_insert_with(BTreeMap::new);
+            for (k, v) in pairs {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+        StepKind::Cmd { argv } => {
+            config.cmd = Some(argv.clone());
+            *cmd_set = true;
+        }
+        StepKind::Entrypoint { argv } => {
+            config.entrypoint = if argv.is_empty() {
+                None
+            } else {
+                Some(argv.clone())
+            };
+            if !*cmd_set {
+                config.cmd = None;
+            }
+        }
+        StepKind::User { user } => config.user = Some(user.clone()),
+        StepKind::Volume { paths } => {
+            let volumes = config.volumes.get_or_insert_with(BTreeMap::new);
+            for p in paths {
+                volumes.insert(p.clone(), serde_json::json!({}));
+            }
+        }
+        StepKind::Expose { ports } => {
+            let exposed = config.exposed_ports.get_or_insert_with(BTreeMap::new);
+            for p in ports {
+                exposed.insert(p.clone(), serde_json::json!({}));
+            }
+        }
+        StepKind::Stopsignal { signal } => config.stop_signal = Some(signal.clone()),
+        StepKind::Healthcheck(h) => config.healthcheck = Some(healthcheck(h).0),
+        StepKind::Shell { shell } => config.shell = Some(shell.clone()),
+        StepKind::Onbuild { expression } => {
+            config
+                .on_build
+                .get_or_insert_with(Vec::new)
+                .push(expression.clone());
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Applies a step that changes only the config, with its history entry
+/// (BuildKit's text for it) and what it does to the stage's RUN
+/// environment and ARGs.
 pub(super) fn apply_metadata(state: &mut StageState, step: &Step, created: &str) {
     let config = state
         .config
         .config
         .get_or_insert_with(ContainerConfig::default);
+    apply_to_config(config, &step.kind, &mut state.cmd_set);
     let text = match &step.kind {
         StepKind::Env { pairs } => {
-            let env = config.env.get_or_insert_with(Vec::new);
             let mut text = "ENV".to_owned();
             for (k, v) in pairs {
-                add_env(env, k, v);
                 set_run_env(&mut state.run_env, k, v);
                 let _ = write!(text, " {k}={v}");
             }
             Some(text)
         }
         StepKind::Label { pairs } => {
-            let labels = config.labels.get_or_insert_with(BTreeMap::new);
             let mut text = "LABEL".to_owned();
             for (k, v) in pairs {
-                labels.insert(k.clone(), v.clone());
                 let _ = write!(text, " {k}={v}");
             }
             Some(text)
@@ -186,72 +246,33 @@ pub(super) fn apply_metadata(state: &mut StageState, step: &Step, created: &str)
             Some(format!("ARG {}", parts.join(" ")))
         }
         StepKind::Cmd { argv } => {
-            config.cmd = Some(argv.clone());
+            // BuildKit marks every CMD so (Docker's import does not).
             config.args_escaped = Some(true);
-            state.cmd_set = true;
             Some(format!("CMD {}", go_quoted_list(argv)))
         }
-        StepKind::Entrypoint { argv } => {
-            config.entrypoint = if argv.is_empty() {
-                None
-            } else {
-                Some(argv.clone())
-            };
-            if !state.cmd_set {
-                config.cmd = None;
-            }
-            Some(format!("ENTRYPOINT {}", go_quoted_list(argv)))
-        }
-        StepKind::User { user } => {
-            config.user = Some(user.clone());
-            Some(format!("USER {user}"))
-        }
-        StepKind::Volume { paths } => {
-            let volumes = config.volumes.get_or_insert_with(BTreeMap::new);
-            for p in paths {
-                volumes.insert(p.clone(), serde_json::json!({}));
-            }
-            Some(format!("VOLUME {}", go_list(paths)))
-        }
+        StepKind::Entrypoint { argv } => Some(format!("ENTRYPOINT {}", go_quoted_list(argv))),
+        StepKind::User { user } => Some(format!("USER {user}")),
+        StepKind::Volume { paths } => Some(format!("VOLUME {}", go_list(paths))),
         StepKind::Expose { ports } => {
-            let exposed = config.exposed_ports.get_or_insert_with(BTreeMap::new);
-            for p in ports {
-                exposed.insert(p.clone(), serde_json::json!({}));
-            }
             let mut sorted = ports.clone();
             sorted.sort();
             sorted.dedup();
             let items: Vec<String> = sorted.iter().map(|p| format!("{p}:{{}}")).collect();
             Some(format!("EXPOSE map[{}]", items.join(" ")))
         }
-        StepKind::Stopsignal { signal } => {
-            config.stop_signal = Some(signal.clone());
-            Some(format!("STOPSIGNAL {signal}"))
-        }
-        StepKind::Healthcheck(h) => {
-            let (value, text) = healthcheck(h);
-            config.healthcheck = Some(value);
-            Some(text)
-        }
-        StepKind::Shell { shell } => {
-            config.shell = Some(shell.clone());
-            Some(format!("SHELL {}", go_list(shell)))
-        }
+        StepKind::Stopsignal { signal } => Some(format!("STOPSIGNAL {signal}")),
+        StepKind::Healthcheck(h) => Some(healthcheck(h).1),
+        StepKind::Shell { shell } => Some(format!("SHELL {}", go_list(shell))),
         StepKind::Maintainer { name } => {
             state.config.author = Some(name.clone());
             Some(format!("MAINTAINER {name}"))
         }
-        StepKind::Onbuild { expression } => {
-            config
-                .on_build
-                .get_or_insert_with(Vec::new)
-                .push(expression.clone());
-            // BuildKit records no history entry for ONBUILD.
-            None
-        }
-        StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_) | StepKind::Workdir { .. } => {
-            None
-        }
+        // BuildKit records no history entry for ONBUILD.
+        StepKind::Onbuild { .. }
+        | StepKind::Run { .. }
+        | StepKind::Copy(_)
+        | StepKind::Add(_)
+        | StepKind::Workdir { .. } => None,
     };
     if let Some(text) = text {
         let mut entry = history_for(text, created);
