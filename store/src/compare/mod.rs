@@ -339,13 +339,20 @@ pub fn layer_report(tree: &FileTree, layers: &[(Digest, usize)], top: usize) -> 
     }
 }
 
-/// A path as `kiln diff` prints it: with a leading `/`; control
-/// characters, backslashes and bytes that are not UTF-8 escaped (`\n`,
-/// `\\`, `\xff`), so that a hostile name cannot forge output lines.
+/// A path as `kiln diff` prints it: with a leading `/`, escaped as
+/// [`display_bytes`] escapes.
 pub fn display_path(path: &[u8]) -> String {
-    let mut out = String::with_capacity(path.len() + 1);
-    out.push('/');
-    for chunk in path.utf8_chunks() {
+    let mut out = String::from("/");
+    out.push_str(&display_bytes(path));
+    out
+}
+
+/// A name or link target from a layer as text: control characters,
+/// backslashes and bytes that are not UTF-8 escaped (`\n`, `\\`,
+/// `\xff`), so that a hostile name cannot forge output lines.
+pub fn display_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             if c.is_control() || c == '\\' {
                 out.extend(c.escape_default());
