@@ -82,6 +82,10 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Show the steps that made an image.
     History(commands::history::HistoryArgs),
+    /// Show the files added, removed and changed between two images.
+    Diff(commands::diff::DiffArgs),
+    /// Show what each layer of an image adds and wastes, and its largest files.
+    Layers(commands::layers::LayersArgs),
     /// Load images from a docker-archive or OCI archive (stdin by default).
     Load(commands::load::LoadArgs),
     /// Pull an image from a registry.
@@ -152,6 +156,8 @@ fn main() -> ExitCode {
         Command::Images(args) => commands::images::run(root, &args),
         Command::Inspect(args) => commands::inspect::run(root, &args),
         Command::History(args) => commands::history::run(root, &args),
+        Command::Diff(args) => commands::diff::run(root, &args),
+        Command::Layers(args) => commands::layers::run(root, &args),
         Command::Load(args) => commands::load::run(root, &args),
         Command::Pull(args) => commands::pull::run(root, &args),
         Command::Push(args) => commands::push::run(root, &args),

@@ -2,10 +2,12 @@
 
 pub mod build;
 pub mod cache;
+pub mod diff;
 pub mod history;
 pub mod images;
 pub mod import;
 pub mod inspect;
+pub mod layers;
 pub mod load;
 pub mod login;
 pub mod parse;

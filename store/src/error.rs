@@ -159,6 +159,17 @@ pub enum StoreError {
         /// Why.
         source: Box<StoreError>,
     },
+    /// A layer of an image could not be read or applied in memory
+    /// (`kiln diff`, `kiln layers`).
+    #[error("cannot read layer {layer} of image {image}: {source}")]
+    ReadLayer {
+        /// The layer blob's digest.
+        layer: String,
+        /// The image ID.
+        image: String,
+        /// Why.
+        source: Box<StoreError>,
+    },
     /// An image archive is malformed.
     #[error("invalid archive: {0}")]
     Archive(String),

@@ -298,6 +298,8 @@ pub enum Entry<'a> {
     DirMode(&'a str, u32),
     /// A regular file (mode 0644) and its content.
     File(&'a str, &'a [u8]),
+    /// A regular file with another mode.
+    FileMode(&'a str, &'a [u8], u32),
     /// A symlink and its target.
     Symlink(&'a str, &'a str),
 }
@@ -324,6 +326,11 @@ pub fn layer(entries: &[Entry<'_>]) -> Vec<u8> {
             Entry::File(path, content) => {
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(0o644);
+                (path, content)
+            }
+            Entry::FileMode(path, content, mode) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
                 (path, content)
             }
             Entry::Symlink(path, target) => {

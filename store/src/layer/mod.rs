@@ -2,6 +2,7 @@
 //! directories (overlayfs or flattened form) and deterministic packing of
 //! directories into layer tars.
 
+pub mod changes;
 pub mod compression;
 pub mod error;
 pub mod pack;

@@ -51,9 +51,9 @@ const MAX_DEV_MAJOR: u32 = 0xfff;
 /// Largest device minor number the kernel can represent (20 bits).
 const MAX_DEV_MINOR: u32 = 0xf_ffff;
 
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
-const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub(crate) const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
+pub(crate) const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
 /// The overlayfs xattr marking a directory opaque.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// The same mark for overlays mounted with `userxattr`, as rootless runs
@@ -200,6 +200,21 @@ fn unpack<R: Read>(
         chain,
         stats: UnpackStats::default(),
     };
+    read_entries(tar_stream, |data, meta| u.entry(data, meta))?;
+    u.finish()?;
+    Ok(u.stats)
+}
+
+/// Reads every member of an uncompressed tar stream, GNU long names and
+/// PAX headers applied, and hands each one with its data to `each`: the
+/// one tar reader of the store, shared by unpacking and by what reads
+/// layers without writing them ([`super::changes`]). Extension headers
+/// are capped before they are read (see the module documentation); an
+/// extension header without a member after it is an error.
+pub(crate) fn read_entries<R: Read>(
+    tar_stream: R,
+    mut each: impl FnMut(&mut dyn Read, &EntryMeta) -> Result<(), LayerError>,
+) -> Result<(), LayerError> {
     let mut archive = Archive::new(tar_stream);
     let entries = archive
         .entries()
@@ -258,7 +273,7 @@ fn unpack<R: Read>(
         }
         let meta = EntryMeta::new(&entry, std::mem::take(&mut pending))?;
         last = String::from_utf8_lossy(&meta.raw_name).into_owned();
-        u.entry(&mut entry, &meta)?;
+        each(&mut entry, &meta)?;
     }
     if pending.long_name.is_some() || pending.long_link.is_some() || pending.pax.is_some() {
         return Err(LayerError::Header {
@@ -269,8 +284,7 @@ fn unpack<R: Read>(
             ),
         });
     }
-    u.finish()?;
-    Ok(u.stats)
+    Ok(())
 }
 
 /// GNU and PAX extension data waiting for the member they describe.
@@ -316,22 +330,22 @@ fn read_extension<R: Read>(
 }
 
 /// The effective header of one member, after applying GNU and PAX extensions.
-struct EntryMeta {
+pub(crate) struct EntryMeta {
     /// The name as written (after extensions), for error messages.
-    raw_name: Vec<u8>,
-    kind: Kind,
-    link: Option<Vec<u8>>,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: TimeSpec,
-    size: u64,
-    xattrs: Vec<(String, Vec<u8>)>,
-    dev: (u32, u32),
+    pub(crate) raw_name: Vec<u8>,
+    pub(crate) kind: Kind,
+    pub(crate) link: Option<Vec<u8>>,
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mtime: TimeSpec,
+    pub(crate) size: u64,
+    pub(crate) xattrs: Vec<(String, Vec<u8>)>,
+    pub(crate) dev: (u32, u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     File,
     Dir,
     Symlink,
@@ -575,7 +589,7 @@ fn parse_pax_time(v: &[u8]) -> Option<TimeSpec> {
 /// is clamped at the root in an absolute name (`/../x` is `x`, as
 /// `filepath.Clean` makes it) and an error in a relative one (`../x`,
 /// Docker's "breakout" error). The root itself is the empty string.
-fn normalize(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
+pub(crate) fn normalize(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
     if raw.contains(&0) {
         return Err("name contains a NUL byte");
     }
@@ -585,7 +599,7 @@ fn normalize(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
 }
 
 /// Splits a normalized, non-root path into parent path and last component.
-fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|&b| b == b'/') {
         Some(i) => (
             path.get(..i).unwrap_or_default(),
@@ -596,7 +610,7 @@ fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// `parent/name` (`name` at the root when `parent` is empty).
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+pub(crate) fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut path = parent.to_vec();
     if !path.is_empty() {
         path.push(b'/');
@@ -729,11 +743,7 @@ impl Unpacker {
         })
     }
 
-    fn entry<R: Read>(
-        &mut self,
-        entry: &mut tar::Entry<'_, R>,
-        m: &EntryMeta,
-    ) -> Result<(), LayerError> {
+    fn entry(&mut self, entry: &mut dyn Read, m: &EntryMeta) -> Result<(), LayerError> {
         if let Kind::Skip(t) = m.kind {
             log::warn!(
                 "skipping tar entry {} of unsupported type {:?}",
