@@ -233,3 +233,14 @@ fn onbuild_trigger_points_at_the_from() {
          \x20 | ^^^^^^^^^ running the base image's ONBUILD RUN exit 5\n"
     );
 }
+
+#[test]
+fn workdir_under_a_malformed_user() {
+    assert_eq!(
+        build_error("FROM bb:1\nUSER :x\nWORKDIR /w\n", &[]),
+        "error: Dockerfile:3:1: invalid USER \":x\"\n\
+         \x20 |\n\
+         3 | WORKDIR /w\n\
+         \x20 | ^^^^^^^^^^\n"
+    );
+}

@@ -139,9 +139,13 @@ pub enum BuildError {
         /// The secret's id.
         id: String,
     },
-    /// A user or group name does not resolve in the stage's files.
-    #[error("{0}")]
-    User(String),
+    /// A USER that is not `user`, `user:group` or numeric ids, met where
+    /// a step makes files for it (WORKDIR).
+    #[error("invalid USER {user:?}")]
+    InvalidUser {
+        /// The USER value.
+        user: String,
+    },
     /// A `RUN --mount` source that cannot be opened in its root (BuildKit's
     /// `"/path": not found` when it does not exist there).
     #[error(
