@@ -2,12 +2,20 @@
 
 use std::io::Write as _;
 
-/// Prints an error and its causes: a parser error with its source line
-/// and caret, anything else as `error: ...` with `caused by:` lines.
+/// Prints an error and its causes: a parser error or a build step's error
+/// with its source line and caret, anything else as `error: ...` with
+/// `caused by:` lines.
 pub fn print_error(error: &anyhow::Error) {
     let mut stderr = std::io::stderr().lock();
     if let Some(parse) = error.downcast_ref::<kiln_parser::Error>() {
         let _ = writeln!(stderr, "error: {}", parse.render());
+        return;
+    }
+    if let Some(build) = error.downcast_ref::<kiln_builder::BuildError>()
+        && (build.location().is_some() || matches!(build, kiln_builder::BuildError::Dockerfile(_)))
+    {
+        // The message already holds the root cause (errno and all).
+        let _ = writeln!(stderr, "error: {}", build.render());
         return;
     }
     let _ = writeln!(stderr, "error: {error}");

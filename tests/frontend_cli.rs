@@ -271,7 +271,10 @@ fn errors_use_buildkit_words_inside_kilns_context() {
         "FROM bb:1\nRUN --mount=type=secret,id=mysecret,required true\n",
         &[],
     );
-    assert!(stderr.contains("secret mysecret: not found"), "{stderr}");
+    assert!(
+        stderr.contains("error: Dockerfile:2:1: secret mysecret: not found"),
+        "{stderr}"
+    );
     // A missing COPY source: its absolute path, quoted, and what the
     // context has nearby.
     let stderr = fails("source", "FROM bb:1\nCOPY ./sub/../nosuch /x\n", &[]);

@@ -353,7 +353,7 @@ fn run_network_host_needs_the_entitlement() {
     let stderr = kiln.fails(&["build", "-t", "host:1", dir.to_str().unwrap()]);
     assert!(
         stderr.contains(
-            "Dockerfile:3: RUN --network=host readlink /proc/self/ns/net > /ns: --network=host needs the network.host entitlement: pass --allow network.host to kiln build"
+            "error: Dockerfile:3:1: --network=host needs the network.host entitlement: pass --allow network.host to kiln build\n  |\n3 | RUN --network=host readlink /proc/self/ns/net > /ns\n  | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
         ),
         "{stderr}"
     );

@@ -136,7 +136,7 @@ fn insecure_run_needs_the_entitlement_and_then_has_every_capability() {
     let stderr = kiln.fails(&["build", "-t", "insecure:1", dir.to_str().unwrap()]);
     assert!(
         stderr.contains(
-            "Dockerfile:2: RUN --security=insecure grep -E '^(CapEff|Seccomp):' /proc/self/status > /status: --security=insecure needs the security.insecure entitlement: pass --allow security.insecure to kiln build"
+            "error: Dockerfile:2:1: --security=insecure needs the security.insecure entitlement: pass --allow security.insecure to kiln build\n  |\n2 | RUN --security=insecure grep -E '^(CapEff|Seccomp):' /proc/self/status > /status\n  | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
         ),
         "{stderr}"
     );

@@ -35,7 +35,7 @@ use kiln_store::{Digest, ImageReference, Snapshot, Store};
 
 use crate::cache::{BuildCache, CacheRecord, CachedLayer};
 use crate::context::{BuildContext, StatCache};
-use crate::error::BuildError;
+use crate::error::{BuildError, StepLocation};
 use crate::progress::{Event, Reporter};
 
 pub use config::{apply_to_config, history_for};
@@ -307,7 +307,7 @@ pub fn build(
     };
     let (_, plan) =
         plan::plan_dockerfile(&options.dockerfile_name, &options.dockerfile, &plan_options)
-            .map_err(|e| BuildError::Dockerfile(e.render()))?;
+            .map_err(BuildError::Dockerfile)?;
     for warning in &plan.warnings {
         reporter.report(Event::Warning {
             message: format!(
@@ -325,19 +325,23 @@ pub fn build(
         });
     }
     for reference in &plan.external_images {
-        bases
-            .ensure(reference)
-            .map_err(|message| BuildError::BasePull {
+        let located = |error: BuildError| match image_location(options, &plan, reference) {
+            Some(location) => error.at(location),
+            None => error,
+        };
+        bases.ensure(reference).map_err(|message| {
+            located(BuildError::BasePull {
                 reference: reference.clone(),
                 message,
-            })?;
+            })
+        })?;
         if let Err(e) = store.resolve(reference) {
-            return Err(match e {
+            return Err(located(match e {
                 kiln_store::StoreError::ImageNotFound(_) => BuildError::BaseImageNotFound {
                     reference: reference.clone(),
                 },
                 other => other.into(),
-            });
+            }));
         }
     }
     let created = match options.source_date_epoch {
@@ -429,6 +433,72 @@ pub fn build(
         manifest,
         steps_run,
         steps_cached,
+    })
+}
+
+/// The location of an instruction of `stage` at `span` (its keyword),
+/// for the errors it raises.
+fn step_location(
+    options: &BuildOptions,
+    plan: &Plan,
+    stage: &PlannedStage,
+    span: kiln_parser::Span,
+    instruction: &str,
+    onbuild: bool,
+) -> StepLocation {
+    StepLocation {
+        stage_index: stage.index,
+        stage_name: stage.name.clone(),
+        multi_stage: plan.stages.len() > 1,
+        onbuild,
+        ..StepLocation::new(
+            &options.dockerfile_name,
+            &options.dockerfile,
+            plan.escape,
+            span,
+            instruction,
+        )
+    }
+}
+
+/// The first instruction of a needed stage that uses image `reference`:
+/// a FROM, else a `COPY --from` or `RUN --mount from=`.
+fn image_location(options: &BuildOptions, plan: &Plan, reference: &str) -> Option<StepLocation> {
+    let needed = || plan.stages.iter().filter(|s| s.needed);
+    if let Some(stage) =
+        needed().find(|s| matches!(&s.base, Base::Image { reference: r } if r == reference))
+    {
+        return Some(step_location(
+            options,
+            plan,
+            stage,
+            stage.span,
+            &stage.from_code,
+            false,
+        ));
+    }
+    needed().find_map(|stage| {
+        let dependency = stage.dependencies.iter().find(
+            |d| matches!(&d.source, plan::Source::Image { reference: r } if r == reference),
+        )?;
+        let code = stage
+            .steps
+            .iter()
+            .find(|s| s.span == dependency.span && !s.onbuild)
+            .map_or(stage.from_code.as_str(), |s| s.code.as_str());
+        let mut location = step_location(
+            options,
+            plan,
+            stage,
+            dependency.span,
+            code,
+            dependency.onbuild,
+        );
+        // The caret goes under the reference itself (`--from=` value).
+        if !dependency.onbuild {
+            location.span = dependency.span;
+        }
+        Some(location)
     })
 }
 
@@ -750,7 +820,17 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
             inherited.cmd_set = false;
             inherited
         }
-        Base::Image { reference } => (*image_state(shared, reference)?).clone(),
+        Base::Image { reference } => (*image_state(shared, reference).map_err(|e| {
+            e.at(step_location(
+                shared.options,
+                plan,
+                stage,
+                stage.span,
+                &stage.from_code,
+                false,
+            ))
+        })?)
+        .clone(),
     };
     // ONBUILD triggers of the base run first (the plan puts them at the
     // front of the steps); the new image does not inherit them.
@@ -823,6 +903,14 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
                 }
             }
             Err(error) => {
+                let error = error.at(step_location(
+                    shared.options,
+                    plan,
+                    stage,
+                    step.span,
+                    &step.code,
+                    step.onbuild,
+                ));
                 shared.reporter.report(Event::StepFailed {
                     id,
                     error: error.to_string(),

@@ -1,7 +1,10 @@
 //! Errors of the build engine.
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
+
+use kiln_parser::{SourceLines, Span};
 
 use kiln_parser::dockerignore::DockerignoreError;
 use kiln_store::StoreError;
@@ -72,10 +75,20 @@ pub enum BuildError {
         /// Entries of the closest existing parent directory.
         nearby: Vec<String>,
     },
-    /// The Dockerfile does not parse or plan; the text is the rendered
-    /// error with file, line, column and the offending line.
-    #[error("{0}")]
-    Dockerfile(String),
+    /// The Dockerfile does not parse or plan.
+    #[error(transparent)]
+    Dockerfile(#[from] kiln_parser::Error),
+    /// A step of the build failed: `error` is what went wrong, `location`
+    /// the instruction (and stage) that raised it. `Display` gives
+    /// `file:line:column: error`; [`BuildError::render`] adds the line
+    /// and a caret, as parse errors have.
+    #[error("{location}: {error}")]
+    Step {
+        /// The instruction that failed.
+        location: Box<StepLocation>,
+        /// What went wrong (never itself a `Step`).
+        error: Box<BuildError>,
+    },
     /// A base or `--from` image is not in the store.
     #[error(
         "base image {reference:?} is not in the store: load it with `kiln load -i IMAGE.tar` or create it with `kiln import ROOTFS.tar {reference}`"
@@ -97,16 +110,10 @@ pub enum BuildError {
     /// `SOURCE_DATE_EPOCH` is not a usable time.
     #[error("invalid SOURCE_DATE_EPOCH {0}")]
     SourceDateEpoch(String),
-    /// A RUN command exited non-zero.
-    #[error(
-        "{location}: {code}: process {command:?} did not complete successfully: exit code: {exit_code}{}",
-        output_tail(output)
-    )]
+    /// A RUN command exited non-zero (BuildKit's words; the output's last
+    /// lines are shown by [`BuildError::render`]).
+    #[error("process {command:?} did not complete successfully: exit code: {exit_code}")]
     RunFailed {
-        /// `Dockerfile:LINE`.
-        location: String,
-        /// The instruction as written.
-        code: String,
         /// The command line that ran.
         command: String,
         /// Its exit code.
@@ -132,21 +139,36 @@ pub enum BuildError {
         /// The secret's id.
         id: String,
     },
-    /// A user or group name does not resolve in the stage's files.
-    #[error("{0}")]
-    User(String),
+    /// A USER that is not `user`, `user:group` or numeric ids, met where
+    /// a step makes files for it (WORKDIR).
+    #[error("invalid USER {user:?}")]
+    InvalidUser {
+        /// The USER value.
+        user: String,
+    },
+    /// A `RUN --mount` source that cannot be opened in its root (BuildKit's
+    /// `"/path": not found` when it does not exist there).
+    #[error(
+        "{}: {} in {from} (RUN --mount=type={kind},source={path})",
+        source_path(path),
+        cause.as_ref().map_or_else(|| "not found".to_owned(), io_reason)
+    )]
+    MountSource {
+        /// The mount type (`bind`).
+        kind: &'static str,
+        /// The `source=` value.
+        path: String,
+        /// Where it was looked up (`the build context`, `stage 0`).
+        from: String,
+        /// Why it could not be opened; `None`: it is not there.
+        cause: Option<io::Error>,
+    },
     /// Starting or running a container failed.
     #[error(transparent)]
     Runtime(#[from] kiln_runtime::RuntimeError),
     /// A RUN asks for a privilege that `--allow` did not grant.
-    #[error(
-        "{location}: {code}: {flag} needs the {entitlement} entitlement: pass --allow {entitlement} to kiln build"
-    )]
+    #[error("{flag} needs the {entitlement} entitlement: pass --allow {entitlement} to kiln build")]
     NotEntitled {
-        /// `Dockerfile:LINE`.
-        location: String,
-        /// The instruction as written.
-        code: String,
         /// The RUN flag.
         flag: String,
         /// The entitlement it needs.
@@ -233,13 +255,159 @@ pub enum BuildError {
     Store(#[from] StoreError),
 }
 
+/// The instruction a build error comes from: enough to render it as a
+/// parse error is rendered, and to name its stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepLocation {
+    /// The Dockerfile's display name.
+    pub file: String,
+    /// The instruction on its first line: from its keyword to the end of
+    /// the line (for an ONBUILD trigger of the base, the FROM that runs
+    /// it).
+    pub span: Span,
+    /// The text of that line.
+    pub source_line: String,
+    /// The instruction as written.
+    pub instruction: String,
+    /// The stage's index in the Dockerfile.
+    pub stage_index: usize,
+    /// The stage's `AS` name.
+    pub stage_name: Option<String>,
+    /// Whether the Dockerfile has several stages (a lone stage is not
+    /// named in messages).
+    pub multi_stage: bool,
+    /// Whether the step is an ONBUILD trigger of the base image.
+    pub onbuild: bool,
+}
+
+impl StepLocation {
+    /// The location of the instruction at `span` (its keyword) of
+    /// `dockerfile`, whose escape character is `escape`.
+    pub fn new(file: &str, dockerfile: &str, escape: char, span: Span, instruction: &str) -> Self {
+        let source_line = SourceLines::new(dockerfile).line(span.line).to_owned();
+        Self {
+            file: file.to_owned(),
+            span: instruction_span(&source_line, escape, span),
+            source_line,
+            instruction: instruction.to_owned(),
+            stage_index: 0,
+            stage_name: None,
+            multi_stage: false,
+            onbuild: false,
+        }
+    }
+
+    /// What the caret line says after the carets: the stage, when there
+    /// are several, and the trigger for an ONBUILD step.
+    fn note(&self) -> Option<String> {
+        let stage = self.multi_stage.then(|| match &self.stage_name {
+            Some(name) => format!("in stage {name}"),
+            None => format!("in stage {}", self.stage_index),
+        });
+        let trigger = self
+            .onbuild
+            .then(|| format!("running the base image's ONBUILD {}", self.instruction));
+        match (stage, trigger) {
+            (Some(stage), Some(trigger)) => Some(format!("{stage}, {trigger}")),
+            (one, other) => one.or(other),
+        }
+    }
+}
+
+impl fmt::Display for StepLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.span.line, self.span.column)
+    }
+}
+
+/// The span from the keyword at `keyword` to the end of its line, without
+/// trailing blanks or a continuation's escape character: the caret goes
+/// under the whole instruction as far as its first line shows it.
+fn instruction_span(line: &str, escape: char, keyword: Span) -> Span {
+    let rest: String = line
+        .chars()
+        .skip(keyword.column.saturating_sub(1))
+        .collect();
+    let mut shown = rest.trim_end();
+    if let Some(without) = shown.strip_suffix(escape) {
+        shown = without.trim_end();
+    }
+    Span {
+        width: shown.chars().count().max(keyword.width).max(1),
+        ..keyword
+    }
+}
+
 impl BuildError {
+    /// The error at `location` (an error that already has one keeps it).
+    #[must_use]
+    pub fn at(self, location: StepLocation) -> Self {
+        match self {
+            // Cancelling is the user's doing, not the instruction's.
+            unlocated @ (Self::Step { .. } | Self::Cancelled) => unlocated,
+            error => Self::Step {
+                location: Box::new(location),
+                error: Box::new(error),
+            },
+        }
+    }
+
+    /// Where in the Dockerfile the error comes from, if a step raised it.
+    pub fn location(&self) -> Option<&StepLocation> {
+        match self {
+            Self::Step { location, .. } => Some(location),
+            _ => None,
+        }
+    }
+
+    /// The error without its location: what callers match on.
+    pub fn unlocated(&self) -> &BuildError {
+        match self {
+            Self::Step { error, .. } => error,
+            other => other,
+        }
+    }
+
+    /// The error as the CLI prints it: a located error (a step's or the
+    /// Dockerfile's) with its line and a caret, then, for a failed RUN,
+    /// the last lines of its output.
+    pub fn render(&self) -> String {
+        match self {
+            Self::Dockerfile(error) => error.render(),
+            Self::Step { location, error } => {
+                let note = location.note();
+                let mut out = kiln_parser::render_located(
+                    &location.file,
+                    location.span,
+                    &location.source_line,
+                    &error.to_string(),
+                    note.as_deref(),
+                );
+                if let Self::RunFailed { output, .. } = error.as_ref() {
+                    out.push_str(&output_tail(output));
+                }
+                out
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// An I/O error on `path`.
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Io {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// BuildKit's `not found` for a missing path, the error itself (its errno
+/// included) otherwise.
+fn io_reason(error: &io::Error) -> String {
+    if error.kind() == io::ErrorKind::NotFound {
+        "not found".to_owned()
+    } else {
+        error.to_string()
     }
 }
 
@@ -273,5 +441,60 @@ impl From<kiln_rootfs::PathError> for BuildError {
             kiln_rootfs::PathError::Io { op, path, source } => Self::Dest { op, path, source },
             other => Self::Internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn located(dockerfile: &str, line: usize, column: usize) -> StepLocation {
+        StepLocation::new(
+            "Dockerfile",
+            dockerfile,
+            '\\',
+            Span {
+                line,
+                column,
+                width: 3,
+            },
+            "RUN",
+        )
+    }
+
+    #[test]
+    fn a_step_error_renders_as_a_parse_error_with_its_stage() {
+        let error = BuildError::RunFailed {
+            command: "/bin/sh -c false".to_owned(),
+            exit_code: 1,
+            output: "a\nb".to_owned(),
+        }
+        .at(StepLocation {
+            stage_name: Some("build".to_owned()),
+            multi_stage: true,
+            ..located("FROM a AS build\n\tRUN false  \\\n  x\n", 2, 2)
+        });
+        assert_eq!(
+            error.to_string(),
+            "Dockerfile:2:2: process \"/bin/sh -c false\" did not complete successfully: exit code: 1"
+        );
+        assert_eq!(
+            error.render(),
+            "Dockerfile:2:2: process \"/bin/sh -c false\" did not complete successfully: exit code: 1\n  |\n2 |  RUN false  \\\n  |  ^^^^^^^^^ in stage build\nlast lines of output:\n  > a\n  > b"
+        );
+        // Callers match on the error itself; a second location is ignored.
+        let again = error.at(located("RUN x\n", 1, 1));
+        assert!(matches!(
+            again.unlocated(),
+            BuildError::RunFailed { exit_code: 1, .. }
+        ));
+        assert_eq!(again.location().map(|l| l.span.line), Some(2));
+    }
+
+    #[test]
+    fn cancelling_is_never_located() {
+        let error = BuildError::Cancelled.at(located("RUN x\n", 1, 1));
+        assert!(error.location().is_none());
+        assert_eq!(error.render(), "build cancelled");
     }
 }

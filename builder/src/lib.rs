@@ -15,6 +15,6 @@ pub use context::{BuildContext, FileType, Source, StatCache, cache_key};
 pub use engine::{
     BaseImageFetcher, BuildOptions, BuildOutcome, Entitlements, build, cancel, is_cancelled,
 };
-pub use error::BuildError;
+pub use error::{BuildError, StepLocation};
 pub use kiln_store::Digest;
 pub use progress::{Event, Reporter};

@@ -87,25 +87,45 @@ impl Error {
     ///   | ^^^^ expected an instruction such as FROM, RUN or COPY
     /// ```
     pub fn render(&self) -> String {
-        let number = self.span.line.to_string();
-        let gutter = " ".repeat(number.len());
-        let mut out = String::new();
-        let _ = writeln!(out, "{self}");
-        let _ = writeln!(out, "{gutter} |");
-        let shown: String = self
-            .source_line
-            .chars()
-            .map(|c| if c == '\t' { ' ' } else { c })
-            .collect();
-        let _ = writeln!(out, "{number} | {shown}");
-        let pad = " ".repeat(self.span.column.saturating_sub(1));
-        let carets = "^".repeat(self.span.width.max(1));
-        let _ = write!(out, "{gutter} | {pad}{carets}");
-        if let Some(expected) = &self.expected {
-            let _ = write!(out, " expected {expected}");
-        }
-        out
+        let expected = self.expected.as_ref().map(|e| format!("expected {e}"));
+        render_located(
+            &self.file,
+            self.span,
+            &self.source_line,
+            &self.kind.to_string(),
+            expected.as_deref(),
+        )
     }
+}
+
+/// Renders a message located at `span` of a file as parse errors are:
+/// `file:line:column: message`, the source line, a caret under the span
+/// and `note` after it. The one renderer for located errors, so parse and
+/// build errors read alike.
+pub fn render_located(
+    file: &str,
+    span: Span,
+    source_line: &str,
+    message: &str,
+    note: Option<&str>,
+) -> String {
+    let number = span.line.to_string();
+    let gutter = " ".repeat(number.len());
+    let mut out = String::new();
+    let _ = writeln!(out, "{file}:{}:{}: {message}", span.line, span.column);
+    let _ = writeln!(out, "{gutter} |");
+    let shown: String = source_line
+        .chars()
+        .map(|c| if c == '\t' { ' ' } else { c })
+        .collect();
+    let _ = writeln!(out, "{number} | {shown}");
+    let pad = " ".repeat(span.column.saturating_sub(1));
+    let carets = "^".repeat(span.width.max(1));
+    let _ = write!(out, "{gutter} | {pad}{carets}");
+    if let Some(note) = note {
+        let _ = write!(out, " {note}");
+    }
+    out
 }
 
 /// What went wrong, worded as BuildKit words it where BuildKit has the

@@ -22,5 +22,5 @@ mod suggest;
 mod testing;
 pub mod values;
 
-pub use error::{Error, ErrorDetails, ErrorKind};
+pub use error::{Error, ErrorDetails, ErrorKind, render_located};
 pub use source::{SourceLines, Span};

@@ -406,9 +406,7 @@ pub(super) fn workdir_step(
         None
     } else {
         Some(fileops::resolve_chown(&root, &user).map_err(|e| match e {
-            BuildError::InvalidChown { .. } => {
-                BuildError::User(format!("WORKDIR {path}: invalid USER {user:?}"))
-            }
+            BuildError::InvalidChown { .. } => BuildError::InvalidUser { user: user.clone() },
             other => other,
         })?)
     };

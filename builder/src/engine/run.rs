@@ -125,8 +125,6 @@ pub(super) fn run_step(
     // only when the command line allows it (BuildKit's entitlements).
     let allow = shared.options.allow;
     let not_entitled = |flag: &str, entitlement: &'static str| BuildError::NotEntitled {
-        location: format!("{}:{}", shared.options.dockerfile_name, step.span.line),
-        code: step.code.clone(),
         flag: flag.to_owned(),
         entitlement,
     };
@@ -241,8 +239,6 @@ pub(super) fn run_step(
     if outcome.exit_code != 0 {
         let tail = Vec::from(tail).join("\n");
         return Err(BuildError::RunFailed {
-            location: format!("{}:{}", shared.options.dockerfile_name, step.span.line),
-            code: step.code.clone(),
             command: argv.join(" "),
             exit_code: outcome.exit_code,
             output: tail,

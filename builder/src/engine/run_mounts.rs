@@ -164,8 +164,17 @@ pub(super) fn plan(
                 None => {
                     let context = &ctx.shared.options.context;
                     let pattern = if rel.is_empty() { ".".to_owned() } else { rel };
-                    let mut sources =
-                        context.resolve_sources(std::slice::from_ref(&pattern), &[], false)?;
+                    let mut sources = context
+                        .resolve_sources(std::slice::from_ref(&pattern), &[], false)
+                        .map_err(|e| match e {
+                            BuildError::SourceNotFound { .. } => BuildError::MountSource {
+                                kind: "bind",
+                                path: pattern.clone(),
+                                from: "the build context".to_owned(),
+                                cause: None,
+                            },
+                            other => other,
+                        })?;
                     if sources.len() != 1 {
                         return Err(unsupported(format!(
                             "RUN --mount source {pattern:?} names {} files of the build context; a bind mount takes one",
@@ -405,11 +414,14 @@ pub(super) fn make(
                 }
             };
             let root = Root::open(&root).map_err(|e| BuildError::io(&root, e))?;
-            let fd = root.open_at(&path, OFlag::O_PATH).map_err(|e| {
-                unsupported(format!(
-                    "RUN --mount=type=bind,source={path}: cannot open it in {from}: {e}"
-                ))
-            })?;
+            let fd =
+                root.open_at(&path, OFlag::O_PATH)
+                    .map_err(|cause| BuildError::MountSource {
+                        kind: "bind",
+                        path: path.clone(),
+                        from,
+                        cause: Some(cause),
+                    })?;
             let staged = stage_source(ctx, &fd, !writable, guards)?;
             Ok((
                 Some(Mount::Bind {
