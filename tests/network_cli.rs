@@ -562,7 +562,7 @@ fn rootless_kiln_run_gets_the_isolated_network() {
     remote.serve(&www);
     // A copy of kiln nobody can run, and the store handed to nobody.
     let binary = kiln.path("kiln-nobody");
-    fs::copy(assert_cmd::cargo::cargo_bin("kiln"), &binary).unwrap();
+    common::copy_executable(&assert_cmd::cargo::cargo_bin("kiln"), &binary);
     chown_tree(kiln.dir.path());
     fs::set_permissions(
         kiln.dir.path(),

@@ -377,7 +377,7 @@ fn run_as_nobody(kiln: &Kiln, args: &[&str]) -> (i32, String, String) {
     // A copy the unprivileged user can surely reach and execute.
     let binary = kiln.path("kiln-nobody");
     if !binary.exists() {
-        fs::copy(assert_cmd::cargo::cargo_bin("kiln"), &binary).unwrap();
+        common::copy_executable(&assert_cmd::cargo::cargo_bin("kiln"), &binary);
     }
     let mut command = Command::new(&binary);
     command

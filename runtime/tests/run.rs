@@ -875,7 +875,16 @@ fn run_as_nobody(fx: &Fixture, spec: &RunSpec) -> (i32, String, String) {
     fs::write(&spec_file, serde_json::to_vec(spec).unwrap()).unwrap();
     let init = fx.path("init");
     if !init.exists() {
-        fs::copy(INIT, &init).unwrap();
+        // Copied by another process: a write descriptor of this one would
+        // be inherited by any child another test thread forks at that
+        // moment, and exec of the copy then fails with ETXTBSY until that
+        // child has exec'd in turn.
+        let status = std::process::Command::new("cp")
+            .arg(INIT)
+            .arg(&init)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cp {INIT} failed");
     }
     chown_tree(fx.dir.path(), NOBODY);
     let mut command = std::process::Command::new(&init);

@@ -414,3 +414,21 @@ pub fn oci_archive(reference: &str, layers: &[Vec<u8>]) -> Vec<u8> {
     }
     builder.into_inner().unwrap()
 }
+
+/// Copies an executable with `cp`, another process: a write descriptor
+/// of the test process would be inherited by any child another test
+/// thread forks at that moment, and exec of the copy would then fail with
+/// ETXTBSY until that child has exec'd in turn.
+pub fn copy_executable(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp {} {} failed",
+        from.display(),
+        to.display()
+    );
+}
