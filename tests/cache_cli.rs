@@ -34,6 +34,7 @@ fn image_layer(kiln: &Kiln, name: &str) -> CachedLayer {
 
 fn write_record(kiln: &Kiln, n: u8, description: &str, layer: Option<CachedLayer>) -> PathBuf {
     let record = CacheRecord {
+        version: kiln_builder::cache::RECORD_VERSION,
         key: format!("sha256:{}", key_hex(n)),
         description: description.to_owned(),
         layer,

@@ -21,6 +21,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::BuildError;
 
+/// The version of the record format this kiln writes and reads. Records
+/// written before the field existed are version 1. A record of another
+/// version (a newer kiln sharing the store) is never read as this one: it
+/// is a miss, not listed, and left for its own kiln (prune keeps it).
+pub const RECORD_VERSION: u32 = 1;
+
+fn version_one() -> u32 {
+    1
+}
+
 /// Records bigger than this are not build-cache records (they hold a
 /// descriptor and a few strings), so they are not read.
 const MAX_RECORD_SIZE: u64 = 1 << 20;
@@ -28,6 +38,9 @@ const MAX_RECORD_SIZE: u64 = 1 << 20;
 /// What the cache remembers about one step.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CacheRecord {
+    /// The format's version ([`RECORD_VERSION`]).
+    #[serde(default = "version_one")]
+    pub version: u32,
     /// The step's cache key, `sha256:<hex>` (see [`crate::cache_key`]).
     pub key: String,
     /// What the step does (`RUN make`), for `kiln cache ls`.
@@ -130,6 +143,13 @@ impl BuildCache<'_> {
         let record = match read_record(&path) {
             Ok(record) => record,
             Err(ReadError::Missing) => return Ok(None),
+            Err(ReadError::OtherVersion(version)) => {
+                log::info!(
+                    "build-cache record {}: format version {version}, this kiln reads {RECORD_VERSION}: a miss",
+                    path.display()
+                );
+                return Ok(None);
+            }
             Err(ReadError::Unreadable(why)) => {
                 log::warn!("ignoring build-cache record {}: {why}", path.display());
                 return Ok(None);
@@ -209,8 +229,9 @@ impl BuildCache<'_> {
             let path = entry.path();
             let record = match read_record(&path) {
                 Ok(record) if record.key.strip_prefix("sha256:") == Some(hex) => record,
-                // Removed between read_dir and the read: not a record any more.
-                Err(ReadError::Missing) => continue,
+                // Removed between read_dir and the read: not a record any
+                // more; another version's record is its kiln's.
+                Err(ReadError::Missing | ReadError::OtherVersion(_)) => continue,
                 Ok(_) | Err(ReadError::Unreadable(_)) => {
                     listing.unreadable.push(path);
                     continue;
@@ -375,8 +396,17 @@ impl BuildCache<'_> {
 enum ReadError {
     /// There is no such file.
     Missing,
+    /// A record of another format version.
+    OtherVersion(u32),
     /// Anything else, with the reason.
     Unreadable(String),
+}
+
+/// The one field read from a record before the rest.
+#[derive(Deserialize)]
+struct Version {
+    #[serde(default = "version_one")]
+    version: u32,
 }
 
 fn read_record(path: &Path) -> Result<CacheRecord, ReadError> {
@@ -396,6 +426,12 @@ fn read_record(path: &Path) -> Result<CacheRecord, ReadError> {
             ReadError::Unreadable(e.to_string())
         }
     })?;
+    // The version first, from a document that may hold anything else.
+    let version: Version =
+        serde_json::from_slice(&bytes).map_err(|e| ReadError::Unreadable(e.to_string()))?;
+    if version.version != RECORD_VERSION {
+        return Err(ReadError::OtherVersion(version.version));
+    }
     serde_json::from_slice(&bytes).map_err(|e| ReadError::Unreadable(e.to_string()))
 }
 

@@ -1064,6 +1064,7 @@ impl StepContext<'_, '_> {
         };
         log::debug!("{description}: packed in {:?}", packing.elapsed());
         let record = CacheRecord {
+            version: crate::cache::RECORD_VERSION,
             key: key.to_owned(),
             description: description.to_owned(),
             layer: layer.as_ref().map(|(new, snapshot)| CachedLayer {

@@ -36,6 +36,7 @@ fn key(n: u8) -> String {
 
 fn record(n: u8, layer: Option<&NewLayer>) -> CacheRecord {
     CacheRecord {
+        version: RECORD_VERSION,
         key: key(n),
         description: format!("RUN step {n}"),
         layer: layer.map(|l| CachedLayer {
@@ -400,4 +401,38 @@ fn prune_removes_cache_mounts_by_the_same_rules() {
     let report = cache.prune(&PruneOptions::default()).unwrap();
     assert_eq!(report.cache_mounts, [recent]);
     assert!(store.cache_mounts().unwrap().is_empty());
+}
+
+#[test]
+fn records_of_another_version_are_never_read_listed_or_pruned() {
+    let (_dir, store) = store();
+    let cache = BuildCache::new(&store);
+    cache.put(&record(1, None)).unwrap();
+    let path = record_file(&store, 1);
+    let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(written["version"], RECORD_VERSION);
+    // A newer kiln's record, whatever its other fields hold.
+    let newer = serde_json::json!({
+        "version": RECORD_VERSION + 1, "key": key(1), "operation": {"run": "make"},
+    });
+    fs::write(&path, serde_json::to_vec(&newer).unwrap()).unwrap();
+    assert_eq!(cache.get(&key(1)).unwrap(), None);
+    assert!(cache.list().unwrap().is_empty());
+    let report = cache.prune(&PruneOptions {
+        all: true,
+        ..PruneOptions::default()
+    });
+    assert_eq!(report.unwrap().unreadable_removed, 0);
+    assert!(path.exists(), "another kiln's record was pruned");
+}
+
+#[test]
+fn records_written_before_the_version_field_are_read() {
+    let (_dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let mut old = serde_json::to_value(record(2, None)).unwrap();
+    old.as_object_mut().unwrap().remove("version");
+    fs::create_dir_all(store.cache_dir()).unwrap();
+    fs::write(record_file(&store, 2), serde_json::to_vec(&old).unwrap()).unwrap();
+    assert_eq!(cache.get(&key(2)).unwrap(), Some(record(2, None)));
 }
