@@ -9,6 +9,7 @@
 //! platforms).
 
 pub mod ast;
+pub mod csv;
 pub mod dockerignore;
 mod error;
 pub mod golang;
