@@ -1681,3 +1681,36 @@ fn add_extracts_whiteout_names_as_plain_files() {
         ".\n..\n.wh.gone\ngone\nkeep\nbelow\nplain\n"
     );
 }
+
+#[test]
+fn copy_from_a_stage_that_ran_again_with_the_same_output_stays_cached() {
+    // BuildKit keys COPY --from by the content it copies: a source stage
+    // that runs again (its ARG changed) but writes the same file leaves
+    // the COPY and everything after it cached; a changed file does not.
+    let kiln = busybox();
+    let dockerfile = "FROM bb:1 AS build\nARG V\nARG OUT=same\n\
+                      RUN echo $V > /v && echo $OUT > /out\n\
+                      FROM bb:1\nCOPY --from=build /out /out\nRUN cat /out > /seen\n";
+    let dir = context(&kiln, "from-content", dockerfile, &[]);
+    let build = |args: &[&str]| {
+        let mut all = vec!["--progress=plain", "--log-level", "debug"];
+        all.extend_from_slice(args);
+        build_ok(&kiln, &dir, "from:1", &all)
+    };
+    let first = build(&["--build-arg", "V=1"]);
+    assert!(first.contains("3 steps run, 0 cached"), "{first}");
+    let again = build(&["--build-arg", "V=2"]);
+    assert!(again.contains("1 step run, 2 cached"), "{again}");
+    assert!(again.contains("[build 2/2] RUN echo 2 > /v"), "{again}");
+    assert_eq!(sh(&kiln, "from:1", "cat /seen"), "same\n");
+    // Nothing changed: the sources' digest is remembered under the source
+    // stage's key, so the COPY is answered without mounting that stage
+    // or reading its files.
+    let noop = build(&["--build-arg", "V=2"]);
+    assert!(noop.contains("0 steps run, 3 cached"), "{noop}");
+    assert!(!noop.contains("sources digested"), "{noop}");
+    // A different output runs the COPY and what follows.
+    let changed = build(&["--build-arg", "V=2", "--build-arg", "OUT=other"]);
+    assert!(changed.contains("3 steps run, 0 cached"), "{changed}");
+    assert_eq!(sh(&kiln, "from:1", "cat /seen"), "other\n");
+}

@@ -39,6 +39,7 @@ fn write_record(kiln: &Kiln, n: u8, description: &str, layer: Option<CachedLayer
         description: description.to_owned(),
         layer,
         created: "2026-11-30T12:00:00Z".to_owned(),
+        sources_digest: None,
     };
     let dir = kiln.root().join("cache");
     fs::create_dir_all(&dir).unwrap();

@@ -49,6 +49,10 @@ pub struct CacheRecord {
     pub layer: Option<CachedLayer>,
     /// When the record was made, RFC 3339.
     pub created: String,
+    /// For a record that remembers the content digest of a COPY --from's
+    /// sources (no layer), that digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources_digest: Option<String>,
 }
 
 /// A layer a cached step produced.

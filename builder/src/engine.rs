@@ -978,6 +978,34 @@ impl StepContext<'_, '_> {
         Ok(found)
     }
 
+    /// The content digest of a COPY --from's sources remembered under
+    /// `key` ([`Self::remember_digest`]), unless the cache is off.
+    fn remembered_digest(&self, key: &str) -> Result<Option<Digest>, BuildError> {
+        if !self.use_cache {
+            return Ok(None);
+        }
+        Ok(self
+            .shared
+            .cache
+            .get(key)?
+            .and_then(|record| record.sources_digest)
+            .and_then(|digest| kiln_store::digest::parse_sha256(&digest).ok()))
+    }
+
+    /// Remembers the content digest of a COPY --from's sources under
+    /// `key`: a record without a layer, which `kiln cache ls` shows as
+    /// `WHAT (sources)` and prune may drop (it is made again).
+    fn remember_digest(&self, key: &str, what: &str, digest: &Digest) -> Result<(), BuildError> {
+        self.shared.cache.put(&CacheRecord {
+            version: crate::cache::RECORD_VERSION,
+            key: key.to_owned(),
+            description: format!("{what} (sources)"),
+            layer: None,
+            created: self.shared.created.clone(),
+            sources_digest: Some(digest.to_string()),
+        })
+    }
+
     /// Applies a cached step's layer to the state.
     fn apply_cached(
         &self,
@@ -1074,6 +1102,7 @@ impl StepContext<'_, '_> {
                 chain_id: Some(snapshot.chain_id.to_string()),
             }),
             created: self.shared.created.clone(),
+            sources_digest: None,
         };
         self.shared.cache.put(&record)?;
         match layer {

@@ -46,6 +46,7 @@ fn record(n: u8, layer: Option<&NewLayer>) -> CacheRecord {
             chain_id: None,
         }),
         created: "2026-11-30T12:00:00Z".to_owned(),
+        sources_digest: None,
     }
 }
 

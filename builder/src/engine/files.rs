@@ -9,6 +9,7 @@ use kiln_parser::plan::{FileCopy, Source, Step};
 
 use super::config::history_for;
 use super::{StageState, StepContext, image_state, reuse, stage_result};
+use crate::Digest;
 use crate::context::{BuildContext, cache_key};
 use crate::error::BuildError;
 use crate::fileops::{self, CopyOptions};
@@ -130,6 +131,59 @@ fn created_by(fc: &FileCopy) -> String {
     text
 }
 
+/// What a COPY or ADD step's key holds beside its parent and its sources'
+/// digest: the instruction's fields, whether its sources are another
+/// stage's (keyed by their content then, never by that stage's key), its
+/// heredocs and its remote files (`url_parts`).
+fn describe(created_by: &str, dest: &str, fc: &FileCopy, from: bool, url_parts: &str) -> String {
+    let mut description = format!(
+        "{created_by}\0dest={dest}\0link={}\0excludes={:?}\0unpack={:?}\0checksum={:?}\0",
+        fc.link, fc.excludes, fc.unpack, fc.checksum
+    );
+    if from {
+        description.push_str("from=content\0");
+    }
+    for file in &fc.inline {
+        let _ = write!(description, "inline={}\0{}\0", file.name, file.content);
+    }
+    description.push_str(url_parts);
+    description
+}
+
+/// The step's layer key and the key its stage goes on with. With --link
+/// the layer does not depend on what is below it, so its key does not
+/// either; the stage's chain still moves on.
+fn step_keys(
+    state: &StageState,
+    fc: &FileCopy,
+    description: &str,
+    sources_digest: Option<&Digest>,
+) -> (String, String) {
+    let parent = if fc.link { "link" } else { state.key.as_str() };
+    let layer_key = cache_key(parent, description, &[], sources_digest);
+    let chain_key = if fc.link {
+        cache_key(&state.key, &format!("link\0{layer_key}"), &[], None)
+    } else {
+        layer_key.clone()
+    };
+    (layer_key, chain_key)
+}
+
+/// Where the content digest of a COPY --from's sources in `source` (a
+/// stage's or image's files, named by its key) is remembered: the same
+/// sources of the same files have the same digest.
+fn from_sources_key(source: &StageState, fc: &FileCopy, locals: &[String]) -> String {
+    let mut what = String::from("from-sources\0");
+    for source in locals {
+        let _ = write!(what, "src={source}\0");
+    }
+    for exclude in &fc.excludes {
+        let _ = write!(what, "exclude={exclude}\0");
+    }
+    let _ = write!(what, "parents={}\0", fc.parents);
+    cache_key(&source.key, &what, &[], None)
+}
+
 /// Runs a COPY or ADD step (or answers it from the cache). Returns whether
 /// it was cached.
 pub(super) fn copy_step(
@@ -154,6 +208,29 @@ pub(super) fn copy_step(
     let (urls, locals): (Vec<&String>, Vec<&String>) =
         fc.sources.iter().partition(|s| fc.is_add && is_url(s));
     let from = source_state(ctx, fc.from.as_ref())?;
+    let locals: Vec<String> = locals.into_iter().cloned().collect();
+    // Another stage's (or image's) files are keyed by their content, as
+    // BuildKit keys them, so a source stage that ran again with the same
+    // output leaves this step cached. Their digest is remembered under
+    // the source stage's key: a source stage answered from the cache
+    // needs no mount, and the lookup comes before any.
+    let remembered_key = from
+        .as_ref()
+        .filter(|state| !state.layers.is_empty() && urls.is_empty())
+        .map(|state| from_sources_key(state, fc, &locals));
+    let remembered = match &remembered_key {
+        Some(key) => ctx.remembered_digest(key)?,
+        None => None,
+    };
+    if let Some(digest) = &remembered {
+        let description = describe(&created_by, &dest, fc, from.is_some(), "");
+        let (layer_key, chain_key) = step_keys(state, fc, &description, Some(digest));
+        if let Some(record) = ctx.lookup(&layer_key)? {
+            ctx.apply_cached(state, &record, history)?;
+            state.key = chain_key;
+            return Ok(true);
+        }
+    }
     // The filesystem sources come from: the context, or a mounted stage.
     let mut guards = Vec::new();
     let source_ctx = match &from {
@@ -168,7 +245,6 @@ pub(super) fn copy_step(
             source_ctx
         }
     };
-    let locals: Vec<String> = locals.into_iter().cloned().collect();
     let sources = if locals.is_empty() {
         Vec::new()
     } else {
@@ -185,46 +261,38 @@ pub(super) fn copy_step(
                 .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
             Some(source_ctx.digest_sources(&sources, &mut cache)?)
         }
-        // Another stage's files are identified by that stage's key.
-        Some(_) => None,
+        Some(_) if remembered.is_some() => remembered,
+        Some(_) => {
+            // Paths of a temporary mount: a cache of their own, dropped.
+            let digest = source_ctx.digest_sources(&sources, &mut crate::StatCache::new())?;
+            if let Some(key) = &remembered_key {
+                ctx.remember_digest(key, &created_by, &digest)?;
+            }
+            Some(digest)
+        }
     };
     log::debug!(
         "{created_by}: sources digested in {:?}",
         digesting.elapsed()
     );
-    let mut description = format!(
-        "{created_by}\0dest={dest}\0link={}\0excludes={:?}\0unpack={:?}\0checksum={:?}\0",
-        fc.link, fc.excludes, fc.unpack, fc.checksum
-    );
-    if let Some(state) = &from {
-        let _ = write!(description, "from={}\0", state.key);
-    }
-    for file in &fc.inline {
-        let _ = write!(description, "inline={}\0{}\0", file.name, file.content);
-    }
     // Remote files: a pinned checksum identifies them; otherwise they are
     // fetched now and their digest goes into the key.
+    let mut url_parts = String::new();
     let mut downloads = Vec::new();
     for url in &urls {
         if let Some(sum) = &fc.checksum {
-            let _ = write!(description, "url={url}\0{sum}\0");
+            let _ = write!(url_parts, "url={url}\0{sum}\0");
         } else {
             let dir = ctx.temp_dir("download-")?;
             let (path, name) = fileops::download(url, None, &dir)?;
             let digest = file_digest(&path)?;
-            let _ = write!(description, "url={url}\0{digest}\0");
+            let _ = write!(url_parts, "url={url}\0{digest}\0");
             downloads.push(((*url).clone(), path, name));
         }
     }
-    // With --link the layer does not depend on what is below it, so its
-    // key does not either; the stage's chain still moves on.
+    let description = describe(&created_by, &dest, fc, from.is_some(), &url_parts);
     let parent = if fc.link { "link" } else { state.key.as_str() };
-    let layer_key = cache_key(parent, &description, &[], sources_digest.as_ref());
-    let chain_key = if fc.link {
-        cache_key(&state.key, &format!("link\0{layer_key}"), &[], None)
-    } else {
-        layer_key.clone()
-    };
+    let (layer_key, chain_key) = step_keys(state, fc, &description, sources_digest.as_ref());
     if let Some(record) = ctx.lookup(&layer_key)? {
         ctx.apply_cached(state, &record, history)?;
         state.key = chain_key;
