@@ -1714,3 +1714,27 @@ fn copy_from_a_stage_that_ran_again_with_the_same_output_stays_cached() {
     assert!(changed.contains("3 steps run, 0 cached"), "{changed}");
     assert_eq!(sh(&kiln, "from:1", "cat /seen"), "other\n");
 }
+
+#[test]
+fn the_context_is_read_once_per_build_for_the_same_files() {
+    // Two stages copy the whole context and a RUN binds it: one read of
+    // the context (the stat cache then spares even that on a rebuild).
+    let kiln = busybox();
+    let files: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("src/d{}/f{i}", i % 5), format!("{i}\n")))
+        .collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    let dockerfile = "FROM bb:1 AS a\nCOPY . /src\nRUN ls /src/src | wc -l > /n\n\
+                      FROM bb:1\nCOPY . /src\nCOPY --from=a /n /n\n\
+                      RUN --mount=type=bind,source=.,target=/ctx ls /ctx/src > /listed\n";
+    let dir = context(&kiln, "read-once", dockerfile, &files);
+    let stderr = build_ok(&kiln, &dir, "once:1", &["--log-level", "debug"]);
+    assert_eq!(stderr.matches("context read for .").count(), 1, "{stderr}");
+    assert_eq!(
+        sh(&kiln, "once:1", "cat /n /listed"),
+        "5\nd0\nd1\nd2\nd3\nd4\n"
+    );
+}

@@ -242,6 +242,10 @@ struct Shared<'a> {
     reporter: &'a dyn Reporter,
     cache: BuildCache<'a>,
     stat_cache: Mutex<StatCache>,
+    /// Content digests of the context's sources, by what selected them
+    /// ([`Shared::context_digest`]): the context is read once per build
+    /// however many steps and stages select the same files.
+    context_digests: Mutex<HashMap<String, Digest>>,
     /// Temporary directory of this build (removed at the end).
     tmp: PathBuf,
     results: Vec<OnceLock<Arc<StageState>>>,
@@ -267,6 +271,54 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
+    /// The content digest of `sources`, which the build context resolved
+    /// from `patterns` with `excludes` (and `--parents`): computed once
+    /// per build for each such selection (two `COPY . .` in two stages,
+    /// a bind mount of the same files), with the persistent stat cache.
+    fn context_digest(
+        &self,
+        patterns: &[String],
+        excludes: &[String],
+        parents: bool,
+        sources: &[crate::context::Source],
+    ) -> Result<Digest, BuildError> {
+        let mut selection = String::new();
+        for pattern in patterns {
+            selection.push_str(pattern);
+            selection.push('\0');
+        }
+        selection.push('\n');
+        for exclude in excludes {
+            selection.push_str(exclude);
+            selection.push('\0');
+        }
+        selection.push(if parents { 'p' } else { '-' });
+        let lock_error = || BuildError::Internal("context digest lock".to_owned());
+        if let Some(digest) = self
+            .context_digests
+            .lock()
+            .map_err(|_| lock_error())?
+            .get(&selection)
+        {
+            return Ok(digest.clone());
+        }
+        let reading = Instant::now();
+        let digest = {
+            let mut cache = self.stat_cache.lock().map_err(|_| lock_error())?;
+            self.options.context.digest_sources(sources, &mut cache)?
+        };
+        log::debug!(
+            "context read for {} in {:?}",
+            patterns.join(" "),
+            reading.elapsed()
+        );
+        self.context_digests
+            .lock()
+            .map_err(|_| lock_error())?
+            .insert(selection, digest.clone());
+        Ok(digest)
+    }
+
     /// Starts making the networks RUN steps will use (once): when the
     /// build starts with the cache off, else when a step first misses the
     /// cache, so that a build the cache answers makes none (each costs
@@ -365,6 +417,7 @@ pub fn build(
         reporter,
         cache: BuildCache::new(store),
         stat_cache: Mutex::new(stat_cache),
+        context_digests: Mutex::new(HashMap::new()),
         tmp: tmp.path().to_owned(),
         results: plan.stages.iter().map(|_| OnceLock::new()).collect(),
         next_step: AtomicUsize::new(1),

@@ -254,13 +254,7 @@ pub(super) fn copy_step(
     };
     let digesting = std::time::Instant::now();
     let sources_digest = match &from {
-        None => {
-            let mut cache = shared
-                .stat_cache
-                .lock()
-                .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
-            Some(source_ctx.digest_sources(&sources, &mut cache)?)
-        }
+        None => Some(shared.context_digest(&locals, &fc.excludes, fc.parents, &sources)?),
         Some(_) if remembered.is_some() => remembered,
         Some(_) => {
             // Paths of a temporary mount: a cache of their own, dropped.

@@ -181,15 +181,10 @@ pub(super) fn plan(
                             sources.len()
                         )));
                     }
-                    let digest = {
-                        let mut cache = ctx
-                            .shared
-                            .stat_cache
-                            .lock()
-                            .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
-                        context.digest_sources(&sources, &mut cache)?
-                    }
-                    .to_string();
+                    let digest = ctx
+                        .shared
+                        .context_digest(std::slice::from_ref(&pattern), &[], false, &sources)?
+                        .to_string();
                     let key = format!("bind={target}\0context\0{pattern}\0{digest}\0rw={writable}");
                     let source = sources.remove(0);
                     (
