@@ -14,6 +14,7 @@ mod output;
 mod progress;
 mod table;
 mod template;
+mod trace;
 mod transfer;
 mod units;
 

@@ -36,7 +36,7 @@ use kiln_store::{Digest, ImageReference, Snapshot, Store};
 use crate::cache::{BuildCache, CacheRecord, CachedLayer};
 use crate::context::{BuildContext, StatCache};
 use crate::error::{BuildError, StepLocation};
-use crate::progress::{Event, Reporter};
+use crate::progress::{Event, PhaseTimer, Reporter};
 
 pub use config::{apply_to_config, history_for};
 
@@ -268,6 +268,8 @@ struct Shared<'a> {
     prewarm: usize,
     /// Whether they are being made already.
     prewarmed: AtomicBool,
+    /// When the build started: the origin of the times in progress events.
+    started: Instant,
 }
 
 impl Shared<'_> {
@@ -329,6 +331,16 @@ impl Shared<'_> {
             self.networks.prewarm(self.prewarm);
         }
     }
+
+    /// Times a phase of the build, of a stage or of a step.
+    fn phase(
+        &self,
+        step: Option<usize>,
+        stage: Option<usize>,
+        name: &'static str,
+    ) -> PhaseTimer<'_> {
+        PhaseTimer::start(self.reporter, self.started, step, stage, name)
+    }
 }
 
 /// Builds the image and stores it.
@@ -357,9 +369,12 @@ pub fn build(
         build_platform: None,
         base_images: Some(&bases),
     };
+    // Planning asks for the bases' configs, so it includes their pulls.
+    let planning = PhaseTimer::start(reporter, started, None, None, "plan");
     let (_, plan) =
         plan::plan_dockerfile(&options.dockerfile_name, &options.dockerfile, &plan_options)
             .map_err(BuildError::Dockerfile)?;
+    planning.end();
     for warning in &plan.warnings {
         reporter.report(Event::Warning {
             message: format!(
@@ -376,6 +391,7 @@ pub fn build(
             ),
         });
     }
+    let resolving = PhaseTimer::start(reporter, started, None, None, "resolve base images");
     for reference in &plan.external_images {
         let located = |error: BuildError| match image_location(options, &plan, reference) {
             Some(location) => error.at(location),
@@ -396,6 +412,7 @@ pub fn build(
             }));
         }
     }
+    resolving.end();
     let created = match options.source_date_epoch {
         Some(epoch) => jiff::Timestamp::from_second(epoch)
             .map_err(|e| BuildError::SourceDateEpoch(format!("{epoch}: {e}")))?
@@ -431,6 +448,7 @@ pub fn build(
         networks: kiln_runtime::NetworkPool::new(),
         prewarm: concurrent_run_stages(&plan, options.network).min(PREWARM_MAX),
         prewarmed: AtomicBool::new(false),
+        started,
     };
     // Every step will run: the first RUN steps' networks are made now.
     if options.no_cache {
@@ -451,7 +469,10 @@ pub fn build(
             plan.target
         )));
     };
+    let exporting = shared.phase(None, None, "export image");
     let (manifest, image_id) = commit(&shared, target)?;
+    exporting.end();
+    let saving = shared.phase(None, None, "save stat cache");
     if let (Some(path), Ok(mut cache)) = (&options.stat_cache, shared.stat_cache.lock()) {
         let before = cache.len();
         cache.prune_unseen();
@@ -469,6 +490,7 @@ pub fn build(
             let _ = filetime::set_file_mtime(path, filetime::FileTime::now());
         }
     }
+    saving.end();
     let steps_run = shared.steps_run.load(Ordering::SeqCst);
     let steps_cached = shared.steps_cached.load(Ordering::SeqCst);
     reporter.report(Event::Exported {
@@ -611,7 +633,22 @@ fn spawn_stage<'s>(
         if shared.failed.load(Ordering::SeqCst) || is_cancelled() {
             return;
         }
-        match build_stage(shared, index) {
+        let name = shared
+            .plan
+            .stages
+            .get(index)
+            .map_or_else(|| index.to_string(), PlannedStage::display_name);
+        shared.reporter.report(Event::StageStarted {
+            index,
+            name,
+            at: shared.started.elapsed(),
+        });
+        let built = build_stage(shared, index);
+        shared.reporter.report(Event::StageFinished {
+            index,
+            at: shared.started.elapsed(),
+        });
+        match built {
             Ok(state) => {
                 let _ = shared.results.get(index).map(|r| r.set(Arc::new(state)));
             }
@@ -873,17 +910,20 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
             inherited.cmd_set = false;
             inherited
         }
-        Base::Image { reference } => (*image_state(shared, reference).map_err(|e| {
-            e.at(step_location(
-                shared.options,
-                plan,
-                stage,
-                stage.span,
-                &stage.from_code,
-                false,
-            ))
-        })?)
-        .clone(),
+        Base::Image { reference } => {
+            let _resolving = shared.phase(None, Some(index), "base image");
+            (*image_state(shared, reference).map_err(|e| {
+                e.at(step_location(
+                    shared.options,
+                    plan,
+                    stage,
+                    stage.span,
+                    &stage.from_code,
+                    false,
+                ))
+            })?)
+            .clone()
+        }
     };
     // ONBUILD triggers of the base run first (the plan puts them at the
     // front of the steps); the new image does not inherit them.
@@ -904,6 +944,12 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         index: 1,
         total,
         name: from_name(stage, plan),
+    });
+    shared.reporter.report(Event::StepTimed {
+        id: from_id,
+        stage: index,
+        start: shared.started.elapsed(),
+        duration: Duration::ZERO,
     });
     shared.reporter.report(Event::StepDone {
         id: from_id,
@@ -936,12 +982,19 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
             id,
             use_cache,
         };
+
         let result = match &step.kind {
             StepKind::Run { .. } => run::run_step(&ctx, &mut state, step),
             StepKind::Copy(fc) | StepKind::Add(fc) => files::copy_step(&ctx, &mut state, step, fc),
             StepKind::Workdir { path } => files::workdir_step(&ctx, &mut state, path),
             _ => Ok(false),
         };
+        shared.reporter.report(Event::StepTimed {
+            id,
+            stage: index,
+            start: started.saturating_duration_since(shared.started),
+            duration: started.elapsed(),
+        });
         match result {
             Ok(cached) => {
                 if cached {
@@ -1008,6 +1061,11 @@ pub(crate) struct StepContext<'a, 'b> {
 }
 
 impl StepContext<'_, '_> {
+    /// Times a phase of this step.
+    fn phase(&self, name: &'static str) -> PhaseTimer<'_> {
+        self.shared.phase(Some(self.id), None, name)
+    }
+
     /// A fresh directory under the build's temporary directory.
     fn temp_dir(&self, prefix: &str) -> Result<PathBuf, BuildError> {
         let n = self.shared.counter.fetch_add(1, Ordering::SeqCst);
@@ -1020,6 +1078,7 @@ impl StepContext<'_, '_> {
     /// The step's cache record; a miss starts making the build's
     /// networks (the build has work to do).
     fn lookup(&self, key: &str) -> Result<Option<CacheRecord>, BuildError> {
+        let _looking = self.phase("cache lookup");
         let found = if self.use_cache {
             self.shared.cache.get(key)?
         } else {
@@ -1066,6 +1125,7 @@ impl StepContext<'_, '_> {
         record: &CacheRecord,
         mut history: History,
     ) -> Result<(), BuildError> {
+        let _applying = self.phase("apply cached layer");
         // A cached step keeps the time it first ran, as in BuildKit, so
         // that a fully cached rebuild gives the same image ID.
         if self.shared.options.source_date_epoch.is_none() {
@@ -1130,6 +1190,7 @@ impl StepContext<'_, '_> {
         let layer = if empty {
             None
         } else {
+            let packing_phase = self.phase("pack layer");
             let new = store.write_build_layer(
                 upper,
                 self.shared.options.compression,
@@ -1138,6 +1199,8 @@ impl StepContext<'_, '_> {
                     overlay_whiteouts: true,
                 },
             )?;
+            packing_phase.end();
+            let _committing = self.phase("commit snapshot");
             let snapshot =
                 store.commit_snapshot(&state.snapshots(), upper, &new.descriptor, &new.diff_id)?;
             kiln_store::fault::point("build.snapshot.committed");
@@ -1157,7 +1220,9 @@ impl StepContext<'_, '_> {
             created: self.shared.created.clone(),
             sources_digest: None,
         };
+        let recording = self.phase("record cache");
         self.shared.cache.put(&record)?;
+        recording.end();
         match layer {
             Some((new, snapshot)) => push_layer(
                 state,

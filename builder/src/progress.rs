@@ -1,7 +1,7 @@
 //! Build progress events: what the engine reports while it works. The CLI
-//! turns them into live bars, plain lines or JSON lines.
+//! turns them into live bars, plain lines or JSON lines, and a trace.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -63,6 +63,56 @@ pub enum Event {
         /// Tags given with `-t`, normalised.
         tags: Vec<String>,
     },
+    /// A stage started (before its base is resolved). Times of this and
+    /// the events below are on the build's own monotonic clock, since the
+    /// build started, so that spans reported from different threads line
+    /// up.
+    StageStarted {
+        /// Index of the stage in the Dockerfile.
+        index: usize,
+        /// Its name, or `stage-N`.
+        name: String,
+        /// When it started.
+        #[serde(serialize_with = "secs")]
+        at: Duration,
+    },
+    /// A stage ended, built or not.
+    StageFinished {
+        /// Index of the stage in the Dockerfile.
+        index: usize,
+        /// When it ended.
+        #[serde(serialize_with = "secs")]
+        at: Duration,
+    },
+    /// When a step ran, reported as it ends (done, cached or failed).
+    StepTimed {
+        /// Step number.
+        id: usize,
+        /// Index of its stage in the Dockerfile.
+        stage: usize,
+        /// When it started.
+        #[serde(serialize_with = "secs")]
+        start: Duration,
+        /// How long it took.
+        #[serde(serialize_with = "secs")]
+        duration: Duration,
+    },
+    /// A timed part of the work (`run`, `pack layer`, `cache lookup`, ...),
+    /// reported as it ends, also when it fails.
+    Phase {
+        /// The step it belongs to; `None` for work of a stage or the build.
+        step: Option<usize>,
+        /// The stage it belongs to (index); `None` for work of the build.
+        stage: Option<usize>,
+        /// What it was.
+        name: String,
+        /// When it started.
+        #[serde(serialize_with = "secs")]
+        start: Duration,
+        /// How long it took.
+        #[serde(serialize_with = "secs")]
+        duration: Duration,
+    },
     /// The build finished.
     Finished {
         /// Steps executed.
@@ -83,6 +133,55 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 pub trait Reporter: Send + Sync {
     /// Handles one event.
     fn report(&self, event: Event);
+}
+
+/// Times a phase and reports it when dropped, so a phase cut short by an
+/// error (`?`) still shows, with the time it took until then.
+pub(crate) struct PhaseTimer<'r> {
+    reporter: &'r dyn Reporter,
+    origin: Instant,
+    start: Instant,
+    step: Option<usize>,
+    stage: Option<usize>,
+    name: &'static str,
+}
+
+impl<'r> PhaseTimer<'r> {
+    /// Starts timing `name`; `origin` is when the build started.
+    pub(crate) fn start(
+        reporter: &'r dyn Reporter,
+        origin: Instant,
+        step: Option<usize>,
+        stage: Option<usize>,
+        name: &'static str,
+    ) -> Self {
+        Self {
+            reporter,
+            origin,
+            start: Instant::now(),
+            step,
+            stage,
+            name,
+        }
+    }
+
+    /// Ends the phase now (reads better than `drop` where one phase
+    /// follows another).
+    pub(crate) fn end(self) {
+        drop(self);
+    }
+}
+
+impl Drop for PhaseTimer<'_> {
+    fn drop(&mut self) {
+        self.reporter.report(Event::Phase {
+            step: self.step,
+            stage: self.stage,
+            name: self.name.to_owned(),
+            start: self.start.saturating_duration_since(self.origin),
+            duration: self.start.elapsed(),
+        });
+    }
 }
 
 /// A reporter that drops everything.

@@ -16,6 +16,7 @@ use kiln_store::layer::Compression;
 
 use super::{open_store, parse_reference};
 use crate::progress::{self, ProgressMode};
+use crate::trace::{Tee, TraceWriter};
 
 /// Build an image from a Dockerfile
 #[derive(Debug, Args)]
@@ -85,6 +86,10 @@ pub struct BuildArgs {
     /// Push the image to its registry under every -t tag
     #[arg(long)]
     push: bool,
+    /// Write a timeline of the build's stages, steps and their phases to
+    /// FILE as Chrome trace-event JSON (for Perfetto or Chrome's tracing page)
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
     /// The platform of the base images to pull from a multi-platform image
     /// (OS/ARCH[/VARIANT])
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
@@ -477,6 +482,8 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     if args.context == "-" && args.file.as_deref() == Some("-") {
         bail!("invalid argument: can't use stdin for both the build context and the Dockerfile");
     }
+    // Opened now, so a path that cannot be written fails before the build.
+    let trace = args.trace.as_deref().map(TraceWriter::create).transpose()?;
     // Mounts made by the build stay in a namespace of their own; this
     // must happen while the process still has one thread.
     kiln_builder::mounts::enter_private_mount_namespace()
@@ -543,11 +550,23 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     };
     install_signal_handlers();
     let reporter = progress::reporter(mode);
-    let result = kiln_builder::build(&store, &options, reporter.as_ref());
+    let result = match &trace {
+        Some(trace) => kiln_builder::build(&store, &options, &Tee(reporter.as_ref(), trace)),
+        None => kiln_builder::build(&store, &options, reporter.as_ref()),
+    };
     // RUN steps' NAT helpers are reaped in the background; none may
     // outlive kiln.
     kiln_runtime::wait_for_helpers();
     drop(reporter);
+    // A failed build's trace shows what ran until then; the build's own
+    // error goes first.
+    if let Some(trace) = trace {
+        match (trace.finish(), &result) {
+            (Err(e), Ok(_)) => return Err(e),
+            (Err(e), Err(_)) => eprintln!("WARNING: {e:#}"),
+            (Ok(()), _) => {}
+        }
+    }
     let outcome = result?;
     if let Some(path) = &args.iidfile {
         fs::write(path, outcome.image_id.to_string())

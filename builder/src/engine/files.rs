@@ -232,6 +232,7 @@ pub(super) fn copy_step(
         }
     }
     // The filesystem sources come from: the context, or a mounted stage.
+    let mounting_source = ctx.phase("mount source");
     let mut guards = Vec::new();
     let source_ctx = match &from {
         None => shared.options.context.clone(),
@@ -245,6 +246,8 @@ pub(super) fn copy_step(
             source_ctx
         }
     };
+    mounting_source.end();
+    let walking = ctx.phase("resolve sources");
     let sources = if locals.is_empty() {
         Vec::new()
     } else {
@@ -252,7 +255,9 @@ pub(super) fn copy_step(
             .resolve_sources(&locals, &fc.excludes, fc.parents)
             .map_err(|e| with_instruction(e, fc))?
     };
+    walking.end();
     let digesting = std::time::Instant::now();
+    let digesting_phase = ctx.phase("context digest");
     let sources_digest = match &from {
         None => Some(shared.context_digest(&locals, &fc.excludes, fc.parents, &sources)?),
         Some(_) if remembered.is_some() => remembered,
@@ -265,6 +270,7 @@ pub(super) fn copy_step(
             Some(digest)
         }
     };
+    digesting_phase.end();
     log::debug!(
         "{created_by}: sources digested in {:?}",
         digesting.elapsed()
@@ -324,7 +330,9 @@ pub(super) fn copy_step(
         }
     }
     let lowers = if fc.link { Vec::new() } else { state.lowers() };
+    let mounting = ctx.phase("mounts");
     let writable = mount_writable(ctx, &lowers)?;
+    mounting.end();
     let root = open_root(writable.overlay.path())?;
     let owner = match &fc.chown {
         None => None,
@@ -351,6 +359,7 @@ pub(super) fn copy_step(
     let count = sources.len() + fc.inline.len() + downloads.len();
     let dest_is_dir = dest.ends_with('/') || count > 1;
     let copying = std::time::Instant::now();
+    let copying_phase = ctx.phase("copy");
     let skipped = if let Some(lineage) = &lineage {
         let judge = |file: &fileops::PlannedFile<'_>| reuse::reusable(lineage, file);
         let (_, skipped) = fileops::copy_sources_reusing(
@@ -391,6 +400,7 @@ pub(super) fn copy_step(
     let Writable { overlay, upper } = writable;
     overlay.unmount()?;
     drop(guards);
+    copying_phase.end();
     if let Some(lineage) = &lineage
         && !skipped.is_empty()
     {
@@ -460,7 +470,9 @@ pub(super) fn workdir_step(
         ctx.apply_cached(state, &record, history)?;
         return Ok(true);
     }
+    let mounting = ctx.phase("mounts");
     let writable = mount_writable(ctx, &state.lowers())?;
+    mounting.end();
     let root = open_root(writable.overlay.path())?;
     // The directories belong to USER as BuildKit's mkdir resolves it: a
     // name the image does not list is 0:0, not an error.

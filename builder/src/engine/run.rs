@@ -166,6 +166,7 @@ pub(super) fn run_step(
         ctx.apply_cached(state, &record, history)?;
         return Ok(true);
     }
+    let mounting = ctx.phase("mounts");
     let mut guards = run_mounts::MountGuards::default();
     let mut run_mounts = Vec::new();
     let mut secret_env = Vec::new();
@@ -187,6 +188,7 @@ pub(super) fn run_step(
         });
     }
     let upper = ctx.temp_dir("upper-")?;
+    mounting.end();
     // The proxy build args, then secrets as variables, go after the
     // stage's variables and replace one of the same name where it stands,
     // as BuildKit's executor appends them and containerd's `WithEnv`
@@ -220,6 +222,7 @@ pub(super) fn run_step(
         interactive: false,
     };
     let running = std::time::Instant::now();
+    let running_phase = ctx.phase("run");
     let lines = OutputLines::new(shared.reporter, ctx.id);
     let outcome = kiln_runtime::run_streaming(
         &spec,
@@ -227,6 +230,7 @@ pub(super) fn run_step(
         Some(&shared.networks),
     );
     let tail = lines.finish();
+    running_phase.end();
     let outcome = outcome?;
     log::debug!("{created_by}: ran in {:?}", running.elapsed());
     drop(guards);
