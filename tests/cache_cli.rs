@@ -40,6 +40,8 @@ fn write_record(kiln: &Kiln, n: u8, description: &str, layer: Option<CachedLayer
         layer,
         created: "2026-11-30T12:00:00Z".to_owned(),
         sources_digest: None,
+        inputs: None,
+        step: None,
     };
     let dir = kiln.root().join("cache");
     fs::create_dir_all(&dir).unwrap();
@@ -395,4 +397,32 @@ fn contexts_stat_caches_are_counted_and_pruned_when_idle() {
     let rebuilt = common::build::build_ok(&kiln, &dir, "app:1", &[]);
     assert!(rebuilt.contains("0 steps run, 1 cached"), "{rebuilt}");
     assert!(cache.exists());
+}
+
+#[test]
+fn ls_inputs_shows_each_records_step_and_operation() {
+    let kiln = Kiln::new();
+    let path = write_record(&kiln, 7, "WORKDIR /app", None);
+    let mut record: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    // As the engine writes them: the operation in field order, the step.
+    record["inputs"] =
+        serde_json::json!({"op": "mkdir", "parent": "scratch", "path": "/app", "user": ""});
+    record["step"] =
+        serde_json::json!({"stage": "build", "position": 2, "instruction": "WORKDIR /app"});
+    fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    assert_eq!(
+        kiln.ok(&["cache", "ls", "--inputs"]),
+        format!(
+            "{}\tWORKDIR /app\n  step:   stage build, step 2: WORKDIR /app\n  inputs: {}\n",
+            &key_hex(7)[..12],
+            r#"{"op":"mkdir","parent":"scratch","path":"/app","user":""}"#
+        )
+    );
+    let json = kiln.ok(&["cache", "ls", "--inputs", "--format", "json"]);
+    let row: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(row["Step"], "stage build, step 2: WORKDIR /app");
+    assert_eq!(
+        row["Inputs"],
+        r#"{"op":"mkdir","parent":"scratch","path":"/app","user":""}"#
+    );
 }

@@ -22,10 +22,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::BuildError;
 
 /// The version of the record format this kiln writes and reads. Records
-/// written before the field existed are version 1. A record of another
-/// version (a newer kiln sharing the store) is never read as this one: it
-/// is a miss, not listed, and left for its own kiln (prune keeps it).
-pub const RECORD_VERSION: u32 = 1;
+/// written before the field existed are version 1; version 2 keys steps by
+/// their typed operation ([`crate::ops`]) and holds its inputs and the
+/// step's identity. A record of another version (an older or newer kiln
+/// sharing the store) is never read as this one: it is a miss, not listed,
+/// and left for its own kiln (prune keeps it).
+pub const RECORD_VERSION: u32 = 2;
 
 fn version_one() -> u32 {
     1
@@ -41,7 +43,7 @@ pub struct CacheRecord {
     /// The format's version ([`RECORD_VERSION`]).
     #[serde(default = "version_one")]
     pub version: u32,
-    /// The step's cache key, `sha256:<hex>` (see [`crate::cache_key`]).
+    /// The step's cache key, `sha256:<hex>` (see [`crate::ops::Op::key`]).
     pub key: String,
     /// What the step does (`RUN make`), for `kiln cache ls`.
     pub description: String,
@@ -53,6 +55,26 @@ pub struct CacheRecord {
     /// sources (no layer), that digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources_digest: Option<String>,
+    /// The operation whose key this is, as serialised for the key
+    /// ([`crate::ops::Op::canonical`]), parsed: what `kiln cache ls
+    /// --inputs` shows and `kiln build --explain` compares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<serde_json::Value>,
+    /// Which step of which Dockerfile stage made the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepIdentity>,
+}
+
+/// A step as `--explain` finds its previous build: by stage and position,
+/// or by its text.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StepIdentity {
+    /// The stage's name, or its index.
+    pub stage: String,
+    /// The step's position in the stage (FROM is 1).
+    pub position: usize,
+    /// The instruction as written.
+    pub instruction: String,
 }
 
 /// A layer a cached step produced.

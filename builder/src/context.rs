@@ -1440,36 +1440,3 @@ fn put_sha256(hasher: &mut KeyHasher, raw: &[u8; 32]) {
     }
     put(hasher, &text);
 }
-
-/// The cache key of a build step: SHA-256 over a length-prefixed encoding
-/// of the parent (the previous step's key or the base image's digest), the
-/// instruction text, the environment pairs and the sources' digest, so no
-/// two different inputs encode alike.
-///
-/// `env` is hashed in the order given: the caller passes it in the order
-/// the stage defined it, so `A=1 B=2` and `B=2 A=1` differ, as they can
-/// differ in effect when a value refers to an earlier one.
-pub fn cache_key(
-    parent: &str,
-    instruction: &str,
-    env: &[(String, String)],
-    sources: Option<&Digest>,
-) -> String {
-    let mut hasher = KeyHasher::new();
-    put(&mut hasher, b"kiln-cache-key-v1");
-    put(&mut hasher, parent.as_bytes());
-    put(&mut hasher, instruction.as_bytes());
-    put_u64(&mut hasher, env.len() as u64);
-    for (k, v) in env {
-        put(&mut hasher, k.as_bytes());
-        put(&mut hasher, v.as_bytes());
-    }
-    match sources {
-        Some(d) => {
-            put(&mut hasher, &[1]);
-            put(&mut hasher, d.to_string().as_bytes());
-        }
-        None => put(&mut hasher, &[0]),
-    }
-    hasher.finish().to_string()
-}

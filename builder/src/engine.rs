@@ -33,9 +33,10 @@ use kiln_store::layer::{Compression, PackOptions};
 use kiln_store::spec::{ContainerConfig, Descriptor, History, ImageConfig, RootFs};
 use kiln_store::{Digest, ImageReference, Snapshot, Store};
 
-use crate::cache::{BuildCache, CacheRecord, CachedLayer};
+use crate::cache::{BuildCache, CacheRecord, CachedLayer, StepIdentity};
 use crate::context::{BuildContext, StatCache};
 use crate::error::{BuildError, StepLocation};
+use crate::ops::Op;
 use crate::progress::{Event, PhaseTimer, Reporter};
 
 pub use config::{apply_to_config, history_for};
@@ -945,6 +946,10 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         total,
         name: from_name(stage, plan),
     });
+    let stage_id = stage
+        .name
+        .clone()
+        .unwrap_or_else(|| stage.index.to_string());
     shared.reporter.report(Event::StepTimed {
         id: from_id,
         stage: index,
@@ -981,6 +986,11 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
             shared,
             id,
             use_cache,
+            identity: StepIdentity {
+                stage: stage_id.clone(),
+                position,
+                instruction: step.code.clone(),
+            },
         };
 
         let result = match &step.kind {
@@ -1058,6 +1068,8 @@ pub(crate) struct StepContext<'a, 'b> {
     shared: &'a Shared<'b>,
     id: usize,
     use_cache: bool,
+    /// Which step this is, for its cache record and `--explain`.
+    identity: StepIdentity,
 }
 
 impl StepContext<'_, '_> {
@@ -1115,6 +1127,8 @@ impl StepContext<'_, '_> {
             layer: None,
             created: self.shared.created.clone(),
             sources_digest: Some(digest.to_string()),
+            inputs: None,
+            step: None,
         })
     }
 
@@ -1178,6 +1192,7 @@ impl StepContext<'_, '_> {
         state: &mut StageState,
         upper: &Path,
         key: &str,
+        op: &Op,
         description: &str,
         history: History,
     ) -> Result<(), BuildError> {
@@ -1219,6 +1234,9 @@ impl StepContext<'_, '_> {
             }),
             created: self.shared.created.clone(),
             sources_digest: None,
+            inputs: Some(op.to_value()?),
+            // A context snapshot for a mount is not the step itself.
+            step: (!matches!(op, Op::ContextSnapshot(_))).then(|| self.identity.clone()),
         };
         let recording = self.phase("record cache");
         self.shared.cache.put(&record)?;
@@ -1349,6 +1367,9 @@ fn normalize_config(config: &mut ImageConfig) {
         }
     }
 }
+
+#[cfg(test)]
+mod op_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! kiln's build engine: the build context (its ignore rules, COPY/ADD source
 //! resolution as `BuildKit` does it for a local context, content digests of
-//! sources with a stat cache), step cache keys and records, the file
+//! sources with a stat cache), typed build operations and their cache keys,
+//! cache records, the file
 //! operations of COPY/ADD, and the engine that runs a plan's stages.
 
 pub mod cache;
@@ -9,9 +10,10 @@ pub mod engine;
 pub mod error;
 pub mod fileops;
 pub mod mounts;
+pub mod ops;
 pub mod progress;
 
-pub use context::{BuildContext, FileType, Source, StatCache, cache_key};
+pub use context::{BuildContext, FileType, Source, StatCache};
 pub use engine::{
     BaseImageFetcher, BuildOptions, BuildOutcome, Entitlements, build, cancel, is_cancelled,
 };

@@ -38,6 +38,11 @@ pub struct LsArgs {
     /// Do not truncate IDs and descriptions.
     #[arg(long)]
     no_trunc: bool,
+    /// Show each record's step (stage, position, instruction) and the
+    /// inputs of its operation, as its key was computed from them
+    /// (fields `Step` and `Inputs` in templates and JSON).
+    #[arg(long)]
+    inputs: bool,
     /// `table`, `json`, `table TEMPLATE` or a Go template (fields: `ID`,
     /// `Size`, `LastUsed`, `LastUsedAt`, `CreatedAt`, `Shared`, `Description`).
     #[arg(long)]
@@ -84,7 +89,22 @@ fn ls(root: Option<&Path>, args: &LsArgs) -> anyhow::Result<ExitCode> {
         .entries
         .iter()
         .rev()
-        .map(|entry| row_fields(entry, args.no_trunc))
+        .map(|entry| {
+            let mut row = row_fields(entry, args.no_trunc);
+            if args.inputs {
+                let record = &entry.record;
+                let step = record.step.as_ref().map_or_else(String::new, |s| {
+                    format!("stage {}, step {}: {}", s.stage, s.position, s.instruction)
+                });
+                let inputs = record
+                    .inputs
+                    .as_ref()
+                    .map_or_else(String::new, kiln_builder::ops::canonical_json);
+                row.insert("Step".to_owned(), Value::String(step));
+                row.insert("Inputs".to_owned(), Value::String(inputs));
+            }
+            row
+        })
         .collect();
     if args.quiet {
         let mut stdout = io::stdout().lock();
@@ -92,6 +112,17 @@ fn ls(root: Option<&Path>, args: &LsArgs) -> anyhow::Result<ExitCode> {
             if let Some(Value::String(id)) = row.get("ID") {
                 writeln!(stdout, "{id}")?;
             }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.inputs && args.format.is_none() {
+        // A record's inputs do not fit a table column: a block each.
+        let mut stdout = io::stdout().lock();
+        for row in &rows {
+            let field = |name: &str| row.get(name).and_then(Value::as_str).unwrap_or("");
+            writeln!(stdout, "{}\t{}", field("ID"), field("Description"))?;
+            writeln!(stdout, "  step:   {}", field("Step"))?;
+            writeln!(stdout, "  inputs: {}", field("Inputs"))?;
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -47,6 +47,12 @@ fn record(n: u8, layer: Option<&NewLayer>) -> CacheRecord {
         }),
         created: "2026-11-30T12:00:00Z".to_owned(),
         sources_digest: None,
+        inputs: Some(serde_json::json!({"op": "run", "parent": "scratch"})),
+        step: Some(StepIdentity {
+            stage: "0".to_owned(),
+            position: 2,
+            instruction: format!("RUN step {n}"),
+        }),
     }
 }
 
@@ -428,12 +434,55 @@ fn records_of_another_version_are_never_read_listed_or_pruned() {
 }
 
 #[test]
-fn records_written_before_the_version_field_are_read() {
+fn records_of_version_one_are_ignored_cleanly() {
+    // Version 1 keyed steps by text: its records are never read as
+    // version 2 ones, with the field or without it (written before it).
     let (_dir, store) = store();
     let cache = BuildCache::new(&store);
     let mut old = serde_json::to_value(record(2, None)).unwrap();
-    old.as_object_mut().unwrap().remove("version");
+    let fields = old.as_object_mut().unwrap();
+    fields.remove("inputs");
+    fields.remove("step");
+    fields.remove("version");
     fs::create_dir_all(store.cache_dir()).unwrap();
     fs::write(record_file(&store, 2), serde_json::to_vec(&old).unwrap()).unwrap();
-    assert_eq!(cache.get(&key(2)).unwrap(), Some(record(2, None)));
+    fields_version_one(&store, 3, &old);
+    assert_eq!(cache.get(&key(2)).unwrap(), None);
+    assert_eq!(cache.get(&key(3)).unwrap(), None);
+    let listing = cache.scan().unwrap();
+    assert!(listing.entries.is_empty() && listing.unreadable.is_empty());
+    let report = cache.prune(&PruneOptions {
+        all: true,
+        ..PruneOptions::default()
+    });
+    assert_eq!(report.unwrap().unreadable_removed, 0);
+    assert!(record_file(&store, 2).exists() && record_file(&store, 3).exists());
+}
+
+fn fields_version_one(store: &Store, n: u8, old: &serde_json::Value) {
+    let mut with_version = old.clone();
+    with_version["version"] = serde_json::json!(1);
+    with_version["key"] = serde_json::json!(key(n));
+    fs::write(
+        record_file(store, n),
+        serde_json::to_vec(&with_version).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn records_carry_their_inputs_and_step() {
+    let (_dir, store) = store();
+    let cache = BuildCache::new(&store);
+    cache.put(&record(4, None)).unwrap();
+    let text = fs::read_to_string(record_file(&store, 4)).unwrap();
+    assert!(
+        text.contains(r#""inputs":{"op":"run","parent":"scratch"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""step":{"stage":"0","position":2,"instruction":"RUN step 4"}"#),
+        "{text}"
+    );
+    assert_eq!(cache.get(&key(4)).unwrap(), Some(record(4, None)));
 }

@@ -10,10 +10,11 @@ use kiln_parser::plan::{FileCopy, Source, Step};
 use super::config::history_for;
 use super::{StageState, StepContext, image_state, reuse, stage_result};
 use crate::Digest;
-use crate::context::{BuildContext, cache_key};
+use crate::context::BuildContext;
 use crate::error::BuildError;
 use crate::fileops::{self, CopyOptions};
 use crate::mounts::Mounted;
+use crate::ops::{CopyOp, FromSourcesOp, InlineFile, LinkOp, MkdirOp, Op, UrlInput};
 
 /// The stage or image a `--from` (or `RUN --mount from=`) names; `None`
 /// for the build context.
@@ -93,7 +94,7 @@ fn is_git_source(source: &str) -> bool {
 
 /// The destination as an absolute container path, keeping a trailing `/`
 /// (BuildKit's `pathRelativeToWorkingDir`).
-fn absolute_dest(fc: &FileCopy) -> String {
+pub(super) fn absolute_dest(fc: &FileCopy) -> String {
     let dest = if fc.dest.is_empty() || fc.dest == "." {
         "./"
     } else {
@@ -131,57 +132,76 @@ fn created_by(fc: &FileCopy) -> String {
     text
 }
 
-/// What a COPY or ADD step's key holds beside its parent and its sources'
-/// digest: the instruction's fields, whether its sources are another
-/// stage's (keyed by their content then, never by that stage's key), its
-/// heredocs and its remote files (`url_parts`).
-fn describe(created_by: &str, dest: &str, fc: &FileCopy, from: bool, url_parts: &str) -> String {
-    let mut description = format!(
-        "{created_by}\0dest={dest}\0link={}\0excludes={:?}\0unpack={:?}\0checksum={:?}\0",
-        fc.link, fc.excludes, fc.unpack, fc.checksum
-    );
-    if from {
-        description.push_str("from=content\0");
+/// A COPY or ADD step's operation: the instruction's fields, whether its
+/// sources are another stage's (keyed by their content then, never by that
+/// stage's key), its heredocs, its remote files and its sources' digest.
+/// With --link the layer does not depend on what is below it, so its
+/// operation has no parent.
+pub(super) fn copy_op(
+    state: &StageState,
+    dest: &str,
+    fc: &FileCopy,
+    locals: &[String],
+    from: bool,
+    urls: Vec<UrlInput>,
+    sources_digest: Option<&Digest>,
+) -> CopyOp {
+    CopyOp {
+        parent: (!fc.link).then(|| state.key.clone()),
+        add: fc.is_add,
+        sources: locals.to_vec(),
+        dest: dest.to_owned(),
+        chown: fc.chown.clone(),
+        chmod: fc.chmod.as_ref().map(ToString::to_string),
+        link: fc.link,
+        parents: fc.parents,
+        excludes: fc.excludes.clone(),
+        unpack: fc.unpack,
+        checksum: fc.checksum.clone(),
+        from_stage: from,
+        inline: fc
+            .inline
+            .iter()
+            .map(|f| InlineFile {
+                name: f.name.clone(),
+                content: f.content.clone(),
+            })
+            .collect(),
+        urls,
+        sources_digest: sources_digest.map(ToString::to_string),
     }
-    for file in &fc.inline {
-        let _ = write!(description, "inline={}\0{}\0", file.name, file.content);
-    }
-    description.push_str(url_parts);
-    description
 }
 
 /// The step's layer key and the key its stage goes on with. With --link
-/// the layer does not depend on what is below it, so its key does not
-/// either; the stage's chain still moves on.
-fn step_keys(
-    state: &StageState,
-    fc: &FileCopy,
-    description: &str,
-    sources_digest: Option<&Digest>,
-) -> (String, String) {
-    let parent = if fc.link { "link" } else { state.key.as_str() };
-    let layer_key = cache_key(parent, description, &[], sources_digest);
-    let chain_key = if fc.link {
-        cache_key(&state.key, &format!("link\0{layer_key}"), &[], None)
-    } else {
-        layer_key.clone()
+/// the stage's chain moves on from the layer's own key.
+fn step_keys(state: &StageState, op: &Op) -> Result<(String, String), BuildError> {
+    let layer_key = op.key()?;
+    let chain_key = match op {
+        Op::Copy(copy) if copy.link => Op::Link(LinkOp {
+            parent: state.key.clone(),
+            layer: layer_key.clone(),
+        })
+        .key()?,
+        _ => layer_key.clone(),
     };
-    (layer_key, chain_key)
+    Ok((layer_key, chain_key))
 }
 
 /// Where the content digest of a COPY --from's sources in `source` (a
 /// stage's or image's files, named by its key) is remembered: the same
 /// sources of the same files have the same digest.
-fn from_sources_key(source: &StageState, fc: &FileCopy, locals: &[String]) -> String {
-    let mut what = String::from("from-sources\0");
-    for source in locals {
-        let _ = write!(what, "src={source}\0");
-    }
-    for exclude in &fc.excludes {
-        let _ = write!(what, "exclude={exclude}\0");
-    }
-    let _ = write!(what, "parents={}\0", fc.parents);
-    cache_key(&source.key, &what, &[], None)
+fn from_sources_key(
+    source: &StageState,
+    fc: &FileCopy,
+    locals: &[String],
+) -> Result<String, BuildError> {
+    Op::FromSources(FromSourcesOp {
+        source: source.key.clone(),
+        sources: locals.to_vec(),
+        excludes: fc.excludes.clone(),
+        parents: fc.parents,
+    })
+    .key()
 }
 
 /// Runs a COPY or ADD step (or answers it from the cache). Returns whether
@@ -217,14 +237,23 @@ pub(super) fn copy_step(
     let remembered_key = from
         .as_ref()
         .filter(|state| !state.layers.is_empty() && urls.is_empty())
-        .map(|state| from_sources_key(state, fc, &locals));
+        .map(|state| from_sources_key(state, fc, &locals))
+        .transpose()?;
     let remembered = match &remembered_key {
         Some(key) => ctx.remembered_digest(key)?,
         None => None,
     };
     if let Some(digest) = &remembered {
-        let description = describe(&created_by, &dest, fc, from.is_some(), "");
-        let (layer_key, chain_key) = step_keys(state, fc, &description, Some(digest));
+        let op = Op::Copy(copy_op(
+            state,
+            &dest,
+            fc,
+            &locals,
+            from.is_some(),
+            Vec::new(),
+            Some(digest),
+        ));
+        let (layer_key, chain_key) = step_keys(state, &op)?;
         if let Some(record) = ctx.lookup(&layer_key)? {
             ctx.apply_cached(state, &record, history)?;
             state.key = chain_key;
@@ -277,22 +306,35 @@ pub(super) fn copy_step(
     );
     // Remote files: a pinned checksum identifies them; otherwise they are
     // fetched now and their digest goes into the key.
-    let mut url_parts = String::new();
+    let mut url_inputs = Vec::new();
     let mut downloads = Vec::new();
     for url in &urls {
         if let Some(sum) = &fc.checksum {
-            let _ = write!(url_parts, "url={url}\0{sum}\0");
+            url_inputs.push(UrlInput {
+                url: (*url).clone(),
+                digest: sum.clone(),
+            });
         } else {
             let dir = ctx.temp_dir("download-")?;
             let (path, name) = fileops::download(url, None, &dir)?;
-            let digest = file_digest(&path)?;
-            let _ = write!(url_parts, "url={url}\0{digest}\0");
+            url_inputs.push(UrlInput {
+                url: (*url).clone(),
+                digest: file_digest(&path)?,
+            });
             downloads.push(((*url).clone(), path, name));
         }
     }
-    let description = describe(&created_by, &dest, fc, from.is_some(), &url_parts);
-    let parent = if fc.link { "link" } else { state.key.as_str() };
-    let (layer_key, chain_key) = step_keys(state, fc, &description, sources_digest.as_ref());
+    let copy = copy_op(
+        state,
+        &dest,
+        fc,
+        &locals,
+        from.is_some(),
+        url_inputs,
+        sources_digest.as_ref(),
+    );
+    let op = Op::Copy(copy.clone());
+    let (layer_key, chain_key) = step_keys(state, &op)?;
     if let Some(record) = ctx.lookup(&layer_key)? {
         ctx.apply_cached(state, &record, history)?;
         state.key = chain_key;
@@ -310,14 +352,15 @@ pub(super) fn copy_step(
         && urls.is_empty()
         && nix::unistd::geteuid().is_root())
     .then(|| {
-        let context = source_ctx.root().to_string_lossy();
-        cache_key(
-            parent,
-            &format!("lineage\0{description}context={context}\0"),
-            &[],
-            None,
+        reuse::lineage_key(
+            &CopyOp {
+                sources_digest: None,
+                ..copy
+            },
+            source_ctx.root(),
         )
-    });
+    })
+    .transpose()?;
     let lineage = lineage_key
         .as_deref()
         .filter(|_| ctx.use_cache)
@@ -413,7 +456,7 @@ pub(super) fn copy_step(
             linking.elapsed()
         );
     }
-    ctx.commit_upper(state, &upper, &layer_key, &created_by, history)?;
+    ctx.commit_upper(state, &upper, &layer_key, &op, &created_by, history)?;
     if let Some(key) = &lineage_key {
         let chain_id = state
             .config
@@ -465,7 +508,12 @@ pub(super) fn workdir_step(
         state.config.history.push(history);
         return Ok(false);
     }
-    let key = cache_key(&state.key, &format!("WORKDIR\0{path}\0{user}"), &[], None);
+    let op = Op::Mkdir(MkdirOp {
+        parent: state.key.clone(),
+        path: path.to_owned(),
+        user: user.clone(),
+    });
+    let key = op.key()?;
     if let Some(record) = ctx.lookup(&key)? {
         ctx.apply_cached(state, &record, history)?;
         return Ok(true);
@@ -488,6 +536,13 @@ pub(super) fn workdir_step(
     drop(root);
     let Writable { overlay, upper } = writable;
     overlay.unmount()?;
-    ctx.commit_upper(state, &upper, &key, &format!("WORKDIR {path}"), history)?;
+    ctx.commit_upper(
+        state,
+        &upper,
+        &key,
+        &op,
+        &format!("WORKDIR {path}"),
+        history,
+    )?;
     Ok(false)
 }

@@ -39,6 +39,19 @@ pub(super) struct Lineage {
     pub(super) since: (i64, i64),
 }
 
+/// The lineage key of a COPY of the build context at `context`: its
+/// operation without the sources' digest (a changed file must still find
+/// the previous run), and the context's directory. Unlike a cache key it
+/// names a host path on purpose: the files reused are this machine's.
+pub(super) fn lineage_key(op: &crate::ops::CopyOp, context: &Path) -> Result<String, BuildError> {
+    let canonical = crate::ops::Op::Copy(op.clone()).canonical()?;
+    let mut bytes = b"kiln-lineage-v2\n".to_vec();
+    bytes.extend_from_slice(canonical.as_bytes());
+    bytes.push(b'\n');
+    bytes.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(context.as_os_str()));
+    Ok(kiln_store::digest::digest_bytes(&bytes).to_string())
+}
+
 /// Where the record of lineage key `key` (`sha256:<hex>`) lives.
 fn record_path(store: &Store, key: &str) -> Option<PathBuf> {
     let hex = key.strip_prefix("sha256:")?;

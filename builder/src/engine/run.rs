@@ -2,7 +2,6 @@
 //! becomes the step's layer.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Mutex;
@@ -12,8 +11,8 @@ use kiln_runtime::{Limits, Mount, Network, RunSpec, Seccomp, Stream};
 
 use super::config::{history_for, run_command_string, set_run_env};
 use super::{BUILD_HOSTNAME, StageState, StepContext, cancel, is_cancelled, run_mounts};
-use crate::context::cache_key;
 use crate::error::BuildError;
+use crate::ops::{InlineFile, MountInput, Op, RunOp};
 use crate::progress::{Event, Reporter};
 
 /// How long a RUN's processes have after the build is interrupted (the
@@ -100,6 +99,51 @@ impl<'r> OutputLines<'r> {
     }
 }
 
+/// The operation of RUN step `step` on `state`, with the network it gets
+/// (the build's for `--network=default`) and its mounts' inputs; `None`
+/// for another kind of step.
+pub(super) fn run_op(
+    state: &StageState,
+    step: &Step,
+    network: Network,
+    mounts: Vec<MountInput>,
+) -> Option<Op> {
+    let StepKind::Run {
+        argv,
+        script,
+        security,
+        workdir,
+        user,
+        ..
+    } = &step.kind
+    else {
+        return None;
+    };
+    Some(Op::Run(RunOp {
+        parent: state.key.clone(),
+        argv: argv.clone(),
+        script: script.as_ref().map(|(name, content)| InlineFile {
+            name: name.clone(),
+            content: content.clone(),
+        }),
+        env: state.run_env.clone(),
+        user: user.clone(),
+        workdir: workdir.clone(),
+        network: match network {
+            Network::Isolated => "isolated",
+            Network::Host => "host",
+            Network::None => "none",
+        }
+        .to_owned(),
+        security: match security {
+            SecurityMode::Insecure => "insecure",
+            SecurityMode::Sandbox => "sandbox",
+        }
+        .to_owned(),
+        mounts,
+    }))
+}
+
 /// Runs a RUN step (or answers it from the cache). Returns whether it was
 /// cached.
 pub(super) fn run_step(
@@ -144,24 +188,17 @@ pub(super) fn run_step(
     };
     // Everything that can change what the command does goes into the key;
     // proxy settings stay out, as in BuildKit.
-    let mut description = format!(
-        "RUN\0{}\0user={user}\0cwd={workdir}\0net={network:?}\0",
-        argv.join("\0")
-    );
-    if insecure {
-        description.push_str("security=insecure\0");
-    }
-    if let Some((name, content)) = script {
-        let _ = write!(description, "script={name}\0{content}\0");
-    }
     let mut planned = Vec::new();
+    let mut inputs = Vec::new();
     for mount in mounts {
         let mount = run_mounts::plan(ctx, mount, workdir)?;
-        description.push_str(&mount.key);
-        description.push('\0');
+        inputs.push(mount.input.clone());
         planned.push(mount);
     }
-    let key = cache_key(&state.key, &description, &state.run_env, None);
+    let Some(op) = run_op(state, step, network, inputs) else {
+        return Ok(false);
+    };
+    let key = op.key()?;
     if let Some(record) = ctx.lookup(&key)? {
         ctx.apply_cached(state, &record, history)?;
         return Ok(true);
@@ -248,6 +285,6 @@ pub(super) fn run_step(
             output: tail,
         });
     }
-    ctx.commit_upper(state, &upper, &key, &created_by, history)?;
+    ctx.commit_upper(state, &upper, &key, &op, &created_by, history)?;
     Ok(false)
 }

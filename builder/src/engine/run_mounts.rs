@@ -38,17 +38,18 @@ use nix::fcntl::OFlag;
 use super::config::history_for;
 use super::files::{mount_readonly, source_state};
 use super::{StageState, StepContext, scratch_state};
-use crate::context::{Source, cache_key};
+use crate::context::Source;
 use crate::error::BuildError;
 use crate::fileops::{self, CopyOptions};
 use crate::mounts::Mounted;
+use crate::ops::{ContextSnapshotOp, MountInput, Op};
 
 /// A `RUN --mount` between the cache lookup and the run.
 pub(super) struct PlannedRunMount {
     kind: Kind,
     /// What the mount adds to the step's cache key (for a secret: the id,
     /// target and variable name, never the value).
-    pub(super) key: String,
+    pub(super) input: MountInput,
 }
 
 enum Kind {
@@ -148,7 +149,10 @@ pub(super) fn plan(
         MountType::Tmpfs => {
             let target = target()?;
             Ok(PlannedRunMount {
-                key: format!("tmpfs={target}\0{:?}", m.size_limit),
+                input: MountInput::Tmpfs {
+                    target: target.clone(),
+                    size: m.size_limit,
+                },
                 kind: Kind::Tmpfs {
                     target,
                     size: m.size_limit,
@@ -185,7 +189,13 @@ pub(super) fn plan(
                         .shared
                         .context_digest(std::slice::from_ref(&pattern), &[], false, &sources)?
                         .to_string();
-                    let key = format!("bind={target}\0context\0{pattern}\0{digest}\0rw={writable}");
+                    let key = MountInput::Bind {
+                        target: target.clone(),
+                        source: pattern.clone(),
+                        from: None,
+                        digest: Some(digest.clone()),
+                        writable,
+                    };
                     let source = sources.remove(0);
                     (
                         BindSource::Context {
@@ -197,7 +207,13 @@ pub(super) fn plan(
                     )
                 }
                 Some(state) => {
-                    let key = format!("bind={target}\0{}\0{rel}\0rw={writable}", state.key);
+                    let key = MountInput::Bind {
+                        target: target.clone(),
+                        source: rel.clone(),
+                        from: Some(state.key.clone()),
+                        digest: None,
+                        writable,
+                    };
                     (
                         BindSource::Stage {
                             state,
@@ -214,7 +230,7 @@ pub(super) fn plan(
                     source,
                     writable,
                 },
-                key,
+                input: key,
             })
         }
     }
@@ -266,11 +282,11 @@ fn plan_cache(
         name = format!("{name}\0{mode:o}:{uid}:{gid}");
     }
     // A cache mount's content never enters the key.
-    let key = format!(
-        "cache={target}\0ro={}\0sharing={}",
-        m.read_only,
-        m.sharing.as_str()
-    );
+    let key = MountInput::Cache {
+        target: target.clone(),
+        read_only: m.read_only,
+        sharing: m.sharing.as_str().to_owned(),
+    };
     Ok(PlannedRunMount {
         kind: Kind::Cache(CachePlan {
             target,
@@ -280,7 +296,7 @@ fn plan_cache(
             sharing: m.sharing,
             permissions,
         }),
-        key,
+        input: key,
     })
 }
 
@@ -315,18 +331,18 @@ fn plan_secret(
         (None, Some(_)) => None,
         (None, None) => Some(format!("/run/secrets/{}", base(&id))),
     };
-    let key = format!(
-        "secret={id}\0{}\0{}",
-        target.as_deref().unwrap_or(""),
-        m.env.as_deref().unwrap_or("")
-    );
+    let key = MountInput::Secret {
+        id: id.clone(),
+        target: target.clone(),
+        env: m.env.clone(),
+    };
     let Some(value) = ctx.shared.options.secrets.get(&id) else {
         if m.required {
             return Err(BuildError::SecretNotFound { id });
         }
         return Ok(PlannedRunMount {
             kind: Kind::Nothing,
-            key,
+            input: key,
         });
     };
     let id_of = |v: Option<u64>| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
@@ -339,7 +355,7 @@ fn plan_secret(
             uid: id_of(m.uid),
             gid: id_of(m.gid),
         },
-        key,
+        input: key,
     })
 }
 
@@ -495,7 +511,11 @@ fn context_snapshot(
     let shared = ctx.shared;
     let path = format!("/{}", source.dest);
     let description = format!("context for RUN --mount source {pattern}");
-    let key = cache_key("context", &format!("{description}\0{digest}"), &[], None);
+    let op = Op::ContextSnapshot(ContextSnapshotOp {
+        pattern: pattern.to_owned(),
+        digest: digest.to_owned(),
+    });
+    let key = op.key()?;
     let mut state = scratch_state(&kiln_parser::values::Platform::host());
     if let Some(record) = shared.cache.get(&key)? {
         ctx.apply_cached(
@@ -516,7 +536,7 @@ fn context_snapshot(
         )?;
         drop(root);
         let history = history_for(description.clone(), &shared.created);
-        ctx.commit_upper(&mut state, &upper, &key, &description, history)?;
+        ctx.commit_upper(&mut state, &upper, &key, &op, &description, history)?;
     }
     match state.layers.last() {
         Some(layer) => Ok((layer.snapshot.path.clone(), path)),
