@@ -198,6 +198,10 @@ impl<W: Write + Send> PlainRenderer<W> {
                     .map_or(Duration::ZERO, |s| now.saturating_duration_since(s.started));
                 writeln!(state.out, "#{id} {} {line}", log_seconds(elapsed))?;
             }
+            Event::StepExplained { id, reason, .. } => {
+                state.switch_to(id)?;
+                writeln!(state.out, "#{id} REASON: {reason}")?;
+            }
             Event::StepCached { id } => {
                 state.switch_to(id)?;
                 writeln!(state.out, "#{id} CACHED")?;
@@ -399,6 +403,9 @@ impl Reporter for TtyRenderer {
                 if let Some((bar, _)) = state.bars.get(&id) {
                     bar.set_message(line);
                 }
+            }
+            Event::StepExplained { name, reason, .. } => {
+                self.line(&format!("=> REASON {name}: {reason}"));
             }
             Event::StepCached { id } => {
                 let label = Self::finish(&mut state, id);

@@ -37,6 +37,9 @@ fn version_one() -> u32 {
 /// descriptor and a few strings), so they are not read.
 const MAX_RECORD_SIZE: u64 = 1 << 20;
 
+/// The directory under `cache/` of the COPY sources' file listings.
+const SOURCES_DIR: &str = "sources";
+
 /// What the cache remembers about one step.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CacheRecord {
@@ -222,6 +225,90 @@ impl BuildCache<'_> {
         Ok(())
     }
 
+    /// Keeps the listing of the files whose content digest is `digest` (a
+    /// COPY's sources), under `cache/sources/<hex>.list`: not `.json`, so
+    /// the store's garbage collection does not read it; [`prune`](Self::prune)
+    /// removes a listing no record names. Failing only costs `--explain`
+    /// its file names, so it is logged, not returned.
+    pub fn put_source_files(
+        &self,
+        digest: &Digest,
+        files: &[crate::context::SourceFile],
+    ) -> Result<(), BuildError> {
+        let path = self.source_files_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let rows: Vec<[&str; 3]> = files
+            .iter()
+            .map(|f| [f.path.as_str(), f.content.as_str(), f.meta.as_str()])
+            .collect();
+        let written = serde_json::to_vec(&rows)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let dir = self.store.cache_dir().join(SOURCES_DIR);
+                fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                kiln_store::store::write_replace(&self.store.tmp_dir(), &path, &bytes)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            log::warn!("cannot keep the file list {}: {e}", path.display());
+        }
+        Ok(())
+    }
+
+    /// The listing kept by [`put_source_files`](Self::put_source_files),
+    /// if any and readable.
+    pub fn source_files(&self, digest: &Digest) -> Option<Vec<crate::context::SourceFile>> {
+        let bytes = fs::read(self.source_files_path(digest)).ok()?;
+        let rows: Vec<[String; 3]> = serde_json::from_slice(&bytes).ok()?;
+        Some(
+            rows.into_iter()
+                .map(|[path, content, meta]| crate::context::SourceFile {
+                    path,
+                    content,
+                    meta,
+                })
+                .collect(),
+        )
+    }
+
+    fn source_files_path(&self, digest: &Digest) -> PathBuf {
+        self.store
+            .cache_dir()
+            .join(SOURCES_DIR)
+            .join(format!("{}.list", digest.encoded()))
+    }
+
+    /// Removes the file listings that no readable record's inputs name.
+    fn prune_source_files(&self) -> Result<u64, BuildError> {
+        let dir = self.store.cache_dir().join(SOURCES_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(BuildError::io(dir, e)),
+        };
+        let named: BTreeSet<String> = self
+            .scan()?
+            .entries
+            .iter()
+            .filter_map(|e| e.record.inputs.as_ref())
+            .filter_map(|inputs| inputs.get("sources_digest")?.as_str())
+            .filter_map(|d| d.strip_prefix("sha256:"))
+            .map(|hex| format!("{hex}.list"))
+            .collect();
+        let mut reclaimed = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| BuildError::io(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !named.contains(&name) {
+                reclaimed += file_size(&entry.path());
+                remove_file(&entry.path())?;
+            }
+        }
+        Ok(reclaimed)
+    }
+
     /// Every readable record, least recently used first.
     pub fn list(&self) -> Result<Vec<CacheEntry>, BuildError> {
         let listing = self.scan()?;
@@ -393,6 +480,7 @@ impl BuildCache<'_> {
             report.reclaimed += cache.bytes;
             report.stat_caches.push(cache.name);
         }
+        report.reclaimed += self.prune_source_files()?;
         let sweep = self.store.collect_garbage()?;
         report.reclaimed += sweep.reclaimed;
         Ok(report)

@@ -34,8 +34,9 @@ use kiln_store::spec::{ContainerConfig, Descriptor, History, ImageConfig, RootFs
 use kiln_store::{Digest, ImageReference, Snapshot, Store};
 
 use crate::cache::{BuildCache, CacheRecord, CachedLayer, StepIdentity};
-use crate::context::{BuildContext, StatCache};
+use crate::context::{BuildContext, SourceFile, StatCache};
 use crate::error::{BuildError, StepLocation};
+use crate::explain::{self, BaseKind};
 use crate::ops::Op;
 use crate::progress::{Event, PhaseTimer, Reporter};
 
@@ -107,6 +108,8 @@ pub struct BuildOptions {
     pub fetcher: Option<Arc<dyn BaseImageFetcher>>,
     /// `--pull`: ask the fetcher for every base image, present or not.
     pub pull_always: bool,
+    /// `--explain`: report why each step that ran missed the cache.
+    pub explain: bool,
 }
 
 /// Where a build gets the base images the store lacks (the CLI pulls them
@@ -271,6 +274,8 @@ struct Shared<'a> {
     prewarmed: AtomicBool,
     /// When the build started: the origin of the times in progress events.
     started: Instant,
+    /// With `--explain`, the cache's records of earlier builds, by step.
+    history: Option<explain::History>,
 }
 
 impl Shared<'_> {
@@ -320,6 +325,19 @@ impl Shared<'_> {
             .map_err(|_| lock_error())?
             .insert(selection, digest.clone());
         Ok(digest)
+    }
+
+    /// The files `sources` of the build context select, with fingerprints
+    /// of their content (for `--explain`), read through the stat cache.
+    fn context_listing(
+        &self,
+        sources: &[crate::context::Source],
+    ) -> Result<Vec<SourceFile>, BuildError> {
+        let mut cache = self
+            .stat_cache
+            .lock()
+            .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
+        self.options.context.list_sources(sources, &mut cache)
     }
 
     /// Starts making the networks RUN steps will use (once): when the
@@ -450,6 +468,15 @@ pub fn build(
         prewarm: concurrent_run_stages(&plan, options.network).min(PREWARM_MAX),
         prewarmed: AtomicBool::new(false),
         started,
+        // Read before any step records anything, so that a step is compared
+        // with an earlier build, never with this one.
+        history: if options.explain {
+            Some(explain::History::new(
+                BuildCache::new(store).scan()?.entries,
+            ))
+        } else {
+            None
+        },
     };
     // Every step will run: the first RUN steps' networks are made now.
     if options.no_cache {
@@ -950,6 +977,22 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         .name
         .clone()
         .unwrap_or_else(|| stage.index.to_string());
+    let base_kind = match &stage.base {
+        Base::Image { .. } => BaseKind::Image,
+        Base::Stage { .. } => BaseKind::Stage,
+        Base::Scratch => BaseKind::Scratch,
+    };
+    if let Some(history) = &shared.history
+        && base_kind == BaseKind::Image
+        && use_cache
+        && let Some(reason) = history.base_changed(&stage_id, &state.key)
+    {
+        shared.reporter.report(Event::StepExplained {
+            id: from_id,
+            name: from_name(stage, plan),
+            reason,
+        });
+    }
     shared.reporter.report(Event::StepTimed {
         id: from_id,
         stage: index,
@@ -961,6 +1004,7 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         duration: Duration::ZERO,
     });
     let mut position = 1;
+    let mut previous_ran = false;
     for step in &stage.steps {
         if shared.failed.load(Ordering::SeqCst) {
             return Err(BuildError::Cancelled);
@@ -991,6 +1035,9 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
                 position,
                 instruction: step.code.clone(),
             },
+            name: step_name(step, plan.escape, &state),
+            previous_ran,
+            base: base_kind,
         };
 
         let result = match &step.kind {
@@ -1007,6 +1054,7 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         });
         match result {
             Ok(cached) => {
+                previous_ran = !cached;
                 if cached {
                     shared.steps_cached.fetch_add(1, Ordering::SeqCst);
                     shared.reporter.report(Event::StepCached { id });
@@ -1070,6 +1118,12 @@ pub(crate) struct StepContext<'a, 'b> {
     use_cache: bool,
     /// Which step this is, for its cache record and `--explain`.
     identity: StepIdentity,
+    /// Its name in progress output.
+    name: String,
+    /// Whether the step before it in the stage ran in this build.
+    previous_ran: bool,
+    /// What the stage started from.
+    base: BaseKind,
 }
 
 impl StepContext<'_, '_> {
@@ -1130,6 +1184,48 @@ impl StepContext<'_, '_> {
             inputs: None,
             step: None,
         })
+    }
+
+    /// With `--explain`, reports why the step with operation `op` missed
+    /// the cache; `files` is the listing of its context sources, for a
+    /// COPY.
+    fn explain(
+        &self,
+        state: &StageState,
+        op: &Op,
+        files: Option<&[SourceFile]>,
+    ) -> Result<(), BuildError> {
+        let Some(history) = &self.shared.history else {
+            return Ok(());
+        };
+        let now = op.to_value()?;
+        let args: Vec<String> = state.args.iter().map(|(name, _)| name.clone()).collect();
+        let cache_off = (!self.use_cache).then_some(if self.shared.options.no_cache {
+            "--no-cache"
+        } else {
+            "--no-cache-filter"
+        });
+        let facts = explain::Facts {
+            step: &self.identity,
+            cache_off,
+            previous_ran: self.previous_ran,
+            first: self.identity.position == 2,
+            base: self.base,
+            args: &args,
+        };
+        // The previous build's listing, only for a COPY whose sources
+        // changed.
+        let before = files
+            .and_then(|_| history.previous_sources_digest(&self.identity))
+            .and_then(|digest| self.shared.cache.source_files(&digest));
+        let files = files.map(|now_files| (now_files, before.as_deref()));
+        let reason = explain::reason(history, &facts, &now, files);
+        self.shared.reporter.report(Event::StepExplained {
+            id: self.id,
+            name: self.name.clone(),
+            reason,
+        });
+        Ok(())
     }
 
     /// Applies a cached step's layer to the state.

@@ -8,12 +8,13 @@ pub mod cache;
 pub mod context;
 pub mod engine;
 pub mod error;
+pub mod explain;
 pub mod fileops;
 pub mod mounts;
 pub mod ops;
 pub mod progress;
 
-pub use context::{BuildContext, FileType, Source, StatCache};
+pub use context::{BuildContext, FileType, Source, SourceFile, StatCache};
 pub use engine::{
     BaseImageFetcher, BuildOptions, BuildOutcome, Entitlements, build, cancel, is_cancelled,
 };

@@ -29,6 +29,16 @@ pub enum Event {
         /// Step number.
         id: usize,
     },
+    /// Why a step ran instead of hitting the cache (`--explain`); for FROM,
+    /// that its base image changed.
+    StepExplained {
+        /// Step number.
+        id: usize,
+        /// What the step does (`RUN make`).
+        name: String,
+        /// Why (`build arg VERSION changed (1.2 -> 1.3)`).
+        reason: String,
+    },
     /// A line of output of a RUN step (without its newline).
     StepOutput {
         /// Step number.

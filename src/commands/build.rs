@@ -46,6 +46,10 @@ pub struct BuildArgs {
     /// Do not use the cache
     #[arg(long)]
     no_cache: bool,
+    /// Say why each step that ran missed the cache (compared with the
+    /// most recent cache record of the same step)
+    #[arg(long)]
+    explain: bool,
     /// Do not use the cache for these stages (comma-separated, may repeat)
     #[arg(long, value_name = "STAGE,...", value_delimiter = ',')]
     no_cache_filter: Vec<String>,
@@ -547,6 +551,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             mode: transfer_mode(mode),
         })),
         pull_always: args.pull,
+        explain: args.explain,
     };
     install_signal_handlers();
     let reporter = progress::reporter(mode);

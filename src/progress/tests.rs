@@ -211,3 +211,39 @@ fn step_labels_pad_the_index_like_buildkit() {
     assert_eq!(log_seconds(Duration::from_millis(99_994)), "99.99");
     assert_eq!(log_seconds(Duration::from_secs(100)), "100.0");
 }
+
+#[test]
+fn plain_output_puts_the_reason_in_the_steps_block() {
+    let buffer = Buffer::default();
+    let (clock, _) = fake_clock();
+    let renderer = PlainRenderer::with_clock(buffer.clone(), clock);
+    renderer.report(started(3, "", 2, 3, "RUN make"));
+    renderer.report(Event::StepExplained {
+        id: 3,
+        name: "RUN make".to_owned(),
+        reason: "build arg VERSION changed (1.2 -> 1.3)".to_owned(),
+    });
+    renderer.report(Event::StepDone {
+        id: 3,
+        duration: Duration::from_millis(100),
+    });
+    assert_eq!(
+        buffer.text(),
+        "#3 [2/3] RUN make\n\
+         #3 REASON: build arg VERSION changed (1.2 -> 1.3)\n\
+         #3 DONE 0.1s\n"
+    );
+}
+
+#[test]
+fn json_progress_has_the_reason_as_a_field() {
+    let event = Event::StepExplained {
+        id: 3,
+        name: "RUN make".to_owned(),
+        reason: "--no-cache".to_owned(),
+    };
+    assert_eq!(
+        serde_json::to_string(&event).unwrap(),
+        r#"{"event":"step_explained","id":3,"name":"RUN make","reason":"--no-cache"}"#
+    );
+}

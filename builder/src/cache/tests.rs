@@ -486,3 +486,31 @@ fn records_carry_their_inputs_and_step() {
     );
     assert_eq!(cache.get(&key(4)).unwrap(), Some(record(4, None)));
 }
+
+#[test]
+fn source_file_listings_are_kept_until_no_record_names_them() {
+    let (_dir, store) = store();
+    let cache = BuildCache::new(&store);
+    let named = kiln_store::digest::digest_bytes(b"named");
+    let orphan = kiln_store::digest::digest_bytes(b"orphan");
+    let files = vec![crate::context::SourceFile {
+        path: "a.txt".to_owned(),
+        content: "00".repeat(16),
+        meta: "f:644:0:0".to_owned(),
+    }];
+    cache.put_source_files(&named, &files).unwrap();
+    cache.put_source_files(&orphan, &files).unwrap();
+    assert_eq!(cache.source_files(&named), Some(files.clone()));
+    let mut kept = record(5, None);
+    kept.inputs = Some(serde_json::json!({"op": "copy", "sources_digest": named.to_string()}));
+    cache.put(&kept).unwrap();
+    // Keeps every record (the cache is under the limit), drops listings.
+    cache
+        .prune(&PruneOptions {
+            keep_storage: Some(u64::MAX),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert_eq!(cache.source_files(&named), Some(files));
+    assert_eq!(cache.source_files(&orphan), None);
+}

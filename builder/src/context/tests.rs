@@ -976,3 +976,25 @@ fn stat_cache_survives_prune_and_rerecord() {
     fs::write(&file, &doubled).unwrap();
     assert_eq!(StatCache::load(&file).unwrap().len(), 1);
 }
+
+#[test]
+fn list_sources_names_files_as_they_land_with_content_fingerprints() {
+    let (_t, root, ctx) = ctx_with(&[("src/main.rs", "a"), ("README.md", "b")], &[]);
+    let list = |ctx: &BuildContext| {
+        let sources = ctx.resolve_sources(&[".".to_owned()], &[], false).unwrap();
+        ctx.list_sources(&sources, &mut StatCache::new()).unwrap()
+    };
+    let before = list(&ctx);
+    let paths: Vec<&str> = before.iter().map(|f| f.path.as_str()).collect();
+    // Directories are left out; paths are relative to the destination.
+    assert_eq!(paths, ["README.md", "src/main.rs"]);
+    assert!(
+        before
+            .iter()
+            .all(|f| f.content.len() == 32 && f.meta.starts_with("f:"))
+    );
+    fs::write(root.join("src/main.rs"), "changed").unwrap();
+    let after = list(&ctx);
+    assert_eq!(before[0], after[0]);
+    assert_ne!(before[1].content, after[1].content);
+}

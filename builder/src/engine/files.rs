@@ -340,6 +340,17 @@ pub(super) fn copy_step(
         state.key = chain_key;
         return Ok(true);
     }
+    // The step runs: the per-file digests of the context's sources are
+    // kept (for a later --explain) only now, never on a cache hit.
+    let files = match (&from, &sources_digest) {
+        (None, Some(digest)) if !sources.is_empty() => {
+            let listing = shared.context_listing(&sources)?;
+            ctx.shared.cache.put_source_files(digest, &listing)?;
+            Some(listing)
+        }
+        _ => None,
+    };
+    ctx.explain(state, &op, files.as_deref())?;
     // Earlier copies can stand for files of the build context copied as
     // they are: not for --from sources, ADD, --chmod/--chown (mode and
     // owner would need their own checks), heredocs (written afterwards),
@@ -518,6 +529,7 @@ pub(super) fn workdir_step(
         ctx.apply_cached(state, &record, history)?;
         return Ok(true);
     }
+    ctx.explain(state, &op, None)?;
     let mounting = ctx.phase("mounts");
     let writable = mount_writable(ctx, &state.lowers())?;
     mounting.end();

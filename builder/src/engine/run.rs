@@ -203,6 +203,7 @@ pub(super) fn run_step(
         ctx.apply_cached(state, &record, history)?;
         return Ok(true);
     }
+    ctx.explain(state, &op, None)?;
     let mounting = ctx.phase("mounts");
     let mut guards = run_mounts::MountGuards::default();
     let mut run_mounts = Vec::new();
