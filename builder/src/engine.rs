@@ -1186,6 +1186,11 @@ impl StepContext<'_, '_> {
         })
     }
 
+    /// Whether the build explains why steps run (`--explain`).
+    fn explaining(&self) -> bool {
+        self.shared.history.is_some()
+    }
+
     /// With `--explain`, reports why the step with operation `op` missed
     /// the cache; `files` is the listing of its context sources, for a
     /// COPY.

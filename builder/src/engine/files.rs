@@ -341,16 +341,19 @@ pub(super) fn copy_step(
         return Ok(true);
     }
     // The step runs: the per-file digests of the context's sources are
-    // kept (for a later --explain) only now, never on a cache hit.
-    let files = match (&from, &sources_digest) {
-        (None, Some(digest)) if !sources.is_empty() => {
-            let listing = shared.context_listing(&sources)?;
-            ctx.shared.cache.put_source_files(digest, &listing)?;
-            Some(listing)
-        }
+    // kept (for a later --explain) only now, never on a cache hit. With
+    // --explain they are needed at once; otherwise they are listed while
+    // the files are copied.
+    let listed = match (&from, &sources_digest) {
+        (None, Some(digest)) if !sources.is_empty() => Some(digest),
+        _ => None,
+    };
+    let files = match listed {
+        Some(digest) if ctx.explaining() => Some(keep_listing(shared, &sources, digest)?),
         _ => None,
     };
     ctx.explain(state, &op, files.as_deref())?;
+    let listed_later = listed.filter(|_| files.is_none());
     // Earlier copies can stand for files of the build context copied as
     // they are: not for --from sources, ADD, --chmod/--chown (mode and
     // owner would need their own checks), heredocs (written afterwards),
@@ -414,22 +417,35 @@ pub(super) fn copy_step(
     let dest_is_dir = dest.ends_with('/') || count > 1;
     let copying = std::time::Instant::now();
     let copying_phase = ctx.phase("copy");
-    let skipped = if let Some(lineage) = &lineage {
-        let judge = |file: &fileops::PlannedFile<'_>| reuse::reusable(lineage, file);
-        let (_, skipped) = fileops::copy_sources_reusing(
-            &source_ctx,
-            &sources,
-            &root,
-            &dest,
-            dest_is_dir,
-            &options,
-            &judge,
-        )?;
-        skipped
-    } else {
-        fileops::copy_sources(&source_ctx, &sources, &root, &dest, dest_is_dir, &options)?;
-        Vec::new()
-    };
+    let (copied, listing) = std::thread::scope(|scope| {
+        let sources = &sources;
+        let listing = listed_later
+            .map(|digest| scope.spawn(move || keep_listing(shared, sources, digest).map(drop)));
+        let copied = if let Some(lineage) = &lineage {
+            let judge = |file: &fileops::PlannedFile<'_>| reuse::reusable(lineage, file);
+            fileops::copy_sources_reusing(
+                &source_ctx,
+                sources,
+                &root,
+                &dest,
+                dest_is_dir,
+                &options,
+                &judge,
+            )
+            .map(|(_, skipped)| skipped)
+        } else {
+            fileops::copy_sources(&source_ctx, sources, &root, &dest, dest_is_dir, &options)
+                .map(|_| Vec::new())
+        };
+        let listing = listing.map(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|_| Err(BuildError::Internal("listing sources".to_owned())))
+        });
+        (copied, listing)
+    });
+    let skipped = copied?;
+    listing.transpose()?;
     log::debug!(
         "{created_by}: copied in {:?} ({} unchanged files left to link)",
         copying.elapsed(),
@@ -480,6 +496,18 @@ pub(super) fn copy_step(
     }
     state.key = chain_key;
     Ok(false)
+}
+
+/// Lists the context's `sources` (whose content digest is `digest`) and
+/// keeps the listing in the cache for a later `--explain`.
+fn keep_listing(
+    shared: &super::Shared<'_>,
+    sources: &[crate::context::Source],
+    digest: &Digest,
+) -> Result<Vec<crate::context::SourceFile>, BuildError> {
+    let listing = shared.context_listing(sources)?;
+    shared.cache.put_source_files(digest, &listing)?;
+    Ok(listing)
 }
 
 /// Names the instruction in a not-found error, as BuildKit does.
