@@ -110,6 +110,9 @@ pub struct BuildOptions {
     pub pull_always: bool,
     /// `--explain`: report why each step that ran missed the cache.
     pub explain: bool,
+    /// What runs RUN steps' processes; `None`: kiln-runtime's containers
+    /// ([`crate::RuntimeExecutor`]).
+    pub executor: Option<Arc<dyn crate::Executor>>,
 }
 
 /// Where a build gets the base images the store lacks (the CLI pulls them
@@ -265,6 +268,8 @@ struct Shared<'a> {
     counter: AtomicUsize,
     /// Images used as bases or `--from` sources, resolved once.
     images: Mutex<HashMap<String, Arc<StageState>>>,
+    /// What runs RUN steps' processes.
+    executor: Arc<dyn crate::Executor>,
     /// The isolated networks of this build's RUN steps.
     networks: kiln_runtime::NetworkPool,
     /// How many networks to make before RUN steps ask: as many as can
@@ -464,6 +469,10 @@ pub fn build(
         created,
         counter: AtomicUsize::new(0),
         images: Mutex::new(HashMap::new()),
+        executor: options
+            .executor
+            .clone()
+            .unwrap_or_else(|| Arc::new(crate::RuntimeExecutor)),
         networks: kiln_runtime::NetworkPool::new(),
         prewarm: concurrent_run_stages(&plan, options.network).min(PREWARM_MAX),
         prewarmed: AtomicBool::new(false),

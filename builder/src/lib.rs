@@ -8,6 +8,7 @@ pub mod cache;
 pub mod context;
 pub mod engine;
 pub mod error;
+pub mod executor;
 pub mod explain;
 pub mod fileops;
 pub mod mounts;
@@ -19,5 +20,6 @@ pub use engine::{
     BaseImageFetcher, BuildOptions, BuildOutcome, Entitlements, build, cancel, is_cancelled,
 };
 pub use error::{BuildError, StepLocation};
+pub use executor::{Executor, RuntimeExecutor};
 pub use kiln_store::Digest;
 pub use progress::{Event, Reporter};

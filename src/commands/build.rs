@@ -552,6 +552,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         })),
         pull_always: args.pull,
         explain: args.explain,
+        executor: None,
     };
     install_signal_handlers();
     let reporter = progress::reporter(mode);

@@ -262,7 +262,7 @@ pub(super) fn run_step(
     let running = std::time::Instant::now();
     let running_phase = ctx.phase("run");
     let lines = OutputLines::new(shared.reporter, ctx.id);
-    let outcome = kiln_runtime::run_streaming(
+    let outcome = shared.executor.run(
         &spec,
         &|stream, data| lines.push(stream, data),
         Some(&shared.networks),

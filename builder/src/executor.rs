@@ -1,0 +1,43 @@
+//! What runs a RUN step's process: the engine hands an [`Executor`] the
+//! step's [`RunSpec`] (the stage's snapshots as lowers, the fresh upper
+//! directory that becomes the layer, mounts, environment, argv, network)
+//! and gets the exit status back, with the output streamed to a sink.
+//!
+//! The build uses [`RuntimeExecutor`] (kiln-runtime's containers) unless
+//! [`crate::BuildOptions::executor`] names another, so that scheduling and
+//! the cache can be tested with a fake that needs no root.
+
+use kiln_runtime::{NetworkPool, OutputSink, RunOutcome, RunSpec, RuntimeError};
+
+/// Runs the process of a RUN step.
+pub trait Executor: std::fmt::Debug + Send + Sync {
+    /// Runs `spec` to its end: whatever it writes to its root lands in
+    /// `spec.upper`, each chunk of its stdout and stderr goes to `output`
+    /// as it comes; `networks` lends the isolated network
+    /// (`Network::Isolated`). A non-zero exit is an outcome, not an error.
+    ///
+    /// # Errors
+    ///
+    /// The process could not be run (or waited for).
+    fn run(
+        &self,
+        spec: &RunSpec,
+        output: OutputSink<'_>,
+        networks: Option<&NetworkPool>,
+    ) -> Result<RunOutcome, RuntimeError>;
+}
+
+/// The executor of `kiln build`: a kiln-runtime container per RUN.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuntimeExecutor;
+
+impl Executor for RuntimeExecutor {
+    fn run(
+        &self,
+        spec: &RunSpec,
+        output: OutputSink<'_>,
+        networks: Option<&NetworkPool>,
+    ) -> Result<RunOutcome, RuntimeError> {
+        kiln_runtime::run_streaming(spec, output, networks)
+    }
+}
