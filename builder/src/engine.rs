@@ -1479,6 +1479,8 @@ fn normalize_config(config: &mut ImageConfig) {
 }
 
 #[cfg(test)]
+mod executor_tests;
+#[cfg(test)]
 mod op_tests;
 
 #[cfg(test)]

@@ -4,10 +4,15 @@
 //! and gets the exit status back, with the output streamed to a sink.
 //!
 //! The build uses [`RuntimeExecutor`] (kiln-runtime's containers) unless
-//! [`crate::BuildOptions::executor`] names another, so that scheduling and
-//! the cache can be tested with a fake that needs no root.
+//! [`crate::BuildOptions::executor`] names another; the engine's tests use
+//! a fake that writes files into the upper directory and counts runs, so
+//! scheduling and the cache are tested without root (as BuildKit's solver
+//! tests count executor calls), beside the end-to-end tests.
 
 use kiln_runtime::{NetworkPool, OutputSink, RunOutcome, RunSpec, RuntimeError};
+
+#[cfg(test)]
+pub(crate) mod fake;
 
 /// Runs the process of a RUN step.
 pub trait Executor: std::fmt::Debug + Send + Sync {
