@@ -15,17 +15,7 @@ use crate::error::BuildError;
 /// propagate back to the host. Must run before any thread is started
 /// (a multi-threaded process cannot unshare its filesystem attributes).
 pub fn enter_private_mount_namespace() -> Result<(), BuildError> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| BuildError::Mount(format!("unshare(CLONE_NEWNS): {e}")))?;
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| BuildError::Mount(format!("making / private: {e}")))?;
-    Ok(())
+    kiln_rootfs::mount::private_namespace().map_err(|e| BuildError::Mount(e.to_string()))
 }
 
 /// A mount this build made at a directory (or file) of its own: an

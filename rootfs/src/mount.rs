@@ -105,6 +105,28 @@ pub fn bind(
     Ok(())
 }
 
+/// Moves the calling thread (or, before any other thread exists, the
+/// process) into a new mount namespace whose mounts do not propagate back
+/// to the host: whatever is mounted there goes with it, even on
+/// `kill -9`. A process with several threads can do this only on a
+/// thread of its own (its files are then shared no more).
+pub fn private_namespace() -> io::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("unshare(CLONE_NEWNS): {e}"),
+        )
+    })?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("making / private: {e}")))
+}
+
 /// How [`overlay`] mounts, beside its directories.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OverlayOptions {
@@ -341,15 +363,7 @@ mod tests {
                     .spawn(|| {
                         // This thread's own mount namespace: nothing shows
                         // outside, and the mounts go with the thread.
-                        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-                        nix::mount::mount(
-                            None::<&str>,
-                            "/",
-                            None::<&str>,
-                            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                            None::<&str>,
-                        )
-                        .unwrap();
+                        super::private_namespace().unwrap();
                         let stack = [top.as_path(), bottom.as_path()];
                         match mount(
                             &stack,

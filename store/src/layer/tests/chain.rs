@@ -81,33 +81,21 @@ fn mounted(dir: &Path, lowers: &[PathBuf]) -> Vec<String> {
     let empty = dir.join("empty");
     fs::create_dir_all(&target).unwrap();
     fs::create_dir_all(&empty).unwrap();
-    let mut option = String::from("lowerdir=");
-    for lower in lowers.iter().rev() {
-        option.push_str(lower.to_str().unwrap());
-        option.push(':');
-    }
-    // A read-only overlay needs two lowers.
-    option.push_str(empty.to_str().unwrap());
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 // This thread's own mount namespace: the mount never shows
                 // outside it and goes with it.
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-                nix::mount::mount(
-                    None::<&str>,
-                    "/",
-                    None::<&str>,
-                    nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )
-                .unwrap();
-                nix::mount::mount(
-                    Some("overlay"),
+                kiln_rootfs::mount::private_namespace().unwrap();
+                // A read-only overlay needs two lowers; overlayfs lists
+                // them top first.
+                let mut stack: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
+                stack.push(&empty);
+                kiln_rootfs::mount::overlay(
+                    &stack,
+                    None,
                     &target,
-                    Some("overlay"),
-                    nix::mount::MsFlags::MS_RDONLY,
-                    Some(option.as_str()),
+                    kiln_rootfs::mount::OverlayOptions::default(),
                 )
                 .unwrap();
                 let list = listing(&target);
