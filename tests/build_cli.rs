@@ -1716,6 +1716,41 @@ fn copy_from_a_stage_that_ran_again_with_the_same_output_stays_cached() {
 }
 
 #[test]
+fn a_bind_mount_from_a_stage_that_ran_again_with_the_same_output_stays_cached() {
+    // As COPY --from: `RUN --mount=type=bind,from=` is keyed by the content
+    // it shows, not by the source stage's chain.
+    let kiln = busybox();
+    let dockerfile = "FROM bb:1 AS build\nARG V\nARG OUT=same\n\
+                      RUN mkdir /o && echo $V > /v && echo $OUT > /o/out\n\
+                      FROM bb:1\nRUN --mount=type=bind,from=build,source=/o,target=/m cat /m/out > /seen\n";
+    let dir = context(&kiln, "mount-content", dockerfile, &[]);
+    let build = |args: &[&str]| {
+        let mut all = vec!["--progress=plain"];
+        all.extend_from_slice(args);
+        build_ok(&kiln, &dir, "mnt:1", &all)
+    };
+    let first = build(&["--build-arg", "V=1"]);
+    assert!(first.contains("2 steps run, 0 cached"), "{first}");
+    let again = build(&["--build-arg", "V=2"]);
+    assert!(again.contains("1 step run, 1 cached"), "{again}");
+    assert_eq!(sh(&kiln, "mnt:1", "cat /seen"), "same\n");
+    let changed = build(&["--build-arg", "V=2", "--build-arg", "OUT=other"]);
+    assert!(changed.contains("2 steps run, 0 cached"), "{changed}");
+    assert_eq!(sh(&kiln, "mnt:1", "cat /seen"), "other\n");
+    // A source the stage lacks is named with the stage.
+    let missing = "FROM bb:1 AS build\nRUN true > /x\n\
+                   FROM bb:1\nRUN --mount=type=bind,from=build,source=/nope,target=/m true\n";
+    fs::write(dir.join("Dockerfile"), missing).unwrap();
+    let stderr = build_fails(&kiln, &dir, &[]);
+    assert!(
+        stderr.contains(
+            "Dockerfile:4:1: \"/nope\": not found in stage build (RUN --mount=type=bind,source=/nope)"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn the_context_is_read_once_per_build_for_the_same_files() {
     // Two stages copy the whole context and a RUN binds it: one read of
     // the context (the stat cache then spares even that on a rebuild).

@@ -37,7 +37,7 @@ fn bind_sources_resolve_inside_their_stage_not_on_the_host() {
     let err = build_fails(&kiln, &ctx, &[]);
     assert!(
         err.contains(
-            "error: Dockerfile:4:1: \"/abs\": not found in stage 0 (RUN --mount=type=bind,source=/abs)\n"
+            "error: Dockerfile:4:1: \"/abs\": not found in stage st (RUN --mount=type=bind,source=/abs)\n"
         ),
         "{err}"
     );
@@ -48,7 +48,7 @@ fn bind_sources_resolve_inside_their_stage_not_on_the_host() {
         let err = build_fails(&kiln, &ctx, &[]);
         assert!(
             err.contains(&format!(
-                "\"{source}\": not found in stage 0 (RUN --mount=type=bind,source={source})"
+                "\"{source}\": not found in stage st (RUN --mount=type=bind,source={source})"
             )),
             "{source}: {err}"
         );

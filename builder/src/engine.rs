@@ -1167,7 +1167,7 @@ impl StepContext<'_, '_> {
 
     /// The content digest of a COPY --from's sources remembered under
     /// `key` ([`Self::remember_digest`]), unless the cache is off.
-    fn remembered_digest(&self, key: &str) -> Result<Option<Digest>, BuildError> {
+    pub(super) fn remembered_digest(&self, key: &str) -> Result<Option<Digest>, BuildError> {
         if !self.use_cache {
             return Ok(None);
         }
@@ -1182,7 +1182,12 @@ impl StepContext<'_, '_> {
     /// Remembers the content digest of a COPY --from's sources under
     /// `key`: a record without a layer, which `kiln cache ls` shows as
     /// `WHAT (sources)` and prune may drop (it is made again).
-    fn remember_digest(&self, key: &str, what: &str, digest: &Digest) -> Result<(), BuildError> {
+    pub(super) fn remember_digest(
+        &self,
+        key: &str,
+        what: &str,
+        digest: &Digest,
+    ) -> Result<(), BuildError> {
         self.shared.cache.put(&CacheRecord {
             version: crate::cache::RECORD_VERSION,
             key: key.to_owned(),

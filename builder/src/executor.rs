@@ -3,13 +3,24 @@
 //! directory that becomes the layer, mounts, environment, argv, network)
 //! and gets the exit status back, with the output streamed to a sink.
 //!
+//! The executor also makes the mounts the engine itself needs (BuildKit's
+//! worker pairs its executor with a snapshotter the same way): overlays
+//! of a stage for COPY, ADD and WORKDIR, and binds of `RUN --mount`
+//! sources. By default they are the kernel's, made in this process.
+//!
 //! The build uses [`RuntimeExecutor`] (kiln-runtime's containers) unless
 //! [`crate::BuildOptions::executor`] names another; the engine's tests use
 //! a fake that writes files into the upper directory and counts runs, so
 //! scheduling and the cache are tested without root (as BuildKit's solver
 //! tests count executor calls), beside the end-to-end tests.
 
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
 use kiln_runtime::{NetworkPool, OutputSink, RunOutcome, RunSpec, RuntimeError};
+
+use crate::error::BuildError;
+use crate::mounts::Mounted;
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -30,6 +41,38 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
         output: OutputSink<'_>,
         networks: Option<&NetworkPool>,
     ) -> Result<RunOutcome, RuntimeError>;
+
+    /// Mounts an overlay of `lowers` (base first) at `target`, writable
+    /// into `upper` (with its `work` directory) when given; see
+    /// [`Mounted::overlay`].
+    ///
+    /// # Errors
+    ///
+    /// The mount failed.
+    fn overlay(
+        &self,
+        lowers: &[PathBuf],
+        upper: Option<(&Path, &Path)>,
+        empty: &Path,
+        target: &Path,
+    ) -> Result<Mounted, BuildError> {
+        Mounted::overlay(lowers, upper, empty, target)
+    }
+
+    /// Binds `source` (resolved inside its root) on `target`; see
+    /// [`Mounted::bind`].
+    ///
+    /// # Errors
+    ///
+    /// The mount failed.
+    fn bind(
+        &self,
+        source: &OwnedFd,
+        target: &Path,
+        read_only: bool,
+    ) -> Result<Mounted, BuildError> {
+        Mounted::bind(source, target, read_only)
+    }
 }
 
 /// The executor of `kiln build`: a kiln-runtime container per RUN.

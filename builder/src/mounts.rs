@@ -24,7 +24,29 @@ pub fn enter_private_mount_namespace() -> Result<(), BuildError> {
 #[derive(Debug)]
 pub struct Mounted {
     target: PathBuf,
-    mounted: bool,
+    state: State,
+}
+
+/// What unmounting does.
+enum State {
+    /// A kernel mount, still in place.
+    Kernel,
+    /// Unmounted (or handed to [`Mounted::unmount`]).
+    Done,
+    /// A mount an [`crate::Executor`] emulates without the kernel (the
+    /// engine's tests): unmounting runs this, e.g. to record what was
+    /// written as an overlay's upper directory would.
+    Emulated(Box<dyn FnOnce() -> Result<(), BuildError> + Send + Sync>),
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Kernel => "Kernel",
+            Self::Done => "Done",
+            Self::Emulated(_) => "Emulated",
+        })
+    }
 }
 
 impl Mounted {
@@ -54,7 +76,7 @@ impl Mounted {
         .map_err(|e| BuildError::Mount(format!("overlay at {}: {e}", target.display())))?;
         Ok(Self {
             target: target.to_owned(),
-            mounted: true,
+            state: State::Kernel,
         })
     }
 
@@ -82,8 +104,20 @@ impl Mounted {
         .map_err(fail)?;
         Ok(Self {
             target: target.to_owned(),
-            mounted: true,
+            state: State::Kernel,
         })
+    }
+
+    /// A mount at `target` that an executor emulates: `unmount` runs
+    /// `finish`; dropping it does nothing more.
+    pub fn emulated(
+        target: &Path,
+        finish: impl FnOnce() -> Result<(), BuildError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            target: target.to_owned(),
+            state: State::Emulated(Box::new(finish)),
+        }
     }
 
     /// Where it is mounted.
@@ -102,7 +136,11 @@ impl Mounted {
     /// (containerd retries EBUSY for the same reason).
     pub fn unmount(mut self) -> Result<(), BuildError> {
         use nix::mount::{MntFlags, umount2};
-        self.mounted = false;
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Kernel => {}
+            State::Done => return Ok(()),
+            State::Emulated(finish) => return finish(),
+        }
         match umount2(&self.target, MntFlags::empty()) {
             Err(nix::errno::Errno::EBUSY) => umount2(&self.target, MntFlags::MNT_DETACH),
             other => other,
@@ -113,7 +151,7 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if self.mounted {
+        if matches!(self.state, State::Kernel) {
             let _ = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH);
         }
     }
@@ -152,7 +190,7 @@ mod tests {
                     let held = fs::File::open(target.join("f")).unwrap();
                     let mounted = Mounted {
                         target: target.clone(),
-                        mounted: true,
+                        state: super::State::Kernel,
                     };
                     mounted.unmount().unwrap();
                     let table = fs::read_to_string("/proc/thread-self/mountinfo").unwrap();

@@ -1,12 +1,10 @@
 //! The engine's scheduling and cache with a fake executor: which RUN steps
 //! run and which the cache answers, without root.
 //!
-//! The fake covers RUN (and the config-only steps around it) on `FROM
-//! scratch`: the runtime mounts a RUN's overlay itself, so with the fake
-//! nothing is mounted and the engine only packs and commits the upper
-//! directory the fake wrote, which needs no privilege. COPY, ADD, WORKDIR
-//! other than `/` and `RUN --mount` mount overlays or binds in this process
-//! and need root: they are covered by the end-to-end tests only.
+//! The fake runs RUN steps by writing or copying files, and emulates the
+//! overlays and binds of COPY, ADD, WORKDIR and `RUN --mount` by copying,
+//! so every step kind runs here on `FROM scratch` without privilege; the
+//! end-to-end tests run the same steps in real containers and mounts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +40,13 @@ impl Setup {
             context,
             fake: Arc::new(FakeExecutor::default()),
         }
+    }
+
+    /// Writes `content` at `path` in the build context.
+    fn context_file(&self, path: &str, content: &str) {
+        let file = self.context.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
     }
 
     fn build(&self, dockerfile: &str, args: &[(&str, &str)]) -> Result<BuildOutcome, BuildError> {
@@ -171,4 +176,89 @@ fn a_failing_run_stops_the_build_and_records_nothing_for_it() {
     assert_eq!(setup.fake.runs("one"), 1);
     assert_eq!(setup.fake.runs("two"), 2);
     assert_eq!(setup.fake.runs("three"), 1);
+}
+
+/// A stage that reruns (its ARG changed) with the same output: what reads
+/// that output (`COPY --from`, `RUN --mount from=`) is keyed by its
+/// content, so nothing after the stage reruns, as in BuildKit.
+const FROM_GEN: &str = "FROM scratch AS gen\nARG V\nRUN gen\n\
+FROM scratch\nWORKDIR /app\nCOPY a.txt .\nCOPY --from=gen /out/f /app/f\nRUN after\n\
+RUN --mount=type=bind,from=gen,source=/out,target=/m use\n";
+
+fn from_gen_setup() -> Setup {
+    let setup = Setup::new();
+    setup.context_file("a.txt", "context a");
+    setup.fake.writes("gen", "/out/f", "generated");
+    setup.fake.copies("after", "/app/f", "/seen-f");
+    setup.fake.copies("after", "/app/a.txt", "/seen-a");
+    setup.fake.copies("use", "/m/f", "/used");
+    setup
+}
+
+#[test]
+fn copy_workdir_and_mounts_run_with_the_fake_and_land_where_later_steps_see_them() {
+    let setup = from_gen_setup();
+    let first = setup.build(FROM_GEN, &[("V", "1")]).unwrap();
+    assert_eq!(first.steps_cached, 0);
+    assert_eq!(setup.fake.read("after", "/app/f"), "generated");
+    assert_eq!(setup.fake.read("after", "/app/a.txt"), "context a");
+    assert_eq!(setup.fake.read("use", "/m/f"), "generated");
+    let again = setup.build(FROM_GEN, &[("V", "1")]).unwrap();
+    assert_eq!(setup.fake.total_runs(), 3, "a cached build runs nothing");
+    // gen's RUN, WORKDIR, two COPY and two RUN.
+    assert_eq!(again.steps_cached, 6);
+    assert_eq!(again.image_id, first.image_id);
+}
+
+#[test]
+fn a_rerun_stage_with_identical_output_keeps_later_steps_cached() {
+    let setup = from_gen_setup();
+    let first = setup.build(FROM_GEN, &[("V", "1")]).unwrap();
+    let second = setup.build(FROM_GEN, &[("V", "2")]).unwrap();
+    assert_eq!(setup.fake.runs("gen"), 2, "the ARG reruns the stage");
+    assert_eq!(setup.fake.runs("after"), 1, "the same file copied: cached");
+    assert_eq!(setup.fake.runs("use"), 1, "the same files mounted: cached");
+    assert_eq!(second.image_id, first.image_id);
+    // A different output reruns what reads it, and only that.
+    setup.fake.writes("gen", "/out/f", "changed");
+    setup.build(FROM_GEN, &[("V", "3")]).unwrap();
+    assert_eq!(setup.fake.runs("after"), 2);
+    assert_eq!(setup.fake.read("after", "/app/f"), "changed");
+    assert_eq!(setup.fake.runs("use"), 2);
+    assert_eq!(setup.fake.read("use", "/m/f"), "changed");
+}
+
+#[test]
+fn a_changed_context_file_reruns_its_copy_and_what_follows_only() {
+    let setup = from_gen_setup();
+    setup.build(FROM_GEN, &[("V", "1")]).unwrap();
+    setup.context_file("a.txt", "context b");
+    let outcome = setup.build(FROM_GEN, &[("V", "1")]).unwrap();
+    assert_eq!(setup.fake.runs("gen"), 1, "another stage: cached");
+    assert_eq!(setup.fake.runs("after"), 2);
+    assert_eq!(setup.fake.read("after", "/app/a.txt"), "context b");
+    // gen's RUN and WORKDIR are cached; COPY a.txt and all after it run.
+    assert_eq!(outcome.steps_cached, 2);
+}
+
+#[test]
+fn stages_read_side_by_side_run_once_each() {
+    let dockerfile = "FROM scratch AS base\nRUN base\n\
+FROM base AS left\nRUN left\nFROM base AS right\nRUN right\n\
+FROM scratch\nCOPY --from=left /l /l\nCOPY --from=right /r /r\n\
+RUN --mount=type=bind,from=base,target=/b last\n";
+    let setup = Setup::new();
+    setup.fake.writes("base", "/base", "b");
+    setup.fake.writes("left", "/l", "l");
+    setup.fake.writes("right", "/r", "r");
+    setup.fake.copies("last", "/l", "/seen-l");
+    setup.fake.copies("last", "/r", "/seen-r");
+    setup.fake.copies("last", "/b/base", "/seen-b");
+    setup.build(dockerfile, &[]).unwrap();
+    for command in ["base", "left", "right", "last"] {
+        assert_eq!(setup.fake.runs(command), 1, "{command}");
+    }
+    assert_eq!(setup.fake.read("last", "/b/base"), "b");
+    assert_eq!(setup.fake.read("last", "/l"), "l");
+    assert_eq!(setup.fake.read("last", "/r"), "r");
 }

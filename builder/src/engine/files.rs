@@ -39,7 +39,9 @@ pub(super) fn mount_readonly(
 ) -> Result<Mounted, BuildError> {
     let merged = ctx.temp_dir("ro-")?;
     let empty = ctx.temp_dir("empty-")?;
-    Mounted::overlay(&state.lowers(), None, &empty, &merged)
+    ctx.shared
+        .executor
+        .overlay(&state.lowers(), None, &empty, &merged)
 }
 
 /// A read-write overlay of `lowers` with a fresh upper directory.
@@ -56,7 +58,10 @@ fn mount_writable(
     let work = ctx.temp_dir("work-")?;
     let merged = ctx.temp_dir("rw-")?;
     let empty = ctx.temp_dir("empty-")?;
-    let overlay = Mounted::overlay(lowers, Some((&upper, &work)), &empty, &merged)?;
+    let overlay = ctx
+        .shared
+        .executor
+        .overlay(lowers, Some((&upper, &work)), &empty, &merged)?;
     Ok(Writable { overlay, upper })
 }
 

@@ -38,11 +38,11 @@ use nix::fcntl::OFlag;
 use super::config::history_for;
 use super::files::{mount_readonly, source_state};
 use super::{StageState, StepContext, scratch_state};
-use crate::context::Source;
+use crate::context::{BuildContext, Source};
 use crate::error::BuildError;
 use crate::fileops::{self, CopyOptions};
 use crate::mounts::Mounted;
-use crate::ops::{ContextSnapshotOp, MountInput, Op};
+use crate::ops::{ContextSnapshotOp, FromSourcesOp, MountInput, Op};
 
 /// A `RUN --mount` between the cache lookup and the run.
 pub(super) struct PlannedRunMount {
@@ -207,18 +207,29 @@ pub(super) fn plan(
                     )
                 }
                 Some(state) => {
+                    // Keyed by the content it shows, as COPY --from is: a
+                    // source stage that ran again with the same files
+                    // leaves this step cached. An empty stage has no
+                    // files to digest; its key says as much.
+                    let (from, digest) = if state.layers.is_empty() {
+                        (Some(state.key.clone()), None)
+                    } else {
+                        let digest =
+                            stage_content_digest(ctx, &state, &rel, mount.source.as_ref())?;
+                        (None, Some(digest))
+                    };
                     let key = MountInput::Bind {
                         target: target.clone(),
                         source: rel.clone(),
-                        from: Some(state.key.clone()),
-                        digest: None,
+                        from,
+                        digest,
                         writable,
                     };
                     (
                         BindSource::Stage {
                             state,
                             path: rel,
-                            from: describe(mount.source.as_ref()),
+                            from: describe(ctx, mount.source.as_ref()),
                         },
                         key,
                     )
@@ -236,11 +247,66 @@ pub(super) fn plan(
     }
 }
 
+/// The content digest of `rel` (a file or directory; empty: the root) in
+/// `state`'s files, remembered under the stage's key as COPY --from's is
+/// (the lookup needs no mount; a miss mounts the stage to digest it).
+fn stage_content_digest(
+    ctx: &StepContext<'_, '_>,
+    state: &StageState,
+    rel: &str,
+    from: Option<&PlanSource>,
+) -> Result<String, BuildError> {
+    let pattern = match rel.trim_start_matches('/') {
+        "" => ".".to_owned(),
+        _ => rel.to_owned(),
+    };
+    let remembered_key = Op::FromSources(FromSourcesOp {
+        source: state.key.clone(),
+        sources: vec![pattern.clone()],
+        excludes: Vec::new(),
+        parents: false,
+    })
+    .key()?;
+    if let Some(digest) = ctx.remembered_digest(&remembered_key)? {
+        return Ok(digest.to_string());
+    }
+    let overlay = mount_readonly(ctx, state)?;
+    let source_ctx = BuildContext::open_stage(overlay.path())?;
+    let sources = source_ctx
+        .resolve_sources(std::slice::from_ref(&pattern), &[], false)
+        .map_err(|e| match e {
+            BuildError::SourceNotFound { .. } => BuildError::MountSource {
+                kind: "bind",
+                path: rel.to_owned(),
+                from: describe(ctx, from),
+                cause: None,
+            },
+            other => other,
+        })?;
+    let digest = source_ctx.digest_sources(&sources, &mut crate::StatCache::new())?;
+    overlay.unmount()?;
+    let what = format!(
+        "RUN --mount=type=bind from {} source={rel}",
+        describe(ctx, from)
+    );
+    ctx.remember_digest(&remembered_key, &what, &digest)?;
+    Ok(digest.to_string())
+}
+
 /// How a `from=` is named in messages.
-fn describe(source: Option<&PlanSource>) -> String {
+fn describe(ctx: &StepContext<'_, '_>, source: Option<&PlanSource>) -> String {
     match source {
         None => "the build context".to_owned(),
-        Some(PlanSource::Stage { index }) => format!("stage {index}"),
+        Some(PlanSource::Stage { index }) => match ctx
+            .shared
+            .plan
+            .stages
+            .get(*index)
+            .and_then(|stage| stage.name.as_deref())
+        {
+            Some(name) => format!("stage {name}"),
+            None => format!("stage {index}"),
+        },
         Some(PlanSource::Image { reference }) => format!("image {reference}"),
         Some(PlanSource::Scratch) => "scratch".to_owned(),
     }
@@ -255,7 +321,7 @@ fn plan_cache(
     let id = m.cache_id.clone().unwrap_or_else(|| target.clone());
     let source = kiln_rootfs::path::absolute(m.source.as_deref().unwrap_or(""));
     let base = match source_state(ctx, mount.source.as_ref())? {
-        Some(state) => Some((state, source.clone(), describe(mount.source.as_ref()))),
+        Some(state) => Some((state, source.clone(), describe(ctx, mount.source.as_ref()))),
         None if source != "/" => {
             // BuildKit's default base is the empty image: a source in it
             // names nothing.
@@ -465,7 +531,9 @@ fn stage_source(
         let target = dir.join("mnt");
         fs::create_dir(&target).map_err(|e| BuildError::io(&target, e))?;
         if read_only {
-            guards.mounted.push(Mounted::bind(source, &target, true)?);
+            guards
+                .mounted
+                .push(ctx.shared.executor.bind(source, &target, true)?);
         } else {
             let upper = dir.join("upper");
             let work = dir.join("work");
@@ -475,7 +543,7 @@ fn stage_source(
             let empty = ctx.temp_dir("empty-")?;
             // The descriptor's magic link names the resolved directory
             // itself, so overlayfs looks nothing up in the image.
-            guards.mounted.push(Mounted::overlay(
+            guards.mounted.push(ctx.shared.executor.overlay(
                 &[shown],
                 Some((&upper, &work)),
                 &empty,
@@ -487,7 +555,9 @@ fn stage_source(
     let target = dir.join("file");
     if read_only {
         File::create(&target).map_err(|e| BuildError::io(&target, e))?;
-        guards.mounted.push(Mounted::bind(source, &target, true)?);
+        guards
+            .mounted
+            .push(ctx.shared.executor.bind(source, &target, true)?);
     } else {
         // Reopening an O_PATH descriptor through its magic link reads the
         // resolved file.
@@ -640,7 +710,7 @@ fn init_cache(ctx: &StepContext<'_, '_>, plan: &CachePlan, dir: &Path) -> Result
     match (&plan.base, plan.permissions) {
         (Some((state, source, from)), None) if !state.layers.is_empty() => {
             let overlay = mount_readonly(ctx, state)?;
-            let context = crate::context::BuildContext::open_stage(overlay.path())?;
+            let context = BuildContext::open_stage(overlay.path())?;
             let sources = context
                 .resolve_sources(std::slice::from_ref(source), &[], false)
                 .map_err(|e| {
