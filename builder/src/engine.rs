@@ -921,11 +921,13 @@ fn cache_enabled(shared: &Shared<'_>, stage: &PlannedStage) -> bool {
 }
 
 /// Whether a step makes a filesystem change (and so shows in progress).
+/// `WORKDIR /` only sets the config: BuildKit makes no mkdir for it.
 fn is_filesystem_step(step: &Step) -> bool {
-    matches!(
-        step.kind,
-        StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_) | StepKind::Workdir { .. }
-    )
+    match &step.kind {
+        StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_) => true,
+        StepKind::Workdir { path } => path != "/",
+        _ => false,
+    }
 }
 
 #[expect(

@@ -268,11 +268,14 @@ pub(super) fn apply_metadata(state: &mut StageState, step: &Step, created: &str)
             Some(format!("MAINTAINER {name}"))
         }
         // BuildKit records no history entry for ONBUILD.
-        StepKind::Onbuild { .. }
-        | StepKind::Run { .. }
-        | StepKind::Copy(_)
-        | StepKind::Add(_)
-        | StepKind::Workdir { .. } => None,
+        StepKind::Onbuild { .. } | StepKind::Run { .. } | StepKind::Copy(_) | StepKind::Add(_) => {
+            None
+        }
+        // Only `WORKDIR /` comes here (see is_filesystem_step).
+        StepKind::Workdir { path } => {
+            config.working_dir = Some(path.clone());
+            Some(format!("WORKDIR {path}"))
+        }
     };
     if let Some(text) = text {
         let mut entry = history_for(text, created);

@@ -546,12 +546,7 @@ pub(super) fn workdir_step(
         .get_or_insert_with(kiln_store::spec::ContainerConfig::default);
     config.working_dir = Some(path.to_owned());
     let user = config.user.clone().unwrap_or_default();
-    let mut history = history_for(format!("WORKDIR {path}"), &shared.created);
-    if path == "/" {
-        history.empty_layer = true;
-        state.config.history.push(history);
-        return Ok(false);
-    }
+    let history = history_for(format!("WORKDIR {path}"), &shared.created);
     let op = Op::Mkdir(MkdirOp {
         parent: state.key.clone(),
         path: path.to_owned(),
