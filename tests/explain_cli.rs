@@ -78,7 +78,11 @@ fn build_args_text_and_no_cache_are_explained() {
                 "RUN echo 1.3 > /version",
                 "build arg VERSION changed (1.2 -> 1.3)"
             ),
-            ("RUN echo done > /done", "a previous step ran"),
+            // Its own input changed too: both are said.
+            (
+                "RUN echo done > /done",
+                "build arg VERSION changed (1.2 -> 1.3); a previous step ran"
+            ),
         ])
     );
     fs::write(

@@ -146,9 +146,11 @@ fn compare(
     if field(before, "op") != field(now, "op") {
         return "instruction text changed".to_owned();
     }
+    // The step's own inputs first: they say what the user changed here,
+    // also when an earlier step ran too.
     let (old_parent, new_parent) = (field(before, "parent"), field(now, "parent"));
-    if old_parent != new_parent {
-        return if facts.previous_ran {
+    let parent_reason = (old_parent != new_parent).then(|| {
+        if facts.previous_ran {
             "a previous step ran".to_owned()
         } else if facts.first && facts.base == BaseKind::Image {
             format!(
@@ -160,18 +162,18 @@ fn compare(
             "base stage changed".to_owned()
         } else {
             "a previous step changed".to_owned()
-        };
-    }
+        }
+    });
     let mut reasons = Vec::new();
     let (Value::Object(old), Value::Object(new)) = (before, now) else {
-        return "inputs changed".to_owned();
+        return parent_reason.unwrap_or_else(|| "inputs changed".to_owned());
     };
     let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
     names.sort();
     names.dedup();
     for name in names {
         let (a, b) = (field(before, name), field(now, name));
-        if a == b {
+        if a == b || name == "parent" {
             continue;
         }
         let reason = match name.as_str() {
@@ -189,6 +191,7 @@ fn compare(
         };
         reasons.push(reason);
     }
+    reasons.extend(parent_reason);
     if reasons.is_empty() {
         // Same inputs: the record was there but its layer was not.
         return "the cached result is gone".to_owned();

@@ -65,17 +65,36 @@ fn reasons_name_what_changed() {
         why(run("p", &[("VERSION", "1.2")])),
         "env A changed (x -> unset)"
     );
+    // Every input that changed (in the order of the environment), the
+    // step's own before its parent's.
     assert_eq!(
-        why(run("q", &[("VERSION", "1.3")])),
+        why(run("p", &[("A", "y"), ("VERSION", "1.3")])),
+        "env A changed (x -> y), build arg VERSION changed (1.2 -> 1.3)"
+    );
+    assert_eq!(
+        why(run("q", &[("VERSION", "1.2"), ("A", "x")])),
         "a previous step changed"
+    );
+    assert_eq!(
+        why(run("q", &[("VERSION", "1.3"), ("A", "x")])),
+        "build arg VERSION changed (1.2 -> 1.3); a previous step changed"
     );
     let ran = Facts {
         previous_ran: true,
         ..facts(&make, &args)
     };
     assert_eq!(
-        reason(&h, &ran, &run("q", &[]), None),
+        reason(&h, &ran, &run("q", &[("VERSION", "1.2"), ("A", "x")]), None),
         "a previous step ran"
+    );
+    assert_eq!(
+        reason(
+            &h,
+            &ran,
+            &json!({"op": "run", "parent": "q", "argv": ["make", "all"], "env": [["VERSION", "1.2"], ["A", "x"]], "user": "app"}),
+            None
+        ),
+        "command changed; user changed (none -> app); a previous step ran"
     );
     let off = Facts {
         cache_off: Some("--no-cache"),
