@@ -882,7 +882,7 @@ fn scratch_state(platform: &Platform) -> StageState {
         created: None,
         author: None,
         architecture: platform.architecture.clone(),
-        variant: None,
+        variant: (!platform.variant.is_empty()).then(|| platform.variant.clone()),
         os: platform.os.clone(),
         config: Some(ContainerConfig {
             env: Some(vec![format!("PATH={}", plan::DEFAULT_PATH)]),

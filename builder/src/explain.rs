@@ -183,6 +183,7 @@ fn compare(
             "user" => format!("user changed ({} -> {})", text(&a), text(&b)),
             "workdir" => format!("working directory changed ({} -> {})", text(&a), text(&b)),
             "network" => format!("network changed ({} -> {})", text(&a), text(&b)),
+            "platform" => format!("platform changed ({} -> {})", text(&a), text(&b)),
             "security" => format!("security changed ({} -> {})", text(&a), text(&b)),
             "mounts" => "mounts changed".to_owned(),
             "dest" => format!("destination changed ({} -> {})", text(&a), text(&b)),

@@ -20,7 +20,7 @@ use crate::error::BuildError;
 
 /// The tag in front of every serialised operation: a change of the
 /// serialisation that must not meet keys of the old one changes it.
-pub const OP_VERSION: &str = "kiln-op-v2";
+pub const OP_VERSION: &str = "kiln-op-v3";
 
 /// One operation of a build whose result the cache keeps.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -74,6 +74,10 @@ pub struct RunOp {
     pub security: String,
     /// `--mount`s, in order.
     pub mounts: Vec<MountInput>,
+    /// The platform the command runs for (`os/arch[/variant]`, the
+    /// stage's): the same command on the same files gives other results
+    /// under another architecture (BuildKit's exec op carries it too).
+    pub platform: String,
 }
 
 /// What a `RUN --mount` adds to its step's key.

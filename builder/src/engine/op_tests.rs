@@ -12,9 +12,18 @@ use super::{config, run, scratch_state};
 use crate::ops::{MkdirOp, Op};
 
 /// Each filesystem step's instruction, canonical operation and key, for
-/// `dockerfile` (on scratch) with `args`; COPY sources have the content
-/// digest `sources`.
+/// `dockerfile` (on scratch for linux/amd64, whatever this machine is)
+/// with `args`; COPY sources have the content digest `sources`.
 fn operations(
+    dockerfile: &str,
+    args: &[(&str, &str)],
+    sources: &str,
+) -> Vec<(String, String, String)> {
+    operations_for("linux/amd64", dockerfile, args, sources)
+}
+
+fn operations_for(
+    platform: &str,
     dockerfile: &str,
     args: &[(&str, &str)],
     sources: &str,
@@ -28,7 +37,7 @@ fn operations(
     };
     let (_, plan) = plan_dockerfile("Dockerfile", dockerfile, &options).unwrap();
     let planned = &plan.stages[plan.target];
-    let mut state = scratch_state(&Platform::host());
+    let mut state = scratch_state(&Platform::parse(platform).unwrap());
     let digest = kiln_store::digest::digest_bytes(sources.as_bytes());
     let mut out = Vec::new();
     for step in &planned.steps {
@@ -89,22 +98,22 @@ const GOLDEN: &[(&str, &str, &str)] = &[
     (
         "WORKDIR /app",
         r#"{"op":"mkdir","parent":"scratch","path":"/app","user":""}"#,
-        "sha256:f16d53ba90efd296ae0349d59a54035d4594fe54430e0d58651de8834f92d111",
+        "sha256:6099aa70d82f9f7953d9a3f9851eaf8e4015eaafe5d74327e32f01983b9f1344",
     ),
     (
         "COPY a.txt ./",
-        r#"{"add":false,"checksum":null,"chmod":null,"chown":null,"dest":"/app/./","excludes":[],"from_stage":false,"inline":[],"link":false,"op":"copy","parent":"sha256:f16d53ba90efd296ae0349d59a54035d4594fe54430e0d58651de8834f92d111","parents":false,"sources":["a.txt"],"sources_digest":"sha256:ca84ee154bf2c9e94069f2b35d31ad0f536d7615c0241c8dbebfbb37218ab9b4","unpack":null,"urls":[]}"#,
-        "sha256:3dff9b1ebd52889173bb227fd5b61b8fa78734e897a010db83320822c579c898",
+        r#"{"add":false,"checksum":null,"chmod":null,"chown":null,"dest":"/app/./","excludes":[],"from_stage":false,"inline":[],"link":false,"op":"copy","parent":"sha256:6099aa70d82f9f7953d9a3f9851eaf8e4015eaafe5d74327e32f01983b9f1344","parents":false,"sources":["a.txt"],"sources_digest":"sha256:ca84ee154bf2c9e94069f2b35d31ad0f536d7615c0241c8dbebfbb37218ab9b4","unpack":null,"urls":[]}"#,
+        "sha256:f90015bfac575eaf4e82edbc7b20cad05f21b33bb03eebf8d528b9f0ff4f2a77",
     ),
     (
         "RUN make",
-        r#"{"argv":["/bin/sh","-c","make"],"env":[["PATH","/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],["VERSION","1.2"]],"mounts":[],"network":"isolated","op":"run","parent":"sha256:3dff9b1ebd52889173bb227fd5b61b8fa78734e897a010db83320822c579c898","script":null,"security":"sandbox","user":"","workdir":"/app"}"#,
-        "sha256:2a05435aa03bf3a40fc61aa66e1efb214daea33cdfc659124824ad8e39da763d",
+        r#"{"argv":["/bin/sh","-c","make"],"env":[["PATH","/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],["VERSION","1.2"]],"mounts":[],"network":"isolated","op":"run","parent":"sha256:f90015bfac575eaf4e82edbc7b20cad05f21b33bb03eebf8d528b9f0ff4f2a77","platform":"linux/amd64","script":null,"security":"sandbox","user":"","workdir":"/app"}"#,
+        "sha256:e4f4edada9284ac961b29b0c706f49451a3625e8a9d68fd5a7265f5c0d2803c1",
     ),
     (
         "RUN echo $VERSION",
-        r#"{"argv":["/bin/sh","-c","echo $VERSION"],"env":[["PATH","/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],["VERSION","1.2"]],"mounts":[],"network":"isolated","op":"run","parent":"sha256:2a05435aa03bf3a40fc61aa66e1efb214daea33cdfc659124824ad8e39da763d","script":null,"security":"sandbox","user":"","workdir":"/app"}"#,
-        "sha256:3a195aa6afe7ce30bb505559dbf701e6f772776ab018d43ff14c4fbab4176948",
+        r#"{"argv":["/bin/sh","-c","echo $VERSION"],"env":[["PATH","/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],["VERSION","1.2"]],"mounts":[],"network":"isolated","op":"run","parent":"sha256:e4f4edada9284ac961b29b0c706f49451a3625e8a9d68fd5a7265f5c0d2803c1","platform":"linux/amd64","script":null,"security":"sandbox","user":"","workdir":"/app"}"#,
+        "sha256:d7aa237d40bf18e877a9731d792ab827e351eb043a21a9a070d1d13c563da8ea",
     ),
 ];
 
@@ -138,6 +147,19 @@ fn changed_sources_change_the_copy_and_what_follows_only() {
     let after = operations(DOCKERFILE, &[], "a.txt v2");
     let changed: Vec<bool> = before.iter().zip(&after).map(|(b, a)| b.2 != a.2).collect();
     assert_eq!(changed, [false, true, true, true]);
+}
+
+#[test]
+fn the_platform_changes_the_runs_and_not_the_file_operations() {
+    let amd64 = operations(DOCKERFILE, &[], "a.txt v1");
+    let arm64 = operations_for("linux/arm64", DOCKERFILE, &[], "a.txt v1");
+    let changed: Vec<bool> = amd64.iter().zip(&arm64).map(|(b, a)| b.2 != a.2).collect();
+    // WORKDIR and COPY write the same files for any platform; the RUNs
+    // run other binaries.
+    assert_eq!(changed, [false, false, true, true]);
+    assert!(arm64[2].1.contains(r#""platform":"linux/arm64""#));
+    let v7 = operations_for("linux/arm/v7", DOCKERFILE, &[], "a.txt v1");
+    assert!(v7[2].1.contains(r#""platform":"linux/arm/v7""#));
 }
 
 #[test]

@@ -141,7 +141,16 @@ pub(super) fn run_op(
         }
         .to_owned(),
         mounts,
+        platform: platform_of(&state.config),
     }))
+}
+
+/// `os/arch[/variant]` of an image config.
+fn platform_of(config: &kiln_store::spec::ImageConfig) -> String {
+    match &config.variant {
+        Some(variant) => format!("{}/{}/{variant}", config.os, config.architecture),
+        None => format!("{}/{}", config.os, config.architecture),
+    }
 }
 
 /// Runs a RUN step (or answers it from the cache). Returns whether it was

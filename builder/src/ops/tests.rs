@@ -23,7 +23,7 @@ fn the_key_is_the_digest_of_the_version_tag_and_the_canonical_form() {
         canonical,
         r#"{"op":"mkdir","parent":"scratch","path":"/app","user":""}"#
     );
-    let expected = digest_bytes(format!("kiln-op-v2\n{canonical}").as_bytes());
+    let expected = digest_bytes(format!("kiln-op-v3\n{canonical}").as_bytes());
     assert_eq!(op.key().unwrap(), expected.to_string());
 }
 
@@ -55,6 +55,7 @@ fn operations_round_trip_through_their_serialisation() {
             target: "/tmp".to_owned(),
             size: Some(1024),
         }],
+        platform: "linux/amd64".to_owned(),
     });
     let back: Op = serde_json::from_str(&op.canonical().unwrap()).unwrap();
     assert_eq!(back, op);
