@@ -426,3 +426,42 @@ fn ls_inputs_shows_each_records_step_and_operation() {
         r#"{"op":"mkdir","parent":"scratch","path":"/app","user":""}"#
     );
 }
+
+#[test]
+fn system_df_counts_lineage_records_and_source_lists() {
+    let kiln = Kiln::new();
+    let cache = kiln.root().join("cache");
+    fs::create_dir_all(cache.join("lineage")).unwrap();
+    fs::create_dir_all(cache.join("sources")).unwrap();
+    // A lineage record naming a snapshot the store does not have, and a
+    // listing no record names: both reclaimable.
+    let line = format!("sha256:{} 1700000000 0\n", key_hex(0xee));
+    fs::write(cache.join("lineage").join(key_hex(1)), &line).unwrap();
+    fs::write(
+        cache.join("sources").join(format!("{}.list", key_hex(2))),
+        "[]",
+    )
+    .unwrap();
+    let df = kiln.ok(&["system", "df"]);
+    let row = |kind: &str| {
+        let line = df.lines().find(|l| l.starts_with(kind)).unwrap();
+        line[kind.len()..]
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let size = human(u64::try_from(line.len()).unwrap());
+    assert_eq!(row("Lineage"), ["1", "0", &size, &size], "{df}");
+    assert_eq!(row("Source lists"), ["1", "0", "2B", "2B"], "{df}");
+
+    kiln.ok(&["cache", "prune", "-f"]);
+    let df = kiln.ok(&["system", "df"]);
+    assert!(
+        df.contains("\nLineage        0         0         0B          0B\n"),
+        "{df}"
+    );
+    assert!(
+        df.contains("\nSource lists   0         0         0B          0B\n"),
+        "{df}"
+    );
+}

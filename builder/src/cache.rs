@@ -19,6 +19,7 @@ use kiln_store::spec::Descriptor;
 use kiln_store::{Digest, Store};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::reuse::{self, LINEAGE_DIR};
 use crate::error::BuildError;
 
 /// The version of the record format this kiln writes and reads. Records
@@ -147,9 +148,52 @@ pub struct PruneReport {
     pub cache_mounts: Vec<String>,
     /// Contexts' stat caches removed (their names under `statcache/`).
     pub stat_caches: Vec<String>,
-    /// Bytes freed: record files plus what the store's garbage collection
-    /// deleted afterwards (layer blobs, snapshots, abandoned staging files).
+    /// Bytes freed: record files, the sources' file listings and lineage
+    /// records removed, plus what the store's garbage collection deleted
+    /// (layer blobs, snapshots, abandoned staging files).
     pub reclaimed: u64,
+}
+
+/// The files of one kind the cache keeps beside its records (the sources'
+/// file listings, the incremental COPY's lineage records), as `kiln system
+/// df` shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SideUsage {
+    /// How many there are.
+    pub files: usize,
+    /// How many are still of use: a listing a readable record names, a
+    /// lineage record whose snapshot is in the store.
+    pub live: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The bytes of those not of use, which `prune` removes in any case.
+    pub reclaimable: u64,
+}
+
+/// A file the cache keeps beside its records, and whether it is of use.
+struct SideFile {
+    path: PathBuf,
+    bytes: u64,
+    /// When it was last written (a lineage record: the step's last run).
+    modified: Option<SystemTime>,
+    live: bool,
+}
+
+impl SideUsage {
+    fn of(files: &[SideFile]) -> Self {
+        let mut usage = Self::default();
+        for file in files {
+            usage.files += 1;
+            usage.bytes += file.bytes;
+            if file.live {
+                usage.live += 1;
+            } else {
+                usage.reclaimable += file.bytes;
+            }
+        }
+        usage
+    }
 }
 
 /// The build cache of a store.
@@ -282,10 +326,21 @@ impl BuildCache<'_> {
 
     /// Removes the file listings that no readable record's inputs name.
     fn prune_source_files(&self) -> Result<u64, BuildError> {
+        let mut reclaimed = 0;
+        for file in self.source_lists()?.iter().filter(|f| !f.live) {
+            reclaimed += file.bytes;
+            remove_file(&file.path)?;
+        }
+        Ok(reclaimed)
+    }
+
+    /// The files under `cache/sources/`, live if a readable record's
+    /// inputs name them.
+    fn source_lists(&self) -> Result<Vec<SideFile>, BuildError> {
         let dir = self.store.cache_dir().join(SOURCES_DIR);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(BuildError::io(dir, e)),
         };
         let named: BTreeSet<String> = self
@@ -297,16 +352,107 @@ impl BuildCache<'_> {
             .filter_map(|d| d.strip_prefix("sha256:"))
             .map(|hex| format!("{hex}.list"))
             .collect();
-        let mut reclaimed = 0;
+        let mut files = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| BuildError::io(&dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !named.contains(&name) {
-                reclaimed += file_size(&entry.path());
-                remove_file(&entry.path())?;
+            let path = entry.path();
+            files.push(SideFile {
+                bytes: file_size(&path),
+                modified: None,
+                live: named.contains(&name),
+                path,
+            });
+        }
+        Ok(files)
+    }
+
+    /// The incremental COPY's lineage records (`cache/lineage/<hex>`, see
+    /// `engine::reuse`), live if readable and `snapshot_exists` says their
+    /// snapshot is in the store. Only regular files named by 64 hex digits
+    /// are records (the names kiln looks up); anything else is left alone,
+    /// as in `cache/`.
+    fn lineage_records(
+        &self,
+        snapshot_exists: &dyn Fn(&Digest) -> Result<bool, BuildError>,
+    ) -> Result<Vec<SideFile>, BuildError> {
+        let dir = self.store.cache_dir().join(LINEAGE_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(BuildError::io(dir, e)),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| BuildError::io(&dir, e))?;
+            if !entry.file_name().to_str().is_some_and(is_sha256_hex) {
+                continue;
+            }
+            let path = entry.path();
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => meta,
+                Ok(_) => continue,
+                // Removed meanwhile (a build forgetting it, another prune).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(BuildError::io(path, e)),
+            };
+            // A record is one short line; a bigger file is garbled.
+            let text = (meta.len() <= MAX_RECORD_SIZE)
+                .then(|| fs::read_to_string(&path).ok())
+                .flatten();
+            let live = match text.as_deref().and_then(reuse::parse_record) {
+                None => false,
+                Some((chain_id, _)) => snapshot_exists(&chain_id).unwrap_or_else(|e| {
+                    // Not known to be gone: kept, as a lookup would try it.
+                    log::warn!("lineage record {}: {e}", path.display());
+                    true
+                }),
+            };
+            files.push(SideFile {
+                path,
+                bytes: meta.len(),
+                modified: meta.modified().ok(),
+                live,
+            });
+        }
+        Ok(files)
+    }
+
+    /// Removes the lineage records that can serve no build: unreadable or
+    /// garbled ones and those whose snapshot is gone (checked after the
+    /// garbage collection, which may have just deleted it). With `all`
+    /// every record goes, unless `until` keeps it (by the time its step
+    /// last ran) or `keep_storage` is given (they hold no layer, so
+    /// removing them brings the cache no nearer its limit).
+    fn prune_lineage(&self, opts: &PruneOptions, now: SystemTime) -> Result<u64, BuildError> {
+        let exists = |chain_id: &Digest| Ok(self.store.find_snapshot(chain_id)?.is_some());
+        let mut reclaimed = 0;
+        for file in self.lineage_records(&exists)? {
+            let idle = opts.until.is_none_or(|until| {
+                file.modified
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|idle| idle > until)
+            });
+            if !file.live || (opts.all && opts.keep_storage.is_none() && idle) {
+                reclaimed += file.bytes;
+                remove_file(&file.path)?;
             }
         }
         Ok(reclaimed)
+    }
+
+    /// The sources' file listings, as [`prune`](Self::prune) judges them.
+    pub fn source_lists_usage(&self) -> Result<SideUsage, BuildError> {
+        Ok(SideUsage::of(&self.source_lists()?))
+    }
+
+    /// The lineage records; live ones are those whose snapshot directory
+    /// is there (not checked for completeness, which would move an
+    /// incomplete one aside: this only reads).
+    pub fn lineage_usage(&self) -> Result<SideUsage, BuildError> {
+        let snapshots = self.store.snapshots_dir();
+        let exists = |chain_id: &Digest| Ok(snapshots.join(chain_id.encoded()).is_dir());
+        Ok(SideUsage::of(&self.lineage_records(&exists)?))
     }
 
     /// Every readable record, least recently used first.
@@ -376,8 +522,9 @@ impl BuildCache<'_> {
     }
 
     /// Removes records as `opts` says, then collects the store's garbage so
-    /// that layers no image and no remaining record uses are deleted.
-    /// Unreadable record files are always removed.
+    /// that layers no image and no remaining record uses are deleted, then
+    /// the lineage records that garbage collection left without a snapshot
+    /// (see `prune_lineage`). Unreadable record files are always removed.
     pub fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, BuildError> {
         let listing = self.scan()?;
         let mut report = PruneReport::default();
@@ -483,6 +630,7 @@ impl BuildCache<'_> {
         report.reclaimed += self.prune_source_files()?;
         let sweep = self.store.collect_garbage()?;
         report.reclaimed += sweep.reclaimed;
+        report.reclaimed += self.prune_lineage(opts, now)?;
         Ok(report)
     }
 

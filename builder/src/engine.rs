@@ -13,7 +13,7 @@
 
 mod config;
 mod files;
-mod reuse;
+pub(crate) mod reuse;
 mod run;
 mod run_mounts;
 

@@ -53,7 +53,8 @@ pub struct LsArgs {
 #[derive(Debug, Args)]
 pub struct PruneArgs {
     /// Also remove records whose layers images in the store use (removing
-    /// those frees no space, but the next build of them misses the cache).
+    /// those frees no space, but the next build of them misses the cache),
+    /// and the incremental COPY's lineage records.
     #[arg(short, long)]
     all: bool,
     /// Filter: until=DURATION (Go duration: records unused for longer).

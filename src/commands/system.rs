@@ -65,6 +65,11 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
             // As `docker system df`: records, those whose layer an image
             // uses, the layers' bytes, and what a prune could free.
             let cache = super::cache::usage(&store)?;
+            // The files kept beside the records; the Build Cache row counts
+            // records and their layers only.
+            let side = kiln_builder::cache::BuildCache::new(&store);
+            let lists = side.source_lists_usage()?;
+            let lineage = side.lineage_usage()?;
             // Entries of running processes are in use; the others are
             // garbage that the next command (or prune) removes.
             let temporaries = usage.temporaries;
@@ -97,6 +102,20 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
                     cache.records_shared.to_string(),
                     cache.shared + cache.private,
                     cache.private,
+                ),
+                (
+                    "Source lists",
+                    lists.files.to_string(),
+                    lists.live.to_string(),
+                    lists.bytes,
+                    lists.reclaimable,
+                ),
+                (
+                    "Lineage",
+                    lineage.files.to_string(),
+                    lineage.live.to_string(),
+                    lineage.bytes,
+                    lineage.reclaimable,
                 ),
                 (
                     "Cache mounts",

@@ -514,3 +514,70 @@ fn source_file_listings_are_kept_until_no_record_names_them() {
     assert_eq!(cache.source_files(&named), Some(files));
     assert_eq!(cache.source_files(&orphan), None);
 }
+
+#[test]
+fn prune_removes_lineage_records_without_a_snapshot_and_all_with_all() {
+    let (dir, store) = store();
+    let cache = BuildCache::new(&store);
+    // A snapshot an image keeps (its one layer's chain id is the layer's
+    // diff id), so that every prune here leaves it.
+    let layer = layer(&dir, &store, "copied");
+    let snapshot = store
+        .snapshot(&[], &layer.descriptor, &layer.diff_id.to_string())
+        .unwrap();
+    let mut config = ImageConfig::default();
+    config.rootfs.diff_ids = vec![layer.diff_id.to_string()];
+    let tag = kiln_parser::values::parse_normalized_named("img:1").unwrap();
+    store
+        .commit_image(&config, std::slice::from_ref(&layer.descriptor), &[tag])
+        .unwrap();
+
+    let lineage = store.cache_dir().join(LINEAGE_DIR);
+    fs::create_dir_all(&lineage).unwrap();
+    let write = |n: u8, text: &str| {
+        let path = lineage.join(format!("{n:02x}").repeat(32));
+        fs::write(&path, text).unwrap();
+        path
+    };
+    let live = write(1, &format!("{} 1700000000 5\n", snapshot.chain_id));
+    let dangling = write(2, &format!("{} 1700000000 5\n", key(0xee)));
+    let garbled = write(3, "not a lineage record\n");
+    // Not a name kiln looks up: not a record, left alone.
+    let other = lineage.join("notes");
+    fs::write(&other, "x").unwrap();
+    let usage = cache.lineage_usage().unwrap();
+    assert_eq!((usage.files, usage.live), (3, 1));
+    let dead_bytes = file_size(&dangling) + file_size(&garbled);
+    assert_eq!(usage.reclaimable, dead_bytes);
+
+    let report = cache.prune(&PruneOptions::default()).unwrap();
+    assert!(snapshot.path.exists());
+    assert!(live.exists(), "the record of an existing snapshot is kept");
+    assert!(
+        !dangling.exists(),
+        "the record of a missing snapshot is removed"
+    );
+    assert!(!garbled.exists(), "a garbled record is removed");
+    assert!(other.exists());
+    assert!(report.reclaimed >= dead_bytes);
+
+    // `until` keeps a record whose step ran recently, even with `all`.
+    cache
+        .prune(&PruneOptions {
+            all: true,
+            until: Some(Duration::from_hours(1)),
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert!(live.exists());
+
+    cache
+        .prune(&PruneOptions {
+            all: true,
+            ..PruneOptions::default()
+        })
+        .unwrap();
+    assert!(snapshot.path.exists());
+    assert!(!live.exists(), "`all` removes every lineage record");
+    assert!(other.exists());
+}

@@ -52,24 +52,35 @@ pub(super) fn lineage_key(op: &crate::ops::CopyOp, context: &Path) -> Result<Str
     Ok(kiln_store::digest::digest_bytes(&bytes).to_string())
 }
 
+/// The directory under `cache/` of the lineage records.
+pub(crate) const LINEAGE_DIR: &str = "lineage";
+
 /// Where the record of lineage key `key` (`sha256:<hex>`) lives.
 fn record_path(store: &Store, key: &str) -> Option<PathBuf> {
     let hex = key.strip_prefix("sha256:")?;
-    Some(store.cache_dir().join("lineage").join(hex))
+    Some(store.cache_dir().join(LINEAGE_DIR).join(hex))
+}
+
+/// A lineage record's snapshot chain id and time (`<chain id> <sec>
+/// <nsec>`); `None` if it is garbled. Cache pruning reads records with it
+/// too.
+pub(crate) fn parse_record(text: &str) -> Option<(Digest, (i64, i64))> {
+    let mut fields = text.split_whitespace();
+    let chain_id = kiln_store::digest::parse_sha256(fields.next()?).ok()?;
+    let sec = fields.next()?.parse().ok()?;
+    let nsec = fields.next()?.parse().ok()?;
+    Some((chain_id, (sec, nsec)))
 }
 
 /// The previous run of the step with lineage key `key`, if its record is
 /// readable and its snapshot still exists (complete).
 pub(super) fn lookup(store: &Store, key: &str) -> Option<Lineage> {
     let text = fs::read_to_string(record_path(store, key)?).ok()?;
-    let mut fields = text.split_whitespace();
-    let chain_id = kiln_store::digest::parse_sha256(fields.next()?).ok()?;
-    let sec = fields.next()?.parse().ok()?;
-    let nsec = fields.next()?.parse().ok()?;
+    let (chain_id, since) = parse_record(&text)?;
     let snapshot = store.find_snapshot(&chain_id).ok()??;
     Some(Lineage {
         snapshot: snapshot.path,
-        since: (sec, nsec),
+        since,
     })
 }
 
@@ -84,7 +95,7 @@ pub(super) fn record(store: &Store, key: &str, chain_id: Option<&Digest>, since:
         let _ = fs::remove_file(&path);
         return;
     };
-    let dir = store.cache_dir().join("lineage");
+    let dir = store.cache_dir().join(LINEAGE_DIR);
     let text = format!("{chain_id} {} {}\n", since.0, since.1);
     let written = fs::create_dir_all(&dir)
         .map_err(|e| e.to_string())

@@ -1,10 +1,11 @@
 use std::fs;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
 use kiln_parser::values::parse_chmod;
+use nix::sys::stat::Mode;
 
 use super::*;
 use kiln_rootfs::Root;
