@@ -113,18 +113,19 @@ fn a_new_base_image_is_explained_on_from() {
     }
     let kiln = busybox();
     let dir = context(&kiln, "ctx", "FROM bb:1\nRUN echo hi > /hi\n", &[]);
-    let manifest = |kiln: &Kiln| {
+    // Named by image ID, as `kiln images` shows it.
+    let image_id = |kiln: &Kiln| {
         let store = kiln_store::Store::open(&kiln.root()).unwrap();
-        let digest = store.resolve("bb:1").unwrap().manifest_digest.to_string();
+        let digest = store.resolve("bb:1").unwrap().id.to_string();
         format!("sha256:{}..", &digest["sha256:".len()..][..12])
     };
-    let before = manifest(&kiln);
+    let before = image_id(&kiln);
     build_ok(&kiln, &dir, "explained:1", &[]);
     // Another bb:1: the same busybox with one more file.
     let rootfs = kiln.path("rootfs");
     fs::write(rootfs.join("etc/extra"), "extra\n").unwrap();
     kiln.ok(&["import", rootfs.to_str().unwrap(), "bb:1"]);
-    let after = manifest(&kiln);
+    let after = image_id(&kiln);
     assert_ne!(before, after);
     let reason = format!("base image changed ({before} -> {after})");
     assert_eq!(

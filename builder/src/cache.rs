@@ -715,5 +715,7 @@ fn remove_file(path: &Path) -> Result<(), BuildError> {
     }
 }
 
+pub mod share;
+
 #[cfg(test)]
 mod tests;

@@ -113,6 +113,9 @@ pub struct BuildOptions {
     /// What runs RUN steps' processes; `None`: kiln-runtime's containers
     /// ([`crate::RuntimeExecutor`]).
     pub executor: Option<Arc<dyn crate::Executor>>,
+    /// Records read from `--cache-from`: a step the local cache misses
+    /// is looked up there, and its layer fetched only when needed.
+    pub cache_import: Option<Arc<crate::cache::share::CacheImport>>,
 }
 
 /// Where a build gets the base images the store lacks (the CLI pulls them
@@ -145,6 +148,11 @@ pub struct BuildOutcome {
     pub steps_run: usize,
     /// Steps answered from the cache.
     pub steps_cached: usize,
+    /// The cache keys of the steps that make the final image (its stage
+    /// and the stages it is built FROM), for `--cache-to mode=min`.
+    pub cache_keys_min: Vec<String>,
+    /// The cache keys of every step of every stage, for `mode=max`.
+    pub cache_keys_max: Vec<String>,
 }
 
 /// One layer of a stage's filesystem.
@@ -152,8 +160,10 @@ pub struct BuildOutcome {
 struct Layer {
     descriptor: Descriptor,
     diff_id: String,
-    /// The layer applied on the layers below it.
-    snapshot: Snapshot,
+    /// The layer applied on the layers below it; `None` until a step needs
+    /// the files (a layer found in an imported cache is fetched and
+    /// unpacked only then, see [`Shared::snapshots`]).
+    snapshot: Option<Snapshot>,
 }
 
 /// A stage's state between steps; also what a finished stage hands to the
@@ -174,17 +184,9 @@ struct StageState {
 }
 
 impl StageState {
-    /// The snapshots of the stage's layers, base first.
-    fn snapshots(&self) -> Vec<Snapshot> {
-        self.layers.iter().map(|l| l.snapshot.clone()).collect()
-    }
-
-    /// The overlay lower directories of the stage, base first.
-    fn lowers(&self) -> Vec<PathBuf> {
-        self.layers
-            .iter()
-            .map(|l| l.snapshot.path.clone())
-            .collect()
+    /// Whether every layer has its snapshot.
+    fn materialized(&self) -> bool {
+        self.layers.iter().all(|l| l.snapshot.is_some())
     }
 }
 
@@ -281,9 +283,83 @@ struct Shared<'a> {
     started: Instant,
     /// With `--explain`, the cache's records of earlier builds, by step.
     history: Option<explain::History>,
+    /// The cache keys each stage used (hit or recorded), by stage index,
+    /// for `--cache-to`.
+    used_keys: Mutex<Vec<(usize, String)>>,
 }
 
 impl Shared<'_> {
+    /// The cache record of step key `key`: the store's, else one imported
+    /// with `--cache-from`. An imported record that needs no blob the
+    /// store lacks is kept in the store's cache at once; the others when
+    /// their layer is fetched ([`Self::ensure_blob`]).
+    fn find_record(&self, key: &str) -> Result<Option<CacheRecord>, BuildError> {
+        if let Some(record) = self.cache.get(key)? {
+            return Ok(Some(record));
+        }
+        let Some(record) = self.options.cache_import.as_ref().and_then(|i| i.get(key)) else {
+            return Ok(None);
+        };
+        let local = record.layer.as_ref().is_none_or(|l| {
+            kiln_store::digest::parse_sha256(&l.descriptor.digest)
+                .is_ok_and(|d| self.store.blobs().contains(&d))
+        });
+        if local {
+            self.cache.put(record)?;
+        }
+        Ok(Some(record.clone()))
+    }
+
+    /// Puts the layer blob `descriptor` names into the store if it lacks
+    /// it (from the imported cache that lists it), and keeps the imported
+    /// records of that layer in the store's cache.
+    fn ensure_blob(&self, descriptor: &Descriptor) -> Result<(), BuildError> {
+        let digest = kiln_store::digest::parse_sha256(&descriptor.digest)?;
+        if self.store.blobs().contains(&digest) {
+            return Ok(());
+        }
+        let Some(import) = &self.options.cache_import else {
+            return Err(BuildError::Internal(format!(
+                "layer {digest} is not in the store"
+            )));
+        };
+        let _fetching = self.phase(None, None, "fetch cached layer");
+        import
+            .fetch_layer(self.store, descriptor)
+            .map_err(|e| BuildError::PoisonedCacheLayer {
+                digest: descriptor.digest.clone(),
+                reason: e.to_string(),
+            })?;
+        for record in import.records_with_layer(&descriptor.digest) {
+            self.cache.put(record)?;
+        }
+        Ok(())
+    }
+
+    /// The snapshots of `state`'s layers, base first, made as needed: a
+    /// layer found in an imported cache is fetched and unpacked now,
+    /// when a step needs the files.
+    fn snapshots(&self, state: &StageState) -> Result<Vec<Snapshot>, BuildError> {
+        let mut out: Vec<Snapshot> = Vec::with_capacity(state.layers.len());
+        for layer in &state.layers {
+            let snapshot = if let Some(snapshot) = &layer.snapshot {
+                snapshot.clone()
+            } else {
+                self.ensure_blob(&layer.descriptor)?;
+                self.store
+                    .snapshot(&out, &layer.descriptor, &layer.diff_id)?
+            };
+            out.push(snapshot);
+        }
+        Ok(out)
+    }
+
+    /// The overlay lower directories of `state`, base first (see
+    /// [`Self::snapshots`]).
+    fn lowers(&self, state: &StageState) -> Result<Vec<PathBuf>, BuildError> {
+        Ok(self.snapshots(state)?.into_iter().map(|s| s.path).collect())
+    }
+
     /// The content digest of `sources`, which the build context resolved
     /// from `patterns` with `excludes` (and `--parents`): computed once
     /// per build for each such selection (two `COPY . .` in two stages,
@@ -369,6 +445,34 @@ impl Shared<'_> {
 
 /// Builds the image and stores it.
 pub fn build(
+    store: &Store,
+    options: &BuildOptions,
+    reporter: &dyn Reporter,
+) -> Result<BuildOutcome, BuildError> {
+    loop {
+        match build_once(store, options, reporter) {
+            // A layer of an imported cache that cannot be had whole is
+            // refused with every record naming it, and the build starts
+            // again: the steps that used it run, what ran is cached.
+            Err(BuildError::PoisonedCacheLayer { digest, reason }) => {
+                let refused = options
+                    .cache_import
+                    .as_ref()
+                    .is_some_and(|import| import.refuse_layer(&digest));
+                if !refused {
+                    return Err(BuildError::PoisonedCacheLayer { digest, reason });
+                }
+                log::warn!("{reason}: records naming layer {digest} refused; building again");
+                reporter.report(Event::Warning {
+                    message: format!("{reason}: the cache records naming it are refused, building again without them"),
+                });
+            }
+            other => return other,
+        }
+    }
+}
+
+fn build_once(
     store: &Store,
     options: &BuildOptions,
     reporter: &dyn Reporter,
@@ -486,6 +590,7 @@ pub fn build(
         } else {
             None
         },
+        used_keys: Mutex::new(Vec::new()),
     };
     // Every step will run: the first RUN steps' networks are made now.
     if options.no_cache {
@@ -530,6 +635,7 @@ pub fn build(
     saving.end();
     let steps_run = shared.steps_run.load(Ordering::SeqCst);
     let steps_cached = shared.steps_cached.load(Ordering::SeqCst);
+    let (cache_keys_min, cache_keys_max) = used_keys(&shared);
     reporter.report(Event::Exported {
         image_id: image_id.to_string(),
         tags: options.tags.iter().map(ToString::to_string).collect(),
@@ -545,7 +651,41 @@ pub fn build(
         manifest,
         steps_run,
         steps_cached,
+        cache_keys_min,
+        cache_keys_max,
     })
+}
+
+/// The cache keys the build used: those of the target's stage and the
+/// stages it is built FROM, and all of them; each once, in use order.
+fn used_keys(shared: &Shared<'_>) -> (Vec<String>, Vec<String>) {
+    let mut chain = vec![shared.plan.target];
+    while let Some(Base::Stage { index }) = chain
+        .last()
+        .and_then(|i| shared.plan.stages.get(*i))
+        .map(|s| &s.base)
+    {
+        if chain.contains(index) {
+            break;
+        }
+        chain.push(*index);
+    }
+    let used = shared
+        .used_keys
+        .lock()
+        .map(|u| u.clone())
+        .unwrap_or_default();
+    let mut min = Vec::new();
+    let mut max = Vec::new();
+    for (stage, key) in used {
+        if chain.contains(&stage) && !min.contains(&key) {
+            min.push(key.clone());
+        }
+        if !max.contains(&key) {
+            max.push(key);
+        }
+    }
+    (min, max)
 }
 
 /// The location of an instruction of `stage` at `span` (its keyword),
@@ -852,7 +992,7 @@ fn image_state(shared: &Shared<'_>, reference: &str) -> Result<Arc<StageState>, 
         .map(|((descriptor, diff_id), snapshot)| Layer {
             descriptor: descriptor.clone(),
             diff_id: diff_id.clone(),
-            snapshot,
+            snapshot: Some(snapshot),
         })
         .collect();
     let mut config = image.config.clone();
@@ -865,7 +1005,11 @@ fn image_state(shared: &Shared<'_>, reference: &str) -> Result<Arc<StageState>, 
     let state = Arc::new(StageState {
         layers,
         config,
-        key: image.manifest_digest.to_string(),
+        // The image ID (its config's digest), as BuildKit keys an image by
+        // its config: the same whatever compression or manifest carries it
+        // (a pull, a load or an import of the same image on another
+        // machine), so shared caches meet.
+        key: image.id.to_string(),
         run_env,
         args: Vec::new(),
         cmd_set: false,
@@ -1040,6 +1184,7 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         let ctx = StepContext {
             shared,
             id,
+            stage: index,
             use_cache,
             identity: StepIdentity {
                 stage: stage_id.clone(),
@@ -1126,6 +1271,8 @@ fn from_name(stage: &PlannedStage, plan: &Plan) -> String {
 pub(crate) struct StepContext<'a, 'b> {
     shared: &'a Shared<'b>,
     id: usize,
+    /// The index of the step's stage.
+    stage: usize,
     use_cache: bool,
     /// Which step this is, for its cache record and `--explain`.
     identity: StepIdentity,
@@ -1157,14 +1304,22 @@ impl StepContext<'_, '_> {
     fn lookup(&self, key: &str) -> Result<Option<CacheRecord>, BuildError> {
         let _looking = self.phase("cache lookup");
         let found = if self.use_cache {
-            self.shared.cache.get(key)?
+            self.shared.find_record(key)?
         } else {
             None
         };
-        if found.is_none() {
-            self.shared.prewarm_networks();
+        match &found {
+            Some(_) => self.used(key),
+            None => self.shared.prewarm_networks(),
         }
         Ok(found)
+    }
+
+    /// Notes that this step's stage used the record of `key`.
+    fn used(&self, key: &str) {
+        if let Ok(mut used) = self.shared.used_keys.lock() {
+            used.push((self.stage, key.to_owned()));
+        }
     }
 
     /// The content digest of a COPY --from's sources remembered under
@@ -1173,12 +1328,15 @@ impl StepContext<'_, '_> {
         if !self.use_cache {
             return Ok(None);
         }
-        Ok(self
+        let found = self
             .shared
-            .cache
-            .get(key)?
+            .find_record(key)?
             .and_then(|record| record.sources_digest)
-            .and_then(|digest| kiln_store::digest::parse_sha256(&digest).ok()))
+            .and_then(|digest| kiln_store::digest::parse_sha256(&digest).ok());
+        if found.is_some() {
+            self.used(key);
+        }
+        Ok(found)
     }
 
     /// Remembers the content digest of a COPY --from's sources under
@@ -1186,18 +1344,22 @@ impl StepContext<'_, '_> {
     /// `WHAT (sources)` and prune may drop (it is made again).
     pub(super) fn remember_digest(
         &self,
-        key: &str,
+        op: &Op,
         what: &str,
         digest: &Digest,
     ) -> Result<(), BuildError> {
+        let key = op.key()?;
+        self.used(&key);
         self.shared.cache.put(&CacheRecord {
             version: crate::cache::RECORD_VERSION,
-            key: key.to_owned(),
+            key,
             description: format!("{what} (sources)"),
             layer: None,
             created: self.shared.created.clone(),
             sources_digest: Some(digest.to_string()),
-            inputs: None,
+            // The operation, so that another machine importing the record
+            // can check its key.
+            inputs: Some(op.to_value()?),
             step: None,
         })
     }
@@ -1267,12 +1429,21 @@ impl StepContext<'_, '_> {
                 // The snapshot of this stage's chain, not of wherever the
                 // record was made (a `--link` layer is reused on other
                 // parents): the chain id is computed, never read from the
-                // record.
-                let snapshot = self.shared.store.snapshot(
-                    &state.snapshots(),
-                    &layer.descriptor,
-                    &layer.diff_id,
-                )?;
+                // record. A layer the store lacks (from an imported cache)
+                // waits, as do layers above one that waits, until a step
+                // needs the files.
+                let local = state.materialized()
+                    && kiln_store::digest::parse_sha256(&layer.descriptor.digest)
+                        .is_ok_and(|d| self.shared.store.blobs().contains(&d));
+                let snapshot = if local {
+                    Some(self.shared.store.snapshot(
+                        &self.shared.snapshots(state)?,
+                        &layer.descriptor,
+                        &layer.diff_id,
+                    )?)
+                } else {
+                    None
+                };
                 push_layer(
                     state,
                     Layer {
@@ -1333,8 +1504,8 @@ impl StepContext<'_, '_> {
             )?;
             packing_phase.end();
             let _committing = self.phase("commit snapshot");
-            let snapshot =
-                store.commit_snapshot(&state.snapshots(), upper, &new.descriptor, &new.diff_id)?;
+            let parents = self.shared.snapshots(state)?;
+            let snapshot = store.commit_snapshot(&parents, upper, &new.descriptor, &new.diff_id)?;
             kiln_store::fault::point("build.snapshot.committed");
             Some((new, snapshot))
         };
@@ -1357,6 +1528,7 @@ impl StepContext<'_, '_> {
         };
         let recording = self.phase("record cache");
         self.shared.cache.put(&record)?;
+        self.used(key);
         recording.end();
         match layer {
             Some((new, snapshot)) => push_layer(
@@ -1364,7 +1536,7 @@ impl StepContext<'_, '_> {
                 Layer {
                     descriptor: new.descriptor,
                     diff_id: new.diff_id.to_string(),
-                    snapshot,
+                    snapshot: Some(snapshot),
                 },
                 history,
             ),
@@ -1437,6 +1609,11 @@ fn commit(shared: &Shared<'_>, target: &StageState) -> Result<(Descriptor, Diges
         }
     }
     normalize_config(&mut config);
+    // The image's blobs must all be in the store: fetch those a cache
+    // import left where they were.
+    for layer in &target.layers {
+        shared.ensure_blob(&layer.descriptor)?;
+    }
     let layers: Vec<Descriptor> = target.layers.iter().map(|l| l.descriptor.clone()).collect();
     let (manifest, id) = shared
         .store

@@ -253,6 +253,24 @@ pub enum BuildError {
     /// Writing through the store's helpers failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A layer named by records of an imported build cache could not be
+    /// fetched whole (missing, or not matching its digest).
+    #[error("{reason}")]
+    PoisonedCacheLayer {
+        /// The layer's digest.
+        digest: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Reading or writing a shared build cache (`--cache-from`,
+    /// `--cache-to`) failed.
+    #[error("build cache {location}: {reason}")]
+    SharedCache {
+        /// The directory or registry reference.
+        location: String,
+        /// What failed, with its cause.
+        reason: String,
+    },
 }
 
 /// The instruction a build error comes from: enough to render it as a

@@ -94,6 +94,15 @@ pub struct BuildArgs {
     /// FILE as Chrome trace-event JSON (for Perfetto or Chrome's tracing page)
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Export the build cache: `type=local,dest=DIR` or
+    /// `type=registry,ref=REF`, with `mode=min|max`,
+    /// `compression=uncompressed|gzip|zstd`, `ignore-error=true`; may repeat
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
+    /// Import a build cache: `type=local,src=DIR`, `type=registry,ref=REF`
+    /// or `REF`; may repeat
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
     /// The platform of the base images to pull from a multi-platform image
     /// (OS/ARCH[/VARIANT])
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
@@ -486,6 +495,16 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     if args.context == "-" && args.file.as_deref() == Some("-") {
         bail!("invalid argument: can't use stdin for both the build context and the Dockerfile");
     }
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|spec| super::build_cache::parse_cache_to(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|spec| super::build_cache::parse_cache_from(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     // Opened now, so a path that cannot be written fails before the build.
     let trace = args.trace.as_deref().map(TraceWriter::create).transpose()?;
     // Mounts made by the build stay in a namespace of their own; this
@@ -530,6 +549,10 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
                 .join(format!("{}.bin", digest.encoded())),
         )
     };
+    let registry = std::sync::Arc::new(kiln_store::registry::Client::new(
+        kiln_store::registry::RegistryConfig::from_env(),
+    ));
+    let cache_import = super::build_cache::import(&cache_from, &registry);
     let options = BuildOptions {
         dockerfile_name: dockerfile.name.clone(),
         dockerfile: dockerfile.text,
@@ -553,6 +576,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         pull_always: args.pull,
         explain: args.explain,
         executor: None,
+        cache_import: cache_import.clone(),
     };
     install_signal_handlers();
     let reporter = progress::reporter(mode);
@@ -574,6 +598,15 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let outcome = result?;
+    for to in &cache_to {
+        let exported =
+            super::build_cache::export(&store, &registry, &outcome, cache_import.as_deref(), to);
+        match exported {
+            Ok(()) => {}
+            Err(e) if to.ignore_error => eprintln!("WARNING: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
     if let Some(path) = &args.iidfile {
         fs::write(path, outcome.image_id.to_string())
             .with_context(|| format!("cannot write --iidfile {}", path.display()))?;

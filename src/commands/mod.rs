@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod build;
+pub mod build_cache;
 pub mod cache;
 pub mod diff;
 pub mod history;

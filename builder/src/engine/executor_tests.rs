@@ -15,6 +15,7 @@ use kiln_store::layer::Compression;
 
 use super::{BuildOptions, BuildOutcome, Entitlements, build};
 use crate::cache::BuildCache;
+use crate::cache::share::{CacheImport, CacheLocation, CacheMode};
 use crate::context::BuildContext;
 use crate::error::BuildError;
 use crate::executor::fake::FakeExecutor;
@@ -22,10 +23,12 @@ use crate::progress::Silent;
 
 /// A store and an empty build context in a temporary directory.
 struct Setup {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     store: Store,
     context: std::path::PathBuf,
     fake: Arc<FakeExecutor>,
+    /// `--cache-from`.
+    import: Option<Arc<CacheImport>>,
 }
 
 impl Setup {
@@ -35,10 +38,11 @@ impl Setup {
         let context = dir.path().join("context");
         std::fs::create_dir(&context).unwrap();
         Self {
-            _dir: dir,
+            dir,
             store,
             context,
             fake: Arc::new(FakeExecutor::default()),
+            import: None,
         }
     }
 
@@ -74,6 +78,7 @@ impl Setup {
             pull_always: false,
             explain: false,
             executor: Some(self.fake.clone()),
+            cache_import: self.import.clone(),
         };
         build(&self.store, &options, &Silent)
     }
@@ -263,4 +268,210 @@ RUN --mount=type=bind,from=base,target=/b last\n";
     assert_eq!(setup.fake.read("last", "/b/base"), "b");
     assert_eq!(setup.fake.read("last", "/l"), "l");
     assert_eq!(setup.fake.read("last", "/r"), "r");
+}
+
+impl Setup {
+    /// Exports the records `outcome` used (`mode`) to a layout directory
+    /// beside the store, as `--cache-to type=local` does.
+    fn export(&self, outcome: &BuildOutcome, mode: CacheMode) -> std::path::PathBuf {
+        let keys = match mode {
+            CacheMode::Min => &outcome.cache_keys_min,
+            CacheMode::Max => &outcome.cache_keys_max,
+        };
+        let cache = BuildCache::new(&self.store);
+        let records: Vec<_> = keys
+            .iter()
+            .filter_map(|key| cache.get(key).unwrap())
+            .collect();
+        let dir = self.dir.path().join("exported");
+        crate::cache::share::export(
+            &self.store,
+            None,
+            &records,
+            &CacheLocation::Local(dir.clone()),
+        )
+        .unwrap();
+        dir
+    }
+
+    /// Imports the cache at `dir`, as `--cache-from type=local` does.
+    fn import(&mut self, dir: &std::path::Path) {
+        let import = CacheImport::load(&[CacheLocation::Local(dir.to_owned())], None);
+        assert!(import.warnings().is_empty(), "{:?}", import.warnings());
+        self.import = Some(Arc::new(import));
+    }
+
+    /// Whether the store holds the blob `digest`.
+    fn has_blob(&self, digest: &str) -> bool {
+        self.store
+            .blobs()
+            .contains(&kiln_store::digest::parse_sha256(digest).unwrap())
+    }
+
+    /// The layer digest of the record whose description holds `description`.
+    fn layer_of(&self, description: &str) -> String {
+        BuildCache::new(&self.store)
+            .scan()
+            .unwrap()
+            .entries
+            .into_iter()
+            .find(|e| e.record.description.contains(description))
+            .and_then(|e| e.record.layer)
+            .map(|l| l.descriptor.digest)
+            .unwrap()
+    }
+}
+
+#[test]
+fn an_exported_cache_answers_every_step_on_an_empty_store_and_fetches_only_the_image_layers() {
+    let a = from_gen_setup();
+    let first = a.build(FROM_GEN, &[("V", "1")]).unwrap();
+    let dir = a.export(&first, CacheMode::Max);
+    let gen_layer = a.layer_of("-c gen # buildkit");
+    let mut b = from_gen_setup();
+    b.import(&dir);
+    let second = b.build(FROM_GEN, &[("V", "1")]).unwrap();
+    assert_eq!(b.fake.total_runs(), 0, "every step answered by the import");
+    assert_eq!(second.steps_cached, first.steps_run);
+    assert_eq!(second.image_id, first.image_id);
+    // gen's layer is read only through remembered digests: never fetched.
+    assert!(!b.has_blob(&gen_layer));
+    for layer in &b
+        .store
+        .resolve(&second.image_id.to_string())
+        .unwrap()
+        .manifest
+        .layers
+    {
+        assert!(
+            b.has_blob(&layer.digest),
+            "the image's layer {}",
+            layer.digest
+        );
+    }
+    // What was fetched is now in B's own cache: without the import only
+    // gen, whose layer B never had, runs again (and writes the same file).
+    b.import = None;
+    let third = b.build(FROM_GEN, &[("V", "1")]).unwrap();
+    assert_eq!(b.fake.runs("gen"), 1);
+    assert_eq!(b.fake.total_runs(), 1);
+    assert_eq!(third.image_id, first.image_id);
+}
+
+#[test]
+fn mode_min_leaves_out_the_steps_of_other_stages() {
+    let a = from_gen_setup();
+    let first = a.build(FROM_GEN, &[("V", "1")]).unwrap();
+    let dir = a.export(&first, CacheMode::Min);
+    let mut b = from_gen_setup();
+    b.import(&dir);
+    let second = b.build(FROM_GEN, &[("V", "1")]).unwrap();
+    assert_eq!(b.fake.runs("gen"), 1, "the other stage was not exported");
+    assert_eq!(b.fake.runs("after"), 0);
+    assert_eq!(b.fake.runs("use"), 0);
+    assert_eq!(second.image_id, first.image_id);
+}
+
+#[test]
+fn a_step_whose_import_is_gone_or_changed_runs() {
+    let a = from_gen_setup();
+    let first = a.build(FROM_GEN, &[("V", "1")]).unwrap();
+    let dir = a.export(&first, CacheMode::Max);
+    // A changed input misses the import as it would miss a local cache.
+    let mut b = from_gen_setup();
+    b.import(&dir);
+    b.build(FROM_GEN, &[("V", "2")]).unwrap();
+    assert_eq!(b.fake.runs("gen"), 1);
+    assert_eq!(b.fake.runs("after"), 0, "gen wrote the same file");
+}
+
+/// Rewrites the records of the layout at `dir` with `edit`, as a hostile
+/// cache would (new config, manifest and index, all consistent).
+fn tamper_records(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let blob = |digest: &str| {
+        dir.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let write = |bytes: &[u8]| {
+        let digest = kiln_store::digest::digest_bytes(bytes);
+        std::fs::write(blob(&digest.to_string()), bytes).unwrap();
+        (digest.to_string(), bytes.len())
+    };
+    let read = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let mut index = read(dir.join("index.json"));
+    let mut manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let mut records = read(blob(manifest["config"]["digest"].as_str().unwrap()));
+    edit(&mut records);
+    let (digest, size) = write(&serde_json::to_vec(&records).unwrap());
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = write(&serde_json::to_vec(&manifest).unwrap());
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = size.into();
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn a_record_whose_key_is_not_its_operation_is_refused_and_the_step_runs() {
+    let a = from_gen_setup();
+    let first = a.build(FROM_GEN, &[("V", "1")]).unwrap();
+    let dir = a.export(&first, CacheMode::Max);
+    // The record of `RUN after` claims another command: its key no longer
+    // is its operation's digest.
+    tamper_records(&dir, |records| {
+        for record in records["records"].as_array_mut().unwrap() {
+            if record["description"]
+                .as_str()
+                .unwrap()
+                .ends_with("-c after # buildkit")
+            {
+                record["inputs"]["argv"][2] = "something else".into();
+            }
+        }
+    });
+    let mut b = from_gen_setup();
+    let import = CacheImport::load(&[CacheLocation::Local(dir)], None);
+    assert_eq!(import.refused(), 1);
+    assert!(
+        import.warnings()[0].contains("refused: its key is not its operation's"),
+        "{:?}",
+        import.warnings()
+    );
+    b.import = Some(Arc::new(import));
+    let second = b.build(FROM_GEN, &[("V", "1")]).unwrap();
+    assert_eq!(b.fake.runs("after"), 1, "the refused step runs");
+    // The next step's key is its operation's: the import still answers it.
+    assert_eq!(b.fake.runs("use"), 0);
+    assert_eq!(b.fake.runs("gen"), 0);
+    assert_eq!(second.image_id, first.image_id);
+}
+
+#[test]
+fn a_layer_that_does_not_match_its_digest_is_refused_and_its_step_runs() {
+    let a = from_gen_setup();
+    let first = a.build(FROM_GEN, &[("V", "1")]).unwrap();
+    let dir = a.export(&first, CacheMode::Max);
+    // The layer `RUN after` made, replaced by other bytes under its name.
+    let layer = a.layer_of("-c after # buildkit");
+    let path = dir
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let mut b = from_gen_setup();
+    b.import(&dir);
+    let second = b.build(FROM_GEN, &[("V", "1")]).unwrap();
+    assert_eq!(b.fake.runs("after"), 1, "the poisoned layer's step runs");
+    assert_eq!(b.fake.runs("gen"), 0);
+    assert_eq!(second.image_id, first.image_id);
+    // B made that layer itself (the same bytes, times clamped); the
+    // poisoned bytes never reached its store.
+    let digest = kiln_store::digest::parse_sha256(&layer).unwrap();
+    let stored = std::fs::read(b.store.blobs().path(&digest)).unwrap();
+    assert_eq!(kiln_store::digest::digest_bytes(&stored), digest);
+    assert_eq!(b.import.as_ref().unwrap().refused(), 1);
 }

@@ -41,7 +41,7 @@ pub(super) fn mount_readonly(
     let empty = ctx.temp_dir("empty-")?;
     ctx.shared
         .executor
-        .overlay(&state.lowers(), None, &empty, &merged)
+        .overlay(&ctx.shared.lowers(state)?, None, &empty, &merged)
 }
 
 /// A read-write overlay of `lowers` with a fresh upper directory.
@@ -195,18 +195,13 @@ fn step_keys(state: &StageState, op: &Op) -> Result<(String, String), BuildError
 /// Where the content digest of a COPY --from's sources in `source` (a
 /// stage's or image's files, named by its key) is remembered: the same
 /// sources of the same files have the same digest.
-fn from_sources_key(
-    source: &StageState,
-    fc: &FileCopy,
-    locals: &[String],
-) -> Result<String, BuildError> {
+fn from_sources_op(source: &StageState, fc: &FileCopy, locals: &[String]) -> Op {
     Op::FromSources(FromSourcesOp {
         source: source.key.clone(),
         sources: locals.to_vec(),
         excludes: fc.excludes.clone(),
         parents: fc.parents,
     })
-    .key()
 }
 
 /// Runs a COPY or ADD step (or answers it from the cache). Returns whether
@@ -239,13 +234,12 @@ pub(super) fn copy_step(
     // output leaves this step cached. Their digest is remembered under
     // the source stage's key: a source stage answered from the cache
     // needs no mount, and the lookup comes before any.
-    let remembered_key = from
+    let remembered_op = from
         .as_ref()
         .filter(|state| !state.layers.is_empty() && urls.is_empty())
-        .map(|state| from_sources_key(state, fc, &locals))
-        .transpose()?;
-    let remembered = match &remembered_key {
-        Some(key) => ctx.remembered_digest(key)?,
+        .map(|state| from_sources_op(state, fc, &locals));
+    let remembered = match &remembered_op {
+        Some(op) => ctx.remembered_digest(&op.key()?)?,
         None => None,
     };
     if let Some(digest) = &remembered {
@@ -298,8 +292,8 @@ pub(super) fn copy_step(
         Some(_) => {
             // Paths of a temporary mount: a cache of their own, dropped.
             let digest = source_ctx.digest_sources(&sources, &mut crate::StatCache::new())?;
-            if let Some(key) = &remembered_key {
-                ctx.remember_digest(key, &created_by, &digest)?;
+            if let Some(op) = &remembered_op {
+                ctx.remember_digest(op, &created_by, &digest)?;
             }
             Some(digest)
         }
@@ -391,7 +385,11 @@ pub(super) fn copy_step(
             downloads.push(((*url).clone(), path, name));
         }
     }
-    let lowers = if fc.link { Vec::new() } else { state.lowers() };
+    let lowers = if fc.link {
+        Vec::new()
+    } else {
+        shared.lowers(state)?
+    };
     let mounting = ctx.phase("mounts");
     let writable = mount_writable(ctx, &lowers)?;
     mounting.end();
@@ -496,7 +494,8 @@ pub(super) fn copy_step(
             .last()
             .filter(|h| !h.empty_layer)
             .and_then(|_| state.layers.last())
-            .map(|l| &l.snapshot.chain_id);
+            .and_then(|l| l.snapshot.as_ref())
+            .map(|s| &s.chain_id);
         reuse::record(shared.store, key, chain_id, started);
     }
     state.key = chain_key;
@@ -559,7 +558,7 @@ pub(super) fn workdir_step(
     }
     ctx.explain(state, &op, None)?;
     let mounting = ctx.phase("mounts");
-    let writable = mount_writable(ctx, &state.lowers())?;
+    let writable = mount_writable(ctx, &shared.lowers(state)?)?;
     mounting.end();
     let root = open_root(writable.overlay.path())?;
     // The directories belong to USER as BuildKit's mkdir resolves it: a

@@ -246,7 +246,7 @@ pub(super) fn run_step(
     }
     let env: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let spec = RunSpec {
-        layers: state.lowers(),
+        layers: shared.lowers(state)?,
         upper: upper.clone(),
         argv: argv.clone(),
         env,

@@ -260,14 +260,13 @@ fn stage_content_digest(
         "" => ".".to_owned(),
         _ => rel.to_owned(),
     };
-    let remembered_key = Op::FromSources(FromSourcesOp {
+    let remembered = Op::FromSources(FromSourcesOp {
         source: state.key.clone(),
         sources: vec![pattern.clone()],
         excludes: Vec::new(),
         parents: false,
-    })
-    .key()?;
-    if let Some(digest) = ctx.remembered_digest(&remembered_key)? {
+    });
+    if let Some(digest) = ctx.remembered_digest(&remembered.key()?)? {
         return Ok(digest.to_string());
     }
     let overlay = mount_readonly(ctx, state)?;
@@ -289,7 +288,7 @@ fn stage_content_digest(
         "RUN --mount=type=bind from {} source={rel}",
         describe(ctx, from)
     );
-    ctx.remember_digest(&remembered_key, &what, &digest)?;
+    ctx.remember_digest(&remembered, &what, &digest)?;
     Ok(digest.to_string())
 }
 
@@ -608,8 +607,8 @@ fn context_snapshot(
         let history = history_for(description.clone(), &shared.created);
         ctx.commit_upper(&mut state, &upper, &key, &op, &description, history)?;
     }
-    match state.layers.last() {
-        Some(layer) => Ok((layer.snapshot.path.clone(), path)),
+    match shared.snapshots(&state)?.pop() {
+        Some(snapshot) => Ok((snapshot.path, path)),
         // An empty directory makes no layer.
         None => Ok((ctx.temp_dir("empty-")?, path)),
     }

@@ -6,6 +6,7 @@
 //! before anything is stored, an image is tagged only once complete, and
 //! credentials go only to the registry they belong to.
 
+pub mod artifact;
 pub mod auth;
 pub mod client;
 pub mod credentials;

@@ -169,10 +169,10 @@ pub fn pull(
 }
 
 /// A manifest or index as fetched.
-struct Fetched {
-    bytes: Vec<u8>,
-    digest: Digest,
-    media_type: String,
+pub(super) struct Fetched {
+    pub(super) bytes: Vec<u8>,
+    pub(super) digest: Digest,
+    pub(super) media_type: String,
 }
 
 fn pull_from(
@@ -350,7 +350,7 @@ pub fn document_media_type(bytes: &[u8], content_type: &str) -> Result<String, S
 /// The body of a document (manifest, index, config) `open` answers,
 /// at most `limit` bytes, with what `open` took from the response; a
 /// connection that breaks mid-body is opened and read again.
-fn read_document<T>(
+pub(super) fn read_document<T>(
     session: &Session<'_>,
     what: &str,
     limit: u64,
@@ -387,7 +387,7 @@ fn read_document<T>(
 
 /// GETs a manifest or index, capped, and checks its digest against the
 /// one asked for and the one the registry announces.
-fn fetch_manifest(
+pub(super) fn fetch_manifest(
     session: &Session<'_>,
     full: &str,
     wanted: &str,
@@ -548,7 +548,7 @@ fn fetch_config(
 
 /// GETs a blob from `offset` on (a Range request when past 0). Accepts
 /// 206 from that offset, or 200 (the caller then skips what it has).
-fn open_blob(
+pub(super) fn open_blob(
     session: &Session<'_>,
     digest: &Digest,
     offset: u64,

@@ -227,7 +227,7 @@ fn mount_sources(store: &Store, reference: &ImageReference) -> Vec<(String, BTre
 }
 
 /// Pushes the blobs the registry lacks, [`PARALLEL_UPLOADS`] at a time.
-fn push_blobs(
+pub(super) fn push_blobs(
     store: &Store,
     session: &Session<'_>,
     blobs: &[(Digest, u64)],
@@ -435,7 +435,7 @@ fn missing_location(session: &Session<'_>) -> RegistryError {
 
 /// The error for a refused push step: 403, and 405 (a read-only
 /// registry), say that pushing is not allowed.
-fn push_error(
+pub(super) fn push_error(
     session: &Session<'_>,
     what: &str,
     response: &mut ureq::http::Response<ureq::Body>,

@@ -1,0 +1,588 @@
+//! A build cache shared between machines (`kiln build --cache-to` and
+//! `--cache-from`): the records of a build's steps and the layers they
+//! name, written as an OCI artifact to a local OCI image layout directory
+//! or to a registry repository, and read back by another machine.
+//!
+//! The artifact is an OCI image index (the layout's `index.json`, or the
+//! index tagged in the registry) naming one image manifest with
+//! `artifactType` [`ARTIFACT_TYPE`]; its config blob ([`CONFIG_TYPE`]) is
+//! a JSON document `{"version": 1, "records": [...]}` of cache records
+//! exactly as `cache/*.json` holds them (operation inputs included), and
+//! its layers are the layer blobs the records name, as the store keeps
+//! them.
+//!
+//! Nothing read is trusted but through digests: a record is taken only if
+//! its key is the digest of the operation it carries (so it answers only
+//! the step whose inputs are those) and its layer is one the manifest
+//! lists; a layer is fetched (checked against its digest and size) only
+//! when the build needs its files or the image needs the blob, and
+//! unpacked with its `diff_id` checked. A record that fails a check is
+//! refused and the step runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_store::digest::parse_sha256;
+use kiln_store::registry::Client;
+use kiln_store::spec::{Descriptor, Manifest, OCI_MANIFEST};
+use kiln_store::{Digest, ImageReference, Store};
+use nix::fcntl::OFlag;
+use serde::{Deserialize, Serialize};
+
+use super::{CacheRecord, RECORD_VERSION};
+use crate::error::BuildError;
+use crate::ops::Op;
+
+/// The `artifactType` of an exported build cache's manifest.
+pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.build-cache.v1";
+/// The media type of its config blob: the records.
+pub const CONFIG_TYPE: &str = "application/vnd.kiln.build-cache.records.v1+json";
+/// The version of the records document.
+const DOCUMENT_VERSION: u32 = 1;
+/// The largest `index.json`, manifest or records document read.
+const MAX_DOCUMENT: u64 = 64 << 20;
+
+/// The config blob of an exported cache.
+#[derive(Serialize, Deserialize, Debug)]
+struct RecordsDocument {
+    version: u32,
+    records: Vec<CacheRecord>,
+}
+
+/// Where a shared cache is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheLocation {
+    /// An OCI image layout directory.
+    Local(PathBuf),
+    /// A registry repository and tag.
+    Registry(ImageReference),
+}
+
+impl std::fmt::Display for CacheLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(dir) => write!(f, "{}", dir.display()),
+            Self::Registry(reference) => write!(f, "{reference}"),
+        }
+    }
+}
+
+/// Which steps `--cache-to` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// The steps of the final image (BuildKit's default).
+    #[default]
+    Min,
+    /// Every step of every stage the build ran or found.
+    Max,
+}
+
+fn failed(location: &CacheLocation, reason: impl std::fmt::Display) -> BuildError {
+    BuildError::SharedCache {
+        location: location.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The records read from `--cache-from` locations, each checked, and where
+/// their layers can be fetched from.
+#[derive(Default)]
+pub struct CacheImport {
+    records: HashMap<String, CacheRecord>,
+    /// Layer digest -> the location that lists it.
+    layers: HashMap<String, usize>,
+    locations: Vec<CacheLocation>,
+    client: Option<Arc<Client>>,
+    refused: std::sync::atomic::AtomicUsize,
+    warnings: Vec<String>,
+    /// Layers found poisoned during the build: their records are refused.
+    poisoned: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for CacheImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheImport")
+            .field("records", &self.records.len())
+            .field("locations", &self.locations)
+            .field("refused", &self.refused())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheImport {
+    /// Reads the records of every location. A location that has no cache
+    /// yet (a first run) or cannot be read is skipped with a warning
+    /// ([`Self::warnings`]), as BuildKit skips it: the steps then run.
+    /// `client` reaches registries.
+    pub fn load(locations: &[CacheLocation], client: Option<Arc<Client>>) -> Self {
+        let mut import = Self {
+            client,
+            ..Self::default()
+        };
+        for location in locations {
+            let read = match location {
+                CacheLocation::Local(dir) => read_layout(dir).map_err(|e| failed(location, e)),
+                CacheLocation::Registry(reference) => import
+                    .read_registry(reference)
+                    .map_err(|e| failed(location, e)),
+            };
+            let (manifest, document) = match read {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    import.warnings.push(format!(
+                        "build cache {location}: not found, nothing imported"
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    import
+                        .warnings
+                        .push(format!("{e}; nothing imported from it"));
+                    continue;
+                }
+            };
+            let index = import.locations.len();
+            import.locations.push(location.clone());
+            let listed: HashMap<&str, &Descriptor> = manifest
+                .layers
+                .iter()
+                .map(|d| (d.digest.as_str(), d))
+                .collect();
+            for record in document.records {
+                match check_record(&record, &listed) {
+                    Ok(()) => {
+                        if let Some(layer) = &record.layer {
+                            import
+                                .layers
+                                .entry(layer.descriptor.digest.clone())
+                                .or_insert(index);
+                        }
+                        import.records.entry(record.key.clone()).or_insert(record);
+                    }
+                    Err(why) => {
+                        import.warnings.push(format!(
+                            "build cache {location}: record {} ({}) refused: {why}",
+                            record.key, record.description
+                        ));
+                        import
+                            .refused
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        import
+    }
+
+    /// What could not be read, one line each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    fn read_registry(
+        &self,
+        reference: &ImageReference,
+    ) -> Result<Option<(Manifest, RecordsDocument)>, String> {
+        let client = self
+            .client
+            .as_ref()
+            .ok_or_else(|| "no registry client".to_owned())?;
+        let fetched = match kiln_store::registry::artifact::fetch_artifact(
+            client,
+            reference,
+            ARTIFACT_TYPE,
+            CONFIG_TYPE,
+        ) {
+            Ok(fetched) => fetched,
+            Err(kiln_store::registry::RegistryError::ManifestUnknown { .. }) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let document = parse_document(&fetched.config)?;
+        Ok(Some((fetched.manifest, document)))
+    }
+
+    /// The imported record of step key `key` (none for a record whose
+    /// layer was refused).
+    pub fn get(&self, key: &str) -> Option<&CacheRecord> {
+        let record = self.records.get(key)?;
+        match &record.layer {
+            Some(layer) if self.is_poisoned(&layer.descriptor.digest) => None,
+            _ => Some(record),
+        }
+    }
+
+    fn is_poisoned(&self, digest: &str) -> bool {
+        self.poisoned
+            .lock()
+            .map_or(true, |poisoned| poisoned.contains(digest))
+    }
+
+    /// Refuses every record naming layer `digest` (it could not be had
+    /// whole); false when it was refused already or no record names it.
+    pub fn refuse_layer(&self, digest: &str) -> bool {
+        if !self.layers.contains_key(digest) {
+            return false;
+        }
+        let Ok(mut poisoned) = self.poisoned.lock() else {
+            return false;
+        };
+        let new = poisoned.insert(digest.to_owned());
+        if new {
+            self.refused.fetch_add(
+                self.records
+                    .values()
+                    .filter(|r| {
+                        r.layer
+                            .as_ref()
+                            .is_some_and(|l| l.descriptor.digest == digest)
+                    })
+                    .count(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        new
+    }
+
+    /// How many records were read and taken.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no record was taken.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// How many records failed their checks.
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The imported records whose layer is `digest`.
+    pub fn records_with_layer<'a>(
+        &'a self,
+        digest: &'a str,
+    ) -> impl Iterator<Item = &'a CacheRecord> + 'a {
+        self.records.values().filter(move |r| {
+            r.layer
+                .as_ref()
+                .is_some_and(|l| l.descriptor.digest == digest)
+        })
+    }
+
+    /// Puts the blob `descriptor` names into the store from the location
+    /// that lists it, unless the store has it.
+    ///
+    /// # Errors
+    ///
+    /// No location lists it, or it cannot be fetched, or its bytes do not
+    /// match its digest.
+    pub fn fetch_layer(&self, store: &Store, descriptor: &Descriptor) -> Result<(), BuildError> {
+        let digest = parse_sha256(&descriptor.digest)?;
+        if store.blobs().contains(&digest) {
+            return Ok(());
+        }
+        let Some(location) = self
+            .layers
+            .get(&descriptor.digest)
+            .and_then(|i| self.locations.get(*i))
+        else {
+            return Err(BuildError::Internal(format!(
+                "layer {digest} is in no imported build cache"
+            )));
+        };
+        log::info!("build cache {location}: fetching layer {digest}");
+        match location {
+            CacheLocation::Local(dir) => {
+                let root = kiln_rootfs::Root::open(dir).map_err(|e| BuildError::io(dir, e))?;
+                let file = root
+                    .open_at(blob_path(&digest), OFlag::O_RDONLY | OFlag::O_NOFOLLOW)
+                    .map_err(|e| failed(location, format!("blob {digest}: {e}")))?;
+                store.blobs().write(
+                    fs::File::from(file),
+                    Some(kiln_store::blobs::Expected {
+                        digest: &digest,
+                        size: u64::try_from(descriptor.size).ok(),
+                    }),
+                    &format!("layer {digest} from {location}"),
+                )?;
+            }
+            CacheLocation::Registry(reference) => {
+                let client = self
+                    .client
+                    .as_ref()
+                    .ok_or_else(|| failed(location, "no registry client"))?;
+                kiln_store::registry::artifact::fetch_blob(store, client, reference, descriptor)
+                    .map_err(|e| failed(location, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why `record` cannot be taken, if it cannot.
+fn check_record(record: &CacheRecord, listed: &HashMap<&str, &Descriptor>) -> Result<(), String> {
+    if record.version != RECORD_VERSION {
+        return Err(format!("record format version {}", record.version));
+    }
+    let inputs = record
+        .inputs
+        .as_ref()
+        .ok_or_else(|| "it carries no operation".to_owned())?;
+    let op: Op = serde_json::from_value(inputs.clone())
+        .map_err(|e| format!("its operation is not one kiln knows: {e}"))?;
+    let key = op.key().map_err(|e| e.to_string())?;
+    if key != record.key {
+        return Err(format!("its key is not its operation's ({key})"));
+    }
+    if let Some(layer) = &record.layer {
+        parse_sha256(&layer.descriptor.digest).map_err(|e| e.to_string())?;
+        parse_sha256(&layer.diff_id).map_err(|e| e.to_string())?;
+        match listed.get(layer.descriptor.digest.as_str()) {
+            Some(d) if d.size == layer.descriptor.size => {}
+            _ => {
+                return Err(format!(
+                    "its layer {} is not in the cache",
+                    layer.descriptor.digest
+                ));
+            }
+        }
+    }
+    if let Some(digest) = &record.sources_digest {
+        parse_sha256(digest).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Reads a records document as an import does and checks each record
+/// against the manifest `manifest` (JSON) would be: how many are taken,
+/// and why each other is refused. For the fuzz target; an import reads
+/// the same way.
+///
+/// # Errors
+///
+/// Either document is not what a cache holds.
+pub fn check_documents(manifest: &[u8], records: &[u8]) -> Result<(usize, Vec<String>), String> {
+    let manifest: Manifest =
+        serde_json::from_slice(manifest).map_err(|e| format!("manifest: {e}"))?;
+    let document = parse_document(records)?;
+    let listed: HashMap<&str, &Descriptor> = manifest
+        .layers
+        .iter()
+        .map(|d| (d.digest.as_str(), d))
+        .collect();
+    let mut taken = 0;
+    let mut refused = Vec::new();
+    for record in &document.records {
+        match check_record(record, &listed) {
+            Ok(()) => taken += 1,
+            Err(why) => refused.push(why),
+        }
+    }
+    Ok((taken, refused))
+}
+
+fn parse_document(bytes: &[u8]) -> Result<RecordsDocument, String> {
+    let document: RecordsDocument = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the records are not a kiln build cache: {e}"))?;
+    if document.version != DOCUMENT_VERSION {
+        return Err(format!(
+            "records document version {} (this kiln reads {DOCUMENT_VERSION})",
+            document.version
+        ));
+    }
+    Ok(document)
+}
+
+fn blob_path(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.encoded())
+}
+
+/// Reads a layout's cache manifest and records; `None` when `dir` has no
+/// `index.json`.
+fn read_layout(dir: &Path) -> Result<Option<(Manifest, RecordsDocument)>, String> {
+    let root = match kiln_rootfs::Root::open(dir) {
+        Ok(root) => root,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("opening {}: {e}", dir.display())),
+    };
+    let read = |path: &str| -> Result<Option<Vec<u8>>, String> {
+        let bytes = root
+            .read(path, MAX_DOCUMENT + 1)
+            .map_err(|e| format!("reading {path}: {e}"))?;
+        if bytes
+            .as_ref()
+            .is_some_and(|b| b.len() as u64 > MAX_DOCUMENT)
+        {
+            return Err(format!("{path} is larger than {MAX_DOCUMENT} bytes"));
+        }
+        Ok(bytes)
+    };
+    let Some(index) = read("index.json")? else {
+        return Ok(None);
+    };
+    let index: kiln_store::spec::Index =
+        serde_json::from_slice(&index).map_err(|e| format!("index.json: {e}"))?;
+    let entry = index
+        .manifests
+        .iter()
+        .find(|m| m.extra.get("artifactType").and_then(|v| v.as_str()) == Some(ARTIFACT_TYPE))
+        .ok_or_else(|| format!("index.json names no {ARTIFACT_TYPE} manifest"))?;
+    let blob = |descriptor: &Descriptor, what: &str| -> Result<Vec<u8>, String> {
+        let digest = parse_sha256(&descriptor.digest).map_err(|e| format!("{what}: {e}"))?;
+        let bytes =
+            read(&blob_path(&digest))?.ok_or_else(|| format!("{what} {digest} is missing"))?;
+        let actual = kiln_store::digest::digest_bytes(&bytes);
+        if actual != digest {
+            return Err(format!(
+                "{what} {digest} does not match its digest ({actual})"
+            ));
+        }
+        Ok(bytes)
+    };
+    let manifest: Manifest =
+        serde_json::from_slice(&blob(entry, "manifest")?).map_err(|e| format!("manifest: {e}"))?;
+    if manifest.config.media_type != CONFIG_TYPE {
+        return Err(format!(
+            "the manifest's config is {:?}, not {CONFIG_TYPE}",
+            manifest.config.media_type
+        ));
+    }
+    let document = parse_document(&blob(&manifest.config, "records")?)?;
+    Ok(Some((manifest, document)))
+}
+
+/// Writes `records` and their layers (which the store must hold; see
+/// [`CacheImport::fetch_layer`] for those a build did not need) to
+/// `location`. A layout directory is made if missing; its `index.json` is
+/// replaced, blobs already there are kept.
+///
+/// # Errors
+///
+/// A blob is missing from the store, or writing or pushing failed.
+pub fn export(
+    store: &Store,
+    client: Option<&Client>,
+    records: &[CacheRecord],
+    location: &CacheLocation,
+) -> Result<(), BuildError> {
+    let mut layers: BTreeMap<String, Descriptor> = BTreeMap::new();
+    for record in records {
+        if let Some(layer) = &record.layer {
+            layers
+                .entry(layer.descriptor.digest.clone())
+                .or_insert_with(|| layer.descriptor.clone());
+        }
+    }
+    let document = RecordsDocument {
+        version: DOCUMENT_VERSION,
+        records: records.to_vec(),
+    };
+    let config = serde_json::to_vec(&document).map_err(|e| failed(location, e))?;
+    let config_digest = kiln_store::digest::digest_bytes(&config);
+    let layer_list: Vec<Descriptor> = layers.into_values().collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
+        "config": Descriptor::new(CONFIG_TYPE, &config_digest.to_string(), config.len() as u64),
+        "layers": layer_list,
+    });
+    let manifest = serde_json::to_vec(&manifest).map_err(|e| failed(location, e))?;
+    match location {
+        CacheLocation::Local(dir) => write_layout(store, dir, &config, &manifest, &layer_list)
+            .map_err(|e| failed(location, e)),
+        CacheLocation::Registry(reference) => {
+            let client = client.ok_or_else(|| failed(location, "no registry client"))?;
+            // The config goes up as a blob of the store, like the layers.
+            let written = store.blobs().write_bytes(&config)?;
+            let mut blobs = vec![(written, config.len() as u64)];
+            for layer in &layer_list {
+                let digest = parse_sha256(&layer.digest)?;
+                let size = store.blobs().size(&digest)?;
+                blobs.push((digest, size));
+            }
+            let quiet = |_: kiln_store::registry::PushEvent| {};
+            let options = kiln_store::registry::PushOptions {
+                compression: kiln_store::layer::Compression::None,
+                monolithic_max: kiln_store::registry::push::MONOLITHIC_MAX,
+                chunk_size: kiln_store::registry::push::CHUNK_SIZE,
+                progress: &quiet,
+            };
+            kiln_store::registry::artifact::push_artifact(
+                store,
+                client,
+                reference,
+                &blobs,
+                &manifest,
+                ARTIFACT_TYPE,
+                &options,
+            )
+            .map_err(|e| failed(location, e))?;
+            Ok(())
+        }
+    }
+}
+
+/// Writes the layout: blobs first (each to a temporary name, then renamed),
+/// `index.json` last, so a reader never finds an index naming a blob that
+/// is not whole.
+fn write_layout(
+    store: &Store,
+    dir: &Path,
+    config: &[u8],
+    manifest: &[u8],
+    layers: &[Descriptor],
+) -> Result<(), String> {
+    let blobs = dir.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs).map_err(|e| format!("creating {}: {e}", blobs.display()))?;
+    // Blobs are named by content: one already there is kept. The index
+    // and oci-layout are replaced by a rename, never half written.
+    let write = |name: &Path, bytes: &mut dyn Read, replace: bool| -> Result<(), String> {
+        if !replace && name.exists() {
+            return Ok(());
+        }
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .map_err(|e| format!("writing in {}: {e}", dir.display()))?;
+        std::io::copy(bytes, &mut tmp).map_err(|e| format!("writing {}: {e}", name.display()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| format!("writing {}: {e}", name.display()))?;
+        tmp.persist(name)
+            .map_err(|e| format!("writing {}: {}", name.display(), e.error))?;
+        Ok(())
+    };
+    for layer in layers {
+        let digest = parse_sha256(&layer.digest).map_err(|e| e.to_string())?;
+        let mut reader = store
+            .blobs()
+            .open(&digest)
+            .map_err(|e| format!("layer {digest}: {e}"))?;
+        write(&blobs.join(digest.encoded()), &mut reader, false)?;
+    }
+    for bytes in [config, manifest] {
+        let digest = kiln_store::digest::digest_bytes(bytes);
+        write(&blobs.join(digest.encoded()), &mut &bytes[..], false)?;
+    }
+    let mut entry = Descriptor::new(
+        OCI_MANIFEST,
+        &kiln_store::digest::digest_bytes(manifest).to_string(),
+        manifest.len() as u64,
+    );
+    entry.extra.insert(
+        "artifactType".to_owned(),
+        serde_json::Value::from(ARTIFACT_TYPE),
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": kiln_store::registry::artifact::OCI_INDEX,
+        "manifests": [entry],
+    });
+    let index = serde_json::to_vec(&index).map_err(|e| e.to_string())?;
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    write(&dir.join("oci-layout"), &mut &layout[..], true)?;
+    write(&dir.join("index.json"), &mut &index[..], true)
+}

@@ -1,0 +1,331 @@
+//! `kiln build --cache-to` and `--cache-from`: their values as buildx
+//! takes them, and the export after a build (see
+//! `kiln_builder::cache::share` for the format).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use kiln_builder::BuildOutcome;
+use kiln_builder::cache::share::{CacheImport, CacheLocation, CacheMode};
+use kiln_builder::cache::{BuildCache, CacheRecord, CachedLayer};
+use kiln_store::Store;
+use kiln_store::layer::Compression;
+use kiln_store::registry::Client;
+
+use super::parse_reference;
+
+/// One `--cache-to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheTo {
+    pub location: CacheLocation,
+    pub mode: CacheMode,
+    /// Compression of the layers written (those stored uncompressed are
+    /// compressed on the way; compressed ones are written as they are).
+    pub compression: Compression,
+    /// `ignore-error=true`: a failed export is a warning, not a failure.
+    pub ignore_error: bool,
+}
+
+/// `KEY=VALUE` fields of a buildx CSV value; a value without `=` is a
+/// registry reference, as buildx reads `--cache-from user/app:cache`.
+fn fields<'a>(flag: &str, spec: &'a str) -> anyhow::Result<Vec<(&'a str, &'a str)>> {
+    if !spec.contains('=') {
+        return Ok(vec![("type", "registry"), ("ref", spec.trim())]);
+    }
+    spec.split(',')
+        .map(|field| {
+            field
+                .split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("invalid {flag} {spec:?}: {field:?} is not KEY=VALUE")
+                })
+        })
+        .collect()
+}
+
+/// Parses `--cache-to type=local,dest=DIR[,mode=min|max]`,
+/// `type=registry,ref=REF[,mode=][,compression=]` (or a bare `REF`).
+pub fn parse_cache_to(spec: &str) -> anyhow::Result<CacheTo> {
+    let fields = fields("--cache-to", spec)?;
+    let kind = fields.iter().find(|(k, _)| *k == "type").map(|(_, v)| *v);
+    match kind {
+        Some("local" | "registry") => {}
+        Some("inline") => bail!(
+            "invalid --cache-to {spec:?}: type=inline is not supported by kiln yet (use type=registry or type=local)"
+        ),
+        Some(other) => bail!(
+            "invalid --cache-to {spec:?}: unsupported type {other:?} (kiln exports type=local or type=registry)"
+        ),
+        None => bail!("invalid --cache-to {spec:?}: missing type= (local or registry)"),
+    }
+    let mut dest = None;
+    let mut reference = None;
+    let mut mode = CacheMode::Min;
+    let mut compression = Compression::Zstd;
+    let mut ignore_error = false;
+    for (key, value) in &fields {
+        match (*key, *value) {
+            ("type", _) => {}
+            ("dest", v) if kind == Some("local") => dest = Some(PathBuf::from(v)),
+            ("ref", v) if kind == Some("registry") => reference = Some(v),
+            ("mode", "min") => mode = CacheMode::Min,
+            ("mode", "max") => mode = CacheMode::Max,
+            ("mode", other) => {
+                bail!("invalid --cache-to {spec:?}: mode={other} (expected min or max)")
+            }
+            ("compression", "uncompressed") => compression = Compression::None,
+            ("compression", "gzip") => compression = Compression::Gzip,
+            ("compression", "zstd") => compression = Compression::Zstd,
+            ("compression", other) => bail!(
+                "invalid --cache-to {spec:?}: compression={other} (expected uncompressed, gzip or zstd)"
+            ),
+            ("ignore-error", "true") => ignore_error = true,
+            ("ignore-error", "false") => ignore_error = false,
+            (other, value) => bail!("invalid --cache-to {spec:?}: unknown {other}={value}"),
+        }
+    }
+    let location = match kind {
+        Some("local") => CacheLocation::Local(
+            dest.filter(|d| !d.as_os_str().is_empty())
+                .ok_or_else(|| anyhow::anyhow!("invalid --cache-to {spec:?}: missing dest=DIR"))?,
+        ),
+        Some("registry") => {
+            CacheLocation::Registry(parse_reference(reference.ok_or_else(|| {
+                anyhow::anyhow!("invalid --cache-to {spec:?}: missing ref=REF")
+            })?)?)
+        }
+        _ => unreachable_type(spec)?,
+    };
+    Ok(CacheTo {
+        location,
+        mode,
+        compression,
+        ignore_error,
+    })
+}
+
+/// Parses `--cache-from type=local,src=DIR`, `type=registry,ref=REF` or a
+/// bare `REF`.
+pub fn parse_cache_from(spec: &str) -> anyhow::Result<CacheLocation> {
+    let fields = fields("--cache-from", spec)?;
+    let kind = fields.iter().find(|(k, _)| *k == "type").map(|(_, v)| *v);
+    match kind {
+        Some("local" | "registry") => {}
+        Some(other) => bail!(
+            "invalid --cache-from {spec:?}: unsupported type {other:?} (kiln imports type=local or type=registry)"
+        ),
+        None => bail!("invalid --cache-from {spec:?}: missing type= (local or registry)"),
+    }
+    let mut src = None;
+    let mut reference = None;
+    for (key, value) in &fields {
+        match (*key, *value) {
+            ("type", _) => {}
+            ("src", v) if kind == Some("local") => src = Some(PathBuf::from(v)),
+            ("ref", v) if kind == Some("registry") => reference = Some(v),
+            (other, value) => bail!("invalid --cache-from {spec:?}: unknown {other}={value}"),
+        }
+    }
+    match kind {
+        Some("local") => Ok(CacheLocation::Local(
+            src.filter(|d| !d.as_os_str().is_empty())
+                .ok_or_else(|| anyhow::anyhow!("invalid --cache-from {spec:?}: missing src=DIR"))?,
+        )),
+        Some("registry") => Ok(CacheLocation::Registry(parse_reference(
+            reference
+                .ok_or_else(|| anyhow::anyhow!("invalid --cache-from {spec:?}: missing ref=REF"))?,
+        )?)),
+        _ => unreachable_type(spec),
+    }
+}
+
+/// The type was checked first; this is never reached.
+fn unreachable_type<T>(spec: &str) -> anyhow::Result<T> {
+    bail!("invalid cache value {spec:?}: unsupported type")
+}
+
+/// Reads the `--cache-from` caches; a registry is reached through
+/// `client`.
+pub fn import(locations: &[CacheLocation], client: &Arc<Client>) -> Option<Arc<CacheImport>> {
+    if locations.is_empty() {
+        return None;
+    }
+    let import = CacheImport::load(locations, Some(client.clone()));
+    // As BuildKit: a cache that cannot be read only costs the build time.
+    for warning in import.warnings() {
+        eprintln!("WARNING: {warning}");
+    }
+    if import.refused() > 0 {
+        eprintln!(
+            "WARNING: {} build cache record(s) refused (their key or layer did not check out); those steps run",
+            import.refused()
+        );
+    }
+    log::info!("imported {} build cache records", import.len());
+    Some(Arc::new(import))
+}
+
+/// Writes the records `outcome` used to `to`: each from the store's cache,
+/// else from the import (its layer fetched now); layers compressed as
+/// asked.
+pub fn export(
+    store: &Store,
+    client: &Client,
+    outcome: &BuildOutcome,
+    import: Option<&CacheImport>,
+    to: &CacheTo,
+) -> anyhow::Result<()> {
+    let keys = match to.mode {
+        CacheMode::Min => &outcome.cache_keys_min,
+        CacheMode::Max => &outcome.cache_keys_max,
+    };
+    let cache = BuildCache::new(store);
+    let mut records = Vec::with_capacity(keys.len());
+    for key in keys {
+        let record = match cache.get(key)? {
+            Some(record) => record,
+            None => match import.and_then(|i| i.get(key)) {
+                Some(record) => {
+                    if let (Some(layer), Some(import)) = (&record.layer, import) {
+                        import.fetch_layer(store, &layer.descriptor)?;
+                    }
+                    record.clone()
+                }
+                None => continue,
+            },
+        };
+        records.push(compressed(store, record, to.compression)?);
+    }
+    kiln_builder::cache::share::export(store, Some(client), &records, &to.location)
+        .with_context(|| format!("exporting the build cache to {}", to.location))
+}
+
+/// `record` with its layer compressed as `compression` says, if it is
+/// stored uncompressed.
+fn compressed(
+    store: &Store,
+    mut record: CacheRecord,
+    compression: Compression,
+) -> anyhow::Result<CacheRecord> {
+    let Some(layer) = &record.layer else {
+        return Ok(record);
+    };
+    let stored = kiln_store::layer::from_media_type(&layer.descriptor.media_type);
+    if compression == Compression::None || stored != Some(Compression::None) {
+        return Ok(record);
+    }
+    let digest = kiln_store::digest::parse_sha256(&layer.descriptor.digest)?;
+    let written = store.write_layer(store.blobs().open(&digest)?, compression)?;
+    let mut descriptor = layer.descriptor.clone();
+    kiln_store::layer::media_type(compression, false).clone_into(&mut descriptor.media_type);
+    descriptor.digest = written.descriptor.digest;
+    descriptor.size = written.descriptor.size;
+    record.layer = Some(CachedLayer {
+        descriptor,
+        ..layer.clone()
+    });
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_to_values() {
+        let to = parse_cache_to("type=local,dest=/tmp/c,mode=max").unwrap();
+        assert_eq!(to.location, CacheLocation::Local(PathBuf::from("/tmp/c")));
+        assert_eq!(to.mode, CacheMode::Max);
+        assert_eq!(to.compression, Compression::Zstd);
+        let to = parse_cache_to(
+            "type=registry,ref=localhost:5000/app:cache,compression=gzip,ignore-error=true",
+        )
+        .unwrap();
+        assert_eq!(to.location.to_string(), "localhost:5000/app:cache");
+        assert_eq!(to.mode, CacheMode::Min);
+        assert_eq!(to.compression, Compression::Gzip);
+        assert!(to.ignore_error);
+        let bare = parse_cache_to("localhost:5000/app:cache").unwrap();
+        assert_eq!(bare.location, to.location);
+        for (spec, message) in [
+            (
+                "type=local",
+                "invalid --cache-to \"type=local\": missing dest=DIR",
+            ),
+            (
+                "type=registry",
+                "invalid --cache-to \"type=registry\": missing ref=REF",
+            ),
+            (
+                "type=local,dest=d,mode=all",
+                "invalid --cache-to \"type=local,dest=d,mode=all\": mode=all (expected min or max)",
+            ),
+            (
+                "type=local,dest=d,compression=lz4",
+                "invalid --cache-to \"type=local,dest=d,compression=lz4\": compression=lz4 (expected uncompressed, gzip or zstd)",
+            ),
+            (
+                "type=local,dest=d,src=e",
+                "invalid --cache-to \"type=local,dest=d,src=e\": unknown src=e",
+            ),
+            (
+                "type=gha",
+                "invalid --cache-to \"type=gha\": unsupported type \"gha\" (kiln exports type=local or type=registry)",
+            ),
+            (
+                "type=inline",
+                "invalid --cache-to \"type=inline\": type=inline is not supported by kiln yet (use type=registry or type=local)",
+            ),
+            (
+                "dest=d",
+                "invalid --cache-to \"dest=d\": missing type= (local or registry)",
+            ),
+            (
+                "type=local,dest",
+                "invalid --cache-to \"type=local,dest\": \"dest\" is not KEY=VALUE",
+            ),
+        ] {
+            assert_eq!(
+                parse_cache_to(spec).unwrap_err().to_string(),
+                message,
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
+    fn cache_from_values() {
+        assert_eq!(
+            parse_cache_from("type=local,src=/tmp/c").unwrap(),
+            CacheLocation::Local(PathBuf::from("/tmp/c"))
+        );
+        assert_eq!(
+            parse_cache_from("type=registry,ref=localhost:5000/app:cache")
+                .unwrap()
+                .to_string(),
+            "localhost:5000/app:cache"
+        );
+        for (spec, message) in [
+            (
+                "type=local",
+                "invalid --cache-from \"type=local\": missing src=DIR",
+            ),
+            (
+                "type=local,dest=x",
+                "invalid --cache-from \"type=local,dest=x\": unknown dest=x",
+            ),
+            (
+                "type=s3,bucket=b",
+                "invalid --cache-from \"type=s3,bucket=b\": unsupported type \"s3\" (kiln imports type=local or type=registry)",
+            ),
+        ] {
+            assert_eq!(
+                parse_cache_from(spec).unwrap_err().to_string(),
+                message,
+                "{spec}"
+            );
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Artifacts that are not images (kiln's exported build cache): pushed as
+//! an OCI image index, tagged, that names one manifest whose config and
+//! layers are blobs of the store; read back document by document, each
+//! checked against its digest, and blobs fetched into the store only when
+//! asked for (a build fetches only the layers it needs).
+
+use kiln_reference::{Digest, ImageReference};
+
+use super::RegistryError;
+use super::client::{Body, Client, Session, header};
+use super::push::PushOptions;
+use crate::blobs::Expected;
+use crate::digest::{digest_bytes, parse_sha256};
+use crate::spec::{Descriptor, Index, MAX_DOCUMENT_SIZE, Manifest, OCI_MANIFEST};
+use crate::store::{Store, to_json};
+
+/// The OCI image index media type.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The push session for `reference`.
+fn session<'c>(
+    client: &'c Client,
+    reference: &ImageReference,
+    push: bool,
+) -> Result<Session<'c>, RegistryError> {
+    let endpoint = client
+        .endpoints(reference.domain(), !push)
+        .into_iter()
+        .find(|e| !e.mirror)
+        .ok_or_else(|| {
+            RegistryError::Reference(format!("no endpoint for {}", reference.domain()))
+        })?;
+    client.session(&endpoint, reference.path(), push)
+}
+
+/// Pushes `blobs` (which the store holds; those the registry has are
+/// skipped), then `manifest` (an OCI image manifest naming them) by its
+/// digest, then an index naming it (with `artifact_type`) under
+/// `reference`'s tag. Returns the index's digest.
+///
+/// # Errors
+///
+/// A blob is missing from the store, or the registry refused or failed a
+/// request.
+pub fn push_artifact(
+    store: &Store,
+    client: &Client,
+    reference: &ImageReference,
+    blobs: &[(Digest, u64)],
+    manifest: &[u8],
+    artifact_type: &str,
+    options: &PushOptions<'_>,
+) -> Result<Digest, RegistryError> {
+    let session = session(client, reference, true)?;
+    super::push::push_blobs(store, &session, blobs, &[], options)?;
+    let manifest_digest = digest_bytes(manifest);
+    put_document(
+        &session,
+        reference,
+        &manifest_digest.to_string(),
+        manifest,
+        OCI_MANIFEST,
+    )?;
+    let mut entry = Descriptor::new(
+        OCI_MANIFEST,
+        &manifest_digest.to_string(),
+        manifest.len() as u64,
+    );
+    entry.extra.insert(
+        "artifactType".to_owned(),
+        serde_json::Value::from(artifact_type),
+    );
+    let index = Index {
+        schema_version: 2,
+        media_type: OCI_INDEX.to_owned(),
+        manifests: vec![entry],
+        annotations: None,
+        extra: std::collections::BTreeMap::new(),
+    };
+    let index = to_json(&index)?;
+    let tag = reference.tag().unwrap_or("latest");
+    put_document(&session, reference, tag, &index, OCI_INDEX)?;
+    Ok(digest_bytes(&index))
+}
+
+/// PUTs a manifest or index at `manifests/<wanted>` and checks the digest
+/// the registry announces.
+fn put_document(
+    session: &Session<'_>,
+    reference: &ImageReference,
+    wanted: &str,
+    bytes: &[u8],
+    media_type: &str,
+) -> Result<(), RegistryError> {
+    let url = session.url(&format!("manifests/{wanted}"));
+    let what = format!("manifest {}@{wanted}", reference.name());
+    let mut response = session.request(
+        "PUT",
+        &url,
+        &[("content-type", media_type.to_owned())],
+        &Body::Bytes(bytes.to_vec().into()),
+        &what,
+    )?;
+    if response.status().as_u16() != 201 {
+        return Err(super::push::push_error(session, &what, &mut response));
+    }
+    let digest = digest_bytes(bytes).to_string();
+    if let Some(announced) = header(&response, "docker-content-digest")
+        && announced != digest
+    {
+        return Err(RegistryError::ManifestDigestMismatch {
+            reference: reference.to_string(),
+            expected: digest,
+            actual: announced,
+        });
+    }
+    Ok(())
+}
+
+/// An artifact as read from a registry: its manifest and config, each
+/// checked against the digest that names it.
+#[derive(Debug, Clone)]
+pub struct FetchedArtifact {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The manifest's digest.
+    pub manifest_digest: Digest,
+    /// The config blob's bytes.
+    pub config: Vec<u8>,
+}
+
+/// Reads the artifact at `reference`: an index's first manifest of
+/// `artifact_type` (or a manifest with that config media type), then its
+/// config blob, capped at [`MAX_DOCUMENT_SIZE`].
+///
+/// # Errors
+///
+/// Nothing is there, a document is too large, malformed or does not match
+/// its digest, or the registry failed.
+pub fn fetch_artifact(
+    client: &Client,
+    reference: &ImageReference,
+    artifact_type: &str,
+    config_type: &str,
+) -> Result<FetchedArtifact, RegistryError> {
+    let session = session(client, reference, false)?;
+    let full = reference.to_string();
+    let wanted = reference
+        .digest()
+        .map(ToString::to_string)
+        .or_else(|| reference.tag().map(str::to_owned))
+        .unwrap_or_else(|| "latest".to_owned());
+    let expected = reference.digest().cloned();
+    let top = super::pull::fetch_manifest(&session, &full, &wanted, expected.as_ref())?;
+    let invalid = |reason: String| RegistryError::Invalid {
+        registry: session.registry().to_owned(),
+        what: format!("build cache {full}"),
+        reason,
+    };
+    let (manifest_bytes, manifest_digest) = if top.media_type == OCI_INDEX {
+        let index: Index = serde_json::from_slice(&top.bytes)
+            .map_err(|e| invalid(format!("the index is not valid JSON: {e}")))?;
+        let entry = index
+            .manifests
+            .iter()
+            .find(|m| m.extra.get("artifactType").and_then(|v| v.as_str()) == Some(artifact_type))
+            .ok_or_else(|| invalid(format!("the index names no {artifact_type} manifest")))?;
+        let digest = parse_sha256(&entry.digest)?;
+        let fetched =
+            super::pull::fetch_manifest(&session, &full, &digest.to_string(), Some(&digest))?;
+        (fetched.bytes, fetched.digest)
+    } else {
+        (top.bytes, top.digest)
+    };
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| invalid(format!("the manifest is not valid JSON: {e}")))?;
+    if manifest.config.media_type != config_type {
+        return Err(invalid(format!(
+            "the manifest's config is {:?}, not {config_type}",
+            manifest.config.media_type
+        )));
+    }
+    let config_digest = parse_sha256(&manifest.config.digest)?;
+    if u64::try_from(manifest.config.size).map_or(true, |s| s > MAX_DOCUMENT_SIZE) {
+        return Err(RegistryError::TooLarge {
+            registry: session.registry().to_owned(),
+            what: format!("build cache config {config_digest}"),
+            limit: MAX_DOCUMENT_SIZE,
+        });
+    }
+    let what = format!("build cache config {config_digest}");
+    let (config, ()) = super::pull::read_document(&session, &what, MAX_DOCUMENT_SIZE, || {
+        Ok((super::pull::open_blob(&session, &config_digest, 0)?, ()))
+    })?;
+    let actual = digest_bytes(&config);
+    if actual != config_digest {
+        return Err(crate::StoreError::DigestMismatch {
+            what: format!(
+                "{what} from {}/{}",
+                session.registry(),
+                session.repository()
+            ),
+            expected: config_digest.to_string(),
+            actual: actual.to_string(),
+        }
+        .into());
+    }
+    Ok(FetchedArtifact {
+        manifest,
+        manifest_digest,
+        config,
+    })
+}
+
+/// Fetches the blob `descriptor` names from `reference`'s repository into
+/// the store (checked against its digest and size on the way) unless the
+/// store has it.
+///
+/// # Errors
+///
+/// The registry lacks it or failed, or the bytes do not match.
+pub fn fetch_blob(
+    store: &Store,
+    client: &Client,
+    reference: &ImageReference,
+    descriptor: &Descriptor,
+) -> Result<(), RegistryError> {
+    let digest = parse_sha256(&descriptor.digest)?;
+    if store.blobs().contains(&digest) {
+        return Ok(());
+    }
+    let session = session(client, reference, false)?;
+    let mut response = super::pull::open_blob(&session, &digest, 0)?;
+    let what = format!(
+        "blob {digest} from {}/{}",
+        session.registry(),
+        session.repository()
+    );
+    let size = u64::try_from(descriptor.size).ok();
+    store.blobs().write(
+        response.body_mut().as_reader(),
+        Some(Expected {
+            digest: &digest,
+            size,
+        }),
+        &what,
+    )?;
+    Ok(())
+}

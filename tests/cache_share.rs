@@ -1,0 +1,290 @@
+//! `kiln build --cache-to` and `--cache-from`: a cache one store pushes to
+//! a loopback registry (or writes to a directory) answers every step of a
+//! build on an empty store, which fetches only the layers the image
+//! needs; `mode=min` and `mode=max`; a tampered cache is refused and the
+//! step runs.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::path::Path;
+
+use common::Kiln;
+use common::build::{busybox, context, sh};
+use common::registry::{self, FaultProxy, Registry};
+
+/// A builder stage that writes a large file and a small one; the final
+/// stage copies only the small one.
+const DOCKERFILE: &str = "FROM bb:1 AS builder\n\
+    RUN head -c 300000 /dev/urandom > /big && echo built > /out\n\
+    FROM bb:1\n\
+    COPY --from=builder /out /out\n\
+    RUN cat /out > /seen\n";
+
+/// An empty store with `a`'s base image, as another CI runner pulls the
+/// same base (an import would make another image).
+fn runner_like(a: &Kiln) -> Kiln {
+    let archive = a.path("bb.tar");
+    if !archive.exists() {
+        a.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
+    }
+    let b = Kiln::new();
+    b.ok(&["load", "-i", archive.to_str().unwrap()]);
+    b
+}
+
+/// Builds `dir` with `SOURCE_DATE_EPOCH` (so that two stores make the same
+/// image ID) and `extra`; returns the image ID and stderr.
+fn build(kiln: &Kiln, dir: &Path, extra: &[&str]) -> (String, String) {
+    let iid = kiln.path("iid");
+    let output = kiln
+        .command()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("DOCKER_CONFIG", kiln.path("docker-config"))
+        .env("KILN_CERTS_DIR", kiln.path("no-certs"))
+        .args([
+            "build",
+            "--progress=plain",
+            "--iidfile",
+            iid.to_str().unwrap(),
+        ])
+        .args(extra)
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "build {extra:?} failed:\n{stderr}");
+    (std::fs::read_to_string(iid).unwrap(), stderr)
+}
+
+#[test]
+fn a_cache_pushed_to_a_registry_answers_every_step_on_an_empty_store_fetching_only_the_image_layers()
+ {
+    if !kiln_testkit::root("kiln build mounts overlays") || !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let proxy = FaultProxy::start(&registry);
+    let cache = format!("{}/cache/app:build", proxy.host());
+    let a = busybox();
+    let dir = context(&a, "ctx", DOCKERFILE, &[]);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let (first, stderr) = build(&a, &dir, &["-t", "app:1", "--cache-to", &to]);
+    assert!(stderr.contains("3 steps run, 0 cached"), "{stderr}");
+    // The artifact: an index naming a manifest of three layers (the
+    // builder's, the COPY's and the last RUN's) and the records.
+    let index: serde_json::Value = serde_json::from_slice(
+        &registry
+            .curl(&[
+                "-H",
+                "Accept: application/vnd.oci.image.index.v1+json",
+                &format!("{}/v2/cache/app/manifests/build", registry.url()),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let entry = &index["manifests"][0];
+    assert_eq!(entry["artifactType"], "application/vnd.kiln.build-cache.v1");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &registry
+            .curl(&[
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+                &format!(
+                    "{}/v2/cache/app/manifests/{}",
+                    registry.url(),
+                    entry["digest"].as_str().unwrap()
+                ),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{manifest}");
+    for layer in layers {
+        // Compressed with zstd on the way out (the store keeps them plain).
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
+    let big = layers
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let b = runner_like(&a);
+    let before = proxy.requests().len();
+    let from = format!("type=registry,ref={cache}");
+    let (second, stderr) = build(&b, &dir, &["-t", "app:1", "--cache-from", &from]);
+    assert!(stderr.contains("0 steps run, 3 cached"), "{stderr}");
+    assert_eq!(second, first, "the same image ID on the other store");
+    assert_eq!(sh(&b, "app:1", "cat /seen"), "built\n");
+    let fetched: Vec<String> = proxy.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.contains("/blobs/"))
+        .map(|r| r.target.clone())
+        .collect();
+    // The records, and the two layers the image has beyond its base; the
+    // builder's large layer is never fetched.
+    assert_eq!(fetched.len(), 3, "{fetched:?}");
+    assert!(!fetched.iter().any(|t| t.contains(&big)), "{fetched:?}");
+}
+
+#[test]
+fn a_local_cache_in_mode_max_restores_another_stage_and_mode_min_does_not() {
+    if !kiln_testkit::root("kiln build mounts overlays") {
+        return;
+    }
+    let a = busybox();
+    let dir = context(&a, "ctx", DOCKERFILE, &[]);
+    let min = a.path("cache-min");
+    let max = a.path("cache-max");
+    let (first, _) = build(
+        &a,
+        &dir,
+        &[
+            "-t",
+            "app:1",
+            "--cache-to",
+            &format!("type=local,dest={}", min.display()),
+            "--cache-to",
+            &format!(
+                "type=local,dest={},mode=max,compression=uncompressed",
+                max.display()
+            ),
+        ],
+    );
+    for layout in [&min, &max] {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        assert_eq!(
+            index["manifests"][0]["artifactType"],
+            "application/vnd.kiln.build-cache.v1"
+        );
+        assert_eq!(
+            std::fs::read_to_string(layout.join("oci-layout")).unwrap(),
+            r#"{"imageLayoutVersion":"1.0.0"}"#
+        );
+    }
+    // The final image from mode=max: nothing runs. From mode=min the
+    // builder stage's step runs (kiln builds every stage the target
+    // needs), and the final stage's steps are cached: its COPY --from is
+    // keyed by the content it copies, which is the same.
+    for (layout, summary) in [
+        (&max, "0 steps run, 3 cached"),
+        (&min, "1 step run, 2 cached"),
+    ] {
+        let b = runner_like(&a);
+        let from = format!("type=local,src={}", layout.display());
+        let (id, stderr) = build(&b, &dir, &["-t", "app:1", "--cache-from", &from]);
+        assert!(stderr.contains(summary), "{stderr}");
+        assert_eq!(id, first);
+    }
+    // The builder stage alone: only mode=max has its step.
+    let b = runner_like(&a);
+    let from = format!("type=local,src={}", max.display());
+    let (_, stderr) = build(&b, &dir, &["--target", "builder", "--cache-from", &from]);
+    assert!(stderr.contains("0 steps run, 1 cached"), "{stderr}");
+    let c = runner_like(&a);
+    let from = format!("type=local,src={}", min.display());
+    let (_, stderr) = build(&c, &dir, &["--target", "builder", "--cache-from", &from]);
+    assert!(stderr.contains("1 step run, 0 cached"), "{stderr}");
+}
+
+#[test]
+fn a_tampered_record_is_refused_with_a_warning_and_its_step_runs() {
+    if !kiln_testkit::root("kiln build mounts overlays") {
+        return;
+    }
+    let a = busybox();
+    let dir = context(&a, "ctx", DOCKERFILE, &[]);
+    let layout = a.path("cache");
+    let to = format!("type=local,dest={},mode=max", layout.display());
+    let (first, _) = build(&a, &dir, &["-t", "app:1", "--cache-to", &to]);
+    // Rewrite the records so that the last RUN's claims another command,
+    // keeping the layout's digests consistent: only the key check can
+    // tell.
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let read = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let write = |v: &serde_json::Value| {
+        let bytes = serde_json::to_vec(v).unwrap();
+        let digest = kiln_store::digest::digest_bytes(&bytes).to_string();
+        std::fs::write(blob(&digest), &bytes).unwrap();
+        (digest, bytes.len())
+    };
+    let mut index = read(layout.join("index.json"));
+    let mut manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let mut records = read(blob(manifest["config"]["digest"].as_str().unwrap()));
+    for record in records["records"].as_array_mut().unwrap() {
+        if record["description"].as_str().unwrap().contains("cat /out") {
+            record["inputs"]["argv"][2] = "echo pwned > /seen".into();
+        }
+    }
+    let (digest, size) = write(&records);
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = write(&manifest);
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = size.into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+
+    let b = runner_like(&a);
+    let from = format!("type=local,src={}", layout.display());
+    let (id, stderr) = build(&b, &dir, &["-t", "app:1", "--cache-from", &from]);
+    assert!(
+        stderr.contains(
+            "(RUN /bin/sh -c cat /out > /seen # buildkit) refused: its key is not its operation's"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 step run, 2 cached"), "{stderr}");
+    assert_eq!(id, first);
+    assert_eq!(sh(&b, "app:1", "cat /seen"), "built\n");
+}
+
+#[test]
+fn a_missing_cache_is_a_warning_and_bad_values_fail_before_the_build() {
+    if !kiln_testkit::root("kiln build mounts overlays") {
+        return;
+    }
+    let a = busybox();
+    let dir = context(&a, "ctx", DOCKERFILE, &[]);
+    let missing = a.path("no-cache-here");
+    let from = format!("type=local,src={}", missing.display());
+    let (_, stderr) = build(&a, &dir, &["--cache-from", &from]);
+    assert!(
+        stderr.contains(&format!(
+            "WARNING: build cache {}: not found, nothing imported",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    let out = a
+        .command()
+        .args(["build", "--cache-to", "type=local", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: invalid --cache-to \"type=local\": missing dest=DIR\n"
+    );
+}
