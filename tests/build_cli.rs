@@ -1035,10 +1035,11 @@ fn bad_input_is_named() {
     );
 
     for (spec, message) in [
-        ("type=tar,dest=x.tar", "unsupported type \"tar\""),
-        ("oops", "\"oops\" is not KEY=VALUE"),
-        ("type=oci", "missing dest=FILE.tar"),
+        ("type=cacheonly", "unsupported type \"cacheonly\""),
+        ("type=tar,oops", "\"oops\" is not KEY=VALUE"),
+        ("type=oci", "type=oci needs dest="),
         ("dest=x.tar", "missing type="),
+        ("type=oci,dest=x.tar,push=true", "type=oci takes no push="),
     ] {
         let stderr = build_fails(&kiln, &dir, &["--output", spec]);
         assert!(

@@ -623,6 +623,7 @@ fn build_output_type_registry_tags_and_pushes_the_image() {
     let env = kiln_for(&kiln, &registry);
     let context = common::build::context(&kiln, "ctx", "FROM bb:1\nRUN echo out > /out\n", &[]);
     let name = registry.reference("out:1");
+    let metadata = kiln.path("metadata.json");
     ok_with(
         &kiln,
         &env,
@@ -631,17 +632,55 @@ fn build_output_type_registry_tags_and_pushes_the_image() {
             "--progress=plain",
             "--output",
             &format!("type=registry,name={name}"),
+            "--metadata-file",
+            metadata.to_str().unwrap(),
             context.to_str().unwrap(),
         ],
     );
-    assert!(
-        registry::skopeo_inspect(&registry, "out:1", true)
-            .status
-            .success()
-    );
+    let pushed = registry::skopeo_inspect(&registry, "out:1", true);
+    assert!(pushed.status.success());
     assert_eq!(
         common::image_file(&kiln.root(), &name, "out").as_deref(),
         Some("out\n")
+    );
+    // The metadata names the manifest the registry holds (pushing
+    // compresses the layers, so it is not the store's).
+    let digest = kiln_store::digest::digest_bytes(&pushed.stdout).to_string();
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&metadata).unwrap()).unwrap();
+    assert_eq!(metadata["containerimage.digest"], serde_json::json!(digest));
+    assert_eq!(
+        metadata["containerimage.descriptor"]["size"],
+        serde_json::json!(pushed.stdout.len())
+    );
+    assert_eq!(
+        metadata["containerimage.config.digest"],
+        serde_json::json!(
+            kiln.ok(&["inspect", "-f", "{{.Id}}", &name])
+                .trim()
+                .to_owned()
+        )
+    );
+    assert_eq!(metadata["image.name"], serde_json::json!(name));
+
+    // push=false names the image in the store and pushes nothing.
+    let name = registry.reference("kept:1");
+    ok_with(
+        &kiln,
+        &env,
+        &[
+            "build",
+            "--progress=plain",
+            "--output",
+            &format!("type=registry,name={name},push=false"),
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(kiln.run(&["inspect", &name]).status.success());
+    assert!(
+        !registry::skopeo_inspect(&registry, "kept:1", true)
+            .status
+            .success()
     );
 }
 

@@ -78,9 +78,17 @@ pub struct BuildArgs {
     /// Write the image ID to this file
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
-    /// Also write the image as an archive: `type=docker|oci,dest=FILE.tar`
+    /// Where the result goes, as buildx takes it:
+    /// `type=image[,name=REF][,push=true]` (the store; the default), `type=registry,name=REF`,
+    /// `type=docker|oci,dest=FILE|-` (`oci,tar=false,dest=DIR`: an OCI
+    /// layout directory), `type=local,dest=DIR` or `type=tar,dest=FILE|-`
+    /// (the image's file system); `DIR` alone is type=local, `-` type=tar
     #[arg(short = 'o', long, value_name = "SPEC")]
-    output: Option<String>,
+    output: Vec<String>,
+    /// Write the build's result (digests, names) to FILE as JSON, as
+    /// buildx does
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
     /// Compression of new layers in the store: none (default), gzip or zstd
     #[arg(long, default_value = "none", value_name = "ALGORITHM")]
     compression: String,
@@ -113,80 +121,199 @@ pub struct BuildArgs {
     context: String,
 }
 
-/// `--output`, parsed.
+/// Where an archive output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct OutputSpec {
-    format: SaveFormat,
-    dest: PathBuf,
+enum Dest {
+    /// `dest=-`.
+    Stdout,
+    File(PathBuf),
 }
 
-/// `--output type=registry,name=REF[,push=true|false]`: tag the image
-/// `REF` and (by default) push it.
+/// `--output`, parsed (buildx's exporters).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct RegistryOutput {
-    name: kiln_store::ImageReference,
-    push: bool,
+enum Output {
+    /// `type=image` (the default) and `type=registry` (which pushes by
+    /// default): the image in the store, named `names` besides `-t`.
+    Image {
+        names: Vec<kiln_store::ImageReference>,
+        push: bool,
+    },
+    /// `type=docker|oci`: the image as an archive, or for `oci,tar=false`
+    /// an OCI image layout directory, recording `names` besides `-t`.
+    Archive {
+        format: SaveFormat,
+        dest: Dest,
+        names: Vec<kiln_store::ImageReference>,
+        tar: bool,
+    },
+    /// `type=local`: the image's file system into a directory.
+    Local { dest: PathBuf },
+    /// `type=tar`: the image's file system as one tar.
+    Tar { dest: Dest },
 }
 
-/// Parses `--output type=registry,...`; `None` for any other type.
-fn parse_registry_output(spec: &str) -> anyhow::Result<Option<RegistryOutput>> {
-    let fields: Vec<(&str, &str)> = spec
-        .split(',')
-        .filter_map(|f| f.split_once('='))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .collect();
-    if !fields.contains(&("type", "registry")) {
-        return Ok(None);
+impl Output {
+    fn to_stdout(&self) -> bool {
+        matches!(
+            self,
+            Output::Archive {
+                dest: Dest::Stdout,
+                ..
+            } | Output::Tar { dest: Dest::Stdout }
+        )
     }
-    let mut name = None;
-    let mut push = true;
-    for (key, value) in fields {
-        match (key, value) {
-            ("type", _) => {}
-            ("name", value) => name = Some(parse_reference(value)?),
-            ("push", "true") => push = true,
-            ("push", "false") => push = false,
-            _ => bail!(
-                "invalid --output {spec:?}: unknown {key}={value} (expected type=registry,name=REF[,push=true|false])"
-            ),
+}
+
+/// Splits a CSV record as buildx reads `--output` (Go's encoding/csv): a
+/// field in double quotes may hold commas (`"name=a,b"`), `""` in it is
+/// one quote.
+fn split_csv(spec: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut chars = spec.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("a quoted field is not closed".to_owned()),
+                }
+            }
+            fields.push(field);
+            match chars.next() {
+                None => return Ok(fields),
+                Some(',') => continue,
+                Some(_) => {
+                    return Err("a closing quote is followed by more than a comma".to_owned());
+                }
+            }
         }
+        loop {
+            match chars.next() {
+                Some(',') => break,
+                Some(c) => field.push(c),
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+            }
+        }
+        fields.push(field);
     }
-    let Some(name) = name else {
-        bail!("invalid --output {spec:?}: missing name=REF");
-    };
-    Ok(Some(RegistryOutput { name, push }))
 }
 
-/// Parses `type=docker|oci,dest=FILE` (BuildKit's CSV form).
-fn parse_output(spec: &str) -> anyhow::Result<OutputSpec> {
-    let mut kind = None;
-    let mut dest = None;
-    for field in spec.split(',') {
+/// Parses `--output` as buildx does: `type=TYPE,KEY=VALUE,...` (CSV), or
+/// a bare path (`type=local,dest=PATH`), or `-` (`type=tar,dest=-`).
+/// Every key is checked against the type, so a mistake fails before the
+/// build.
+fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    const TYPES: &str = "image, registry, docker, oci, local or tar";
+    let invalid = |why: String| anyhow::anyhow!("invalid --output {spec:?}: {why}");
+    if spec == "-" {
+        return Ok(Output::Tar { dest: Dest::Stdout });
+    }
+    if !spec.contains('=') {
+        if spec.trim().is_empty() {
+            return Err(invalid(format!(
+                "empty (expected type=TYPE[,KEY=VALUE...] with TYPE {TYPES}, a directory or -)"
+            )));
+        }
+        return Ok(Output::Local {
+            dest: PathBuf::from(spec),
+        });
+    }
+    let fields = split_csv(spec).map_err(invalid)?;
+    let (mut kind, mut dest, mut push, mut tar) = (None, None, None, None);
+    let mut names = Vec::new();
+    let mut given = Vec::new();
+    let boolean = |key: &str, value: &str| match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(format!("{key}={value:?} is not true or false"))),
+    };
+    for field in &fields {
         let Some((key, value)) = field.split_once('=') else {
-            bail!(
-                "invalid --output {spec:?}: {field:?} is not KEY=VALUE (expected type=docker|oci,dest=FILE.tar)"
-            );
+            return Err(invalid(format!("{field:?} is not KEY=VALUE")));
         };
-        match key.trim() {
-            "type" => kind = Some(value.trim().to_owned()),
-            "dest" => dest = Some(PathBuf::from(value.trim())),
-            other => bail!(
-                "invalid --output {spec:?}: unknown key {other:?} (expected type=docker|oci,dest=FILE.tar)"
-            ),
+        let (key, value) = (key.trim(), value.trim());
+        match key {
+            "type" => kind = Some(value),
+            "dest" => dest = Some(value),
+            "name" => {
+                for name in value.split(',').map(str::trim) {
+                    let name = parse_reference(name).map_err(|e| invalid(format!("{e:#}")))?;
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+            "push" => push = Some(boolean(key, value)?),
+            "tar" => tar = Some(boolean(key, value)?),
+            other => {
+                return Err(invalid(format!(
+                    "unknown key {other:?} (kiln knows type, name, push, dest and tar)"
+                )));
+            }
         }
+        given.push(key);
     }
-    let format = match kind.as_deref() {
-        Some("docker") => SaveFormat::Docker,
-        Some("oci") => SaveFormat::Oci,
-        Some(other) => bail!(
-            "invalid --output {spec:?}: unsupported type {other:?} (kiln writes type=docker or type=oci)"
-        ),
-        None => bail!("invalid --output {spec:?}: missing type= (docker or oci)"),
+    let kind = kind.ok_or_else(|| invalid(format!("missing type= ({TYPES})")))?;
+    let allowed: &[&str] = match kind {
+        "image" | "registry" => &["type", "name", "push"],
+        "docker" => &["type", "name", "dest"],
+        "oci" => &["type", "name", "dest", "tar"],
+        "local" | "tar" => &["type", "dest"],
+        other => return Err(invalid(format!("unsupported type {other:?} ({TYPES})"))),
     };
-    let Some(dest) = dest.filter(|d| !d.as_os_str().is_empty()) else {
-        bail!("invalid --output {spec:?}: missing dest=FILE.tar");
+    if let Some(key) = given.iter().find(|k| !allowed.contains(k)) {
+        return Err(invalid(format!("type={kind} takes no {key}=")));
+    }
+    let dest = || match dest {
+        None | Some("") => Err(invalid(format!("type={kind} needs dest="))),
+        Some("-") => Ok(Dest::Stdout),
+        Some(path) => Ok(Dest::File(PathBuf::from(path))),
     };
-    Ok(OutputSpec { format, dest })
+    Ok(match kind {
+        "image" | "registry" => Output::Image {
+            names,
+            push: push.unwrap_or(kind == "registry"),
+        },
+        "docker" | "oci" => {
+            let tar = tar.unwrap_or(true);
+            let dest = dest()?;
+            if !tar && dest == Dest::Stdout {
+                return Err(invalid(
+                    "tar=false writes a directory, which cannot go to stdout".to_owned(),
+                ));
+            }
+            Output::Archive {
+                format: if kind == "docker" {
+                    SaveFormat::Docker
+                } else {
+                    SaveFormat::Oci
+                },
+                dest,
+                names,
+                tar,
+            }
+        }
+        "local" => match dest()? {
+            Dest::Stdout => {
+                return Err(invalid(
+                    "type=local writes a directory, not stdout (type=tar,dest=- writes a tar there)"
+                        .to_owned(),
+                ));
+            }
+            Dest::File(dest) => Output::Local { dest },
+        },
+        _ => Output::Tar { dest: dest()? },
+    })
 }
 
 /// Parses `--build-arg` values; `NAME` alone takes the value from the
@@ -443,34 +570,87 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let build_args = parse_build_args(&args.arg_values)?;
     let labels = parse_labels(&args.labels)?;
     let secrets = parse_secrets(&args.secrets)?;
-    let registry_output = args
-        .output
-        .as_deref()
-        .map(parse_registry_output)
-        .transpose()?
-        .flatten();
-    let output = match &registry_output {
-        Some(_) => None,
-        None => args.output.as_deref().map(parse_output).transpose()?,
+    if args.output.len() > 1 {
+        bail!(
+            "kiln build takes one --output, got {}: {}",
+            args.output.len(),
+            args.output.join(" ")
+        );
+    }
+    let output_spec = args.output.first().map(String::as_str);
+    let output = match output_spec {
+        Some(spec) => parse_output(spec)?,
+        None => Output::Image {
+            names: Vec::new(),
+            push: false,
+        },
     };
     let mut tags = args
         .tags
         .iter()
         .map(|t| parse_reference(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if let Some(registry_output) = &registry_output
-        && !tags.contains(&registry_output.name)
-    {
-        tags.push(registry_output.name.clone());
+    // type=image|registry's names name the image in the store, as -t does.
+    let (output_names, output_push) = match &output {
+        Output::Image { names, push } => (names.clone(), *push),
+        _ => (Vec::new(), false),
+    };
+    for name in &output_names {
+        if !tags.contains(name) {
+            tags.push(name.clone());
+        }
     }
-    let mut push_tags = if args.push { tags.clone() } else { Vec::new() };
-    if let Some(RegistryOutput { name, push: true }) = &registry_output
-        && !push_tags.contains(name)
-    {
-        push_tags.push(name.clone());
+    // push=true pushes the output's names, or the -t names when it has
+    // none (buildx gives -t to the exporter without name=); --push pushes
+    // every name.
+    let push_tags = if args.push {
+        if tags.is_empty() {
+            bail!("--push needs a name: give one with -t NAME[:TAG]");
+        }
+        tags.clone()
+    } else if output_push {
+        let names = if output_names.is_empty() {
+            tags.clone()
+        } else {
+            output_names
+        };
+        if names.is_empty() {
+            bail!(
+                "invalid --output {:?}: push=true needs a name: give name=REF or -t NAME[:TAG]",
+                output_spec.unwrap_or_default()
+            );
+        }
+        names
+    } else {
+        Vec::new()
+    };
+    if output.to_stdout() {
+        let spec = output_spec.unwrap_or_default();
+        if args.quiet {
+            bail!(
+                "--output {spec:?} writes a tar to stdout, where -q would print the image ID: use --progress=quiet (and --iidfile FILE for the ID)"
+            );
+        }
+        if io::IsTerminal::is_terminal(&io::stdout()) {
+            bail!(
+                "--output {spec:?}: refusing to write a tar to a terminal; redirect stdout or give dest=FILE"
+            );
+        }
     }
-    if args.push && tags.is_empty() {
-        bail!("--push needs a name: give one with -t NAME[:TAG]");
+    // Directories are made whole or not at all, so one there must be empty.
+    match &output {
+        Output::Local { dest }
+        | Output::Archive {
+            dest: Dest::File(dest),
+            tar: false,
+            ..
+        } => check_empty_dir(dest).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid --output {:?}: {e:#}",
+                output_spec.unwrap_or_default()
+            )
+        })?,
+        _ => {}
     }
     let platform = args
         .platform
@@ -578,6 +758,14 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         executor: None,
         cache_import: cache_import.clone(),
     };
+    // What the store lists before the build: an image it already had is
+    // not removed after a type=local|tar build.
+    let listed_before: std::collections::BTreeSet<String> = store
+        .index()?
+        .manifests
+        .into_iter()
+        .map(|d| d.digest)
+        .collect();
     install_signal_handlers();
     let reporter = progress::reporter(mode);
     let result = match &trace {
@@ -611,12 +799,77 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         fs::write(path, outcome.image_id.to_string())
             .with_context(|| format!("cannot write --iidfile {}", path.display()))?;
     }
-    if let Some(output) = output {
-        let image = store
-            .resolve(&outcome.image_id.to_string())
-            .context("cannot read back the built image")?;
-        let request = SaveRequest { image, tags };
-        super::save::write_archive_file(&store, &[request], output.format, &output.dest)?;
+    let manifest_digest = kiln_store::digest::parse_sha256(&outcome.manifest.digest)?;
+    let image = store
+        .image(&manifest_digest)
+        .context("cannot read back the built image")?;
+    // The manifest as exported, and the names it went out under, for
+    // --metadata-file.
+    let mut exported = None;
+    let mut exported_names = Vec::new();
+    match &output {
+        Output::Image { .. } => {
+            exported = Some(outcome.manifest.clone());
+            exported_names.clone_from(&tags);
+        }
+        Output::Archive {
+            format,
+            dest,
+            names,
+            tar,
+        } => {
+            let mut archive_tags = tags.clone();
+            for name in names {
+                if !archive_tags.contains(name) {
+                    archive_tags.push(name.clone());
+                }
+            }
+            let requests = [SaveRequest {
+                image: image.clone(),
+                tags: archive_tags.clone(),
+            }];
+            let manifests = match (dest, tar) {
+                (Dest::Stdout, _) => write_stdout(|out| {
+                    kiln_store::archive::save_archive(&store, &requests, *format, out)
+                        .context("cannot save the image to stdout")
+                })?,
+                (Dest::File(path), true) => {
+                    super::save::write_archive_file(&store, &requests, *format, path)?
+                }
+                (Dest::File(path), false) => write_directory(path, |dir| {
+                    kiln_store::archive::save_layout(&store, &requests, dir).with_context(|| {
+                        format!("cannot write an OCI layout to {}", path.display())
+                    })
+                })?,
+            };
+            exported = manifests.into_iter().next();
+            exported_names = archive_tags;
+        }
+        Output::Local { dest } => write_directory(dest, |dir| {
+            kiln_store::archive::unpack_rootfs(&store, &image, dir)
+                .with_context(|| format!("cannot write the image's files to {}", dest.display()))
+        })?,
+        Output::Tar { dest } => {
+            let staging = tempfile::Builder::new()
+                .prefix("rootfs-")
+                .tempdir_in(store.tmp_dir())
+                .context("cannot create a directory for the image's files")?;
+            kiln_store::archive::unpack_rootfs(&store, &image, staging.path())
+                .context("cannot unpack the image's files")?;
+            let pack = |out: &mut dyn Write| {
+                kiln_store::layer::pack_directory(
+                    staging.path(),
+                    out,
+                    &kiln_store::layer::PackOptions::default(),
+                )
+                .map(drop)
+                .context("cannot write the image's files as a tar")
+            };
+            match dest {
+                Dest::Stdout => write_stdout(pack)?,
+                Dest::File(path) => super::save::write_file_atomically(path, pack)?,
+            }
+        }
     }
     if !push_tags.is_empty() {
         let client =
@@ -642,13 +895,139 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
                     pushed.size
                 );
             }
+            // What the registry holds is the image as exported (pushing
+            // recompresses, so its manifest is not the store's).
+            if matches!(output, Output::Image { .. }) {
+                let media_type = if image.manifest.media_type.is_empty() {
+                    kiln_store::spec::OCI_MANIFEST
+                } else {
+                    &image.manifest.media_type
+                };
+                exported = Some(kiln_store::spec::Descriptor::new(
+                    media_type,
+                    &pushed.digest.to_string(),
+                    pushed.size,
+                ));
+            }
         }
+    }
+    // type=local|tar leave no image behind unless -t named it (buildx
+    // keeps none); the layers stay in the store as build cache.
+    if matches!(output, Output::Local { .. } | Output::Tar { .. })
+        && tags.is_empty()
+        && !listed_before.contains(&outcome.manifest.digest)
+        && store
+            .image(&manifest_digest)
+            .is_ok_and(|image| image.tags.is_empty())
+    {
+        store
+            .delete_image(&manifest_digest)
+            .context("cannot remove the untagged image of a type=local|tar build")?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let metadata = build_metadata(&outcome.image_id, exported.as_ref(), &exported_names);
+        let mut text = serde_json::to_string_pretty(&metadata)?;
+        text.push('\n');
+        fs::write(path, text)
+            .with_context(|| format!("cannot write --metadata-file {}", path.display()))?;
     }
     if args.quiet {
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "{}", outcome.image_id).context("cannot write to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--metadata-file`'s JSON, with buildx's keys (BuildKit's exporter
+/// response): the config digest (the image ID), the manifest as exported
+/// (its digest and descriptor) and the names, comma-joined. An output
+/// with no image (`type=local|tar`) has none of them.
+fn build_metadata(
+    image_id: &kiln_store::Digest,
+    exported: Option<&kiln_store::spec::Descriptor>,
+    names: &[kiln_store::ImageReference],
+) -> serde_json::Value {
+    let mut metadata = serde_json::Map::new();
+    if let Some(manifest) = exported {
+        metadata.insert(
+            "containerimage.config.digest".to_owned(),
+            image_id.to_string().into(),
+        );
+        metadata.insert(
+            "containerimage.descriptor".to_owned(),
+            serde_json::json!({
+                "mediaType": manifest.media_type,
+                "digest": manifest.digest,
+                "size": manifest.size,
+            }),
+        );
+        metadata.insert(
+            "containerimage.digest".to_owned(),
+            manifest.digest.clone().into(),
+        );
+        if !names.is_empty() {
+            let names: Vec<String> = names.iter().map(ToString::to_string).collect();
+            metadata.insert("image.name".to_owned(), names.join(",").into());
+        }
+    }
+    serde_json::Value::Object(metadata)
+}
+
+/// Fails unless `dest` is missing or an empty directory.
+fn check_empty_dir(dest: &Path) -> anyhow::Result<()> {
+    match fs::read_dir(dest) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!("{} is not empty", dest.display());
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+            bail!("{} exists and is not a directory", dest.display())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", dest.display())),
+    }
+}
+
+/// Makes the directory `dest` whole or not at all: `fill` writes into a
+/// new directory beside it, renamed to `dest` once complete (replacing
+/// the empty directory there, if any).
+fn write_directory<T>(
+    dest: &Path,
+    fill: impl FnOnce(&Path) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    check_empty_dir(dest)?;
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".kiln-output-")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
+    // tempfile makes it 0700; the result gets a new directory's usual mode.
+    fs::set_permissions(
+        staging.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .with_context(|| format!("cannot set the mode of {}", staging.path().display()))?;
+    let value = fill(staging.path())?;
+    let staged = staging.keep();
+    if let Err(e) = fs::rename(&staged, dest) {
+        let _ = fs::remove_dir_all(&staged);
+        return Err(e).with_context(|| format!("cannot move the output into {}", dest.display()));
+    }
+    Ok(value)
+}
+
+/// Writes to stdout through a large buffer, flushed at the end.
+fn write_stdout<T>(write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+    let value = write(&mut out)?;
+    out.flush().context("cannot write to stdout")?;
+    Ok(value)
 }
 
 /// The progress of pulls and pushes in a build: plain lines (the build's
@@ -690,39 +1069,222 @@ impl kiln_builder::BaseImageFetcher for RegistryFetcher {
 mod tests {
     use super::*;
 
+    fn reference(name: &str) -> kiln_store::ImageReference {
+        parse_reference(name).unwrap()
+    }
+
     #[test]
     fn output_specs() {
-        assert_eq!(
-            parse_output("type=oci,dest=out.tar").unwrap(),
-            OutputSpec {
-                format: SaveFormat::Oci,
-                dest: PathBuf::from("out.tar")
-            }
-        );
-        assert_eq!(
-            parse_output("type=docker,dest=/tmp/a.tar").unwrap().format,
-            SaveFormat::Docker
-        );
-        for (spec, message) in [
+        for (spec, expected) in [
+            (
+                "type=image",
+                Output::Image {
+                    names: vec![],
+                    push: false,
+                },
+            ),
+            (
+                "type=image,name=a:1,push=true",
+                Output::Image {
+                    names: vec![reference("a:1")],
+                    push: true,
+                },
+            ),
+            (
+                "type=image,\"name=a:1,b\",push=false",
+                Output::Image {
+                    names: vec![reference("a:1"), reference("b")],
+                    push: false,
+                },
+            ),
+            (
+                "type=registry,name=r.example/a",
+                Output::Image {
+                    names: vec![reference("r.example/a")],
+                    push: true,
+                },
+            ),
+            (
+                "type=registry,name=a,push=false",
+                Output::Image {
+                    names: vec![reference("a")],
+                    push: false,
+                },
+            ),
+            (
+                "type=docker,dest=/tmp/a.tar",
+                Output::Archive {
+                    format: SaveFormat::Docker,
+                    dest: Dest::File(PathBuf::from("/tmp/a.tar")),
+                    names: vec![],
+                    tar: true,
+                },
+            ),
+            (
+                "type=docker,dest=-,name=x",
+                Output::Archive {
+                    format: SaveFormat::Docker,
+                    dest: Dest::Stdout,
+                    names: vec![reference("x")],
+                    tar: true,
+                },
+            ),
+            (
+                " type = oci , dest = out.tar ",
+                Output::Archive {
+                    format: SaveFormat::Oci,
+                    dest: Dest::File(PathBuf::from("out.tar")),
+                    names: vec![],
+                    tar: true,
+                },
+            ),
+            (
+                "type=oci,dest=layout,tar=false",
+                Output::Archive {
+                    format: SaveFormat::Oci,
+                    dest: Dest::File(PathBuf::from("layout")),
+                    names: vec![],
+                    tar: false,
+                },
+            ),
+            (
+                "type=oci,dest=-",
+                Output::Archive {
+                    format: SaveFormat::Oci,
+                    dest: Dest::Stdout,
+                    names: vec![],
+                    tar: true,
+                },
+            ),
+            (
+                "type=local,dest=out",
+                Output::Local {
+                    dest: PathBuf::from("out"),
+                },
+            ),
+            (
+                "out/dir",
+                Output::Local {
+                    dest: PathBuf::from("out/dir"),
+                },
+            ),
+            (
+                "type=tar,dest=fs.tar",
+                Output::Tar {
+                    dest: Dest::File(PathBuf::from("fs.tar")),
+                },
+            ),
+            ("type=tar,dest=-", Output::Tar { dest: Dest::Stdout }),
+            ("-", Output::Tar { dest: Dest::Stdout }),
+        ] {
+            assert_eq!(parse_output(spec).unwrap(), expected, "{spec}");
+        }
+        assert!(parse_output("-").unwrap().to_stdout());
+        assert!(parse_output("type=oci,dest=-").unwrap().to_stdout());
+        assert!(!parse_output("type=oci,dest=a").unwrap().to_stdout());
+        assert!(!parse_output("type=image").unwrap().to_stdout());
+    }
+
+    #[test]
+    fn output_spec_errors() {
+        for (spec, why) in [
+            (
+                "",
+                "empty (expected type=TYPE[,KEY=VALUE...] with TYPE image, registry, docker, oci, local or tar, a directory or -)",
+            ),
             (
                 "dest=a.tar",
-                "invalid --output \"dest=a.tar\": missing type= (docker or oci)",
+                "missing type= (image, registry, docker, oci, local or tar)",
+            ),
+            ("type=oci", "type=oci needs dest="),
+            ("type=docker,dest=", "type=docker needs dest="),
+            ("type=local", "type=local needs dest="),
+            ("type=tar", "type=tar needs dest="),
+            (
+                "type=local,dest=-",
+                "type=local writes a directory, not stdout (type=tar,dest=- writes a tar there)",
             ),
             (
-                "type=oci",
-                "invalid --output \"type=oci\": missing dest=FILE.tar",
+                "type=oci,dest=-,tar=false",
+                "tar=false writes a directory, which cannot go to stdout",
             ),
             (
-                "type=local,dest=x",
-                "invalid --output \"type=local,dest=x\": unsupported type \"local\" (kiln writes type=docker or type=oci)",
+                "type=cacheonly",
+                "unsupported type \"cacheonly\" (image, registry, docker, oci, local or tar)",
             ),
             (
-                "out.tar",
-                "invalid --output \"out.tar\": \"out.tar\" is not KEY=VALUE (expected type=docker|oci,dest=FILE.tar)",
+                "type=oci,dest=a,compression=zstd",
+                "unknown key \"compression\" (kiln knows type, name, push, dest and tar)",
+            ),
+            ("type=oci,dest=a,tar=no", "tar=\"no\" is not true or false"),
+            ("type=image,push=1", "push=\"1\" is not true or false"),
+            ("type=image,dest=a", "type=image takes no dest="),
+            (
+                "type=registry,name=a,tar=false",
+                "type=registry takes no tar=",
+            ),
+            ("type=docker,dest=a,push=true", "type=docker takes no push="),
+            ("type=docker,dest=a,tar=false", "type=docker takes no tar="),
+            ("type=local,dest=a,name=x", "type=local takes no name="),
+            ("type=tar,dest=a,push=true", "type=tar takes no push="),
+            ("type=tar,dest", "\"dest\" is not KEY=VALUE"),
+            ("type=tar,dest=a,", "\"\" is not KEY=VALUE"),
+            ("type=image,\"name=a", "a quoted field is not closed"),
+            (
+                "type=image,\"name=a\"x",
+                "a closing quote is followed by more than a comma",
+            ),
+            (
+                "type=image,name=UPPER",
+                "invalid reference format \"UPPER\": invalid reference format: repository name (library/UPPER) must be lowercase",
             ),
         ] {
-            assert_eq!(parse_output(spec).unwrap_err().to_string(), message);
+            let message = parse_output(spec).unwrap_err().to_string();
+            assert_eq!(
+                message,
+                format!("invalid --output {spec:?}: {why}"),
+                "{spec}"
+            );
         }
+    }
+
+    #[test]
+    fn csv_fields() {
+        assert_eq!(split_csv("a,b").unwrap(), ["a", "b"]);
+        assert_eq!(split_csv("\"a,b\",c").unwrap(), ["a,b", "c"]);
+        assert_eq!(split_csv("\"say \"\"hi\"\"\"").unwrap(), ["say \"hi\""]);
+        assert_eq!(split_csv("a,").unwrap(), ["a", ""]);
+        assert_eq!(split_csv("\"a\",").unwrap(), ["a", ""]);
+    }
+
+    #[test]
+    fn metadata_keys() {
+        let id = kiln_store::digest::digest_bytes(b"config");
+        let manifest = kiln_store::spec::Descriptor::new(
+            kiln_store::spec::OCI_MANIFEST,
+            &kiln_store::digest::digest_bytes(b"manifest").to_string(),
+            42,
+        );
+        let value = build_metadata(&id, Some(&manifest), &[reference("a:1"), reference("b")]);
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "containerimage.config.digest": id.to_string(),
+                "containerimage.descriptor": {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": manifest.digest,
+                    "size": 42,
+                },
+                "containerimage.digest": manifest.digest,
+                "image.name": "docker.io/library/a:1,docker.io/library/b:latest",
+            })
+        );
+        let unnamed = build_metadata(&id, Some(&manifest), &[]);
+        assert!(unnamed.get("image.name").is_none(), "{unnamed}");
+        assert_eq!(
+            build_metadata(&id, None, &[reference("a")]),
+            serde_json::json!({})
+        );
     }
 
     #[test]

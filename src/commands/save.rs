@@ -75,17 +75,29 @@ pub fn run(root: Option<&Path>, args: &SaveArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes an archive to `path` atomically (a temporary file renamed into
-/// place once complete). The temporary file's name carries this process
-/// (`.kiln-save-<pid>-<start>-<random>`) and the process holds a lock on
-/// it, so that the next save into the same directory removes what a
-/// killed save left there.
+/// Writes an archive to `path` atomically (see [`write_file_atomically`]);
+/// returns each request's manifest descriptor as written.
 pub fn write_archive_file(
     store: &kiln_store::Store,
     requests: &[SaveRequest],
     format: SaveFormat,
     path: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<kiln_store::spec::Descriptor>> {
+    write_file_atomically(path, |writer| {
+        kiln_store::archive::save_archive(store, requests, format, writer)
+            .with_context(|| format!("cannot save to {}", path.display()))
+    })
+}
+
+/// Writes a file at `path` atomically: `write` fills a temporary file,
+/// renamed into place once complete. The temporary file's name carries
+/// this process (`.kiln-save-<pid>-<start>-<random>`) and the process
+/// holds a lock on it, so that the next save into the same directory
+/// removes what a killed save left there.
+pub fn write_file_atomically<T>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn io::Write) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -117,11 +129,14 @@ pub fn write_archive_file(
     file.as_file()
         .lock()
         .with_context(|| format!("cannot lock {}", file.path().display()))?;
-    {
-        let writer = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
-        kiln_store::archive::save_archive(store, requests, format, writer)
-            .with_context(|| format!("cannot save to {}", path.display()))?;
-    }
+    let value = {
+        let mut writer = io::BufWriter::with_capacity(1 << 20, file.as_file_mut());
+        let value = write(&mut writer)?;
+        writer
+            .flush()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        value
+    };
     file.as_file()
         .sync_all()
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -129,5 +144,5 @@ pub fn write_archive_file(
     file.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     fault::point("save.renamed");
-    Ok(())
+    Ok(value)
 }

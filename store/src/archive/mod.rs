@@ -1,11 +1,14 @@
 //! Image archives: `docker save` tarballs (legacy and Docker 25+ layouts)
-//! and OCI image-layout tarballs, read by [`load`] and written by [`save`].
+//! and OCI image-layout tarballs, read by [`load`] and written by [`save`];
+//! an image's flattened file system, by [`rootfs`].
 
 pub mod load;
+pub mod rootfs;
 pub mod save;
 
 pub use load::{LoadedImage, load_archive};
-pub use save::{SaveFormat, save_archive};
+pub use rootfs::unpack_rootfs;
+pub use save::{SaveFormat, save_archive, save_layout};
 
 /// Normalises a path inside an archive: strips `./` and leading `/`,
 /// resolves `.`, and returns `None` when `..` would leave the archive.

@@ -1,4 +1,6 @@
-//! `kiln save`: writes images as one tar archive, streaming.
+//! `kiln save`: writes images as one tar archive, streaming, or as an OCI
+//! image layout directory (`kiln build -o type=oci,tar=false`); both go
+//! through the same writer.
 //!
 //! Entries are written in a fixed order with fixed metadata (mode 0644,
 //! uid/gid 0, mtime 0), so saving the same images twice gives the same
@@ -7,7 +9,9 @@
 //! learn its size (and check its `diff_id`) and once to write it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
 use std::io::{self, Read, Write};
+use std::path::Path;
 
 use kiln_reference::{Digest, ImageReference};
 use serde::Serialize;
@@ -51,19 +55,104 @@ struct DockerManifestEntry {
     layers: Vec<String>,
 }
 
-/// Writes the images to `out` as a tar archive.
+/// Where the layout's files go: a tar stream or a directory. The paths
+/// are the layout's own (`blobs/sha256/<hex>`, `index.json`, ...), never
+/// taken from input.
+trait Sink {
+    /// Adds a directory.
+    fn dir(&mut self, path: &str) -> Result<(), StoreError>;
+    /// Adds a file of `size` bytes read from `data`.
+    fn file(&mut self, path: &str, size: u64, data: &mut dyn Read) -> Result<(), StoreError>;
+}
+
+/// A tar stream.
+struct TarSink<W: Write>(tar::Builder<W>);
+
+impl<W: Write> Sink for TarSink<W> {
+    fn dir(&mut self, path: &str) -> Result<(), StoreError> {
+        self.0
+            .append(&header(path, 0, true), io::empty())
+            .at("archive output")
+    }
+
+    fn file(&mut self, path: &str, size: u64, data: &mut dyn Read) -> Result<(), StoreError> {
+        self.0
+            .append(&header(path, size, false), data)
+            .at("archive output")
+    }
+}
+
+/// A directory (an OCI image layout on disk), which must exist and be
+/// empty.
+struct DirSink<'a>(&'a Path);
+
+impl Sink for DirSink<'_> {
+    fn dir(&mut self, path: &str) -> Result<(), StoreError> {
+        let path = self.0.join(path);
+        fs::create_dir(&path).at(&path)
+    }
+
+    fn file(&mut self, path: &str, size: u64, data: &mut dyn Read) -> Result<(), StoreError> {
+        let path = self.0.join(path);
+        let mut file = fs::File::create_new(&path).at(&path)?;
+        let copied = io::copy(&mut data.take(size), &mut file).at(&path)?;
+        if copied != size {
+            return Err(StoreError::SizeMismatch {
+                what: path.display().to_string(),
+                expected: size,
+                actual: copied,
+            });
+        }
+        file.sync_all().at(&path)
+    }
+}
+
+/// Writes the images to `out` as a tar archive; returns the descriptor of
+/// each request's manifest as written (for `docker`, the manifest the
+/// archive holds, not the store's).
 pub fn save_archive(
     store: &Store,
     requests: &[SaveRequest],
     format: SaveFormat,
     out: impl Write,
-) -> Result<(), StoreError> {
-    let mut builder = tar::Builder::new(out);
+) -> Result<Vec<Descriptor>, StoreError> {
+    let mut sink = TarSink(tar::Builder::new(out));
+    let manifests = write_layout(store, requests, format, &mut sink)?;
+    let mut out = sink
+        .0
+        .into_inner()
+        .map_err(|e| StoreError::io("archive output", e))?;
+    out.flush().at("archive output")?;
+    Ok(manifests)
+}
+
+/// Writes the images as an OCI image layout (the files of
+/// [`SaveFormat::Oci`]'s archive) into `dir`, which must exist and be
+/// empty; returns each request's manifest descriptor. Files are synced;
+/// the caller makes the whole directory appear at once (by renaming it).
+pub fn save_layout(
+    store: &Store,
+    requests: &[SaveRequest],
+    dir: &Path,
+) -> Result<Vec<Descriptor>, StoreError> {
+    let manifests = write_layout(store, requests, SaveFormat::Oci, &mut DirSink(dir))?;
+    crate::blobs::sync_dir(&dir.join("blobs/sha256"))?;
+    crate::blobs::sync_dir(dir)?;
+    Ok(manifests)
+}
+
+fn write_layout(
+    store: &Store,
+    requests: &[SaveRequest],
+    format: SaveFormat,
+    builder: &mut dyn Sink,
+) -> Result<Vec<Descriptor>, StoreError> {
     let mut written: BTreeSet<String> = BTreeSet::new();
     let mut index = Index::empty();
     let mut docker_entries = Vec::new();
-    append_bytes(&mut builder, "blobs/", &[], true)?;
-    append_bytes(&mut builder, "blobs/sha256/", &[], true)?;
+    let mut manifests = Vec::with_capacity(requests.len());
+    builder.dir("blobs/")?;
+    builder.dir("blobs/sha256/")?;
     for request in requests {
         let image = &request.image;
         let names: Vec<String> = request.tags.iter().map(ToString::to_string).collect();
@@ -73,9 +162,9 @@ pub fn save_archive(
                     std::iter::once(&image.manifest.config).chain(&image.manifest.layers)
                 {
                     let digest = parse_sha256(&descriptor.digest)?;
-                    append_blob(store, &mut builder, &digest, &mut written)?;
+                    append_blob(store, builder, &digest, &mut written)?;
                 }
-                append_blob(store, &mut builder, &image.manifest_digest, &mut written)?;
+                append_blob(store, builder, &image.manifest_digest, &mut written)?;
                 let size = store.blobs().size(&image.manifest_digest)?;
                 let media_type = if image.manifest.media_type.is_empty() {
                     OCI_MANIFEST
@@ -86,7 +175,7 @@ pub fn save_archive(
             }
             SaveFormat::Docker => {
                 let config_path = format!("blobs/sha256/{}", image.id.encoded());
-                append_blob(store, &mut builder, &image.id, &mut written)?;
+                append_blob(store, builder, &image.id, &mut written)?;
                 let mut layers = Vec::new();
                 let mut layer_paths = Vec::new();
                 for (layer, diff_id) in image
@@ -98,7 +187,7 @@ pub fn save_archive(
                     let digest = parse_sha256(&layer.digest)?;
                     let diff_id = parse_sha256(diff_id)?;
                     let size =
-                        append_uncompressed(store, &mut builder, &digest, &diff_id, &mut written)?;
+                        append_uncompressed(store, builder, &digest, &diff_id, &mut written)?;
                     layers.push(Descriptor::new(
                         media_type(Compression::None, false),
                         &diff_id.to_string(),
@@ -122,7 +211,7 @@ pub fn save_archive(
                 let digest = crate::digest::digest_bytes(&bytes);
                 let path = format!("blobs/sha256/{}", digest.encoded());
                 if written.insert(path.clone()) {
-                    append_bytes(&mut builder, &path, &bytes, false)?;
+                    append_bytes(builder, &path, &bytes)?;
                 }
                 docker_entries.push(DockerManifestEntry {
                     config: config_path,
@@ -142,6 +231,7 @@ pub fn save_archive(
                 Descriptor::new(OCI_MANIFEST, &digest.to_string(), bytes.len() as u64)
             }
         };
+        manifests.push(manifest_descriptor.clone());
         if names.is_empty() {
             index.manifests.push(manifest_descriptor.clone());
         }
@@ -153,25 +243,12 @@ pub fn save_archive(
             index.manifests.push(entry);
         }
     }
-    append_bytes(&mut builder, "index.json", &to_json(&index)?, false)?;
+    append_bytes(builder, "index.json", &to_json(&index)?)?;
     if format == SaveFormat::Docker {
-        append_bytes(
-            &mut builder,
-            "manifest.json",
-            &to_json(&docker_entries)?,
-            false,
-        )?;
+        append_bytes(builder, "manifest.json", &to_json(&docker_entries)?)?;
     }
-    append_bytes(
-        &mut builder,
-        "oci-layout",
-        b"{\"imageLayoutVersion\":\"1.0.0\"}",
-        false,
-    )?;
-    let mut out = builder
-        .into_inner()
-        .map_err(|e| StoreError::io("archive output", e))?;
-    out.flush().at("archive output")
+    append_bytes(builder, "oci-layout", b"{\"imageLayoutVersion\":\"1.0.0\"}")?;
+    Ok(manifests)
 }
 
 fn header(path: &str, size: u64, dir: bool) -> tar::Header {
@@ -193,21 +270,14 @@ fn header(path: &str, size: u64, dir: bool) -> tar::Header {
     header
 }
 
-fn append_bytes<W: Write>(
-    builder: &mut tar::Builder<W>,
-    path: &str,
-    bytes: &[u8],
-    dir: bool,
-) -> Result<(), StoreError> {
-    builder
-        .append(&header(path, bytes.len() as u64, dir), bytes)
-        .at("archive output")
+fn append_bytes(builder: &mut dyn Sink, path: &str, mut bytes: &[u8]) -> Result<(), StoreError> {
+    builder.file(path, bytes.len() as u64, &mut bytes)
 }
 
 /// Copies a stored blob into the archive, verifying it on the way.
-fn append_blob<W: Write>(
+fn append_blob(
     store: &Store,
-    builder: &mut tar::Builder<W>,
+    builder: &mut dyn Sink,
     digest: &Digest,
     written: &mut BTreeSet<String>,
 ) -> Result<(), StoreError> {
@@ -218,9 +288,10 @@ fn append_blob<W: Write>(
     let size = store.blobs().size(digest)?;
     let mut reader = store.blobs().open(digest)?;
     let mut failure = None;
-    let result = builder.append(
-        &header(&path, size, false),
-        ErrorTrap {
+    let result = builder.file(
+        &path,
+        size,
+        &mut ErrorTrap {
             inner: &mut reader,
             failure: &mut failure,
         },
@@ -228,7 +299,7 @@ fn append_blob<W: Write>(
     if let Some(e) = failure {
         return Err(reader.error(e));
     }
-    result.at("archive output")
+    result
 }
 
 /// Writes a layer uncompressed, as docker-archive readers expect, and
@@ -237,9 +308,9 @@ fn append_blob<W: Write>(
 /// a first decompression pass. Either way the bytes written are checked
 /// against the size and the `diff_id` as they go, and a mismatch fails the
 /// save.
-fn append_uncompressed<W: Write>(
+fn append_uncompressed(
     store: &Store,
-    builder: &mut tar::Builder<W>,
+    builder: &mut dyn Sink,
     digest: &Digest,
     diff_id: &Digest,
     written: &mut BTreeSet<String>,
@@ -275,9 +346,10 @@ fn append_uncompressed<W: Write>(
     }
     let mut failure = None;
     let mut hashing = HashingReader::new(open()?);
-    let result = builder.append(
-        &header(&path, size, false),
-        ErrorTrap {
+    let result = builder.file(
+        &path,
+        size,
+        &mut ErrorTrap {
             inner: (&mut hashing).take(size),
             failure: &mut failure,
         },
@@ -285,7 +357,7 @@ fn append_uncompressed<W: Write>(
     if let Some(e) = failure {
         return Err(layer_read_error(store, digest, e));
     }
-    result.at("archive output")?;
+    result?;
     // Anything beyond the recorded size also counts against the diff_id.
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| layer_read_error(store, digest, e))?;
     let (actual, actual_size) = hashing.finish();
