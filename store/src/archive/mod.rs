@@ -4,7 +4,7 @@
 pub mod load;
 pub mod save;
 
-pub use load::{LoadedImage, load_archive};
+pub use load::{LayoutSelector, LoadedImage, load_archive, load_layout};
 pub use save::{SaveFormat, save_archive};
 
 /// Normalises a path inside an archive: strips `./` and leading `/`,
