@@ -113,6 +113,28 @@ pub struct BuildOptions {
     /// What runs RUN steps' processes; `None`: kiln-runtime's containers
     /// ([`crate::RuntimeExecutor`]).
     pub executor: Option<Arc<dyn crate::Executor>>,
+    /// `--build-context` values, by name as [`plan::context_name`] gives it.
+    pub contexts: BTreeMap<String, NamedContextInput>,
+}
+
+/// A `--build-context NAME=VALUE` as the CLI resolved it.
+#[derive(Debug, Clone)]
+pub enum NamedContextInput {
+    /// A local directory, opened with its own `.dockerignore`.
+    Local(BuildContext),
+    /// `docker-image://REF`: the normalised reference, used (and pulled)
+    /// as `FROM` uses an image.
+    Image(String),
+    /// `oci-layout://DIR[:TAG|@DIGEST]`: loaded into the store (untagged)
+    /// before planning.
+    OciLayout {
+        /// The layout directory.
+        dir: PathBuf,
+        /// Which of its images.
+        selector: kiln_store::archive::LayoutSelector,
+        /// The value as given, for messages.
+        value: String,
+    },
 }
 
 /// Where a build gets the base images the store lacks (the CLI pulls them
@@ -195,6 +217,8 @@ struct StoreBases<'a> {
     fetcher: Option<&'a dyn BaseImageFetcher>,
     pull_always: bool,
     fetched: Mutex<HashMap<String, Result<(), String>>>,
+    /// Images of `oci-layout://` contexts, already loaded: never pulled.
+    local: Vec<String>,
 }
 
 impl StoreBases<'_> {
@@ -204,6 +228,9 @@ impl StoreBases<'_> {
         let Some(fetcher) = self.fetcher else {
             return Ok(());
         };
+        if self.local.iter().any(|r| r == reference) {
+            return Ok(());
+        }
         let mut done = self
             .fetched
             .lock()
@@ -253,6 +280,9 @@ struct Shared<'a> {
     /// ([`Shared::context_digest`]): the context is read once per build
     /// however many steps and stages select the same files.
     context_digests: Mutex<HashMap<String, Digest>>,
+    /// The stat caches of the named local contexts, by name: kept for
+    /// this build only.
+    named_stat_caches: HashMap<String, Mutex<StatCache>>,
     /// Temporary directory of this build (removed at the end).
     tmp: PathBuf,
     results: Vec<OnceLock<Arc<StageState>>>,
@@ -290,12 +320,14 @@ impl Shared<'_> {
     /// a bind mount of the same files), with the persistent stat cache.
     fn context_digest(
         &self,
+        context: Option<&str>,
         patterns: &[String],
         excludes: &[String],
         parents: bool,
         sources: &[crate::context::Source],
     ) -> Result<Digest, BuildError> {
-        let mut selection = String::new();
+        // Each context has its own selections (a name cannot hold `\0`).
+        let mut selection = context.map_or_else(String::new, |name| format!("{name}\0"));
         for pattern in patterns {
             selection.push_str(pattern);
             selection.push('\0');
@@ -317,8 +349,12 @@ impl Shared<'_> {
         }
         let reading = Instant::now();
         let digest = {
-            let mut cache = self.stat_cache.lock().map_err(|_| lock_error())?;
-            self.options.context.digest_sources(sources, &mut cache)?
+            let mut cache = self
+                .stat_cache_of(context)?
+                .lock()
+                .map_err(|_| lock_error())?;
+            self.local_context(context)?
+                .digest_sources(sources, &mut cache)?
         };
         log::debug!(
             "context read for {} in {:?}",
@@ -336,13 +372,37 @@ impl Shared<'_> {
     /// of their content (for `--explain`), read through the stat cache.
     fn context_listing(
         &self,
+        context: Option<&str>,
         sources: &[crate::context::Source],
     ) -> Result<Vec<SourceFile>, BuildError> {
         let mut cache = self
-            .stat_cache
+            .stat_cache_of(context)?
             .lock()
             .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
-        self.options.context.list_sources(sources, &mut cache)
+        self.local_context(context)?
+            .list_sources(sources, &mut cache)
+    }
+
+    /// The build context (`None`) or the named local context `name`.
+    fn local_context(&self, name: Option<&str>) -> Result<&BuildContext, BuildError> {
+        match name {
+            None => Ok(&self.options.context),
+            Some(name) => match self.options.contexts.get(name) {
+                Some(NamedContextInput::Local(context)) => Ok(context),
+                _ => Err(BuildError::Internal(format!(
+                    "no local build context named {name}"
+                ))),
+            },
+        }
+    }
+
+    fn stat_cache_of(&self, context: Option<&str>) -> Result<&Mutex<StatCache>, BuildError> {
+        match context {
+            None => Ok(&self.stat_cache),
+            Some(name) => self.named_stat_caches.get(name).ok_or_else(|| {
+                BuildError::Internal(format!("no local build context named {name}"))
+            }),
+        }
     }
 
     /// Starts making the networks RUN steps will use (once): when the
@@ -380,11 +440,42 @@ pub fn build(
     let loading = std::thread::Builder::new()
         .name("stat-cache".to_owned())
         .spawn(move || load_stat_cache(stat_cache_path.as_deref()));
+    let mut contexts = BTreeMap::new();
+    let mut local = Vec::new();
+    for (name, input) in &options.contexts {
+        let context = match input {
+            NamedContextInput::Local(_) => plan::NamedContext::Local,
+            NamedContextInput::Image(reference) => plan::NamedContext::Image {
+                reference: reference.clone(),
+            },
+            NamedContextInput::OciLayout {
+                dir,
+                selector,
+                value,
+            } => {
+                // Loaded before planning, which reads the image's config.
+                let _loading = PhaseTimer::start(reporter, started, None, None, "load oci layout");
+                let image =
+                    kiln_store::archive::load_layout(store, dir, selector).map_err(|e| {
+                        BuildError::NamedContext {
+                            name: name.clone(),
+                            value: value.clone(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                let reference = image.id.to_string();
+                local.push(reference.clone());
+                plan::NamedContext::Image { reference }
+            }
+        };
+        contexts.insert(name.clone(), context);
+    }
     let bases = StoreBases {
         store,
         fetcher: options.fetcher.as_deref(),
         pull_always: options.pull_always,
         fetched: Mutex::new(HashMap::new()),
+        local,
     };
     let plan_options = PlanOptions {
         build_args: options.build_args.clone(),
@@ -392,6 +483,7 @@ pub fn build(
         target_platform: None,
         build_platform: None,
         base_images: Some(&bases),
+        contexts,
     };
     // Planning asks for the bases' configs, so it includes their pulls.
     let planning = PhaseTimer::start(reporter, started, None, None, "plan");
@@ -459,6 +551,12 @@ pub fn build(
         cache: BuildCache::new(store),
         stat_cache: Mutex::new(stat_cache),
         context_digests: Mutex::new(HashMap::new()),
+        named_stat_caches: options
+            .contexts
+            .iter()
+            .filter(|(_, c)| matches!(c, NamedContextInput::Local(_)))
+            .map(|(name, _)| (name.clone(), Mutex::new(StatCache::new())))
+            .collect(),
         tmp: tmp.path().to_owned(),
         results: plan.stages.iter().map(|_| OnceLock::new()).collect(),
         next_step: AtomicUsize::new(1),
@@ -963,6 +1061,19 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
             })?)
             .clone()
         }
+        Base::Context { name } => {
+            return Err(BuildError::Unsupported(format!(
+                "FROM {name}: a stage from a local directory build context is not supported by kiln yet (use it with COPY --from={name} or RUN --mount=from={name})"
+            ))
+            .at(step_location(
+                shared.options,
+                plan,
+                stage,
+                stage.span,
+                &stage.from_code,
+                false,
+            )));
+        }
     };
     // ONBUILD triggers of the base run first (the plan puts them at the
     // front of the steps); the new image does not inherit them.
@@ -991,7 +1102,7 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
     let base_kind = match &stage.base {
         Base::Image { .. } => BaseKind::Image,
         Base::Stage { .. } => BaseKind::Stage,
-        Base::Scratch => BaseKind::Scratch,
+        Base::Scratch | Base::Context { .. } => BaseKind::Scratch,
     };
     if let Some(history) = &shared.history
         && base_kind == BaseKind::Image
@@ -1113,6 +1224,7 @@ fn from_name(stage: &PlannedStage, plan: &Plan) -> String {
     match &stage.base {
         Base::Scratch => "FROM scratch".to_owned(),
         Base::Image { reference } => format!("FROM {reference}"),
+        Base::Context { name } => format!("[context {name}] load from client"),
         Base::Stage { index } => format!(
             "FROM {}",
             plan.stages

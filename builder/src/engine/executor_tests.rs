@@ -74,6 +74,7 @@ impl Setup {
             pull_always: false,
             explain: false,
             executor: Some(self.fake.clone()),
+            contexts: BTreeMap::new(),
         };
         build(&self.store, &options, &Silent)
     }

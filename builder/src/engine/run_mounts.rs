@@ -36,7 +36,7 @@ use kiln_runtime::Mount;
 use nix::fcntl::OFlag;
 
 use super::config::history_for;
-use super::files::{mount_readonly, source_state};
+use super::files::{local_context_name, mount_readonly, source_state};
 use super::{StageState, StepContext, scratch_state};
 use crate::context::{BuildContext, Source};
 use crate::error::BuildError;
@@ -82,8 +82,10 @@ enum BindSource {
         path: String,
         from: String,
     },
-    /// `source=` inside the build context, as COPY would select it.
+    /// `source=` inside the build context (or a named local context,
+    /// `context`), as COPY would select it.
     Context {
+        context: Option<String>,
         source: Source,
         digest: String,
         pattern: String,
@@ -166,7 +168,8 @@ pub(super) fn plan(
             let writable = !m.read_only;
             let (source, key) = match source_state(ctx, mount.source.as_ref())? {
                 None => {
-                    let context = &ctx.shared.options.context;
+                    let name = local_context_name(mount.source.as_ref());
+                    let context = ctx.shared.local_context(name)?;
                     let pattern = if rel.is_empty() { ".".to_owned() } else { rel };
                     let mut sources = context
                         .resolve_sources(std::slice::from_ref(&pattern), &[], false)
@@ -174,7 +177,7 @@ pub(super) fn plan(
                             BuildError::SourceNotFound { .. } => BuildError::MountSource {
                                 kind: "bind",
                                 path: pattern.clone(),
-                                from: "the build context".to_owned(),
+                                from: describe(ctx, mount.source.as_ref()),
                                 cause: None,
                             },
                             other => other,
@@ -187,7 +190,7 @@ pub(super) fn plan(
                     }
                     let digest = ctx
                         .shared
-                        .context_digest(std::slice::from_ref(&pattern), &[], false, &sources)?
+                        .context_digest(name, std::slice::from_ref(&pattern), &[], false, &sources)?
                         .to_string();
                     let key = MountInput::Bind {
                         target: target.clone(),
@@ -199,6 +202,7 @@ pub(super) fn plan(
                     let source = sources.remove(0);
                     (
                         BindSource::Context {
+                            context: name.map(str::to_owned),
                             source,
                             digest,
                             pattern,
@@ -309,6 +313,7 @@ fn describe(ctx: &StepContext<'_, '_>, source: Option<&PlanSource>) -> String {
         },
         Some(PlanSource::Image { reference }) => format!("image {reference}"),
         Some(PlanSource::Scratch) => "scratch".to_owned(),
+        Some(PlanSource::Context { name }) => format!("context {name}"),
     }
 }
 
@@ -482,12 +487,18 @@ pub(super) fn make(
                     }
                 }
                 BindSource::Context {
+                    context,
                     source,
                     digest,
                     pattern,
                 } => {
-                    let (root, path) = context_snapshot(ctx, &source, &digest, &pattern)?;
-                    (root, path, "the build context".to_owned())
+                    let (root, path) =
+                        context_snapshot(ctx, context.as_deref(), &source, &digest, &pattern)?;
+                    let from = match context {
+                        None => "the build context".to_owned(),
+                        Some(name) => format!("context {name}"),
+                    };
+                    (root, path, from)
                 }
             };
             let root = Root::open(&root).map_err(|e| BuildError::io(&root, e))?;
@@ -574,6 +585,7 @@ fn stage_source(
 /// snapshot's root and the path of the source in it.
 fn context_snapshot(
     ctx: &StepContext<'_, '_>,
+    context: Option<&str>,
     source: &Source,
     digest: &str,
     pattern: &str,
@@ -597,7 +609,7 @@ fn context_snapshot(
         let upper = ctx.temp_dir("context-")?;
         let root = Root::open(&upper).map_err(|e| BuildError::io(&upper, e))?;
         fileops::copy_sources(
-            &shared.options.context,
+            shared.local_context(context)?,
             std::slice::from_ref(source),
             &root,
             "/",
