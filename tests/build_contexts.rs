@@ -243,10 +243,52 @@ fn bad_build_context_values_are_refused() {
             "{value}: {stderr}"
         );
     }
-    // FROM a local directory is not supported yet: said at its line.
+    // A bad FROM context is reported at its line.
     let from_dir = context(&kiln, "from-dir", "FROM bb:1\nFROM src\n", &[]);
-    let context_arg = format!("src={}", dir.display());
-    let stderr = build_fails(&kiln, &from_dir, &["--build-context", &context_arg]);
+    let stderr = build_fails(
+        &kiln,
+        &from_dir,
+        &["--build-context", "src=docker-image://bad.invalid/none:1"],
+    );
     assert!(stderr.contains("Dockerfile:2"), "{stderr}");
-    assert!(stderr.contains("not supported by kiln yet"), "{stderr}");
+}
+
+#[test]
+fn from_a_local_context_and_a_stage_it_replaces() {
+    let kiln = busybox();
+    let src = kiln.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("a.txt"), "a\n").unwrap();
+    fs::write(src.join("sub/b.txt"), "b\n").unwrap();
+    fs::write(src.join("ignored.txt"), "ignored\n").unwrap();
+    fs::write(src.join(".dockerignore"), "ignored.txt\n").unwrap();
+    let dir = context(
+        &kiln,
+        "ctx",
+        "FROM bb:1 AS build\n\
+         RUN exit 1\n\
+         FROM src AS files\n\
+         FROM bb:1\n\
+         COPY --from=files / /files/\n\
+         COPY --from=build sub/b.txt /from-build\n",
+        &[],
+    );
+    let src_arg = format!("src={}", src.display());
+    let build_arg = format!("build={}", src.display());
+    let args = ["--build-context", &src_arg, "--build-context", &build_arg];
+    build_ok(&kiln, &dir, "from:1", &args);
+    assert_eq!(
+        sh(
+            &kiln,
+            "from:1",
+            "cat /files/a.txt /files/sub/b.txt /from-build; ls -A /files; stat -c %u /files/a.txt"
+        ),
+        "a\nb\nb\n.dockerignore\na.txt\nsub\n0\n"
+    );
+    let again = build_ok(&kiln, &dir, "from:2", &args);
+    assert!(cached(&again, "COPY --from=files"), "{again}");
+    fs::write(src.join("a.txt"), "changed\n").unwrap();
+    let changed = build_ok(&kiln, &dir, "from:3", &args);
+    assert!(!cached(&changed, "COPY --from=files"), "{changed}");
+    assert_eq!(sh(&kiln, "from:3", "cat /files/a.txt"), "changed\n");
 }

@@ -22,7 +22,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kiln_parser::plan::{
     self, Base, BaseConfig, BaseImages, NetworkMode, Plan, PlanOptions, PlannedStage, Step,
@@ -1040,7 +1040,9 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         .ok_or_else(|| BuildError::Internal(format!("no stage {index}")))?;
     let platform = stage.platform.clone().unwrap_or_else(Platform::host);
     let mut state = match &stage.base {
-        Base::Scratch => scratch_state(&platform),
+        // A local context's files are added once the FROM step is
+        // reported (below).
+        Base::Scratch | Base::Context { .. } => scratch_state(&platform),
         Base::Stage { index } => {
             let base = stage_result(shared, *index)?;
             let mut inherited = (*base).clone();
@@ -1060,19 +1062,6 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
                 ))
             })?)
             .clone()
-        }
-        Base::Context { name } => {
-            return Err(BuildError::Unsupported(format!(
-                "FROM {name}: a stage from a local directory build context is not supported by kiln yet (use it with COPY --from={name} or RUN --mount=from={name})"
-            ))
-            .at(step_location(
-                shared.options,
-                plan,
-                stage,
-                stage.span,
-                &stage.from_code,
-                false,
-            )));
         }
     };
     // ONBUILD triggers of the base run first (the plan puts them at the
@@ -1115,15 +1104,46 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
             reason,
         });
     }
+    let from_started = Instant::now();
+    if let Base::Context { name } = &stage.base {
+        let ctx = StepContext {
+            shared,
+            id: from_id,
+            use_cache,
+            identity: StepIdentity {
+                stage: stage_id.clone(),
+                position: 1,
+                instruction: stage.from_code.clone(),
+            },
+            name: from_name(stage, plan),
+            previous_ran: false,
+            base: base_kind,
+        };
+        if let Err(error) = run_mounts::context_base(&ctx, name, &mut state) {
+            let error = error.at(step_location(
+                shared.options,
+                plan,
+                stage,
+                stage.span,
+                &stage.from_code,
+                false,
+            ));
+            shared.reporter.report(Event::StepFailed {
+                id: from_id,
+                error: error.to_string(),
+            });
+            return Err(error);
+        }
+    }
     shared.reporter.report(Event::StepTimed {
         id: from_id,
         stage: index,
-        start: shared.started.elapsed(),
-        duration: Duration::ZERO,
+        start: from_started.saturating_duration_since(shared.started),
+        duration: from_started.elapsed(),
     });
     shared.reporter.report(Event::StepDone {
         id: from_id,
-        duration: Duration::ZERO,
+        duration: from_started.elapsed(),
     });
     let mut position = 1;
     let mut previous_ran = false;

@@ -590,20 +590,89 @@ fn context_snapshot(
     digest: &str,
     pattern: &str,
 ) -> Result<(PathBuf, String), BuildError> {
-    let shared = ctx.shared;
     let path = format!("/{}", source.dest);
     let description = format!("context for RUN --mount source {pattern}");
+    let mut state = scratch_state(&kiln_parser::values::Platform::host());
+    context_layer(
+        ctx,
+        context,
+        source,
+        digest,
+        pattern,
+        &description,
+        &mut state,
+    )?;
+    match state.layers.last() {
+        Some(layer) => Ok((layer.snapshot.path.clone(), path)),
+        // An empty directory makes no layer.
+        None => Ok((ctx.temp_dir("empty-")?, path)),
+    }
+}
+
+/// `FROM NAME` of a named local context: `state` (scratch) gets the
+/// whole context as COPY selects it, as one layer keyed by its content.
+pub(super) fn context_base(
+    ctx: &StepContext<'_, '_>,
+    name: &str,
+    state: &mut StageState,
+) -> Result<(), BuildError> {
+    let shared = ctx.shared;
+    let pattern = ".".to_owned();
+    let mut sources = shared.local_context(Some(name))?.resolve_sources(
+        std::slice::from_ref(&pattern),
+        &[],
+        false,
+    )?;
+    let digest = shared
+        .context_digest(
+            Some(name),
+            std::slice::from_ref(&pattern),
+            &[],
+            false,
+            &sources,
+        )?
+        .to_string();
+    if sources.len() != 1 {
+        return Err(BuildError::Internal(format!(
+            "context {name}: \".\" selected {} sources",
+            sources.len()
+        )));
+    }
+    let source = sources.remove(0);
+    let description = format!("[context {name}] load from client");
+    context_layer(
+        ctx,
+        Some(name),
+        &source,
+        &digest,
+        &pattern,
+        &description,
+        state,
+    )
+}
+
+/// Adds to `state` the layer of the context's `source` (a cached one when
+/// the cache has it).
+fn context_layer(
+    ctx: &StepContext<'_, '_>,
+    context: Option<&str>,
+    source: &Source,
+    digest: &str,
+    pattern: &str,
+    description: &str,
+    state: &mut StageState,
+) -> Result<(), BuildError> {
+    let shared = ctx.shared;
     let op = Op::ContextSnapshot(ContextSnapshotOp {
         pattern: pattern.to_owned(),
         digest: digest.to_owned(),
     });
     let key = op.key()?;
-    let mut state = scratch_state(&kiln_parser::values::Platform::host());
     if let Some(record) = shared.cache.get(&key)? {
         ctx.apply_cached(
-            &mut state,
+            state,
             &record,
-            history_for(description, &shared.created),
+            history_for(description.to_owned(), &shared.created),
         )?;
     } else {
         let upper = ctx.temp_dir("context-")?;
@@ -617,14 +686,10 @@ fn context_snapshot(
             &CopyOptions::default(),
         )?;
         drop(root);
-        let history = history_for(description.clone(), &shared.created);
-        ctx.commit_upper(&mut state, &upper, &key, &op, &description, history)?;
+        let history = history_for(description.to_owned(), &shared.created);
+        ctx.commit_upper(state, &upper, &key, &op, description, history)?;
     }
-    match state.layers.last() {
-        Some(layer) => Ok((layer.snapshot.path.clone(), path)),
-        // An empty directory makes no layer.
-        None => Ok((ctx.temp_dir("empty-")?, path)),
-    }
+    Ok(())
 }
 
 fn make_cache(
