@@ -353,7 +353,11 @@ fn load_layout_inner(
         .at(store.tmp_dir())?;
     let mut files = HashMap::new();
     let mut stage_path = |path: String, number: usize| -> Result<(), StoreError> {
-        let fd = root.open_at(&path, OFlag::O_RDONLY).at(dir.join(&path))?;
+        // O_NONBLOCK: a FIFO or device of that name must not block the
+        // open; only regular files are read.
+        let fd = root
+            .open_at(&path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
+            .at(dir.join(&path))?;
         let mut file = File::from(fd);
         let meta = file.metadata().at(dir.join(&path))?;
         if !meta.is_file() {
