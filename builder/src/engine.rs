@@ -22,7 +22,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kiln_parser::plan::{
     self, Base, BaseConfig, BaseImages, NetworkMode, Plan, PlanOptions, PlannedStage, Step,
@@ -116,6 +116,28 @@ pub struct BuildOptions {
     /// Records read from `--cache-from`: a step the local cache misses
     /// is looked up there, and its layer fetched only when needed.
     pub cache_import: Option<Arc<crate::cache::share::CacheImport>>,
+    /// `--build-context` values, by name as [`plan::context_name`] gives it.
+    pub contexts: BTreeMap<String, NamedContextInput>,
+}
+
+/// A `--build-context NAME=VALUE` as the CLI resolved it.
+#[derive(Debug, Clone)]
+pub enum NamedContextInput {
+    /// A local directory, opened with its own `.dockerignore`.
+    Local(BuildContext),
+    /// `docker-image://REF`: the normalised reference, used (and pulled)
+    /// as `FROM` uses an image.
+    Image(String),
+    /// `oci-layout://DIR[:TAG|@DIGEST]`: loaded into the store (untagged)
+    /// before planning.
+    OciLayout {
+        /// The layout directory.
+        dir: PathBuf,
+        /// Which of its images.
+        selector: kiln_store::archive::LayoutSelector,
+        /// The value as given, for messages.
+        value: String,
+    },
 }
 
 /// Where a build gets the base images the store lacks (the CLI pulls them
@@ -197,6 +219,8 @@ struct StoreBases<'a> {
     fetcher: Option<&'a dyn BaseImageFetcher>,
     pull_always: bool,
     fetched: Mutex<HashMap<String, Result<(), String>>>,
+    /// Images of `oci-layout://` contexts, already loaded: never pulled.
+    local: Vec<String>,
 }
 
 impl StoreBases<'_> {
@@ -206,6 +230,9 @@ impl StoreBases<'_> {
         let Some(fetcher) = self.fetcher else {
             return Ok(());
         };
+        if self.local.iter().any(|r| r == reference) {
+            return Ok(());
+        }
         let mut done = self
             .fetched
             .lock()
@@ -255,6 +282,9 @@ struct Shared<'a> {
     /// ([`Shared::context_digest`]): the context is read once per build
     /// however many steps and stages select the same files.
     context_digests: Mutex<HashMap<String, Digest>>,
+    /// The stat caches of the named local contexts, by name: kept for
+    /// this build only.
+    named_stat_caches: HashMap<String, Mutex<StatCache>>,
     /// Temporary directory of this build (removed at the end).
     tmp: PathBuf,
     results: Vec<OnceLock<Arc<StageState>>>,
@@ -366,12 +396,14 @@ impl Shared<'_> {
     /// a bind mount of the same files), with the persistent stat cache.
     fn context_digest(
         &self,
+        context: Option<&str>,
         patterns: &[String],
         excludes: &[String],
         parents: bool,
         sources: &[crate::context::Source],
     ) -> Result<Digest, BuildError> {
-        let mut selection = String::new();
+        // Each context has its own selections (a name cannot hold `\0`).
+        let mut selection = context.map_or_else(String::new, |name| format!("{name}\0"));
         for pattern in patterns {
             selection.push_str(pattern);
             selection.push('\0');
@@ -393,8 +425,12 @@ impl Shared<'_> {
         }
         let reading = Instant::now();
         let digest = {
-            let mut cache = self.stat_cache.lock().map_err(|_| lock_error())?;
-            self.options.context.digest_sources(sources, &mut cache)?
+            let mut cache = self
+                .stat_cache_of(context)?
+                .lock()
+                .map_err(|_| lock_error())?;
+            self.local_context(context)?
+                .digest_sources(sources, &mut cache)?
         };
         log::debug!(
             "context read for {} in {:?}",
@@ -412,13 +448,37 @@ impl Shared<'_> {
     /// of their content (for `--explain`), read through the stat cache.
     fn context_listing(
         &self,
+        context: Option<&str>,
         sources: &[crate::context::Source],
     ) -> Result<Vec<SourceFile>, BuildError> {
         let mut cache = self
-            .stat_cache
+            .stat_cache_of(context)?
             .lock()
             .map_err(|_| BuildError::Internal("stat cache lock".to_owned()))?;
-        self.options.context.list_sources(sources, &mut cache)
+        self.local_context(context)?
+            .list_sources(sources, &mut cache)
+    }
+
+    /// The build context (`None`) or the named local context `name`.
+    fn local_context(&self, name: Option<&str>) -> Result<&BuildContext, BuildError> {
+        match name {
+            None => Ok(&self.options.context),
+            Some(name) => match self.options.contexts.get(name) {
+                Some(NamedContextInput::Local(context)) => Ok(context),
+                _ => Err(BuildError::Internal(format!(
+                    "no local build context named {name}"
+                ))),
+            },
+        }
+    }
+
+    fn stat_cache_of(&self, context: Option<&str>) -> Result<&Mutex<StatCache>, BuildError> {
+        match context {
+            None => Ok(&self.stat_cache),
+            Some(name) => self.named_stat_caches.get(name).ok_or_else(|| {
+                BuildError::Internal(format!("no local build context named {name}"))
+            }),
+        }
     }
 
     /// Starts making the networks RUN steps will use (once): when the
@@ -484,11 +544,42 @@ fn build_once(
     let loading = std::thread::Builder::new()
         .name("stat-cache".to_owned())
         .spawn(move || load_stat_cache(stat_cache_path.as_deref()));
+    let mut contexts = BTreeMap::new();
+    let mut local = Vec::new();
+    for (name, input) in &options.contexts {
+        let context = match input {
+            NamedContextInput::Local(_) => plan::NamedContext::Local,
+            NamedContextInput::Image(reference) => plan::NamedContext::Image {
+                reference: reference.clone(),
+            },
+            NamedContextInput::OciLayout {
+                dir,
+                selector,
+                value,
+            } => {
+                // Loaded before planning, which reads the image's config.
+                let _loading = PhaseTimer::start(reporter, started, None, None, "load oci layout");
+                let image =
+                    kiln_store::archive::load_layout(store, dir, selector).map_err(|e| {
+                        BuildError::NamedContext {
+                            name: name.clone(),
+                            value: value.clone(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                let reference = image.id.to_string();
+                local.push(reference.clone());
+                plan::NamedContext::Image { reference }
+            }
+        };
+        contexts.insert(name.clone(), context);
+    }
     let bases = StoreBases {
         store,
         fetcher: options.fetcher.as_deref(),
         pull_always: options.pull_always,
         fetched: Mutex::new(HashMap::new()),
+        local,
     };
     let plan_options = PlanOptions {
         build_args: options.build_args.clone(),
@@ -496,6 +587,7 @@ fn build_once(
         target_platform: None,
         build_platform: None,
         base_images: Some(&bases),
+        contexts,
     };
     // Planning asks for the bases' configs, so it includes their pulls.
     let planning = PhaseTimer::start(reporter, started, None, None, "plan");
@@ -563,6 +655,12 @@ fn build_once(
         cache: BuildCache::new(store),
         stat_cache: Mutex::new(stat_cache),
         context_digests: Mutex::new(HashMap::new()),
+        named_stat_caches: options
+            .contexts
+            .iter()
+            .filter(|(_, c)| matches!(c, NamedContextInput::Local(_)))
+            .map(|(name, _)| (name.clone(), Mutex::new(StatCache::new())))
+            .collect(),
         tmp: tmp.path().to_owned(),
         results: plan.stages.iter().map(|_| OnceLock::new()).collect(),
         next_step: AtomicUsize::new(1),
@@ -1086,7 +1184,9 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         .ok_or_else(|| BuildError::Internal(format!("no stage {index}")))?;
     let platform = stage.platform.clone().unwrap_or_else(Platform::host);
     let mut state = match &stage.base {
-        Base::Scratch => scratch_state(&platform),
+        // A local context's files are added once the FROM step is
+        // reported (below).
+        Base::Scratch | Base::Context { .. } => scratch_state(&platform),
         Base::Stage { index } => {
             let base = stage_result(shared, *index)?;
             let mut inherited = (*base).clone();
@@ -1135,7 +1235,7 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
     let base_kind = match &stage.base {
         Base::Image { .. } => BaseKind::Image,
         Base::Stage { .. } => BaseKind::Stage,
-        Base::Scratch => BaseKind::Scratch,
+        Base::Scratch | Base::Context { .. } => BaseKind::Scratch,
     };
     if let Some(history) = &shared.history
         && base_kind == BaseKind::Image
@@ -1148,15 +1248,47 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
             reason,
         });
     }
+    let from_started = Instant::now();
+    if let Base::Context { name } = &stage.base {
+        let ctx = StepContext {
+            shared,
+            id: from_id,
+            stage: index,
+            use_cache,
+            identity: StepIdentity {
+                stage: stage_id.clone(),
+                position: 1,
+                instruction: stage.from_code.clone(),
+            },
+            name: from_name(stage, plan),
+            previous_ran: false,
+            base: base_kind,
+        };
+        if let Err(error) = run_mounts::context_base(&ctx, name, &mut state) {
+            let error = error.at(step_location(
+                shared.options,
+                plan,
+                stage,
+                stage.span,
+                &stage.from_code,
+                false,
+            ));
+            shared.reporter.report(Event::StepFailed {
+                id: from_id,
+                error: error.to_string(),
+            });
+            return Err(error);
+        }
+    }
     shared.reporter.report(Event::StepTimed {
         id: from_id,
         stage: index,
-        start: shared.started.elapsed(),
-        duration: Duration::ZERO,
+        start: from_started.saturating_duration_since(shared.started),
+        duration: from_started.elapsed(),
     });
     shared.reporter.report(Event::StepDone {
         id: from_id,
-        duration: Duration::ZERO,
+        duration: from_started.elapsed(),
     });
     let mut position = 1;
     let mut previous_ran = false;
@@ -1258,6 +1390,7 @@ fn from_name(stage: &PlannedStage, plan: &Plan) -> String {
     match &stage.base {
         Base::Scratch => "FROM scratch".to_owned(),
         Base::Image { reference } => format!("FROM {reference}"),
+        Base::Context { name } => format!("[context {name}] load from client"),
         Base::Stage { index } => format!(
             "FROM {}",
             plan.stages

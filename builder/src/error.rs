@@ -19,6 +19,16 @@ pub enum BuildError {
         /// The context path as given.
         path: PathBuf,
     },
+    /// A `--build-context` could not be used.
+    #[error("invalid --build-context \"{name}={value}\": {message}")]
+    NamedContext {
+        /// Its name.
+        name: String,
+        /// Its value as given.
+        value: String,
+        /// What went wrong, with the cause.
+        message: String,
+    },
     /// The context path exists but is not a directory.
     #[error("unable to prepare context: {:?} is not a directory", path.display().to_string())]
     ContextNotDirectory {

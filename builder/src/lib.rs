@@ -17,7 +17,8 @@ pub mod progress;
 
 pub use context::{BuildContext, FileType, Source, SourceFile, StatCache};
 pub use engine::{
-    BaseImageFetcher, BuildOptions, BuildOutcome, Entitlements, build, cancel, is_cancelled,
+    BaseImageFetcher, BuildOptions, BuildOutcome, Entitlements, NamedContextInput, build, cancel,
+    is_cancelled,
 };
 pub use error::{BuildError, StepLocation};
 pub use executor::{Executor, RuntimeExecutor};

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use kiln_builder::{BuildContext, BuildOptions};
+use kiln_builder::{BuildContext, BuildOptions, NamedContextInput};
 use kiln_store::archive::SaveFormat;
 use kiln_store::archive::save::SaveRequest;
 use kiln_store::layer::Compression;
@@ -115,6 +115,11 @@ pub struct BuildArgs {
     /// (OS/ARCH[/VARIANT])
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
+    /// An additional named context for `FROM NAME`, `COPY --from=NAME` and
+    /// `RUN --mount=from=NAME`: a directory, `docker-image://REF` or
+    /// `oci-layout://DIR[:TAG|@DIGEST]`; may repeat
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     /// The build context: a directory, or `-` for a tar archive (or a
     /// Dockerfile) on stdin
     #[arg(value_name = "CONTEXT")]
@@ -496,6 +501,111 @@ fn ignore_patterns(dockerfile: &Dockerfile, context: &Path) -> anyhow::Result<Ve
     Ok(Vec::new())
 }
 
+/// Parses `--build-context NAME=VALUE` values as buildx does: the name
+/// normalised as an image reference (familiar, without `:latest`); the
+/// value `docker-image://REF`, `oci-layout://DIR[:TAG|@DIGEST]` (tag
+/// `latest` by default), or a local directory, checked now even if no
+/// instruction uses it. A later value for the same name wins.
+fn parse_build_contexts(values: &[String]) -> anyhow::Result<BTreeMap<String, NamedContextInput>> {
+    let mut contexts = BTreeMap::new();
+    for given in values {
+        let invalid =
+            |message: String| anyhow::anyhow!("invalid --build-context {given:?}: {message}");
+        let Some((name, value)) = given.split_once('=') else {
+            return Err(invalid("expected NAME=VALUE".to_owned()));
+        };
+        let name = kiln_parser::plan::context_name(name)
+            .map_err(|e| invalid(format!("invalid context name {name:?}: {e}")))?;
+        let input = if let Some(reference) = value.strip_prefix("docker-image://") {
+            if reference == "scratch" {
+                return Err(invalid(
+                    "docker-image://scratch is not supported by kiln yet".to_owned(),
+                ));
+            }
+            let reference = parse_reference(reference).map_err(|e| invalid(format!("{e:#}")))?;
+            NamedContextInput::Image(reference.to_string())
+        } else if let Some(layout) = value.strip_prefix("oci-layout://") {
+            // buildx splits at the first `@`, then at the first `:`.
+            let (path, digest) = match layout.split_once('@') {
+                Some((path, digest)) => (path, Some(digest)),
+                None => (layout, None),
+            };
+            let (path, tag) = path.split_once(':').unwrap_or((path, "latest"));
+            let selector = match digest {
+                Some(digest) => kiln_store::archive::LayoutSelector::Digest(
+                    kiln_reference::Digest::parse(digest)
+                        .map_err(|e| invalid(format!("invalid digest {digest:?}: {e}")))?,
+                ),
+                None => kiln_store::archive::LayoutSelector::Tag(tag.to_owned()),
+            };
+            let dir = PathBuf::from(path);
+            if !dir.join("index.json").is_file() {
+                return Err(invalid(format!(
+                    "{path:?} is not an OCI image layout directory (no index.json)"
+                )));
+            }
+            NamedContextInput::OciLayout {
+                dir,
+                selector,
+                value: value.to_owned(),
+            }
+        } else if let Some((scheme, _)) = value.split_once("://").filter(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        }) {
+            return Err(invalid(format!(
+                "{scheme}:// contexts are not supported by kiln (only a directory, docker-image:// and oci-layout://)"
+            )));
+        } else if value.starts_with("git@")
+            || value.starts_with("target:")
+            || value.starts_with("input:")
+        {
+            return Err(invalid(
+                "git, target: and input: contexts are not supported by kiln (only a directory, docker-image:// and oci-layout://)".to_owned(),
+            ));
+        } else {
+            let dir = PathBuf::from(value);
+            match fs::metadata(&dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => return Err(invalid(format!("{value:?} is not a directory"))),
+                Err(e) => return Err(invalid(format!("cannot use directory {value:?}: {e}"))),
+            }
+            let patterns = context_ignore_patterns(&dir)?;
+            NamedContextInput::Local(
+                BuildContext::open(&dir, &patterns).map_err(|e| invalid(e.to_string()))?,
+            )
+        };
+        contexts.insert(name, input);
+    }
+    Ok(contexts)
+}
+
+/// A named local context's own `.dockerignore` (BuildKit reads it from
+/// the context, never through a symlink leaving it).
+fn context_ignore_patterns(dir: &Path) -> anyhow::Result<Vec<String>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join(".dockerignore");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path);
+    let mut text = String::new();
+    match file {
+        Ok(mut file) => {
+            file.read_to_string(&mut text)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    kiln_parser::dockerignore::parse_ignore_file(&text)
+        .with_context(|| format!("invalid {}", path.display()))
+}
+
 /// Whether `head` starts a tar archive (the `ustar` magic at 257).
 fn looks_like_tar(head: &[u8]) -> bool {
     head.get(257..262) == Some(b"ustar")
@@ -670,6 +780,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("invalid --compression {other:?}: expected none, gzip or zstd")
         })?,
     };
+    let contexts = parse_build_contexts(&args.build_contexts)?;
     let mode = ProgressMode::from_flag(&args.progress)?.resolve(args.quiet);
     let epoch = source_date_epoch(&build_args)?;
     if args.context == "-" && args.file.as_deref() == Some("-") {
@@ -757,6 +868,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         explain: args.explain,
         executor: None,
         cache_import: cache_import.clone(),
+        contexts,
     };
     // What the store lists before the build: an image it already had is
     // not removed after a type=local|tar build.

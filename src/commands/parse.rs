@@ -137,6 +137,7 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
             .context("invalid --platform")?,
         build_platform: None,
         base_images: None,
+        contexts: BTreeMap::new(),
     };
     let plan = plan::plan(&df, &options)?;
     for warning in &plan.warnings {
@@ -238,6 +239,7 @@ fn source_label(plan: &Plan, source: &Source) -> String {
         Source::Stage { index } => stage_label(plan, *index),
         Source::Image { reference } => reference.clone(),
         Source::Scratch => "scratch".to_owned(),
+        Source::Context { name } => format!("context {name}"),
     }
 }
 
@@ -440,6 +442,7 @@ pub fn render_plan(
             Base::Scratch => "scratch".to_owned(),
             Base::Stage { index } => format!("stage {}", stage_label(plan, *index)),
             Base::Image { reference } => reference.clone(),
+            Base::Context { name } => format!("context {name}"),
         };
         let _ = write!(
             out,

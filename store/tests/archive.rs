@@ -7,7 +7,7 @@
 use std::io::{Cursor, Read as _};
 
 use kiln_store::archive::save::SaveRequest;
-use kiln_store::archive::{SaveFormat, load_archive, save_archive};
+use kiln_store::archive::{LayoutSelector, SaveFormat, load_archive, load_layout, save_archive};
 use kiln_store::digest::digest_bytes;
 use kiln_store::{Store, StoreError};
 use serde_json::json;
@@ -591,4 +591,91 @@ fn docker_save_checks_recorded_layer_sizes() {
             layer_bytes.len()
         )
     );
+}
+
+/// An OCI layout directory of two images tagged `one` and `two` (by
+/// `ref.name`), and the manifests.
+fn layout_dir() -> (TempDir, Vec<Vec<u8>>) {
+    let dir = TempDir::new().unwrap();
+    let layout = dir.path().join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        b"{\"imageLayoutVersion\":\"1.0.0\"}",
+    )
+    .unwrap();
+    let mut manifests = Vec::new();
+    let mut entries = Vec::new();
+    for tag in ["one", "two"] {
+        let layer = layer_tar(tag, tag.as_bytes());
+        let config = config_for(&[&layer]);
+        let manifest = oci_manifest(&config, &layer, "application/vnd.oci.image.layer.v1.tar");
+        for blob in [&layer, &config, &manifest] {
+            std::fs::write(blobs.join(hex(blob)), blob).unwrap();
+        }
+        entries.push(
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest_bytes(&manifest).to_string(), "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag}}),
+        );
+        manifests.push(manifest);
+    }
+    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": entries})).unwrap();
+    std::fs::write(layout.join("index.json"), index).unwrap();
+    (dir, manifests)
+}
+
+#[test]
+fn loads_one_image_of_a_layout_directory() {
+    let (dir, manifests) = layout_dir();
+    let layout = dir.path().join("layout");
+    let (_store_dir, store) = store();
+    let two = load_layout(&store, &layout, &LayoutSelector::Tag("two".to_owned())).unwrap();
+    assert_eq!(two.manifest_digest, digest_bytes(&manifests[1]));
+    assert!(two.tags.is_empty());
+    // Untagged, found by its ID.
+    let image = store.resolve(&two.id.to_string()).unwrap();
+    assert_eq!(image.manifest_digest, digest_bytes(&manifests[1]));
+    let one = load_layout(
+        &store,
+        &layout,
+        &LayoutSelector::Digest(digest_bytes(&manifests[0])),
+    )
+    .unwrap();
+    assert_eq!(one.manifest_digest, digest_bytes(&manifests[0]));
+    // Two images and no such tag: which one is not guessed.
+    let error = load_layout(&store, &layout, &LayoutSelector::Tag("latest".to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no image tagged \"latest\""), "{error}");
+}
+
+#[test]
+fn a_layout_directory_is_read_inside_itself_and_checked() {
+    let (dir, manifests) = layout_dir();
+    let layout = dir.path().join("layout");
+    let blobs = layout.join("blobs/sha256");
+    // A blob that is a link out of the layout resolves inside it: the
+    // host file it names is never read, and the missing blob fails.
+    let outside = dir.path().join("outside");
+    let manifest = &manifests[0];
+    std::fs::write(&outside, manifest).unwrap();
+    let name = blobs.join(hex(manifest));
+    std::fs::remove_file(&name).unwrap();
+    std::os::unix::fs::symlink(&outside, &name).unwrap();
+    let (_store_dir, store) = store();
+    let error = load_layout(&store, &layout, &LayoutSelector::Tag("one".to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(&hex(manifest)), "{error}");
+    // A blob whose content does not match its name is refused.
+    std::fs::remove_file(&name).unwrap();
+    std::fs::write(&name, b"{}").unwrap();
+    let error = load_layout(&store, &layout, &LayoutSelector::Tag("two".to_owned())).unwrap_err();
+    assert!(
+        matches!(error, StoreError::DigestMismatch { .. }),
+        "{error}"
+    );
+    assert!(store.index().unwrap().manifests.is_empty());
 }

@@ -17,18 +17,27 @@ use crate::mounts::Mounted;
 use crate::ops::{CopyOp, FromSourcesOp, InlineFile, LinkOp, MkdirOp, Op, UrlInput};
 
 /// The stage or image a `--from` (or `RUN --mount from=`) names; `None`
-/// for the build context.
+/// for the build context or a named local context ([`local_context_name`]).
 pub(super) fn source_state(
     ctx: &StepContext<'_, '_>,
     source: Option<&Source>,
 ) -> Result<Option<Arc<StageState>>, BuildError> {
     match source {
-        None => Ok(None),
+        None | Some(Source::Context { .. }) => Ok(None),
         Some(Source::Stage { index }) => Ok(Some(stage_result(ctx.shared, *index)?)),
         Some(Source::Image { reference }) => Ok(Some(image_state(ctx.shared, reference)?)),
         Some(Source::Scratch) => Ok(Some(Arc::new(super::scratch_state(
             &kiln_parser::values::Platform::host(),
         )))),
+    }
+}
+
+/// The named local context a `--from` names (`None`: the build context,
+/// or not a local context).
+pub(super) fn local_context_name(source: Option<&Source>) -> Option<&str> {
+    match source {
+        Some(Source::Context { name }) => Some(name),
+        _ => None,
     }
 }
 
@@ -228,6 +237,8 @@ pub(super) fn copy_step(
     let (urls, locals): (Vec<&String>, Vec<&String>) =
         fc.sources.iter().partition(|s| fc.is_add && is_url(s));
     let from = source_state(ctx, fc.from.as_ref())?;
+    // A named local context is read as the build context is.
+    let context = local_context_name(fc.from.as_ref());
     let locals: Vec<String> = locals.into_iter().cloned().collect();
     // Another stage's (or image's) files are keyed by their content, as
     // BuildKit keys them, so a source stage that ran again with the same
@@ -263,7 +274,7 @@ pub(super) fn copy_step(
     let mounting_source = ctx.phase("mount source");
     let mut guards = Vec::new();
     let source_ctx = match &from {
-        None => shared.options.context.clone(),
+        None => shared.local_context(context)?.clone(),
         Some(state) if state.layers.is_empty() => {
             BuildContext::open_stage(&ctx.temp_dir("empty-")?)?
         }
@@ -287,7 +298,9 @@ pub(super) fn copy_step(
     let digesting = std::time::Instant::now();
     let digesting_phase = ctx.phase("context digest");
     let sources_digest = match &from {
-        None => Some(shared.context_digest(&locals, &fc.excludes, fc.parents, &sources)?),
+        None => {
+            Some(shared.context_digest(context, &locals, &fc.excludes, fc.parents, &sources)?)
+        }
         Some(_) if remembered.is_some() => remembered,
         Some(_) => {
             // Paths of a temporary mount: a cache of their own, dropped.
@@ -348,7 +361,7 @@ pub(super) fn copy_step(
         _ => None,
     };
     let files = match listed {
-        Some(digest) if ctx.explaining() => Some(keep_listing(shared, &sources, digest)?),
+        Some(digest) if ctx.explaining() => Some(keep_listing(shared, context, &sources, digest)?),
         _ => None,
     };
     ctx.explain(state, &op, files.as_deref())?;
@@ -422,8 +435,9 @@ pub(super) fn copy_step(
     let copying_phase = ctx.phase("copy");
     let (copied, listing) = std::thread::scope(|scope| {
         let sources = &sources;
-        let listing = listed_later
-            .map(|digest| scope.spawn(move || keep_listing(shared, sources, digest).map(drop)));
+        let listing = listed_later.map(|digest| {
+            scope.spawn(move || keep_listing(shared, context, sources, digest).map(drop))
+        });
         let copied = if let Some(lineage) = &lineage {
             let judge = |file: &fileops::PlannedFile<'_>| reuse::reusable(lineage, file);
             fileops::copy_sources_reusing(
@@ -506,10 +520,11 @@ pub(super) fn copy_step(
 /// keeps the listing in the cache for a later `--explain`.
 fn keep_listing(
     shared: &super::Shared<'_>,
+    context: Option<&str>,
     sources: &[crate::context::Source],
     digest: &Digest,
 ) -> Result<Vec<crate::context::SourceFile>, BuildError> {
-    let listing = shared.context_listing(sources)?;
+    let listing = shared.context_listing(context, sources)?;
     shared.cache.put_source_files(digest, &listing)?;
     Ok(listing)
 }

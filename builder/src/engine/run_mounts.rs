@@ -36,7 +36,7 @@ use kiln_runtime::Mount;
 use nix::fcntl::OFlag;
 
 use super::config::history_for;
-use super::files::{mount_readonly, source_state};
+use super::files::{local_context_name, mount_readonly, source_state};
 use super::{StageState, StepContext, scratch_state};
 use crate::context::{BuildContext, Source};
 use crate::error::BuildError;
@@ -82,8 +82,10 @@ enum BindSource {
         path: String,
         from: String,
     },
-    /// `source=` inside the build context, as COPY would select it.
+    /// `source=` inside the build context (or a named local context,
+    /// `context`), as COPY would select it.
     Context {
+        context: Option<String>,
         source: Source,
         digest: String,
         pattern: String,
@@ -166,7 +168,8 @@ pub(super) fn plan(
             let writable = !m.read_only;
             let (source, key) = match source_state(ctx, mount.source.as_ref())? {
                 None => {
-                    let context = &ctx.shared.options.context;
+                    let name = local_context_name(mount.source.as_ref());
+                    let context = ctx.shared.local_context(name)?;
                     let pattern = if rel.is_empty() { ".".to_owned() } else { rel };
                     let mut sources = context
                         .resolve_sources(std::slice::from_ref(&pattern), &[], false)
@@ -174,7 +177,7 @@ pub(super) fn plan(
                             BuildError::SourceNotFound { .. } => BuildError::MountSource {
                                 kind: "bind",
                                 path: pattern.clone(),
-                                from: "the build context".to_owned(),
+                                from: describe(ctx, mount.source.as_ref()),
                                 cause: None,
                             },
                             other => other,
@@ -187,7 +190,7 @@ pub(super) fn plan(
                     }
                     let digest = ctx
                         .shared
-                        .context_digest(std::slice::from_ref(&pattern), &[], false, &sources)?
+                        .context_digest(name, std::slice::from_ref(&pattern), &[], false, &sources)?
                         .to_string();
                     let key = MountInput::Bind {
                         target: target.clone(),
@@ -199,6 +202,7 @@ pub(super) fn plan(
                     let source = sources.remove(0);
                     (
                         BindSource::Context {
+                            context: name.map(str::to_owned),
                             source,
                             digest,
                             pattern,
@@ -308,6 +312,7 @@ fn describe(ctx: &StepContext<'_, '_>, source: Option<&PlanSource>) -> String {
         },
         Some(PlanSource::Image { reference }) => format!("image {reference}"),
         Some(PlanSource::Scratch) => "scratch".to_owned(),
+        Some(PlanSource::Context { name }) => format!("context {name}"),
     }
 }
 
@@ -481,12 +486,18 @@ pub(super) fn make(
                     }
                 }
                 BindSource::Context {
+                    context,
                     source,
                     digest,
                     pattern,
                 } => {
-                    let (root, path) = context_snapshot(ctx, &source, &digest, &pattern)?;
-                    (root, path, "the build context".to_owned())
+                    let (root, path) =
+                        context_snapshot(ctx, context.as_deref(), &source, &digest, &pattern)?;
+                    let from = match context {
+                        None => "the build context".to_owned(),
+                        Some(name) => format!("context {name}"),
+                    };
+                    (root, path, from)
                 }
             };
             let root = Root::open(&root).map_err(|e| BuildError::io(&root, e))?;
@@ -573,30 +584,100 @@ fn stage_source(
 /// snapshot's root and the path of the source in it.
 fn context_snapshot(
     ctx: &StepContext<'_, '_>,
+    context: Option<&str>,
     source: &Source,
     digest: &str,
     pattern: &str,
 ) -> Result<(PathBuf, String), BuildError> {
-    let shared = ctx.shared;
     let path = format!("/{}", source.dest);
     let description = format!("context for RUN --mount source {pattern}");
+    let mut state = scratch_state(&kiln_parser::values::Platform::host());
+    context_layer(
+        ctx,
+        context,
+        source,
+        digest,
+        pattern,
+        &description,
+        &mut state,
+    )?;
+    match ctx.shared.snapshots(&state)?.pop() {
+        Some(snapshot) => Ok((snapshot.path, path)),
+        // An empty directory makes no layer.
+        None => Ok((ctx.temp_dir("empty-")?, path)),
+    }
+}
+
+/// `FROM NAME` of a named local context: `state` (scratch) gets the
+/// whole context as COPY selects it, as one layer keyed by its content.
+pub(super) fn context_base(
+    ctx: &StepContext<'_, '_>,
+    name: &str,
+    state: &mut StageState,
+) -> Result<(), BuildError> {
+    let shared = ctx.shared;
+    let pattern = ".".to_owned();
+    let mut sources = shared.local_context(Some(name))?.resolve_sources(
+        std::slice::from_ref(&pattern),
+        &[],
+        false,
+    )?;
+    let digest = shared
+        .context_digest(
+            Some(name),
+            std::slice::from_ref(&pattern),
+            &[],
+            false,
+            &sources,
+        )?
+        .to_string();
+    if sources.len() != 1 {
+        return Err(BuildError::Internal(format!(
+            "context {name}: \".\" selected {} sources",
+            sources.len()
+        )));
+    }
+    let source = sources.remove(0);
+    let description = format!("[context {name}] load from client");
+    context_layer(
+        ctx,
+        Some(name),
+        &source,
+        &digest,
+        &pattern,
+        &description,
+        state,
+    )
+}
+
+/// Adds to `state` the layer of the context's `source` (a cached one when
+/// the cache has it).
+fn context_layer(
+    ctx: &StepContext<'_, '_>,
+    context: Option<&str>,
+    source: &Source,
+    digest: &str,
+    pattern: &str,
+    description: &str,
+    state: &mut StageState,
+) -> Result<(), BuildError> {
+    let shared = ctx.shared;
     let op = Op::ContextSnapshot(ContextSnapshotOp {
         pattern: pattern.to_owned(),
         digest: digest.to_owned(),
     });
     let key = op.key()?;
-    let mut state = scratch_state(&kiln_parser::values::Platform::host());
     if let Some(record) = shared.cache.get(&key)? {
         ctx.apply_cached(
-            &mut state,
+            state,
             &record,
-            history_for(description, &shared.created),
+            history_for(description.to_owned(), &shared.created),
         )?;
     } else {
         let upper = ctx.temp_dir("context-")?;
         let root = Root::open(&upper).map_err(|e| BuildError::io(&upper, e))?;
         fileops::copy_sources(
-            &shared.options.context,
+            shared.local_context(context)?,
             std::slice::from_ref(source),
             &root,
             "/",
@@ -604,14 +685,10 @@ fn context_snapshot(
             &CopyOptions::default(),
         )?;
         drop(root);
-        let history = history_for(description.clone(), &shared.created);
-        ctx.commit_upper(&mut state, &upper, &key, &op, &description, history)?;
+        let history = history_for(description.to_owned(), &shared.created);
+        ctx.commit_upper(state, &upper, &key, &op, description, history)?;
     }
-    match shared.snapshots(&state)?.pop() {
-        Some(snapshot) => Ok((snapshot.path, path)),
-        // An empty directory makes no layer.
-        None => Ok((ctx.temp_dir("empty-")?, path)),
-    }
+    Ok(())
 }
 
 fn make_cache(

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::graph::{Graph, Source, instruction_sources, stage_label};
+use super::graph::{Contexts, Graph, Source, instruction_sources, stage_label};
 use super::{
     BaseConfig, DEFAULT_PATH, Environment, FileCopy, InlineFile, PlanOptions, PlannedMount,
     PlannedStage, Step, StepKind,
@@ -268,10 +268,14 @@ impl<'a> Planner<'a> {
                 .cloned()
                 .unwrap_or(Base::Scratch);
             let mut steps = Vec::new();
+            let replaced = self.graph.replaced.get(stage.index).cloned().flatten();
             if is_needed {
                 let mut scope = self.initial_scope(&base, &scopes);
+                // A stage a named context replaces runs nothing: its
+                // scope is its base's.
+                let run = replaced.is_none();
                 let stage_triggers = triggers.get(&stage.index).cloned().unwrap_or_default();
-                for (instruction, sources) in &stage_triggers {
+                for (instruction, sources) in stage_triggers.iter().filter(|_| run) {
                     steps.push(self.step(
                         stages,
                         stage,
@@ -282,7 +286,8 @@ impl<'a> Planner<'a> {
                         true,
                     )?);
                 }
-                for (position, instruction) in stage.instructions.iter().enumerate() {
+                for (position, instruction) in stage.instructions.iter().enumerate().filter(|_| run)
+                {
                     let sources = self.sources_of(stage.index, position);
                     steps.push(self.step(
                         stages,
@@ -319,6 +324,7 @@ impl<'a> Planner<'a> {
                 platform: self.graph.platforms.get(stage.index).cloned().flatten(),
                 dependencies,
                 needed: is_needed,
+                context: replaced,
                 from_code: stage.from.code.clone(),
                 span: stage.from.span,
                 steps,
@@ -362,6 +368,10 @@ impl<'a> Planner<'a> {
                 let Some(stage) = stages.get(index) else {
                     continue;
                 };
+                if self.graph.replaced.get(index).is_some_and(Option::is_some) {
+                    out.insert(index, Vec::new());
+                    continue;
+                }
                 let expressions: Vec<String> = match self.graph.bases.get(index) {
                     Some(Base::Stage { index: base }) => stages
                         .get(*base)
@@ -398,7 +408,12 @@ impl<'a> Planner<'a> {
                     instruction.start_line = stage.from.start_line;
                     instruction.end_line = stage.from.end_line;
                     let mut sources = BTreeMap::new();
-                    for edge in instruction_sources(self.df, stages, &instruction)? {
+                    for edge in instruction_sources(
+                        self.df,
+                        stages,
+                        Contexts(&self.options.contexts),
+                        &instruction,
+                    )? {
                         let (source, kind) = (edge.source, edge.kind);
                         sources.insert(edge.mount, source.clone());
                         self.graph.deps[index].push(super::Dependency {
@@ -424,7 +439,7 @@ impl<'a> Planner<'a> {
     fn initial_scope(&self, base: &Base, scopes: &[Option<Scope>]) -> Scope {
         let mut scope = match base {
             Base::Stage { index } => scopes.get(*index).cloned().flatten().unwrap_or_default(),
-            Base::Scratch => Scope {
+            Base::Scratch | Base::Context { .. } => Scope {
                 env_known: true,
                 ..Scope::default()
             },

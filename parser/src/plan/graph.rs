@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use super::Environment;
 use super::expand::expand_word;
+use super::{Environment, NamedContext};
 use crate::ast::{Dockerfile, Warning};
 use crate::error::{Error, ErrorKind};
 use crate::instructions::{Instruction, InstructionKind, Stage};
@@ -30,6 +30,11 @@ pub enum Base {
         /// Normalised reference (`docker.io/library/alpine:latest`).
         reference: String,
     },
+    /// A local directory given with `--build-context NAME=DIR`.
+    Context {
+        /// The context's name.
+        name: String,
+    },
 }
 
 /// Where `COPY --from` or `RUN --mount from=` takes files from.
@@ -48,6 +53,11 @@ pub enum Source {
     },
     /// `scratch`: nothing.
     Scratch,
+    /// A local directory given with `--build-context NAME=DIR`.
+    Context {
+        /// The context's name.
+        name: String,
+    },
 }
 
 /// Why one stage needs another stage or an image.
@@ -84,6 +94,63 @@ pub(crate) struct Graph {
     /// Resolved `--from` sources per (stage, instruction index): key
     /// `None` for `COPY --from`, `Some(i)` for the i-th mount.
     pub sources: HashMap<(usize, usize), BTreeMap<Option<usize>, Source>>,
+    /// Per stage, the named context that replaces it (its instructions
+    /// are not run).
+    pub replaced: Vec<Option<String>>,
+}
+
+/// The `--build-context` values of a build, by normalised name.
+#[derive(Clone, Copy)]
+pub(crate) struct Contexts<'a>(pub &'a BTreeMap<String, NamedContext>);
+
+impl<'a> Contexts<'a> {
+    /// The context `name` (a stage name, image reference or `--from`
+    /// value) selects, as BuildKit's `NamedContext` looks it up: by the
+    /// familiar form of the reference without `:latest`; `scratch` and
+    /// `context` never name one.
+    fn lookup(self, name: &str) -> Option<(String, &'a NamedContext)> {
+        if self.0.is_empty()
+            || name.eq_ignore_ascii_case("scratch")
+            || name.eq_ignore_ascii_case("context")
+        {
+            return None;
+        }
+        let key = context_name(name).ok()?;
+        self.0.get(&key).map(|c| (key, c))
+    }
+
+    fn base(self, name: &str) -> Option<(String, Base)> {
+        self.lookup(name).map(|(key, c)| {
+            let base = match c {
+                NamedContext::Image { reference } => Base::Image {
+                    reference: reference.clone(),
+                },
+                NamedContext::Local => Base::Context { name: key.clone() },
+            };
+            (key, base)
+        })
+    }
+
+    fn source(self, name: &str) -> Option<Source> {
+        self.lookup(name).map(|(key, c)| match c {
+            NamedContext::Image { reference } => Source::Image {
+                reference: reference.clone(),
+            },
+            NamedContext::Local => Source::Context { name: key },
+        })
+    }
+}
+
+/// The name a `--build-context NAME=...` is known by, as buildx and
+/// BuildKit normalise it: parsed as an image reference (so lowercase),
+/// in its familiar form, without `:latest` (`docker.io/library/alpine:latest`
+/// and `alpine` are both `alpine`).
+pub fn context_name(name: &str) -> Result<String, String> {
+    let reference = parse_normalized_named(name).map_err(|e| e.to_string())?;
+    let familiar = reference.familiar_string();
+    Ok(familiar
+        .strip_suffix(":latest")
+        .map_or_else(|| familiar.clone(), str::to_owned))
 }
 
 /// The display name BuildKit uses in messages: the name or `stage-N`.
@@ -97,6 +164,7 @@ pub(crate) fn stage_label(stage: &Stage) -> String {
 pub(crate) fn resolve_source(
     df: &Dockerfile,
     stages: &[Stage],
+    contexts: Contexts<'_>,
     value: &str,
     span: Span,
 ) -> Result<Source, Error> {
@@ -123,7 +191,12 @@ pub(crate) fn resolve_source(
     if value == "scratch" {
         return Ok(Source::Scratch);
     }
-    image_reference(df, value, span).map(|reference| Source::Image { reference })
+    // BuildKit parses the name as an image reference before it looks for
+    // a named context of that name.
+    let reference = image_reference(df, value, span)?;
+    Ok(contexts
+        .source(value)
+        .unwrap_or(Source::Image { reference }))
 }
 
 /// `reference.ParseNormalizedNamed` then `TagNameOnly`.
@@ -149,6 +222,7 @@ impl Graph {
         df: &Dockerfile,
         stages: &[Stage],
         globals: &Environment,
+        contexts: Contexts<'_>,
         warnings: &mut Vec<Warning>,
     ) -> Result<Graph, Error> {
         let lexer = Lexer::new(df.escape);
@@ -157,6 +231,7 @@ impl Graph {
             platforms: Vec::new(),
             deps: vec![Vec::new(); stages.len()],
             sources: HashMap::new(),
+            replaced: vec![None; stages.len()],
         };
         for stage in stages {
             let Some(from) = stage.from_args() else {
@@ -174,18 +249,31 @@ impl Graph {
                     .expecting("an image name (is a build argument unset?)"));
             }
             let name = expanded.value;
+            // A named context of the stage's name replaces the whole
+            // stage (BuildKit's `buildDispatchStates`): its base is the
+            // context and its instructions are not run.
+            let replacement = stage.name().and_then(|n| contexts.base(n));
             // BuildKit matches the expanded name against earlier stage
             // names exactly (stage names are stored lowercase).
             let earlier = stages
                 .iter()
                 .take(stage.index)
                 .find(|s| s.name() == Some(name.as_str()));
-            let base = if let Some(earlier) = earlier {
+            let base = if let Some((context, base)) = replacement {
+                graph.replaced[stage.index] = Some(context);
+                base
+            } else if let Some(earlier) = earlier {
                 Base::Stage {
                     index: earlier.index,
                 }
             } else if name == "scratch" {
                 Base::Scratch
+            } else if let Some((_, base)) = image_reference(df, &name, from.image.span)
+                .ok()
+                .and_then(|_| contexts.base(&name))
+            {
+                // `FROM alpine` with `--build-context alpine=...`.
+                base
             } else {
                 if let Some(later) = stages
                     .iter()
@@ -251,13 +339,16 @@ impl Graph {
             graph.platforms.push(platform);
         }
         for stage in stages {
+            if graph.replaced[stage.index].is_some() {
+                continue;
+            }
             for (position, instruction) in stage.instructions.iter().enumerate() {
                 for Edge {
                     mount,
                     source,
                     kind,
                     span,
-                } in instruction_sources(df, stages, instruction)?
+                } in instruction_sources(df, stages, contexts, instruction)?
                 {
                     graph
                         .sources
@@ -385,6 +476,7 @@ pub(crate) struct Edge {
 pub(crate) fn instruction_sources(
     df: &Dockerfile,
     stages: &[Stage],
+    contexts: Contexts<'_>,
     instruction: &Instruction,
 ) -> Result<Vec<Edge>, Error> {
     let mut out = Vec::new();
@@ -405,7 +497,7 @@ pub(crate) fn instruction_sources(
                     ));
                 }
                 if !from.value.is_empty() {
-                    let source = resolve_source(df, stages, &from.value, from.span)?;
+                    let source = resolve_source(df, stages, contexts, &from.value, from.span)?;
                     out.push(Edge {
                         mount: None,
                         source,
@@ -418,7 +510,7 @@ pub(crate) fn instruction_sources(
         InstructionKind::Run(run) => {
             for (i, mount) in run.mounts.iter().enumerate() {
                 if let Some(from) = &mount.from {
-                    let source = resolve_source(df, stages, from, mount.raw.span)?;
+                    let source = resolve_source(df, stages, contexts, from, mount.raw.span)?;
                     out.push(Edge {
                         mount: Some(i),
                         source,

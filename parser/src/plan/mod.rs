@@ -15,7 +15,7 @@ use serde::Serialize;
 pub use crate::instructions::Healthcheck;
 pub use crate::mount::{NetworkMode, SecurityMode};
 pub use env::Environment;
-pub use graph::{Base, Dependency, DependencyKind, Source};
+pub use graph::{Base, Dependency, DependencyKind, Source, context_name};
 
 use crate::ast::{self, Dockerfile, Warning};
 use crate::error::{Error, ErrorKind};
@@ -90,6 +90,20 @@ pub trait BaseImages {
     fn config(&self, reference: &str) -> Option<BaseConfig>;
 }
 
+/// A `--build-context` as planning sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum NamedContext {
+    /// An image in the store (`docker-image://`, or an OCI layout the
+    /// builder loaded): used as `FROM` uses an image.
+    Image {
+        /// The reference the store resolves.
+        reference: String,
+    },
+    /// A local directory, read as the build context is.
+    Local,
+}
+
 /// Inputs of planning besides the Dockerfile.
 #[derive(Default)]
 pub struct PlanOptions<'a> {
@@ -103,6 +117,8 @@ pub struct PlanOptions<'a> {
     pub build_platform: Option<Platform>,
     /// Image configs, when known.
     pub base_images: Option<&'a dyn BaseImages>,
+    /// `--build-context` values, by name as [`context_name`] gives it.
+    pub contexts: BTreeMap<String, NamedContext>,
 }
 
 /// A build plan.
@@ -149,6 +165,10 @@ pub struct PlannedStage {
     pub dependencies: Vec<Dependency>,
     /// Whether the target needs it.
     pub needed: bool,
+    /// The `--build-context` that replaces this stage (its base is the
+    /// context's; it has no steps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
     /// The FROM line.
     pub from_code: String,
     /// Where the FROM is.
@@ -382,7 +402,13 @@ pub fn plan(df: &Dockerfile, options: &PlanOptions<'_>) -> Result<Plan, Error> {
         &mut declared,
     )?;
 
-    let mut graph = graph::Graph::build(df, &parsed.stages, &globals, &mut warnings)?;
+    let mut graph = graph::Graph::build(
+        df,
+        &parsed.stages,
+        &globals,
+        graph::Contexts(&options.contexts),
+        &mut warnings,
+    )?;
     let target = graph::find_target(df, &parsed.stages, options.target.as_deref())?;
     let mut planner = expand::Planner::new(df, options, &globals, &mut graph, &mut warnings);
     let mut stages = planner.run(&parsed.stages, target, &mut declared)?;

@@ -13,6 +13,7 @@ fn options(args: &[(&str, &str)], target: Option<&str>) -> PlanOptions<'static> 
         target_platform: Some(Platform::parse("linux/arm64").unwrap()),
         build_platform: Some(Platform::parse("linux/amd64").unwrap()),
         base_images: None,
+        contexts: BTreeMap::new(),
     }
 }
 
@@ -707,4 +708,140 @@ fn undefined_variables_are_warned() {
     // with an unknown base image environment nothing is claimed
     let p = plan_of("FROM alpine\nENV A=$NOPE\n");
     assert!(p.warnings.iter().all(|w| w.rule != "UndefinedVar"));
+}
+
+fn with_contexts(contexts: &[(&str, NamedContext)]) -> PlanOptions<'static> {
+    let mut options = options(&[], None);
+    options.contexts = contexts
+        .iter()
+        .map(|(name, c)| ((*name).to_owned(), c.clone()))
+        .collect();
+    options
+}
+
+fn image(reference: &str) -> NamedContext {
+    NamedContext::Image {
+        reference: reference.to_owned(),
+    }
+}
+
+#[test]
+fn context_names_are_normalised_as_buildx_does() {
+    assert_eq!(context_name("alpine").unwrap(), "alpine");
+    assert_eq!(context_name("alpine:latest").unwrap(), "alpine");
+    assert_eq!(context_name("docker.io/library/alpine").unwrap(), "alpine");
+    assert_eq!(context_name("alpine:3.20").unwrap(), "alpine:3.20");
+    assert_eq!(context_name("ghcr.io/a/b:latest").unwrap(), "ghcr.io/a/b");
+    assert!(context_name("Alpine").is_err());
+    assert!(context_name("").is_err());
+}
+
+#[test]
+fn a_named_context_replaces_an_image_reference() {
+    let options = with_contexts(&[
+        ("alpine", image("docker.io/library/busybox:latest")),
+        ("src", NamedContext::Local),
+    ]);
+    let plan = plan_with(
+        "FROM docker.io/library/alpine:latest AS a\n\
+         COPY --from=src /x /x\n\
+         RUN --mount=type=bind,from=src,target=/s true\n\
+         COPY --from=alpine /y /y\n\
+         FROM alpine:3.20\n\
+         FROM src\n\
+         COPY --from=scratch / /\n",
+        &options,
+    );
+    assert_eq!(
+        plan.stages[0].base,
+        Base::Image {
+            reference: "docker.io/library/busybox:latest".to_owned()
+        }
+    );
+    let sources: Vec<&Source> = plan.stages[0]
+        .dependencies
+        .iter()
+        .map(|d| &d.source)
+        .collect();
+    let src = Source::Context {
+        name: "src".to_owned(),
+    };
+    let busybox = Source::Image {
+        reference: "docker.io/library/busybox:latest".to_owned(),
+    };
+    assert_eq!(sources, [&src, &src, &busybox]);
+    // `alpine:3.20` is not the context `alpine`.
+    assert_eq!(
+        plan.stages[1].base,
+        Base::Image {
+            reference: "docker.io/library/alpine:3.20".to_owned()
+        }
+    );
+    assert_eq!(
+        plan.stages[2].base,
+        Base::Context {
+            name: "src".to_owned()
+        }
+    );
+    assert_eq!(plan.stages[2].dependencies[0].source, Source::Scratch);
+    assert!(plan.stages.iter().all(|s| s.context.is_none()));
+}
+
+#[test]
+fn a_named_context_replaces_a_stage_of_its_name() {
+    let options = with_contexts(&[("build", NamedContext::Local), ("tools", image("t:1"))]);
+    let plan = plan_with(
+        "FROM busybox AS build\n\
+         RUN exit 1\n\
+         COPY --from=other / /\n\
+         FROM alpine AS tools\n\
+         ONBUILD RUN x\n\
+         FROM tools\n\
+         COPY --from=build /out /out\n",
+        &options,
+    );
+    let build = &plan.stages[0];
+    assert_eq!(build.context.as_deref(), Some("build"));
+    assert_eq!(
+        build.base,
+        Base::Context {
+            name: "build".to_owned()
+        }
+    );
+    assert!(build.steps.is_empty());
+    assert!(
+        build.dependencies.is_empty(),
+        "its instructions are not run"
+    );
+    assert_eq!(plan.stages[1].context.as_deref(), Some("tools"));
+    assert_eq!(
+        plan.stages[1].base,
+        Base::Image {
+            reference: "t:1".to_owned()
+        }
+    );
+    // Later stages still use the stages, which are now the contexts.
+    assert_eq!(plan.stages[2].base, Base::Stage { index: 1 });
+    // As in BuildKit, a stage built on a replaced stage still runs the
+    // ONBUILD triggers written in it (`dispatchState.base.commands`).
+    assert_eq!(steps(&plan).len(), 2);
+    assert_eq!(
+        plan.stages[2].dependencies.last().map(|d| &d.source),
+        Some(&Source::Stage { index: 0 })
+    );
+    // busybox and alpine are never needed.
+    assert_eq!(plan.external_images, ["t:1"]);
+}
+
+#[test]
+fn scratch_and_context_are_never_named_contexts() {
+    let options = with_contexts(&[("scratch", image("x:1")), ("context", image("y:1"))]);
+    let plan = plan_with("FROM scratch\nCOPY --from=context / /\n", &options);
+    assert_eq!(plan.stages[0].base, Base::Scratch);
+    assert_eq!(
+        plan.stages[0].dependencies[0].source,
+        Source::Image {
+            reference: "docker.io/library/context:latest".to_owned()
+        }
+    );
 }

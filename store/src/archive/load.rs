@@ -228,68 +228,229 @@ fn stage(
         if !kind.is_file() {
             continue;
         }
-        let what = format!("archive entry {path}");
-        let named = path
-            .strip_prefix("blobs/sha256/")
-            .and_then(|hex| parse_sha256(&format!("sha256:{hex}")).ok());
-        if let Some(digest) = named.clone().filter(|d| store.blobs().contains(d)) {
-            let mut hashing = HashingReader::new(&mut entry);
-            io::copy(&mut hashing, &mut io::sink())
-                .map_err(|e| StoreError::Archive(format!("truncated archive in {path}: {e}")))?;
-            let (actual, size) = hashing.finish();
-            if actual != digest {
-                return Err(StoreError::DigestMismatch {
-                    what,
-                    expected: digest.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
-            files.insert(path, Staged::Present { digest, size });
-            continue;
-        }
-        let staged_path = staging.join(format!("{number}"));
-        let write_error = |source| StoreError::Write {
-            what: format!("archive entry {path}"),
-            path: staged_path.clone(),
-            source,
-        };
-        let file = File::create(&staged_path).map_err(write_error)?;
-        let mut writer = io::BufWriter::with_capacity(1 << 20, file);
-        let mut hashing = HashingReader::new(&mut entry);
-        crate::blobs::copy(&mut hashing, &mut writer).map_err(|e| match e {
-            CopyError::Read(e) => StoreError::Archive(format!("truncated archive in {path}: {e}")),
-            CopyError::Write(e) => write_error(e),
-        })?;
-        let (digest, size) = hashing.finish();
-        let expected_size = entry.header().size().unwrap_or(size);
-        if size != expected_size {
-            return Err(StoreError::Archive(format!(
-                "truncated archive in {path}: {size} of {expected_size} bytes"
-            )));
-        }
-        writer
-            .into_inner()
-            .map_err(|e| write_error(e.into_error()))?;
-        crate::fault::point("load.staged");
-        if let Some(named) = named
-            && named != digest
-        {
-            return Err(StoreError::DigestMismatch {
-                what,
-                expected: named.to_string(),
-                actual: digest.to_string(),
-            });
-        }
-        files.insert(
-            path,
-            Staged::File {
-                path: staged_path,
-                digest,
-                size,
-            },
-        );
+        let expected_size = entry.header().size().ok();
+        let staged = stage_file(
+            store,
+            &mut entry,
+            &path,
+            expected_size,
+            staging.join(format!("{number}")),
+        )?;
+        files.insert(path, staged);
     }
     Ok(files)
+}
+
+/// Hashes one file of the archive (or layout) on its way to `staged_path`;
+/// a blob the store already has is hashed only. A file named
+/// `blobs/sha256/<hex>` must hash to that digest.
+fn stage_file(
+    store: &Store,
+    input: &mut dyn Read,
+    path: &str,
+    expected_size: Option<u64>,
+    staged_path: PathBuf,
+) -> Result<Staged, StoreError> {
+    let what = format!("archive entry {path}");
+    let named = path
+        .strip_prefix("blobs/sha256/")
+        .and_then(|hex| parse_sha256(&format!("sha256:{hex}")).ok());
+    if let Some(digest) = named.clone().filter(|d| store.blobs().contains(d)) {
+        let mut hashing = HashingReader::new(input);
+        io::copy(&mut hashing, &mut io::sink())
+            .map_err(|e| StoreError::Archive(format!("truncated archive in {path}: {e}")))?;
+        let (actual, size) = hashing.finish();
+        if actual != digest {
+            return Err(StoreError::DigestMismatch {
+                what,
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        return Ok(Staged::Present { digest, size });
+    }
+    let write_error = |source| StoreError::Write {
+        what: format!("archive entry {path}"),
+        path: staged_path.clone(),
+        source,
+    };
+    let file = File::create(&staged_path).map_err(write_error)?;
+    let mut writer = io::BufWriter::with_capacity(1 << 20, file);
+    let mut hashing = HashingReader::new(input);
+    crate::blobs::copy(&mut hashing, &mut writer).map_err(|e| match e {
+        CopyError::Read(e) => StoreError::Archive(format!("truncated archive in {path}: {e}")),
+        CopyError::Write(e) => write_error(e),
+    })?;
+    let (digest, size) = hashing.finish();
+    let expected_size = expected_size.unwrap_or(size);
+    if size != expected_size {
+        return Err(StoreError::Archive(format!(
+            "truncated archive in {path}: {size} of {expected_size} bytes"
+        )));
+    }
+    writer
+        .into_inner()
+        .map_err(|e| write_error(e.into_error()))?;
+    crate::fault::point("load.staged");
+    if let Some(named) = named
+        && named != digest
+    {
+        return Err(StoreError::DigestMismatch {
+            what,
+            expected: named.to_string(),
+            actual: digest.to_string(),
+        });
+    }
+    Ok(Staged::File {
+        path: staged_path,
+        digest,
+        size,
+    })
+}
+
+/// Which image of an OCI layout directory to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayoutSelector {
+    /// The index.json entry whose `org.opencontainers.image.ref.name` is
+    /// this tag, else the only entry (as buildx's `resolveDigest`).
+    Tag(String),
+    /// The manifest or index with this digest.
+    Digest(Digest),
+}
+
+/// Loads one image of an OCI image layout directory (`oci-layout://` build
+/// contexts) into the store, untagged, with the checks of
+/// [`load_archive`]: the layout is read as an archive would be, its
+/// `index.json` and `blobs/sha256/*` files resolved inside the directory
+/// (a symlink cannot reach outside it) and each hashed against its name.
+pub fn load_layout(
+    store: &Store,
+    dir: &std::path::Path,
+    selector: &LayoutSelector,
+) -> Result<LoadedImage, StoreError> {
+    let mut linked = false;
+    let result = load_layout_inner(store, dir, selector, &mut linked);
+    if result.is_err() && linked {
+        // As a failed load: what it added goes when the store is idle.
+        if let Ok(None) | Err(_) = store.collect_garbage_if_idle() {
+            log::info!("the failed layout load's blobs are left for a prune");
+        }
+    }
+    result
+}
+
+fn load_layout_inner(
+    store: &Store,
+    dir: &std::path::Path,
+    selector: &LayoutSelector,
+    linked: &mut bool,
+) -> Result<LoadedImage, StoreError> {
+    use nix::fcntl::OFlag;
+    let root = kiln_rootfs::Root::open(dir).at(dir)?;
+    let staging = tempfile::Builder::new()
+        .prefix("load-")
+        .tempdir_in(store.tmp_dir())
+        .at(store.tmp_dir())?;
+    let mut files = HashMap::new();
+    let mut stage_path = |path: String, number: usize| -> Result<(), StoreError> {
+        // O_NONBLOCK: a FIFO or device of that name must not block the
+        // open; only regular files are read.
+        let fd = root
+            .open_at(&path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
+            .at(dir.join(&path))?;
+        let mut file = File::from(fd);
+        let meta = file.metadata().at(dir.join(&path))?;
+        if !meta.is_file() {
+            return Ok(());
+        }
+        let staged = stage_file(
+            store,
+            &mut file,
+            &path,
+            Some(meta.len()),
+            staging.path().join(format!("{number}")),
+        )?;
+        files.insert(path, staged);
+        Ok(())
+    };
+    if root
+        .open_at("index.json", OFlag::O_PATH)
+        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+    {
+        return Err(StoreError::Archive(format!(
+            "{} has no index.json: not an OCI image layout",
+            dir.display()
+        )));
+    }
+    stage_path("index.json".to_owned(), 0)?;
+    let blobs = root
+        .open_at("blobs/sha256", OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+        .at(dir.join("blobs/sha256"))?;
+    let mut names = Vec::new();
+    for entry in nix::dir::Dir::from_fd(blobs)
+        .map_err(io::Error::from)
+        .at(dir.join("blobs/sha256"))?
+        .iter()
+    {
+        let entry = entry
+            .map_err(io::Error::from)
+            .at(dir.join("blobs/sha256"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if parse_sha256(&format!("sha256:{name}")).is_ok() {
+            names.push(name);
+        }
+    }
+    for (number, name) in names.into_iter().enumerate() {
+        stage_path(format!("blobs/sha256/{name}"), number + 1)?;
+    }
+    let archive = Archive { store, files };
+    let (index, _): (Index, _) = archive.parse("index.json", "the layout")?;
+    let descriptor = match selector {
+        LayoutSelector::Tag(tag) => index
+            .manifests
+            .iter()
+            .find(|d| d.annotation(ANNOTATION_REF_NAME) == Some(tag.as_str()))
+            .or(match index.manifests.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            })
+            .cloned()
+            .ok_or_else(|| {
+                StoreError::Archive(format!(
+                    "no image tagged {tag:?} in {}/index.json (and it lists {} images, not one)",
+                    dir.display(),
+                    index.manifests.len()
+                ))
+            })?,
+        LayoutSelector::Digest(digest) => {
+            let listed = index
+                .manifests
+                .iter()
+                .find(|d| d.digest == digest.to_string());
+            if let Some(d) = listed {
+                d.clone()
+            } else {
+                // Any manifest or index blob of the layout, as BuildKit's
+                // content store finds it; its own size stands.
+                let path = format!("blobs/sha256/{}", digest.encoded());
+                let (_, size) = archive.digest_of(&path, "the layout")?;
+                Descriptor::new("", &digest.to_string(), size)
+            }
+        }
+    };
+    let mut plans = Vec::new();
+    archive.plan_descriptor(&descriptor, Vec::new(), 0, &mut plans)?;
+    let Some(plan) = plans.pop() else {
+        return Err(StoreError::Archive(format!(
+            "{} holds no image at {}",
+            dir.display(),
+            descriptor.digest
+        )));
+    };
+    *linked = true;
+    let image = archive.link(&plan)?;
+    store.add_image(&image.descriptor, &[])?;
+    Ok(image)
 }
 
 /// An image found in the archive, checked and ready to commit.

@@ -6,7 +6,7 @@ pub mod load;
 pub mod rootfs;
 pub mod save;
 
-pub use load::{LoadedImage, load_archive};
+pub use load::{LayoutSelector, LoadedImage, load_archive, load_layout};
 pub use rootfs::unpack_rootfs;
 pub use save::{SaveFormat, save_archive, save_layout};
 
