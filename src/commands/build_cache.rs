@@ -181,6 +181,7 @@ pub fn export(
         CacheMode::Min => &outcome.cache_keys_min,
         CacheMode::Max => &outcome.cache_keys_max,
     };
+    let started = std::time::Instant::now();
     let cache = BuildCache::new(store);
     let mut records = Vec::with_capacity(keys.len());
     for key in keys {
@@ -198,8 +199,11 @@ pub fn export(
         };
         records.push(compressed(store, record, to.compression)?);
     }
+    log::debug!("cache export: {} records ready in {:?}", records.len(), started.elapsed());
     kiln_builder::cache::share::export(store, Some(client), &records, &to.location)
-        .with_context(|| format!("exporting the build cache to {}", to.location))
+        .with_context(|| format!("exporting the build cache to {}", to.location))?;
+    log::debug!("cache export: written in {:?}", started.elapsed());
+    Ok(())
 }
 
 /// `record` with its layer compressed as `compression` says, if it is
