@@ -288,3 +288,42 @@ fn a_missing_cache_is_a_warning_and_bad_values_fail_before_the_build() {
         "error: invalid --cache-to \"type=local\": missing dest=DIR\n"
     );
 }
+
+#[test]
+fn an_inline_cache_in_a_pushed_image_answers_the_steps_of_another_store() {
+    if !kiln_testkit::root("kiln build mounts overlays") || !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let image = registry.reference("app:inline");
+    let a = busybox();
+    let dir = context(
+        &a,
+        "ctx",
+        "FROM bb:1\nRUN echo one > /one\nCOPY f /f\nRUN cat /one /f > /both\n",
+        &[("f", "file\n")],
+    );
+    let (_, stderr) = build(
+        &a,
+        &dir,
+        &["-t", &image, "--push", "--cache-to", "type=inline"],
+    );
+    assert!(stderr.contains("3 steps run, 0 cached"), "{stderr}");
+    // The records ride in the pushed image's config.
+    let inspected = std::process::Command::new("skopeo")
+        .args(["inspect", "--config", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let records = config["kiln.build-cache.v1"]["records"].as_array().unwrap();
+    assert_eq!(records.len(), 3, "{config}");
+
+    let b = runner_like(&a);
+    let (_, stderr) = build(&b, &dir, &["-t", "app:1", "--cache-from", &image]);
+    assert!(stderr.contains("0 steps run, 3 cached"), "{stderr}");
+    assert_eq!(sh(&b, "app:1", "cat /both"), "one\nfile\n");
+    // Built without type=inline: no records in the config.
+    let out = b.ok(&["inspect", "app:1"]);
+    assert!(!out.contains("kiln.build-cache.v1"), "{out}");
+}

@@ -67,6 +67,10 @@ pub fn is_cancelled() -> bool {
 
 /// What to build and how.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each is one `kiln build` flag, independent of the others"
+)]
 pub struct BuildOptions {
     /// The Dockerfile's name for messages (`Dockerfile`, `-`).
     pub dockerfile_name: String,
@@ -116,6 +120,9 @@ pub struct BuildOptions {
     /// Records read from `--cache-from`: a step the local cache misses
     /// is looked up there, and its layer fetched only when needed.
     pub cache_import: Option<Arc<crate::cache::share::CacheImport>>,
+    /// `--cache-to type=inline`: the image's config carries the records
+    /// of its steps ([`crate::cache::share::INLINE_KEY`]).
+    pub inline_cache: bool,
     /// `--build-context` values, by name as [`plan::context_name`] gives it.
     pub contexts: BTreeMap<String, NamedContextInput>,
 }
@@ -1747,6 +1754,18 @@ fn commit(shared: &Shared<'_>, target: &StageState) -> Result<(Descriptor, Diges
     for layer in &target.layers {
         shared.ensure_blob(&layer.descriptor)?;
     }
+    if shared.options.inline_cache {
+        let records = used_keys(shared)
+            .0
+            .iter()
+            .map(|key| shared.cache.get(key))
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>, _>>()?;
+        config.extra.insert(
+            crate::cache::share::INLINE_KEY.to_owned(),
+            crate::cache::share::inline_document(records)?,
+        );
+    }
     let layers: Vec<Descriptor> = target.layers.iter().map(|l| l.descriptor.clone()).collect();
     let (manifest, id) = shared
         .store
@@ -1759,7 +1778,13 @@ fn commit(shared: &Shared<'_>, target: &StageState) -> Result<(Descriptor, Diges
 /// (`Hostname`, `container_config`, ...), so kiln's config reads as
 /// BuildKit's does.
 fn normalize_config(config: &mut ImageConfig) {
-    for key in ["container", "container_config", "docker_version"] {
+    // A base image's inline cache is the base's, not this image's.
+    for key in [
+        "container",
+        "container_config",
+        "docker_version",
+        crate::cache::share::INLINE_KEY,
+    ] {
         config.extra.remove(key);
     }
     if let Some(c) = config.config.as_mut() {

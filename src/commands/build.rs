@@ -868,6 +868,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         explain: args.explain,
         executor: None,
         cache_import: cache_import.clone(),
+        inline_cache: cache_to.iter().any(|to| to.location.is_none()),
         contexts,
     };
     // What the store lists before the build: an image it already had is

@@ -18,7 +18,8 @@ use super::parse_reference;
 /// One `--cache-to`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheTo {
-    pub location: CacheLocation,
+    /// Where; `None`: `type=inline`, in the image's config.
+    pub location: Option<CacheLocation>,
     pub mode: CacheMode,
     /// Compression of the layers written (those stored uncompressed are
     /// compressed on the way; compressed ones are written as they are).
@@ -51,14 +52,11 @@ pub fn parse_cache_to(spec: &str) -> anyhow::Result<CacheTo> {
     let fields = fields("--cache-to", spec)?;
     let kind = fields.iter().find(|(k, _)| *k == "type").map(|(_, v)| *v);
     match kind {
-        Some("local" | "registry") => {}
-        Some("inline") => bail!(
-            "invalid --cache-to {spec:?}: type=inline is not supported by kiln yet (use type=registry or type=local)"
-        ),
+        Some("local" | "registry" | "inline") => {}
         Some(other) => bail!(
-            "invalid --cache-to {spec:?}: unsupported type {other:?} (kiln exports type=local or type=registry)"
+            "invalid --cache-to {spec:?}: unsupported type {other:?} (kiln exports type=local, type=registry or type=inline)"
         ),
-        None => bail!("invalid --cache-to {spec:?}: missing type= (local or registry)"),
+        None => bail!("invalid --cache-to {spec:?}: missing type= (local, registry or inline)"),
     }
     let mut dest = None;
     let mut reference = None;
@@ -87,15 +85,19 @@ pub fn parse_cache_to(spec: &str) -> anyhow::Result<CacheTo> {
         }
     }
     let location = match kind {
-        Some("local") => CacheLocation::Local(
+        // As BuildKit: an inline cache holds the final image's steps only.
+        Some("inline") if mode == CacheMode::Max => bail!(
+            "invalid --cache-to {spec:?}: type=inline takes mode=min only (use type=registry for mode=max)"
+        ),
+        Some("inline") => None,
+        Some("local") => Some(CacheLocation::Local(
             dest.filter(|d| !d.as_os_str().is_empty())
                 .ok_or_else(|| anyhow::anyhow!("invalid --cache-to {spec:?}: missing dest=DIR"))?,
-        ),
-        Some("registry") => {
-            CacheLocation::Registry(parse_reference(reference.ok_or_else(|| {
-                anyhow::anyhow!("invalid --cache-to {spec:?}: missing ref=REF")
-            })?)?)
-        }
+        )),
+        Some("registry") => Some(CacheLocation::Registry(parse_reference(
+            reference
+                .ok_or_else(|| anyhow::anyhow!("invalid --cache-to {spec:?}: missing ref=REF"))?,
+        )?)),
         _ => unreachable_type(spec)?,
     };
     Ok(CacheTo {
@@ -177,6 +179,10 @@ pub fn export(
     import: Option<&CacheImport>,
     to: &CacheTo,
 ) -> anyhow::Result<()> {
+    // An inline cache went into the image's config during the build.
+    let Some(location) = &to.location else {
+        return Ok(());
+    };
     let keys = match to.mode {
         CacheMode::Min => &outcome.cache_keys_min,
         CacheMode::Max => &outcome.cache_keys_max,
@@ -199,9 +205,13 @@ pub fn export(
         };
         records.push(compressed(store, record, to.compression)?);
     }
-    log::debug!("cache export: {} records ready in {:?}", records.len(), started.elapsed());
-    kiln_builder::cache::share::export(store, Some(client), &records, &to.location)
-        .with_context(|| format!("exporting the build cache to {}", to.location))?;
+    log::debug!(
+        "cache export: {} records ready in {:?}",
+        records.len(),
+        started.elapsed()
+    );
+    kiln_builder::cache::share::export(store, Some(client), &records, location)
+        .with_context(|| format!("exporting the build cache to {location}"))?;
     log::debug!("cache export: written in {:?}", started.elapsed());
     Ok(())
 }
@@ -240,19 +250,26 @@ mod tests {
     #[test]
     fn cache_to_values() {
         let to = parse_cache_to("type=local,dest=/tmp/c,mode=max").unwrap();
-        assert_eq!(to.location, CacheLocation::Local(PathBuf::from("/tmp/c")));
+        assert_eq!(
+            to.location,
+            Some(CacheLocation::Local(PathBuf::from("/tmp/c")))
+        );
         assert_eq!(to.mode, CacheMode::Max);
         assert_eq!(to.compression, Compression::Zstd);
         let to = parse_cache_to(
             "type=registry,ref=localhost:5000/app:cache,compression=gzip,ignore-error=true",
         )
         .unwrap();
-        assert_eq!(to.location.to_string(), "localhost:5000/app:cache");
+        assert_eq!(
+            to.location.as_ref().map(ToString::to_string).as_deref(),
+            Some("localhost:5000/app:cache")
+        );
         assert_eq!(to.mode, CacheMode::Min);
         assert_eq!(to.compression, Compression::Gzip);
         assert!(to.ignore_error);
         let bare = parse_cache_to("localhost:5000/app:cache").unwrap();
         assert_eq!(bare.location, to.location);
+        assert_eq!(parse_cache_to("type=inline").unwrap().location, None);
         for (spec, message) in [
             (
                 "type=local",
@@ -276,15 +293,15 @@ mod tests {
             ),
             (
                 "type=gha",
-                "invalid --cache-to \"type=gha\": unsupported type \"gha\" (kiln exports type=local or type=registry)",
+                "invalid --cache-to \"type=gha\": unsupported type \"gha\" (kiln exports type=local, type=registry or type=inline)",
             ),
             (
-                "type=inline",
-                "invalid --cache-to \"type=inline\": type=inline is not supported by kiln yet (use type=registry or type=local)",
+                "type=inline,mode=max",
+                "invalid --cache-to \"type=inline,mode=max\": type=inline takes mode=min only (use type=registry for mode=max)",
             ),
             (
                 "dest=d",
-                "invalid --cache-to \"dest=d\": missing type= (local or registry)",
+                "invalid --cache-to \"dest=d\": missing type= (local, registry or inline)",
             ),
             (
                 "type=local,dest",

@@ -40,6 +40,10 @@ use crate::ops::Op;
 pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.build-cache.v1";
 /// The media type of its config blob: the records.
 pub const CONFIG_TYPE: &str = "application/vnd.kiln.build-cache.records.v1+json";
+/// The key of an image config's inline cache (`--cache-to type=inline`):
+/// a records document as the artifact's config holds it, whose layers are
+/// the image's own, named by `diff_id`.
+pub const INLINE_KEY: &str = "kiln.build-cache.v1";
 /// The version of the records document.
 const DOCUMENT_VERSION: u32 = 1;
 /// The largest `index.json`, manifest or records document read.
@@ -194,14 +198,19 @@ impl CacheImport {
             client,
             reference,
             ARTIFACT_TYPE,
-            CONFIG_TYPE,
         ) {
             Ok(fetched) => fetched,
-            Err(kiln_store::registry::RegistryError::ManifestUnknown { .. }) => return Ok(None),
+            Err(kiln_store::registry::RegistryError::ManifestUnknown { .. }) => {
+                return Ok(None);
+            }
             Err(e) => return Err(e.to_string()),
         };
-        let document = parse_document(&fetched.config)?;
-        Ok(Some((fetched.manifest, document)))
+        if fetched.manifest.config.media_type == CONFIG_TYPE {
+            let document = parse_document(&fetched.config)?;
+            return Ok(Some((fetched.manifest, document)));
+        }
+        // An image: its inline cache, if it has one.
+        inline_records(fetched.manifest, &fetched.config).map(Some)
     }
 
     /// The imported record of step key `key` (none for a record whose
@@ -383,6 +392,50 @@ pub fn check_documents(manifest: &[u8], records: &[u8]) -> Result<(usize, Vec<St
         }
     }
     Ok((taken, refused))
+}
+
+/// The records of an image's inline cache, their layers named by the
+/// image's manifest (the config's `diff_ids` give their positions).
+fn inline_records(
+    manifest: Manifest,
+    config: &[u8],
+) -> Result<(Manifest, RecordsDocument), String> {
+    let config: kiln_store::spec::ImageConfig =
+        serde_json::from_slice(config).map_err(|e| format!("the image config: {e}"))?;
+    let document = config
+        .extra
+        .get(INLINE_KEY)
+        .ok_or_else(|| "neither a kiln build cache nor an image with an inline one".to_owned())?;
+    let bytes = serde_json::to_vec(document).map_err(|e| e.to_string())?;
+    let mut document = parse_document(&bytes)?;
+    for record in &mut document.records {
+        let Some(layer) = record.layer.as_mut() else {
+            continue;
+        };
+        let position = config
+            .rootfs
+            .diff_ids
+            .iter()
+            .position(|d| *d == layer.diff_id);
+        if let Some(descriptor) = position.and_then(|i| manifest.layers.get(i)) {
+            layer.descriptor = descriptor.clone();
+        }
+    }
+    Ok((manifest, document))
+}
+
+/// The inline cache of an image made of the steps `records` (layers
+/// named by `diff_id`), for its config under [`INLINE_KEY`].
+///
+/// # Errors
+///
+/// The records cannot be serialised.
+pub fn inline_document(records: Vec<CacheRecord>) -> Result<serde_json::Value, BuildError> {
+    serde_json::to_value(RecordsDocument {
+        version: DOCUMENT_VERSION,
+        records,
+    })
+    .map_err(|e| BuildError::Internal(format!("inline cache: {e}")))
 }
 
 fn parse_document(bytes: &[u8]) -> Result<RecordsDocument, String> {

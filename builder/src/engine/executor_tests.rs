@@ -79,6 +79,7 @@ impl Setup {
             explain: false,
             executor: Some(self.fake.clone()),
             cache_import: self.import.clone(),
+            inline_cache: false,
             contexts: BTreeMap::new(),
         };
         build(&self.store, &options, &Silent)

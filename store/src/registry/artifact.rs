@@ -129,9 +129,11 @@ pub struct FetchedArtifact {
     pub config: Vec<u8>,
 }
 
-/// Reads the artifact at `reference`: an index's first manifest of
-/// `artifact_type` (or a manifest with that config media type), then its
-/// config blob, capped at [`MAX_DOCUMENT_SIZE`].
+/// Reads what `reference` names for a cache import: an index's manifest
+/// of `artifact_type` (kiln's exported cache), or else an image (the
+/// index's entry for this host's platform, or the manifest itself), then
+/// the manifest's config blob, capped at [`MAX_DOCUMENT_SIZE`]. The
+/// caller tells the two apart by the config's media type.
 ///
 /// # Errors
 ///
@@ -141,7 +143,6 @@ pub fn fetch_artifact(
     client: &Client,
     reference: &ImageReference,
     artifact_type: &str,
-    config_type: &str,
 ) -> Result<FetchedArtifact, RegistryError> {
     let session = session(client, reference, false)?;
     let full = reference.to_string();
@@ -157,14 +158,18 @@ pub fn fetch_artifact(
         what: format!("build cache {full}"),
         reason,
     };
-    let (manifest_bytes, manifest_digest) = if top.media_type == OCI_INDEX {
+    let (manifest_bytes, manifest_digest) = if crate::spec::is_index(&top.media_type) {
         let index: Index = serde_json::from_slice(&top.bytes)
             .map_err(|e| invalid(format!("the index is not valid JSON: {e}")))?;
-        let entry = index
-            .manifests
-            .iter()
-            .find(|m| m.extra.get("artifactType").and_then(|v| v.as_str()) == Some(artifact_type))
-            .ok_or_else(|| invalid(format!("the index names no {artifact_type} manifest")))?;
+        let entry =
+            match index.manifests.iter().find(|m| {
+                m.extra.get("artifactType").and_then(|v| v.as_str()) == Some(artifact_type)
+            }) {
+                Some(entry) => entry,
+                None => {
+                    super::pull::select_platform(&index, &super::pull::PlatformSpec::host(), &full)?
+                }
+            };
         let digest = parse_sha256(&entry.digest)?;
         let fetched =
             super::pull::fetch_manifest(&session, &full, &digest.to_string(), Some(&digest))?;
@@ -174,12 +179,6 @@ pub fn fetch_artifact(
     };
     let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| invalid(format!("the manifest is not valid JSON: {e}")))?;
-    if manifest.config.media_type != config_type {
-        return Err(invalid(format!(
-            "the manifest's config is {:?}, not {config_type}",
-            manifest.config.media_type
-        )));
-    }
     let config_digest = parse_sha256(&manifest.config.digest)?;
     if u64::try_from(manifest.config.size).map_or(true, |s| s > MAX_DOCUMENT_SIZE) {
         return Err(RegistryError::TooLarge {
