@@ -282,29 +282,3 @@ fn file_operations_fall_back_to_root_for_unknown_users() {
         "0:0 /test\n0:50 /f\n1000:1000 /g\n"
     );
 }
-
-#[test]
-fn add_of_a_git_repository_is_refused() {
-    let kiln = busybox();
-    for source in [
-        "https://example.com/org/repo.git",
-        "https://example.com/org/repo.git#v1.0",
-        "git@example.com:org/repo.git",
-        "git://example.com/org/repo",
-        "ssh://git@example.com/org/repo.git",
-    ] {
-        let ctx = context(
-            &kiln,
-            "git",
-            &format!("FROM bb:1\nADD {source} /src\n"),
-            &[],
-        );
-        let err = build_fails(&kiln, &ctx, &[]);
-        assert!(
-            err.contains(&format!(
-                "ADD {source}: adding a git repository is not supported by kiln yet"
-            )),
-            "{source}: {err}"
-        );
-    }
-}

@@ -236,6 +236,16 @@ pub enum BuildError {
         /// What went wrong.
         reason: String,
     },
+    /// ADD of a git repository failed; `reason` keeps git's message.
+    #[error("{action} {url}: {reason}")]
+    Git {
+        /// What failed (BuildKit's words: `failed to fetch remote`).
+        action: &'static str,
+        /// The repository's address, without password.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// An ADD URL answered with a status other than 2xx.
     #[error("downloading {url}: invalid response status {status}")]
     DownloadStatus {

@@ -134,6 +134,21 @@ pub struct UrlInput {
     pub digest: String,
 }
 
+/// A git repository of ADD.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GitInput {
+    /// Its address, without password.
+    pub remote: String,
+    /// The commit the ref resolved to (a moved branch changes the key).
+    pub commit: String,
+    /// The directory taken from it, cleaned (empty: all of it).
+    pub subdir: String,
+    /// Whether `.git` is kept.
+    pub keep_git_dir: bool,
+    /// Whether submodules are checked out.
+    pub submodules: bool,
+}
+
 /// COPY or ADD.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[expect(
@@ -170,6 +185,10 @@ pub struct CopyOp {
     pub inline: Vec<InlineFile>,
     /// Remote files.
     pub urls: Vec<UrlInput>,
+    /// Git repositories (absent from the serialisation when there are
+    /// none, so the keys of other steps stay as they were).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub git: Vec<GitInput>,
     /// The content digest of the sources (names, modes, owners, content).
     pub sources_digest: Option<String>,
 }

@@ -174,7 +174,7 @@ pub(crate) fn equal_fold(a: &str, b: &str) -> bool {
 
 /// Go's `path.Clean` (and `filepath.Clean` on Unix), byte by byte as Go
 /// does it.
-pub(crate) fn path_clean(path: &str) -> String {
+pub fn path_clean(path: &str) -> String {
     let p = path.as_bytes();
     if p.is_empty() {
         return ".".to_owned();

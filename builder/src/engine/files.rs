@@ -14,7 +14,7 @@ use crate::context::BuildContext;
 use crate::error::BuildError;
 use crate::fileops::{self, CopyOptions};
 use crate::mounts::Mounted;
-use crate::ops::{CopyOp, FromSourcesOp, InlineFile, LinkOp, MkdirOp, Op, UrlInput};
+use crate::ops::{CopyOp, FromSourcesOp, GitInput, InlineFile, LinkOp, MkdirOp, Op, UrlInput};
 
 /// The stage or image a `--from` (or `RUN --mount from=`) names; `None`
 /// for the build context or a named local context ([`local_context_name`]).
@@ -81,29 +81,6 @@ fn open_root(path: &std::path::Path) -> Result<kiln_rootfs::Root, BuildError> {
 
 fn is_url(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://")
-}
-
-/// Whether an ADD source names a git repository, as BuildKit's
-/// `gitutil.ParseGitRef` decides: `git://`, `ssh://` and scp-like
-/// `user@host:path` addresses, and http(s) URLs whose path ends in `.git`
-/// (before a `#ref` fragment or a query).
-fn is_git_source(source: &str) -> bool {
-    if source.starts_with("git://") || source.starts_with("ssh://") {
-        return true;
-    }
-    if is_url(source) {
-        let rest = source.split_once("://").map_or("", |(_, rest)| rest);
-        let path = rest.split(['#', '?']).next().unwrap_or("");
-        return path.contains('/')
-            && std::path::Path::new(path)
-                .extension()
-                .is_some_and(|e| e == "git");
-    }
-    // scp-like: user@host:path, with no `/` before the `:`.
-    match (source.find('@'), source.find(':'), source.find('/')) {
-        (Some(at), Some(colon), slash) => at < colon && slash.is_none_or(|s| colon < s),
-        _ => false,
-    }
 }
 
 /// The destination as an absolute container path, keeping a trailing `/`
@@ -182,6 +159,7 @@ pub(super) fn copy_op(
             })
             .collect(),
         urls,
+        git: Vec::new(),
         sources_digest: sources_digest.map(ToString::to_string),
     }
 }
@@ -227,15 +205,23 @@ pub(super) fn copy_step(
     let created_by = created_by(fc);
     let history = history_for(created_by.clone(), &shared.created);
     let dest = absolute_dest(fc);
-    if fc.is_add
-        && let Some(git) = fc.sources.iter().find(|s| is_git_source(s))
-    {
-        return Err(BuildError::Unsupported(format!(
-            "ADD {git}: adding a git repository is not supported by kiln yet"
-        )));
+    let mut gits = Vec::new();
+    let mut rest = Vec::new();
+    for source in &fc.sources {
+        match kiln_parser::values::parse_git_ref(source).filter(|_| fc.is_add) {
+            Some(Ok(git)) => gits.push(git),
+            Some(Err(e)) => {
+                return Err(BuildError::Git {
+                    action: "parsing",
+                    url: source.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            None => rest.push(source),
+        }
     }
     let (urls, locals): (Vec<&String>, Vec<&String>) =
-        fc.sources.iter().partition(|s| fc.is_add && is_url(s));
+        rest.into_iter().partition(|s| fc.is_add && is_url(s));
     let from = source_state(ctx, fc.from.as_ref())?;
     // A named local context is read as the build context is.
     let context = local_context_name(fc.from.as_ref());
@@ -336,7 +322,26 @@ pub(super) fn copy_step(
             downloads.push(((*url).clone(), path, name));
         }
     }
-    let copy = copy_op(
+    // Git repositories: their refs resolve to commits now; the fetch waits
+    // for a cache miss.
+    let resolving = ctx.phase("git resolve");
+    let mut git_inputs = Vec::new();
+    let mut resolved = Vec::new();
+    for git in &gits {
+        let checksum = fc.checksum.as_deref().or(git.checksum.as_deref());
+        let found = fileops::git::resolve(git, checksum, &ctx.temp_dir("git-")?)?;
+        let keep_git_dir = fc.keep_git_dir || git.keep_git_dir == Some(true);
+        git_inputs.push(GitInput {
+            remote: git.redacted(),
+            commit: found.commit.clone(),
+            subdir: fileops::git::clean_subdir(&git.subdir),
+            keep_git_dir,
+            submodules: git.submodules != Some(false),
+        });
+        resolved.push((git, found, keep_git_dir));
+    }
+    resolving.end();
+    let mut copy = copy_op(
         state,
         &dest,
         fc,
@@ -345,6 +350,7 @@ pub(super) fn copy_step(
         url_inputs,
         sources_digest.as_ref(),
     );
+    copy.git = git_inputs;
     let op = Op::Copy(copy.clone());
     let (layer_key, chain_key) = step_keys(state, &op)?;
     if let Some(record) = ctx.lookup(&layer_key)? {
@@ -398,6 +404,13 @@ pub(super) fn copy_step(
             downloads.push(((*url).clone(), path, name));
         }
     }
+    let fetching = ctx.phase("git fetch");
+    let mut checkouts = Vec::new();
+    for (git, found, keep_git_dir) in &resolved {
+        let dir = fileops::git::checkout(git, found, *keep_git_dir, &ctx.temp_dir("git-")?)?;
+        checkouts.push(BuildContext::open_stage(&dir)?);
+    }
+    fetching.end();
     let lowers = if fc.link {
         Vec::new()
     } else {
@@ -429,7 +442,7 @@ pub(super) fn copy_step(
             .then(|| ctx.temp_dir("add-"))
             .transpose()?,
     };
-    let count = sources.len() + fc.inline.len() + downloads.len();
+    let count = sources.len() + fc.inline.len() + downloads.len() + checkouts.len();
     let dest_is_dir = dest.ends_with('/') || count > 1;
     let copying = std::time::Instant::now();
     let copying_phase = ctx.phase("copy");
@@ -482,6 +495,16 @@ pub(super) fn copy_step(
     };
     for (_, path, name) in &downloads {
         fileops::copy_file_to(&root, path, name, &dest, dest_is_dir, &url_options)?;
+    }
+    // A repository's tree is a directory source: its contents go into
+    // dest, owned by 0:0 (or --chown), archives in it left packed.
+    let git_options = CopyOptions {
+        preserve_owner: false,
+        ..url_options
+    };
+    for checkout in &checkouts {
+        let tree = checkout.resolve_sources(&["/".to_owned()], &[], false)?;
+        fileops::copy_sources(checkout, &tree, &root, &dest, true, &git_options)?;
     }
     drop(root);
     let Writable { overlay, upper } = writable;

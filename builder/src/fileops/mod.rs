@@ -38,6 +38,7 @@ mod archive;
 mod copier;
 mod dest;
 mod download;
+pub mod git;
 #[cfg(test)]
 mod tests;
 

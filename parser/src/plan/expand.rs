@@ -808,6 +808,17 @@ impl<'a> Planner<'a> {
         let excludes = self.excludes(&copy.excludes, scope)?;
         let (paths, inline, dest) = self.files(&copy.files, scope)?;
         for (word, path) in copy.files.sources.iter().zip(&paths) {
+            if crate::values::parse_git_ref(path).is_some() {
+                return Err(self
+                    .df
+                    .error(
+                        word.span,
+                        ErrorKind::InvalidValue {
+                            message: "source can't be a git ref for COPY".to_owned(),
+                        },
+                    )
+                    .expecting("a path in the build context (use ADD for git repositories)"));
+            }
             if is_url(path) {
                 return Err(self
                     .df
@@ -863,24 +874,52 @@ impl<'a> Planner<'a> {
         let checksum = self.expand_opt(add.checksum.as_ref(), scope)?;
         let excludes = self.excludes(&add.excludes, scope)?;
         let (paths, inline, dest) = self.files(&add.files, scope)?;
+        // A git address with a query BuildKit refuses fails before the build.
+        for (word, path) in add.files.sources.iter().zip(&paths) {
+            if let Some(Err(e)) = crate::values::parse_git_ref(path) {
+                return Err(self
+                    .df
+                    .error(
+                        word.span,
+                        ErrorKind::InvalidValue {
+                            message: e.to_string(),
+                        },
+                    )
+                    .expecting(
+                        "a git address such as https://host/repo.git#ref:subdir or ?ref=...&subdir=...",
+                    ));
+            }
+        }
         if let (Some(value), Some(word)) = (&checksum, &add.checksum) {
             let checksum_error = |message: String| {
                 self.df
                     .error(word.span, ErrorKind::InvalidValue { message })
-                    .expecting("--checksum=sha256:<64 hex digits> on an ADD of one http(s) URL")
+                    .expecting(
+                        "--checksum=sha256:<64 hex digits> on an ADD of one http(s) URL, \
+                     or a commit (or its prefix) on an ADD of one git repository",
+                    )
             };
             if paths.len() != 1 || !add.files.inline.is_empty() {
                 return Err(checksum_error(
                     "checksum can't be specified for multiple sources".to_owned(),
                 ));
             }
-            if !paths.first().is_some_and(|p| is_url(p)) {
+            let git = paths.first().and_then(|p| crate::values::parse_git_ref(p));
+            if let Some(Ok(git)) = &git {
+                // The URL's own checksum must agree with the flag's.
+                if let Some(own) = git.checksum.as_ref().filter(|own| *own != value) {
+                    return Err(checksum_error(format!(
+                        "checksum mismatch {value:?} != {own:?}"
+                    )));
+                }
+            } else if !paths.first().is_some_and(|p| is_url(p)) {
                 return Err(checksum_error(
-                    "checksum can't be specified for non-HTTP(S) sources".to_owned(),
+                    "checksum requires HTTP(S) or Git sources".to_owned(),
                 ));
+            } else {
+                crate::values::reference::Digest::parse(value)
+                    .map_err(|e| checksum_error(e.to_string()))?;
             }
-            crate::values::reference::Digest::parse(value)
-                .map_err(|e| checksum_error(e.to_string()))?;
         }
         Ok(FileCopy {
             sources: paths,

@@ -456,11 +456,23 @@ fn values_are_validated_after_expansion() {
     );
     assert_eq!(
         error("FROM a\nADD --checksum=sha256:abc a /c\n"),
-        "Dockerfile:2:16: checksum can't be specified for non-HTTP(S) sources"
+        "Dockerfile:2:16: checksum requires HTTP(S) or Git sources"
     );
     assert!(
         error("FROM a\nADD --checksum=sha256:abc https://x/y /c\n")
             .contains("invalid checksum digest")
+    );
+    assert_eq!(
+        error("FROM a\nADD --checksum=abc https://x/y.git?checksum=abd /c\n"),
+        "Dockerfile:2:16: checksum mismatch \"abc\" != \"abd\""
+    );
+    assert_eq!(
+        error("FROM a\nADD git://h/r?bogus=1 /c\n"),
+        "Dockerfile:2:5: unexpected query \"bogus\""
+    );
+    assert_eq!(
+        error("FROM a\nCOPY git@h:r.git /c\n"),
+        "Dockerfile:2:6: source can't be a git ref for COPY"
     );
     assert_eq!(
         error("FROM a\nRUN --mount=type=bogus x\n"),

@@ -12,6 +12,7 @@
 //! | [`signal`] | `moby/sys/signal.ParseSignal` (Linux table) | `STOPSIGNAL` |
 //! | [`chmod`] | `BuildKit` `convert_copy.go` + `tonistiigi/dchapes-mode` | `COPY/ADD --chmod` |
 //! | [`platform`] | `containerd/platforms` `Parse` / `Normalize` | `FROM --platform`, `--platform` |
+//! | [`git`] | `BuildKit` `dfgitutil.ParseGitRef` + `gitutil.ParseURL` | `ADD <git URL>` |
 //! | [`size`] | `docker/go-units` `RAMInBytes` / `FromHumanSize` | `RUN --mount=type=tmpfs,size=`, the CLI's size flags |
 //!
 //! Every entry point is total: it returns an error for any input it rejects
@@ -19,6 +20,7 @@
 
 pub mod chmod;
 pub mod duration;
+pub mod git;
 pub mod platform;
 pub mod port;
 pub mod reference;
@@ -27,6 +29,7 @@ pub mod size;
 
 pub use chmod::{Chmod, ChmodError, SymbolicMode, parse_chmod};
 pub use duration::{DurationError, format_duration, parse_duration};
+pub use git::{GitRef, GitRefError, parse_git_ref};
 pub use platform::{Platform, PlatformError, parse_platform};
 pub use port::{PortError, exposed_ports, parse_port_spec, parse_port_specs};
 pub use reference::{Digest, ImageReference, ReferenceError, parse_normalized_named};
