@@ -282,3 +282,308 @@ fn file_operations_fall_back_to_root_for_unknown_users() {
         "0:0 /test\n0:50 /f\n1000:1000 /g\n"
     );
 }
+
+/// A real `ssh-agent` of the test's own with one new ed25519 key; killed
+/// when dropped.
+struct TestAgent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    key: std::path::PathBuf,
+    /// `SHA256:...` of the key, as `ssh-add -l` shows it.
+    fingerprint: String,
+}
+
+impl TestAgent {
+    fn start(kiln: &common::Kiln, name: &str) -> Self {
+        let dir = kiln.path(name);
+        fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key");
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let listed = std::process::Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(key.with_extension("pub"))
+            .output()
+            .unwrap();
+        let listed = String::from_utf8(listed.stdout).unwrap();
+        let fingerprint = listed.split_whitespace().nth(1).unwrap().to_owned();
+        assert!(fingerprint.starts_with("SHA256:"), "{listed}");
+        let socket = dir.join("agent.sock");
+        let child = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let agent = Self {
+            child,
+            socket,
+            key,
+            fingerprint,
+        };
+        let mut tries = 0;
+        while std::os::unix::net::UnixStream::connect(&agent.socket).is_err() {
+            tries += 1;
+            assert!(tries < 500, "ssh-agent made no socket");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let added = std::process::Command::new("ssh-add")
+            .arg("-q")
+            .arg(&agent.key)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .status()
+            .unwrap();
+        assert!(added.success());
+        agent
+    }
+
+    fn socket(&self) -> &str {
+        self.socket.to_str().unwrap()
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `bb:1` plus the host's `ssh-add` with the shared libraries it needs,
+/// as `sshbb:1`.
+fn ssh_image(kiln: &common::Kiln) {
+    let rootfs = kiln.path("ssh-rootfs");
+    common::busybox_rootfs(&rootfs);
+    let ldd = std::process::Command::new("ldd")
+        .arg("/usr/bin/ssh-add")
+        .output()
+        .unwrap();
+    let ldd = String::from_utf8(ldd.stdout).unwrap();
+    let libs = ldd.lines().filter_map(|line| {
+        let path = line.split("=>").last()?.split_whitespace().next()?;
+        path.starts_with('/').then(|| path.to_owned())
+    });
+    for file in libs.chain(["/usr/bin/ssh-add".to_owned()]) {
+        let inside = rootfs.join(file.trim_start_matches('/'));
+        fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        fs::copy(&file, &inside).unwrap();
+    }
+    kiln.ok(&["import", rootfs.to_str().unwrap(), "sshbb:1"]);
+}
+
+#[test]
+fn ssh_mounts_forward_the_agent_and_nothing_else() {
+    let kiln = busybox();
+    ssh_image(&kiln);
+    let agent = TestAgent::start(&kiln, "agent1");
+    let dockerfile = "FROM sshbb:1\n\
+         RUN --mount=type=ssh sh -c 'echo \"$SSH_AUTH_SOCK\" > /sock; ssh-add -l > /listed; \
+             ls -ln \"$SSH_AUTH_SOCK\" > /socket-file'\n";
+    let ctx = context(&kiln, "ssh", dockerfile, &[]);
+    let stderr = kiln
+        .command()
+        .env("SSH_AUTH_SOCK", agent.socket())
+        .args([
+            "build",
+            "--progress=plain",
+            "--ssh",
+            "default",
+            "-t",
+            "ssh:1",
+        ])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(stderr.status.success(), "{stderr:?}");
+    assert_eq!(
+        sh(&kiln, "ssh:1", "cat /sock"),
+        "/run/buildkit/ssh_agent.0\n"
+    );
+    let listed = sh(&kiln, "ssh:1", "cat /listed");
+    assert!(listed.contains(&agent.fingerprint), "{listed}");
+    // A socket, 0600 and owned by root.
+    let socket = sh(&kiln, "ssh:1", "cat /socket-file");
+    assert!(socket.starts_with("srw------- "), "{socket}");
+    let owner: Vec<&str> = socket.split_whitespace().skip(2).take(2).collect();
+    assert_eq!(owner, ["0", "0"], "{socket}");
+    // The socket and its mount point are in no layer, nor the agent's
+    // socket path anywhere.
+    assert_eq!(
+        sh(&kiln, "ssh:1", "ls -a /run 2>&1; true"),
+        "ls: /run: No such file or directory\n"
+    );
+    let inspect = kiln.ok(&["inspect", "ssh:1"]);
+    assert!(!inspect.contains(agent.socket()), "{inspect}");
+    assert!(!inspect.contains("SSH_AUTH_SOCK"), "{inspect}");
+
+    // Another agent socket with the same id: the step is cached.
+    let other = TestAgent::start(&kiln, "agent2");
+    let again = build_ok(
+        &kiln,
+        &ctx,
+        "ssh:2",
+        &["--ssh", &format!("default={}", other.socket())],
+    );
+    assert!(again.contains("0 steps run"), "{again}");
+    // Another id or target is another step.
+    for (i, mount) in ["type=ssh,id=other", "type=ssh,target=/tmp/agent"]
+        .iter()
+        .enumerate()
+    {
+        let ctx = context(
+            &kiln,
+            &format!("ssh-key-{i}"),
+            &dockerfile.replace("type=ssh", mount),
+            &[],
+        );
+        let ssh = format!("other={}", other.socket());
+        let out = build_ok(
+            &kiln,
+            &ctx,
+            "ssh:3",
+            &["--ssh", &ssh, "--ssh", &ssh.replace("other=", "default=")],
+        );
+        assert!(out.contains(": 1 step run, 0 cached"), "{mount}: {out}");
+    }
+}
+
+#[test]
+fn ssh_key_files_are_served_by_an_agent_of_the_build() {
+    let kiln = busybox();
+    ssh_image(&kiln);
+    let agent = TestAgent::start(&kiln, "keys");
+    let ctx = context(
+        &kiln,
+        "ssh-keys",
+        "FROM sshbb:1\n\
+         RUN --mount=type=ssh,id=mykey,target=/agent,mode=0660,uid=1000,gid=50 sh -c \
+             'echo \"$SSH_AUTH_SOCK\" > /sock; ssh-add -l > /listed; stat -c \"%a %u %g\" /agent > /mode'\n",
+        &[],
+    );
+    let key = format!("mykey={}", agent.key.display());
+    build_ok(&kiln, &ctx, "keys:1", &["--ssh", &key]);
+    assert_eq!(
+        sh(&kiln, "keys:1", "cat /sock /mode"),
+        "/agent\n660 1000 50\n"
+    );
+    let listed = sh(&kiln, "keys:1", "cat /listed");
+    assert!(listed.contains(&agent.fingerprint), "{listed}");
+    assert_eq!(
+        sh(&kiln, "keys:1", "ls -a /agent 2>&1; true"),
+        "ls: /agent: No such file or directory\n"
+    );
+    // The build's agent is gone with the build.
+    let agents: Vec<String> = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("ssh-agent") && c.contains("kiln-ssh-"))
+        .collect();
+    assert!(agents.is_empty(), "{agents:?}");
+}
+
+#[test]
+fn missing_ssh_agents_fail_when_required_and_are_skipped_otherwise() {
+    let kiln = busybox();
+    let optional = context(
+        &kiln,
+        "ssh-optional",
+        "FROM bb:1\n\
+         RUN --mount=type=ssh,id=absent sh -c 'echo \"$SSH_AUTH_SOCK\" > /sock; test ! -e /run/buildkit/ssh_agent.0 && echo skipped > /skipped'\n",
+        &[],
+    );
+    build_ok(&kiln, &optional, "opt:1", &[]);
+    assert_eq!(
+        sh(&kiln, "opt:1", "cat /sock /skipped"),
+        "/run/buildkit/ssh_agent.0\nskipped\n"
+    );
+    let required = context(
+        &kiln,
+        "ssh-required",
+        "FROM bb:1\nRUN --mount=type=ssh,required=true true\n",
+        &[],
+    );
+    let err = build_fails(&kiln, &required, &[]);
+    assert!(
+        err.contains("Dockerfile:2")
+            && err.contains("no SSH key \"default\" forwarded from the client"),
+        "{err}"
+    );
+    let agent = TestAgent::start(&kiln, "unset");
+    let err = build_fails(
+        &kiln,
+        &required,
+        &["--ssh", &format!("gh={}", agent.socket())],
+    );
+    assert!(err.contains("unset ssh forward key default"), "{err}");
+}
+
+#[test]
+fn bad_ssh_values_are_refused() {
+    let kiln = common::Kiln::new();
+    let ctx = kiln.path("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let agent = TestAgent::start(&kiln, "bad");
+    let protected = kiln.path("protected");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "a passphrase", "-f"])
+        .arg(&protected)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let notes = kiln.path("notes.txt");
+    fs::write(&notes, "not a key\n").unwrap();
+    let cases = [
+        (
+            "default=/no/such/socket",
+            "/no/such/socket: No such file or directory",
+        ),
+        (
+            &format!("x={},{}", agent.socket(), agent.key.display()),
+            "only single socket allowed",
+        ),
+        (
+            &format!("x={},{}", agent.key.display(), agent.socket()),
+            "invalid combination of keys and sockets",
+        ),
+        (
+            &format!("x={}", protected.display()),
+            "the key has a passphrase",
+        ),
+        (&format!("x={}", notes.display()), "not a private key"),
+    ];
+    for (value, message) in cases {
+        let out = kiln
+            .command()
+            .args(["build", "--ssh", value])
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(!out.status.success());
+        assert!(
+            err.contains(&format!("invalid --ssh {value:?}: ")),
+            "{value}: {err}"
+        );
+        assert!(err.contains(message), "{value}: {err}");
+    }
+    let out = kiln
+        .command()
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["build", "--ssh", "default"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("invalid --ssh \"default\": invalid empty ssh agent socket: make sure SSH_AUTH_SOCK is set"),
+        "{err}"
+    );
+}

@@ -107,6 +107,10 @@ pub struct BuildOptions {
     /// Secrets for `RUN --mount=type=secret`, by id (`--secret`): never in
     /// a cache key, a layer or the image config.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// SSH agents for `RUN --mount=type=ssh`, by id (`--ssh`): the socket
+    /// of the agent each mount's own socket relays to. Never in a cache
+    /// key, a layer or the image.
+    pub ssh: BTreeMap<String, PathBuf>,
     /// Fetches base images the store lacks (from a registry); `None`: a
     /// missing base image is an error.
     pub fetcher: Option<Arc<dyn BaseImageFetcher>>,

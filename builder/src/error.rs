@@ -149,6 +149,20 @@ pub enum BuildError {
         /// The secret's id.
         id: String,
     },
+    /// A `RUN --mount=type=ssh,required` whose agent was not given:
+    /// BuildKit's message (`no SSH key "ID" forwarded from the client`
+    /// when no `--ssh` was given, `unset ssh forward key ID` when others
+    /// were), then how to give it.
+    #[error(
+        "{} (RUN --mount=type=ssh,required needs it: pass --ssh {id}[=SOCKET|KEYFILE])",
+        if *.others { format!("unset ssh forward key {id}") } else { format!("no SSH key {id:?} forwarded from the client") }
+    )]
+    SshNotFound {
+        /// The agent's id.
+        id: String,
+        /// Whether `--ssh` gave other agents.
+        others: bool,
+    },
     /// A USER that is not `user`, `user:group` or numeric ids, met where
     /// a step makes files for it (WORKDIR).
     #[error("invalid USER {user:?}")]

@@ -14,6 +14,7 @@ pub mod fileops;
 pub mod mounts;
 pub mod ops;
 pub mod progress;
+pub mod ssh;
 
 pub use context::{BuildContext, FileType, Source, SourceFile, StatCache};
 pub use engine::{

@@ -6,7 +6,8 @@
 //! serialisation holds only what the Dockerfile, the build arguments and
 //! the content of the inputs say: no host path, store path or time, so two
 //! machines building the same inputs get the same keys. A secret is named
-//! by its id only, never by its content (as BuildKit keys it); proxy build
+//! by its id only, never by its content (as BuildKit keys it), an SSH agent
+//! by its id and mount options, never by its socket or keys; proxy build
 //! arguments are never part of an operation.
 
 use std::fmt::Write as _;
@@ -121,6 +122,22 @@ pub enum MountInput {
         target: Option<String>,
         /// The variable it is given in, if any.
         env: Option<String>,
+    },
+    /// An SSH agent socket: what BuildKit's `SSHOpt` and mount target
+    /// hold, never the agent's socket path or keys.
+    Ssh {
+        /// The id (`default` when none is given).
+        id: String,
+        /// Where the socket appears.
+        target: String,
+        /// The socket's mode, uid and gid.
+        mode: u32,
+        /// See `mode`.
+        uid: u32,
+        /// See `mode`.
+        gid: u32,
+        /// `required`: a missing agent fails the step.
+        required: bool,
     },
 }
 

@@ -60,6 +60,11 @@ pub struct BuildArgs {
     /// `id=ID,env=VAR`; with neither, the variable named ID); may repeat
     #[arg(long = "secret", value_name = "id=ID[,src=FILE|,env=VAR]")]
     secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: `default` or `ID` (the
+    /// agent of `$SSH_AUTH_SOCK`), `ID=SOCKET`, or `ID=KEYFILE[,KEYFILE...]`
+    /// (kiln serves the keys with OpenSSH's ssh-agent); may repeat
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEYFILE[,KEYFILE...]]")]
+    ssh: Vec<String>,
     /// Network for RUN steps: `default` (an isolated network namespace
     /// with outbound NAT), `host` or `none` (only loopback)
     #[arg(long, default_value = "default", value_name = "MODE")]
@@ -393,6 +398,78 @@ fn parse_secrets(values: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>>
     Ok(out)
 }
 
+/// `--ssh` values as buildx reads them: `ID[=PATH[,PATH...]]`, where no
+/// path means `$SSH_AUTH_SOCK`, a path is one agent socket or any number of
+/// private key files (not both), an empty id is `default` and a later
+/// value replaces an earlier one of the same id. The agent socket each id
+/// forwards to, and the agents kiln started for key files (killed when
+/// dropped, at the end of the build).
+fn parse_ssh(
+    values: &[String],
+) -> anyhow::Result<(BTreeMap<String, PathBuf>, Vec<kiln_builder::ssh::KeyAgent>)> {
+    let mut specs: BTreeMap<String, (&str, Vec<PathBuf>)> = BTreeMap::new();
+    for value in values.iter().filter(|v| !v.is_empty()) {
+        let (id, paths) = match value.split_once('=') {
+            Some((id, paths)) => (id, paths.split(',').map(PathBuf::from).collect()),
+            None => (value.as_str(), Vec::new()),
+        };
+        let id = if id.is_empty() { "default" } else { id };
+        specs.insert(id.to_owned(), (value, paths));
+    }
+    let mut sockets = BTreeMap::new();
+    let mut agents = Vec::new();
+    for (id, (value, mut paths)) in specs {
+        let invalid = |message: String| anyhow::anyhow!("invalid --ssh {value:?}: {message}");
+        if paths.iter().all(|p| p.as_os_str().is_empty()) && paths.len() <= 1 {
+            match std::env::var_os("SSH_AUTH_SOCK").filter(|v| !v.is_empty()) {
+                Some(socket) => paths = vec![PathBuf::from(socket)],
+                None => {
+                    return Err(invalid(
+                        "invalid empty ssh agent socket: make sure SSH_AUTH_SOCK is set".to_owned(),
+                    ));
+                }
+            }
+        }
+        let (mut socket, mut keys) = (None, Vec::new());
+        for path in paths {
+            if socket.is_some() {
+                return Err(invalid("only single socket allowed".to_owned()));
+            }
+            let meta =
+                fs::metadata(&path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+                socket = Some(path);
+            } else {
+                keys.push(path);
+            }
+        }
+        let path = match socket {
+            Some(_) if !keys.is_empty() => {
+                return Err(invalid(
+                    "invalid combination of keys and sockets".to_owned(),
+                ));
+            }
+            Some(socket) => {
+                std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
+                    invalid(format!("failed to connect to {}: {e}", socket.display()))
+                })?;
+                socket
+            }
+            None => {
+                let agent = kiln_builder::ssh::KeyAgent::start(&keys).map_err(invalid)?;
+                let socket = agent.socket().to_owned();
+                agents.push(agent);
+                socket
+            }
+        };
+        // The relay connects by this path from kiln's own threads.
+        let path =
+            std::path::absolute(&path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        sockets.insert(id, path);
+    }
+    Ok((sockets, agents))
+}
+
 /// `--allow` values, as BuildKit's entitlements.
 fn parse_allow(values: &[String]) -> anyhow::Result<kiln_builder::Entitlements> {
     let mut allow = kiln_builder::Entitlements::default();
@@ -680,6 +757,8 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let build_args = parse_build_args(&args.arg_values)?;
     let labels = parse_labels(&args.labels)?;
     let secrets = parse_secrets(&args.secrets)?;
+    // The agents live (and are killed) with this function's frame.
+    let (ssh, _ssh_agents) = parse_ssh(&args.ssh)?;
     if args.output.len() > 1 {
         bail!(
             "kiln build takes one --output, got {}: {}",
@@ -860,6 +939,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         tags: tags.clone(),
         stat_cache,
         secrets,
+        ssh,
         fetcher: Some(std::sync::Arc::new(RegistryFetcher {
             platform,
             mode: transfer_mode(mode),

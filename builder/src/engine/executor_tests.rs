@@ -74,6 +74,7 @@ impl Setup {
             tags: Vec::new(),
             stat_cache: None,
             secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
             fetcher: None,
             pull_always: false,
             explain: false,

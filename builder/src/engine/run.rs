@@ -197,13 +197,22 @@ pub(super) fn run_step(
     };
     // Everything that can change what the command does goes into the key;
     // proxy settings stay out, as in BuildKit.
-    let mut planned = Vec::new();
+    let mut planned: Vec<run_mounts::PlannedRunMount> = Vec::new();
     let mut inputs = Vec::new();
     for mount in mounts {
-        let mount = run_mounts::plan(ctx, mount, workdir)?;
+        let ssh_index = planned.iter().filter(|m| m.ssh_target().is_some()).count();
+        let mount = run_mounts::plan(ctx, mount, workdir, ssh_index)?;
         inputs.push(mount.input.clone());
         planned.push(mount);
     }
+    // As BuildKit's exec op: SSH_AUTH_SOCK names the first ssh mount's
+    // socket (whether the agent was given or not) unless the stage sets
+    // it. The target is in the key already.
+    let ssh_auth_sock = planned
+        .iter()
+        .find_map(|m| m.ssh_target())
+        .filter(|_| !state.run_env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK"))
+        .map(|target| ("SSH_AUTH_SOCK".to_owned(), target.to_owned()));
     let Some(op) = run_op(state, step, network, inputs) else {
         return Ok(false);
     };
@@ -237,10 +246,11 @@ pub(super) fn run_step(
     let upper = ctx.temp_dir("upper-")?;
     mounting.end();
     // The proxy build args, then secrets as variables, go after the
-    // stage's variables and replace one of the same name where it stands,
+    // stage's variables (and SSH_AUTH_SOCK, which BuildKit adds to them) and replace one of the same name where it stands,
     // as BuildKit's executor appends them and containerd's `WithEnv`
     // merges them. Neither is in the key, the config or the history.
     let mut vars = state.run_env.clone();
+    vars.extend(ssh_auth_sock);
     for (k, v) in shared.plan.proxy_env.iter().chain(&secret_env) {
         set_run_env(&mut vars, k, v);
     }

@@ -20,7 +20,10 @@
 //! for a cache without a source; `sharing=shared` lets RUNs use one cache
 //! at once, `locked` makes them wait for each other, `private` gives a RUN
 //! that finds the cache in use a cache of its own; `ro` mounts the cache
-//! read-only; tmpfs mounts take `size=`.
+//! read-only; tmpfs mounts take `size=`. An ssh mount gets a socket of
+//! the RUN's own that relays to the `--ssh` agent of its id
+//! ([`crate::ssh::Forwarder`]); the agent's own socket never enters the
+//! container.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -71,6 +74,14 @@ enum Kind {
         uid: u32,
         gid: u32,
     },
+    Ssh {
+        id: String,
+        target: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        required: bool,
+    },
     /// An optional secret that was not given.
     Nothing,
 }
@@ -112,6 +123,7 @@ pub(super) struct MountGuards {
     temp: Vec<PathBuf>,
     locks: Vec<File>,
     locked: HashSet<PathBuf>,
+    forwarders: Vec<crate::ssh::Forwarder>,
 }
 
 impl Drop for MountGuards {
@@ -121,6 +133,9 @@ impl Drop for MountGuards {
         while let Some(mounted) = self.mounted.pop() {
             drop(mounted);
         }
+        // Before their sockets go with the temporary directories: stopping
+        // a forwarder connects to its socket.
+        self.forwarders.clear();
         for path in &self.temp {
             let _ = fs::remove_dir_all(path);
         }
@@ -131,12 +146,24 @@ fn unsupported(message: String) -> BuildError {
     BuildError::UnsupportedMount(message)
 }
 
+impl PlannedRunMount {
+    /// Where an ssh mount's socket appears (given or not).
+    pub(super) fn ssh_target(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Ssh { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+}
+
 /// Plans `mount`: checks it, works out its key, reads nothing it does not
-/// need for the key.
+/// need for the key. `ssh_index` counts the ssh mounts before it in the
+/// RUN (for the default target of an ssh mount).
 pub(super) fn plan(
     ctx: &StepContext<'_, '_>,
     mount: &PlannedMount,
     workdir: &str,
+    ssh_index: usize,
 ) -> Result<PlannedRunMount, BuildError> {
     let m = &mount.mount;
     let target = || {
@@ -145,9 +172,7 @@ pub(super) fn plan(
     };
     match m.kind {
         MountType::Secret => plan_secret(ctx, m, workdir),
-        MountType::Ssh => Err(unsupported(
-            "RUN --mount=type=ssh is not supported by kiln yet".to_owned(),
-        )),
+        MountType::Ssh => Ok(plan_ssh(m, ssh_index)),
         MountType::Tmpfs => {
             let target = target()?;
             Ok(PlannedRunMount {
@@ -429,6 +454,42 @@ fn plan_secret(
     })
 }
 
+/// An ssh mount as dockerfile2llb makes it: the id is `id=`, else
+/// `default`; the socket goes to the target, by default
+/// `/run/buildkit/ssh_agent.<index among the RUN's ssh mounts>`, mode
+/// 0600 and owned by 0:0 unless `mode`, `uid` or `gid` say otherwise. The
+/// agent is looked up when the step runs: BuildKit asks for it only then.
+fn plan_ssh(m: &kiln_parser::mount::Mount, ssh_index: usize) -> PlannedRunMount {
+    let id_of = |v: Option<u64>| v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+    // The runtime mounts on absolute paths; BuildKit's executor places a
+    // relative target under the root too.
+    let target = kiln_rootfs::path::absolute(m.ssh_target(ssh_index));
+    let (id, mode, uid, gid) = (
+        m.ssh_id().to_owned(),
+        m.mode.unwrap_or(0o600),
+        id_of(m.uid),
+        id_of(m.gid),
+    );
+    PlannedRunMount {
+        input: MountInput::Ssh {
+            id: id.clone(),
+            target: target.clone(),
+            mode,
+            uid,
+            gid,
+            required: m.required,
+        },
+        kind: Kind::Ssh {
+            id,
+            target,
+            mode,
+            uid,
+            gid,
+            required: m.required,
+        },
+    }
+}
+
 /// A variable for the RUN's process only (a secret's `env=`).
 pub(super) type Variable = (String, String);
 
@@ -520,6 +581,38 @@ pub(super) fn make(
             ))
         }
         Kind::Cache(plan) => make_cache(ctx, plan, guards).map(|m| (Some(m), None)),
+        Kind::Ssh {
+            id,
+            target,
+            mode,
+            uid,
+            gid,
+            required,
+        } => {
+            let agents = &ctx.shared.options.ssh;
+            let Some(agent) = agents.get(&id) else {
+                // BuildKit skips a missing optional agent.
+                if !required {
+                    return Ok((None, None));
+                }
+                return Err(BuildError::SshNotFound {
+                    others: !agents.is_empty(),
+                    id,
+                });
+            };
+            let dir = ctx.temp_dir("ssh-")?;
+            guards.temp.push(dir.clone());
+            let socket = dir.join("agent.sock");
+            guards.forwarders.push(crate::ssh::Forwarder::start(
+                &socket, agent, mode, uid, gid,
+            )?);
+            let mount = Mount::Bind {
+                source: socket,
+                target,
+                read_only: true,
+            };
+            Ok((Some(mount), None))
+        }
     }
 }
 
