@@ -131,6 +131,9 @@ fn cached(stderr: &str, name: &str) -> bool {
 
 #[test]
 fn branches_tags_commits_and_subdirs_are_added() {
+    if !common::tools("GIT", &[("git", "git")]) {
+        return;
+    }
     let kiln = busybox();
     let base = kiln.path("served");
     let repo = repository(&base);
@@ -169,6 +172,9 @@ fn branches_tags_commits_and_subdirs_are_added() {
 
 #[test]
 fn keep_git_dir_and_checksum() {
+    if !common::tools("GIT", &[("git", "git")]) {
+        return;
+    }
     let kiln = busybox();
     let base = kiln.path("served");
     let repo = repository(&base);
@@ -211,6 +217,9 @@ fn keep_git_dir_and_checksum() {
 /// commit on the branch reruns it and the RUN after it.
 #[test]
 fn the_cache_follows_the_commit() {
+    if !common::tools("GIT", &[("git", "git")]) {
+        return;
+    }
     let kiln = busybox();
     let base = kiln.path("served");
     let repo = repository(&base);
@@ -236,6 +245,9 @@ fn the_cache_follows_the_commit() {
 
 #[test]
 fn unreachable_repositories_and_unknown_refs_fail_clearly() {
+    if !common::tools("GIT", &[("git", "git")]) {
+        return;
+    }
     let kiln = busybox();
     let base = kiln.path("served");
     repository(&base);
@@ -272,6 +284,9 @@ fn unreachable_repositories_and_unknown_refs_fail_clearly() {
 /// defines for itself.
 #[test]
 fn hooks_and_filters_of_the_repository_do_not_run() {
+    if !common::tools("GIT", &[("git", "git")]) {
+        return;
+    }
     let kiln = busybox();
     let base = kiln.path("served");
     let repo = repository(&base);

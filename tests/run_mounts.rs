@@ -378,6 +378,16 @@ fn ssh_image(kiln: &common::Kiln) {
 
 #[test]
 fn ssh_mounts_forward_the_agent_and_nothing_else() {
+    if !common::tools(
+        "SSH",
+        &[
+            ("ssh-agent", "openssh-client"),
+            ("ssh-add", "openssh-client"),
+            ("ssh-keygen", "openssh-client"),
+        ],
+    ) {
+        return;
+    }
     let kiln = busybox();
     ssh_image(&kiln);
     let agent = TestAgent::start(&kiln, "agent1");
@@ -454,6 +464,16 @@ fn ssh_mounts_forward_the_agent_and_nothing_else() {
 
 #[test]
 fn ssh_key_files_are_served_by_an_agent_of_the_build() {
+    if !common::tools(
+        "SSH",
+        &[
+            ("ssh-agent", "openssh-client"),
+            ("ssh-add", "openssh-client"),
+            ("ssh-keygen", "openssh-client"),
+        ],
+    ) {
+        return;
+    }
     let kiln = busybox();
     ssh_image(&kiln);
     let agent = TestAgent::start(&kiln, "keys");
@@ -490,6 +510,16 @@ fn ssh_key_files_are_served_by_an_agent_of_the_build() {
 
 #[test]
 fn missing_ssh_agents_fail_when_required_and_are_skipped_otherwise() {
+    if !common::tools(
+        "SSH",
+        &[
+            ("ssh-agent", "openssh-client"),
+            ("ssh-add", "openssh-client"),
+            ("ssh-keygen", "openssh-client"),
+        ],
+    ) {
+        return;
+    }
     let kiln = busybox();
     let optional = context(
         &kiln,
@@ -526,6 +556,16 @@ fn missing_ssh_agents_fail_when_required_and_are_skipped_otherwise() {
 
 #[test]
 fn bad_ssh_values_are_refused() {
+    if !common::tools(
+        "SSH",
+        &[
+            ("ssh-agent", "openssh-client"),
+            ("ssh-add", "openssh-client"),
+            ("ssh-keygen", "openssh-client"),
+        ],
+    ) {
+        return;
+    }
     let kiln = common::Kiln::new();
     let ctx = kiln.path("ctx");
     fs::create_dir_all(&ctx).unwrap();

@@ -224,6 +224,23 @@ pub fn pids_with(marker: &str) -> Vec<u32> {
 }
 
 /// Whether a tool is on PATH.
+/// Whether every tool of `tools` (name, Debian package) is installed;
+/// prints SKIPPED (or fails where `KILN_REQUIRE_<NAME>=1`, as in CI) when
+/// one is missing.
+pub fn tools(name: &str, tools: &[(&str, &str)]) -> bool {
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|(tool, _)| !have(tool))
+        .map(|(tool, package)| format!("{tool} (apt-get install {package})"))
+        .collect();
+    kiln_testkit::require(
+        name,
+        (!missing.is_empty())
+            .then(|| format!("this test needs {}", missing.join(", ")))
+            .as_deref(),
+    )
+}
+
 pub fn have(tool: &str) -> bool {
     std::process::Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
