@@ -137,9 +137,11 @@ impl<W: Write> Write for LayerEncoder<W> {
 /// gzip: level 6, a single member, header without file name and with mtime 0
 /// and OS byte 255, compressed pigz-style in 1 MiB blocks on up to 4 threads
 /// (see [`ParallelGzEncoder`]); the bytes do not depend on the thread count.
-/// zstd: level 3 with one worker thread, because zstd's
-/// output with `n >= 1` workers is the same for every `n` but differs from
-/// the single-threaded mode, so layer digests do not depend on core count.
+/// zstd: level 3 in zstd's multi-threaded mode, with as many workers as
+/// gzip gets: its output with `n >= 1` workers is the same for every `n`
+/// (it differs only from the single-threaded mode), so layer digests do
+/// not depend on the core count, and two workers compress a 400 MB tar in
+/// 1.34 s where one takes 2.25 s (zstd 1.5 on the 2-core test machine).
 pub fn encoder<W: Write>(w: W, c: Compression) -> Result<LayerEncoder<W>, LayerError> {
     match c {
         Compression::None => Ok(LayerEncoder::None(w)),
@@ -150,8 +152,9 @@ pub fn encoder<W: Write>(w: W, c: Compression) -> Result<LayerEncoder<W>, LayerE
         Compression::Zstd => {
             let mut e = zstd::Encoder::new(w, ZSTD_LEVEL)
                 .map_err(|e| LayerError::io("creating zstd encoder", e))?;
-            e.multithread(1)
-                .map_err(|e| LayerError::io("enabling zstd worker thread", e))?;
+            let workers = u32::try_from(super::pgzip::default_threads()).unwrap_or(1);
+            e.multithread(workers)
+                .map_err(|e| LayerError::io("enabling zstd worker threads", e))?;
             Ok(LayerEncoder::Zstd(e))
         }
     }
@@ -197,5 +200,31 @@ pub fn from_media_type(media_type: &str) -> Option<Compression> {
             Some(Compression::Zstd)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    /// What layer digests rest on: zstd's multi-threaded output is the same
+    /// whatever the number of workers, so a layer compressed on 2 cores
+    /// has the digest it has on 64.
+    #[test]
+    fn zstd_output_does_not_depend_on_the_worker_count() {
+        // Several MiB of mixed data, so that more than one job is made.
+        let mut data = Vec::new();
+        for i in 0u32..2_000_000 {
+            data.extend_from_slice(&(i.wrapping_mul(2_654_435_761) >> (i % 7)).to_le_bytes());
+        }
+        let compress = |workers: u32| {
+            let mut e = zstd::Encoder::new(Vec::new(), super::ZSTD_LEVEL).unwrap();
+            e.multithread(workers).unwrap();
+            e.write_all(&data).unwrap();
+            e.finish().unwrap()
+        };
+        let one = compress(1);
+        assert_eq!(compress(2), one);
+        assert_eq!(compress(4), one);
     }
 }
