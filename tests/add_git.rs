@@ -2,11 +2,7 @@
 //! 127.0.0.1 serving repositories made here: branches, tags, commits,
 //! subdirs, `--keep-git-dir`, `--checksum`, the cache by commit, and a
 //! repository's hooks and filters never running.
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test harness fails loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
 mod common;
 
@@ -17,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::build::{build_fails, build_ok, busybox, context, sh};
+use common::build::{build_fails, build_ok, busybox, cached, context, sh};
 
 /// Runs git in `dir` with a fixed identity and no user configuration.
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -116,17 +112,6 @@ fn commit_on(repo: &Path, content: &str) -> String {
     fs::write(repo.join("README"), content).unwrap();
     git(repo, &["commit", "-q", "-am", content.trim()]);
     git(repo, &["rev-parse", "HEAD"])
-}
-
-/// Whether the step whose plain-progress name contains `name` was
-/// answered from the cache (`#N CACHED`).
-fn cached(stderr: &str, name: &str) -> bool {
-    let step = stderr
-        .lines()
-        .find(|l| l.starts_with('#') && l.contains(name))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("the step is in the progress output");
-    stderr.lines().any(|l| l == format!("{step} CACHED"))
 }
 
 #[test]

@@ -2,11 +2,7 @@
 //! directories read as the build context is, images (`docker-image://`)
 //! and OCI layouts (`oci-layout://`) that replace a `FROM` image or a
 //! stage, their cache keys and their errors.
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test harness fails loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
 mod common;
 
@@ -15,18 +11,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 
 use common::Kiln;
-use common::build::{build_fails, build_ok, busybox, context, sh};
-
-/// Whether the step whose plain-progress name contains `name` was
-/// answered from the cache (`#N CACHED`).
-fn cached(stderr: &str, name: &str) -> bool {
-    let step = stderr
-        .lines()
-        .find(|l| l.starts_with('#') && l.contains(name))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("the step is in the progress output");
-    stderr.lines().any(|l| l == format!("{step} CACHED"))
-}
+use common::build::{build_fails, build_ok, busybox, cached, context, sh};
 
 /// `other:1`: `bb:1` with `/marker` = `two`.
 fn other_image(kiln: &Kiln) {

@@ -797,6 +797,18 @@ fn used_keys(shared: &Shared<'_>) -> (Vec<String>, Vec<String>) {
     (min, max)
 }
 
+/// The location of `stage`'s FROM, for the errors of its base.
+fn from_location(shared: &Shared<'_>, stage: &PlannedStage) -> StepLocation {
+    step_location(
+        shared.options,
+        shared.plan,
+        stage,
+        stage.span,
+        &stage.from_code,
+        false,
+    )
+}
+
 /// The location of an instruction of `stage` at `span` (its keyword),
 /// for the errors it raises.
 fn step_location(
@@ -1206,17 +1218,8 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         }
         Base::Image { reference } => {
             let _resolving = shared.phase(None, Some(index), "base image");
-            (*image_state(shared, reference).map_err(|e| {
-                e.at(step_location(
-                    shared.options,
-                    plan,
-                    stage,
-                    stage.span,
-                    &stage.from_code,
-                    false,
-                ))
-            })?)
-            .clone()
+            (*image_state(shared, reference).map_err(|e| e.at(from_location(shared, stage)))?)
+                .clone()
         }
     };
     // ONBUILD triggers of the base run first (the plan puts them at the
@@ -1276,14 +1279,7 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
             base: base_kind,
         };
         if let Err(error) = run_mounts::context_base(&ctx, name, &mut state) {
-            let error = error.at(step_location(
-                shared.options,
-                plan,
-                stage,
-                stage.span,
-                &stage.from_code,
-                false,
-            ));
+            let error = error.at(from_location(shared, stage));
             shared.reporter.report(Event::StepFailed {
                 id: from_id,
                 error: error.to_string(),

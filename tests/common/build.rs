@@ -87,3 +87,14 @@ pub fn build_fails(kiln: &Kiln, dir: &Path, extra: &[&str]) -> String {
 pub fn sh(kiln: &Kiln, image: &str, script: &str) -> String {
     kiln.ok(&["run", "--rm", image, "sh", "-c", script])
 }
+
+/// Whether the step whose plain-progress name contains `name` was
+/// answered from the cache (`#N CACHED`); the step must be in `stderr`.
+pub fn cached(stderr: &str, name: &str) -> bool {
+    let step = stderr
+        .lines()
+        .find(|l| l.starts_with('#') && l.contains(name))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    stderr.lines().any(|l| l == format!("{step} CACHED"))
+}
