@@ -486,7 +486,22 @@ fn ssh_key_files_are_served_by_an_agent_of_the_build() {
         &[],
     );
     let key = format!("mykey={}", agent.key.display());
-    build_ok(&kiln, &ctx, "keys:1", &["--ssh", &key]);
+    // The agent's directory goes under a TMPDIR of this test's own, so
+    // that other tests' agents are not counted below.
+    let tmp = kiln.path("ssh-tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let out = kiln
+        .command()
+        .env("TMPDIR", &tmp)
+        .args(["build", "-t", "keys:1", "--ssh", &key])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         sh(&kiln, "keys:1", "cat /sock /mode"),
         "/agent\n660 1000 50\n"
@@ -503,7 +518,7 @@ fn ssh_key_files_are_served_by_an_agent_of_the_build() {
         .flatten()
         .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.starts_with("ssh-agent") && c.contains("kiln-ssh-"))
+        .filter(|c| c.starts_with("ssh-agent") && c.contains(tmp.to_str().unwrap()))
         .collect();
     assert!(agents.is_empty(), "{agents:?}");
 }
@@ -626,4 +641,77 @@ fn bad_ssh_values_are_refused() {
         err.contains("invalid --ssh \"default\": invalid empty ssh agent socket: make sure SSH_AUTH_SOCK is set"),
         "{err}"
     );
+}
+
+#[test]
+fn an_agent_for_key_files_dies_with_a_killed_kiln() {
+    if !common::tools(
+        "SSH",
+        &[
+            ("ssh-agent", "openssh-client"),
+            ("ssh-add", "openssh-client"),
+            ("ssh-keygen", "openssh-client"),
+        ],
+    ) {
+        return;
+    }
+    let kiln = busybox();
+    let agent = TestAgent::start(&kiln, "killed");
+    let marker = format!("4244.{}", std::process::id());
+    let tmp = kiln.path("ssh-tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let ctx = context(
+        &kiln,
+        "ssh-killed",
+        &format!("FROM bb:1\nRUN --mount=type=ssh,id=k sleep {marker}\n"),
+        &[],
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(kiln.root())
+        .env("TMPDIR", &tmp)
+        .args(["build", "-q", "--ssh"])
+        .arg(format!("k={}", agent.key.display()))
+        .arg(&ctx)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The agent and the shell that holds it name the socket under `tmp`.
+    let agents = || -> Vec<String> {
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains("ssh-agent") && c.contains(tmp.to_str().unwrap()))
+            .collect()
+    };
+    let running = |cmdline: &str| {
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+    };
+    let sleep = format!("sleep\0{marker}\0");
+    let started = std::time::Instant::now();
+    while !running(&sleep) {
+        assert!(started.elapsed().as_secs() < 20, "the RUN did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = agents();
+    assert!(
+        before.iter().any(|c| c.starts_with("ssh-agent ")),
+        "{before:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = std::time::Instant::now();
+    while !agents().is_empty() || running(&sleep) {
+        assert!(
+            gone.elapsed().as_secs() < 10,
+            "ssh-agent or the RUN left after kill -9 of kiln build"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -56,17 +56,35 @@ impl KeyAgent {
             .tempdir()
             .map_err(|e| format!("creating a directory for ssh-agent: {e}"))?;
         let socket = dir.path().join("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
+        // ssh-agent is set-group-id on Debian, and exec of such a program
+        // clears the parent-death signal: a shell of kiln's own holds it
+        // instead (SIGTERM when kiln dies, even by SIGKILL) and stops the
+        // agent then, as drop does.
+        let mut command = Command::new("/bin/sh");
+        command
+            .args(["-c", AGENT_SCRIPT, "kiln-ssh-agent"])
             .arg(&socket)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                format!("running ssh-agent (kiln serves key files with OpenSSH's ssh-agent): {e}")
-            })?;
+            .stderr(Stdio::piped());
+        // The death signal follows the thread that forks: kiln starts the
+        // agent on its main thread, which lives as long as kiln.
+        let parent = std::process::id();
+        // SAFETY: only prctl and getppid run between fork and exec, both
+        // async-signal-safe system calls on integers.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+                // kiln may have died before the prctl.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    libc::_exit(0);
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|e| {
+            format!("running ssh-agent (kiln serves key files with OpenSSH's ssh-agent): {e}")
+        })?;
         let mut agent = Self {
             child,
             socket,
@@ -125,10 +143,24 @@ impl KeyAgent {
 
 impl Drop for KeyAgent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM: the shell's trap stops the agent before the shell ends.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
         let _ = self.child.wait();
     }
 }
+
+/// The shell that runs ssh-agent (`$1`: the socket) and stops it on
+/// SIGTERM; its exit status is the agent's when the agent ends first.
+const AGENT_SCRIPT: &str = r#"ssh-agent -D -a "$1" &
+agent=$!
+trap 'kill "$agent" 2>/dev/null; wait "$agent"; exit 0' TERM
+wait "$agent"
+"#;
 
 /// An OpenSSH command that cannot prompt: no input, no askpass program.
 fn quiet(mut command: Command) -> Command {
