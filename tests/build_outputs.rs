@@ -577,3 +577,39 @@ fn bad_outputs_fail_before_the_build() {
     // Not a terminal here: stdout is a pipe, so the tar is written.
     assert!(output.status.success());
 }
+
+#[test]
+fn what_a_killed_build_left_beside_an_output_directory_is_removed_by_the_next() {
+    if !root() {
+        return;
+    }
+    let kiln = busybox();
+    let dir = context(&kiln, "ctx", "FROM bb:1\nRUN echo hi > /hi\n", &[]);
+    let out = kiln.path("out");
+    fs::create_dir_all(&out).unwrap();
+    // A dead owner (a start time no process has) left a half-written tree.
+    let dead = out.join(format!(".kiln-output-{}-1-abc", std::process::id()));
+    fs::create_dir_all(dead.join("etc")).unwrap();
+    fs::write(dead.join("etc/half"), "half").unwrap();
+    // A live one (this test process, as another kiln would be) stays.
+    let live = out.join(format!(
+        ".kiln-output-{}-live",
+        kiln_store::temp::Owner::current().tag()
+    ));
+    fs::create_dir_all(&live).unwrap();
+    let dest = out.join("fs");
+    build_ok(
+        &kiln,
+        &dir,
+        &["-o", &format!("type=local,dest={}", dest.display())],
+    );
+    assert!(!dead.exists(), "the killed build's directory is gone");
+    assert!(live.exists(), "a live build's directory stays");
+    assert_eq!(fs::read_to_string(dest.join("hi")).unwrap(), "hi\n");
+    let left: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".kiln-output-") && !n.ends_with("-live"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

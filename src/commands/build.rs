@@ -1196,10 +1196,33 @@ fn write_directory<T>(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    // What a killed build left here goes first; this one's directory
+    // carries its owner and is locked while it lives, as `kiln save`'s
+    // temporary archives are.
+    match kiln_store::temp::sweep_outputs(parent) {
+        Ok(swept) if swept.entries > 0 => log::info!(
+            "removed {} output directory(ies) of killed builds from {}",
+            swept.entries,
+            parent.display()
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!(
+            "cannot remove output directories of killed builds from {}: {e}",
+            parent.display()
+        ),
+    }
     let staging = tempfile::Builder::new()
-        .prefix(".kiln-output-")
+        .prefix(&format!(
+            "{}{}-",
+            kiln_store::temp::OUTPUT_PREFIX,
+            kiln_store::temp::Owner::current().tag()
+        ))
         .tempdir_in(parent)
         .with_context(|| format!("cannot create a directory in {}", parent.display()))?;
+    let lock = fs::File::open(staging.path())
+        .with_context(|| format!("cannot open {}", staging.path().display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", staging.path().display()))?;
     // tempfile makes it 0700; the result gets a new directory's usual mode.
     fs::set_permissions(
         staging.path(),
@@ -1208,6 +1231,8 @@ fn write_directory<T>(
     .with_context(|| format!("cannot set the mode of {}", staging.path().display()))?;
     let value = fill(staging.path())?;
     let staged = staging.keep();
+    // The rename below moves the locked directory: the lock goes with it
+    // and is dropped once it is in place.
     if let Err(e) = fs::rename(&staged, dest) {
         let _ = fs::remove_dir_all(&staged);
         return Err(e).with_context(|| format!("cannot move the output into {}", dest.display()));

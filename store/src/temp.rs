@@ -108,18 +108,33 @@ impl TempUsage {
 /// target; the owner's tag and a random suffix follow.
 pub const SAVE_PREFIX: &str = ".kiln-save-";
 
+/// The prefix of the directory `kiln build -o type=local` (or `oci` with
+/// `tar=false`) fills beside its destination; the owner's tag and a
+/// random suffix follow.
+pub const OUTPUT_PREFIX: &str = ".kiln-output-";
+
 /// Removes the temporary archives of dead `kiln save` processes from
 /// `dir` (the directory of a save target). Names without an owner (from
 /// older kiln versions) are left alone: nothing tells whether they are in
 /// use.
 pub fn sweep_saves(dir: &Path) -> io::Result<TempUsage> {
+    sweep_prefixed(dir, SAVE_PREFIX)
+}
+
+/// Removes the output directories of dead `kiln build -o` processes from
+/// `dir` (the parent of an output directory), as [`sweep_saves`] does.
+pub fn sweep_outputs(dir: &Path) -> io::Result<TempUsage> {
+    sweep_prefixed(dir, OUTPUT_PREFIX)
+}
+
+fn sweep_prefixed(dir: &Path, prefix: &str) -> io::Result<TempUsage> {
     let mut removed = TempUsage::default();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(owner) = name
             .to_str()
-            .and_then(|n| n.strip_prefix(SAVE_PREFIX))
+            .and_then(|n| n.strip_prefix(prefix))
             .and_then(Owner::parse)
         else {
             continue;
@@ -128,10 +143,17 @@ pub fn sweep_saves(dir: &Path) -> io::Result<TempUsage> {
         if owner == Owner::current() || !is_abandoned(owner, &path) {
             continue;
         }
-        let bytes = entry.metadata().map_or(0, |m| m.len());
-        match fs::remove_file(&path) {
-            Ok(()) => removed.add(bytes),
-            // Another save swept it first.
+        let meta = entry.metadata()?;
+        let gone = if meta.is_dir() {
+            removed.add(0);
+            fs::remove_dir_all(&path)
+        } else {
+            removed.add(meta.len());
+            fs::remove_file(&path)
+        };
+        match gone {
+            Ok(()) => {}
+            // Another process swept it first.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
