@@ -363,6 +363,12 @@ fn check_record(record: &CacheRecord, listed: &HashMap<&str, &Descriptor>) -> Re
     if let Some(digest) = &record.sources_digest {
         parse_sha256(digest).map_err(|e| e.to_string())?;
     }
+    // A hit copies it into the image's history, which tools read as RFC
+    // 3339.
+    record
+        .created
+        .parse::<jiff::Timestamp>()
+        .map_err(|e| format!("its time {:?} is not RFC 3339: {e}", record.created))?;
     Ok(())
 }
 
@@ -638,4 +644,57 @@ fn write_layout(
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     write(&dir.join("oci-layout"), &mut &layout[..], true)?;
     write(&dir.join("index.json"), &mut &index[..], true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_documents;
+    use crate::ops::{MkdirOp, Op};
+
+    fn record(created: &str, key: Option<&str>) -> serde_json::Value {
+        let op = Op::Mkdir(MkdirOp {
+            parent: "scratch".to_owned(),
+            path: "/app".to_owned(),
+            user: String::new(),
+        });
+        serde_json::json!({
+            "version": crate::cache::RECORD_VERSION,
+            "key": key.map_or_else(|| op.key().unwrap(), str::to_owned),
+            "description": "WORKDIR /app",
+            "layer": null,
+            "created": created,
+            "inputs": op.to_value().unwrap(),
+        })
+    }
+
+    #[test]
+    fn records_are_taken_only_when_every_check_passes() {
+        let manifest = br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:00","size":1},"layers":[]}"#;
+        let key = format!("sha256:{}", "0".repeat(64));
+        let document = serde_json::json!({
+            "version": 1,
+            "records": [
+                record("2026-12-05T00:00:00Z", None),
+                record("yesterday", None),
+                record("2026-12-05T00:00:00Z", Some(&key)),
+            ],
+        });
+        let (taken, refused) =
+            check_documents(manifest, &serde_json::to_vec(&document).unwrap()).unwrap();
+        assert_eq!(taken, 1);
+        assert_eq!(refused.len(), 2);
+        assert!(
+            refused[0].starts_with("its time \"yesterday\" is not RFC 3339"),
+            "{refused:?}"
+        );
+        assert!(
+            refused[1].starts_with("its key is not its operation's"),
+            "{refused:?}"
+        );
+        let newer = serde_json::json!({"version": 2, "records": []});
+        assert_eq!(
+            check_documents(manifest, &serde_json::to_vec(&newer).unwrap()).unwrap_err(),
+            "records document version 2 (this kiln reads 1)"
+        );
+    }
 }
