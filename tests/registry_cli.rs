@@ -1127,6 +1127,7 @@ fn push_in_chunks_is_read_back_whole_by_skopeo() {
             monolithic_max: 64,
             chunk_size: 50,
             progress: &report,
+            uploads: kiln_store::registry::push::PARALLEL_UPLOADS,
         },
     )
     .unwrap();

@@ -79,6 +79,7 @@ pub fn push_image(
         monolithic_max: registry::push::MONOLITHIC_MAX,
         chunk_size: registry::push::CHUNK_SIZE,
         progress: &report,
+        uploads: registry::push::PARALLEL_UPLOADS,
     };
     let pushed = registry::push(store, client, reference, &options);
     progress.finish();

@@ -46,6 +46,9 @@ pub const CONFIG_TYPE: &str = "application/vnd.kiln.build-cache.records.v1+json"
 pub const INLINE_KEY: &str = "kiln.build-cache.v1";
 /// The version of the records document.
 const DOCUMENT_VERSION: u32 = 1;
+/// Blobs a cache export sends at once: its layers are many and often
+/// small, so the requests' round trips, not bandwidth, bound it.
+const CACHE_UPLOADS: usize = 8;
 /// The largest `index.json`, manifest or records document read.
 const MAX_DOCUMENT: u64 = 64 << 20;
 
@@ -570,6 +573,7 @@ pub fn export(
                 monolithic_max: kiln_store::registry::push::MONOLITHIC_MAX,
                 chunk_size: kiln_store::registry::push::CHUNK_SIZE,
                 progress: &quiet,
+                uploads: CACHE_UPLOADS,
             };
             kiln_store::registry::artifact::push_artifact(
                 store,

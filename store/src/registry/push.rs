@@ -68,6 +68,9 @@ pub struct PushOptions<'a> {
     pub chunk_size: u64,
     /// Called from the pushing threads.
     pub progress: &'a (dyn Fn(PushEvent) + Sync),
+    /// Blobs sent at once ([`PARALLEL_UPLOADS`] for an image, as Docker's
+    /// default; more for a build cache's many small layers).
+    pub uploads: usize,
 }
 
 /// What a push did.
@@ -226,7 +229,7 @@ fn mount_sources(store: &Store, reference: &ImageReference) -> Vec<(String, BTre
     sources
 }
 
-/// Pushes the blobs the registry lacks, [`PARALLEL_UPLOADS`] at a time.
+/// Pushes the blobs the registry lacks, `options.uploads` at a time.
 pub(super) fn push_blobs(
     store: &Store,
     session: &Session<'_>,
@@ -241,7 +244,7 @@ pub(super) fn push_blobs(
     let uploaded = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let workers = PARALLEL_UPLOADS.min(blobs.len()).max(1);
+    let workers = options.uploads.min(blobs.len()).max(1);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
