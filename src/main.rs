@@ -149,6 +149,13 @@ fn main() -> ExitCode {
         .init();
     log::debug!("store root: {:?}", cli.root);
     let root = cli.root.as_deref();
+    // `docker run` exits 125 when Docker itself fails (no such image, a
+    // bad value, an unknown user), keeping the process's own codes apart.
+    let failure = if matches!(cli.command, Command::Run(_)) {
+        ExitCode::from(125)
+    } else {
+        ExitCode::FAILURE
+    };
     let result = match cli.command {
         Command::Build(args) => commands::build::run(root, &args),
         Command::Parse(args) => commands::parse::run(&args),
@@ -175,7 +182,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             output::print_error(&error);
-            ExitCode::FAILURE
+            failure
         }
     }
 }

@@ -73,6 +73,48 @@ fn echo_exit_codes_and_cmd_entrypoint() {
 }
 
 #[test]
+fn everything_after_the_image_is_the_containers_and_kiln_failures_exit_125() {
+    let kiln = busybox();
+    // `-e X` and `--` after the image are the command's, as with
+    // `docker run`; before it they are kiln's.
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "--rm",
+                "-e",
+                "A=1",
+                "bb:1",
+                "sh",
+                "-c",
+                "echo \"$A\" \"$@\"",
+                "x",
+                "-e",
+                "X",
+                "--",
+                "y"
+            ]
+        ),
+        (0, "1 -e X -- y\n".to_owned(), String::new())
+    );
+    assert_eq!(
+        run(&kiln, &["--rm", "bb:1", "-e", "X"]).2,
+        "kiln: unable to start container process: exec: \"-e\": executable file not found in $PATH\n"
+    );
+    // kiln's own failures: 125; the process's: its own, 126 and 127.
+    let (code, _, stderr) = run(&kiln, &["--rm", "--pull", "never", "nosuch:1", "true"]);
+    assert_eq!(code, 125, "{stderr}");
+    let (code, _, stderr) = run(&kiln, &["--rm", "-u", "nosuchuser", "bb:1", "true"]);
+    assert_eq!(code, 125, "{stderr}");
+    assert!(
+        stderr.contains("unable to find user nosuchuser: no matching entries in passwd file"),
+        "{stderr}"
+    );
+    assert_eq!(run(&kiln, &["--rm", "bb:1", "/nonexistent"]).0, 127);
+    assert_eq!(run(&kiln, &["--rm", "bb:1", "/etc/not-executable"]).0, 126);
+}
+
+#[test]
 fn env_user_workdir_and_hostname() {
     let kiln = busybox();
     let (code, out, _) = run(

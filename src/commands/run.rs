@@ -84,15 +84,29 @@ pub struct RunArgs {
     /// The platform to pull from a multi-platform image (OS/ARCH[/VARIANT]).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
-    /// The image, by name or ID.
-    image: String,
-    /// The command and its arguments (default: the image's CMD).
+    /// The image (by name or ID), then the command and its arguments
+    /// (default: the image's CMD). Everything after the image is the
+    /// container's, `-e` or `--` included, as with `docker run`.
     #[arg(
+        required = true,
+        num_args = 1..,
         trailing_var_arg = true,
         allow_hyphen_values = true,
-        value_name = "COMMAND"
+        value_name = "IMAGE [COMMAND [ARG...]]"
     )]
-    command: Vec<String>,
+    argv: Vec<String>,
+}
+
+impl RunArgs {
+    /// The image argument.
+    fn image(&self) -> &str {
+        self.argv.first().map_or("", String::as_str)
+    }
+
+    /// The command after the image.
+    fn command(&self) -> &[String] {
+        self.argv.get(1..).unwrap_or_default()
+    }
 }
 
 /// Runs `kiln run`; the exit status is the container process's, as Docker
@@ -137,13 +151,13 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .map(kiln_store::registry::PlatformSpec::parse)
         .transpose()?;
     let store = super::open_store(root)?;
-    let image = resolve_or_pull(&store, &args.image, &args.pull, platform)?;
+    let image = resolve_or_pull(&store, args.image(), &args.pull, platform)?;
     let config = image.config.config.clone().unwrap_or_default();
     let command = command_line(&config, args)?;
 
     let layers = store
         .snapshots(&image.manifest.layers, &image.config.rootfs.diff_ids)
-        .with_context(|| format!("cannot prepare the file system of {}", args.image))?
+        .with_context(|| format!("cannot prepare the file system of {}", args.image()))?
         .into_iter()
         .map(|snapshot| snapshot.path)
         .collect();
@@ -184,7 +198,7 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let outcome = kiln_runtime::run(&spec);
     // The NAT helper is reaped in the background; it must not outlive kiln.
     kiln_runtime::wait_for_helpers();
-    let outcome = outcome.with_context(|| format!("cannot run {}", args.image))?;
+    let outcome = outcome.with_context(|| format!("cannot run {}", args.image()))?;
     drop(scratch);
     Ok(ExitCode::from(
         u8::try_from(outcome.exit_code).unwrap_or(255),
@@ -230,10 +244,10 @@ fn command_line(
             config.cmd.clone().unwrap_or_default(),
         ),
     };
-    let cmd = if args.command.is_empty() {
+    let cmd = if args.command().is_empty() {
         image_cmd
     } else {
-        args.command.clone()
+        args.command().to_vec()
     };
     let full: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if full.is_empty() {
