@@ -487,7 +487,7 @@ fn rootless_run_as_an_unprivileged_user() {
         "default"
     } else {
         let (code, _, err) = run_as_nobody(&kiln, &["run", "bb:1", "true"]);
-        assert_eq!(code, 1);
+        assert_eq!(code, 125, "kiln's own failure");
         assert!(
             err.contains(
                 "the isolated network needs read-write access to /dev/net/tun without root (Permission denied (os error 13))"
@@ -551,7 +551,7 @@ fn rootless_run_as_an_unprivileged_user() {
     assert_eq!(
         run_as_nobody(&kiln, &["run", "--memory", "64m", "bb:1", "true"]),
         (
-            1,
+            125,
             String::new(),
             "error: cannot run bb:1\ncaused by: resource limits need root (cgroups)\n".to_owned()
         )
@@ -562,7 +562,7 @@ fn rootless_run_as_an_unprivileged_user() {
             &["run", "--network", network, "-u", "app", "bb:1", "true"]
         ),
         (
-            1,
+            125,
             String::new(),
             "error: cannot run bb:1\ncaused by: container setup: running as user app needs \
              root (only uid 0 is mapped without root)\n"
