@@ -112,6 +112,18 @@ fn everything_after_the_image_is_the_containers_and_kiln_failures_exit_125() {
     );
     assert_eq!(run(&kiln, &["--rm", "bb:1", "/nonexistent"]).0, 127);
     assert_eq!(run(&kiln, &["--rm", "bb:1", "/etc/not-executable"]).0, 126);
+    // `-it` with a pipe on stdin: the Docker CLI's refusal, not a hang.
+    let output = kiln
+        .command()
+        .args(["run", "--rm", "-it", "bb:1", "sh"])
+        .write_stdin("echo hi\n")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "the input device is not a TTY\n"
+    );
 }
 
 #[test]

@@ -112,6 +112,12 @@ impl RunArgs {
 /// Runs `kiln run`; the exit status is the container process's, as Docker
 /// reports it.
 pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    // As the Docker CLI: `-it` needs a terminal on stdin (a pipe would
+    // feed a shell that waits on its prompt forever); exit 1, the CLI's.
+    if args.interactive && args.tty && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("the input device is not a TTY");
+        return Ok(ExitCode::FAILURE);
+    }
     let limits = Limits {
         memory: args.memory.as_deref().map(parse_memory).transpose()?,
         cpus: args.cpus.as_deref().map(parse_cpus).transpose()?,
