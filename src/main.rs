@@ -128,7 +128,20 @@ fn main() -> ExitCode {
     {
         return kiln_runtime::init_main();
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // `docker run` exits 125 on a bad flag too; help and version
+            // are not errors.
+            let code = if error.use_stderr() && subcommand_is_run() {
+                125
+            } else {
+                u8::try_from(error.exit_code()).unwrap_or(1)
+            };
+            return ExitCode::from(code);
+        }
+    };
     env_logger::Builder::new()
         .filter_level(cli.log_level.filter())
         // At trace level the HTTP client dumps raw request and response
@@ -185,4 +198,20 @@ fn main() -> ExitCode {
             failure
         }
     }
+}
+
+/// Whether the command line's subcommand is `run`: its first word that is
+/// neither an option nor the value of a global option.
+fn subcommand_is_run() -> bool {
+    let mut words = std::env::args().skip(1);
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "--root" | "--log-level" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => return w == "run",
+        }
+    }
+    false
 }

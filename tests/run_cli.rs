@@ -112,6 +112,14 @@ fn everything_after_the_image_is_the_containers_and_kiln_failures_exit_125() {
     );
     assert_eq!(run(&kiln, &["--rm", "bb:1", "/nonexistent"]).0, 127);
     assert_eq!(run(&kiln, &["--rm", "bb:1", "/etc/not-executable"]).0, 126);
+    // A bad flag is kiln's failure too (clap's usage error otherwise
+    // exits 2).
+    let (code, _, stderr) = run(&kiln, &["--no-such-flag", "bb:1"]);
+    assert_eq!(code, 125, "{stderr}");
+    assert_eq!(
+        stderr,
+        "error: unknown flag: --no-such-flag\nSee 'kiln run --help'.\n"
+    );
     // `-it` with a pipe on stdin: the Docker CLI's refusal, not a hang.
     let output = kiln
         .command()

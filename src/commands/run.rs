@@ -112,6 +112,11 @@ impl RunArgs {
 /// Runs `kiln run`; the exit status is the container process's, as Docker
 /// reports it.
 pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    // The list after kiln's options takes hyphens (a command's own
+    // flags), so an unknown option of kiln's lands where IMAGE is.
+    if args.image().starts_with('-') {
+        anyhow::bail!("unknown flag: {}\nSee 'kiln run --help'.", args.image());
+    }
     // As the Docker CLI: `-it` needs a terminal on stdin (a pipe would
     // feed a shell that waits on its prompt forever); exit 1, the CLI's.
     if args.interactive && args.tty && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
