@@ -117,6 +117,49 @@ enum Command {
         #[command(subcommand)]
         command: commands::system::SystemCommand,
     },
+    /// Manage images (Docker's `docker image` commands).
+    Image {
+        /// What to do.
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Manage the build cache (Docker's `docker builder`; `kiln cache`).
+    Builder {
+        /// What to do.
+        #[command(subcommand)]
+        command: commands::cache::CacheCommand,
+    },
+    /// Show kiln's version.
+    Version,
+}
+
+/// `kiln image ...`: the image commands under Docker's group names.
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// List images (`kiln images`).
+    #[command(visible_alias = "list")]
+    Ls(commands::images::ImagesArgs),
+    /// Show an image's details (`kiln inspect`).
+    Inspect(commands::inspect::InspectArgs),
+    /// Show the steps that made an image (`kiln history`).
+    History(commands::history::HistoryArgs),
+    /// Create an image from a root file system (`kiln import`).
+    Import(commands::import::ImportArgs),
+    /// Load images from an archive (`kiln load`).
+    Load(commands::load::LoadArgs),
+    /// Save images to an archive (`kiln save`).
+    Save(commands::save::SaveArgs),
+    /// Pull an image (`kiln pull`).
+    Pull(commands::pull::PullArgs),
+    /// Push an image (`kiln push`).
+    Push(commands::push::PushArgs),
+    /// Give an image another name (`kiln tag`).
+    Tag(commands::tag::TagArgs),
+    /// Remove images (`kiln rmi`).
+    #[command(visible_alias = "remove")]
+    Rm(commands::rmi::RmiArgs),
+    /// Remove unused images (`kiln prune`).
+    Prune(commands::prune::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -188,8 +231,27 @@ fn main() -> ExitCode {
         Command::Logout(args) => commands::login::logout(root, &args),
         Command::Rmi(args) => commands::rmi::run(root, &args),
         Command::Prune(args) => commands::prune::run(root, &args),
-        Command::Cache { command } => commands::cache::run(root, &command),
+        Command::Cache { command } | Command::Builder { command } => {
+            commands::cache::run(root, &command)
+        }
         Command::System { command } => commands::system::run(root, &command),
+        Command::Image { command } => match command {
+            ImageCommand::Ls(args) => commands::images::run(root, &args),
+            ImageCommand::Inspect(args) => commands::inspect::run(root, &args),
+            ImageCommand::History(args) => commands::history::run(root, &args),
+            ImageCommand::Import(args) => commands::import::run(root, &args),
+            ImageCommand::Load(args) => commands::load::run(root, &args),
+            ImageCommand::Save(args) => commands::save::run(root, &args),
+            ImageCommand::Pull(args) => commands::pull::run(root, &args),
+            ImageCommand::Push(args) => commands::push::run(root, &args),
+            ImageCommand::Tag(args) => commands::tag::run(root, &args),
+            ImageCommand::Rm(args) => commands::rmi::run(root, &args),
+            ImageCommand::Prune(args) => commands::prune::run(root, &args),
+        },
+        Command::Version => {
+            println!("kiln version {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

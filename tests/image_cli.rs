@@ -704,3 +704,31 @@ fn reloading_an_image_in_another_format_leaves_no_dangling_twin() {
     assert_eq!(kiln.ok(&["images", "-q"]), format!("{}\n", &id[7..19]));
     assert!(kiln.ok(&["system", "check"]).contains("consistent"));
 }
+
+#[test]
+fn dockers_command_groups_are_the_same_commands() {
+    let kiln = Kiln::new();
+    kiln.import_sample("app:1");
+    assert_eq!(kiln.ok(&["image", "ls"]), kiln.ok(&["images"]));
+    assert_eq!(
+        kiln.ok(&["image", "list", "-q"]),
+        kiln.ok(&["images", "-q"])
+    );
+    assert_eq!(
+        kiln.ok(&["image", "inspect", "app:1"]),
+        kiln.ok(&["inspect", "app:1"])
+    );
+    assert_eq!(
+        kiln.ok(&["image", "history", "app:1"]),
+        kiln.ok(&["history", "app:1"])
+    );
+    kiln.ok(&["image", "tag", "app:1", "app:2"]);
+    assert!(kiln.ok(&["images"]).contains("app          2"));
+    kiln.ok(&["image", "rm", "app:2"]);
+    assert!(!kiln.ok(&["images"]).contains("app          2"));
+    assert_eq!(kiln.ok(&["builder", "du"]), kiln.ok(&["cache", "du"]));
+    assert_eq!(
+        kiln.ok(&["version"]),
+        format!("kiln version {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
