@@ -105,7 +105,7 @@ fn a_seccomp_profile_file_replaces_the_default_and_bad_options_are_named() {
     ] {
         assert_eq!(
             run(&kiln, &["--security-opt", &value, "bb:1", "true"]),
-            (1, String::new(), message)
+            (125, String::new(), message)
         );
     }
     fs::write(
@@ -114,7 +114,7 @@ fn a_seccomp_profile_file_replaces_the_default_and_bad_options_are_named() {
     )
     .unwrap();
     let (code, _, err) = run(&kiln, &["--security-opt", &option, "bb:1", "true"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 125);
     assert!(
         err.starts_with(&format!(
             "error: seccomp profile {}: invalid type: integer `3`, expected a sequence",
