@@ -115,7 +115,9 @@ fn hostile_layers_never_unpack_outside_the_snapshot() {
         let output = kiln.run(&["load", "-i", file.to_str().unwrap()]);
         // Nothing outside the store changes, whatever the entry.
         assert_eq!(common::tree(&kiln.dir.path().join("victim")), before);
-        assert!(!Path::new("/tmp/x").exists() || fs::read("/tmp/x").unwrap() != b"pwned\n");
+        // (/tmp/x may be anything of the host's own: only its content
+        // matters.)
+        assert!(fs::read("/tmp/x").map_or(true, |c| c != b"pwned\n"));
         // An entry that would leave the root is refused and the load with
         // it; symlinks are followed inside the snapshot and load.
         let refused = name.starts_with("..") || kind == b'1';
