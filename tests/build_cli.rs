@@ -1774,3 +1774,37 @@ fn the_context_is_read_once_per_build_for_the_same_files() {
         "5\nd0\nd1\nd2\nd3\nd4\n"
     );
 }
+
+#[test]
+fn history_keeps_a_heredoc_on_one_table_row() {
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "heredoc-history",
+        "FROM bb:1\nRUN <<EOF\necho one > /one\necho two > /two\nEOF\n",
+        &[],
+    );
+    build_ok(&kiln, &dir, "hd:1", &[]);
+    for args in [&["history", "hd:1"][..], &["history", "--no-trunc", "hd:1"]] {
+        let out = kiln.ok(args);
+        let lines: Vec<&str> = out.lines().collect();
+        // The header, the RUN and busybox's import: one line each.
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(
+            lines[1].contains("RUN /bin/sh -c echo one > /one\\necho two > /"),
+            "{out}"
+        );
+    }
+    // A template gets the text as it is.
+    let out = kiln.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "hd:1",
+    ]);
+    assert!(
+        out.starts_with("RUN /bin/sh -c echo one > /one\necho two > /two\n"),
+        "{out}"
+    );
+}

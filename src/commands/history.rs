@@ -61,6 +61,10 @@ pub fn run(root: Option<&Path>, args: &HistoryArgs) -> anyhow::Result<ExitCode> 
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let table = args
+        .format
+        .as_deref()
+        .is_none_or(|f| f.trim_start().starts_with("table"));
     let data: Vec<Map<String, Value>> = rows
         .iter()
         .enumerate()
@@ -69,11 +73,16 @@ pub fn run(root: Option<&Path>, args: &HistoryArgs) -> anyhow::Result<ExitCode> 
             let rfc3339 = created.map_or_else(String::new, |c| {
                 c.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
             });
-            let created_by = entry
+            let mut created_by = entry
                 .created_by
                 .clone()
                 .unwrap_or_default()
                 .replace('\t', " ");
+            // A heredoc's lines would break a table row: shown as `\n`
+            // there (Docker's table breaks); templates get the text as is.
+            if table {
+                created_by = created_by.replace('\n', "\\n");
+            }
             let created_by = if args.no_trunc {
                 created_by
             } else {
