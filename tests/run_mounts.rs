@@ -283,6 +283,19 @@ fn file_operations_fall_back_to_root_for_unknown_users() {
     );
 }
 
+/// Whether OpenSSH's agent tools are there (SKIPPED, or a failure under
+/// `KILN_REQUIRE_SSH=1`, when not).
+fn ssh_tools() -> bool {
+    common::tools(
+        "SSH",
+        &[
+            ("ssh-agent", "openssh-client"),
+            ("ssh-add", "openssh-client"),
+            ("ssh-keygen", "openssh-client"),
+        ],
+    )
+}
+
 /// A real `ssh-agent` of the test's own with one new ed25519 key; killed
 /// when dropped.
 struct TestAgent {
@@ -378,14 +391,7 @@ fn ssh_image(kiln: &common::Kiln) {
 
 #[test]
 fn ssh_mounts_forward_the_agent_and_nothing_else() {
-    if !common::tools(
-        "SSH",
-        &[
-            ("ssh-agent", "openssh-client"),
-            ("ssh-add", "openssh-client"),
-            ("ssh-keygen", "openssh-client"),
-        ],
-    ) {
+    if !ssh_tools() {
         return;
     }
     let kiln = busybox();
@@ -464,14 +470,7 @@ fn ssh_mounts_forward_the_agent_and_nothing_else() {
 
 #[test]
 fn ssh_key_files_are_served_by_an_agent_of_the_build() {
-    if !common::tools(
-        "SSH",
-        &[
-            ("ssh-agent", "openssh-client"),
-            ("ssh-add", "openssh-client"),
-            ("ssh-keygen", "openssh-client"),
-        ],
-    ) {
+    if !ssh_tools() {
         return;
     }
     let kiln = busybox();
@@ -525,14 +524,7 @@ fn ssh_key_files_are_served_by_an_agent_of_the_build() {
 
 #[test]
 fn missing_ssh_agents_fail_when_required_and_are_skipped_otherwise() {
-    if !common::tools(
-        "SSH",
-        &[
-            ("ssh-agent", "openssh-client"),
-            ("ssh-add", "openssh-client"),
-            ("ssh-keygen", "openssh-client"),
-        ],
-    ) {
+    if !ssh_tools() {
         return;
     }
     let kiln = busybox();
@@ -571,14 +563,7 @@ fn missing_ssh_agents_fail_when_required_and_are_skipped_otherwise() {
 
 #[test]
 fn bad_ssh_values_are_refused() {
-    if !common::tools(
-        "SSH",
-        &[
-            ("ssh-agent", "openssh-client"),
-            ("ssh-add", "openssh-client"),
-            ("ssh-keygen", "openssh-client"),
-        ],
-    ) {
+    if !ssh_tools() {
         return;
     }
     let kiln = common::Kiln::new();
@@ -645,14 +630,7 @@ fn bad_ssh_values_are_refused() {
 
 #[test]
 fn an_agent_for_key_files_dies_with_a_killed_kiln() {
-    if !common::tools(
-        "SSH",
-        &[
-            ("ssh-agent", "openssh-client"),
-            ("ssh-add", "openssh-client"),
-            ("ssh-keygen", "openssh-client"),
-        ],
-    ) {
+    if !ssh_tools() {
         return;
     }
     let kiln = busybox();

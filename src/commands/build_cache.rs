@@ -86,6 +86,10 @@ pub fn parse_cache_to(spec: &str) -> anyhow::Result<CacheTo> {
     }
     let location = match kind {
         // As BuildKit: an inline cache holds the final image's steps only.
+        // Its layers are the image's own, compressed as the image is.
+        Some("inline") if fields.iter().any(|(k, _)| *k == "compression") => bail!(
+            "invalid --cache-to {spec:?}: type=inline takes no compression= (its layers are the image's; use --compression or push's)"
+        ),
         Some("inline") if mode == CacheMode::Max => bail!(
             "invalid --cache-to {spec:?}: type=inline takes mode=min only (use type=registry for mode=max)"
         ),
@@ -294,6 +298,10 @@ mod tests {
             (
                 "type=gha",
                 "invalid --cache-to \"type=gha\": unsupported type \"gha\" (kiln exports type=local, type=registry or type=inline)",
+            ),
+            (
+                "type=inline,compression=gzip",
+                "invalid --cache-to \"type=inline,compression=gzip\": type=inline takes no compression= (its layers are the image's; use --compression or push's)",
             ),
             (
                 "type=inline,mode=max",
