@@ -557,7 +557,7 @@ fn bad_outputs_fail_before_the_build() {
         ),
         (
             vec!["-o", "type=local,dest=x,compression=gzip"],
-            "invalid --output \"type=local,dest=x,compression=gzip\": unknown key \"compression\" (kiln knows type, name, push, dest and tar)".to_owned(),
+            "invalid --output \"type=local,dest=x,compression=gzip\": unknown key \"compression\" (kiln knows type, name, push, store, dest and tar)".to_owned(),
         ),
         (
             vec!["-o", "type=oci,dest=-,tar=false"],

@@ -327,3 +327,91 @@ fn an_inline_cache_in_a_pushed_image_answers_the_steps_of_another_store() {
     let out = b.ok(&["inspect", "app:1"]);
     assert!(!out.contains("kiln.build-cache.v1"), "{out}");
 }
+
+/// Runs kiln with `build`'s registry environment; returns stdout.
+fn kiln_ok(kiln: &Kiln, args: &[&str]) -> String {
+    let output = kiln
+        .command()
+        .env("DOCKER_CONFIG", kiln.path("docker-config"))
+        .env("KILN_CERTS_DIR", kiln.path("no-certs"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kiln {args:?} failed:\n{stderr}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn a_push_only_build_from_a_cache_mounts_its_layers_in_the_registry_without_fetching_them() {
+    if !kiln_testkit::root("kiln build mounts overlays") || !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let proxy = FaultProxy::start(&registry);
+    let cache = format!("{}/cache/app:build", proxy.host());
+    let a = busybox();
+    let dir = context(&a, "ctx", DOCKERFILE, &[]);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let (first, _) = build(&a, &dir, &["-t", "app:1", "--cache-to", &to]);
+
+    // Another runner pushes the image it finds whole in the cache to the
+    // same registry: the layers are mounted from the cache's repository.
+    let b = runner_like(&a);
+    let before = proxy.requests().len();
+    let from = format!("type=registry,ref={cache}");
+    let pushed = format!("{}/app/final:1", proxy.host());
+    let output = format!("type=registry,name={pushed},store=false");
+    let (second, stderr) = build(&b, &dir, &["--cache-from", &from, "-o", &output]);
+    assert!(stderr.contains("0 steps run, 3 cached"), "{stderr}");
+    assert_eq!(second, first, "the same image ID");
+    let requests = proxy.requests()[before..].to_vec();
+    let fetched: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.contains("/blobs/"))
+        .map(|r| r.target.as_str())
+        .collect();
+    // Only the records: no layer passes through kiln.
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    let mounts = requests
+        .iter()
+        .filter(|r| {
+            r.method == "POST"
+                && r.target.starts_with("/v2/app/final/blobs/uploads/?mount=")
+                && r.target.ends_with("&from=cache%2Fapp")
+        })
+        .count();
+    assert_eq!(mounts, 2, "{requests:?}");
+    assert!(
+        stderr.contains("Mounted from cache/app"),
+        "the push says where its layers came from:\n{stderr}"
+    );
+    // store=false: the image is not in the store.
+    assert!(!kiln_ok(&b, &["images", "-q", "--no-trunc"]).contains(&second));
+
+    // What the registry holds is the whole image.
+    let c = Kiln::new();
+    kiln_ok(&c, &["pull", "-q", &pushed]);
+    assert_eq!(
+        kiln_ok(&c, &["inspect", "-f", "{{.Id}}", &pushed]).trim(),
+        first
+    );
+    assert_eq!(sh(&c, &pushed, "cat /seen"), "built\n");
+
+    // To another registry, nothing can be mounted: the layers come
+    // through the store and are uploaded.
+    let other = Registry::plain();
+    let elsewhere = format!("{}/app/final:1", other.host());
+    let output = format!("type=registry,name={elsewhere},store=false");
+    let before = proxy.requests().len();
+    let (third, _) = build(&b, &dir, &["--cache-from", &from, "-o", &output]);
+    assert_eq!(third, first);
+    let fetched = proxy.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.contains("/blobs/"))
+        .count();
+    assert_eq!(fetched, 3, "the records and the two layers");
+    let d = Kiln::new();
+    kiln_ok(&d, &["pull", "-q", &elsewhere]);
+    assert_eq!(sh(&d, &elsewhere, "cat /seen"), "built\n");
+}

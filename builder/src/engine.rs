@@ -129,6 +129,10 @@ pub struct BuildOptions {
     pub inline_cache: bool,
     /// `--build-context` values, by name as [`plan::context_name`] gives it.
     pub contexts: BTreeMap<String, NamedContextInput>,
+    /// The image goes only to a registry (`-o type=registry,store=false`):
+    /// it is written but not added to the store, and layers an imported
+    /// cache holds stay where they are (the push mounts them from there).
+    pub unstored_image: bool,
 }
 
 /// A `--build-context NAME=VALUE` as the CLI resolved it.
@@ -1749,10 +1753,12 @@ fn commit(shared: &Shared<'_>, target: &StageState) -> Result<(Descriptor, Diges
         }
     }
     normalize_config(&mut config);
-    // The image's blobs must all be in the store: fetch those a cache
+    // An image in the store has all its blobs there: fetch those a cache
     // import left where they were.
-    for layer in &target.layers {
-        shared.ensure_blob(&layer.descriptor)?;
+    if !shared.options.unstored_image {
+        for layer in &target.layers {
+            shared.ensure_blob(&layer.descriptor)?;
+        }
     }
     if shared.options.inline_cache {
         let records = used_keys(shared)
@@ -1767,9 +1773,13 @@ fn commit(shared: &Shared<'_>, target: &StageState) -> Result<(Descriptor, Diges
         );
     }
     let layers: Vec<Descriptor> = target.layers.iter().map(|l| l.descriptor.clone()).collect();
-    let (manifest, id) = shared
-        .store
-        .commit_image(&config, &layers, &shared.options.tags)?;
+    let (manifest, id) = if shared.options.unstored_image {
+        shared.store.write_image(&config, &layers)?
+    } else {
+        shared
+            .store
+            .commit_image(&config, &layers, &shared.options.tags)?
+    };
     Ok((manifest, id))
 }
 

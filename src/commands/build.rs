@@ -147,6 +147,8 @@ enum Output {
     Image {
         names: Vec<kiln_store::ImageReference>,
         push: bool,
+        /// `store=false`: the image is pushed and not kept in the store.
+        store: bool,
     },
     /// `type=docker|oci`: the image as an archive, or for `oci,tar=false`
     /// an OCI image layout directory, recording `names` besides `-t`.
@@ -239,7 +241,7 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
         });
     }
     let fields = split_csv(spec).map_err(invalid)?;
-    let (mut kind, mut dest, mut push, mut tar) = (None, None, None, None);
+    let (mut kind, mut dest, mut push, mut tar, mut store) = (None, None, None, None, None);
     let mut names = Vec::new();
     let mut given = Vec::new();
     let boolean = |key: &str, value: &str| match value {
@@ -265,9 +267,10 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
             }
             "push" => push = Some(boolean(key, value)?),
             "tar" => tar = Some(boolean(key, value)?),
+            "store" => store = Some(boolean(key, value)?),
             other => {
                 return Err(invalid(format!(
-                    "unknown key {other:?} (kiln knows type, name, push, dest and tar)"
+                    "unknown key {other:?} (kiln knows type, name, push, store, dest and tar)"
                 )));
             }
         }
@@ -275,7 +278,7 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     }
     let kind = kind.ok_or_else(|| invalid(format!("missing type= ({TYPES})")))?;
     let allowed: &[&str] = match kind {
-        "image" | "registry" => &["type", "name", "push"],
+        "image" | "registry" => &["type", "name", "push", "store"],
         "docker" => &["type", "name", "dest"],
         "oci" => &["type", "name", "dest", "tar"],
         "local" | "tar" => &["type", "dest"],
@@ -290,10 +293,17 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
         Some(path) => Ok(Dest::File(PathBuf::from(path))),
     };
     Ok(match kind {
-        "image" | "registry" => Output::Image {
-            names,
-            push: push.unwrap_or(kind == "registry"),
-        },
+        "image" | "registry" => {
+            let push = push.unwrap_or(kind == "registry");
+            let store = store.unwrap_or(true);
+            if !store && !push {
+                return Err(invalid(
+                    "store=false needs push=true (or type=registry): the image would go nowhere"
+                        .to_owned(),
+                ));
+            }
+            Output::Image { names, push, store }
+        }
         "docker" | "oci" => {
             let tar = tar.unwrap_or(true);
             let dest = dest()?;
@@ -772,6 +782,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         None => Output::Image {
             names: Vec::new(),
             push: false,
+            store: true,
         },
     };
     let mut tags = args
@@ -781,7 +792,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     // type=image|registry's names name the image in the store, as -t does.
     let (output_names, output_push) = match &output {
-        Output::Image { names, push } => (names.clone(), *push),
+        Output::Image { names, push, .. } => (names.clone(), *push),
         _ => (Vec::new(), false),
     };
     for name in &output_names {
@@ -923,6 +934,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         kiln_store::registry::RegistryConfig::from_env(),
     ));
     let cache_import = super::build_cache::import(&cache_from, &registry);
+    let unstored = matches!(output, Output::Image { store: false, .. });
     let options = BuildOptions {
         dockerfile_name: dockerfile.name.clone(),
         dockerfile: dockerfile.text,
@@ -950,6 +962,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         cache_import: cache_import.clone(),
         inline_cache: cache_to.iter().any(|to| to.location.is_none()),
         contexts,
+        unstored_image: unstored,
     };
     // What the store lists before the build: an image it already had is
     // not removed after a type=local|tar build.
@@ -1073,13 +1086,25 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             compression
         };
         for tag in &push_tags {
-            let pushed = super::push::push_image(
-                &store,
-                &client,
-                tag,
-                push_compression,
-                transfer_mode(mode),
-            )?;
+            let pushed = if unstored {
+                super::build_cache::push_unstored(
+                    &store,
+                    &client,
+                    tag,
+                    &image,
+                    cache_import.as_deref(),
+                    push_compression,
+                    transfer_mode(mode),
+                )?
+            } else {
+                super::push::push_image(
+                    &store,
+                    &client,
+                    tag,
+                    push_compression,
+                    transfer_mode(mode),
+                )?
+            };
             if !args.quiet {
                 eprintln!(
                     "{}: digest: {} size: {}",
@@ -1299,6 +1324,7 @@ mod tests {
                 Output::Image {
                     names: vec![],
                     push: false,
+                    store: true,
                 },
             ),
             (
@@ -1306,6 +1332,7 @@ mod tests {
                 Output::Image {
                     names: vec![reference("a:1")],
                     push: true,
+                    store: true,
                 },
             ),
             (
@@ -1313,6 +1340,7 @@ mod tests {
                 Output::Image {
                     names: vec![reference("a:1"), reference("b")],
                     push: false,
+                    store: true,
                 },
             ),
             (
@@ -1320,6 +1348,7 @@ mod tests {
                 Output::Image {
                     names: vec![reference("r.example/a")],
                     push: true,
+                    store: true,
                 },
             ),
             (
@@ -1327,6 +1356,15 @@ mod tests {
                 Output::Image {
                     names: vec![reference("a")],
                     push: false,
+                    store: true,
+                },
+            ),
+            (
+                "type=registry,name=a,store=false",
+                Output::Image {
+                    names: vec![reference("a")],
+                    push: true,
+                    store: false,
                 },
             ),
             (
@@ -1432,11 +1470,19 @@ mod tests {
             ),
             (
                 "type=oci,dest=a,compression=zstd",
-                "unknown key \"compression\" (kiln knows type, name, push, dest and tar)",
+                "unknown key \"compression\" (kiln knows type, name, push, store, dest and tar)",
             ),
             ("type=oci,dest=a,tar=no", "tar=\"no\" is not true or false"),
             ("type=image,push=1", "push=\"1\" is not true or false"),
             ("type=image,dest=a", "type=image takes no dest="),
+            (
+                "type=image,store=false",
+                "store=false needs push=true (or type=registry): the image would go nowhere",
+            ),
+            (
+                "type=docker,dest=a,store=false",
+                "type=docker takes no store=",
+            ),
             (
                 "type=registry,name=a,tar=false",
                 "type=registry takes no tar=",

@@ -247,6 +247,68 @@ fn compressed(
     Ok(record)
 }
 
+/// Pushes `image`, which a `store=false` build wrote without adding it
+/// to the store: layers an imported cache left in its registry are
+/// mounted from there when it is the registry pushed to (nothing passes
+/// through kiln), else fetched into the store and uploaded.
+pub fn push_unstored(
+    store: &Store,
+    client: &Client,
+    reference: &kiln_store::ImageReference,
+    image: &kiln_store::Image,
+    import: Option<&CacheImport>,
+    compression: Compression,
+    mode: crate::progress::ProgressMode,
+) -> anyhow::Result<kiln_store::registry::PushedImage> {
+    let missing: Vec<&kiln_store::spec::Descriptor> = image
+        .manifest
+        .layers
+        .iter()
+        .filter(|layer| {
+            kiln_store::digest::parse_sha256(&layer.digest)
+                .is_ok_and(|digest| !store.blobs().contains(&digest))
+        })
+        .collect();
+    let sources = import.map_or_else(Vec::new, |import| {
+        import.registry_sources(missing.iter().map(|layer| layer.digest.as_str()))
+    });
+    let fetch = |digest: &kiln_store::Digest| {
+        let wanted = digest.to_string();
+        let layer = missing
+            .iter()
+            .find(|layer| layer.digest == wanted)
+            .ok_or_else(|| {
+                kiln_store::registry::RegistryError::Reference(format!(
+                    "blob {digest} is neither in the store nor in an imported build cache"
+                ))
+            })?;
+        let import = import.ok_or_else(|| {
+            kiln_store::registry::RegistryError::Reference(format!(
+                "blob {digest} is not in the store"
+            ))
+        })?;
+        import.fetch_layer(store, layer).map_err(|e| {
+            kiln_store::registry::RegistryError::Reference(format!(
+                "cannot fetch cached layer {digest}: {e}"
+            ))
+        })
+    };
+    let remote = kiln_store::registry::push::RemoteBlobs {
+        sources,
+        fetch: &fetch,
+    };
+    super::push::push_reporting(reference, compression, mode, |options| {
+        kiln_store::registry::push::push_unstored(
+            store,
+            client,
+            reference,
+            image.clone(),
+            &remote,
+            options,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,19 @@ pub fn push_image(
     compression: Compression,
     mode: ProgressMode,
 ) -> anyhow::Result<PushedImage> {
+    push_reporting(reference, compression, mode, |options| {
+        registry::push(store, client, reference, options)
+    })
+}
+
+/// Runs `push` (one image to `reference`) with Docker-shaped progress on
+/// stderr.
+pub fn push_reporting(
+    reference: &ImageReference,
+    compression: Compression,
+    mode: ProgressMode,
+    push: impl FnOnce(&PushOptions<'_>) -> Result<PushedImage, registry::RegistryError>,
+) -> anyhow::Result<PushedImage> {
     let progress = TransferProgress::new(mode);
     progress.message(&format!(
         "The push refers to repository [{}]",
@@ -81,7 +94,7 @@ pub fn push_image(
         progress: &report,
         uploads: registry::push::PARALLEL_UPLOADS,
     };
-    let pushed = registry::push(store, client, reference, &options);
+    let pushed = push(&options);
     progress.finish();
     pushed.with_context(|| format!("cannot push {}", reference.familiar_string()))
 }

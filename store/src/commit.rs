@@ -162,6 +162,24 @@ impl Store {
         layers: &[Descriptor],
         references: &[ImageReference],
     ) -> Result<(Descriptor, Digest), StoreError> {
+        let (descriptor, id) = self.write_image(config, layers)?;
+        self.add_image(&descriptor, references)?;
+        Ok((descriptor, id))
+    }
+
+    /// Writes the config and manifest blobs of an image without adding it
+    /// to the store's index: an image that goes only to a registry, whose
+    /// layers need not all be in the store. Returns the manifest's
+    /// descriptor and the image ID.
+    ///
+    /// # Errors
+    ///
+    /// The blobs cannot be written.
+    pub fn write_image(
+        &self,
+        config: &ImageConfig,
+        layers: &[Descriptor],
+    ) -> Result<(Descriptor, Digest), StoreError> {
         let config_bytes = to_json(config)?;
         let id = self.blobs().write_bytes(&config_bytes)?;
         let manifest = Manifest {
@@ -179,7 +197,6 @@ impl Store {
             &digest.to_string(),
             manifest_bytes.len() as u64,
         );
-        self.add_image(&descriptor, references)?;
         Ok((descriptor, id))
     }
 }

@@ -216,6 +216,38 @@ impl CacheImport {
         inline_records(fetched.manifest, &fetched.config).map(Some)
     }
 
+    /// The registry repositories that hold the imported layers among
+    /// `digests`: (registry domain, repository path, the digests it
+    /// holds), for a push to mount them from.
+    pub fn registry_sources<'a>(
+        &self,
+        digests: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(String, String, std::collections::BTreeSet<String>)> {
+        let mut sources: Vec<(String, String, std::collections::BTreeSet<String>)> = Vec::new();
+        for digest in digests {
+            let Some(CacheLocation::Registry(reference)) =
+                self.layers.get(digest).and_then(|i| self.locations.get(*i))
+            else {
+                continue;
+            };
+            let (domain, path) = (reference.domain(), reference.path());
+            match sources
+                .iter_mut()
+                .find(|(d, p, _)| d == domain && p == path)
+            {
+                Some((_, _, set)) => {
+                    set.insert(digest.to_owned());
+                }
+                None => sources.push((
+                    domain.to_owned(),
+                    path.to_owned(),
+                    std::iter::once(digest.to_owned()).collect(),
+                )),
+            }
+        }
+        sources
+    }
+
     /// The imported record of step key `key` (none for a record whose
     /// layer was refused).
     pub fn get(&self, key: &str) -> Option<&CacheRecord> {

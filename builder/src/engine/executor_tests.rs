@@ -82,6 +82,7 @@ impl Setup {
             cache_import: self.import.clone(),
             inline_cache: false,
             contexts: BTreeMap::new(),
+            unstored_image: false,
         };
         build(&self.store, &options, &Silent)
     }

@@ -52,7 +52,7 @@ pub fn push_artifact(
     options: &PushOptions<'_>,
 ) -> Result<Digest, RegistryError> {
     let session = session(client, reference, true)?;
-    super::push::push_blobs(store, &session, blobs, &[], options)?;
+    super::push::push_blobs(store, &session, blobs, &[], None, options)?;
     let manifest_digest = digest_bytes(manifest);
     put_document(
         &session,

@@ -86,6 +86,21 @@ pub struct PushedImage {
     pub uploaded: usize,
 }
 
+/// Blobs of an image that the store does not hold, and where they are:
+/// layers a build found in an imported cache and left in its registry.
+pub struct RemoteBlobs<'a> {
+    /// Repositories holding some of them: (registry domain, repository
+    /// path, blob digests). One on the pushed-to registry lets a blob be
+    /// mounted there without passing through kiln.
+    pub sources: Vec<(String, String, BTreeSet<String>)>,
+    /// Puts one of them into the store, when no mount serves it (another
+    /// registry, a refused mount, or a layer to compress first).
+    pub fetch: &'a FetchBlob<'a>,
+}
+
+/// Puts a blob the store lacks into it ([`RemoteBlobs::fetch`]).
+pub type FetchBlob<'a> = dyn Fn(&Digest) -> Result<(), RegistryError> + Sync + 'a;
+
 /// Pushes the image `reference` names in the store to that reference.
 pub fn push(
     store: &Store,
@@ -100,7 +115,59 @@ pub fn push(
     }
     let reference = reference.clone().tag_name_only();
     let image = store.resolve(&reference.to_string())?;
-    let image = compress_layers(store, image, &reference, options.compression)?;
+    push_image(store, client, &reference, image, None, options)
+}
+
+/// Pushes `image` to `reference` without naming it in the store: an
+/// image that goes only to a registry (`kiln build -o
+/// type=registry,store=false`). Its blobs that the store lacks are
+/// mounted from `remote`'s repositories on the same registry, or fetched
+/// through `remote` first.
+pub fn push_unstored(
+    store: &Store,
+    client: &Client,
+    reference: &ImageReference,
+    image: Image,
+    remote: &RemoteBlobs<'_>,
+    options: &PushOptions<'_>,
+) -> Result<PushedImage, RegistryError> {
+    if reference.digest().is_some() {
+        return Err(RegistryError::Reference(format!(
+            "cannot push {reference}: a push needs a tag, not a digest"
+        )));
+    }
+    let reference = reference.clone().tag_name_only();
+    push_image(store, client, &reference, image, Some(remote), options)
+}
+
+fn push_image(
+    store: &Store,
+    client: &Client,
+    reference: &ImageReference,
+    image: Image,
+    remote: Option<&RemoteBlobs<'_>>,
+    options: &PushOptions<'_>,
+) -> Result<PushedImage, RegistryError> {
+    let reference = reference.clone();
+    // Uncompressed layers are compressed from the store's copy.
+    if let Some(remote) = remote
+        && options.compression != Compression::None
+    {
+        for layer in &image.manifest.layers {
+            let digest = parse_sha256(&layer.digest)?;
+            if from_media_type(&layer.media_type) == Some(Compression::None)
+                && !store.blobs().contains(&digest)
+            {
+                (remote.fetch)(&digest)?;
+            }
+        }
+    }
+    let image = compress_layers(
+        store,
+        image,
+        (remote.is_none()).then_some(&reference),
+        options.compression,
+    )?;
     let endpoint = client
         .endpoints(reference.domain(), false)
         .pop()
@@ -111,13 +178,27 @@ pub fn push(
     let mut blobs: Vec<(Digest, u64)> = Vec::new();
     for descriptor in std::iter::once(&image.manifest.config).chain(&image.manifest.layers) {
         let digest = parse_sha256(&descriptor.digest)?;
-        let size = store.blobs().size(&digest)?;
+        let size = if store.blobs().contains(&digest) || remote.is_none() {
+            store.blobs().size(&digest)?
+        } else {
+            u64::try_from(descriptor.size).map_err(|_| {
+                RegistryError::Reference(format!("blob {digest} has a negative size"))
+            })?
+        };
         if !blobs.iter().any(|(d, _)| *d == digest) {
             blobs.push((digest, size));
         }
     }
-    let sources = mount_sources(store, &reference);
-    let uploaded = push_blobs(store, &session, &blobs, &sources, options)?;
+    let mut sources = mount_sources(store, &reference);
+    if let Some(remote) = remote {
+        for (domain, path, digests) in &remote.sources {
+            if domain == reference.domain() && path != reference.path() {
+                sources.insert(0, (path.clone(), digests.clone()));
+            }
+        }
+    }
+    let fetch = remote.map(|r| r.fetch);
+    let uploaded = push_blobs(store, &session, &blobs, &sources, fetch, options)?;
     let manifest_bytes = store
         .blobs()
         .read(&image.manifest_digest, super::pull::MAX_MANIFEST_SIZE)?;
@@ -157,12 +238,12 @@ pub fn push(
 }
 
 /// Compresses the image's uncompressed layers (in parallel) and re-tags
-/// `reference` to a manifest naming the compressed blobs; an image whose
-/// layers are all compressed is returned as it is.
+/// `reference` (when given) to a manifest naming the compressed blobs; an
+/// image whose layers are all compressed is returned as it is.
 fn compress_layers(
     store: &Store,
     image: Image,
-    reference: &ImageReference,
+    reference: Option<&ImageReference>,
     compression: Compression,
 ) -> Result<Image, RegistryError> {
     let uncompressed = |d: &Descriptor| from_media_type(&d.media_type) == Some(Compression::None);
@@ -200,7 +281,9 @@ fn compress_layers(
         &manifest.media_type
     };
     let descriptor = Descriptor::new(media_type, &digest.to_string(), bytes.len() as u64);
-    store.add_image(&descriptor, std::slice::from_ref(reference))?;
+    if let Some(reference) = reference {
+        store.add_image(&descriptor, std::slice::from_ref(reference))?;
+    }
     Ok(store.image(&digest)?)
 }
 
@@ -235,6 +318,7 @@ pub(super) fn push_blobs(
     session: &Session<'_>,
     blobs: &[(Digest, u64)],
     sources: &[(String, BTreeSet<String>)],
+    fetch: Option<&FetchBlob<'_>>,
     options: &PushOptions<'_>,
 ) -> Result<usize, RegistryError> {
     for (digest, _) in blobs {
@@ -253,7 +337,7 @@ pub(super) fn push_blobs(
                     let Some((digest, size)) = blobs.get(i) else {
                         break;
                     };
-                    match push_blob(store, session, digest, *size, sources, options) {
+                    match push_blob(store, session, digest, *size, sources, fetch, options) {
                         Ok(true) => {
                             uploaded.fetch_add(1, Ordering::Relaxed);
                         }
@@ -287,6 +371,7 @@ fn push_blob(
     digest: &Digest,
     size: u64,
     sources: &[(String, BTreeSet<String>)],
+    fetch: Option<&FetchBlob<'_>>,
     options: &PushOptions<'_>,
 ) -> Result<bool, RegistryError> {
     let what = format!("blob {digest}");
@@ -337,6 +422,13 @@ fn push_blob(
         Some(location) => location,
         None => start_upload(session, &what)?,
     };
+    // A blob left where a build found it, which no mount served: it
+    // passes through the store.
+    if let Some(fetch) = fetch
+        && !store.blobs().contains(digest)
+    {
+        fetch(digest)?;
+    }
     let path = store.blobs().path(digest);
     if size > options.monolithic_max {
         let mut offset = 0;
