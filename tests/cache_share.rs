@@ -415,3 +415,63 @@ fn a_push_only_build_from_a_cache_mounts_its_layers_in_the_registry_without_fetc
     kiln_ok(&d, &["pull", "-q", &elsewhere]);
     assert_eq!(sh(&d, &elsewhere, "cat /seen"), "built\n");
 }
+
+#[test]
+fn mode_max_sends_each_layer_while_the_build_goes_on_and_the_export_only_adds_the_records() {
+    if !kiln_testkit::root("kiln build mounts overlays") {
+        return;
+    }
+    let a = busybox();
+    let dir = context(&a, "ctx", DOCKERFILE, &[]);
+    let max = a.path("cache-early");
+    let min = a.path("cache-late");
+    let output = a
+        .command()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("KILN_LOG", "info")
+        .args(["build", "--progress=plain", "-t", "app:1", "--cache-to"])
+        .arg(format!("type=local,dest={},mode=max", max.display()))
+        .arg("--cache-to")
+        .arg(format!("type=local,dest={}", min.display()))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    // Every layer the build made went to the mode=max cache as it was
+    // recorded (the builder's RUN, the COPY, the last RUN); mode=min waits
+    // for the end, which alone knows the final image's steps.
+    let early: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("while the build goes on"))
+        .collect();
+    assert_eq!(early.len(), 3, "{stderr}");
+    assert!(
+        early.iter().all(|l| l.contains(&max.display().to_string())),
+        "{early:?}"
+    );
+    // The layout names exactly those blobs, and a build from it runs
+    // nothing.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(max.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            max.join("blobs/sha256")
+                .join(manifest_digest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let digest = layer["digest"].as_str().unwrap();
+        assert!(
+            early.iter().any(|l| l.contains(digest)),
+            "{digest} was not sent early: {early:?}"
+        );
+    }
+    let b = runner_like(&a);
+    let from = format!("type=local,src={}", max.display());
+    let (_, stderr) = build(&b, &dir, &["-t", "app:1", "--cache-from", &from]);
+    assert!(stderr.contains("0 steps run, 3 cached"), "{stderr}");
+}

@@ -133,6 +133,10 @@ pub struct BuildOptions {
     /// it is written but not added to the store, and layers an imported
     /// cache holds stay where they are (the push mounts them from there).
     pub unstored_image: bool,
+    /// Called with each cache record of a layer this build made, as soon
+    /// as it is recorded, so that `--cache-to` can send the layer while
+    /// the build goes on.
+    pub layer_recorded: Option<Arc<dyn crate::cache::share::LayerRecorded>>,
 }
 
 /// A `--build-context NAME=VALUE` as the CLI resolved it.
@@ -1674,6 +1678,9 @@ impl StepContext<'_, '_> {
         self.shared.cache.put(&record)?;
         self.used(key);
         recording.end();
+        if let (Some(notify), Some(_)) = (&self.shared.options.layer_recorded, &record.layer) {
+            notify.layer_recorded(&record);
+        }
         match layer {
             Some((new, snapshot)) => push_layer(
                 state,

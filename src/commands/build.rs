@@ -935,7 +935,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     ));
     let cache_import = super::build_cache::import(&cache_from, &registry);
     let unstored = matches!(output, Output::Image { store: false, .. });
-    let options = BuildOptions {
+    let mut options = BuildOptions {
         dockerfile_name: dockerfile.name.clone(),
         dockerfile: dockerfile.text,
         context,
@@ -963,6 +963,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         inline_cache: cache_to.iter().any(|to| to.location.is_none()),
         contexts,
         unstored_image: unstored,
+        layer_recorded: None,
     };
     // What the store lists before the build: an image it already had is
     // not removed after a type=local|tar build.
@@ -974,10 +975,15 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         .collect();
     install_signal_handlers();
     let reporter = progress::reporter(mode);
-    let result = match &trace {
+    // Layers of a mode=max --cache-to go out while the build goes on.
+    let early = std::sync::Arc::new(super::build_cache::EarlySend::default());
+    if super::build_cache::EarlySend::wanted(&cache_to) {
+        options.layer_recorded = Some(early.clone());
+    }
+    let (result, sent) = early.run(&store, &registry, &cache_to, || match &trace {
         Some(trace) => kiln_builder::build(&store, &options, &Tee(reporter.as_ref(), trace)),
         None => kiln_builder::build(&store, &options, reporter.as_ref()),
-    };
+    });
     // RUN steps' NAT helpers are reaped in the background; none may
     // outlive kiln.
     kiln_runtime::wait_for_helpers();
@@ -992,9 +998,15 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let outcome = result?;
-    for to in &cache_to {
-        let exported =
-            super::build_cache::export(&store, &registry, &outcome, cache_import.as_deref(), to);
+    for (to, sent) in cache_to.iter().zip(&sent) {
+        let exported = super::build_cache::export(
+            &store,
+            &registry,
+            &outcome,
+            cache_import.as_deref(),
+            to,
+            Some(sent),
+        );
         match exported {
             Ok(()) => {}
             Err(e) if to.ignore_error => eprintln!("WARNING: {e:#}"),

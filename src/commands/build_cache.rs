@@ -2,8 +2,9 @@
 //! takes them, and the export after a build (see
 //! `kiln_builder::cache::share` for the format).
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context as _, bail};
 use kiln_builder::BuildOutcome;
@@ -173,15 +174,187 @@ pub fn import(locations: &[CacheLocation], client: &Arc<Client>) -> Option<Arc<C
     Some(Arc::new(import))
 }
 
+/// The layers of `--cache-to type=local|registry,mode=max` sent while the
+/// build goes on: each layer the build records is compressed and written
+/// to every such location at once, on worker threads
+/// ([`EarlySend::run`]), so that the export after the build sends only
+/// the records and what is left. `mode=min` waits for the end, which
+/// alone knows the final image's steps.
+#[derive(Debug, Default)]
+pub struct EarlySend {
+    sender: Mutex<Option<mpsc::Sender<CacheRecord>>>,
+}
+
+/// What [`EarlySend`] sent to one `--cache-to`.
+#[derive(Debug, Default)]
+pub struct Sent {
+    /// A stored layer's digest -> the layer as exported (compressed).
+    layers: HashMap<String, CachedLayer>,
+    /// The blobs the location has now.
+    blobs: BTreeSet<String>,
+}
+
+/// Threads that send layers early.
+const EARLY_WORKERS: usize = 2;
+
+impl kiln_builder::cache::share::LayerRecorded for EarlySend {
+    fn layer_recorded(&self, record: &CacheRecord) {
+        if let Ok(sender) = self.sender.lock()
+            && let Some(sender) = &*sender
+        {
+            // A closed channel only means the build is over.
+            let _ = sender.send(record.clone());
+        }
+    }
+}
+
+impl EarlySend {
+    /// Whether `to` takes layers early.
+    fn takes(to: &CacheTo) -> bool {
+        to.location.is_some() && to.mode == CacheMode::Max
+    }
+
+    /// Whether any of `cache_to` takes layers early.
+    pub fn wanted(cache_to: &[CacheTo]) -> bool {
+        cache_to.iter().any(Self::takes)
+    }
+
+    /// Runs `build` while worker threads send each layer it records to
+    /// the `cache_to` locations that take them; returns its result and,
+    /// per `cache_to` entry, what was sent. A layer that fails to go
+    /// early is only logged: the export after the build sends it again
+    /// and reports the error. A failed build sends nothing more (a layer
+    /// being sent is finished).
+    pub fn run<T, E>(
+        &self,
+        store: &Store,
+        client: &Client,
+        cache_to: &[CacheTo],
+        build: impl FnOnce() -> Result<T, E>,
+    ) -> (Result<T, E>, Vec<Sent>) {
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let mut build_ended = std::time::Instant::now();
+        let (sender, receiver) = mpsc::channel::<CacheRecord>();
+        if let Ok(mut slot) = self.sender.lock() {
+            *slot = Some(sender);
+        }
+        let receiver = Mutex::new(receiver);
+        let sent: Vec<Mutex<Sent>> = cache_to.iter().map(|_| Mutex::default()).collect();
+        let result = std::thread::scope(|scope| {
+            for _ in 0..EARLY_WORKERS {
+                scope.spawn(|| {
+                    loop {
+                        let next = match receiver.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => break,
+                        };
+                        let Ok(record) = next else { break };
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        for (to, sent) in cache_to.iter().zip(&sent) {
+                            if Self::takes(to)
+                                && let Err(e) = send_layer(store, client, &record, to, sent)
+                            {
+                                log::debug!("cache export: sending a layer early failed: {e:#}");
+                            }
+                        }
+                    }
+                });
+            }
+            let result = build();
+            build_ended = std::time::Instant::now();
+            if result.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            // Dropping the sender ends the workers once the queue is empty.
+            if let Ok(mut slot) = self.sender.lock() {
+                slot.take();
+            }
+            result
+        });
+        log::debug!(
+            "cache export: early sends done {:?} after the build",
+            build_ended.elapsed()
+        );
+        let sent = sent
+            .into_iter()
+            .map(|s| {
+                s.into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .collect();
+        (result, sent)
+    }
+}
+
+/// Compresses `record`'s layer for `to` and writes it there (see
+/// [`EarlySend`]).
+fn send_layer(
+    store: &Store,
+    client: &Client,
+    record: &CacheRecord,
+    to: &CacheTo,
+    sent: &Mutex<Sent>,
+) -> anyhow::Result<()> {
+    let Some(stored) = record.layer.as_ref().map(|l| l.descriptor.digest.clone()) else {
+        return Ok(());
+    };
+    let exported = compressed(store, record.clone(), to.compression)?;
+    let Some(layer) = exported.layer else {
+        return Ok(());
+    };
+    let digest = kiln_store::digest::parse_sha256(&layer.descriptor.digest)?;
+    match &to.location {
+        Some(CacheLocation::Local(dir)) => {
+            kiln_builder::cache::share::write_layout_blob(store, dir, &digest)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        }
+        Some(CacheLocation::Registry(reference)) => {
+            let quiet = |_: kiln_store::registry::PushEvent| {};
+            let options = kiln_store::registry::PushOptions {
+                compression: Compression::None,
+                monolithic_max: kiln_store::registry::push::MONOLITHIC_MAX,
+                chunk_size: kiln_store::registry::push::CHUNK_SIZE,
+                progress: &quiet,
+                uploads: 1,
+            };
+            let size = store.blobs().size(&digest)?;
+            kiln_store::registry::artifact::push_artifact_blobs(
+                store,
+                client,
+                reference,
+                &[(digest, size)],
+                &options,
+            )?;
+        }
+        None => return Ok(()),
+    }
+    log::info!(
+        "cache export: layer {} sent to {} while the build goes on",
+        layer.descriptor.digest,
+        to.location
+            .as_ref()
+            .map_or_else(String::new, ToString::to_string)
+    );
+    let mut sent = sent
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    sent.blobs.insert(layer.descriptor.digest.clone());
+    sent.layers.insert(stored, layer);
+    Ok(())
+}
+
 /// Writes the records `outcome` used to `to`: each from the store's cache,
 /// else from the import (its layer fetched now); layers compressed as
-/// asked.
+/// asked, or as [`EarlySend`] sent them (`sent`).
 pub fn export(
     store: &Store,
     client: &Client,
     outcome: &BuildOutcome,
     import: Option<&CacheImport>,
     to: &CacheTo,
+    sent: Option<&Sent>,
 ) -> anyhow::Result<()> {
     // An inline cache went into the image's config during the build.
     let Some(location) = &to.location else {
@@ -207,14 +380,26 @@ pub fn export(
                 None => continue,
             },
         };
-        records.push(compressed(store, record, to.compression)?);
+        let early = record
+            .layer
+            .as_ref()
+            .and_then(|l| sent.and_then(|s| s.layers.get(&l.descriptor.digest)));
+        records.push(match early {
+            Some(layer) => CacheRecord {
+                layer: Some(layer.clone()),
+                ..record
+            },
+            None => compressed(store, record, to.compression)?,
+        });
     }
     log::debug!(
         "cache export: {} records ready in {:?}",
         records.len(),
         started.elapsed()
     );
-    kiln_builder::cache::share::export(store, Some(client), &records, location)
+    let none = BTreeSet::new();
+    let sent_blobs = sent.map_or(&none, |s| &s.blobs);
+    kiln_builder::cache::share::export(store, Some(client), &records, location, sent_blobs)
         .with_context(|| format!("exporting the build cache to {location}"))?;
     log::debug!("cache export: written in {:?}", started.elapsed());
     Ok(())

@@ -77,6 +77,12 @@ impl std::fmt::Display for CacheLocation {
     }
 }
 
+/// Told of each layer a build records ([`crate::BuildOptions::layer_recorded`]).
+pub trait LayerRecorded: std::fmt::Debug + Send + Sync {
+    /// `record` (which has a layer) is in the store's cache.
+    fn layer_recorded(&self, record: &CacheRecord);
+}
+
 /// Which steps `--cache-to` exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CacheMode {
@@ -552,7 +558,11 @@ fn read_layout(dir: &Path) -> Result<Option<(Manifest, RecordsDocument)>, String
 /// Writes `records` and their layers (which the store must hold; see
 /// [`CacheImport::fetch_layer`] for those a build did not need) to
 /// `location`. A layout directory is made if missing; its `index.json` is
-/// replaced, blobs already there are kept.
+/// replaced, blobs already there are kept. Layers in `sent` went to the
+/// registry during the build ([`push_artifact_blobs`]) and are not
+/// checked again.
+///
+/// [`push_artifact_blobs`]: kiln_store::registry::artifact::push_artifact_blobs
 ///
 /// # Errors
 ///
@@ -562,6 +572,7 @@ pub fn export(
     client: Option<&Client>,
     records: &[CacheRecord],
     location: &CacheLocation,
+    sent: &std::collections::BTreeSet<String>,
 ) -> Result<(), BuildError> {
     let mut layers: BTreeMap<String, Descriptor> = BTreeMap::new();
     for record in records {
@@ -594,7 +605,7 @@ pub fn export(
             // The config goes up as a blob of the store, like the layers.
             let written = store.blobs().write_bytes(&config)?;
             let mut blobs = vec![(written, config.len() as u64)];
-            for layer in &layer_list {
+            for layer in layer_list.iter().filter(|l| !sent.contains(&l.digest)) {
                 let digest = parse_sha256(&layer.digest)?;
                 let size = store.blobs().size(&digest)?;
                 blobs.push((digest, size));
@@ -622,6 +633,47 @@ pub fn export(
     }
 }
 
+/// Writes `name` in the layout `dir` under a temporary name, synced, then
+/// renamed. Blobs are named by content: one already there is kept
+/// (`replace` false). The index and oci-layout are replaced by a rename,
+/// never half written.
+fn write_layout_file(
+    dir: &Path,
+    name: &Path,
+    bytes: &mut dyn Read,
+    replace: bool,
+) -> Result<(), String> {
+    if !replace && name.exists() {
+        return Ok(());
+    }
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| format!("writing in {}: {e}", dir.display()))?;
+    std::io::copy(bytes, &mut tmp).map_err(|e| format!("writing {}: {e}", name.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| format!("writing {}: {e}", name.display()))?;
+    tmp.persist(name)
+        .map_err(|e| format!("writing {}: {}", name.display(), e.error))?;
+    Ok(())
+}
+
+/// Writes one blob of the store into the layout `dir` (made if missing),
+/// ahead of [`export`], which then finds it there: a layer sent while the
+/// build goes on. The index is not touched.
+///
+/// # Errors
+///
+/// The blob is not in the store, or writing failed.
+pub fn write_layout_blob(store: &Store, dir: &Path, digest: &Digest) -> Result<(), String> {
+    let blobs = dir.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs).map_err(|e| format!("creating {}: {e}", blobs.display()))?;
+    let mut reader = store
+        .blobs()
+        .open(digest)
+        .map_err(|e| format!("layer {digest}: {e}"))?;
+    write_layout_file(dir, &blobs.join(digest.encoded()), &mut reader, false)
+}
+
 /// Writes the layout: blobs first (each to a temporary name, then renamed),
 /// `index.json` last, so a reader never finds an index naming a blob that
 /// is not whole.
@@ -634,21 +686,8 @@ fn write_layout(
 ) -> Result<(), String> {
     let blobs = dir.join("blobs").join("sha256");
     fs::create_dir_all(&blobs).map_err(|e| format!("creating {}: {e}", blobs.display()))?;
-    // Blobs are named by content: one already there is kept. The index
-    // and oci-layout are replaced by a rename, never half written.
-    let write = |name: &Path, bytes: &mut dyn Read, replace: bool| -> Result<(), String> {
-        if !replace && name.exists() {
-            return Ok(());
-        }
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .map_err(|e| format!("writing in {}: {e}", dir.display()))?;
-        std::io::copy(bytes, &mut tmp).map_err(|e| format!("writing {}: {e}", name.display()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| format!("writing {}: {e}", name.display()))?;
-        tmp.persist(name)
-            .map_err(|e| format!("writing {}: {}", name.display(), e.error))?;
-        Ok(())
+    let write = |name: &Path, bytes: &mut dyn Read, replace: bool| {
+        write_layout_file(dir, name, bytes, replace)
     };
     for layer in layers {
         let digest = parse_sha256(&layer.digest).map_err(|e| e.to_string())?;

@@ -83,6 +83,7 @@ impl Setup {
             inline_cache: false,
             contexts: BTreeMap::new(),
             unstored_image: false,
+            layer_recorded: None,
         };
         build(&self.store, &options, &Silent)
     }
@@ -293,6 +294,7 @@ impl Setup {
             None,
             &records,
             &CacheLocation::Local(dir.clone()),
+            &std::collections::BTreeSet::new(),
         )
         .unwrap();
         dir

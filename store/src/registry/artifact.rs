@@ -34,6 +34,26 @@ fn session<'c>(
 }
 
 /// Pushes `blobs` (which the store holds; those the registry has are
+/// skipped) to `reference`'s repository, ahead of [`push_artifact`]: the
+/// layers of a cache sent while its build goes on. Returns how many were
+/// uploaded.
+///
+/// # Errors
+///
+/// A blob is missing from the store, or the registry refused or failed a
+/// request.
+pub fn push_artifact_blobs(
+    store: &Store,
+    client: &Client,
+    reference: &ImageReference,
+    blobs: &[(Digest, u64)],
+    options: &PushOptions<'_>,
+) -> Result<usize, RegistryError> {
+    let session = session(client, reference, true)?;
+    super::push::push_blobs(store, &session, blobs, &[], None, options)
+}
+
+/// Pushes `blobs` (which the store holds; those the registry has are
 /// skipped), then `manifest` (an OCI image manifest naming them) by its
 /// digest, then an index naming it (with `artifact_type`) under
 /// `reference`'s tag. Returns the index's digest.
