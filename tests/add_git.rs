@@ -324,3 +324,62 @@ fn hooks_and_filters_of_the_repository_do_not_run() {
         "one\nshipped\n"
     );
 }
+
+#[test]
+fn a_git_repository_is_a_named_build_context() {
+    if !common::tools("GIT", &[("git", "git")]) {
+        return;
+    }
+    let kiln = busybox();
+    let base = kiln.path("served");
+    let repo = repository(&base);
+    commit_on(&repo, "two\n");
+    let daemon = Daemon::start(&base);
+    let url = daemon.url("repo");
+    // COPY --from the repository's docs at tag v1; FROM the whole
+    // repository at main (a stage of its files, no .git).
+    let dir = context(
+        &kiln,
+        "ctx",
+        "FROM bb:1\nCOPY --from=docs / /docs/\nCOPY --from=src / /src/\n",
+        &[],
+    );
+    build_ok(
+        &kiln,
+        &dir,
+        "named-git:1",
+        &[
+            "--build-context",
+            &format!("docs={url}#v1:docs"),
+            "--build-context",
+            &format!("src={url}#main"),
+        ],
+    );
+    assert_eq!(
+        sh(
+            &kiln,
+            "named-git:1",
+            "ls -A /docs; cat /src/README; test -e /src/.git || echo no-git"
+        ),
+        "guide\ntwo\nno-git\n"
+    );
+    // A ref the repository lacks fails before the build, naming it.
+    let stderr = build_fails(
+        &kiln,
+        &dir,
+        &[
+            "--build-context",
+            &format!("docs={url}#nope"),
+            "--build-context",
+            &format!("src={url}"),
+        ],
+    );
+    assert!(
+        stderr.contains(&format!("build context docs: {url}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("repository does not contain ref nope"),
+        "{stderr}"
+    );
+}

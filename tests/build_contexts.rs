@@ -209,7 +209,11 @@ fn bad_build_context_values_are_refused() {
         (format!("src={}", file.display()), "is not a directory"),
         (
             "src=https://example.com/src.tar".to_owned(),
-            "https:// contexts are not supported by kiln",
+            "https:// contexts other than git repositories are not supported by kiln",
+        ),
+        (
+            "src=target:other".to_owned(),
+            "target: and input: contexts (buildx bake's) are not supported by kiln",
         ),
         (
             format!("src=oci-layout://{}", missing.display()),

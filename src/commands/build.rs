@@ -121,7 +121,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
     /// An additional named context for `FROM NAME`, `COPY --from=NAME` and
-    /// `RUN --mount=from=NAME`: a directory, `docker-image://REF` or
+    /// `RUN --mount=from=NAME`: a directory, a git address, `docker-image://REF` or
     /// `oci-layout://DIR[:TAG|@DIGEST]`; may repeat
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
@@ -593,7 +593,7 @@ fn ignore_patterns(dockerfile: &Dockerfile, context: &Path) -> anyhow::Result<Ve
 /// value `docker-image://REF`, `oci-layout://DIR[:TAG|@DIGEST]` (tag
 /// `latest` by default), or a local directory, checked now even if no
 /// instruction uses it. A later value for the same name wins.
-fn parse_build_contexts(values: &[String]) -> anyhow::Result<BTreeMap<String, NamedContextInput>> {
+fn parse_build_contexts(values: &[String]) -> anyhow::Result<BTreeMap<String, ContextValue>> {
     let mut contexts = BTreeMap::new();
     for given in values {
         let invalid =
@@ -636,6 +636,12 @@ fn parse_build_contexts(values: &[String]) -> anyhow::Result<BTreeMap<String, Na
                 selector,
                 value: value.to_owned(),
             }
+        } else if let Some(git) = kiln_parser::values::parse_git_ref(value)
+            .filter(|_| value.contains("://") || value.starts_with("git@"))
+        {
+            let git = git.map_err(|e| invalid(e.to_string()))?;
+            contexts.insert(name, ContextValue::Git(Box::new(git)));
+            continue;
         } else if let Some((scheme, _)) = value.split_once("://").filter(|(scheme, _)| {
             !scheme.is_empty()
                 && scheme
@@ -643,14 +649,11 @@ fn parse_build_contexts(values: &[String]) -> anyhow::Result<BTreeMap<String, Na
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         }) {
             return Err(invalid(format!(
-                "{scheme}:// contexts are not supported by kiln (only a directory, docker-image:// and oci-layout://)"
+                "{scheme}:// contexts other than git repositories are not supported by kiln (a directory, a git address, docker-image:// or oci-layout://)"
             )));
-        } else if value.starts_with("git@")
-            || value.starts_with("target:")
-            || value.starts_with("input:")
-        {
+        } else if value.starts_with("target:") || value.starts_with("input:") {
             return Err(invalid(
-                "git, target: and input: contexts are not supported by kiln (only a directory, docker-image:// and oci-layout://)".to_owned(),
+                "target: and input: contexts (buildx bake's) are not supported by kiln".to_owned(),
             ));
         } else {
             let dir = PathBuf::from(value);
@@ -664,9 +667,57 @@ fn parse_build_contexts(values: &[String]) -> anyhow::Result<BTreeMap<String, Na
                 BuildContext::open(&dir, &patterns).map_err(|e| invalid(e.to_string()))?,
             )
         };
-        contexts.insert(name, input);
+        contexts.insert(name, ContextValue::Ready(input));
     }
     Ok(contexts)
+}
+
+/// A `--build-context` value as parsed: ready, or a git repository to
+/// fetch once the store is open ([`fetch_git_contexts`]).
+enum ContextValue {
+    Ready(NamedContextInput),
+    Git(Box<kiln_parser::values::GitRef>),
+}
+
+/// Fetches the git repositories among `contexts` (with the system's
+/// `git`, as `ADD` of a git address does: the ref resolved with
+/// `ls-remote`, a shallow fetch of that commit, no `.git`), each into a
+/// directory under the store's `tmp/` that `keep` holds for the build,
+/// and reads each as a local directory context.
+fn fetch_git_contexts(
+    contexts: BTreeMap<String, ContextValue>,
+    store: &kiln_store::Store,
+    keep: &mut Vec<tempfile::TempDir>,
+) -> anyhow::Result<BTreeMap<String, NamedContextInput>> {
+    let mut ready = BTreeMap::new();
+    for (name, value) in contexts {
+        let input = match value {
+            ContextValue::Ready(input) => input,
+            ContextValue::Git(git) => {
+                let work = tempfile::Builder::new()
+                    .prefix("git-context-")
+                    .tempdir_in(store.tmp_dir())
+                    .context("cannot create a directory for a git build context")?;
+                let failed = || format!("build context {name}: {}", git.redacted());
+                let resolved =
+                    kiln_builder::fileops::git::resolve(&git, git.checksum.as_deref(), work.path())
+                        .with_context(failed)?;
+                let dir = kiln_builder::fileops::git::checkout(
+                    &git,
+                    &resolved,
+                    git.keep_git_dir.unwrap_or(false),
+                    work.path(),
+                )
+                .with_context(failed)?;
+                let patterns = context_ignore_patterns(&dir)?;
+                let context = BuildContext::open(&dir, &patterns).with_context(failed)?;
+                keep.push(work);
+                NamedContextInput::Local(context)
+            }
+        };
+        ready.insert(name, input);
+    }
+    Ok(ready)
 }
 
 /// A named local context's own `.dockerignore` (BuildKit reads it from
@@ -893,6 +944,8 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     kiln_builder::mounts::enter_private_mount_namespace()
         .context("kiln build needs root (it mounts overlay filesystems)")?;
     let store = open_store(root)?;
+    let mut git_contexts = Vec::new();
+    let contexts = fetch_git_contexts(contexts, &store, &mut git_contexts)?;
     let stdin_dir;
     let (context_dir, stdin_dockerfile) = if args.context == "-" {
         stdin_dir = tempfile::Builder::new()
