@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::build::{build_fails, build_ok, busybox, cached, context, sh};
 
+/// The repositories are served on the build host's loopback, which a
+/// Dockerfile reaches only with this entitlement.
+const HOST: &[&str] = &["--allow", "network.host"];
+
 /// Runs git in `dir` with a fixed identity and no user configuration.
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -139,7 +143,7 @@ fn branches_tags_commits_and_subdirs_are_added() {
         short = &first[..10]
     );
     let dir = context(&kiln, "ctx", &dockerfile, &[]);
-    build_ok(&kiln, &dir, "git:1", &[]);
+    build_ok(&kiln, &dir, "git:1", HOST);
     let out = sh(
         &kiln,
         "git:1",
@@ -174,7 +178,7 @@ fn keep_git_dir_and_checksum() {
         prefix = &commit[..7]
     );
     let dir = context(&kiln, "ctx", &dockerfile, &[]);
-    build_ok(&kiln, &dir, "kept:1", &[]);
+    build_ok(&kiln, &dir, "kept:1", HOST);
     let out = sh(
         &kiln,
         "kept:1",
@@ -189,7 +193,7 @@ fn keep_git_dir_and_checksum() {
         &format!("FROM bb:1\nADD --checksum=0123abc {url}#main /x\n"),
         &[],
     );
-    let err = build_fails(&kiln, &wrong, &[]);
+    let err = build_fails(&kiln, &wrong, HOST);
     assert!(
         err.contains(&format!("expected checksum to match 0123abc, got {commit}")),
         "{err}"
@@ -212,15 +216,15 @@ fn the_cache_follows_the_commit() {
     let url = daemon.url("repo");
     let dockerfile = format!("FROM bb:1\nADD {url}#main /src\nRUN cat /src/README > /copy\n");
     let dir = context(&kiln, "ctx", &dockerfile, &[]);
-    let first = build_ok(&kiln, &dir, "c:1", &[]);
+    let first = build_ok(&kiln, &dir, "c:1", HOST);
     assert!(!cached(&first, "ADD "), "{first}");
-    let again = build_ok(&kiln, &dir, "c:1", &[]);
+    let again = build_ok(&kiln, &dir, "c:1", HOST);
     assert!(cached(&again, "ADD ") && cached(&again, "RUN "), "{again}");
     let elsewhere = context(&kiln, "elsewhere", &dockerfile, &[]);
-    let moved = build_ok(&kiln, &elsewhere, "c:1", &[]);
+    let moved = build_ok(&kiln, &elsewhere, "c:1", HOST);
     assert!(cached(&moved, "ADD "), "{moved}");
     commit_on(&repo, "two\n");
-    let after = build_ok(&kiln, &dir, "c:2", &[]);
+    let after = build_ok(&kiln, &dir, "c:2", HOST);
     assert!(
         !cached(&after, "ADD ") && !cached(&after, "RUN "),
         "{after}"
@@ -257,7 +261,7 @@ fn unreachable_repositories_and_unknown_refs_fail_clearly() {
         ),
     ] {
         let dir = context(&kiln, "bad", &format!("FROM bb:1\nADD {source} /x\n"), &[]);
-        let err = build_fails(&kiln, &dir, &[]);
+        let err = build_fails(&kiln, &dir, HOST);
         assert!(err.contains(&expected), "{source}: {err}");
         assert!(err.contains("Dockerfile:2"), "{source}: {err}");
     }
@@ -313,7 +317,7 @@ fn hooks_and_filters_of_the_repository_do_not_run() {
         &format!("FROM bb:1\nADD {url}#main /src\nADD --keep-git-dir=true {url}#main /kept\n"),
         &[],
     );
-    build_ok(&kiln, &dir, "h:1", &[]);
+    build_ok(&kiln, &dir, "h:1", HOST);
     assert!(!canary.exists(), "a hook or filter of the repository ran");
     assert_eq!(
         sh(
@@ -380,6 +384,39 @@ fn a_git_repository_is_a_named_build_context() {
     );
     assert!(
         stderr.contains("repository does not contain ref nope"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_repository_on_the_build_hosts_loopback_is_refused_without_network_host() {
+    if !common::tools("GIT", &[("git", "git")]) {
+        return;
+    }
+    let kiln = busybox();
+    let base = kiln.path("served");
+    repository(&base);
+    let daemon = Daemon::start(&base);
+    let url = daemon.url("repo");
+    let dir = context(&kiln, "ctx", &format!("FROM bb:1\nADD {url} /src\n"), &[]);
+    let stderr = build_fails(&kiln, &dir, &[]);
+    assert!(
+        stderr.contains(&format!(
+            "resolving {url}: git: 127.0.0.1 is an address of the build host (127.0.0.1), which the Dockerfile may not reach: a build reaches services on its host only with --allow network.host"
+        )),
+        "{stderr}"
+    );
+    // A name that resolves to the loopback is refused as its address is.
+    let local = url.replace("127.0.0.1", "localhost");
+    let dir = context(
+        &kiln,
+        "ctx2",
+        &format!("FROM bb:1\nADD {local} /src\n"),
+        &[],
+    );
+    let stderr = build_fails(&kiln, &dir, &[]);
+    assert!(
+        stderr.contains("git: localhost is an address of the build host ("),
         "{stderr}"
     );
 }

@@ -464,7 +464,16 @@ fn add_url_with_checksum_and_mismatch() {
         ),
         &[],
     );
-    build_ok(&kiln, &dir, "add:1", &[]);
+    // Without the entitlement, the build host's loopback is out of reach.
+    let stderr = build_fails(&kiln, &dir, &[]);
+    assert!(
+        stderr.contains(&format!(
+            "downloading {url}/file.txt: io: refusing to connect: 127.0.0.1 is an address of the build host (127.0.0.1), which the Dockerfile may not reach: a build reaches services on its host only with --allow network.host"
+        )),
+        "{stderr}"
+    );
+    let host = &["--allow", "network.host"];
+    build_ok(&kiln, &dir, "add:1", host);
     // Remote archives are not extracted; URL downloads get mode 600.
     assert_eq!(
         sh(
@@ -482,7 +491,7 @@ fn add_url_with_checksum_and_mismatch() {
         &format!("FROM bb:1\nADD --checksum=sha256:{wrong} {url}/file.txt /dl/\n"),
         &[],
     );
-    let stderr = build_fails(&kiln, &bad, &[]);
+    let stderr = build_fails(&kiln, &bad, host);
     assert!(
         stderr.contains(&format!(
             "digest mismatch for {url}/file.txt: expected sha256:{wrong}, got sha256:{sum}"
@@ -495,7 +504,7 @@ fn add_url_with_checksum_and_mismatch() {
         &format!("FROM bb:1\nADD {url}/nope /dl/\n"),
         &[],
     );
-    let stderr = build_fails(&kiln, &missing, &[]);
+    let stderr = build_fails(&kiln, &missing, host);
     assert!(
         stderr.contains(&format!(
             "downloading {url}/nope: invalid response status 404"

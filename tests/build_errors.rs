@@ -26,9 +26,14 @@ fn rendered(stderr: &str) -> &str {
 /// error, after checking that progress showed the same located message on
 /// its `#N ERROR:` line.
 fn build_error(dockerfile: &str, files: &[(&str, &str)]) -> String {
+    build_error_with(dockerfile, files, &[])
+}
+
+/// [`build_error`] with more `kiln build` arguments.
+fn build_error_with(dockerfile: &str, files: &[(&str, &str)], extra: &[&str]) -> String {
     let kiln = busybox();
     let dir = context(&kiln, "ctx", dockerfile, files);
-    let stderr = build_fails(&kiln, &dir, &[]);
+    let stderr = build_fails(&kiln, &dir, extra);
     let error = rendered(&stderr).to_owned();
     let first = error.lines().next().unwrap().trim_start_matches("error: ");
     assert!(
@@ -70,9 +75,10 @@ fn add_url_nobody_answers() {
         .local_addr()
         .unwrap()
         .port();
-    let error = build_error(
+    let error = build_error_with(
         &format!("FROM bb:1\nADD http://127.0.0.1:{port}/f /f\n"),
         &[],
+        &["--allow", "network.host"],
     );
     let line = format!("ADD http://127.0.0.1:{port}/f /f");
     assert_eq!(
@@ -84,6 +90,24 @@ fn add_url_nobody_answers() {
              \x20 | {}\n",
             "^".repeat(line.len())
         )
+    );
+}
+
+#[test]
+fn add_url_of_the_build_hosts_loopback_is_refused() {
+    let error = build_error("FROM bb:1\nADD http://localhost:1/f /f\n", &[]);
+    let first = error.lines().next().unwrap();
+    assert!(
+        first.starts_with(
+            "error: Dockerfile:2:1: downloading http://localhost:1/f: io: refusing to connect: localhost is an address of the build host ("
+        ),
+        "{error}"
+    );
+    assert!(
+        first.ends_with(
+            "), which the Dockerfile may not reach: a build reaches services on its host only with --allow network.host"
+        ),
+        "{error}"
     );
 }
 

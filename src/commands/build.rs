@@ -699,14 +699,19 @@ fn fetch_git_contexts(
                     .tempdir_in(store.tmp_dir())
                     .context("cannot create a directory for a git build context")?;
                 let failed = || format!("build context {name}: {}", git.redacted());
-                let resolved =
-                    kiln_builder::fileops::git::resolve(&git, git.checksum.as_deref(), work.path())
-                        .with_context(failed)?;
+                let resolved = kiln_builder::fileops::git::resolve(
+                    &git,
+                    git.checksum.as_deref(),
+                    work.path(),
+                    true,
+                )
+                .with_context(failed)?;
                 let dir = kiln_builder::fileops::git::checkout(
                     &git,
                     &resolved,
                     git.keep_git_dir.unwrap_or(false),
                     work.path(),
+                    true,
                 )
                 .with_context(failed)?;
                 let patterns = context_ignore_patterns(&dir)?;

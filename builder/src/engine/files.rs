@@ -314,7 +314,8 @@ pub(super) fn copy_step(
             });
         } else {
             let dir = ctx.temp_dir("download-")?;
-            let (path, name) = fileops::download(url, None, &dir)?;
+            let (path, name) =
+                fileops::download(url, None, &dir, shared.options.allow.network_host)?;
             url_inputs.push(UrlInput {
                 url: (*url).clone(),
                 digest: file_digest(&path)?,
@@ -329,7 +330,12 @@ pub(super) fn copy_step(
     let mut resolved = Vec::new();
     for git in &gits {
         let checksum = fc.checksum.as_deref().or(git.checksum.as_deref());
-        let found = fileops::git::resolve(git, checksum, &ctx.temp_dir("git-")?)?;
+        let found = fileops::git::resolve(
+            git,
+            checksum,
+            &ctx.temp_dir("git-")?,
+            shared.options.allow.network_host,
+        )?;
         let keep_git_dir = fc.keep_git_dir || git.keep_git_dir == Some(true);
         git_inputs.push(GitInput {
             remote: git.redacted(),
@@ -400,14 +406,25 @@ pub(super) fn copy_step(
     for url in &urls {
         if !downloads.iter().any(|(u, _, _)| u == *url) {
             let dir = ctx.temp_dir("download-")?;
-            let (path, name) = fileops::download(url, fc.checksum.as_deref(), &dir)?;
+            let (path, name) = fileops::download(
+                url,
+                fc.checksum.as_deref(),
+                &dir,
+                shared.options.allow.network_host,
+            )?;
             downloads.push(((*url).clone(), path, name));
         }
     }
     let fetching = ctx.phase("git fetch");
     let mut checkouts = Vec::new();
     for (git, found, keep_git_dir) in &resolved {
-        let dir = fileops::git::checkout(git, found, *keep_git_dir, &ctx.temp_dir("git-")?)?;
+        let dir = fileops::git::checkout(
+            git,
+            found,
+            *keep_git_dir,
+            &ctx.temp_dir("git-")?,
+            shared.options.allow.network_host,
+        )?;
         checkouts.push(BuildContext::open_stage(&dir)?);
     }
     fetching.end();

@@ -19,11 +19,14 @@ const DOWNLOAD_MODE: u32 = 0o600;
 ///
 /// `checksum` (`sha256:<hex>`) is verified when given. The file gets mode
 /// 0600 and, when the server sends `Last-Modified`, that mtime, as
-/// `BuildKit`'s HTTP source does; it is never unpacked.
+/// `BuildKit`'s HTTP source does; it is never unpacked. Unless
+/// `reach_host` (`--allow network.host`), no connection goes to the
+/// build host's own addresses ([`super::reach`]).
 pub fn download(
     url: &str,
     checksum: Option<&str>,
     tmp_dir: &Path,
+    reach_host: bool,
 ) -> Result<(PathBuf, String), BuildError> {
     let expected = checksum
         .map(|c| {
@@ -41,7 +44,16 @@ pub fn download(
         url: url.to_owned(),
         reason,
     };
-    let response = match ureq::get(url).call() {
+    let agent = if reach_host {
+        ureq::Agent::new_with_defaults()
+    } else {
+        ureq::Agent::with_parts(
+            ureq::config::Config::default(),
+            ureq::unversioned::transport::DefaultConnector::default(),
+            super::reach::OutsideResolver::default(),
+        )
+    };
+    let response = match agent.get(url).call() {
         Ok(r) => r,
         Err(ureq::Error::StatusCode(status)) => {
             return Err(BuildError::DownloadStatus {

@@ -59,8 +59,12 @@ pub fn resolve(
     git: &GitRef,
     checksum: Option<&str>,
     scratch: &Path,
+    reach_host: bool,
 ) -> Result<ResolvedRef, BuildError> {
     let url = git.redacted();
+    if !reach_host {
+        check_remote(&git.remote, &url, "resolving")?;
+    }
     let resolved = if is_commit(&git.reference) {
         ResolvedRef {
             commit: git.reference.clone(),
@@ -118,6 +122,120 @@ pub fn resolve(
         }
     }
     Ok(resolved)
+}
+
+/// The host and port git connects to for `remote` (`scheme://[user@]host
+/// [:port]/path` or scp-like `[user@]host:path`); `None` for a form with
+/// no host (a relative submodule path, which stays on its parent's host).
+fn remote_host(remote: &str) -> Option<(String, u16)> {
+    let (authority, default_port) = match remote.split_once("://") {
+        Some((scheme, rest)) => {
+            let port = match scheme {
+                "https" => 443,
+                "http" => 80,
+                "git" => 9418,
+                "ssh" | "git+ssh" | "ssh+git" => 22,
+                _ => return None,
+            };
+            (rest.split('/').next().unwrap_or(rest), port)
+        }
+        None if remote.starts_with('.') || remote.starts_with('/') => return None,
+        // scp-like: the part before the first `:`.
+        None => (remote.split_once(':')?.0, 22),
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(rest) = host_port.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = after
+            .strip_prefix(':')
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(default_port);
+        return Some((host.to_owned(), port));
+    }
+    match host_port.rsplit_once(':') {
+        Some((host, port)) if remote.contains("://") => {
+            Some((host.to_owned(), port.parse().unwrap_or(default_port)))
+        }
+        _ => Some((host_port.to_owned(), default_port)),
+    }
+}
+
+/// Refuses a remote on the build host's own addresses (see
+/// [`super::reach`]). git resolves the name again when it connects; a name
+/// whose answer changes in between is not caught here.
+fn check_remote(remote: &str, url: &str, action: &'static str) -> Result<(), BuildError> {
+    let Some((host, port)) = remote_host(remote) else {
+        return Ok(());
+    };
+    super::reach::check_host(&host, port, "git").map_err(|reason| BuildError::Git {
+        action,
+        url: url.to_owned(),
+        reason,
+    })
+}
+
+/// Checks out the submodules of `tree`, each level's addresses checked
+/// (unless `reach_host`) before git fetches them, then the submodules'
+/// own submodules.
+fn update_submodules(tree: &Path, url: &str, reach_host: bool) -> Result<(), BuildError> {
+    const ACTION: &str = "failed to update submodules for";
+    if reach_host {
+        run_git(
+            tree,
+            &["submodule", "update", "--init", "--recursive", "--depth=1"].map(str::to_owned),
+            url,
+            ACTION,
+        )?;
+        return Ok(());
+    }
+    let root = fs::canonicalize(tree).map_err(|e| BuildError::io(tree, e))?;
+    let mut pending = vec![root.clone()];
+    while let Some(dir) = pending.pop() {
+        if !dir.join(".gitmodules").is_file() {
+            continue;
+        }
+        let urls = run_git(
+            &dir,
+            &[
+                "config",
+                "-f",
+                ".gitmodules",
+                "--get-regexp",
+                r"^submodule\..*\.url$",
+            ]
+            .map(str::to_owned),
+            url,
+            ACTION,
+        )
+        .unwrap_or_default();
+        for remote in urls
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, u)| u))
+        {
+            check_remote(remote.trim(), url, ACTION)?;
+        }
+        run_git(
+            &dir,
+            &["submodule", "update", "--init", "--depth=1"].map(str::to_owned),
+            url,
+            ACTION,
+        )?;
+        // git names the paths it checked out; each must be a directory
+        // inside the checkout.
+        let paths = run_git(
+            &dir,
+            &["submodule", "foreach", "--quiet", "pwd"].map(str::to_owned),
+            url,
+            ACTION,
+        )?;
+        for path in paths.lines() {
+            let path = fs::canonicalize(path).map_err(|e| BuildError::io(Path::new(path), e))?;
+            if path.starts_with(&root) && path != dir {
+                pending.push(path);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Hex of 4 to 39 digits: a ref that may be a commit's prefix.
@@ -211,8 +329,12 @@ pub fn checkout(
     resolved: &ResolvedRef,
     keep_git_dir: bool,
     work: &Path,
+    reach_host: bool,
 ) -> Result<PathBuf, BuildError> {
     let url = git.redacted();
+    if !reach_host {
+        check_remote(&git.remote, &url, "failed to fetch remote")?;
+    }
     let tree = work.join("repo");
     if !tree.join(".git").exists() {
         init(&tree, git, &url)?;
@@ -267,12 +389,7 @@ pub fn checkout(
         "failed to checkout remote",
     )?;
     if git.submodules != Some(false) && tree.join(".gitmodules").exists() {
-        run_git(
-            &tree,
-            &["submodule", "update", "--init", "--recursive", "--depth=1"].map(str::to_owned),
-            &url,
-            "failed to update submodules for",
-        )?;
+        update_submodules(&tree, &url, reach_host)?;
     }
     let subdir = clean_subdir(&git.subdir);
     let git_dir = tree.join(".git");
@@ -494,6 +611,32 @@ fn run_git(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn remote_hosts() {
+        use super::remote_host;
+        let host = |h: &str, p: u16| Some((h.to_owned(), p));
+        assert_eq!(
+            remote_host("https://example.com/a.git"),
+            host("example.com", 443)
+        );
+        assert_eq!(
+            remote_host("http://u:pw@example.com:8080/a"),
+            host("example.com", 8080)
+        );
+        assert_eq!(
+            remote_host("git://127.0.0.1:9999/repo"),
+            host("127.0.0.1", 9999)
+        );
+        assert_eq!(remote_host("ssh://git@[::1]:2222/r"), host("::1", 2222));
+        assert_eq!(
+            remote_host("git@github.com:moby/buildkit.git"),
+            host("github.com", 22)
+        );
+        assert_eq!(remote_host("localhost:repo"), host("localhost", 22));
+        assert_eq!(remote_host("../sibling.git"), None);
+        assert_eq!(remote_host("file:///etc"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -39,6 +39,7 @@ mod copier;
 mod dest;
 mod download;
 pub mod git;
+pub mod reach;
 #[cfg(test)]
 mod tests;
 

@@ -769,7 +769,7 @@ fn download_checks_digest_and_status() {
     ]);
 
     let url = format!("{base}/files/tool%20v1.bin?x=1");
-    let (path, name) = download(&url, Some(&digest), tmp.path()).unwrap();
+    let (path, name) = download(&url, Some(&digest), tmp.path(), true).unwrap();
     assert_eq!(name, "tool v1.bin");
     assert_eq!(fs::read(&path).unwrap(), body);
     assert_eq!(mode(&path), 0o600);
@@ -777,21 +777,21 @@ fn download_checks_digest_and_status() {
 
     let wrong = format!("sha256:{}", "0".repeat(64));
     let url = format!("{base}/a");
-    let err = download(&url, Some(&wrong), tmp.path()).unwrap_err();
+    let err = download(&url, Some(&wrong), tmp.path(), true).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("digest mismatch for {url}: expected {wrong}, got {digest}")
     );
 
     let url = format!("{base}/missing");
-    let err = download(&url, None, tmp.path()).unwrap_err();
+    let err = download(&url, None, tmp.path(), true).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("downloading {url}: invalid response status 404")
     );
 
     let url = format!("{base}/");
-    let (path, name) = download(&url, None, tmp.path()).unwrap();
+    let (path, name) = download(&url, None, tmp.path(), true).unwrap();
     assert_eq!(name, UNNAMED_DOWNLOAD);
 
     // Then placed like a file source, owned by root.
@@ -823,7 +823,13 @@ fn download_checks_digest_and_status() {
 
 #[test]
 fn download_rejects_bad_checksum_syntax() {
-    let err = download("http://127.0.0.1:1/x", Some("md5:abc"), Path::new("/tmp")).unwrap_err();
+    let err = download(
+        "http://127.0.0.1:1/x",
+        Some("md5:abc"),
+        Path::new("/tmp"),
+        true,
+    )
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid checksum \"md5:abc\": expected sha256:<64 hex digits>"
