@@ -1808,3 +1808,63 @@ fn history_keeps_a_heredoc_on_one_table_row() {
         "{out}"
     );
 }
+
+/// `inspect -f` prints Docker's typed values as Docker 20.10 does (issue
+/// 16): sets as `map[k:{}]`, the health check as a Go struct with
+/// durations, unset slices as `[]` and an unset pointer as `<nil>`.
+#[test]
+fn inspect_formats_typed_values_like_docker() {
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "typed",
+        "FROM bb:1\n\
+         ENV A=1 B=2\n\
+         LABEL b=2 a=1\n\
+         EXPOSE 80 53/udp\n\
+         VOLUME /data\n\
+         HEALTHCHECK --interval=30s --timeout=3s CMD curl -f localhost\n",
+        &[],
+    );
+    build_ok(&kiln, &dir, "typed:1", &[]);
+    let f = |template: &str, image: &str| kiln.ok(&["inspect", "-f", template, image]);
+    assert_eq!(
+        f("{{.Config.ExposedPorts}}", "typed:1"),
+        "map[53/udp:{} 80/tcp:{}]\n"
+    );
+    assert_eq!(
+        f("{{.Config.Healthcheck}}", "typed:1"),
+        "{[CMD-SHELL curl -f localhost] 30s 3s 0s 0}\n"
+    );
+    assert_eq!(
+        f("{{.Config.Env}}", "typed:1"),
+        "[PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin A=1 B=2]\n"
+    );
+    assert_eq!(f("{{.Config.Labels}}", "typed:1"), "map[a:1 b:2]\n");
+    assert_eq!(f("{{.Config.Volumes}}", "typed:1"), "map[/data:{}]\n");
+    assert_eq!(f("{{.Config.Entrypoint}}", "typed:1"), "[]\n");
+    assert_eq!(f("{{.Config.Healthcheck}}", "bb:1"), "<nil>\n");
+    assert_eq!(
+        f("{{.Config.ExposedPorts}} {{.Config.Volumes}}", "bb:1"),
+        "map[] map[]\n"
+    );
+    let size = f("{{.Size}}", "typed:1");
+    assert!(size.trim().parse::<u64>().is_ok(), "{size:?}");
+    let created = f("{{.Created}}", "typed:1");
+    assert!(
+        created.trim_end().ends_with('Z') && created.contains('T'),
+        "{created:?}"
+    );
+    assert_eq!(
+        f("{{json .Config.Healthcheck}}", "typed:1"),
+        "{\"Test\":[\"CMD-SHELL\",\"curl -f localhost\"],\"Interval\":30000000000,\"Timeout\":3000000000}\n"
+    );
+    // Docker reports a bad field at the chain's second identifier.
+    let error = kiln.fails(&["inspect", "-f", "{{.Config.Foo}}", "typed:1"]);
+    assert!(
+        error.contains(
+            r#"template: :1:9: executing "" at <.Config.Foo>: map has no entry for key "Foo""#
+        ),
+        "{error}"
+    );
+}

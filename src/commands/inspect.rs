@@ -45,7 +45,11 @@ pub fn run(root: Option<&Path>, args: &InspectArgs) -> anyhow::Result<ExitCode> 
     let mut stdout = std::io::stdout().lock();
     if let Some(template) = template {
         for document in &documents {
-            writeln!(stdout, "{}", template.execute(document)?)?;
+            writeln!(
+                stdout,
+                "{}",
+                template.execute_typed(document, &crate::template::IMAGE_INSPECT)?
+            )?;
         }
     } else {
         let text = serde_json::to_string_pretty(&Value::Array(documents))?;
