@@ -1868,3 +1868,71 @@ fn inspect_formats_typed_values_like_docker() {
         "{error}"
     );
 }
+
+/// Plain progress as BuildKit prints it (issue 16): an unnamed stage of a
+/// multi-stage build is `stage-N`; FROM scratch and FROM <stage> are no
+/// step of their own; names show expanded arguments (RUN's too, as
+/// BuildKit's `processCmdEnv` expands them); the build ends with the
+/// export block. Times are masked.
+#[test]
+fn plain_progress_matches_buildkit() {
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "plain",
+        "FROM scratch AS s\n\
+         ARG U=1000\n\
+         COPY --chown=$U f.txt /s/$U\n\
+         FROM s AS t\n\
+         COPY f.txt /t\n\
+         FROM bb:1\n\
+         ARG X=hello\n\
+         ENV Y=world\n\
+         RUN [\"true\", \"$X\", \"${Y}\"]\n\
+         COPY --from=t /s/1000 /from/$Y\n\
+         WORKDIR $Y/sub\n",
+        &[("f.txt", "hi\n")],
+    );
+    let stderr = build_ok(&kiln, &dir, "app:1", &["--no-cache"]);
+    let id = image_id(&kiln, "app:1");
+    let masked: Vec<String> = stderr
+        .lines()
+        .map(|line| {
+            if let Some((head, _)) = line.split_once(" DONE ") {
+                format!("{head} DONE 0.0s")
+            } else if line.contains(" exporting layers ") {
+                let (head, _) = line.split_once(" exporting layers").unwrap();
+                format!("{head} exporting layers done")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    let expected = format!(
+        "#1 [s 1/1] COPY --chown=1000 f.txt /s/1000\n\
+         #1 DONE 0.0s\n\
+         \n\
+         #2 [t 1/1] COPY f.txt /t\n\
+         #2 DONE 0.0s\n\
+         \n\
+         #3 [stage-2 1/4] FROM docker.io/library/bb:1\n\
+         #3 DONE 0.0s\n\
+         \n\
+         #4 [stage-2 2/4] RUN [\"true\", \"hello\", \"world\"]\n\
+         #4 DONE 0.0s\n\
+         \n\
+         #5 [stage-2 3/4] COPY --from=t /s/1000 /from/world\n\
+         #5 DONE 0.0s\n\
+         \n\
+         #6 [stage-2 4/4] WORKDIR world/sub\n\
+         #6 DONE 0.0s\n\
+         \n\
+         #7 exporting to image\n\
+         #7 exporting layers done\n\
+         #7 writing image {id} done\n\
+         #7 naming to docker.io/library/app:1 done\n\
+         #7 DONE 0.0s\n"
+    );
+    let masked = masked.join("\n");
+    assert!(masked.starts_with(&expected), "{masked}");
+}
