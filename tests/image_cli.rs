@@ -732,3 +732,41 @@ fn dockers_command_groups_are_the_same_commands() {
         format!("kiln version {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// `inspect --type` as Docker's (issue 16): `image` finds images only,
+/// `container` containers only (kiln has none yet), anything else is
+/// refused in Docker's words; found objects print, missing ones are
+/// named on stderr, and the exit status is 1.
+#[test]
+fn inspect_type_picks_the_object_kind() {
+    let kiln = Kiln::new();
+    let id = kiln.import_sample("app:1");
+    assert_eq!(
+        kiln.ok(&["inspect", "--type", "image", "-f", "{{.ID}}", "app:1"]),
+        format!("{id}\n")
+    );
+    assert_eq!(
+        kiln.ok(&["inspect", "--type=image", "app:1"]),
+        kiln.ok(&["inspect", "app:1"])
+    );
+    let output = kiln.run(&["inspect", "--type", "container", "app:1"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "[]\n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: no such container: app:1\n"
+    );
+    assert_eq!(
+        kiln.fails(&["inspect", "--type", "image", "nope"]),
+        "error: no such image: nope\n"
+    );
+    let output = kiln.run(&[
+        "inspect", "--type", "image", "-f", "{{.ID}}", "nope", "app:1",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{id}\n"));
+    assert_eq!(
+        kiln.fails(&["inspect", "--type", "volume", "app:1"]),
+        "error: \"volume\" is not a valid value for --type\n"
+    );
+}
