@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use crate::units::human_size;
 
@@ -14,11 +14,24 @@ pub enum SystemCommand {
     /// Verify every blob and every tag; report what is broken.
     Check,
     /// Show the space used by images, layers, snapshots and build cache.
-    Df,
+    Df(DfArgs),
+    /// Show the store, kernel and machine kiln works with (`kiln info`).
+    Info(super::info::InfoArgs),
+}
+
+/// Arguments of `kiln system df`.
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// Show each image and build-cache record (Docker's verbose sections).
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 /// Runs a `kiln system` subcommand.
 pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitCode> {
+    if let SystemCommand::Info(args) = command {
+        return super::info::run(root, args);
+    }
     // Both commands report the temporary files of dead processes rather
     // than remove them on open, as every other command does.
     let store = super::open_store_keeping_temporaries(root)?;
@@ -60,7 +73,9 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
             eprintln!("error: {} problem(s) found", problems.len());
             Ok(ExitCode::FAILURE)
         }
-        SystemCommand::Df => {
+        SystemCommand::Df(args) if args.verbose => verbose_df(&store),
+        SystemCommand::Info(_) => Ok(ExitCode::SUCCESS),
+        SystemCommand::Df(_) => {
             let usage = store.disk_usage()?;
             // As `docker system df`: records, those whose layer an image
             // uses, the layers' bytes, and what a prune could free.
@@ -165,4 +180,17 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `docker system df -v`: a table per kind of object. Images show their
+/// shared and unique sizes (layers another image also uses are shared);
+/// containers and volumes have no rows until kiln keeps them; build-cache
+/// records show their sizes and whether an image shares their layer.
+fn verbose_df(store: &kiln_store::Store) -> anyhow::Result<ExitCode> {
+    write!(
+        std::io::stdout().lock(),
+        "{}",
+        super::disk_usage::render(store)?
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
