@@ -20,7 +20,7 @@ pub struct InspectArgs {
     /// Only objects of this type: `image` or `container`.
     #[arg(long = "type", value_name = "TYPE")]
     kind: Option<String>,
-    /// Objects (images by name or ID), by name or ID.
+    /// Images (containers with `--type container`), by name or ID.
     #[arg(required = true, value_name = "NAME")]
     names: Vec<String>,
 }
