@@ -129,8 +129,10 @@ enum Command {
         #[command(subcommand)]
         command: commands::cache::CacheCommand,
     },
-    /// Show kiln's version.
-    Version,
+    /// Show kiln's version (the Client section of `docker version`).
+    Version(commands::version::VersionArgs),
+    /// Show the store, kernel and machine kiln works with (`docker info`).
+    Info(commands::info::InfoArgs),
 }
 
 /// `kiln image ...`: the image commands under Docker's group names.
@@ -248,10 +250,8 @@ fn main() -> ExitCode {
             ImageCommand::Rm(args) => commands::rmi::run(root, &args),
             ImageCommand::Prune(args) => commands::prune::run(root, &args),
         },
-        Command::Version => {
-            println!("kiln version {}", env!("CARGO_PKG_VERSION"));
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Version(args) => commands::version::run(&args),
+        Command::Info(args) => commands::info::run(root, &args),
     };
     match result {
         Ok(code) => code,

@@ -121,6 +121,17 @@ fn log_seconds(elapsed: Duration) -> String {
     }
 }
 
+/// The time BuildKit's plain printer puts on a status line (` 0.3s`): only
+/// when it is above 10 ms.
+fn status_seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs > 0.01 {
+        format!(" {secs:.1}s")
+    } else {
+        String::new()
+    }
+}
+
 /// A clock, replaceable in tests.
 type Clock = Box<dyn Fn() -> Instant + Send + Sync>;
 
@@ -141,6 +152,8 @@ struct PlainState<W> {
     /// Whether anything was printed (no blank line before the first block).
     printed: bool,
     image: Option<String>,
+    /// The highest step number seen: the export is the next one.
+    last_id: usize,
 }
 
 struct PlainStep {
@@ -162,6 +175,7 @@ impl<W: Write + Send> PlainRenderer<W> {
                 current: None,
                 printed: false,
                 image: None,
+                last_id: 0,
             }),
             clock,
         }
@@ -188,6 +202,7 @@ impl<W: Write + Send> PlainRenderer<W> {
                         started: now,
                     },
                 );
+                state.last_id = state.last_id.max(id);
                 state.switch_to(id)?;
             }
             Event::StepOutput { id, line } => {
@@ -221,7 +236,14 @@ impl<W: Write + Send> PlainRenderer<W> {
                 writeln!(state.out, "WARNING: {message}")?;
                 state.printed = true;
             }
-            Event::Exported { image_id, .. } => state.image = Some(image_id),
+            Event::Exported {
+                image_id,
+                tags,
+                duration,
+            } => {
+                state.export(&image_id, &tags, duration)?;
+                state.image = Some(image_id);
+            }
             Event::Finished {
                 steps_run,
                 steps_cached,
@@ -241,6 +263,33 @@ impl<W: Write + Send> PlainRenderer<W> {
 }
 
 impl<W: Write> PlainState<W> {
+    /// The export block, as BuildKit ends a build that stores an image:
+    /// `#N exporting to image`, the layers, `writing image sha256:... done`,
+    /// one `naming to REF done` per tag, `#N DONE 0.0s`.
+    fn export(&mut self, image_id: &str, tags: &[String], duration: Duration) -> io::Result<()> {
+        if let Some(old) = self.current.take() {
+            writeln!(self.out, "#{old} ...")?;
+        }
+        if self.printed {
+            writeln!(self.out)?;
+        }
+        self.last_id += 1;
+        let id = self.last_id;
+        writeln!(self.out, "#{id} exporting to image")?;
+        writeln!(
+            self.out,
+            "#{id} exporting layers{} done",
+            status_seconds(duration)
+        )?;
+        writeln!(self.out, "#{id} writing image {image_id} done")?;
+        for tag in tags {
+            writeln!(self.out, "#{id} naming to {tag} done")?;
+        }
+        writeln!(self.out, "#{id} DONE {:.1}s", duration.as_secs_f64())?;
+        self.printed = true;
+        Ok(())
+    }
+
     /// Opens step `id`'s block unless it is the open one.
     fn switch_to(&mut self, id: usize) -> io::Result<()> {
         if self.current == Some(id) {

@@ -32,6 +32,20 @@ pub fn human_size(bytes: u64) -> String {
     format!("{}{unit}", format_float_g(size, Some(3)))
 }
 
+/// Binary unit names, as `units.BytesSize` uses them.
+const BINARY_ABBRS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+
+/// `units.BytesSize`: binary units, four significant digits (`docker
+/// info`'s Total Memory: `23.54GiB`, `512MiB`, `1KiB`).
+pub fn bytes_size(bytes: u64) -> String {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "go-units converts to float64 too"
+    )]
+    let (size, unit) = size_and_unit(bytes as f64, 1024.0, &BINARY_ABBRS);
+    format!("{}{unit}", format_float_g(size, Some(4)))
+}
+
 /// `units.HumanDuration`: "Less than a second", "About a minute", "3 hours",
 /// "2 weeks"... (`docker images` prints it followed by " ago").
 pub fn human_duration(d: Duration) -> String {
@@ -173,6 +187,19 @@ pub(crate) fn format_float_g(value: f64, precision: Option<usize>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_size_matches_go_units() {
+        for (bytes, want) in [
+            (0, "0B"),
+            (1023, "1023B"),
+            (1024, "1KiB"),
+            (536_870_912, "512MiB"),
+            (25_276_203_008, "23.54GiB"),
+        ] {
+            assert_eq!(bytes_size(bytes), want, "{bytes}");
+        }
+    }
 
     #[test]
     fn human_size_matches_go_units() {

@@ -1817,3 +1817,131 @@ fn history_keeps_a_heredoc_on_one_table_row() {
         "{out}"
     );
 }
+
+/// `inspect -f` prints Docker's typed values as Docker 20.10 does (issue
+/// 16): sets as `map[k:{}]`, the health check as a Go struct with
+/// durations, unset slices as `[]` and an unset pointer as `<nil>`.
+#[test]
+fn inspect_formats_typed_values_like_docker() {
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "typed",
+        "FROM bb:1\n\
+         ENV A=1 B=2\n\
+         LABEL b=2 a=1\n\
+         EXPOSE 80 53/udp\n\
+         VOLUME /data\n\
+         HEALTHCHECK --interval=30s --timeout=3s CMD curl -f localhost\n",
+        &[],
+    );
+    build_ok(&kiln, &dir, "typed:1", &[]);
+    let f = |template: &str, image: &str| kiln.ok(&["inspect", "-f", template, image]);
+    assert_eq!(
+        f("{{.Config.ExposedPorts}}", "typed:1"),
+        "map[53/udp:{} 80/tcp:{}]\n"
+    );
+    assert_eq!(
+        f("{{.Config.Healthcheck}}", "typed:1"),
+        "{[CMD-SHELL curl -f localhost] 30s 3s 0s 0}\n"
+    );
+    assert_eq!(
+        f("{{.Config.Env}}", "typed:1"),
+        "[PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin A=1 B=2]\n"
+    );
+    assert_eq!(f("{{.Config.Labels}}", "typed:1"), "map[a:1 b:2]\n");
+    assert_eq!(f("{{.Config.Volumes}}", "typed:1"), "map[/data:{}]\n");
+    assert_eq!(f("{{.Config.Entrypoint}}", "typed:1"), "[]\n");
+    assert_eq!(f("{{.Config.Healthcheck}}", "bb:1"), "<nil>\n");
+    assert_eq!(
+        f("{{.Config.ExposedPorts}} {{.Config.Volumes}}", "bb:1"),
+        "map[] map[]\n"
+    );
+    let size = f("{{.Size}}", "typed:1");
+    assert!(size.trim().parse::<u64>().is_ok(), "{size:?}");
+    let created = f("{{.Created}}", "typed:1");
+    assert!(
+        created.trim_end().ends_with('Z') && created.contains('T'),
+        "{created:?}"
+    );
+    assert_eq!(
+        f("{{json .Config.Healthcheck}}", "typed:1"),
+        "{\"Test\":[\"CMD-SHELL\",\"curl -f localhost\"],\"Interval\":30000000000,\"Timeout\":3000000000}\n"
+    );
+    // Docker reports a bad field at the chain's second identifier.
+    let error = kiln.fails(&["inspect", "-f", "{{.Config.Foo}}", "typed:1"]);
+    assert!(
+        error.contains(
+            r#"template: :1:9: executing "" at <.Config.Foo>: map has no entry for key "Foo""#
+        ),
+        "{error}"
+    );
+}
+
+/// Plain progress as BuildKit prints it (issue 16): an unnamed stage of a
+/// multi-stage build is `stage-N`; FROM scratch and FROM <stage> are no
+/// step of their own; names show expanded arguments (RUN's too, as
+/// BuildKit's `processCmdEnv` expands them); the build ends with the
+/// export block. Times are masked.
+#[test]
+fn plain_progress_matches_buildkit() {
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "plain",
+        "FROM scratch AS s\n\
+         ARG U=1000\n\
+         COPY --chown=$U f.txt /s/$U\n\
+         FROM s AS t\n\
+         COPY f.txt /t\n\
+         FROM bb:1\n\
+         ARG X=hello\n\
+         ENV Y=world\n\
+         RUN [\"true\", \"$X\", \"${Y}\"]\n\
+         COPY --from=t /s/1000 /from/$Y\n\
+         WORKDIR $Y/sub\n",
+        &[("f.txt", "hi\n")],
+    );
+    let stderr = build_ok(&kiln, &dir, "app:1", &["--no-cache"]);
+    let id = image_id(&kiln, "app:1");
+    let masked: Vec<String> = stderr
+        .lines()
+        .map(|line| {
+            if let Some((head, _)) = line.split_once(" DONE ") {
+                format!("{head} DONE 0.0s")
+            } else if line.contains(" exporting layers ") {
+                let (head, _) = line.split_once(" exporting layers").unwrap();
+                format!("{head} exporting layers done")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    let expected = format!(
+        "#1 [s 1/1] COPY --chown=1000 f.txt /s/1000\n\
+         #1 DONE 0.0s\n\
+         \n\
+         #2 [t 1/1] COPY f.txt /t\n\
+         #2 DONE 0.0s\n\
+         \n\
+         #3 [stage-2 1/4] FROM docker.io/library/bb:1\n\
+         #3 DONE 0.0s\n\
+         \n\
+         #4 [stage-2 2/4] RUN [\"true\", \"hello\", \"world\"]\n\
+         #4 DONE 0.0s\n\
+         \n\
+         #5 [stage-2 3/4] COPY --from=t /s/1000 /from/world\n\
+         #5 DONE 0.0s\n\
+         \n\
+         #6 [stage-2 4/4] WORKDIR world/sub\n\
+         #6 DONE 0.0s\n\
+         \n\
+         #7 exporting to image\n\
+         #7 exporting layers done\n\
+         #7 writing image {id} done\n\
+         #7 naming to docker.io/library/app:1 done\n\
+         #7 DONE 0.0s\n"
+    );
+    let masked = masked.join("\n");
+    assert!(masked.starts_with(&expected), "{masked}");
+}

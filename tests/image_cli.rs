@@ -727,8 +727,134 @@ fn dockers_command_groups_are_the_same_commands() {
     kiln.ok(&["image", "rm", "app:2"]);
     assert!(!kiln.ok(&["images"]).contains("app          2"));
     assert_eq!(kiln.ok(&["builder", "du"]), kiln.ok(&["cache", "du"]));
+    kiln.ok(&["builder", "prune", "-f"]);
+}
+
+fn docker_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// `version`, `info` and `system df -v` in Docker's shapes (issue 16).
+#[test]
+fn version_info_and_verbose_df_look_like_docker() {
+    let kiln = Kiln::new();
+    let version = env!("CARGO_PKG_VERSION");
     assert_eq!(
         kiln.ok(&["version"]),
-        format!("kiln version {}\n", env!("CARGO_PKG_VERSION"))
+        format!(
+            "Client: kiln\n Version:           {version}\n OS/Arch:           linux/{}\n",
+            docker_arch()
+        )
+    );
+    assert_eq!(
+        kiln.ok(&["version", "--format", "{{.Client.Version}} {{.Client.Os}}"]),
+        format!("{version} linux\n")
+    );
+
+    let id = kiln.import_sample("app:1");
+    kiln.ok(&["tag", "app:1", "app:2"]);
+    let info = kiln.ok(&["info"]);
+    assert_eq!(info, kiln.ok(&["system", "info"]));
+    assert!(
+        info.starts_with(&format!(
+            "Client:\n Version:    {version}\n\nServer:\n Containers: 0\n  Running: 0\n  Paused: 0\n  Stopped: 0\n Images: 1\n Server Version: {version}\n Storage Driver: overlay\n  Backing Filesystem: "
+        )),
+        "{info}"
+    );
+    let root = kiln.root();
+    for line in [
+        " Default Runtime: kiln\n".to_owned(),
+        format!(
+            " OSType: linux\n Architecture: {}\n",
+            std::env::consts::ARCH
+        ),
+        format!(" Kiln Root Dir: {}\n", root.display()),
+    ] {
+        assert!(info.contains(&line), "{line:?} in {info}");
+    }
+    assert_eq!(
+        kiln.ok(&[
+            "info",
+            "--format",
+            "{{.Images}} {{.Containers}} {{.Driver}} {{.OSType}} {{.DockerRootDir}}"
+        ]),
+        format!("1 0 overlay linux {}\n", root.display())
+    );
+    assert_eq!(
+        kiln.fails(&["info", "--format", "{{.Nope}}"]),
+        "error: template: :1:2: executing \"\" at <.Nope>: map has no entry for key \"Nope\"\n"
+    );
+
+    let df = kiln.ok(&["system", "df", "-v"]);
+    let short = &id[7..19];
+    let lines: Vec<&str> = df.lines().collect();
+    assert_eq!(lines[0], "Images space usage:");
+    assert_eq!(lines[1], "");
+    // Column widths follow the CREATED text, which depends on the clock.
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>().join(" "),
+        "REPOSITORY TAG IMAGE ID CREATED SIZE SHARED SIZE UNIQUE SIZE CONTAINERS"
+    );
+    for (line, tag) in [(lines[3], "1"), (lines[4], "2")] {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[..3], ["app", tag, short], "{line}");
+        assert_eq!(fields.last(), Some(&"0"), "{line}");
+    }
+    assert_eq!(
+        lines[5..].join("\n"),
+        "\n\
+         Containers space usage:\n\
+         \n\
+         CONTAINER ID   IMAGE     COMMAND   LOCAL VOLUMES   SIZE      CREATED   STATUS    NAMES\n\
+         \n\
+         Local Volumes space usage:\n\
+         \n\
+         VOLUME NAME   LINKS     SIZE\n\
+         \n\
+         Build cache usage: 0B\n\
+         \n\
+         CACHE ID   CACHE TYPE   SIZE      CREATED   LAST USED   USAGE     SHARED"
+    );
+}
+
+/// `inspect --type` as Docker's (issue 16): `image` finds images only,
+/// `container` containers only (kiln has none yet), anything else is
+/// refused in Docker's words; found objects print, missing ones are
+/// named on stderr, and the exit status is 1.
+#[test]
+fn inspect_type_picks_the_object_kind() {
+    let kiln = Kiln::new();
+    let id = kiln.import_sample("app:1");
+    assert_eq!(
+        kiln.ok(&["inspect", "--type", "image", "-f", "{{.ID}}", "app:1"]),
+        format!("{id}\n")
+    );
+    assert_eq!(
+        kiln.ok(&["inspect", "--type=image", "app:1"]),
+        kiln.ok(&["inspect", "app:1"])
+    );
+    let output = kiln.run(&["inspect", "--type", "container", "app:1"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "[]\n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: no such container: app:1\n"
+    );
+    assert_eq!(
+        kiln.fails(&["inspect", "--type", "image", "nope"]),
+        "error: no such image: nope\n"
+    );
+    let output = kiln.run(&[
+        "inspect", "--type", "image", "-f", "{{.ID}}", "nope", "app:1",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{id}\n"));
+    assert_eq!(
+        kiln.fails(&["inspect", "--type", "volume", "app:1"]),
+        "error: \"volume\" is not a valid value for --type\n"
     );
 }

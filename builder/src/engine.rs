@@ -729,7 +729,9 @@ fn build_once(
         )));
     };
     let exporting = shared.phase(None, None, "export image");
+    let export_started = Instant::now();
     let (manifest, image_id) = commit(&shared, target)?;
+    let export_duration = export_started.elapsed();
     exporting.end();
     let saving = shared.phase(None, None, "save stat cache");
     if let (Some(path), Ok(mut cache)) = (&options.stat_cache, shared.stat_cache.lock()) {
@@ -756,6 +758,7 @@ fn build_once(
     reporter.report(Event::Exported {
         image_id: image_id.to_string(),
         tags: options.tags.iter().map(ToString::to_string).collect(),
+        duration: export_duration,
     });
     reporter.report(Event::Finished {
         steps_run,
@@ -1237,19 +1240,33 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
     {
         c.on_build = None;
     }
-    let total = 1 + stage.steps.iter().filter(|s| is_filesystem_step(s)).count();
-    // BuildKit names only named stages in progress lines.
-    let display = stage.name.clone().unwrap_or_default();
+    // BuildKit counts (and shows) FROM only when it pulls an image: FROM
+    // scratch and FROM <stage> are no vertex of their own
+    // (dockerfile2llb's `cmdTotal`).
+    let from_vertex = matches!(stage.base, Base::Image { .. } | Base::Context { .. });
+    let total =
+        usize::from(from_vertex) + stage.steps.iter().filter(|s| is_filesystem_step(s)).count();
+    // BuildKit calls an unnamed stage `stage-N`, and leaves the name out
+    // when the Dockerfile has one stage.
+    let display = if plan.stages.len() > 1 {
+        stage.display_name()
+    } else {
+        String::new()
+    };
     let use_cache = cache_enabled(shared, stage);
     // The FROM step, as BuildKit shows it.
-    let from_id = shared.next_step.fetch_add(1, Ordering::SeqCst);
-    shared.reporter.report(Event::StepStarted {
-        id: from_id,
-        stage: display.clone(),
-        index: 1,
-        total,
-        name: from_name(stage, plan),
-    });
+    let from_id = shared
+        .next_step
+        .fetch_add(usize::from(from_vertex), Ordering::SeqCst);
+    if from_vertex {
+        shared.reporter.report(Event::StepStarted {
+            id: from_id,
+            stage: display.clone(),
+            index: 1,
+            total,
+            name: from_name(stage, plan),
+        });
+    }
     let stage_id = stage
         .name
         .clone()
@@ -1295,17 +1312,22 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
             return Err(error);
         }
     }
-    shared.reporter.report(Event::StepTimed {
-        id: from_id,
-        stage: index,
-        start: from_started.saturating_duration_since(shared.started),
-        duration: from_started.elapsed(),
-    });
-    shared.reporter.report(Event::StepDone {
-        id: from_id,
-        duration: from_started.elapsed(),
-    });
+    if from_vertex {
+        shared.reporter.report(Event::StepTimed {
+            id: from_id,
+            stage: index,
+            start: from_started.saturating_duration_since(shared.started),
+            duration: from_started.elapsed(),
+        });
+        shared.reporter.report(Event::StepDone {
+            id: from_id,
+            duration: from_started.elapsed(),
+        });
+    }
+    // `position` identifies the step for its cache record (FROM is 1
+    // whatever its kind); the progress index counts BuildKit's vertices.
     let mut position = 1;
+    let skipped_from = usize::from(!from_vertex);
     let mut previous_ran = false;
     for step in &stage.steps {
         if shared.failed.load(Ordering::SeqCst) {
@@ -1323,7 +1345,7 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         shared.reporter.report(Event::StepStarted {
             id,
             stage: display.clone(),
-            index: position,
+            index: position - skipped_from,
             total,
             name: step_name(step, plan.escape, &state),
         });

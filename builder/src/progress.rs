@@ -72,6 +72,9 @@ pub enum Event {
         image_id: String,
         /// Tags given with `-t`, normalised.
         tags: Vec<String>,
+        /// How long writing the image (config, manifest, index) took.
+        #[serde(serialize_with = "secs")]
+        duration: Duration,
     },
     /// A stage started (before its base is resolved). Times of this and
     /// the events below are on the build's own monotonic clock, since the

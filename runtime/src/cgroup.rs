@@ -26,9 +26,14 @@ fn unique() -> String {
     format!("kiln-{}-{n}", std::process::id())
 }
 
+/// Whether the unified (v2) hierarchy is mounted at /sys/fs/cgroup.
+pub(crate) fn unified() -> bool {
+    Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
 impl Cgroup {
     pub(crate) fn create(limits: &Limits) -> Result<Cgroup, String> {
-        if Path::new(ROOT).join("cgroup.controllers").exists() {
+        if unified() {
             Self::create_v2(Path::new(ROOT), limits)
         } else {
             Self::create_v1(limits)

@@ -650,6 +650,12 @@ pub fn init_main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// The cgroup version resource limits use: 2 when the unified hierarchy
+/// is mounted at /sys/fs/cgroup, else 1 (`docker info`'s Cgroup Version).
+pub fn cgroup_version() -> u32 {
+    if cgroup::unified() { 2 } else { 1 }
+}
+
 /// Whether `arg` is the init marker (for binaries that dispatch on it).
 pub fn is_init_arg(arg: &OsStr) -> bool {
     arg == INIT_ARG

@@ -1,14 +1,15 @@
-//! `kiln inspect`: image details as `docker image inspect` prints them.
+//! `kiln inspect`: image details as `docker image inspect` prints them;
+//! `--type` picks the kind of object as `docker inspect --type` does.
 
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use kiln_store::Image;
+use kiln_store::{Image, Store, StoreError};
 use serde_json::{Value, json};
 
-use crate::template::Template;
+use crate::template::{GoType, IMAGE_INSPECT, Template};
 
 /// Arguments of `kiln inspect`.
 #[derive(Debug, Args)]
@@ -16,38 +17,108 @@ pub struct InspectArgs {
     /// Format the output with a Go template (`{{.Config.Env}}`).
     #[arg(short, long, value_name = "TEMPLATE")]
     format: Option<String>,
-    /// Images, by name or ID.
-    #[arg(required = true, value_name = "IMAGE")]
-    images: Vec<String>,
+    /// Only objects of this type: `image` or `container`.
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// Images (containers with `--type container`), by name or ID.
+    #[arg(required = true, value_name = "NAME")]
+    names: Vec<String>,
 }
 
-/// Runs `kiln inspect`. As with Docker, every image that exists is
+/// The kinds of object `inspect` finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjectKind {
+    Image,
+    Container,
+}
+
+impl ObjectKind {
+    /// Parses `--type`, with Docker's message for a bad value.
+    fn parse(value: &str) -> anyhow::Result<Self> {
+        match value {
+            "image" => Ok(Self::Image),
+            "container" => Ok(Self::Container),
+            _ => anyhow::bail!("{value:?} is not a valid value for --type"),
+        }
+    }
+}
+
+/// One object's inspect document and the Go type Docker decodes it into.
+struct Found {
+    document: Value,
+    ty: &'static GoType,
+}
+
+/// A container's inspect document, if `name` names a container. kiln has
+/// no containers yet; the container commands plug their lookup in here.
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the container lookup will read the store and can fail"
+)]
+fn find_container(_store: &Store, _name: &str) -> anyhow::Result<Option<Found>> {
+    Ok(None)
+}
+
+/// Whether `find_container` can find anything: until it can, a name
+/// without `--type` that is no image is reported as an image.
+const CONTAINERS_SUPPORTED: bool = false;
+
+/// Looks `name` up as `kind` (any kind when `None`, containers first, as
+/// Docker does); the error is Docker's `no such image|container|object`.
+fn find(store: &Store, kind: Option<ObjectKind>, name: &str) -> anyhow::Result<Found> {
+    if kind != Some(ObjectKind::Image)
+        && let Some(found) = find_container(store, name)?
+    {
+        return Ok(found);
+    }
+    if kind == Some(ObjectKind::Container) {
+        anyhow::bail!("no such container: {name}");
+    }
+    match store.resolve(name) {
+        Ok(image) => Ok(Found {
+            document: inspect_document(&image),
+            ty: &IMAGE_INSPECT,
+        }),
+        Err(StoreError::ImageNotFound(_)) if kind.is_none() && CONTAINERS_SUPPORTED => {
+            anyhow::bail!("no such object: {name}")
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Runs `kiln inspect`. As with Docker, every object that exists is
 /// printed, missing ones are reported on stderr, and the exit status is 1
 /// if any was missing.
 pub fn run(root: Option<&Path>, args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let kind = args.kind.as_deref().map(ObjectKind::parse).transpose()?;
     let store = super::open_store(root)?;
     let template = args
         .format
         .as_deref()
         .map(|f| Template::parse(&f.replace("\\t", "\t").replace("\\n", "\n")))
         .transpose()?;
-    let mut documents = Vec::new();
+    let mut found = Vec::new();
     let mut failed = false;
-    for name in &args.images {
-        match store.resolve(name) {
-            Ok(image) => documents.push(inspect_document(&image)),
+    for name in &args.names {
+        match find(&store, kind, name) {
+            Ok(object) => found.push(object),
             Err(error) => {
-                crate::output::print_error(&error.into());
+                crate::output::print_error(&error);
                 failed = true;
             }
         }
     }
     let mut stdout = std::io::stdout().lock();
     if let Some(template) = template {
-        for document in &documents {
-            writeln!(stdout, "{}", template.execute(document)?)?;
+        for object in &found {
+            writeln!(
+                stdout,
+                "{}",
+                template.execute_typed(&object.document, object.ty)?
+            )?;
         }
     } else {
+        let documents: Vec<Value> = found.into_iter().map(|f| f.document).collect();
         let text = serde_json::to_string_pretty(&Value::Array(documents))?;
         writeln!(stdout, "{}", indent_like_docker(&text))?;
     }

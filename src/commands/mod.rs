@@ -4,9 +4,11 @@ pub mod build;
 pub mod build_cache;
 pub mod cache;
 pub mod diff;
+pub mod disk_usage;
 pub mod history;
 pub mod images;
 pub mod import;
+pub mod info;
 pub mod inspect;
 pub mod layers;
 pub mod load;
@@ -20,6 +22,7 @@ pub mod run;
 pub mod save;
 pub mod system;
 pub mod tag;
+pub mod version;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +48,11 @@ pub fn store_root(root: Option<&Path>) -> PathBuf {
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether kiln runs as root (else it is rootless).
+pub fn is_root() -> bool {
+    nix_is_root()
 }
 
 /// Opens the store, naming its directory if that fails. Temporary files

@@ -71,7 +71,11 @@ fn plain_output_has_buildkit_shape() {
     });
     renderer.report(Event::Exported {
         image_id: format!("sha256:{}", "ab12".repeat(16)),
-        tags: vec!["docker.io/library/app:1".to_owned()],
+        tags: vec![
+            "docker.io/library/app:1".to_owned(),
+            "docker.io/library/app:latest".to_owned(),
+        ],
+        duration: Duration::from_millis(5),
     });
     renderer.report(Event::Finished {
         steps_run: 1,
@@ -89,7 +93,33 @@ fn plain_output_has_buildkit_shape() {
          #2 DONE 1.2s\n\
          WARNING: unused build arg: FOO\n\
          \n\
+         #3 exporting to image\n\
+         #3 exporting layers done\n\
+         #3 writing image sha256:ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12 done\n\
+         #3 naming to docker.io/library/app:1 done\n\
+         #3 naming to docker.io/library/app:latest done\n\
+         #3 DONE 0.0s\n\
+         \n\
          kiln: built ab12ab12ab12 in 3.2s: 1 step run, 1 cached\n"
+    );
+}
+
+/// BuildKit shows a status's time only above 10 ms.
+#[test]
+fn export_block_shows_buildkit_status_times() {
+    let buffer = Buffer::default();
+    let renderer = PlainRenderer::new(buffer.clone());
+    renderer.report(Event::Exported {
+        image_id: "sha256:00".to_owned(),
+        tags: Vec::new(),
+        duration: Duration::from_millis(340),
+    });
+    assert_eq!(
+        buffer.text(),
+        "#1 exporting to image\n\
+         #1 exporting layers 0.3s done\n\
+         #1 writing image sha256:00 done\n\
+         #1 DONE 0.3s\n"
     );
 }
 

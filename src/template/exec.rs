@@ -6,33 +6,54 @@ use serde_json::Value;
 
 use super::format::{self, Num, number, type_name};
 use super::parse::{Branch, Command, Node, Number, Operand, Pipe, line_of};
+use super::types::{ANY, GoType};
 use super::{MAX_OUTPUT, TemplateError};
 
 /// Evaluation stops after this many steps (nodes, commands, iterations),
 /// so `{{range 1000000000000}}{{end}}` cannot hang the CLI.
 const MAX_STEPS: u64 = 10_000_000;
 
+/// The Go type of a value during evaluation (`GoType::Any` when untyped).
+type Ty = &'static GoType;
+
 /// A value during evaluation: Go's invalid `reflect.Value` (a missing map
 /// entry, printed `<no value>`), data borrowed from the input, or a value
-/// the template computed.
+/// the template computed; the latter two with their Go type.
 #[derive(Debug, Clone)]
 pub(super) enum Val<'a> {
     Missing,
-    Ref(&'a Value),
-    Own(Rc<Value>),
+    Ref(&'a Value, Ty),
+    Own(Rc<Value>, Ty),
 }
 
 impl<'a> Val<'a> {
     fn own(value: Value) -> Self {
-        Val::Own(Rc::new(value))
+        Val::Own(Rc::new(value), &ANY)
+    }
+
+    /// The zero value of a type (JSON null stands for it).
+    fn zero(ty: Ty) -> Self {
+        Val::Own(Rc::new(Value::Null), ty)
     }
 
     fn get(&self) -> Option<&Value> {
         match self {
             Val::Missing => None,
-            Val::Ref(v) => Some(v),
-            Val::Own(v) => Some(v),
+            Val::Ref(v, _) => Some(v),
+            Val::Own(v, _) => Some(v),
         }
+    }
+
+    fn ty(&self) -> Ty {
+        match self {
+            Val::Missing => &ANY,
+            Val::Ref(_, ty) | Val::Own(_, ty) => ty,
+        }
+    }
+
+    /// The value with its type, as `fmt` functions take it.
+    fn typed(&self) -> format::Typed {
+        (self.to_value(), self.ty())
     }
 
     /// Null for `Missing`, as Go passes an invalid value to `any` parameters.
@@ -46,16 +67,33 @@ impl<'a> Val<'a> {
 
     /// A child of this value, borrowed when the parent is borrowed.
     fn child(&self, pick: impl Fn(&Value) -> Option<&Value>) -> Option<Val<'a>> {
+        self.child_typed(pick, &ANY)
+    }
+
+    /// A child of this value of Go type `ty`.
+    fn child_typed(&self, pick: impl Fn(&Value) -> Option<&Value>, ty: Ty) -> Option<Val<'a>> {
         match self {
             Val::Missing => None,
-            Val::Ref(v) => pick(v).map(Val::Ref),
-            Val::Own(v) => pick(v).map(|c| Val::own(c.clone())),
+            Val::Ref(v, _) => pick(v).map(|c| Val::Ref(c, ty)),
+            Val::Own(v, _) => pick(v).map(|c| Val::Own(Rc::new(c.clone()), ty)),
+        }
+    }
+
+    /// The element type of a typed slice or map, `Any` otherwise.
+    fn elem_ty(&self) -> Ty {
+        match self.ty() {
+            GoType::Slice(_, elem) | GoType::Map(_, _, elem) => elem,
+            _ => &ANY,
         }
     }
 }
 
 /// Go's truth: false, 0, nil and empty strings, arrays and maps are false.
 pub(super) fn is_true(val: &Val<'_>) -> bool {
+    if matches!(val.ty(), GoType::Struct(..) | GoType::EmptyStruct) && val.get().is_some() {
+        // Go's structs are always true.
+        return true;
+    }
     match val.get() {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -138,13 +176,14 @@ pub(super) fn execute(
     text: &str,
     nodes: &[Node],
     data: &Value,
+    ty: &'static GoType,
 ) -> std::result::Result<String, TemplateError> {
     let mut state = State {
-        vars: vec![("$".to_owned(), Val::Ref(data))],
+        vars: vec![("$".to_owned(), Val::Ref(data, ty))],
         out: String::new(),
         steps: 0,
     };
-    match state.walk(&Val::Ref(data), nodes) {
+    match state.walk(&Val::Ref(data, ty), nodes) {
         Ok(_) => Ok(state.out),
         Err(e) => {
             let line = line_of(text, e.pos);
@@ -197,7 +236,7 @@ impl<'a> State<'a> {
                     if pipe.decl.is_empty() {
                         let printed = match val.get() {
                             None => "<no value>".to_owned(),
-                            Some(v) => format::to_v(v),
+                            Some(v) => format::action_v(v, val.ty()),
                         };
                         self.write(&printed, pipe, pipe.pos)?;
                     }
@@ -239,16 +278,23 @@ impl<'a> State<'a> {
         let items: Vec<(Val<'a>, Val<'a>)> = match val.get() {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => (0..items.len())
-                .filter_map(|i| Some((Val::own(Value::from(i)), val.child(|v| v.get(i))?)))
-                .collect(),
-            Some(Value::Object(map)) => format::sorted(map)
-                .into_iter()
-                .filter_map(|(key, _)| {
-                    let key = key.clone();
-                    let elem = val.child(|v| v.get(&key))?;
-                    Some((Val::own(Value::String(key)), elem))
+                .filter_map(|i| {
+                    Some((
+                        Val::own(Value::from(i)),
+                        val.child_typed(|v| v.get(i), val.elem_ty())?,
+                    ))
                 })
                 .collect(),
+            Some(Value::Object(map)) if !matches!(val.ty(), GoType::Struct(..)) => {
+                format::sorted(map)
+                    .into_iter()
+                    .filter_map(|(key, _)| {
+                        let key = key.clone();
+                        let elem = val.child_typed(|v| v.get(&key), val.elem_ty())?;
+                        Some((Val::own(Value::String(key)), elem))
+                    })
+                    .collect()
+            }
             Some(v @ Value::Number(_)) => match number(v) {
                 Some(Num::Int(n)) => {
                     if n > i128::from(MAX_STEPS) {
@@ -449,6 +495,9 @@ impl<'a> State<'a> {
         node: &Operand,
         has_args: bool,
     ) -> Result<Val<'a>> {
+        if *receiver.ty() != GoType::Any && receiver.get().is_some() {
+            return Self::eval_typed_field(receiver, name, node, has_args);
+        }
         match receiver.get() {
             // Go returns "no value" for fields of nil maps and missing entries.
             None | Some(Value::Null) => Ok(Val::Missing),
@@ -473,6 +522,83 @@ impl<'a> State<'a> {
                 node,
                 node.pos(),
                 format!("can't evaluate field {name} in type {}", type_name(v)),
+            ),
+        }
+    }
+
+    /// A field of a typed value, as Go's `evalField` finds it: a struct's
+    /// field (absent from the JSON: its zero value), through a pointer
+    /// (nil: an error), or a map's entry (absent: no value, as Docker's
+    /// typed pass does not set `missingkey=error`).
+    fn eval_typed_field(
+        receiver: &Val<'a>,
+        name: &str,
+        node: &Operand,
+        has_args: bool,
+    ) -> Result<Val<'a>> {
+        let ty = receiver.ty();
+        let value = receiver.get().unwrap_or(&Value::Null);
+        let (ty, pointer) = match ty {
+            GoType::Pointer(inner) => {
+                if value.is_null() {
+                    return fail(
+                        node,
+                        node.pos(),
+                        format!("nil pointer evaluating {}.{name}", ty.name()),
+                    );
+                }
+                (*inner, true)
+            }
+            _ => (ty, false),
+        };
+        let type_name = || {
+            if pointer {
+                format!("*{}", ty.name())
+            } else {
+                ty.name()
+            }
+        };
+        match (ty, value) {
+            (GoType::Struct(..), Value::Object(_) | Value::Null) => {
+                let Some(field) = ty.field(name) else {
+                    return fail(
+                        node,
+                        node.pos(),
+                        format!("can't evaluate field {name} in type {}", type_name()),
+                    );
+                };
+                if has_args {
+                    return fail(
+                        node,
+                        node.pos(),
+                        format!("{name} is not a method but has arguments"),
+                    );
+                }
+                Ok(receiver
+                    .child_typed(|v| v.get(field.key), field.ty)
+                    .unwrap_or_else(|| Val::zero(field.ty)))
+            }
+            (GoType::Map(_, _, elem), Value::Object(_) | Value::Null) => {
+                if has_args {
+                    return fail(
+                        node,
+                        node.pos(),
+                        format!("{name} is not a method but has arguments"),
+                    );
+                }
+                Ok(receiver
+                    .child_typed(|v| v.get(name), elem)
+                    .unwrap_or(Val::Missing))
+            }
+            // The JSON does not have the type's shape: treat it as untyped.
+            (GoType::Struct(..) | GoType::Map(..), _) => {
+                let untyped = receiver.child(|v| Some(v)).unwrap_or(Val::Missing);
+                Self::eval_field(&untyped, name, node, has_args)
+            }
+            _ => fail(
+                node,
+                node.pos(),
+                format!("can't evaluate field {name} in type {}", type_name()),
             ),
         }
     }
@@ -683,7 +809,7 @@ fn boolean(b: bool) -> Val<'static> {
 /// Calls a builtin on checked arguments; errors are the text after
 /// `error calling NAME: `.
 fn call<'a>(name: &str, args: &[Val<'a>]) -> std::result::Result<Val<'a>, String> {
-    let values = || args.iter().map(Val::to_value).collect::<Vec<_>>();
+    let values = || args.iter().map(Val::typed).collect::<Vec<_>>();
     let first = args.first().cloned().unwrap_or(Val::Missing);
     Ok(match name {
         "not" => boolean(!is_true(&first)),
@@ -808,9 +934,9 @@ fn index_arg(index: &Val<'_>, size: usize) -> std::result::Result<usize, String>
 }
 
 /// Go's escapers format one string argument as is, anything else with `Sprint`.
-fn escaper_arg(values: &[Value]) -> String {
+fn escaper_arg(values: &[format::Typed]) -> String {
     match values {
-        [Value::String(s)] => s.clone(),
+        [(Value::String(s), _)] => s.clone(),
         _ => format::sprint(values),
     }
 }
@@ -819,11 +945,21 @@ fn index<'a>(item: Val<'a>, indexes: &[Val<'a>]) -> std::result::Result<Val<'a>,
     if item.get().is_none() {
         return Err("index of untyped nil".to_owned());
     }
+    if let (GoType::Map(_, Some(key_type), _), Some(Value::String(_))) =
+        (item.ty(), indexes.first().and_then(Val::get))
+    {
+        // Go will not convert a string to a named key type (`nat.Port`).
+        return Err(format!("value has type string; should be {key_type}"));
+    }
     if item.is_nil() {
         // JSON null stands for Docker's nil maps and slices: a missing key
-        // reads as "" (map[string]string), any position is out of range.
+        // reads as the zero value ("" for the untyped map[string]string),
+        // any position is out of range.
         return match indexes.first().map(basic) {
             None => Ok(item),
+            Some(Basic::Str(_)) if matches!(item.ty(), GoType::Map(..)) => {
+                Ok(Val::zero(item.elem_ty()))
+            }
             Some(Basic::Str(_)) => Ok(string(String::new())),
             Some(Basic::Int(x)) => Err(format!("index out of range: {x}")),
             Some(_) => Err("index of untyped nil".to_owned()),
@@ -838,7 +974,8 @@ fn index<'a>(item: Val<'a>, indexes: &[Val<'a>]) -> std::result::Result<Val<'a>,
                 if x == items.len() {
                     return Err(format!("index out of range: {x}"));
                 }
-                item.child(|v| v.get(x)).unwrap_or(Val::Missing)
+                item.child_typed(|v| v.get(x), item.elem_ty())
+                    .unwrap_or(Val::Missing)
             }
             Some(Value::String(s)) => {
                 let x = index_arg(idx, s.len())?;
@@ -847,12 +984,20 @@ fn index<'a>(item: Val<'a>, indexes: &[Val<'a>]) -> std::result::Result<Val<'a>,
                     None => return Err(format!("index out of range: {x}")),
                 }
             }
+            Some(Value::Object(_)) if matches!(item.ty(), GoType::Struct(..)) => {
+                return Err(format!("can't index item of type {}", item.ty().name()));
+            }
             Some(Value::Object(_)) => match idx.get() {
                 Some(Value::String(key)) => {
                     let key = key.clone();
-                    // A missing key gives the zero value; Docker's maps hold strings.
-                    item.child(|v| v.get(&key))
-                        .unwrap_or_else(|| string(String::new()))
+                    // A missing key gives the zero value; untyped, Docker's
+                    // maps hold strings.
+                    let zero = match item.ty() {
+                        GoType::Map(_, _, elem) => Val::zero(elem),
+                        _ => string(String::new()),
+                    };
+                    item.child_typed(|v| v.get(&key), item.elem_ty())
+                        .unwrap_or(zero)
                 }
                 None | Some(Value::Null) => {
                     return Err("value is nil; should be of type string".to_owned());

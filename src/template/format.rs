@@ -5,7 +5,11 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use super::types::{GoType, duration_string};
 use crate::units::format_float_g;
+
+/// A template value with its Go type (`GoType::Any` when untyped).
+pub(super) type Typed = (Value, &'static GoType);
 
 /// A JSON number as Go would hold it: an integer or a float64.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,31 +104,53 @@ pub(super) fn to_v(value: &Value) -> String {
     out
 }
 
+/// Whether Go's `fmt` sees a string: `Sprint` puts no space next to one.
+fn is_string(arg: &Typed) -> bool {
+    match arg.1 {
+        GoType::String => true,
+        GoType::Any => arg.0.is_string(),
+        _ => false,
+    }
+}
+
 /// `fmt.Sprint`: spaces between operands when neither is a string.
-pub(super) fn sprint(args: &[Value]) -> String {
+pub(super) fn sprint(args: &[Typed]) -> String {
     let mut out = String::new();
     let mut prev_string = false;
     for (i, arg) in args.iter().enumerate() {
-        let is_string = arg.is_string();
+        let is_string = is_string(arg);
         if i > 0 && !is_string && !prev_string {
             out.push(' ');
         }
-        value_v(arg, &mut out);
+        typed_arg(&arg.0, arg.1, 'v', Spec::default(), &mut out);
         prev_string = is_string;
     }
     out
 }
 
 /// `fmt.Sprintln`: spaces between all operands and a final newline.
-pub(super) fn sprintln(args: &[Value]) -> String {
+pub(super) fn sprintln(args: &[Typed]) -> String {
     let mut out = String::new();
     for (i, arg) in args.iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
-        value_v(arg, &mut out);
+        typed_arg(&arg.0, arg.1, 'v', Spec::default(), &mut out);
     }
     out.push('\n');
+    out
+}
+
+/// `%v` of a typed value as a template action prints it: Go's
+/// `printableValue` follows a non-nil pointer first, so a
+/// `*HealthConfig` prints `{...}`, not `&{...}`.
+pub(super) fn action_v(value: &Value, ty: &'static GoType) -> String {
+    let ty = match ty {
+        GoType::Pointer(inner) if !value.is_null() => inner,
+        _ => ty,
+    };
+    let mut out = String::new();
+    typed_arg(value, ty, 'v', Spec::default(), &mut out);
     out
 }
 
@@ -287,7 +313,7 @@ const MAX_WIDTH: usize = 1_000_000;
 /// `fmt.Sprintf` for the verbs templates use: `%v %s %d %q %f %e %g %x %X
 /// %t %c %o %b %%` with flags, width and precision (`*` too), and Go's
 /// `%!verb(type=value)`, `%!v(MISSING)` and `%!(EXTRA ...)` markers.
-pub(super) fn sprintf(format: &str, args: &[Value]) -> String {
+pub(super) fn sprintf(format: &str, args: &[Typed]) -> String {
     let mut out = String::new();
     let mut next_arg = 0;
     let mut chars = format.char_indices().peekable();
@@ -312,7 +338,7 @@ pub(super) fn sprintf(format: &str, args: &[Value]) -> String {
         let mut bad_prec = false;
         if chars.peek().is_some_and(|&(_, c)| c == '*') {
             chars.next();
-            match args.get(next_arg).and_then(number) {
+            match args.get(next_arg).and_then(|a| number(&a.0)) {
                 Some(Num::Int(w)) => {
                     spec.minus |= w < 0;
                     spec.width = usize::try_from(w.unsigned_abs())
@@ -332,7 +358,7 @@ pub(super) fn sprintf(format: &str, args: &[Value]) -> String {
             chars.next();
             if chars.peek().is_some_and(|&(_, c)| c == '*') {
                 chars.next();
-                match args.get(next_arg).and_then(number) {
+                match args.get(next_arg).and_then(|a| number(&a.0)) {
                     Some(Num::Int(p)) if p >= 0 => {
                         spec.prec = usize::try_from(p).ok().filter(|&p| p <= MAX_WIDTH);
                         bad_prec = spec.prec.is_none();
@@ -366,7 +392,7 @@ pub(super) fn sprintf(format: &str, args: &[Value]) -> String {
             continue;
         };
         next_arg += 1;
-        format_arg(arg, verb, spec, &mut out);
+        typed_arg(&arg.0, arg.1, verb, spec, &mut out);
     }
     if next_arg < args.len() {
         out.push_str("%!(EXTRA ");
@@ -374,12 +400,18 @@ pub(super) fn sprintf(format: &str, args: &[Value]) -> String {
             if i > next_arg {
                 out.push_str(", ");
             }
-            if arg.is_null() {
-                out.push_str("<nil>");
-            } else {
-                out.push_str(type_name(arg));
-                out.push('=');
-                value_v(arg, &mut out);
+            match arg {
+                (Value::Null, GoType::Any) => out.push_str("<nil>"),
+                (value, GoType::Any) => {
+                    out.push_str(type_name(value));
+                    out.push('=');
+                    value_v(value, &mut out);
+                }
+                (value, ty) => {
+                    out.push_str(&ty.name());
+                    out.push('=');
+                    typed_arg(value, ty, 'v', Spec::default(), &mut out);
+                }
             }
         }
         out.push(')');
@@ -399,6 +431,93 @@ fn digits(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>) -> (Option
         n = Some(v.min(MAX_WIDTH + 1));
     }
     if big { (None, true) } else { (n, false) }
+}
+
+/// Formats one argument of a Go type as Go's `fmt` formats the typed
+/// value: structs as `{a b}`, durations by their `String` method, sets as
+/// `map[k:{}]`, nil slices `[]`, nil maps `map[]`. A pointer prints as
+/// `&{...}` at any depth (Go prints a nested pointer's address, which
+/// says nothing and differs on every run). A value whose JSON shape does
+/// not fit the type prints as its JSON shape.
+fn typed_arg(value: &Value, ty: &'static GoType, verb: char, spec: Spec, out: &mut String) {
+    if verb == 'T' && *ty != GoType::Any {
+        pad(&ty.name(), spec, out, false);
+        return;
+    }
+    match (ty, value) {
+        (GoType::Pointer(_), Value::Null) => {
+            if verb == 'v' {
+                pad("<nil>", spec, out, false);
+            } else {
+                let _ = write!(out, "%!{verb}({}=<nil>)", ty.name());
+            }
+        }
+        (GoType::Pointer(inner), _) => {
+            if matches!(
+                inner,
+                GoType::Struct(..) | GoType::Slice(..) | GoType::Map(..)
+            ) {
+                out.push('&');
+            }
+            typed_arg(value, inner, verb, spec, out);
+        }
+        (GoType::Duration, Value::Null | Value::Number(_)) => {
+            let nanos = match number(value) {
+                Some(Num::Int(i)) => i,
+                _ => 0,
+            };
+            if matches!(verb, 'v' | 's' | 'q' | 'x' | 'X') {
+                format_arg(&Value::String(duration_string(nanos)), verb, spec, out);
+            } else {
+                format_arg(
+                    &Value::from(i64::try_from(nanos).unwrap_or(0)),
+                    verb,
+                    spec,
+                    out,
+                );
+            }
+        }
+        (GoType::EmptyStruct, _) => out.push_str("{}"),
+        (GoType::Struct(_, fields), Value::Null | Value::Object(_)) => {
+            out.push('{');
+            for (i, field) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                let item = value.get(field.key).unwrap_or(&Value::Null);
+                typed_arg(item, field.ty, verb, spec, out);
+            }
+            out.push('}');
+        }
+        (GoType::Slice(_, elem), Value::Null | Value::Array(_)) => {
+            out.push('[');
+            for (i, item) in value.as_array().into_iter().flatten().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                typed_arg(item, elem, verb, spec, out);
+            }
+            out.push(']');
+        }
+        (GoType::Map(_, _, elem), Value::Null | Value::Object(_)) => {
+            out.push_str("map[");
+            if let Value::Object(map) = value {
+                for (i, (key, item)) in sorted(map).into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(' ');
+                    }
+                    format_arg(&Value::String(key.clone()), verb, spec, out);
+                    out.push(':');
+                    typed_arg(item, elem, verb, spec, out);
+                }
+            }
+            out.push(']');
+        }
+        (GoType::String, Value::Null) => format_arg(&Value::String(String::new()), verb, spec, out),
+        (GoType::Bool, Value::Null) => format_arg(&Value::Bool(false), verb, spec, out),
+        (GoType::Int, Value::Null) => format_arg(&Value::from(0), verb, spec, out),
+        _ => format_arg(value, verb, spec, out),
+    }
 }
 
 /// Formats one argument; arrays and objects apply the verb to elements.

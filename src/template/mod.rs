@@ -12,7 +12,10 @@
 //! supported: `define`, `template`, `block`, `call`.
 //!
 //! Values print as Go's `%v` prints the equivalent Go values (`[a b]`,
-//! `map[k:v]` with sorted keys, `<nil>`). A field missing from an object is
+//! `map[k:v]` with sorted keys, `<nil>`). A document may come with its Go
+//! types (`types::IMAGE_INSPECT`), so that structs, sets and durations
+//! print as Docker prints its typed values (`{[CMD true] 30s 3s 0s 0}`,
+//! `map[80/tcp:{}]`); see `Template::execute_typed`. A field missing from an object is
 //! an error (`map has no entry for key "X"`, Go's `missingkey=error`); a
 //! field of null prints `<no value>`, as for Go's nil maps.
 
@@ -22,6 +25,9 @@ mod lex;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod types;
+
+pub use types::{GoType, IMAGE_INSPECT};
 
 /// Output larger than this is refused (also any single computed string),
 /// so a template cannot exhaust memory.
@@ -73,6 +79,20 @@ impl Template {
 
     /// Executes the template with `data` as `.` and `$`.
     pub fn execute(&self, data: &serde_json::Value) -> Result<String, TemplateError> {
-        exec::execute(&self.text, &self.nodes, data)
+        exec::execute(&self.text, &self.nodes, data, &types::ANY)
+    }
+
+    /// Executes the template over `data` seen as the Go type `ty`, as
+    /// Docker's `inspect` does: first over the typed value (so that
+    /// `{{.Config.Healthcheck}}` prints `{[CMD true] 30s 3s 0s 0}`), and
+    /// when that fails, over the plain JSON, whose result or error is
+    /// the answer (Docker's `tryRawInspectFallback`: `{{.Id}}` works
+    /// although the Go field is `ID`).
+    pub fn execute_typed(
+        &self,
+        data: &serde_json::Value,
+        ty: &'static GoType,
+    ) -> Result<String, TemplateError> {
+        exec::execute(&self.text, &self.nodes, data, ty).or_else(|_| self.execute(data))
     }
 }

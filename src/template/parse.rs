@@ -558,13 +558,22 @@ impl Parser<'_> {
             fields.push(field.val.get(1..).unwrap_or("").to_owned());
         }
         Ok(Some(match node {
-            Operand::Field { pos, mut idents } => {
+            // Go's parser places a chained field or variable at its
+            // second identifier (`newField(chain.Position(), ...)`), and
+            // errors report that column.
+            Operand::Field { mut idents, .. } => {
                 idents.extend(fields);
-                Operand::Field { pos, idents }
+                Operand::Field {
+                    pos: chain_pos,
+                    idents,
+                }
             }
-            Operand::Variable { pos, mut idents } => {
+            Operand::Variable { mut idents, .. } => {
                 idents.extend(fields);
-                Operand::Variable { pos, idents }
+                Operand::Variable {
+                    pos: chain_pos,
+                    idents,
+                }
             }
             Operand::Bool(..)
             | Operand::String { .. }

@@ -571,7 +571,7 @@ fn exec_errors() {
         ),
         (
             "{{.Config.Foo}}",
-            r#"template: :1:2: executing "" at <.Config.Foo>: map has no entry for key "Foo""#,
+            r#"template: :1:9: executing "" at <.Config.Foo>: map has no entry for key "Foo""#,
         ),
         (
             "x\n  {{.Foo}}",
@@ -583,15 +583,15 @@ fn exec_errors() {
         ),
         (
             "{{.Id.Foo}}",
-            r#"template: :1:2: executing "" at <.Id.Foo>: can't evaluate field Foo in type string"#,
+            r#"template: :1:5: executing "" at <.Id.Foo>: can't evaluate field Foo in type string"#,
         ),
         (
             "{{.RootFS.Layers.X}}",
-            r#"template: :1:2: executing "" at <.RootFS.Layers.X>: can't evaluate field X in type []interface {}"#,
+            r#"template: :1:9: executing "" at <.RootFS.Layers.X>: can't evaluate field X in type []interface {}"#,
         ),
         (
             "{{$.Foo}}",
-            r#"template: :1:2: executing "" at <$.Foo>: map has no entry for key "Foo""#,
+            r#"template: :1:3: executing "" at <$.Foo>: map has no entry for key "Foo""#,
         ),
         (
             "{{(index .Objs 0).Nope}}",
@@ -980,4 +980,197 @@ fn garbage_never_panics() {
         }
     }
     assert!(parsed > 1000, "only {parsed} garbage templates parsed");
+}
+
+/// An image inspect document as kiln prints it, for the typed tests.
+fn inspect_sample(healthcheck: &Value) -> Value {
+    json!({
+        "Id": "sha256:abc",
+        "RepoTags": ["app:1"],
+        "RepoDigests": [],
+        "Parent": "",
+        "Comment": "",
+        "Created": "2026-12-06T01:42:43.61159162Z",
+        "DockerVersion": "",
+        "Author": "",
+        "Config": {
+            "Hostname": "", "Domainname": "", "User": "",
+            "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
+            "ExposedPorts": {"80/tcp": {}, "53/udp": {}},
+            "Tty": false, "OpenStdin": false, "StdinOnce": false,
+            "Env": ["A=1", "B=2"],
+            "Cmd": null,
+            "Healthcheck": healthcheck,
+            "ArgsEscaped": false,
+            "Image": "",
+            "Volumes": {"/data": {}},
+            "WorkingDir": "",
+            "Entrypoint": null,
+            "OnBuild": null,
+            "Labels": {"b": "2", "a": "1"},
+            "StopSignal": "",
+            "Shell": null
+        },
+        "Architecture": "amd64",
+        "Variant": "",
+        "Os": "linux",
+        "Size": 1_984_241,
+        "RootFS": {"Type": "layers", "Layers": ["sha256:l1"]},
+        "Descriptor": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:m"}
+    })
+}
+
+fn typed(template: &str, data: &Value) -> String {
+    let parsed = Template::parse(template).unwrap_or_else(|e| panic!("parse {template:?}: {e}"));
+    parsed
+        .execute_typed(data, &super::IMAGE_INSPECT)
+        .unwrap_or_else(|e| panic!("execute {template:?}: {e}"))
+}
+
+/// Expected outputs are what Docker 20.10 printed for an image built with
+/// the same EXPOSE, ENV, LABEL, VOLUME and HEALTHCHECK (issue 16).
+#[test]
+fn typed_inspect_prints_like_docker() {
+    let health = json!({
+        "Test": ["CMD-SHELL", "curl -f localhost"],
+        "Interval": 30_000_000_000_u64,
+        "Timeout": 3_000_000_000_u64
+    });
+    let with = inspect_sample(&health);
+    let without = inspect_sample(&Value::Null);
+    for (template, want) in [
+        ("{{.Config.ExposedPorts}}", "map[53/udp:{} 80/tcp:{}]"),
+        (
+            "{{.Config.Healthcheck}}",
+            "{[CMD-SHELL curl -f localhost] 30s 3s 0s 0}",
+        ),
+        (
+            "{{print .Config.Healthcheck}}",
+            "&{[CMD-SHELL curl -f localhost] 30s 3s 0s 0}",
+        ),
+        ("{{.Config.Env}}", "[A=1 B=2]"),
+        ("{{.Config.Labels}}", "map[a:1 b:2]"),
+        ("{{.Config.Volumes}}", "map[/data:{}]"),
+        (
+            "{{.Config.Entrypoint}} {{.Config.Cmd}} {{.Config.OnBuild}}",
+            "[] [] []",
+        ),
+        ("{{.Size}}", "1984241"),
+        ("{{.Created}}", "2026-12-06T01:42:43.61159162Z"),
+        (
+            "{{printf \"%v|%s|%d|%q\" .Config.Healthcheck.Interval .Config.Healthcheck.Interval .Config.Healthcheck.Interval .Config.Healthcheck.Interval}}",
+            "30s|30s|30000000000|\"30s\"",
+        ),
+        (
+            "{{range $k, $v := .Config.ExposedPorts}}{{$k}}={{$v}};{{end}}",
+            "53/udp={};80/tcp={};",
+        ),
+        ("{{range .Config.ExposedPorts}}{{.}}{{end}}", "{}{}"),
+        ("{{.Config.Labels.zz}}", "<no value>"),
+        ("{{index .Config.Labels \"a\"}}", "1"),
+        ("{{.RootFS}}", "{layers [sha256:l1] }"),
+        ("{{.Config.MacAddress}}|{{.ID}}", "|sha256:abc"),
+        // `Id` is not the Go field's name: the JSON run answers.
+        ("{{.Id}}", "sha256:abc"),
+        (
+            "{{.Config.StopTimeout}} {{.Config.NetworkDisabled}}",
+            "<nil> false",
+        ),
+        (
+            "{{printf \"%T %T %T\" .Config.Cmd .Config .Config.Healthcheck.Interval}}",
+            "strslice.StrSlice *container.Config time.Duration",
+        ),
+        ("{{with .Config.Healthcheck}}{{.Interval}}{{end}}", "30s"),
+        ("{{eq .Config.Healthcheck.Interval 30000000000}}", "true"),
+        (
+            "{{json .Config.Healthcheck}}",
+            r#"{"Test":["CMD-SHELL","curl -f localhost"],"Interval":30000000000,"Timeout":3000000000}"#,
+        ),
+        // Not a Go field: the whole template runs over the plain JSON.
+        ("{{.Descriptor.digest}}", "sha256:m"),
+    ] {
+        assert_eq!(typed(template, &with), want, "template {template:?}");
+    }
+    for (template, want) in [
+        ("{{.Config.Healthcheck}}", "<nil>"),
+        ("{{print .Config.Healthcheck}}", "<nil>"),
+        ("{{if .Config.Healthcheck}}y{{else}}n{{end}}", "n"),
+        ("{{.Config.Labels}}", "map[a:1 b:2]"),
+    ] {
+        assert_eq!(typed(template, &without), want, "template {template:?}");
+    }
+    let mut empty = inspect_sample(&Value::Null);
+    for key in ["ExposedPorts", "Env", "Labels", "Volumes"] {
+        empty["Config"][key] = Value::Null;
+    }
+    assert_eq!(
+        typed(
+            "{{.Config.Cmd}} {{.Config.Env}} {{.Config.Labels}} {{.Config.ExposedPorts}} {{.Config.Volumes}} {{.Config.Shell}}",
+            &empty
+        ),
+        "[] [] map[] map[] map[] []"
+    );
+    assert_eq!(
+        typed("{{if .Config.ExposedPorts}}y{{else}}n{{end}}", &empty),
+        "n"
+    );
+    // A nested struct prints all its fields in Go's order; the nested
+    // pointer shows its value where Go would show an address.
+    assert_eq!(
+        typed("{{.Config}}", &with),
+        "{   false false false map[53/udp:{} 80/tcp:{}] false false false [A=1 B=2] [] \
+         &{[CMD-SHELL curl -f localhost] 30s 3s 0s 0} false  map[/data:{}]  [] false  [] \
+         map[a:1 b:2]  <nil> []}"
+    );
+}
+
+#[test]
+fn typed_durations_print_as_go_durations() {
+    let mut health = json!({"Test": ["CMD", "true"], "Interval": 90_000_000_000_u64,
+        "Timeout": 1_500_000_000, "StartPeriod": 500_000_000, "Retries": 3});
+    let data = inspect_sample(&health);
+    assert_eq!(
+        typed("{{.Config.Healthcheck}}", &data),
+        "{[CMD true] 1m30s 1.5s 500ms 3}"
+    );
+    for (nanos, want) in [
+        (0_i64, "0s"),
+        (1, "1ns"),
+        (1_500, "1.5µs"),
+        (2_000_000, "2ms"),
+        (3_723_000_000_000, "1h2m3s"),
+        (-1_500_000_000, "-1.5s"),
+    ] {
+        health["Interval"] = json!(nanos);
+        let data = inspect_sample(&health);
+        assert_eq!(
+            typed("{{.Config.Healthcheck.Interval}}", &data),
+            want,
+            "{nanos}ns"
+        );
+    }
+}
+
+/// Docker runs a template that fails on the typed value again over the
+/// plain JSON, and reports that run's error.
+#[test]
+fn typed_failures_fall_back_to_the_json() {
+    let data = inspect_sample(&Value::Null);
+    let error = |template: &str| {
+        Template::parse(template)
+            .unwrap()
+            .execute_typed(&data, &super::IMAGE_INSPECT)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        error("{{.Config.Foo}}"),
+        r#"template: :1:9: executing "" at <.Config.Foo>: map has no entry for key "Foo""#
+    );
+    // `nat.PortSet` is not indexed by a plain string in Go: the typed run
+    // fails and the JSON run gives the untyped answer.
+    assert_eq!(
+        typed("{{index .Config.ExposedPorts \"80/tcp\"}}", &data),
+        "map[]"
+    );
 }
