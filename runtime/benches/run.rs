@@ -59,6 +59,8 @@ impl Bench {
             capture: true,
             tty: false,
             interactive: false,
+            init: true,
+            group_add: Vec::new(),
         };
         let pool = matches!(net, Net::Pooled).then_some(pool);
         let start = Instant::now();

@@ -273,26 +273,36 @@ fn supervise(child: i32, blocked: &SigSet, stop_timeout: Option<Duration>) -> i3
 
 fn pid1_main(config: &InitConfig, blocked: &SigSet, ready: Option<Ready>) -> Result<i32, String> {
     setup_rootfs(config, ready)?;
+    if !config.spec.init {
+        // The process itself is PID 1, as under Docker without --init:
+        // `echo $$` prints 1, and signals without a handler are ignored.
+        return Ok(start_user(config));
+    }
     let child = fork()?;
     if child == 0 {
-        let message = match exec_user(config) {
-            Ok(never) => match never {},
-            Err(Failure::Setup(message)) => {
-                report(&message);
-                1
-            }
-            Err(Failure::Exec(message, code)) => {
-                let line = format!("kiln: unable to start container process: {message}\n");
-                // SAFETY: writes a valid buffer to stderr.
-                unsafe {
-                    libc::write(2, line.as_bytes().as_ptr().cast(), line.len());
-                }
-                code
-            }
-        };
-        exit_now(message);
+        exit_now(start_user(config));
     }
     Ok(supervise(child, blocked, None))
+}
+
+/// Execs the user process; returns only when that failed, with the exit
+/// code to leave with (setup failures are reported on the error pipe).
+fn start_user(config: &InitConfig) -> i32 {
+    match exec_user(config) {
+        Ok(never) => match never {},
+        Err(Failure::Setup(message)) => {
+            report(&message);
+            1
+        }
+        Err(Failure::Exec(message, code)) => {
+            let line = format!("kiln: unable to start container process: {message}\n");
+            // SAFETY: writes a valid buffer to stderr.
+            unsafe {
+                libc::write(2, line.as_bytes().as_ptr().cast(), line.len());
+            }
+            code
+        }
+    }
 }
 
 fn fd_path(fd: &OwnedFd) -> String {
@@ -857,6 +867,13 @@ fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
     let uid = nix::unistd::Uid::from_raw(resolved.uid);
     nix::unistd::setresuid(uid, uid, uid)
         .map_err(|e| setup(format!("setuid {}: {e}", resolved.uid)))?;
+    // Changing the ids cleared the parent-death signal: set it again, so
+    // that a process that is PID 1 itself still dies with the init
+    // (`kill -9` of kiln).
+    // SAFETY: prctl on integers.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
 
     std::env::set_current_dir(&spec.cwd)
         .map_err(|e| setup(format!("changing to workdir {}: {e}", spec.cwd)))?;

@@ -51,6 +51,14 @@ pub struct RunSpec {
     pub tty: bool,
     /// Keep stdin attached; otherwise stdin is `/dev/null`.
     pub interactive: bool,
+    /// A small init (kiln's own) is PID 1 in front of the process: it
+    /// reaps orphans, passes signals on and exits with the process's
+    /// status (Docker's `--init`, and RUN steps). Without it the process
+    /// itself is PID 1, as under Docker.
+    pub init: bool,
+    /// Extra supplementary groups (`--group-add`): names resolved in the
+    /// container's `/etc/group`, or numeric ids.
+    pub group_add: Vec<String>,
 }
 
 /// Network namespace choice.

@@ -88,6 +88,8 @@ impl Fixture {
             capture: true,
             tty: false,
             interactive: false,
+            init: true,
+            group_add: Vec::new(),
         }
     }
 

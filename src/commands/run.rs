@@ -77,6 +77,10 @@ pub struct RunArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     tty: bool,
+    /// Run an init inside the container that forwards signals and reaps
+    /// processes (the command is then not PID 1).
+    #[arg(long)]
+    init: bool,
     /// Pull the image before running: missing (when the store lacks it),
     /// always, or never.
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
@@ -205,6 +209,8 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         capture: false,
         tty: args.tty,
         interactive: args.interactive,
+        init: args.init,
+        group_add: Vec::new(),
     };
     let outcome = kiln_runtime::run(&spec);
     // The NAT helper is reaped in the background; it must not outlive kiln.
