@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::fs;
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::symlink;
 
@@ -71,10 +70,7 @@ fn the_process_is_pid_1_unless_init() {
         run(&kiln, &["--init", "bb:1", "sh", "-c", "kill -TERM $$"]).0,
         143
     );
-    assert_eq!(
-        run(&kiln, &["--init", "bb:1", "sh", "-c", "exit 42"]).0,
-        42
-    );
+    assert_eq!(run(&kiln, &["--init", "bb:1", "sh", "-c", "exit 42"]).0, 42);
 }
 
 #[test]
