@@ -8,6 +8,7 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::fs::symlink;
 
 use common::Kiln;
@@ -131,4 +132,176 @@ fn init_reaps_orphans_and_forwards_signals() {
         assert_eq!(line, "got TERM\n", "init: {init}");
         assert_eq!(child.wait().unwrap().code(), Some(7), "init: {init}");
     }
+}
+
+/// A pseudo-terminal of the test's (master, slave), `rows` x `columns`.
+fn host_terminal(rows: u16, columns: u16) -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: columns,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: valid out-pointers and window size; no name or termios.
+    let ret = unsafe {
+        libc::openpty(
+            &raw mut master,
+            &raw mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &raw const size,
+        )
+    };
+    assert_eq!(ret, 0, "openpty: {}", std::io::Error::last_os_error());
+    // Raw, as a terminal emulator's under `docker run -it`: what the
+    // container's terminal writes arrives as it is.
+    // SAFETY: termios is plain data that tcgetattr fills in.
+    unsafe {
+        let mut term: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(slave, &raw mut term), 0);
+        libc::cfmakeraw(&raw mut term);
+        assert_eq!(libc::tcsetattr(slave, libc::TCSANOW, &raw const term), 0);
+    }
+    // SAFETY: openpty returned two descriptors we now own.
+    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+}
+
+/// Starts `kiln run ARGS` with the terminal `slave` as its stdio and
+/// controlling terminal (a session of its own), as from a shell.
+fn spawn_on_terminal(kiln: &Kiln, slave: &OwnedFd, args: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"));
+    command
+        .arg("--root")
+        .arg(kiln.root())
+        .arg("run")
+        .args(args)
+        .env_remove("KILN_ROOT")
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and ioctl are async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().unwrap()
+}
+
+/// Reads `master` until its text contains `needle` (or the terminal
+/// closes, or 30 s pass); returns all read.
+fn read_until(master: &OwnedFd, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut text = Vec::new();
+    while !String::from_utf8_lossy(&text).contains(needle) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut poll = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready =
+            unsafe { libc::poll(&raw mut poll, 1, i32::try_from(left.as_millis()).unwrap()) };
+        if ready <= 0 {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a buffer of its length.
+        let got = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let Ok(got) = usize::try_from(got) else { break };
+        if got == 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..got]);
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+#[test]
+fn tty_is_a_terminal_of_the_containers_own() {
+    let kiln = busybox();
+    let (master, slave) = host_terminal(33, 111);
+    let mut child = spawn_on_terminal(
+        &kiln,
+        &slave,
+        &[
+            "-t",
+            "bb:1",
+            "sh",
+            "-c",
+            "tty; stty size; echo $TERM; stat -c '%u %g %a' /dev/pts/0; echo end",
+        ],
+    );
+    drop(slave);
+    let out = read_until(&master, "end\r\n");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{out}");
+    assert_eq!(out, "/dev/pts/0\r\n33 111\r\nxterm\r\n0 5 620\r\nend\r\n");
+    // The image's TERM or -e's wins; the terminal is the user's.
+    let (master, slave) = host_terminal(10, 20);
+    let mut child = spawn_on_terminal(
+        &kiln,
+        &slave,
+        &[
+            "-t",
+            "-e",
+            "TERM=vt100",
+            "-u",
+            "app",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo $TERM; stat -c '%u' $(tty); echo end",
+        ],
+    );
+    drop(slave);
+    let out = read_until(&master, "end\r\n");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{out}");
+    assert_eq!(out, "vt100\r\n1000\r\nend\r\n");
+    // Without -t, stdin is no terminal.
+    assert_eq!(
+        run(&kiln, &["bb:1", "sh", "-c", "tty; echo $?"]),
+        (0, "not a tty\n1\n".to_owned(), String::new())
+    );
+}
+
+#[test]
+fn tty_window_size_changes_reach_the_container() {
+    let kiln = busybox();
+    let (master, slave) = host_terminal(24, 80);
+    let mut child = spawn_on_terminal(
+        &kiln,
+        &slave,
+        &[
+            "-t",
+            "bb:1",
+            "sh",
+            "-c",
+            "trap 'stty size; exit 3' WINCH; stty size; echo ready; while :; do sleep 0.01; done",
+        ],
+    );
+    drop(slave);
+    let out = read_until(&master, "ready\r\n");
+    assert_eq!(out, "24 80\r\nready\r\n");
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize; the kernel signals kiln, the
+    // terminal's foreground process.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &raw const size) },
+        0
+    );
+    let out = read_until(&master, "40 120\r\n");
+    assert_eq!(out, "40 120\r\n");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
 }

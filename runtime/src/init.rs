@@ -24,7 +24,9 @@ use nix::fcntl::OFlag;
 use crate::caps::DEFAULT_CAPS;
 use crate::network::{Helper, Ready, loopback_up};
 use crate::spec::Mount;
-use crate::{CONFIG_FD, ERROR_FD, InitConfig, NETWORK_FD, NetworkSetup, STUBS, seccomp, sys};
+use crate::{
+    CONFIG_FD, ERROR_FD, InitConfig, NETWORK_FD, NetworkSetup, STUBS, TERMINAL_FD, seccomp, sys,
+};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -82,10 +84,12 @@ fn outer() -> Result<i32, String> {
         .read_to_end(&mut json)
         .map_err(|e| format!("reading the init configuration: {e}"))?;
     drop(config_pipe);
-    // SAFETY: marks the error pipe close-on-exec so the user process never
-    // holds it.
+    // SAFETY: marks the error pipe and the terminal socket (if any)
+    // close-on-exec so that neither the NAT helper nor the user process
+    // ever holds them.
     unsafe {
         libc::fcntl(ERROR_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(TERMINAL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     if json.is_empty() {
         // The parent gave up before sending anything (e.g. cgroup failure).
@@ -166,6 +170,13 @@ fn outer() -> Result<i32, String> {
         exit_now(code);
     }
     drop(ready);
+    // Only PID 1 sends on the terminal socket; kiln must see it close
+    // when PID 1 is done with it.
+    // SAFETY: closes a descriptor this process does not use (EBADF when
+    // there is none).
+    unsafe {
+        libc::close(TERMINAL_FD);
+    }
     let code = supervise(pid1, &blocked, Some(config.spec.stop_timeout));
     if let Some(helper) = helper {
         helper.stop();
@@ -273,21 +284,57 @@ fn supervise(child: i32, blocked: &SigSet, stop_timeout: Option<Duration>) -> i3
 
 fn pid1_main(config: &InitConfig, blocked: &SigSet, ready: Option<Ready>) -> Result<i32, String> {
     setup_rootfs(config, ready)?;
+    let terminal = if config.spec.tty {
+        Some(open_terminal(config)?)
+    } else {
+        None
+    };
     if !config.spec.init {
         // The process itself is PID 1, as under Docker without --init:
         // `echo $$` prints 1, and signals without a handler are ignored.
-        return Ok(start_user(config));
+        return Ok(start_user(config, terminal));
     }
     let child = fork()?;
     if child == 0 {
-        exit_now(start_user(config));
+        exit_now(start_user(config, terminal));
     }
+    // The init keeps no descriptor of the terminal: kiln's copy loop ends
+    // when the last one the container holds is closed.
+    drop(terminal);
     Ok(supervise(child, blocked, None))
 }
 
-/// Execs the user process; returns only when that failed, with the exit
-/// code to leave with (setup failures are reported on the error pipe).
-fn start_user(config: &InitConfig) -> i32 {
+/// Opens the process's terminal in the container's own devpts (after
+/// pivot_root, so it is `/dev/pts/0` as the process sees it) and sends
+/// the master to kiln on [`TERMINAL_FD`]; returns the slave.
+fn open_terminal(config: &InitConfig) -> Result<OwnedFd, String> {
+    let (master, slave) =
+        sys::open_terminal(config.window).map_err(|e| format!("opening a terminal: {e}"))?;
+    let sent = sys::send_fd(TERMINAL_FD, master.as_raw_fd());
+    // SAFETY: the socket's only use is over.
+    unsafe {
+        libc::close(TERMINAL_FD);
+    }
+    sent.map_err(|e| format!("passing the terminal to kiln: {e}"))?;
+    Ok(slave)
+}
+
+/// Execs the user process, on `terminal` if given; returns only when that
+/// failed, with the exit code to leave with (setup failures are reported
+/// on the error pipe).
+fn start_user(config: &InitConfig, terminal: Option<OwnedFd>) -> i32 {
+    if let Some(terminal) = terminal {
+        for fd in 0..=2 {
+            // SAFETY: dup2 of a descriptor we own onto stdio.
+            if unsafe { libc::dup2(terminal.as_raw_fd(), fd) } < 0 {
+                report(&format!(
+                    "putting the terminal on stdio: {}",
+                    io::Error::last_os_error()
+                ));
+                return 1;
+            }
+        }
+    }
     match exec_user(config) {
         Ok(never) => match never {},
         Err(Failure::Setup(message)) => {
@@ -367,7 +414,7 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
     .map_err(mount_err("/dev"))?;
     // Reopen: the old descriptor still points below the new tmpfs.
     let dev = target(&root, "/dev")?;
-    setup_dev(&fd_path(&dev))?;
+    setup_dev(&fd_path(&dev), config.rootless)?;
     drop(dev);
 
     let sys_dir = target(&root, "/sys")?;
@@ -747,7 +794,7 @@ fn bind(root: &Root, source: &Path, to: &str, read_only: bool) -> Result<(), Str
 
 /// A minimal /dev on the fresh tmpfs at `dev`: the host's harmless device
 /// nodes bind-mounted, a private devpts, shm and the usual links.
-fn setup_dev(dev: &str) -> Result<(), String> {
+fn setup_dev(dev: &str, rootless: bool) -> Result<(), String> {
     let io_err = |what: String| move |e: io::Error| format!("/dev: {what}: {e}");
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let path = format!("{dev}/{name}");
@@ -764,12 +811,19 @@ fn setup_dev(dev: &str) -> Result<(), String> {
     for name in ["pts", "shm"] {
         fs::create_dir(format!("{dev}/{name}")).map_err(io_err(format!("creating {name}")))?;
     }
+    // Docker's options; terminals belong to the tty group (5), which a
+    // rootless user namespace does not map.
+    let options = if rootless {
+        "newinstance,ptmxmode=0666,mode=0620"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    };
     mount(
         Some("devpts"),
         format!("{dev}/pts").as_str(),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
+        Some(options),
     )
     .map_err(|e| format!("/dev: mounting devpts: {e}"))?;
     mount(
@@ -837,6 +891,16 @@ fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
         )));
     }
 
+    if spec.tty {
+        // The terminal is the user's, as runc hands it over (its group
+        // stays tty).
+        nix::unistd::fchown(
+            io::stdin(),
+            Some(nix::unistd::Uid::from_raw(resolved.uid)),
+            None,
+        )
+        .map_err(|e| setup(format!("giving the terminal to the user: {e}")))?;
+    }
     make_workdir(&spec.cwd, resolved.uid, resolved.gid)
         .map_err(|e| setup(format!("creating workdir {}: {e}", spec.cwd)))?;
 

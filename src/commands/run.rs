@@ -289,6 +289,10 @@ fn environment(
         env.push(entry);
     };
     set(format!("HOSTNAME={hostname}"));
+    // As Docker: a terminal gets TERM=xterm unless the image or -e sets it.
+    if args.tty {
+        set("TERM=xterm".to_owned());
+    }
     for entry in image_env {
         set(entry.clone());
     }
