@@ -305,3 +305,57 @@ fn tty_window_size_changes_reach_the_container() {
     assert_eq!(out, "40 120\r\n");
     assert_eq!(child.wait().unwrap().code(), Some(3));
 }
+
+#[test]
+fn users_get_their_groups_and_group_add_more() {
+    let kiln = busybox();
+    // app is a member of staff (50) in the image's /etc/group (the
+    // kernel keeps groups sorted).
+    assert_eq!(
+        run(&kiln, &["-u", "app", "bb:1", "id"]),
+        (
+            0,
+            "uid=1000(app) gid=1000(app) groups=50(staff),1000(app)\n".to_owned(),
+            String::new()
+        )
+    );
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "--group-add",
+                "staff",
+                "--group-add",
+                "777",
+                "bb:1",
+                "id",
+                "-G"
+            ]
+        ),
+        (0, "0 50 777\n".to_owned(), String::new())
+    );
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "-u",
+                "app",
+                "--group-add",
+                "50",
+                "--group-add",
+                "root",
+                "bb:1",
+                "id",
+                "-G"
+            ]
+        )
+        .1,
+        "1000 0 50\n"
+    );
+    let (code, out, err) = run(&kiln, &["--group-add", "nosuch", "bb:1", "id"]);
+    assert_eq!((code, out.as_str()), (125, ""), "{err}");
+    assert!(
+        err.contains("Unable to find group nosuch: no matching entries in group file"),
+        "{err}"
+    );
+}

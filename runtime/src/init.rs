@@ -884,6 +884,19 @@ fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
     let resolved = user::resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))
         .map_err(|e| setup(e.to_string()))?;
 
+    let mut groups = resolved.groups.clone();
+    for id in user::additional_groups(&spec.group_add, &read("/etc/group"))
+        .map_err(|e| setup(e.to_string()))?
+    {
+        if !groups.contains(&id) {
+            groups.push(id);
+        }
+    }
+    if config.rootless && !spec.group_add.is_empty() {
+        return Err(setup(
+            "--group-add needs root (setgroups is denied without root)".to_owned(),
+        ));
+    }
     if config.rootless && (resolved.uid != 0 || resolved.gid != 0) {
         return Err(setup(format!(
             "running as user {} needs root (only uid 0 is mapped without root)",
@@ -915,8 +928,7 @@ fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
     if !spec.privileged {
         drop_capabilities().map_err(|e| setup(format!("dropping capabilities: {e}")))?;
     }
-    let groups: Vec<nix::unistd::Gid> = resolved
-        .groups
+    let groups: Vec<nix::unistd::Gid> = groups
         .iter()
         .map(|g| nix::unistd::Gid::from_raw(*g))
         .collect();

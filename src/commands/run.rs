@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// Bind-mount a host path: `SRC:DST[:ro|rw]`.
     #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
     volumes: Vec<String>,
+    /// Add an additional group to join (a name in the container's
+    /// /etc/group, or a number).
+    #[arg(long = "group-add", value_name = "GROUP")]
+    group_add: Vec<String>,
     /// Working directory inside the container.
     #[arg(short, long, value_name = "DIR")]
     workdir: Option<String>,
@@ -210,7 +214,7 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         tty: args.tty,
         interactive: args.interactive,
         init: args.init,
-        group_add: Vec::new(),
+        group_add: args.group_add.clone(),
     };
     let outcome = kiln_runtime::run(&spec);
     // The NAT helper is reaped in the background; it must not outlive kiln.
