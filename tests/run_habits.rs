@@ -359,3 +359,62 @@ fn users_get_their_groups_and_group_add_more() {
         "{err}"
     );
 }
+
+#[test]
+fn kiln_failures_exit_125_in_dockers_words() {
+    let kiln = busybox();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--pull", "never", "nosuch:1"],
+            "error: no such image: nosuch:1\n",
+        ),
+        (
+            &["-u", "nobodyx", "bb:1", "true"],
+            "unable to find user nobodyx: no matching entries in passwd file",
+        ),
+        (
+            &["-u", "app:nogroupx", "bb:1", "true"],
+            "unable to find group nogroupx: no matching entries in group file",
+        ),
+        (
+            &["--memory", "1k", "bb:1", "true"],
+            "error: Minimum memory limit allowed is 6MB\n",
+        ),
+        (
+            &["--cpus", "100000", "bb:1", "true"],
+            &format!(
+                "error: range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available\n"
+            ),
+        ),
+        (
+            &["--pids-limit", "x", "bb:1", "true"],
+            "error: invalid argument \"x\" for \"--pids-limit\" flag: expected a positive integer\n",
+        ),
+        (
+            &["-w", "relative", "bb:1", "true"],
+            "error: the working directory 'relative' is invalid, it needs to be an absolute path\n",
+        ),
+        (
+            &["--network", "bogus", "bb:1", "true"],
+            "error: network bogus not found: kiln has default (bridge), host and none\n",
+        ),
+        (
+            &["--stop-timeout", "soon", "bb:1", "true"],
+            "invalid value 'soon'",
+        ),
+        (
+            &["--pull", "sometimes", "bb:1", "true"],
+            "invalid value 'sometimes'",
+        ),
+    ];
+    for (args, message) in cases {
+        let (code, out, err) = run(&kiln, args);
+        assert_eq!((code, out.as_str()), (125, ""), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    // The process's own codes: not found, not executable, its exit code.
+    assert_eq!(run(&kiln, &["bb:1", "/nonexistent"]).0, 127);
+    assert_eq!(run(&kiln, &["bb:1", "/etc/passwd"]).0, 126);
+    assert_eq!(run(&kiln, &["bb:1", "sh", "-c", "exit 125"]).0, 125);
+}

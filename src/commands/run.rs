@@ -148,9 +148,8 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         "default" | "bridge" => Network::Isolated,
         "host" => Network::Host,
         "none" => Network::None,
-        other => {
-            bail!("invalid --network {other:?}: kiln supports default (bridge), host and none")
-        }
+        // Docker's words for a network it does not have.
+        other => bail!("network {other} not found: kiln has default (bridge), host and none"),
     };
     let seccomp = parse_security_opts(&args.security_opt)?;
     let mounts = args
