@@ -2,11 +2,12 @@
 //! PID 1 unless `--init`, `-t` gives it a terminal of its own, USER's
 //! supplementary groups and `--group-add`, exit codes, and volumes. Each
 //! test asserts what `docker run` does. They need root (namespaces,
-//! mounts), as tests/run_cli.rs.
+//! mounts), as `tests/run_cli.rs`.
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
 mod common;
 
+use std::fs;
 use std::io::{BufRead as _, BufReader};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::fs::symlink;
@@ -417,4 +418,318 @@ fn kiln_failures_exit_125_in_dockers_words() {
     assert_eq!(run(&kiln, &["bb:1", "/nonexistent"]).0, 127);
     assert_eq!(run(&kiln, &["bb:1", "/etc/passwd"]).0, 126);
     assert_eq!(run(&kiln, &["bb:1", "sh", "-c", "exit 125"]).0, 125);
+}
+
+/// Adds `bb:vol` to `kiln`'s store: busybox with `/srv/content` and
+/// `/data` (each holding `seed`, owned by 1000:50, modes 0750 and 0640)
+/// and `VOLUME /data`.
+fn volume_image(kiln: &Kiln) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let rootfs = kiln.path("rootfs-vol");
+    common::busybox_rootfs(&rootfs);
+    for applet in APPLETS {
+        symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    for dir in ["srv/content", "data"] {
+        let dir = rootfs.join(dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("seed"), "from image\n").unwrap();
+        fs::set_permissions(dir.join("seed"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(1000), Some(50)).unwrap();
+        std::os::unix::fs::chown(dir.join("seed"), Some(1000), Some(50)).unwrap();
+    }
+    kiln.ok(&[
+        "import",
+        rootfs.to_str().unwrap(),
+        "bb:vol",
+        "--change",
+        "VOLUME /data",
+    ]);
+}
+
+#[test]
+fn named_volumes_persist_and_are_filled_on_first_use_only() {
+    let kiln = busybox();
+    volume_image(&kiln);
+    assert_eq!(kiln.ok(&["volume", "create", "data"]), "data\n");
+    assert_eq!(
+        kiln.ok(&["volume", "ls"]),
+        "DRIVER    VOLUME NAME\nlocal     data\n"
+    );
+    let stat = "stat -c '%u %g %a' /srv/content /srv/content/seed";
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "-v",
+                "data:/srv/content",
+                "bb:vol",
+                "sh",
+                "-c",
+                &format!("cat /srv/content/seed; {stat}; echo new > /srv/content/written"),
+            ]
+        ),
+        (
+            0,
+            "from image\n1000 50 750\n1000 50 640\n".to_owned(),
+            String::new()
+        )
+    );
+    // The next run sees what the first wrote; emptied, it stays empty.
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "-v",
+                "data:/srv/content",
+                "bb:vol",
+                "sh",
+                "-c",
+                "cat /srv/content/written; rm /srv/content/seed /srv/content/written",
+            ]
+        ),
+        (0, "new\n".to_owned(), String::new())
+    );
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "-v",
+                "data:/srv/content",
+                "bb:vol",
+                "ls",
+                "-A",
+                "/srv/content"
+            ]
+        )
+        .1,
+        ""
+    );
+    let data = kiln.root().join("volumes/data/_data");
+    assert_eq!(fs::read_dir(&data).unwrap().count(), 0);
+    // Made on first use, by -v and by --mount; nocopy leaves it empty.
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "-v",
+                "fresh:/srv/content:ro",
+                "bb:vol",
+                "cat",
+                "/srv/content/seed"
+            ]
+        )
+        .1,
+        "from image\n"
+    );
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "--mount",
+                "type=volume,src=empty,dst=/srv/content,volume-nocopy",
+                "bb:vol",
+                "ls",
+                "-A",
+                "/srv/content"
+            ]
+        ),
+        (0, String::new(), String::new())
+    );
+    // The image's VOLUME got anonymous volumes, removed with each run.
+    assert_eq!(kiln.ok(&["volume", "ls", "-q"]), "data\nempty\nfresh\n");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&kiln.ok(&["volume", "inspect", "data"])).unwrap();
+    assert_eq!(inspect[0]["Name"], "data");
+    assert_eq!(inspect[0]["Driver"], "local");
+    assert_eq!(inspect[0]["Mountpoint"], data.display().to_string());
+    let df = kiln.ok(&["system", "df"]);
+    assert!(df.contains("\nLocal Volumes  3         0         "), "{df}");
+    assert!(kiln.ok(&["system", "check"]).contains("is consistent"));
+}
+
+#[test]
+fn volumes_in_use_are_not_removed() {
+    let kiln = busybox();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(kiln.root())
+        .args([
+            "run",
+            "-i",
+            "-v",
+            "held:/held",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo ready; read x; exit 0",
+        ])
+        .env_remove("KILN_ROOT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let err = kiln.fails(&["volume", "rm", "held"]);
+    let id = err
+        .strip_prefix("error: remove held: volume is in use - [")
+        .and_then(|rest| rest.strip_suffix("]\n"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{err}"
+    );
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert_eq!(kiln.ok(&["volume", "rm", "held"]), "held\n");
+    assert_eq!(
+        kiln.fails(&["volume", "rm", "held"]),
+        "error: get held: no such volume\n"
+    );
+    assert_eq!(kiln.ok(&["volume", "rm", "-f", "held"]), "");
+    // prune: anonymous volumes only, unless -a.
+    kiln.ok(&["volume", "create", "keep"]);
+    assert_eq!(
+        kiln.ok(&["volume", "prune", "-f"]),
+        "Total reclaimed space: 0B\n"
+    );
+    assert_eq!(
+        kiln.ok(&["volume", "prune", "-a", "-f"]),
+        "Deleted Volumes:\nkeep\n\nTotal reclaimed space: 0B\n"
+    );
+    assert_eq!(
+        kiln.fails(&["volume", "create", "a/b"]),
+        "error: create a/b: \"a/b\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path\n"
+    );
+}
+
+#[test]
+fn image_volumes_get_the_image_content_and_never_leave_the_root() {
+    let kiln = busybox();
+    volume_image(&kiln);
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "bb:vol",
+                "sh",
+                "-c",
+                "cat /data/seed; grep -c ' /data ' /proc/self/mountinfo"
+            ]
+        ),
+        (0, "from image\n1\n".to_owned(), String::new())
+    );
+    assert_eq!(kiln.ok(&["volume", "ls", "-q"]), "");
+    // VOLUME through a symlink that points out of the root: resolved in
+    // the root, so the host directory is neither shown nor written.
+    let host = kiln.path("host-dir");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("canary"), "host\n").unwrap();
+    let rootfs = kiln.path("rootfs-evil");
+    common::busybox_rootfs(&rootfs);
+    symlink(&host, rootfs.join("data")).unwrap();
+    kiln.ok(&[
+        "import",
+        rootfs.to_str().unwrap(),
+        "evil:1",
+        "--change",
+        "VOLUME /data",
+    ]);
+    assert_eq!(
+        run(
+            &kiln,
+            &["evil:1", "sh", "-c", "ls -A /data/; echo x > /data/written"]
+        ),
+        (0, String::new(), String::new())
+    );
+    assert_eq!(
+        fs::read_dir(&host).unwrap().count(),
+        1,
+        "the host directory was written"
+    );
+}
+
+#[test]
+fn read_only_root_tmpfs_and_mount_specs() {
+    let kiln = busybox();
+    let (code, _, err) = run(&kiln, &["--read-only", "bb:1", "sh", "-c", "echo x > /x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "--read-only",
+                "--tmpfs",
+                "/scratch:size=64k",
+                "bb:1",
+                "sh",
+                "-c",
+                "echo hi > /scratch/f && cat /scratch/f && grep ' /scratch ' /proc/self/mountinfo"
+            ]
+        )
+        .1
+        .lines()
+        .map(|l| if l.contains(" tmpfs ") && l.contains("size=64k") {
+            "tmpfs"
+        } else {
+            l
+        })
+        .collect::<Vec<_>>(),
+        ["hi", "tmpfs"]
+    );
+    let host = kiln.path("bind");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("f"), "bound\n").unwrap();
+    let bind = format!("type=bind,source={},target=/b,readonly", host.display());
+    let (code, out, err) = run(
+        &kiln,
+        &[
+            "--mount",
+            &bind,
+            "--mount",
+            "type=tmpfs,destination=/t,tmpfs-size=1m",
+            "bb:1",
+            "sh",
+            "-c",
+            "cat /b/f; grep -c ' /t .* tmpfs ' /proc/self/mountinfo; echo y > /b/g",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (1, "bound\n1\n"), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--mount", "type=volume,source=x"],
+            "error: invalid argument \"type=volume,source=x\" for \"--mount\" flag: target is required\n",
+        ),
+        (
+            &["--mount", "type=bind,src=/nonexistent-kiln,dst=/x"],
+            "error: invalid argument \"type=bind,src=/nonexistent-kiln,dst=/x\" for \"--mount\" flag: invalid mount config for type \"bind\": bind source path does not exist: /nonexistent-kiln\n",
+        ),
+        (
+            &["--mount", "type=tmpfs,target=/x,volume-nocopy"],
+            "error: invalid argument \"type=tmpfs,target=/x,volume-nocopy\" for \"--mount\" flag: cannot mix 'volume-*' options with mount type 'tmpfs'\n",
+        ),
+        (
+            &["-v", "vol:/d", "--tmpfs", "/d/"],
+            "error: Duplicate mount point: /d\n",
+        ),
+        (
+            &["--tmpfs", "relative"],
+            "error: invalid mount config for type \"tmpfs\": invalid mount path: 'relative' mount path must be absolute\n",
+        ),
+    ];
+    for (args, message) in cases {
+        let mut all = args.to_vec();
+        all.extend(["bb:1", "true"]);
+        assert_eq!(
+            run(&kiln, &all),
+            (125, String::new(), (*message).to_owned())
+        );
+    }
 }

@@ -61,6 +61,7 @@ impl Bench {
             interactive: false,
             init: true,
             group_add: Vec::new(),
+            read_only_root: false,
         };
         let pool = matches!(net, Net::Pooled).then_some(pool);
         let start = Instant::now();

@@ -305,7 +305,7 @@ fn pid1_main(config: &InitConfig, blocked: &SigSet, ready: Option<Ready>) -> Res
 }
 
 /// Opens the process's terminal in the container's own devpts (after
-/// pivot_root, so it is `/dev/pts/0` as the process sees it) and sends
+/// `pivot_root`, so it is `/dev/pts/0` as the process sees it) and sends
 /// the master to kiln on [`TERMINAL_FD`]; returns the slave.
 fn open_terminal(config: &InitConfig) -> Result<OwnedFd, String> {
     let (master, slave) =
@@ -484,6 +484,14 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
     }
     mounted?;
 
+    if spec.read_only_root {
+        // Per-mount flag of the overlay only: /proc, /dev, the /etc files
+        // and the spec's mounts keep theirs, as with Docker's --read-only.
+        let top = target(&root, "/")?;
+        remount_read_only(&top, MsFlags::empty())
+            .map_err(|e| format!("making the root file system read-only: {e}"))?;
+    }
+
     // The network comes up while the root file system is built; the
     // process starts only once it is up.
     if let Some(ready) = ready {
@@ -566,10 +574,25 @@ fn ensure_target(
             }
         };
         if ret < 0 {
+            let error = io::Error::last_os_error();
+            if is_dir && error.raw_os_error() == Some(libc::EEXIST) {
+                // A dangling symlink: its target is created inside the
+                // root, as Docker creates a volume's mount point.
+                let made = root
+                    .mkdir_all(to, 0o755, None)
+                    .map_err(|e| format!("rootfs: creating mount target {to}: {e}"))?;
+                let inside = root
+                    .real_path(made.as_fd())
+                    .map_err(|e| format!("rootfs: mount target {to}: {e}"))?
+                    .ok_or_else(|| {
+                        format!("rootfs: mount target {to} resolved outside the container")
+                    })?;
+                stubs.push(inside.trim_start_matches('/').to_owned());
+                return Ok(());
+            }
             return Err(format!(
-                "rootfs: creating mount target {to}: {}: {}",
-                shown(&so_far),
-                io::Error::last_os_error()
+                "rootfs: creating mount target {to}: {}: {error}",
+                shown(&so_far)
             ));
         }
         // Where it really is: symlinks on the way were resolved in the root.
@@ -593,10 +616,27 @@ fn spec_mounts(root: &Root, config: &InitConfig, stubs: &mut Vec<String>) -> Res
     for spec_mount in &config.spec.mounts {
         let (to, is_dir) = match spec_mount {
             Mount::Bind { source, target, .. } => (target, source.is_dir()),
-            Mount::Tmpfs { target, .. } => (target, true),
+            Mount::Volume { target, .. } | Mount::Tmpfs { target, .. } => (target, true),
         };
         ensure_target(root, to, is_dir, stubs)?;
         match spec_mount {
+            Mount::Volume {
+                source,
+                target: to,
+                read_only,
+                fill,
+            } => {
+                if *fill {
+                    // What the image has there, resolved in the root; the
+                    // copy below it follows no symlink.
+                    let from = root
+                        .open_at(to, OFlag::O_PATH | OFlag::O_DIRECTORY)
+                        .map_err(|e| format!("rootfs: opening volume target {to}: {e}"))?;
+                    crate::fill::fill_volume(Path::new(&fd_path(&from)), source)
+                        .map_err(|e| format!("filling the volume at {to}: {e}"))?;
+                }
+                bind(root, source, to, *read_only)?;
+            }
             Mount::Bind {
                 source,
                 target: to,

@@ -11,6 +11,7 @@
 
 mod caps;
 mod cgroup;
+mod fill;
 mod init;
 mod network;
 pub mod seccomp;
@@ -313,7 +314,7 @@ fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
     }
     for mount in &spec.mounts {
         let target = match mount {
-            Mount::Bind { source, target, .. } => {
+            Mount::Bind { source, target, .. } | Mount::Volume { source, target, .. } => {
                 if fs::symlink_metadata(source).is_err() {
                     return Err(RuntimeError::MountSource {
                         path: source.clone(),
@@ -359,7 +360,7 @@ fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, Runti
         }
     }
     for mount in &mut spec.mounts {
-        if let Mount::Bind { source, .. } = mount {
+        if let Mount::Bind { source, .. } | Mount::Volume { source, .. } = mount {
             *source = std::path::absolute(&*source).map_err(prep_err(source))?;
         }
     }

@@ -56,6 +56,9 @@ pub struct RunSpec {
     /// status (Docker's `--init`, and RUN steps). Without it the process
     /// itself is PID 1, as under Docker.
     pub init: bool,
+    /// The root file system is mounted read-only (`--read-only`); mounts
+    /// on it stay as they are.
+    pub read_only_root: bool,
     /// Extra supplementary groups (`--group-add`): names resolved in the
     /// container's `/etc/group`, or numeric ids.
     pub group_add: Vec<String>,
@@ -99,6 +102,20 @@ pub enum Mount {
         target: String,
         /// Read-only (the bind is read-only from the moment it appears).
         read_only: bool,
+    },
+    /// A volume's data directory (kiln's own, under the store) at
+    /// `target`, resolved inside the container's root. With `fill`, an
+    /// empty volume first gets what the image has at `target`, with its
+    /// owners, modes and times, as Docker fills a new volume.
+    Volume {
+        /// Host path of the volume's data directory.
+        source: PathBuf,
+        /// Absolute path in the container.
+        target: String,
+        /// Read-only.
+        read_only: bool,
+        /// Copy the image's content at `target` into an empty volume.
+        fill: bool,
     },
     /// A fresh tmpfs at `target`.
     Tmpfs {

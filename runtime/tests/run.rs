@@ -90,6 +90,7 @@ impl Fixture {
             interactive: false,
             init: true,
             group_add: Vec::new(),
+            read_only_root: false,
         }
     }
 

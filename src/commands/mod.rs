@@ -20,6 +20,7 @@ pub mod run;
 pub mod save;
 pub mod system;
 pub mod tag;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 

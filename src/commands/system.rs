@@ -118,6 +118,13 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
                     lineage.reclaimable,
                 ),
                 (
+                    "Local Volumes",
+                    usage.volumes.0.to_string(),
+                    usage.volumes.1.to_string(),
+                    usage.volumes.2,
+                    usage.volumes.3,
+                ),
+                (
                     "Cache mounts",
                     usage.cache_mounts.0.to_string(),
                     "0".to_owned(),

@@ -283,6 +283,7 @@ pub(super) fn run_step(
         // leaves are reaped instead of filling the pids limit.
         init: true,
         group_add: Vec::new(),
+        read_only_root: false,
     };
     let running = std::time::Instant::now();
     let running_phase = ctx.phase("run");
