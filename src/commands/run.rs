@@ -204,14 +204,16 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|v| v.keys().cloned().collect())
         .unwrap_or_default();
-    let (mounts, volumes) =
-        mounts::ContainerVolumes::attach(&store, &container_id, &mount_requests, &image_volumes)?;
     let scratch = tempfile::Builder::new()
         .prefix("container-")
         .tempdir_in(store.tmp_dir())
         .context("cannot create the container's writable layer")?;
     let upper = scratch.path().join("upper");
     std::fs::create_dir(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
+    // Last before the run: from here every path goes through
+    // finish_volumes, which removes the anonymous volumes.
+    let (mounts, volumes) =
+        mounts::ContainerVolumes::attach(&store, &container_id, &mount_requests, &image_volumes)?;
     let spec = RunSpec {
         layers,
         upper,
