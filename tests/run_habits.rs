@@ -666,11 +666,11 @@ fn read_only_root_tmpfs_and_mount_specs() {
             &[
                 "--read-only",
                 "--tmpfs",
-                "/scratch:size=64k",
+                "/scratch:size=64k,mode=700",
                 "bb:1",
                 "sh",
                 "-c",
-                "echo hi > /scratch/f && cat /scratch/f && grep ' /scratch ' /proc/self/mountinfo"
+                "echo hi > /scratch/f && cat /scratch/f && grep ' /scratch ' /proc/self/mountinfo && stat -c %a /scratch"
             ]
         )
         .1
@@ -681,7 +681,7 @@ fn read_only_root_tmpfs_and_mount_specs() {
             l
         })
         .collect::<Vec<_>>(),
-        ["hi", "tmpfs"]
+        ["hi", "tmpfs", "700"]
     );
     let host = kiln.path("bind");
     fs::create_dir(&host).unwrap();

@@ -642,11 +642,16 @@ fn spec_mounts(root: &Root, config: &InitConfig, stubs: &mut Vec<String>) -> Res
                 target: to,
                 read_only,
             } => bind(root, source, to, *read_only)?,
-            Mount::Tmpfs { target: to, size } => {
+            Mount::Tmpfs {
+                target: to,
+                size,
+                mode,
+            } => {
                 let fd = target(root, to)?;
+                let mode = mode.unwrap_or(0o1777);
                 let options = match size {
-                    Some(size) => format!("mode=1777,size={size}"),
-                    None => String::from("mode=1777"),
+                    Some(size) => format!("mode={mode:o},size={size}"),
+                    None => format!("mode={mode:o}"),
                 };
                 mount(
                     Some("tmpfs"),

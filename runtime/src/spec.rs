@@ -123,6 +123,8 @@ pub enum Mount {
         target: String,
         /// Size limit in bytes.
         size: Option<u64>,
+        /// Permission bits of its root (1777 when `None`).
+        mode: Option<u32>,
     },
 }
 

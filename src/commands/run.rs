@@ -45,10 +45,11 @@ pub struct RunArgs {
     #[arg(short, long = "volume", value_name = "SRC:DST[:OPTS]")]
     volumes: Vec<String>,
     /// Attach a mount: `type=volume|bind|tmpfs,source=..,target=..`
-    /// with `readonly`, `volume-nocopy`, `tmpfs-size=` (Docker's keys).
+    /// with `readonly`, `volume-nocopy`, `tmpfs-size=`, `tmpfs-mode=`
+    /// (Docker's keys).
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
-    /// Mount a tmpfs: `DST[:size=SIZE]`.
+    /// Mount a tmpfs: `DST[:size=SIZE,mode=OCTAL]`.
     #[arg(long = "tmpfs", value_name = "DST[:OPTS]")]
     tmpfs: Vec<String>,
     /// Mount the container's root file system read-only.

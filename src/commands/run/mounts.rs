@@ -40,6 +40,8 @@ pub(crate) enum MountRequest {
         target: String,
         /// Size limit in bytes.
         size: Option<u64>,
+        /// Permission bits of its root (Docker's 1777 when `None`).
+        mode: Option<u32>,
     },
 }
 
@@ -116,6 +118,7 @@ fn parse_mount_fields(spec: &str) -> anyhow::Result<MountRequest> {
     let mut read_only = false;
     let mut no_copy = None;
     let mut size = None;
+    let mut mode = None;
     for field in spec.split(',') {
         let (key, value) = match field.split_once('=') {
             Some((key, value)) => (key.to_ascii_lowercase(), Some(value)),
@@ -141,6 +144,14 @@ fn parse_mount_fields(spec: &str) -> anyhow::Result<MountRequest> {
                         .map_err(|_| anyhow::anyhow!("invalid value for {key}: {value}"))?,
                 );
             }
+            ("tmpfs-mode", Some(value)) => {
+                mode = Some(
+                    u32::from_str_radix(value, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| anyhow::anyhow!("invalid value for {key}: {value}"))?,
+                );
+            }
             _ => bail!("unexpected key '{key}' in '{field}'"),
         }
     }
@@ -150,7 +161,7 @@ fn parse_mount_fields(spec: &str) -> anyhow::Result<MountRequest> {
     if no_copy.is_some() && kind != "volume" {
         bail!("cannot mix 'volume-*' options with mount type '{kind}'");
     }
-    if size.is_some() && kind != "tmpfs" {
+    if (size.is_some() || mode.is_some()) && kind != "tmpfs" {
         bail!("cannot mix 'tmpfs-*' options with mount type '{kind}'");
     }
     let config =
@@ -197,7 +208,7 @@ fn parse_mount_fields(spec: &str) -> anyhow::Result<MountRequest> {
             if read_only {
                 bail!("kiln has no read-only tmpfs mounts");
             }
-            Ok(MountRequest::Tmpfs { target, size })
+            Ok(MountRequest::Tmpfs { target, size, mode })
         }
         other => Err(anyhow::anyhow!(
             "invalid mount config for type {other:?}: mount type unknown"
@@ -206,7 +217,7 @@ fn parse_mount_fields(spec: &str) -> anyhow::Result<MountRequest> {
 }
 
 /// `--tmpfs DST[:OPTIONS]`, OPTIONS a comma list where kiln takes
-/// `size=SIZE` (and `rw`, its only mode).
+/// `size=SIZE`, `mode=OCTAL` (and `rw`, its only access mode).
 pub(crate) fn parse_tmpfs(spec: &str) -> anyhow::Result<MountRequest> {
     let (target, options) = spec.split_once(':').unwrap_or((spec, ""));
     if !target.starts_with('/') {
@@ -214,9 +225,17 @@ pub(crate) fn parse_tmpfs(spec: &str) -> anyhow::Result<MountRequest> {
             "invalid mount config for type \"tmpfs\": invalid mount path: '{target}' mount path must be absolute"
         );
     }
-    let mut size = None;
+    let (mut size, mut mode) = (None, None);
     for option in options.split(',').filter(|o| !o.is_empty()) {
         match option.split_once('=') {
+            Some(("mode", value)) => {
+                mode = Some(
+                    u32::from_str_radix(value, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .with_context(|| format!("invalid --tmpfs mode in {spec:?}"))?,
+                );
+            }
             Some(("size", value)) => {
                 size = Some(
                     crate::units::parse_size(value)
@@ -224,12 +243,15 @@ pub(crate) fn parse_tmpfs(spec: &str) -> anyhow::Result<MountRequest> {
                 );
             }
             None if option == "rw" => {}
-            _ => bail!("invalid --tmpfs option {option:?} in {spec:?}: kiln takes size=SIZE"),
+            _ => bail!(
+                "invalid --tmpfs option {option:?} in {spec:?}: kiln takes size=SIZE and mode=OCTAL"
+            ),
         }
     }
     Ok(MountRequest::Tmpfs {
         target: target.to_owned(),
         size,
+        mode,
     })
 }
 
@@ -284,7 +306,7 @@ impl ContainerVolumes {
                     target,
                     read_only,
                 },
-                MountRequest::Tmpfs { target, size } => Mount::Tmpfs { target, size },
+                MountRequest::Tmpfs { target, size, mode } => Mount::Tmpfs { target, size, mode },
                 MountRequest::Volume {
                     name,
                     target,
@@ -385,10 +407,11 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_mount("type=tmpfs,target=/t,tmpfs-size=1m").unwrap(),
+            parse_mount("type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=700").unwrap(),
             MountRequest::Tmpfs {
                 target: "/t".to_owned(),
                 size: Some(1024 * 1024),
+                mode: Some(0o700),
             }
         );
         assert_eq!(
@@ -401,10 +424,11 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_tmpfs("/run:size=64k").unwrap(),
+            parse_tmpfs("/run:size=64k,mode=1770").unwrap(),
             MountRequest::Tmpfs {
                 target: "/run".to_owned(),
                 size: Some(65536),
+                mode: Some(0o1770),
             }
         );
     }
