@@ -733,3 +733,33 @@ fn read_only_root_tmpfs_and_mount_specs() {
         );
     }
 }
+
+#[test]
+fn containers_starting_together_fill_a_new_volume_once() {
+    let kiln = busybox();
+    volume_image(&kiln);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            kiln.spawn(&[
+                "run",
+                "-v",
+                "race:/srv/content",
+                "bb:vol",
+                "cat",
+                "/srv/content/seed",
+            ])
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout).into_owned()
+            ),
+            (Some(0), "from image\n".to_owned()),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

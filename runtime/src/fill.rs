@@ -4,6 +4,7 @@
 //! (never followed), special files made again. The source is the
 //! container's root (the overlay, before the volume hides it), its top
 //! directory already resolved inside that root; hard links become copies.
+//! The check and the copy hold an flock on the volume's directory.
 
 use std::fs;
 use std::io;
@@ -16,6 +17,10 @@ use nix::sys::time::TimeSpec;
 /// Copies the contents of directory `from` into `to` when `to` is empty,
 /// and gives `to` the owner and mode of `from`; does nothing otherwise.
 pub(crate) fn fill_volume(from: &Path, to: &Path) -> io::Result<()> {
+    // Two containers starting on one new volume: the second waits for the
+    // first's copy, then finds the volume filled.
+    let held = fs::File::open(to)?;
+    held.lock()?;
     if fs::read_dir(to)?.next().is_some() {
         return Ok(());
     }
