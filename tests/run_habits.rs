@@ -624,6 +624,22 @@ fn image_volumes_get_the_image_content_and_never_leave_the_root() {
         ),
         (0, "from image\n1\n".to_owned(), String::new())
     );
+    // `-v /path` is an anonymous volume too.
+    assert_eq!(
+        run(
+            &kiln,
+            &[
+                "-v",
+                "/cache",
+                "bb:1",
+                "grep",
+                "-c",
+                " /cache ",
+                "/proc/self/mountinfo"
+            ]
+        ),
+        (0, "1\n".to_owned(), String::new())
+    );
     assert_eq!(kiln.ok(&["volume", "ls", "-q"]), "");
     // VOLUME through a symlink that points out of the root: resolved in
     // the root, so the host directory is neither shown nor written.
