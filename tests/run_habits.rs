@@ -168,9 +168,25 @@ fn host_terminal(rows: u16, columns: u16) -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
 }
 
+/// A kiln process that is killed if the test fails before it ends.
+struct Running(std::process::Child);
+
+impl Running {
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `kiln run ARGS` with the terminal `slave` as its stdio and
 /// controlling terminal (a session of its own), as from a shell.
-fn spawn_on_terminal(kiln: &Kiln, slave: &OwnedFd, args: &[&str]) -> std::process::Child {
+fn spawn_on_terminal(kiln: &Kiln, slave: &OwnedFd, args: &[&str]) -> Running {
     use std::os::unix::process::CommandExt as _;
     let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"));
     command
@@ -192,7 +208,7 @@ fn spawn_on_terminal(kiln: &Kiln, slave: &OwnedFd, args: &[&str]) -> std::proces
             Ok(())
         });
     }
-    command.spawn().unwrap()
+    Running(command.spawn().unwrap())
 }
 
 /// Reads `master` until its text contains `needle` (or the terminal
@@ -242,7 +258,7 @@ fn tty_is_a_terminal_of_the_containers_own() {
     );
     drop(slave);
     let out = read_until(&master, "end\r\n");
-    assert_eq!(child.wait().unwrap().code(), Some(0), "{out}");
+    assert_eq!(child.wait().code(), Some(0), "{out}");
     assert_eq!(out, "/dev/pts/0\r\n33 111\r\nxterm\r\n0 5 620\r\nend\r\n");
     // The image's TERM or -e's wins; the terminal is the user's.
     let (master, slave) = host_terminal(10, 20);
@@ -263,7 +279,7 @@ fn tty_is_a_terminal_of_the_containers_own() {
     );
     drop(slave);
     let out = read_until(&master, "end\r\n");
-    assert_eq!(child.wait().unwrap().code(), Some(0), "{out}");
+    assert_eq!(child.wait().code(), Some(0), "{out}");
     assert_eq!(out, "vt100\r\n1000\r\nend\r\n");
     // Without -t, stdin is no terminal.
     assert_eq!(
@@ -304,7 +320,7 @@ fn tty_window_size_changes_reach_the_container() {
     );
     let out = read_until(&master, "40 120\r\n");
     assert_eq!(out, "40 120\r\n");
-    assert_eq!(child.wait().unwrap().code(), Some(3));
+    assert_eq!(child.wait().code(), Some(3));
 }
 
 #[test]
