@@ -111,6 +111,12 @@ enum Command {
         #[command(subcommand)]
         command: commands::cache::CacheCommand,
     },
+    /// Manage volumes (create, ls, inspect, rm, prune).
+    Volume {
+        /// What to do.
+        #[command(subcommand)]
+        command: commands::volume::VolumeCommand,
+    },
     /// Check and measure the store.
     System {
         /// What to do.
@@ -236,6 +242,7 @@ fn main() -> ExitCode {
         Command::Cache { command } | Command::Builder { command } => {
             commands::cache::run(root, &command)
         }
+        Command::Volume { command } => commands::volume::run(root, &command),
         Command::System { command } => commands::system::run(root, &command),
         Command::Image { command } => match command {
             ImageCommand::Ls(args) => commands::images::run(root, &args),

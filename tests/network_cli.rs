@@ -132,7 +132,7 @@ fn host_loopback_services_are_out_of_reach_of_run_and_kiln_run() {
     let bad = kiln.fails(&["run", "--network", "overlay", "bb:1", "true"]);
     assert_eq!(
         bad,
-        "error: invalid --network \"overlay\": kiln supports default (bridge), host and none\n"
+        "error: network overlay not found: kiln has default (bridge), host and none\n"
     );
     // The host network is the user's explicit choice, and reaches them.
     assert_eq!(

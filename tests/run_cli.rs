@@ -62,8 +62,16 @@ fn echo_exit_codes_and_cmd_entrypoint() {
     );
     assert_eq!(run(&kiln, &["bb:1", "echo", "hi"]).1, "hi\n");
     assert_eq!(run(&kiln, &["bb:1", "sh", "-c", "exit 3"]).0, 3);
-    assert_eq!(run(&kiln, &["bb:1", "sh", "-c", "kill -TERM $$"]).0, 143);
-    assert_eq!(run(&kiln, &["bb:1", "sh", "-c", "kill -KILL $$"]).0, 137);
+    // The process is PID 1: its own TERM and KILL need --init to kill
+    // it, as under Docker (tests/run_habits.rs).
+    assert_eq!(
+        run(&kiln, &["--init", "bb:1", "sh", "-c", "kill -TERM $$"]).0,
+        143
+    );
+    assert_eq!(
+        run(&kiln, &["--init", "bb:1", "sh", "-c", "kill -KILL $$"]).0,
+        137
+    );
     // --entrypoint replaces ENTRYPOINT and drops the image's CMD.
     assert_eq!(run(&kiln, &["--entrypoint", "echo", "bb:1"]).1, "\n");
     assert_eq!(
@@ -396,7 +404,16 @@ fn sigterm_to_kiln_leaves_no_mounts_or_processes() {
         .arg("--root")
         .arg(kiln.root())
         // The test image has no `sleep` link: call the applet by name.
-        .args(["run", "bb:1", "busybox", "sleep", "4242"])
+        // As PID 1 it ignores TERM: it is killed after the stop timeout.
+        .args([
+            "run",
+            "--stop-timeout",
+            "1",
+            "bb:1",
+            "busybox",
+            "sleep",
+            "4242",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

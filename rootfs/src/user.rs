@@ -44,6 +44,10 @@ pub enum UserError {
     /// A numeric id out of range.
     #[error("uids and gids must be in range 0-2147483647: {0}")]
     OutOfRange(String),
+    /// An additional group (`--group-add`) that is neither listed in
+    /// /etc/group nor a number; moby's wording, capital and all.
+    #[error("Unable to find group {0}: no matching entries in group file")]
+    UnknownAdditionalGroup(String),
 }
 
 /// One /etc/passwd entry.
@@ -161,6 +165,28 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUse
     resolved.groups.retain(|&g| g != resolved.gid);
     resolved.groups.insert(0, resolved.gid);
     Ok(resolved)
+}
+
+/// The ids of additional groups (Docker's `--group-add`), as
+/// `moby/sys/user.GetAdditionalGroups` finds them: a group whose name or
+/// id is the value, else the value as a number (which no file need
+/// list); each id once, in order.
+pub fn additional_groups(values: &[String], group: &str) -> Result<Vec<u32>, UserError> {
+    let mut ids: Vec<u32> = Vec::new();
+    for value in values {
+        let found = group_entries(group)
+            .find(|g| g.name == value || g.gid.to_string() == *value)
+            .map(|g| g.gid);
+        let id = match found {
+            Some(id) => id,
+            None => numeric_id(value)
+                .ok_or_else(|| UserError::UnknownAdditionalGroup(value.clone()))??,
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Largest `/etc/passwd` or `/etc/group` read from an image.
@@ -310,6 +336,27 @@ mod tests {
         assert_eq!(
             resolve_user("-1", PASSWD, GROUP).unwrap_err().to_string(),
             "uids and gids must be in range 0-2147483647: -1"
+        );
+    }
+
+    #[test]
+    fn additional_groups_are_names_or_numbers() {
+        let values = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            additional_groups(&values(&["staff", "10", "4242", "wheel"]), GROUP).unwrap(),
+            [50, 10, 4242]
+        );
+        assert_eq!(
+            additional_groups(&values(&["ghosts"]), GROUP)
+                .unwrap_err()
+                .to_string(),
+            "Unable to find group ghosts: no matching entries in group file"
+        );
+        assert_eq!(
+            additional_groups(&values(&["-5"]), "")
+                .unwrap_err()
+                .to_string(),
+            "uids and gids must be in range 0-2147483647: -5"
         );
     }
 }

@@ -59,6 +59,9 @@ impl Bench {
             capture: true,
             tty: false,
             interactive: false,
+            init: true,
+            group_add: Vec::new(),
+            read_only_root: false,
         };
         let pool = matches!(net, Net::Pooled).then_some(pool);
         let start = Instant::now();

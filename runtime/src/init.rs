@@ -24,7 +24,9 @@ use nix::fcntl::OFlag;
 use crate::caps::DEFAULT_CAPS;
 use crate::network::{Helper, Ready, loopback_up};
 use crate::spec::Mount;
-use crate::{CONFIG_FD, ERROR_FD, InitConfig, NETWORK_FD, NetworkSetup, STUBS, seccomp, sys};
+use crate::{
+    CONFIG_FD, ERROR_FD, InitConfig, NETWORK_FD, NetworkSetup, STUBS, TERMINAL_FD, seccomp, sys,
+};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -82,10 +84,12 @@ fn outer() -> Result<i32, String> {
         .read_to_end(&mut json)
         .map_err(|e| format!("reading the init configuration: {e}"))?;
     drop(config_pipe);
-    // SAFETY: marks the error pipe close-on-exec so the user process never
-    // holds it.
+    // SAFETY: marks the error pipe and the terminal socket (if any)
+    // close-on-exec so that neither the NAT helper nor the user process
+    // ever holds them.
     unsafe {
         libc::fcntl(ERROR_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(TERMINAL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     if json.is_empty() {
         // The parent gave up before sending anything (e.g. cgroup failure).
@@ -166,6 +170,13 @@ fn outer() -> Result<i32, String> {
         exit_now(code);
     }
     drop(ready);
+    // Only PID 1 sends on the terminal socket; kiln must see it close
+    // when PID 1 is done with it.
+    // SAFETY: closes a descriptor this process does not use (EBADF when
+    // there is none).
+    unsafe {
+        libc::close(TERMINAL_FD);
+    }
     let code = supervise(pid1, &blocked, Some(config.spec.stop_timeout));
     if let Some(helper) = helper {
         helper.stop();
@@ -273,26 +284,72 @@ fn supervise(child: i32, blocked: &SigSet, stop_timeout: Option<Duration>) -> i3
 
 fn pid1_main(config: &InitConfig, blocked: &SigSet, ready: Option<Ready>) -> Result<i32, String> {
     setup_rootfs(config, ready)?;
+    let terminal = if config.spec.tty {
+        Some(open_terminal(config)?)
+    } else {
+        None
+    };
+    if !config.spec.init {
+        // The process itself is PID 1, as under Docker without --init:
+        // `echo $$` prints 1, and signals without a handler are ignored.
+        return Ok(start_user(config, terminal));
+    }
     let child = fork()?;
     if child == 0 {
-        let message = match exec_user(config) {
-            Ok(never) => match never {},
-            Err(Failure::Setup(message)) => {
-                report(&message);
-                1
-            }
-            Err(Failure::Exec(message, code)) => {
-                let line = format!("kiln: unable to start container process: {message}\n");
-                // SAFETY: writes a valid buffer to stderr.
-                unsafe {
-                    libc::write(2, line.as_bytes().as_ptr().cast(), line.len());
-                }
-                code
-            }
-        };
-        exit_now(message);
+        exit_now(start_user(config, terminal));
     }
+    // The init keeps no descriptor of the terminal: kiln's copy loop ends
+    // when the last one the container holds is closed.
+    drop(terminal);
     Ok(supervise(child, blocked, None))
+}
+
+/// Opens the process's terminal in the container's own devpts (after
+/// `pivot_root`, so it is `/dev/pts/0` as the process sees it) and sends
+/// the master to kiln on [`TERMINAL_FD`]; returns the slave.
+fn open_terminal(config: &InitConfig) -> Result<OwnedFd, String> {
+    let (master, slave) =
+        sys::open_terminal(config.window).map_err(|e| format!("opening a terminal: {e}"))?;
+    let sent = sys::send_fd(TERMINAL_FD, master.as_raw_fd());
+    // SAFETY: the socket's only use is over.
+    unsafe {
+        libc::close(TERMINAL_FD);
+    }
+    sent.map_err(|e| format!("passing the terminal to kiln: {e}"))?;
+    Ok(slave)
+}
+
+/// Execs the user process, on `terminal` if given; returns only when that
+/// failed, with the exit code to leave with (setup failures are reported
+/// on the error pipe).
+fn start_user(config: &InitConfig, terminal: Option<OwnedFd>) -> i32 {
+    if let Some(terminal) = terminal {
+        for fd in 0..=2 {
+            // SAFETY: dup2 of a descriptor we own onto stdio.
+            if unsafe { libc::dup2(terminal.as_raw_fd(), fd) } < 0 {
+                report(&format!(
+                    "putting the terminal on stdio: {}",
+                    io::Error::last_os_error()
+                ));
+                return 1;
+            }
+        }
+    }
+    match exec_user(config) {
+        Ok(never) => match never {},
+        Err(Failure::Setup(message)) => {
+            report(&message);
+            1
+        }
+        Err(Failure::Exec(message, code)) => {
+            let line = format!("kiln: unable to start container process: {message}\n");
+            // SAFETY: writes a valid buffer to stderr.
+            unsafe {
+                libc::write(2, line.as_bytes().as_ptr().cast(), line.len());
+            }
+            code
+        }
+    }
 }
 
 fn fd_path(fd: &OwnedFd) -> String {
@@ -357,7 +414,7 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
     .map_err(mount_err("/dev"))?;
     // Reopen: the old descriptor still points below the new tmpfs.
     let dev = target(&root, "/dev")?;
-    setup_dev(&fd_path(&dev))?;
+    setup_dev(&fd_path(&dev), config.rootless)?;
     drop(dev);
 
     let sys_dir = target(&root, "/sys")?;
@@ -426,6 +483,14 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
             .map_err(|e| format!("writing {}: {e}", list.display()))?;
     }
     mounted?;
+
+    if spec.read_only_root {
+        // Per-mount flag of the overlay only: /proc, /dev, the /etc files
+        // and the spec's mounts keep theirs, as with Docker's --read-only.
+        let top = target(&root, "/")?;
+        remount_read_only(&top, MsFlags::empty())
+            .map_err(|e| format!("making the root file system read-only: {e}"))?;
+    }
 
     // The network comes up while the root file system is built; the
     // process starts only once it is up.
@@ -509,10 +574,25 @@ fn ensure_target(
             }
         };
         if ret < 0 {
+            let error = io::Error::last_os_error();
+            if is_dir && error.raw_os_error() == Some(libc::EEXIST) {
+                // A dangling symlink: its target is created inside the
+                // root, as Docker creates a volume's mount point.
+                let made = root
+                    .mkdir_all(to, 0o755, None)
+                    .map_err(|e| format!("rootfs: creating mount target {to}: {e}"))?;
+                let inside = root
+                    .real_path(made.as_fd())
+                    .map_err(|e| format!("rootfs: mount target {to}: {e}"))?
+                    .ok_or_else(|| {
+                        format!("rootfs: mount target {to} resolved outside the container")
+                    })?;
+                stubs.push(inside.trim_start_matches('/').to_owned());
+                return Ok(());
+            }
             return Err(format!(
-                "rootfs: creating mount target {to}: {}: {}",
-                shown(&so_far),
-                io::Error::last_os_error()
+                "rootfs: creating mount target {to}: {}: {error}",
+                shown(&so_far)
             ));
         }
         // Where it really is: symlinks on the way were resolved in the root.
@@ -536,20 +616,42 @@ fn spec_mounts(root: &Root, config: &InitConfig, stubs: &mut Vec<String>) -> Res
     for spec_mount in &config.spec.mounts {
         let (to, is_dir) = match spec_mount {
             Mount::Bind { source, target, .. } => (target, source.is_dir()),
-            Mount::Tmpfs { target, .. } => (target, true),
+            Mount::Volume { target, .. } | Mount::Tmpfs { target, .. } => (target, true),
         };
         ensure_target(root, to, is_dir, stubs)?;
         match spec_mount {
+            Mount::Volume {
+                source,
+                target: to,
+                read_only,
+                fill,
+            } => {
+                if *fill {
+                    // What the image has there, resolved in the root; the
+                    // copy below it follows no symlink.
+                    let from = root
+                        .open_at(to, OFlag::O_PATH | OFlag::O_DIRECTORY)
+                        .map_err(|e| format!("rootfs: opening volume target {to}: {e}"))?;
+                    crate::fill::fill_volume(Path::new(&fd_path(&from)), source)
+                        .map_err(|e| format!("filling the volume at {to}: {e}"))?;
+                }
+                bind(root, source, to, *read_only)?;
+            }
             Mount::Bind {
                 source,
                 target: to,
                 read_only,
             } => bind(root, source, to, *read_only)?,
-            Mount::Tmpfs { target: to, size } => {
+            Mount::Tmpfs {
+                target: to,
+                size,
+                mode,
+            } => {
                 let fd = target(root, to)?;
+                let mode = mode.unwrap_or(0o1777);
                 let options = match size {
-                    Some(size) => format!("mode=1777,size={size}"),
-                    None => String::from("mode=1777"),
+                    Some(size) => format!("mode={mode:o},size={size}"),
+                    None => format!("mode={mode:o}"),
                 };
                 mount(
                     Some("tmpfs"),
@@ -737,7 +839,7 @@ fn bind(root: &Root, source: &Path, to: &str, read_only: bool) -> Result<(), Str
 
 /// A minimal /dev on the fresh tmpfs at `dev`: the host's harmless device
 /// nodes bind-mounted, a private devpts, shm and the usual links.
-fn setup_dev(dev: &str) -> Result<(), String> {
+fn setup_dev(dev: &str, rootless: bool) -> Result<(), String> {
     let io_err = |what: String| move |e: io::Error| format!("/dev: {what}: {e}");
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let path = format!("{dev}/{name}");
@@ -754,12 +856,19 @@ fn setup_dev(dev: &str) -> Result<(), String> {
     for name in ["pts", "shm"] {
         fs::create_dir(format!("{dev}/{name}")).map_err(io_err(format!("creating {name}")))?;
     }
+    // Docker's options; terminals belong to the tty group (5), which a
+    // rootless user namespace does not map.
+    let options = if rootless {
+        "newinstance,ptmxmode=0666,mode=0620"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    };
     mount(
         Some("devpts"),
         format!("{dev}/pts").as_str(),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
+        Some(options),
     )
     .map_err(|e| format!("/dev: mounting devpts: {e}"))?;
     mount(
@@ -820,6 +929,19 @@ fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
     let resolved = user::resolve_user(&spec.user, &read("/etc/passwd"), &read("/etc/group"))
         .map_err(|e| setup(e.to_string()))?;
 
+    let mut groups = resolved.groups.clone();
+    for id in user::additional_groups(&spec.group_add, &read("/etc/group"))
+        .map_err(|e| setup(e.to_string()))?
+    {
+        if !groups.contains(&id) {
+            groups.push(id);
+        }
+    }
+    if config.rootless && !spec.group_add.is_empty() {
+        return Err(setup(
+            "--group-add needs root (setgroups is denied without root)".to_owned(),
+        ));
+    }
     if config.rootless && (resolved.uid != 0 || resolved.gid != 0) {
         return Err(setup(format!(
             "running as user {} needs root (only uid 0 is mapped without root)",
@@ -827,6 +949,16 @@ fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
         )));
     }
 
+    if spec.tty {
+        // The terminal is the user's, as runc hands it over (its group
+        // stays tty).
+        nix::unistd::fchown(
+            io::stdin(),
+            Some(nix::unistd::Uid::from_raw(resolved.uid)),
+            None,
+        )
+        .map_err(|e| setup(format!("giving the terminal to the user: {e}")))?;
+    }
     make_workdir(&spec.cwd, resolved.uid, resolved.gid)
         .map_err(|e| setup(format!("creating workdir {}: {e}", spec.cwd)))?;
 
@@ -841,8 +973,7 @@ fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
     if !spec.privileged {
         drop_capabilities().map_err(|e| setup(format!("dropping capabilities: {e}")))?;
     }
-    let groups: Vec<nix::unistd::Gid> = resolved
-        .groups
+    let groups: Vec<nix::unistd::Gid> = groups
         .iter()
         .map(|g| nix::unistd::Gid::from_raw(*g))
         .collect();
@@ -857,6 +988,13 @@ fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
     let uid = nix::unistd::Uid::from_raw(resolved.uid);
     nix::unistd::setresuid(uid, uid, uid)
         .map_err(|e| setup(format!("setuid {}: {e}", resolved.uid)))?;
+    // Changing the ids cleared the parent-death signal: set it again, so
+    // that a process that is PID 1 itself still dies with the init
+    // (`kill -9` of kiln).
+    // SAFETY: prctl on integers.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
 
     std::env::set_current_dir(&spec.cwd)
         .map_err(|e| setup(format!("changing to workdir {}: {e}", spec.cwd)))?;

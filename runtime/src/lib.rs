@@ -11,6 +11,7 @@
 
 mod caps;
 mod cgroup;
+mod fill;
 mod init;
 mod network;
 pub mod seccomp;
@@ -21,7 +22,7 @@ mod sys;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,9 @@ const NETWORK_PID: &str = "network.pid";
 const ERROR_FD: i32 = 4;
 /// The fd on which the init finds a leased network namespace to join.
 const NETWORK_FD: i32 = 5;
+/// The socket on which the container's PID 1 sends kiln the master of the
+/// terminal it opened in the container's devpts (`tty`).
+const TERMINAL_FD: i32 = 6;
 
 /// A container that could not be set up or run.
 #[derive(Debug, Error)]
@@ -133,6 +137,9 @@ struct InitConfig {
     seccomp: Option<Vec<u8>>,
     /// How the container gets its network namespace.
     network: NetworkSetup,
+    /// The caller's window size (rows, columns, pixels) for the
+    /// container's terminal, set before the process starts.
+    window: Option<[u16; 4]>,
 }
 
 /// How the init gives the container its network namespace.
@@ -307,7 +314,7 @@ fn validate(spec: &RunSpec) -> Result<(), RuntimeError> {
     }
     for mount in &spec.mounts {
         let target = match mount {
-            Mount::Bind { source, target, .. } => {
+            Mount::Bind { source, target, .. } | Mount::Volume { source, target, .. } => {
                 if fs::symlink_metadata(source).is_err() {
                     return Err(RuntimeError::MountSource {
                         path: source.clone(),
@@ -353,7 +360,7 @@ fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, Runti
         }
     }
     for mount in &mut spec.mounts {
-        if let Mount::Bind { source, .. } = mount {
+        if let Mount::Bind { source, .. } | Mount::Volume { source, .. } = mount {
             *source = std::path::absolute(&*source).map_err(prep_err(source))?;
         }
     }
@@ -418,6 +425,7 @@ fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, Runti
             )?)
         }
     };
+    let window = if spec.tty { sys::window_size(0) } else { None };
     Ok(InitConfig {
         spec,
         merged,
@@ -427,6 +435,7 @@ fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, Runti
         rootless: is_rootless(),
         seccomp,
         network,
+        window,
     })
 }
 
@@ -513,32 +522,28 @@ fn spawn_and_wait(
     let (error_read, error_write) = sys::pipe().map_err(RuntimeError::Io)?;
     let mut command = Command::new(init_program);
     command.arg(INIT_ARG).env_clear();
-    let pty = if spec.tty {
-        Some(sys::openpty().map_err(RuntimeError::Io)?)
+    // With a terminal, the container's PID 1 opens it in the container's
+    // own devpts (so the process finds it at /dev/pts/0 there) and sends
+    // the master back on this socket; the init's own stdio stays off it.
+    let terminal = if spec.tty {
+        Some(sys::socketpair().map_err(RuntimeError::Io)?)
     } else {
         None
     };
-    if let Some((_, slave)) = &pty {
-        let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(RuntimeError::Io);
-        command
-            .stdin(dup(slave)?)
-            .stdout(dup(slave)?)
-            .stderr(dup(slave)?);
+    command.stdin(if spec.interactive && !spec.tty {
+        Stdio::inherit()
     } else {
-        command.stdin(if spec.interactive {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
-        if spec.capture {
-            command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        }
+        Stdio::null()
+    });
+    if spec.capture {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
     let fds = [config_read.as_raw_fd(), error_write.as_raw_fd()];
+    let terminal_fd = terminal.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
     // SAFETY: the closure only calls async-signal-safe functions (dup2,
     // fcntl, prctl) between fork and exec.
     unsafe {
-        command.pre_exec(move || sys::child_fds(fds[0], fds[1], network));
+        command.pre_exec(move || sys::child_fds(fds[0], fds[1], network, terminal_fd));
     }
     let _guard = signals::Forwarding::install();
     let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
@@ -557,11 +562,9 @@ fn spawn_and_wait(
             libc::kill(pid, libc::SIGTERM);
         }
     }
-    let pty_master = pty.map(|(master, _slave)| master);
-    // Declared after the master, so it is dropped (unregistered) first.
-    let _resizing = pty_master
-        .as_ref()
-        .map(|master| signals::Resizing::install(master.as_raw_fd()));
+    // Only the init's copies of its end may remain: the receive below ends
+    // when they are all closed.
+    let terminal = terminal.map(|(ours, _theirs)| ours);
 
     // The init waits for its configuration before it starts anything, so
     // joining the cgroup here happens before the user process exists.
@@ -583,10 +586,21 @@ fn spawn_and_wait(
     let stderr = child.stderr.take();
     let (out, err, status) = std::thread::scope(|scope| {
         let err_thread = scope.spawn(move || read_all(stderr, Stream::Stderr, sink));
-        let pty_thread = pty_master.as_ref().map(|master| {
+        let pty_thread = terminal.map(|socket| {
             let capture = spec.capture;
             let interactive = spec.interactive;
-            scope.spawn(move || sys::pty_copy(master, capture, interactive))
+            scope.spawn(move || {
+                // None: the container failed before it opened its terminal.
+                let Ok(Some(master)) = sys::receive_fd(&socket) else {
+                    return Vec::new();
+                };
+                drop(socket);
+                // Declared after the master, so it is dropped
+                // (unregistered) first; it also copies a size changed
+                // since the run started.
+                let _resizing = signals::Resizing::install(master.as_raw_fd());
+                sys::pty_copy(&master, capture, interactive)
+            })
         });
         let out = read_all(stdout, Stream::Stdout, sink);
         let status = child.wait();

@@ -51,6 +51,17 @@ pub struct RunSpec {
     pub tty: bool,
     /// Keep stdin attached; otherwise stdin is `/dev/null`.
     pub interactive: bool,
+    /// A small init (kiln's own) is PID 1 in front of the process: it
+    /// reaps orphans, passes signals on and exits with the process's
+    /// status (Docker's `--init`, and RUN steps). Without it the process
+    /// itself is PID 1, as under Docker.
+    pub init: bool,
+    /// The root file system is mounted read-only (`--read-only`); mounts
+    /// on it stay as they are.
+    pub read_only_root: bool,
+    /// Extra supplementary groups (`--group-add`): names resolved in the
+    /// container's `/etc/group`, or numeric ids.
+    pub group_add: Vec<String>,
 }
 
 /// Network namespace choice.
@@ -92,12 +103,28 @@ pub enum Mount {
         /// Read-only (the bind is read-only from the moment it appears).
         read_only: bool,
     },
+    /// A volume's data directory (kiln's own, under the store) at
+    /// `target`, resolved inside the container's root. With `fill`, an
+    /// empty volume first gets what the image has at `target`, with its
+    /// owners, modes and times, as Docker fills a new volume.
+    Volume {
+        /// Host path of the volume's data directory.
+        source: PathBuf,
+        /// Absolute path in the container.
+        target: String,
+        /// Read-only.
+        read_only: bool,
+        /// Copy the image's content at `target` into an empty volume.
+        fill: bool,
+    },
     /// A fresh tmpfs at `target`.
     Tmpfs {
         /// Absolute path in the container.
         target: String,
         /// Size limit in bytes.
         size: Option<u64>,
+        /// Permission bits of its root (1777 when `None`).
+        mode: Option<u32>,
     },
 }
 

@@ -20,7 +20,10 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// A pseudo-terminal pair (master, slave), both close-on-exec.
+/// A pseudo-terminal pair (master, slave) from the host's devpts, both
+/// close-on-exec (the tests' terminals; containers get theirs from their
+/// own devpts, see [`open_terminal`]).
+#[cfg(test)]
 pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     let (mut master, mut slave) = (0, 0);
     // SAFETY: out-pointers are valid; name, termios and winsize may be null.
@@ -39,20 +42,119 @@ pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
         // SAFETY: plain fcntl on a valid descriptor.
         check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
     }
-    // Copy the caller's window size so full-screen programs fit.
-    let mut size: libc::winsize = libc::winsize {
+    Ok(pair)
+}
+
+/// The window size of the terminal `fd` (rows, columns, x and y pixels);
+/// `None` when it is not a terminal.
+pub(crate) fn window_size(fd: RawFd) -> Option<[u16; 4]> {
+    let mut size = libc::winsize {
         ws_row: 0,
         ws_col: 0,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read and write one winsize.
+    // SAFETY: TIOCGWINSZ writes one winsize.
+    let ret = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &raw mut size) };
+    (ret == 0).then_some([size.ws_row, size.ws_col, size.ws_xpixel, size.ws_ypixel])
+}
+
+/// Opens a new pseudo-terminal from the devpts instance at `/dev/pts` of
+/// the calling process's root, with window size `size`: the master
+/// (close-on-exec) and the slave, `/dev/pts/N` of that instance, as a
+/// process sees its terminal there (`tty` prints that path).
+pub(crate) fn open_terminal(size: Option<[u16; 4]>) -> io::Result<(OwnedFd, OwnedFd)> {
+    let open = |path: &std::ffi::CStr, flags: libc::c_int| -> io::Result<OwnedFd> {
+        // SAFETY: a NUL-terminated path; the descriptor is ours.
+        let fd = check(unsafe { libc::open(path.as_ptr(), flags | libc::O_NOCTTY) })?;
+        // SAFETY: open succeeded.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let master = open(c"/dev/pts/ptmx", libc::O_RDWR | libc::O_CLOEXEC)?;
+    let unlock: libc::c_int = 0;
+    let mut number: libc::c_uint = 0;
+    // SAFETY: TIOCSPTLCK reads an int, TIOCGPTN writes an unsigned int.
     unsafe {
-        if libc::ioctl(0, libc::TIOCGWINSZ, &raw mut size) == 0 {
-            libc::ioctl(pair.0.as_raw_fd(), libc::TIOCSWINSZ, &raw const size);
+        check(libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCSPTLCK,
+            &raw const unlock,
+        ))?;
+        check(libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTN,
+            &raw mut number,
+        ))?;
+    }
+    if let Some([rows, columns, x, y]) = size {
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: x,
+            ws_ypixel: y,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize.
+        check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &raw const size) })?;
+    }
+    let path = std::ffi::CString::new(format!("/dev/pts/{number}"))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let slave = open(&path, libc::O_RDWR)?;
+    Ok((master, slave))
+}
+
+/// A close-on-exec pair of connected Unix sockets, for passing a
+/// descriptor across.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+    nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Sends `fd` over the Unix socket `socket`.
+pub(crate) fn send_fd(socket: RawFd, fd: RawFd) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds = [fd];
+    sendmsg::<()>(
+        socket,
+        &[io::IoSlice::new(b"t")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .map_err(io::Error::from)
+}
+
+/// The descriptor [`send_fd`] sent on `socket` (close-on-exec here);
+/// `None` when every sender closed the socket without sending one.
+pub(crate) fn receive_fd(socket: &OwnedFd) -> io::Result<Option<OwnedFd>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let message = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    let mut received = None;
+    for cmsg in message.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel installed this descriptor for us.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                received.get_or_insert(owned);
+            }
         }
     }
-    Ok(pair)
+    Ok(received)
 }
 
 /// In a spawned child, before exec: puts each `(descriptor, number)` at
@@ -79,18 +181,29 @@ pub(crate) fn place_fds(fds: &[(RawFd, RawFd)]) -> io::Result<()> {
 const PLACED_MAX: usize = 4;
 
 /// In the spawned init, before exec: moves the configuration and error
-/// pipes, and the network namespace to join if any, to their fixed
-/// numbers and dies with the calling thread. Only async-signal-safe calls.
-pub(crate) fn child_fds(config: RawFd, error: RawFd, network: Option<RawFd>) -> io::Result<()> {
-    let all = [
+/// pipes, the network namespace to join and the terminal socket, if any,
+/// to their fixed numbers and dies with the calling thread. Only
+/// async-signal-safe calls.
+pub(crate) fn child_fds(
+    config: RawFd,
+    error: RawFd,
+    network: Option<RawFd>,
+    terminal: Option<RawFd>,
+) -> io::Result<()> {
+    let mut all = [
         (config, crate::CONFIG_FD),
         (error, crate::ERROR_FD),
-        (network.unwrap_or(-1), crate::NETWORK_FD),
+        (-1, -1),
+        (-1, -1),
     ];
-    place_fds(
-        all.get(..if network.is_some() { 3 } else { 2 })
-            .unwrap_or_default(),
-    )?;
+    let mut count = 2;
+    for (fd, number) in [(network, crate::NETWORK_FD), (terminal, crate::TERMINAL_FD)] {
+        if let (Some(fd), Some(slot)) = (fd, all.get_mut(count)) {
+            *slot = (fd, number);
+            count += 1;
+        }
+    }
+    place_fds(all.get(..count).unwrap_or_default())?;
     // SAFETY: prctl on integers.
     check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })?;
     Ok(())

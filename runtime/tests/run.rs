@@ -88,6 +88,9 @@ impl Fixture {
             capture: true,
             tty: false,
             interactive: false,
+            init: true,
+            group_add: Vec::new(),
+            read_only_root: false,
         }
     }
 
@@ -249,6 +252,7 @@ fn bind_tmpfs_and_cache_mounts() {
         Mount::Tmpfs {
             target: "/scratch".into(),
             size: Some(1 << 20),
+            mode: None,
         },
         Mount::Bind {
             source: fx.path("cache"),
@@ -709,6 +713,7 @@ fn mount_targets_are_created_and_cleaned_up() {
         Mount::Tmpfs {
             target: "/var/run/x".into(),
             size: None,
+            mode: None,
         },
         Mount::Bind {
             source: fx.path("file"),
@@ -718,6 +723,7 @@ fn mount_targets_are_created_and_cleaned_up() {
         Mount::Tmpfs {
             target: "/new/tmp".into(),
             size: None,
+            mode: None,
         },
     ];
     let out = fx.run(&spec).unwrap();
@@ -805,10 +811,12 @@ fn a_failure_midway_through_setup_leaves_nothing_behind() {
         Mount::Tmpfs {
             target: "/ok".into(),
             size: None,
+            mode: None,
         },
         Mount::Tmpfs {
             target: "/etc/passwd/x".into(),
             size: None,
+            mode: None,
         },
     ];
     // With the isolated network too: its NAT helper goes with the failure.

@@ -58,7 +58,13 @@ pub fn render(store: &Store) -> anyhow::Result<String> {
         "CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\tSTATUS\tNAMES\n",
     ));
     out.push_str("\nLocal Volumes space usage:\n\n");
-    out.push_str(&tabwrite("VOLUME NAME\tLINKS\tSIZE\n"));
+    let mut table = String::from("VOLUME NAME\tLINKS\tSIZE\n");
+    for volume in store.volumes()? {
+        let links = store.volume_users(&volume.name)?.len();
+        let size = kiln_store::store::disk_usage(&volume.mountpoint);
+        let _ = writeln!(table, "{}\t{links}\t{}", volume.name, human_size(size));
+    }
+    out.push_str(&tabwrite(&table));
     let cache = super::cache::usage(store)?;
     let _ = write!(
         out,

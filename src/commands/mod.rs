@@ -23,6 +23,7 @@ pub mod save;
 pub mod system;
 pub mod tag;
 pub mod version;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 

@@ -2,12 +2,14 @@
 //! overlayfs snapshot. Containers are not kept: the writable layer is
 //! discarded when the process exits (`--rm` is accepted and implied).
 
+mod mounts;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use kiln_runtime::{Limits, Mount, Network, RunSpec, Seccomp, SeccompProfile};
+use kiln_runtime::{Limits, Network, RunSpec, Seccomp, SeccompProfile};
 
 /// Docker's default PATH for containers whose image sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -15,6 +17,10 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
 /// Arguments of `kiln run`.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "Docker's independent switches (--rm, -i, -t, --init, --read-only)"
+)]
 #[derive(Debug, Args)]
 #[command(
     disable_help_flag = true,
@@ -33,9 +39,26 @@ pub struct RunArgs {
     /// Read environment variables from a file (`K=V` lines, `#` comments).
     #[arg(long = "env-file", value_name = "FILE")]
     env_files: Vec<PathBuf>,
-    /// Bind-mount a host path: `SRC:DST[:ro|rw]`.
-    #[arg(short, long = "volume", value_name = "SRC:DST[:ro]")]
+    /// Bind-mount a host path (`/SRC:DST`), mount a named volume
+    /// (`NAME:DST`, made on first use) or an anonymous one (`DST`);
+    /// options after a second colon: `ro`, `rw`, `nocopy`.
+    #[arg(short, long = "volume", value_name = "SRC:DST[:OPTS]")]
     volumes: Vec<String>,
+    /// Attach a mount: `type=volume|bind|tmpfs,source=..,target=..`
+    /// with `readonly`, `volume-nocopy`, `tmpfs-size=`, `tmpfs-mode=`
+    /// (Docker's keys).
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<String>,
+    /// Mount a tmpfs: `DST[:size=SIZE,mode=OCTAL]`.
+    #[arg(long = "tmpfs", value_name = "DST[:OPTS]")]
+    tmpfs: Vec<String>,
+    /// Mount the container's root file system read-only.
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Add an additional group to join (a name in the container's
+    /// /etc/group, or a number).
+    #[arg(long = "group-add", value_name = "GROUP")]
+    group_add: Vec<String>,
     /// Working directory inside the container.
     #[arg(short, long, value_name = "DIR")]
     workdir: Option<String>,
@@ -77,6 +100,10 @@ pub struct RunArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     tty: bool,
+    /// Run an init inside the container that forwards signals and reaps
+    /// processes (the command is then not PID 1).
+    #[arg(long)]
+    init: bool,
     /// Pull the image before running: missing (when the store lacks it),
     /// always, or never.
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
@@ -140,16 +167,11 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         "default" | "bridge" => Network::Isolated,
         "host" => Network::Host,
         "none" => Network::None,
-        other => {
-            bail!("invalid --network {other:?}: kiln supports default (bridge), host and none")
-        }
+        // Docker's words for a network it does not have.
+        other => bail!("network {other} not found: kiln has default (bridge), host and none"),
     };
     let seccomp = parse_security_opts(&args.security_opt)?;
-    let mounts = args
-        .volumes
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mount_requests = mount_requests(args)?;
     if let Some(dir) = &args.workdir
         && !dir.starts_with('/')
     {
@@ -178,12 +200,21 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| container_id.chars().take(12).collect());
     let env = environment(config.env.as_deref().unwrap_or_default(), &hostname, args)?;
+    let image_volumes: Vec<String> = config
+        .volumes
+        .as_ref()
+        .map(|v| v.keys().cloned().collect())
+        .unwrap_or_default();
     let scratch = tempfile::Builder::new()
         .prefix("container-")
         .tempdir_in(store.tmp_dir())
         .context("cannot create the container's writable layer")?;
     let upper = scratch.path().join("upper");
     std::fs::create_dir(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
+    // Last before the run: from here every path goes through
+    // finish_volumes, which removes the anonymous volumes.
+    let (mounts, volumes) =
+        mounts::ContainerVolumes::attach(&store, &container_id, &mount_requests, &image_volumes)?;
     let spec = RunSpec {
         layers,
         upper,
@@ -205,11 +236,15 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         capture: false,
         tty: args.tty,
         interactive: args.interactive,
+        init: args.init,
+        group_add: args.group_add.clone(),
+        read_only_root: args.read_only,
     };
     let outcome = kiln_runtime::run(&spec);
     // The NAT helper is reaped in the background; it must not outlive kiln.
     kiln_runtime::wait_for_helpers();
-    let outcome = outcome.with_context(|| format!("cannot run {}", args.image()))?;
+    let outcome = finish_volumes(&store, volumes, outcome.is_ok())
+        .and_then(|()| outcome.with_context(|| format!("cannot run {}", args.image())))?;
     drop(scratch);
     Ok(ExitCode::from(
         u8::try_from(outcome.exit_code).unwrap_or(255),
@@ -283,6 +318,10 @@ fn environment(
         env.push(entry);
     };
     set(format!("HOSTNAME={hostname}"));
+    // As Docker: a terminal gets TERM=xterm unless the image or -e sets it.
+    if args.tty {
+        set("TERM=xterm".to_owned());
+    }
     for entry in image_env {
         set(entry.clone());
     }
@@ -327,30 +366,36 @@ fn env_entry(entry: &str) -> anyhow::Result<Option<String>> {
         .map(|value| format!("{key}={value}")))
 }
 
-/// `-v SRC:DST[:ro|rw]` with an absolute, existing host path.
-fn parse_volume(spec: &str) -> anyhow::Result<Mount> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (source, target, read_only) = match parts.as_slice() {
-        [source, target] | [source, target, "rw"] => (*source, *target, false),
-        [source, target, "ro"] => (*source, *target, true),
-        _ => bail!("invalid volume specification: '{spec}'"),
+/// `-v`, then `--mount`, then `--tmpfs`, parsed.
+fn mount_requests(args: &RunArgs) -> anyhow::Result<Vec<mounts::MountRequest>> {
+    let mut requests = Vec::new();
+    for spec in &args.volumes {
+        requests.push(mounts::parse_volume(spec)?);
+    }
+    for spec in &args.mounts {
+        requests.push(mounts::parse_mount(spec)?);
+    }
+    for spec in &args.tmpfs {
+        requests.push(mounts::parse_tmpfs(spec)?);
+    }
+    Ok(requests)
+}
+
+/// After the run: the volumes it filled are recorded as filled (when it
+/// started), then let go, its anonymous ones removed (kiln keeps no
+/// containers, so `--rm` is in effect).
+fn finish_volumes(
+    store: &kiln_store::Store,
+    mut volumes: mounts::ContainerVolumes,
+    started: bool,
+) -> anyhow::Result<()> {
+    let filled = if started {
+        volumes.mark_filled(store)
+    } else {
+        Ok(())
     };
-    if !source.starts_with('/') {
-        bail!(
-            "invalid volume specification: '{spec}': the host path must be absolute (kiln has no named volumes)"
-        );
-    }
-    if !target.starts_with('/') {
-        bail!("invalid volume specification: '{spec}': the container path must be absolute");
-    }
-    if !Path::new(source).exists() {
-        bail!("invalid volume specification: '{spec}': bind source path does not exist: {source}");
-    }
-    Ok(Mount::Bind {
-        source: PathBuf::from(source),
-        target: target.to_owned(),
-        read_only,
-    })
+    let released = volumes.release(store, true);
+    filled.and(released)
 }
 
 fn parse_memory(text: &str) -> anyhow::Result<u64> {

@@ -148,6 +148,13 @@ fn df(store: &Store) -> anyhow::Result<ExitCode> {
             lineage.reclaimable,
         ),
         (
+            "Local Volumes",
+            usage.volumes.0.to_string(),
+            usage.volumes.1.to_string(),
+            usage.volumes.2,
+            usage.volumes.3,
+        ),
+        (
             "Cache mounts",
             usage.cache_mounts.0.to_string(),
             "0".to_owned(),

@@ -11,6 +11,22 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// No volume has this name (Docker's words).
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
+    /// A volume name Docker's local driver would refuse (its words).
+    #[error(
+        "create {0}: \"{0}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
+    )]
+    InvalidVolumeName(String),
+    /// A volume that running containers hold (Docker's words).
+    #[error("remove {name}: volume is in use - [{}]", users.join(", "))]
+    VolumeInUse {
+        /// The volume.
+        name: String,
+        /// IDs of the containers that hold it.
+        users: Vec<String>,
+    },
     /// An I/O operation on a store or archive path failed.
     #[error("{path}: {source}")]
     Io {

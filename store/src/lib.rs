@@ -17,6 +17,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod store;
 pub mod temp;
+pub mod volume;
 
 pub use error::StoreError;
 pub use kiln_reference::{Digest, ImageReference};

@@ -57,6 +57,9 @@ pub struct DiskUsage {
     pub cache_mounts: (usize, u64),
     /// Contexts' stat caches and their bytes.
     pub stat_caches: (usize, u64),
+    /// Volumes, how many running containers hold, their bytes, and the
+    /// bytes of those none holds.
+    pub volumes: (usize, usize, u64, u64),
     /// Temporary files of running and of dead processes.
     pub temporaries: Temporaries,
 }
@@ -528,6 +531,26 @@ impl Store {
                 });
             }
         }
+        let volumes = self.volumes_dir();
+        for entry in fs::read_dir(&volumes).at(&volumes)? {
+            let name = entry
+                .at(&volumes)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            let problem = match self.volume(&name) {
+                Ok(volume) if volume.mountpoint.is_dir() => continue,
+                Ok(_) => "its _data directory is missing".to_owned(),
+                Err(StoreError::NoSuchVolume(_)) => {
+                    "not a volume (expected a valid name, volume.json and _data)".to_owned()
+                }
+                Err(e) => e.to_string(),
+            };
+            problems.push(Problem {
+                subject: format!("volume {name}"),
+                problem,
+            });
+        }
         problems.extend(self.check_snapshots()?);
         Ok(problems)
     }
@@ -591,6 +614,16 @@ impl Store {
         for cache in self.stat_caches()? {
             usage.stat_caches.0 += 1;
             usage.stat_caches.1 += cache.bytes;
+        }
+        for volume in self.volumes()? {
+            let bytes = disk_usage(&volume.mountpoint);
+            usage.volumes.0 += 1;
+            usage.volumes.2 += bytes;
+            if self.volume_users(&volume.name)?.is_empty() {
+                usage.volumes.3 += bytes;
+            } else {
+                usage.volumes.1 += 1;
+            }
         }
         usage.temporaries = self.temporaries()?;
         Ok(usage)

@@ -50,7 +50,7 @@ pub struct Store {
 /// The directories kiln keeps under the store root, created on open and
 /// closed to other users. The store owns each of them: garbage
 /// collection, `system check` and `system df` cover them all.
-const STORE_DIRS: [&str; 10] = [
+const STORE_DIRS: [&str; 11] = [
     "blobs",
     "blobs/sha256",
     "snapshots",
@@ -61,6 +61,7 @@ const STORE_DIRS: [&str; 10] = [
     "locks",
     "meta",
     "meta/diff",
+    "volumes",
 ];
 
 /// Mode of the store root and of its directories: the owner only.

@@ -277,6 +277,13 @@ pub(super) fn run_step(
         capture: true,
         tty: false,
         interactive: false,
+        // A reaping init in front of the step's process: a cancelled
+        // build's SIGTERM reaches a shell that has no handler (PID 1 would
+        // ignore it and wait out the stop timeout), and orphans a step
+        // leaves are reaped instead of filling the pids limit.
+        init: true,
+        group_add: Vec::new(),
+        read_only_root: false,
     };
     let running = std::time::Instant::now();
     let running_phase = ctx.phase("run");

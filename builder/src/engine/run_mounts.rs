@@ -502,7 +502,14 @@ pub(super) fn make(
 ) -> Result<(Option<Mount>, Option<Variable>), BuildError> {
     match planned.kind {
         Kind::Nothing => Ok((None, None)),
-        Kind::Tmpfs { target, size } => Ok((Some(Mount::Tmpfs { target, size }), None)),
+        Kind::Tmpfs { target, size } => Ok((
+            Some(Mount::Tmpfs {
+                target,
+                size,
+                mode: None,
+            }),
+            None,
+        )),
         Kind::Secret {
             target,
             value,
