@@ -1,4 +1,5 @@
-//! `kiln inspect`: image details as `docker image inspect` prints them.
+//! `kiln inspect`: image details as `docker image inspect` prints them,
+//! and container details as `docker container inspect` does.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -16,9 +17,21 @@ pub struct InspectArgs {
     /// Format the output with a Go template (`{{.Config.Env}}`).
     #[arg(short, long, value_name = "TEMPLATE")]
     format: Option<String>,
-    /// Images, by name or ID.
-    #[arg(required = true, value_name = "IMAGE")]
+    /// Only this kind of object: image or container (default: an image,
+    /// else a container).
+    #[arg(long = "type", value_parser = ["image", "container"], value_name = "image|container")]
+    kind: Option<String>,
+    /// Images or containers, by name or ID.
+    #[arg(required = true, value_name = "NAME|ID")]
     images: Vec<String>,
+}
+
+impl InspectArgs {
+    /// The arguments of `kiln container inspect`.
+    pub fn containers_only(mut self) -> Self {
+        self.kind = Some("container".to_owned());
+        self
+    }
 }
 
 /// Runs `kiln inspect`. As with Docker, every image that exists is
@@ -34,10 +47,31 @@ pub fn run(root: Option<&Path>, args: &InspectArgs) -> anyhow::Result<ExitCode> 
     let mut documents = Vec::new();
     let mut failed = false;
     for name in &args.images {
-        match store.resolve(name) {
-            Ok(image) => documents.push(inspect_document(&image)),
+        let found = match args.kind.as_deref() {
+            Some("image") => store
+                .resolve(name)
+                .map(|image| inspect_document(&image))
+                .map_err(anyhow::Error::from),
+            Some(_) => super::container::find(&store, name)
+                .map(|c| super::container::inspect::document(&c)),
+            None => match store.resolve(name) {
+                Ok(image) => Ok(inspect_document(&image)),
+                Err(kiln_store::StoreError::ImageNotFound(_)) => {
+                    match super::container::find(&store, name) {
+                        Ok(container) => Ok(super::container::inspect::document(&container)),
+                        Err(e) if super::container::is_not_found(&e) => {
+                            Err(anyhow::anyhow!("No such object: {name}"))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e.into()),
+            },
+        };
+        match found {
+            Ok(document) => documents.push(document),
             Err(error) => {
-                crate::output::print_error(&error.into());
+                crate::output::print_error(&error);
                 failed = true;
             }
         }

@@ -1,6 +1,8 @@
 //! `kiln run`: one process from an image, in Linux namespaces over an
-//! overlayfs snapshot. Containers are not kept: the writable layer is
-//! discarded when the process exits (`--rm` is accepted and implied).
+//! overlayfs snapshot. A plain foreground run keeps no container: the
+//! writable layer is discarded when the process exits. With `-d` or
+//! `--name` (and for `kiln create`) the container is kept in the store and
+//! run by a monitor process (see `commands::container`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,17 +18,37 @@ const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
 /// Arguments of `kiln run`.
 #[derive(Debug, Args)]
+#[expect(clippy::struct_excessive_bools, reason = "Docker's flags")]
 #[command(
     disable_help_flag = true,
-    after_help = "kiln keeps no containers: the container's writable layer is discarded when its process exits, so --rm is always in effect."
+    after_help = "Without -d or --name, kiln keeps no container: its writable layer is discarded when its process exits (--rm is in effect). With -d or --name the container is kept (see kiln ps -a) until kiln rm, or until it exits with --rm."
 )]
 pub struct RunArgs {
     /// Print help (`-h` is --hostname, as in Docker).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Remove the container when it exits (always the case in kiln).
+    /// Remove the container when it exits (always the case without -d or
+    /// --name).
     #[arg(long)]
     rm: bool,
+    /// Run the container in the background and print its ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Name the container (unique; kept, as with -d).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Restart policy of a kept container: no, on-failure[:N], always or
+    /// unless-stopped (applied by its monitor while it lives; nothing
+    /// restarts containers after a reboot).
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    restart: String,
+    /// Log options of a kept container (json-file): max-size=SIZE,
+    /// max-file=N.
+    #[arg(long = "log-opt", value_name = "OPT")]
+    log_opts: Vec<String>,
+    /// Set a label on a kept container (`K=V`).
+    #[arg(short = 'l', long = "label", value_name = "K=V")]
+    labels: Vec<String>,
     /// Set an environment variable (`K=V`, or `K` to pass the host's value).
     #[arg(short, long = "env", value_name = "K=V")]
     env: Vec<String>,
@@ -112,6 +134,16 @@ impl RunArgs {
 /// Runs `kiln run`; the exit status is the container process's, as Docker
 /// reports it.
 pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    run_or_create(root, args, false)
+}
+
+/// Runs `kiln create`: the container is kept, not started; its ID is
+/// printed.
+pub fn create(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    run_or_create(root, args, true)
+}
+
+fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::Result<ExitCode> {
     // The list after kiln's options takes hyphens (a command's own
     // flags), so an unknown option of kiln's lands where IMAGE is.
     if args.image().starts_with('-') {
@@ -172,21 +204,15 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|snapshot| snapshot.path)
         .collect();
-    let container_id = random_id();
+    let container_id = super::container::random_id();
     let hostname = args
         .hostname
         .clone()
         .unwrap_or_else(|| container_id.chars().take(12).collect());
     let env = environment(config.env.as_deref().unwrap_or_default(), &hostname, args)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("container-")
-        .tempdir_in(store.tmp_dir())
-        .context("cannot create the container's writable layer")?;
-    let upper = scratch.path().join("upper");
-    std::fs::create_dir(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
-    let spec = RunSpec {
+    let mut spec = RunSpec {
         layers,
-        upper,
+        upper: PathBuf::new(),
         argv: command,
         env,
         cwd: args
@@ -206,6 +232,32 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         tty: args.tty,
         interactive: args.interactive,
     };
+    if create || args.detach || args.name.is_some() {
+        let kept = super::container::create::Kept {
+            id: container_id,
+            image: args.image(),
+            name: args.name.as_deref(),
+            restart: &args.restart,
+            log_opts: &args.log_opts,
+            labels: &args.labels,
+            auto_remove: args.rm,
+        };
+        return super::container::create::from_run(
+            &store,
+            &image,
+            &kept,
+            spec,
+            create,
+            args.detach,
+        );
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("container-")
+        .tempdir_in(store.tmp_dir())
+        .context("cannot create the container's writable layer")?;
+    let upper = scratch.path().join("upper");
+    std::fs::create_dir(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
+    spec.upper = upper;
     let outcome = kiln_runtime::run(&spec);
     // The NAT helper is reaped in the background; it must not outlive kiln.
     kiln_runtime::wait_for_helpers();
@@ -314,7 +366,7 @@ fn environment(
 
 /// `K=V` as given, or `K` alone: the host's value, or nothing when unset
 /// (as Docker does).
-fn env_entry(entry: &str) -> anyhow::Result<Option<String>> {
+pub(crate) fn env_entry(entry: &str) -> anyhow::Result<Option<String>> {
     let key = entry.split('=').next().unwrap_or("");
     if key.is_empty() {
         bail!("invalid environment variable: {entry}");
@@ -376,19 +428,6 @@ fn parse_cpus(text: &str) -> anyhow::Result<f64> {
         );
     }
     Ok(cpus)
-}
-
-/// A random 64-hex-digit container ID (its first 12 digits are the
-/// default host name, as in Docker).
-fn random_id() -> String {
-    let mut bytes = [0u8; 32];
-    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut urandom, &mut bytes);
-    }
-    bytes.iter().fold(String::with_capacity(64), |mut id, b| {
-        let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{b:02x}"));
-        id
-    })
 }
 
 /// The image to run: pulled first with `--pull always`, or when the store

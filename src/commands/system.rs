@@ -83,6 +83,13 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
                     usage.image_bytes.1,
                 ),
                 (
+                    "Containers",
+                    usage.containers.0.to_string(),
+                    usage.containers.1.to_string(),
+                    usage.containers.2,
+                    usage.containers.3,
+                ),
+                (
                     "Layers",
                     usage.layers.0.to_string(),
                     usage.layers.0.to_string(),
