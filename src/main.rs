@@ -366,7 +366,7 @@ fn main() -> ExitCode {
         Command::System { command } => commands::system::run(root, &command),
         Command::Image { command } => match command {
             ImageCommand::Ls(args) => commands::images::run(root, &args),
-            ImageCommand::Inspect(args) => commands::inspect::run(root, &args),
+            ImageCommand::Inspect(args) => commands::inspect::run(root, &args.images_only()),
             ImageCommand::History(args) => commands::history::run(root, &args),
             ImageCommand::Import(args) => commands::import::run(root, &args),
             ImageCommand::Load(args) => commands::load::run(root, &args),

@@ -27,6 +27,12 @@ pub struct InspectArgs {
 }
 
 impl InspectArgs {
+    /// The arguments of `kiln image inspect`.
+    pub fn images_only(mut self) -> Self {
+        self.kind = Some("image".to_owned());
+        self
+    }
+
     /// The arguments of `kiln container inspect`.
     pub fn containers_only(mut self) -> Self {
         self.kind = Some("container".to_owned());
