@@ -89,7 +89,7 @@ fn service_is_reached_with_exec_logged_and_stopped() {
         "{ps}"
     );
     assert!(lines[1].starts_with(&id[..12]), "{ps}");
-    assert!(lines[1].contains("\"sh -c while true; d…\""), "{ps}");
+    assert!(lines[1].contains("\"sh -c 'while true; …\""), "{ps}");
     assert!(
         lines[1].contains("   Up ") && lines[1].ends_with("svc"),
         "{ps}"
@@ -155,7 +155,21 @@ fn service_is_reached_with_exec_logged_and_stopped() {
     let (code, _, err) = run(&kiln, &["exec", "svc", "true"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains(&format!("container {id} is not running")),
+        err.contains(&format!("Container {id} is not running")),
+        "{err}"
+    );
+    // Started again (its writable layer kept), then signalled.
+    assert_eq!(kiln.ok(&["start", "svc"]), "svc\n");
+    kiln.ok(&["exec", "svc", "sh", "-c", "echo kept > /kept"]);
+    assert_eq!(kiln.ok(&["restart", "-t", "1", "svc"]), "svc\n");
+    assert_eq!(kiln.ok(&["exec", "svc", "cat", "/kept"]), "kept\n");
+    assert_eq!(kiln.ok(&["kill", "-s", "USR1", "svc"]), "svc\n");
+    assert_eq!(kiln.ok(&["wait", "svc"]), "138\n");
+    let err = kiln.fails(&["kill", "svc"]);
+    assert!(
+        err.contains(&format!(
+            "Cannot kill container: svc: Container {id} is not running"
+        )),
         "{err}"
     );
     assert_eq!(kiln.ok(&["rm", "svc"]), "svc\n");
@@ -225,7 +239,7 @@ fn names_unknown_containers_and_running_removal_fail_as_docker() {
     assert!(kiln.fails(&["inspect", "x"]).contains("No such object: x"));
     let err = kiln.fails(&["rm", "web"]);
     assert!(
-        err.contains("cannot remove container \"/web\": container is running: stop the container before removing or force remove"),
+        err.contains(&format!("You cannot remove a running container {id}. Stop the container before attempting removal or force remove")),
         "{err}"
     );
     let err = kiln.fails(&["rmi", "bb:1"]);
@@ -243,7 +257,12 @@ fn names_unknown_containers_and_running_removal_fail_as_docker() {
     assert_eq!(kiln.ok(&["rm", "-f", "web"]), "web\n");
     assert!(!pid_alive(&pid));
     let err = kiln.fails(&["kill", &id]);
-    assert!(err.contains("No such container"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Cannot kill container: {id}: No such container: {id}"
+        )),
+        "{err}"
+    );
     assert!(kiln.ok(&["system", "check"]).contains("is consistent"));
 }
 
@@ -403,6 +422,22 @@ fn create_start_attach_restart_policy_rm_and_log_rotation() {
     let logs = kiln.ok(&["logs", &id]);
     assert!(logs.ends_with("line 199\n"), "{logs}");
     assert_eq!(kiln.ok(&["logs", "--tail", "1", &id]), "line 199\n");
+
+    // ps filters.
+    kiln.ok(&[
+        "create", "-l", "tier=web", "--name", "labelled", "bb:1", "true",
+    ]);
+    let names = |filter: &str| kiln.ok(&["ps", "-a", "-f", filter, "--format", "{{.Names}}"]);
+    assert_eq!(names("label=tier=web"), "labelled\n");
+    assert_eq!(names("label=tier"), "labelled\n");
+    assert_eq!(names("name=labe"), "labelled\n");
+    assert_eq!(names("status=created"), "labelled\n");
+    assert!(names("status=exited").contains("once\n"));
+    assert!(names("ancestor=bb:1").contains("labelled\n"));
+    assert!(
+        kiln.fails(&["ps", "-f", "status=sleeping"])
+            .contains("invalid filter 'status=sleeping'")
+    );
 
     let pruned = kiln.ok(&["container", "prune", "-f"]);
     assert!(pruned.starts_with("Deleted Containers:\n"), "{pruned}");

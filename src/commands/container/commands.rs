@@ -304,12 +304,13 @@ pub fn run_kill(root: Option<&Path>, args: &KillArgs) -> anyhow::Result<ExitCode
     let signal = parse_signal(&args.signal)?;
     let store = crate::commands::open_store(root)?;
     Ok(each(&args.containers, |key| {
-        let container = super::find(&store, key)?;
+        let container = super::find(&store, key)
+            .map_err(|e| anyhow::anyhow!("Cannot kill container: {key}: {e}"))?;
         let fd = pidfd(container.state.pid, container.state.pid_start)
             .filter(|_| container.is_running());
         let Some(fd) = fd else {
             bail!(
-                "cannot kill container: {key}: container {} is not running",
+                "Cannot kill container: {key}: Container {} is not running",
                 container.config.id
             );
         };
@@ -374,8 +375,8 @@ pub fn remove(store: &Store, container: &mut Container, force: bool) -> anyhow::
     if container.is_running() {
         if !force {
             bail!(
-                "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
-                container.config.name
+                "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                container.config.id
             );
         }
         mark_stopped(container);

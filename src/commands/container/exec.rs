@@ -52,7 +52,7 @@ pub fn run(root: Option<&Path>, args: &ExecArgs) -> anyhow::Result<ExitCode> {
     }
     let store = crate::commands::open_store(root)?;
     let container = super::find(&store, key)?;
-    let not_running = || anyhow::anyhow!("container {} is not running", container.config.id);
+    let not_running = || anyhow::anyhow!("Container {} is not running", container.config.id);
     if container.state.status != "running" {
         return Err(not_running());
     }

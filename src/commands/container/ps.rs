@@ -69,6 +69,20 @@ fn go_quote(text: &str) -> String {
     out
 }
 
+/// `word` as a POSIX shell reads it back: as is when plain, else in
+/// single quotes.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\"'\"'"))
+    }
+}
+
 struct Filters {
     status: Vec<String>,
     name: Vec<String>,
@@ -206,8 +220,10 @@ fn headers() -> Map<String, Value> {
 
 fn row(container: &Container, no_trunc: bool) -> Map<String, Value> {
     let config = &container.config;
+    // Docker joins the command line with shell quoting where needed.
     let command = std::iter::once(config.path.as_str())
         .chain(config.args.iter().map(String::as_str))
+        .map(shell_quote)
         .collect::<Vec<_>>()
         .join(" ");
     let command = if no_trunc {
