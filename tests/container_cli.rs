@@ -443,3 +443,71 @@ fn create_start_attach_restart_policy_rm_and_log_rotation() {
     assert!(pruned.starts_with("Deleted Containers:\n"), "{pruned}");
     assert_eq!(kiln.ok(&["container", "ls", "-a", "-q"]), "");
 }
+
+#[test]
+fn stdin_reaches_start_ai_and_a_named_foreground_run() {
+    let kiln = busybox();
+    kiln.ok(&[
+        "create",
+        "-i",
+        "--name",
+        "cat1",
+        "--network",
+        "none",
+        "bb:1",
+        "cat",
+    ]);
+    let output = kiln
+        .command()
+        .args(["start", "-a", "-i", "cat1"])
+        .write_stdin("a\nb\n")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "a\nb\n");
+    assert!(output.status.success());
+    let output = kiln
+        .command()
+        .args([
+            "run",
+            "-i",
+            "--rm",
+            "--name",
+            "cat2",
+            "--network",
+            "none",
+            "bb:1",
+            "cat",
+        ])
+        .write_stdin("hello\n")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "hello\n");
+    assert_eq!(kiln.ok(&["ps", "-a", "--format", "{{.Names}}"]), "cat1\n");
+    let err = kiln.fails(&["run", "-d", "-t", "bb:1", "true"]);
+    assert!(
+        err.contains("-t is not supported for a kept container"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_monitor_runs_the_image_healthcheck() {
+    let kiln = busybox();
+    let context = kiln.path("hc");
+    fs::create_dir(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM bb:1\nHEALTHCHECK --interval=100ms --retries=1 CMD cat /healthy\n",
+    )
+    .unwrap();
+    kiln.ok(&["build", "-q", "-t", "hc:1", context.to_str().unwrap()]);
+    detach(&kiln, &["--name", "hc", "hc:1", "sleep", "60"]);
+    let status = || kiln.ok(&["ps", "--format", "{{.Status}}"]);
+    until("unhealthy", || status().ends_with("(unhealthy)\n"));
+    let health = inspect(&kiln, "hc", "{{json .State.Health}}");
+    assert!(health.contains("can't open '/healthy'"), "{health}");
+    kiln.ok(&["exec", "hc", "sh", "-c", "echo ok > /healthy"]);
+    until("healthy", || status().ends_with("(healthy)\n"));
+    assert_eq!(inspect(&kiln, "hc", "{{.State.Health.Status}}"), "healthy");
+    kiln.ok(&["rm", "-f", "hc"]);
+}

@@ -176,7 +176,10 @@ pub fn status_text(state: &ContainerState) -> String {
                 .as_ref()
                 .and_then(|h| h.get("Status"))
                 .and_then(serde_json::Value::as_str)
-                .map(|s| format!(" ({s})"))
+                .map(|s| match s {
+                    "starting" => " (health: starting)".to_owned(),
+                    s => format!(" ({s})"),
+                })
                 .unwrap_or_default();
             format!("Up {}{health}", ago(&state.started_at))
         }

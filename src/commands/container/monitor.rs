@@ -12,7 +12,7 @@
 //! container ended before that was seen, or `error MESSAGE`.
 
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -155,6 +155,7 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
         state.exit_code = 0;
         state.oom_killed = false;
         state.manually_stopped = false;
+        state.health = None;
         state.started_at = now();
         containers::ZERO_TIME.clone_into(&mut state.finished_at);
         containers::write_state(dir, &state)?;
@@ -184,6 +185,11 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             });
+            if let Some(check) = Healthcheck::of(&config.config) {
+                let (shared, done) = (&shared, &done);
+                let id = config.id.as_str();
+                scope.spawn(move || check.run(dir, id, shared, done));
+            }
             let started = |pid: i32| init_pid.store(pid, Ordering::SeqCst);
             let sink = |stream: Stream, data: &[u8]| {
                 log.lock()
@@ -268,6 +274,194 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
         store.remove_container(&config.id)?;
     }
     Ok(state.exit_code)
+}
+
+/// The image's HEALTHCHECK, run by the monitor while the container runs,
+/// as `kiln exec` (so with the container's confinement); its results go
+/// to `State.Health` as Docker keeps them (the last five).
+struct Healthcheck {
+    test: Vec<String>,
+    interval: Duration,
+    timeout: Duration,
+    start_period: Duration,
+    retries: u64,
+}
+
+impl Healthcheck {
+    /// The check of Docker's `Config.Healthcheck`, if it has one.
+    fn of(config: &serde_json::Value) -> Option<Healthcheck> {
+        let check = config.get("Healthcheck")?;
+        let test: Vec<String> = check
+            .get("Test")?
+            .as_array()?
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let test = match test.split_first() {
+            Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => rest.to_vec(),
+            Some((kind, [script])) if kind == "CMD-SHELL" => {
+                vec!["/bin/sh".to_owned(), "-c".to_owned(), script.clone()]
+            }
+            _ => return None,
+        };
+        let nanos = |key: &str, default: Duration| {
+            check
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .filter(|n| *n > 0)
+                .map_or(default, Duration::from_nanos)
+        };
+        Some(Healthcheck {
+            test,
+            interval: nanos("Interval", Duration::from_secs(30)),
+            timeout: nanos("Timeout", Duration::from_secs(30)),
+            start_period: nanos("StartPeriod", Duration::ZERO),
+            retries: check
+                .get("Retries")
+                .and_then(serde_json::Value::as_u64)
+                .filter(|n| *n > 0)
+                .unwrap_or(3),
+        })
+    }
+
+    /// Checks every interval until `done`, recording each result.
+    fn run(
+        &self,
+        dir: &Path,
+        id: &str,
+        shared: &Mutex<containers::ContainerState>,
+        done: &AtomicBool,
+    ) {
+        let began = Instant::now();
+        let mut streak = 0u64;
+        let mut log: Vec<serde_json::Value> = Vec::new();
+        let record = |status: &str, streak: u64, log: &[serde_json::Value]| {
+            let mut st = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.health = Some(serde_json::json!({
+                "Status": status,
+                "FailingStreak": streak,
+                "Log": log,
+            }));
+            if st.pid != 0
+                && let Err(e) = containers::write_state(dir, &st)
+            {
+                eprintln!("kiln monitor: recording the health: {e}");
+            }
+        };
+        record("starting", 0, &log);
+        let root = dir.parent().and_then(Path::parent).unwrap_or(dir);
+        loop {
+            let next = Instant::now() + self.interval;
+            while Instant::now() < next {
+                if done.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10).min(self.interval));
+            }
+            let start = now();
+            let (code, output) = self.probe(root, id);
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            log.push(serde_json::json!({
+                "Start": start,
+                "End": now(),
+                "ExitCode": code,
+                "Output": output,
+            }));
+            if log.len() > 5 {
+                log.remove(0);
+            }
+            let status = if code == 0 {
+                streak = 0;
+                "healthy"
+            } else {
+                // Failures in the start period do not count.
+                if began.elapsed() >= self.start_period {
+                    streak += 1;
+                }
+                if streak >= self.retries {
+                    "unhealthy"
+                } else {
+                    let st = shared
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match st
+                        .health
+                        .as_ref()
+                        .and_then(|h| h.get("Status"))
+                        .and_then(serde_json::Value::as_str)
+                    {
+                        Some("healthy") => "healthy",
+                        Some("unhealthy") => "unhealthy",
+                        _ => "starting",
+                    }
+                }
+            };
+            record(status, streak, &log);
+        }
+    }
+
+    /// One check: `kiln exec` of the test, killed after the timeout.
+    fn probe(&self, root: &Path, id: &str) -> (i32, String) {
+        let child = std::process::Command::new("/proc/self/exe")
+            .arg("--root")
+            .arg(root)
+            .arg("exec")
+            .arg(id)
+            .args(&self.test)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => return (-1, format!("cannot run the health check: {e}")),
+        };
+        let deadline = Instant::now() + self.timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(_) => break None,
+            }
+        };
+        let mut output = String::new();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let mut text = String::new();
+            let _ = std::io::Read::take(stream, 4096).read_to_string(&mut text);
+            output.push_str(&text);
+        }
+        match status {
+            Some(status) => (status.code().unwrap_or(-1), output),
+            None => (
+                -1,
+                format!(
+                    "Health check exceeded timeout ({}s)",
+                    self.timeout.as_secs_f64()
+                ),
+            ),
+        }
+    }
 }
 
 fn chain(error: &dyn std::error::Error) -> String {
