@@ -116,6 +116,10 @@ fn service_is_reached_with_exec_logged_and_stopped() {
         "1 /tmp\n"
     );
     assert_eq!(run(&kiln, &["exec", "svc", "sh", "-c", "exit 3"]).0, 3);
+    assert_eq!(
+        kiln.ok(&["exec", "-u", "1000:1000", "svc", "id", "-u"]),
+        "1000\n"
+    );
     let (code, _, err) = run(&kiln, &["exec", "svc", "nosuch"]);
     assert_eq!(code, 127, "{err}");
     assert!(err.contains("executable file not found in $PATH"), "{err}");
@@ -147,6 +151,19 @@ fn service_is_reached_with_exec_logged_and_stopped() {
             "{{.Name}} {{.State.Status}} {{.State.Running}} {{.State.ExitCode}} {{.Path}}"
         ),
         "/svc exited false 143 sh"
+    );
+    assert_eq!(
+        kiln.ok(&["logs", "--since", "2099-01-01T00:00:00Z", "svc"]),
+        ""
+    );
+    assert!(
+        kiln.ok(&["logs", "--since", "10m", "svc"])
+            .starts_with("tick\n")
+    );
+    let err = kiln.fails(&["logs", "--since", "soon", "svc"]);
+    assert!(
+        err.contains("invalid value for \"since\": \"soon\""),
+        "{err}"
     );
     let tail = kiln.ok(&["logs", "--tail", "2", "-t", "svc"]);
     assert_eq!(tail.lines().count(), 2, "{tail}");
@@ -387,6 +404,34 @@ fn create_start_attach_restart_policy_rm_and_log_rotation() {
         inspect(&kiln, "flaky", "{{.RestartCount}} {{.State.Status}}") == "2 exited"
     });
     assert_eq!(kiln.ok(&["logs", "flaky"]), "");
+    // always: restarted until stopped; the stop is final.
+    kiln.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "again",
+        "--restart",
+        "always",
+        "bb:1",
+        "sh",
+        "-c",
+        "sleep 0.1; exit 5",
+    ]);
+    until("a restart", || {
+        inspect(&kiln, "again", "{{.RestartCount}}")
+            .parse::<u32>()
+            .unwrap()
+            >= 1
+    });
+    kiln.ok(&["stop", "-t", "1", "again"]);
+    assert_eq!(inspect(&kiln, "again", "{{.State.Status}}"), "exited");
+    assert!(
+        kiln.ok(&["system", "df"])
+            .lines()
+            .any(|l| l.starts_with("Containers "))
+    );
     let err = kiln.fails(&["run", "-d", "--restart", "sometimes", "bb:1", "true"]);
     assert!(
         err.contains("invalid restart policy format: sometimes"),

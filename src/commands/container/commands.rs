@@ -282,7 +282,11 @@ pub fn run_start(root: Option<&Path>, args: &StartArgs) -> anyhow::Result<ExitCo
     Ok(each(&args.containers, |key| {
         let container = super::find(&store, key)?;
         if !container.is_running() {
-            drop(super::create::start(&container, false)?);
+            match super::create::start(&container, false) {
+                Ok(_) => {}
+                Err(e) if e.is::<super::create::AlreadyRunning>() => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }))

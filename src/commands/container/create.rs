@@ -9,10 +9,15 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{Context as _, bail};
 use kiln_runtime::RunSpec;
 use kiln_store::Store;
-use kiln_store::containers::{ContainerConfig, ContainerState, UPPER_DIR};
+use kiln_store::containers::{self, ContainerConfig, ContainerState, UPPER_DIR};
 use serde_json::{Value, json};
 
 use super::{Container, STOPPED_MARKER};
+
+/// [`start`] found the container running (another start won the race).
+#[derive(Debug, thiserror::Error)]
+#[error("the container is already running")]
+pub struct AlreadyRunning;
 
 /// The monitor's `argv[1]`.
 pub const MONITOR_ARG: &str = "__kiln-monitor";
@@ -228,6 +233,22 @@ pub fn from_run(
 /// monitor, a child of this process, exits with the container's exit code.
 pub fn start(container: &Container, stdin: bool) -> anyhow::Result<std::process::Child> {
     let dir = &container.dir;
+    // One starter at a time: the lock is held until the monitor has
+    // reported, so a second `start` sees the container running.
+    let lock_path = dir.join("start.lock");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    if containers::current_state(dir)
+        .is_ok_and(|s| matches!(s.status.as_str(), "running" | "restarting"))
+    {
+        bail!(AlreadyRunning);
+    }
     // A new start: an earlier stop no longer applies; a killed monitor's
     // run directory is garbage.
     let _ = std::fs::remove_file(dir.join(STOPPED_MARKER));
