@@ -528,6 +528,30 @@ fn stdin_reaches_start_ai_and_a_named_foreground_run() {
         .unwrap();
     assert_eq!(String::from_utf8(output.stdout).unwrap(), "hello\n");
     assert_eq!(kiln.ok(&["ps", "-a", "--format", "{{.Names}}"]), "cat1\n");
+    // A signal to an attached kiln reaches the container (sig-proxy).
+    let mut child = kiln.spawn(&[
+        "run",
+        "--name",
+        "fg",
+        "--network",
+        "none",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo up; sleep 60",
+    ]);
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "up\n");
+    // SAFETY: kill with a pid we spawned and a valid signal.
+    assert_eq!(
+        unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) },
+        0
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert_eq!(inspect(&kiln, "fg", "{{.State.ExitCode}}"), "143");
     let err = kiln.fails(&["run", "-d", "-t", "bb:1", "true"]);
     assert!(
         err.contains("-t is not supported for a kept container"),

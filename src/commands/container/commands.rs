@@ -30,7 +30,7 @@ pub fn pidfd(pid: i32, start: u64) -> Option<OwnedFd> {
 }
 
 /// Sends `signal` through a pidfd.
-fn send(fd: &OwnedFd, signal: i32) -> std::io::Result<()> {
+pub fn send(fd: &OwnedFd, signal: i32) -> std::io::Result<()> {
     // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.
     let ret = unsafe {
         libc::syscall(

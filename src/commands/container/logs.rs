@@ -248,9 +248,32 @@ fn follow(path: &Path, file: &mut File, running: &dyn Fn() -> bool, timestamps: 
     }
 }
 
+/// A SIGINT, SIGTERM or SIGHUP that reached an attached kiln, to pass on
+/// to the container (Docker's sig-proxy); 0 when none is pending.
+static PENDING_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn note_signal(signal: libc::c_int) {
+    PENDING_SIGNAL.store(signal, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Passes a pending signal on to the container's process.
+fn proxy_signal(container: &Container) {
+    let signal = PENDING_SIGNAL.swap(0, std::sync::atomic::Ordering::SeqCst);
+    if signal == 0 {
+        return;
+    }
+    if let Ok(state) = kiln_store::containers::current_state(&container.dir)
+        && let Some(fd) = super::commands::pidfd(state.pid, state.pid_start)
+    {
+        let _ = super::commands::send(&fd, signal);
+    }
+}
+
 /// Follows the output `container` writes from log offset `from` on while
 /// `monitor` (the container's monitor, a child of this process) lives;
 /// returns the container's exit code, which the monitor exits with.
+/// SIGINT, SIGTERM and SIGHUP to this process are passed on to the
+/// container, as `docker run` does.
 pub fn attach(
     container: &Container,
     from: u64,
@@ -259,7 +282,14 @@ pub fn attach(
     let path = log_path(&container.dir, &container.config.id);
     let exited = std::cell::RefCell::new(None);
     let monitor = std::cell::RefCell::new(monitor);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores into an atomic.
+        unsafe {
+            libc::signal(signal, note_signal as *const () as libc::sighandler_t);
+        }
+    }
     let running = || {
+        proxy_signal(container);
         let mut exited = exited.borrow_mut();
         if exited.is_none() {
             *exited = monitor.borrow_mut().try_wait().ok().flatten();
