@@ -25,39 +25,63 @@ export KILN_ROOT="$work/store"
 "$kiln" import "$work/rootfs" bench-c:1 >/dev/null
 "$kiln" run --rm --network none bench-c:1 true   # unpack the snapshot once
 
-remove_all() { "$kiln" ps -aq | xargs -r "$kiln" rm -f >/dev/null; }
-export -f remove_all
-export kiln
+# A script, not a shell function: hyperfine runs --prepare without bash.
+cat > "$work/remove-all.sh" <<EOF
+#!/bin/sh
+"$kiln" ps -aq | xargs -r "$kiln" rm -f >/dev/null
+EOF
+chmod +x "$work/remove-all.sh"
+remove_all() { "$work/remove-all.sh"; }
 
-hyperfine --runs 50 --warmup 3 --export-json "$work/run-d.json" \
-    --prepare 'bash -c remove_all' \
+hyperfine -N --runs 50 --warmup 3 --export-json "$work/run-d.json" \
+    --prepare "$work/remove-all.sh" \
     -n "kiln run -d (to running)" "$kiln run -d --network none bench-c:1 sleep 1000"
 remove_all
 
 "$kiln" run -d --network none --name bench-exec bench-c:1 sleep 1000 >/dev/null
-hyperfine --runs 100 --warmup 5 --export-json "$work/exec.json" \
+hyperfine -N --runs 100 --warmup 5 --export-json "$work/exec.json" \
     -n "kiln exec C true" "$kiln exec bench-exec true"
 remove_all
 
 for i in $(seq 1 100); do
     "$kiln" create --network none --name "c$i" bench-c:1 true >/dev/null
 done
-hyperfine --runs 100 --warmup 5 --export-json "$work/ps.json" \
+hyperfine -N --runs 100 --warmup 5 --export-json "$work/ps.json" \
     -n "kiln ps -a (100 containers)" "$kiln ps -a" \
     -n "kiln ps (100 containers, none running)" "$kiln ps"
 remove_all
 
-if docker info >/dev/null 2>&1 && docker image inspect busybox >/dev/null 2>&1; then
+# A local busybox image for Docker: `busybox`, else `bb` (never pulled).
+docker_image=""
+if docker info >/dev/null 2>&1; then
+    for candidate in busybox bb; do
+        if docker image inspect "$candidate" >/dev/null 2>&1; then
+            docker_image=$candidate
+            break
+        fi
+    done
+fi
+if [ -n "$docker_image" ]; then
+    cat > "$work/docker-remove.sh" <<'EOF'
+#!/bin/sh
+docker ps -aq --filter label=kiln-bench | xargs -r docker rm -f >/dev/null
+EOF
+    chmod +x "$work/docker-remove.sh"
     hyperfine --runs 20 --warmup 2 --export-json "$work/docker.json" \
-        --prepare 'docker rm -f $(docker ps -aq --filter label=kiln-bench) >/dev/null 2>&1 || true' \
-        -n "docker run -d (comparison)" "docker run -d --network none --label kiln-bench busybox sleep 1000"
-    docker rm -f $(docker ps -aq --filter label=kiln-bench) >/dev/null 2>&1 || true
+        --prepare "$work/docker-remove.sh" \
+        -n "docker run -d (comparison)" \
+        "docker run -d --network none --label kiln-bench $docker_image sleep 1000"
+    "$work/docker-remove.sh"
+    docker run -d --network none --label kiln-bench --name kiln-bench-exec "$docker_image" sleep 1000 >/dev/null
+    hyperfine --runs 50 --warmup 3 --export-json "$work/docker-exec.json" \
+        -n "docker exec C true (comparison)" "docker exec kiln-bench-exec true"
+    "$work/docker-remove.sh"
 fi
 
 python3 - "$work" <<'PY'
 import json, pathlib, sys
 work = pathlib.Path(sys.argv[1])
-for name in ["run-d", "exec", "ps", "docker"]:
+for name in ["run-d", "exec", "ps", "docker", "docker-exec"]:
     path = work / f"{name}.json"
     if not path.exists():
         continue

@@ -137,10 +137,14 @@ pub fn read_state(dir: &Path) -> Result<ContainerState, StoreError> {
 }
 
 /// Replaces `state.json` of `dir` atomically (temporary file in `dir`,
-/// fsync, rename): a reader sees the old state or the new one. Needs no
-/// open [`Store`], so a monitor never holds the store open.
+/// rename): a reader sees the old state or the new one. Needs no open
+/// [`Store`], so a monitor never holds the store open. Not fsynced: it is
+/// on the path of every start, and after a power cut the pids it holds
+/// mean nothing anyway (the boot ID differs, so a running state reads as
+/// exited); the file it replaces was complete, and ext4 flushes a file
+/// renamed over another before the rename.
 pub fn write_state(dir: &Path, state: &ContainerState) -> Result<(), StoreError> {
-    write_atomic(dir, &dir.join(STATE_FILE), &to_json(state)?)
+    crate::store::write_replace(dir, &dir.join(STATE_FILE), &to_json(state)?)
 }
 
 /// Exit code shown for a container whose monitor is gone while the
@@ -270,8 +274,9 @@ impl Store {
         let dir = staged.path().join("c");
         fs::create_dir(&dir).at(&dir)?;
         fs::create_dir(dir.join(UPPER_DIR)).at(dir.join(UPPER_DIR))?;
+        // Durable: a container survives a power cut whole or not at all.
         write_atomic(&dir, &dir.join(CONFIG_FILE), &to_json(config)?)?;
-        write_state(&dir, state)?;
+        write_atomic(&dir, &dir.join(STATE_FILE), &to_json(state)?)?;
         let lock_path = self.root().join("locks/containers.lock");
         let lock = fs::File::options()
             .create(true)

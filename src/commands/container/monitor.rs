@@ -56,7 +56,8 @@ impl Ready {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(mut file) = slot.take() {
-            let _ = writeln!(file, "{line}");
+            // One write: the starter reads up to the newline.
+            let _ = file.write_all(format!("{line}\n").as_bytes());
         }
     }
 }
@@ -158,7 +159,8 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
         state.health = None;
         state.started_at = now();
         containers::ZERO_TIME.clone_into(&mut state.finished_at);
-        containers::write_state(dir, &state)?;
+        // Written once the container's process is known (below): until
+        // then the starter holds the start lock and waits.
         let shared = Mutex::new(state.clone());
         let init_pid = AtomicI32::new(0);
         let done = AtomicBool::new(false);
