@@ -281,6 +281,27 @@ fn names_unknown_containers_and_running_removal_fail_as_docker() {
         "{err}"
     );
     assert!(kiln.ok(&["system", "check"]).contains("is consistent"));
+    // system check knows what belongs in containers/.
+    let broken = kiln
+        .ok(&["create", "--name", "broken", "bb:1", "true"])
+        .trim()
+        .to_owned();
+    let containers = kiln.root().join("containers");
+    fs::write(containers.join(&broken).join("state.json"), "{").unwrap();
+    fs::create_dir(containers.join("junk")).unwrap();
+    let output = kiln.run(&["system", "check"]);
+    assert!(!output.status.success());
+    let report = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        report.contains("container junk: not a container directory (expected a 64-hex-digit ID)"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("container {broken}: invalid JSON in ")),
+        "{report}"
+    );
+    assert!(kiln.ok(&["ps", "-a"]).contains("   Dead   "));
+    assert_eq!(kiln.ok(&["rm", "broken"]), "broken\n");
 }
 
 #[test]

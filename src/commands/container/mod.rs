@@ -34,7 +34,13 @@ impl Container {
     pub fn load(store: &Store, id: &str) -> anyhow::Result<Container> {
         let dir = store.container_dir(id);
         let config = containers::read_config(&dir)?;
-        let state = containers::current_state(&dir)?;
+        // A state that cannot be read (a torn write after a power cut, a
+        // hand edit) is Docker's "dead": listed, and removable.
+        let state = containers::current_state(&dir).unwrap_or_else(|e| ContainerState {
+            status: "dead".to_owned(),
+            error: e.to_string(),
+            ..ContainerState::created()
+        });
         Ok(Container { dir, config, state })
     }
 
