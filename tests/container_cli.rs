@@ -165,6 +165,17 @@ fn service_is_reached_with_exec_logged_and_stopped() {
         err.contains("invalid value for \"since\": \"soon\""),
         "{err}"
     );
+    // inspect: an image first, else a container; --type picks one.
+    assert_eq!(kiln.ok(&["inspect", "-f", "{{.Name}}", "svc"]), "/svc\n");
+    assert_eq!(
+        kiln.ok(&["container", "inspect", "-f", "{{.Id}}", &id[..6]])
+            .trim(),
+        id
+    );
+    assert!(
+        kiln.fails(&["inspect", "--type", "image", "svc"])
+            .contains("no such image: svc")
+    );
     let tail = kiln.ok(&["logs", "--tail", "2", "-t", "svc"]);
     assert_eq!(tail.lines().count(), 2, "{tail}");
     assert!(tail.lines().all(|l| l.ends_with("Z tick")), "{tail}");

@@ -56,6 +56,10 @@ impl Container {
 
     /// Reads the state again.
     pub fn refresh(&mut self) -> anyhow::Result<()> {
+        if !self.dir.is_dir() {
+            // Removed meanwhile (an `--rm` container, another `rm`).
+            bail!("No such container: {}", self.config.id);
+        }
         self.state = containers::current_state(&self.dir)?;
         Ok(())
     }
