@@ -387,11 +387,15 @@ pub fn remove(store: &Store, container: &mut Container, force: bool) -> anyhow::
         if let Some(fd) = pidfd(container.state.pid, container.state.pid_start) {
             let _ = send(&fd, libc::SIGKILL);
         }
-        if !wait_not_running(container, Some(Duration::from_secs(30)))? {
-            bail!(
+        match wait_not_running(container, Some(Duration::from_secs(30))) {
+            Ok(true) => {}
+            // An --rm container that its monitor removed meanwhile.
+            Err(_) if !container.dir.exists() => return Ok(()),
+            Ok(false) => bail!(
                 "cannot remove container \"/{}\": it did not stop",
                 container.config.name
-            );
+            ),
+            Err(e) => return Err(e),
         }
     }
     wait_monitor_gone(container, Duration::from_secs(30));
