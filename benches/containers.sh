@@ -70,11 +70,13 @@ EOF
     hyperfine --runs 20 --warmup 2 --export-json "$work/docker.json" \
         --prepare "$work/docker-remove.sh" \
         -n "docker run -d (comparison)" \
-        "docker run -d --network none --label kiln-bench $docker_image sleep 1000"
+        "docker run -d --network none --label kiln-bench $docker_image sleep 1000" ||
+        echo "docker run -d failed: no comparison"
     "$work/docker-remove.sh"
-    docker run -d --network none --label kiln-bench --name kiln-bench-exec "$docker_image" sleep 1000 >/dev/null
+    docker run -d --network none --label kiln-bench --name kiln-bench-exec "$docker_image" sleep 1000 >/dev/null || true
     hyperfine --runs 50 --warmup 3 --export-json "$work/docker-exec.json" \
-        -n "docker exec C true (comparison)" "docker exec kiln-bench-exec true"
+        -n "docker exec C true (comparison)" "docker exec kiln-bench-exec true" ||
+        echo "docker exec failed: no comparison"
     "$work/docker-remove.sh"
 fi
 

@@ -323,7 +323,7 @@ fn main() -> ExitCode {
         Command::Wait(args)
         | Command::Container {
             command: ContainerCommand::Wait(args),
-        } => commands::container::commands::run_wait(root, &args),
+        } => Ok(commands::container::commands::run_wait(root, &args)),
         Command::Rm(args)
         | Command::Container {
             command: ContainerCommand::Rm(args),

@@ -222,23 +222,39 @@ pub fn is_container_id(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-impl Store {
-    /// `containers/`.
-    pub fn containers_dir(&self) -> PathBuf {
-        self.root().join(CONTAINERS_DIR)
+/// The containers of a store, read without opening the store (no staging
+/// directory, no lock, no sweep): for the commands that only read them or
+/// signal their processes (`ps`, `exec`, `logs`, `wait`, `kill`), which
+/// must be quick.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    dir: PathBuf,
+}
+
+impl Containers {
+    /// The containers of the store at `root` (which may not exist yet).
+    pub fn at(root: &Path) -> Containers {
+        Containers {
+            dir: root.join(CONTAINERS_DIR),
+        }
     }
 
     /// The directory of container `id`.
-    pub fn container_dir(&self, id: &str) -> PathBuf {
-        self.containers_dir().join(id)
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
     }
 
     /// The IDs of every container, sorted.
-    pub fn container_ids(&self) -> Result<Vec<String>, StoreError> {
-        let dir = self.containers_dir();
+    pub fn ids(&self) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
-        for entry in fs::read_dir(&dir).at(&dir)? {
-            let entry = entry.at(&dir)?;
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            // No store yet: no containers.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ids),
+            Err(e) => return Err(StoreError::io(&self.dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.at(&self.dir)?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_container_id(&name) {
                 ids.push(name);
@@ -250,12 +266,40 @@ impl Store {
 
     /// The configurations of every container (those that cannot be read
     /// are skipped: `system check` reports them).
-    pub fn container_configs(&self) -> Result<Vec<ContainerConfig>, StoreError> {
+    pub fn configs(&self) -> Result<Vec<ContainerConfig>, StoreError> {
         Ok(self
-            .container_ids()?
+            .ids()?
             .iter()
-            .filter_map(|id| read_config(&self.container_dir(id)).ok())
+            .filter_map(|id| read_config(&self.dir(id)).ok())
             .collect())
+    }
+}
+
+impl Store {
+    /// The store's containers.
+    pub fn containers(&self) -> Containers {
+        Containers::at(self.root())
+    }
+
+    /// `containers/`.
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root().join(CONTAINERS_DIR)
+    }
+
+    /// The directory of container `id`.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers().dir(id)
+    }
+
+    /// The IDs of every container, sorted.
+    pub fn container_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.containers().ids()
+    }
+
+    /// The configurations of every container (those that cannot be read
+    /// are skipped: `system check` reports them).
+    pub fn container_configs(&self) -> Result<Vec<ContainerConfig>, StoreError> {
+        self.containers().configs()
     }
 
     /// Adds a container: its directory (config, state, empty `upper/`) is

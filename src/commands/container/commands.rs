@@ -306,9 +306,9 @@ pub struct KillArgs {
 /// Runs `kiln kill`.
 pub fn run_kill(root: Option<&Path>, args: &KillArgs) -> anyhow::Result<ExitCode> {
     let signal = parse_signal(&args.signal)?;
-    let store = crate::commands::open_store(root)?;
+    let store = super::containers_at(root);
     Ok(each(&args.containers, |key| {
-        let container = super::find(&store, key)
+        let container = super::find_in(&store, key)
             .map_err(|e| anyhow::anyhow!("Cannot kill container: {key}: {e}"))?;
         let fd = pidfd(container.state.pid, container.state.pid_start)
             .filter(|_| container.is_running());
@@ -332,11 +332,11 @@ pub struct WaitArgs {
 }
 
 /// Runs `kiln wait`: prints each container's exit code once it stops.
-pub fn run_wait(root: Option<&Path>, args: &WaitArgs) -> anyhow::Result<ExitCode> {
-    let store = crate::commands::open_store(root)?;
+pub fn run_wait(root: Option<&Path>, args: &WaitArgs) -> ExitCode {
+    let store = super::containers_at(root);
     let mut failed = false;
     for key in &args.containers {
-        let result = super::find(&store, key).and_then(|mut container| {
+        let result = super::find_in(&store, key).and_then(|mut container| {
             // A created container is waited for until it has run.
             while container.state.status == "created" {
                 std::thread::sleep(Duration::from_millis(20));
@@ -353,11 +353,11 @@ pub fn run_wait(root: Option<&Path>, args: &WaitArgs) -> anyhow::Result<ExitCode
             }
         }
     }
-    Ok(if failed {
+    if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// Arguments of `kiln rm`.
@@ -439,7 +439,7 @@ pub fn run_prune(root: Option<&Path>, args: &PruneArgs) -> anyhow::Result<ExitCo
     let mut reclaimed = 0;
     let mut header = false;
     for id in store.container_ids()? {
-        let Ok(mut container) = Container::load(&store, &id) else {
+        let Ok(mut container) = Container::load(&store.containers(), &id) else {
             continue;
         };
         if container.is_running() {

@@ -50,8 +50,7 @@ pub fn run(root: Option<&Path>, args: &ExecArgs) -> anyhow::Result<ExitCode> {
         eprintln!("the input device is not a TTY");
         return Ok(ExitCode::FAILURE);
     }
-    let store = crate::commands::open_store(root)?;
-    let container = super::find(&store, key)?;
+    let container = super::find_in(&super::containers_at(root), key)?;
     let not_running = || anyhow::anyhow!("Container {} is not running", container.config.id);
     if container.state.status != "running" {
         return Err(not_running());

@@ -129,8 +129,7 @@ fn print(entry: &Entry, timestamps: bool) {
 
 /// Runs `kiln logs`.
 pub fn run(root: Option<&Path>, args: &LogsArgs) -> anyhow::Result<ExitCode> {
-    let store = crate::commands::open_store(root)?;
-    let container = super::find(&store, &args.container)?;
+    let container = super::find_in(&super::containers_at(root), &args.container)?;
     let tail = if args.tail == "all" || args.tail == "-1" {
         None
     } else {

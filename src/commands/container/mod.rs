@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use kiln_store::Store;
-use kiln_store::containers::{self, ContainerConfig, ContainerState};
+use kiln_store::containers::{self, ContainerConfig, ContainerState, Containers};
 
 /// A container found by ID, ID prefix or name.
 pub struct Container {
@@ -30,9 +30,9 @@ pub struct Container {
 }
 
 impl Container {
-    /// Reads container `id` of `store`.
-    pub fn load(store: &Store, id: &str) -> anyhow::Result<Container> {
-        let dir = store.container_dir(id);
+    /// Reads container `id`.
+    pub fn load(containers: &Containers, id: &str) -> anyhow::Result<Container> {
+        let dir = containers.dir(id);
         let config = containers::read_config(&dir)?;
         // A state that cannot be read (a torn write after a power cut, a
         // hand edit) is Docker's "dead": listed, and removable.
@@ -68,11 +68,16 @@ impl Container {
 /// Finds a container as Docker does: full ID, then name, then a unique ID
 /// prefix. Docker's message when none matches.
 pub fn find(store: &Store, key: &str) -> anyhow::Result<Container> {
+    find_in(&store.containers(), key)
+}
+
+/// [`find`] without an open store (see [`Containers`]).
+pub fn find_in(store: &Containers, key: &str) -> anyhow::Result<Container> {
     let key = key.strip_prefix('/').unwrap_or(key);
-    if containers::is_container_id(key) && store.container_dir(key).is_dir() {
+    if containers::is_container_id(key) && store.dir(key).is_dir() {
         return Container::load(store, key);
     }
-    let configs = store.container_configs()?;
+    let configs = store.configs()?;
     if let Some(config) = configs.iter().find(|c| c.name == key) {
         return Container::load(store, &config.id);
     }
@@ -86,6 +91,12 @@ pub fn find(store: &Store, key: &str) -> anyhow::Result<Container> {
         [] => bail!("No such container: {key}"),
         _ => bail!("multiple IDs found with provided prefix: {key}"),
     }
+}
+
+/// The containers of the store at `root` (`--root`), read without opening
+/// the store.
+pub fn containers_at(root: Option<&std::path::Path>) -> Containers {
+    Containers::at(&crate::commands::store_root(root))
 }
 
 /// Whether `error` is Docker's "No such container".

@@ -89,6 +89,8 @@ struct Filters {
     ancestor: Vec<String>,
     label: Vec<String>,
     id: Vec<String>,
+    /// The image IDs the ancestor filters name.
+    ancestor_ids: Vec<String>,
 }
 
 impl Filters {
@@ -99,6 +101,7 @@ impl Filters {
             ancestor: Vec::new(),
             label: Vec::new(),
             id: Vec::new(),
+            ancestor_ids: Vec::new(),
         };
         for filter in filters {
             let Some((key, value)) = filter.split_once('=') else {
@@ -131,7 +134,7 @@ impl Filters {
         Ok(parsed)
     }
 
-    fn keeps(&self, container: &Container, store: &kiln_store::Store) -> bool {
+    fn keeps(&self, container: &Container) -> bool {
         let config = &container.config;
         let any = |list: &[String], f: &dyn Fn(&str) -> bool| {
             list.is_empty() || list.iter().any(|v| f(v))
@@ -156,26 +159,34 @@ impl Filters {
                         .image_id
                         .trim_start_matches("sha256:")
                         .starts_with(a.trim_start_matches("sha256:"))
-                    || store
-                        .resolve(a)
-                        .is_ok_and(|image| image.id.to_string() == config.image_id)
+                    || self.ancestor_ids.contains(&config.image_id)
             })
     }
 }
 
 /// Runs `kiln ps`.
 pub fn run(root: Option<&Path>, args: &PsArgs) -> anyhow::Result<ExitCode> {
-    let store = crate::commands::open_store(root)?;
-    let filters = Filters::parse(&args.filter)?;
+    let store = super::containers_at(root);
+    let mut filters = Filters::parse(&args.filter)?;
+    if !filters.ancestor.is_empty() {
+        // Only an ancestor filter needs the images.
+        let images = crate::commands::open_store(root)?;
+        filters.ancestor_ids = filters
+            .ancestor
+            .iter()
+            .filter_map(|a| images.resolve(a).ok())
+            .map(|image| image.id.to_string())
+            .collect();
+    }
     let format = RowFormat::parse(args.format.as_deref(), DEFAULT_TABLE)?;
     let mut containers: Vec<Container> = store
-        .container_ids()?
+        .ids()?
         .iter()
         .filter_map(|id| Container::load(&store, id).ok())
         .collect();
     containers.sort_by(|a, b| b.config.created.cmp(&a.config.created));
     let show_all = args.all || args.latest || !filters.status.is_empty();
-    containers.retain(|c| (show_all || c.is_running()) && filters.keeps(c, &store));
+    containers.retain(|c| (show_all || c.is_running()) && filters.keeps(c));
     if args.latest {
         containers.truncate(1);
     }
