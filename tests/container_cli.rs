@@ -612,3 +612,63 @@ fn the_monitor_runs_the_image_healthcheck() {
     assert_eq!(inspect(&kiln, "hc", "{{.State.Health.Status}}"), "healthy");
     kiln.ok(&["rm", "-f", "hc"]);
 }
+
+#[test]
+fn bad_container_options_are_refused_with_docker_words() {
+    let kiln = busybox();
+    for (args, message) in [
+        (
+            &["run", "-d", "--restart", "always:3", "bb:1", "true"][..],
+            "invalid restart policy format: maximum retry count can only be used with 'on-failure'",
+        ),
+        (
+            &["run", "-d", "--restart", "on-failure:x", "bb:1", "true"],
+            "invalid restart policy format: maximum retry count must be an integer: on-failure:x",
+        ),
+        (
+            &["run", "-d", "--rm", "--restart", "always", "bb:1", "true"],
+            "Conflicting options: --restart and --rm",
+        ),
+        (
+            &["run", "-d", "--log-opt", "max-age=1", "bb:1", "true"],
+            "unknown log opt 'max-age' for json-file log driver",
+        ),
+        (
+            &["run", "-d", "--log-opt", "max-size", "bb:1", "true"],
+            "invalid log opt format: max-size",
+        ),
+        (
+            &["run", "-d", "--log-opt", "max-file=2", "bb:1", "true"],
+            "max-file cannot be set without max-size",
+        ),
+        (
+            &[
+                "run",
+                "-d",
+                "--log-opt",
+                "max-file=0",
+                "--log-opt",
+                "max-size=1m",
+                "bb:1",
+                "true",
+            ],
+            "invalid log opt max-file \"0\": expected a positive integer",
+        ),
+        (&["ps", "-f", "colour=red"], "invalid filter 'colour'"),
+        (
+            &["ps", "-f", "status"],
+            "bad format of filter (expected name=value)",
+        ),
+        (&["kill", "-s", "SIGNOPE", "x"], "Invalid signal: SIGNOPE"),
+        (
+            &["start", "-a", "x", "y"],
+            "you cannot start and attach multiple containers at once",
+        ),
+        (&["logs", "--tail", "many", "x"], "No such container: x"),
+    ] {
+        let err = kiln.fails(args);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    // Nothing was created by a refused run.
+    assert_eq!(kiln.ok(&["ps", "-a", "-q"]), "");
+}
