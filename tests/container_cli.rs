@@ -214,9 +214,11 @@ fn a_container_ignoring_sigterm_is_killed_after_the_timeout() {
             "bb:1",
             "sh",
             "-c",
-            "trap '' TERM; while true; do sleep 0.1; done",
+            "trap '' TERM; echo trapped; while true; do sleep 0.1; done",
         ],
     );
+    // The signal must come after the trap.
+    until("the trap", || kiln.ok(&["logs", &id]) == "trapped\n");
     let started = Instant::now();
     kiln.ok(&["stop", "-t", "1", &id]);
     let took = started.elapsed();
@@ -671,4 +673,34 @@ fn bad_container_options_are_refused_with_docker_words() {
     }
     // Nothing was created by a refused run.
     assert_eq!(kiln.ok(&["ps", "-a", "-q"]), "");
+    // A program that cannot be run: the runtime's words and Docker's
+    // 127 / 126, the container kept as exited.
+    let (code, out, err) = run(
+        &kiln,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            "nf",
+            "bb:1",
+            "nosuch",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (127, ""), "{err}");
+    assert!(
+        err.contains("unable to start container process: exec: \"nosuch\": executable file not found in $PATH"),
+        "{err}"
+    );
+    assert_eq!(
+        inspect(&kiln, "nf", "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 127"
+    );
+    let (code, _, err) = run(
+        &kiln,
+        &["run", "-d", "--network", "none", "bb:1", "/etc/passwd"],
+    );
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("permission denied"), "{err}");
 }

@@ -14,6 +14,17 @@ use serde_json::{Value, json};
 
 use super::{Container, STOPPED_MARKER};
 
+/// The container's program could not be executed (Docker's start
+/// failure): the runtime's message and exit code (126 or 127).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StartFailed {
+    /// What the runtime said.
+    pub message: String,
+    /// 126 (not executable) or 127 (not found).
+    pub code: u8,
+}
+
 /// [`start`] found the container running (another start won the race).
 #[derive(Debug, thiserror::Error)]
 #[error("the container is already running")]
@@ -218,7 +229,16 @@ pub fn from_run(
         config,
         state: ContainerState::created(),
     };
-    let monitor = start(&container, spec.interactive && !detach)?;
+    let monitor = match start(&container, spec.interactive && !detach) {
+        Ok(monitor) => monitor,
+        // As `docker run`: the runtime's message, and 126 or 127.
+        Err(e) if e.is::<StartFailed>() => {
+            let code = e.downcast_ref::<StartFailed>().map_or(127, |f| f.code);
+            crate::output::print_error(&e);
+            return Ok(ExitCode::from(code));
+        }
+        Err(e) => return Err(e),
+    };
     if detach {
         println!("{}", container.config.id);
         return Ok(ExitCode::SUCCESS);
@@ -315,6 +335,13 @@ pub fn start(container: &Container, stdin: bool) -> anyhow::Result<std::process:
             .context("cannot read from the container's monitor")?;
     }
     let line = line.trim_end();
+    if let Some(code) = line.strip_prefix("exited ")
+        && let Ok(code @ (126 | 127)) = code.parse::<u8>()
+        && let Some(message) = exec_failure(container)
+    {
+        let _ = child.wait();
+        return Err(StartFailed { message, code }.into());
+    }
     if line.starts_with("running") || line.starts_with("exited") {
         return Ok(child);
     }
@@ -326,4 +353,17 @@ pub fn start(container: &Container, stdin: bool) -> anyhow::Result<std::process:
         "the container's monitor ended before the container started; see {}",
         dir.join("monitor.log").display()
     )
+}
+
+/// The runtime's message when the container's program could not be
+/// executed: the last line of its log, if it is that message.
+fn exec_failure(container: &Container) -> Option<String> {
+    let log = super::monitor::log_path(&container.dir, &container.config.id);
+    let text = std::fs::read_to_string(log).ok()?;
+    let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
+    let message = last.get("log")?.as_str()?;
+    message
+        .strip_prefix("kiln: ")
+        .filter(|m| m.starts_with("unable to start container process: "))
+        .map(|m| m.trim_end().to_owned())
 }

@@ -86,7 +86,13 @@ fn container_process(init: i32) -> Option<i32> {
     let pid1 = children(init)
         .into_iter()
         .find(|&c| ns(c).is_some_and(|n| n != init_ns))?;
-    children(pid1).first().copied()
+    let pid = children(pid1).first().copied()?;
+    // Until it has executed the container's program it is still kiln (a
+    // fork of PID 1): a program that cannot be run is reported as the
+    // failure to start it, not as a start.
+    let file = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let exe = file(&format!("/proc/{pid}/exe"))?;
+    (Some(exe) != file("/proc/self/exe")).then_some(pid)
 }
 
 fn monitor(dir: &Path, stdin: bool) -> anyhow::Result<i32> {
