@@ -586,6 +586,10 @@ fn stdin_reaches_start_ai_and_a_named_foreground_run() {
     );
     assert_eq!(child.wait().unwrap().code(), Some(143));
     assert_eq!(inspect(&kiln, "fg", "{{.State.ExitCode}}"), "143");
+    // -di: stdin stays open, so `cat` keeps running.
+    let id = detach(&kiln, &["-i", "bb:1", "cat"]);
+    assert!(kiln.ok(&["ps", "-q", "--no-trunc"]).contains(&id));
+    kiln.ok(&["rm", "-f", &id]);
     let err = kiln.fails(&["run", "-d", "-t", "bb:1", "true"]);
     assert!(
         err.contains("-t is not supported for a kept container"),

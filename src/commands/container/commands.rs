@@ -274,10 +274,9 @@ pub fn run_start(root: Option<&Path>, args: &StartArgs) -> anyhow::Result<ExitCo
                 container.config.id
             );
         }
-        let log = super::monitor::log_path(&container.dir, &container.config.id);
-        let from = std::fs::metadata(&log).map_or(0, |m| m.len());
+        let log = super::logs::Log::open(&container)?;
         let monitor = super::create::start(&container, args.interactive)?;
-        return super::logs::attach(&container, from, monitor);
+        return super::logs::attach(&container, log, monitor);
     }
     Ok(each(&args.containers, |key| {
         let container = super::find(&store, key)?;

@@ -115,9 +115,6 @@ pub fn from_run(
             "-t is not supported for a kept container (-d, --name, create): its monitor keeps no terminal"
         );
     }
-    if spec.interactive && !create_only && detach {
-        bail!("-i is not supported with -d: kiln has no attach (use kiln start -a -i)");
-    }
     let name = match kept.name {
         Some(name) => {
             super::check_name(name)?;
@@ -229,6 +226,11 @@ pub fn from_run(
         config,
         state: ContainerState::created(),
     };
+    let log = if detach {
+        None
+    } else {
+        Some(super::logs::Log::open(&container)?)
+    };
     let monitor = match start(&container, spec.interactive && !detach) {
         Ok(monitor) => monitor,
         // As `docker run`: the runtime's message, and 126 or 127.
@@ -243,7 +245,10 @@ pub fn from_run(
         println!("{}", container.config.id);
         return Ok(ExitCode::SUCCESS);
     }
-    super::logs::attach(&container, 0, monitor)
+    match log {
+        Some(log) => super::logs::attach(&container, log, monitor),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 /// Starts `container` (created or exited): spawns its monitor, detached

@@ -247,6 +247,30 @@ fn follow(path: &Path, file: &mut File, running: &dyn Fn() -> bool, timestamps: 
     }
 }
 
+/// The log of a container about to be started and attached, opened
+/// before the start: an `--rm` container may be gone (its directory
+/// removed) before the attached kiln reads its output.
+pub struct Log {
+    file: File,
+    from: u64,
+}
+
+impl Log {
+    /// Opens (creating) `container`'s log; what is appended from now on
+    /// will be shown.
+    pub fn open(container: &Container) -> anyhow::Result<Log> {
+        let path = log_path(&container.dir, &container.config.id);
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let from = file.metadata().map_or(0, |m| m.len());
+        Ok(Log { file, from })
+    }
+}
+
 /// A SIGINT, SIGTERM or SIGHUP that reached an attached kiln, to pass on
 /// to the container (Docker's sig-proxy); 0 when none is pending.
 static PENDING_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -275,10 +299,11 @@ fn proxy_signal(container: &Container) {
 /// container, as `docker run` does.
 pub fn attach(
     container: &Container,
-    from: u64,
+    log: Log,
     monitor: std::process::Child,
 ) -> anyhow::Result<ExitCode> {
     let path = log_path(&container.dir, &container.config.id);
+    let Log { mut file, from } = log;
     let exited = std::cell::RefCell::new(None);
     let monitor = std::cell::RefCell::new(monitor);
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
@@ -295,7 +320,6 @@ pub fn attach(
         }
         exited.is_none()
     };
-    let mut file = wait_for_file(&path, &running)?;
     file.seek(SeekFrom::Start(from))?;
     follow(&path, &mut file, &running, false);
     let status = match exited.into_inner() {

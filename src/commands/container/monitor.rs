@@ -130,6 +130,26 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
             libc::dup2(input.as_raw_fd(), 0);
         }
     }
+    // `-i` with nobody attached (`run -di`, `start` without -i): stdin
+    // stays open and empty, as Docker keeps it; the write end lives as
+    // long as the monitor.
+    let open_stdin: Option<OwnedFd> = if !stdin && spec.interactive {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0 {
+            // SAFETY: dup2 of the fresh read end onto stdin; both ends
+            // are ours, the write end owned from here on.
+            unsafe {
+                libc::dup2(fds[0], 0);
+                libc::close(fds[0]);
+                Some(std::os::fd::FromRawFd::from_raw_fd(fds[1]))
+            }
+        } else {
+            None
+        }
+    } else {
+        None
+    };
     let policy = config
         .host_config
         .pointer("/RestartPolicy/Name")
@@ -281,6 +301,7 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
         let store = kiln_store::Store::open(root)?;
         store.remove_container(&config.id)?;
     }
+    drop(open_stdin);
     Ok(state.exit_code)
 }
 
