@@ -73,8 +73,34 @@ enum Command {
     Build(commands::build::BuildArgs),
     /// Parse a Dockerfile and show the build plan, its AST or its JSON form.
     Parse(commands::parse::ParseArgs),
-    /// Run a command in a new container (the container is not kept).
+    /// Run a command in a new container (kept with -d or --name).
     Run(commands::run::RunArgs),
+    /// Create a container without starting it.
+    Create(commands::run::RunArgs),
+    /// Start stopped or created containers.
+    Start(commands::container::commands::StartArgs),
+    /// Stop running containers (stop signal, then SIGKILL after a timeout).
+    Stop(commands::container::commands::StopArgs),
+    /// Restart containers.
+    Restart(commands::container::commands::StopArgs),
+    /// Send a signal to running containers.
+    Kill(commands::container::commands::KillArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(commands::container::commands::WaitArgs),
+    /// Remove containers.
+    Rm(commands::container::commands::RmArgs),
+    /// List containers.
+    Ps(commands::container::ps::PsArgs),
+    /// Show a container's output.
+    Logs(commands::container::logs::LogsArgs),
+    /// Run a command in a running container.
+    Exec(commands::container::exec::ExecArgs),
+    /// Manage containers (Docker's `docker container` commands).
+    Container {
+        /// What to do.
+        #[command(subcommand)]
+        command: ContainerCommand,
+    },
     /// Create a one-layer image from a root file system tarball or directory.
     Import(commands::import::ImportArgs),
     /// List images.
@@ -170,6 +196,39 @@ enum ImageCommand {
     Prune(commands::prune::PruneArgs),
 }
 
+/// `kiln container ...`: the container commands under Docker's group names.
+#[derive(Debug, Subcommand)]
+enum ContainerCommand {
+    /// List containers (`kiln ps`).
+    #[command(visible_aliases = ["ps", "list"])]
+    Ls(commands::container::ps::PsArgs),
+    /// Show a container's details (`kiln inspect --type container`).
+    Inspect(commands::inspect::InspectArgs),
+    /// Remove containers (`kiln rm`).
+    #[command(visible_alias = "remove")]
+    Rm(commands::container::commands::RmArgs),
+    /// Remove every stopped container.
+    Prune(commands::container::commands::PruneArgs),
+    /// Stop containers (`kiln stop`).
+    Stop(commands::container::commands::StopArgs),
+    /// Send a signal to containers (`kiln kill`).
+    Kill(commands::container::commands::KillArgs),
+    /// Start containers (`kiln start`).
+    Start(commands::container::commands::StartArgs),
+    /// Restart containers (`kiln restart`).
+    Restart(commands::container::commands::StopArgs),
+    /// Wait for containers to stop (`kiln wait`).
+    Wait(commands::container::commands::WaitArgs),
+    /// Show a container's output (`kiln logs`).
+    Logs(commands::container::logs::LogsArgs),
+    /// Create a container (`kiln create`).
+    Create(commands::run::RunArgs),
+    /// Run a command in a new container (`kiln run`).
+    Run(commands::run::RunArgs),
+    /// Run a command in a running container (`kiln exec`).
+    Exec(commands::container::exec::ExecArgs),
+}
+
 fn main() -> ExitCode {
     // A container's init is this same binary, re-executed: it must act
     // before anything else (no logger, no clap, no threads).
@@ -178,6 +237,20 @@ fn main() -> ExitCode {
         .is_some_and(|a| kiln_runtime::is_init_arg(&a))
     {
         return kiln_runtime::init_main();
+    }
+    // The exec helper and the container monitor are re-executions of
+    // kiln too, with no command line of the user's to parse.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| kiln_runtime::is_exec_arg(&a))
+    {
+        return kiln_runtime::exec_main();
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == commands::container::create::MONITOR_ARG)
+    {
+        return commands::container::monitor::main();
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -215,7 +288,14 @@ fn main() -> ExitCode {
     let root = cli.root.as_deref();
     // `docker run` exits 125 when Docker itself fails (no such image, a
     // bad value, an unknown user), keeping the process's own codes apart.
-    let failure = if matches!(cli.command, Command::Run(_)) {
+    let failure = if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Create(_)
+            | Command::Container {
+                command: ContainerCommand::Run(_) | ContainerCommand::Create(_)
+            }
+    ) {
         ExitCode::from(125)
     } else {
         ExitCode::FAILURE
@@ -224,7 +304,56 @@ fn main() -> ExitCode {
         Command::Build(args) => commands::build::run(root, &args),
         Command::Parse(args) => commands::parse::run(&args),
         Command::Import(args) => commands::import::run(root, &args),
-        Command::Run(args) => commands::run::run(root, &args),
+        Command::Run(args)
+        | Command::Container {
+            command: ContainerCommand::Run(args),
+        } => commands::run::run(root, &args),
+        Command::Create(args)
+        | Command::Container {
+            command: ContainerCommand::Create(args),
+        } => commands::run::create(root, &args),
+        Command::Start(args)
+        | Command::Container {
+            command: ContainerCommand::Start(args),
+        } => commands::container::commands::run_start(root, &args),
+        Command::Stop(args)
+        | Command::Container {
+            command: ContainerCommand::Stop(args),
+        } => commands::container::commands::run_stop(root, &args),
+        Command::Restart(args)
+        | Command::Container {
+            command: ContainerCommand::Restart(args),
+        } => commands::container::commands::run_restart(root, &args),
+        Command::Kill(args)
+        | Command::Container {
+            command: ContainerCommand::Kill(args),
+        } => commands::container::commands::run_kill(root, &args),
+        Command::Wait(args)
+        | Command::Container {
+            command: ContainerCommand::Wait(args),
+        } => Ok(commands::container::commands::run_wait(root, &args)),
+        Command::Rm(args)
+        | Command::Container {
+            command: ContainerCommand::Rm(args),
+        } => commands::container::commands::run_rm(root, &args),
+        Command::Ps(args)
+        | Command::Container {
+            command: ContainerCommand::Ls(args),
+        } => commands::container::ps::run(root, &args),
+        Command::Logs(args)
+        | Command::Container {
+            command: ContainerCommand::Logs(args),
+        } => commands::container::logs::run(root, &args),
+        Command::Exec(args)
+        | Command::Container {
+            command: ContainerCommand::Exec(args),
+        } => commands::container::exec::run(root, &args),
+        Command::Container {
+            command: ContainerCommand::Inspect(args),
+        } => commands::inspect::run(root, &args.containers_only()),
+        Command::Container {
+            command: ContainerCommand::Prune(args),
+        } => commands::container::commands::run_prune(root, &args),
         Command::Images(args) => commands::images::run(root, &args),
         Command::Inspect(args) => commands::inspect::run(root, &args),
         Command::History(args) => commands::history::run(root, &args),
@@ -246,7 +375,7 @@ fn main() -> ExitCode {
         Command::System { command } => commands::system::run(root, &command),
         Command::Image { command } => match command {
             ImageCommand::Ls(args) => commands::images::run(root, &args),
-            ImageCommand::Inspect(args) => commands::inspect::run(root, &args),
+            ImageCommand::Inspect(args) => commands::inspect::run(root, &args.images_only()),
             ImageCommand::History(args) => commands::history::run(root, &args),
             ImageCommand::Import(args) => commands::import::run(root, &args),
             ImageCommand::Load(args) => commands::load::run(root, &args),
@@ -279,7 +408,7 @@ fn subcommand_is_run() -> bool {
                 words.next();
             }
             w if w.starts_with('-') => {}
-            w => return w == "run",
+            w => return w == "run" || w == "create",
         }
     }
     false

@@ -1115,7 +1115,7 @@ fn ctrl_c_stops_the_build_cleanly() {
     let tmp: Vec<_> = fs::read_dir(root.join("tmp")).unwrap().collect();
     assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
     assert!(
-        kiln.fails(&["inspect", "interrupted:1"])
+        kiln.fails(&["image", "inspect", "interrupted:1"])
             .contains("no such image")
     );
     kiln.ok(&["system", "check"]);

@@ -358,7 +358,8 @@ fn unknown_images_and_bad_references_are_named() {
     kiln.import_sample("app:1");
     for args in [
         vec!["save", "-o", "/dev/null", "nope"],
-        vec!["inspect", "nope"],
+        vec!["image", "inspect", "nope"],
+        vec!["inspect", "--type", "image", "nope"],
         vec!["history", "nope"],
         vec!["tag", "nope", "x"],
         vec!["rmi", "nope"],
@@ -647,10 +648,11 @@ fn images_resolve_by_digest_reference_and_id_prefix() {
             "{name}"
         );
     }
-    // `app` alone means app:latest, which does not exist.
+    // `app` alone means app:latest, which does not exist (nor does a
+    // container of that name: Docker's words for neither).
     assert_eq!(
         kiln.fails(&["inspect", "app"]),
-        "error: no such image: app\n"
+        "error: No such object: app\n"
     );
 }
 
@@ -842,7 +844,7 @@ fn inspect_type_picks_the_object_kind() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "[]\n");
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
-        "error: no such container: app:1\n"
+        "error: No such container: app:1\n"
     );
     assert_eq!(
         kiln.fails(&["inspect", "--type", "image", "nope"]),

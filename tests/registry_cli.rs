@@ -245,7 +245,7 @@ fn pull_with_a_wrong_password_fails_with_unauthorized_and_never_shows_it() {
     assert!(!stderr.contains(registry.password()), "{stderr}");
     assert!(!stderr.contains(&auth), "{stderr}");
     assert!(
-        kiln.fails(&["inspect", &reference])
+        kiln.fails(&["image", "inspect", &reference])
             .contains("no such image")
     );
 }
@@ -793,7 +793,7 @@ fn pull_of_a_corrupted_blob_is_refused_and_stores_neither_the_blob_nor_a_tag() {
             .exists()
     );
     assert!(
-        kiln.fails(&["inspect", &reference])
+        kiln.fails(&["image", "inspect", &reference])
             .contains("no such image")
     );
 }
@@ -817,7 +817,7 @@ fn pull_of_a_corrupted_manifest_is_refused_as_a_digest_mismatch() {
         "{stderr}"
     );
     assert!(
-        kiln.fails(&["inspect", &reference])
+        kiln.fails(&["image", "inspect", &reference])
             .contains("no such image")
     );
 }
@@ -913,7 +913,7 @@ fn pull_refuses_foreign_and_non_distributable_layers_before_fetching_anything() 
             "{stderr}"
         );
         assert!(
-            kiln.fails(&["inspect", &reference])
+            kiln.fails(&["image", "inspect", &reference])
                 .contains("no such image")
         );
         server.join().unwrap();

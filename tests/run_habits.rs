@@ -804,3 +804,69 @@ fn containers_starting_together_fill_a_new_volume_once() {
         );
     }
 }
+
+#[test]
+fn a_kept_container_holds_its_volumes_until_removed() {
+    let kiln = busybox();
+    volume_image(&kiln);
+    // A named volume and the image's VOLUME /data (anonymous), both filled
+    // from the image; the container writes to the named one and exits.
+    kiln.ok(&[
+        "run",
+        "--name",
+        "keeper",
+        "--network",
+        "none",
+        "-v",
+        "kept:/srv/content",
+        "bb:vol",
+        "sh",
+        "-c",
+        "cat /srv/content/seed /data/seed; echo mine > /srv/content/mine",
+    ]);
+    let anonymous: Vec<String> = kiln
+        .ok(&["volume", "ls", "-q"])
+        .lines()
+        .filter(|l| l.len() == 64)
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(anonymous.len(), 1, "the image's VOLUME got one");
+    // Exited, it still holds both, as Docker's containers do.
+    let id = kiln
+        .ok(&["inspect", "--type", "container", "-f", "{{.Id}}", "keeper"])
+        .trim()
+        .to_owned();
+    assert_eq!(
+        kiln.fails(&["volume", "rm", "kept"]),
+        format!("error: remove kept: volume is in use - [{id}]\n")
+    );
+    assert_eq!(
+        kiln.ok(&[
+            "inspect",
+            "--type",
+            "container",
+            "-f",
+            "{{.HostConfig.Binds}}",
+            "keeper"
+        ])
+        .trim(),
+        "[kept:/srv/content]"
+    );
+    // Started again, it sees what it wrote.
+    kiln.ok(&["start", "keeper"]);
+    kiln.ok(&["wait", "keeper"]);
+    assert!(
+        kiln.ok(&["logs", "keeper"])
+            .ends_with("from image\nfrom image\n"),
+        "the restarted container sees its volumes again"
+    );
+    // rm -v: the anonymous volume goes, the named one stays, now free.
+    kiln.ok(&["rm", "-v", "keeper"]);
+    let left = kiln.ok(&["volume", "ls", "-q"]);
+    assert!(!left.contains(&anonymous[0]), "{left}");
+    assert_eq!(
+        run(&kiln, &["-v", "kept:/k", "bb:1", "cat", "/k/mine"]),
+        (0, "mine\n".to_owned(), String::new())
+    );
+    assert_eq!(kiln.ok(&["volume", "rm", "kept"]), "kept\n");
+}

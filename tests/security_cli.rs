@@ -317,7 +317,10 @@ fn sigterm_ends_a_build_whatever_the_run_traps() {
         // seconds whatever the load.
         assert!(took < Duration::from_secs(10), "{name}: {took:?}");
         assert_nothing_left(&kiln.root(), &marker);
-        assert!(kiln.fails(&["inspect", &tag]).contains("no such image"));
+        assert!(
+            kiln.fails(&["image", "inspect", &tag])
+                .contains("no such image")
+        );
     }
 }
 

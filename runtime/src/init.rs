@@ -31,7 +31,7 @@ use crate::{
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Signals the init passes on to its child instead of acting on them.
-const FORWARDED: [Signal; 6] = [
+pub(crate) const FORWARDED: [Signal; 6] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
@@ -41,7 +41,7 @@ const FORWARDED: [Signal; 6] = [
 ];
 
 /// Reports a setup failure to the parent, which turns it into an error.
-fn report(message: &str) {
+pub(crate) fn report(message: &str) {
     let bytes = message.as_bytes();
     // SAFETY: writes a valid buffer to the inherited error pipe.
     unsafe {
@@ -49,13 +49,13 @@ fn report(message: &str) {
     }
 }
 
-fn exit_now(code: i32) -> ! {
+pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit ends this (forked) process without running the parent
     // image's atexit handlers or flushing its duplicated buffers.
     unsafe { libc::_exit(code) }
 }
 
-fn fork() -> Result<i32, String> {
+pub(crate) fn fork() -> Result<i32, String> {
     // SAFETY: this process is single-threaded (a fresh exec of the init),
     // so the child may allocate and run arbitrary code.
     let pid = unsafe { libc::fork() };
@@ -243,7 +243,7 @@ fn wait_signal(blocked: &SigSet, timeout: Option<Duration>) -> Option<Signal> {
 /// SIGINT: PID 1's death takes every process of the PID namespace with
 /// it, whatever they trap or ignore. PID 1 (`None`) reaps every process
 /// reparented to it.
-fn supervise(child: i32, blocked: &SigSet, stop_timeout: Option<Duration>) -> i32 {
+pub(crate) fn supervise(child: i32, blocked: &SigSet, stop_timeout: Option<Duration>) -> i32 {
     let child = Pid::from_raw(child);
     let mut deadline: Option<Instant> = None;
     loop {
@@ -892,16 +892,16 @@ fn setup_dev(dev: &str, rootless: bool) -> Result<(), String> {
     Ok(())
 }
 
-enum Never {}
+pub(crate) enum Never {}
 
-enum Failure {
+pub(crate) enum Failure {
     /// A setup failure, reported to the parent as an error.
     Setup(String),
     /// Docker's exec failure message and exit code (126/127).
     Exec(String, i32),
 }
 
-fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
+pub(crate) fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
     let spec = &config.spec;
     let setup = Failure::Setup;
     sys::reset_signals().map_err(|e| setup(format!("resetting signal dispositions: {e}")))?;

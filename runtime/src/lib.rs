@@ -11,6 +11,7 @@
 
 mod caps;
 mod cgroup;
+mod exec;
 mod fill;
 mod init;
 mod network;
@@ -31,6 +32,7 @@ use std::process::{Command, ExitCode, Stdio};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use exec::{EXEC_ARG, ExecSpec, exec, exec_main, is_exec_arg};
 pub use network::NetworkPool;
 pub use seccomp::{Profile as SeccompProfile, SeccompError};
 pub use spec::{Limits, Mount, Network, RunOutcome, RunSpec, Seccomp};
@@ -118,7 +120,7 @@ pub enum RuntimeError {
 
 /// What the parent hands the init: the spec plus host paths it prepared.
 #[derive(Debug, Serialize, Deserialize)]
-struct InitConfig {
+pub(crate) struct InitConfig {
     spec: RunSpec,
     /// Mount point of the overlay.
     merged: PathBuf,
@@ -144,7 +146,7 @@ struct InitConfig {
 
 /// How the init gives the container its network namespace.
 #[derive(Debug, Serialize, Deserialize)]
-enum NetworkSetup {
+pub(crate) enum NetworkSetup {
     /// The host's ([`Network::Host`]).
     Host,
     /// A new one with only `lo` ([`Network::None`]).
@@ -157,7 +159,7 @@ enum NetworkSetup {
 }
 
 /// Whether runs from this process are rootless (effective uid not 0).
-fn is_rootless() -> bool {
+pub(crate) fn is_rootless() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() != 0 }
 }
@@ -206,6 +208,26 @@ pub enum Stream {
 /// may hold part of a line, or several). Called from reader threads.
 pub type OutputSink<'a> = &'a (dyn Fn(Stream, &[u8]) + Sync);
 
+/// What a caller that keeps the run as a container gets while it runs.
+#[derive(Clone, Copy, Default)]
+pub struct Hooks<'a> {
+    /// Called with the init's pid as soon as it is spawned (the container
+    /// process itself is a grandchild of it, in the new PID namespace).
+    pub started: Option<&'a (dyn Fn(i32) + Sync)>,
+    /// Receives the output as it is read (with `spec.capture`).
+    pub sink: Option<OutputSink<'a>>,
+    /// Keep the output in the outcome too (false for a long-lived
+    /// container, whose output only goes to `sink`).
+    pub keep_output: bool,
+}
+
+/// Like [`run`], with `hooks` told of the start and of every chunk of
+/// output (which is not kept in the outcome unless `hooks.keep_output`):
+/// for a container monitor.
+pub fn run_hooked(spec: &RunSpec, hooks: Hooks<'_>) -> Result<RunOutcome, RuntimeError> {
+    run_inner(spec, Path::new("/proc/self/exe"), hooks, None)
+}
+
 /// Like [`run`] with `spec.capture` set, and every chunk of output also
 /// handed to `sink` as it arrives, so a caller can show it live; the
 /// outcome still holds all of it. With `networks`, an isolated network
@@ -216,7 +238,12 @@ pub fn run_streaming(
     sink: OutputSink<'_>,
     networks: Option<&NetworkPool>,
 ) -> Result<RunOutcome, RuntimeError> {
-    run_inner(spec, Path::new("/proc/self/exe"), Some(sink), networks)
+    let hooks = Hooks {
+        started: None,
+        sink: Some(sink),
+        keep_output: true,
+    };
+    run_inner(spec, Path::new("/proc/self/exe"), hooks, networks)
 }
 
 /// Runs `spec` with `init_program` as the container init; the program must
@@ -232,13 +259,13 @@ pub fn run_with_init(
     init_program: &Path,
     networks: Option<&NetworkPool>,
 ) -> Result<RunOutcome, RuntimeError> {
-    run_inner(spec, init_program, None, networks)
+    run_inner(spec, init_program, Hooks::default(), networks)
 }
 
 fn run_inner(
     spec: &RunSpec,
     init_program: &Path,
-    sink: Option<OutputSink<'_>>,
+    hooks: Hooks<'_>,
     networks: Option<&NetworkPool>,
 ) -> Result<RunOutcome, RuntimeError> {
     validate(spec)?;
@@ -266,7 +293,7 @@ fn run_inner(
     let mut result = run_prepared(
         &config,
         init_program,
-        sink,
+        hooks,
         lease.as_ref().and_then(network::Lease::fd),
     );
     // The run is over (every process of its PID namespace is gone): the
@@ -406,12 +433,7 @@ fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, Runti
         let path = files.join(name);
         fs::write(&path, content).map_err(prep_err(&path))?;
     }
-    let caps = caps::capability_names(spec.privileged);
-    let seccomp = match &spec.seccomp {
-        Seccomp::Unconfined => None,
-        Seccomp::Default => Some(seccomp::default_program(&caps, &DEFAULT_SECCOMP)?),
-        Seccomp::Profile(profile) => Some(seccomp::compile(profile, &caps)?),
-    };
+    let seccomp = seccomp_program(&spec.seccomp, spec.privileged)?;
     let network = match spec.network {
         Network::Host => NetworkSetup::Host,
         Network::None => NetworkSetup::Loopback,
@@ -436,6 +458,17 @@ fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, Runti
         seccomp,
         network,
         window,
+    })
+}
+
+/// The BPF program of `seccomp` for a process with the default (or, when
+/// privileged, every) capability; `None` when unconfined.
+fn seccomp_program(seccomp: &Seccomp, privileged: bool) -> Result<Option<Vec<u8>>, RuntimeError> {
+    let caps = caps::capability_names(privileged);
+    Ok(match seccomp {
+        Seccomp::Unconfined => None,
+        Seccomp::Default => Some(seccomp::default_program(&caps, &DEFAULT_SECCOMP)?),
+        Seccomp::Profile(profile) => Some(seccomp::compile(profile, &caps)?),
     })
 }
 
@@ -488,7 +521,7 @@ fn is_empty_dir(path: &Path) -> bool {
 fn run_prepared(
     config: &InitConfig,
     init_program: &Path,
-    sink: Option<OutputSink<'_>>,
+    hooks: Hooks<'_>,
     network: Option<RawFd>,
 ) -> Result<RunOutcome, RuntimeError> {
     let spec = &config.spec;
@@ -497,7 +530,7 @@ fn run_prepared(
     } else {
         None
     };
-    let result = spawn_and_wait(config, init_program, cgroup.as_ref(), sink, network);
+    let result = spawn_and_wait(config, init_program, cgroup.as_ref(), hooks, network);
     let oom = cgroup.as_ref().is_some_and(cgroup::Cgroup::oom_killed);
     let removed = cgroup.map_or(Ok(()), cgroup::Cgroup::remove);
     let mut outcome = result?;
@@ -513,10 +546,11 @@ fn spawn_and_wait(
     config: &InitConfig,
     init_program: &Path,
     cgroup: Option<&cgroup::Cgroup>,
-    sink: Option<OutputSink<'_>>,
+    hooks: Hooks<'_>,
     network: Option<RawFd>,
 ) -> Result<RunOutcome, RuntimeError> {
     let spec = &config.spec;
+    let sink = hooks.sink;
     let json = serde_json::to_vec(config).map_err(|e| RuntimeError::Io(e.into()))?;
     let (config_read, config_write) = sys::pipe().map_err(RuntimeError::Io)?;
     let (error_read, error_write) = sys::pipe().map_err(RuntimeError::Io)?;
@@ -555,6 +589,9 @@ fn spawn_and_wait(
     drop(command);
     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
     let slot = signals::register(pid);
+    if let Some(started) = hooks.started {
+        started(pid);
+    }
     // A signal that came before the pid was registered must still reach it.
     if signals::stopping() {
         // SAFETY: kill on the pid of our own, not yet reaped, child.
@@ -585,7 +622,8 @@ fn spawn_and_wait(
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let (out, err, status) = std::thread::scope(|scope| {
-        let err_thread = scope.spawn(move || read_all(stderr, Stream::Stderr, sink));
+        let keep = hooks.keep_output;
+        let err_thread = scope.spawn(move || read_all(stderr, Stream::Stderr, sink, keep));
         let pty_thread = terminal.map(|socket| {
             let capture = spec.capture;
             let interactive = spec.interactive;
@@ -602,7 +640,7 @@ fn spawn_and_wait(
                 sys::pty_copy(&master, capture, interactive)
             })
         });
-        let out = read_all(stdout, Stream::Stdout, sink);
+        let out = read_all(stdout, Stream::Stdout, sink, keep);
         let status = child.wait();
         let err = err_thread.join().unwrap_or_default();
         let pty_out = pty_thread.and_then(|t| t.join().ok()).unwrap_or_default();
@@ -631,8 +669,13 @@ fn spawn_and_wait(
 }
 
 /// Everything `reader` gives until end of file, each chunk also passed to
-/// `sink` as soon as it is read.
-fn read_all<R: Read>(reader: Option<R>, stream: Stream, sink: Option<OutputSink<'_>>) -> Vec<u8> {
+/// `sink` as soon as it is read (and kept only with `keep`).
+fn read_all<R: Read>(
+    reader: Option<R>,
+    stream: Stream,
+    sink: Option<OutputSink<'_>>,
+    keep: bool,
+) -> Vec<u8> {
     let mut buf = Vec::new();
     let Some(mut reader) = reader else {
         return buf;
@@ -648,7 +691,9 @@ fn read_all<R: Read>(reader: Option<R>, stream: Stream, sink: Option<OutputSink<
             Ok(n) => {
                 let data = chunk.get(..n).unwrap_or_default();
                 sink(stream, data);
-                buf.extend_from_slice(data);
+                if keep {
+                    buf.extend_from_slice(data);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,

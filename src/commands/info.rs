@@ -49,7 +49,8 @@ fn info_document(store: &kiln_store::Store) -> anyhow::Result<Value> {
         .iter()
         .map(|image| image.id.to_string())
         .collect();
-    let containers = container_count(store.root());
+    // Running (or restarting) per their state, liveness checked.
+    let (containers, running) = container_counts(store);
     let (os_name, os_version) = operating_system();
     let mut security = Vec::new();
     if seccomp_supported() {
@@ -63,9 +64,9 @@ fn info_document(store: &kiln_store::Store) -> anyhow::Result<Value> {
         std::env::current_exe().map_or_else(|_| "kiln".to_owned(), |p| p.display().to_string());
     Ok(json!({
         "Containers": containers,
-        "ContainersRunning": 0,
+        "ContainersRunning": running,
         "ContainersPaused": 0,
-        "ContainersStopped": containers,
+        "ContainersStopped": containers - running,
         "Images": images.len(),
         "Driver": "overlay",
         "DriverStatus": [["Backing Filesystem", backing_filesystem(store.root())]],
@@ -168,13 +169,16 @@ fn render(info: &Value) -> String {
 /// Containers in the store: the directories under `containers/`. kiln
 /// keeps no running state there yet, so all count as stopped; the
 /// container commands replace this with their own state.
-fn container_count(root: &Path) -> usize {
-    fs::read_dir(root.join("containers")).map_or(0, |entries| {
-        entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .count()
-    })
+fn container_counts(store: &kiln_store::Store) -> (usize, usize) {
+    let ids = store.container_ids().unwrap_or_default();
+    let running = ids
+        .iter()
+        .filter(|id| {
+            kiln_store::containers::current_state(&store.container_dir(id))
+                .is_ok_and(|s| matches!(s.status.as_str(), "running" | "restarting"))
+        })
+        .count();
+    (ids.len(), running)
 }
 
 /// A one-line file of /proc, trimmed; empty when unreadable.

@@ -1,5 +1,6 @@
-//! `kiln inspect`: image details as `docker image inspect` prints them;
-//! `--type` picks the kind of object as `docker inspect --type` does.
+//! `kiln inspect`: image details as `docker image inspect` prints them,
+//! container details as `docker container inspect` does; `--type` picks
+//! the kind of object as `docker inspect --type` does.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -20,9 +21,23 @@ pub struct InspectArgs {
     /// Only objects of this type: `image` or `container`.
     #[arg(long = "type", value_name = "TYPE")]
     kind: Option<String>,
-    /// Images (containers with `--type container`), by name or ID.
+    /// Containers or images, by name or ID.
     #[arg(required = true, value_name = "NAME")]
     names: Vec<String>,
+}
+
+impl InspectArgs {
+    /// The arguments of `kiln image inspect`.
+    pub fn images_only(mut self) -> Self {
+        self.kind = Some("image".to_owned());
+        self
+    }
+
+    /// The arguments of `kiln container inspect`.
+    pub fn containers_only(mut self) -> Self {
+        self.kind = Some("container".to_owned());
+        self
+    }
 }
 
 /// The kinds of object `inspect` finds.
@@ -49,19 +64,18 @@ struct Found {
     ty: &'static GoType,
 }
 
-/// A container's inspect document, if `name` names a container. kiln has
-/// no containers yet; the container commands plug their lookup in here.
-#[expect(
-    clippy::unnecessary_wraps,
-    reason = "the container lookup will read the store and can fail"
-)]
-fn find_container(_store: &Store, _name: &str) -> anyhow::Result<Option<Found>> {
-    Ok(None)
+/// A container's inspect document, if `name` names a container (its
+/// ID, name or a unique ID prefix).
+fn find_container(store: &Store, name: &str) -> anyhow::Result<Option<Found>> {
+    match super::container::find(store, name) {
+        Ok(container) => Ok(Some(Found {
+            document: super::container::inspect::document(&container),
+            ty: &crate::template::ANY,
+        })),
+        Err(e) if super::container::is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
-
-/// Whether `find_container` can find anything: until it can, a name
-/// without `--type` that is no image is reported as an image.
-const CONTAINERS_SUPPORTED: bool = false;
 
 /// Looks `name` up as `kind` (any kind when `None`, containers first, as
 /// Docker does); the error is Docker's `no such image|container|object`.
@@ -72,15 +86,15 @@ fn find(store: &Store, kind: Option<ObjectKind>, name: &str) -> anyhow::Result<F
         return Ok(found);
     }
     if kind == Some(ObjectKind::Container) {
-        anyhow::bail!("no such container: {name}");
+        anyhow::bail!("No such container: {name}");
     }
     match store.resolve(name) {
         Ok(image) => Ok(Found {
             document: inspect_document(&image),
             ty: &IMAGE_INSPECT,
         }),
-        Err(StoreError::ImageNotFound(_)) if kind.is_none() && CONTAINERS_SUPPORTED => {
-            anyhow::bail!("no such object: {name}")
+        Err(StoreError::ImageNotFound(_)) if kind.is_none() => {
+            anyhow::bail!("No such object: {name}")
         }
         Err(error) => Err(error.into()),
     }

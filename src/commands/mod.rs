@@ -3,6 +3,7 @@
 pub mod build;
 pub mod build_cache;
 pub mod cache;
+pub mod container;
 pub mod diff;
 pub mod disk_usage;
 pub mod history;

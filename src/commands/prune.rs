@@ -9,8 +9,7 @@ use clap::Args;
 /// Arguments of `kiln prune`.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove all images, not just dangling ones (kiln keeps no containers,
-    /// so no image is in use).
+    /// Remove all images not used by a container, not just dangling ones.
     #[arg(short, long)]
     all: bool,
     /// Do not ask for confirmation.
@@ -38,6 +37,10 @@ pub fn run(root: Option<&Path>, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let mut header = false;
     for image in store.images()? {
         if !args.all && !image.tags.is_empty() {
+            continue;
+        }
+        // A container's image stays, as with Docker.
+        if super::rmi::container_using(&store, &image)?.is_some() {
             continue;
         }
         if !header {

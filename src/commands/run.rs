@@ -1,6 +1,8 @@
 //! `kiln run`: one process from an image, in Linux namespaces over an
-//! overlayfs snapshot. Containers are not kept: the writable layer is
-//! discarded when the process exits (`--rm` is accepted and implied).
+//! overlayfs snapshot. A plain foreground run keeps no container: the
+//! writable layer is discarded when the process exits. With `-d` or
+//! `--name` (and for `kiln create`) the container is kept in the store and
+//! run by a monitor process (see `commands::container`).
 
 mod mounts;
 
@@ -19,20 +21,39 @@ const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 /// Arguments of `kiln run`.
 #[expect(
     clippy::struct_excessive_bools,
-    reason = "Docker's independent switches (--rm, -i, -t, --init, --read-only)"
+    reason = "Docker's independent switches (--rm, -d, -i, -t, --init, --read-only)"
 )]
 #[derive(Debug, Args)]
 #[command(
     disable_help_flag = true,
-    after_help = "kiln keeps no containers: the container's writable layer is discarded when its process exits, so --rm is always in effect."
+    after_help = "Without -d or --name, kiln keeps no container: its writable layer is discarded when its process exits (--rm is in effect). With -d or --name the container is kept (see kiln ps -a) until kiln rm, or until it exits with --rm."
 )]
 pub struct RunArgs {
     /// Print help (`-h` is --hostname, as in Docker).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
-    /// Remove the container when it exits (always the case in kiln).
+    /// Remove the container when it exits (always the case without -d or
+    /// --name).
     #[arg(long)]
     rm: bool,
+    /// Run the container in the background and print its ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Name the container (unique; kept, as with -d).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Restart policy of a kept container: no, on-failure[:N], always or
+    /// unless-stopped (applied by its monitor while it lives; nothing
+    /// restarts containers after a reboot).
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    restart: String,
+    /// Log options of a kept container (json-file): max-size=SIZE,
+    /// max-file=N.
+    #[arg(long = "log-opt", value_name = "OPT")]
+    log_opts: Vec<String>,
+    /// Set a label on a kept container (`K=V`).
+    #[arg(short = 'l', long = "label", value_name = "K=V")]
+    labels: Vec<String>,
     /// Set an environment variable (`K=V`, or `K` to pass the host's value).
     #[arg(short, long = "env", value_name = "K=V")]
     env: Vec<String>,
@@ -139,6 +160,16 @@ impl RunArgs {
 /// Runs `kiln run`; the exit status is the container process's, as Docker
 /// reports it.
 pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    run_or_create(root, args, false)
+}
+
+/// Runs `kiln create`: the container is kept, not started; its ID is
+/// printed.
+pub fn create(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    run_or_create(root, args, true)
+}
+
+fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::Result<ExitCode> {
     // The list after kiln's options takes hyphens (a command's own
     // flags), so an unknown option of kiln's lands where IMAGE is.
     if args.image().starts_with('-') {
@@ -194,7 +225,7 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|snapshot| snapshot.path)
         .collect();
-    let container_id = random_id();
+    let container_id = super::container::random_id();
     let hostname = args
         .hostname
         .clone()
@@ -205,19 +236,14 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|v| v.keys().cloned().collect())
         .unwrap_or_default();
-    let scratch = tempfile::Builder::new()
-        .prefix("container-")
-        .tempdir_in(store.tmp_dir())
-        .context("cannot create the container's writable layer")?;
-    let upper = scratch.path().join("upper");
-    std::fs::create_dir(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
     // Last before the run: from here every path goes through
-    // finish_volumes, which removes the anonymous volumes.
-    let (mounts, volumes) =
+    // finish_volumes (or, for a kept container, its removal), which
+    // removes the anonymous volumes.
+    let (mounts, mut volumes) =
         mounts::ContainerVolumes::attach(&store, &container_id, &mount_requests, &image_volumes)?;
-    let spec = RunSpec {
+    let mut spec = RunSpec {
         layers,
-        upper,
+        upper: PathBuf::new(),
         argv: command,
         env,
         cwd: args
@@ -240,6 +266,39 @@ pub fn run(root: Option<&Path>, args: &RunArgs) -> anyhow::Result<ExitCode> {
         group_add: args.group_add.clone(),
         read_only_root: args.read_only,
     };
+    if create || args.detach || args.name.is_some() {
+        let kept_dir = store.container_dir(&container_id);
+        let kept = super::container::create::Kept {
+            id: container_id,
+            image: args.image(),
+            name: args.name.as_deref(),
+            restart: &args.restart,
+            log_opts: &args.log_opts,
+            labels: &args.labels,
+            auto_remove: args.rm,
+        };
+        let created =
+            super::container::create::from_run(&store, &image, &kept, spec, create, args.detach);
+        // A container that could not be made releases its volumes; one
+        // made (even if it could not start) holds them until removed.
+        if created.is_err() && !kept_dir.is_dir() {
+            finish_volumes(&store, volumes, false)?;
+            return created;
+        }
+        // Started: the volumes it was to fill are filled.
+        if !create {
+            volumes.mark_filled(&store)?;
+        }
+        volumes.keep_for_container();
+        return created;
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("container-")
+        .tempdir_in(store.tmp_dir())
+        .context("cannot create the container's writable layer")?;
+    let upper = scratch.path().join("upper");
+    std::fs::create_dir(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
+    spec.upper = upper;
     let outcome = kiln_runtime::run(&spec);
     // The NAT helper is reaped in the background; it must not outlive kiln.
     kiln_runtime::wait_for_helpers();
@@ -353,7 +412,7 @@ fn environment(
 
 /// `K=V` as given, or `K` alone: the host's value, or nothing when unset
 /// (as Docker does).
-fn env_entry(entry: &str) -> anyhow::Result<Option<String>> {
+pub(crate) fn env_entry(entry: &str) -> anyhow::Result<Option<String>> {
     let key = entry.split('=').next().unwrap_or("");
     if key.is_empty() {
         bail!("invalid environment variable: {entry}");
@@ -421,19 +480,6 @@ fn parse_cpus(text: &str) -> anyhow::Result<f64> {
         );
     }
     Ok(cpus)
-}
-
-/// A random 64-hex-digit container ID (its first 12 digits are the
-/// default host name, as in Docker).
-fn random_id() -> String {
-    let mut bytes = [0u8; 32];
-    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut urandom, &mut bytes);
-    }
-    bytes.iter().fold(String::with_capacity(64), |mut id, b| {
-        let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{b:02x}"));
-        id
-    })
 }
 
 /// The image to run: pulled first with `--pull always`, or when the store

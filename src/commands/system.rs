@@ -113,6 +113,13 @@ fn df(store: &Store) -> anyhow::Result<ExitCode> {
             usage.image_bytes.1,
         ),
         (
+            "Containers",
+            usage.containers.0.to_string(),
+            usage.containers.1.to_string(),
+            usage.containers.2,
+            usage.containers.3,
+        ),
+        (
             "Layers",
             usage.layers.0.to_string(),
             usage.layers.0.to_string(),

@@ -27,7 +27,7 @@ mod parse;
 mod tests;
 mod types;
 
-pub use types::{GoType, IMAGE_INSPECT};
+pub use types::{ANY, GoType, IMAGE_INSPECT};
 
 /// Output larger than this is refused (also any single computed string),
 /// so a template cannot exhaust memory.
@@ -79,7 +79,7 @@ impl Template {
 
     /// Executes the template with `data` as `.` and `$`.
     pub fn execute(&self, data: &serde_json::Value) -> Result<String, TemplateError> {
-        exec::execute(&self.text, &self.nodes, data, &types::ANY)
+        exec::execute(&self.text, &self.nodes, data, &ANY)
     }
 
     /// Executes the template over `data` seen as the Go type `ty`, as

@@ -156,6 +156,16 @@ pub enum StoreError {
         /// Why it was rejected.
         source: ReferenceError,
     },
+    /// A container of that name exists.
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    ContainerNameInUse {
+        /// The name asked for.
+        name: String,
+        /// The container that has it.
+        id: String,
+    },
     /// `rmi` of an ID that several tags name, without force.
     #[error(
         "conflict: unable to delete {id} (must be forced) - image is referenced in multiple repositories"

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod blobs;
 pub mod commit;
 pub mod compare;
+pub mod containers;
 pub mod digest;
 pub mod error;
 pub mod fault;

@@ -62,6 +62,9 @@ pub struct DiskUsage {
     pub volumes: (usize, usize, u64, u64),
     /// Temporary files of running and of dead processes.
     pub temporaries: Temporaries,
+    /// Containers, how many run, the bytes of their directories (writable
+    /// layers and logs), and the bytes of those that do not run.
+    pub containers: (usize, usize, u64, u64),
 }
 
 /// The entries of `tmp/` (other than the caller's own), by owner.
@@ -111,6 +114,13 @@ impl Store {
         for entry in index.manifests.iter().filter(|d| keep(d)) {
             self.mark_descriptor(&entry.media_type, &entry.digest, &mut marks, 0)?;
         }
+        // A container's image stays as long as the container, even when
+        // its name was removed (`rmi -f`): its snapshots are its layers.
+        for digest in self.container_manifests()? {
+            // A container whose image is broken must not stop the
+            // collection; `system check` reports it.
+            let _ = self.mark_descriptor(crate::spec::OCI_MANIFEST, &digest, &mut marks, 0);
+        }
         // A digest in a record may be a layer blob or a chain id; keeping
         // both the blob and the snapshot of that name spares a cache hit
         // from unpacking the layer again.
@@ -124,7 +134,7 @@ impl Store {
         Ok(marks)
     }
 
-    fn mark_descriptor(
+    pub(crate) fn mark_descriptor(
         &self,
         media_type: &str,
         digest: &str,
@@ -552,6 +562,7 @@ impl Store {
             });
         }
         problems.extend(self.check_snapshots()?);
+        problems.extend(self.check_containers()?);
         Ok(problems)
     }
 
@@ -626,6 +637,19 @@ impl Store {
             }
         }
         usage.temporaries = self.temporaries()?;
+        for id in self.container_ids()? {
+            let dir = self.container_dir(&id);
+            let bytes = disk_usage(&dir);
+            usage.containers.0 += 1;
+            usage.containers.2 += bytes;
+            let running = crate::containers::current_state(&dir)
+                .is_ok_and(|s| matches!(s.status.as_str(), "running" | "restarting"));
+            if running {
+                usage.containers.1 += 1;
+            } else {
+                usage.containers.3 += bytes;
+            }
+        }
         Ok(usage)
     }
 }

@@ -50,8 +50,9 @@ pub struct Store {
 /// The directories kiln keeps under the store root, created on open and
 /// closed to other users. The store owns each of them: garbage
 /// collection, `system check` and `system df` cover them all.
-const STORE_DIRS: [&str; 11] = [
+const STORE_DIRS: [&str; 12] = [
     "blobs",
+    "containers",
     "blobs/sha256",
     "snapshots",
     "cache",
@@ -804,7 +805,7 @@ impl Drop for Store {
 /// crosses into another file system: a mount left under a dead process's
 /// staging directory (a bind mount of a host directory, say) makes the
 /// removal fail with EBUSY instead of emptying what it shows.
-pub(crate) fn remove_tree(path: &Path) -> Result<(), StoreError> {
+pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt as _;
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,

@@ -39,6 +39,14 @@ impl Owner {
         })
     }
 
+    /// The process `pid` as it is now (`None` when there is none).
+    pub fn of(pid: u32) -> Option<Self> {
+        Some(Owner {
+            pid,
+            start: start_time(pid)?,
+        })
+    }
+
     /// `<pid>-<start>`, the form names carry.
     pub fn tag(&self) -> String {
         format!("{}-{}", self.pid, self.start)

@@ -55,11 +55,23 @@ struct Record {
 pub struct Attachment {
     _lock: File,
     path: PathBuf,
+    /// The mark outlives this attachment ([`Attachment::keep`]).
+    kept: bool,
+}
+
+impl Attachment {
+    /// Leaves the mark in place (a kept container's: it counts while the
+    /// container exists); the lock goes now.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
 }
 
 impl Drop for Attachment {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        if !self.kept {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -197,7 +209,11 @@ impl Store {
         let path = dir.join("users").join(user);
         let lock = lock_file(&path)?;
         lock.lock().at(&path)?;
-        Ok(Attachment { _lock: lock, path })
+        Ok(Attachment {
+            _lock: lock,
+            path,
+            kept: false,
+        })
     }
 
     /// The users (container IDs) holding `name` in use.
@@ -211,6 +227,13 @@ impl Store {
         };
         for entry in entries {
             let entry = entry.at(&users)?;
+            // A kept container holds its volumes for as long as it exists,
+            // running or not, as Docker's containers do.
+            let user = entry.file_name().to_string_lossy().into_owned();
+            if crate::containers::is_container_id(&user) && self.container_dir(&user).is_dir() {
+                held.push(user);
+                continue;
+            }
             let Ok(file) = File::open(entry.path()) else {
                 continue;
             };
@@ -224,6 +247,31 @@ impl Store {
         }
         held.sort();
         Ok(held)
+    }
+
+    /// Lets the volumes container `id` held go (its `users/<id>` marks),
+    /// once the container is removed; with `remove_anonymous` (`rm -v`,
+    /// `--rm`) its anonymous volumes that nothing else uses go too.
+    pub fn release_container_volumes(
+        &self,
+        id: &str,
+        remove_anonymous: bool,
+    ) -> Result<(), StoreError> {
+        for volume in self.volumes()? {
+            let mark = self.volumes_dir().join(&volume.name).join("users").join(id);
+            match fs::remove_file(&mark) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io(&mark, e)),
+            }
+            if remove_anonymous && volume.anonymous && self.volume_users(&volume.name)?.is_empty() {
+                match self.remove_volume(&volume.name) {
+                    Ok(_) | Err(StoreError::NoSuchVolume(_) | StoreError::VolumeInUse { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes volume `name`, refused while it is in use; returns the

@@ -343,6 +343,15 @@ impl ContainerVolumes {
         Ok(())
     }
 
+    /// Leaves the volumes marked in use by the kept container (the marks
+    /// stay while its directory exists; `Store::release_container_volumes`
+    /// lets them go when it is removed).
+    pub(crate) fn keep_for_container(self) {
+        for (_, attachment) in self.held {
+            attachment.keep();
+        }
+    }
+
     /// Lets the volumes go; with `remove_anonymous` (a container removed,
     /// as `--rm` does), its anonymous volumes are removed too.
     pub(crate) fn release(self, store: &Store, remove_anonymous: bool) -> anyhow::Result<()> {
