@@ -95,6 +95,8 @@ enum Command {
     Logs(commands::container::logs::LogsArgs),
     /// Run a command in a running container.
     Exec(commands::container::exec::ExecArgs),
+    /// Create a new image from a container's changes.
+    Commit(commands::container::commit::CommitArgs),
     /// Manage containers (Docker's `docker container` commands).
     Container {
         /// What to do.
@@ -227,6 +229,8 @@ enum ContainerCommand {
     Run(commands::run::RunArgs),
     /// Run a command in a running container (`kiln exec`).
     Exec(commands::container::exec::ExecArgs),
+    /// Create a new image from a container's changes (`kiln commit`).
+    Commit(commands::container::commit::CommitArgs),
 }
 
 fn main() -> ExitCode {
@@ -348,6 +352,10 @@ fn main() -> ExitCode {
         | Command::Container {
             command: ContainerCommand::Exec(args),
         } => commands::container::exec::run(root, &args),
+        Command::Commit(args)
+        | Command::Container {
+            command: ContainerCommand::Commit(args),
+        } => commands::container::commit::run(root, &args),
         Command::Container {
             command: ContainerCommand::Inspect(args),
         } => commands::inspect::run(root, &args.containers_only()),

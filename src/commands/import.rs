@@ -121,13 +121,21 @@ pub fn created_time() -> String {
     now.strftime("%Y-%m-%dT%H:%M:%S%.fZ").to_string()
 }
 
-/// Applies `--change` instructions to an empty config, through the
-/// Dockerfile parser and planner so that quoting, JSON forms and variable
-/// expansion match a Dockerfile.
+/// Applies `--change` instructions to an empty config.
 fn apply_changes(changes: &[String]) -> anyhow::Result<ContainerConfig> {
     let mut config = ContainerConfig::default();
+    apply_changes_to(&mut config, changes)?;
+    Ok(config)
+}
+
+/// Applies `--change` (`-c`) instructions of `kiln import` and `kiln
+/// commit` to `config`, through the Dockerfile parser and planner so that
+/// quoting, JSON forms and variable expansion match a Dockerfile; the
+/// instructions Docker allows there (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+/// ONBUILD, USER, VOLUME, WORKDIR).
+pub fn apply_changes_to(config: &mut ContainerConfig, changes: &[String]) -> anyhow::Result<()> {
     if changes.is_empty() {
-        return Ok(config);
+        return Ok(());
     }
     for change in changes {
         let keyword = change
@@ -170,8 +178,8 @@ fn apply_changes(changes: &[String]) -> anyhow::Result<ContainerConfig> {
         if let StepKind::Workdir { path } = &step.kind {
             config.working_dir = Some(path.clone());
         } else {
-            kiln_builder::engine::apply_to_config(&mut config, &step.kind, &mut cmd_set);
+            kiln_builder::engine::apply_to_config(config, &step.kind, &mut cmd_set);
         }
     }
-    Ok(config)
+    Ok(())
 }
