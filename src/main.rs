@@ -95,6 +95,8 @@ enum Command {
     Logs(commands::container::logs::LogsArgs),
     /// Run a command in a running container.
     Exec(commands::container::exec::ExecArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(commands::container::cp::CpArgs),
     /// Manage containers (Docker's `docker container` commands).
     Container {
         /// What to do.
@@ -219,6 +221,8 @@ enum ContainerCommand {
     Run(commands::run::RunArgs),
     /// Run a command in a running container (`kiln exec`).
     Exec(commands::container::exec::ExecArgs),
+    /// Copy files/folders between a container and the local filesystem (`kiln cp`).
+    Cp(commands::container::cp::CpArgs),
 }
 
 fn main() -> ExitCode {
@@ -237,6 +241,14 @@ fn main() -> ExitCode {
         .is_some_and(|a| kiln_runtime::is_exec_arg(&a))
     {
         return kiln_runtime::exec_main();
+    }
+    // The copy helper joins a container's mount namespace (or mounts a
+    // stopped one's overlay): single-threaded, before anything else.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == commands::container::cp::CP_ARG)
+    {
+        return commands::container::cp::helper_main();
     }
     if std::env::args_os()
         .nth(1)
@@ -340,6 +352,10 @@ fn main() -> ExitCode {
         | Command::Container {
             command: ContainerCommand::Exec(args),
         } => commands::container::exec::run(root, &args),
+        Command::Cp(args)
+        | Command::Container {
+            command: ContainerCommand::Cp(args),
+        } => commands::container::cp::run(root, &args),
         Command::Container {
             command: ContainerCommand::Inspect(args),
         } => commands::inspect::run(root, &args.containers_only()),

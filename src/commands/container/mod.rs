@@ -6,6 +6,7 @@
 //! keeps its log and records its exit.
 
 pub mod commands;
+pub mod cp;
 pub mod create;
 pub mod exec;
 pub mod inspect;

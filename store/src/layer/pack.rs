@@ -69,6 +69,7 @@ pub fn pack_directory<W: Write>(
         opts,
         stats: PackStats::default(),
         links: HashMap::new(),
+        owner: None,
     };
     let walk = WalkDir::new(dir)
         .follow_links(false)
@@ -98,10 +99,64 @@ pub fn pack_directory<W: Write>(
     Ok(p.stats)
 }
 
+/// Writes a tar of `path` itself, as `docker cp` archives a resource: a
+/// file, symlink (not followed) or other node as one entry named `name`,
+/// a directory as `name/` and the tree under it as `name/...` (entries as
+/// [`pack_directory`] writes them). With `owner`, every entry has those
+/// ids (uid, gid) instead of the file's.
+pub fn pack_path<W: Write>(
+    path: &Path,
+    name: &[u8],
+    owner: Option<(u32, u32)>,
+    out: W,
+) -> Result<PackStats, LayerError> {
+    let opts = PackOptions::default();
+    let mut p = Packer {
+        b: tar::Builder::new(out),
+        opts: &opts,
+        stats: PackStats::default(),
+        links: HashMap::new(),
+        owner,
+    };
+    let walk = WalkDir::new(path)
+        .follow_links(false)
+        .follow_root_links(false)
+        .sort_by_file_name();
+    for ent in walk {
+        let ent = ent.map_err(|e| {
+            let shown = e.path().unwrap_or(path).display().to_string();
+            LayerError::io(format!("walking {shown}"), io::Error::from(e))
+        })?;
+        let rel = ent.path().strip_prefix(path).map_err(|_| {
+            LayerError::io(
+                format!("walking {}", ent.path().display()),
+                io::Error::other("path outside the packed directory"),
+            )
+        })?;
+        let mut entry_name = name.to_vec();
+        if !rel.as_os_str().is_empty() {
+            entry_name.push(b'/');
+            entry_name.extend_from_slice(rel.as_os_str().as_bytes());
+        }
+        let md = ent.metadata().map_err(|e| {
+            LayerError::io(
+                format!("inspecting {}", ent.path().display()),
+                io::Error::from(e),
+            )
+        })?;
+        p.entry(ent.path(), &entry_name, &md)?;
+    }
+    p.b.into_inner()
+        .map_err(|e| LayerError::io("writing end of archive", e))?;
+    Ok(p.stats)
+}
+
 struct Packer<'o, W: Write> {
     b: tar::Builder<W>,
     opts: &'o PackOptions,
     stats: PackStats,
+    /// Ids written for every entry instead of the file's ([`pack_path`]).
+    owner: Option<(u32, u32)>,
     /// First name of each multiply-linked inode, by (device, inode).
     links: HashMap<(u64, u64), Vec<u8>>,
 }
@@ -132,8 +187,8 @@ impl<W: Write> Packer<'_, W> {
             name: rel,
             etype: EntryType::Regular,
             mode: md.mode() & 0o7777,
-            uid: u64::from(md.uid()),
-            gid: u64::from(md.gid()),
+            uid: u64::from(self.owner.map_or(md.uid(), |o| o.0)),
+            gid: u64::from(self.owner.map_or(md.gid(), |o| o.1)),
             mtime: md.mtime(),
             size: 0,
             link: None,

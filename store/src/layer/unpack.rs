@@ -138,7 +138,20 @@ pub fn unpack_layer<R: Read>(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, LayerError> {
-    unpack(tar_stream, dest, opts.whiteouts, None)
+    unpack(tar_stream, dest, opts.whiteouts, None, None)
+}
+
+/// [`unpack_layer`] with every entry owned by `owner` (uid, gid) instead
+/// of the ids in its header, as `docker cp` extracts: files copied into a
+/// container belong to its root, files copied out to the caller. Without
+/// root nothing is chown-ed anyway (see [`unpack_layer`]).
+pub fn unpack_layer_owned<R: Read>(
+    tar_stream: R,
+    dest: &Path,
+    opts: &UnpackOptions,
+    owner: (u32, u32),
+) -> Result<UnpackStats, LayerError> {
+    unpack(tar_stream, dest, opts.whiteouts, None, Some(owner))
 }
 
 /// Applies a layer on top of its parent chain, as containerd's overlay
@@ -178,6 +191,7 @@ pub fn apply_layer<R: Read>(
         upper,
         WhiteoutMode::Overlay,
         Some(chain::Chain::new(roots)),
+        None,
     )
 }
 
@@ -186,6 +200,7 @@ fn unpack<R: Read>(
     dest: &Path,
     mode: WhiteoutMode,
     chain: Option<chain::Chain>,
+    owner: Option<(u32, u32)>,
 ) -> Result<UnpackStats, LayerError> {
     let root = Root::open(dest)
         .map_err(|e| LayerError::io(format!("opening destination {}", dest.display()), e))?;
@@ -198,6 +213,7 @@ fn unpack<R: Read>(
         this_layer: HashSet::new(),
         opaque_dirs: Vec::new(),
         chain,
+        owner,
         stats: UnpackStats::default(),
     };
     read_entries(tar_stream, |data, meta| u.entry(data, meta))?;
@@ -650,6 +666,8 @@ struct Unpacker {
     opaque_dirs: Vec<Vec<u8>>,
     /// The parent chain when applying a layer on it ([`apply_layer`]).
     chain: Option<chain::Chain>,
+    /// Owner of every entry, instead of its header's ids.
+    owner: Option<(u32, u32)>,
     stats: UnpackStats,
 }
 
@@ -930,10 +948,11 @@ impl Unpacker {
     fn set_fd_meta(&self, fd: &OwnedFd, m: &EntryMeta) -> Result<(), LayerError> {
         let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
         if !self.rootless {
+            let (uid, gid) = self.owner.unwrap_or((m.uid, m.gid));
             fchown(
                 fd.as_fd(),
-                Some(Uid::from_raw(m.uid)),
-                Some(Gid::from_raw(m.gid)),
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
             )
             .map_err(|e| LayerError::io(what("changing owner of"), e))?;
         }
@@ -963,11 +982,12 @@ impl Unpacker {
     ) -> Result<(), LayerError> {
         let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
         if !self.rootless {
+            let (uid, gid) = self.owner.unwrap_or((m.uid, m.gid));
             fchownat(
                 pfd.as_fd(),
                 os(base),
-                Some(Uid::from_raw(m.uid)),
-                Some(Gid::from_raw(m.gid)),
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
             .map_err(|e| LayerError::io(what("changing owner of"), e))?;

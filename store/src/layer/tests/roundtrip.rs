@@ -396,3 +396,53 @@ fn apply_mode_flattens_layers() {
         ["d", "d/stay", "e", "e/new1", "e/sub", "e/sub/new", "f"]
     );
 }
+
+#[test]
+fn pack_path_names_one_resource_and_unpack_owned_sets_one_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    fs::write(tree.join("sub/f"), b"f").unwrap();
+    fs::hard_link(tree.join("sub/f"), tree.join("g")).unwrap();
+    symlink("/", tree.join("up")).unwrap();
+    // A directory: under the given name, hard links renamed with it.
+    let mut out = Vec::new();
+    crate::layer::pack_path(&tree, b"renamed", Some((7, 8)), &mut out).unwrap();
+    assert_eq!(
+        tar_names(&out),
+        [
+            "5 renamed/",
+            "0 renamed/g",
+            "5 renamed/sub/",
+            "1 renamed/sub/f -> renamed/g",
+            "2 renamed/up -> /"
+        ]
+    );
+    let mut archive = tar::Archive::new(out.as_slice());
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(
+            (entry.header().uid().unwrap(), entry.header().gid().unwrap()),
+            (7, 8)
+        );
+    }
+    // A symlink is one entry, not followed.
+    let mut link = Vec::new();
+    crate::layer::pack_path(&tree.join("up"), b"up", None, &mut link).unwrap();
+    assert_eq!(tar_names(&link), ["2 up -> /"]);
+
+    if !root_or_skip() {
+        return;
+    }
+    let dest = tmp.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let opts = UnpackOptions {
+        whiteouts: WhiteoutMode::Literal,
+    };
+    crate::layer::unpack_layer_owned(out.as_slice(), &dest, &opts, (3, 4)).unwrap();
+    for path in ["renamed", "renamed/sub/f", "renamed/up"] {
+        let meta = fs::symlink_metadata(dest.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (3, 4), "{path}");
+    }
+    assert_eq!(fs::metadata(dest.join("renamed/g")).unwrap().nlink(), 2);
+}
