@@ -639,18 +639,25 @@ impl<'a> Access<'a> {
             .stdin(stdin)
             .stdout(stdout)
             .stderr(Stdio::piped());
-        if let Some(pidfd) = &self.pidfd {
-            let raw = pidfd.as_raw_fd();
-            // SAFETY: dup2 is async-signal-safe; the pidfd stays open in
-            // this process until the child has exec-ed.
-            unsafe {
-                command.pre_exec(move || {
+        let raw = self.pidfd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        // SAFETY: prctl, dup2 and close are async-signal-safe; the pidfd
+        // stays open in this process until the child has exec-ed.
+        unsafe {
+            command.pre_exec(move || {
+                // A helper never outlives the kiln that waits for it.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(raw) = raw {
                     if libc::dup2(raw, PIDFD) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                });
-            }
+                    if raw != PIDFD {
+                        libc::close(raw);
+                    }
+                }
+                Ok(())
+            });
         }
         let child = command.spawn().context("starting the copy helper")?;
         Ok(HelperRun {
