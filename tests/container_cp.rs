@@ -347,6 +347,11 @@ fn running_container_sees_copies_and_gives_its_files() {
     let out = kiln.path("hostname");
     kiln.ok(&["cp", "rr:/etc/hostname", out.to_str().unwrap()]);
     assert_eq!(fs::read_to_string(&out).unwrap(), inside);
+    // Its /dev/null is a device: no destination.
+    assert_eq!(
+        kiln.fails(&["cp", file.to_str().unwrap(), "rr:/dev/null"]),
+        "error: destination \"rr:/dev/null\" must be a directory or a regular file: got a device\n"
+    );
     kiln.ok(&["rm", "-f", "rr"]);
 }
 
@@ -589,6 +594,11 @@ fn errors_have_dockers_messages() {
                 "error: invalid output path: directory {:?} does not exist\n",
                 o("nodir")
             ),
+        ),
+        (
+            vec!["cc:/data/a.txt".into(), "/dev/null".into()],
+            "error: invalid output path: \"/dev/null\" must be a directory or a regular file: got a device\n"
+                .into(),
         ),
         (
             vec![o("nothing"), "cc:/tmp".into()],

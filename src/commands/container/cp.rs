@@ -59,10 +59,18 @@ pub struct CpArgs {
     #[arg(short, long)]
     quiet: bool,
     /// `CONTAINER:SRC_PATH` or a local `SRC_PATH` (`-`: a tar on stdin).
-    #[arg(value_name = "SRC", allow_hyphen_values = true)]
+    #[arg(
+        value_name = "SRC",
+        allow_hyphen_values = true,
+        help = "CONTAINER:SRC_PATH, or a local SRC_PATH (- reads a tar archive from stdin)"
+    )]
     source: String,
     /// A local `DEST_PATH` (`-`: a tar on stdout) or `CONTAINER:DEST_PATH`.
-    #[arg(value_name = "DEST", allow_hyphen_values = true)]
+    #[arg(
+        value_name = "DEST",
+        allow_hyphen_values = true,
+        help = "A local DEST_PATH (- writes a tar archive to stdout), or CONTAINER:DEST_PATH"
+    )]
     destination: String,
 }
 
