@@ -547,7 +547,24 @@ fn errors_have_dockers_messages() {
     let out = kiln.path("out");
     fs::create_dir(&out).unwrap();
     let o = |name: &str| out.join(name).to_str().unwrap().to_owned();
+    // A directory where a file would land, and the reverse.
+    fs::create_dir(out.join("a.txt")).unwrap();
+    let dir_named_a = kiln.path("in/a.txt");
+    fs::create_dir_all(&dir_named_a).unwrap();
     let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["cc:/data/a.txt".into(), o("")],
+            format!(
+                "error: cannot overwrite directory {:?} with non-directory {:?}\n",
+                o("a.txt"),
+                o("")
+            ),
+        ),
+        (
+            vec![dir_named_a.to_str().unwrap().into(), "cc:/data".into()],
+            "error: cannot overwrite non-directory \"/data/a.txt\" with directory \"/data\"\n"
+                .into(),
+        ),
         (
             vec!["nosuch:/etc".into(), o("x")],
             "error: No such container: nosuch\n".into(),

@@ -32,7 +32,6 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use kiln_rootfs::Root;
 use kiln_store::Store;
-use kiln_store::layer::{UnpackOptions, WhiteoutMode};
 use serde::{Deserialize, Serialize};
 
 use super::Container;
@@ -177,13 +176,17 @@ fn copy_out(access: &Access<'_>, source: &str, dest: &str, follow: bool) -> anyh
         .stdout
         .take()
         .context("the copy helper's output")?;
-    let opts = UnpackOptions {
-        whiteouts: WhiteoutMode::Literal,
-    };
-    let unpacked = kiln_store::layer::unpack_layer_owned(stream, Path::new(&dir), &opts, owner);
+    let unpacked = kiln_store::layer::unpack_copy(stream, Path::new(&dir), Some(owner));
     // The helper's own error explains a broken stream best.
     run.finish(access, source)?;
-    let stats = unpacked.with_context(|| format!("extracting into {dir}"))?;
+    let stats = match unpacked {
+        // Docker's message as it is.
+        Err(
+            e @ (kiln_store::layer::LayerError::OverwriteDirectory { .. }
+            | kiln_store::layer::LayerError::OverwriteNonDirectory { .. }),
+        ) => return Err(e.into()),
+        other => other.with_context(|| format!("extracting into {dir}"))?,
+    };
     Ok(stats.bytes)
 }
 
@@ -776,16 +779,15 @@ fn helper() -> Result<(), HelperError> {
                     "extraction point is not a directory".to_owned(),
                 ));
             }
-            let opts = UnpackOptions {
-                whiteouts: WhiteoutMode::Literal,
-            };
             let input = std::io::stdin().lock();
-            let dest = Path::new(&resolved);
-            match owner {
-                Some(owner) => kiln_store::layer::unpack_layer_owned(input, dest, &opts, owner),
-                None => kiln_store::layer::unpack_layer(input, dest, &opts),
-            }
-            .map_err(|e| format!("extracting into {dir}: {e}"))?;
+            kiln_store::layer::unpack_copy(input, Path::new(&resolved), owner).map_err(
+                |e| match e {
+                    // Docker's message as it is.
+                    kiln_store::layer::LayerError::OverwriteDirectory { .. }
+                    | kiln_store::layer::LayerError::OverwriteNonDirectory { .. } => e.to_string(),
+                    e => format!("extracting into {dir}: {e}"),
+                },
+            )?;
             if let Some(upper) = upper {
                 // The overlay was mounted volatile: make the copy durable.
                 // SAFETY: syncfs on a descriptor we own.

@@ -19,5 +19,5 @@ pub use error::LayerError;
 pub use pack::{PackOptions, PackStats, pack_directory, pack_path};
 pub use pgzip::ParallelGzEncoder;
 pub use unpack::{
-    UnpackOptions, UnpackStats, WhiteoutMode, apply_layer, unpack_layer, unpack_layer_owned,
+    UnpackOptions, UnpackStats, WhiteoutMode, apply_layer, unpack_copy, unpack_layer,
 };

@@ -398,7 +398,7 @@ fn apply_mode_flattens_layers() {
 }
 
 #[test]
-fn pack_path_names_one_resource_and_unpack_owned_sets_one_owner() {
+fn pack_path_names_one_resource_and_unpack_copy_keeps_kinds() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");
     fs::create_dir_all(tree.join("sub")).unwrap();
@@ -436,13 +436,40 @@ fn pack_path_names_one_resource_and_unpack_owned_sets_one_owner() {
     }
     let dest = tmp.path().join("dest");
     fs::create_dir(&dest).unwrap();
-    let opts = UnpackOptions {
-        whiteouts: WhiteoutMode::Literal,
-    };
-    crate::layer::unpack_layer_owned(out.as_slice(), &dest, &opts, (3, 4)).unwrap();
+    crate::layer::unpack_copy(out.as_slice(), &dest, Some((3, 4))).unwrap();
     for path in ["renamed", "renamed/sub/f", "renamed/up"] {
         let meta = fs::symlink_metadata(dest.join(path)).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (3, 4), "{path}");
     }
     assert_eq!(fs::metadata(dest.join("renamed/g")).unwrap().nlink(), 2);
+    // Files replace files; a directory and a non-directory never replace
+    // each other (Docker's NoOverwriteDirNonDir).
+    crate::layer::unpack_copy(out.as_slice(), &dest, None).unwrap();
+    // Without an owner, the header's ids.
+    assert_eq!(fs::metadata(dest.join("renamed/g")).unwrap().uid(), 7);
+    let mut file_over_dir = Vec::new();
+    crate::layer::pack_path(&tree.join("g"), b"renamed/sub", None, &mut file_over_dir).unwrap();
+    let err = crate::layer::unpack_copy(file_over_dir.as_slice(), &dest, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot overwrite directory \"{0}/renamed/sub\" with non-directory \"{0}\"",
+            dest.display()
+        )
+    );
+    let mut dir_over_link = Vec::new();
+    crate::layer::pack_path(&tree.join("sub"), b"renamed/up", None, &mut dir_over_link).unwrap();
+    let err = crate::layer::unpack_copy(dir_over_link.as_slice(), &dest, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot overwrite non-directory \"{0}/renamed/up\" with directory \"{0}\"",
+            dest.display()
+        )
+    );
+    assert!(
+        fs::symlink_metadata(dest.join("renamed/up"))
+            .unwrap()
+            .is_symlink()
+    );
 }
