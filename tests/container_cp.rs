@@ -24,7 +24,9 @@ fn busybox() -> Option<Kiln> {
     let kiln = Kiln::new();
     let rootfs = kiln.path("rootfs");
     common::busybox_rootfs(&rootfs);
-    for applet in ["sleep", "stat", "readlink", "mv", "ln", "rm", "mkdir"] {
+    for applet in [
+        "sleep", "stat", "readlink", "mv", "ln", "rm", "mkdir", "mknod",
+    ] {
         symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     fs::write(rootfs.join("etc/hostname"), "image-hostname\n").unwrap();
@@ -347,10 +349,25 @@ fn running_container_sees_copies_and_gives_its_files() {
     let out = kiln.path("hostname");
     kiln.ok(&["cp", "rr:/etc/hostname", out.to_str().unwrap()]);
     assert_eq!(fs::read_to_string(&out).unwrap(), inside);
-    // Its /dev/null is a device: no destination.
+    // Its kernel file systems are not part of its files (as for Docker's
+    // daemon): a copy of `/` ends, without /proc's or /sys's contents.
     assert_eq!(
-        kiln.fails(&["cp", file.to_str().unwrap(), "rr:/dev/null"]),
-        "error: destination \"rr:/dev/null\" must be a directory or a regular file: got a device\n"
+        kiln.fails(&["cp", "rr:/proc/1/status", out.to_str().unwrap()]),
+        "error: Could not find the file /proc/1/status in container rr\n"
+    );
+    let all = tar_members(&tar_out(&kiln, "rr:/"));
+    assert!(all.iter().any(|m| m.0 == "./tmp/note"), "{all:?}");
+    assert!(
+        !all.iter()
+            .any(|m| m.0.starts_with("./proc/") && m.0 != "./proc/"
+                || m.0.starts_with("./sys/") && m.0 != "./sys/"),
+        "{all:?}"
+    );
+    // A device of its image is no destination.
+    kiln.ok(&["exec", "rr", "mknod", "/tmp/null", "c", "1", "3"]);
+    assert_eq!(
+        kiln.fails(&["cp", file.to_str().unwrap(), "rr:/tmp/null"]),
+        "error: destination \"rr:/tmp/null\" must be a directory or a regular file: got a device\n"
     );
     kiln.ok(&["rm", "-f", "rr"]);
 }

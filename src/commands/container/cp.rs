@@ -140,7 +140,7 @@ fn copy_out(access: &Access<'_>, source: &str, dest: &str, follow: bool) -> anyh
     }
     // The archive's top entry is named after the path as given (after
     // `-L` too), as Docker's daemon names it.
-    let default_name = split_path_dir_entry(source).1;
+    let default_name = archive_name(source);
     let Some(dest_abs) = dest_abs else {
         let op = Operation::Archive {
             path: source.to_owned(),
@@ -230,7 +230,7 @@ fn copy_in(access: &Access<'_>, source: &str, dest: &str, args: &CpArgs) -> anyh
     }
     let source_abs = resolve_local_path(source)?;
     let (source_info, rebase) = copy_info_source_path(&source_abs, args.follow_link)?;
-    let default_name = rebase.unwrap_or_else(|| split_path_dir_entry(&source_info.path).1);
+    let default_name = rebase.unwrap_or_else(|| archive_name(&source_info.path));
     let (dir, name) = prepare_archive_copy(&source_info, &default_name, &dest_info)?;
     let op = Operation::Extract {
         dir: dir.clone(),
@@ -276,6 +276,16 @@ fn prepare_archive_copy(
         bail!("no such directory");
     }
     Ok((dest_dir, dest_base))
+}
+
+/// The name of the top entry of an archive of `path`: its base name, `.`
+/// for `DIR/.` and for the root (whose entries Docker's archives name
+/// without a prefix).
+fn archive_name(path: &str) -> String {
+    match split_path_dir_entry(path).1 {
+        base if base == "/" => ".".to_owned(),
+        base => base,
+    }
 }
 
 /// Whether `path` ends with `/` or `/.` (names a directory).
@@ -549,22 +559,27 @@ struct Access<'a> {
 }
 
 impl<'a> Access<'a> {
-    fn new(store: &'a Store, container: Container, key: &'a str) -> anyhow::Result<Self> {
+    fn new(store: &'a Store, mut container: Container, key: &'a str) -> anyhow::Result<Self> {
         let mut pidfd = None;
         let mut user_namespace = false;
         if container.is_running() {
             let (pid, start) = (container.state.pid, container.state.pid_start);
             pidfd = super::commands::pidfd(pid, start);
             if pidfd.is_none() {
-                // Its process is between two runs (a restart): neither its
-                // namespace nor its upper directory alone is the truth.
-                bail!(
-                    "container {} is restarting: try again when it runs",
-                    container.config.id
-                );
+                // Its process has just ended: stopped now, or between two
+                // runs (a restart), when neither its namespace nor its
+                // upper directory alone is the truth.
+                container.refresh()?;
+                if container.is_running() {
+                    bail!(
+                        "container {} is restarting: try again when it runs",
+                        container.config.id
+                    );
+                }
+            } else {
+                let ns = |who: &str| fs::metadata(format!("/proc/{who}/ns/user")).map(|m| m.ino());
+                user_namespace = ns(&pid.to_string()).ok() != ns("self").ok();
             }
-            let ns = |who: &str| fs::metadata(format!("/proc/{who}/ns/user")).map(|m| m.ino());
-            user_namespace = ns(&pid.to_string()).ok() != ns("self").ok();
         }
         Ok(Access {
             store,
@@ -821,6 +836,18 @@ fn enter(reach: Reach) -> Result<Option<OwnedFd>, HelperError> {
                 libc::close(PIDFD);
             }
             nix::unistd::chdir("/").map_err(|e| format!("entering /: {e}"))?;
+            // The container's files as Docker's daemon sees them: its root
+            // file system with its volumes, without the kernel file systems
+            // the runtime mounted for its processes. A copy of `/` must not
+            // read /proc/kmsg (it would block) and no copy may write to the
+            // kernel through /proc or /sys. Detached in a private copy of
+            // the namespace, so nothing changes for the container.
+            kiln_rootfs::mount::private_namespace()
+                .map_err(|e| format!("copying the container's mount namespace: {e}"))?;
+            for dir in ["/proc", "/sys", "/dev"] {
+                // Absent when the container unmounted it (privileged).
+                let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+            }
             Ok(None)
         }
         Reach::Stopped {
