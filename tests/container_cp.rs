@@ -568,12 +568,26 @@ fn errors_have_dockers_messages() {
     fs::create_dir(out.join("a.txt")).unwrap();
     let dir_named_a = kiln.path("in/a.txt");
     fs::create_dir_all(&dir_named_a).unwrap();
+    // Larger than a pipe: the helper is still writing when the copy
+    // fails, and the failure, not the broken pipe, is reported.
+    let big = kiln.path("in/big");
+    fs::write(&big, vec![b'x'; 4 << 20]).unwrap();
+    kiln.ok(&["cp", big.to_str().unwrap(), "cc:/tmp/big"]);
+    fs::create_dir(out.join("big")).unwrap();
     let cases: Vec<(Vec<String>, String)> = vec![
         (
             vec!["cc:/data/a.txt".into(), o("")],
             format!(
                 "error: cannot overwrite directory {:?} with non-directory {:?}\n",
                 o("a.txt"),
+                o("")
+            ),
+        ),
+        (
+            vec!["cc:/tmp/big".into(), o("")],
+            format!(
+                "error: cannot overwrite directory {:?} with non-directory {:?}\n",
+                o("big"),
                 o("")
             ),
         ),
@@ -639,7 +653,7 @@ fn errors_have_dockers_messages() {
             format!("error: lstat {}: no such file or directory\n", o("nothing")),
         ),
         (
-            vec![f.into(), "cc:/data/a.txt/x".into()],
+            vec![big.to_str().unwrap().into(), "cc:/data/a.txt/x".into()],
             "error: extraction point is not a directory\n".into(),
         ),
     ];

@@ -177,17 +177,37 @@ fn copy_out(access: &Access<'_>, source: &str, dest: &str, follow: bool) -> anyh
         .take()
         .context("the copy helper's output")?;
     let unpacked = kiln_store::layer::unpack_copy(stream, Path::new(&dir), Some(owner));
-    // The helper's own error explains a broken stream best.
-    run.finish(access, source)?;
-    let stats = match unpacked {
+    let helper = run.finish(access, source);
+    match (unpacked, helper) {
+        (Ok(stats), Ok(())) => Ok(stats.bytes),
+        // The helper broke the stream (or ended it early): its reason.
+        (
+            Ok(_)
+            | Err(
+                kiln_store::layer::LayerError::Truncated { .. }
+                | kiln_store::layer::LayerError::Header { .. },
+            ),
+            Err(e),
+        ) => Err(e),
         // Docker's message as it is.
-        Err(
-            e @ (kiln_store::layer::LayerError::OverwriteDirectory { .. }
-            | kiln_store::layer::LayerError::OverwriteNonDirectory { .. }),
-        ) => return Err(e.into()),
-        other => other.with_context(|| format!("extracting into {dir}"))?,
-    };
-    Ok(stats.bytes)
+        (
+            Err(
+                e @ (kiln_store::layer::LayerError::OverwriteDirectory { .. }
+                | kiln_store::layer::LayerError::OverwriteNonDirectory { .. }),
+            ),
+            _,
+        ) => Err(e.into()),
+        (Err(e), _) => Err(anyhow::Error::from(e).context(format!("extracting into {dir}"))),
+    }
+}
+
+/// Whether `error` comes from a pipe whose reader is gone.
+fn broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Copies the host's `source` (`-`: a tar on stdin) to container path
@@ -238,15 +258,28 @@ fn copy_in(access: &Access<'_>, source: &str, dest: &str, args: &CpArgs) -> anyh
     };
     let mut run = access.spawn(&op, Stdio::piped(), Stdio::null())?;
     let stream = run.child.stdin.take().context("the copy helper's input")?;
+    let mut writer = BufWriter::with_capacity(1 << 16, stream);
     let packed = kiln_store::layer::pack_path(
         Path::new(&source_info.path),
         name.as_bytes(),
         None,
-        BufWriter::with_capacity(1 << 16, stream),
-    );
-    run.finish(access, &dir)?;
-    let stats = packed.with_context(|| format!("archiving {}", source_info.path))?;
-    Ok(stats.bytes)
+        &mut writer,
+    )
+    .map_err(anyhow::Error::from)
+    .and_then(|stats| {
+        writer.flush()?;
+        Ok(stats)
+    });
+    // The helper sees the end of its input.
+    drop(writer);
+    let helper = run.finish(access, &dir);
+    match (packed, helper) {
+        (Ok(stats), Ok(())) => Ok(stats.bytes),
+        // The helper stopped reading: its reason.
+        (Err(e), Err(helper)) if broken_pipe(&e) => Err(helper),
+        (Err(e), _) => Err(e.context(format!("archiving {}", source_info.path))),
+        (Ok(_), Err(helper)) => Err(helper),
+    }
 }
 
 /// moby's `CopyInfo`: a copy's source or destination.
