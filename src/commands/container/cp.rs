@@ -99,7 +99,11 @@ pub fn run(root: Option<&Path>, args: &CpArgs) -> anyhow::Result<ExitCode> {
         (bytes, format!("{key}:{dest}"))
     } else {
         let bytes = copy_out(&access, source, dest, args.follow_link)?;
-        (bytes, dest.to_owned())
+        // Docker names the destination by its absolute path.
+        (
+            bytes,
+            resolve_local_path(dest).unwrap_or_else(|_| dest.to_owned()),
+        )
     };
     if !quiet && dest != "-" {
         eprintln!(
@@ -146,7 +150,6 @@ fn copy_out(access: &Access<'_>, source: &str, dest: &str, follow: bool) -> anyh
             path: source.to_owned(),
             follow,
             name: default_name,
-            owner: None,
         };
         let run = access.spawn(&op, Stdio::null(), Stdio::inherit())?;
         run.finish(access, source)?;
@@ -168,7 +171,6 @@ fn copy_out(access: &Access<'_>, source: &str, dest: &str, follow: bool) -> anyh
         path: source.to_owned(),
         follow,
         name,
-        owner: None,
     };
     let mut run = access.spawn(&op, Stdio::null(), Stdio::piped())?;
     let stream = run
@@ -259,17 +261,13 @@ fn copy_in(access: &Access<'_>, source: &str, dest: &str, args: &CpArgs) -> anyh
     let mut run = access.spawn(&op, Stdio::piped(), Stdio::null())?;
     let stream = run.child.stdin.take().context("the copy helper's input")?;
     let mut writer = BufWriter::with_capacity(1 << 16, stream);
-    let packed = kiln_store::layer::pack_path(
-        Path::new(&source_info.path),
-        name.as_bytes(),
-        None,
-        &mut writer,
-    )
-    .map_err(anyhow::Error::from)
-    .and_then(|stats| {
-        writer.flush()?;
-        Ok(stats)
-    });
+    let packed =
+        kiln_store::layer::pack_path(Path::new(&source_info.path), name.as_bytes(), &mut writer)
+            .map_err(anyhow::Error::from)
+            .and_then(|stats| {
+                writer.flush()?;
+                Ok(stats)
+            });
     // The helper sees the end of its input.
     drop(writer);
     let helper = run.finish(access, &dir);
@@ -554,7 +552,6 @@ enum Operation {
         path: String,
         follow: bool,
         name: String,
-        owner: Option<(u32, u32)>,
     },
     /// Extracts the tar on stdin into directory `dir`.
     Extract {
@@ -804,17 +801,12 @@ fn helper() -> Result<(), HelperError> {
             let json = serde_json::to_vec(&stat).map_err(|e| e.to_string())?;
             std::io::stdout().write_all(&json)?;
         }
-        Operation::Archive {
-            path,
-            follow,
-            name,
-            owner,
-        } => {
+        Operation::Archive { path, follow, name } => {
             let follow = follow || asserts_directory(&path);
             let (resolved, _fd) = resolve(&root, &path, follow)?.ok_or(HelperError::NotFound)?;
             let out = std::io::stdout().as_fd().try_clone_to_owned()?;
             let mut out = BufWriter::with_capacity(1 << 16, fs::File::from(out));
-            kiln_store::layer::pack_path(Path::new(&resolved), name.as_bytes(), owner, &mut out)
+            kiln_store::layer::pack_path(Path::new(&resolved), name.as_bytes(), &mut out)
                 .map_err(|e| format!("archiving {path}: {e}"))?;
             out.flush()?;
         }

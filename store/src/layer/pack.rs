@@ -69,7 +69,6 @@ pub fn pack_directory<W: Write>(
         opts,
         stats: PackStats::default(),
         links: HashMap::new(),
-        owner: None,
     };
     let walk = WalkDir::new(dir)
         .follow_links(false)
@@ -102,21 +101,14 @@ pub fn pack_directory<W: Write>(
 /// Writes a tar of `path` itself, as `docker cp` archives a resource: a
 /// file, symlink (not followed) or other node as one entry named `name`,
 /// a directory as `name/` and the tree under it as `name/...` (entries as
-/// [`pack_directory`] writes them). With `owner`, every entry has those
-/// ids (uid, gid) instead of the file's.
-pub fn pack_path<W: Write>(
-    path: &Path,
-    name: &[u8],
-    owner: Option<(u32, u32)>,
-    out: W,
-) -> Result<PackStats, LayerError> {
+/// [`pack_directory`] writes them).
+pub fn pack_path<W: Write>(path: &Path, name: &[u8], out: W) -> Result<PackStats, LayerError> {
     let opts = PackOptions::default();
     let mut p = Packer {
         b: tar::Builder::new(out),
         opts: &opts,
         stats: PackStats::default(),
         links: HashMap::new(),
-        owner,
     };
     let walk = WalkDir::new(path)
         .follow_links(false)
@@ -155,8 +147,6 @@ struct Packer<'o, W: Write> {
     b: tar::Builder<W>,
     opts: &'o PackOptions,
     stats: PackStats,
-    /// Ids written for every entry instead of the file's ([`pack_path`]).
-    owner: Option<(u32, u32)>,
     /// First name of each multiply-linked inode, by (device, inode).
     links: HashMap<(u64, u64), Vec<u8>>,
 }
@@ -187,8 +177,8 @@ impl<W: Write> Packer<'_, W> {
             name: rel,
             etype: EntryType::Regular,
             mode: md.mode() & 0o7777,
-            uid: u64::from(self.owner.map_or(md.uid(), |o| o.0)),
-            gid: u64::from(self.owner.map_or(md.gid(), |o| o.1)),
+            uid: u64::from(md.uid()),
+            gid: u64::from(md.gid()),
             mtime: md.mtime(),
             size: 0,
             link: None,
