@@ -672,12 +672,17 @@ impl<'a> Access<'a> {
                 let path = dir.path().join(sub);
                 fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
             }
+            // Absolute: the helper changes directory before it mounts.
+            let absolute = |path: PathBuf| {
+                fs::canonicalize(&path).with_context(|| format!("resolving {}", path.display()))
+            };
+            let scratch_dir = absolute(dir.path().to_path_buf())?;
             let reach = Reach::Stopped {
                 layers: spec.layers,
-                upper: self.container.dir.join(kiln_store::containers::UPPER_DIR),
-                work: dir.path().join("work"),
-                empty: dir.path().join("empty"),
-                merged: dir.path().join("merged"),
+                upper: absolute(self.container.dir.join(kiln_store::containers::UPPER_DIR))?,
+                work: scratch_dir.join("work"),
+                empty: scratch_dir.join("empty"),
+                merged: scratch_dir.join("merged"),
             };
             scratch = Some(dir);
             reach
@@ -885,8 +890,26 @@ fn enter(reach: Reach) -> Result<Option<OwnedFd>, HelperError> {
             // One thread: unsharing the mount namespace is possible, and
             // the mount goes with this process.
             kiln_builder::mounts::enter_private_mount_namespace()?;
+            // Layers relative to the snapshots' directory: before Linux
+            // 6.8 every lower goes into one option string of a page.
+            let common = layers
+                .first()
+                .and_then(|l| l.parent())
+                .and_then(Path::parent)
+                .filter(|dir| layers.iter().all(|l| l.starts_with(dir)));
+            let lowers: Vec<PathBuf> = match common {
+                Some(dir) => {
+                    nix::unistd::chdir(dir)
+                        .map_err(|e| format!("entering {}: {e}", dir.display()))?;
+                    layers
+                        .iter()
+                        .filter_map(|l| l.strip_prefix(dir).ok().map(Path::to_path_buf))
+                        .collect()
+                }
+                None => layers,
+            };
             let mounted = kiln_builder::mounts::Mounted::overlay(
-                &layers,
+                &lowers,
                 Some((&upper, &work)),
                 &empty,
                 &merged,
