@@ -402,6 +402,57 @@ fn stopped_container_gets_copies_in_its_upper_layer() {
     assert!(staging.is_empty(), "{staging:?}");
 }
 
+/// A stopped container's volumes are mounted for the copy, as a start
+/// mounts them: what is copied there reaches the host directory, not the
+/// container's upper layer, and a read-only one refuses it.
+#[test]
+fn stopped_container_volumes_receive_copies() {
+    let Some(kiln) = busybox() else {
+        return;
+    };
+    let volume = kiln.path("volume");
+    fs::create_dir(&volume).unwrap();
+    fs::write(volume.join("there"), "from the host\n").unwrap();
+    let read_only = kiln.path("read-only");
+    fs::create_dir(&read_only).unwrap();
+    kiln.ok(&[
+        "create",
+        "--name",
+        "vv",
+        "-v",
+        &format!("{}:/vol", volume.display()),
+        "-v",
+        &format!("{}:/data/ro:ro", read_only.display()),
+        "bb:1",
+        "sleep",
+        "3600",
+    ]);
+    let file = kiln.path("note");
+    fs::write(&file, "note\n").unwrap();
+    kiln.ok(&["cp", file.to_str().unwrap(), "vv:/vol/note"]);
+    assert_eq!(fs::read_to_string(volume.join("note")).unwrap(), "note\n");
+    assert_eq!(container_file(&kiln, "vv:/vol/there"), "from the host\n");
+    assert_eq!(
+        kiln.fails(&["cp", file.to_str().unwrap(), "vv:/data/ro/note"]),
+        "error: mounted volume is marked read-only\n"
+    );
+    assert!(!read_only.join("note").exists());
+    // The mount points made for the copy are gone again.
+    let id = kiln
+        .ok(&["inspect", "--type", "container", "-f", "{{.Id}}", "vv"])
+        .trim()
+        .to_owned();
+    let upper = kiln.root().join("containers").join(&id).join("upper");
+    assert!(
+        !upper.join("vol").exists(),
+        "a stub left in the upper layer"
+    );
+    assert!(
+        !upper.join("data/ro").exists(),
+        "a stub left in the upper layer"
+    );
+}
+
 /// Container symlinks resolve inside the container, running or not:
 /// `/evil -> /` gives the container's file, `/link -> /tmp` receives
 /// the copy inside the container.

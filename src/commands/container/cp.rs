@@ -538,6 +538,9 @@ enum Reach {
         work: PathBuf,
         empty: PathBuf,
         merged: PathBuf,
+        /// The container's bind mounts (`-v`): (host source, container
+        /// target, read-only), mounted over the overlay as a start would.
+        binds: Vec<(PathBuf, String, bool)>,
     },
 }
 
@@ -677,7 +680,21 @@ impl<'a> Access<'a> {
                 fs::canonicalize(&path).with_context(|| format!("resolving {}", path.display()))
             };
             let scratch_dir = absolute(dir.path().to_path_buf())?;
+            let binds = spec
+                .mounts
+                .iter()
+                .filter_map(|m| match m {
+                    kiln_runtime::Mount::Bind {
+                        source,
+                        target,
+                        read_only,
+                    } => Some((source.clone(), target.clone(), *read_only)),
+                    // Empty whenever the container is not running.
+                    kiln_runtime::Mount::Tmpfs { .. } => None,
+                })
+                .collect();
             let reach = Reach::Stopped {
+                binds,
                 layers: spec.layers,
                 upper: absolute(self.container.dir.join(kiln_store::containers::UPPER_DIR))?,
                 work: scratch_dir.join("work"),
@@ -784,9 +801,17 @@ fn helper() -> Result<(), HelperError> {
     let request: OsString = std::env::args_os().nth(2).unwrap_or_default();
     let request: Request = serde_json::from_slice(request.as_bytes())
         .map_err(|e| format!("parsing the copy request: {e}"))?;
-    let upper = enter(request.reach)?;
+    let entered = enter(request.reach)?;
+    let result = operate(request.operation, entered.upper.as_ref());
+    entered.remove_stubs();
+    result
+}
+
+/// Runs `operation` in the container's root (`/`); `upper` is the
+/// stopped container's upper directory, synced after a copy in.
+fn operate(operation: Operation, upper: Option<&OwnedFd>) -> Result<(), HelperError> {
     let root = Root::open("/").map_err(|e| format!("opening the container's root: {e}"))?;
-    match request.operation {
+    match operation {
         Operation::Stat { path, follow } => {
             let follow = follow || asserts_directory(&path);
             let stat = match resolve(&root, &path, follow)? {
@@ -830,6 +855,13 @@ fn helper() -> Result<(), HelperError> {
                     // Docker's message as it is.
                     kiln_store::layer::LayerError::OverwriteDirectory { .. }
                     | kiln_store::layer::LayerError::OverwriteNonDirectory { .. } => e.to_string(),
+                    // The root file system is writable: a read-only volume
+                    // (Docker checks before it extracts; same words).
+                    kiln_store::layer::LayerError::Io { ref source, .. }
+                        if source.raw_os_error() == Some(libc::EROFS) =>
+                    {
+                        "mounted volume is marked read-only".to_owned()
+                    }
                     e => format!("extracting into {dir}: {e}"),
                 },
             )?;
@@ -845,9 +877,120 @@ fn helper() -> Result<(), HelperError> {
     Ok(())
 }
 
-/// Makes `/` the container's root; for a stopped container, returns a
-/// descriptor of its upper directory.
-fn enter(reach: Reach) -> Result<Option<OwnedFd>, HelperError> {
+/// What [`enter`] set up.
+#[derive(Default)]
+struct Entered {
+    /// A stopped container's upper directory.
+    upper: Option<OwnedFd>,
+    /// Mount points created for its binds: (parent, name, is a directory,
+    /// container path), removed after the copy as a run removes them.
+    stubs: Vec<(OwnedFd, OsString, bool, String)>,
+}
+
+impl Entered {
+    /// Unmounts the binds on created mount points and removes those
+    /// (still empty: what was copied there went to the bind's source).
+    fn remove_stubs(self) {
+        for (parent, name, is_dir, target) in self.stubs.into_iter().rev() {
+            let _ = nix::mount::umount2(
+                target.as_str(),
+                nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+            );
+            let flag = if is_dir {
+                nix::unistd::UnlinkatFlags::RemoveDir
+            } else {
+                let empty = nix::sys::stat::fstatat(
+                    parent.as_fd(),
+                    name.as_os_str(),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .is_ok_and(|st| st.st_size == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG);
+                if !empty {
+                    continue;
+                }
+                nix::unistd::UnlinkatFlags::NoRemoveDir
+            };
+            // A directory the copy wrote into (under the bind, so none)
+            // stays.
+            let _ = nix::unistd::unlinkat(parent.as_fd(), name.as_os_str(), flag);
+        }
+    }
+}
+
+/// Mounts host `source` on container path `target` of `root` (an overlay
+/// not yet entered), read-only if asked; a missing mount point is made
+/// and recorded in `stubs`. One whose parent is missing too is skipped:
+/// no path of the container leads there.
+fn bind_into(
+    root: &Root,
+    source: &Path,
+    target: &str,
+    read_only: bool,
+    stubs: &mut Vec<(OwnedFd, OsString, bool, String)>,
+) -> Result<(), String> {
+    use nix::fcntl::OFlag;
+    let fail =
+        |e: &dyn std::fmt::Display| format!("bind-mounting {} on {target}: {e}", source.display());
+    let from = nix::fcntl::open(
+        source,
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| fail(&e))?;
+    let is_dir = nix::sys::stat::fstat(from.as_fd())
+        .map_err(|e| fail(&e))?
+        .st_mode
+        & libc::S_IFMT
+        == libc::S_IFDIR;
+    let to = match root.open_at(target, OFlag::O_PATH) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            let (parent, name) = match root.open_parent(target) {
+                Ok(Some(found)) => found,
+                Ok(None) => return Err(fail(&"the root is no mount point")),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                    return Ok(());
+                }
+                Err(e) => return Err(fail(&e)),
+            };
+            let mode = nix::sys::stat::Mode::from_bits_truncate(0o755);
+            if is_dir {
+                nix::sys::stat::mkdirat(parent.as_fd(), name.as_os_str(), mode)
+                    .map_err(|e| fail(&e))?;
+            } else {
+                nix::fcntl::openat(
+                    parent.as_fd(),
+                    name.as_os_str(),
+                    OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW,
+                    nix::sys::stat::Mode::from_bits_truncate(0o644),
+                )
+                .map_err(|e| fail(&e))?;
+            }
+            let fd = nix::fcntl::openat(
+                parent.as_fd(),
+                name.as_os_str(),
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| fail(&e))?;
+            stubs.push((parent, name, is_dir, target.to_owned()));
+            fd
+        }
+        Err(e) => return Err(fail(&e)),
+    };
+    kiln_rootfs::mount::bind(
+        from.as_fd(),
+        to.as_fd(),
+        kiln_rootfs::mount::BindOptions {
+            read_only,
+            recursive: true,
+        },
+    )
+    .map_err(|e| fail(&e))
+}
+
+/// Makes `/` the container's root.
+fn enter(reach: Reach) -> Result<Entered, HelperError> {
     match reach {
         Reach::Running { user_namespace } => {
             // SAFETY: the parent put the container process's pidfd on
@@ -878,7 +1021,7 @@ fn enter(reach: Reach) -> Result<Option<OwnedFd>, HelperError> {
                 // Absent when the container unmounted it (privileged).
                 let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
             }
-            Ok(None)
+            Ok(Entered::default())
         }
         Reach::Stopped {
             layers,
@@ -886,6 +1029,7 @@ fn enter(reach: Reach) -> Result<Option<OwnedFd>, HelperError> {
             work,
             empty,
             merged,
+            binds,
         } => {
             // One thread: unsharing the mount namespace is possible, and
             // the mount goes with this process.
@@ -922,13 +1066,24 @@ fn enter(reach: Reach) -> Result<Option<OwnedFd>, HelperError> {
                 nix::sys::stat::Mode::empty(),
             )
             .map_err(|e| format!("opening {}: {e}", upper.display()))?;
+            // Volumes as a start mounts them, so that a copy reaches them.
+            let root =
+                Root::open(&merged).map_err(|e| format!("opening {}: {e}", merged.display()))?;
+            let mut stubs = Vec::new();
+            for (source, target, read_only) in &binds {
+                bind_into(&root, source, target, *read_only, &mut stubs)?;
+            }
+            drop(root);
             nix::unistd::chroot(&merged)
                 .map_err(|e| format!("entering {}: {e}", merged.display()))?;
             nix::unistd::chdir("/").map_err(|e| format!("entering /: {e}"))?;
             // Unmounted with the namespace when this process exits; its
             // path means nothing inside the chroot.
             std::mem::forget(mounted);
-            Ok(Some(upper_fd))
+            Ok(Entered {
+                upper: Some(upper_fd),
+                stubs,
+            })
         }
     }
 }
