@@ -97,6 +97,8 @@ enum Command {
     Exec(commands::container::exec::ExecArgs),
     /// Create a new image from a container's changes.
     Commit(commands::container::commit::CommitArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(commands::container::cp::CpArgs),
     /// Manage containers (Docker's `docker container` commands).
     Container {
         /// What to do.
@@ -231,6 +233,8 @@ enum ContainerCommand {
     Exec(commands::container::exec::ExecArgs),
     /// Create a new image from a container's changes (`kiln commit`).
     Commit(commands::container::commit::CommitArgs),
+    /// Copy files/folders between a container and the local filesystem (`kiln cp`).
+    Cp(commands::container::cp::CpArgs),
 }
 
 fn main() -> ExitCode {
@@ -249,6 +253,14 @@ fn main() -> ExitCode {
         .is_some_and(|a| kiln_runtime::is_exec_arg(&a))
     {
         return kiln_runtime::exec_main();
+    }
+    // The copy helper joins a container's mount namespace (or mounts a
+    // stopped one's overlay): single-threaded, before anything else.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == commands::container::cp::CP_ARG)
+    {
+        return commands::container::cp::helper_main();
     }
     if std::env::args_os()
         .nth(1)
@@ -356,6 +368,10 @@ fn main() -> ExitCode {
         | Command::Container {
             command: ContainerCommand::Commit(args),
         } => commands::container::commit::run(root, &args),
+        Command::Cp(args)
+        | Command::Container {
+            command: ContainerCommand::Cp(args),
+        } => commands::container::cp::run(root, &args),
         Command::Container {
             command: ContainerCommand::Inspect(args),
         } => commands::inspect::run(root, &args.containers_only()),

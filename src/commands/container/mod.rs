@@ -7,6 +7,7 @@
 
 pub mod commands;
 pub mod commit;
+pub mod cp;
 pub mod create;
 pub mod exec;
 pub mod inspect;

@@ -23,6 +23,24 @@ pub enum LayerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// [`super::unpack_copy`]: an entry would replace a directory with a
+    /// non-directory (Docker's message).
+    #[error("cannot overwrite directory {path:?} with non-directory {dest:?}")]
+    OverwriteDirectory {
+        /// The existing directory.
+        path: String,
+        /// The extraction directory.
+        dest: String,
+    },
+    /// [`super::unpack_copy`]: an entry would replace a non-directory with
+    /// a directory (Docker's message).
+    #[error("cannot overwrite non-directory {path:?} with directory {dest:?}")]
+    OverwriteNonDirectory {
+        /// The existing non-directory.
+        path: String,
+        /// The extraction directory.
+        dest: String,
+    },
     /// The archive ends inside an entry's data.
     #[error("truncated archive: entry {entry} has {got} of {size} bytes")]
     Truncated {

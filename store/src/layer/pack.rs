@@ -98,6 +98,51 @@ pub fn pack_directory<W: Write>(
     Ok(p.stats)
 }
 
+/// Writes a tar of `path` itself, as `docker cp` archives a resource: a
+/// file, symlink (not followed) or other node as one entry named `name`,
+/// a directory as `name/` and the tree under it as `name/...` (entries as
+/// [`pack_directory`] writes them).
+pub fn pack_path<W: Write>(path: &Path, name: &[u8], out: W) -> Result<PackStats, LayerError> {
+    let opts = PackOptions::default();
+    let mut p = Packer {
+        b: tar::Builder::new(out),
+        opts: &opts,
+        stats: PackStats::default(),
+        links: HashMap::new(),
+    };
+    let walk = WalkDir::new(path)
+        .follow_links(false)
+        .follow_root_links(false)
+        .sort_by_file_name();
+    for ent in walk {
+        let ent = ent.map_err(|e| {
+            let shown = e.path().unwrap_or(path).display().to_string();
+            LayerError::io(format!("walking {shown}"), io::Error::from(e))
+        })?;
+        let rel = ent.path().strip_prefix(path).map_err(|_| {
+            LayerError::io(
+                format!("walking {}", ent.path().display()),
+                io::Error::other("path outside the packed directory"),
+            )
+        })?;
+        let mut entry_name = name.to_vec();
+        if !rel.as_os_str().is_empty() {
+            entry_name.push(b'/');
+            entry_name.extend_from_slice(rel.as_os_str().as_bytes());
+        }
+        let md = ent.metadata().map_err(|e| {
+            LayerError::io(
+                format!("inspecting {}", ent.path().display()),
+                io::Error::from(e),
+            )
+        })?;
+        p.entry(ent.path(), &entry_name, &md)?;
+    }
+    p.b.into_inner()
+        .map_err(|e| LayerError::io("writing end of archive", e))?;
+    Ok(p.stats)
+}
+
 struct Packer<'o, W: Write> {
     b: tar::Builder<W>,
     opts: &'o PackOptions,

@@ -138,7 +138,38 @@ pub fn unpack_layer<R: Read>(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, LayerError> {
-    unpack(tar_stream, dest, opts.whiteouts, None)
+    unpack(tar_stream, dest, opts.whiteouts, None, None)
+}
+
+/// Extracts a tar as `docker cp` does (moby's `Untar` with
+/// `NoOverwriteDirNonDir`): as [`unpack_layer`] with
+/// [`WhiteoutMode::Literal`], except that an entry never replaces a
+/// directory with a non-directory or a non-directory (a symlink included)
+/// with a directory, which is an error
+/// ([`LayerError::OverwriteDirectory`],
+/// [`LayerError::OverwriteNonDirectory`]) instead; with `owner` (uid,
+/// gid) every entry is owned by it instead of its header's ids (files
+/// copied into a container belong to its root, files copied out to the
+/// caller; without root nothing is chown-ed anyway).
+pub fn unpack_copy<R: Read>(
+    tar_stream: R,
+    dest: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<UnpackStats, LayerError> {
+    let copy = Copy {
+        owner,
+        keep_kinds: true,
+    };
+    unpack(tar_stream, dest, WhiteoutMode::Literal, None, Some(copy))
+}
+
+/// `docker cp`'s extraction choices ([`unpack_copy`]).
+#[derive(Debug, Clone, Copy)]
+struct Copy {
+    /// Owner of every entry, instead of its header's ids.
+    owner: Option<(u32, u32)>,
+    /// A directory and a non-directory never replace each other.
+    keep_kinds: bool,
 }
 
 /// Applies a layer on top of its parent chain, as containerd's overlay
@@ -178,6 +209,7 @@ pub fn apply_layer<R: Read>(
         upper,
         WhiteoutMode::Overlay,
         Some(chain::Chain::new(roots)),
+        None,
     )
 }
 
@@ -186,6 +218,7 @@ fn unpack<R: Read>(
     dest: &Path,
     mode: WhiteoutMode,
     chain: Option<chain::Chain>,
+    copy: Option<Copy>,
 ) -> Result<UnpackStats, LayerError> {
     let root = Root::open(dest)
         .map_err(|e| LayerError::io(format!("opening destination {}", dest.display()), e))?;
@@ -198,6 +231,7 @@ fn unpack<R: Read>(
         this_layer: HashSet::new(),
         opaque_dirs: Vec::new(),
         chain,
+        copy,
         stats: UnpackStats::default(),
     };
     read_entries(tar_stream, |data, meta| u.entry(data, meta))?;
@@ -650,6 +684,8 @@ struct Unpacker {
     opaque_dirs: Vec<Vec<u8>>,
     /// The parent chain when applying a layer on it ([`apply_layer`]).
     chain: Option<chain::Chain>,
+    /// `docker cp`'s choices ([`unpack_copy`]).
+    copy: Option<Copy>,
     stats: UnpackStats,
 }
 
@@ -773,6 +809,9 @@ impl Unpacker {
             chain.changing(&path);
         }
         self.mark(&path);
+        if self.copy.is_some_and(|c| c.keep_kinds) {
+            self.check_kind(pfd, base, &path, m)?;
+        }
         let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
         match m.kind {
             Kind::Dir => {
@@ -930,10 +969,11 @@ impl Unpacker {
     fn set_fd_meta(&self, fd: &OwnedFd, m: &EntryMeta) -> Result<(), LayerError> {
         let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
         if !self.rootless {
+            let (uid, gid) = self.copy.and_then(|c| c.owner).unwrap_or((m.uid, m.gid));
             fchown(
                 fd.as_fd(),
-                Some(Uid::from_raw(m.uid)),
-                Some(Gid::from_raw(m.gid)),
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
             )
             .map_err(|e| LayerError::io(what("changing owner of"), e))?;
         }
@@ -963,11 +1003,12 @@ impl Unpacker {
     ) -> Result<(), LayerError> {
         let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
         if !self.rootless {
+            let (uid, gid) = self.copy.and_then(|c| c.owner).unwrap_or((m.uid, m.gid));
             fchownat(
                 pfd.as_fd(),
                 os(base),
-                Some(Uid::from_raw(m.uid)),
-                Some(Gid::from_raw(m.gid)),
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
             .map_err(|e| LayerError::io(what("changing owner of"), e))?;
@@ -1044,6 +1085,39 @@ impl Unpacker {
 
     /// Removes `base` from `pfd` if present (recursively for directories).
     /// With `keep_dir`, an existing directory is kept.
+    /// [`unpack_copy`]: fails if entry `m` (at `path`, `base` in `pfd`)
+    /// would replace a directory with a non-directory, or the reverse.
+    fn check_kind(
+        &self,
+        pfd: &OwnedFd,
+        base: &[u8],
+        path: &[u8],
+        m: &EntryMeta,
+    ) -> Result<(), LayerError> {
+        let st = match fstatat(pfd.as_fd(), os(base), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => {
+                return Err(LayerError::io(
+                    format!("inspecting existing {}", lossy(&m.raw_name)),
+                    e,
+                ));
+            }
+        };
+        let existing_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        let entry_dir = m.kind == Kind::Dir;
+        if existing_dir == entry_dir {
+            return Ok(());
+        }
+        let dest = self.root.path().display().to_string();
+        let shown = format!("{}/{}", dest.trim_end_matches('/'), lossy(path));
+        Err(if existing_dir {
+            LayerError::OverwriteDirectory { path: shown, dest }
+        } else {
+            LayerError::OverwriteNonDirectory { path: shown, dest }
+        })
+    }
+
     fn remove_existing(
         pfd: &OwnedFd,
         base: &[u8],

@@ -396,3 +396,75 @@ fn apply_mode_flattens_layers() {
         ["d", "d/stay", "e", "e/new1", "e/sub", "e/sub/new", "f"]
     );
 }
+
+#[test]
+fn pack_path_names_one_resource_and_unpack_copy_keeps_kinds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    fs::write(tree.join("sub/f"), b"f").unwrap();
+    fs::hard_link(tree.join("sub/f"), tree.join("g")).unwrap();
+    symlink("/", tree.join("up")).unwrap();
+    // A directory: under the given name, hard links renamed with it.
+    let mut out = Vec::new();
+    crate::layer::pack_path(&tree, b"renamed", &mut out).unwrap();
+    assert_eq!(
+        tar_names(&out),
+        [
+            "5 renamed/",
+            "0 renamed/g",
+            "5 renamed/sub/",
+            "1 renamed/sub/f -> renamed/g",
+            "2 renamed/up -> /"
+        ]
+    );
+    // A symlink is one entry, not followed.
+    let mut link = Vec::new();
+    crate::layer::pack_path(&tree.join("up"), b"up", &mut link).unwrap();
+    assert_eq!(tar_names(&link), ["2 up -> /"]);
+
+    if !root_or_skip() {
+        return;
+    }
+    let dest = tmp.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    crate::layer::unpack_copy(out.as_slice(), &dest, Some((3, 4))).unwrap();
+    for path in ["renamed", "renamed/sub/f", "renamed/up"] {
+        let meta = fs::symlink_metadata(dest.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (3, 4), "{path}");
+    }
+    assert_eq!(fs::metadata(dest.join("renamed/g")).unwrap().nlink(), 2);
+    // Files replace files (without an owner, with the header's ids); a
+    // directory and a non-directory never replace each other (Docker's
+    // NoOverwriteDirNonDir).
+    lchown(tree.join("g"), Some(7), Some(8)).unwrap();
+    let mut again = Vec::new();
+    crate::layer::pack_path(&tree, b"renamed", &mut again).unwrap();
+    crate::layer::unpack_copy(again.as_slice(), &dest, None).unwrap();
+    assert_eq!(fs::metadata(dest.join("renamed/g")).unwrap().uid(), 7);
+    let mut file_over_dir = Vec::new();
+    crate::layer::pack_path(&tree.join("g"), b"renamed/sub", &mut file_over_dir).unwrap();
+    let err = crate::layer::unpack_copy(file_over_dir.as_slice(), &dest, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot overwrite directory \"{0}/renamed/sub\" with non-directory \"{0}\"",
+            dest.display()
+        )
+    );
+    let mut dir_over_link = Vec::new();
+    crate::layer::pack_path(&tree.join("sub"), b"renamed/up", &mut dir_over_link).unwrap();
+    let err = crate::layer::unpack_copy(dir_over_link.as_slice(), &dest, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot overwrite non-directory \"{0}/renamed/up\" with directory \"{0}\"",
+            dest.display()
+        )
+    );
+    assert!(
+        fs::symlink_metadata(dest.join("renamed/up"))
+            .unwrap()
+            .is_symlink()
+    );
+}
