@@ -77,7 +77,12 @@ fn pid_alive(pid: &str) -> bool {
 #[test]
 fn service_is_reached_with_exec_logged_and_stopped() {
     let kiln = busybox();
-    let id = detach(&kiln, &["--name", "svc", "bb:1", "sh", "-c", TICKER]);
+    // --init: a shell that is PID 1 ignores SIGTERM (it has no handler),
+    // as under Docker, where `docker stop` would wait out the timeout.
+    let id = detach(
+        &kiln,
+        &["--name", "svc", "--init", "bb:1", "sh", "-c", TICKER],
+    );
     let ps = kiln.ok(&["ps"]);
     let lines: Vec<&str> = ps.lines().collect();
     assert!(
@@ -562,13 +567,15 @@ fn stdin_reaches_start_ai_and_a_named_foreground_run() {
         .unwrap();
     assert_eq!(String::from_utf8(output.stdout).unwrap(), "hello\n");
     assert_eq!(kiln.ok(&["ps", "-a", "--format", "{{.Names}}"]), "cat1\n");
-    // A signal to an attached kiln reaches the container (sig-proxy).
+    // A signal to an attached kiln reaches the container (sig-proxy);
+    // behind --init, as a PID 1 shell would ignore it.
     let mut child = kiln.spawn(&[
         "run",
         "--name",
         "fg",
         "--network",
         "none",
+        "--init",
         "bb:1",
         "sh",
         "-c",

@@ -16,6 +16,36 @@ pub struct Kiln {
     pub dir: TempDir,
 }
 
+impl Drop for Kiln {
+    /// Kills the monitors of the store's containers (their containers die
+    /// with them), so a test that fails half-way leaves no process behind.
+    fn drop(&mut self) {
+        let containers = self.root().join("containers");
+        let Ok(entries) = fs::read_dir(&containers) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(state) = fs::read_to_string(entry.path().join("state.json")) else {
+                continue;
+            };
+            let Some(pid) = serde_json::from_str::<serde_json::Value>(&state)
+                .ok()
+                .and_then(|v| v["MonitorPid"].as_i64())
+                .and_then(|p| i32::try_from(p).ok())
+                .filter(|p| *p > 0)
+            else {
+                continue;
+            };
+            // Only that container's monitor, not a process that reused the pid.
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*entry.path().to_string_lossy()) {
+                // SAFETY: kill with a pid whose command line names this store.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 impl Kiln {
     /// A fresh, empty store.
     pub fn new() -> Self {

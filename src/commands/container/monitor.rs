@@ -66,10 +66,11 @@ fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-/// The host pid of the container's process: the child of the container's
-/// PID 1, which is the init's child in another PID namespace (the init's
-/// other child, if any, is the network helper).
-fn container_process(init: i32) -> Option<i32> {
+/// The host pid of the container's process: the container's PID 1, which
+/// is the init's child in another PID namespace (the init's other child,
+/// if any, is the network helper), or with `--init` (`behind_init`) that
+/// PID 1's child.
+fn container_process(init: i32, behind_init: bool) -> Option<i32> {
     let ns = |pid: i32| {
         std::fs::metadata(format!("/proc/{pid}/ns/pid"))
             .ok()
@@ -86,7 +87,11 @@ fn container_process(init: i32) -> Option<i32> {
     let pid1 = children(init)
         .into_iter()
         .find(|&c| ns(c).is_some_and(|n| n != init_ns))?;
-    let pid = children(pid1).first().copied()?;
+    let pid = if behind_init {
+        children(pid1).first().copied()?
+    } else {
+        pid1
+    };
     // Until it has executed the container's program it is still kiln (a
     // fork of PID 1): a program that cannot be run is reported as the
     // failure to start it, not as a start.
@@ -196,7 +201,9 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
                 // Bounded by the run: it stops when the run is over.
                 while !done.load(Ordering::SeqCst) {
                     let init = init_pid.load(Ordering::SeqCst);
-                    if let Some(pid) = (init > 0).then(|| container_process(init)).flatten()
+                    if let Some(pid) = (init > 0)
+                        .then(|| container_process(init, spec.init))
+                        .flatten()
                         && let Some(owner) = u32::try_from(pid).ok().and_then(Owner::of)
                     {
                         let mut st = shared
