@@ -97,6 +97,8 @@ enum Command {
     Exec(commands::container::exec::ExecArgs),
     /// Create a new image from a container's changes.
     Commit(commands::container::commit::CommitArgs),
+    /// Show the running processes of a container.
+    Top(commands::container::top::TopArgs),
     /// Copy files/folders between a container and the local filesystem.
     Cp(commands::container::cp::CpArgs),
     /// Manage containers (Docker's `docker container` commands).
@@ -233,6 +235,8 @@ enum ContainerCommand {
     Exec(commands::container::exec::ExecArgs),
     /// Create a new image from a container's changes (`kiln commit`).
     Commit(commands::container::commit::CommitArgs),
+    /// Show the running processes of a container (`kiln top`).
+    Top(commands::container::top::TopArgs),
     /// Copy files/folders between a container and the local filesystem (`kiln cp`).
     Cp(commands::container::cp::CpArgs),
 }
@@ -368,6 +372,10 @@ fn main() -> ExitCode {
         | Command::Container {
             command: ContainerCommand::Commit(args),
         } => commands::container::commit::run(root, &args),
+        Command::Top(args)
+        | Command::Container {
+            command: ContainerCommand::Top(args),
+        } => commands::container::top::run(root, &args),
         Command::Cp(args)
         | Command::Container {
             command: ContainerCommand::Cp(args),

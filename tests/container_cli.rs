@@ -715,3 +715,53 @@ fn bad_container_options_are_refused_with_docker_words() {
     assert_eq!(code, 126, "{err}");
     assert!(err.contains("permission denied"), "{err}");
 }
+
+#[test]
+fn top_lists_the_containers_processes_only() {
+    let kiln = busybox();
+    let id = detach(
+        &kiln,
+        &[
+            "--name",
+            "tops",
+            "bb:1",
+            "sh",
+            "-c",
+            "sleep 300 & exec sleep 301",
+        ],
+    );
+    let mut rows = Vec::new();
+    until("both sleeps", || {
+        rows = kiln
+            .ok(&["top", "tops"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        rows.len() == 3
+    });
+    let header: Vec<&str> = rows[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    );
+    assert!(
+        rows[1..].iter().any(|r| r.ends_with("sleep 300")),
+        "{rows:?}"
+    );
+    assert!(
+        rows[1..].iter().any(|r| r.ends_with("sleep 301")),
+        "{rows:?}"
+    );
+    // ps options go to ps, as with docker top.
+    let out = kiln.ok(&["top", "tops", "-o", "pid,comm"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].split_whitespace().eq(["PID", "COMMAND"]), "{out}");
+    assert!(lines[1..].iter().all(|l| l.ends_with("sleep")), "{out}");
+    kiln.ok(&["kill", "tops"]);
+    kiln.ok(&["wait", "tops"]);
+    assert_eq!(
+        kiln.fails(&["top", "tops"]),
+        format!("error: Container {id} is not running\n")
+    );
+}

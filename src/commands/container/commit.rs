@@ -2,7 +2,6 @@
 //! its image, as `docker commit` makes it.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -178,41 +177,23 @@ struct Paused {
 
 impl Paused {
     fn stop(container: &Container) -> anyhow::Result<Paused> {
-        let namespace = |pid: &str| {
-            std::fs::metadata(format!("/proc/{pid}/ns/pid"))
-                .ok()
-                .map(|m| m.ino())
-        };
-        let own = namespace("self");
-        let Some(target) = namespace(&container.state.pid.to_string()).filter(|n| Some(*n) != own)
-        else {
-            bail!(
-                "cannot pause container {}: its process is gone (commit with --pause=false)",
-                container.short_id()
-            );
-        };
         let mut paused = Paused {
             pids: BTreeSet::new(),
         };
         for _ in 0..16 {
             let mut found = false;
-            for entry in std::fs::read_dir("/proc").context("cannot read /proc")? {
-                let Ok(entry) = entry else { continue };
-                let name = entry.file_name();
-                let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                    continue;
-                };
-                if paused.pids.contains(&pid) || namespace(&pid.to_string()) != Some(target) {
+            for pid in super::processes(container)? {
+                if paused.pids.contains(&pid) {
                     continue;
                 }
-                // SAFETY: kill with a pid read from /proc and a valid signal.
+                // SAFETY: kill with a pid of the container and a valid signal.
                 if unsafe { libc::kill(pid, libc::SIGSTOP) } == 0 {
                     paused.pids.insert(pid);
                     found = true;
                 }
             }
             if !found {
-                return Ok(paused);
+                break;
             }
         }
         Ok(paused)

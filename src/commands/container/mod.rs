@@ -14,10 +14,11 @@ pub mod inspect;
 pub mod logs;
 pub mod monitor;
 pub mod ps;
+pub mod top;
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use kiln_store::Store;
 use kiln_store::containers::{self, ContainerConfig, ContainerState, Containers};
 
@@ -99,6 +100,40 @@ pub fn find_in(store: &Containers, key: &str) -> anyhow::Result<Container> {
 /// the store.
 pub fn containers_at(root: Option<&std::path::Path>) -> Containers {
     Containers::at(&crate::commands::store_root(root))
+}
+
+/// The host pids of every process in `container`'s PID namespace (its
+/// process and what it started): for `top` and `commit --pause`.
+pub fn processes(container: &Container) -> anyhow::Result<std::collections::BTreeSet<i32>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let namespace = |pid: &str| {
+        std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+            .ok()
+            .map(|m| m.ino())
+    };
+    let own = namespace("self");
+    let Some(target) = (container.is_running() && container.state.pid > 0)
+        .then(|| namespace(&container.state.pid.to_string()))
+        .flatten()
+        .filter(|n| Some(*n) != own)
+    else {
+        bail!("Container {} is not running", container.config.id);
+    };
+    let mut pids = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").context("cannot read /proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if namespace(&pid.to_string()) == Some(target) {
+            pids.insert(pid);
+        }
+    }
+    Ok(pids)
 }
 
 /// Whether `error` is Docker's "No such container".

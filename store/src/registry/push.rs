@@ -108,14 +108,19 @@ pub fn push(
     reference: &ImageReference,
     options: &PushOptions<'_>,
 ) -> Result<PushedImage, RegistryError> {
+    let reference = tag_only(reference)?;
+    let image = store.resolve(&reference.to_string())?;
+    push_image(store, client, &reference, image, None, options)
+}
+
+/// `reference` with its tag only: a push needs a tag, not a digest.
+fn tag_only(reference: &ImageReference) -> Result<ImageReference, RegistryError> {
     if reference.digest().is_some() {
         return Err(RegistryError::Reference(format!(
             "cannot push {reference}: a push needs a tag, not a digest"
         )));
     }
-    let reference = reference.clone().tag_name_only();
-    let image = store.resolve(&reference.to_string())?;
-    push_image(store, client, &reference, image, None, options)
+    Ok(reference.clone().tag_name_only())
 }
 
 /// Pushes `image` to `reference` without naming it in the store: an
@@ -131,13 +136,14 @@ pub fn push_unstored(
     remote: &RemoteBlobs<'_>,
     options: &PushOptions<'_>,
 ) -> Result<PushedImage, RegistryError> {
-    if reference.digest().is_some() {
-        return Err(RegistryError::Reference(format!(
-            "cannot push {reference}: a push needs a tag, not a digest"
-        )));
-    }
-    let reference = reference.clone().tag_name_only();
-    push_image(store, client, &reference, image, Some(remote), options)
+    push_image(
+        store,
+        client,
+        &tag_only(reference)?,
+        image,
+        Some(remote),
+        options,
+    )
 }
 
 fn push_image(
