@@ -765,3 +765,104 @@ fn top_lists_the_containers_processes_only() {
         format!("error: Container {id} is not running\n")
     );
 }
+
+/// `kiln ARGS` with the fault environment `env`, output to files (a
+/// monitor it leaves must not hold the test's pipes); returns whether it
+/// was killed by SIGKILL.
+fn run_with_faults(kiln: &Kiln, args: &[&str], env: (&str, &str)) -> bool {
+    use std::os::unix::process::ExitStatusExt as _;
+    let log = fs::File::create(kiln.path("fault.log")).unwrap();
+    let status = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(kiln.root())
+        .args(args)
+        .env_remove("KILN_ROOT")
+        .env(env.0, env.1)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    status.signal() == Some(libc::SIGKILL)
+}
+
+#[test]
+fn kiln_killed_at_any_point_of_run_d_and_rm_leaves_a_state_ps_shows_and_rm_f_cleans() {
+    let kiln = busybox();
+    let marker = "sleep 1207";
+    let run_d = |name: &str| {
+        vec![
+            "run".to_owned(),
+            "-d".to_owned(),
+            "--name".to_owned(),
+            name.to_owned(),
+            "--network".to_owned(),
+            "none".to_owned(),
+            "bb:1".to_owned(),
+            "sh".to_owned(),
+            "-c".to_owned(),
+            marker.to_owned(),
+        ]
+    };
+    // Every commit point `run -d` and `rm -f` pass (kiln's and the
+    // monitor's, which inherits the variables).
+    let trace = kiln.path("trace");
+    let args = run_d("traced");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(!run_with_faults(
+        &kiln,
+        &args,
+        ("KILN_FAULT_TRACE", trace.to_str().unwrap())
+    ));
+    assert!(!run_with_faults(
+        &kiln,
+        &["rm", "-f", "traced"],
+        ("KILN_FAULT_TRACE", trace.to_str().unwrap())
+    ));
+    // Each point at every hit (a hit count is per process, so some are
+    // reached by none: those runs just succeed).
+    let mut hits: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for line in fs::read_to_string(&trace).unwrap().lines() {
+        *hits.entry(line.to_owned()).or_default() += 1;
+    }
+    let points: Vec<String> = hits
+        .iter()
+        .flat_map(|(point, count)| (1..=*count).map(move |nth| format!("{point}:{nth}")))
+        .collect();
+    assert!(!points.is_empty(), "run -d and rm pass no commit point");
+    eprintln!("killing kiln at {points:?}");
+    for (i, point) in points.iter().enumerate() {
+        let name = format!("f{i}");
+        let args = run_d(&name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let killed = run_with_faults(&kiln, &args, ("KILN_FAULT", point));
+        if !killed {
+            // The point was the monitor's or rm's: kill rm there.
+            run_with_faults(&kiln, &["rm", "-f", &name], ("KILN_FAULT", point));
+        }
+        // Whatever was left, ps -a shows it, every container in a state
+        // Docker has, and rm -f removes it all.
+        let listed = kiln.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]);
+        for line in listed.lines() {
+            let state = line.split_whitespace().nth(1).unwrap_or_default();
+            assert!(
+                ["created", "running", "exited", "dead", "restarting"].contains(&state),
+                "killed at {point}: {listed}"
+            );
+        }
+        for id in kiln.ok(&["ps", "-aq", "--no-trunc"]).lines() {
+            kiln.ok(&["rm", "-f", id]);
+        }
+        assert_eq!(kiln.ok(&["ps", "-aq"]), "", "killed at {point}");
+        until(
+            &format!("no container process after a kill at {point}"),
+            || common::processes_with(marker).is_empty(),
+        );
+        let check = kiln.run(&["system", "check"]);
+        assert!(
+            check.status.success(),
+            "killed at {point}: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
+}

@@ -144,7 +144,9 @@ pub fn read_state(dir: &Path) -> Result<ContainerState, StoreError> {
 /// exited); the file it replaces was complete, and ext4 flushes a file
 /// renamed over another before the rename.
 pub fn write_state(dir: &Path, state: &ContainerState) -> Result<(), StoreError> {
-    crate::store::write_replace(dir, &dir.join(STATE_FILE), &to_json(state)?)
+    crate::store::write_replace(dir, &dir.join(STATE_FILE), &to_json(state)?)?;
+    crate::fault::point("container.state.written");
+    Ok(())
 }
 
 /// Exit code shown for a container whose monitor is gone while the
@@ -341,6 +343,7 @@ impl Store {
         }
         let target = self.container_dir(&config.id);
         fs::rename(&dir, &target).at(&target)?;
+        crate::fault::point("container.created");
         crate::blobs::sync_dir(&self.containers_dir())?;
         Ok(target)
     }
@@ -355,6 +358,7 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(StoreError::io(&path, e)),
         }
+        crate::fault::point("container.removed");
         crate::blobs::sync_dir(&self.containers_dir())?;
         remove_tree(&aside)
     }
