@@ -187,12 +187,19 @@ impl Drop for Running {
 /// Starts `kiln run ARGS` with the terminal `slave` as its stdio and
 /// controlling terminal (a session of its own), as from a shell.
 fn spawn_on_terminal(kiln: &Kiln, slave: &OwnedFd, args: &[&str]) -> Running {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    spawn_kiln_on_terminal(kiln, slave, &all)
+}
+
+/// `kiln ARGS` in a session of its own whose controlling terminal is
+/// `slave`.
+fn spawn_kiln_on_terminal(kiln: &Kiln, slave: &OwnedFd, args: &[&str]) -> Running {
     use std::os::unix::process::CommandExt as _;
     let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"));
     command
         .arg("--root")
         .arg(kiln.root())
-        .arg("run")
         .args(args)
         .env_remove("KILN_ROOT")
         .stdin(slave.try_clone().unwrap())
@@ -286,6 +293,35 @@ fn tty_is_a_terminal_of_the_containers_own() {
         run(&kiln, &["bb:1", "sh", "-c", "tty; echo $?"]),
         (0, "not a tty\n1\n".to_owned(), String::new())
     );
+}
+
+#[test]
+fn exec_t_gets_a_terminal_of_the_containers_own() {
+    let kiln = busybox();
+    let id = kiln
+        .ok(&["run", "-d", "--network", "none", "bb:1", "sleep", "600"])
+        .trim()
+        .to_owned();
+    let (master, slave) = host_terminal(33, 111);
+    let mut child = spawn_kiln_on_terminal(
+        &kiln,
+        &slave,
+        &[
+            "exec",
+            "-t",
+            &id,
+            "sh",
+            "-c",
+            "tty; stty size; echo $TERM; echo end",
+        ],
+    );
+    drop(slave);
+    let out = read_until(&master, "end\r\n");
+    assert_eq!(child.wait().code(), Some(0), "{out}");
+    // The container's devpts (its main process has no terminal, so this
+    // is its first), the caller's size, TERM=xterm as Docker's exec -t.
+    assert_eq!(out, "/dev/pts/0\r\n33 111\r\nxterm\r\nend\r\n");
+    kiln.ok(&["rm", "-f", &id]);
 }
 
 #[test]

@@ -121,7 +121,7 @@ pub fn exec(pidfd: &OwnedFd, pid: i32, spec: &ExecSpec) -> Result<i32, RuntimeEr
                 // runs in it, as Docker's exec gives them.
                 group_add: spec.group_add.clone(),
             },
-            window: None,
+            window: if spec.tty { sys::window_size(0) } else { None },
             merged: PathBuf::new(),
             work: PathBuf::new(),
             links: PathBuf::new(),
@@ -138,18 +138,15 @@ pub fn exec(pidfd: &OwnedFd, pid: i32, spec: &ExecSpec) -> Result<i32, RuntimeEr
     let program = Path::new("/proc/self/exe");
     let mut command = Command::new(program);
     command.arg(EXEC_ARG).env_clear();
-    let pty = if spec.tty {
-        Some(sys::openpty().map_err(RuntimeError::Io)?)
+    // With -t the process's terminal comes from the container's own
+    // devpts, as `run -t`'s does: the helper opens it once it is in the
+    // container's mount namespace and sends the master back here.
+    let terminal = if spec.tty {
+        Some(sys::socketpair().map_err(RuntimeError::Io)?)
     } else {
         None
     };
-    if let Some((_, slave)) = &pty {
-        let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(RuntimeError::Io);
-        command
-            .stdin(dup(slave)?)
-            .stdout(dup(slave)?)
-            .stderr(dup(slave)?);
-    } else if !spec.interactive {
+    if !spec.interactive && !spec.tty {
         command.stdin(Stdio::null());
     }
     let fds = [
@@ -157,10 +154,11 @@ pub fn exec(pidfd: &OwnedFd, pid: i32, spec: &ExecSpec) -> Result<i32, RuntimeEr
         error_write.as_raw_fd(),
         pidfd.as_raw_fd(),
     ];
+    let terminal_fd = terminal.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
     // SAFETY: the closure only calls async-signal-safe functions (dup2,
     // fcntl, prctl) between fork and exec.
     unsafe {
-        command.pre_exec(move || sys::child_fds(fds[0], fds[1], Some(fds[2]), None));
+        command.pre_exec(move || sys::child_fds(fds[0], fds[1], Some(fds[2]), terminal_fd));
     }
     let _guard = signals::Forwarding::install();
     let mut child = command.spawn().map_err(|source| RuntimeError::Spawn {
@@ -183,14 +181,22 @@ pub fn exec(pidfd: &OwnedFd, pid: i32, spec: &ExecSpec) -> Result<i32, RuntimeEr
     if setup.is_err() {
         let _ = child.kill();
     }
-    let pty_master = pty.map(|(master, _slave)| master);
-    let _resizing = pty_master
-        .as_ref()
-        .map(|master| signals::Resizing::install(master.as_raw_fd()));
+    let socket = terminal.map(|(ours, theirs)| {
+        drop(theirs);
+        ours
+    });
     let status = std::thread::scope(|scope| {
-        let copier = pty_master
-            .as_ref()
-            .map(|master| scope.spawn(move || sys::pty_copy(master, false, spec.interactive)));
+        let copier = socket.map(|socket| {
+            scope.spawn(move || {
+                // None: the helper failed before it opened the terminal.
+                let Ok(Some(master)) = sys::receive_fd(&socket) else {
+                    return Vec::new();
+                };
+                drop(socket);
+                let _resizing = signals::Resizing::install(master.as_raw_fd());
+                sys::pty_copy(&master, false, spec.interactive)
+            })
+        });
         let status = child.wait();
         if let Some(copier) = copier {
             let _ = copier.join();
@@ -257,10 +263,11 @@ fn helper() -> Result<i32, String> {
     pipe.read_to_end(&mut json)
         .map_err(|e| format!("reading the exec configuration: {e}"))?;
     drop(pipe);
-    // SAFETY: marks the error pipe close-on-exec so the process never
-    // holds it.
+    // SAFETY: marks the error pipe (and the terminal socket, if any)
+    // close-on-exec so the process never holds them.
     unsafe {
         libc::fcntl(ERROR_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(crate::TERMINAL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
     if json.is_empty() {
         return Ok(1);
@@ -287,6 +294,17 @@ fn helper() -> Result<i32, String> {
         .map_err(|e| format!("blocking signals: {e}"))?;
     // The fork enters the PID namespace joined above.
     let child = init::fork()?;
+    if child == 0 && config.init.spec.tty {
+        // In the container's mount namespace now: its devpts.
+        let code = match init::open_terminal(&config.init) {
+            Ok(terminal) => init::start_user(&config.init, Some(terminal)),
+            Err(message) => {
+                init::report(&message);
+                1
+            }
+        };
+        init::exit_now(code);
+    }
     if child == 0 {
         let code = match init::exec_user(&config.init) {
             Ok(never) => match never {},

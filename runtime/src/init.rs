@@ -307,7 +307,7 @@ fn pid1_main(config: &InitConfig, blocked: &SigSet, ready: Option<Ready>) -> Res
 /// Opens the process's terminal in the container's own devpts (after
 /// `pivot_root`, so it is `/dev/pts/0` as the process sees it) and sends
 /// the master to kiln on [`TERMINAL_FD`]; returns the slave.
-fn open_terminal(config: &InitConfig) -> Result<OwnedFd, String> {
+pub(crate) fn open_terminal(config: &InitConfig) -> Result<OwnedFd, String> {
     let (master, slave) =
         sys::open_terminal(config.window).map_err(|e| format!("opening a terminal: {e}"))?;
     let sent = sys::send_fd(TERMINAL_FD, master.as_raw_fd());
@@ -322,7 +322,7 @@ fn open_terminal(config: &InitConfig) -> Result<OwnedFd, String> {
 /// Execs the user process, on `terminal` if given; returns only when that
 /// failed, with the exit code to leave with (setup failures are reported
 /// on the error pipe).
-fn start_user(config: &InitConfig, terminal: Option<OwnedFd>) -> i32 {
+pub(crate) fn start_user(config: &InitConfig, terminal: Option<OwnedFd>) -> i32 {
     if let Some(terminal) = terminal {
         for fd in 0..=2 {
             // SAFETY: dup2 of a descriptor we own onto stdio.

@@ -21,9 +21,9 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// A pseudo-terminal pair (master, slave) from the host's devpts, both
-/// close-on-exec (the tests' terminals, and `exec -t`'s for now; a
-/// container's main process gets its terminal from the container's own
-/// devpts, see [`open_terminal`]).
+/// close-on-exec (the tests' terminals; containers get theirs from their
+/// own devpts, see [`open_terminal`]).
+#[cfg(test)]
 pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
     let (mut master, mut slave) = (0, 0);
     // SAFETY: out-pointers are valid; name, termios and winsize may be null.

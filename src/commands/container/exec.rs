@@ -61,6 +61,10 @@ pub fn run(root: Option<&Path>, args: &ExecArgs) -> anyhow::Result<ExitCode> {
     let spec: RunSpec = serde_json::from_value(container.config.run_spec.clone())
         .context("reading the container's run spec")?;
     let mut env = spec.env.clone();
+    // As Docker's daemon environment for an exec with a terminal.
+    if args.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_owned());
+    }
     for entry in &args.env {
         if let Some(entry) = crate::commands::run::env_entry(entry)? {
             let key = entry.split('=').next().unwrap_or("").to_owned();
