@@ -278,6 +278,16 @@ fn tar_streams_both_ways() {
             "data/sub/b.txt"
         ]
     );
+    // Owners are named as the container's /etc/passwd and /etc/group name
+    // them, as Docker's archive names them (`tar -tv` shows root/root).
+    let archive = kiln.path("named.tar");
+    fs::write(&archive, tar_out(&kiln, "cc:/data/a.txt")).unwrap();
+    let listing = std::process::Command::new("tar")
+        .args(["-tvf", archive.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    assert!(listing.contains(" root/root "), "{listing}");
     let dot: Vec<String> = tar_members(&tar_out(&kiln, "cc:/data/."))
         .into_iter()
         .map(|m| m.0)

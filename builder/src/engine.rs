@@ -1670,6 +1670,7 @@ impl StepContext<'_, '_> {
                 &PackOptions {
                     clamp_mtime: self.shared.options.source_date_epoch,
                     overlay_whiteouts: true,
+                    owner_names: None,
                 },
             )?;
             packing_phase.end();

@@ -99,6 +99,31 @@ fn group_entries(group: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     })
 }
 
+/// The names of user and group ids in the contents of an /etc/passwd and
+/// /etc/group (the first entry of an id wins, as a lookup finds it), for
+/// naming owners in an archive as `docker cp` does.
+pub fn id_names(
+    passwd: &str,
+    group: &str,
+) -> (
+    std::collections::BTreeMap<u32, String>,
+    std::collections::BTreeMap<u32, String>,
+) {
+    let mut users = std::collections::BTreeMap::new();
+    for entry in passwd_entries(passwd) {
+        users
+            .entry(entry.uid)
+            .or_insert_with(|| entry.name.to_owned());
+    }
+    let mut groups = std::collections::BTreeMap::new();
+    for entry in group_entries(group) {
+        groups
+            .entry(entry.gid)
+            .or_insert_with(|| entry.name.to_owned());
+    }
+    (users, groups)
+}
+
 /// Parses a numeric id as Go's `strconv.Atoi` would accept it, within the
 /// range runc allows.
 fn numeric_id(text: &str) -> Option<Result<u32, UserError>> {

@@ -89,6 +89,7 @@ pub fn run(root: Option<&Path>, args: &CommitArgs) -> anyhow::Result<ExitCode> {
                     &PackOptions {
                         clamp_mtime: None,
                         overlay_whiteouts: true,
+                        owner_names: None,
                     },
                 )
                 .with_context(|| format!("cannot pack the changes of {}", container.short_id()))?,

@@ -262,7 +262,13 @@ fn copy_in(access: &Access<'_>, source: &str, dest: &str, args: &CpArgs) -> anyh
     let stream = run.child.stdin.take().context("the copy helper's input")?;
     let mut writer = BufWriter::with_capacity(1 << 16, stream);
     let packed =
-        kiln_store::layer::pack_path(Path::new(&source_info.path), name.as_bytes(), &mut writer)
+        // The helper sets the owners it extracts with; names do not matter.
+        kiln_store::layer::pack_path(
+            Path::new(&source_info.path),
+            name.as_bytes(),
+            &mut writer,
+            None,
+        )
             .map_err(anyhow::Error::from)
             .and_then(|stats| {
                 writer.flush()?;
@@ -843,7 +849,15 @@ fn operate(operation: Operation, upper: Option<&OwnedFd>) -> Result<(), HelperEr
             let (resolved, _fd) = resolve(&root, &path, follow)?.ok_or(HelperError::NotFound)?;
             let out = std::io::stdout().as_fd().try_clone_to_owned()?;
             let mut out = BufWriter::with_capacity(1 << 16, fs::File::from(out));
-            kiln_store::layer::pack_path(Path::new(&resolved), name.as_bytes(), &mut out)
+            // Owners named as the container names them (Docker's archive
+            // does): its /etc/passwd and /etc/group read as text, in root.
+            let names = kiln_rootfs::user::account_files(&root)
+                .ok()
+                .map(|(passwd, group)| {
+                    let (users, groups) = kiln_rootfs::user::id_names(&passwd, &group);
+                    std::sync::Arc::new(kiln_store::layer::OwnerNames { users, groups })
+                });
+            kiln_store::layer::pack_path(Path::new(&resolved), name.as_bytes(), &mut out, names)
                 .map_err(|e| format!("archiving {path}: {e}"))?;
             out.flush()?;
         }

@@ -16,7 +16,7 @@ pub use compression::{
     Compression, LayerEncoder, decoder, encoder, from_media_type, media_type, open_layer,
 };
 pub use error::LayerError;
-pub use pack::{PackOptions, PackStats, pack_directory, pack_path};
+pub use pack::{OwnerNames, PackOptions, PackStats, pack_directory, pack_path};
 pub use pgzip::ParallelGzEncoder;
 pub use unpack::{
     UnpackOptions, UnpackStats, WhiteoutMode, apply_layer, unpack_copy, unpack_layer,

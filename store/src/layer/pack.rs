@@ -28,6 +28,18 @@ pub struct PackOptions {
     /// `D/.wh..wh..opq` entry after them, and `trusted.overlay.*` /
     /// `user.overlay.*` xattrs are not copied.
     pub overlay_whiteouts: bool,
+    /// Names for owner ids (`uname`/`gname` of the headers); layers carry
+    /// ids only.
+    pub owner_names: Option<std::sync::Arc<OwnerNames>>,
+}
+
+/// User and group names by id, for [`PackOptions::owner_names`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerNames {
+    /// Names of user ids.
+    pub users: std::collections::BTreeMap<u32, String>,
+    /// Names of group ids.
+    pub groups: std::collections::BTreeMap<u32, String>,
 }
 
 /// What [`pack_directory`] wrote.
@@ -102,8 +114,16 @@ pub fn pack_directory<W: Write>(
 /// file, symlink (not followed) or other node as one entry named `name`,
 /// a directory as `name/` and the tree under it as `name/...` (entries as
 /// [`pack_directory`] writes them).
-pub fn pack_path<W: Write>(path: &Path, name: &[u8], out: W) -> Result<PackStats, LayerError> {
-    let opts = PackOptions::default();
+pub fn pack_path<W: Write>(
+    path: &Path,
+    name: &[u8],
+    out: W,
+    owner_names: Option<std::sync::Arc<OwnerNames>>,
+) -> Result<PackStats, LayerError> {
+    let opts = PackOptions {
+        owner_names,
+        ..PackOptions::default()
+    };
     let mut p = Packer {
         b: tar::Builder::new(out),
         opts: &opts,
@@ -322,6 +342,21 @@ impl<W: Write> Packer<'_, W> {
         h.set_mode(f.mode);
         h.set_uid(if f.uid > USTAR_MAX_ID { 0 } else { f.uid });
         h.set_gid(if f.gid > USTAR_MAX_ID { 0 } else { f.gid });
+        if let Some(names) = &self.opts.owner_names {
+            // A name too long for the header is left out, as it is optional.
+            if let Some(user) = u32::try_from(f.uid)
+                .ok()
+                .and_then(|id| names.users.get(&id))
+            {
+                let _ = h.set_username(user);
+            }
+            if let Some(group) = u32::try_from(f.gid)
+                .ok()
+                .and_then(|id| names.groups.get(&id))
+            {
+                let _ = h.set_groupname(group);
+            }
+        }
         let mtime = match self.opts.clamp_mtime {
             Some(c) if f.mtime > c => c,
             _ => f.mtime,

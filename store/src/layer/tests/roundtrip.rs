@@ -276,6 +276,7 @@ fn overlay_whiteouts_pack_and_unpack() {
         &PackOptions {
             clamp_mtime: None,
             overlay_whiteouts: true,
+            owner_names: None,
         },
     );
     assert_eq!(
@@ -322,6 +323,7 @@ fn overlay_whiteouts_pack_and_unpack() {
         &PackOptions {
             clamp_mtime: None,
             overlay_whiteouts: true,
+            owner_names: None,
         },
     );
     assert_eq!(tar_names(&again), tar_names(&tar));
@@ -407,7 +409,7 @@ fn pack_path_names_one_resource_and_unpack_copy_keeps_kinds() {
     symlink("/", tree.join("up")).unwrap();
     // A directory: under the given name, hard links renamed with it.
     let mut out = Vec::new();
-    crate::layer::pack_path(&tree, b"renamed", &mut out).unwrap();
+    crate::layer::pack_path(&tree, b"renamed", &mut out, None).unwrap();
     assert_eq!(
         tar_names(&out),
         [
@@ -420,7 +422,7 @@ fn pack_path_names_one_resource_and_unpack_copy_keeps_kinds() {
     );
     // A symlink is one entry, not followed.
     let mut link = Vec::new();
-    crate::layer::pack_path(&tree.join("up"), b"up", &mut link).unwrap();
+    crate::layer::pack_path(&tree.join("up"), b"up", &mut link, None).unwrap();
     assert_eq!(tar_names(&link), ["2 up -> /"]);
 
     if !root_or_skip() {
@@ -439,11 +441,11 @@ fn pack_path_names_one_resource_and_unpack_copy_keeps_kinds() {
     // NoOverwriteDirNonDir).
     lchown(tree.join("g"), Some(7), Some(8)).unwrap();
     let mut again = Vec::new();
-    crate::layer::pack_path(&tree, b"renamed", &mut again).unwrap();
+    crate::layer::pack_path(&tree, b"renamed", &mut again, None).unwrap();
     crate::layer::unpack_copy(again.as_slice(), &dest, None).unwrap();
     assert_eq!(fs::metadata(dest.join("renamed/g")).unwrap().uid(), 7);
     let mut file_over_dir = Vec::new();
-    crate::layer::pack_path(&tree.join("g"), b"renamed/sub", &mut file_over_dir).unwrap();
+    crate::layer::pack_path(&tree.join("g"), b"renamed/sub", &mut file_over_dir, None).unwrap();
     let err = crate::layer::unpack_copy(file_over_dir.as_slice(), &dest, None).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -453,7 +455,7 @@ fn pack_path_names_one_resource_and_unpack_copy_keeps_kinds() {
         )
     );
     let mut dir_over_link = Vec::new();
-    crate::layer::pack_path(&tree.join("sub"), b"renamed/up", &mut dir_over_link).unwrap();
+    crate::layer::pack_path(&tree.join("sub"), b"renamed/up", &mut dir_over_link, None).unwrap();
     let err = crate::layer::unpack_copy(dir_over_link.as_slice(), &dest, None).unwrap_err();
     assert_eq!(
         err.to_string(),
