@@ -229,10 +229,16 @@ pub fn run_restart(root: Option<&Path>, args: &StopArgs) -> anyhow::Result<ExitC
 /// Runs `f` on each container argument, printing the argument on success
 /// (as Docker does) and the error otherwise; exit status 1 if any failed.
 fn each(keys: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> ExitCode {
+    each_printing(keys, |key| f(key).map(|()| key.to_owned()))
+}
+
+/// Runs `f` on each of `keys`, printing what it returns or its error;
+/// exit status 1 if any failed.
+fn each_printing(keys: &[String], mut f: impl FnMut(&str) -> anyhow::Result<String>) -> ExitCode {
     let mut failed = false;
     for key in keys {
         match f(key) {
-            Ok(()) => println!("{key}"),
+            Ok(line) => println!("{line}"),
             Err(e) => {
                 crate::output::print_error(&e);
                 failed = true;
@@ -333,30 +339,16 @@ pub struct WaitArgs {
 /// Runs `kiln wait`: prints each container's exit code once it stops.
 pub fn run_wait(root: Option<&Path>, args: &WaitArgs) -> ExitCode {
     let store = super::containers_at(root);
-    let mut failed = false;
-    for key in &args.containers {
-        let result = super::find_in(&store, key).and_then(|mut container| {
-            // A created container is waited for until it has run.
-            while container.state.status == "created" {
-                std::thread::sleep(Duration::from_millis(20));
-                container.refresh()?;
-            }
-            wait_not_running(&mut container, None)?;
-            Ok(container.state.exit_code)
-        });
-        match result {
-            Ok(code) => println!("{code}"),
-            Err(e) => {
-                crate::output::print_error(&e);
-                failed = true;
-            }
+    each_printing(&args.containers, |key| {
+        let mut container = super::find_in(&store, key)?;
+        // A created container is waited for until it has run.
+        while container.state.status == "created" {
+            std::thread::sleep(Duration::from_millis(20));
+            container.refresh()?;
         }
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+        wait_not_running(&mut container, None)?;
+        Ok(container.state.exit_code.to_string())
+    })
 }
 
 /// Arguments of `kiln rm`.
