@@ -52,6 +52,8 @@ fn a_stopped_containers_changes_and_instructions_become_an_image() {
             "-c",
             "ENV COMMITTED=1",
             "-c",
+            "ENV PATH=$PATH:/extra",
+            "-c",
             r#"CMD ["cat", "/made"]"#,
             "work",
             "app:c",
@@ -70,9 +72,10 @@ fn a_stopped_containers_changes_and_instructions_become_an_image() {
             "app:c",
             "sh",
             "-c",
-            "test -e /etc/gone || echo gone; echo $STAGE $COMMITTED"
+            "test -e /etc/gone || echo gone; echo $STAGE $COMMITTED; echo $PATH"
         ]),
-        "gone\none 1\n"
+        // A change builds on the container's environment, as Docker's.
+        "gone\none 1\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/extra\n"
     );
     assert_eq!(
         kiln.ok(&["inspect", "-f", "{{.Author}}", "app:c"]).trim(),

@@ -1,6 +1,7 @@
 //! `kiln import`: a root file system (tarball or directory) becomes a
 //! one-layer image, as `docker import` does.
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -164,7 +165,32 @@ pub fn apply_changes_to(config: &mut ContainerConfig, changes: &[String]) -> any
             bail!("invalid --change {change:?}: one instruction per --change");
         }
     }
-    let text = format!("FROM scratch\n{}\n", changes.join("\n"));
+    // The config's own environment and working directory come first, so
+    // that `ENV PATH=$PATH:/x` and a relative WORKDIR build on them, as
+    // Docker applies changes to the existing config.
+    let mut prelude = String::new();
+    for entry in config.env.as_deref().unwrap_or_default() {
+        let Some((key, value)) = entry.split_once('=') else {
+            continue;
+        };
+        let plain_key = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if plain_key && !value.contains(['\n', '\r']) {
+            let quoted = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('$', "\\$");
+            let _ = writeln!(prelude, "ENV {key}=\"{quoted}\"");
+        }
+    }
+    if let Some(dir) = config.working_dir.as_deref().filter(|d| {
+        d.starts_with('/') && !d.contains(|c: char| c.is_whitespace() || "\"'\\$".contains(c))
+    }) {
+        let _ = writeln!(prelude, "WORKDIR {dir}");
+    }
+    let text = format!("FROM scratch\n{prelude}{}\n", changes.join("\n"));
     let (_, plan) = plan_dockerfile("--change", &text, &PlanOptions::default())
         .map_err(|e| anyhow::anyhow!("invalid --change: {}", e.render()))?;
     let steps = plan
