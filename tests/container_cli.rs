@@ -866,3 +866,25 @@ fn kiln_killed_at_any_point_of_run_d_and_rm_leaves_a_state_ps_shows_and_rm_f_cle
         );
     }
 }
+
+#[test]
+fn a_foreground_run_with_a_label_or_restart_policy_is_kept() {
+    let kiln = busybox();
+    kiln.ok(&["run", "--network", "none", "-l", "team=x", "bb:1", "true"]);
+    let labelled = kiln.ok(&["ps", "-aq", "-f", "label=team=x"]);
+    assert_eq!(labelled.lines().count(), 1, "{labelled:?}");
+    kiln.ok(&[
+        "run",
+        "--network",
+        "none",
+        "--restart",
+        "on-failure:1",
+        "bb:1",
+        "true",
+    ]);
+    assert_eq!(kiln.ok(&["ps", "-aq"]).lines().count(), 2);
+    assert_eq!(
+        kiln.fails(&["run", "--rm", "--restart", "always", "bb:1", "true"]),
+        "error: Conflicting options: --restart and --rm\n"
+    );
+}

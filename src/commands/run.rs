@@ -39,7 +39,8 @@ pub struct RunArgs {
     /// Run the container in the background and print its ID.
     #[arg(short, long)]
     detach: bool,
-    /// Name the container (unique; kept, as with -d).
+    /// Name the container (unique; kept, as with -d; so are containers
+    /// given --restart, --log-opt or --label).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
     /// Restart policy of a kept container: no, on-failure[:N], always or
@@ -266,7 +267,15 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
         group_add: args.group_add.clone(),
         read_only_root: args.read_only,
     };
-    if create || args.detach || args.name.is_some() {
+    // What only a kept container has (a name, a restart policy, log
+    // options, labels) keeps it, so that no such flag is ignored.
+    let keep = create
+        || args.detach
+        || args.name.is_some()
+        || args.restart != "no"
+        || !args.log_opts.is_empty()
+        || !args.labels.is_empty();
+    if keep {
         let kept_dir = store.container_dir(&container_id);
         let kept = super::container::create::Kept {
             id: container_id,
