@@ -151,6 +151,13 @@ fn a_running_container_is_paused_for_the_commit_and_runs_on() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert_eq!(
+        kiln.fails(&["commit", "--pause=false", "live", "live:0"]),
+        format!(
+            "error: refusing to commit the running container {} without pausing it: its processes could swap a directory for a symlink while its files are read; commit with --pause (the default) or stop it first\n",
+            &id[..12]
+        )
+    );
     kiln.ok(&["commit", "live", "live:1"]);
     assert_eq!(kiln.ok(&["run", "--rm", "live:1", "cat", "/live"]), "x\n");
     // Running on, not left stopped.

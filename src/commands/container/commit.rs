@@ -73,6 +73,15 @@ pub fn run(root: Option<&Path>, args: &CommitArgs) -> anyhow::Result<ExitCode> {
     config.config = Some(run_config);
 
     let upper = container.dir.join(UPPER_DIR);
+    // The upper directory is read by path: a running process of the
+    // container could swap one of its directories for a symlink to the
+    // host's / while it is read. Paused, none can.
+    if !args.pause && container.is_running() {
+        bail!(
+            "refusing to commit the running container {} without pausing it: its processes could swap a directory for a symlink while its files are read; commit with --pause (the default) or stop it first",
+            container.short_id()
+        );
+    }
     let paused = if args.pause && container.is_running() {
         Some(Paused::stop(&container)?)
     } else {
