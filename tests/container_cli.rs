@@ -34,12 +34,7 @@ fn busybox() -> Kiln {
 
 /// (exit code, stdout, stderr) of `kiln ARGS`.
 fn run(kiln: &Kiln, args: &[&str]) -> (i32, String, String) {
-    let output = kiln.run(args);
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    kiln.outcome(args)
 }
 
 /// `kiln run -d --network none ARGS`; returns the container ID.

@@ -16,7 +16,7 @@ use common::{Entry, Kiln};
 /// A store with `bb:1`, a busybox image, and some config to override.
 fn busybox() -> Kiln {
     assert!(
-        nix_is_root(),
+        common::is_root(),
         "kiln run tests need root (namespaces, mounts, cgroups); CI runs them as root"
     );
     let kiln = Kiln::new();
@@ -38,19 +38,11 @@ fn busybox() -> Kiln {
     kiln
 }
 
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Runs `kiln run ARGS`, returning (exit code, stdout, stderr).
 fn run(kiln: &Kiln, args: &[&str]) -> (i32, String, String) {
-    let output = kiln.command().arg("run").args(args).output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    kiln.outcome(&all)
 }
 
 #[test]

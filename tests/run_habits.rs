@@ -22,7 +22,7 @@ const APPLETS: &[&str] = &[
 /// A store with `bb:1`, a busybox image with an `app` user.
 fn busybox() -> Kiln {
     assert!(
-        is_root(),
+        common::is_root(),
         "kiln run tests need root (namespaces, mounts); CI runs them as root"
     );
     let kiln = Kiln::new();
@@ -36,19 +36,11 @@ fn busybox() -> Kiln {
     kiln
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Runs `kiln run ARGS`, returning (exit code, stdout, stderr).
 fn run(kiln: &Kiln, args: &[&str]) -> (i32, String, String) {
-    let output = kiln.command().arg("run").args(args).output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    kiln.outcome(&all)
 }
 
 #[test]

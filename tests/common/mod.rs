@@ -16,6 +16,12 @@ pub struct Kiln {
     pub dir: TempDir,
 }
 
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 impl Drop for Kiln {
     /// Kills the monitors of the store's containers (their containers die
     /// with them), so a test that fails half-way leaves no process behind.
@@ -95,6 +101,16 @@ impl Kiln {
     /// Runs kiln with `args`.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().unwrap()
+    }
+
+    /// Runs kiln; returns (exit code, stdout, stderr), -1 for a signal.
+    pub fn outcome(&self, args: &[&str]) -> (i32, String, String) {
+        let output = self.run(args);
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
     }
 
     /// Runs kiln and asserts success; returns stdout.
