@@ -880,6 +880,30 @@ fn a_kept_container_holds_its_volumes_until_removed() {
         .trim(),
         "[kept:/srv/content]"
     );
+    // system df -v lists it, with its two volumes, and counts it as the
+    // image's user.
+    let df = kiln.ok(&["system", "df", "-v"]);
+    let section = |title: &str| {
+        df.split(title)
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").nth(1))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let containers = section("Containers space usage:");
+    let row = containers
+        .lines()
+        .find(|l| l.ends_with(" keeper"))
+        .unwrap_or_else(|| panic!("{df}"));
+    assert!(row.starts_with(&id[..12]), "{row}");
+    assert!(row.contains(" 2 "), "two local volumes: {row}");
+    let images = section("Images space usage:");
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("bb ") && l.contains(" vol ") && l.ends_with(" 1")),
+        "{df}"
+    );
     // Started again, it sees what it wrote.
     kiln.ok(&["start", "keeper"]);
     kiln.ok(&["wait", "keeper"]);

@@ -24,6 +24,19 @@ pub fn render(store: &Store) -> anyhow::Result<String> {
             *users.entry(digest).or_default() += 1;
         }
     }
+    // The store's containers, and how many use each image.
+    let kept = store.containers();
+    let containers: Vec<crate::commands::container::Container> = store
+        .container_ids()?
+        .iter()
+        .filter_map(|id| crate::commands::container::Container::load(&kept, id).ok())
+        .collect();
+    let mut image_users: HashMap<String, usize> = HashMap::new();
+    for container in &containers {
+        *image_users
+            .entry(container.config.manifest_digest.clone())
+            .or_default() += 1;
+    }
     let mut out = String::from("Images space usage:\n\n");
     let mut table = String::from(
         "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS\n",
@@ -40,11 +53,14 @@ pub fn render(store: &Store) -> anyhow::Result<String> {
         let size = image.size();
         let created = since(parse_created(image.config.created.as_deref()));
         let names = names(image)?;
+        let used_by = image_users
+            .get(&image.manifest_digest.to_string())
+            .copied()
+            .unwrap_or(0);
         for (repository, tag) in names {
-            // kiln has no containers yet: none uses an image.
             let _ = writeln!(
                 table,
-                "{repository}\t{tag}\t{}\t{created}\t{}\t{}\t{}\t0",
+                "{repository}\t{tag}\t{}\t{created}\t{}\t{}\t{}\t{used_by}",
                 image.short_id(),
                 human_size(size),
                 human_size(shared),
@@ -54,9 +70,41 @@ pub fn render(store: &Store) -> anyhow::Result<String> {
     }
     out.push_str(&tabwrite(&table));
     out.push_str("\nContainers space usage:\n\n");
-    out.push_str(&tabwrite(
-        "CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\tSTATUS\tNAMES\n",
-    ));
+    let mut table =
+        String::from("CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\tSTATUS\tNAMES\n");
+    let volumes = store.volumes()?;
+    for container in &containers {
+        let row = crate::commands::container::ps::row(container, false);
+        let text = |key: &str| {
+            row.get(key)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let local_volumes = volumes
+            .iter()
+            .filter(|v| {
+                store
+                    .volume_users(&v.name)
+                    .is_ok_and(|users| users.contains(&container.config.id))
+            })
+            .count();
+        // As Docker's SIZE: what the container wrote (its upper layer).
+        let size =
+            kiln_store::store::disk_usage(&container.dir.join(kiln_store::containers::UPPER_DIR));
+        let _ = writeln!(
+            table,
+            "{}\t{}\t{}\t{local_volumes}\t{}\t{}\t{}\t{}",
+            text("ID"),
+            text("Image"),
+            text("Command"),
+            human_size(size),
+            text("RunningFor"),
+            text("Status"),
+            text("Names"),
+        );
+    }
+    out.push_str(&tabwrite(&table));
     out.push_str("\nLocal Volumes space usage:\n\n");
     let mut table = String::from("VOLUME NAME\tLINKS\tSIZE\n");
     for volume in store.volumes()? {

@@ -229,7 +229,7 @@ fn headers() -> Map<String, Value> {
     map
 }
 
-fn row(container: &Container, no_trunc: bool) -> Map<String, Value> {
+pub(crate) fn row(container: &Container, no_trunc: bool) -> Map<String, Value> {
     let config = &container.config;
     // Docker joins the command line with shell quoting where needed.
     let command = std::iter::once(config.path.as_str())
