@@ -592,11 +592,83 @@ fn stdin_reaches_start_ai_and_a_named_foreground_run() {
     let id = detach(&kiln, &["-i", "bb:1", "cat"]);
     assert!(kiln.ok(&["ps", "-q", "--no-trunc"]).contains(&id));
     kiln.ok(&["rm", "-f", &id]);
-    let err = kiln.fails(&["run", "-d", "-t", "bb:1", "true"]);
-    assert!(
-        err.contains("-t is not supported for a kept container"),
-        "{err}"
+}
+
+#[test]
+fn attach_relays_stdout_stderr_and_stdin_until_the_container_ends() {
+    use std::io::Write as _;
+    let kiln = busybox();
+    let script = "while read l; do echo \"got $l\"; echo \"err $l\" >&2; done";
+    detach(
+        &kiln,
+        &["-i", "--name", "echoer", "bb:1", "sh", "-c", script],
     );
+    let mut attach = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(kiln.root())
+        .args(["attach", "echoer"])
+        .env_remove("KILN_ROOT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = attach.stdin.take().unwrap();
+    let mut out = BufReader::new(attach.stdout.take().unwrap());
+    let mut err = BufReader::new(attach.stderr.take().unwrap());
+    // The monitor lists a client before it reads its input: the answer
+    // to the first line reaches it.
+    let mut line = String::new();
+    stdin.write_all(b"one\n").unwrap();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "got one\n");
+    line.clear();
+    err.read_line(&mut line).unwrap();
+    assert_eq!(line, "err one\n");
+    // A second client sees the same output.
+    let mut second = kiln.spawn(&["attach", "--no-stdin", "echoer"]);
+    let mut second_out = BufReader::new(second.stdout.take().unwrap());
+    let mut n = 2;
+    loop {
+        stdin.write_all(format!("x{n}\n").as_bytes()).unwrap();
+        line.clear();
+        second_out.read_line(&mut line).unwrap();
+        if line == format!("got x{n}\n") {
+            break;
+        }
+        n += 1;
+        assert!(n < 1000, "the second client never saw output: {line:?}");
+    }
+    // A shell as PID 1 ignores SIGTERM: stop kills it after 1 s; both
+    // clients end with its code, as `docker attach`.
+    kiln.ok(&["stop", "-t", "1", "echoer"]);
+    assert_eq!(attach.wait().unwrap().code(), Some(137));
+    assert_eq!(second.wait().unwrap().code(), Some(137));
+    assert_eq!(inspect(&kiln, "echoer", "{{.State.ExitCode}}"), "137");
+    // Docker's words for what cannot be attached.
+    let (code, _, err) = run(&kiln, &["attach", "echoer"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "error: You cannot attach to a stopped container, start it first\n"
+        )
+    );
+    detach(&kiln, &["-it", "--name", "term", "bb:1", "sh"]);
+    let output = kiln
+        .command()
+        .args(["attach", "term"])
+        .write_stdin("exit\n")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "the input device is not a TTY\n"
+    );
+    let err = kiln.fails(&["attach", "--detach-keys", "ctrl-1", "term"]);
+    assert!(err.contains("Unknown character: 'ctrl-1'"), "{err}");
+    kiln.ok(&["rm", "-f", "term"]);
 }
 
 #[test]

@@ -922,3 +922,124 @@ fn a_kept_container_holds_its_volumes_until_removed() {
     );
     assert_eq!(kiln.ok(&["volume", "rm", "kept"]), "kept\n");
 }
+
+/// Writes `text` to the terminal `master` (what the user types).
+fn type_in(master: &OwnedFd, text: &str) {
+    // SAFETY: writes from a valid buffer of its length.
+    let n = unsafe { libc::write(master.as_raw_fd(), text.as_ptr().cast(), text.len()) };
+    assert_eq!(usize::try_from(n).ok(), Some(text.len()));
+}
+
+#[test]
+fn a_kept_container_keeps_its_terminal_for_attach_and_detach() {
+    let kiln = busybox();
+    // -dit from a script (no terminal): nothing is attached yet.
+    kiln.ok(&[
+        "run",
+        "-dit",
+        "--name",
+        "term1",
+        "--network",
+        "none",
+        "bb:1",
+        "sh",
+    ]);
+    assert_eq!(
+        kiln.ok(&[
+            "inspect",
+            "-f",
+            "{{.Config.Tty}} {{.State.Running}}",
+            "term1"
+        ]),
+        "true true\n"
+    );
+    let (master, slave) = host_terminal(33, 111);
+    let mut child = spawn_kiln_on_terminal(&kiln, &slave, &["attach", "term1"]);
+    drop(slave);
+    // The arithmetic shows only in the output, not in the echoed line.
+    type_in(&master, "stty size; tty; echo a-$((1+2))\r");
+    let out = read_until(&master, "a-3\r\n");
+    assert!(out.contains("33 111\r\n/dev/pts/0\r\n"), "{out:?}");
+    // Ctrl-P Ctrl-Q: detached, as `docker attach`: exit 1 and its words.
+    type_in(&master, "\x10\x11");
+    // Said after the terminal's settings are restored (here: raw).
+    let out = read_until(&master, "read escape sequence\n");
+    assert!(out.ends_with("read escape sequence\n"), "{out:?}");
+    assert_eq!(child.wait().code(), Some(1));
+    assert_eq!(
+        kiln.ok(&["inspect", "-f", "{{.State.Running}}", "term1"]),
+        "true\n"
+    );
+    // What the terminal showed is in the log, as stdout.
+    assert!(kiln.ok(&["logs", "term1"]).contains("a-3\r\n"));
+    // Attached again: the shell's exit ends the attachment with its code.
+    let (master, slave) = host_terminal(24, 80);
+    let mut child = spawn_kiln_on_terminal(&kiln, &slave, &["attach", "term1"]);
+    drop(slave);
+    type_in(&master, "stty size; exit $((1+2))\r");
+    read_until(&master, "24 80\r\n");
+    assert_eq!(child.wait().code(), Some(3));
+    assert_eq!(
+        kiln.ok(&["inspect", "-f", "{{.State.ExitCode}}", "term1"]),
+        "3\n"
+    );
+    // `start -ai` of a terminal container attaches before it starts.
+    let (master, slave) = host_terminal(24, 80);
+    let mut child = spawn_kiln_on_terminal(&kiln, &slave, &["start", "-ai", "term1"]);
+    drop(slave);
+    type_in(&master, "exit $((2+2))\r");
+    read_until(&master, "exit $((2+2))");
+    assert_eq!(child.wait().code(), Some(4));
+}
+
+#[test]
+fn a_named_foreground_terminal_run_detaches_and_follows_resizes() {
+    let kiln = busybox();
+    let (master, slave) = host_terminal(24, 80);
+    let mut child = spawn_on_terminal(
+        &kiln,
+        &slave,
+        &[
+            "-it",
+            "--name",
+            "fg",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            // A trapped signal interrupts `read`: the loop goes on.
+            "trap 'stty size' WINCH; stty size; echo ready; while :; do read l && echo \"got $l\"; done",
+        ],
+    );
+    drop(slave);
+    // The monitor took kiln in before the container started: the first
+    // output is there.
+    let out = read_until(&master, "ready\r\n");
+    assert!(out.ends_with("24 80\r\nready\r\n"), "{out:?}");
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize; the kernel signals kiln.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &raw const size) },
+        0
+    );
+    read_until(&master, "40 120\r\n");
+    // Ctrl-P then another key is passed on; Ctrl-P Ctrl-Q detaches, and
+    // `docker run -it` then exits 0 and says nothing.
+    type_in(&master, "\x10x\r");
+    read_until(&master, "got \x10x\r\n");
+    type_in(&master, "\x10\x11");
+    assert_eq!(child.wait().code(), Some(0));
+    assert_eq!(
+        kiln.ok(&["inspect", "-f", "{{.State.Running}}", "fg"]),
+        "true\n",
+        "{}",
+        kiln.ok(&["logs", "fg"])
+    );
+    kiln.ok(&["rm", "-f", "fg"]);
+}
