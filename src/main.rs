@@ -79,6 +79,8 @@ enum Command {
     Create(commands::run::RunArgs),
     /// Start stopped or created containers.
     Start(commands::container::commands::StartArgs),
+    /// Attach local stdin, stdout and stderr to a running container.
+    Attach(commands::container::attach::AttachArgs),
     /// Stop running containers (stop signal, then SIGKILL after a timeout).
     Stop(commands::container::commands::StopArgs),
     /// Restart containers.
@@ -221,6 +223,8 @@ enum ContainerCommand {
     Kill(commands::container::commands::KillArgs),
     /// Start containers (`kiln start`).
     Start(commands::container::commands::StartArgs),
+    /// Attach to a running container (`kiln attach`).
+    Attach(commands::container::attach::AttachArgs),
     /// Restart containers (`kiln restart`).
     Restart(commands::container::commands::StopArgs),
     /// Wait for containers to stop (`kiln wait`).
@@ -336,6 +340,10 @@ fn main() -> ExitCode {
         | Command::Container {
             command: ContainerCommand::Start(args),
         } => commands::container::commands::run_start(root, &args),
+        Command::Attach(args)
+        | Command::Container {
+            command: ContainerCommand::Attach(args),
+        } => commands::container::attach::run_attach(root, &args),
         Command::Stop(args)
         | Command::Container {
             command: ContainerCommand::Stop(args),

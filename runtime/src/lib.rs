@@ -23,7 +23,7 @@ mod sys;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -219,6 +219,14 @@ pub struct Hooks<'a> {
     /// Keep the output in the outcome too (false for a long-lived
     /// container, whose output only goes to `sink`).
     pub keep_output: bool,
+    /// With `spec.tty`: receives the terminal's master once the container
+    /// has opened it, and copies it itself until it ends (a monitor that
+    /// serves attached clients); without it the master is copied to this
+    /// process's stdio.
+    pub terminal: Option<&'a (dyn Fn(OwnedFd) + Sync)>,
+    /// With `spec.tty`: the terminal's size (rows, columns, pixels) from
+    /// the start, when this process's stdin is not the user's terminal.
+    pub window: Option<[u16; 4]>,
 }
 
 /// Like [`run`], with `hooks` told of the start and of every chunk of
@@ -242,6 +250,8 @@ pub fn run_streaming(
         started: None,
         sink: Some(sink),
         keep_output: true,
+        terminal: None,
+        window: None,
     };
     run_inner(spec, Path::new("/proc/self/exe"), hooks, networks)
 }
@@ -284,7 +294,10 @@ fn run_inner(
     // A pool's networks live in the host's user namespace: without root
     // the run's own user namespace needs a network of its own.
     let pool = networks.filter(|_| spec.network == Network::Isolated && !is_rootless());
-    let config = prepare(spec, tmp.path(), pool.is_some())?;
+    let mut config = prepare(spec, tmp.path(), pool.is_some())?;
+    if hooks.window.is_some() {
+        config.window = hooks.window;
+    }
     // Privileged, the run could change its network: it gets a fresh one.
     let lease = pool.map(|p| p.lease(spec.privileged)).transpose()?;
     if matches!(config.network, NetworkSetup::Helper(_)) {
@@ -624,6 +637,7 @@ fn spawn_and_wait(
     let (out, err, status) = std::thread::scope(|scope| {
         let keep = hooks.keep_output;
         let err_thread = scope.spawn(move || read_all(stderr, Stream::Stderr, sink, keep));
+        let terminal_hook = hooks.terminal;
         let pty_thread = terminal.map(|socket| {
             let capture = spec.capture;
             let interactive = spec.interactive;
@@ -633,6 +647,10 @@ fn spawn_and_wait(
                     return Vec::new();
                 };
                 drop(socket);
+                if let Some(terminal) = terminal_hook {
+                    terminal(master);
+                    return Vec::new();
+                }
                 // Declared after the master, so it is dropped
                 // (unregistered) first; it also copies a size changed
                 // since the run started.

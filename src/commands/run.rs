@@ -178,7 +178,13 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
     }
     // As the Docker CLI: `-it` needs a terminal on stdin (a pipe would
     // feed a shell that waits on its prompt forever); exit 1, the CLI's.
-    if args.interactive && args.tty && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+    // Detached (`-dit`, `create -it`) nothing is attached yet.
+    if args.interactive
+        && args.tty
+        && !args.detach
+        && !create
+        && !std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
         eprintln!("the input device is not a TTY");
         return Ok(ExitCode::FAILURE);
     }

@@ -275,10 +275,27 @@ pub fn run_start(root: Option<&Path>, args: &StartArgs) -> anyhow::Result<ExitCo
         };
         let container = super::find(&store, key)?;
         if container.is_running() {
-            bail!(
-                "container {} is already running: kiln has no attach",
-                container.config.id
+            // As Docker: `start -a` of a running container attaches to it.
+            return super::attach::attach_running(
+                container,
+                &super::attach::Relay {
+                    stdin: args.interactive,
+                    detach_keys: super::attach::parse_detach_keys("ctrl-p,ctrl-q")?,
+                    sig_proxy: true,
+                },
             );
+        }
+        if super::attach::refuse_piped_terminal(&container, args.interactive) {
+            return Ok(ExitCode::FAILURE);
+        }
+        if super::attach::has_terminal(&container) {
+            let (monitor, stream) = super::create::start_with(&container, false, true)?;
+            return match stream {
+                Some(stream) => {
+                    super::attach::relay_started(&container, stream, monitor, args.interactive)
+                }
+                None => bail!("the container's monitor did not take the attachment"),
+            };
         }
         let log = super::logs::Log::open(&container)?;
         let monitor = super::create::start(&container, args.interactive)?;

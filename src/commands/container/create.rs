@@ -3,6 +3,7 @@
 //! once the container's process exists (or why it could not start).
 
 use std::io::{BufRead as _, BufReader};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitCode, Stdio};
 
@@ -110,11 +111,6 @@ pub fn from_run(
     create_only: bool,
     detach: bool,
 ) -> anyhow::Result<ExitCode> {
-    if spec.tty {
-        bail!(
-            "-t is not supported for a kept container (-d, --name, create): its monitor keeps no terminal"
-        );
-    }
     let name = match kept.name {
         Some(name) => {
             super::check_name(name)?;
@@ -190,13 +186,13 @@ pub fn from_run(
             "Hostname": spec.hostname,
             "Domainname": "",
             "User": spec.user,
-            "AttachStdin": false,
+            "AttachStdin": !detach && spec.interactive,
             "AttachStdout": !detach,
             "AttachStderr": !detach,
             "ExposedPorts": image_config.exposed_ports,
-            "Tty": false,
+            "Tty": spec.tty,
             "OpenStdin": spec.interactive,
-            "StdinOnce": false,
+            "StdinOnce": !detach && spec.interactive,
             "Env": spec.env,
             "Cmd": spec.argv,
             "Healthcheck": image_config.healthcheck,
@@ -239,13 +235,18 @@ pub fn from_run(
         config,
         state: ContainerState::created(),
     };
-    let log = if detach {
+    let log = if detach || spec.tty {
         None
     } else {
         Some(super::logs::Log::open(&container)?)
     };
-    let monitor = match start(&container, spec.interactive && !detach) {
-        Ok(monitor) => monitor,
+    // With a terminal the foreground run attaches through the monitor's
+    // socket (its stdin, raw, goes to the container's terminal); without,
+    // stdin goes through a FIFO and the output is followed in the log.
+    let attach = spec.tty && !detach;
+    let started = start_with(&container, spec.interactive && !detach && !attach, attach);
+    let (monitor, stream) = match started {
+        Ok(started) => started,
         // As `docker run`: the runtime's message, and 126 or 127.
         Err(e) if e.is::<StartFailed>() => {
             let code = e.downcast_ref::<StartFailed>().map_or(127, |f| f.code);
@@ -258,9 +259,12 @@ pub fn from_run(
         println!("{}", container.config.id);
         return Ok(ExitCode::SUCCESS);
     }
-    match log {
-        Some(log) => super::logs::attach(&container, log, monitor),
-        None => Ok(ExitCode::SUCCESS),
+    match (log, stream) {
+        (_, Some(stream)) => {
+            super::attach::relay_started(&container, stream, monitor, spec.interactive)
+        }
+        (Some(log), None) => super::logs::attach(&container, log, monitor),
+        (None, None) => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -270,6 +274,17 @@ pub fn from_run(
 /// process's stdin is passed on to the container through a FIFO. The
 /// monitor, a child of this process, exits with the container's exit code.
 pub fn start(container: &Container, stdin: bool) -> anyhow::Result<std::process::Child> {
+    start_with(container, stdin, false).map(|(monitor, _)| monitor)
+}
+
+/// [`start`], and with `attach` the monitor takes this process in as its
+/// first client before the container starts: the connection comes back
+/// with the monitor.
+pub fn start_with(
+    container: &Container,
+    stdin: bool,
+    attach: bool,
+) -> anyhow::Result<(std::process::Child, Option<UnixStream>)> {
     let dir = &container.dir;
     // One starter at a time: the lock is held until the monitor has
     // reported, so a second `start` sees the container running.
@@ -325,6 +340,9 @@ pub fn start(container: &Container, stdin: bool) -> anyhow::Result<std::process:
         }
         command.arg("--stdin");
     }
+    if attach {
+        command.arg("--attach");
+    }
     // SAFETY: setsid is async-signal-safe; the monitor leaves the
     // caller's session, so the terminal's hangup or Ctrl-C never reach it.
     unsafe {
@@ -347,10 +365,23 @@ pub fn start(container: &Container, stdin: bool) -> anyhow::Result<std::process:
         });
     }
     let mut line = String::new();
+    let mut stream = None;
     if let Some(stdout) = child.stdout.take() {
-        BufReader::new(stdout)
+        let mut reader = BufReader::new(stdout);
+        reader
             .read_line(&mut line)
             .context("cannot read from the container's monitor")?;
+        if attach && line.trim_end() == "listening" {
+            let mut attached = super::attach::connect(container)?;
+            // The monitor waits for it before the container starts.
+            super::attach::send_window(&mut attached)
+                .context("cannot attach to the container's monitor")?;
+            stream = Some(attached);
+            line.clear();
+            reader
+                .read_line(&mut line)
+                .context("cannot read from the container's monitor")?;
+        }
     }
     let line = line.trim_end();
     if let Some(code) = line.strip_prefix("exited ")
@@ -361,7 +392,7 @@ pub fn start(container: &Container, stdin: bool) -> anyhow::Result<std::process:
         return Err(StartFailed { message, code }.into());
     }
     if line.starts_with("running") || line.starts_with("exited") {
-        return Ok(child);
+        return Ok((child, stream));
     }
     if let Some(message) = line.strip_prefix("error ") {
         bail!("{message}");

@@ -5,6 +5,7 @@
 //! re-executed as `__kiln-monitor`, see [`monitor`]) runs the container,
 //! keeps its log and records its exit.
 
+pub mod attach;
 pub mod commands;
 pub mod commit;
 pub mod cp;

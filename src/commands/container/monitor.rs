@@ -28,7 +28,7 @@ use kiln_store::temp::Owner;
 
 use super::STOPPED_MARKER;
 
-/// Entry point: `kiln __kiln-monitor DIR [--stdin]`.
+/// Entry point: `kiln __kiln-monitor DIR [--stdin] [--attach]`.
 pub fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
     let Some(dir) = args.first().map(PathBuf::from) else {
@@ -36,7 +36,8 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let stdin = args.iter().any(|a| a == "--stdin");
-    match monitor(&dir, stdin) {
+    let attach = args.iter().any(|a| a == "--attach");
+    match monitor(&dir, stdin, attach) {
         // The container's exit code, for a starter that waits for it.
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(e) => {
@@ -57,6 +58,17 @@ impl Ready {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(mut file) = slot.take() {
             // One write: the starter reads up to the newline.
+            let _ = file.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+
+    /// A line that is not the report (it stays open for the report).
+    fn note(&self, line: &str) {
+        let mut slot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(file) = slot.as_mut() {
             let _ = file.write_all(format!("{line}\n").as_bytes());
         }
     }
@@ -100,7 +112,7 @@ fn container_process(init: i32, behind_init: bool) -> Option<i32> {
     (Some(exe) != file("/proc/self/exe")).then_some(pid)
 }
 
-fn monitor(dir: &Path, stdin: bool) -> anyhow::Result<i32> {
+fn monitor(dir: &Path, stdin: bool, attach: bool) -> anyhow::Result<i32> {
     // The report pipe, moved off fd 1 (close-on-exec), and /dev/null in
     // its place.
     let ready_fd: OwnedFd = std::io::stdout()
@@ -113,17 +125,27 @@ fn monitor(dir: &Path, stdin: bool) -> anyhow::Result<i32> {
         libc::dup2(null.as_raw_fd(), 1);
     }
     let ready = Ready(Mutex::new(Some(File::from(ready_fd))));
-    let result = supervise(dir, stdin, &ready);
+    let result = supervise(dir, stdin, attach, &ready);
     if let Err(e) = &result {
         ready.send(&format!("error {e:#}"));
     }
     result
 }
 
-fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
+fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Result<i32> {
     let config = containers::read_config(dir)?;
     let spec: RunSpec =
         serde_json::from_value(config.run_spec.clone()).context("reading the run spec")?;
+    // Clients attach through this socket (`kiln attach`); with `--attach`
+    // the starter is taken in first, so it misses none of the output.
+    let hub = super::attach::Hub::bind(dir, spec.tty)?;
+    let window = if attach {
+        ready.note("listening");
+        hub.accept_first(Duration::from_secs(10))
+    } else {
+        None
+    };
+    hub.serve();
     if stdin {
         // Blocks until the starter opens the FIFO for writing; the
         // container reads end of file when the starter's stdin ends.
@@ -155,6 +177,9 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
     } else {
         None
     };
+    if !spec.tty {
+        hub.set_input(open_stdin.as_ref().and_then(|fd| fd.try_clone().ok()));
+    }
     let policy = config
         .host_config
         .pointer("/RestartPolicy/Name")
@@ -230,13 +255,17 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
                 log.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .write(stream, data);
+                hub.broadcast(stream, data);
             };
+            let terminal = |master: OwnedFd| super::attach::pump_terminal(&hub, &master, &sink);
             let outcome = kiln_runtime::run_hooked(
                 &spec,
                 Hooks {
                     started: Some(&started),
                     sink: Some(&sink),
                     keep_output: false,
+                    terminal: Some(&terminal),
+                    window,
                 },
             );
             done.store(true, Ordering::SeqCst);
@@ -278,6 +307,7 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
         if !restart {
             containers::write_state(dir, &state)?;
             ready.send(&format!("exited {code}"));
+            hub.disconnect_all();
             break;
         }
         // Docker's back-off: doubled after each quick exit, reset after a
@@ -288,6 +318,7 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
         "restarting".clone_into(&mut state.status);
         state.restart_count += 1;
         containers::write_state(dir, &state)?;
+        hub.disconnect_all();
         let until = Instant::now() + backoff;
         backoff = (backoff * 2).min(Duration::from_mins(1));
         while Instant::now() < until && !dir.join(STOPPED_MARKER).exists() {
