@@ -36,6 +36,7 @@ pub use exec::{EXEC_ARG, ExecSpec, exec, exec_main, is_exec_arg};
 pub use network::NetworkPool;
 pub use seccomp::{Profile as SeccompProfile, SeccompError};
 pub use spec::{Limits, Mount, Network, RunOutcome, RunSpec, Seccomp};
+pub use sys::{RawMode, write_all};
 
 /// `argv[1]` that makes a kiln binary act as the container init.
 pub const INIT_ARG: &str = "__kiln-init";

@@ -249,18 +249,7 @@ pub(crate) fn reset_signals() -> io::Result<()> {
 /// container side closes; returns the output when capturing.
 pub(crate) fn pty_copy(master: &OwnedFd, capture: bool, interactive: bool) -> Vec<u8> {
     let mut captured = Vec::new();
-    // SAFETY: isatty/tcgetattr on fd 0 with a valid out-pointer.
-    let saved = unsafe {
-        let mut term: libc::termios = std::mem::zeroed();
-        if interactive && libc::isatty(0) == 1 && libc::tcgetattr(0, &raw mut term) == 0 {
-            let mut raw = term;
-            libc::cfmakeraw(&raw mut raw);
-            libc::tcsetattr(0, libc::TCSANOW, &raw const raw);
-            Some(term)
-        } else {
-            None
-        }
-    };
+    let _raw = interactive.then(RawMode::enter);
     let mut buf = [0u8; 8192];
     let mut stdin_open = interactive;
     loop {
@@ -311,21 +300,55 @@ pub(crate) fn pty_copy(master: &OwnedFd, capture: bool, interactive: bool) -> Ve
             }
         }
     }
-    if let Some(term) = saved {
-        // SAFETY: restores the attributes read above.
-        unsafe {
-            libc::tcsetattr(0, libc::TCSANOW, &raw const term);
-        }
-    }
     captured
 }
 
-fn write_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+/// The terminal on fd 0 in raw mode (what is typed passes as it is, to a
+/// container's terminal) while this lives; nothing when fd 0 is no
+/// terminal.
+pub struct RawMode(Option<libc::termios>);
+
+impl RawMode {
+    /// Puts fd 0 in raw mode, keeping its settings to restore.
+    pub fn enter() -> RawMode {
+        // SAFETY: isatty/tcgetattr/tcsetattr on fd 0 with valid pointers.
+        unsafe {
+            let mut term: libc::termios = std::mem::zeroed();
+            if libc::isatty(0) == 1 && libc::tcgetattr(0, &raw mut term) == 0 {
+                let mut raw = term;
+                libc::cfmakeraw(&raw mut raw);
+                libc::tcsetattr(0, libc::TCSANOW, &raw const raw);
+                return RawMode(Some(term));
+            }
+        }
+        RawMode(None)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(term) = self.0 {
+            // SAFETY: restores the settings read in `enter`.
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, &raw const term);
+            }
+        }
+    }
+}
+
+/// Writes all of `data` to `fd` (retrying after a signal).
+pub fn write_all(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         // SAFETY: writes from a valid slice.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        data = data.get(n..).unwrap_or_default();
+        if let Ok(n) = usize::try_from(n) {
+            data = data.get(n..).unwrap_or_default();
+        } else {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }

@@ -88,22 +88,6 @@ fn read_frame(reader: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Option<u8
     Ok(Some(kind))
 }
 
-fn write_fd(fd: RawFd, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: writes from a valid buffer of the given length.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if let Ok(n) = usize::try_from(n) {
-            data = data.get(n..).unwrap_or_default();
-        } else {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-    Ok(())
-}
-
 fn set_window(fd: RawFd, rows: u16, cols: u16) {
     let size = libc::winsize {
         ws_row: rows,
@@ -226,7 +210,7 @@ impl Hub {
             };
             match kind {
                 INPUT => {
-                    let _ = write_fd(fd.as_raw_fd(), &buf);
+                    let _ = kiln_runtime::write_all(fd.as_raw_fd(), &buf);
                 }
                 RESIZE if self.tty => {
                     if let [a, b, c, d] = buf[..] {
@@ -380,36 +364,6 @@ extern "C" fn note(signal: libc::c_int) {
     }
 }
 
-/// Puts the terminal on fd 0 in raw mode while it lives.
-struct RawMode(Option<libc::termios>);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        // SAFETY: isatty/tcgetattr/tcsetattr on fd 0 with valid pointers.
-        unsafe {
-            let mut term: libc::termios = std::mem::zeroed();
-            if libc::isatty(0) == 1 && libc::tcgetattr(0, &raw mut term) == 0 {
-                let mut raw = term;
-                libc::cfmakeraw(&raw mut raw);
-                libc::tcsetattr(0, libc::TCSANOW, &raw const raw);
-                return RawMode(Some(term));
-            }
-        }
-        RawMode(None)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(term) = self.0 {
-            // SAFETY: restores the saved settings of fd 0.
-            unsafe {
-                libc::tcsetattr(0, libc::TCSANOW, &raw const term);
-            }
-        }
-    }
-}
-
 /// Whether `container` was made with `-t`.
 pub fn has_terminal(container: &Container) -> bool {
     container
@@ -455,7 +409,7 @@ pub fn relay(container: &Container, stream: UnixStream, options: &Relay) -> anyh
             libc::signal(signal, note as *const () as libc::sighandler_t);
         }
     }
-    let _raw = (tty && options.stdin).then(RawMode::enter);
+    let _raw = (tty && options.stdin).then(kiln_runtime::RawMode::enter);
     let resize = |writer: &Mutex<UnixStream>| {
         let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = send_window(&mut *w);
