@@ -216,7 +216,7 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
         .map(kiln_store::registry::PlatformSpec::parse)
         .transpose()?;
     let store = super::open_store(root)?;
-    let image = resolve_or_pull(&store, args.image(), &args.pull, platform)?;
+    let image = resolve_or_pull(&store, args.image(), &args.pull, platform.as_ref())?;
     let config = image.config.config.clone().unwrap_or_default();
     let command = command_line(&config, args)?;
 
@@ -498,9 +498,10 @@ fn resolve_or_pull(
     store: &kiln_store::Store,
     name: &str,
     policy: &str,
-    platform: Option<kiln_store::registry::PlatformSpec>,
+    platform: Option<&kiln_store::registry::PlatformSpec>,
 ) -> anyhow::Result<kiln_store::Image> {
-    let found = store.resolve(name);
+    // `--platform` picks from a multi-platform image in the store too.
+    let found = store.resolve_platform(name, platform);
     let missing = matches!(found, Err(kiln_store::StoreError::ImageNotFound(_)));
     let pull = match policy {
         "always" => true,
@@ -520,6 +521,6 @@ fn resolve_or_pull(
     let client =
         kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig::from_env());
     let mode = crate::progress::ProgressMode::Auto.resolve(false);
-    super::pull::pull_image(store, &client, &reference, platform, mode)?;
-    Ok(store.resolve(&reference.to_string())?)
+    super::pull::pull_image(store, &client, &reference, platform.cloned(), mode)?;
+    Ok(store.resolve_platform(&reference.to_string(), platform)?)
 }
