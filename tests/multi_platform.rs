@@ -399,3 +399,131 @@ fn entry_full(root: &Path, full: &str) -> (String, String) {
         entry["digest"].as_str().unwrap().to_owned(),
     )
 }
+
+#[test]
+fn a_build_platform_stage_cross_compiles_natively_for_each_target() {
+    if !kiln_testkit::root("RUN needs namespaces and mounts") || !build::arm64_runs() {
+        return;
+    }
+    let Some(kiln) = busybox_two_platforms() else {
+        return;
+    };
+    // The classic cross-compilation shape: the build stage runs on the
+    // build machine, told the target by TARGETARCH; the result is copied
+    // into each target's image.
+    let dockerfile = "FROM --platform=$BUILDPLATFORM bb:$BUILDARCH AS build\nARG TARGETARCH\nARG BUILDPLATFORM\nRUN mkdir /out && busybox uname -m > /out/built-on && echo $TARGETARCH-from-$BUILDPLATFORM > /out/for\nFROM bb:$TARGETARCH\nCOPY --from=build /out /out\n";
+    let dir = context(&kiln, "ctx", dockerfile, &[]);
+    build_ok(
+        &kiln,
+        &dir,
+        "cross:1",
+        &["--platform", "linux/arm64,linux/amd64"],
+    );
+    let host = kiln_parser::values::Platform::host().to_string();
+    for (platform, arch) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64")] {
+        let out = kiln.ok(&[
+            "run",
+            "--rm",
+            "--platform",
+            platform,
+            "cross:1",
+            "cat",
+            "/out/built-on",
+            "/out/for",
+        ]);
+        assert_eq!(out, format!("x86_64\n{arch}-from-{host}\n"), "{platform}");
+    }
+}
+
+#[test]
+fn a_base_pulled_from_a_registry_index_gives_each_platform_its_own_image() {
+    if !kiln_testkit::root("RUN needs namespaces and mounts")
+        || !build::arm64_runs()
+        || !registry::available()
+    {
+        return;
+    }
+    if !kiln_testkit::require(
+        "QEMU",
+        (std::env::consts::ARCH != "x86_64").then_some("this test builds on an amd64 machine"),
+    ) {
+        return;
+    }
+    let Some(arm64_busybox) = build::arm64_busybox_binary() else {
+        return;
+    };
+    let registry = Registry::plain();
+    let base_layer = |busybox: &Path| {
+        let binary = std::fs::read(busybox).unwrap();
+        common::layer(&[
+            common::Entry::Dir("bin"),
+            common::Entry::FileMode("bin/busybox", &binary, 0o755),
+            common::Entry::Symlink("bin/sh", "busybox"),
+        ])
+    };
+    let amd64 = registry.put_image(
+        "base",
+        "amd64",
+        &[base_layer(Path::new("/bin/busybox"))],
+        "linux/amd64",
+    );
+    let arm64 = registry.put_image(
+        "base",
+        "arm64",
+        &[base_layer(&arm64_busybox)],
+        "linux/arm64",
+    );
+    registry.put_index("base", "1", &[&amd64, &arm64]);
+    let kiln = common::Kiln::new();
+    let base = registry.reference("base:1");
+    let dir = context(
+        &kiln,
+        "ctx",
+        &format!("FROM {base}\nRUN busybox uname -m > /machine\n"),
+        &[],
+    );
+    std::fs::create_dir_all(kiln.path("docker-config")).unwrap();
+    let output = kiln
+        .command()
+        .env("KILN_CERTS_DIR", kiln.path("no-certs"))
+        .env("DOCKER_CONFIG", kiln.path("docker-config"))
+        .args([
+            "build",
+            "--progress=plain",
+            "--platform",
+            "linux/arm64,linux/amd64",
+            "-t",
+            "app:1",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("InvalidBaseImagePlatform"), "{stderr}");
+    for (platform, machine) in [("linux/arm64", "aarch64\n"), ("linux/amd64", "x86_64\n")] {
+        let out = kiln.ok(&[
+            "run",
+            "--rm",
+            "--platform",
+            platform,
+            "app:1",
+            "busybox",
+            "cat",
+            "/machine",
+        ]);
+        assert_eq!(out, machine, "{platform}");
+    }
+    // Both platforms' pulls stay under the base's tag, as a local index.
+    let (media_type, digest) = entry_full(&kiln.root(), &base);
+    assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
+    let mut pulled = platforms(&blob(&kiln.root(), &digest));
+    pulled.sort();
+    assert_eq!(pulled, ["linux/amd64", "linux/arm64"]);
+    let check = kiln.run(&["system", "check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

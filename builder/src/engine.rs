@@ -170,9 +170,15 @@ pub enum NamedContextInput {
 /// Where a build gets the base images the store lacks (the CLI pulls them
 /// from their registry).
 pub trait BaseImageFetcher: std::fmt::Debug + Send + Sync {
-    /// Puts `reference` (normalised) into `store`; the error is the
-    /// whole message.
-    fn fetch(&self, store: &Store, reference: &str) -> Result<(), String>;
+    /// Puts `reference` (normalised) into `store`, for `platform` when
+    /// the build names one (`--platform`, `FROM --platform`; else the
+    /// fetcher's own default); the error is the whole message.
+    fn fetch(
+        &self,
+        store: &Store,
+        reference: &str,
+        platform: Option<&kiln_store::registry::PlatformSpec>,
+    ) -> Result<(), String>;
 }
 
 /// Privileges a Dockerfile may use only when the command line grants them
@@ -248,35 +254,69 @@ struct StoreBases<'a> {
     fetched: Mutex<HashMap<String, Result<(), String>>>,
     /// Images of `oci-layout://` contexts, already loaded: never pulled.
     local: Vec<String>,
+    /// The explicit target platform (`--platform`), which bases are
+    /// fetched for.
+    platform: Option<kiln_store::registry::PlatformSpec>,
 }
 
 impl StoreBases<'_> {
     /// Fetches `reference` if the store lacks it (or always with
     /// `--pull`), once per build.
     fn ensure(&self, reference: &str) -> Result<(), String> {
+        self.ensure_for(reference, self.platform.as_ref())
+    }
+
+    /// [`StoreBases::ensure`] for a platform: with one, the store must
+    /// have that platform's image (a tagged index with it, or an image of
+    /// one platform that was not pulled through an index: a local base is
+    /// used as it is, with BuildKit's warning when its platform differs).
+    fn ensure_for(
+        &self,
+        reference: &str,
+        platform: Option<&kiln_store::registry::PlatformSpec>,
+    ) -> Result<(), String> {
         let Some(fetcher) = self.fetcher else {
             return Ok(());
         };
         if self.local.iter().any(|r| r == reference) {
             return Ok(());
         }
+        let key = match platform {
+            Some(p) => format!("{reference} {p}"),
+            None => reference.to_owned(),
+        };
         let mut done = self
             .fetched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(result) = done.get(reference) {
+        if let Some(result) = done.get(&key) {
             return result.clone();
         }
-        let missing = matches!(
-            self.store.resolve(reference),
-            Err(kiln_store::StoreError::ImageNotFound(_))
-        );
+        let missing = match platform {
+            None => matches!(
+                self.store.resolve(reference),
+                Err(kiln_store::StoreError::ImageNotFound(_))
+            ),
+            Some(wanted) => match self.store.resolve_platform(reference, Some(wanted)) {
+                Err(
+                    kiln_store::StoreError::ImageNotFound(_)
+                    | kiln_store::StoreError::NoMatchingPlatform { .. },
+                ) => true,
+                Ok(image) => {
+                    image.index.is_none()
+                        && !image.repo_digests.is_empty()
+                        && (image.config.os != wanted.os
+                            || image.config.architecture != wanted.architecture)
+                }
+                Err(_) => false,
+            },
+        };
         let result = if missing || self.pull_always {
-            fetcher.fetch(self.store, reference)
+            fetcher.fetch(self.store, reference, platform)
         } else {
             Ok(())
         };
-        done.insert(reference.to_owned(), result.clone());
+        done.insert(key, result.clone());
         result
     }
 }
@@ -607,6 +647,7 @@ fn build_once(
         pull_always: options.pull_always,
         fetched: Mutex::new(HashMap::new()),
         local,
+        platform: options.target_platform.as_ref().map(platform_spec),
     };
     let plan_options = PlanOptions {
         build_args: options.build_args.clone(),
@@ -657,6 +698,28 @@ fn build_once(
                 },
                 other => other.into(),
             }));
+        }
+    }
+    // A stage of its own platform (`FROM --platform=$BUILDPLATFORM`)
+    // needs its base for that platform.
+    for stage in plan.stages.iter().filter(|s| s.needed) {
+        if let (Base::Image { reference }, Some(platform)) = (&stage.base, &stage.platform) {
+            bases
+                .ensure_for(reference, Some(&platform_spec(platform)))
+                .map_err(|message| {
+                    BuildError::BasePull {
+                        reference: reference.clone(),
+                        message,
+                    }
+                    .at(step_location(
+                        options,
+                        &plan,
+                        stage,
+                        stage.span,
+                        &stage.from_code,
+                        false,
+                    ))
+                })?;
         }
     }
     resolving.end();

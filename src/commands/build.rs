@@ -1683,6 +1683,69 @@ fn transfer_mode(mode: ProgressMode) -> ProgressMode {
     }
 }
 
+/// After a pull of one platform of `reference`, tags an index of the
+/// pulled image and the other platforms the tag named `before` (an
+/// image of another platform, or a tagged index's other entries); does
+/// nothing when there were none.
+fn keep_other_platforms(
+    store: &kiln_store::Store,
+    reference: &kiln_store::ImageReference,
+    before: Option<&kiln_store::Image>,
+) -> anyhow::Result<()> {
+    use kiln_store::spec::{Descriptor, Index, OCI_MANIFEST, Platform};
+    let Some(before) = before else {
+        return Ok(());
+    };
+    let pulled = store.resolve(&reference.to_string())?;
+    let platform_of = |config: &kiln_store::spec::ImageConfig| Platform {
+        architecture: config.architecture.clone(),
+        os: config.os.clone(),
+        variant: config.variant.clone(),
+        extra: BTreeMap::new(),
+    };
+    let descriptor_of = |image: &kiln_store::Image| -> anyhow::Result<Descriptor> {
+        let media_type = if image.manifest.media_type.is_empty() {
+            OCI_MANIFEST
+        } else {
+            &image.manifest.media_type
+        };
+        let size = store.blobs().size(&image.manifest_digest)?;
+        Ok(Descriptor::new(
+            media_type,
+            &image.manifest_digest.to_string(),
+            size,
+        ))
+    };
+    let new = platform_of(&pulled.config);
+    let same = |p: &Platform| {
+        p.os == new.os && p.architecture == new.architecture && p.variant == new.variant
+    };
+    let mut entries: Vec<(Descriptor, Platform)> = Vec::new();
+    if let Some(index) = &before.index {
+        let (index, _): (Index, _) = store.read_json(index)?;
+        for entry in index.manifests {
+            if let Some(platform) = entry.platform.clone()
+                && !same(&platform)
+            {
+                entries.push((entry, platform));
+            }
+        }
+    } else {
+        let platform = platform_of(&before.config);
+        if !same(&platform) {
+            entries.push((descriptor_of(before)?, platform));
+        }
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    entries.push((descriptor_of(&pulled)?, new));
+    store
+        .commit_index(&entries, std::slice::from_ref(reference))
+        .with_context(|| format!("cannot keep the platforms of {reference} side by side"))?;
+    Ok(())
+}
+
 /// Pulls the base images a build lacks from their registry.
 #[derive(Debug)]
 struct RegistryFetcher {
@@ -1690,22 +1753,44 @@ struct RegistryFetcher {
     mode: ProgressMode,
 }
 
+/// Serialises the pulls for an explicit platform in this process: each
+/// reads what the tag named, pulls, and merges the two into an index.
+static PLATFORM_PULLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl kiln_builder::BaseImageFetcher for RegistryFetcher {
-    fn fetch(&self, store: &kiln_store::Store, reference: &str) -> Result<(), String> {
+    fn fetch(
+        &self,
+        store: &kiln_store::Store,
+        reference: &str,
+        platform: Option<&kiln_store::registry::PlatformSpec>,
+    ) -> Result<(), String> {
         let reference = parse_reference(reference).map_err(|e| format!("{e:#}"))?;
         let client =
             kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig::from_env());
-        super::pull::pull_image(store, &client, &reference, self.platform.clone(), self.mode)
-            .map(drop)
-            .map_err(|e| {
-                // The cause chain in one line: the reference is named by
-                // the caller.
-                e.chain()
-                    .skip(1)
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(": ")
-            })
+        let platform = platform.cloned().or_else(|| self.platform.clone());
+        let pulled = if platform.is_some() {
+            // A pull tags the one platform it fetched; the platforms the
+            // tag named before stay beside it in a local index, so that
+            // the builds of other platforms (and FROM --platform stages)
+            // still find theirs.
+            let _serial = PLATFORM_PULLS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = store.resolve(&reference.to_string()).ok();
+            super::pull::pull_image(store, &client, &reference, platform, self.mode)
+                .and_then(|_| keep_other_platforms(store, &reference, before.as_ref()))
+        } else {
+            super::pull::pull_image(store, &client, &reference, None, self.mode).map(drop)
+        };
+        pulled.map_err(|e| {
+            // The cause chain in one line: the reference is named by
+            // the caller.
+            e.chain()
+                .skip(1)
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
     }
 }
 
