@@ -271,6 +271,13 @@ fn a_foreign_run_without_an_emulator_says_what_is_missing() {
     let dir = context(&kiln, "ctx", "FROM bb:$TARGETARCH\nRUN true\n", &[]);
     let stderr = build_fails(&kiln, &dir, &["--platform", "linux/s390x"]);
     let host = kiln_parser::values::Platform::host().to_string();
+    let run = kiln.fails(&["run", "--rm", "bb:s390x", "true"]);
+    assert!(
+        run.contains(&format!(
+            "cannot run bb:s390x (linux/s390x) on this {host} machine: no binfmt_misc handler for s390x executables: install qemu-user-static"
+        )),
+        "{run}"
+    );
     assert!(
         stderr.contains(&format!(
             "cannot run a RUN for linux/s390x on this {host} machine: no binfmt_misc handler for s390x executables: install qemu-user-static (apt-get install qemu-user-static)"

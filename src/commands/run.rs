@@ -217,6 +217,7 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
         .transpose()?;
     let store = super::open_store(root)?;
     let image = resolve_or_pull(&store, args.image(), &args.pull, platform.as_ref())?;
+    check_platform(&image, args.image())?;
     let config = image.config.config.clone().unwrap_or_default();
     let command = command_line(&config, args)?;
 
@@ -489,6 +490,32 @@ fn parse_cpus(text: &str) -> anyhow::Result<f64> {
         );
     }
     Ok(cpus)
+}
+
+/// Fails, saying what is missing, when this machine cannot run the
+/// image's executables (another architecture without a qemu-user-static
+/// handler), as a build's RUN does; an image without a platform runs.
+fn check_platform(image: &kiln_store::Image, name: &str) -> anyhow::Result<()> {
+    let config = &image.config;
+    if config.architecture.is_empty() {
+        return Ok(());
+    }
+    let os = if config.os.is_empty() {
+        "linux"
+    } else {
+        &config.os
+    };
+    kiln_runtime::binfmt::emulation(os, &config.architecture).map_err(|reason| {
+        let platform = match &config.variant {
+            Some(variant) => format!("{os}/{}/{variant}", config.architecture),
+            None => format!("{os}/{}", config.architecture),
+        };
+        anyhow::anyhow!(
+            "cannot run {name} ({platform}) on this {} machine: {reason}",
+            kiln_parser::values::Platform::host()
+        )
+    })?;
+    Ok(())
 }
 
 /// The image to run: pulled first with `--pull always`, or when the store
