@@ -165,7 +165,9 @@ fn render(info: &Value) -> String {
             }
         })
         .collect();
-    out.push(format!(" Platforms: {}", platforms.join(", ")));
+    if !platforms.is_empty() {
+        out.push(format!(" Platforms: {}", platforms.join(", ")));
+    }
     out.push(format!(" Kernel Version: {}", text("KernelVersion")));
     out.push(format!(" Operating System: {}", text("OperatingSystem")));
     out.push(format!(" OSType: {}", text("OSType")));
@@ -355,6 +357,11 @@ mod tests {
             "DockerRootDir": "/var/lib/kiln", "Name": "vm", "ServerVersion": "0.1.0",
             "Runtimes": {"kiln": {"path": "/usr/bin/kiln"}}, "DefaultRuntime": "kiln",
             "SecurityOptions": ["name=seccomp,profile=default", "name=rootless"],
+            "Platforms": [
+                {"Platform": "linux/amd64", "Emulated": false},
+                {"Platform": "linux/arm64", "Emulated": true, "Handler": "qemu-aarch64",
+                 "Interpreter": "/usr/libexec/qemu-binfmt/aarch64-binfmt-P"},
+            ],
         });
         assert_eq!(
             render(&info),
@@ -377,6 +384,7 @@ mod tests {
              seccomp\n   \
              Profile: default\n  \
              rootless\n \
+             Platforms: linux/amd64, linux/arm64 (emulated: qemu-aarch64)\n \
              Kernel Version: 6.1.0\n \
              Operating System: Debian GNU/Linux 12 (bookworm)\n \
              OSType: linux\n \
