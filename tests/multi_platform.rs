@@ -240,6 +240,20 @@ fn bad_platform_lists_are_refused_with_the_reason() {
         &[
             "--platform",
             "linux/arm64,linux/amd64",
+            "--output",
+            "type=docker,dest=out.tar",
+        ],
+    );
+    assert!(
+        stderr.contains("docker exporter does not currently support exporting manifest lists"),
+        "{stderr}"
+    );
+    let stderr = build_fails(
+        &kiln,
+        &dir,
+        &[
+            "--platform",
+            "linux/arm64,linux/amd64",
             "--cache-to",
             "type=local,dest=c",
         ],
@@ -533,4 +547,49 @@ fn a_base_pulled_from_a_registry_index_gives_each_platform_its_own_image() {
         "{}",
         String::from_utf8_lossy(&check.stdout)
     );
+}
+
+#[test]
+fn an_oci_output_of_two_platforms_holds_the_index() {
+    if !kiln_testkit::root("RUN needs namespaces and mounts")
+        || !build::arm64_runs()
+        || !common::tools("INTEROP", &[("skopeo", "skopeo")])
+    {
+        return;
+    }
+    let Some(kiln) = busybox_two_platforms() else {
+        return;
+    };
+    let dir = context(&kiln, "ctx", UNAME, &[]);
+    let archive = kiln.path("out.tar");
+    let metadata = kiln.path("metadata.json");
+    build_ok(
+        &kiln,
+        &dir,
+        "oci:1",
+        &[
+            "--platform",
+            "linux/arm64,linux/amd64",
+            "--output",
+            &format!("type=oci,dest={}", archive.display()),
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+        ],
+    );
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{raw:?}");
+    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(platforms(&index), ["linux/arm64", "linux/amd64"]);
+    let digest = kiln_store::digest::digest_bytes(&raw.stdout).to_string();
+    let metadata: Value = serde_json::from_slice(&std::fs::read(&metadata).unwrap()).unwrap();
+    assert_eq!(metadata["containerimage.digest"], digest.as_str());
+    assert_eq!(
+        metadata["containerimage.descriptor"]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(entry(&kiln.root(), "oci:1").1, digest);
 }

@@ -1033,7 +1033,14 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         let built = build_platforms(&store, &options, &platforms, reporter.as_ref(), mode);
         kiln_runtime::wait_for_helpers();
         drop(reporter);
-        return finish_multi_platform(&store, args, built?, &tags, &push_tags, compression, mode);
+        return finish_multi_platform(
+            &store,
+            args,
+            built?,
+            (&output, &tags, &push_tags),
+            compression,
+            mode,
+        );
     }
     // What the store lists before the build: an image it already had is
     // not removed after a type=local|tar build.
@@ -1116,20 +1123,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
                 image: image.clone(),
                 tags: archive_tags.clone(),
             }];
-            let manifests = match (dest, tar) {
-                (Dest::Stdout, _) => write_stdout(|out| {
-                    kiln_store::archive::save_archive(&store, &requests, *format, out)
-                        .context("cannot save the image to stdout")
-                })?,
-                (Dest::File(path), true) => {
-                    super::save::write_archive_file(&store, &requests, *format, path)?
-                }
-                (Dest::File(path), false) => write_directory(path, |dir| {
-                    kiln_store::archive::save_layout(&store, &requests, dir).with_context(|| {
-                        format!("cannot write an OCI layout to {}", path.display())
-                    })
-                })?,
-            };
+            let manifests = save_output(&store, &requests, *format, dest, *tar)?;
             exported = manifests.into_iter().next();
             exported_names = archive_tags;
         }
@@ -1285,9 +1279,20 @@ fn cache_flags(args: &BuildArgs) -> Vec<&'static str> {
 /// Other outputs and shared caches hold one image.
 fn check_multi_platform(output: &Output, cache_flags: &[&str]) -> anyhow::Result<()> {
     match output {
-        Output::Image { store: true, .. } => {}
+        Output::Image { store: true, .. }
+        | Output::Archive {
+            format: SaveFormat::Oci,
+            ..
+        } => {}
+        // buildx's words: a docker archive holds one image per name.
+        Output::Archive {
+            format: SaveFormat::Docker,
+            ..
+        } => bail!(
+            "docker exporter does not currently support exporting manifest lists: use --output type=oci for several platforms"
+        ),
         _ => bail!(
-            "a build for several platforms is stored as an image index: --output type=image (the default) or type=registry; build one platform at a time for other outputs"
+            "a build for several platforms is stored as an image index: --output type=image (the default), type=registry or type=oci; build one platform at a time for other outputs"
         ),
     }
     if let Some(flag) = cache_flags.first() {
@@ -1467,8 +1472,11 @@ fn finish_multi_platform(
     store: &kiln_store::Store,
     args: &BuildArgs,
     (built, duration): (Vec<PlatformBuilt>, std::time::Duration),
-    tags: &[kiln_store::ImageReference],
-    push_tags: &[kiln_store::ImageReference],
+    (output, tags, push_tags): (
+        &Output,
+        &[kiln_store::ImageReference],
+        &[kiln_store::ImageReference],
+    ),
     compression: Compression,
     mode: ProgressMode,
 ) -> anyhow::Result<ExitCode> {
@@ -1503,6 +1511,32 @@ fn finish_multi_platform(
     });
     drop(reporter);
     let mut exported = index.clone();
+    let mut exported_names = tags.to_vec();
+    let index_digest = kiln_store::digest::parse_sha256(&index.digest)?;
+    // type=oci: the index with every platform, as `kiln save` writes it.
+    if let Output::Archive {
+        format,
+        dest,
+        names,
+        tar,
+    } = output
+    {
+        for name in names {
+            if !exported_names.contains(name) {
+                exported_names.push(name.clone());
+            }
+        }
+        let requests = [SaveRequest {
+            image: store.index_image(&index_digest, None, "")?,
+            tags: exported_names.clone(),
+        }];
+        if let Some(written) = save_output(store, &requests, *format, dest, *tar)?
+            .into_iter()
+            .next()
+        {
+            exported = written;
+        }
+    }
     if !push_tags.is_empty() {
         let client =
             kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig::from_env());
@@ -1534,13 +1568,12 @@ fn finish_multi_platform(
             );
         }
     }
-    let index_digest = kiln_store::digest::parse_sha256(&index.digest)?;
     if let Some(path) = &args.iidfile {
         fs::write(path, &index.digest)
             .with_context(|| format!("cannot write --iidfile {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let mut metadata = build_metadata(&index_digest, Some(&exported), tags);
+        let mut metadata = build_metadata(&index_digest, Some(&exported), &exported_names);
         // An index has no one config.
         if let Some(map) = metadata.as_object_mut() {
             map.remove("containerimage.config.digest");
@@ -1555,6 +1588,29 @@ fn finish_multi_platform(
         writeln!(stdout, "{}", index.digest).context("cannot write to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `requests` as `--output type=docker|oci` asks: a tar to stdout
+/// or a file, or an OCI layout directory; returns each request's
+/// manifest (or index) descriptor as written.
+fn save_output(
+    store: &kiln_store::Store,
+    requests: &[SaveRequest],
+    format: SaveFormat,
+    dest: &Dest,
+    tar: bool,
+) -> anyhow::Result<Vec<kiln_store::spec::Descriptor>> {
+    match (dest, tar) {
+        (Dest::Stdout, _) => write_stdout(|out| {
+            kiln_store::archive::save_archive(store, requests, format, out)
+                .context("cannot save the image to stdout")
+        }),
+        (Dest::File(path), true) => super::save::write_archive_file(store, requests, format, path),
+        (Dest::File(path), false) => write_directory(path, |dir| {
+            kiln_store::archive::save_layout(store, requests, dir)
+                .with_context(|| format!("cannot write an OCI layout to {}", path.display()))
+        }),
+    }
 }
 
 /// `--metadata-file`'s JSON, with buildx's keys (BuildKit's exporter
