@@ -227,7 +227,7 @@ fn bad_platform_lists_are_refused_with_the_reason() {
             "--platform",
             "linux/arm64,linux/amd64",
             "--output",
-            "type=local,dest=out",
+            "type=tar,dest=out.tar",
         ],
     );
     assert!(
@@ -592,4 +592,41 @@ fn an_oci_output_of_two_platforms_holds_the_index() {
         "application/vnd.oci.image.index.v1+json"
     );
     assert_eq!(entry(&kiln.root(), "oci:1").1, digest);
+}
+
+#[test]
+fn a_local_output_of_two_platforms_has_a_directory_per_platform() {
+    if !kiln_testkit::root("RUN needs namespaces and mounts") || !build::arm64_runs() {
+        return;
+    }
+    let Some(kiln) = busybox_two_platforms() else {
+        return;
+    };
+    let dir = context(&kiln, "ctx", UNAME, &[]);
+    let out = kiln.path("out");
+    let output = build::build(
+        &kiln,
+        &[
+            "--platform",
+            "linux/arm64,linux/amd64",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // buildx's layout: one directory per platform, named os_arch.
+    for (name, machine) in [("linux_arm64", "aarch64\n"), ("linux_amd64", "x86_64\n")] {
+        assert_eq!(
+            std::fs::read_to_string(out.join(name).join("machine")).unwrap(),
+            machine
+        );
+    }
+    // No -t: no image is left behind, as for one platform.
+    let images = kiln.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(!images.contains("<none>"), "{images}");
 }

@@ -1280,6 +1280,7 @@ fn cache_flags(args: &BuildArgs) -> Vec<&'static str> {
 fn check_multi_platform(output: &Output, cache_flags: &[&str]) -> anyhow::Result<()> {
     match output {
         Output::Image { store: true, .. }
+        | Output::Local { .. }
         | Output::Archive {
             format: SaveFormat::Oci,
             ..
@@ -1292,7 +1293,7 @@ fn check_multi_platform(output: &Output, cache_flags: &[&str]) -> anyhow::Result
             "docker exporter does not currently support exporting manifest lists: use --output type=oci for several platforms"
         ),
         _ => bail!(
-            "a build for several platforms is stored as an image index: --output type=image (the default), type=registry or type=oci; build one platform at a time for other outputs"
+            "a build for several platforms is stored as an image index: --output type=image (the default), type=registry, type=oci or type=local; build one platform at a time for other outputs"
         ),
     }
     if let Some(flag) = cache_flags.first() {
@@ -1513,6 +1514,33 @@ fn finish_multi_platform(
     let mut exported = index.clone();
     let mut exported_names = tags.to_vec();
     let index_digest = kiln_store::digest::parse_sha256(&index.digest)?;
+    // type=local: each platform's files in a directory of its own
+    // (`linux_arm64`, `linux_arm_v7`), as buildx writes them; the index
+    // stays only if -t named it.
+    if let Output::Local { dest } = output {
+        write_directory(dest, |dir| {
+            for platform in &built {
+                let name = platform.platform.to_string().replace('/', "_");
+                let target = dir.join(&name);
+                fs::create_dir(&target)
+                    .with_context(|| format!("cannot create {}", target.display()))?;
+                let digest = kiln_store::digest::parse_sha256(&platform.outcome.manifest.digest)?;
+                let image = store.image(&digest)?;
+                kiln_store::archive::unpack_rootfs(store, &image, &target).with_context(|| {
+                    format!(
+                        "cannot write the {name} image's files to {}",
+                        dest.display()
+                    )
+                })?;
+            }
+            Ok(())
+        })?;
+        if tags.is_empty() {
+            store
+                .delete_image(&index_digest)
+                .context("cannot remove the untagged index of a type=local build")?;
+        }
+    }
     // type=oci: the index with every platform, as `kiln save` writes it.
     if let Output::Archive {
         format,
