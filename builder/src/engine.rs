@@ -101,6 +101,14 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// Tags for the image.
     pub tags: Vec<ImageReference>,
+    /// `--platform`: the platform of the result (`TARGETPLATFORM`, the
+    /// config of `FROM scratch`, the base image picked from a tagged
+    /// index); `None`: this machine's.
+    pub target_platform: Option<Platform>,
+    /// The image is one platform of a multi-platform build: its blobs go
+    /// to the store, but index.json does not list it (the caller tags the
+    /// index that holds it), so it shows as no dangling `<none>` image.
+    pub platform_member: bool,
     /// Where the context's stat cache lives between builds (`None`: no
     /// persistent stat cache).
     pub stat_cache: Option<PathBuf>,
@@ -162,9 +170,15 @@ pub enum NamedContextInput {
 /// Where a build gets the base images the store lacks (the CLI pulls them
 /// from their registry).
 pub trait BaseImageFetcher: std::fmt::Debug + Send + Sync {
-    /// Puts `reference` (normalised) into `store`; the error is the
-    /// whole message.
-    fn fetch(&self, store: &Store, reference: &str) -> Result<(), String>;
+    /// Puts `reference` (normalised) into `store`, for `platform` when
+    /// the build names one (`--platform`, `FROM --platform`; else the
+    /// fetcher's own default); the error is the whole message.
+    fn fetch(
+        &self,
+        store: &Store,
+        reference: &str,
+        platform: Option<&kiln_store::registry::PlatformSpec>,
+    ) -> Result<(), String>;
 }
 
 /// Privileges a Dockerfile may use only when the command line grants them
@@ -240,35 +254,69 @@ struct StoreBases<'a> {
     fetched: Mutex<HashMap<String, Result<(), String>>>,
     /// Images of `oci-layout://` contexts, already loaded: never pulled.
     local: Vec<String>,
+    /// The explicit target platform (`--platform`), which bases are
+    /// fetched for.
+    platform: Option<kiln_store::registry::PlatformSpec>,
 }
 
 impl StoreBases<'_> {
     /// Fetches `reference` if the store lacks it (or always with
     /// `--pull`), once per build.
     fn ensure(&self, reference: &str) -> Result<(), String> {
+        self.ensure_for(reference, self.platform.as_ref())
+    }
+
+    /// [`StoreBases::ensure`] for a platform: with one, the store must
+    /// have that platform's image (a tagged index with it, or an image of
+    /// one platform that was not pulled through an index: a local base is
+    /// used as it is, with BuildKit's warning when its platform differs).
+    fn ensure_for(
+        &self,
+        reference: &str,
+        platform: Option<&kiln_store::registry::PlatformSpec>,
+    ) -> Result<(), String> {
         let Some(fetcher) = self.fetcher else {
             return Ok(());
         };
         if self.local.iter().any(|r| r == reference) {
             return Ok(());
         }
+        let key = match platform {
+            Some(p) => format!("{reference} {p}"),
+            None => reference.to_owned(),
+        };
         let mut done = self
             .fetched
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(result) = done.get(reference) {
+        if let Some(result) = done.get(&key) {
             return result.clone();
         }
-        let missing = matches!(
-            self.store.resolve(reference),
-            Err(kiln_store::StoreError::ImageNotFound(_))
-        );
+        let missing = match platform {
+            None => matches!(
+                self.store.resolve(reference),
+                Err(kiln_store::StoreError::ImageNotFound(_))
+            ),
+            Some(wanted) => match self.store.resolve_platform(reference, Some(wanted)) {
+                Err(
+                    kiln_store::StoreError::ImageNotFound(_)
+                    | kiln_store::StoreError::NoMatchingPlatform { .. },
+                ) => true,
+                Ok(image) => {
+                    image.index.is_none()
+                        && !image.repo_digests.is_empty()
+                        && (image.config.os != wanted.os
+                            || image.config.architecture != wanted.architecture)
+                }
+                Err(_) => false,
+            },
+        };
         let result = if missing || self.pull_always {
-            fetcher.fetch(self.store, reference)
+            fetcher.fetch(self.store, reference, platform)
         } else {
             Ok(())
         };
-        done.insert(reference.to_owned(), result.clone());
+        done.insert(key, result.clone());
         result
     }
 }
@@ -599,11 +647,12 @@ fn build_once(
         pull_always: options.pull_always,
         fetched: Mutex::new(HashMap::new()),
         local,
+        platform: options.target_platform.as_ref().map(platform_spec),
     };
     let plan_options = PlanOptions {
         build_args: options.build_args.clone(),
         target: options.target.clone(),
-        target_platform: None,
+        target_platform: options.target_platform.clone(),
         build_platform: None,
         base_images: Some(&bases),
         contexts,
@@ -649,6 +698,28 @@ fn build_once(
                 },
                 other => other.into(),
             }));
+        }
+    }
+    // A stage of its own platform (`FROM --platform=$BUILDPLATFORM`)
+    // needs its base for that platform.
+    for stage in plan.stages.iter().filter(|s| s.needed) {
+        if let (Base::Image { reference }, Some(platform)) = (&stage.base, &stage.platform) {
+            bases
+                .ensure_for(reference, Some(&platform_spec(platform)))
+                .map_err(|message| {
+                    BuildError::BasePull {
+                        reference: reference.clone(),
+                        message,
+                    }
+                    .at(step_location(
+                        options,
+                        &plan,
+                        stage,
+                        stage.span,
+                        &stage.from_code,
+                        false,
+                    ))
+                })?;
         }
     }
     resolving.end();
@@ -1097,21 +1168,36 @@ fn stage_result(shared: &Shared<'_>, index: usize) -> Result<Arc<StageState>, Bu
 
 /// The state an image starts a stage with: its layers (unpacked as
 /// snapshots on first use) and config.
-fn image_state(shared: &Shared<'_>, reference: &str) -> Result<Arc<StageState>, BuildError> {
+///
+/// `platform` (an explicit `--platform` or `FROM --platform`) picks the
+/// image from a multi-platform one; `None` takes it as resolved.
+fn image_state(
+    shared: &Shared<'_>,
+    reference: &str,
+    platform: Option<&Platform>,
+) -> Result<Arc<StageState>, BuildError> {
+    let cache_name = match platform {
+        Some(p) => format!("{reference} {p}"),
+        None => reference.to_owned(),
+    };
     if let Some(state) = shared
         .images
         .lock()
         .ok()
-        .and_then(|m| m.get(reference).cloned())
+        .and_then(|m| m.get(&cache_name).cloned())
     {
         return Ok(state);
     }
-    let image = shared.store.resolve(reference).map_err(|e| match e {
-        kiln_store::StoreError::ImageNotFound(_) => BuildError::BaseImageNotFound {
-            reference: reference.to_owned(),
-        },
-        other => other.into(),
-    })?;
+    let spec = platform.map(platform_spec);
+    let image = shared
+        .store
+        .resolve_platform(reference, spec.as_ref())
+        .map_err(|e| match e {
+            kiln_store::StoreError::ImageNotFound(_) => BuildError::BaseImageNotFound {
+                reference: reference.to_owned(),
+            },
+            other => other.into(),
+        })?;
     let snapshots = shared
         .store
         .snapshots(&image.manifest.layers, &image.config.rootfs.diff_ids)?;
@@ -1147,9 +1233,48 @@ fn image_state(shared: &Shared<'_>, reference: &str) -> Result<Arc<StageState>, 
         cmd_set: false,
     });
     if let Ok(mut images) = shared.images.lock() {
-        images.insert(reference.to_owned(), state.clone());
+        images.insert(cache_name, state.clone());
     }
     Ok(state)
+}
+
+/// The store's form of a platform.
+fn platform_spec(platform: &Platform) -> kiln_store::registry::PlatformSpec {
+    kiln_store::registry::PlatformSpec {
+        os: platform.os.clone(),
+        architecture: platform.architecture.clone(),
+        variant: (!platform.variant.is_empty()).then(|| platform.variant.clone()),
+    }
+}
+
+/// BuildKit's `InvalidBaseImagePlatform` warning: a base image of one
+/// platform that is not the one the stage is built for (its RUN steps
+/// run for the image's platform, and the result says so).
+fn warn_base_platform(
+    shared: &Shared<'_>,
+    stage: &PlannedStage,
+    reference: &str,
+    config: &ImageConfig,
+    expected: &Platform,
+) {
+    let variant_differs =
+        !expected.variant.is_empty() && config.variant.as_deref().unwrap_or("") != expected.variant;
+    if config.os == expected.os && config.architecture == expected.architecture && !variant_differs
+    {
+        return;
+    }
+    let actual = Platform {
+        architecture: config.architecture.clone(),
+        os: config.os.clone(),
+        os_version: String::new(),
+        variant: config.variant.clone().unwrap_or_default(),
+    };
+    shared.reporter.report(Event::Warning {
+        message: format!(
+            "{}:{}: Base image {reference} was pulled with platform \"{actual}\", expected \"{expected}\" for current build (InvalidBaseImagePlatform)",
+            shared.options.dockerfile_name, stage.span.line
+        ),
+    });
 }
 
 /// The state of `FROM scratch`: no layers, BuildKit's empty image config.
@@ -1216,7 +1341,12 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         .stages
         .get(index)
         .ok_or_else(|| BuildError::Internal(format!("no stage {index}")))?;
-    let platform = stage.platform.clone().unwrap_or_else(Platform::host);
+    // A stage without `FROM --platform` is for the target platform.
+    let platform = stage
+        .platform
+        .clone()
+        .or_else(|| shared.options.target_platform.clone())
+        .unwrap_or_else(Platform::host);
     let mut state = match &stage.base {
         // A local context's files are added once the FROM step is
         // reported (below).
@@ -1229,8 +1359,17 @@ fn build_stage(shared: &Shared<'_>, index: usize) -> Result<StageState, BuildErr
         }
         Base::Image { reference } => {
             let _resolving = shared.phase(None, Some(index), "base image");
-            (*image_state(shared, reference).map_err(|e| e.at(from_location(shared, stage)))?)
-                .clone()
+            let explicit = stage
+                .platform
+                .as_ref()
+                .or(shared.options.target_platform.as_ref());
+            let state = (*image_state(shared, reference, explicit)
+                .map_err(|e| e.at(from_location(shared, stage)))?)
+            .clone();
+            if let Some(expected) = explicit {
+                warn_base_platform(shared, stage, reference, &state.config, expected);
+            }
+            state
         }
     };
     // ONBUILD triggers of the base run first (the plan puts them at the
@@ -1803,7 +1942,7 @@ fn commit(shared: &Shared<'_>, target: &StageState) -> Result<(Descriptor, Diges
         );
     }
     let layers: Vec<Descriptor> = target.layers.iter().map(|l| l.descriptor.clone()).collect();
-    let (manifest, id) = if shared.options.unstored_image {
+    let (manifest, id) = if shared.options.unstored_image || shared.options.platform_member {
         shared.store.write_image(&config, &layers)?
     } else {
         shared

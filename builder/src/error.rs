@@ -198,6 +198,16 @@ pub enum BuildError {
         /// The entitlement it needs.
         entitlement: &'static str,
     },
+    /// A RUN for a platform this machine cannot run (no emulator).
+    #[error("cannot run a RUN for {platform} on this {host} machine: {reason}")]
+    PlatformNotRunnable {
+        /// The platform of the stage's image (`linux/arm64`).
+        platform: String,
+        /// This machine's platform.
+        host: String,
+        /// What is missing.
+        reason: String,
+    },
     /// The build was interrupted (SIGINT or SIGTERM).
     #[error("build cancelled")]
     Cancelled,

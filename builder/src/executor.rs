@@ -42,6 +42,17 @@ pub trait Executor: std::fmt::Debug + Send + Sync {
         networks: Option<&NetworkPool>,
     ) -> Result<RunOutcome, RuntimeError>;
 
+    /// Checks that executables of `os`/`architecture` can run, before a
+    /// RUN of that platform starts; the error says what is missing.
+    ///
+    /// # Errors
+    ///
+    /// They cannot: no CPU or emulator for them.
+    fn check_platform(&self, os: &str, architecture: &str) -> Result<(), String> {
+        let _ = (os, architecture);
+        Ok(())
+    }
+
     /// Mounts an overlay of `lowers` (base first) at `target`, writable
     /// into `upper` (with its `work` directory) when given; see
     /// [`Mounted::overlay`].
@@ -87,5 +98,19 @@ impl Executor for RuntimeExecutor {
         networks: Option<&NetworkPool>,
     ) -> Result<RunOutcome, RuntimeError> {
         kiln_runtime::run_streaming(spec, output, networks)
+    }
+
+    /// Natively, or through a `binfmt_misc` handler with the F flag
+    /// (qemu-user-static), which the kernel runs for every executable of
+    /// that architecture, inside the container as well.
+    fn check_platform(&self, os: &str, architecture: &str) -> Result<(), String> {
+        // A config without a platform (hand-made images) runs as before.
+        if architecture.is_empty() {
+            return Ok(());
+        }
+        let os = if os.is_empty() { "linux" } else { os };
+        kiln_runtime::binfmt::emulation(os, architecture)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }

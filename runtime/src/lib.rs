@@ -9,6 +9,7 @@
 //! and forks the user process. Everything mounted lives in that namespace and
 //! dies with it, so nothing reaches the host's mount table.
 
+pub mod binfmt;
 mod caps;
 mod cgroup;
 mod exec;

@@ -116,9 +116,10 @@ pub struct BuildArgs {
     /// or `REF`; may repeat
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
-    /// The platform of the base images to pull from a multi-platform image
-    /// (OS/ARCH[/VARIANT])
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    /// The platform(s) to build for (OS/ARCH[/VARIANT], comma-separated):
+    /// `TARGETPLATFORM` and the platform picked from multi-platform base
+    /// images; several give one image per platform under one OCI index
+    #[arg(long, value_name = "OS/ARCH[/VARIANT],...")]
     platform: Option<String>,
     /// An additional named context for `FROM NAME`, `COPY --from=NAME` and
     /// `RUN --mount=from=NAME`: a directory, a git address, `docker-image://REF` or
@@ -908,11 +909,12 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         })?,
         _ => {}
     }
-    let platform = args
-        .platform
-        .as_deref()
-        .map(kiln_store::registry::PlatformSpec::parse)
-        .transpose()?;
+    let platforms = parse_platforms(args.platform.as_deref())?;
+    let multi_platform = platforms.len() > 1;
+    if multi_platform {
+        check_multi_platform(&output, &cache_flags(args))?;
+    }
+    let platform = platforms.first().map(platform_spec);
     let network = match args.network.as_str() {
         "default" => kiln_runtime::Network::Isolated,
         "host" => kiln_runtime::Network::Host,
@@ -1007,6 +1009,8 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         compression,
         source_date_epoch: epoch,
         tags: tags.clone(),
+        target_platform: platforms.first().cloned(),
+        platform_member: false,
         stat_cache,
         secrets,
         ssh,
@@ -1023,6 +1027,21 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         unstored_image: unstored,
         layer_recorded: None,
     };
+    if multi_platform {
+        install_signal_handlers();
+        let reporter = progress::reporter(mode);
+        let built = build_platforms(&store, &options, &platforms, reporter.as_ref(), mode);
+        kiln_runtime::wait_for_helpers();
+        drop(reporter);
+        return finish_multi_platform(
+            &store,
+            args,
+            built?,
+            (&output, &tags, &push_tags),
+            compression,
+            mode,
+        );
+    }
     // What the store lists before the build: an image it already had is
     // not removed after a type=local|tar build.
     let listed_before: std::collections::BTreeSet<String> = store
@@ -1104,20 +1123,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
                 image: image.clone(),
                 tags: archive_tags.clone(),
             }];
-            let manifests = match (dest, tar) {
-                (Dest::Stdout, _) => write_stdout(|out| {
-                    kiln_store::archive::save_archive(&store, &requests, *format, out)
-                        .context("cannot save the image to stdout")
-                })?,
-                (Dest::File(path), true) => {
-                    super::save::write_archive_file(&store, &requests, *format, path)?
-                }
-                (Dest::File(path), false) => write_directory(path, |dir| {
-                    kiln_store::archive::save_layout(&store, &requests, dir).with_context(|| {
-                        format!("cannot write an OCI layout to {}", path.display())
-                    })
-                })?,
-            };
+            let manifests = save_output(&store, &requests, *format, dest, *tar)?;
             exported = manifests.into_iter().next();
             exported_names = archive_tags;
         }
@@ -1224,6 +1230,415 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         writeln!(stdout, "{}", outcome.image_id).context("cannot write to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--platform`'s list, normalised as BuildKit normalises it
+/// (`linux/arm64/v8` is `linux/arm64`, `linux/arm` is `linux/arm/v7`),
+/// without repeats.
+fn parse_platforms(value: Option<&str>) -> anyhow::Result<Vec<kiln_parser::values::Platform>> {
+    let mut platforms = Vec::new();
+    let Some(value) = value else {
+        return Ok(platforms);
+    };
+    for text in value.split(',').map(str::trim) {
+        if text.is_empty() {
+            bail!("invalid --platform {value:?}: an empty platform in the list");
+        }
+        let platform = kiln_parser::values::Platform::parse(text)
+            .map_err(|e| anyhow::anyhow!("invalid --platform {text:?}: {e}"))?
+            .normalize();
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    Ok(platforms)
+}
+
+/// The store's (and the registry client's) form of a platform.
+fn platform_spec(platform: &kiln_parser::values::Platform) -> kiln_store::registry::PlatformSpec {
+    kiln_store::registry::PlatformSpec {
+        os: platform.os.clone(),
+        architecture: platform.architecture.clone(),
+        variant: (!platform.variant.is_empty()).then(|| platform.variant.clone()),
+    }
+}
+
+/// The cache flags given, for [`check_multi_platform`].
+fn cache_flags(args: &BuildArgs) -> Vec<&'static str> {
+    let mut flags = Vec::new();
+    if !args.cache_to.is_empty() {
+        flags.push("--cache-to");
+    }
+    if !args.cache_from.is_empty() {
+        flags.push("--cache-from");
+    }
+    flags
+}
+
+/// What a multi-platform build can do: store the index (and push it).
+/// Other outputs and shared caches hold one image.
+fn check_multi_platform(output: &Output, cache_flags: &[&str]) -> anyhow::Result<()> {
+    match output {
+        Output::Image { store: true, .. }
+        | Output::Local { .. }
+        | Output::Archive {
+            format: SaveFormat::Oci,
+            ..
+        } => {}
+        // buildx's words: a docker archive holds one image per name.
+        Output::Archive {
+            format: SaveFormat::Docker,
+            ..
+        } => bail!(
+            "docker exporter does not currently support exporting manifest lists: use --output type=oci for several platforms"
+        ),
+        _ => bail!(
+            "a build for several platforms is stored as an image index: --output type=image (the default), type=registry, type=oci or type=local; build one platform at a time for other outputs"
+        ),
+    }
+    if let Some(flag) = cache_flags.first() {
+        bail!("{flag} is not supported with several platforms yet: build one platform at a time");
+    }
+    Ok(())
+}
+
+/// Shows each platform's steps as BuildKit does (`[linux/arm64 2/3]`),
+/// with step ids kept apart, and holds back each build's own summary:
+/// the caller reports the index as the build's result.
+struct PlatformReporter<'a> {
+    inner: &'a dyn kiln_builder::Reporter,
+    platform: String,
+    position: usize,
+    count: usize,
+    totals: std::sync::Mutex<(usize, usize)>,
+}
+
+impl PlatformReporter<'_> {
+    fn id(&self, id: usize) -> usize {
+        id * self.count + self.position
+    }
+}
+
+impl kiln_builder::Reporter for PlatformReporter<'_> {
+    fn report(&self, event: kiln_builder::Event) {
+        use kiln_builder::Event;
+        let event = match event {
+            Event::StepStarted {
+                id,
+                stage,
+                index,
+                total,
+                name,
+            } => Event::StepStarted {
+                id: self.id(id),
+                stage: if stage.is_empty() {
+                    self.platform.clone()
+                } else {
+                    format!("{} {stage}", self.platform)
+                },
+                index,
+                total,
+                name,
+            },
+            Event::StepCached { id } => Event::StepCached { id: self.id(id) },
+            Event::StepExplained { id, name, reason } => Event::StepExplained {
+                id: self.id(id),
+                name,
+                reason,
+            },
+            Event::StepOutput { id, line } => Event::StepOutput {
+                id: self.id(id),
+                line,
+            },
+            Event::StepDone { id, duration } => Event::StepDone {
+                id: self.id(id),
+                duration,
+            },
+            Event::StepFailed { id, error } => Event::StepFailed {
+                id: self.id(id),
+                error,
+            },
+            Event::StepTimed {
+                id,
+                stage,
+                start,
+                duration,
+            } => Event::StepTimed {
+                id: self.id(id),
+                stage,
+                start,
+                duration,
+            },
+            Event::Phase {
+                step,
+                stage,
+                name,
+                start,
+                duration,
+            } => Event::Phase {
+                step: step.map(|s| self.id(s)),
+                stage,
+                name,
+                start,
+                duration,
+            },
+            Event::Warning { message } => Event::Warning {
+                message: format!("[{}] {message}", self.platform),
+            },
+            Event::Finished {
+                steps_run,
+                steps_cached,
+                ..
+            } => {
+                if let Ok(mut totals) = self.totals.lock() {
+                    *totals = (steps_run, steps_cached);
+                }
+                return;
+            }
+            Event::Exported { .. } => return,
+            other => other,
+        };
+        self.inner.report(event);
+    }
+}
+
+/// One platform's result of a multi-platform build.
+struct PlatformBuilt {
+    platform: kiln_parser::values::Platform,
+    outcome: kiln_builder::BuildOutcome,
+    steps: (usize, usize),
+}
+
+/// Builds one image per platform, in parallel: each platform is a build
+/// of its own (its own target platform, base images and cache keys) on
+/// the one store; their images are written but not listed in index.json.
+fn build_platforms(
+    store: &kiln_store::Store,
+    options: &BuildOptions,
+    platforms: &[kiln_parser::values::Platform],
+    reporter: &dyn kiln_builder::Reporter,
+    mode: ProgressMode,
+) -> anyhow::Result<(Vec<PlatformBuilt>, std::time::Duration)> {
+    let started = std::time::Instant::now();
+    let results: Vec<anyhow::Result<PlatformBuilt>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = platforms
+            .iter()
+            .enumerate()
+            .map(|(position, platform)| {
+                let mut options = options.clone();
+                options.target_platform = Some(platform.clone());
+                options.platform_member = true;
+                options.tags = Vec::new();
+                options.fetcher = Some(std::sync::Arc::new(RegistryFetcher {
+                    platform: Some(platform_spec(platform)),
+                    mode: transfer_mode(mode),
+                }));
+                let platform = platform.clone();
+                scope.spawn(move || {
+                    let reporter = PlatformReporter {
+                        inner: reporter,
+                        platform: platform.to_string(),
+                        position,
+                        count: platforms.len(),
+                        totals: std::sync::Mutex::new((0, 0)),
+                    };
+                    let outcome = kiln_builder::build(store, &options, &reporter).map_err(|e| {
+                        anyhow::Error::new(e).context(format!("building for {platform}"))
+                    })?;
+                    let steps = reporter.totals.lock().map(|t| *t).unwrap_or_default();
+                    Ok(PlatformBuilt {
+                        platform,
+                        outcome,
+                        steps,
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a platform's build thread panicked")))
+            })
+            .collect()
+    });
+    let built = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((built, started.elapsed()))
+}
+
+/// Stores the index of a multi-platform build under the tags, pushes it,
+/// and writes what `--iidfile`, `--metadata-file` and `-q` ask for: the
+/// index's digest, as buildx gives for a multi-platform image.
+fn finish_multi_platform(
+    store: &kiln_store::Store,
+    args: &BuildArgs,
+    (built, duration): (Vec<PlatformBuilt>, std::time::Duration),
+    (output, tags, push_tags): (
+        &Output,
+        &[kiln_store::ImageReference],
+        &[kiln_store::ImageReference],
+    ),
+    compression: Compression,
+    mode: ProgressMode,
+) -> anyhow::Result<ExitCode> {
+    let manifests: Vec<(kiln_store::spec::Descriptor, kiln_store::spec::Platform)> = built
+        .iter()
+        .map(|b| {
+            let spec = platform_spec(&b.platform);
+            (
+                b.outcome.manifest.clone(),
+                kiln_store::spec::Platform {
+                    architecture: spec.architecture,
+                    os: spec.os,
+                    variant: spec.variant,
+                    extra: BTreeMap::new(),
+                },
+            )
+        })
+        .collect();
+    let index = store
+        .commit_index(&manifests, tags)
+        .context("cannot store the image index")?;
+    let reporter = progress::reporter(mode);
+    reporter.report(kiln_builder::Event::Exported {
+        image_id: index.digest.clone(),
+        tags: tags.iter().map(ToString::to_string).collect(),
+        duration: std::time::Duration::ZERO,
+    });
+    reporter.report(kiln_builder::Event::Finished {
+        steps_run: built.iter().map(|b| b.steps.0).sum(),
+        steps_cached: built.iter().map(|b| b.steps.1).sum(),
+        duration,
+    });
+    drop(reporter);
+    let mut exported = index.clone();
+    let mut exported_names = tags.to_vec();
+    let index_digest = kiln_store::digest::parse_sha256(&index.digest)?;
+    // type=local: each platform's files in a directory of its own
+    // (`linux_arm64`, `linux_arm_v7`), as buildx writes them; the index
+    // stays only if -t named it.
+    if let Output::Local { dest } = output {
+        write_directory(dest, |dir| {
+            for platform in &built {
+                let name = platform.platform.to_string().replace('/', "_");
+                let target = dir.join(&name);
+                fs::create_dir(&target)
+                    .with_context(|| format!("cannot create {}", target.display()))?;
+                let digest = kiln_store::digest::parse_sha256(&platform.outcome.manifest.digest)?;
+                let image = store.image(&digest)?;
+                kiln_store::archive::unpack_rootfs(store, &image, &target).with_context(|| {
+                    format!(
+                        "cannot write the {name} image's files to {}",
+                        dest.display()
+                    )
+                })?;
+            }
+            Ok(())
+        })?;
+        if tags.is_empty() {
+            store
+                .delete_image(&index_digest)
+                .context("cannot remove the untagged index of a type=local build")?;
+        }
+    }
+    // type=oci: the index with every platform, as `kiln save` writes it.
+    if let Output::Archive {
+        format,
+        dest,
+        names,
+        tar,
+    } = output
+    {
+        for name in names {
+            if !exported_names.contains(name) {
+                exported_names.push(name.clone());
+            }
+        }
+        let requests = [SaveRequest {
+            image: store.index_image(&index_digest, None, "")?,
+            tags: exported_names.clone(),
+        }];
+        if let Some(written) = save_output(store, &requests, *format, dest, *tar)?
+            .into_iter()
+            .next()
+        {
+            exported = written;
+        }
+    }
+    if !push_tags.is_empty() {
+        let client =
+            kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig::from_env());
+        let push_compression = if compression == Compression::None {
+            Compression::Gzip
+        } else {
+            compression
+        };
+        for tag in push_tags {
+            let pushed = super::push::push_image(
+                store,
+                &client,
+                tag,
+                push_compression,
+                transfer_mode(mode),
+            )?;
+            if !args.quiet {
+                eprintln!(
+                    "{}: digest: {} size: {}",
+                    tag.tag().unwrap_or("latest"),
+                    pushed.digest,
+                    pushed.size
+                );
+            }
+            exported = kiln_store::spec::Descriptor::new(
+                kiln_store::spec::OCI_INDEX,
+                &pushed.digest.to_string(),
+                pushed.size,
+            );
+        }
+    }
+    if let Some(path) = &args.iidfile {
+        fs::write(path, &index.digest)
+            .with_context(|| format!("cannot write --iidfile {}", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let mut metadata = build_metadata(&index_digest, Some(&exported), &exported_names);
+        // An index has no one config.
+        if let Some(map) = metadata.as_object_mut() {
+            map.remove("containerimage.config.digest");
+        }
+        let mut text = serde_json::to_string_pretty(&metadata)?;
+        text.push('\n');
+        fs::write(path, text)
+            .with_context(|| format!("cannot write --metadata-file {}", path.display()))?;
+    }
+    if args.quiet {
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "{}", index.digest).context("cannot write to stdout")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `requests` as `--output type=docker|oci` asks: a tar to stdout
+/// or a file, or an OCI layout directory; returns each request's
+/// manifest (or index) descriptor as written.
+fn save_output(
+    store: &kiln_store::Store,
+    requests: &[SaveRequest],
+    format: SaveFormat,
+    dest: &Dest,
+    tar: bool,
+) -> anyhow::Result<Vec<kiln_store::spec::Descriptor>> {
+    match (dest, tar) {
+        (Dest::Stdout, _) => write_stdout(|out| {
+            kiln_store::archive::save_archive(store, requests, format, out)
+                .context("cannot save the image to stdout")
+        }),
+        (Dest::File(path), true) => super::save::write_archive_file(store, requests, format, path),
+        (Dest::File(path), false) => write_directory(path, |dir| {
+            kiln_store::archive::save_layout(store, requests, dir)
+                .with_context(|| format!("cannot write an OCI layout to {}", path.display()))
+        }),
+    }
 }
 
 /// `--metadata-file`'s JSON, with buildx's keys (BuildKit's exporter
@@ -1352,6 +1767,69 @@ fn transfer_mode(mode: ProgressMode) -> ProgressMode {
     }
 }
 
+/// After a pull of one platform of `reference`, tags an index of the
+/// pulled image and the other platforms the tag named `before` (an
+/// image of another platform, or a tagged index's other entries); does
+/// nothing when there were none.
+fn keep_other_platforms(
+    store: &kiln_store::Store,
+    reference: &kiln_store::ImageReference,
+    before: Option<&kiln_store::Image>,
+) -> anyhow::Result<()> {
+    use kiln_store::spec::{Descriptor, Index, OCI_MANIFEST, Platform};
+    let Some(before) = before else {
+        return Ok(());
+    };
+    let pulled = store.resolve(&reference.to_string())?;
+    let platform_of = |config: &kiln_store::spec::ImageConfig| Platform {
+        architecture: config.architecture.clone(),
+        os: config.os.clone(),
+        variant: config.variant.clone(),
+        extra: BTreeMap::new(),
+    };
+    let descriptor_of = |image: &kiln_store::Image| -> anyhow::Result<Descriptor> {
+        let media_type = if image.manifest.media_type.is_empty() {
+            OCI_MANIFEST
+        } else {
+            &image.manifest.media_type
+        };
+        let size = store.blobs().size(&image.manifest_digest)?;
+        Ok(Descriptor::new(
+            media_type,
+            &image.manifest_digest.to_string(),
+            size,
+        ))
+    };
+    let new = platform_of(&pulled.config);
+    let same = |p: &Platform| {
+        p.os == new.os && p.architecture == new.architecture && p.variant == new.variant
+    };
+    let mut entries: Vec<(Descriptor, Platform)> = Vec::new();
+    if let Some(index) = &before.index {
+        let (index, _): (Index, _) = store.read_json(index)?;
+        for entry in index.manifests {
+            if let Some(platform) = entry.platform.clone()
+                && !same(&platform)
+            {
+                entries.push((entry, platform));
+            }
+        }
+    } else {
+        let platform = platform_of(&before.config);
+        if !same(&platform) {
+            entries.push((descriptor_of(before)?, platform));
+        }
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    entries.push((descriptor_of(&pulled)?, new));
+    store
+        .commit_index(&entries, std::slice::from_ref(reference))
+        .with_context(|| format!("cannot keep the platforms of {reference} side by side"))?;
+    Ok(())
+}
+
 /// Pulls the base images a build lacks from their registry.
 #[derive(Debug)]
 struct RegistryFetcher {
@@ -1359,22 +1837,44 @@ struct RegistryFetcher {
     mode: ProgressMode,
 }
 
+/// Serialises the pulls for an explicit platform in this process: each
+/// reads what the tag named, pulls, and merges the two into an index.
+static PLATFORM_PULLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl kiln_builder::BaseImageFetcher for RegistryFetcher {
-    fn fetch(&self, store: &kiln_store::Store, reference: &str) -> Result<(), String> {
+    fn fetch(
+        &self,
+        store: &kiln_store::Store,
+        reference: &str,
+        platform: Option<&kiln_store::registry::PlatformSpec>,
+    ) -> Result<(), String> {
         let reference = parse_reference(reference).map_err(|e| format!("{e:#}"))?;
         let client =
             kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig::from_env());
-        super::pull::pull_image(store, &client, &reference, self.platform.clone(), self.mode)
-            .map(drop)
-            .map_err(|e| {
-                // The cause chain in one line: the reference is named by
-                // the caller.
-                e.chain()
-                    .skip(1)
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(": ")
-            })
+        let platform = platform.cloned().or_else(|| self.platform.clone());
+        let pulled = if platform.is_some() {
+            // A pull tags the one platform it fetched; the platforms the
+            // tag named before stay beside it in a local index, so that
+            // the builds of other platforms (and FROM --platform stages)
+            // still find theirs.
+            let _serial = PLATFORM_PULLS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let before = store.resolve(&reference.to_string()).ok();
+            super::pull::pull_image(store, &client, &reference, platform, self.mode)
+                .and_then(|_| keep_other_platforms(store, &reference, before.as_ref()))
+        } else {
+            super::pull::pull_image(store, &client, &reference, None, self.mode).map(drop)
+        };
+        pulled.map_err(|e| {
+            // The cause chain in one line: the reference is named by
+            // the caller.
+            e.chain()
+                .skip(1)
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
     }
 }
 

@@ -33,6 +33,10 @@ pub struct ImportArgs {
     /// Layer compression.
     #[arg(long, value_name = "gzip|zstd|none", default_value = "gzip")]
     compression: String,
+    /// The platform the files are for (the config's os, architecture
+    /// and variant); default: this machine's
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
 }
 
 /// Runs `kiln import`; prints the image ID on stdout as Docker does.
@@ -54,6 +58,16 @@ pub fn run(root: Option<&Path>, args: &ImportArgs) -> anyhow::Result<ExitCode> {
         }
         None => Vec::new(),
     };
+    let platform = match &args.platform {
+        Some(text) => kiln_parser::values::Platform::parse(text)
+            .map_err(|e| anyhow::anyhow!("invalid --platform {text:?}: {e}"))?
+            .normalize(),
+        None => kiln_parser::values::Platform {
+            architecture: kiln_store::archive::load::host_architecture().to_owned(),
+            os: "linux".to_owned(),
+            ..kiln_parser::values::Platform::default()
+        },
+    };
     let config = apply_changes(&args.changes)?;
     let store = super::open_store(root)?;
     let source = &args.source;
@@ -72,8 +86,9 @@ pub fn run(root: Option<&Path>, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let created = created_time();
     let image_config = ImageConfig {
         created: Some(created.clone()),
-        architecture: kiln_store::archive::load::host_architecture().to_owned(),
-        os: "linux".to_owned(),
+        architecture: platform.architecture,
+        variant: (!platform.variant.is_empty()).then_some(platform.variant),
+        os: platform.os,
         config: Some(config),
         rootfs: RootFs {
             kind: "layers".to_owned(),

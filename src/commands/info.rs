@@ -84,6 +84,7 @@ fn info_document(store: &kiln_store::Store) -> anyhow::Result<Value> {
         "Runtimes": {"kiln": {"path": runtime_path}},
         "DefaultRuntime": "kiln",
         "SecurityOptions": security,
+        "Platforms": runnable_platforms(),
         "Warnings": null,
         "ClientInfo": {"Version": version, "Debug": false},
     }))
@@ -150,6 +151,23 @@ fn render(info: &Value) -> String {
             }
         }
     }
+    // What RUN steps (and `kiln run`) can execute: natively, or through
+    // qemu-user-static's binfmt_misc handlers.
+    let platforms: Vec<String> = info["Platforms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let name = p["Platform"].as_str().unwrap_or("");
+            match p["Handler"].as_str() {
+                Some(handler) => format!("{name} (emulated: {handler})"),
+                None => name.to_owned(),
+            }
+        })
+        .collect();
+    if !platforms.is_empty() {
+        out.push(format!(" Platforms: {}", platforms.join(", ")));
+    }
     out.push(format!(" Kernel Version: {}", text("KernelVersion")));
     out.push(format!(" Operating System: {}", text("OperatingSystem")));
     out.push(format!(" OSType: {}", text("OSType")));
@@ -164,6 +182,23 @@ fn render(info: &Value) -> String {
     let mut text = out.join("\n");
     text.push('\n');
     text
+}
+
+/// The platforms this machine can run, for `Platforms`: each with the
+/// `binfmt_misc` handler and interpreter that emulate it, if any.
+fn runnable_platforms() -> Value {
+    kiln_runtime::binfmt::runnable_platforms()
+        .into_iter()
+        .map(|(platform, handler)| match handler {
+            None => json!({"Platform": platform, "Emulated": false}),
+            Some(h) => json!({
+                "Platform": platform,
+                "Emulated": true,
+                "Handler": h.name,
+                "Interpreter": h.interpreter.display().to_string(),
+            }),
+        })
+        .collect()
 }
 
 /// Containers in the store: the directories under `containers/`. kiln
@@ -322,6 +357,11 @@ mod tests {
             "DockerRootDir": "/var/lib/kiln", "Name": "vm", "ServerVersion": "0.1.0",
             "Runtimes": {"kiln": {"path": "/usr/bin/kiln"}}, "DefaultRuntime": "kiln",
             "SecurityOptions": ["name=seccomp,profile=default", "name=rootless"],
+            "Platforms": [
+                {"Platform": "linux/amd64", "Emulated": false},
+                {"Platform": "linux/arm64", "Emulated": true, "Handler": "qemu-aarch64",
+                 "Interpreter": "/usr/libexec/qemu-binfmt/aarch64-binfmt-P"},
+            ],
         });
         assert_eq!(
             render(&info),
@@ -344,6 +384,7 @@ mod tests {
              seccomp\n   \
              Profile: default\n  \
              rootless\n \
+             Platforms: linux/amd64, linux/arm64 (emulated: qemu-aarch64)\n \
              Kernel Version: 6.1.0\n \
              Operating System: Debian GNU/Linux 12 (bookworm)\n \
              OSType: linux\n \

@@ -122,7 +122,8 @@ fn remove(store: &Store, name: &str, force: bool) -> anyhow::Result<()> {
         let reference = super::parse_reference(tag)?;
         writeln!(stdout, "Untagged: {}", reference.familiar_string())?;
     }
-    store.delete_image(&image.manifest_digest)?;
+    // A multi-platform image's entry is its index.
+    store.delete_image(image.index.as_ref().unwrap_or(&image.manifest_digest))?;
     writeln!(stdout, "Deleted: {}", image.id)?;
     Ok(())
 }

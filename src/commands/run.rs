@@ -222,7 +222,8 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
         .map(kiln_store::registry::PlatformSpec::parse)
         .transpose()?;
     let store = super::open_store(root)?;
-    let image = resolve_or_pull(&store, args.image(), &args.pull, platform)?;
+    let image = resolve_or_pull(&store, args.image(), &args.pull, platform.as_ref())?;
+    check_platform(&image, args.image())?;
     let config = image.config.config.clone().unwrap_or_default();
     let command = command_line(&config, args)?;
 
@@ -497,6 +498,32 @@ fn parse_cpus(text: &str) -> anyhow::Result<f64> {
     Ok(cpus)
 }
 
+/// Fails, saying what is missing, when this machine cannot run the
+/// image's executables (another architecture without a qemu-user-static
+/// handler), as a build's RUN does; an image without a platform runs.
+fn check_platform(image: &kiln_store::Image, name: &str) -> anyhow::Result<()> {
+    let config = &image.config;
+    if config.architecture.is_empty() {
+        return Ok(());
+    }
+    let os = if config.os.is_empty() {
+        "linux"
+    } else {
+        &config.os
+    };
+    kiln_runtime::binfmt::emulation(os, &config.architecture).map_err(|reason| {
+        let platform = match &config.variant {
+            Some(variant) => format!("{os}/{}/{variant}", config.architecture),
+            None => format!("{os}/{}", config.architecture),
+        };
+        anyhow::anyhow!(
+            "cannot run {name} ({platform}) on this {} machine: {reason}",
+            kiln_parser::values::Platform::host()
+        )
+    })?;
+    Ok(())
+}
+
 /// The image to run: pulled first with `--pull always`, or when the store
 /// lacks it with `--pull missing` (as `docker run` does, progress on
 /// stderr); never pulled with `--pull never`.
@@ -504,9 +531,10 @@ fn resolve_or_pull(
     store: &kiln_store::Store,
     name: &str,
     policy: &str,
-    platform: Option<kiln_store::registry::PlatformSpec>,
+    platform: Option<&kiln_store::registry::PlatformSpec>,
 ) -> anyhow::Result<kiln_store::Image> {
-    let found = store.resolve(name);
+    // `--platform` picks from a multi-platform image in the store too.
+    let found = store.resolve_platform(name, platform);
     let missing = matches!(found, Err(kiln_store::StoreError::ImageNotFound(_)));
     let pull = match policy {
         "always" => true,
@@ -526,6 +554,6 @@ fn resolve_or_pull(
     let client =
         kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig::from_env());
     let mode = crate::progress::ProgressMode::Auto.resolve(false);
-    super::pull::pull_image(store, &client, &reference, platform, mode)?;
-    Ok(store.resolve(&reference.to_string())?)
+    super::pull::pull_image(store, &client, &reference, platform.cloned(), mode)?;
+    Ok(store.resolve_platform(&reference.to_string(), platform)?)
 }

@@ -9,7 +9,9 @@ use kiln_reference::{Digest, ImageReference};
 use crate::digest::HashingWriter;
 use crate::error::{IoContext, StoreError};
 use crate::layer::{Compression, LayerError, PackOptions, encoder, media_type, pack_directory};
-use crate::spec::{Descriptor, ImageConfig, Manifest, OCI_CONFIG, OCI_MANIFEST};
+use crate::spec::{
+    Descriptor, ImageConfig, Index, Manifest, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Platform,
+};
 use crate::store::{Store, to_json};
 
 /// A layer written to the store.
@@ -165,6 +167,38 @@ impl Store {
         let (descriptor, id) = self.write_image(config, layers)?;
         self.add_image(&descriptor, references)?;
         Ok((descriptor, id))
+    }
+
+    /// Writes an OCI image index of `manifests` (each with its platform,
+    /// in the order given) and tags it: a multi-platform image. The
+    /// manifests' blobs must be in the store; index.json lists only the
+    /// index, which keeps them (garbage collection and `system check`
+    /// follow nested indexes). Returns the index's descriptor.
+    ///
+    /// # Errors
+    ///
+    /// The index blob cannot be written or index.json cannot be updated.
+    pub fn commit_index(
+        &self,
+        manifests: &[(Descriptor, Platform)],
+        references: &[ImageReference],
+    ) -> Result<Descriptor, StoreError> {
+        let index = Index {
+            manifests: manifests
+                .iter()
+                .map(|(descriptor, platform)| {
+                    let mut entry = descriptor.clone();
+                    entry.platform = Some(platform.clone());
+                    entry
+                })
+                .collect(),
+            ..Index::empty()
+        };
+        let bytes = to_json(&index)?;
+        let digest = self.blobs().write_bytes(&bytes)?;
+        let descriptor = Descriptor::new(OCI_INDEX, &digest.to_string(), bytes.len() as u64);
+        self.add_image(&descriptor, references)?;
+        Ok(descriptor)
     }
 
     /// Writes the config and manifest blobs of an image without adding it

@@ -145,6 +145,19 @@ pub enum StoreError {
     /// No image matches a name or ID.
     #[error("no such image: {0}")]
     ImageNotFound(String),
+    /// A multi-platform image (a tagged index) without the platform asked
+    /// for; Docker's words for a pull of such an image.
+    #[error(
+        "no matching manifest for {wanted} in the manifest list entries of {reference} (it has: {available})"
+    )]
+    NoMatchingPlatform {
+        /// The name as given.
+        reference: String,
+        /// `os/arch[/variant]`.
+        wanted: String,
+        /// The platforms the index lists.
+        available: String,
+    },
     /// An ID prefix matches several images.
     #[error("ambiguous image ID prefix {0}: several images match")]
     AmbiguousId(String),

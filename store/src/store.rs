@@ -13,7 +13,7 @@ use crate::digest::parse_sha256;
 use crate::error::{IoContext, StoreError};
 use crate::spec::{
     ANNOTATION_REF_NAME, ANNOTATION_REPO_DIGEST, Descriptor, ImageConfig, Index, MAX_DOCUMENT_SIZE,
-    Manifest, is_manifest,
+    Manifest, OCI_INDEX, is_index, is_manifest,
 };
 
 /// The `oci-layout` file's content.
@@ -89,6 +89,11 @@ pub struct Image {
     /// For tags pulled through an index: the index's digest (what
     /// `RepoDigests` shows for that name), by tag.
     pub repo_digests: BTreeMap<String, Digest>,
+    /// The multi-platform image (a tagged OCI index in index.json) this
+    /// image is one platform of, when it was found through one: `tags`
+    /// are then the index's, and tagging, saving or pushing the image
+    /// means the whole index.
+    pub index: Option<Digest>,
 }
 
 impl Image {
@@ -302,7 +307,96 @@ impl Store {
             config_bytes,
             tags,
             repo_digests,
+            index: None,
         })
+    }
+
+    /// One platform's image of the tagged index `index_digest`: the
+    /// platform asked for (an error listing the index's platforms when it
+    /// has none such), else this machine's, else the first. Its tags are
+    /// the index's.
+    pub fn index_image(
+        &self,
+        index_digest: &Digest,
+        platform: Option<&crate::registry::PlatformSpec>,
+        name: &str,
+    ) -> Result<Image, StoreError> {
+        let (index, _): (Index, _) = self.read_json(index_digest)?;
+        let selected = match platform {
+            Some(wanted) => crate::registry::pull::select_platform(&index, wanted, name).map_err(
+                |e| match e {
+                    crate::registry::RegistryError::NoMatchingPlatform {
+                        reference,
+                        wanted,
+                        available,
+                    } => StoreError::NoMatchingPlatform {
+                        reference,
+                        wanted,
+                        available,
+                    },
+                    other => StoreError::InvalidDocument {
+                        what: format!("index {index_digest}"),
+                        reason: other.to_string(),
+                    },
+                },
+            )?,
+            None => match crate::registry::pull::select_platform(
+                &index,
+                &crate::registry::PlatformSpec::host(),
+                name,
+            ) {
+                Ok(entry) => entry,
+                Err(_) => index
+                    .manifests
+                    .iter()
+                    .find(|d| is_manifest(&d.media_type))
+                    .ok_or_else(|| StoreError::InvalidDocument {
+                        what: format!("index {index_digest}"),
+                        reason: "it lists no image manifest".to_owned(),
+                    })?,
+            },
+        };
+        let mut image = self.image(&parse_sha256(&selected.digest)?)?;
+        let entries = self.index()?;
+        image.tags = entries
+            .manifests
+            .iter()
+            .filter(|d| d.digest == index_digest.to_string())
+            .filter_map(|d| d.annotation(ANNOTATION_REF_NAME).map(str::to_owned))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        image.index = Some(index_digest.clone());
+        Ok(image)
+    }
+
+    /// The image an index.json entry names: the manifest's, or for a
+    /// tagged index the platform's (see [`Store::index_image`]).
+    fn entry_image(
+        &self,
+        entry: &Descriptor,
+        platform: Option<&crate::registry::PlatformSpec>,
+        name: &str,
+    ) -> Result<Image, StoreError> {
+        let digest = parse_sha256(&entry.digest)?;
+        if is_index(&entry.media_type) {
+            self.index_image(&digest, platform, name)
+        } else {
+            self.image(&digest)
+        }
+    }
+
+    /// The digests and names of the multi-platform images (tagged
+    /// indexes) in index.json.
+    fn tagged_indexes(index: &Index) -> BTreeMap<String, BTreeSet<String>> {
+        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for entry in index.manifests.iter().filter(|d| is_index(&d.media_type)) {
+            let names = found.entry(entry.digest.clone()).or_default();
+            if let Some(name) = entry.annotation(ANNOTATION_REF_NAME) {
+                names.insert(name.to_owned());
+            }
+        }
+        found
     }
 
     /// Every image, one per manifest, with its tags.
@@ -341,7 +435,14 @@ impl Store {
                 config_bytes,
                 tags: names.into_iter().collect(),
                 repo_digests,
+                index: None,
             });
+        }
+        // A multi-platform image is one entry, shown by this machine's
+        // platform (as Docker lists an index as one image).
+        for (digest, names) in Self::tagged_indexes(&index) {
+            let name = names.iter().next().cloned().unwrap_or_default();
+            images.push(self.index_image(&parse_sha256(&digest)?, None, &name)?);
         }
         Ok(images)
     }
@@ -350,19 +451,30 @@ impl Store {
     /// `app@sha256:…`), then by full or prefix image ID (with or without
     /// `sha256:`).
     pub fn resolve(&self, name: &str) -> Result<Image, StoreError> {
+        self.resolve_platform(name, None)
+    }
+
+    /// [`Store::resolve`], picking `platform` (when given) from a
+    /// multi-platform image; an image of one platform is returned as it
+    /// is, whatever its platform (the caller checks it).
+    pub fn resolve_platform(
+        &self,
+        name: &str,
+        platform: Option<&crate::registry::PlatformSpec>,
+    ) -> Result<Image, StoreError> {
         let index = self.index()?;
         if let Ok(reference) = kiln_reference::parse_normalized_named(name) {
             let reference = reference.tag_name_only();
             let wanted = reference.to_string();
             if let Some(digest) = reference.digest() {
                 let repository = reference.name();
-                let tagged = index.manifests.iter().any(|d| {
+                let tagged = index.manifests.iter().find(|d| {
                     d.digest == digest.to_string()
                         && d.annotation(ANNOTATION_REF_NAME)
                             .is_some_and(|n| ref_repository(n) == repository)
                 });
-                if tagged {
-                    return self.image(&parse_sha256(&digest.to_string())?);
+                if let Some(entry) = tagged {
+                    return self.entry_image(entry, platform, name);
                 }
                 // A pull by an index's digest names the platform image
                 // it gave `name@<index digest>`; the index digest a tag
@@ -372,7 +484,7 @@ impl Store {
                     .iter()
                     .find(|d| d.annotation(ANNOTATION_REF_NAME) == Some(wanted.as_str()))
                 {
-                    return self.image(&parse_sha256(&entry.digest)?);
+                    return self.entry_image(entry, platform, name);
                 }
                 if let Some(entry) = index.manifests.iter().find(|d| {
                     repo_digest(d).is_some_and(|(name, pulled)| {
@@ -386,7 +498,7 @@ impl Store {
                 .iter()
                 .find(|d| d.annotation(ANNOTATION_REF_NAME) == Some(wanted.as_str()))
             {
-                return self.image(&parse_sha256(&entry.digest)?);
+                return self.entry_image(entry, platform, name);
             }
         }
         let prefix = name.strip_prefix("sha256:").unwrap_or(name);
@@ -521,6 +633,12 @@ impl Store {
         // The descriptor is rebuilt from the blob rather than looked up in
         // index.json: another process may have replaced the entry since
         // `image` was resolved, and the blob stays while this store is open.
+        // A multi-platform image is tagged as a whole.
+        if let Some(index) = &image.index {
+            let size = self.blobs.size(index)?;
+            let descriptor = Descriptor::new(OCI_INDEX, &index.to_string(), size);
+            return self.add_image(&descriptor, std::slice::from_ref(reference));
+        }
         let media_type = if image.manifest.media_type.is_empty() {
             crate::spec::OCI_MANIFEST
         } else {

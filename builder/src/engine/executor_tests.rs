@@ -54,6 +54,16 @@ impl Setup {
     }
 
     fn build(&self, dockerfile: &str, args: &[(&str, &str)]) -> Result<BuildOutcome, BuildError> {
+        self.build_for(dockerfile, args, None)
+    }
+
+    /// [`Setup::build`] for a target platform (`--platform`).
+    fn build_for(
+        &self,
+        dockerfile: &str,
+        args: &[(&str, &str)],
+        platform: Option<&str>,
+    ) -> Result<BuildOutcome, BuildError> {
         let options = BuildOptions {
             dockerfile_name: "Dockerfile".to_owned(),
             dockerfile: dockerfile.to_owned(),
@@ -72,6 +82,9 @@ impl Setup {
             compression: Compression::None,
             source_date_epoch: Some(0),
             tags: Vec::new(),
+            target_platform: platform
+                .map(|p| kiln_parser::values::Platform::parse(p).unwrap().normalize()),
+            platform_member: false,
             stat_cache: None,
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
@@ -480,4 +493,46 @@ fn a_layer_that_does_not_match_its_digest_is_refused_and_its_step_runs() {
     let stored = std::fs::read(b.store.blobs().path(&digest)).unwrap();
     assert_eq!(kiln_store::digest::digest_bytes(&stored), digest);
     assert_eq!(b.import.as_ref().unwrap().refused(), 1);
+}
+
+#[test]
+fn the_target_platform_reaches_run_and_the_config_and_keys_the_runs_apart() {
+    let dockerfile = "FROM scratch\nARG TARGETARCH\nARG TARGETVARIANT\nARG TARGETPLATFORM\nARG BUILDARCH\nRUN show\n";
+    let setup = Setup::new();
+    let arm = setup
+        .build_for(dockerfile, &[], Some("linux/arm/v7"))
+        .unwrap();
+    let env = setup.fake.env("show");
+    for expected in [
+        "TARGETARCH=arm",
+        "TARGETVARIANT=v7",
+        "TARGETPLATFORM=linux/arm/v7",
+    ] {
+        assert!(env.contains(&expected.to_owned()), "{expected} in {env:?}");
+    }
+    let host = kiln_parser::values::Platform::host();
+    assert!(env.contains(&format!("BUILDARCH={}", host.architecture)));
+    let image = setup
+        .store
+        .image(&kiln_store::digest::parse_sha256(&arm.manifest.digest).unwrap())
+        .unwrap();
+    assert_eq!(image.config.architecture, "arm");
+    assert_eq!(image.config.variant.as_deref(), Some("v7"));
+    // Another platform has its own cache keys: the RUN runs again.
+    let arm64 = setup
+        .build_for(dockerfile, &[], Some("linux/arm64"))
+        .unwrap();
+    assert_eq!(setup.fake.runs("show"), 2);
+    assert!(
+        setup
+            .fake
+            .env("show")
+            .contains(&"TARGETARCH=arm64".to_owned())
+    );
+    assert_ne!(arm64.image_id, arm.image_id);
+    // Each platform's result is cached on its own.
+    setup
+        .build_for(dockerfile, &[], Some("linux/arm/v7"))
+        .unwrap();
+    assert_eq!(setup.fake.runs("show"), 2);
 }

@@ -25,9 +25,19 @@ pub(super) fn source_state(
     match source {
         None | Some(Source::Context { .. }) => Ok(None),
         Some(Source::Stage { index }) => Ok(Some(stage_result(ctx.shared, *index)?)),
-        Some(Source::Image { reference }) => Ok(Some(image_state(ctx.shared, reference)?)),
+        // An image or scratch named by `--from` is for the target
+        // platform, as dockerfile2llb makes it an implicit stage.
+        Some(Source::Image { reference }) => Ok(Some(image_state(
+            ctx.shared,
+            reference,
+            ctx.shared.options.target_platform.as_ref(),
+        )?)),
         Some(Source::Scratch) => Ok(Some(Arc::new(super::scratch_state(
-            &kiln_parser::values::Platform::host(),
+            &ctx.shared
+                .options
+                .target_platform
+                .clone()
+                .unwrap_or_else(kiln_parser::values::Platform::host),
         )))),
     }
 }

@@ -145,6 +145,14 @@ pub(super) fn run_op(
     }))
 }
 
+/// The platform a RUN op runs for.
+fn op_platform(op: &Op) -> String {
+    match op {
+        Op::Run(run) => run.platform.clone(),
+        _ => String::new(),
+    }
+}
+
 /// `os/arch[/variant]` of an image config.
 fn platform_of(config: &kiln_store::spec::ImageConfig) -> String {
     match &config.variant {
@@ -222,6 +230,16 @@ pub(super) fn run_step(
         return Ok(true);
     }
     ctx.explain(state, &op, None)?;
+    // Only a RUN that runs needs the platform's CPU or emulator: a cached
+    // one does not.
+    shared
+        .executor
+        .check_platform(&state.config.os, &state.config.architecture)
+        .map_err(|reason| BuildError::PlatformNotRunnable {
+            platform: op_platform(&op),
+            host: kiln_parser::values::Platform::host().to_string(),
+            reason,
+        })?;
     let mounting = ctx.phase("mounts");
     let mut guards = run_mounts::MountGuards::default();
     let mut run_mounts = Vec::new();

@@ -201,6 +201,39 @@ fn predefined_platform_args() {
 }
 
 #[test]
+fn platform_args_take_buildkits_values_for_a_variant_and_reach_from() {
+    // BuildKit's documented values: linux/arm/v7 is TARGETARCH=arm,
+    // TARGETVARIANT=v7; the global scope has them for FROM, a stage
+    // only after ARG.
+    let mut opts = options(&[], None);
+    opts.target_platform = Some(Platform::parse("linux/arm/v7").unwrap().normalize());
+    let text = "FROM base-$TARGETARCH$TARGETVARIANT\nARG TARGETPLATFORM\nARG TARGETOS\nARG TARGETARCH\nARG TARGETVARIANT\nARG BUILDPLATFORM\nENV A=$TARGETPLATFORM B=$TARGETOS C=$TARGETARCH D=$TARGETVARIANT E=$BUILDPLATFORM F=$BUILDVARIANT\n";
+    let p = plan_with(text, &opts);
+    assert_eq!(
+        p.external_images,
+        vec!["docker.io/library/base-armv7:latest".to_owned()]
+    );
+    assert_eq!(
+        env_pairs(&steps(&p)[5]),
+        vec![
+            pair("A", "linux/arm/v7"),
+            pair("B", "linux"),
+            pair("C", "arm"),
+            pair("D", "v7"),
+            pair("E", "linux/amd64"),
+            pair("F", ""),
+        ]
+    );
+    // linux/arm64 has no variant (platforms.Normalize drops v8).
+    opts.target_platform = Some(Platform::parse("linux/arm64/v8").unwrap().normalize());
+    let p = plan_with(text, &opts);
+    assert_eq!(
+        p.external_images,
+        vec!["docker.io/library/base-arm64:latest".to_owned()]
+    );
+}
+
+#[test]
 fn targetstage_is_the_stage_being_built() {
     let text = "FROM a AS base\nENV BEFORE=x$TARGETSTAGE\nARG TARGETSTAGE\nENV AFTER=$TARGETSTAGE\nFROM base AS foo\nFROM base\n";
     let value = |p: &Plan| {

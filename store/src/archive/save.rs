@@ -20,7 +20,7 @@ use crate::digest::{HashingReader, parse_sha256};
 use crate::error::{IoContext, StoreError};
 use crate::layer::compression::{Compression, decoder, media_type};
 use crate::spec::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Index, Manifest, OCI_CONFIG,
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Index, Manifest, OCI_CONFIG, OCI_INDEX,
     OCI_MANIFEST,
 };
 use crate::store::{Image, Store, to_json};
@@ -231,6 +231,13 @@ fn write_layout(
                 Descriptor::new(OCI_MANIFEST, &digest.to_string(), bytes.len() as u64)
             }
         };
+        // A multi-platform image goes whole: every platform's blobs as
+        // stored, and the index, which index.json names (a docker-format
+        // manifest.json still lists this machine's platform, written above).
+        let manifest_descriptor = match &image.index {
+            Some(index_digest) => append_index(store, builder, index_digest, &mut written)?,
+            None => manifest_descriptor,
+        };
         manifests.push(manifest_descriptor.clone());
         if names.is_empty() {
             index.manifests.push(manifest_descriptor.clone());
@@ -249,6 +256,31 @@ fn write_layout(
     }
     append_bytes(builder, "oci-layout", b"{\"imageLayoutVersion\":\"1.0.0\"}")?;
     Ok(manifests)
+}
+
+/// Writes a stored index and the blobs of each of its image manifests;
+/// returns the index's descriptor.
+fn append_index(
+    store: &Store,
+    builder: &mut dyn Sink,
+    index_digest: &Digest,
+    written: &mut BTreeSet<String>,
+) -> Result<Descriptor, StoreError> {
+    let (index, bytes): (Index, _) = store.read_json(index_digest)?;
+    for entry in &index.manifests {
+        let digest = parse_sha256(&entry.digest)?;
+        let (manifest, _): (Manifest, _) = store.read_json(&digest)?;
+        for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            append_blob(store, builder, &parse_sha256(&descriptor.digest)?, written)?;
+        }
+        append_blob(store, builder, &digest, written)?;
+    }
+    append_blob(store, builder, index_digest, written)?;
+    Ok(Descriptor::new(
+        OCI_INDEX,
+        &index_digest.to_string(),
+        bytes.len() as u64,
+    ))
 }
 
 fn header(path: &str, size: u64, dir: bool) -> tar::Header {

@@ -21,7 +21,9 @@ use super::RegistryError;
 use super::client::{Body, Client, Session, header};
 use crate::digest::parse_sha256;
 use crate::layer::{Compression, from_media_type, media_type};
-use crate::spec::{DOCKER_MANIFEST, Descriptor, Manifest, OCI_MANIFEST};
+use crate::spec::{
+    DOCKER_MANIFEST, Descriptor, Index, Manifest, OCI_INDEX, OCI_MANIFEST, is_manifest,
+};
 use crate::store::{Image, Store, to_json};
 
 /// Blobs up to this size go in one PUT; bigger ones in chunks.
@@ -154,6 +156,122 @@ fn push_image(
     remote: Option<&RemoteBlobs<'_>>,
     options: &PushOptions<'_>,
 ) -> Result<PushedImage, RegistryError> {
+    match (&image.index, remote) {
+        (Some(index), None) => push_index(store, client, reference, index, options),
+        _ => push_manifest(store, client, reference, image, remote, options, false),
+    }
+}
+
+/// Pushes a multi-platform image: each platform's image by digest, then
+/// the index under the tag, as buildx does. Platforms whose layers are
+/// stored uncompressed get new manifests (see [`compress_layers`]), and
+/// so a new index, which `reference` is tagged to in the store so that
+/// the tag and the registry agree.
+fn push_index(
+    store: &Store,
+    client: &Client,
+    reference: &ImageReference,
+    index_digest: &Digest,
+    options: &PushOptions<'_>,
+) -> Result<PushedImage, RegistryError> {
+    let (mut index, stored): (Index, _) = store.read_json(index_digest)?;
+    let mut changed = false;
+    let mut uploaded = 0;
+    for entry in &mut index.manifests {
+        if !is_manifest(&entry.media_type) {
+            return Err(RegistryError::Reference(format!(
+                "cannot push {reference}: entry {} of its index is not an image manifest",
+                entry.digest
+            )));
+        }
+        let image = store.image(&parse_sha256(&entry.digest)?)?;
+        let pushed = push_manifest(store, client, reference, image, None, options, true)?;
+        uploaded += pushed.uploaded;
+        if pushed.digest.to_string() != entry.digest {
+            entry.digest = pushed.digest.to_string();
+            entry.size = i64::try_from(pushed.size).unwrap_or(i64::MAX);
+            changed = true;
+        }
+    }
+    let (digest, bytes) = if changed {
+        let bytes = to_json(&index)?;
+        let digest = store.blobs().write_bytes(&bytes)?;
+        let descriptor = Descriptor::new(OCI_INDEX, &digest.to_string(), bytes.len() as u64);
+        store.add_image(&descriptor, std::slice::from_ref(reference))?;
+        (digest, bytes)
+    } else {
+        (index_digest.clone(), stored)
+    };
+    let session = push_session(client, reference)?;
+    let tag = reference.tag().unwrap_or("latest");
+    put_manifest(&session, reference, tag, OCI_INDEX, &bytes, &digest)?;
+    Ok(PushedImage {
+        reference: reference.clone(),
+        digest,
+        size: bytes.len() as u64,
+        uploaded,
+    })
+}
+
+/// A session that may push to `reference`'s repository.
+fn push_session<'a>(
+    client: &'a Client,
+    reference: &ImageReference,
+) -> Result<Session<'a>, RegistryError> {
+    let endpoint = client
+        .endpoints(reference.domain(), false)
+        .pop()
+        .ok_or_else(|| {
+            RegistryError::Reference(format!("no endpoint for {}", reference.domain()))
+        })?;
+    client.session(&endpoint, reference.path(), true)
+}
+
+/// PUTs a manifest or index under `tag_or_digest` and checks the digest
+/// the registry announces.
+fn put_manifest(
+    session: &Session<'_>,
+    reference: &ImageReference,
+    tag_or_digest: &str,
+    media_type: &str,
+    bytes: &[u8],
+    digest: &Digest,
+) -> Result<(), RegistryError> {
+    let url = session.url(&format!("manifests/{tag_or_digest}"));
+    let what = format!("manifest {reference}");
+    let mut response = session.request(
+        "PUT",
+        &url,
+        &[("content-type", media_type.to_owned())],
+        &Body::Bytes(bytes.to_vec().into()),
+        &what,
+    )?;
+    if response.status().as_u16() != 201 {
+        return Err(push_error(session, &what, &mut response));
+    }
+    if let Some(announced) = header(&response, "docker-content-digest")
+        && announced != digest.to_string()
+    {
+        return Err(RegistryError::ManifestDigestMismatch {
+            reference: reference.to_string(),
+            expected: digest.to_string(),
+            actual: announced,
+        });
+    }
+    Ok(())
+}
+
+/// Pushes one image's blobs and its manifest, under the reference's tag
+/// or (`by_digest`, a platform of an index) under its digest.
+fn push_manifest(
+    store: &Store,
+    client: &Client,
+    reference: &ImageReference,
+    image: Image,
+    remote: Option<&RemoteBlobs<'_>>,
+    options: &PushOptions<'_>,
+    by_digest: bool,
+) -> Result<PushedImage, RegistryError> {
     let reference = reference.clone();
     // Uncompressed layers are compressed from the store's copy.
     if let Some(remote) = remote
@@ -171,16 +289,10 @@ fn push_image(
     let image = compress_layers(
         store,
         image,
-        (remote.is_none()).then_some(&reference),
+        (remote.is_none() && !by_digest).then_some(&reference),
         options.compression,
     )?;
-    let endpoint = client
-        .endpoints(reference.domain(), false)
-        .pop()
-        .ok_or_else(|| {
-            RegistryError::Reference(format!("no endpoint for {}", reference.domain()))
-        })?;
-    let session = client.session(&endpoint, reference.path(), true)?;
+    let session = push_session(client, &reference)?;
     let mut blobs: Vec<(Digest, u64)> = Vec::new();
     for descriptor in std::iter::once(&image.manifest.config).chain(&image.manifest.layers) {
         let digest = parse_sha256(&descriptor.digest)?;
@@ -213,28 +325,20 @@ fn push_image(
     } else {
         image.manifest.media_type.clone()
     };
-    let tag = reference.tag().unwrap_or("latest");
-    let url = session.url(&format!("manifests/{tag}"));
-    let what = format!("manifest {reference}");
-    let mut response = session.request(
-        "PUT",
-        &url,
-        &[("content-type", media_type)],
-        &Body::Bytes(manifest_bytes.clone().into()),
-        &what,
+    let digest_name = image.manifest_digest.to_string();
+    let tag = if by_digest {
+        digest_name.as_str()
+    } else {
+        reference.tag().unwrap_or("latest")
+    };
+    put_manifest(
+        &session,
+        &reference,
+        tag,
+        &media_type,
+        &manifest_bytes,
+        &image.manifest_digest,
     )?;
-    if response.status().as_u16() != 201 {
-        return Err(push_error(&session, &what, &mut response));
-    }
-    if let Some(announced) = header(&response, "docker-content-digest")
-        && announced != image.manifest_digest.to_string()
-    {
-        return Err(RegistryError::ManifestDigestMismatch {
-            reference: reference.to_string(),
-            expected: image.manifest_digest.to_string(),
-            actual: announced,
-        });
-    }
     Ok(PushedImage {
         reference,
         digest: image.manifest_digest,
