@@ -99,6 +99,8 @@ enum Command {
     Commit(commands::container::commit::CommitArgs),
     /// Show the running processes of a container.
     Top(commands::container::top::TopArgs),
+    /// List port mappings or a specific mapping for the container.
+    Port(commands::container::port::PortArgs),
     /// Copy files/folders between a container and the local filesystem.
     Cp(commands::container::cp::CpArgs),
     /// Manage containers (Docker's `docker container` commands).
@@ -237,6 +239,8 @@ enum ContainerCommand {
     Commit(commands::container::commit::CommitArgs),
     /// Show the running processes of a container (`kiln top`).
     Top(commands::container::top::TopArgs),
+    /// List port mappings or a specific mapping for the container.
+    Port(commands::container::port::PortArgs),
     /// Copy files/folders between a container and the local filesystem (`kiln cp`).
     Cp(commands::container::cp::CpArgs),
 }
@@ -376,6 +380,10 @@ fn main() -> ExitCode {
         | Command::Container {
             command: ContainerCommand::Top(args),
         } => commands::container::top::run(root, &args),
+        Command::Port(args)
+        | Command::Container {
+            command: ContainerCommand::Port(args),
+        } => commands::container::port::run(root, &args),
         Command::Cp(args)
         | Command::Container {
             command: ContainerCommand::Cp(args),
