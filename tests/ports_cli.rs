@@ -551,3 +551,81 @@ fn udp_datagrams_go_both_ways_per_client() {
     echo.join().unwrap();
     kiln.ok(&["rm", "-f", "udp"]);
 }
+
+fn chown_tree(path: &std::path::Path) {
+    std::os::unix::fs::lchown(path, Some(65534), Some(65534)).unwrap();
+    if fs::symlink_metadata(path).unwrap().is_dir() {
+        for entry in fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path());
+        }
+    }
+}
+
+#[test]
+fn a_rootless_container_publishes_its_port_too() {
+    if !can_run()
+        || !common::tools(
+            "NETWORK",
+            &[("unshare", "util-linux"), ("setpriv", "util-linux")],
+        )
+    {
+        return;
+    }
+    let kiln = busybox();
+    // A copy of kiln nobody can run, and the store handed to nobody.
+    let binary = kiln.path("kiln-nobody");
+    common::copy_executable(&assert_cmd::cargo::cargo_bin("kiln"), &binary);
+    chown_tree(kiln.dir.path());
+    fs::set_permissions(
+        kiln.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let calls = std::cell::Cell::new(0);
+    let as_nobody = |kiln_args: &str| {
+        calls.set(calls.get() + 1);
+        // Without root slirp4netns opens /dev/net/tun as the caller: the
+        // test opens it up in a private mount namespace of its own (see
+        // tests/network_cli.rs).
+        let script = "mknod \"$1\" c 10 200 && chmod 666 \"$1\" && mount --bind \"$1\" /dev/net/tun \
+                      && exec setpriv --reuid 65534 --regid 65534 --clear-groups \
+                      env HOME=/tmp sh -c 'exec \"$0\" --root \"$1\" $2' \"$2\" \"$3\" \"$4\"";
+        let tun = kiln.path(&format!("tun-{}", calls.get()));
+        let output = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(&tun)
+            .arg(&binary)
+            .arg(kiln.root())
+            .arg(kiln_args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kiln {kiln_args} as nobody: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let port = free_port();
+    as_nobody(&format!(
+        "run -d -p 127.0.0.1:{port}:80 --name rootless bb:1 httpd -f -p 80 -h /www"
+    ));
+    assert_eq!(fetch_when_up(&format!("127.0.0.1:{port}")), BODY);
+    assert_eq!(
+        as_nobody("port rootless"),
+        format!("80/tcp -> 127.0.0.1:{port}\n")
+    );
+    // The proxy's socket helper (rootless: it joined the container's
+    // namespaces) goes with the monitor.
+    let pid = kiln
+        .ok(&["inspect", "-f", "{{.State.Pid}}", "rootless"])
+        .trim()
+        .to_owned();
+    let helper = format!("/proc/{pid}/ns/net");
+    assert_eq!(common::pids_with(&helper).len(), 1, "one port helper");
+    as_nobody("rm -f rootless");
+    until("the port to be free after rm -f", || port_is_free(port));
+    until("the port helper to end", || {
+        common::pids_with(&helper).is_empty()
+    });
+}
