@@ -5,8 +5,8 @@
 //! port in use fails the run; the host port is free again after `rm -f`,
 //! `stop` and `kill -9` of the monitor. Host ports are chosen free by the
 //! test (or by kiln, read back with `kiln port`), so the tests run beside
-//! anything else. They need slirp4netns and ip, and print SKIPPED
-//! without them unless `KILN_REQUIRE_NETWORK=1` (CI).
+//! anything else. They need slirp4netns, ip, unshare and nsenter, and
+//! print SKIPPED without them unless `KILN_REQUIRE_NETWORK=1` (CI).
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
 mod common;
@@ -25,7 +25,7 @@ const BODY: &str = "hello through the port\n";
 
 /// Whether the tests can run; prints SKIPPED (or fails in CI).
 fn can_run() -> bool {
-    let missing: Vec<&str> = ["slirp4netns", "ip"]
+    let missing: Vec<&str> = ["slirp4netns", "ip", "unshare", "nsenter"]
         .into_iter()
         .filter(|tool| !common::have(tool))
         .collect();
@@ -121,33 +121,43 @@ fn port_of(kiln: &Kiln, container: &str, port: &str) -> String {
 }
 
 /// A network namespace joined to the host by a veth pair on a /30 of
-/// 10.x: "another host" on the host's network. Removed on drop.
+/// 10.x: "another host" on the host's network. The namespace is held by
+/// a `sleep` of its own, not named under /run/netns (where anything on
+/// the machine may remove it); it goes, with the veth pair, when that
+/// process is killed on drop.
 struct OtherHost {
-    name: String,
+    holder: std::process::Child,
     host_address: String,
 }
 
 impl OtherHost {
     fn new() -> OtherHost {
         let id = std::process::id();
-        let name = format!("kiln-pt-{id}");
         let host_if = format!("kpt{}h", id % 100_000);
         let ns_if = format!("kpt{}n", id % 100_000);
         // A /30 per test process, from its pid.
         let subnet = (id % 250, (id / 250 % 60) * 4);
         let host_address = format!("10.217.{}.{}", subnet.0, subnet.1 + 1);
         let ns_address = format!("10.217.{}.{}", subnet.0, subnet.1 + 2);
+        let holder = Command::new("unshare")
+            .args(["-n", "sleep", "1000"])
+            .spawn()
+            .unwrap();
         let other = OtherHost {
-            name: name.clone(),
+            holder,
             host_address: host_address.clone(),
         };
+        let netns = other.netns();
+        until("the namespace holder to unshare", || {
+            fs::read_link(&netns).ok() != fs::read_link("/proc/self/ns/net").ok()
+        });
         let ip = |args: &[&str]| {
             let status = Command::new("ip").args(args).status().unwrap();
             assert!(status.success(), "ip {args:?} failed");
         };
-        ip(&["netns", "add", &name]);
+        let pid = other.holder.id().to_string();
         ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &name,
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &pid,
         ]);
         ip(&[
             "addr",
@@ -158,9 +168,13 @@ impl OtherHost {
         ]);
         ip(&["link", "set", &host_if, "up"]);
         let in_ns = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", &name, "ip"];
-            all.extend_from_slice(args);
-            ip(&all);
+            let status = Command::new("nsenter")
+                .arg(format!("--net={netns}"))
+                .arg("ip")
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip {args:?} in the namespace failed");
         };
         in_ns(&["addr", "add", &format!("{ns_address}/30"), "dev", &ns_if]);
         in_ns(&["link", "set", &ns_if, "up"]);
@@ -168,14 +182,18 @@ impl OtherHost {
         other
     }
 
+    fn netns(&self) -> String {
+        format!("/proc/{}/ns/net", self.holder.id())
+    }
+
     /// The body of `GET /` at `addr`, fetched by `busybox nc` run in the
     /// namespace (Debian's static busybox `wget` crashes in its resolver
     /// outside a container's root); `None` when nothing answered.
     fn fetch(&self, addr: &str) -> Option<String> {
         let (host, port) = addr.rsplit_once(':').unwrap();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "/bin/busybox", "nc"])
-            .args(["-w", "5", host, port])
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", self.netns()))
+            .args(["/bin/busybox", "nc", "-w", "5", host, port])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -196,10 +214,10 @@ impl OtherHost {
 
 impl Drop for OtherHost {
     fn drop(&mut self) {
-        // The veth pair goes with the namespace.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        // The veth pair goes with the namespace, which goes with its
+        // last process.
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 
