@@ -16,7 +16,11 @@
 #         ceiling of this machine (the Python client is most of it);
 #     with the CPU time the proxy process spent (kiln's monitor, or
 #     docker-proxy), which tells splice(2) from a copy where the
-#     throughput is bound by the client.
+#     throughput is bound by the client;
+#   - the same sink reached from "another host": a network namespace
+#     joined to the host by a veth pair, sending to the host's address on
+#     it, where Docker uses its kernel path (nftables/iptables DNAT to the
+#     container's bridge address) and kiln its proxy.
 #
 #   benches/ports.sh [WORKDIR]   (default /var/tmp/kiln-bench-ports)
 #
@@ -42,7 +46,8 @@ free_port() {
 cat > "$work/client.py" <<'EOF'
 import socket, sys, time
 port, mib = int(sys.argv[1]), int(sys.argv[2])
-s = socket.create_connection(("127.0.0.1", port))
+host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+s = socket.create_connection((host, port))
 buf = b"\0" * (1 << 20)
 start = time.monotonic()
 for _ in range(mib):
@@ -65,12 +70,16 @@ while True:
 EOF
 
 # `RUNNER PORT`: start an httpd with the port published, then fetch until
-# it answers. Scripts, not shell functions: hyperfine runs them without
+# it answers (at most 2000 tries: a container that did not start fails
+# the benchmark instead of hanging it). Scripts, not shell functions: hyperfine runs them without
 # bash.
 cat > "$work/kiln-first.sh" <<EOF
 #!/bin/sh
 "$kiln" run -d -p 127.0.0.1:\$1:80 bench-p:1 httpd -f -p 80 -h / >/dev/null
-until curl -sf -o /dev/null http://127.0.0.1:\$1/etc/passwd; do :; done
+tries=0
+until curl -sf -o /dev/null http://127.0.0.1:\$1/etc/passwd; do
+    tries=\$((tries + 1)); [ \$tries -lt 2000 ] || exit 1
+done
 EOF
 cat > "$work/kiln-remove.sh" <<EOF
 #!/bin/sh
@@ -91,7 +100,7 @@ measure() {
     local runs=() cpu=() before
     for _ in 1 2 3; do
         [ -n "$proxy" ] && before=$(ticks "$proxy")
-        runs+=("$(python3 "$work/client.py" "$port" 2000)")
+        runs+=("$(${client_prefix:-} python3 "$work/client.py" "$port" 2000 ${client_host:-})")
         [ -n "$proxy" ] && cpu+=("$(( ($(ticks "$proxy") - before) * 1000 / $(getconf CLK_TCK) ))")
     done
     echo "$name: ${runs[*]} MiB/s${proxy:+, proxy CPU ${cpu[*]} ms per 2000 MiB}"
@@ -134,7 +143,10 @@ fi
 cat > "$work/docker-first.sh" <<EOF
 #!/bin/sh
 docker run -d --label kiln-bench -p 127.0.0.1:\$1:80 $docker_image httpd -f -p 80 -h / >/dev/null
-until curl -sf -o /dev/null http://127.0.0.1:\$1/etc/passwd; do :; done
+tries=0
+until curl -sf -o /dev/null http://127.0.0.1:\$1/etc/passwd; do
+    tries=\$((tries + 1)); [ \$tries -lt 2000 ] || exit 1
+done
 EOF
 cat > "$work/docker-remove.sh" <<'EOF'
 #!/bin/sh
@@ -145,7 +157,8 @@ trap 'kill "${sinks[@]}" 2>/dev/null || true; "$work/kiln-remove.sh"; "$work/doc
 port=$(free_port)
 hyperfine -N --runs 20 --warmup 2 --export-json "$work/docker-first.json" \
     --prepare "$work/docker-remove.sh" \
-    -n "docker run -d -p, to the first answer (comparison)" "$work/docker-first.sh $port"
+    -n "docker run -d -p, to the first answer (comparison)" "$work/docker-first.sh $port" ||
+    echo "docker run -d -p failed: no comparison"
 "$work/docker-remove.sh"
 
 nc_port=$(free_port)
@@ -159,3 +172,28 @@ sleep 1
 docker_proxy() { pgrep -f "docker-proxy .*-host-port $1 " | head -1; }
 measure "docker-proxy, nc (comparison)" "$nc_port" "$(docker_proxy "$nc_port")"
 measure "docker-proxy, sink (comparison)" "$sink_port" "$(docker_proxy "$sink_port")"
+
+# From another host's view: a namespace (held by a sleep, not named)
+# joined by a veth pair; the client sends to the host's end.
+unshare -n sleep 100000 & holder=$!
+sinks+=("$holder")
+sleep 0.3
+ip link add kbenchh type veth peer name kbenchn netns "$holder"
+ip addr add 10.217.251.1/30 dev kbenchh && ip link set kbenchh up
+nsenter --net="/proc/$holder/ns/net" ip addr add 10.217.251.2/30 dev kbenchn
+nsenter --net="/proc/$holder/ns/net" ip link set kbenchn up
+client_prefix="nsenter --net=/proc/$holder/ns/net" client_host=10.217.251.1
+kiln_port=$(free_port)
+"$kiln" run -d -p "$kiln_port:5002" --name bench-remote bench-p:1 sleep 100000 >/dev/null
+pid=$("$kiln" inspect -f '{{.State.Pid}}' bench-remote)
+nsenter --net="/proc/$pid/ns/net" python3 "$work/sink.py" 5002 & sinks+=($!)
+docker_port=$(free_port)
+id=$(docker run -d --label kiln-bench -p "$docker_port:5002" "$docker_image" sleep 100000)
+pid=$(docker inspect -f '{{.State.Pid}}' "$id")
+nsenter --net="/proc/$pid/ns/net" python3 "$work/sink.py" 5002 & sinks+=($!)
+direct_port=$(free_port)
+python3 "$work/sink.py" "$direct_port" & sinks+=($!)
+sleep 1
+measure "from another namespace: kiln proxy, sink" "$kiln_port" "$(monitor_of bench-remote)"
+measure "from another namespace: docker (DNAT), sink (comparison)" "$docker_port" "$(docker_proxy "$docker_port")"
+measure "from another namespace: no proxy (host's sink)" "$direct_port"
