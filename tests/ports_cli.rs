@@ -647,3 +647,32 @@ fn a_rootless_container_publishes_its_port_too() {
         common::pids_with(&helper).is_empty()
     });
 }
+
+#[test]
+fn created_containers_publish_when_started_and_again_after_a_restart() {
+    if !can_run() {
+        return;
+    }
+    let kiln = busybox();
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    kiln.ok(&[
+        "create", "-p", &publish, "--name", "later", "bb:1", "httpd", "-f", "-p", "80", "-h",
+        "/www",
+    ]);
+    // Created: kept in the config, nothing bound, nothing listed.
+    assert_eq!(
+        kiln.ok(&["inspect", "-f", "{{.HostConfig.PortBindings}}", "later"]),
+        format!("map[80/tcp:[{{127.0.0.1 {port}}}]]\n")
+    );
+    assert_eq!(kiln.ok(&["port", "later"]), "");
+    assert!(port_is_free(port));
+    kiln.ok(&["start", "later"]);
+    assert_eq!(fetch_when_up(&format!("127.0.0.1:{port}")), BODY);
+    kiln.ok(&["restart", "-t", "1", "later"]);
+    assert_eq!(fetch_when_up(&format!("127.0.0.1:{port}")), BODY);
+    assert_eq!(
+        kiln.ok(&["port", "later"]),
+        format!("80/tcp -> 127.0.0.1:{port}\n")
+    );
+}

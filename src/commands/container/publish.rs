@@ -269,30 +269,99 @@ pub fn bindings_of(ports: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// The PORTS column of `ps`: `0.0.0.0:18080->80/tcp` for each published
-/// port, `80/tcp` for one only exposed, ordered by container port.
+/// One row of Docker's `types.Port`: a container port, and the host
+/// address and port it is published on (empty and 0 when it is not).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct PsPort {
+    private: u16,
+    ip: String,
+    public: u16,
+    protocol: String,
+}
+
+/// The PORTS column of `ps`, as Docker's `DisplayablePorts` writes it:
+/// ports published on the same number and unpublished ones grouped into
+/// ranges per address and protocol (`0.0.0.0:80-81->80-81/tcp`,
+/// `443/tcp`), then each port published on another number
+/// (`0.0.0.0:18080->80/tcp`), joined by `, `.
 pub fn ps_column(ports: &Value) -> String {
     let Some(map) = ports.as_object() else {
         return String::new();
     };
-    let mut entries: Vec<((u16, String), String)> = Vec::new();
+    let mut rows: Vec<PsPort> = Vec::new();
     for (key, list) in map {
-        let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
-        let order = (port.parse().unwrap_or(0), proto.to_owned());
-        let bound = bindings_of(&json!({key: list}));
-        if bound.is_empty() {
-            entries.push((order.clone(), key.clone()));
+        let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+        let Ok(private) = port.parse::<u16>() else {
+            continue;
+        };
+        let bindings = list.as_array().map(Vec::as_slice).unwrap_or_default();
+        if bindings.is_empty() {
+            rows.push(PsPort {
+                private,
+                ip: String::new(),
+                public: 0,
+                protocol: protocol.to_owned(),
+            });
         }
-        for (_, host) in bound {
-            entries.push((order.clone(), format!("{host}->{key}")));
+        for binding in bindings {
+            let field = |name: &str| binding.get(name).and_then(Value::as_str).unwrap_or("");
+            rows.push(PsPort {
+                private,
+                ip: field("HostIp").to_owned(),
+                public: field("HostPort").parse().unwrap_or(0),
+                protocol: protocol.to_owned(),
+            });
         }
     }
-    entries.sort();
-    entries
-        .into_iter()
-        .map(|(_, text)| text)
-        .collect::<Vec<_>>()
-        .join(", ")
+    // Docker's comparePorts: private port, address, public port, type.
+    rows.sort();
+    let mut groups: Vec<(String, u16, u16)> = Vec::new();
+    let mut done: Vec<String> = Vec::new();
+    let mut host_mappings: Vec<String> = Vec::new();
+    for row in rows {
+        let key = if row.ip.is_empty() {
+            row.protocol.clone()
+        } else if row.public != row.private {
+            let host = if row.ip.contains(':') {
+                format!("[{}]:{}", row.ip, row.public)
+            } else {
+                format!("{}:{}", row.ip, row.public)
+            };
+            host_mappings.push(format!("{host}->{}/{}", row.private, row.protocol));
+            continue;
+        } else {
+            format!("{}/{}", row.ip, row.protocol)
+        };
+        match groups.iter_mut().find(|(k, ..)| *k == key) {
+            None => groups.push((key, row.private, row.private)),
+            Some(group) if row.private == group.2.saturating_add(1) => group.2 = row.private,
+            Some(group) => {
+                done.push(form_group(&group.0, group.1, group.2));
+                group.1 = row.private;
+                group.2 = row.private;
+            }
+        }
+    }
+    done.extend(
+        groups
+            .iter()
+            .map(|(key, first, last)| form_group(key, *first, *last)),
+    );
+    done.extend(host_mappings);
+    done.join(", ")
+}
+
+/// Docker's `formGroup`: `80-81/tcp`, or `IP:80-81->80-81/tcp`.
+fn form_group(key: &str, first: u16, last: u16) -> String {
+    let (ip, protocol) = key.rsplit_once('/').unwrap_or(("", key));
+    let mut group = first.to_string();
+    if first != last {
+        group = format!("{group}-{last}");
+    }
+    if !ip.is_empty() {
+        group = format!("{ip}:{group}->{group}");
+    }
+    format!("{group}/{protocol}")
 }
 
 #[cfg(test)]
@@ -397,6 +466,18 @@ mod tests {
             ports,
             json!({"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18080"}], "443/tcp": null})
         );
-        assert_eq!(ps_column(&ports), "0.0.0.0:18080->80/tcp, 443/tcp");
+        // As Docker: groups first, then ports published on another number.
+        assert_eq!(ps_column(&ports), "443/tcp, 0.0.0.0:18080->80/tcp");
+        let same = json!({
+            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80"}],
+            "81/tcp": [{"HostIp": "0.0.0.0", "HostPort": "81"}],
+            "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+            "90/tcp": null,
+            "91/tcp": null,
+        });
+        assert_eq!(
+            ps_column(&same),
+            "0.0.0.0:80-81->80-81/tcp, 90-91/tcp, 127.0.0.1:5353->53/udp"
+        );
     }
 }
