@@ -101,6 +101,8 @@ enum Command {
     Commit(commands::container::commit::CommitArgs),
     /// Show the running processes of a container.
     Top(commands::container::top::TopArgs),
+    /// List port mappings or a specific mapping for the container.
+    Port(commands::container::port::PortArgs),
     /// Copy files/folders between a container and the local filesystem.
     Cp(commands::container::cp::CpArgs),
     /// Manage containers (Docker's `docker container` commands).
@@ -241,6 +243,8 @@ enum ContainerCommand {
     Commit(commands::container::commit::CommitArgs),
     /// Show the running processes of a container (`kiln top`).
     Top(commands::container::top::TopArgs),
+    /// List port mappings or a specific mapping for the container.
+    Port(commands::container::port::PortArgs),
     /// Copy files/folders between a container and the local filesystem (`kiln cp`).
     Cp(commands::container::cp::CpArgs),
 }
@@ -261,6 +265,14 @@ fn main() -> ExitCode {
         .is_some_and(|a| kiln_runtime::is_exec_arg(&a))
     {
         return kiln_runtime::exec_main();
+    }
+    // The port helper joins a rootless container's user and network
+    // namespaces: single-threaded, before anything else.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == kiln_runtime::ports::HELPER_ARG)
+    {
+        return kiln_runtime::ports::helper_main();
     }
     // The copy helper joins a container's mount namespace (or mounts a
     // stopped one's overlay): single-threaded, before anything else.
@@ -384,6 +396,10 @@ fn main() -> ExitCode {
         | Command::Container {
             command: ContainerCommand::Top(args),
         } => commands::container::top::run(root, &args),
+        Command::Port(args)
+        | Command::Container {
+            command: ContainerCommand::Port(args),
+        } => commands::container::port::run(root, &args),
         Command::Cp(args)
         | Command::Container {
             command: ContainerCommand::Cp(args),

@@ -16,6 +16,7 @@ mod exec;
 mod fill;
 mod init;
 mod network;
+pub mod ports;
 pub mod seccomp;
 mod signals;
 pub mod spec;

@@ -70,7 +70,7 @@ fn find_container(store: &Store, name: &str) -> anyhow::Result<Option<Found>> {
     match super::container::find(store, name) {
         Ok(container) => Ok(Some(Found {
             document: super::container::inspect::document(&container),
-            ty: &crate::template::ANY,
+            ty: &crate::template::CONTAINER_INSPECT,
         })),
         Err(e) if super::container::is_not_found(&e) => Ok(None),
         Err(e) => Err(e),

@@ -95,6 +95,23 @@ pub struct RunArgs {
     /// `none` (only a loopback interface).
     #[arg(long, default_value = "default", value_name = "default|host|none")]
     network: String,
+    /// Publish a container's port to the host:
+    /// `[[IP:]HOSTPORT:]PORT[/tcp|udp]` (no host port: a free one; ranges
+    /// as `8000-8009:80-89`). Served by a userspace proxy that lives as
+    /// long as the container's monitor.
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[[IP:]HOSTPORT:]PORT[/PROTO]"
+    )]
+    publish: Vec<String>,
+    /// Publish every exposed port (the image's EXPOSE and --expose) on a
+    /// free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Expose a port or a range of ports (`PORT[/PROTO]`), published by -P.
+    #[arg(long = "expose", value_name = "PORT[/PROTO]")]
+    expose: Vec<String>,
     /// Security options: `seccomp=unconfined` (no seccomp filter) or
     /// `seccomp=PROFILE.json` (a profile in Docker's format instead of
     /// Docker's default one).
@@ -209,6 +226,10 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
         other => bail!("network {other} not found: kiln has default (bridge), host and none"),
     };
     let seccomp = parse_security_opts(&args.security_opt)?;
+    let publish = Publish::parse(args)?;
+    if network == Network::Host && publish.any() {
+        eprintln!("WARNING: Published ports are discarded when using host network mode");
+    }
     let mount_requests = mount_requests(args)?;
     if let Some(dir) = &args.workdir
         && !dir.starts_with('/')
@@ -238,6 +259,7 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
         .hostname
         .clone()
         .unwrap_or_else(|| container_id.chars().take(12).collect());
+    let image_exposed = config.exposed_ports.clone().unwrap_or_default();
     let env = environment(config.env.as_deref().unwrap_or_default(), &hostname, args)?;
     let image_volumes: Vec<String> = config
         .volumes
@@ -292,6 +314,9 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
             log_opts: &args.log_opts,
             labels: &args.labels,
             auto_remove: args.rm,
+            port_bindings: &publish.mappings,
+            publish_all: args.publish_all,
+            exposed: &publish.exposed,
         };
         let created =
             super::container::create::from_run(&store, &image, &kept, spec, create, args.detach);
@@ -315,7 +340,11 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
     let upper = scratch.path().join("upper");
     std::fs::create_dir(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
     spec.upper = upper;
-    let outcome = kiln_runtime::run(&spec);
+    let outcome = if network == Network::Isolated && publish.any() {
+        run_published(&spec, &publish, image_exposed)
+    } else {
+        kiln_runtime::run(&spec).map_err(anyhow::Error::from)
+    };
     // The NAT helper is reaped in the background; it must not outlive kiln.
     kiln_runtime::wait_for_helpers();
     let outcome = finish_volumes(&store, volumes, outcome.is_ok())
@@ -324,6 +353,84 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
     Ok(ExitCode::from(
         u8::try_from(outcome.exit_code).unwrap_or(255),
     ))
+}
+
+/// The `-p`, `-P` and `--expose` of a run.
+struct Publish {
+    mappings: Vec<super::container::publish::PortMapping>,
+    /// `--expose` and the ports `-p` names (Docker exposes those too).
+    exposed: Vec<String>,
+    all: bool,
+}
+
+impl Publish {
+    fn parse(args: &RunArgs) -> anyhow::Result<Publish> {
+        use super::container::publish;
+        let mut mappings = Vec::new();
+        for raw in &args.publish {
+            mappings.extend(publish::parse_publish(raw)?);
+        }
+        let mut exposed = Vec::new();
+        for raw in &args.expose {
+            exposed.extend(publish::parse_expose(raw)?);
+        }
+        exposed.extend(mappings.iter().map(|m| m.port.clone()));
+        Ok(Publish {
+            mappings,
+            exposed,
+            all: args.publish_all,
+        })
+    }
+
+    fn any(&self) -> bool {
+        !self.mappings.is_empty() || self.all
+    }
+}
+
+/// A foreground run with published ports: the proxy lives in this process
+/// while the container runs (bound before it starts, so a port in use
+/// fails the run), and ends with it.
+fn run_published(
+    spec: &RunSpec,
+    publish: &Publish,
+    image_exposed: std::collections::BTreeMap<String, serde_json::Value>,
+) -> anyhow::Result<kiln_runtime::RunOutcome> {
+    use super::container::publish as ports;
+    let mut exposed: serde_json::Map<String, serde_json::Value> =
+        image_exposed.into_iter().collect();
+    for port in &publish.exposed {
+        exposed.insert(port.clone(), serde_json::json!({}));
+    }
+    let config = serde_json::json!({"ExposedPorts": exposed});
+    let host_config = serde_json::json!({
+        "PortBindings": ports::port_bindings(&publish.mappings),
+        "PublishAllPorts": publish.all,
+    });
+    let specs = ports::port_specs(&config, &host_config)?;
+    let mut proxy = kiln_runtime::ports::PortProxy::bind(&specs)?;
+    proxy.serve().context("cannot start the port proxy")?;
+    let proxy = &proxy;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let init_pid = std::sync::atomic::AtomicI32::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            super::container::monitor::follow_start(&init_pid, &done, spec.init, |pid| {
+                if let Err(e) = super::container::monitor::publish_to(proxy, pid) {
+                    eprintln!("kiln: cannot publish the container's ports: {e}");
+                }
+            });
+        });
+        let started = |pid: i32| init_pid.store(pid, std::sync::atomic::Ordering::SeqCst);
+        let outcome = kiln_runtime::run_hooked(
+            spec,
+            kiln_runtime::Hooks {
+                started: Some(&started),
+                ..kiln_runtime::Hooks::default()
+            },
+        );
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        outcome.map_err(anyhow::Error::from)
+    })
 }
 
 /// `--security-opt` values as Docker reads them (`seccomp=...`, or the

@@ -27,7 +27,7 @@ mod parse;
 mod tests;
 mod types;
 
-pub use types::{ANY, GoType, IMAGE_INSPECT};
+pub use types::{ANY, CONTAINER_INSPECT, GoType, IMAGE_INSPECT};
 
 /// Output larger than this is refused (also any single computed string),
 /// so a template cannot exhaust memory.

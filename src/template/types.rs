@@ -145,6 +145,46 @@ static ROOT_FS: GoType = GoType::Struct(
     ],
 );
 
+static PORT_BINDING: GoType = GoType::Struct(
+    "nat.PortBinding",
+    &[
+        Field {
+            name: "HostIP",
+            key: "HostIp",
+            ty: &STRING,
+        },
+        field("HostPort", &STRING),
+    ],
+);
+static PORT_BINDINGS: GoType = GoType::Slice("[]nat.PortBinding", &PORT_BINDING);
+static PORT_MAP: GoType = GoType::Map("nat.PortMap", Some("nat.Port"), &PORT_BINDINGS);
+
+static HOST_CONFIG: GoType = GoType::Struct(
+    "container.HostConfig",
+    &[
+        field("PortBindings", &PORT_MAP),
+        field("PublishAllPorts", &BOOL),
+    ],
+);
+static HOST_CONFIG_POINTER: GoType = GoType::Pointer(&HOST_CONFIG);
+
+static NETWORK_SETTINGS: GoType =
+    GoType::Struct("types.NetworkSettings", &[field("Ports", &PORT_MAP)]);
+static NETWORK_SETTINGS_POINTER: GoType = GoType::Pointer(&NETWORK_SETTINGS);
+
+/// `docker container inspect`'s document (`types.ContainerJSON`), limited
+/// to the fields whose Go types print differently from their JSON (port
+/// maps: `map[80/tcp:[{0.0.0.0 18080}]]`); a template using any other
+/// field runs over the plain JSON (see [`IMAGE_INSPECT`]).
+pub static CONTAINER_INSPECT: GoType = GoType::Struct(
+    "types.ContainerJSON",
+    &[
+        field("HostConfig", &HOST_CONFIG_POINTER),
+        field("Config", &CONTAINER_CONFIG_POINTER),
+        field("NetworkSettings", &NETWORK_SETTINGS_POINTER),
+    ],
+);
+
 /// `docker image inspect`'s document (Docker 20.10's `types.ImageInspect`),
 /// limited to the fields kiln's document has: a field Docker has and kiln
 /// does not (`GraphDriver`) fails in the typed pass, and the template then

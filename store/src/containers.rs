@@ -89,6 +89,10 @@ pub struct ContainerState {
     /// Docker's `State.Health`, when the image has a HEALTHCHECK.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Value>,
+    /// Docker's `NetworkSettings.Ports` while the monitor publishes ports
+    /// (the host ports its proxy bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Value>,
 }
 
 /// Go's zero `time.Time`, as Docker shows times that never happened.
@@ -112,6 +116,7 @@ impl ContainerState {
             restart_count: 0,
             manually_stopped: false,
             health: None,
+            ports: None,
         }
     }
 }

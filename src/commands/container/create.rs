@@ -50,6 +50,12 @@ pub struct Kept<'a> {
     pub labels: &'a [String],
     /// `--rm`.
     pub auto_remove: bool,
+    /// `-p`.
+    pub port_bindings: &'a [super::publish::PortMapping],
+    /// `-P`.
+    pub publish_all: bool,
+    /// `--expose`, and the ports `-p` names.
+    pub exposed: &'a [String],
 }
 
 /// A restart policy, as Docker's `HostConfig.RestartPolicy`.
@@ -134,6 +140,10 @@ pub fn from_run(
         labels.insert(k.to_owned(), v.to_owned());
     }
     let image_config = image.config.config.clone().unwrap_or_default();
+    let mut exposed_ports = image_config.exposed_ports.clone().unwrap_or_default();
+    for port in kept.exposed {
+        exposed_ports.insert(port.clone(), json!({}));
+    }
     let dir = store.container_dir(&kept.id);
     spec.upper = dir.join(UPPER_DIR);
     spec.capture = true;
@@ -189,7 +199,7 @@ pub fn from_run(
             "AttachStdin": !detach && spec.interactive,
             "AttachStdout": !detach,
             "AttachStderr": !detach,
-            "ExposedPorts": image_config.exposed_ports,
+            "ExposedPorts": if exposed_ports.is_empty() { Value::Null } else { json!(exposed_ports) },
             "Tty": spec.tty,
             "OpenStdin": spec.interactive,
             "StdinOnce": !detach && spec.interactive,
@@ -209,6 +219,8 @@ pub fn from_run(
             "Binds": if binds.is_empty() { Value::Null } else { json!(binds) },
             "LogConfig": {"Type": "json-file", "Config": log_config},
             "NetworkMode": network,
+            "PortBindings": super::publish::port_bindings(kept.port_bindings),
+            "PublishAllPorts": kept.publish_all,
             "RestartPolicy": {"Name": restart, "MaximumRetryCount": retries},
             "AutoRemove": kept.auto_remove,
             "Privileged": spec.privileged,

@@ -84,7 +84,7 @@ pub fn document(container: &Container) -> Value {
         "NetworkSettings": {
             "Bridge": "",
             "SandboxID": "",
-            "Ports": {},
+            "Ports": super::ps::running_ports(container),
             "SandboxKey": "",
             "Networks": {network: {}},
         },

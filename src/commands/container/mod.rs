@@ -14,7 +14,9 @@ pub mod exec;
 pub mod inspect;
 pub mod logs;
 pub mod monitor;
+pub mod port;
 pub mod ps;
+pub mod publish;
 pub mod top;
 
 use std::path::PathBuf;

@@ -22,11 +22,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use kiln_runtime::ports::PortProxy;
 use kiln_runtime::{Hooks, RunSpec, Stream};
 use kiln_store::containers;
 use kiln_store::temp::Owner;
 
-use super::STOPPED_MARKER;
+use super::{STOPPED_MARKER, publish};
 
 /// Entry point: `kiln __kiln-monitor DIR [--stdin] [--attach]`.
 pub fn main() -> ExitCode {
@@ -110,6 +111,53 @@ fn container_process(init: i32, behind_init: bool) -> Option<i32> {
     let file = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     let exe = file(&format!("/proc/{pid}/exe"))?;
     (Some(exe) != file("/proc/self/exe")).then_some(pid)
+}
+
+/// Polls, until `done`, for the container process of the init whose pid
+/// `init_pid` receives, and calls `found` with it once.
+pub(crate) fn follow_start(
+    init_pid: &AtomicI32,
+    done: &AtomicBool,
+    behind_init: bool,
+    found: impl FnOnce(i32),
+) {
+    // Bounded by the run: it stops when the run is over.
+    while !done.load(Ordering::SeqCst) {
+        let init = init_pid.load(Ordering::SeqCst);
+        if let Some(pid) = (init > 0)
+            .then(|| container_process(init, behind_init))
+            .flatten()
+        {
+            found(pid);
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// The proxy of the container's published ports, bound (none for the
+/// host's network or none at all, as Docker publishes nothing there).
+fn bind_ports(
+    config: &containers::ContainerConfig,
+    spec: &RunSpec,
+) -> anyhow::Result<Option<PortProxy>> {
+    if spec.network != kiln_runtime::Network::Isolated {
+        return Ok(None);
+    }
+    let specs = publish::port_specs(&config.config, &config.host_config)?;
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let mut proxy = PortProxy::bind(&specs)?;
+    proxy.serve().context("starting the port proxy")?;
+    Ok(Some(proxy))
+}
+
+/// Points `proxy` at the network namespace of the container process `pid`.
+pub(crate) fn publish_to(proxy: &PortProxy, pid: i32) -> anyhow::Result<()> {
+    proxy
+        .set_target(Some(pid))
+        .context("joining the container's network namespace")
 }
 
 fn monitor(dir: &Path, stdin: bool, attach: bool) -> anyhow::Result<i32> {
@@ -198,6 +246,10 @@ fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Re
         .unwrap_or(false);
     let log = Mutex::new(JsonLog::open(dir, &config.id, &config.host_config)?);
     let me = Owner::of(std::process::id()).context("reading this process's start time")?;
+    // The host's sockets are bound once, before the first start, and
+    // held across restarts: a port in use fails the start, and the kernel
+    // frees them when the monitor ends, however it ends.
+    let proxy = bind_ports(&config, &spec)?;
     let mut state = containers::read_state(dir)?;
     state.restart_count = 0;
     let mut backoff = Duration::from_millis(100);
@@ -223,27 +275,33 @@ fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Re
         let began = Instant::now();
         let outcome = std::thread::scope(|scope| {
             scope.spawn(|| {
-                // Bounded by the run: it stops when the run is over.
-                while !done.load(Ordering::SeqCst) {
-                    let init = init_pid.load(Ordering::SeqCst);
-                    if let Some(pid) = (init > 0)
-                        .then(|| container_process(init, spec.init))
-                        .flatten()
-                        && let Some(owner) = u32::try_from(pid).ok().and_then(Owner::of)
-                    {
-                        let mut st = shared
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        st.pid = pid;
-                        st.pid_start = owner.start;
-                        if let Err(e) = containers::write_state(dir, &st) {
-                            eprintln!("kiln monitor: recording the start: {e}");
-                        }
-                        ready.send(&format!("running {pid}"));
+                follow_start(&init_pid, &done, spec.init, |pid| {
+                    let Some(owner) = u32::try_from(pid).ok().and_then(Owner::of) else {
                         return;
+                    };
+                    let mut st = shared
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    st.pid = pid;
+                    st.pid_start = owner.start;
+                    // The ports answer before the container is reported
+                    // running.
+                    if let Some(proxy) = &proxy {
+                        match publish_to(proxy, pid) {
+                            Ok(()) => {
+                                st.ports = Some(publish::network_ports(
+                                    &config.config,
+                                    &proxy.published(),
+                                ));
+                            }
+                            Err(e) => eprintln!("kiln monitor: publishing the ports: {e}"),
+                        }
                     }
-                    std::thread::sleep(Duration::from_micros(200));
-                }
+                    if let Err(e) = containers::write_state(dir, &st) {
+                        eprintln!("kiln monitor: recording the start: {e}");
+                    }
+                    ready.send(&format!("running {pid}"));
+                });
             });
             if let Some(check) = Healthcheck::of(&config.config) {
                 let (shared, done) = (&shared, &done);
@@ -271,6 +329,9 @@ fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Re
             done.store(true, Ordering::SeqCst);
             outcome
         });
+        if let Some(proxy) = &proxy {
+            let _ = proxy.set_target(None);
+        }
         kiln_runtime::wait_for_helpers();
         log.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -281,6 +342,7 @@ fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Re
         "exited".clone_into(&mut state.status);
         state.pid = 0;
         state.pid_start = 0;
+        state.ports = None;
         state.finished_at = now();
         state.manually_stopped = dir.join(STOPPED_MARKER).exists();
         match outcome {

@@ -275,7 +275,7 @@ pub(crate) fn row(container: &Container, no_trunc: bool) -> Map<String, Value> {
         "Mounts": "",
         "Names": config.name,
         "Networks": network,
-        "Ports": "",
+        "Ports": super::publish::ps_column(&running_ports(container)),
         "RunningFor": since(created),
         "Size": "",
         "State": container.state.status,
@@ -284,4 +284,16 @@ pub(crate) fn row(container: &Container, no_trunc: bool) -> Map<String, Value> {
         return Map::new();
     };
     map
+}
+
+/// Docker's `NetworkSettings.Ports` of `container`: what its monitor
+/// published while it runs, nothing otherwise (as Docker, whose stopped
+/// containers list no ports).
+pub(crate) fn running_ports(container: &Container) -> Value {
+    container
+        .state
+        .ports
+        .clone()
+        .filter(|_| container.is_running())
+        .unwrap_or_else(|| json!({}))
 }
