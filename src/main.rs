@@ -17,6 +17,7 @@ mod template;
 mod trace;
 mod transfer;
 mod units;
+mod userns;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -272,6 +273,12 @@ fn main() -> ExitCode {
     {
         return commands::container::monitor::main();
     }
+    // Rootless: the re-executed command finishes entering its user
+    // namespace before anything else (no threads yet).
+    if let Err(message) = userns::finish_entering() {
+        eprintln!("Error: {message}");
+        return ExitCode::from(125);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -306,6 +313,15 @@ fn main() -> ExitCode {
         .init();
     log::debug!("store root: {:?}", cli.root);
     let root = cli.root.as_deref();
+    if !commands::is_root() && cli.command.needs_user_namespace() {
+        return match userns::reexec(&commands::store_root(root)) {
+            Ok(code) => code,
+            Err(message) => {
+                eprintln!("Error: {message}");
+                ExitCode::from(125)
+            }
+        };
+    }
     // `docker run` exits 125 when Docker itself fails (no such image, a
     // bad value, an unknown user), keeping the process's own codes apart.
     let failure = if matches!(
@@ -426,6 +442,59 @@ fn main() -> ExitCode {
         Err(error) => {
             output::print_error(&error);
             failure
+        }
+    }
+}
+
+impl Command {
+    /// Whether this command runs in kiln's own user namespace when kiln
+    /// is not root (`src/userns.rs`): every command that makes or removes
+    /// files of the store, which belong to the namespace's ids. Those that
+    /// only read the store's metadata, signal containers or join a
+    /// container's namespaces (`exec`, `cp`, `top`) run as the caller.
+    fn needs_user_namespace(&self) -> bool {
+        match self {
+            Self::Parse(_)
+            | Self::Version(_)
+            | Self::Login(_)
+            | Self::Logout(_)
+            | Self::Stop(_)
+            | Self::Kill(_)
+            | Self::Wait(_)
+            | Self::Ps(_)
+            | Self::Logs(_)
+            | Self::Exec(_)
+            | Self::Top(_)
+            | Self::Cp(_)
+            | Self::Images(_)
+            | Self::Inspect(_)
+            | Self::History(_)
+            | Self::Layers(_)
+            | Self::Tag(_)
+            | Self::Save(_)
+            | Self::Push(_) => false,
+            Self::Container { command } => !matches!(
+                command,
+                ContainerCommand::Ls(_)
+                    | ContainerCommand::Inspect(_)
+                    | ContainerCommand::Stop(_)
+                    | ContainerCommand::Kill(_)
+                    | ContainerCommand::Wait(_)
+                    | ContainerCommand::Logs(_)
+                    | ContainerCommand::Exec(_)
+                    | ContainerCommand::Top(_)
+                    | ContainerCommand::Cp(_)
+            ),
+            Self::Image { command } => !matches!(
+                command,
+                ImageCommand::Ls(_)
+                    | ImageCommand::Inspect(_)
+                    | ImageCommand::History(_)
+                    | ImageCommand::Tag(_)
+                    | ImageCommand::Save(_)
+                    | ImageCommand::Push(_)
+            ),
+            _ => true,
         }
     }
 }

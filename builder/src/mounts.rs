@@ -71,7 +71,11 @@ impl Mounted {
             &stack,
             upper,
             target,
-            kiln_rootfs::mount::OverlayOptions::default(),
+            // In a user namespace (rootless) overlayfs keeps its marks in
+            // user.overlay.* xattrs, the only ones root there may set.
+            kiln_rootfs::mount::OverlayOptions {
+                userxattr: kiln_rootfs::userns::rootless(),
+            },
         )
         .map_err(|e| BuildError::Mount(format!("overlay at {}: {e}", target.display())))?;
         Ok(Self {
