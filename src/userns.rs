@@ -26,6 +26,9 @@ const CHILD_ENV: &str = "_KILN_USERNS_CHILD";
 /// shown once.
 const SINGLE_ID_NOTED: &str = "rootless-single-id-noted";
 
+/// Set in the child's environment: the parent's pid.
+const PARENT_ENV: &str = "_KILN_USERNS_PARENT";
+
 /// The child's pid, for the signal handler.
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
@@ -76,6 +79,22 @@ pub fn finish_entering() -> Result<(), String> {
     let zero = nix::unistd::Uid::from_raw(0);
     nix::unistd::setresuid(zero, zero, zero)
         .map_err(|e| format!("becoming uid 0 in the user namespace: {e}"))?;
+    // The parent is what the caller sees (and may `kill -9`): this
+    // process dies with it, as kiln dies as root. Set after the ids
+    // changed, which clears it; a parent already gone is caught by
+    // getppid.
+    let parent = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    // SAFETY: prctl on integers.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+    if parent.is_some_and(|p| p != nix::unistd::getppid().as_raw()) {
+        std::process::exit(137);
+    }
+    // SAFETY: still single-threaded.
+    unsafe { std::env::remove_var(PARENT_ENV) };
     Ok(())
 }
 
@@ -91,6 +110,7 @@ pub fn reexec(store: &Path) -> Result<ExitCode, String> {
     command
         .args(std::env::args_os().skip(1))
         .env("KILN_ROOT", store)
+        .env(PARENT_ENV, std::process::id().to_string())
         .env(
             CHILD_ENV,
             format!("{},{}", ready_write.as_raw_fd(), go_read.as_raw_fd()),

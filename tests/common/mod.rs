@@ -52,12 +52,136 @@ impl Drop for Kiln {
     }
 }
 
+/// The user named by `KILN_TEST_AS_USER`, as whom [`Kiln`] runs the kiln
+/// binary (the CI's second, rootless pass of the build tests): made with
+/// subordinate ids by [`rootless::user`] when missing.
+pub fn test_user() -> Option<&'static rootless::TestUser> {
+    static USER: std::sync::OnceLock<Option<rootless::TestUser>> = std::sync::OnceLock::new();
+    USER.get_or_init(|| {
+        let name = std::env::var("KILN_TEST_AS_USER")
+            .ok()
+            .filter(|n| !n.is_empty())?;
+        Some(rootless::user(&name, Some(1_200_000)))
+    })
+    .as_ref()
+}
+
+/// The kiln binary, or with [`test_user`] a copy of it that user can
+/// reach and run.
+fn kiln_binary() -> PathBuf {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let built = assert_cmd::cargo::cargo_bin("kiln");
+    if test_user().is_none() {
+        return built;
+    }
+    COPY.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("kiln-as-user-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("kiln");
+        copy_executable(&built, &copy);
+        copy
+    })
+    .clone()
+}
+
+/// `program` as a command: directly, or with [`test_user`] through
+/// `setpriv` as that user (in a mount namespace where `/dev/net/tun` is
+/// open to it, as on most hosts, when the host keeps it to root).
+fn as_test_user(program: &Path, scratch: &Path) -> std::process::Command {
+    let Some(user) = test_user() else {
+        return std::process::Command::new(program);
+    };
+    let tun_open =
+        fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
+    let ids = [
+        format!("--reuid={}", user.uid),
+        format!("--regid={}", user.gid),
+        "--init-groups".to_owned(),
+    ];
+    let mut command = if tun_open {
+        let mut command = std::process::Command::new("setpriv");
+        command.args(ids).arg("--");
+        command
+    } else {
+        let mut command = std::process::Command::new("unshare");
+        command
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "t=\"$1\"/tun; shift; { test -c \"$t\" || { mknod \"$t\" c 10 200 && chmod 666 \"$t\"; }; } \
+                 && mount --bind \"$t\" /dev/net/tun && exec setpriv \"$@\"",
+            )
+            .arg("sh")
+            .arg(scratch)
+            .args(ids)
+            .arg("--");
+        command
+    };
+    command
+        .arg(program)
+        .env("HOME", scratch)
+        .env("USER", &user.name);
+    command
+}
+
+/// Creates an empty file as kiln's user would (root, or [`test_user`]):
+/// for files a test drops into a running container through
+/// `/proc/PID/root`, which root outside a rootless container's user
+/// namespace may not own (EOVERFLOW).
+pub fn touch_as_kiln(path: &Path) {
+    let Some(user) = test_user() else {
+        fs::write(path, "").unwrap();
+        return;
+    };
+    let status = std::process::Command::new("setpriv")
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .args(["--init-groups", "--", "touch"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "touch {} as {}",
+        path.display(),
+        user.name
+    );
+}
+
 impl Kiln {
-    /// A fresh, empty store.
+    /// A fresh, empty store (with [`test_user`], one that user owns, in a
+    /// directory it can reach).
     pub fn new() -> Self {
-        Self {
-            dir: TempDir::new().unwrap(),
+        let dir = TempDir::new().unwrap();
+        if let Some(user) = test_user() {
+            // The user's, so kiln as the user writes outputs (`save -o`,
+            // `--iidfile`) beside the store as it would as root.
+            std::os::unix::fs::chown(dir.path(), Some(user.uid), Some(user.gid)).unwrap();
         }
+        Self { dir }
+    }
+
+    /// With [`test_user`], gives that user what the test wrote in its
+    /// directory (contexts, archives, and what the test process made in
+    /// the store by opening it as root), as a rootless user's own files
+    /// are: kiln's namespace can only read what the user can. Files of
+    /// the namespace's other ids are left alone.
+    pub fn hand_to_test_user(&self) {
+        fn walk(path: &Path, uid: u32, gid: u32) {
+            let Ok(meta) = fs::symlink_metadata(path) else {
+                return;
+            };
+            if std::os::unix::fs::MetadataExt::uid(&meta) == 0 {
+                let _ = std::os::unix::fs::lchown(path, Some(uid), Some(gid));
+            }
+            if meta.is_dir() {
+                for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+                    walk(&entry.path(), uid, gid);
+                }
+            }
+        }
+        let Some(user) = test_user() else { return };
+        walk(self.dir.path(), user.uid, user.gid);
     }
 
     /// The store root.
@@ -72,7 +196,8 @@ impl Kiln {
 
     /// A `kiln` command on this store.
     pub fn command(&self) -> Command {
-        let mut command = Command::cargo_bin("kiln").unwrap();
+        self.hand_to_test_user();
+        let mut command = Command::from_std(as_test_user(&kiln_binary(), self.dir.path()));
         command
             .arg("--root")
             .arg(self.root())
@@ -85,7 +210,8 @@ impl Kiln {
     /// Starts `kiln ARGS` with stdin closed and stdout and stderr piped,
     /// for tests that act while it runs.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        self.hand_to_test_user();
+        as_test_user(&kiln_binary(), self.dir.path())
             .arg("--root")
             .arg(self.root())
             .args(args)
@@ -154,6 +280,7 @@ impl Kiln {
 
 pub mod build;
 pub mod registry;
+pub mod rootless;
 
 /// Appends a raw tar entry (name, type flag, link target, content) to
 /// `out`, header written by hand so that names the `tar` crate refuses

@@ -1,0 +1,223 @@
+//! Rootless kiln (issue 18): a user the test makes, with subordinate ids
+//! or without, builds and runs through kiln's own user namespace.
+#![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
+
+mod common;
+
+use std::fs;
+
+use common::build::{build_ok, busybox, context};
+use common::rootless::{TestUser, can_test, user};
+
+/// A copy of kiln any user can run, in the test's directory.
+fn binary(kiln: &common::Kiln) -> std::path::PathBuf {
+    let binary = kiln.path("kiln-rootless");
+    if !binary.exists() {
+        common::copy_executable(&assert_cmd::cargo::cargo_bin("kiln"), &binary);
+    }
+    binary
+}
+
+const OWNERS: &str = "FROM bb:1
+COPY --chown=1000:1000 f /f
+RUN mkdir /o && touch /o/x && chown 1000:1000 /o/x && chown 50 /o \
+ && echo nobody:x:65534:65534::/:/bin/sh >>/etc/passwd
+USER nobody
+RUN touch /tmp/n
+";
+
+const SHOW_OWNERS: &str = "stat -c '%u:%g %n' /f /o /o/x /tmp/n; id -u";
+
+#[test]
+fn rootless_build_keeps_owners_and_gives_the_root_build_image_id() {
+    if !can_test() {
+        return;
+    }
+    let me = user("kiln-rl-ranges", Some(1_100_000));
+    let kiln = busybox();
+    let dir = context(&kiln, "ctx", OWNERS, &[("f", "file\n")]);
+    let epoch = ["--build-arg", "SOURCE_DATE_EPOCH=0", "--network", "none"];
+    build_ok(&kiln, &dir, "owners:1", &epoch);
+    let root_id = kiln.ok(&["images", "-q", "--no-trunc", "owners:1"]);
+    let root_owners = kiln.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "owners:1",
+        "sh",
+        "-c",
+        SHOW_OWNERS,
+    ]);
+    assert_eq!(
+        root_owners,
+        "1000:1000 /f\n50:0 /o\n1000:1000 /o/x\n65534:65534 /tmp/n\n65534\n"
+    );
+
+    // The same base, by archive, in the user's default store.
+    let archive = kiln.path("bb.tar");
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
+    fs::set_permissions(
+        &archive,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let home = me.home_in(kiln.dir.path());
+    let kiln_bin = binary(&kiln);
+    me.ok(
+        &kiln_bin,
+        &home,
+        &["load", "-q", "-i", archive.to_str().unwrap()],
+    );
+    let mut args = vec!["build", "-q", "-t", "owners:1"];
+    args.extend_from_slice(&epoch);
+    args.push(dir.to_str().unwrap());
+    me.ok(&kiln_bin, &home, &args);
+    assert_eq!(
+        me.ok(
+            &kiln_bin,
+            &home,
+            &["images", "-q", "--no-trunc", "owners:1"]
+        ),
+        root_id
+    );
+    let owners = me.ok(
+        &kiln_bin,
+        &home,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "owners:1",
+            "sh",
+            "-c",
+            SHOW_OWNERS,
+        ],
+    );
+    assert_eq!(owners, root_owners);
+    // On the host, the store's files belong to the user's ids.
+    let store = home.join(".local/share/kiln");
+    let meta = fs::metadata(store.join("index.json")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), me.uid);
+
+    // What needs the host's root says why.
+    let (code, _, err) = me.outcome(
+        &kiln_bin,
+        &home,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--memory",
+            "64m",
+            "owners:1",
+            "true",
+        ],
+    );
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            125,
+            "error: cannot run owners:1\ncaused by: resource limits need root (cgroups)\n"
+        )
+    );
+}
+
+#[test]
+fn rootless_store_defaults_to_xdg_data_home_then_local_share() {
+    if !can_test() {
+        return;
+    }
+    let me = user("kiln-rl-ranges", Some(1_100_000));
+    let kiln = common::Kiln::new();
+    let home = me.home_in(kiln.dir.path());
+    let kiln_bin = binary(&kiln);
+    me.ok(&kiln_bin, &home, &["images"]);
+    assert!(home.join(".local/share/kiln/index.json").is_file());
+    let data = home.join("data");
+    let output = me
+        .kiln(&kiln_bin, &home, &["images"])
+        .env("XDG_DATA_HOME", &data)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(data.join("kiln/index.json").is_file());
+    // --root still wins.
+    let explicit = home.join("explicit");
+    me.ok(
+        &kiln_bin,
+        &home,
+        &["--root", explicit.to_str().unwrap(), "images"],
+    );
+    assert!(explicit.join("index.json").is_file());
+}
+
+#[test]
+fn rootless_without_subordinate_ids_maps_one_id_and_says_so_once() {
+    if !can_test() {
+        return;
+    }
+    let me: TestUser = user("kiln-rl-single", None);
+    let kiln = busybox();
+    let archive = kiln.path("bb.tar");
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
+    fs::set_permissions(
+        &archive,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let home = me.home_in(kiln.dir.path());
+    let kiln_bin = binary(&kiln);
+    let (code, _, err) = me.outcome(
+        &kiln_bin,
+        &home,
+        &["load", "-q", "-i", archive.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        err,
+        "warning: rootless with a single id: /etc/subuid gives kiln-rl-single no subordinate \
+         ids, so every file belongs to the caller (image owners are not kept, chown and USER \
+         other than root fail); add ranges with `usermod --add-subuids 100000-165535 \
+         --add-subgids 100000-165535 USER`\n"
+    );
+    // Once: the next command says nothing.
+    let dir = context(
+        &kiln,
+        "ctx",
+        "FROM bb:1\nCOPY --chown=1000:1000 f /f\nRUN stat -c %u /f\n",
+        &[("f", "x\n")],
+    );
+    let (code, _, err) = me.outcome(
+        &kiln_bin,
+        &home,
+        &[
+            "build",
+            "-q",
+            "--network",
+            "none",
+            "-t",
+            "one:1",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!((code, err.as_str()), (0, ""));
+    // USER other than root cannot run.
+    let dir = context(&kiln, "ctx2", "FROM bb:1\nUSER 65534\nRUN true\n", &[]);
+    let (code, _, err) = me.outcome(
+        &kiln_bin,
+        &home,
+        &["build", "--network", "none", dir.to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("running as user 65534 needs root or subordinate ids (only uid 0 is mapped without them)"),
+        "{err}"
+    );
+}
