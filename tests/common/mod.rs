@@ -61,7 +61,7 @@ pub fn test_user() -> Option<&'static rootless::TestUser> {
         let name = std::env::var("KILN_TEST_AS_USER")
             .ok()
             .filter(|n| !n.is_empty())?;
-        Some(rootless::user(&name, Some(1_200_000)))
+        Some(rootless::user(&name, Some(TEST_USER_RANGE)))
     })
     .as_ref()
 }
@@ -124,6 +124,21 @@ fn as_test_user(program: &Path, scratch: &Path) -> std::process::Command {
     command
 }
 
+/// `program` as a command run as kiln's user: directly as root, through
+/// `setpriv` as [`test_user`] in the rootless pass (an ssh-agent serves
+/// only its own user).
+pub fn command_as_kiln_user(program: &str) -> std::process::Command {
+    let Some(user) = test_user() else {
+        return std::process::Command::new(program);
+    };
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .args(["--init-groups", "--", program]);
+    command
+}
+
 /// Creates an empty file as kiln's user would (root, or [`test_user`]):
 /// for files a test drops into a running container through
 /// `/proc/PID/root`, which root outside a rootless container's user
@@ -147,6 +162,27 @@ pub fn touch_as_kiln(path: &Path) {
         user.name
     );
 }
+
+/// The host's uid (`gid`: gid) of a file kiln wrote with id `id` in its
+/// namespace where the host sees it (`--output type=local`): `id` as
+/// root; in the rootless pass ([`test_user`]) the user's own id for 0,
+/// its subordinate ids from 1.
+pub fn host_id(id: u32, gid: bool) -> u32 {
+    match test_user() {
+        None => id,
+        Some(user) if id == 0 => {
+            if gid {
+                user.gid
+            } else {
+                user.uid
+            }
+        }
+        Some(_) => TEST_USER_RANGE + id - 1,
+    }
+}
+
+/// The first subordinate id of [`test_user`].
+const TEST_USER_RANGE: u32 = 1_200_000;
 
 impl Kiln {
     /// A fresh, empty store (with [`test_user`], one that user owns, in a
