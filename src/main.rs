@@ -273,12 +273,6 @@ fn main() -> ExitCode {
     {
         return commands::container::monitor::main();
     }
-    // Rootless: the re-executed command finishes entering its user
-    // namespace before anything else (no threads yet).
-    if let Err(message) = userns::finish_entering() {
-        eprintln!("Error: {message}");
-        return ExitCode::from(125);
-    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -312,16 +306,23 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     log::debug!("store root: {:?}", cli.root);
-    let root = cli.root.as_deref();
-    if !commands::is_root() && cli.command.needs_user_namespace() {
-        return match userns::reexec(&commands::store_root(root)) {
-            Ok(code) => code,
+    // Without root, or as root without CAP_SYS_ADMIN (an unprivileged
+    // container), the command runs in a user namespace of kiln's own,
+    // with the store the caller's default names.
+    let entered_store;
+    let root = if !kiln_rootfs::userns::can_mount() && cli.command.needs_user_namespace() {
+        entered_store = commands::store_root(cli.root.as_deref());
+        match userns::enter(&entered_store) {
+            Ok(userns::Entered::Inside) => Some(entered_store.as_path()),
+            Ok(userns::Entered::Done(code)) => return code,
             Err(message) => {
                 eprintln!("Error: {message}");
-                ExitCode::from(125)
+                return ExitCode::from(125);
             }
-        };
-    }
+        }
+    } else {
+        cli.root.as_deref()
+    };
     // `docker run` exits 125 when Docker itself fails (no such image, a
     // bad value, an unknown user), keeping the process's own codes apart.
     let failure = if matches!(

@@ -1,70 +1,104 @@
-//! Rootless kiln: the command re-executes itself in a user namespace where
-//! it is root, mapped by [`kiln_rootfs::userns::Mapping`].
+//! Rootless kiln: the command continues in a user namespace where it is
+//! root, mapped by [`kiln_rootfs::userns::Mapping`].
 //!
 //! The process that writes a namespace's maps must be outside it, so the
-//! command (the parent) starts itself again (the child) with two pipes:
-//! the child unshares its user namespace and says so on the first, the
-//! parent writes the maps (`newuidmap`/`newgidmap` for subordinate ranges)
+//! command forks (no exec: the command line is already parsed, and the
+//! process is still single-threaded) with two pipes: the child unshares
+//! its user namespace and says so on the first, the parent writes the
+//! maps (`newuidmap` and `newgidmap` at once, for subordinate ranges)
 //! and answers on the second, the child becomes uid/gid 0 and runs the
 //! command; the parent waits and exits with its status. Signals sent to
 //! the parent (`kill`, not the terminal's, which reach both) are passed
-//! on.
+//! on, and the child dies with the parent.
 
 use std::io::{Read as _, Write as _};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use kiln_rootfs::userns::Mapping;
 
-/// Set in the child's environment: `<ready write fd>,<go read fd>`.
-const CHILD_ENV: &str = "_KILN_USERNS_CHILD";
-
 /// Left in the store once the single-id message was shown, so it is
 /// shown once.
 const SINGLE_ID_NOTED: &str = "rootless-single-id-noted";
 
-/// Set in the child's environment: the parent's pid.
-const PARENT_ENV: &str = "_KILN_USERNS_PARENT";
-
 /// The child's pid, for the signal handler.
 static CHILD: AtomicI32 = AtomicI32::new(0);
 
-/// For the child: completes entering the namespace if this process was
-/// started by [`reexec`]. Must run before any thread exists.
-pub fn finish_entering() -> Result<(), String> {
-    let Some(fds) = std::env::var_os(CHILD_ENV) else {
-        return Ok(());
-    };
-    // SAFETY: still single-threaded (called first thing in main).
-    unsafe { std::env::remove_var(CHILD_ENV) };
-    let fds = fds.to_string_lossy();
-    let parse = |s: Option<&str>| s.and_then(|s| s.parse::<i32>().ok());
-    let mut parts = fds.split(',');
-    let (Some(ready), Some(go)) = (parse(parts.next()), parse(parts.next())) else {
-        return Err(format!("malformed {CHILD_ENV}"));
-    };
-    // SAFETY: the parent passed these descriptors to this process alone.
-    let (mut ready, mut go) = unsafe {
-        (
-            std::fs::File::from_raw_fd(ready),
-            std::fs::File::from_raw_fd(go),
-        )
-    };
+/// Which side of [`enter`] this process is.
+pub enum Entered {
+    /// The child, root in the new namespace: run the command.
+    Inside,
+    /// The parent, with the child's exit status.
+    Done(ExitCode),
+}
+
+/// Enters a new user namespace for the command, whose store is `store`
+/// (warned about once there when only one id can be mapped). Must run
+/// while the process has one thread.
+pub fn enter(store: &Path) -> Result<Entered, String> {
+    let mapping = Mapping::for_caller();
+    if let Some(message) = mapping.single_id_message() {
+        let noted = store.join(SINGLE_ID_NOTED);
+        if !noted.exists() {
+            eprintln!("warning: {message}");
+            // Shown again next time if the store cannot keep the note.
+            let _ = std::fs::create_dir_all(store)
+                .and_then(|()| std::fs::write(&noted, format!("{message}\n")));
+        }
+    }
+    let (ready_read, ready_write) = pipe()?;
+    let (go_read, go_write) = pipe()?;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the process has a single thread (checked by the caller's
+    // contract: before any thread starts), so the child may go on running
+    // ordinary code.
+    match unsafe { nix::unistd::fork() }
+        .map_err(|e| format!("forking into a user namespace: {e}"))?
+    {
+        nix::unistd::ForkResult::Child => {
+            drop(ready_read);
+            drop(go_write);
+            child(parent, ready_write, go_read)?;
+            Ok(Entered::Inside)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(ready_write);
+            drop(go_read);
+            CHILD.store(child.as_raw(), Ordering::SeqCst);
+            forward_signals();
+            let mut ready = std::fs::File::from(ready_read);
+            let mut byte = [0u8; 1];
+            if matches!(ready.read(&mut byte), Ok(1)) {
+                if let Err(e) = mapping.write(child.as_raw()) {
+                    drop(go_write);
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    return Err(format!("cannot map ids into kiln's user namespace: {e}"));
+                }
+                // A child gone meanwhile reports for itself.
+                let _ = std::fs::File::from(go_write).write_all(b"g");
+            } else {
+                drop(go_write);
+            }
+            Ok(Entered::Done(wait(child)))
+        }
+    }
+}
+
+/// The child's half: unshare, wait for the maps, become root there.
+fn child(parent: nix::unistd::Pid, ready: OwnedFd, go: OwnedFd) -> Result<(), String> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).map_err(|e| {
         format!(
             "cannot create a user namespace (rootless kiln needs one; \
              are user namespaces allowed? see user.max_user_namespaces): {e}"
         )
     })?;
-    ready
+    std::fs::File::from(ready)
         .write_all(b"u")
         .map_err(|e| format!("user namespace handshake: {e}"))?;
-    drop(ready);
     let mut byte = [0u8; 1];
-    if go
+    if std::fs::File::from(go)
         .read(&mut byte)
         .map_err(|e| format!("user namespace handshake: {e}"))?
         != 1
@@ -72,7 +106,6 @@ pub fn finish_entering() -> Result<(), String> {
         // The parent failed to map us and says why.
         std::process::exit(125);
     }
-    drop(go);
     let zero = nix::unistd::Gid::from_raw(0);
     nix::unistd::setresgid(zero, zero, zero)
         .map_err(|e| format!("becoming gid 0 in the user namespace: {e}"))?;
@@ -83,93 +116,32 @@ pub fn finish_entering() -> Result<(), String> {
     // process dies with it, as kiln dies as root. Set after the ids
     // changed, which clears it; a parent already gone is caught by
     // getppid.
-    let parent = std::env::var(PARENT_ENV)
-        .ok()
-        .and_then(|p| p.parse::<i32>().ok());
     // SAFETY: prctl on integers.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
     }
-    if parent.is_some_and(|p| p != nix::unistd::getppid().as_raw()) {
+    if nix::unistd::getppid() != parent {
         std::process::exit(137);
     }
-    // SAFETY: still single-threaded.
-    unsafe { std::env::remove_var(PARENT_ENV) };
     Ok(())
 }
 
-/// For the parent: runs this command again inside a new user namespace
-/// with the store at `store` (its default depends on the caller, who is
-/// root inside), and returns its exit status.
-pub fn reexec(store: &Path) -> Result<ExitCode, String> {
-    let mapping = Mapping::for_caller();
-    let (ready_read, ready_write) = pipe()?;
-    let (go_read, go_write) = pipe()?;
-    let exe = std::env::current_exe().map_err(|e| format!("finding the kiln executable: {e}"))?;
-    let mut command = std::process::Command::new(exe);
-    command
-        .args(std::env::args_os().skip(1))
-        .env("KILN_ROOT", store)
-        .env(PARENT_ENV, std::process::id().to_string())
-        .env(
-            CHILD_ENV,
-            format!("{},{}", ready_write.as_raw_fd(), go_read.as_raw_fd()),
-        );
-    if let Some(message) = mapping.single_id_message() {
-        let noted = store.join(SINGLE_ID_NOTED);
-        if !noted.exists() {
-            eprintln!("warning: {message}");
-            // Shown again next time if the store cannot keep the note.
-            let _ = std::fs::create_dir_all(store)
-                .and_then(|()| std::fs::write(&noted, format!("{message}\n")));
+/// Waits for the child; its exit status as this process's (128+N for a
+/// signal).
+fn wait(child: nix::unistd::Pid) -> ExitCode {
+    use nix::sys::wait::WaitStatus;
+    loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                return ExitCode::from(u8::try_from(code).unwrap_or(1));
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return ExitCode::from(u8::try_from(128 + sig as i32).unwrap_or(1));
+            }
+            Err(nix::errno::Errno::EINTR) | Ok(_) => {}
+            Err(_) => return ExitCode::FAILURE,
         }
     }
-    let keep = [ready_write.as_raw_fd(), go_read.as_raw_fd()];
-    // SAFETY: fcntl is async-signal-safe; these are the child's ends.
-    unsafe {
-        command.pre_exec(move || {
-            for fd in keep {
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("starting kiln in a user namespace: {e}"))?;
-    drop(ready_write);
-    drop(go_read);
-    let pid = i32::try_from(child.id()).unwrap_or(0);
-    CHILD.store(pid, Ordering::SeqCst);
-    forward_signals();
-    let mut ready = std::fs::File::from(ready_read);
-    let mut byte = [0u8; 1];
-    if matches!(ready.read(&mut byte), Ok(1)) {
-        match mapping.write(pid) {
-            Ok(()) => {
-                let mut go = std::fs::File::from(go_write);
-                // A child gone meanwhile reports for itself.
-                let _ = go.write_all(b"g");
-            }
-            Err(e) => {
-                drop(go_write);
-                let _ = child.wait();
-                return Err(format!("cannot map ids into kiln's user namespace: {e}"));
-            }
-        }
-    } else {
-        drop(go_write);
-    }
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for kiln in its user namespace: {e}"))?;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        (None, Some(sig)) => ExitCode::from(u8::try_from(128 + sig).unwrap_or(1)),
-        _ => ExitCode::FAILURE,
-    })
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {

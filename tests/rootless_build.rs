@@ -221,3 +221,51 @@ fn rootless_without_subordinate_ids_maps_one_id_and_says_so_once() {
         "{err}"
     );
 }
+
+#[test]
+fn root_without_cap_sys_admin_builds_in_a_user_namespace() {
+    // Root in a container without --privileged: uid 0 but no
+    // CAP_SYS_ADMIN, so kiln cannot mount where it is and enters a user
+    // namespace of its own, as a user's kiln does.
+    if !can_test() {
+        return;
+    }
+    let kiln = busybox();
+    let dir = context(
+        &kiln,
+        "ctx",
+        "FROM bb:1\nCOPY f /f\nRUN cat /f > /g\n",
+        &[("f", "unprivileged\n")],
+    );
+    let without = |args: &[&str]| {
+        let output = std::process::Command::new("setpriv")
+            .args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"])
+            .arg(assert_cmd::cargo::cargo_bin("kiln"))
+            .arg("--root")
+            .arg(kiln.root())
+            .args(args)
+            .env_remove("KILN_ROOT")
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let (code, _, err) = without(&[
+        "build",
+        "-q",
+        "--network",
+        "none",
+        "-t",
+        "unpriv:1",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = without(&["run", "--rm", "--network", "none", "unpriv:1", "cat", "/g"]);
+    assert_eq!((code, out.as_str()), (0, "unprivileged\n"), "{err}");
+    let (code, out, err) = without(&["info", "--format", "{{json .SecurityOptions}}"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("name=rootless"), "{out}");
+}

@@ -1,7 +1,7 @@
 //! The user namespace kiln runs in without root, and the one piece of
 //! code that maps ids into a new one.
 //!
-//! Without root, `kiln` re-executes itself in a user namespace where it is
+//! Without root, `kiln` continues in a user namespace where it is
 //! root (`src/userns.rs` of the binary): uid 0 there is the caller, and,
 //! when `/etc/subuid` and `/etc/subgid` give the caller ranges, ids `1..`
 //! are those ranges (written by `newuidmap`/`newgidmap`, which are setuid
@@ -152,9 +152,11 @@ impl Mapping {
     /// directly, after denying setgroups as the kernel requires.
     pub fn write(&self, pid: i32) -> Result<(), String> {
         if self.has_ranges() {
-            helper("newuidmap", pid, &self.uids)?;
-            helper("newgidmap", pid, &self.gids)?;
-            return Ok(());
+            // Both at once: each is a setuid program's start-up.
+            let uids = helper("newuidmap", pid, &self.uids)?;
+            let gids = helper("newgidmap", pid, &self.gids);
+            let uids = finish("newuidmap", uids);
+            return uids.and(gids.and_then(|gids| finish("newgidmap", gids)));
         }
         let line = |r: &[IdRange]| {
             r.iter().fold(String::new(), |mut text, r| {
@@ -174,8 +176,8 @@ impl Mapping {
     }
 }
 
-/// Runs `newuidmap`/`newgidmap` for `pid` with `ranges`.
-fn helper(program: &str, pid: i32, ranges: &[IdRange]) -> Result<(), String> {
+/// Starts `newuidmap`/`newgidmap` for `pid` with `ranges`.
+fn helper(program: &str, pid: i32, ranges: &[IdRange]) -> Result<std::process::Child, String> {
     let mut command = Command::new(program);
     command.arg(pid.to_string());
     for r in ranges {
@@ -185,9 +187,19 @@ fn helper(program: &str, pid: i32, ranges: &[IdRange]) -> Result<(), String> {
             r.count.to_string(),
         ]);
     }
-    let output = command
-        .output()
-        .map_err(|e| format!("running {program} (Debian package {UIDMAP_PACKAGE}): {e}"))?;
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {program} (Debian package {UIDMAP_PACKAGE}): {e}"))
+}
+
+/// Waits for a [`helper`]; its error output is the message.
+fn finish(program: &str, child: std::process::Child) -> Result<(), String> {
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for {program}: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "{program} failed ({}): {}",
@@ -259,6 +271,22 @@ pub fn in_user_namespace() -> bool {
             outside: 0,
             count: u32::MAX,
         }]
+}
+
+/// Whether this process may mount and make namespaces where it is: uid 0
+/// with `CAP_SYS_ADMIN` in its effective set. Root in a container that
+/// dropped it (podman or Docker without `--privileged`) may not, and runs
+/// kiln as a user does, in a user namespace of its own.
+pub fn can_mount() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    nix::unistd::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+                u64::from_str_radix(hex.trim(), 16).ok()
+            })
+            .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 /// Whether kiln lacks the host's root: not uid 0, or root of a user

@@ -52,11 +52,6 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Whether kiln runs as root (else it is rootless).
-pub fn is_root() -> bool {
-    nix_is_root()
-}
-
 /// Opens the store, naming its directory if that fails. Temporary files
 /// of kiln processes that are gone are removed on the way.
 pub fn open_store(root: Option<&Path>) -> anyhow::Result<Store> {
