@@ -17,7 +17,7 @@ mod template;
 mod trace;
 mod transfer;
 mod units;
-mod userns;
+pub(crate) mod userns;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -314,7 +314,7 @@ fn main() -> ExitCode {
         entered_store = commands::store_root(cli.root.as_deref());
         match userns::enter(&entered_store) {
             Ok(userns::Entered::Inside) => Some(entered_store.as_path()),
-            Ok(userns::Entered::Done(code)) => return code,
+            Ok(userns::Entered::Done(code)) => return ExitCode::from(code),
             Err(message) => {
                 eprintln!("Error: {message}");
                 return ExitCode::from(125);

@@ -14,7 +14,6 @@
 use std::io::{Read as _, Write as _};
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use kiln_rootfs::userns::Mapping;
@@ -30,8 +29,17 @@ static CHILD: AtomicI32 = AtomicI32::new(0);
 pub enum Entered {
     /// The child, root in the new namespace: run the command.
     Inside,
-    /// The parent, with the child's exit status.
-    Done(ExitCode),
+    /// The parent, with the child's exit status (0 to 255).
+    Done(u8),
+}
+
+/// [`enter`] for a helper process (`kiln cp` of a stopped container):
+/// the parent exits with the child's status, the child returns.
+pub fn enter_or_exit(store: &Path) -> Result<(), String> {
+    match enter(store)? {
+        Entered::Inside => Ok(()),
+        Entered::Done(code) => std::process::exit(i32::from(code)),
+    }
 }
 
 /// Enters a new user namespace for the command, whose store is `store`
@@ -128,18 +136,18 @@ fn child(parent: nix::unistd::Pid, ready: OwnedFd, go: OwnedFd) -> Result<(), St
 
 /// Waits for the child; its exit status as this process's (128+N for a
 /// signal).
-fn wait(child: nix::unistd::Pid) -> ExitCode {
+fn wait(child: nix::unistd::Pid) -> u8 {
     use nix::sys::wait::WaitStatus;
     loop {
         match nix::sys::wait::waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => {
-                return ExitCode::from(u8::try_from(code).unwrap_or(1));
+                return u8::try_from(code).unwrap_or(1);
             }
             Ok(WaitStatus::Signaled(_, sig, _)) => {
-                return ExitCode::from(u8::try_from(128 + sig as i32).unwrap_or(1));
+                return u8::try_from(128 + sig as i32).unwrap_or(1);
             }
             Err(nix::errno::Errno::EINTR) | Ok(_) => {}
-            Err(_) => return ExitCode::FAILURE,
+            Err(_) => return 1,
         }
     }
 }

@@ -269,3 +269,73 @@ fn root_without_cap_sys_admin_builds_in_a_user_namespace() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("name=rootless"), "{out}");
 }
+
+#[test]
+fn rootless_containers_exec_and_copy_with_their_owners() {
+    if !can_test() {
+        return;
+    }
+    let me = user("kiln-rl-ranges", Some(1_100_000));
+    let kiln = busybox();
+    let archive = kiln.path("bb.tar");
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
+    fs::set_permissions(
+        &archive,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let home = me.home_in(kiln.dir.path());
+    let kiln_bin = binary(&kiln);
+    let run = |args: &[&str]| me.ok(&kiln_bin, &home, args);
+    run(&["load", "-q", "-i", archive.to_str().unwrap()]);
+    // A stopped container: `cp` mounts its overlay in kiln's namespace.
+    run(&[
+        "create",
+        "--name",
+        "stopped",
+        "--network",
+        "none",
+        "bb:1",
+        "true",
+    ]);
+    fs::write(home.join("in.txt"), "in\n").unwrap();
+    std::os::unix::fs::chown(home.join("in.txt"), Some(me.uid), Some(me.gid)).unwrap();
+    run(&[
+        "cp",
+        home.join("in.txt").to_str().unwrap(),
+        "stopped:/tmp/in.txt",
+    ]);
+    run(&[
+        "cp",
+        "stopped:/etc/base-file",
+        home.join("out.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read_to_string(home.join("out.txt")).unwrap(), "base\n");
+    // A running one, as USER app: `exec` joins its namespaces from outside.
+    run(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "--network",
+        "none",
+        "-u",
+        "app",
+        "bb:1",
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(
+        run(&[
+            "exec",
+            "up",
+            "sh",
+            "-c",
+            "id -u; touch /tmp/t; stat -c %u /tmp/t"
+        ]),
+        "1000\n1000\n"
+    );
+    run(&["stop", "-t", "1", "up"]);
+    run(&["rm", "up", "stopped"]);
+    assert_eq!(run(&["ps", "-a", "-q"]), "");
+}

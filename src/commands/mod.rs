@@ -55,6 +55,12 @@ fn nix_is_root() -> bool {
 /// Opens the store, naming its directory if that fails. Temporary files
 /// of kiln processes that are gone are removed on the way.
 pub fn open_store(root: Option<&Path>) -> anyhow::Result<Store> {
+    // Rootless commands run outside kiln's namespace (`ps`, `exec`,
+    // `cp`...) cannot remove what belongs to its other ids: the next
+    // command inside does.
+    if !kiln_rootfs::userns::can_mount() {
+        return open_store_keeping_temporaries(root);
+    }
     let root = store_root(root);
     Store::open(&root).with_context(|| format!("cannot open the image store at {}", root.display()))
 }
