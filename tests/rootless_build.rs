@@ -339,3 +339,93 @@ fn rootless_containers_exec_and_copy_with_their_owners() {
     run(&["rm", "up", "stopped"]);
     assert_eq!(run(&["ps", "-a", "-q"]), "");
 }
+
+/// Unmounts the test's overlay on drop.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn rootless_overlay_the_kernel_refuses_says_why() {
+    // A store on overlayfs (a container's own root file system): the
+    // kernel takes no overlayfs upper directory there, and kiln has no
+    // fallback driver, so the step says what it needs.
+    if !can_test() {
+        return;
+    }
+    let me = user("kiln-rl-ranges", Some(1_100_000));
+    let kiln = busybox();
+    let archive = kiln.path("bb.tar");
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
+    fs::set_permissions(
+        &archive,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let home = me.home_in(kiln.dir.path());
+    let kiln_bin = binary(&kiln);
+    let base = kiln.path("ovl");
+    for dir in ["lower", "upper", "work", "merged"] {
+        fs::create_dir_all(base.join(dir)).unwrap();
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        base.join("lower").display(),
+        base.join("upper").display(),
+        base.join("work").display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &base.join("merged"),
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .unwrap();
+    let _unmount = Unmount(base.join("merged"));
+    std::os::unix::fs::chown(base.join("merged"), Some(me.uid), Some(me.gid)).unwrap();
+    let store = base.join("merged/store");
+    let store = store.to_str().unwrap();
+    let dir = context(&kiln, "ctx", "FROM bb:1\nRUN true\n", &[]);
+    fs::set_permissions(
+        kiln.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    me.ok(
+        &kiln_bin,
+        &home,
+        &[
+            "--root",
+            store,
+            "load",
+            "-q",
+            "-i",
+            archive.to_str().unwrap(),
+        ],
+    );
+    let (code, _, err) = me.outcome(
+        &kiln_bin,
+        &home,
+        &[
+            "--root",
+            store,
+            "build",
+            "--network",
+            "none",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "Invalid argument (os error 22) (rootless kiln mounts overlayfs in a user namespace, \
+             which needs Linux 5.11 or later, and an upper directory not itself on overlayfs)"
+        ),
+        "{err}"
+    );
+}

@@ -77,7 +77,15 @@ impl Mounted {
                 userxattr: kiln_rootfs::userns::rootless(),
             },
         )
-        .map_err(|e| BuildError::Mount(format!("overlay at {}: {e}", target.display())))?;
+        .map_err(|e| {
+            // There is no fallback driver: say what the kernel must allow.
+            let hint = if kiln_rootfs::userns::rootless() {
+                kiln_rootfs::userns::OVERLAY_NEEDS
+            } else {
+                ""
+            };
+            BuildError::Mount(format!("overlay at {}: {e}{hint}", target.display()))
+        })?;
         Ok(Self {
             target: target.to_owned(),
             state: State::Kernel,

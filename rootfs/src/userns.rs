@@ -38,6 +38,11 @@ pub struct Mapping {
     pub single_reason: Option<String>,
 }
 
+/// What an overlay mount the kernel refuses needs, rootless: appended to
+/// the mount's error (there is no fallback driver).
+pub const OVERLAY_NEEDS: &str = " (rootless kiln mounts overlayfs in a user namespace, which needs \
+    Linux 5.11 or later, and an upper directory not itself on overlayfs)";
+
 /// What `newuidmap` and `newgidmap` come in, for messages.
 pub const UIDMAP_PACKAGE: &str = "uidmap";
 
@@ -255,11 +260,30 @@ fn parse_map(text: &str) -> Vec<IdRange> {
 }
 
 /// This process's uid map, read each time: a process may enter a user
-/// namespace after it first asks.
+/// namespace after it first asks. Where `/proc` cannot be read (a helper
+/// chrooted into a container's root), the last map read, else the
+/// initial namespace's for uid 0 and none otherwise.
 fn own_uid_map() -> Vec<IdRange> {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|t| parse_map(&t))
-        .unwrap_or_default()
+    static LAST: std::sync::Mutex<Option<Vec<IdRange>>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(text) => {
+            let map = parse_map(&text);
+            *last = Some(map.clone());
+            map
+        }
+        Err(_) => last.clone().unwrap_or_else(|| {
+            if nix::unistd::geteuid().is_root() {
+                vec![IdRange {
+                    inside: 0,
+                    outside: 0,
+                    count: u32::MAX,
+                }]
+            } else {
+                Vec::new()
+            }
+        }),
+    }
 }
 
 /// Whether this process is in a user namespace other than the initial one

@@ -386,7 +386,17 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
             userxattr: config.rootless,
         },
     )
-    .map_err(|e| format!("mounting the overlay on {}: {e}", config.merged.display()))?;
+    .map_err(|e| {
+        let hint = if config.rootless {
+            kiln_rootfs::userns::OVERLAY_NEEDS
+        } else {
+            ""
+        };
+        format!(
+            "mounting the overlay on {}: {e}{hint}",
+            config.merged.display()
+        )
+    })?;
     std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))?;
 
     let root = Root::open(&config.merged)

@@ -75,11 +75,25 @@ fn kiln_binary() -> PathBuf {
         return built;
     }
     COPY.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("kiln-as-user-{}", std::process::id()));
+        // One copy per build of kiln, shared by every test binary (a
+        // debug kiln is about 150 MB): named by the build's size and
+        // time, made under a temporary name and renamed into place.
+        let dir = std::env::temp_dir().join("kiln-as-user");
         fs::create_dir_all(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let copy = dir.join("kiln");
-        copy_executable(&built, &copy);
+        let meta = fs::metadata(&built).unwrap();
+        let stamp = meta
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let copy = dir.join(format!("kiln-{stamp}-{}", meta.len()));
+        if !copy.exists() {
+            let partial = dir.join(format!(".kiln-{}", std::process::id()));
+            copy_executable(&built, &partial);
+            fs::rename(&partial, &copy).unwrap();
+        }
         copy
     })
     .clone()

@@ -1063,6 +1063,8 @@ fn enter(reach: Reach) -> Result<Entered, HelperError> {
                     .to_path_buf();
                 crate::userns::enter_or_exit(&store)?;
             }
+            // Read while /proc is still the host's: the copy runs chrooted.
+            let _ = kiln_rootfs::userns::rootless();
             // One thread: unsharing the mount namespace is possible, and
             // the mount goes with this process.
             kiln_builder::mounts::enter_private_mount_namespace()?;
