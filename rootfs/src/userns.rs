@@ -265,7 +265,9 @@ fn parse_map(text: &str) -> Vec<IdRange> {
 /// initial namespace's for uid 0 and none otherwise.
 fn own_uid_map() -> Vec<IdRange> {
     static LAST: std::sync::Mutex<Option<Vec<IdRange>>> = std::sync::Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match std::fs::read_to_string("/proc/self/uid_map") {
         Ok(text) => {
             let map = parse_map(&text);
