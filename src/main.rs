@@ -17,6 +17,7 @@ mod template;
 mod trace;
 mod transfer;
 mod units;
+pub(crate) mod userns;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -321,7 +322,23 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     log::debug!("store root: {:?}", cli.root);
-    let root = cli.root.as_deref();
+    // Without root, or as root without CAP_SYS_ADMIN (an unprivileged
+    // container), the command runs in a user namespace of kiln's own,
+    // with the store the caller's default names.
+    let entered_store;
+    let root = if !kiln_rootfs::userns::can_mount() && cli.command.needs_user_namespace() {
+        entered_store = commands::store_root(cli.root.as_deref());
+        match userns::enter(&entered_store) {
+            Ok(userns::Entered::Inside) => Some(entered_store.as_path()),
+            Ok(userns::Entered::Done(code)) => return ExitCode::from(code),
+            Err(message) => {
+                eprintln!("Error: {message}");
+                return ExitCode::from(125);
+            }
+        }
+    } else {
+        cli.root.as_deref()
+    };
     // `docker run` exits 125 when Docker itself fails (no such image, a
     // bad value, an unknown user), keeping the process's own codes apart.
     let failure = if matches!(
@@ -450,6 +467,59 @@ fn main() -> ExitCode {
         Err(error) => {
             output::print_error(&error);
             failure
+        }
+    }
+}
+
+impl Command {
+    /// Whether this command runs in kiln's own user namespace when kiln
+    /// is not root (`src/userns.rs`): every command that makes or removes
+    /// files of the store, which belong to the namespace's ids. Those that
+    /// only read the store's metadata, signal containers or join a
+    /// container's namespaces (`exec`, `cp`, `top`) run as the caller.
+    fn needs_user_namespace(&self) -> bool {
+        match self {
+            Self::Parse(_)
+            | Self::Version(_)
+            | Self::Login(_)
+            | Self::Logout(_)
+            | Self::Stop(_)
+            | Self::Kill(_)
+            | Self::Wait(_)
+            | Self::Ps(_)
+            | Self::Logs(_)
+            | Self::Exec(_)
+            | Self::Top(_)
+            | Self::Cp(_)
+            | Self::Images(_)
+            | Self::Inspect(_)
+            | Self::History(_)
+            | Self::Layers(_)
+            | Self::Tag(_)
+            | Self::Save(_)
+            | Self::Push(_) => false,
+            Self::Container { command } => !matches!(
+                command,
+                ContainerCommand::Ls(_)
+                    | ContainerCommand::Inspect(_)
+                    | ContainerCommand::Stop(_)
+                    | ContainerCommand::Kill(_)
+                    | ContainerCommand::Wait(_)
+                    | ContainerCommand::Logs(_)
+                    | ContainerCommand::Exec(_)
+                    | ContainerCommand::Top(_)
+                    | ContainerCommand::Cp(_)
+            ),
+            Self::Image { command } => !matches!(
+                command,
+                ImageCommand::Ls(_)
+                    | ImageCommand::Inspect(_)
+                    | ImageCommand::History(_)
+                    | ImageCommand::Tag(_)
+                    | ImageCommand::Save(_)
+                    | ImageCommand::Push(_)
+            ),
+            _ => true,
         }
     }
 }

@@ -29,6 +29,9 @@ fn git(dir: &Path, args: &[&str]) -> String {
             "user.email=t@t",
             "-c",
             "init.defaultBranch=main",
+            // The rootless pass hands the repositories to its user.
+            "-c",
+            "safe.directory=*",
         ])
         .args(args)
         .current_dir(dir)
@@ -57,8 +60,12 @@ impl Daemon {
             .local_addr()
             .unwrap()
             .port();
+        // In the rootless pass (KILN_TEST_AS_USER) the repositories are
+        // that user's: git as root would refuse them as dubious.
         let child = Command::new("git")
             .args([
+                "-c",
+                "safe.directory=*",
                 "daemon",
                 "--export-all",
                 "--reuseaddr",

@@ -1294,7 +1294,7 @@ fn run_output_is_shown_while_the_step_runs() {
     // The RUN's shell and the inner one: both see the container's root.
     let pid = common::pids_with("live-wait-marker");
     assert!(!pid.is_empty(), "the waiting RUN process");
-    fs::write(format!("/proc/{}/root/tmp/go", pid[0]), "").unwrap();
+    common::touch_as_kiln(Path::new(&format!("/proc/{}/root/tmp/go", pid[0])));
     let status = child.0.wait().unwrap();
     reader.join().unwrap();
     seen.extend(rx.try_iter());

@@ -231,7 +231,12 @@ fn local_output_is_the_image_file_system_with_whiteouts_applied() {
     let hard = fs::symlink_metadata(out.join("d/hard")).unwrap();
     assert_eq!(
         (file.mode() & 0o7777, file.uid(), file.gid(), file.nlink()),
-        (0o741, 1000, 50, 2)
+        (
+            0o741,
+            common::host_id(1000, false),
+            common::host_id(50, true),
+            2
+        )
     );
     assert_eq!(file.ino(), hard.ino(), "the hard link is kept");
     assert_eq!(

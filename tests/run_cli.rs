@@ -594,7 +594,7 @@ fn rootless_run_as_an_unprivileged_user() {
             125,
             String::new(),
             "error: cannot run bb:1\ncaused by: container setup: running as user app needs \
-             root (only uid 0 is mapped without root)\n"
+             root or subordinate ids (only uid 0 is mapped without them)\n"
                 .to_owned()
         )
     );

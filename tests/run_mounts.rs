@@ -326,7 +326,8 @@ impl TestAgent {
         let fingerprint = listed.split_whitespace().nth(1).unwrap().to_owned();
         assert!(fingerprint.starts_with("SHA256:"), "{listed}");
         let socket = dir.join("agent.sock");
-        let child = std::process::Command::new("ssh-agent")
+        kiln.hand_to_test_user();
+        let child = common::command_as_kiln_user("ssh-agent")
             .arg("-D")
             .arg("-a")
             .arg(&socket)

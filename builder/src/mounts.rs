@@ -71,9 +71,21 @@ impl Mounted {
             &stack,
             upper,
             target,
-            kiln_rootfs::mount::OverlayOptions::default(),
+            // In a user namespace (rootless) overlayfs keeps its marks in
+            // user.overlay.* xattrs, the only ones root there may set.
+            kiln_rootfs::mount::OverlayOptions {
+                userxattr: kiln_rootfs::userns::rootless(),
+            },
         )
-        .map_err(|e| BuildError::Mount(format!("overlay at {}: {e}", target.display())))?;
+        .map_err(|e| {
+            // There is no fallback driver: say what the kernel must allow.
+            let hint = if kiln_rootfs::userns::rootless() {
+                kiln_rootfs::userns::OVERLAY_NEEDS
+            } else {
+                ""
+            };
+            BuildError::Mount(format!("overlay at {}: {e}{hint}", target.display()))
+        })?;
         Ok(Self {
             target: target.to_owned(),
             state: State::Kernel,

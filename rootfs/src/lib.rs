@@ -13,6 +13,7 @@
 //! - [`path`]: the one lexical cleaner for such paths.
 //! - [`root`]: [`Root`], the resolver, and `mkdir -p` inside a root.
 //! - [`mount`]: bind mounts made from a descriptor.
+//! - [`userns`]: the user namespace kiln runs in without root.
 //! - [`user`]: USER and `--chown` names looked up in the root's
 //!   `/etc/passwd` and `/etc/group`.
 //!
@@ -23,5 +24,6 @@ pub mod mount;
 pub mod path;
 pub mod root;
 pub mod user;
+pub mod userns;
 
 pub use root::{PathError, Root, fd_path};

@@ -127,6 +127,7 @@ pub fn exec(pidfd: &OwnedFd, pid: i32, spec: &ExecSpec) -> Result<i32, RuntimeEr
             links: PathBuf::new(),
             files: PathBuf::new(),
             rootless,
+            own_userns: false,
             seccomp: crate::seccomp_program(&spec.seccomp, spec.privileged)?,
             network: NetworkSetup::Host,
         },

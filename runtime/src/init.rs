@@ -103,7 +103,7 @@ fn outer() -> Result<i32, String> {
     let mut helper = match &config.network {
         NetworkSetup::Helper(program) => Some(Helper::spawn(
             program,
-            config.rootless,
+            config.own_userns,
             &config.files.join("network.log"),
         )?),
         _ => None,
@@ -115,7 +115,7 @@ fn outer() -> Result<i32, String> {
     if matches!(config.network, NetworkSetup::Leased) {
         join_leased_network()?;
     }
-    if config.rootless {
+    if config.own_userns {
         enter_user_namespace()?;
     }
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -386,7 +386,17 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
             userxattr: config.rootless,
         },
     )
-    .map_err(|e| format!("mounting the overlay on {}: {e}", config.merged.display()))?;
+    .map_err(|e| {
+        let hint = if config.rootless {
+            kiln_rootfs::userns::OVERLAY_NEEDS
+        } else {
+            ""
+        };
+        format!(
+            "mounting the overlay on {}: {e}{hint}",
+            config.merged.display()
+        )
+    })?;
     std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))?;
 
     let root = Root::open(&config.merged)
@@ -937,14 +947,17 @@ pub(crate) fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
             groups.push(id);
         }
     }
-    if config.rootless && !spec.group_add.is_empty() {
+    // With a single id mapped (no subordinate ids), setgroups is denied
+    // and no other user exists.
+    let single_id = config.rootless && kiln_rootfs::userns::single_id();
+    if single_id && !spec.group_add.is_empty() {
         return Err(setup(
-            "--group-add needs root (setgroups is denied without root)".to_owned(),
+            "--group-add needs root or subordinate ids (setgroups is denied with a single id mapped)".to_owned(),
         ));
     }
-    if config.rootless && (resolved.uid != 0 || resolved.gid != 0) {
+    if single_id && (resolved.uid != 0 || resolved.gid != 0) {
         return Err(setup(format!(
-            "running as user {} needs root (only uid 0 is mapped without root)",
+            "running as user {} needs root or subordinate ids (only uid 0 is mapped without them)",
             spec.user
         )));
     }
@@ -979,7 +992,7 @@ pub(crate) fn exec_user(config: &InitConfig) -> Result<Never, Failure> {
         .collect();
     // Without root, setgroups is denied in the user namespace: the process
     // keeps the caller's groups (unmapped, so they show as nogroup).
-    if !config.rootless {
+    if !single_id {
         nix::unistd::setgroups(&groups).map_err(|e| setup(format!("setgroups: {e}")))?;
     }
     let gid = nix::unistd::Gid::from_raw(resolved.gid);

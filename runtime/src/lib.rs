@@ -134,9 +134,15 @@ pub(crate) struct InitConfig {
     links: PathBuf,
     /// Generated `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     files: PathBuf,
-    /// kiln is not root: the init enters a user namespace that maps only
-    /// the container's root to the caller.
+    /// kiln lacks the host's root ([`kiln_rootfs::userns::rootless`]):
+    /// no cgroups, device nodes or `trusted.*` xattrs; overlays with
+    /// `userxattr`.
     rootless: bool,
+    /// kiln is not uid 0 (a library caller not in kiln's own user
+    /// namespace): the init enters a user namespace that maps only the
+    /// container's root to the caller.
+    #[serde(default)]
+    own_userns: bool,
     /// The seccomp filter as BPF (`struct sock_filter`s), compiled here
     /// once so that the init only loads it.
     seccomp: Option<Vec<u8>>,
@@ -161,8 +167,15 @@ pub(crate) enum NetworkSetup {
     Leased,
 }
 
-/// Whether runs from this process are rootless (effective uid not 0).
+/// Whether runs from this process are rootless: effective uid not 0, or
+/// root of a user namespace (kiln's own without root).
 pub(crate) fn is_rootless() -> bool {
+    kiln_rootfs::userns::rootless()
+}
+
+/// Whether the init must make its own user namespace (effective uid not
+/// 0: not inside kiln's).
+pub(crate) fn needs_own_userns() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() != 0 }
 }
@@ -471,6 +484,7 @@ fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, Runti
         links,
         files,
         rootless: is_rootless(),
+        own_userns: needs_own_userns(),
         seccomp,
         network,
         window,

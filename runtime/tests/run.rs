@@ -1020,7 +1020,7 @@ fn rootless_refuses_what_needs_root() {
             1,
             "",
             "kiln-test-init: container setup: running as user alice needs root \
-             (only uid 0 is mapped without root)\n"
+             or subordinate ids (only uid 0 is mapped without them)\n"
         )
     );
     assert_eq!(fs::read_dir(fx.path("upper")).unwrap().count(), 0);

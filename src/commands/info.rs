@@ -56,8 +56,25 @@ fn info_document(store: &kiln_store::Store) -> anyhow::Result<Value> {
     if seccomp_supported() {
         security.push("name=seccomp,profile=default".to_owned());
     }
-    if !super::is_root() {
+    // Rootless kiln runs this inside its own user namespace, as root.
+    let rootless = kiln_rootfs::userns::rootless();
+    if rootless {
         security.push("name=rootless".to_owned());
+    }
+    let mut driver_status = vec![json!([
+        "Backing Filesystem",
+        backing_filesystem(store.root())
+    ])];
+    if rootless {
+        // What overlay keeps its marks in, and which ids exist: with one,
+        // image owners are not kept.
+        driver_status.push(json!(["userxattr", "true"]));
+        let map = fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        let map: Vec<String> = map
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(":"))
+            .collect();
+        driver_status.push(json!(["ID Map", map.join(",")]));
     }
     let version = env!("CARGO_PKG_VERSION");
     let runtime_path =
@@ -69,7 +86,7 @@ fn info_document(store: &kiln_store::Store) -> anyhow::Result<Value> {
         "ContainersStopped": containers - running,
         "Images": images.len(),
         "Driver": "overlay",
-        "DriverStatus": [["Backing Filesystem", backing_filesystem(store.root())]],
+        "DriverStatus": driver_status,
         "CgroupVersion": kiln_runtime::cgroup_version().to_string(),
         "KernelVersion": proc_text("/proc/sys/kernel/osrelease"),
         "OperatingSystem": os_name,

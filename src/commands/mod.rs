@@ -52,14 +52,15 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Whether kiln runs as root (else it is rootless).
-pub fn is_root() -> bool {
-    nix_is_root()
-}
-
 /// Opens the store, naming its directory if that fails. Temporary files
 /// of kiln processes that are gone are removed on the way.
 pub fn open_store(root: Option<&Path>) -> anyhow::Result<Store> {
+    // Rootless commands run outside kiln's namespace (`ps`, `exec`,
+    // `cp`...) cannot remove what belongs to its other ids: the next
+    // command inside does.
+    if !kiln_rootfs::userns::can_mount() {
+        return open_store_keeping_temporaries(root);
+    }
     let root = store_root(root);
     Store::open(&root).with_context(|| format!("cannot open the image store at {}", root.display()))
 }

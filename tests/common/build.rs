@@ -47,6 +47,9 @@ pub fn context(kiln: &Kiln, name: &str, dockerfile: &str, files: &[(&str, &str)]
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, content).unwrap();
     }
+    // Now, not at the next kiln command: chown changes ctimes, which
+    // tests of unchanged-file reuse set up before they wait.
+    kiln.hand_to_test_user();
     dir
 }
 

@@ -52,12 +52,186 @@ impl Drop for Kiln {
     }
 }
 
-impl Kiln {
-    /// A fresh, empty store.
-    pub fn new() -> Self {
-        Self {
-            dir: TempDir::new().unwrap(),
+/// The user named by `KILN_TEST_AS_USER`, as whom [`Kiln`] runs the kiln
+/// binary (the CI's second, rootless pass of the build tests): made with
+/// subordinate ids by [`rootless::user`] when missing.
+pub fn test_user() -> Option<&'static rootless::TestUser> {
+    static USER: std::sync::OnceLock<Option<rootless::TestUser>> = std::sync::OnceLock::new();
+    USER.get_or_init(|| {
+        let name = std::env::var("KILN_TEST_AS_USER")
+            .ok()
+            .filter(|n| !n.is_empty())?;
+        Some(rootless::user(&name, Some(TEST_USER_RANGE)))
+    })
+    .as_ref()
+}
+
+/// The kiln binary, or with [`test_user`] a copy of it that user can
+/// reach and run.
+fn kiln_binary() -> PathBuf {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let built = assert_cmd::cargo::cargo_bin("kiln");
+    if test_user().is_none() {
+        return built;
+    }
+    COPY.get_or_init(|| {
+        // One copy per build of kiln, shared by every test binary (a
+        // debug kiln is about 150 MB): named by the build's size and
+        // time, made under a temporary name and renamed into place.
+        let dir = std::env::temp_dir().join("kiln-as-user");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let meta = fs::metadata(&built).unwrap();
+        let stamp = meta
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let copy = dir.join(format!("kiln-{stamp}-{}", meta.len()));
+        if !copy.exists() {
+            let partial = dir.join(format!(".kiln-{}", std::process::id()));
+            copy_executable(&built, &partial);
+            fs::rename(&partial, &copy).unwrap();
         }
+        copy
+    })
+    .clone()
+}
+
+/// `program` as a command: directly, or with [`test_user`] through
+/// `setpriv` as that user (in a mount namespace where `/dev/net/tun` is
+/// open to it, as on most hosts, when the host keeps it to root).
+fn as_test_user(program: &Path, scratch: &Path) -> std::process::Command {
+    let Some(user) = test_user() else {
+        return std::process::Command::new(program);
+    };
+    let tun_open =
+        fs::metadata("/dev/net/tun").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
+    let ids = [
+        format!("--reuid={}", user.uid),
+        format!("--regid={}", user.gid),
+        "--init-groups".to_owned(),
+    ];
+    let mut command = if tun_open {
+        let mut command = std::process::Command::new("setpriv");
+        command.args(ids).arg("--");
+        command
+    } else {
+        let mut command = std::process::Command::new("unshare");
+        command
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "t=\"$1\"/tun; shift; { test -c \"$t\" || { mknod \"$t\" c 10 200 && chmod 666 \"$t\"; }; } \
+                 && mount --bind \"$t\" /dev/net/tun && exec setpriv \"$@\"",
+            )
+            .arg("sh")
+            .arg(scratch)
+            .args(ids)
+            .arg("--");
+        command
+    };
+    command
+        .arg(program)
+        .env("HOME", scratch)
+        .env("USER", &user.name);
+    command
+}
+
+/// `program` as a command run as kiln's user: directly as root, through
+/// `setpriv` as [`test_user`] in the rootless pass (an ssh-agent serves
+/// only its own user).
+pub fn command_as_kiln_user(program: &str) -> std::process::Command {
+    let Some(user) = test_user() else {
+        return std::process::Command::new(program);
+    };
+    let mut command = std::process::Command::new("setpriv");
+    command
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .args(["--init-groups", "--", program]);
+    command
+}
+
+/// Creates an empty file as kiln's user would (root, or [`test_user`]):
+/// for files a test drops into a running container through
+/// `/proc/PID/root`, which root outside a rootless container's user
+/// namespace may not own (EOVERFLOW).
+pub fn touch_as_kiln(path: &Path) {
+    let Some(user) = test_user() else {
+        fs::write(path, "").unwrap();
+        return;
+    };
+    let status = std::process::Command::new("setpriv")
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .args(["--init-groups", "--", "touch"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "touch {} as {}",
+        path.display(),
+        user.name
+    );
+}
+
+/// The host's uid (`gid`: gid) of a file kiln wrote with id `id` in its
+/// namespace where the host sees it (`--output type=local`): `id` as
+/// root; in the rootless pass ([`test_user`]) the user's own id for 0,
+/// its subordinate ids from 1.
+pub fn host_id(id: u32, gid: bool) -> u32 {
+    match test_user() {
+        None => id,
+        Some(user) if id == 0 => {
+            if gid {
+                user.gid
+            } else {
+                user.uid
+            }
+        }
+        Some(_) => TEST_USER_RANGE + id - 1,
+    }
+}
+
+/// The first subordinate id of [`test_user`].
+const TEST_USER_RANGE: u32 = 1_200_000;
+
+impl Kiln {
+    /// A fresh, empty store (with [`test_user`], one that user owns, in a
+    /// directory it can reach).
+    pub fn new() -> Self {
+        let dir = TempDir::new().unwrap();
+        if let Some(user) = test_user() {
+            // The user's, so kiln as the user writes outputs (`save -o`,
+            // `--iidfile`) beside the store as it would as root.
+            std::os::unix::fs::chown(dir.path(), Some(user.uid), Some(user.gid)).unwrap();
+        }
+        Self { dir }
+    }
+
+    /// With [`test_user`], gives that user what the test wrote in its
+    /// directory (contexts, archives, and what the test process made in
+    /// the store by opening it as root), as a rootless user's own files
+    /// are: kiln's namespace can only read what the user can. Files of
+    /// the namespace's other ids are left alone.
+    pub fn hand_to_test_user(&self) {
+        fn walk(path: &Path, uid: u32, gid: u32) {
+            let Ok(meta) = fs::symlink_metadata(path) else {
+                return;
+            };
+            if std::os::unix::fs::MetadataExt::uid(&meta) == 0 {
+                let _ = std::os::unix::fs::lchown(path, Some(uid), Some(gid));
+            }
+            if meta.is_dir() {
+                for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+                    walk(&entry.path(), uid, gid);
+                }
+            }
+        }
+        let Some(user) = test_user() else { return };
+        walk(self.dir.path(), user.uid, user.gid);
     }
 
     /// The store root.
@@ -72,7 +246,8 @@ impl Kiln {
 
     /// A `kiln` command on this store.
     pub fn command(&self) -> Command {
-        let mut command = Command::cargo_bin("kiln").unwrap();
+        self.hand_to_test_user();
+        let mut command = Command::from_std(as_test_user(&kiln_binary(), self.dir.path()));
         command
             .arg("--root")
             .arg(self.root())
@@ -85,7 +260,8 @@ impl Kiln {
     /// Starts `kiln ARGS` with stdin closed and stdout and stderr piped,
     /// for tests that act while it runs.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        self.hand_to_test_user();
+        as_test_user(&kiln_binary(), self.dir.path())
             .arg("--root")
             .arg(self.root())
             .args(args)
@@ -154,6 +330,7 @@ impl Kiln {
 
 pub mod build;
 pub mod registry;
+pub mod rootless;
 
 /// Appends a raw tar entry (name, type flag, link target, content) to
 /// `out`, header written by hand so that names the `tar` crate refuses

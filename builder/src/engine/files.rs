@@ -391,14 +391,14 @@ pub(super) fn copy_step(
     // Earlier copies can stand for files of the build context copied as
     // they are: not for --from sources, ADD, --chmod/--chown (mode and
     // owner would need their own checks), heredocs (written afterwards),
-    // or without root (copies are not chowned then).
+    // or with a single id mapped (copies are not chowned then).
     let lineage_key = (from.is_none()
         && !fc.is_add
         && fc.chmod.is_none()
         && fc.chown.is_none()
         && fc.inline.is_empty()
         && urls.is_empty()
-        && nix::unistd::geteuid().is_root())
+        && !kiln_rootfs::userns::single_id())
     .then(|| {
         reuse::lineage_key(
             &CopyOp {

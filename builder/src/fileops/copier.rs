@@ -57,7 +57,8 @@ pub(super) struct Reuse<'r> {
 
 pub(super) struct Copier<'a> {
     opts: &'a CopyOptions,
-    /// Not root: no chown.
+    /// A single id mapped (not root, or rootless without subordinate
+    /// ids): no chown.
     rootless: bool,
     pub(super) stats: CopyStats,
     pub(super) reuse: Option<Reuse<'a>>,
@@ -70,7 +71,7 @@ impl<'a> Copier<'a> {
     pub(super) fn new(opts: &'a CopyOptions) -> Self {
         Self {
             opts,
-            rootless: !nix::unistd::geteuid().is_root(),
+            rootless: kiln_rootfs::userns::single_id(),
             stats: CopyStats::default(),
             reuse: None,
             sockets_as_files: false,

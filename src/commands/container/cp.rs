@@ -1052,6 +1052,19 @@ fn enter(reach: Reach) -> Result<Entered, HelperError> {
             merged,
             binds,
         } => {
+            // Rootless, the overlay can only be mounted in a user
+            // namespace with the store's ids: the one kiln's commands
+            // use (a running container's is joined instead, above).
+            if !kiln_rootfs::userns::can_mount() {
+                let store = upper
+                    .ancestors()
+                    .nth(3)
+                    .unwrap_or(Path::new("/"))
+                    .to_path_buf();
+                crate::userns::enter_or_exit(&store)?;
+            }
+            // Read while /proc is still the host's: the copy runs chrooted.
+            let _ = kiln_rootfs::userns::rootless();
             // One thread: unsharing the mount namespace is possible, and
             // the mount goes with this process.
             kiln_builder::mounts::enter_private_mount_namespace()?;

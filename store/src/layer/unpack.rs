@@ -225,7 +225,8 @@ fn unpack<R: Read>(
     let mut u = Unpacker {
         root,
         mode,
-        rootless: !nix::unistd::geteuid().is_root(),
+        rootless: kiln_rootfs::userns::rootless(),
+        chown: !kiln_rootfs::userns::single_id(),
         dir_modes: Vec::new(),
         dir_times: Vec::new(),
         this_layer: HashSet::new(),
@@ -672,6 +673,8 @@ struct Unpacker {
     mode: WhiteoutMode,
     /// Not root: no chown, no devices, user.* overlay xattrs.
     rootless: bool,
+    /// Owners can be set: root, or rootless with subordinate ids mapped.
+    chown: bool,
     /// Modes of directories kept caller-writable while unpacking (rootless).
     dir_modes: Vec<(Vec<u8>, u32)>,
     /// Directory times, applied after everything else (later writes would bump them).
@@ -968,7 +971,7 @@ impl Unpacker {
     /// chown first because it clears setuid bits and file capabilities.
     fn set_fd_meta(&self, fd: &OwnedFd, m: &EntryMeta) -> Result<(), LayerError> {
         let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
-        if !self.rootless {
+        if self.chown {
             let (uid, gid) = self.copy.and_then(|c| c.owner).unwrap_or((m.uid, m.gid));
             fchown(
                 fd.as_fd(),
@@ -1002,7 +1005,7 @@ impl Unpacker {
         chmod: bool,
     ) -> Result<(), LayerError> {
         let what = |op: &str| format!("{op} {}", lossy(&m.raw_name));
-        if !self.rootless {
+        if self.chown {
             let (uid, gid) = self.copy.and_then(|c| c.owner).unwrap_or((m.uid, m.gid));
             fchownat(
                 pfd.as_fd(),
