@@ -267,14 +267,6 @@ fn main() -> ExitCode {
     {
         return kiln_runtime::exec_main();
     }
-    // The port helper joins a rootless container's user and network
-    // namespaces: single-threaded, before anything else.
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == kiln_runtime::ports::HELPER_ARG)
-    {
-        return kiln_runtime::ports::helper_main();
-    }
     // The copy helper joins a container's mount namespace (or mounts a
     // stopped one's overlay): single-threaded, before anything else.
     if std::env::args_os()

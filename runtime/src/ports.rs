@@ -8,10 +8,9 @@
 //!   namespace is joined to the host (slirp4netns today, a bridge or
 //!   pasta later). A socket keeps the namespace it was created in, so an
 //!   ephemeral thread that entered the namespace (`setns`) creates and
-//!   makes it ([`in_netns`]); without root, where a thread cannot enter
-//!   the namespace, a helper process that joined the container's user
-//!   and network namespaces makes it and passes it over a Unix socket.
-//!   Connecting and copying happen in the host's namespace like any other
+//!   makes it ([`in_netns`]). Without root, kiln and the monitor run in
+//!   kiln's own user namespace, which owns the container's network
+//!   namespace, so the thread may enter it there too. Connecting and copying happen in the host's namespace like any other
 //!   socket I/O.
 //! - It leaves no host state: the host's sockets belong to the process
 //!   that holds the [`PortProxy`] (the container's monitor, or `kiln run`
@@ -131,58 +130,6 @@ pub enum PortError {
     },
 }
 
-/// Makes sockets inside the container's network namespace.
-enum Opener {
-    /// As root: a short-lived thread enters the namespace ([`in_netns`]).
-    Thread(OwnedFd),
-    /// Without root a thread cannot enter it (`setns` of a network
-    /// namespace needs `CAP_SYS_ADMIN` in the caller's own user
-    /// namespace too): a helper process, kiln re-executed as
-    /// [`HELPER_ARG`], joins the container's user and network namespaces
-    /// and hands out sockets over a Unix socket.
-    Helper(Mutex<HelperProcess>),
-}
-
-struct HelperProcess {
-    child: std::process::Child,
-    socket: OwnedFd,
-}
-
-impl Drop for HelperProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Opener {
-    /// An unconnected socket of `kind` (`SOCK_STREAM`, `SOCK_DGRAM`) in
-    /// the container's namespace.
-    fn socket(&self, kind: libc::c_int) -> io::Result<OwnedFd> {
-        match self {
-            Opener::Thread(netns) => in_netns(netns, || new_socket(kind)),
-            Opener::Helper(helper) => {
-                let helper = helper.lock().unwrap_or_else(PoisonError::into_inner);
-                let request = [u8::from(kind == libc::SOCK_DGRAM)];
-                // SAFETY: sends one byte from a valid buffer.
-                let sent = unsafe {
-                    libc::send(
-                        helper.socket.as_raw_fd(),
-                        request.as_ptr().cast(),
-                        1,
-                        libc::MSG_NOSIGNAL,
-                    )
-                };
-                if sent != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-                crate::sys::receive_fd(&helper.socket)?
-                    .ok_or_else(|| io::Error::other("the port helper ended"))
-            }
-        }
-    }
-}
-
 fn new_socket(kind: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: socket with plain flags; the descriptor is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, 0) };
@@ -196,15 +143,23 @@ fn new_socket(kind: libc::c_int) -> io::Result<OwnedFd> {
 /// Where connections go: the container's network namespace and its
 /// address there.
 struct Target {
-    opener: Opener,
+    /// The container's network namespace.
+    netns: OwnedFd,
     addr: IpAddr,
 }
 
 impl Target {
+    /// An unconnected socket of `kind` (`SOCK_STREAM`, `SOCK_DGRAM`) in
+    /// the container's namespace: a short-lived thread enters it
+    /// ([`in_netns`]); the socket keeps it.
+    fn socket(&self, kind: libc::c_int) -> io::Result<OwnedFd> {
+        in_netns(&self.netns, || new_socket(kind))
+    }
+
     /// A TCP connection to the container's `port`, from inside its
     /// namespace.
     fn connect_tcp(&self, port: u16) -> io::Result<TcpStream> {
-        let socket = self.opener.socket(libc::SOCK_STREAM)?;
+        let socket = self.socket(libc::SOCK_STREAM)?;
         let IpAddr::V4(ip) = self.addr else {
             return Err(io::Error::from(io::ErrorKind::Unsupported));
         };
@@ -232,119 +187,9 @@ impl Target {
 
     /// A UDP socket connected to the container's `port`, in its namespace.
     fn connect_udp(&self, port: u16) -> io::Result<UdpSocket> {
-        let socket = UdpSocket::from(self.opener.socket(libc::SOCK_DGRAM)?);
+        let socket = UdpSocket::from(self.socket(libc::SOCK_DGRAM)?);
         socket.connect(SocketAddr::new(self.addr, port))?;
         Ok(socket)
-    }
-}
-
-/// `argv[1]` of the helper that makes sockets in a container's network
-/// namespace for a proxy without root.
-pub const HELPER_ARG: &str = "__kiln-port-helper";
-
-/// The helper's main: `kiln __kiln-port-helper USERNS NETNS` with a Unix
-/// socket on fd 0. It joins both namespaces (a fresh process is
-/// single-threaded, as joining a user namespace requires), sends the
-/// container's address (text, empty when it has none), then answers each
-/// request byte (0 TCP, 1 UDP) with a new socket, until the proxy closes
-/// its end.
-pub fn helper_main() -> std::process::ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
-    let fail = |what: &str, e: io::Error| {
-        eprintln!("kiln port helper: {what}: {e}");
-        std::process::ExitCode::FAILURE
-    };
-    let socket = 0;
-    for (path, kind) in args.iter().zip([libc::CLONE_NEWUSER, libc::CLONE_NEWNET]) {
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(e) => return fail(&format!("opening {}", path.to_string_lossy()), e),
-        };
-        // SAFETY: setns of this single-threaded process to a namespace
-        // file we hold.
-        if unsafe { libc::setns(file.as_raw_fd(), kind) } != 0 {
-            return fail(
-                &format!("joining {}", path.to_string_lossy()),
-                io::Error::last_os_error(),
-            );
-        }
-    }
-    let address = match container_address() {
-        Ok(found) => found.map(|a| a.to_string()).unwrap_or_default(),
-        Err(e) => return fail("listing the interfaces", e),
-    };
-    // SAFETY: sends a valid buffer (one packet; an empty one is allowed).
-    if unsafe { libc::send(socket, address.as_ptr().cast(), address.len(), 0) } < 0 {
-        return fail("sending the address", io::Error::last_os_error());
-    }
-    loop {
-        let mut request = [0u8; 1];
-        // SAFETY: receives into a valid one-byte buffer.
-        let n = unsafe { libc::recv(socket, request.as_mut_ptr().cast(), 1, 0) };
-        if n <= 0 {
-            return std::process::ExitCode::SUCCESS;
-        }
-        let kind = if request[0] == 1 {
-            libc::SOCK_DGRAM
-        } else {
-            libc::SOCK_STREAM
-        };
-        let made = new_socket(kind).and_then(|fd| crate::sys::send_fd(socket, fd.as_raw_fd()));
-        if let Err(e) = made {
-            return fail("making a socket", e);
-        }
-    }
-}
-
-/// Starts the helper for the container process `pid`; returns it with the
-/// container's address.
-fn spawn_helper(pid: i32) -> io::Result<(HelperProcess, Option<IpAddr>)> {
-    let (ours, theirs) = crate::sys::socketpair()?;
-    let child = std::process::Command::new("/proc/self/exe")
-        .arg(HELPER_ARG)
-        .arg(format!("/proc/{pid}/ns/user"))
-        .arg(format!("/proc/{pid}/ns/net"))
-        .stdin(std::process::Stdio::from(theirs))
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let helper = HelperProcess {
-        child,
-        socket: ours,
-    };
-    let mut buffer = [0u8; 64];
-    // SAFETY: receives into a valid buffer of the length given.
-    let n = unsafe {
-        libc::recv(
-            helper.socket.as_raw_fd(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-            0,
-        )
-    };
-    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-    if n == 0 && helper_ended(&helper) {
-        return Err(io::Error::other(
-            "the port helper could not join the container's namespaces",
-        ));
-    }
-    let text = std::str::from_utf8(buffer.get(..n).unwrap_or_default()).unwrap_or("");
-    Ok((helper, text.parse().ok()))
-}
-
-/// Whether the helper has ended (its socket then reads end of file, which
-/// looks like an empty address).
-fn helper_ended(helper: &HelperProcess) -> bool {
-    let mut probe = pollfd_of(&helper.socket);
-    // SAFETY: poll on one valid pollfd, not blocking.
-    unsafe { libc::poll(&raw mut probe, 1, 0) };
-    probe.revents & libc::POLLHUP != 0
-}
-
-fn pollfd_of(fd: &OwnedFd) -> libc::pollfd {
-    libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
     }
 }
 
@@ -428,21 +273,10 @@ impl PortProxy {
         let no_address =
             || io::Error::other("the container's network has no IPv4 address to forward to");
         let target = match pid {
-            // SAFETY: geteuid has no preconditions.
-            Some(pid) if unsafe { libc::geteuid() } == 0 => {
+            Some(pid) => {
                 let netns = OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/net"))?);
                 let addr = in_netns(&netns, container_address)?.ok_or_else(no_address)?;
-                Some(Arc::new(Target {
-                    opener: Opener::Thread(netns),
-                    addr,
-                }))
-            }
-            Some(pid) => {
-                let (helper, addr) = spawn_helper(pid)?;
-                Some(Arc::new(Target {
-                    opener: Opener::Helper(Mutex::new(helper)),
-                    addr: addr.ok_or_else(no_address)?,
-                }))
+                Some(Arc::new(Target { netns, addr }))
             }
             None => None,
         };
