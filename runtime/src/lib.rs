@@ -9,6 +9,7 @@
 //! and forks the user process. Everything mounted lives in that namespace and
 //! dies with it, so nothing reaches the host's mount table.
 
+pub mod bridge;
 mod caps;
 mod cgroup;
 mod exec;
@@ -23,7 +24,7 @@ mod sys;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -131,6 +132,8 @@ pub(crate) struct InitConfig {
     links: PathBuf,
     /// Generated `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     files: PathBuf,
+    /// The caller's `/etc` files, bound instead of those in `files`.
+    etc: Option<PathBuf>,
     /// kiln is not root: the init enters a user namespace that maps only
     /// the container's root to the caller.
     rootless: bool,
@@ -219,6 +222,13 @@ pub struct Hooks<'a> {
     /// Keep the output in the outcome too (false for a long-lived
     /// container, whose output only goes to `sink`).
     pub keep_output: bool,
+    /// A network namespace the caller prepared (a bridge network's, see
+    /// [`bridge`]) for the container to join instead of `spec.network`'s.
+    pub netns: Option<BorrowedFd<'a>>,
+    /// A directory with the container's `hosts`, `hostname` and
+    /// `resolv.conf`, bind-mounted instead of generated ones: the caller
+    /// keeps them (and rewrites `hosts` in place as peers come and go).
+    pub etc: Option<&'a Path>,
 }
 
 /// Like [`run`], with `hooks` told of the start and of every chunk of
@@ -242,6 +252,7 @@ pub fn run_streaming(
         started: None,
         sink: Some(sink),
         keep_output: true,
+        ..Hooks::default()
     };
     run_inner(spec, Path::new("/proc/self/exe"), hooks, networks)
 }
@@ -283,8 +294,13 @@ fn run_inner(
         })?;
     // A pool's networks live in the host's user namespace: without root
     // the run's own user namespace needs a network of its own.
-    let pool = networks.filter(|_| spec.network == Network::Isolated && !is_rootless());
-    let config = prepare(spec, tmp.path(), pool.is_some())?;
+    let pool = networks
+        .filter(|_| spec.network == Network::Isolated && !is_rootless() && hooks.netns.is_none());
+    let mut config = prepare(spec, tmp.path(), pool.is_some() || hooks.netns.is_some())?;
+    if hooks.netns.is_some() {
+        config.network = NetworkSetup::Leased;
+    }
+    config.etc = hooks.etc.map(Path::to_path_buf);
     // Privileged, the run could change its network: it gets a fresh one.
     let lease = pool.map(|p| p.lease(spec.privileged)).transpose()?;
     if matches!(config.network, NetworkSetup::Helper(_)) {
@@ -294,7 +310,10 @@ fn run_inner(
         &config,
         init_program,
         hooks,
-        lease.as_ref().and_then(network::Lease::fd),
+        lease
+            .as_ref()
+            .and_then(network::Lease::fd)
+            .or(hooks.netns.map(|fd| fd.as_raw_fd())),
     );
     // The run is over (every process of its PID namespace is gone): the
     // network goes back to the pool.
@@ -454,6 +473,7 @@ fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, Runti
         work,
         links,
         files,
+        etc: None,
         rootless: is_rootless(),
         seccomp,
         network,

@@ -27,6 +27,7 @@ use kiln_store::containers;
 use kiln_store::temp::Owner;
 
 use super::STOPPED_MARKER;
+use crate::commands::network;
 
 /// Entry point: `kiln __kiln-monitor DIR [--stdin]`.
 pub fn main() -> ExitCode {
@@ -172,6 +173,12 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     let log = Mutex::new(JsonLog::open(dir, &config.id, &config.host_config)?);
+    let root = dir
+        .parent()
+        .and_then(Path::parent)
+        .context("the container directory has no store root")?;
+    let endpoints = network::endpoints::read_endpoints(dir)?;
+    let identity = network::identity_of(&config);
     let me = Owner::of(std::process::id()).context("reading this process's start time")?;
     let mut state = containers::read_state(dir)?;
     state.restart_count = 0;
@@ -231,16 +238,34 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .write(stream, data);
             };
+            // Bridge networks: set up for each run (addresses are leased
+            // while the container runs, as Docker's are).
+            let attached = if endpoints.is_empty() {
+                None
+            } else {
+                match network::endpoints::attach(root, &identity, &endpoints, dir) {
+                    Ok(attached) => Some(attached),
+                    Err(e) => {
+                        done.store(true, Ordering::SeqCst);
+                        return Err(format!("{e:#}"));
+                    }
+                }
+            };
             let outcome = kiln_runtime::run_hooked(
                 &spec,
                 Hooks {
                     started: Some(&started),
                     sink: Some(&sink),
                     keep_output: false,
+                    netns: attached.as_ref().map(|a| a.netns.as_fd()),
+                    etc: attached.as_ref().map(|_| dir),
                 },
             );
             done.store(true, Ordering::SeqCst);
-            outcome
+            if let Some(attached) = attached {
+                attached.detach();
+            }
+            outcome.map_err(|e| chain(&e))
         });
         kiln_runtime::wait_for_helpers();
         log.lock()
@@ -260,7 +285,7 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
                 state.oom_killed = outcome.oom_killed;
             }
             Err(e) => {
-                let message = format!("cannot run {}: {}", config.image, chain(&e));
+                let message = format!("cannot run {}: {e}", config.image);
                 ready.send(&format!("error {message}"));
                 state.exit_code = 128;
                 state.error = message;
@@ -301,10 +326,6 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
         }
     }
     if auto_remove {
-        let root = dir
-            .parent()
-            .and_then(Path::parent)
-            .context("the container directory has no store root")?;
         let store = kiln_store::Store::open(root)?;
         store.remove_container(&config.id)?;
         // As Docker's --rm: the anonymous volumes go with the container.
