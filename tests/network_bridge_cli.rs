@@ -360,8 +360,10 @@ impl Outside {
 
 impl Drop for Outside {
     fn drop(&mut self) {
+        // The veth pair goes with the namespace too, later.
         let _ = Command::new("ip")
             .args(["link", "delete", &self.host_if])
+            .stderr(Stdio::null())
             .status();
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.name])
@@ -625,4 +627,79 @@ fn add_host_dns_hostname_and_ip_on_a_user_network() {
     assert!(out.contains("nameserver 10.0.0.53"), "{out}");
     assert!(out.contains(&format!("inet {ip}/24")), "{out}");
     assert!(out.lines().any(|l| l == "box"), "{out}");
+}
+
+#[test]
+fn build_network_name_lets_run_reach_a_container_by_name_and_add_host_fills_hosts() {
+    if !can_run() {
+        return;
+    }
+    let store = Store::new();
+    let net = unique("build");
+    store.kiln.ok(&["network", "create", &net]);
+    store.web(&["--name", "api", "--network", &net], "api-page");
+    let dir = common::build::context(
+        &store.kiln,
+        "ctx",
+        "FROM bb:1\nRUN wget -q -O /got http://api/ && cat /etc/hosts > /hosts\n",
+        &[],
+    );
+    store.kiln.ok(&[
+        "build",
+        "--network",
+        &net,
+        "--add-host",
+        "extra.local:10.1.2.3",
+        "-t",
+        "got:1",
+        dir.to_str().unwrap(),
+    ]);
+    let out = store
+        .kiln
+        .ok(&["run", "--rm", "got:1", "cat", "/got", "/hosts"]);
+    assert!(out.starts_with("api-page\n"), "{out}");
+    assert!(out.contains("10.1.2.3\textra.local"), "{out}");
+    // The build's lease is gone with the build.
+    let (net_id, _) = store.network(&net);
+    assert_eq!(
+        store.leases(&net_id).len(),
+        1,
+        "{:?}",
+        store.leases(&net_id)
+    );
+
+    // --add-host on the default (slirp4netns) network too.
+    let dir = common::build::context(
+        &store.kiln,
+        "ctx2",
+        "FROM bb:1\nRUN cat /etc/hosts > /h\n",
+        &[],
+    );
+    store.kiln.ok(&[
+        "build",
+        "--add-host",
+        "x.y:1.1.1.1",
+        "-t",
+        "h:1",
+        dir.to_str().unwrap(),
+    ]);
+    let out = store.kiln.ok(&["run", "--rm", "h:1", "cat", "/h"]);
+    assert!(out.contains("1.1.1.1\tx.y"), "{out}");
+
+    let err = store
+        .kiln
+        .fails(&["build", "--network", "nosuchnet", dir.to_str().unwrap()]);
+    assert!(err.contains("network nosuchnet not found"), "{err}");
+    let err = store.kiln.fails(&[
+        "build",
+        "--network",
+        "none",
+        "--add-host",
+        "a:1.2.3.4",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("--add-host needs the default network or a user network"),
+        "{err}"
+    );
 }

@@ -161,6 +161,16 @@ pub(crate) enum NetworkSetup {
     Leased,
 }
 
+/// The `/etc/resolv.conf` an isolated (slirp4netns) run gets from the
+/// host's, for a caller that writes the `/etc` files itself
+/// ([`Hooks::etc`]).
+pub fn isolated_resolv_conf() -> String {
+    network::resolv_conf(
+        &fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        Network::Isolated,
+    )
+}
+
 /// Whether runs from this process are rootless (effective uid not 0).
 pub(crate) fn is_rootless() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -236,6 +246,16 @@ pub struct Hooks<'a> {
 /// for a container monitor.
 pub fn run_hooked(spec: &RunSpec, hooks: Hooks<'_>) -> Result<RunOutcome, RuntimeError> {
     run_inner(spec, Path::new("/proc/self/exe"), hooks, None)
+}
+
+/// [`run_hooked`] with an isolated network leased from `networks` (when
+/// `hooks.netns` does not give one).
+pub fn run_hooked_pooled(
+    spec: &RunSpec,
+    hooks: Hooks<'_>,
+    networks: Option<&NetworkPool>,
+) -> Result<RunOutcome, RuntimeError> {
+    run_inner(spec, Path::new("/proc/self/exe"), hooks, networks)
 }
 
 /// Like [`run`] with `spec.capture` set, and every chunk of output also

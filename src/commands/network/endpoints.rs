@@ -73,7 +73,7 @@ pub fn check_root(network: &str) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
-            "network {network}: bridge networks need root; without root kiln has default (slirp4netns), host and none"
+            "network {network} not found: bridge networks need root; without root kiln has default (slirp4netns), host and none"
         );
     }
     Ok(())
