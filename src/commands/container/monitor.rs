@@ -177,7 +177,6 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
         .parent()
         .and_then(Path::parent)
         .context("the container directory has no store root")?;
-    let endpoints = network::endpoints::read_endpoints(dir)?;
     let identity = network::identity_of(&config);
     let me = Owner::of(std::process::id()).context("reading this process's start time")?;
     let mut state = containers::read_state(dir)?;
@@ -239,7 +238,15 @@ fn supervise(dir: &Path, stdin: bool, ready: &Ready) -> anyhow::Result<i32> {
                     .write(stream, data);
             };
             // Bridge networks: set up for each run (addresses are leased
-            // while the container runs, as Docker's are).
+            // while the container runs, as Docker's are), from the
+            // endpoints as `connect` and `disconnect` left them.
+            let endpoints = match network::endpoints::read_endpoints(dir) {
+                Ok(endpoints) => endpoints,
+                Err(e) => {
+                    done.store(true, Ordering::SeqCst);
+                    return Err(format!("{e:#}"));
+                }
+            };
             let attached = if endpoints.is_empty() {
                 None
             } else {

@@ -249,14 +249,10 @@ fn short(id: &str, no_trunc: bool) -> &str {
     }
 }
 
-/// The networks `ls` shows: the store's, with the default one recorded
-/// on first sight when kiln is root.
+/// The networks `ls` shows: the store's (the default one once a
+/// container or `network inspect bridge` has recorded it; listing makes
+/// no bridge).
 fn listed(nets: &Networks) -> anyhow::Result<Vec<NetworkRecord>> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        let lock = nets.lock()?;
-        endpoints::resolve(nets, &lock, DEFAULT_NETWORK)?;
-    }
     Ok(nets.list()?)
 }
 
