@@ -633,6 +633,84 @@ mod tests {
         assert!(overlaps(a, b) && overlaps(b, a) && !overlaps(a, c));
     }
 
+    fn record(name: &str, id: &str) -> NetworkRecord {
+        NetworkRecord {
+            name: name.to_owned(),
+            id: id.to_owned(),
+            created: String::new(),
+            driver: "bridge".to_owned(),
+            internal: false,
+            labels: BTreeMap::new(),
+            subnet: "10.1.0.0/24".to_owned(),
+            gateway: "10.1.0.1".to_owned(),
+            bridge: "kiln-test".to_owned(),
+        }
+    }
+
+    fn lease(container: &str, name: &str, ip: &str, aliases: &[&str]) -> Lease {
+        Lease {
+            container: container.to_owned(),
+            name: name.to_owned(),
+            hostname: format!("{name}-host"),
+            aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+            ip_address: ip.to_owned(),
+            mac_address: String::new(),
+            interface: String::new(),
+            hosts_path: PathBuf::new(),
+            extra_hosts: vec!["db.local:10.9.9.9".to_owned()],
+            owner_pid: 0,
+            owner_start: 0,
+            boot_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn hosts_list_peers_of_shared_user_networks_only() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let c = "c".repeat(64);
+        let by_network = vec![
+            (
+                record("front", "1"),
+                vec![
+                    lease(&a, "web", "10.1.0.2", &["www"]),
+                    lease(&b, "client", "10.1.0.3", &[]),
+                ],
+            ),
+            (record("back", "2"), vec![lease(&c, "db", "10.2.0.2", &[])]),
+            (
+                record(DEFAULT_NETWORK, "3"),
+                vec![
+                    lease(&b, "client", "10.3.0.2", &[]),
+                    lease(&c, "db", "10.3.0.3", &[]),
+                ],
+            ),
+        ];
+        let text = hosts_file(&b, &by_network);
+        assert!(text.starts_with("127.0.0.1\tlocalhost\n"), "{text}");
+        assert!(text.contains("10.1.0.3\tclient-host\n"), "{text}");
+        assert!(text.contains("10.9.9.9\tdb.local\n"), "{text}");
+        assert!(text.contains("10.1.0.2\tweb aaaaaaaaaaaa www\n"), "{text}");
+        // Not the container of another network, nor peers on `bridge`.
+        assert!(!text.contains("\tdb "), "{text}");
+        assert!(!text.contains("10.3.0.3"), "{text}");
+    }
+
+    #[test]
+    fn system_check_names_what_is_no_network() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let networks = dir.path().join(NETWORKS_DIR);
+        fs::create_dir_all(networks.join("junk")).unwrap_or_else(|e| panic!("{e}"));
+        let problems = check(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].subject, "network junk");
+        assert!(
+            problems[0].problem.starts_with("not a network"),
+            "{}",
+            problems[0].problem
+        );
+    }
+
     #[test]
     fn free_subnet_skips_used_ranges() {
         let used = [
