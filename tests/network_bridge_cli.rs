@@ -431,9 +431,12 @@ fn the_default_bridge_reaches_the_outside_through_nat() {
         doc[0]["NetworkSettings"]["Networks"]["bridge"].is_object(),
         "{doc}"
     );
+    // A temporary store's default bridge and rules go with its last
+    // container.
     let (_, bridge) = store.network("bridge");
+    assert!(!links().contains(&format!(" {bridge}:")), "{}", links());
     assert!(
-        ruleset().contains(&format!("\"{bridge}\"")),
+        !ruleset().contains(&format!("\"{bridge}\"")),
         "{}",
         ruleset()
     );
@@ -701,5 +704,65 @@ fn build_network_name_lets_run_reach_a_container_by_name_and_add_host_fills_host
     assert!(
         err.contains("--add-host needs the default network or a user network"),
         "{err}"
+    );
+}
+
+#[test]
+fn network_ls_quiet_and_format_prune_and_the_predefined_network() {
+    if !can_run() {
+        return;
+    }
+    let store = Store::new();
+    let used = unique("used");
+    let unused = unique("unused");
+    let used_id = store
+        .kiln
+        .ok(&["network", "create", "-l", "team=a", &used])
+        .trim()
+        .to_owned();
+    store.kiln.ok(&["network", "create", "--internal", &unused]);
+    store.kiln.ok(&[
+        "create",
+        "--name",
+        "later",
+        "--network",
+        &used,
+        "bb:1",
+        "true",
+    ]);
+    let quiet = store.kiln.ok(&["network", "ls", "-q"]);
+    assert!(quiet.lines().any(|l| l == &used_id[..12]), "{quiet}");
+    let names = store.kiln.ok(&[
+        "network",
+        "ls",
+        "--format",
+        "{{.Name}} {{.Internal}} {{.Labels}}",
+    ]);
+    assert!(names.contains(&format!("{used} false team=a\n")), "{names}");
+    assert!(names.contains(&format!("{unused} true \n")), "{names}");
+    let pruned = store.kiln.ok(&["network", "prune", "-f"]);
+    assert_eq!(pruned, format!("Deleted Networks:\n{unused}\n"));
+    let err = store.kiln.fails(&["network", "rm", "bridge"]);
+    assert!(
+        err.contains("bridge is a pre-defined network and cannot be removed"),
+        "{err}"
+    );
+    let err = store.kiln.fails(&["network", "create", "host"]);
+    assert!(
+        err.contains("operation is not permitted on predefined host network"),
+        "{err}"
+    );
+    // A created container is on the network in inspect, without an
+    // address until it runs.
+    let doc: serde_json::Value =
+        serde_json::from_str(&store.kiln.ok(&["inspect", "later"])).unwrap();
+    assert_eq!(doc[0]["HostConfig"]["NetworkMode"], used.as_str());
+    assert_eq!(
+        doc[0]["NetworkSettings"]["Networks"][&used]["NetworkID"],
+        used_id.as_str()
+    );
+    assert_eq!(
+        doc[0]["NetworkSettings"]["Networks"][&used]["IPAddress"],
+        ""
     );
 }

@@ -153,8 +153,12 @@ pub fn resolve(nets: &Networks, lock: &NetworkLock, key: &str) -> anyhow::Result
                 ..record
             };
             nets.create(lock, &record)?;
-            // Its route claims the subnet for other stores from now on.
-            bridge::ensure(&host_network(&record)?).map_err(anyhow::Error::msg)?;
+            // kiln0's route claims the subnet for other stores from now
+            // on (another store's default bridge lives with its
+            // containers only, see `Attached::detach`).
+            if record.bridge == DEFAULT_BRIDGE {
+                bridge::ensure(&host_network(&record)?).map_err(anyhow::Error::msg)?;
+            }
             Ok(record)
         }
         other => Ok(other?),
@@ -226,6 +230,9 @@ pub struct Attached {
     /// The namespace the container joins.
     pub netns: OwnedFd,
     interfaces: Vec<String>,
+    /// The default network of a store other than the default one: its
+    /// bridge goes when its last container does (see `detach`).
+    transient: Vec<NetworkRecord>,
 }
 
 /// Sets up the networks of `endpoints` for container `who` in a new
@@ -251,6 +258,7 @@ pub fn attach(
         container: who.id.clone(),
         netns: namespace,
         interfaces: Vec::new(),
+        transient: Vec::new(),
     };
     let result = (|| -> anyhow::Result<()> {
         let mut touched = Vec::new();
@@ -267,7 +275,10 @@ pub fn attach(
                 index,
             )?;
             attached.interfaces.push(interface);
-            touched.push(record.id);
+            touched.push(record.id.clone());
+            if record.name == DEFAULT_NETWORK && record.bridge != DEFAULT_BRIDGE {
+                attached.transient.push(record);
+            }
         }
         std::fs::write(etc.join("hostname"), format!("{}\n", who.hostname))
             .with_context(|| format!("cannot write {}", etc.join("hostname").display()))?;
@@ -352,5 +363,21 @@ impl Attached {
         }
         let _ = networks::forget_container(&self.root, &self.container);
         drop(self.netns);
+        // A temporary store (tests, benchmarks) is often deleted with its
+        // default network recorded: its bridge and rules do not outlive
+        // its last container (a start makes them again).
+        if self.transient.is_empty() {
+            return;
+        }
+        let nets = Networks::at(&self.root);
+        let Ok(_lock) = nets.lock() else { return };
+        for record in &self.transient {
+            if nets.leases(&record.id).is_ok_and(|l| l.is_empty())
+                && let Ok(host) = host_network(record)
+            {
+                let _ = bridge::remove_rules(&host);
+                let _ = bridge::remove(&host);
+            }
+        }
     }
 }

@@ -420,6 +420,9 @@ fn create(
 }
 
 fn remove(nets: &Networks, key: &str) -> anyhow::Result<()> {
+    if RESERVED_NAMES.contains(&key) {
+        bail!("{key} is a pre-defined network and cannot be removed");
+    }
     let lock = nets.lock()?;
     let record = nets.find(key)?;
     if record.name == DEFAULT_NETWORK {
