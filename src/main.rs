@@ -148,6 +148,13 @@ enum Command {
         #[command(subcommand)]
         command: commands::cache::CacheCommand,
     },
+    /// Manage networks (create, ls, inspect, rm, prune, connect,
+    /// disconnect).
+    Network {
+        /// What to do.
+        #[command(subcommand)]
+        command: commands::network::NetworkCommand,
+    },
     /// Manage volumes (create, ls, inspect, rm, prune).
     Volume {
         /// What to do.
@@ -436,6 +443,7 @@ fn main() -> ExitCode {
         Command::Cache { command } | Command::Builder { command } => {
             commands::cache::run(root, &command)
         }
+        Command::Network { command } => commands::network::run(root, &command),
         Command::Volume { command } => commands::volume::run(root, &command),
         Command::System { command } => commands::system::run(root, &command),
         Command::Image { command } => match command {

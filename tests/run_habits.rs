@@ -442,7 +442,7 @@ fn kiln_failures_exit_125_in_dockers_words() {
         ),
         (
             &["--network", "bogus", "bb:1", "true"],
-            "error: network bogus not found: kiln has default (bridge), host and none\n",
+            "error: network bogus not found",
         ),
         (
             &["--stop-timeout", "soon", "bb:1", "true"],

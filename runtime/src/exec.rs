@@ -126,6 +126,7 @@ pub fn exec(pidfd: &OwnedFd, pid: i32, spec: &ExecSpec) -> Result<i32, RuntimeEr
             work: PathBuf::new(),
             links: PathBuf::new(),
             files: PathBuf::new(),
+            etc: None,
             rootless,
             own_userns: false,
             seccomp: crate::seccomp_program(&spec.seccomp, spec.privileged)?,

@@ -472,7 +472,7 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
         if !meta.is_file() {
             return Err(format!("rootfs: {path} is not a regular file"));
         }
-        let source = config.files.join(name);
+        let source = config.etc.as_ref().unwrap_or(&config.files).join(name);
         mount(
             Some(&source),
             fd_path(&fd).as_str(),

@@ -10,6 +10,7 @@
 //! dies with it, so nothing reaches the host's mount table.
 
 pub mod binfmt;
+pub mod bridge;
 mod caps;
 mod cgroup;
 mod exec;
@@ -25,7 +26,7 @@ mod sys;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -134,6 +135,8 @@ pub(crate) struct InitConfig {
     links: PathBuf,
     /// Generated `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     files: PathBuf,
+    /// The caller's `/etc` files, bound instead of those in `files`.
+    etc: Option<PathBuf>,
     /// kiln lacks the host's root ([`kiln_rootfs::userns::rootless`]):
     /// no cgroups, device nodes or `trusted.*` xattrs; overlays with
     /// `userxattr`.
@@ -165,6 +168,16 @@ pub(crate) enum NetworkSetup {
     Helper(PathBuf),
     /// The leased one on [`NETWORK_FD`], already joined to the host.
     Leased,
+}
+
+/// The `/etc/resolv.conf` an isolated (slirp4netns) run gets from the
+/// host's, for a caller that writes the `/etc` files itself
+/// ([`Hooks::etc`]).
+pub fn isolated_resolv_conf() -> String {
+    network::resolv_conf(
+        &fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        Network::Isolated,
+    )
 }
 
 /// Whether runs from this process are rootless: effective uid not 0, or
@@ -243,6 +256,13 @@ pub struct Hooks<'a> {
     /// With `spec.tty`: the terminal's size (rows, columns, pixels) from
     /// the start, when this process's stdin is not the user's terminal.
     pub window: Option<[u16; 4]>,
+    /// A network namespace the caller prepared (a bridge network's, see
+    /// [`bridge`]) for the container to join instead of `spec.network`'s.
+    pub netns: Option<BorrowedFd<'a>>,
+    /// A directory with the container's `hosts`, `hostname` and
+    /// `resolv.conf`, bind-mounted instead of generated ones: the caller
+    /// keeps them (and rewrites `hosts` in place as peers come and go).
+    pub etc: Option<&'a Path>,
 }
 
 /// Like [`run`], with `hooks` told of the start and of every chunk of
@@ -250,6 +270,16 @@ pub struct Hooks<'a> {
 /// for a container monitor.
 pub fn run_hooked(spec: &RunSpec, hooks: Hooks<'_>) -> Result<RunOutcome, RuntimeError> {
     run_inner(spec, Path::new("/proc/self/exe"), hooks, None)
+}
+
+/// [`run_hooked`] with an isolated network leased from `networks` (when
+/// `hooks.netns` does not give one).
+pub fn run_hooked_pooled(
+    spec: &RunSpec,
+    hooks: Hooks<'_>,
+    networks: Option<&NetworkPool>,
+) -> Result<RunOutcome, RuntimeError> {
+    run_inner(spec, Path::new("/proc/self/exe"), hooks, networks)
 }
 
 /// Like [`run`] with `spec.capture` set, and every chunk of output also
@@ -266,8 +296,7 @@ pub fn run_streaming(
         started: None,
         sink: Some(sink),
         keep_output: true,
-        terminal: None,
-        window: None,
+        ..Hooks::default()
     };
     run_inner(spec, Path::new("/proc/self/exe"), hooks, networks)
 }
@@ -309,8 +338,13 @@ fn run_inner(
         })?;
     // A pool's networks live in the host's user namespace: without root
     // the run's own user namespace needs a network of its own.
-    let pool = networks.filter(|_| spec.network == Network::Isolated && !is_rootless());
-    let mut config = prepare(spec, tmp.path(), pool.is_some())?;
+    let pool = networks
+        .filter(|_| spec.network == Network::Isolated && !is_rootless() && hooks.netns.is_none());
+    let mut config = prepare(spec, tmp.path(), pool.is_some() || hooks.netns.is_some())?;
+    if hooks.netns.is_some() {
+        config.network = NetworkSetup::Leased;
+    }
+    config.etc = hooks.etc.map(Path::to_path_buf);
     if hooks.window.is_some() {
         config.window = hooks.window;
     }
@@ -323,7 +357,10 @@ fn run_inner(
         &config,
         init_program,
         hooks,
-        lease.as_ref().and_then(network::Lease::fd),
+        lease
+            .as_ref()
+            .and_then(network::Lease::fd)
+            .or(hooks.netns.map(|fd| fd.as_raw_fd())),
     );
     // The run is over (every process of its PID namespace is gone): the
     // network goes back to the pool.
@@ -483,6 +520,7 @@ fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, Runti
         work,
         links,
         files,
+        etc: None,
         rootless: is_rootless(),
         own_userns: needs_own_userns(),
         seccomp,

@@ -66,9 +66,15 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEYFILE[,KEYFILE...]]")]
     ssh: Vec<String>,
     /// Network for RUN steps: `default` (an isolated network namespace
-    /// with outbound NAT), `host` or `none` (only loopback)
+    /// with outbound NAT), `host`, `none` (only loopback), or a network of
+    /// `kiln network create` (root: RUN steps reach its containers by
+    /// name)
     #[arg(long, default_value = "default", value_name = "MODE")]
     network: String,
+    /// Add a custom host-to-IP mapping to RUN steps' /etc/hosts
+    /// (`HOST:IP`; default network or a user network)
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    add_hosts: Vec<String>,
     /// Let the Dockerfile use a privilege: `network.host` (`RUN
     /// --network=host`) or `security.insecure` (`RUN --security=insecure`);
     /// may repeat or be comma-separated
@@ -916,11 +922,25 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let platform = platforms.first().map(platform_spec);
     let network = match args.network.as_str() {
-        "default" => kiln_runtime::Network::Isolated,
         "host" => kiln_runtime::Network::Host,
         "none" => kiln_runtime::Network::None,
-        other => bail!("invalid --network {other:?}: expected default, host or none"),
+        // The default, or a user network's namespace (see RunNetwork).
+        _ => kiln_runtime::Network::Isolated,
     };
+    if network != kiln_runtime::Network::Isolated && !args.add_hosts.is_empty() {
+        bail!(
+            "--add-host needs the default network or a user network for RUN steps (--network {} uses kiln's own /etc/hosts)",
+            args.network
+        );
+    }
+    for entry in &args.add_hosts {
+        let valid = entry
+            .split_once(':')
+            .is_some_and(|(host, ip)| !host.is_empty() && ip.parse::<std::net::IpAddr>().is_ok());
+        if !valid {
+            bail!("invalid argument \"{entry}\" for \"--add-host\" flag: expected HOST:IP");
+        }
+    }
     let allow = parse_allow(&args.allow)?;
     let compression = match args.compression.as_str() {
         "none" | "uncompressed" => Compression::None,
@@ -1050,6 +1070,8 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|d| d.digest)
         .collect();
+    let run_network = RunNetwork::set_up(&store, args)?;
+    options.executor = run_network.as_ref().map(RunNetwork::executor).transpose()?;
     install_signal_handlers();
     let reporter = progress::reporter(mode);
     // Layers of a mode=max --cache-to go out while the build goes on.
@@ -1064,6 +1086,10 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     // RUN steps' NAT helpers are reaped in the background; none may
     // outlive kiln.
     kiln_runtime::wait_for_helpers();
+    drop(options);
+    if let Some(run_network) = run_network {
+        run_network.finish();
+    }
     drop(reporter);
     // A failed build's trace shows what ran until then; the build's own
     // error goes first.
@@ -2153,5 +2179,129 @@ mod tests {
         header[257..262].copy_from_slice(b"ustar");
         assert!(looks_like_tar(&header));
         assert!(!looks_like_tar(b"FROM scratch\n"));
+    }
+}
+
+/// Where RUN steps on the build's default network go when `--network`
+/// names a user network or `--add-host` is given: the `/etc` files kiln
+/// writes (in a temporary directory) and, on a user network, one network
+/// namespace joined to it for the whole build (its lease is this
+/// process's, freed at the end or, if kiln is killed, by the next
+/// reconcile). RUN steps with `--network=host|none` keep theirs.
+struct RunNetwork {
+    etc: tempfile::TempDir,
+    attached: Option<super::network::endpoints::Attached>,
+}
+
+impl RunNetwork {
+    fn set_up(store: &kiln_store::Store, args: &BuildArgs) -> anyhow::Result<Option<RunNetwork>> {
+        let user = !matches!(
+            args.network.as_str(),
+            "default" | "bridge" | "host" | "none"
+        );
+        if !user && args.add_hosts.is_empty() {
+            return Ok(None);
+        }
+        let etc = tempfile::Builder::new()
+            .prefix("build-etc-")
+            .tempdir_in(store.tmp_dir())
+            .context("cannot create the RUN steps' /etc files")?;
+        let hostname = kiln_builder::engine::BUILD_HOSTNAME;
+        if !user {
+            let mut hosts = format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+            );
+            for entry in &args.add_hosts {
+                if let Some((name, address)) = entry.split_once(':') {
+                    let _ =
+                        std::fmt::Write::write_fmt(&mut hosts, format_args!("{address}\t{name}\n"));
+                }
+            }
+            for (name, text) in [
+                ("hosts", hosts),
+                ("hostname", format!("{hostname}\n")),
+                ("resolv.conf", kiln_runtime::isolated_resolv_conf()),
+            ] {
+                let path = etc.path().join(name);
+                fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            return Ok(Some(RunNetwork {
+                etc,
+                attached: None,
+            }));
+        }
+        let id = super::container::random_id();
+        let who = super::network::endpoints::Identity {
+            name: format!("build-{}", id.get(..12).unwrap_or(&id)),
+            id,
+            hostname: hostname.to_owned(),
+            extra_hosts: args.add_hosts.clone(),
+            dns: Vec::new(),
+        };
+        let endpoints = [super::network::endpoints::EndpointRequest {
+            network: args.network.clone(),
+            aliases: Vec::new(),
+            ipv4_address: None,
+        }];
+        let attached =
+            super::network::endpoints::attach(store.root(), &who, &endpoints, etc.path())?;
+        Ok(Some(RunNetwork {
+            etc,
+            attached: Some(attached),
+        }))
+    }
+
+    fn executor(&self) -> anyhow::Result<std::sync::Arc<dyn kiln_builder::Executor>> {
+        let netns = self
+            .attached
+            .as_ref()
+            .map(|a| a.netns.try_clone())
+            .transpose()
+            .context("cannot share the build's network namespace")?;
+        Ok(std::sync::Arc::new(NetworkExecutor {
+            etc: self.etc.path().to_path_buf(),
+            netns,
+        }))
+    }
+
+    fn finish(self) {
+        if let Some(attached) = self.attached {
+            attached.detach();
+        }
+        drop(self.etc);
+    }
+}
+
+/// Runs RUN steps on the default network with [`RunNetwork`]'s files
+/// and namespace; others as kiln-runtime does.
+#[derive(Debug)]
+struct NetworkExecutor {
+    etc: PathBuf,
+    netns: Option<std::os::fd::OwnedFd>,
+}
+
+impl kiln_builder::Executor for NetworkExecutor {
+    fn run(
+        &self,
+        spec: &kiln_runtime::RunSpec,
+        output: kiln_runtime::OutputSink<'_>,
+        networks: Option<&kiln_runtime::NetworkPool>,
+    ) -> Result<kiln_runtime::RunOutcome, kiln_runtime::RuntimeError> {
+        if spec.network != kiln_runtime::Network::Isolated {
+            return kiln_runtime::run_streaming(spec, output, networks);
+        }
+        let hooks = kiln_runtime::Hooks {
+            sink: Some(output),
+            keep_output: true,
+            netns: self.netns.as_ref().map(std::os::fd::AsFd::as_fd),
+            etc: Some(&self.etc),
+            ..kiln_runtime::Hooks::default()
+        };
+        // Without a namespace of ours, the pool's (slirp4netns) is used.
+        if self.netns.is_none() {
+            return kiln_runtime::run_hooked_pooled(spec, hooks, networks);
+        }
+        kiln_runtime::run_hooked(spec, hooks)
     }
 }

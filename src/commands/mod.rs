@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod layers;
 pub mod load;
 pub mod login;
+pub mod network;
 pub mod parse;
 pub mod prune;
 pub mod pull;

@@ -90,10 +90,11 @@ pub struct RunArgs {
     /// Overwrite the image's ENTRYPOINT.
     #[arg(long, value_name = "CMD")]
     entrypoint: Option<String>,
-    /// Network: `default` (or `bridge`: an isolated network namespace
-    /// with outbound NAT, the host's loopback out of reach), `host` or
-    /// `none` (only a loopback interface).
-    #[arg(long, default_value = "default", value_name = "default|host|none")]
+    /// Network: `default` (or `bridge`: as root, a kept container joins
+    /// the `bridge` network; a foreground run gets an isolated namespace
+    /// with outbound NAT through slirp4netns), `host`, `none` (only a
+    /// loopback interface), or a network of `kiln network create` (root).
+    #[arg(long, default_value = "default", value_name = "NETWORK")]
     network: String,
     /// Publish a container's port to the host:
     /// `[[IP:]HOSTPORT:]PORT[/tcp|udp]` (no host port: a free one; ranges
@@ -112,6 +113,18 @@ pub struct RunArgs {
     /// Expose a port or a range of ports (`PORT[/PROTO]`), published by -P.
     #[arg(long = "expose", value_name = "PORT[/PROTO]")]
     expose: Vec<String>,
+    /// Add a network-scoped alias for the container (user networks).
+    #[arg(long = "network-alias", value_name = "NAME")]
+    network_aliases: Vec<String>,
+    /// The container's IPv4 address (user networks).
+    #[arg(long, value_name = "IP")]
+    ip: Option<String>,
+    /// Add a custom host-to-IP mapping (`HOST:IP`; bridge networks).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    add_hosts: Vec<String>,
+    /// Set custom DNS servers (bridge networks).
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
     /// Security options: `seccomp=unconfined` (no seccomp filter) or
     /// `seccomp=PROFILE.json` (a profile in Docker's format instead of
     /// Docker's default one).
@@ -219,11 +232,11 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
             .transpose()?,
     };
     let network = match args.network.as_str() {
-        "default" | "bridge" => Network::Isolated,
         "host" => Network::Host,
         "none" => Network::None,
-        // Docker's words for a network it does not have.
-        other => bail!("network {other} not found: kiln has default (bridge), host and none"),
+        // The default, or a bridge network (joined through a namespace
+        // kiln prepares, which replaces this one).
+        _ => Network::Isolated,
     };
     let seccomp = parse_security_opts(&args.security_opt)?;
     let publish = Publish::parse(args)?;
@@ -304,6 +317,7 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
         || args.restart != "no"
         || !args.log_opts.is_empty()
         || !args.labels.is_empty();
+    let endpoints = endpoints_of(args, keep)?;
     if keep {
         let kept_dir = store.container_dir(&container_id);
         let kept = super::container::create::Kept {
@@ -317,6 +331,9 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
             port_bindings: &publish.mappings,
             publish_all: args.publish_all,
             exposed: &publish.exposed,
+            endpoints,
+            extra_hosts: &args.add_hosts,
+            dns: &args.dns,
         };
         let created =
             super::container::create::from_run(&store, &image, &kept, spec, create, args.detach);
@@ -340,11 +357,42 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
     let upper = scratch.path().join("upper");
     std::fs::create_dir(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
     spec.upper = upper;
+    // A foreground run on a user network: its leases are this
+    // process's, its /etc files in the scratch directory.
+    let attached = if endpoints.is_empty() {
+        None
+    } else {
+        let who = super::network::endpoints::Identity {
+            id: container_id.clone(),
+            name: container_id.chars().take(12).collect(),
+            hostname: spec.hostname.clone(),
+            extra_hosts: args.add_hosts.clone(),
+            dns: args.dns.clone(),
+        };
+        Some(super::network::endpoints::attach(
+            store.root(),
+            &who,
+            &endpoints,
+            scratch.path(),
+        )?)
+    };
+    let hooks = kiln_runtime::Hooks {
+        netns: attached
+            .as_ref()
+            .map(|a| std::os::fd::AsFd::as_fd(&a.netns)),
+        etc: attached.as_ref().map(|_| scratch.path()),
+        ..kiln_runtime::Hooks::default()
+    };
     let outcome = if network == Network::Isolated && publish.any() {
-        run_published(&spec, &publish, image_exposed)
+        run_published(&spec, &publish, image_exposed, hooks)
+    } else if attached.is_some() {
+        kiln_runtime::run_hooked(&spec, hooks).map_err(anyhow::Error::from)
     } else {
         kiln_runtime::run(&spec).map_err(anyhow::Error::from)
     };
+    if let Some(attached) = attached {
+        attached.detach();
+    }
     // The NAT helper is reaped in the background; it must not outlive kiln.
     kiln_runtime::wait_for_helpers();
     let outcome = finish_volumes(&store, volumes, outcome.is_ok())
@@ -394,6 +442,7 @@ fn run_published(
     spec: &RunSpec,
     publish: &Publish,
     image_exposed: std::collections::BTreeMap<String, serde_json::Value>,
+    hooks: kiln_runtime::Hooks<'_>,
 ) -> anyhow::Result<kiln_runtime::RunOutcome> {
     use super::container::publish as ports;
     let mut exposed: serde_json::Map<String, serde_json::Value> =
@@ -425,12 +474,68 @@ fn run_published(
             spec,
             kiln_runtime::Hooks {
                 started: Some(&started),
-                ..kiln_runtime::Hooks::default()
+                ..hooks
             },
         );
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         outcome.map_err(anyhow::Error::from)
     })
+}
+
+/// The bridge networks a run joins: `--network NAME` of a user network,
+/// or for a container kept as root the default `bridge` network (a
+/// foreground run keeps slirp4netns: see docs/architecture.md,
+/// "Networks"). `--network-alias` and `--ip` need a user network,
+/// `--add-host` and `--dns` a bridge network, as Docker's do.
+fn endpoints_of(
+    args: &RunArgs,
+    keep: bool,
+) -> anyhow::Result<Vec<super::network::endpoints::EndpointRequest>> {
+    use kiln_store::networks::DEFAULT_NETWORK;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let name = match args.network.as_str() {
+        "default" | "bridge" if keep && root => Some(DEFAULT_NETWORK),
+        "host" | "none" | "default" | "bridge" => None,
+        other => Some(other),
+    };
+    let user = name.is_some_and(|n| n != DEFAULT_NETWORK);
+    if !user && !args.network_aliases.is_empty() {
+        bail!("network-scoped alias is supported only for containers in user defined networks");
+    }
+    if !user && args.ip.is_some() {
+        bail!("user specified IP address is supported on user defined networks only");
+    }
+    if name.is_none() && !(args.add_hosts.is_empty() && args.dns.is_empty()) {
+        bail!(
+            "--add-host and --dns need a bridge network: a container kept as root, or --network NAME (network {} has kiln's own /etc/hosts and resolv.conf)",
+            args.network
+        );
+    }
+    for entry in &args.add_hosts {
+        let valid = entry
+            .split_once(':')
+            .is_some_and(|(host, ip)| !host.is_empty() && ip.parse::<std::net::IpAddr>().is_ok());
+        if !valid {
+            bail!("invalid argument \"{entry}\" for \"--add-host\" flag: expected HOST:IP");
+        }
+    }
+    for server in &args.dns {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            bail!(
+                "invalid argument \"{server}\" for \"--dns\" flag: {server} is not an ip address"
+            );
+        }
+    }
+    let Some(name) = name else {
+        return Ok(Vec::new());
+    };
+    super::network::endpoints::check_root(name)?;
+    Ok(vec![super::network::endpoints::EndpointRequest {
+        network: name.to_owned(),
+        aliases: args.network_aliases.clone(),
+        ipv4_address: args.ip.clone(),
+    }])
 }
 
 /// `--security-opt` values as Docker reads them (`seccomp=...`, or the

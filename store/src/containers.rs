@@ -218,6 +218,11 @@ pub fn current_state(dir: &Path) -> Result<ContainerState, StoreError> {
     state.monitor_pid = 0;
     // Best effort: the container directory may be being removed.
     let _ = write_state(dir, &state);
+    // The monitor held the container's network leases: found dead, they
+    // are freed as the state is (best effort, as the state write).
+    if let Some(root) = dir.parent().and_then(Path::parent) {
+        let _ = crate::networks::forget_dead(root);
+    }
     Ok(state)
 }
 
@@ -365,6 +370,8 @@ impl Store {
         }
         crate::fault::point("container.removed");
         crate::blobs::sync_dir(&self.containers_dir())?;
+        // Its addresses are free, and its peers forget its name.
+        crate::networks::forget_container(self.root(), id)?;
         remove_tree(&aside)
     }
 

@@ -212,6 +212,46 @@ pub enum StoreError {
     /// An image archive is malformed.
     #[error("invalid archive: {0}")]
     Archive(String),
+    /// No network has this name or ID (Docker's words).
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    /// A network of this name exists (Docker's words).
+    #[error("network with name {0} already exists")]
+    NetworkExists(String),
+    /// Every address of the network's subnet is leased (Docker's words).
+    #[error("no available IPv4 addresses on this network's address pools: {name} ({id})")]
+    AddressesExhausted {
+        /// The network's name.
+        name: String,
+        /// Its ID.
+        id: String,
+    },
+    /// A requested address is leased already (Docker's words).
+    #[error("Address already in use: {0}")]
+    AddressInUse(String),
+    /// A subnet overlaps another network's (Docker's words, and whose).
+    #[error(
+        "invalid pool request: Pool overlaps with other one on this address space ({subnet} overlaps {other}'s {other_subnet})"
+    )]
+    SubnetOverlap {
+        /// The subnet asked for.
+        subnet: String,
+        /// The network that has the overlapping one.
+        other: String,
+        /// Its subnet.
+        other_subnet: String,
+    },
+    /// A network that containers are on (Docker's words).
+    #[error("error while removing network: network {name} id {id} has active endpoints")]
+    NetworkInUse {
+        /// The network's name.
+        name: String,
+        /// Its ID.
+        id: String,
+    },
+    /// A network setting kiln cannot use.
+    #[error("{0}")]
+    InvalidNetwork(String),
 }
 
 impl StoreError {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fault;
 pub mod layer;
 pub mod maintenance;
+pub mod networks;
 pub mod registry;
 pub mod snapshot;
 pub mod spec;

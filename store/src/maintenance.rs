@@ -221,6 +221,8 @@ impl Store {
     /// instant leaves either the whole snapshot or none of it in
     /// `snapshots/`, and the rest in `tmp/` as a dead process's garbage.
     fn sweep(&self) -> Result<SweepReport, StoreError> {
+        // Address leases whose holder is gone are garbage too.
+        crate::networks::forget_dead(self.root())?;
         let marks = self.mark(|_| true)?;
         let mut report = SweepReport::default();
         let snapshots = self.snapshots_dir();
@@ -563,6 +565,7 @@ impl Store {
         }
         problems.extend(self.check_snapshots()?);
         problems.extend(self.check_containers()?);
+        problems.extend(crate::networks::check(self.root())?);
         Ok(problems)
     }
 

@@ -50,7 +50,7 @@ pub struct Store {
 /// The directories kiln keeps under the store root, created on open and
 /// closed to other users. The store owns each of them: garbage
 /// collection, `system check` and `system df` cover them all.
-const STORE_DIRS: [&str; 12] = [
+const STORE_DIRS: [&str; 13] = [
     "blobs",
     "containers",
     "blobs/sha256",
@@ -63,6 +63,7 @@ const STORE_DIRS: [&str; 12] = [
     "meta",
     "meta/diff",
     "volumes",
+    "networks",
 ];
 
 /// Mode of the store root and of its directories: the owner only.

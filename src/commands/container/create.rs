@@ -56,6 +56,12 @@ pub struct Kept<'a> {
     pub publish_all: bool,
     /// `--expose`, and the ports `-p` names.
     pub exposed: &'a [String],
+    /// The bridge networks it joins (none: `spec.network` as it is).
+    pub endpoints: Vec<crate::commands::network::endpoints::EndpointRequest>,
+    /// `--add-host`s.
+    pub extra_hosts: &'a [String],
+    /// `--dns` servers.
+    pub dns: &'a [String],
 }
 
 /// A restart policy, as Docker's `HostConfig.RestartPolicy`.
@@ -149,11 +155,20 @@ pub fn from_run(
     spec.capture = true;
     let path = spec.argv.first().cloned().unwrap_or_default();
     let args: Vec<String> = spec.argv.iter().skip(1).cloned().collect();
-    let network = match spec.network {
-        kiln_runtime::Network::Isolated => "bridge",
-        kiln_runtime::Network::Host => "host",
-        kiln_runtime::Network::None => "none",
+    let network = match (kept.endpoints.first(), spec.network) {
+        (Some(endpoint), _) => endpoint.network.as_str(),
+        (None, kiln_runtime::Network::Isolated) => "bridge",
+        (None, kiln_runtime::Network::Host) => "host",
+        (None, kiln_runtime::Network::None) => "none",
     };
+    // An unknown network is refused before the container exists.
+    if !kept.endpoints.is_empty() {
+        let nets = kiln_store::networks::Networks::at(store.root());
+        let lock = nets.lock()?;
+        for endpoint in &kept.endpoints {
+            crate::commands::network::endpoints::resolve(&nets, &lock, &endpoint.network)?;
+        }
+    }
     let binds: Vec<String> = spec
         .mounts
         .iter()
@@ -221,6 +236,8 @@ pub fn from_run(
             "NetworkMode": network,
             "PortBindings": super::publish::port_bindings(kept.port_bindings),
             "PublishAllPorts": kept.publish_all,
+            "ExtraHosts": if kept.extra_hosts.is_empty() { Value::Null } else { json!(kept.extra_hosts) },
+            "Dns": kept.dns,
             "RestartPolicy": {"Name": restart, "MaximumRetryCount": retries},
             "AutoRemove": kept.auto_remove,
             "Privileged": spec.privileged,
@@ -238,6 +255,9 @@ pub fn from_run(
     let dir = store
         .create_container(&config, &ContainerState::created())
         .map_err(anyhow::Error::from)?;
+    if !kept.endpoints.is_empty() {
+        crate::commands::network::endpoints::write_endpoints(&dir, &kept.endpoints)?;
+    }
     if create_only {
         println!("{}", config.id);
         return Ok(ExitCode::SUCCESS);

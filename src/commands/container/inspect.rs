@@ -55,7 +55,7 @@ pub fn document(container: &Container) -> Value {
     if let (Some(health), Some(map)) = (&state.health, state_doc.as_object_mut()) {
         map.insert("Health".to_owned(), health.clone());
     }
-    json!({
+    let mut document = json!({
         "Id": config.id,
         "Created": config.created,
         "Path": config.path,
@@ -88,5 +88,11 @@ pub fn document(container: &Container) -> Value {
             "SandboxKey": "",
             "Networks": {network: {}},
         },
-    })
+    });
+    if let Some(Value::Object(settings)) = document.get_mut("NetworkSettings") {
+        for (key, value) in crate::commands::network::settings(container) {
+            settings.insert(key, value);
+        }
+    }
+    document
 }

@@ -28,6 +28,7 @@ use kiln_store::containers;
 use kiln_store::temp::Owner;
 
 use super::{STOPPED_MARKER, publish};
+use crate::commands::network;
 
 /// Entry point: `kiln __kiln-monitor DIR [--stdin] [--attach]`.
 pub fn main() -> ExitCode {
@@ -245,6 +246,11 @@ fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Re
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     let log = Mutex::new(JsonLog::open(dir, &config.id, &config.host_config)?);
+    let root = dir
+        .parent()
+        .and_then(Path::parent)
+        .context("the container directory has no store root")?;
+    let identity = network::identity_of(&config);
     let me = Owner::of(std::process::id()).context("reading this process's start time")?;
     // The host's sockets are bound once, before the first start, and
     // held across restarts: a port in use fails the start, and the kernel
@@ -316,6 +322,27 @@ fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Re
                 hub.broadcast(stream, data);
             };
             let terminal = |master: OwnedFd| super::attach::pump_terminal(&hub, &master, &sink);
+            // Bridge networks: set up for each run (addresses are leased
+            // while the container runs, as Docker's are), from the
+            // endpoints as `connect` and `disconnect` left them.
+            let endpoints = match network::endpoints::read_endpoints(dir) {
+                Ok(endpoints) => endpoints,
+                Err(e) => {
+                    done.store(true, Ordering::SeqCst);
+                    return Err(format!("{e:#}"));
+                }
+            };
+            let attached = if endpoints.is_empty() {
+                None
+            } else {
+                match network::endpoints::attach(root, &identity, &endpoints, dir) {
+                    Ok(attached) => Some(attached),
+                    Err(e) => {
+                        done.store(true, Ordering::SeqCst);
+                        return Err(format!("{e:#}"));
+                    }
+                }
+            };
             let outcome = kiln_runtime::run_hooked(
                 &spec,
                 Hooks {
@@ -324,10 +351,15 @@ fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Re
                     keep_output: false,
                     terminal: Some(&terminal),
                     window,
+                    netns: attached.as_ref().map(|a| a.netns.as_fd()),
+                    etc: attached.as_ref().map(|_| dir),
                 },
             );
             done.store(true, Ordering::SeqCst);
-            outcome
+            if let Some(attached) = attached {
+                attached.detach();
+            }
+            outcome.map_err(|e| chain(&e))
         });
         if let Some(proxy) = &proxy {
             let _ = proxy.set_target(None);
@@ -351,7 +383,7 @@ fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Re
                 state.oom_killed = outcome.oom_killed;
             }
             Err(e) => {
-                let message = format!("cannot run {}: {}", config.image, chain(&e));
+                let message = format!("cannot run {}: {e}", config.image);
                 ready.send(&format!("error {message}"));
                 state.exit_code = 128;
                 state.error = message;
@@ -394,10 +426,6 @@ fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Re
         }
     }
     if auto_remove {
-        let root = dir
-            .parent()
-            .and_then(Path::parent)
-            .context("the container directory has no store root")?;
         let store = kiln_store::Store::open(root)?;
         store.remove_container(&config.id)?;
         // As Docker's --rm: the anonymous volumes go with the container.

@@ -1,0 +1,439 @@
+//! Root bridge networks, as Docker's `bridge` driver: a Linux bridge per
+//! network with the gateway address, a veth pair per container and
+//! network (one end on the bridge, the other in the container's network
+//! namespace), outbound NAT and the isolation between networks in an
+//! nftables table of kiln's own (`table inet kiln`).
+//!
+//! The plumbing goes through iproute2 (`ip`) and `nft` rather than raw
+//! netlink: both are on every host that has nftables, their messages name
+//! what failed, and a container start pays two or three short processes.
+//! The kiln table is shared by every store of the host (bridges of two
+//! stores are isolated from each other too): its rules are fixed and
+//! match sets, each network adds and removes its own elements
+//! ([`add_rules`], [`remove_rules`]).
+//!
+//! Nothing here keeps state: the store records the networks and their
+//! address leases; callers serialise [`ensure`] with the store's network
+//! lock.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd as _, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use nix::fcntl::{OFlag, open};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::stat::Mode;
+
+/// The nftables table kiln owns.
+pub const TABLE: &str = "kiln";
+
+/// One bridge network as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeNetwork {
+    /// The Linux bridge's name (at most 15 bytes).
+    pub bridge: String,
+    /// The subnet's first address.
+    pub subnet: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The bridge's own address, the containers' default route.
+    pub gateway: Ipv4Addr,
+    /// No route out (Docker's `--internal`): neither NAT nor forwarding
+    /// to or from other interfaces.
+    pub internal: bool,
+}
+
+/// A container's interface on one bridge network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// The host end of the veth pair (on the bridge).
+    pub host: String,
+    /// The name in the container (`eth0`, `eth1`, ...).
+    pub name: String,
+    /// The bridge it joins.
+    pub bridge: String,
+    /// The container's address.
+    pub address: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The gateway, the default route when `default_route`.
+    pub gateway: Ipv4Addr,
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// This interface carries the default route (the first network).
+    pub default_route: bool,
+}
+
+/// Where a tool is: `PATH`, then the sbin directories a non-login root
+/// shell may lack.
+fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Whether the tools bridge networks need are installed.
+pub fn check_tools() -> Result<(), String> {
+    for name in ["ip", "nft"] {
+        if !tool(name).is_file() {
+            return Err(format!(
+                "bridge networks need {name}, which is not installed (Debian: apt-get install {})",
+                if name == "ip" { "iproute2" } else { "nftables" }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `program args`, `input` on its stdin; its stderr in the error.
+fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), String> {
+    let mut child = Command::new(tool(program))
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {program}: {e}"))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("writing to {program}: {e}"))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("running {program}: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    Err(format!(
+        "{program} {}: {}",
+        args.join(" "),
+        stderr.trim().lines().last().unwrap_or("failed")
+    ))
+}
+
+fn exists(interface: &str) -> bool {
+    std::path::Path::new("/sys/class/net")
+        .join(interface)
+        .exists()
+}
+
+/// Makes the network's bridge (when missing) with the gateway address and
+/// brings it up, and turns on IPv4 forwarding (as Docker does; kiln never
+/// turns it off, other networks of the host may need it).
+pub fn ensure(network: &BridgeNetwork) -> Result<(), String> {
+    check_tools()?;
+    let name = &network.bridge;
+    let mut batch = String::new();
+    if !exists(name) {
+        let _ = writeln!(batch, "link add {name} type bridge");
+    }
+    let _ = writeln!(
+        batch,
+        "addr replace {}/{} dev {name}",
+        network.gateway, network.prefix
+    );
+    let _ = writeln!(batch, "link set {name} up");
+    run("ip", &["-batch", "-"], Some(&batch))
+        .map_err(|e| format!("setting up bridge {name}: {e}"))?;
+    let forward = "/proc/sys/net/ipv4/ip_forward";
+    if !std::fs::read_to_string(forward).is_ok_and(|s| s.trim() == "1") {
+        std::fs::write(forward, "1").map_err(|e| format!("enabling {forward}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Removes the network's bridge (the veths still on it go with it).
+pub fn remove(network: &BridgeNetwork) -> Result<(), String> {
+    if !exists(&network.bridge) {
+        return Ok(());
+    }
+    run(
+        "ip",
+        &["link", "delete", &network.bridge, "type", "bridge"],
+        None,
+    )
+    .map_err(|e| format!("removing bridge {}: {e}", network.bridge))
+}
+
+/// The kiln table without any network: sets the networks fill, and the
+/// rules over them. Intra-network traffic passes (it crosses the forward
+/// hook only with `br_netfilter`), traffic between two kiln bridges is
+/// dropped (isolation, across stores too), internal networks' traffic
+/// goes nowhere else, and what leaves a non-internal subnet through
+/// another interface is masqueraded.
+const BASE_TABLE: &str = "table inet kiln {
+  set bridges { type ifname; }
+  set internal { type ifname; }
+  set same { type ifname . ifname; }
+  set nat_subnets { type ipv4_addr; flags interval; }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname . oifname @same accept
+    iifname @bridges oifname @bridges drop
+    iifname @internal drop
+    oifname @internal drop
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr @nat_subnets oifname != @bridges masquerade
+  }
+}
+";
+
+/// The set elements of one network: (set, element).
+fn elements(network: &BridgeNetwork) -> Vec<(&'static str, String)> {
+    let name = &network.bridge;
+    let mut out = vec![
+        ("bridges", format!("\"{name}\"")),
+        ("same", format!("\"{name}\" . \"{name}\"")),
+    ];
+    if network.internal {
+        out.push(("internal", format!("\"{name}\"")));
+    } else {
+        out.push((
+            "nat_subnets",
+            format!("{}/{}", network.subnet, network.prefix),
+        ));
+    }
+    out
+}
+
+/// A host-wide lock for changes to the kiln table (every store's
+/// networks share it; the table is made once).
+fn table_lock() -> Result<std::fs::File, String> {
+    let path = "/run/lock/kiln-network.lock";
+    let _ = std::fs::create_dir_all("/run/lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("opening {path}: {e}"))?;
+    // SAFETY: flock on a descriptor we own; released when it is closed.
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("locking {path}: {error}"));
+        }
+    }
+    Ok(file)
+}
+
+/// Adds `network`'s elements to the kiln table (made when missing): its
+/// bridge in the isolation sets, its subnet masqueraded (unless
+/// internal). Idempotent, so every container start heals a flushed
+/// table. Where Docker's iptables rules drop forwarded packets by
+/// default (`FORWARD` policy `DROP`, the `DOCKER-USER` chain present),
+/// kiln's bridges are let through there: a packet must be accepted by
+/// every table's forward hook, and kiln's own table does the filtering.
+pub fn add_rules(network: &BridgeNetwork) -> Result<(), String> {
+    check_tools()?;
+    let _lock = table_lock()?;
+    let fail = |e: String| format!("writing the nftables table inet {TABLE}: {e}");
+    if run("nft", &["list", "table", "inet", TABLE], None).is_err() {
+        run("nft", &["-f", "-"], Some(BASE_TABLE)).map_err(fail)?;
+    }
+    let mut script = String::new();
+    for (set, element) in elements(network) {
+        let _ = writeln!(script, "add element inet {TABLE} {set} {{ {element} }}");
+    }
+    run("nft", &["-f", "-"], Some(&script)).map_err(fail)?;
+    docker_user_accept();
+    Ok(())
+}
+
+/// Removes `network`'s elements from the kiln table (each on its own:
+/// one already gone must not keep the others).
+pub fn remove_rules(network: &BridgeNetwork) -> Result<(), String> {
+    check_tools()?;
+    let _lock = table_lock()?;
+    if run("nft", &["list", "table", "inet", TABLE], None).is_err() {
+        return Ok(());
+    }
+    for (set, element) in elements(network) {
+        let script = format!("delete element inet {TABLE} {set} {{ {element} }}\n");
+        let _ = run("nft", &["-f", "-"], Some(&script));
+    }
+    Ok(())
+}
+
+/// The accept rules for kiln's bridges in Docker's `DOCKER-USER` chain,
+/// when it exists (best effort: without it nothing drops kiln's traffic).
+fn docker_user_accept() {
+    let iptables = tool("iptables");
+    if !iptables.is_file() {
+        return;
+    }
+    let quiet = |args: &[&str]| {
+        Command::new(&iptables)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !quiet(&["-w", "-n", "-L", "DOCKER-USER"]) {
+        return;
+    }
+    let rules: [&[&str]; 2] = [
+        &["-i", "kiln+", "-j", "ACCEPT"],
+        &[
+            "-o",
+            "kiln+",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ],
+    ];
+    for rule in rules {
+        let check: Vec<&str> = ["-w", "-C", "DOCKER-USER"]
+            .iter()
+            .chain(rule)
+            .copied()
+            .collect();
+        if !quiet(&check) {
+            let insert: Vec<&str> = ["-w", "-I", "DOCKER-USER"]
+                .iter()
+                .chain(rule)
+                .copied()
+                .collect();
+            let _ = quiet(&insert);
+        }
+    }
+}
+
+/// A new network namespace with `lo` up, made on a thread of its own (the
+/// calling thread keeps its namespace). It lives while the descriptor is
+/// open or a process is in it.
+pub fn new_namespace() -> Result<OwnedFd, String> {
+    let thread = std::thread::Builder::new()
+        .name("kiln-netns".to_owned())
+        .spawn(|| {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("bridge network: unshare network namespace: {e}"))?;
+            let fd = open_own()?;
+            crate::network::loopback_up()
+                .map_err(|e| format!("bridge network: bringing lo up: {e}"))?;
+            Ok(fd)
+        })
+        .map_err(|e| format!("bridge network: starting a thread: {e}"))?;
+    thread
+        .join()
+        .map_err(|_| "bridge network: the namespace thread panicked".to_owned())?
+}
+
+fn open_own() -> Result<OwnedFd, String> {
+    open(
+        "/proc/thread-self/ns/net",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("bridge network: opening /proc/thread-self/ns/net: {e}"))
+}
+
+/// Opens the network namespace of process `pid` (a running container's).
+pub fn namespace_of(pid: i32) -> Result<OwnedFd, String> {
+    let path = format!("/proc/{pid}/ns/net");
+    open(
+        path.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("opening {path}: {e}"))
+}
+
+/// Adds `interface` to the namespace `netns`: the veth pair, its host end
+/// on the bridge, the container's end addressed and up (with the default
+/// route when asked).
+pub fn add_interface(netns: BorrowedFd<'_>, interface: &Interface) -> Result<(), String> {
+    check_tools()?;
+    let host = &interface.host;
+    if exists(host) {
+        // Left by a container whose namespace is still being torn down,
+        // or by a failed attach: the name is the container's and network's.
+        let _ = run("ip", &["link", "delete", host], None);
+    }
+    let target = format!("/proc/{}/fd/{}", std::process::id(), netns.as_raw_fd());
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &interface.name,
+            "netns",
+            &target,
+        ],
+        None,
+    )
+    .map_err(|e| format!("creating the veth pair {host}: {e}"))?;
+    let on_bridge = run(
+        "ip",
+        &["link", "set", host, "master", &interface.bridge, "up"],
+        None,
+    );
+    if let Err(e) = on_bridge {
+        let _ = run("ip", &["link", "delete", host], None);
+        return Err(format!("attaching {host} to {}: {e}", interface.bridge));
+    }
+    let name = &interface.name;
+    let mut batch = format!(
+        "link set {name} address {}\naddr add {}/{} dev {name}\nlink set {name} up\n",
+        interface.mac, interface.address, interface.prefix
+    );
+    if interface.default_route {
+        let _ = writeln!(batch, "route add default via {}", interface.gateway);
+    }
+    let inside = in_namespace(netns, move || run("ip", &["-batch", "-"], Some(&batch)));
+    if let Err(e) = inside {
+        let _ = run("ip", &["link", "delete", host], None);
+        return Err(format!("configuring {name} in the container: {e}"));
+    }
+    Ok(())
+}
+
+/// Removes the veth pair whose host end is `host` (both ends go).
+pub fn remove_interface(host: &str) -> Result<(), String> {
+    if !exists(host) {
+        return Ok(());
+    }
+    run("ip", &["link", "delete", host], None).map_err(|e| format!("removing {host}: {e}"))
+}
+
+/// Runs `work` on a thread that joined `netns` (processes it starts are
+/// in that namespace).
+fn in_namespace<T: Send>(
+    netns: BorrowedFd<'_>,
+    work: impl FnOnce() -> Result<T, String> + Send,
+) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                setns(netns, CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("joining the container's network namespace: {e}"))?;
+                work()
+            })
+            .join()
+            .map_err(|_| "the network namespace thread panicked".to_owned())?
+    })
+}

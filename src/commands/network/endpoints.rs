@@ -1,0 +1,383 @@
+//! A container's place on bridge networks: the endpoints it asks for
+//! (`--network`, `--network-alias`, `--ip`, `kiln network connect`), and
+//! their setup around a run: address leases from the store's IPAM, the
+//! network namespace with a veth per network, the `/etc` files, and the
+//! peers' `/etc/hosts` rewritten (see docs/architecture.md, "Networks").
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use kiln_runtime::bridge::{self, BridgeNetwork, Interface};
+use kiln_store::networks::{
+    self, DEFAULT_BRIDGE, DEFAULT_NETWORK, Lease, NetworkLock, NetworkRecord, Networks,
+};
+use serde::{Deserialize, Serialize};
+
+/// A container's file listing the networks it joins, in order (the first
+/// carries the default route); replaced atomically by `connect` and
+/// `disconnect`.
+pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+/// One network a container asks to join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointRequest {
+    /// The network's name as given (resolved at each start).
+    pub network: String,
+    /// `--network-alias`es.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// `--ip`.
+    #[serde(default, rename = "IPv4Address")]
+    pub ipv4_address: Option<String>,
+}
+
+/// Who a container is, for its leases and `/etc` files.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The container ID.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its host name.
+    pub hostname: String,
+    /// `--add-host` entries (`NAME:ADDRESS`).
+    pub extra_hosts: Vec<String>,
+    /// `--dns` servers.
+    pub dns: Vec<String>,
+}
+
+/// Reads a container's endpoints (none when the file is missing).
+pub fn read_endpoints(dir: &Path) -> anyhow::Result<Vec<EndpointRequest>> {
+    let path = dir.join(ENDPOINTS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("cannot read {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Replaces a container's endpoints atomically.
+pub fn write_endpoints(dir: &Path, endpoints: &[EndpointRequest]) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(endpoints)?;
+    kiln_store::store::write_replace(dir, &dir.join(ENDPOINTS_FILE), &bytes)
+        .with_context(|| format!("cannot write {}", dir.join(ENDPOINTS_FILE).display()))
+}
+
+/// Whether this process may set up bridge networks (they need root).
+pub fn check_root(network: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "network {network} not found: bridge networks need root; without root kiln has default (slirp4netns), host and none"
+        );
+    }
+    Ok(())
+}
+
+/// The IPv4 routes of the host (destination, prefix length) other than
+/// the default route and those of the interfaces in `own` (this store's
+/// bridges, whose subnets are known): the ranges a new network's subnet
+/// must avoid (other stores' bridges included).
+pub fn host_routes(own: &[&str]) -> Vec<(Ipv4Addr, u8)> {
+    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let iface = fields.first()?;
+            if own.contains(iface) {
+                return None;
+            }
+            let dest = u32::from_str_radix(fields.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(fields.get(7)?, 16).ok()?;
+            if mask == 0 {
+                return None;
+            }
+            // /proc/net/route prints the raw (network order) words as
+            // host-order integers: their bytes in memory are the address.
+            let dest = Ipv4Addr::from(dest.to_ne_bytes());
+            let prefix =
+                u8::try_from(u32::from_be_bytes(mask.to_ne_bytes()).leading_ones()).ok()?;
+            Some((dest, prefix))
+        })
+        .collect()
+}
+
+/// A subnet for a new network: the first of Docker's pools that overlaps
+/// neither the host's routes nor another network.
+pub fn pick_subnet(known: &[NetworkRecord]) -> anyhow::Result<(Ipv4Addr, u8)> {
+    let bridges: Vec<&str> = known.iter().map(|r| r.bridge.as_str()).collect();
+    let mut used = host_routes(&bridges);
+    for record in known {
+        used.push(record.subnet()?);
+    }
+    networks::free_subnet(&used).context(
+        "no free subnet left in the default pools (172.17-31.0.0/16, 192.168.0-240.0/20): give one with --subnet",
+    )
+}
+
+/// The network `key`; the default `bridge` network is recorded on first use.
+pub fn resolve(nets: &Networks, lock: &NetworkLock, key: &str) -> anyhow::Result<NetworkRecord> {
+    match nets.find(key) {
+        Err(kiln_store::StoreError::NoSuchNetwork(_)) if key == DEFAULT_NETWORK => {
+            let known = nets.list()?;
+            let (subnet, prefix) = pick_subnet(&known)?;
+            let record = NetworkRecord {
+                name: DEFAULT_NETWORK.to_owned(),
+                id: crate::commands::container::random_id(),
+                created: jiff::Timestamp::now().to_string(),
+                driver: "bridge".to_owned(),
+                internal: false,
+                labels: std::collections::BTreeMap::new(),
+                subnet: format!("{subnet}/{prefix}"),
+                gateway: Ipv4Addr::from(u32::from(subnet) + 1).to_string(),
+                bridge: String::new(),
+            };
+            // `kiln0` is the default store's; another store's default
+            // network is named after its ID as user networks are.
+            let default_store = nets
+                .dir()
+                .parent()
+                .is_some_and(|root| root == crate::commands::store_root(None));
+            let record = NetworkRecord {
+                bridge: if default_store {
+                    DEFAULT_BRIDGE.to_owned()
+                } else {
+                    format!("kiln-{}", record.id.get(..10).unwrap_or(&record.id))
+                },
+                ..record
+            };
+            nets.create(lock, &record)?;
+            // kiln0's route claims the subnet for other stores from now
+            // on (another store's default bridge lives with its
+            // containers only, see `Attached::detach`).
+            if record.bridge == DEFAULT_BRIDGE {
+                bridge::ensure(&host_network(&record)?).map_err(anyhow::Error::msg)?;
+            }
+            Ok(record)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The host's view of a network record.
+pub fn host_network(record: &NetworkRecord) -> anyhow::Result<BridgeNetwork> {
+    let (subnet, prefix) = record.subnet()?;
+    Ok(BridgeNetwork {
+        bridge: record.bridge.clone(),
+        subnet,
+        prefix,
+        gateway: record.gateway()?,
+        internal: record.internal,
+    })
+}
+
+/// The host end of a container's veth on a network: `kv`, 8 digits of
+/// the container ID, 5 of the network's (15 bytes, the kernel's limit).
+pub fn host_interface(container: &str, network: &str) -> String {
+    let c: String = container.chars().take(8).collect();
+    let n: String = network.chars().take(5).collect();
+    format!("kv{c}{n}")
+}
+
+/// The `resolv.conf` of a container on bridge networks: `--dns` servers,
+/// or the host's non-loopback ones (Google's, as Docker's fallback, when
+/// the host has only a loopback stub); search and options kept.
+fn resolv_conf(dns: &[String]) -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut servers: Vec<String> = dns.to_vec();
+    let mut rest = String::new();
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") if dns.is_empty() => {
+                if let Some(address) = words.next()
+                    && !address
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|a| a.is_loopback())
+                {
+                    servers.push(address.to_owned());
+                }
+            }
+            Some("search" | "domain" | "options") => {
+                rest.push_str(line.trim());
+                rest.push('\n');
+            }
+            _ => {}
+        }
+    }
+    if servers.is_empty() {
+        servers = vec!["8.8.8.8".to_owned(), "8.8.4.4".to_owned()];
+    }
+    let mut text = String::new();
+    for server in &servers {
+        let _ = writeln!(text, "nameserver {server}");
+    }
+    text.push_str(&rest);
+    text
+}
+
+/// A container's network setup for one run; [`Attached::detach`] undoes
+/// it (and a killed holder's leases are freed by the next reconcile).
+pub struct Attached {
+    root: PathBuf,
+    container: String,
+    /// The namespace the container joins.
+    pub netns: OwnedFd,
+    interfaces: Vec<String>,
+    /// The default network of a store other than the default one: its
+    /// bridge goes when its last container does (see `detach`).
+    transient: Vec<NetworkRecord>,
+}
+
+/// Sets up the networks of `endpoints` for container `who` in a new
+/// network namespace: leases, veths, the `/etc` files in `etc` (`hosts`,
+/// `hostname`, `resolv.conf`), and the peers' hosts files. The leases are
+/// held by this process.
+pub fn attach(
+    root: &Path,
+    who: &Identity,
+    endpoints: &[EndpointRequest],
+    etc: &Path,
+) -> anyhow::Result<Attached> {
+    let first = endpoints
+        .first()
+        .map_or(DEFAULT_NETWORK, |e| e.network.as_str());
+    check_root(first)?;
+    bridge::check_tools().map_err(anyhow::Error::msg)?;
+    let namespace = bridge::new_namespace().map_err(anyhow::Error::msg)?;
+    let nets = Networks::at(root);
+    let lock = nets.lock()?;
+    let mut attached = Attached {
+        root: root.to_path_buf(),
+        container: who.id.clone(),
+        netns: namespace,
+        interfaces: Vec::new(),
+        transient: Vec::new(),
+    };
+    let result = (|| -> anyhow::Result<()> {
+        let mut touched = Vec::new();
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            let record = resolve(&nets, &lock, &endpoint.network)?;
+            let interface = join(
+                &nets,
+                &lock,
+                &record,
+                who,
+                endpoint,
+                etc,
+                attached.netns.as_fd(),
+                index,
+            )?;
+            attached.interfaces.push(interface);
+            touched.push(record.id.clone());
+            if record.name == DEFAULT_NETWORK && record.bridge != DEFAULT_BRIDGE {
+                attached.transient.push(record);
+            }
+        }
+        std::fs::write(etc.join("hostname"), format!("{}\n", who.hostname))
+            .with_context(|| format!("cannot write {}", etc.join("hostname").display()))?;
+        std::fs::write(etc.join("resolv.conf"), resolv_conf(&who.dns))
+            .with_context(|| format!("cannot write {}", etc.join("resolv.conf").display()))?;
+        std::fs::write(etc.join("hosts"), nets.hosts_for(&lock, &who.id)?)
+            .with_context(|| format!("cannot write {}", etc.join("hosts").display()))?;
+        nets.refresh_hosts(&lock, &touched)?;
+        Ok(())
+    })();
+    drop(lock);
+    if let Err(e) = result {
+        attached.detach();
+        return Err(e);
+    }
+    Ok(attached)
+}
+
+/// Leases an address of `record` for `who` and adds the interface
+/// `eth{index}` to `namespace`; returns the host end's name.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one network's join, all of it needed"
+)]
+pub fn join(
+    nets: &Networks,
+    lock: &NetworkLock,
+    record: &NetworkRecord,
+    who: &Identity,
+    endpoint: &EndpointRequest,
+    etc: &Path,
+    namespace: std::os::fd::BorrowedFd<'_>,
+    index: usize,
+) -> anyhow::Result<String> {
+    let host = host_network(record)?;
+    let requested = endpoint
+        .ipv4_address
+        .as_deref()
+        .map(|ip| {
+            ip.parse::<Ipv4Addr>()
+                .map_err(|_| anyhow::anyhow!("invalid IPv4 address: {ip}"))
+        })
+        .transpose()?;
+    let mut lease: Lease = networks::own_lease(&who.id, &who.name, &who.hostname);
+    lease.aliases.clone_from(&endpoint.aliases);
+    lease.extra_hosts.clone_from(&who.extra_hosts);
+    lease.hosts_path = etc.join("hosts");
+    lease.interface = host_interface(&who.id, &record.id);
+    let lease = nets.allocate(lock, record, lease, requested)?;
+    let address: Ipv4Addr = lease.ip_address.parse()?;
+    let set_up = (|| -> anyhow::Result<()> {
+        bridge::ensure(&host).map_err(anyhow::Error::msg)?;
+        bridge::add_rules(&host).map_err(anyhow::Error::msg)?;
+        bridge::add_interface(
+            namespace,
+            &Interface {
+                host: lease.interface.clone(),
+                name: format!("eth{index}"),
+                bridge: record.bridge.clone(),
+                address,
+                prefix: host.prefix,
+                gateway: host.gateway,
+                mac: lease.mac_address.clone(),
+                default_route: index == 0 && !record.internal,
+            },
+        )
+        .map_err(anyhow::Error::msg)
+    })();
+    if let Err(e) = set_up {
+        let _ = nets.release(lock, &record.id, &lease.ip_address);
+        return Err(e.context(format!("cannot join network {}", record.name)));
+    }
+    Ok(lease.interface)
+}
+
+impl Attached {
+    /// Frees the container's leases, removes its veths (they would go with
+    /// the namespace anyway, but later) and tells the peers.
+    pub fn detach(self) {
+        for interface in &self.interfaces {
+            let _ = bridge::remove_interface(interface);
+        }
+        let _ = networks::forget_container(&self.root, &self.container);
+        drop(self.netns);
+        // A temporary store (tests, benchmarks) is often deleted with its
+        // default network recorded: its bridge and rules do not outlive
+        // its last container (a start makes them again).
+        if self.transient.is_empty() {
+            return;
+        }
+        let nets = Networks::at(&self.root);
+        let Ok(_lock) = nets.lock() else { return };
+        for record in &self.transient {
+            if nets.leases(&record.id).is_ok_and(|l| l.is_empty())
+                && let Ok(host) = host_network(record)
+            {
+                let _ = bridge::remove_rules(&host);
+                let _ = bridge::remove(&host);
+            }
+        }
+    }
+}
