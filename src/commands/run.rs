@@ -492,8 +492,8 @@ fn endpoints_of(
     keep: bool,
 ) -> anyhow::Result<Vec<super::network::endpoints::EndpointRequest>> {
     use kiln_store::networks::DEFAULT_NETWORK;
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    // The host's root (rootless kiln is root of its own user namespace).
+    let root = !kiln_rootfs::userns::rootless();
     let name = match args.network.as_str() {
         "default" | "bridge" if keep && root => Some(DEFAULT_NETWORK),
         "host" | "none" | "default" | "bridge" => None,

@@ -70,8 +70,8 @@ pub fn write_endpoints(dir: &Path, endpoints: &[EndpointRequest]) -> anyhow::Res
 
 /// Whether this process may set up bridge networks (they need root).
 pub fn check_root(network: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    // Root of kiln's own user namespace (rootless kiln) is not the host's.
+    if kiln_rootfs::userns::rootless() {
         bail!(
             "network {network} not found: bridge networks need root; without root kiln has default (slirp4netns), host and none"
         );
