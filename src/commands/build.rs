@@ -933,14 +933,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             args.network
         );
     }
-    for entry in &args.add_hosts {
-        let valid = entry
-            .split_once(':')
-            .is_some_and(|(host, ip)| !host.is_empty() && ip.parse::<std::net::IpAddr>().is_ok());
-        if !valid {
-            bail!("invalid argument \"{entry}\" for \"--add-host\" flag: expected HOST:IP");
-        }
-    }
+    super::network::endpoints::check_add_hosts(&args.add_hosts)?;
     let allow = parse_allow(&args.allow)?;
     let compression = match args.compression.as_str() {
         "none" | "uncompressed" => Compression::None,
@@ -1246,14 +1239,24 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.metadata_file {
         let metadata = build_metadata(&outcome.image_id, exported.as_ref(), &exported_names);
-        let mut text = serde_json::to_string_pretty(&metadata)?;
-        text.push('\n');
-        fs::write(path, text)
-            .with_context(|| format!("cannot write --metadata-file {}", path.display()))?;
+        write_metadata(path, &metadata)?;
     }
-    if args.quiet {
+    finish_quiet(args.quiet, &outcome.image_id)
+}
+
+/// Writes `--metadata-file`, as buildx writes it.
+fn write_metadata(path: &Path, metadata: &serde_json::Value) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(metadata)?;
+    text.push('\n');
+    fs::write(path, text)
+        .with_context(|| format!("cannot write --metadata-file {}", path.display()))
+}
+
+/// With `-q`, the image's (or index's) ID on stdout, as `docker build -q`.
+fn finish_quiet(quiet: bool, id: &impl std::fmt::Display) -> anyhow::Result<ExitCode> {
+    if quiet {
         let mut stdout = io::stdout().lock();
-        writeln!(stdout, "{}", outcome.image_id).context("cannot write to stdout")?;
+        writeln!(stdout, "{id}").context("cannot write to stdout")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1632,16 +1635,9 @@ fn finish_multi_platform(
         if let Some(map) = metadata.as_object_mut() {
             map.remove("containerimage.config.digest");
         }
-        let mut text = serde_json::to_string_pretty(&metadata)?;
-        text.push('\n');
-        fs::write(path, text)
-            .with_context(|| format!("cannot write --metadata-file {}", path.display()))?;
+        write_metadata(path, &metadata)?;
     }
-    if args.quiet {
-        let mut stdout = io::stdout().lock();
-        writeln!(stdout, "{}", index.digest).context("cannot write to stdout")?;
-    }
-    Ok(ExitCode::SUCCESS)
+    finish_quiet(args.quiet, &index.digest)
 }
 
 /// Writes `requests` as `--output type=docker|oci` asks: a tar to stdout

@@ -512,14 +512,7 @@ fn endpoints_of(
             args.network
         );
     }
-    for entry in &args.add_hosts {
-        let valid = entry
-            .split_once(':')
-            .is_some_and(|(host, ip)| !host.is_empty() && ip.parse::<std::net::IpAddr>().is_ok());
-        if !valid {
-            bail!("invalid argument \"{entry}\" for \"--add-host\" flag: expected HOST:IP");
-        }
-    }
+    super::network::endpoints::check_add_hosts(&args.add_hosts)?;
     for server in &args.dns {
         if server.parse::<std::net::IpAddr>().is_err() {
             bail!(

@@ -68,6 +68,19 @@ pub fn write_endpoints(dir: &Path, endpoints: &[EndpointRequest]) -> anyhow::Res
         .with_context(|| format!("cannot write {}", dir.join(ENDPOINTS_FILE).display()))
 }
 
+/// Checks `--add-host` entries (`HOST:IP`), with the Docker CLI's words.
+pub fn check_add_hosts(entries: &[String]) -> anyhow::Result<()> {
+    for entry in entries {
+        let valid = entry
+            .split_once(':')
+            .is_some_and(|(host, ip)| !host.is_empty() && ip.parse::<std::net::IpAddr>().is_ok());
+        if !valid {
+            bail!("invalid argument \"{entry}\" for \"--add-host\" flag: expected HOST:IP");
+        }
+    }
+    Ok(())
+}
+
 /// Whether this process may set up bridge networks (they need root).
 pub fn check_root(network: &str) -> anyhow::Result<()> {
     // Root of kiln's own user namespace (rootless kiln) is not the host's.
