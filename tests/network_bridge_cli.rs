@@ -411,7 +411,10 @@ fn the_default_bridge_reaches_the_outside_through_nat() {
             .lines()
             .any(|l| l.contains(":270F ") && l.split_whitespace().nth(3) == Some("0A"))
     });
-    let script = format!("echo hello-from-$(hostname) | nc {} 9999", outside.address);
+    let script = format!(
+        "ip addr; ip route; echo hello-from-$(hostname) | nc {} 9999",
+        outside.address
+    );
     let id = store
         .kiln
         .ok(&["run", "-d", "--name", "out", "bb:1", "sh", "-c", &script])
@@ -422,7 +425,9 @@ fn the_default_bridge_reaches_the_outside_through_nat() {
     let short: String = id.chars().take(12).collect();
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
-        format!("hello-from-{short}")
+        format!("hello-from-{short}"),
+        "the container's output: {}",
+        store.kiln.ok(&["logs", "out"])
     );
     // It was on the default network, with Docker's top-level fields.
     let doc: serde_json::Value = serde_json::from_str(&store.kiln.ok(&["inspect", "out"])).unwrap();
@@ -764,5 +769,57 @@ fn network_ls_quiet_and_format_prune_and_the_predefined_network() {
     assert_eq!(
         doc[0]["NetworkSettings"]["Networks"][&used]["IPAddress"],
         ""
+    );
+}
+
+/// The subnet of network `name` of `store`, as `network inspect` says it.
+fn subnet_of(store: &Store, name: &str) -> String {
+    let out = store.kiln.ok(&["network", "inspect", name]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    doc[0]["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn two_stores_never_bring_up_bridges_of_one_subnet() {
+    if !can_run() {
+        return;
+    }
+    let b = Store::new();
+    // B's default network is recorded; its bridge goes with its last
+    // container (a store of its own, as a CI job's).
+    b.web(&["--name", "b1"], "b");
+    b.kiln.ok(&["rm", "-f", "b1"]);
+    let (_, bridge) = b.network("bridge");
+    assert!(
+        !std::path::Path::new("/sys/class/net")
+            .join(&bridge)
+            .exists(),
+        "{bridge} outlived the store's last container"
+    );
+    let recorded = subnet_of(&b, "bridge");
+    // Meanwhile store A brings up a bridge of that very subnet.
+    let a = Store::new();
+    let net = unique("claim");
+    a.kiln
+        .ok(&["network", "create", "--subnet", &recorded, &net]);
+    a.web(&["--name", "a1", "--network", &net], "a");
+    // B's next container moves B's default network to a free subnet
+    // rather than bring up a second bridge routing the same addresses.
+    b.web(&["--name", "b2"], "b");
+    let moved = subnet_of(&b, "bridge");
+    assert_ne!(moved, recorded);
+    let ip = b
+        .kiln
+        .ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "b2"])
+        .trim()
+        .to_owned();
+    let prefix: String = moved.split('.').take(2).collect::<Vec<_>>().join(".");
+    assert!(ip.starts_with(&format!("{prefix}.")), "{ip} in {moved}");
+    assert_eq!(
+        b.kiln.ok(&["inspect", "-f", "{{.State.Running}}", "b2"]),
+        "true\n"
     );
 }

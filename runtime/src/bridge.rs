@@ -123,7 +123,8 @@ fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<(), String> 
     ))
 }
 
-fn exists(interface: &str) -> bool {
+/// Whether the host has interface `interface`.
+pub fn exists(interface: &str) -> bool {
     std::path::Path::new("/sys/class/net")
         .join(interface)
         .exists()
@@ -213,7 +214,17 @@ fn elements(network: &BridgeNetwork) -> Vec<(&'static str, String)> {
 /// A host-wide lock for changes to the kiln table (every store's
 /// networks share it; the table is made once).
 fn table_lock() -> Result<std::fs::File, String> {
-    let path = "/run/lock/kiln-network.lock";
+    host_lock("/run/lock/kiln-network.lock")
+}
+
+/// A host-wide lock held from the check that a network's subnet is free
+/// on the host until its bridge (and so its route) exists: two stores
+/// must not bring up bridges of one subnet.
+pub fn subnet_lock() -> Result<std::fs::File, String> {
+    host_lock("/run/lock/kiln-subnets.lock")
+}
+
+fn host_lock(path: &str) -> Result<std::fs::File, String> {
     let _ = std::fs::create_dir_all("/run/lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -287,6 +287,26 @@ impl Networks {
         write_replace(&self.dir, &dir.join(NETWORK_FILE), &to_json(record)?)
     }
 
+    /// Moves network `record` (which no lease holds) to another subnet:
+    /// its recorded one was taken on the host meanwhile (another store's
+    /// bridge) before its own bridge existed.
+    pub fn move_subnet(
+        &self,
+        _lock: &NetworkLock,
+        record: &NetworkRecord,
+        subnet: (Ipv4Addr, u8),
+    ) -> Result<NetworkRecord, StoreError> {
+        let (address, prefix) = subnet;
+        let moved = NetworkRecord {
+            subnet: format!("{address}/{prefix}"),
+            gateway: Ipv4Addr::from(u32::from(address) + 1).to_string(),
+            ..record.clone()
+        };
+        let dir = self.dir.join(&record.id);
+        write_replace(&self.dir, &dir.join(NETWORK_FILE), &to_json(&moved)?)?;
+        Ok(moved)
+    }
+
     /// Removes network `record`, refused while a live lease holds one of
     /// its addresses (dead ones are freed first).
     pub fn remove(&self, lock: &NetworkLock, record: &NetworkRecord) -> Result<(), StoreError> {

@@ -416,6 +416,7 @@ pub fn remove(
     store
         .remove_container(&container.config.id)
         .with_context(|| format!("cannot remove container \"/{}\"", container.config.name))?;
+    crate::commands::network::endpoints::remove_idle_bridges(store.root());
     store
         .release_container_volumes(&container.config.id, volumes)
         .with_context(|| {

@@ -138,6 +138,8 @@ pub fn pick_subnet(known: &[NetworkRecord]) -> anyhow::Result<(Ipv4Addr, u8)> {
 pub fn resolve(nets: &Networks, lock: &NetworkLock, key: &str) -> anyhow::Result<NetworkRecord> {
     match nets.find(key) {
         Err(kiln_store::StoreError::NoSuchNetwork(_)) if key == DEFAULT_NETWORK => {
+            // Held until kiln0 (and its route) exists, as in `join`.
+            let _subnets = bridge::subnet_lock().map_err(anyhow::Error::msg)?;
             let known = nets.list()?;
             let (subnet, prefix) = pick_subnet(&known)?;
             let record = NetworkRecord {
@@ -326,6 +328,9 @@ pub fn join(
     namespace: std::os::fd::BorrowedFd<'_>,
     index: usize,
 ) -> anyhow::Result<String> {
+    // Held until the bridge (and its route) exists.
+    let _subnets = bridge::subnet_lock().map_err(anyhow::Error::msg)?;
+    let record = &claim_subnet(nets, lock, record)?;
     let host = host_network(record)?;
     let requested = endpoint
         .ipv4_address
@@ -367,6 +372,69 @@ pub fn join(
     Ok(lease.interface)
 }
 
+/// `record` as it may bring up its bridge: when the bridge does not exist
+/// yet and the host routes its subnet elsewhere (another store's bridge
+/// took it since it was recorded), the default network, which no lease
+/// holds then, moves to a free subnet; a user network's subnet was the
+/// user's choice, so that is an error.
+fn claim_subnet(
+    nets: &Networks,
+    lock: &NetworkLock,
+    record: &NetworkRecord,
+) -> anyhow::Result<NetworkRecord> {
+    if bridge::exists(&record.bridge) {
+        return Ok(record.clone());
+    }
+    let subnet = record.subnet()?;
+    let taken = host_routes(&[record.bridge.as_str()])
+        .into_iter()
+        .any(|route| networks::overlaps(route, subnet));
+    if !taken {
+        return Ok(record.clone());
+    }
+    if record.name != DEFAULT_NETWORK || !nets.leases(&record.id)?.is_empty() {
+        bail!(
+            "network {}: its subnet {} is routed on the host by another interface now; remove the network and create it with another --subnet",
+            record.name,
+            record.subnet
+        );
+    }
+    let others: Vec<NetworkRecord> = nets
+        .list()?
+        .into_iter()
+        .filter(|other| other.id != record.id)
+        .collect();
+    let free = pick_subnet(&others)?;
+    Ok(nets.move_subnet(lock, record, free)?)
+}
+
+/// A store's default network other than the default store's (`kiln0`)
+/// keeps no bridge while no container holds it: a temporary store (a CI
+/// job's, a test's) is often deleted with its network recorded, and its
+/// bridge would hold a subnet of the host's pools for ever (a start makes
+/// it again). Called when a container's run ends and when one is removed
+/// (after `rm -f` or a killed monitor the run's own end may not come).
+pub fn remove_idle_bridges(root: &Path) {
+    let nets = Networks::at(root);
+    if !nets.dir().is_dir() {
+        return;
+    }
+    let Ok(_lock) = nets.lock() else { return };
+    let Ok(records) = nets.list() else { return };
+    for record in records
+        .iter()
+        .filter(|r| r.name == DEFAULT_NETWORK && r.bridge != DEFAULT_BRIDGE)
+    {
+        if nets.leases(&record.id).is_ok_and(|l| l.is_empty())
+            && bridge::exists(&record.bridge)
+            && let Ok(host) = host_network(record)
+        {
+            let _ = bridge::remove_rules(&host);
+            let _ = bridge::remove(&host);
+        }
+    }
+}
+
 impl Attached {
     /// Frees the container's leases, removes its veths (they would go with
     /// the namespace anyway, but later) and tells the peers.
@@ -376,21 +444,8 @@ impl Attached {
         }
         let _ = networks::forget_container(&self.root, &self.container);
         drop(self.netns);
-        // A temporary store (tests, benchmarks) is often deleted with its
-        // default network recorded: its bridge and rules do not outlive
-        // its last container (a start makes them again).
-        if self.transient.is_empty() {
-            return;
-        }
-        let nets = Networks::at(&self.root);
-        let Ok(_lock) = nets.lock() else { return };
-        for record in &self.transient {
-            if nets.leases(&record.id).is_ok_and(|l| l.is_empty())
-                && let Ok(host) = host_network(record)
-            {
-                let _ = bridge::remove_rules(&host);
-                let _ = bridge::remove(&host);
-            }
+        if !self.transient.is_empty() {
+            remove_idle_bridges(&self.root);
         }
     }
 }
