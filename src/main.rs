@@ -464,11 +464,32 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `kiln history | head`: the reader left; as a Go CLI killed by
+        // SIGPIPE, say nothing and exit 141 (128 + SIGPIPE).
+        Err(error) if stdout_reader_gone(&error) => ExitCode::from(141),
         Err(error) => {
             output::print_error(&error);
             failure
         }
     }
+}
+
+/// Whether `error` is a broken pipe and stdout is a pipe nobody reads
+/// (not a broken connection to a registry, say).
+fn stdout_reader_gone(error: &anyhow::Error) -> bool {
+    let broken = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    let mut poll = libc::pollfd {
+        fd: 1,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd, without waiting; a pipe whose
+    // reading end is closed reports POLLERR.
+    broken && unsafe { libc::poll(&raw mut poll, 1, 0) } == 1 && poll.revents & libc::POLLERR != 0
 }
 
 impl Command {

@@ -860,3 +860,33 @@ fn inspect_type_picks_the_object_kind() {
         "error: \"volume\" is not a valid value for --type\n"
     );
 }
+
+#[test]
+fn a_reader_that_left_ends_kiln_quietly_as_sigpipe_would() {
+    use std::os::fd::FromRawFd as _;
+    let kiln = Kiln::new();
+    kiln.import_sample("sample:1");
+    // A pipe whose reading end is closed before kiln writes a byte, as
+    // `kiln history sample:1 | head -0`.
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into the array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors are fresh and ours.
+    let (reader, writer) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(reader);
+    let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(kiln.root())
+        .args(["history", "sample:1"])
+        .env_remove("KILN_ROOT")
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+}
