@@ -697,6 +697,84 @@ fn the_monitor_runs_the_image_healthcheck() {
     until("healthy", || status().ends_with("(healthy)\n"));
     assert_eq!(inspect(&kiln, "hc", "{{.State.Health.Status}}"), "healthy");
     kiln.ok(&["rm", "-f", "hc"]);
+    // --health-* over the image's check; a foreground run with them is
+    // kept (only a monitor runs checks).
+    let (code, _, _) = run(
+        &kiln,
+        &[
+            "run",
+            "--name",
+            "flags",
+            "--network",
+            "none",
+            "--health-cmd",
+            "cat /up",
+            "--health-interval",
+            "100ms",
+            "--health-retries",
+            "1",
+            "hc:1",
+            "true",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        inspect(&kiln, "flags", "{{json .Config.Healthcheck}}"),
+        r#"{"Test":["CMD-SHELL","cat /up"],"Interval":100000000,"Retries":1}"#
+    );
+    detach(
+        &kiln,
+        &[
+            "--name",
+            "flagged",
+            "--health-cmd",
+            "cat /up",
+            "--health-interval",
+            "100ms",
+            "--health-retries",
+            "1",
+            "bb:1",
+            "sleep",
+            "60",
+        ],
+    );
+    until("unhealthy by the flag's command", || {
+        inspect(&kiln, "flagged", "{{.State.Health.Status}}") == "unhealthy"
+    });
+    kiln.ok(&["exec", "flagged", "sh", "-c", "echo ok > /up"]);
+    until("healthy by the flag's command", || {
+        inspect(&kiln, "flagged", "{{.State.Health.Status}}") == "healthy"
+    });
+    // --no-healthcheck: Docker's NONE, and no check runs.
+    detach(
+        &kiln,
+        &["--name", "nohc", "--no-healthcheck", "hc:1", "sleep", "60"],
+    );
+    assert_eq!(
+        inspect(&kiln, "nohc", "{{json .Config.Healthcheck.Test}}"),
+        r#"["NONE"]"#
+    );
+    let state = inspect(&kiln, "nohc", "{{json .State}}");
+    assert!(!state.contains("Health"), "{state}");
+    let err = kiln.fails(&[
+        "run",
+        "-d",
+        "--no-healthcheck",
+        "--health-retries",
+        "2",
+        "bb:1",
+        "true",
+    ]);
+    assert!(
+        err.contains("--no-healthcheck conflicts with --health-* options"),
+        "{err}"
+    );
+    let err = kiln.fails(&["run", "-d", "--health-interval", "-1s", "bb:1", "true"]);
+    assert!(
+        err.contains("--health-interval cannot be negative"),
+        "{err}"
+    );
+    kiln.ok(&["rm", "-f", "flagged", "nohc", "flags"]);
 }
 
 #[test]

@@ -130,6 +130,25 @@ pub struct RunArgs {
     /// Docker's default one).
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Command to run to check health (run as HEALTHCHECK CMD-SHELL by the
+    /// container's monitor; the container is kept, as with -d).
+    #[arg(long = "health-cmd", value_name = "CMD")]
+    health_cmd: Option<String>,
+    /// Time between running the check (`30s`, `1m30s`).
+    #[arg(long = "health-interval", value_name = "DURATION")]
+    health_interval: Option<String>,
+    /// Maximum time to allow one check to run.
+    #[arg(long = "health-timeout", value_name = "DURATION")]
+    health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
+    #[arg(long = "health-retries", value_name = "N")]
+    health_retries: Option<u64>,
+    /// Start period for the container to initialize before failures count.
+    #[arg(long = "health-start-period", value_name = "DURATION")]
+    health_start_period: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long = "no-healthcheck")]
+    no_healthcheck: bool,
     /// Seconds the container has to exit after kiln gets SIGTERM or SIGINT
     /// (passed on to it) before it is killed.
     #[arg(long = "stop-timeout", default_value_t = 10, value_name = "SECONDS")]
@@ -316,7 +335,8 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
         || args.name.is_some()
         || args.restart != "no"
         || !args.log_opts.is_empty()
-        || !args.labels.is_empty();
+        || !args.labels.is_empty()
+        || args.health_flags_given();
     let endpoints = endpoints_of(args, keep)?;
     if keep {
         let kept_dir = store.container_dir(&container_id);
@@ -328,6 +348,7 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
             log_opts: &args.log_opts,
             labels: &args.labels,
             auto_remove: args.rm,
+            healthcheck: healthcheck(config.healthcheck.as_ref(), args)?,
             port_bindings: &publish.mappings,
             publish_all: args.publish_all,
             exposed: &publish.exposed,
@@ -401,6 +422,67 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
     Ok(ExitCode::from(
         u8::try_from(outcome.exit_code).unwrap_or(255),
     ))
+}
+
+impl RunArgs {
+    /// Whether a `--health-*` or `--no-healthcheck` flag is given: only a
+    /// kept container has a monitor to run checks.
+    fn health_flags_given(&self) -> bool {
+        self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some()
+            || self.no_healthcheck
+    }
+}
+
+/// The container's `Config.Healthcheck`: the image's, with the
+/// `--health-*` flags over it (Docker's rules and messages).
+fn healthcheck(
+    image: Option<&serde_json::Value>,
+    args: &RunArgs,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let tuned = args.health_cmd.is_some()
+        || args.health_interval.is_some()
+        || args.health_timeout.is_some()
+        || args.health_retries.is_some()
+        || args.health_start_period.is_some();
+    if args.no_healthcheck {
+        if tuned {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(Some(serde_json::json!({"Test": ["NONE"]})));
+    }
+    if !tuned {
+        return Ok(image.cloned());
+    }
+    let mut check = match image {
+        Some(serde_json::Value::Object(map)) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Some(cmd) = &args.health_cmd {
+        check.insert("Test".to_owned(), serde_json::json!(["CMD-SHELL", cmd]));
+    }
+    for (flag, key, value) in [
+        ("interval", "Interval", &args.health_interval),
+        ("timeout", "Timeout", &args.health_timeout),
+        ("start-period", "StartPeriod", &args.health_start_period),
+    ] {
+        if let Some(text) = value {
+            let nanos = kiln_parser::values::parse_duration(text).map_err(|e| {
+                anyhow::anyhow!("invalid argument {text:?} for \"--health-{flag}\" flag: {e}")
+            })?;
+            if nanos < 0 {
+                bail!("--health-{flag} cannot be negative");
+            }
+            check.insert(key.to_owned(), serde_json::json!(nanos));
+        }
+    }
+    if let Some(retries) = args.health_retries {
+        check.insert("Retries".to_owned(), serde_json::json!(retries));
+    }
+    Ok(Some(serde_json::Value::Object(check)))
 }
 
 /// The `-p`, `-P` and `--expose` of a run.

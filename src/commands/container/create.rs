@@ -50,6 +50,8 @@ pub struct Kept<'a> {
     pub labels: &'a [String],
     /// `--rm`.
     pub auto_remove: bool,
+    /// `Config.Healthcheck`: the image's with the `--health-*` flags.
+    pub healthcheck: Option<Value>,
     /// `-p`.
     pub port_bindings: &'a [super::publish::PortMapping],
     /// `-P`.
@@ -220,7 +222,7 @@ pub fn from_run(
             "StdinOnce": !detach && spec.interactive,
             "Env": spec.env,
             "Cmd": spec.argv,
-            "Healthcheck": image_config.healthcheck,
+            "Healthcheck": kept.healthcheck,
             "Image": kept.image,
             "Volumes": image_config.volumes,
             "WorkingDir": spec.cwd,
