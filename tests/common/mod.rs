@@ -24,8 +24,32 @@ pub fn is_root() -> bool {
 
 impl Drop for Kiln {
     /// Kills the monitors of the store's containers (their containers die
-    /// with them), so a test that fails half-way leaves no process behind.
+    /// with them), so a test that fails half-way leaves no process behind,
+    /// then deletes the store's bridges: a killed monitor does not take
+    /// its run's bridge down, and a deleted store's bridge would hold one
+    /// of the host's 31 pool subnets for good.
     fn drop(&mut self) {
+        self.kill_monitors();
+        let Ok(networks) = fs::read_dir(self.root().join("networks")) else {
+            return;
+        };
+        for entry in networks.flatten() {
+            let Ok(text) = fs::read_to_string(entry.path().join("network.json")) else {
+                continue;
+            };
+            let record: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(bridge) = record["Bridge"].as_str().filter(|b| *b != "kiln0") {
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "delete", bridge])
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+impl Kiln {
+    fn kill_monitors(&self) {
         let containers = self.root().join("containers");
         let Ok(entries) = fs::read_dir(&containers) else {
             return;
