@@ -7,7 +7,7 @@
 use kiln_reference::{Digest, ImageReference};
 
 use super::RegistryError;
-use super::client::{Body, Client, Session, header};
+use super::client::{Client, Session};
 use super::push::PushOptions;
 use crate::blobs::Expected;
 use crate::digest::{digest_bytes, parse_sha256};
@@ -104,7 +104,7 @@ pub fn push_artifact(
 }
 
 /// PUTs a manifest or index at `manifests/<wanted>` and checks the digest
-/// the registry announces.
+/// the registry announces (the push's own PUT).
 fn put_document(
     session: &Session<'_>,
     reference: &ImageReference,
@@ -112,29 +112,14 @@ fn put_document(
     bytes: &[u8],
     media_type: &str,
 ) -> Result<(), RegistryError> {
-    let url = session.url(&format!("manifests/{wanted}"));
-    let what = format!("manifest {}@{wanted}", reference.name());
-    let mut response = session.request(
-        "PUT",
-        &url,
-        &[("content-type", media_type.to_owned())],
-        &Body::Bytes(bytes.to_vec().into()),
-        &what,
-    )?;
-    if response.status().as_u16() != 201 {
-        return Err(super::push::push_error(session, &what, &mut response));
-    }
-    let digest = digest_bytes(bytes).to_string();
-    if let Some(announced) = header(&response, "docker-content-digest")
-        && announced != digest
-    {
-        return Err(RegistryError::ManifestDigestMismatch {
-            reference: reference.to_string(),
-            expected: digest,
-            actual: announced,
-        });
-    }
-    Ok(())
+    super::push::put_manifest(
+        session,
+        reference,
+        wanted,
+        media_type,
+        bytes,
+        &digest_bytes(bytes),
+    )
 }
 
 /// An artifact as read from a registry: its manifest and config, each

@@ -229,7 +229,7 @@ fn push_session<'a>(
 
 /// PUTs a manifest or index under `tag_or_digest` and checks the digest
 /// the registry announces.
-fn put_manifest(
+pub(super) fn put_manifest(
     session: &Session<'_>,
     reference: &ImageReference,
     tag_or_digest: &str,
