@@ -391,9 +391,14 @@ fn the_default_bridge_reaches_the_outside_through_nat() {
             "-p",
             "9999",
         ])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // busybox nc ends at the end of its stdin, which may come before the
+    // peer's bytes: its stdin stays open until it has exited.
+    let mut listener = listener;
+    let _stdin = listener.stdin.take();
     eventually("the listener", || {
         let tcp = Command::new("ip")
             .args([
