@@ -21,6 +21,36 @@ const DOCKERFILE: &str = "FROM bb:1 AS builder\n\
     COPY --from=builder /out /out\n\
     RUN cat /out > /seen\n";
 
+/// As [`DOCKERFILE`], with final-stage layers too large for the records
+/// to carry: they are blobs of their own in the cache.
+const DOCKERFILE_BLOBS: &str = "FROM bb:1 AS builder\n\
+    RUN head -c 300000 /dev/urandom > /big && head -c 40000 /dev/urandom > /out\n\
+    FROM bb:1\n\
+    COPY --from=builder /out /out\n\
+    RUN cat /out > /seen && echo built > /note\n";
+
+/// How many layers the records document `records` carries (OCI 1.1
+/// `data` in their descriptors), each checked against its digest.
+fn carried(records: &serde_json::Value) -> usize {
+    use base64::Engine as _;
+    let mut seen = std::collections::BTreeSet::new();
+    for record in records["records"].as_array().unwrap() {
+        let descriptor = &record["layer"]["descriptor"];
+        if let Some(data) = descriptor["data"].as_str() {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap();
+            assert_eq!(bytes.len() as u64, descriptor["size"].as_u64().unwrap());
+            assert_eq!(
+                kiln_store::digest::digest_bytes(&bytes).to_string(),
+                descriptor["digest"].as_str().unwrap()
+            );
+            seen.insert(descriptor["digest"].as_str().unwrap().to_owned());
+        }
+    }
+    seen.len()
+}
+
 /// An empty store with `a`'s base image, as another CI runner pulls the
 /// same base (an import would make another image).
 fn runner_like(a: &Kiln) -> Kiln {
@@ -103,22 +133,29 @@ fn a_cache_pushed_to_a_registry_answers_every_step_on_an_empty_store_fetching_on
             .stdout,
     )
     .unwrap();
+    // One layer blob, the builder's large one; the COPY's and the last
+    // RUN's are small, and the records carry them.
     let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 3, "{manifest}");
-    for layer in layers {
-        // Compressed with zstd on the way out (the store keeps them plain).
-        assert_eq!(
-            layer["mediaType"],
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-        );
-    }
-    let big = layers
-        .iter()
-        .max_by_key(|l| l["size"].as_u64().unwrap())
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    assert_eq!(layers.len(), 1, "{manifest}");
+    // Compressed with zstd on the way out (the store keeps them plain).
+    assert_eq!(
+        layers[0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let big = layers[0]["digest"].as_str().unwrap().to_owned();
+    let records: serde_json::Value = serde_json::from_slice(
+        &registry
+            .curl(&[&format!(
+                "{}/v2/cache/app/blobs/{}",
+                registry.url(),
+                manifest["config"]["digest"].as_str().unwrap()
+            )])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(carried(&records), 2, "{records}");
 
     let b = runner_like(&a);
     let before = proxy.requests().len();
@@ -132,9 +169,9 @@ fn a_cache_pushed_to_a_registry_answers_every_step_on_an_empty_store_fetching_on
         .filter(|r| r.method == "GET" && r.target.contains("/blobs/"))
         .map(|r| r.target.clone())
         .collect();
-    // The records, and the two layers the image has beyond its base; the
-    // builder's large layer is never fetched.
-    assert_eq!(fetched.len(), 3, "{fetched:?}");
+    // The records, which carry the two layers the image has beyond its
+    // base; the builder's large layer is never fetched.
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
     assert!(!fetched.iter().any(|t| t.contains(&big)), "{fetched:?}");
 }
 
@@ -230,8 +267,19 @@ fn a_tampered_record_is_refused_with_a_warning_and_its_step_runs() {
     let mut manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
     let mut records = read(blob(manifest["config"]["digest"].as_str().unwrap()));
     for record in records["records"].as_array_mut().unwrap() {
-        if record["description"].as_str().unwrap().contains("cat /out") {
+        let description = record["description"].as_str().unwrap().to_owned();
+        if description.contains("cat /out") {
             record["inputs"]["argv"][2] = "echo pwned > /seen".into();
+        }
+        // A carried layer with other bytes under the same digest.
+        if description == "COPY /out /out # buildkit" {
+            use base64::Engine as _;
+            let descriptor = &mut record["layer"]["descriptor"];
+            let engine = base64::engine::general_purpose::STANDARD;
+            let mut bytes = engine.decode(descriptor["data"].as_str().unwrap()).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            descriptor["data"] = engine.encode(&bytes).into();
         }
     }
     let (digest, size) = write(&records);
@@ -255,7 +303,11 @@ fn a_tampered_record_is_refused_with_a_warning_and_its_step_runs() {
         ),
         "{stderr}"
     );
-    assert!(stderr.contains("1 step run, 2 cached"), "{stderr}");
+    assert!(
+        stderr.contains("(COPY /out /out # buildkit) refused: the layer it carries does not match its digest sha256:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 steps run, 1 cached"), "{stderr}");
     assert_eq!(id, first);
     assert_eq!(sh(&b, "app:1", "cat /seen"), "built\n");
 }
@@ -351,7 +403,7 @@ fn a_push_only_build_from_a_cache_mounts_its_layers_in_the_registry_without_fetc
     let proxy = FaultProxy::start(&registry);
     let cache = format!("{}/cache/app:build", proxy.host());
     let a = busybox();
-    let dir = context(&a, "ctx", DOCKERFILE, &[]);
+    let dir = context(&a, "ctx", DOCKERFILE_BLOBS, &[]);
     let to = format!("type=registry,ref={cache},mode=max");
     let (first, _) = build(&a, &dir, &["-t", "app:1", "--cache-to", &to]);
 
@@ -396,7 +448,7 @@ fn a_push_only_build_from_a_cache_mounts_its_layers_in_the_registry_without_fetc
         kiln_ok(&c, &["inspect", "-f", "{{.Id}}", &pushed]).trim(),
         first
     );
-    assert_eq!(sh(&c, &pushed, "cat /seen"), "built\n");
+    assert_eq!(sh(&c, &pushed, "cat /note"), "built\n");
 
     // To another registry, nothing can be mounted: the layers come
     // through the store and are uploaded.
@@ -413,7 +465,7 @@ fn a_push_only_build_from_a_cache_mounts_its_layers_in_the_registry_without_fetc
     assert_eq!(fetched, 3, "the records and the two layers");
     let d = Kiln::new();
     kiln_ok(&d, &["pull", "-q", &elsewhere]);
-    assert_eq!(sh(&d, &elsewhere, "cat /seen"), "built\n");
+    assert_eq!(sh(&d, &elsewhere, "cat /note"), "built\n");
 }
 
 #[test]
@@ -438,14 +490,15 @@ fn mode_max_sends_each_layer_while_the_build_goes_on_and_the_export_only_adds_th
         .unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(output.status.success(), "{stderr}");
-    // Every layer the build made went to the mode=max cache as it was
-    // recorded (the builder's RUN, the COPY, the last RUN); mode=min waits
-    // for the end, which alone knows the final image's steps.
+    // The layer too large for the records (the builder's RUN) went to
+    // the mode=max cache as it was recorded; the small ones (the COPY, the
+    // last RUN) are carried by the records. mode=min waits for the end,
+    // which alone knows the final image's steps.
     let early: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("while the build goes on"))
         .collect();
-    assert_eq!(early.len(), 3, "{stderr}");
+    assert_eq!(early.len(), 1, "{stderr}");
     assert!(
         early.iter().all(|l| l.contains(&max.display().to_string())),
         "{early:?}"
@@ -463,13 +516,31 @@ fn mode_max_sends_each_layer_while_the_build_goes_on_and_the_export_only_adds_th
         .unwrap(),
     )
     .unwrap();
-    for layer in manifest["layers"].as_array().unwrap() {
-        let digest = layer["digest"].as_str().unwrap();
-        assert!(
-            early.iter().any(|l| l.contains(digest)),
-            "{digest} was not sent early: {early:?}"
-        );
-    }
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{manifest}");
+    let digest = layers[0]["digest"].as_str().unwrap();
+    assert!(
+        early.iter().any(|l| l.contains(digest)),
+        "{digest} was not sent early: {early:?}"
+    );
+    let records: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            max.join("blobs/sha256").join(
+                manifest["config"]["digest"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("sha256:"),
+            ),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(carried(&records), 2, "{records}");
+    // Only the records, the manifest and the large layer are files.
+    assert_eq!(
+        std::fs::read_dir(max.join("blobs/sha256")).unwrap().count(),
+        3
+    );
     let b = runner_like(&a);
     let from = format!("type=local,src={}", max.display());
     let (_, stderr) = build(&b, &dir, &["-t", "app:1", "--cache-from", &from]);

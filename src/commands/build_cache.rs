@@ -178,7 +178,8 @@ pub fn import(locations: &[CacheLocation], client: &Arc<Client>) -> Option<Arc<C
 /// build goes on: each layer the build records is compressed and written
 /// to every such location at once, on worker threads
 /// ([`EarlySend::run`]), so that the export after the build sends only
-/// the records and what is left. `mode=min` waits for the end, which
+/// the records and what is left; a layer small enough for the records to
+/// carry is only compressed. `mode=min` waits for the end, which
 /// alone knows the final image's steps.
 #[derive(Debug, Default)]
 pub struct EarlySend {
@@ -305,6 +306,16 @@ fn send_layer(
         return Ok(());
     };
     let digest = kiln_store::digest::parse_sha256(&layer.descriptor.digest)?;
+    if u64::try_from(layer.descriptor.size)
+        .is_ok_and(|n| n <= kiln_builder::cache::share::INLINE_MAX)
+    {
+        // The records will most likely carry it: only keep it compressed.
+        let mut sent = sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sent.layers.insert(stored, layer);
+        return Ok(());
+    }
     match &to.location {
         Some(CacheLocation::Local(dir)) => {
             kiln_builder::cache::share::write_layout_blob(store, dir, &digest)

@@ -9,12 +9,16 @@
 //! a JSON document `{"version": 1, "records": [...]}` of cache records
 //! exactly as `cache/*.json` holds them (operation inputs included), and
 //! its layers are the layer blobs the records name, as the store keeps
-//! them.
+//! them. A small layer (at most [`INLINE_MAX`] bytes, up to
+//! [`INLINE_TOTAL`] in all) is not a blob of its own: its record's
+//! descriptor carries it in `data` (base64, as OCI 1.1 descriptors embed
+//! content), so that an export of many small steps is one upload, not a
+//! round trip per layer; an import reads those with the records.
 //!
 //! Nothing read is trusted but through digests: a record is taken only if
 //! its key is the digest of the operation it carries (so it answers only
 //! the step whose inputs are those) and its layer is one the manifest
-//! lists; a layer is fetched (checked against its digest and size) only
+//! lists or one it carries whose bytes match the digest; a layer is fetched (checked against its digest and size) only
 //! when the build needs its files or the image needs the blob, and
 //! unpacked with its `diff_id` checked. A record that fails a check is
 //! refused and the step runs.
@@ -51,6 +55,17 @@ const DOCUMENT_VERSION: u32 = 1;
 const CACHE_UPLOADS: usize = 8;
 /// The largest `index.json`, manifest or records document read.
 const MAX_DOCUMENT: u64 = 64 << 20;
+/// The largest layer (as exported, compressed) a record carries in its
+/// descriptor's `data` instead of naming a blob: below this a blob's
+/// upload is all round trips (a HEAD, POST and PUT, each a registry
+/// write), which cost more than the bytes.
+pub const INLINE_MAX: u64 = 16 << 10;
+/// The most layer bytes one records document carries: beyond it, layers
+/// are blobs again, so that an import does not fetch much it may not
+/// need.
+const INLINE_TOTAL: u64 = 1 << 20;
+/// The descriptor field (OCI 1.1) that carries a layer's bytes.
+const DATA: &str = "data";
 
 /// The config blob of an exported cache.
 #[derive(Serialize, Deserialize, Debug)]
@@ -107,6 +122,8 @@ pub struct CacheImport {
     records: HashMap<String, CacheRecord>,
     /// Layer digest -> the location that lists it.
     layers: HashMap<String, usize>,
+    /// Layer digest -> its bytes, carried by a record (checked).
+    inline: HashMap<String, Vec<u8>>,
     locations: Vec<CacheLocation>,
     client: Option<Arc<Client>>,
     refused: std::sync::atomic::AtomicUsize,
@@ -164,14 +181,19 @@ impl CacheImport {
                 .iter()
                 .map(|d| (d.digest.as_str(), d))
                 .collect();
-            for record in document.records {
-                match check_record(&record, &listed) {
-                    Ok(()) => {
+            for mut record in document.records {
+                match check_record(&mut record, &listed) {
+                    Ok(carried) => {
                         if let Some(layer) = &record.layer {
-                            import
-                                .layers
-                                .entry(layer.descriptor.digest.clone())
-                                .or_insert(index);
+                            let digest = layer.descriptor.digest.clone();
+                            match carried {
+                                Some(bytes) => {
+                                    import.inline.entry(digest).or_insert(bytes);
+                                }
+                                None => {
+                                    import.layers.entry(digest).or_insert(index);
+                                }
+                            }
                         }
                         import.records.entry(record.key.clone()).or_insert(record);
                     }
@@ -273,7 +295,7 @@ impl CacheImport {
     /// Refuses every record naming layer `digest` (it could not be had
     /// whole); false when it was refused already or no record names it.
     pub fn refuse_layer(&self, digest: &str) -> bool {
-        if !self.layers.contains_key(digest) {
+        if !self.layers.contains_key(digest) && !self.inline.contains_key(digest) {
             return false;
         }
         let Ok(mut poisoned) = self.poisoned.lock() else {
@@ -335,6 +357,17 @@ impl CacheImport {
         if store.blobs().contains(&digest) {
             return Ok(());
         }
+        if let Some(bytes) = self.inline.get(&descriptor.digest) {
+            store.blobs().write(
+                bytes.as_slice(),
+                Some(kiln_store::blobs::Expected {
+                    digest: &digest,
+                    size: u64::try_from(descriptor.size).ok(),
+                }),
+                &format!("layer {digest} from an imported build cache's records"),
+            )?;
+            return Ok(());
+        }
         let Some(location) = self
             .layers
             .get(&descriptor.digest)
@@ -373,8 +406,12 @@ impl CacheImport {
     }
 }
 
-/// Why `record` cannot be taken, if it cannot.
-fn check_record(record: &CacheRecord, listed: &HashMap<&str, &Descriptor>) -> Result<(), String> {
+/// Why `record` cannot be taken, if it cannot; else the bytes of the
+/// layer it carries (taken out of its descriptor), if it carries one.
+fn check_record(
+    record: &mut CacheRecord,
+    listed: &HashMap<&str, &Descriptor>,
+) -> Result<Option<Vec<u8>>, String> {
     if record.version != RECORD_VERSION {
         return Err(format!("record format version {}", record.version));
     }
@@ -388,17 +425,22 @@ fn check_record(record: &CacheRecord, listed: &HashMap<&str, &Descriptor>) -> Re
     if key != record.key {
         return Err(format!("its key is not its operation's ({key})"));
     }
-    if let Some(layer) = &record.layer {
-        parse_sha256(&layer.descriptor.digest).map_err(|e| e.to_string())?;
+    let mut carried = None;
+    if let Some(layer) = &mut record.layer {
+        let digest = parse_sha256(&layer.descriptor.digest).map_err(|e| e.to_string())?;
         parse_sha256(&layer.diff_id).map_err(|e| e.to_string())?;
-        match listed.get(layer.descriptor.digest.as_str()) {
-            Some(d) if d.size == layer.descriptor.size => {}
-            _ => {
-                return Err(format!(
-                    "its layer {} is not in the cache",
-                    layer.descriptor.digest
-                ));
-            }
+        // Never passed on: the descriptor goes into images as it is.
+        match layer.descriptor.extra.remove(DATA) {
+            Some(data) => carried = Some(check_carried(&data, &digest, layer.descriptor.size)?),
+            None => match listed.get(layer.descriptor.digest.as_str()) {
+                Some(d) if d.size == layer.descriptor.size => {}
+                _ => {
+                    return Err(format!(
+                        "its layer {} is not in the cache",
+                        layer.descriptor.digest
+                    ));
+                }
+            },
         }
     }
     if let Some(digest) = &record.sources_digest {
@@ -410,7 +452,35 @@ fn check_record(record: &CacheRecord, listed: &HashMap<&str, &Descriptor>) -> Re
         .created
         .parse::<jiff::Timestamp>()
         .map_err(|e| format!("its time {:?} is not RFC 3339: {e}", record.created))?;
-    Ok(())
+    Ok(carried)
+}
+
+/// The bytes of a layer a record carries (`data`, base64), if they are
+/// `size` bytes whose digest is `digest`.
+fn check_carried(data: &serde_json::Value, digest: &Digest, size: i64) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let text = data
+        .as_str()
+        .ok_or_else(|| format!("its layer {digest}'s data is not a string"))?;
+    if u64::try_from(text.len()).map_or(true, |n| n > INLINE_TOTAL.saturating_mul(2)) {
+        return Err(format!("its layer {digest}'s data is too large"));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("its layer {digest}'s data is not base64: {e}"))?;
+    if i64::try_from(bytes.len()).ok() != Some(size) {
+        return Err(format!(
+            "its layer {digest} carries {} bytes, not {size}",
+            bytes.len()
+        ));
+    }
+    let actual = kiln_store::digest::digest_bytes(&bytes);
+    if actual != *digest {
+        return Err(format!(
+            "the layer it carries does not match its digest {digest} ({actual})"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Reads a records document as an import does and checks each record
@@ -432,9 +502,9 @@ pub fn check_documents(manifest: &[u8], records: &[u8]) -> Result<(usize, Vec<St
         .collect();
     let mut taken = 0;
     let mut refused = Vec::new();
-    for record in &document.records {
-        match check_record(record, &listed) {
-            Ok(()) => taken += 1,
+    for mut record in document.records {
+        match check_record(&mut record, &listed) {
+            Ok(_) => taken += 1,
             Err(why) => refused.push(why),
         }
     }
@@ -582,9 +652,20 @@ pub fn export(
                 .or_insert_with(|| layer.descriptor.clone());
         }
     }
+    let carried = carried_layers(store, &layers).map_err(|e| failed(location, e))?;
+    layers.retain(|digest, _| !carried.contains_key(digest));
+    let mut records = records.to_vec();
+    for layer in records.iter_mut().filter_map(|r| r.layer.as_mut()) {
+        if let Some(data) = carried.get(&layer.descriptor.digest) {
+            layer
+                .descriptor
+                .extra
+                .insert(DATA.to_owned(), serde_json::Value::from(data.as_str()));
+        }
+    }
     let document = RecordsDocument {
         version: DOCUMENT_VERSION,
-        records: records.to_vec(),
+        records,
     };
     let config = serde_json::to_vec(&document).map_err(|e| failed(location, e))?;
     let config_digest = kiln_store::digest::digest_bytes(&config);
@@ -631,6 +712,48 @@ pub fn export(
             Ok(())
         }
     }
+}
+
+/// The layers of `layers` (digest -> descriptor) that the records carry
+/// (base64): the small ones, smallest first, up to [`INLINE_TOTAL`].
+fn carried_layers(
+    store: &Store,
+    layers: &BTreeMap<String, Descriptor>,
+) -> Result<HashMap<String, String>, String> {
+    use base64::Engine as _;
+    let mut small: Vec<&Descriptor> = layers
+        .values()
+        .filter(|d| u64::try_from(d.size).is_ok_and(|n| n <= INLINE_MAX))
+        .collect();
+    small.sort_by_key(|d| d.size);
+    let mut carried = HashMap::new();
+    let mut total = 0u64;
+    for descriptor in small {
+        let size = u64::try_from(descriptor.size).unwrap_or(u64::MAX);
+        if total.saturating_add(size) > INLINE_TOTAL {
+            break;
+        }
+        let digest = parse_sha256(&descriptor.digest).map_err(|e| e.to_string())?;
+        let mut bytes = Vec::new();
+        store
+            .blobs()
+            .open(&digest)
+            .map_err(|e| format!("layer {digest}: {e}"))?
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("reading layer {digest}: {e}"))?;
+        if bytes.len() as u64 != size {
+            return Err(format!(
+                "layer {digest} is {} bytes in the store, not {size}",
+                bytes.len()
+            ));
+        }
+        total += size;
+        carried.insert(
+            descriptor.digest.clone(),
+            base64::engine::general_purpose::STANDARD.encode(&bytes),
+        );
+    }
+    Ok(carried)
 }
 
 /// Writes `name` in the layout `dir` under a temporary name, synced, then
@@ -723,7 +846,7 @@ fn write_layout(
 
 #[cfg(test)]
 mod tests {
-    use super::check_documents;
+    use super::{INLINE_MAX, INLINE_TOTAL, carried_layers, check_carried, check_documents};
     use crate::ops::{MkdirOp, Op};
 
     fn record(created: &str, key: Option<&str>) -> serde_json::Value {
@@ -771,5 +894,58 @@ mod tests {
             check_documents(manifest, &serde_json::to_vec(&newer).unwrap()).unwrap_err(),
             "records document version 2 (this kiln reads 1)"
         );
+    }
+
+    /// The records carry small layers, smallest first, up to the budget;
+    /// larger ones stay blobs.
+    #[test]
+    fn only_small_layers_are_carried_and_only_up_to_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = kiln_store::Store::open(&dir.path().join("store")).unwrap();
+        let mut layers = std::collections::BTreeMap::new();
+        let mut add = |len: usize, fill: u8| {
+            let bytes = vec![fill; len];
+            let digest = store.blobs().write_bytes(&bytes).unwrap().to_string();
+            layers.insert(
+                digest.clone(),
+                kiln_store::spec::Descriptor::new("x", &digest, len as u64),
+            );
+            digest
+        };
+        let large = add(usize::try_from(INLINE_MAX).unwrap() + 1, 0);
+        let tiny = add(10, 1);
+        // 70 of the largest carried size: 1.09 MiB, over the budget.
+        let full: Vec<String> = (0..70)
+            .map(|i| add(usize::try_from(INLINE_MAX).unwrap(), 2 + i))
+            .collect();
+        let carried = carried_layers(&store, &layers).unwrap();
+        assert!(!carried.contains_key(&large));
+        assert!(carried.contains_key(&tiny));
+        let count = full.iter().filter(|d| carried.contains_key(*d)).count();
+        assert_eq!(
+            count,
+            usize::try_from((INLINE_TOTAL - 10) / INLINE_MAX).unwrap()
+        );
+    }
+
+    #[test]
+    fn carried_bytes_must_be_base64_of_the_size_and_digest() {
+        use base64::Engine as _;
+        let bytes = b"layer bytes";
+        let digest = kiln_store::digest::digest_bytes(bytes);
+        let data = serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(bytes));
+        assert_eq!(check_carried(&data, &digest, 11).unwrap(), bytes);
+        let error = check_carried(&data, &digest, 12).unwrap_err();
+        assert!(error.ends_with("carries 11 bytes, not 12"), "{error}");
+        let other = kiln_store::digest::digest_bytes(b"other");
+        let error = check_carried(&data, &other, 11).unwrap_err();
+        assert!(
+            error.starts_with("the layer it carries does not match its digest sha256:"),
+            "{error}"
+        );
+        let error = check_carried(&serde_json::Value::from("%%"), &digest, 11).unwrap_err();
+        assert!(error.contains("data is not base64"), "{error}");
+        let error = check_carried(&serde_json::Value::from(3), &digest, 11).unwrap_err();
+        assert!(error.ends_with("data is not a string"), "{error}");
     }
 }
