@@ -918,7 +918,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let platforms = parse_platforms(args.platform.as_deref())?;
     let multi_platform = platforms.len() > 1;
     if multi_platform {
-        check_multi_platform(&output, &cache_flags(args))?;
+        check_multi_platform(&output)?;
     }
     let platform = platforms.first().map(platform_spec);
     let network = match args.network.as_str() {
@@ -1040,16 +1040,35 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         unstored_image: unstored,
         layer_recorded: None,
     };
+    // Layers of a mode=max --cache-to go out while the build goes on.
+    let early = std::sync::Arc::new(super::build_cache::EarlySend::default());
+    if super::build_cache::EarlySend::wanted(&cache_to) {
+        options.layer_recorded = Some(early.clone());
+    }
     if multi_platform {
         install_signal_handlers();
         let reporter = progress::reporter(mode);
-        let built = build_platforms(&store, &options, &platforms, reporter.as_ref(), mode);
+        let (built, sent) = early.run(&store, &registry, &cache_to, || {
+            build_platforms(&store, &options, &platforms, reporter.as_ref(), mode)
+        });
         kiln_runtime::wait_for_helpers();
         drop(reporter);
+        let built = built?;
+        // One cache for every platform: their steps have keys of their own.
+        let outcomes: Vec<&kiln_builder::BuildOutcome> =
+            built.0.iter().map(|b| &b.outcome).collect();
+        export_caches(
+            &store,
+            &registry,
+            &outcomes,
+            cache_import.as_deref(),
+            &cache_to,
+            &sent,
+        )?;
         return finish_multi_platform(
             &store,
             args,
-            built?,
+            built,
             (&output, &tags, &push_tags),
             compression,
             mode,
@@ -1067,11 +1086,6 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     options.executor = run_network.as_ref().map(RunNetwork::executor).transpose()?;
     install_signal_handlers();
     let reporter = progress::reporter(mode);
-    // Layers of a mode=max --cache-to go out while the build goes on.
-    let early = std::sync::Arc::new(super::build_cache::EarlySend::default());
-    if super::build_cache::EarlySend::wanted(&cache_to) {
-        options.layer_recorded = Some(early.clone());
-    }
     let (result, sent) = early.run(&store, &registry, &cache_to, || match &trace {
         Some(trace) => kiln_builder::build(&store, &options, &Tee(reporter.as_ref(), trace)),
         None => kiln_builder::build(&store, &options, reporter.as_ref()),
@@ -1094,21 +1108,14 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let outcome = result?;
-    for (to, sent) in cache_to.iter().zip(&sent) {
-        let exported = super::build_cache::export(
-            &store,
-            &registry,
-            &outcome,
-            cache_import.as_deref(),
-            to,
-            Some(sent),
-        );
-        match exported {
-            Ok(()) => {}
-            Err(e) if to.ignore_error => eprintln!("WARNING: {e:#}"),
-            Err(e) => return Err(e),
-        }
-    }
+    export_caches(
+        &store,
+        &registry,
+        &[&outcome],
+        cache_import.as_deref(),
+        &cache_to,
+        &sent,
+    )?;
     if let Some(path) = &args.iidfile {
         fs::write(path, outcome.image_id.to_string())
             .with_context(|| format!("cannot write --iidfile {}", path.display()))?;
@@ -1157,19 +1164,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
                 .context("cannot create a directory for the image's files")?;
             kiln_store::archive::unpack_rootfs(&store, &image, staging.path())
                 .context("cannot unpack the image's files")?;
-            let pack = |out: &mut dyn Write| {
-                kiln_store::layer::pack_directory(
-                    staging.path(),
-                    out,
-                    &kiln_store::layer::PackOptions::default(),
-                )
-                .map(drop)
-                .context("cannot write the image's files as a tar")
-            };
-            match dest {
-                Dest::Stdout => write_stdout(pack)?,
-                Dest::File(path) => super::save::write_file_atomically(path, pack)?,
-            }
+            write_rootfs_tar(staging.path(), dest)?;
         }
     }
     if !push_tags.is_empty() {
@@ -1292,24 +1287,36 @@ fn platform_spec(platform: &kiln_parser::values::Platform) -> kiln_store::regist
     }
 }
 
-/// The cache flags given, for [`check_multi_platform`].
-fn cache_flags(args: &BuildArgs) -> Vec<&'static str> {
-    let mut flags = Vec::new();
-    if !args.cache_to.is_empty() {
-        flags.push("--cache-to");
+/// Writes each `--cache-to` of a build (`outcomes`: one per platform),
+/// after the layers `sent` while it went on.
+fn export_caches(
+    store: &kiln_store::Store,
+    registry: &kiln_store::registry::Client,
+    outcomes: &[&kiln_builder::BuildOutcome],
+    import: Option<&kiln_builder::cache::share::CacheImport>,
+    cache_to: &[super::build_cache::CacheTo],
+    sent: &[super::build_cache::Sent],
+) -> anyhow::Result<()> {
+    for (to, sent) in cache_to.iter().zip(sent) {
+        let exported =
+            super::build_cache::export(store, registry, outcomes, import, to, Some(sent));
+        match exported {
+            Ok(()) => {}
+            Err(e) if to.ignore_error => eprintln!("WARNING: {e:#}"),
+            Err(e) => return Err(e),
+        }
     }
-    if !args.cache_from.is_empty() {
-        flags.push("--cache-from");
-    }
-    flags
+    Ok(())
 }
 
-/// What a multi-platform build can do: store the index (and push it).
-/// Other outputs and shared caches hold one image.
-fn check_multi_platform(output: &Output, cache_flags: &[&str]) -> anyhow::Result<()> {
+/// What a multi-platform build can output: an index (stored, pushed,
+/// or as an OCI layout), or each platform's files (`type=local`,
+/// `type=tar`). A docker archive holds one image per name.
+fn check_multi_platform(output: &Output) -> anyhow::Result<()> {
     match output {
         Output::Image { store: true, .. }
         | Output::Local { .. }
+        | Output::Tar { .. }
         | Output::Archive {
             format: SaveFormat::Oci,
             ..
@@ -1322,11 +1329,8 @@ fn check_multi_platform(output: &Output, cache_flags: &[&str]) -> anyhow::Result
             "docker exporter does not currently support exporting manifest lists: use --output type=oci for several platforms"
         ),
         _ => bail!(
-            "a build for several platforms is stored as an image index: --output type=image (the default), type=registry, type=oci or type=local; build one platform at a time for other outputs"
+            "a build for several platforms is stored as an image index: --output type=image (the default), type=registry, type=oci, type=local or type=tar; build one platform at a time for other outputs"
         ),
-    }
-    if let Some(flag) = cache_flags.first() {
-        bail!("{flag} is not supported with several platforms yet: build one platform at a time");
     }
     Ok(())
 }
@@ -1546,29 +1550,25 @@ fn finish_multi_platform(
     // type=local: each platform's files in a directory of its own
     // (`linux_arm64`, `linux_arm_v7`), as buildx writes them; the index
     // stays only if -t named it.
-    if let Output::Local { dest } = output {
-        write_directory(dest, |dir| {
-            for platform in &built {
-                let name = platform.platform.to_string().replace('/', "_");
-                let target = dir.join(&name);
-                fs::create_dir(&target)
-                    .with_context(|| format!("cannot create {}", target.display()))?;
-                let digest = kiln_store::digest::parse_sha256(&platform.outcome.manifest.digest)?;
-                let image = store.image(&digest)?;
-                kiln_store::archive::unpack_rootfs(store, &image, &target).with_context(|| {
-                    format!(
-                        "cannot write the {name} image's files to {}",
-                        dest.display()
-                    )
-                })?;
-            }
-            Ok(())
-        })?;
-        if tags.is_empty() {
-            store
-                .delete_image(&index_digest)
-                .context("cannot remove the untagged index of a type=local build")?;
+    // type=tar: the same directories in one tar.
+    match output {
+        Output::Local { dest } => {
+            write_directory(dest, |dir| unpack_platforms(store, &built, dir))?;
         }
+        Output::Tar { dest } => {
+            let staging = tempfile::Builder::new()
+                .prefix("rootfs-")
+                .tempdir_in(store.tmp_dir())
+                .context("cannot create a directory for the images' files")?;
+            unpack_platforms(store, &built, staging.path())?;
+            write_rootfs_tar(staging.path(), dest)?;
+        }
+        _ => {}
+    }
+    if matches!(output, Output::Local { .. } | Output::Tar { .. }) && tags.is_empty() {
+        store
+            .delete_image(&index_digest)
+            .context("cannot remove the untagged index of a type=local or type=tar build")?;
     }
     // type=oci: the index with every platform, as `kiln save` writes it.
     if let Output::Archive {
@@ -1638,6 +1638,38 @@ fn finish_multi_platform(
         write_metadata(path, &metadata)?;
     }
     finish_quiet(args.quiet, &index.digest)
+}
+
+/// Writes each platform's files into a directory of its own under `dir`
+/// (`linux_arm64`, `linux_arm_v7`), as buildx does.
+fn unpack_platforms(
+    store: &kiln_store::Store,
+    built: &[PlatformBuilt],
+    dir: &Path,
+) -> anyhow::Result<()> {
+    for platform in built {
+        let name = platform.platform.to_string().replace('/', "_");
+        let target = dir.join(&name);
+        fs::create_dir(&target).with_context(|| format!("cannot create {}", target.display()))?;
+        let digest = kiln_store::digest::parse_sha256(&platform.outcome.manifest.digest)?;
+        let image = store.image(&digest)?;
+        kiln_store::archive::unpack_rootfs(store, &image, &target)
+            .with_context(|| format!("cannot write the {name} image's files"))?;
+    }
+    Ok(())
+}
+
+/// Writes the files under `dir` as one tar to `dest` (`-o type=tar`).
+fn write_rootfs_tar(dir: &Path, dest: &Dest) -> anyhow::Result<()> {
+    let pack = |out: &mut dyn Write| {
+        kiln_store::layer::pack_directory(dir, out, &kiln_store::layer::PackOptions::default())
+            .map(drop)
+            .context("cannot write the image's files as a tar")
+    };
+    match dest {
+        Dest::Stdout => write_stdout(pack),
+        Dest::File(path) => super::save::write_file_atomically(path, pack),
+    }
 }
 
 /// Writes `requests` as `--output type=docker|oci` asks: a tar to stdout

@@ -356,13 +356,14 @@ fn send_layer(
     Ok(())
 }
 
-/// Writes the records `outcome` used to `to`: each from the store's cache,
+/// Writes the records `outcomes` used (one build, or one per platform)
+/// to `to`: each from the store's cache,
 /// else from the import (its layer fetched now); layers compressed as
 /// asked, or as [`EarlySend`] sent them (`sent`).
 pub fn export(
     store: &Store,
     client: &Client,
-    outcome: &BuildOutcome,
+    outcomes: &[&BuildOutcome],
     import: Option<&CacheImport>,
     to: &CacheTo,
     sent: Option<&Sent>,
@@ -371,10 +372,17 @@ pub fn export(
     let Some(location) = &to.location else {
         return Ok(());
     };
-    let keys = match to.mode {
-        CacheMode::Min => &outcome.cache_keys_min,
-        CacheMode::Max => &outcome.cache_keys_max,
-    };
+    // Platforms share steps that do not depend on the platform (a
+    // `FROM --platform=$BUILDPLATFORM` stage): each key once.
+    let mut seen = std::collections::HashSet::new();
+    let keys: Vec<&String> = outcomes
+        .iter()
+        .flat_map(|outcome| match to.mode {
+            CacheMode::Min => &outcome.cache_keys_min,
+            CacheMode::Max => &outcome.cache_keys_max,
+        })
+        .filter(|key| seen.insert(key.as_str()))
+        .collect();
     let started = std::time::Instant::now();
     let cache = BuildCache::new(store);
     let mut records = Vec::with_capacity(keys.len());
