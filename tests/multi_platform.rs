@@ -750,3 +750,59 @@ fn a_cache_of_two_platforms_answers_both_on_another_store() {
     // The host's (amd64: busybox_two_platforms needs it) image runs.
     assert_eq!(build::sh(&b, "multi:1", "cat /machine"), "x86_64\n");
 }
+
+#[test]
+fn an_inline_cache_of_a_pushed_index_answers_every_platform() {
+    if !kiln_testkit::root("RUN needs namespaces and mounts")
+        || !build::arm64_runs()
+        || !registry::available()
+    {
+        return;
+    }
+    let Some(a) = busybox_two_platforms() else {
+        return;
+    };
+    let registry = Registry::plain();
+    let reference = registry.reference("multi/inline:1");
+    let dir = context(&a, "ctx", UNAME, &[]);
+    let build_with = |kiln: &common::Kiln, extra: &[&str]| {
+        let output = kiln
+            .command()
+            .env("KILN_CERTS_DIR", kiln.path("no-certs"))
+            .env("DOCKER_CONFIG", kiln.path("docker-config"))
+            .args([
+                "build",
+                "--progress=plain",
+                "--platform",
+                "linux/arm64,linux/amd64",
+            ])
+            .args(extra)
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let stderr = build_with(
+        &a,
+        &["--cache-to", "type=inline", "--push", "-t", &reference],
+    );
+    assert!(stderr.contains("2 steps run"), "{stderr}");
+    // Another store with the same bases: each platform's image in the
+    // index carries its own records, and both are read.
+    let b = common::Kiln::new();
+    for platform in ["arm64", "amd64"] {
+        let archive = a.path(&format!("bb-{platform}.tar"));
+        a.ok(&[
+            "save",
+            "-o",
+            archive.to_str().unwrap(),
+            &format!("bb:{platform}"),
+        ]);
+        b.ok(&["load", "-i", archive.to_str().unwrap()]);
+    }
+    let stderr = build_with(&b, &["--cache-from", &reference, "-t", "multi:1"]);
+    assert!(stderr.contains("0 steps run, 2 cached"), "{stderr}");
+    assert_eq!(build::sh(&b, "multi:1", "cat /machine"), "x86_64\n");
+}

@@ -154,12 +154,14 @@ impl CacheImport {
         };
         for location in locations {
             let read = match location {
-                CacheLocation::Local(dir) => read_layout(dir).map_err(|e| failed(location, e)),
+                CacheLocation::Local(dir) => read_layout(dir)
+                    .map(|found| found.map(|pair| vec![pair]))
+                    .map_err(|e| failed(location, e)),
                 CacheLocation::Registry(reference) => import
                     .read_registry(reference)
                     .map_err(|e| failed(location, e)),
             };
-            let (manifest, document) = match read {
+            let found = match read {
                 Ok(Some(found)) => found,
                 Ok(None) => {
                     import.warnings.push(format!(
@@ -176,40 +178,53 @@ impl CacheImport {
             };
             let index = import.locations.len();
             import.locations.push(location.clone());
-            let listed: HashMap<&str, &Descriptor> = manifest
-                .layers
-                .iter()
-                .map(|d| (d.digest.as_str(), d))
-                .collect();
-            for mut record in document.records {
-                match check_record(&mut record, &listed) {
-                    Ok(carried) => {
-                        if let Some(layer) = &record.layer {
-                            let digest = layer.descriptor.digest.clone();
-                            match carried {
-                                Some(bytes) => {
-                                    import.inline.entry(digest).or_insert(bytes);
-                                }
-                                None => {
-                                    import.layers.entry(digest).or_insert(index);
-                                }
-                            }
-                        }
-                        import.records.entry(record.key.clone()).or_insert(record);
-                    }
-                    Err(why) => {
-                        import.warnings.push(format!(
-                            "build cache {location}: record {} ({}) refused: {why}",
-                            record.key, record.description
-                        ));
-                        import
-                            .refused
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
+            for (manifest, document) in found {
+                import.take(location, index, &manifest, document);
             }
         }
         import
+    }
+
+    /// Takes the records of `document` that pass their checks against
+    /// `manifest` (from `location`, the `index`th).
+    fn take(
+        &mut self,
+        location: &CacheLocation,
+        index: usize,
+        manifest: &Manifest,
+        document: RecordsDocument,
+    ) {
+        let listed: HashMap<&str, &Descriptor> = manifest
+            .layers
+            .iter()
+            .map(|d| (d.digest.as_str(), d))
+            .collect();
+        for mut record in document.records {
+            match check_record(&mut record, &listed) {
+                Ok(carried) => {
+                    if let Some(layer) = &record.layer {
+                        let digest = layer.descriptor.digest.clone();
+                        match carried {
+                            Some(bytes) => {
+                                self.inline.entry(digest).or_insert(bytes);
+                            }
+                            None => {
+                                self.layers.entry(digest).or_insert(index);
+                            }
+                        }
+                    }
+                    self.records.entry(record.key.clone()).or_insert(record);
+                }
+                Err(why) => {
+                    self.warnings.push(format!(
+                        "build cache {location}: record {} ({}) refused: {why}",
+                        record.key, record.description
+                    ));
+                    self.refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// What could not be read, one line each.
@@ -220,7 +235,7 @@ impl CacheImport {
     fn read_registry(
         &self,
         reference: &ImageReference,
-    ) -> Result<Option<(Manifest, RecordsDocument)>, String> {
+    ) -> Result<Option<Vec<(Manifest, RecordsDocument)>>, String> {
         let client = self
             .client
             .as_ref()
@@ -236,12 +251,24 @@ impl CacheImport {
             }
             Err(e) => return Err(e.to_string()),
         };
-        if fetched.manifest.config.media_type == CONFIG_TYPE {
-            let document = parse_document(&fetched.config)?;
-            return Ok(Some((fetched.manifest, document)));
+        let mut found = Vec::new();
+        let mut missing = None;
+        for artifact in fetched {
+            if artifact.manifest.config.media_type == CONFIG_TYPE {
+                let document = parse_document(&artifact.config)?;
+                return Ok(Some(vec![(artifact.manifest, document)]));
+            }
+            // An image (one platform's, in an index): its inline cache,
+            // if it has one.
+            match inline_records(artifact.manifest, &artifact.config) {
+                Ok(records) => found.push(records),
+                Err(e) => missing = Some(e),
+            }
         }
-        // An image: its inline cache, if it has one.
-        inline_records(fetched.manifest, &fetched.config).map(Some)
+        match (found.is_empty(), missing) {
+            (true, Some(e)) => Err(e),
+            _ => Ok(Some(found)),
+        }
     }
 
     /// The registry repositories that hold the imported layers among

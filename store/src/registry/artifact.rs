@@ -134,11 +134,15 @@ pub struct FetchedArtifact {
     pub config: Vec<u8>,
 }
 
+/// The most images of an index [`fetch_artifact`] reads.
+const MAX_INDEX_IMAGES: usize = 16;
+
 /// Reads what `reference` names for a cache import: an index's manifest
-/// of `artifact_type` (kiln's exported cache), or else an image (the
-/// index's entry for this host's platform, or the manifest itself), then
-/// the manifest's config blob, capped at [`MAX_DOCUMENT_SIZE`]. The
-/// caller tells the two apart by the config's media type.
+/// of `artifact_type` (kiln's exported cache), or else images (each of
+/// an index's entries, up to [`MAX_INDEX_IMAGES`], or the manifest
+/// itself), each with its manifest's config blob, capped at
+/// [`MAX_DOCUMENT_SIZE`]. The caller tells the two apart by the config's
+/// media type.
 ///
 /// # Errors
 ///
@@ -148,7 +152,7 @@ pub fn fetch_artifact(
     client: &Client,
     reference: &ImageReference,
     artifact_type: &str,
-) -> Result<FetchedArtifact, RegistryError> {
+) -> Result<Vec<FetchedArtifact>, RegistryError> {
     let session = session(client, reference, false)?;
     let full = reference.to_string();
     let wanted = reference
@@ -163,27 +167,53 @@ pub fn fetch_artifact(
         what: format!("build cache {full}"),
         reason,
     };
-    let (manifest_bytes, manifest_digest) = if crate::spec::is_index(&top.media_type) {
-        let index: Index = serde_json::from_slice(&top.bytes)
-            .map_err(|e| invalid(format!("the index is not valid JSON: {e}")))?;
-        let entry =
-            match index.manifests.iter().find(|m| {
-                m.extra.get("artifactType").and_then(|v| v.as_str()) == Some(artifact_type)
-            }) {
-                Some(entry) => entry,
-                None => {
-                    super::pull::select_platform(&index, &super::pull::PlatformSpec::host(), &full)?
-                }
-            };
-        let digest = parse_sha256(&entry.digest)?;
-        let fetched =
-            super::pull::fetch_manifest(&session, &full, &digest.to_string(), Some(&digest))?;
-        (fetched.bytes, fetched.digest)
-    } else {
-        (top.bytes, top.digest)
+    if !crate::spec::is_index(&top.media_type) {
+        return Ok(vec![fetch_config(&session, top.bytes, top.digest, &full)?]);
+    }
+    let index: Index = serde_json::from_slice(&top.bytes)
+        .map_err(|e| invalid(format!("the index is not valid JSON: {e}")))?;
+    let artifact = index
+        .manifests
+        .iter()
+        .find(|m| m.extra.get("artifactType").and_then(|v| v.as_str()) == Some(artifact_type));
+    let entries: Vec<&Descriptor> = match artifact {
+        Some(entry) => vec![entry],
+        None => index
+            .manifests
+            .iter()
+            .filter(|m| !crate::spec::is_index(&m.media_type))
+            .take(MAX_INDEX_IMAGES)
+            .collect(),
     };
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| invalid(format!("the manifest is not valid JSON: {e}")))?;
+    let mut fetched = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let digest = parse_sha256(&entry.digest)?;
+        let manifest =
+            super::pull::fetch_manifest(&session, &full, &digest.to_string(), Some(&digest))?;
+        fetched.push(fetch_config(
+            &session,
+            manifest.bytes,
+            manifest.digest,
+            &full,
+        )?);
+    }
+    Ok(fetched)
+}
+
+/// The manifest `manifest_bytes` with its config blob (capped at
+/// [`MAX_DOCUMENT_SIZE`] and checked against its digest).
+fn fetch_config(
+    session: &Session<'_>,
+    manifest_bytes: Vec<u8>,
+    manifest_digest: Digest,
+    full: &str,
+) -> Result<FetchedArtifact, RegistryError> {
+    let manifest: Manifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| RegistryError::Invalid {
+            registry: session.registry().to_owned(),
+            what: format!("build cache {full}"),
+            reason: format!("the manifest is not valid JSON: {e}"),
+        })?;
     let config_digest = parse_sha256(&manifest.config.digest)?;
     if u64::try_from(manifest.config.size).map_or(true, |s| s > MAX_DOCUMENT_SIZE) {
         return Err(RegistryError::TooLarge {
@@ -193,8 +223,8 @@ pub fn fetch_artifact(
         });
     }
     let what = format!("build cache config {config_digest}");
-    let (config, ()) = super::pull::read_document(&session, &what, MAX_DOCUMENT_SIZE, || {
-        Ok((super::pull::open_blob(&session, &config_digest, 0)?, ()))
+    let (config, ()) = super::pull::read_document(session, &what, MAX_DOCUMENT_SIZE, || {
+        Ok((super::pull::open_blob(session, &config_digest, 0)?, ()))
     })?;
     let actual = digest_bytes(&config);
     if actual != config_digest {
