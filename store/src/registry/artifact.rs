@@ -168,7 +168,7 @@ pub fn fetch_artifact(
         reason,
     };
     if !crate::spec::is_index(&top.media_type) {
-        return Ok(vec![fetch_config(&session, top.bytes, top.digest, &full)?]);
+        return Ok(vec![fetch_config(&session, &top.bytes, top.digest, &full)?]);
     }
     let index: Index = serde_json::from_slice(&top.bytes)
         .map_err(|e| invalid(format!("the index is not valid JSON: {e}")))?;
@@ -192,7 +192,7 @@ pub fn fetch_artifact(
             super::pull::fetch_manifest(&session, &full, &digest.to_string(), Some(&digest))?;
         fetched.push(fetch_config(
             &session,
-            manifest.bytes,
+            &manifest.bytes,
             manifest.digest,
             &full,
         )?);
@@ -204,12 +204,12 @@ pub fn fetch_artifact(
 /// [`MAX_DOCUMENT_SIZE`] and checked against its digest).
 fn fetch_config(
     session: &Session<'_>,
-    manifest_bytes: Vec<u8>,
+    manifest_bytes: &[u8],
     manifest_digest: Digest,
     full: &str,
 ) -> Result<FetchedArtifact, RegistryError> {
     let manifest: Manifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| RegistryError::Invalid {
+        serde_json::from_slice(manifest_bytes).map_err(|e| RegistryError::Invalid {
             registry: session.registry().to_owned(),
             what: format!("build cache {full}"),
             reason: format!("the manifest is not valid JSON: {e}"),
