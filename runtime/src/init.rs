@@ -411,7 +411,17 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
         nodev,
         None::<&str>,
     )
-    .map_err(mount_err("/proc"))?;
+    .map_err(|e| {
+        // The usual cause inside a container started without
+        // --privileged: its runtime masks paths of /proc with mounts, and
+        // the kernel refuses a new proc instance where one is covered.
+        let hint = if config.rootless && e == nix::errno::Errno::EPERM {
+            " (kiln runs in a container whose /proc has masked paths: start that container with --security-opt unmask=ALL, Docker's --security-opt systempaths=unconfined)"
+        } else {
+            ""
+        };
+        format!("mounting /proc: {e}{hint}")
+    })?;
 
     let dev_dir = target(&root, "/dev")?;
     mount(
@@ -516,8 +526,17 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
     std::env::set_current_dir("/").map_err(|e| format!("entering /: {e}"))?;
     drop(root);
 
-    nix::unistd::sethostname(&spec.hostname)
-        .map_err(|e| format!("setting hostname {:?}: {e}", spec.hostname))?;
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| {
+        // Docker's and Podman's default seccomp profiles allow
+        // sethostname only with CAP_SYS_ADMIN in the container's own
+        // user namespace, which kiln's nested one does not count as.
+        let hint = if config.rootless && e == nix::errno::Errno::EPERM {
+            " (a seccomp profile refuses it: start the container kiln runs in with --security-opt seccomp=unconfined, or a profile that allows sethostname)"
+        } else {
+            ""
+        };
+        format!("setting hostname {:?}: {e}{hint}", spec.hostname)
+    })?;
     if !matches!(config.network, NetworkSetup::Host) {
         loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
     }
