@@ -6,7 +6,8 @@
 # the median of REPS (3) rebuilds, the bytes received on the loopback
 # interface during a rebuild (the registry's answers, both builders alike),
 # and for kiln the cost of the export: a cold build with
-# `--cache-to type=registry,...,mode=max` against one without.
+# `--cache-to type=registry,...,mode=max` (to a new repository each time)
+# against one without, with the bytes that crossed loopback during it.
 #
 # Needs root, dockerd running with the shared base images
 # (../shared/tools/bench/setup-peers.sh), docker-registry (Debian's) and, for
@@ -60,29 +61,31 @@ docker_reset() {
 for w in "${workloads[@]}"; do
     ctx=$bench/workloads/$w; [ "$w" = context ] && ctx=$C/context
     # kiln: the cost of the export on a cold build, then the rebuilds.
-    plain=(); exported=()
-    for _ in $(seq "$REPS"); do
+    # Each export goes to a repository of its own: its blobs are new to
+    # the registry, as a changed build's are.
+    plain=(); exported=(); sent=()
+    for i in $(seq "$REPS"); do
         fresh "$work/a"; sync
         t0=$(now); "$KILN" --root "$work/a" build -q -t "bench-cs-$w" "$ctx" >/dev/null; t1=$(now)
         plain+=("$(echo "$t1 - $t0" | bc)")
         fresh "$work/a"; sync
-        t0=$(now)
+        b0=$(lo); t0=$(now)
         "$KILN" --root "$work/a" build -q -t "bench-cs-$w" \
-            --cache-to "type=registry,ref=$reg/kiln-$w:cache,mode=max" "$ctx" >/dev/null
-        t1=$(now)
-        exported+=("$(echo "$t1 - $t0" | bc)")
+            --cache-to "type=registry,ref=$reg/kiln-$w-$i:cache,mode=max" "$ctx" >/dev/null
+        t1=$(now); b1=$(lo)
+        exported+=("$(echo "$t1 - $t0" | bc)"); sent+=("$((b1 - b0))")
     done
     times=(); bytes=()
     for _ in $(seq "$REPS"); do
         fresh "$work/b"; sync
         b0=$(lo); t0=$(now)
         "$KILN" --root "$work/b" build -q -t "bench-cs-$w" \
-            --cache-from "type=registry,ref=$reg/kiln-$w:cache" "$ctx" >/dev/null
+            --cache-from "type=registry,ref=$reg/kiln-$w-$REPS:cache" "$ctx" >/dev/null
         t1=$(now); b1=$(lo)
         times+=("$(echo "$t1 - $t0" | bc)"); bytes+=("$((b1 - b0))")
     done
     echo "kiln $w cold $(printf '%s\n' "${plain[@]}" | med)"
-    echo "kiln $w cold+cache-to $(printf '%s\n' "${exported[@]}" | med)"
+    echo "kiln $w cold+cache-to $(printf '%s\n' "${exported[@]}" | med) $(printf '%s\n' "${sent[@]}" | med)"
     echo "kiln $w rebuild-from-cache $(printf '%s\n' "${times[@]}" | med) $(printf '%s\n' "${bytes[@]}" | med)"
     # BuildKit: inline cache on the pushed image, then --cache-from it.
     docker_reset "$w"

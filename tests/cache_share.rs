@@ -546,3 +546,178 @@ fn mode_max_sends_each_layer_while_the_build_goes_on_and_the_export_only_adds_th
     let (_, stderr) = build(&b, &dir, &["-t", "app:1", "--cache-from", &from]);
     assert!(stderr.contains("0 steps run, 3 cached"), "{stderr}");
 }
+
+/// A `COPY` of a context directory larger than the records carry, and a
+/// step on its files.
+const DOCKERFILE_RECIPE: &str = "FROM bb:1\n\
+    WORKDIR /srv\n\
+    COPY app ./app/\n\
+    RUN cat app/*.txt app/sub/*.txt | wc -c > /size\n";
+
+/// A context for [`DOCKERFILE_RECIPE`] in `dir` of `kiln`: 60 KiB of
+/// files, their mtimes set to 2020-09-13 (so that a copy made now has
+/// other ones).
+fn recipe_context(kiln: &Kiln) -> std::path::PathBuf {
+    let a = "a".repeat(20_000);
+    let b = "b".repeat(30_000);
+    let c = "c".repeat(10_000);
+    let dir = context(
+        kiln,
+        "ctx",
+        DOCKERFILE_RECIPE,
+        &[("app/a.txt", &a), ("app/b.txt", &b), ("app/sub/c.txt", &c)],
+    );
+    let touched = std::process::Command::new("touch")
+        .args(["-h", "-d", "@1600000000"])
+        .args(["app/a.txt", "app/b.txt", "app/sub/c.txt", "app/sub", "app"])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    dir
+}
+
+/// A copy of `dir` made now (new mtimes), as another checkout.
+fn checkout(dir: &Path, to: &Path) -> std::path::PathBuf {
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(dir)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    to.to_owned()
+}
+
+#[test]
+fn a_copy_of_the_context_travels_as_a_recipe_and_another_checkout_remakes_its_layer() {
+    if !kiln_testkit::root("kiln build mounts overlays") || !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let proxy = FaultProxy::start(&registry);
+    let cache = format!("{}/cache/recipe:build", proxy.host());
+    let a = busybox();
+    let dir = recipe_context(&a);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let (first, stderr) = build(&a, &dir, &["-t", "app:1", "--cache-to", &to]);
+    assert!(stderr.contains("3 steps run, 0 cached"), "{stderr}");
+    let uploaded: Vec<(String, u64)> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.target.contains("/blobs/uploads/"))
+        .map(|r| {
+            let size = r
+                .headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            (r.target.clone(), size)
+        })
+        .collect();
+    // Two blobs: the records (which carry the WORKDIR's and the RUN's
+    // small layers) and the COPY's recipe: headers, not the 60 KiB.
+    assert_eq!(uploaded.len(), 2, "{uploaded:?}");
+    assert!(
+        uploaded.iter().all(|(_, size)| *size < 10_000),
+        "{uploaded:?}"
+    );
+
+    // Another runner, another checkout of the same files (other mtimes).
+    let b = runner_like(&a);
+    let other = checkout(&dir, &b.path("checkout"));
+    let before = proxy.requests().len();
+    let from = format!("type=registry,ref={cache}");
+    let (second, stderr) = build(&b, &other, &["-t", "app:1", "--cache-from", &from]);
+    assert!(stderr.contains("0 steps run, 3 cached"), "{stderr}");
+    assert_eq!(second, first, "the exporter's image, mtimes included");
+    assert_eq!(sh(&b, "app:1", "cat /size"), "60000\n");
+    assert_eq!(
+        sh(&b, "app:1", "busybox stat -c %Y /srv/app/a.txt"),
+        "1600000000\n"
+    );
+    let fetched = proxy.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.contains("/blobs/"))
+        .count();
+    assert_eq!(fetched, 2, "the records and the recipe");
+}
+
+#[test]
+fn a_recipe_that_does_not_remake_its_layer_is_refused_and_the_copy_runs() {
+    if !kiln_testkit::root("kiln build mounts overlays") {
+        return;
+    }
+    let a = busybox();
+    let dir = recipe_context(&a);
+    let layout = a.path("cache");
+    let to = format!("type=local,dest={},mode=max", layout.display());
+    let (first, _) = build(&a, &dir, &["-t", "app:1", "--cache-to", &to]);
+    // Flip a byte of the first tar header the recipe holds (the layout's
+    // digests kept consistent: only the remade layer's digest can tell).
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let read = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let mut index = read(layout.join("index.json"));
+    let mut manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let layers = manifest["layers"].as_array_mut().unwrap();
+    assert_eq!(layers.len(), 1, "{layers:?}");
+    let recipe = &mut layers[0];
+    assert_eq!(
+        recipe["mediaType"],
+        "application/vnd.kiln.layer-recipe.v1+zstd"
+    );
+    let compressed = std::fs::read(blob(recipe["digest"].as_str().unwrap())).unwrap();
+    let mut plain = zstd::decode_all(compressed.as_slice()).unwrap();
+    let magic = b"kiln-layer-recipe-v1\n".len();
+    assert_eq!(plain[magic], b'R');
+    plain[magic + 1 + 8 + 101] ^= 1;
+    let bytes = zstd::encode_all(plain.as_slice(), 3).unwrap();
+    let digest = kiln_store::digest::digest_bytes(&bytes).to_string();
+    std::fs::write(blob(&digest), &bytes).unwrap();
+    let old = recipe["digest"].as_str().unwrap().to_owned();
+    recipe["digest"] = digest.clone().into();
+    recipe["size"] = bytes.len().into();
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    let records = std::fs::read_to_string(config)
+        .unwrap()
+        .replace(&old, &digest)
+        .replace(
+            &format!("\"size\":{}", compressed.len()),
+            &format!("\"size\":{}", bytes.len()),
+        );
+    let records_digest = kiln_store::digest::digest_bytes(records.as_bytes()).to_string();
+    std::fs::write(blob(&records_digest), &records).unwrap();
+    manifest["config"]["digest"] = records_digest.into();
+    manifest["config"]["size"] = records.len().into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = kiln_store::digest::digest_bytes(&manifest_bytes).to_string();
+    std::fs::write(blob(&manifest_digest), &manifest_bytes).unwrap();
+    index["manifests"][0]["digest"] = manifest_digest.into();
+    index["manifests"][0]["size"] = manifest_bytes.len().into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+
+    let b = runner_like(&a);
+    let from = format!("type=local,src={}", layout.display());
+    let (id, stderr) = build(&b, &dir, &["-t", "app:1", "--cache-from", &from]);
+    assert!(
+        stderr.contains("remade from the build context"),
+        "the refusal names the remade layer:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("the cache records naming it are refused, building again without them"),
+        "{stderr}"
+    );
+    // The COPY ran (from the same files: the same image), the others hit.
+    assert!(stderr.contains("1 step run, 2 cached"), "{stderr}");
+    assert_eq!(id, first);
+}

@@ -715,6 +715,7 @@ fn remove_file(path: &Path) -> Result<(), BuildError> {
     }
 }
 
+pub mod recipe;
 pub mod share;
 
 #[cfg(test)]

@@ -1006,7 +1006,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let registry = std::sync::Arc::new(kiln_store::registry::Client::new(
         kiln_store::registry::RegistryConfig::from_env(),
     ));
-    let cache_import = super::build_cache::import(&cache_from, &registry);
+    let cache_import = super::build_cache::import(&cache_from, &registry, &context_dir);
     let unstored = matches!(output, Output::Image { store: false, .. });
     let mut options = BuildOptions {
         dockerfile_name: dockerfile.name.clone(),
@@ -1041,7 +1041,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         layer_recorded: None,
     };
     // Layers of a mode=max --cache-to go out while the build goes on.
-    let early = std::sync::Arc::new(super::build_cache::EarlySend::default());
+    let early = std::sync::Arc::new(super::build_cache::EarlySend::new(context_dir.clone()));
     if super::build_cache::EarlySend::wanted(&cache_to) {
         options.layer_recorded = Some(early.clone());
     }
@@ -1062,7 +1062,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             &registry,
             &outcomes,
             cache_import.as_deref(),
-            &cache_to,
+            (&cache_to, &context_dir),
             &sent,
         )?;
         return finish_multi_platform(
@@ -1113,7 +1113,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         &registry,
         &[&outcome],
         cache_import.as_deref(),
-        &cache_to,
+        (&cache_to, &context_dir),
         &sent,
     )?;
     if let Some(path) = &args.iidfile {
@@ -1294,12 +1294,19 @@ fn export_caches(
     registry: &kiln_store::registry::Client,
     outcomes: &[&kiln_builder::BuildOutcome],
     import: Option<&kiln_builder::cache::share::CacheImport>,
-    cache_to: &[super::build_cache::CacheTo],
+    (cache_to, context): (&[super::build_cache::CacheTo], &Path),
     sent: &[super::build_cache::Sent],
 ) -> anyhow::Result<()> {
     for (to, sent) in cache_to.iter().zip(sent) {
-        let exported =
-            super::build_cache::export(store, registry, outcomes, import, to, Some(sent));
+        let exported = super::build_cache::export(
+            store,
+            registry,
+            outcomes,
+            import,
+            to,
+            Some(context),
+            Some(sent),
+        );
         match exported {
             Ok(()) => {}
             Err(e) if to.ignore_error => eprintln!("WARNING: {e:#}"),

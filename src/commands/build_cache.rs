@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context as _, bail};
 use kiln_builder::BuildOutcome;
+use kiln_builder::cache::recipe;
 use kiln_builder::cache::share::{CacheImport, CacheLocation, CacheMode};
 use kiln_builder::cache::{BuildCache, CacheRecord, CachedLayer};
 use kiln_store::Store;
@@ -155,11 +156,16 @@ fn unreachable_type<T>(spec: &str) -> anyhow::Result<T> {
 
 /// Reads the `--cache-from` caches; a registry is reached through
 /// `client`.
-pub fn import(locations: &[CacheLocation], client: &Arc<Client>) -> Option<Arc<CacheImport>> {
+pub fn import(
+    locations: &[CacheLocation],
+    client: &Arc<Client>,
+    context: &std::path::Path,
+) -> Option<Arc<CacheImport>> {
     if locations.is_empty() {
         return None;
     }
-    let import = CacheImport::load(locations, Some(client.clone()));
+    let import =
+        CacheImport::load(locations, Some(client.clone())).with_context(context.to_owned());
     // As BuildKit: a cache that cannot be read only costs the build time.
     for warning in import.warnings() {
         eprintln!("WARNING: {warning}");
@@ -184,6 +190,8 @@ pub fn import(locations: &[CacheLocation], client: &Arc<Client>) -> Option<Arc<C
 #[derive(Debug, Default)]
 pub struct EarlySend {
     sender: Mutex<Option<mpsc::Sender<CacheRecord>>>,
+    /// The build context, for layer recipes ([`exported`]).
+    context: Option<PathBuf>,
 }
 
 /// What [`EarlySend`] sent to one `--cache-to`.
@@ -210,6 +218,14 @@ impl kiln_builder::cache::share::LayerRecorded for EarlySend {
 }
 
 impl EarlySend {
+    /// Sends layers early for a build of `context`.
+    pub fn new(context: PathBuf) -> Self {
+        Self {
+            sender: Mutex::default(),
+            context: Some(context),
+        }
+    }
+
     /// Whether `to` takes layers early.
     fn takes(to: &CacheTo) -> bool {
         to.location.is_some() && to.mode == CacheMode::Max
@@ -255,7 +271,14 @@ impl EarlySend {
                         }
                         for (to, sent) in cache_to.iter().zip(&sent) {
                             if Self::takes(to)
-                                && let Err(e) = send_layer(store, client, &record, to, sent)
+                                && let Err(e) = send_layer(
+                                    store,
+                                    client,
+                                    &record,
+                                    to,
+                                    self.context.as_deref(),
+                                    sent,
+                                )
                             {
                                 log::debug!("cache export: sending a layer early failed: {e:#}");
                             }
@@ -289,25 +312,31 @@ impl EarlySend {
     }
 }
 
-/// Compresses `record`'s layer for `to` and writes it there (see
-/// [`EarlySend`]).
+/// Makes `record`'s layer as `to` exports it (a recipe, or compressed)
+/// and writes that blob there (see [`EarlySend`]).
 fn send_layer(
     store: &Store,
     client: &Client,
     record: &CacheRecord,
     to: &CacheTo,
+    context: Option<&std::path::Path>,
     sent: &Mutex<Sent>,
 ) -> anyhow::Result<()> {
     let Some(stored) = record.layer.as_ref().map(|l| l.descriptor.digest.clone()) else {
         return Ok(());
     };
-    let exported = compressed(store, record.clone(), to.compression)?;
+    let exported = exported(store, record.clone(), to.compression, context)?;
     let Some(layer) = exported.layer else {
         return Ok(());
     };
-    let digest = kiln_store::digest::parse_sha256(&layer.descriptor.digest)?;
-    if u64::try_from(layer.descriptor.size)
-        .is_ok_and(|n| n <= kiln_builder::cache::share::INLINE_MAX)
+    // The blob that goes: the recipe, if the layer has one.
+    let blob = match layer.descriptor.extra.get(recipe::RECIPE_KEY) {
+        Some(recipe) => serde_json::from_value::<kiln_store::spec::Descriptor>(recipe.clone())?,
+        None => layer.descriptor.clone(),
+    };
+    let digest = kiln_store::digest::parse_sha256(&blob.digest)?;
+    if blob.media_type != recipe::RECIPE_TYPE
+        && u64::try_from(blob.size).is_ok_and(|n| n <= kiln_builder::cache::share::INLINE_MAX)
     {
         // The records will most likely carry it: only keep it compressed.
         let mut sent = sent
@@ -341,9 +370,16 @@ fn send_layer(
         }
         None => return Ok(()),
     }
+    let what = if blob.digest == layer.descriptor.digest {
+        format!("layer {}", blob.digest)
+    } else {
+        format!(
+            "layer {} as its recipe {}",
+            layer.descriptor.digest, blob.digest
+        )
+    };
     log::info!(
-        "cache export: layer {} sent to {} while the build goes on",
-        layer.descriptor.digest,
+        "cache export: {what} sent to {} while the build goes on",
         to.location
             .as_ref()
             .map_or_else(String::new, ToString::to_string)
@@ -351,7 +387,7 @@ fn send_layer(
     let mut sent = sent
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    sent.blobs.insert(layer.descriptor.digest.clone());
+    sent.blobs.insert(blob.digest);
     sent.layers.insert(stored, layer);
     Ok(())
 }
@@ -366,6 +402,7 @@ pub fn export(
     outcomes: &[&BuildOutcome],
     import: Option<&CacheImport>,
     to: &CacheTo,
+    context: Option<&std::path::Path>,
     sent: Option<&Sent>,
 ) -> anyhow::Result<()> {
     // An inline cache went into the image's config during the build.
@@ -408,7 +445,7 @@ pub fn export(
                 layer: Some(layer.clone()),
                 ..record
             },
-            None => compressed(store, record, to.compression)?,
+            None => exported(store, record, to.compression, context)?,
         });
     }
     log::debug!(
@@ -422,6 +459,91 @@ pub fn export(
         .with_context(|| format!("exporting the build cache to {location}"))?;
     log::debug!("cache export: written in {:?}", started.elapsed());
     Ok(())
+}
+
+/// `record` with its layer as an export carries it: a recipe
+/// ([`recipe`]) for a `COPY` of a directory of `context`, else compressed.
+fn exported(
+    store: &Store,
+    record: CacheRecord,
+    compression: Compression,
+    context: Option<&std::path::Path>,
+) -> anyhow::Result<CacheRecord> {
+    if let Some(context) = context
+        && let Some(with) = with_recipe(store, &record, context)?
+    {
+        return Ok(with);
+    }
+    compressed(store, record, compression)
+}
+
+/// `record` with a recipe for its layer, if its step copied a directory
+/// of `context` into a layer larger than the records would carry.
+fn with_recipe(
+    store: &Store,
+    record: &CacheRecord,
+    context: &std::path::Path,
+) -> anyhow::Result<Option<CacheRecord>> {
+    let Some(layer) = &record.layer else {
+        return Ok(None);
+    };
+    let stored_plain =
+        kiln_store::layer::from_media_type(&layer.descriptor.media_type) == Some(Compression::None);
+    if !stored_plain
+        || layer.descriptor.digest != layer.diff_id
+        || u64::try_from(layer.descriptor.size)
+            .is_ok_and(|n| n <= kiln_builder::cache::share::INLINE_MAX)
+    {
+        return Ok(None);
+    }
+    let Some(Ok(kiln_builder::ops::Op::Copy(op))) = record
+        .inputs
+        .as_ref()
+        .map(|inputs| serde_json::from_value::<kiln_builder::ops::Op>(inputs.clone()))
+    else {
+        return Ok(None);
+    };
+    let Some((prefix, source)) = recipe::mapping(&op) else {
+        return Ok(None);
+    };
+    // A directory: a file source lands under its own name, which the
+    // mapping does not cover.
+    let root = kiln_rootfs::Root::open(context)
+        .with_context(|| format!("opening the build context {}", context.display()))?;
+    let is_dir = root
+        .open_at(
+            if source.is_empty() {
+                "."
+            } else {
+                source.as_str()
+            },
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+        )
+        .is_ok();
+    if !is_dir {
+        return Ok(None);
+    }
+    let digest = kiln_store::digest::parse_sha256(&layer.descriptor.digest)?;
+    let Some(bytes) =
+        recipe::make(store, &digest, (&prefix, &source)).map_err(anyhow::Error::msg)?
+    else {
+        return Ok(None);
+    };
+    let written = store.blobs().write_bytes(&bytes)?;
+    let recipe = kiln_store::spec::Descriptor::new(
+        recipe::RECIPE_TYPE,
+        &written.to_string(),
+        bytes.len() as u64,
+    );
+    let mut layer = layer.clone();
+    layer
+        .descriptor
+        .extra
+        .insert(recipe::RECIPE_KEY.to_owned(), serde_json::to_value(recipe)?);
+    Ok(Some(CacheRecord {
+        layer: Some(layer),
+        ..record.clone()
+    }))
 }
 
 /// `record` with its layer compressed as `compression` says, if it is

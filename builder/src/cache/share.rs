@@ -124,6 +124,11 @@ pub struct CacheImport {
     layers: HashMap<String, usize>,
     /// Layer digest -> its bytes, carried by a record (checked).
     inline: HashMap<String, Vec<u8>>,
+    /// Layer digest -> its recipe ([`super::recipe`]) and the location
+    /// that lists it.
+    recipes: HashMap<String, (Descriptor, usize)>,
+    /// The build context recipes are remade from.
+    context: Option<PathBuf>,
     locations: Vec<CacheLocation>,
     client: Option<Arc<Client>>,
     refused: std::sync::atomic::AtomicUsize,
@@ -205,8 +210,11 @@ impl CacheImport {
                     if let Some(layer) = &record.layer {
                         let digest = layer.descriptor.digest.clone();
                         match carried {
-                            Some(bytes) => {
+                            Some(Carried::Bytes(bytes)) => {
                                 self.inline.entry(digest).or_insert(bytes);
+                            }
+                            Some(Carried::Recipe(recipe)) => {
+                                self.recipes.entry(digest).or_insert((*recipe, index));
                             }
                             None => {
                                 self.layers.entry(digest).or_insert(index);
@@ -225,6 +233,15 @@ impl CacheImport {
                 }
             }
         }
+    }
+
+    /// Sets the build context that layers with a recipe are remade from
+    /// (without one, such a layer cannot be had and its records are
+    /// refused when it is needed).
+    #[must_use]
+    pub fn with_context(mut self, dir: PathBuf) -> Self {
+        self.context = Some(dir);
+        self
     }
 
     /// What could not be read, one line each.
@@ -322,7 +339,10 @@ impl CacheImport {
     /// Refuses every record naming layer `digest` (it could not be had
     /// whole); false when it was refused already or no record names it.
     pub fn refuse_layer(&self, digest: &str) -> bool {
-        if !self.layers.contains_key(digest) && !self.inline.contains_key(digest) {
+        if !self.layers.contains_key(digest)
+            && !self.inline.contains_key(digest)
+            && !self.recipes.contains_key(digest)
+        {
             return false;
         }
         let Ok(mut poisoned) = self.poisoned.lock() else {
@@ -395,6 +415,9 @@ impl CacheImport {
             )?;
             return Ok(());
         }
+        if let Some((recipe, index)) = self.recipes.get(&descriptor.digest) {
+            return self.remake(store, descriptor, recipe, *index);
+        }
         let Some(location) = self
             .layers
             .get(&descriptor.digest)
@@ -433,12 +456,85 @@ impl CacheImport {
     }
 }
 
-/// Why `record` cannot be taken, if it cannot; else the bytes of the
-/// layer it carries (taken out of its descriptor), if it carries one.
+impl CacheImport {
+    /// Writes layer `descriptor` into the store from its `recipe` (fetched
+    /// from the `index`th location) and the build context.
+    fn remake(
+        &self,
+        store: &Store,
+        descriptor: &Descriptor,
+        recipe: &Descriptor,
+        index: usize,
+    ) -> Result<(), BuildError> {
+        let digest = parse_sha256(&descriptor.digest)?;
+        let location = self
+            .locations
+            .get(index)
+            .ok_or_else(|| BuildError::Internal(format!("no location for layer {digest}")))?;
+        let context = self.context.as_ref().ok_or_else(|| {
+            failed(
+                location,
+                format!("layer {digest} is remade from a build context, and this build has none"),
+            )
+        })?;
+        let recipe_digest = parse_sha256(&recipe.digest)?;
+        log::info!("build cache {location}: remaking layer {digest} from the build context");
+        match location {
+            CacheLocation::Local(dir) => {
+                let root = kiln_rootfs::Root::open(dir).map_err(|e| BuildError::io(dir, e))?;
+                let file = root
+                    .open_at(
+                        blob_path(&recipe_digest),
+                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+                    )
+                    .map_err(|e| failed(location, format!("recipe {recipe_digest}: {e}")))?;
+                store.blobs().write(
+                    fs::File::from(file),
+                    Some(kiln_store::blobs::Expected {
+                        digest: &recipe_digest,
+                        size: u64::try_from(recipe.size).ok(),
+                    }),
+                    &format!("recipe {recipe_digest} from {location}"),
+                )?;
+            }
+            CacheLocation::Registry(reference) => {
+                let client = self
+                    .client
+                    .as_ref()
+                    .ok_or_else(|| failed(location, "no registry client"))?;
+                kiln_store::registry::artifact::fetch_blob(store, client, reference, recipe)
+                    .map_err(|e| failed(location, e))?;
+            }
+        }
+        let mut bytes = Vec::new();
+        store
+            .blobs()
+            .open(&recipe_digest)?
+            .take(u64::try_from(recipe.size).unwrap_or(0))
+            .read_to_end(&mut bytes)
+            .map_err(|e| failed(location, format!("reading recipe {recipe_digest}: {e}")))?;
+        let root = kiln_rootfs::Root::open(context).map_err(|e| BuildError::io(context, e))?;
+        let size = u64::try_from(descriptor.size)
+            .map_err(|_| failed(location, format!("layer {digest} has a negative size")))?;
+        super::recipe::remake(store, &bytes, &root, (&digest, size))
+            .map_err(|e| failed(location, e))
+    }
+}
+
+/// What a record brings besides its layer's name.
+enum Carried {
+    /// The layer's bytes.
+    Bytes(Vec<u8>),
+    /// The recipe the layer is remade from, with the build context.
+    Recipe(Box<Descriptor>),
+}
+
+/// Why `record` cannot be taken, if it cannot; else what it carries for
+/// its layer (taken out of its descriptor), if anything.
 fn check_record(
     record: &mut CacheRecord,
     listed: &HashMap<&str, &Descriptor>,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Carried>, String> {
     if record.version != RECORD_VERSION {
         return Err(format!("record format version {}", record.version));
     }
@@ -457,9 +553,38 @@ fn check_record(
         let digest = parse_sha256(&layer.descriptor.digest).map_err(|e| e.to_string())?;
         parse_sha256(&layer.diff_id).map_err(|e| e.to_string())?;
         // Never passed on: the descriptor goes into images as it is.
-        match layer.descriptor.extra.remove(DATA) {
-            Some(data) => carried = Some(check_carried(&data, &digest, layer.descriptor.size)?),
-            None => match listed.get(layer.descriptor.digest.as_str()) {
+        let data = layer.descriptor.extra.remove(DATA);
+        let recipe = layer.descriptor.extra.remove(super::recipe::RECIPE_KEY);
+        match (data, recipe) {
+            (Some(data), _) => {
+                carried = Some(Carried::Bytes(check_carried(
+                    &data,
+                    &digest,
+                    layer.descriptor.size,
+                )?));
+            }
+            (None, Some(recipe)) => {
+                let recipe: Descriptor = serde_json::from_value(recipe)
+                    .map_err(|e| format!("its layer's recipe is not a descriptor: {e}"))?;
+                match listed.get(recipe.digest.as_str()) {
+                    Some(d) if d.size == recipe.size => {}
+                    _ => {
+                        return Err(format!(
+                            "its layer's recipe {} is not in the cache",
+                            recipe.digest
+                        ));
+                    }
+                }
+                // A recipe remakes the plain tar, named by its diff_id.
+                if layer.descriptor.digest != layer.diff_id {
+                    return Err(format!(
+                        "its layer {} has a recipe but is not its diff_id {}",
+                        layer.descriptor.digest, layer.diff_id
+                    ));
+                }
+                carried = Some(Carried::Recipe(Box::new(recipe)));
+            }
+            (None, None) => match listed.get(layer.descriptor.digest.as_str()) {
                 Some(d) if d.size == layer.descriptor.size => {}
                 _ => {
                     return Err(format!(
@@ -674,12 +799,22 @@ pub fn export(
     let mut layers: BTreeMap<String, Descriptor> = BTreeMap::new();
     for record in records {
         if let Some(layer) = &record.layer {
-            layers
-                .entry(layer.descriptor.digest.clone())
-                .or_insert_with(|| layer.descriptor.clone());
+            // A layer with a recipe is not in the cache: its recipe is.
+            let listed = match layer.descriptor.extra.get(super::recipe::RECIPE_KEY) {
+                Some(recipe) => serde_json::from_value::<Descriptor>(recipe.clone())
+                    .map_err(|e| failed(location, format!("a layer's recipe: {e}")))?,
+                None => layer.descriptor.clone(),
+            };
+            layers.entry(listed.digest.clone()).or_insert(listed);
         }
     }
-    let carried = carried_layers(store, &layers).map_err(|e| failed(location, e))?;
+    // Recipes stay blobs (an import fetches one only to remake its layer).
+    let plain: BTreeMap<String, Descriptor> = layers
+        .iter()
+        .filter(|(_, d)| d.media_type != super::recipe::RECIPE_TYPE)
+        .map(|(k, d)| (k.clone(), d.clone()))
+        .collect();
+    let carried = carried_layers(store, &plain).map_err(|e| failed(location, e))?;
     layers.retain(|digest, _| !carried.contains_key(digest));
     let mut records = records.to_vec();
     for layer in records.iter_mut().filter_map(|r| r.layer.as_mut()) {
