@@ -857,6 +857,21 @@ fn the_proxy_only_switch_leaves_no_rule_and_the_server_sees_the_proxy() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     let id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let info = kiln
+        .command()
+        .env("KILN_USERLAND_PROXY_ONLY", "1")
+        .arg("info")
+        .output()
+        .unwrap();
+    let info = String::from_utf8(info.stdout).unwrap();
+    assert!(
+        info.contains(" Published Ports: userland proxy (KILN_USERLAND_PROXY_ONLY=1)\n"),
+        "{info}"
+    );
+    assert!(
+        kiln.ok(&["info"])
+            .contains(" Published Ports: nftables DNAT on bridge networks (table inet kiln)"),
+    );
     assert_eq!(fetch_when_up(&format!("127.0.0.1:{port}")), BODY);
     assert!(!forwarded(&id, port), "{}", ruleset());
     let body = other.fetch(&format!("{}:{port}", other.host_address));

@@ -449,6 +449,41 @@ fn nft_words(value: &Value) -> Vec<String> {
     }
 }
 
+/// The elements of port map `map` in `nft -j list map` output.
+fn elements_of(map: &'static str, document: &Value) -> Vec<Element> {
+    let mut out = Vec::new();
+    let entries = document
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.pointer("/map/elem").and_then(Value::as_array))
+        .flatten();
+    for entry in entries {
+        let (Some(key), Some(data)) = (entry.get(0), entry.get(1)) else {
+            continue;
+        };
+        // With a comment the key is wrapped: {"elem": {"val", "comment"}}.
+        let (key, comment) = match key.get("elem") {
+            Some(inner) => (
+                inner.get("val").unwrap_or(&Value::Null),
+                inner
+                    .get("comment")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            ),
+            None => (key, ""),
+        };
+        out.push(Element {
+            map,
+            key: nft_words(key).join(" . "),
+            comment: comment.to_owned(),
+            container: nft_words(data).first().and_then(|a| a.parse().ok()),
+        });
+    }
+    out
+}
+
 /// The elements of both port maps (none when the maps do not exist).
 fn port_elements() -> Vec<Element> {
     let mut out = Vec::new();
@@ -464,35 +499,7 @@ fn port_elements() -> Vec<Element> {
         let Ok(document) = serde_json::from_slice::<Value>(&output.stdout) else {
             continue;
         };
-        let entries = document
-            .get("nftables")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|item| item.pointer("/map/elem").and_then(Value::as_array))
-            .flatten();
-        for entry in entries {
-            let (Some(key), Some(data)) = (entry.get(0), entry.get(1)) else {
-                continue;
-            };
-            // With a comment the key is wrapped: {"elem": {"val", "comment"}}.
-            let (key, comment) = match key.get("elem") {
-                Some(inner) => (
-                    inner.get("val").unwrap_or(&Value::Null),
-                    inner
-                        .get("comment")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                ),
-                None => (key, ""),
-            };
-            out.push(Element {
-                map,
-                key: nft_words(key).join(" . "),
-                comment: comment.to_owned(),
-                container: nft_words(data).first().and_then(|a| a.parse().ok()),
-            });
-        }
+        out.extend(elements_of(map, &document));
     }
     out
 }
@@ -686,4 +693,52 @@ fn in_namespace<T: Send>(
             .join()
             .map_err(|_| "the network namespace thread panicked".to_owned())?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwards_are_keyed_per_address_or_for_any() {
+        let mut forward = Forward {
+            protocol: Protocol::Udp,
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: 5353,
+            container: Ipv4Addr::new(172, 18, 0, 2),
+            container_port: 53,
+        };
+        assert_eq!(
+            (forward.map(), forward.key().as_str()),
+            ("ports_any", "udp . 5353")
+        );
+        forward.host_ip = Ipv4Addr::new(10, 0, 0, 1);
+        assert_eq!(
+            (forward.map(), forward.key().as_str()),
+            ("ports_at", "10.0.0.1 . udp . 5353")
+        );
+    }
+
+    #[test]
+    fn elements_are_read_back_from_nfts_json_with_and_without_comments() {
+        // As nft 1.0.6 writes `nft -j list map inet kiln ports_at`.
+        let document: Value = serde_json::from_str(
+            r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"map": {"family": "inet",
+            "name": "ports_at", "table": "kiln", "elem": [
+              [{"elem": {"val": {"concat": ["10.0.0.1", "tcp", 8080]}, "comment": "abc 1:2"}},
+               {"concat": ["172.18.0.2", 80]}],
+              [{"concat": ["10.0.0.1", "udp", 53]}, {"concat": ["172.18.0.3", 53]}]
+            ]}}]}"#,
+        )
+        .unwrap_or_default();
+        let elements = elements_of("ports_at", &document);
+        assert_eq!(elements.len(), 2);
+        assert_eq!(elements[0].key, "10.0.0.1 . tcp . 8080");
+        assert_eq!(elements[0].comment, "abc 1:2");
+        assert_eq!(elements[0].container, Some(Ipv4Addr::new(172, 18, 0, 2)));
+        assert_eq!(elements[1].key, "10.0.0.1 . udp . 53");
+        assert_eq!(elements[1].comment, "");
+        // A map without elements, or no map at all.
+        assert!(elements_of("ports_at", &serde_json::json!({"nftables": []})).is_empty());
+    }
 }
