@@ -37,6 +37,17 @@ pub fn main() -> ExitCode {
         eprintln!("kiln monitor: no container directory given");
         return ExitCode::FAILURE;
     };
+    // Its stderr is the container's monitor.log: warnings, and what
+    // `--log-level` of the starter asked for (handed over in KILN_LOG).
+    let level = std::env::var("KILN_LOG")
+        .ok()
+        .and_then(|l| l.parse::<log::LevelFilter>().ok())
+        .unwrap_or(log::LevelFilter::Warn);
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .try_init();
     let stdin = args.iter().any(|a| a == "--stdin");
     let attach = args.iter().any(|a| a == "--attach");
     match monitor(&dir, stdin, attach) {
