@@ -886,3 +886,40 @@ fn the_proxy_only_switch_leaves_no_rule_and_the_server_sees_the_proxy() {
     let log = server_log(&kiln, &id);
     assert!(!log.contains(&other.ns_address), "{log}");
 }
+
+#[test]
+fn a_foreground_run_on_a_user_network_forwards_until_it_is_killed() {
+    if !can_dnat() {
+        return;
+    }
+    let kiln = busybox();
+    let other = OtherHost::new();
+    let network = format!("kpf{}", std::process::id() % 100_000);
+    kiln.ok(&["network", "create", &network]);
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--network",
+        network.as_str(),
+        "-p",
+        publish.as_str(),
+    ];
+    args.extend(LOGGING_SERVER);
+    let mut child = kiln.spawn(&args);
+    // Its lease and rules are held by this `kiln run` itself.
+    let element = format!(" . {port} comment \"");
+    until("the foreground run's DNAT rule", || {
+        ruleset().contains(&element)
+    });
+    assert_eq!(fetch_when_up(&format!("127.0.0.1:{port}")), BODY);
+    let body = other.fetch(&format!("{}:{port}", other.host_address));
+    assert_eq!(body.as_deref(), Some(BODY));
+    // kill -9 of kiln: the next command that looks at the network's
+    // leases frees the dead holder's, and its rules with it.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    kiln.ok(&["network", "inspect", &network]);
+    assert!(!ruleset().contains(&element), "{}", ruleset());
+}
