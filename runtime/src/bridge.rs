@@ -545,9 +545,9 @@ pub fn add_forwards(
             forward.container_port
         );
     }
-    run("nft", &["-f", "-"], Some(&script)).map_err(fail)?;
-    docker_user_accept();
-    Ok(())
+    // Docker's `DOCKER-USER` accepts DNAT'd connections to kiln's bridges
+    // since `add_rules`, which every join runs first.
+    run("nft", &["-f", "-"], Some(&script)).map_err(fail)
 }
 
 /// Removes, in one transaction, the port elements for which `doomed`

@@ -572,3 +572,49 @@ impl Attached {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(host: &str, container_port: u16) -> PublishedPort {
+        PublishedPort {
+            protocol: Protocol::Tcp,
+            host: host.parse().unwrap_or_else(|e| panic!("{host}: {e}")),
+            container_port,
+        }
+    }
+
+    #[test]
+    fn loopback_and_ipv6_bindings_stay_the_proxys() {
+        let forwards = forwards_of(&[
+            published("0.0.0.0:8080", 80),
+            published("127.0.0.1:8081", 80),
+            published("10.0.0.1:8082", 81),
+            published("[::1]:8083", 80),
+        ]);
+        let shown: Vec<(String, u16, u16)> = forwards
+            .iter()
+            .map(|f| (f.host_ip.clone(), f.host_port, f.container_port))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("0.0.0.0".to_owned(), 8080, 80),
+                ("10.0.0.1".to_owned(), 8082, 81)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_elements_owner_is_gone_only_when_its_tag_names_a_dead_process() {
+        let me = kiln_store::temp::Owner::of(std::process::id())
+            .unwrap_or_else(|| panic!("no start time of this process"));
+        assert!(!owner_gone(&format!("abc {}:{}", me.pid, me.start)));
+        // The same pid with another start time is another process.
+        assert!(owner_gone(&format!("abc {}:{}", me.pid, me.start + 1)));
+        // Not a tag kiln writes: left alone.
+        assert!(!owner_gone("someone else's comment"));
+        assert!(!owner_gone(""));
+    }
+}
