@@ -923,3 +923,70 @@ fn a_foreground_run_on_a_user_network_forwards_until_it_is_killed() {
     kiln.ok(&["network", "inspect", &network]);
     assert!(!ruleset().contains(&element), "{}", ruleset());
 }
+
+#[test]
+fn where_nftables_cannot_nat_the_proxy_serves_and_the_debug_log_says_why() {
+    if !can_dnat() {
+        return;
+    }
+    let kiln = busybox();
+    let other = OtherHost::new();
+    // An `nft` that refuses kiln's port maps and chains (as a kernel
+    // without nft_nat or nft_fib would), and passes the rest through.
+    let bin = kiln.path("bin");
+    fs::create_dir(&bin).unwrap();
+    let real = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .unwrap();
+    let fake = bin.join("nft");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n\
+             case \"$*\" in *prerouting*|*ports_*) echo 'Error: Could not process rule: No such file or directory' >&2; exit 1;; esac\n\
+             if [ \"$1\" = -f ]; then\n  \
+               input=$(cat)\n  \
+               case \"$input\" in *ports_*) echo 'Error: Could not process rule: No such file or directory' >&2; exit 1;; esac\n  \
+               printf '%s\\n' \"$input\" | exec {real} \"$@\"\n\
+             fi\n\
+             exec {real} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let mut args = vec!["--log-level", "debug", "run", "-d", "-p", publish.as_str()];
+    args.extend(LOGGING_SERVER);
+    let output = kiln
+        .command()
+        .env("PATH", &path)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(fetch_when_up(&format!("127.0.0.1:{port}")), BODY);
+    assert!(!forwarded(&id, port), "{}", ruleset());
+    // Still published to other hosts, by the proxy.
+    let body = other.fetch(&format!("{}:{port}", other.host_address));
+    assert_eq!(body.as_deref(), Some(BODY));
+    let address = kiln
+        .ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &id])
+        .trim()
+        .to_owned();
+    logs_name_client(&kiln, &id, &address);
+    let log =
+        fs::read_to_string(kiln.root().join("containers").join(&id).join("monitor.log")).unwrap();
+    assert!(
+        log.contains("nftables DNAT unavailable, the userspace proxy serves them")
+            && log.contains("No such file or directory"),
+        "{log}"
+    );
+}
