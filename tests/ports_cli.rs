@@ -789,7 +789,7 @@ fn a_bridge_containers_port_is_reached_through_dnat_with_the_clients_own_address
 }
 
 #[test]
-fn dnat_rules_go_with_stop_rm_a_killed_monitor_and_network_rm() {
+fn dnat_rules_go_with_stop_rm_a_killed_monitor_prune_and_network_rm() {
     if !can_dnat() {
         return;
     }
@@ -824,6 +824,19 @@ fn dnat_rules_go_with_stop_rm_a_killed_monitor_and_network_rm() {
     assert!(forwarded(&id, port), "after start: {}", ruleset());
     kiln.ok(&["rm", "-f", &id]);
     assert!(!forwarded(&id, port), "after rm -f: {}", ruleset());
+
+    // `prune` (the store's garbage collection) as the first command
+    // after a kill -9.
+    let id = detach(&kiln, &args);
+    assert!(forwarded(&id, port), "{}", ruleset());
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::kill(monitor_of(&kiln, &id), libc::SIGKILL) },
+        0
+    );
+    until("the port to be free after kill -9", || port_is_free(port));
+    kiln.ok(&["prune", "-f"]);
+    assert!(!forwarded(&id, port), "after prune: {}", ruleset());
 
     // `network rm` as the first command after a kill -9.
     let id = detach(&kiln, &args);
