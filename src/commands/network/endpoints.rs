@@ -66,8 +66,8 @@ pub fn kernel_forwarding_wanted() -> bool {
     std::env::var(PROXY_ONLY_ENV).map_or(true, |v| v.is_empty() || v == "0")
 }
 
-/// The forwards of `ports` to `address`: IPv4 host addresses other than
-/// loopback (the proxy alone serves 127.0.0.1 and IPv6).
+/// The ports of `ports` the kernel forwards: those on IPv4 host addresses
+/// other than loopback (the proxy alone serves 127.0.0.1 and IPv6).
 pub fn forwards_of(ports: &[PublishedPort]) -> Vec<PortForward> {
     ports
         .iter()
