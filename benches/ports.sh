@@ -19,8 +19,11 @@
 #     throughput is bound by the client;
 #   - the same sink reached from "another host": a network namespace
 #     joined to the host by a veth pair, sending to the host's address on
-#     it, where Docker uses its kernel path (nftables/iptables DNAT to the
-#     container's bridge address) and kiln its proxy.
+#     it, where both use their kernel path (DNAT to the container's bridge
+#     address: kiln's nftables maps, Docker's iptables rules), and kiln's
+#     proxy alone (KILN_USERLAND_PROXY_ONLY=1) beside them;
+#   - `run -d -p PORT:80` (every address: DNAT rules added at start)
+#     beside `-p 127.0.0.1:PORT:80` (proxy only), to the first answer.
 #
 #   benches/ports.sh [WORKDIR]   (default /var/tmp/kiln-bench-ports)
 #
@@ -81,6 +84,7 @@ until curl -sf -o /dev/null http://127.0.0.1:\$1/etc/passwd; do
     tries=\$((tries + 1)); [ \$tries -lt 2000 ] || exit 1
 done
 EOF
+sed 's/-p 127.0.0.1:/-p /' "$work/kiln-first.sh" > "$work/kiln-first-any.sh"
 cat > "$work/kiln-remove.sh" <<EOF
 #!/bin/sh
 "$kiln" ps -aq | xargs -r "$kiln" rm -f >/dev/null
@@ -89,7 +93,8 @@ chmod +x "$work"/*.sh
 port=$(free_port)
 hyperfine -N --runs 30 --warmup 3 --export-json "$work/first.json" \
     --prepare "$work/kiln-remove.sh" \
-    -n "kiln run -d -p, to the first answer" "$work/kiln-first.sh $port"
+    -n "kiln run -d -p 127.0.0.1:P:80, to the first answer" "$work/kiln-first.sh $port" \
+    -n "kiln run -d -p P:80 (DNAT rules too), to the first answer" "$work/kiln-first-any.sh $port"
 "$work/kiln-remove.sh"
 
 # Throughput: `measure NAME PORT [PROXY_PID]`, three runs each; with the
@@ -100,7 +105,7 @@ measure() {
     local runs=() cpu=() before
     for _ in 1 2 3; do
         [ -n "$proxy" ] && before=$(ticks "$proxy")
-        runs+=("$(${client_prefix:-} python3 "$work/client.py" "$port" 2000 ${client_host:-})")
+        runs+=("$(python3 "$work/client.py" "$port" 2000)")
         [ -n "$proxy" ] && cpu+=("$(( ($(ticks "$proxy") - before) * 1000 / $(getconf CLK_TCK) ))")
     done
     echo "$name: ${runs[*]} MiB/s${proxy:+, proxy CPU ${cpu[*]} ms per 2000 MiB}"
@@ -127,6 +132,53 @@ measure "kiln proxy, sink" "$sink_port" "$(monitor_of bench-sink)"
 measure "no proxy (host loopback), sink" "$direct_port"
 "$work/kiln-remove.sh"
 
+# From another host's view: a namespace (held by a sleep, not named)
+# joined by a veth pair; the client sends to the host's end.
+unshare -n sleep 100000 & holder=$!
+sinks+=("$holder")
+until [ "$(readlink /proc/$holder/ns/net)" != "$(readlink /proc/self/ns/net)" ]; do sleep 0.01; done
+ip link add kbenchh type veth peer name kbenchn netns "$holder"
+ip addr add 10.217.251.1/30 dev kbenchh && ip link set kbenchh up
+nsenter --net="/proc/$holder/ns/net" ip addr add 10.217.251.2/30 dev kbenchn
+nsenter --net="/proc/$holder/ns/net" ip link set kbenchn up
+# The paths from the namespace are measured in alternation (one run of
+# each per round, three rounds), so that a change of the machine's load
+# hits them alike: `remote_add NAME PORT [PROXY_PID]`, then `remote_rounds`.
+remote_names=() remote_ports=() remote_proxies=()
+remote_add() { remote_names+=("$1"); remote_ports+=("$2"); remote_proxies+=("${3:-}"); }
+remote_rounds() {
+    local runs=() cpu=() i proxy before
+    echo "load average before the remote runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+    for _ in 1 2 3; do
+        for i in "${!remote_names[@]}"; do
+            proxy=${remote_proxies[$i]}
+            [ -n "$proxy" ] && before=$(ticks "$proxy")
+            runs[i]+="$(nsenter --net="/proc/$holder/ns/net" \
+                python3 "$work/client.py" "${remote_ports[$i]}" 2000 10.217.251.1) "
+            [ -n "$proxy" ] && cpu[i]+="$(( ($(ticks "$proxy") - before) * 1000 / $(getconf CLK_TCK) )) "
+        done
+    done
+    for i in "${!remote_names[@]}"; do
+        proxy=${remote_proxies[$i]}
+        echo "from another namespace: ${remote_names[$i]}: ${runs[$i]}MiB/s${proxy:+, proxy CPU ${cpu[$i]}ms per 2000 MiB}"
+    done
+    echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+kiln_port=$(free_port)
+"$kiln" run -d -p "$kiln_port:5002" --name bench-remote bench-p:1 sleep 100000 >/dev/null
+pid=$("$kiln" inspect -f '{{.State.Pid}}' bench-remote)
+nsenter --net="/proc/$pid/ns/net" python3 "$work/sink.py" 5002 & sinks+=($!)
+proxy_port=$(free_port)
+KILN_USERLAND_PROXY_ONLY=1 "$kiln" run -d -p "$proxy_port:5002" --name bench-remote-proxy \
+    bench-p:1 sleep 100000 >/dev/null
+pid=$("$kiln" inspect -f '{{.State.Pid}}' bench-remote-proxy)
+nsenter --net="/proc/$pid/ns/net" python3 "$work/sink.py" 5002 & sinks+=($!)
+remote_direct=$(free_port)
+python3 "$work/sink.py" "$remote_direct" & sinks+=($!)
+remote_add "kiln DNAT, sink" "$kiln_port" "$(monitor_of bench-remote)"
+remote_add "kiln proxy only, sink" "$proxy_port" "$(monitor_of bench-remote-proxy)"
+remote_add "no container (host's sink)" "$remote_direct"
+
 docker_image=""
 if docker info >/dev/null 2>&1; then
     for candidate in bb busybox; do
@@ -138,6 +190,8 @@ if docker info >/dev/null 2>&1; then
 fi
 if [ -z "$docker_image" ]; then
     echo "no dockerd or no local busybox image: no comparison"
+    sleep 1
+    remote_rounds
     exit 0
 fi
 cat > "$work/docker-first.sh" <<EOF
@@ -173,27 +227,11 @@ docker_proxy() { pgrep -f "docker-proxy .*-host-port $1 " | head -1; }
 measure "docker-proxy, nc (comparison)" "$nc_port" "$(docker_proxy "$nc_port")"
 measure "docker-proxy, sink (comparison)" "$sink_port" "$(docker_proxy "$sink_port")"
 
-# From another host's view: a namespace (held by a sleep, not named)
-# joined by a veth pair; the client sends to the host's end.
-unshare -n sleep 100000 & holder=$!
-sinks+=("$holder")
-sleep 0.3
-ip link add kbenchh type veth peer name kbenchn netns "$holder"
-ip addr add 10.217.251.1/30 dev kbenchh && ip link set kbenchh up
-nsenter --net="/proc/$holder/ns/net" ip addr add 10.217.251.2/30 dev kbenchn
-nsenter --net="/proc/$holder/ns/net" ip link set kbenchn up
-client_prefix="nsenter --net=/proc/$holder/ns/net" client_host=10.217.251.1
-kiln_port=$(free_port)
-"$kiln" run -d -p "$kiln_port:5002" --name bench-remote bench-p:1 sleep 100000 >/dev/null
-pid=$("$kiln" inspect -f '{{.State.Pid}}' bench-remote)
-nsenter --net="/proc/$pid/ns/net" python3 "$work/sink.py" 5002 & sinks+=($!)
+# Docker's DNAT from the same namespace.
 docker_port=$(free_port)
 id=$(docker run -d --label kiln-bench -p "$docker_port:5002" "$docker_image" sleep 100000)
 pid=$(docker inspect -f '{{.State.Pid}}' "$id")
 nsenter --net="/proc/$pid/ns/net" python3 "$work/sink.py" 5002 & sinks+=($!)
-direct_port=$(free_port)
-python3 "$work/sink.py" "$direct_port" & sinks+=($!)
+remote_add "docker (DNAT), sink (comparison)" "$docker_port" "$(docker_proxy "$docker_port")"
 sleep 1
-measure "from another namespace: kiln proxy, sink" "$kiln_port" "$(monitor_of bench-remote)"
-measure "from another namespace: docker (DNAT), sink (comparison)" "$docker_port" "$(docker_proxy "$docker_port")"
-measure "from another namespace: no proxy (host's sink)" "$direct_port"
+remote_rounds

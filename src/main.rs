@@ -282,6 +282,9 @@ fn main() -> ExitCode {
     {
         return commands::container::cp::helper_main();
     }
+    // Published ports' DNAT rules go with their address lease, wherever
+    // the store frees it (a monitor's own end, `rm`, a dead holder found).
+    kiln_store::networks::on_release(commands::network::endpoints::forwards_released);
     if std::env::args_os()
         .nth(1)
         .is_some_and(|a| a == commands::container::create::MONITOR_ARG)

@@ -17,6 +17,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::symlink;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Kiln;
@@ -128,15 +129,20 @@ fn port_of(kiln: &Kiln, container: &str, port: &str) -> String {
 struct OtherHost {
     holder: std::process::Child,
     host_address: String,
+    /// The namespace's own address (a client's source there).
+    ns_address: String,
 }
 
 impl OtherHost {
     fn new() -> OtherHost {
+        // Tests of one process make theirs one after the other.
+        static MADE: AtomicU32 = AtomicU32::new(0);
+        let nth = MADE.fetch_add(1, Ordering::SeqCst);
         let id = std::process::id();
-        let host_if = format!("kpt{}h", id % 100_000);
-        let ns_if = format!("kpt{}n", id % 100_000);
-        // A /30 per test process, from its pid.
-        let subnet = (id % 250, (id / 250 % 60) * 4);
+        let host_if = format!("kpt{}{nth}h", id % 10_000);
+        let ns_if = format!("kpt{}{nth}n", id % 10_000);
+        // A /30 per test process and namespace, from its pid.
+        let subnet = (id % 250, (id / 250 % 15) * 16 + (nth % 4) * 4);
         let host_address = format!("10.217.{}.{}", subnet.0, subnet.1 + 1);
         let ns_address = format!("10.217.{}.{}", subnet.0, subnet.1 + 2);
         let holder = Command::new("unshare")
@@ -146,6 +152,7 @@ impl OtherHost {
         let other = OtherHost {
             holder,
             host_address: host_address.clone(),
+            ns_address: ns_address.clone(),
         };
         let netns = other.netns();
         until("the namespace holder to unshare", || {
@@ -663,5 +670,336 @@ fn created_containers_publish_when_started_and_again_after_a_restart() {
     assert_eq!(
         kiln.ok(&["port", "later"]),
         format!("80/tcp -> 127.0.0.1:{port}\n")
+    );
+}
+
+/// Whether the kernel-path tests can run: the port tests' tools and nft.
+fn can_dnat() -> bool {
+    if !common::have("nft") {
+        return kiln_testkit::require("NETWORK", Some("DNAT tests: missing nft"));
+    }
+    can_run()
+}
+
+/// The host's whole nftables ruleset (kiln's elements are in it).
+fn ruleset() -> String {
+    let output = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "nft list ruleset failed");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Whether the ruleset has a DNAT element of host port `port` owned by
+/// container `id`.
+fn forwarded(id: &str, port: u16) -> bool {
+    ruleset()
+        .lines()
+        .flat_map(|line| line.split(','))
+        .any(|element| element.contains(&format!(" . {port} comment \"{id} ")))
+}
+
+/// The monitor pid a container's state records.
+fn monitor_of(kiln: &Kiln, id: &str) -> i32 {
+    let path = kiln.root().join("containers").join(id).join("state.json");
+    let state: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    i32::try_from(state["MonitorPid"].as_i64().unwrap()).unwrap()
+}
+
+/// A kept busybox `httpd` that logs each client's address.
+const LOGGING_SERVER: [&str; 8] = ["bb:1", "httpd", "-f", "-vv", "-p", "80", "-h", "/www"];
+
+/// The server's log (its stderr, which `kiln logs` writes to stderr).
+fn server_log(kiln: &Kiln, id: &str) -> String {
+    let (code, _, stderr) = kiln.outcome(&["logs", id]);
+    assert_eq!(code, 0, "kiln logs: {stderr}");
+    stderr
+}
+
+/// Waits until the container's log names a request from `client` (busybox
+/// httpd writes `[::ffff:ADDRESS]:PORT: url:/`).
+fn logs_name_client(kiln: &Kiln, id: &str, client: &str) {
+    let needle = format!("[::ffff:{client}]:");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = server_log(kiln, id);
+        if logs.contains(&needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request from {client} in the log:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_bridge_containers_port_is_reached_through_dnat_with_the_clients_own_address() {
+    if !can_dnat() {
+        return;
+    }
+    let kiln = busybox();
+    let other = OtherHost::new();
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let mut args = vec!["-p", publish.as_str()];
+    args.extend(LOGGING_SERVER);
+    let id = detach(&kiln, &args);
+    // The proxy serves the host's loopback; the rule is in kiln's table.
+    assert_eq!(fetch_when_up(&format!("127.0.0.1:{port}")), BODY);
+    assert!(forwarded(&id, port), "{}", ruleset());
+    // From another namespace: DNAT, so the server sees the client's own
+    // address (the proxy would connect from the container's namespace).
+    let body = other.fetch(&format!("{}:{port}", other.host_address));
+    assert_eq!(body.as_deref(), Some(BODY));
+    logs_name_client(&kiln, &id, &other.ns_address);
+
+    // A host address of its own: only that address is forwarded; the
+    // loopback one is the proxy's alone and unreachable from elsewhere.
+    let (at, local) = (free_port(), free_port());
+    let publish_at = format!("{}:{at}:80", other.host_address);
+    let publish_local = format!("127.0.0.1:{local}:80");
+    let mut args = vec!["-p", publish_at.as_str(), "-p", publish_local.as_str()];
+    args.extend(LOGGING_SERVER);
+    let two = detach(&kiln, &args);
+    assert_eq!(fetch_when_up(&format!("127.0.0.1:{local}")), BODY);
+    let rules = ruleset();
+    assert!(
+        rules.contains(&format!(
+            "{} . tcp . {at} comment \"{two} ",
+            other.host_address
+        )),
+        "{rules}"
+    );
+    assert!(!forwarded(&two, local), "{rules}");
+    let body = other.fetch(&format!("{}:{at}", other.host_address));
+    assert_eq!(body.as_deref(), Some(BODY));
+    logs_name_client(&kiln, &two, &other.ns_address);
+    assert_eq!(
+        other.fetch(&format!("{}:{local}", other.host_address)),
+        None
+    );
+
+    kiln.ok(&["rm", "-f", &id, &two]);
+    let rules = ruleset();
+    assert!(!forwarded(&id, port), "{rules}");
+    assert!(!rules.contains(&format!("comment \"{two} ")), "{rules}");
+}
+
+#[test]
+fn dnat_rules_go_with_stop_rm_a_killed_monitor_prune_and_network_rm() {
+    if !can_dnat() {
+        return;
+    }
+    let kiln = busybox();
+    let network = format!("kpd{}", std::process::id() % 100_000);
+    kiln.ok(&["network", "create", &network]);
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let mut args = vec!["--network", network.as_str(), "-p", publish.as_str()];
+    args.extend(LOGGING_SERVER);
+    let id = detach(&kiln, &args);
+    assert!(forwarded(&id, port), "{}", ruleset());
+
+    kiln.ok(&["stop", "-t", "1", &id]);
+    assert!(!forwarded(&id, port), "after stop: {}", ruleset());
+
+    kiln.ok(&["start", &id]);
+    assert!(forwarded(&id, port), "after start: {}", ruleset());
+    // kill -9 of the monitor: the next kiln command, whatever it is,
+    // finds the holder dead, frees its lease and the rules with it.
+    // SAFETY: kill of the monitor this test started.
+    assert_eq!(
+        unsafe { libc::kill(monitor_of(&kiln, &id), libc::SIGKILL) },
+        0
+    );
+    until("the port to be free after kill -9", || port_is_free(port));
+    assert!(forwarded(&id, port), "before any command: {}", ruleset());
+    kiln.ok(&["ps", "-a"]);
+    assert!(!forwarded(&id, port), "after kill -9 and ps: {}", ruleset());
+
+    kiln.ok(&["start", &id]);
+    assert!(forwarded(&id, port), "after start: {}", ruleset());
+    kiln.ok(&["rm", "-f", &id]);
+    assert!(!forwarded(&id, port), "after rm -f: {}", ruleset());
+
+    // `prune` (the store's garbage collection) as the first command
+    // after a kill -9.
+    let id = detach(&kiln, &args);
+    assert!(forwarded(&id, port), "{}", ruleset());
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::kill(monitor_of(&kiln, &id), libc::SIGKILL) },
+        0
+    );
+    until("the port to be free after kill -9", || port_is_free(port));
+    kiln.ok(&["prune", "-f"]);
+    assert!(!forwarded(&id, port), "after prune: {}", ruleset());
+
+    // `network rm` as the first command after a kill -9.
+    let id = detach(&kiln, &args);
+    assert!(forwarded(&id, port), "{}", ruleset());
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::kill(monitor_of(&kiln, &id), libc::SIGKILL) },
+        0
+    );
+    until("the port to be free after kill -9", || port_is_free(port));
+    assert_eq!(kiln.ok(&["network", "rm", &network]).trim(), network);
+    assert!(!forwarded(&id, port), "after network rm: {}", ruleset());
+}
+
+#[test]
+fn the_proxy_only_switch_leaves_no_rule_and_the_server_sees_the_proxy() {
+    if !can_dnat() {
+        return;
+    }
+    let kiln = busybox();
+    let other = OtherHost::new();
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let mut args = vec!["run", "-d", "-p", publish.as_str()];
+    args.extend(LOGGING_SERVER);
+    let output = kiln
+        .command()
+        .env("KILN_USERLAND_PROXY_ONLY", "1")
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let info = kiln
+        .command()
+        .env("KILN_USERLAND_PROXY_ONLY", "1")
+        .arg("info")
+        .output()
+        .unwrap();
+    let info = String::from_utf8(info.stdout).unwrap();
+    assert!(
+        info.contains(" Published Ports: userland proxy (KILN_USERLAND_PROXY_ONLY=1)\n"),
+        "{info}"
+    );
+    assert!(
+        kiln.ok(&["info"])
+            .contains(" Published Ports: nftables DNAT on bridge networks (table inet kiln)"),
+    );
+    assert_eq!(fetch_when_up(&format!("127.0.0.1:{port}")), BODY);
+    assert!(!forwarded(&id, port), "{}", ruleset());
+    let body = other.fetch(&format!("{}:{port}", other.host_address));
+    assert_eq!(body.as_deref(), Some(BODY));
+    // The proxy connects from inside the container's namespace: the
+    // server sees the container's own address, never the client's.
+    let address = kiln
+        .ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &id])
+        .trim()
+        .to_owned();
+    logs_name_client(&kiln, &id, &address);
+    let log = server_log(&kiln, &id);
+    assert!(!log.contains(&other.ns_address), "{log}");
+}
+
+#[test]
+fn a_foreground_run_on_a_user_network_forwards_until_it_is_killed() {
+    if !can_dnat() {
+        return;
+    }
+    let kiln = busybox();
+    let other = OtherHost::new();
+    let network = format!("kpf{}", std::process::id() % 100_000);
+    kiln.ok(&["network", "create", &network]);
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--network",
+        network.as_str(),
+        "-p",
+        publish.as_str(),
+    ];
+    args.extend(LOGGING_SERVER);
+    let mut child = kiln.spawn(&args);
+    // Its lease and rules are held by this `kiln run` itself.
+    let element = format!(" . {port} comment \"");
+    until("the foreground run's DNAT rule", || {
+        ruleset().contains(&element)
+    });
+    assert_eq!(fetch_when_up(&format!("127.0.0.1:{port}")), BODY);
+    let body = other.fetch(&format!("{}:{port}", other.host_address));
+    assert_eq!(body.as_deref(), Some(BODY));
+    // kill -9 of kiln: the next command that looks at the network's
+    // leases frees the dead holder's, and its rules with it.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    kiln.ok(&["network", "inspect", &network]);
+    assert!(!ruleset().contains(&element), "{}", ruleset());
+}
+
+#[test]
+fn where_nftables_cannot_nat_the_proxy_serves_and_the_debug_log_says_why() {
+    if !can_dnat() {
+        return;
+    }
+    let kiln = busybox();
+    let other = OtherHost::new();
+    // An `nft` that refuses kiln's port maps and chains (as a kernel
+    // without nft_nat or nft_fib would), and passes the rest through.
+    let bin = kiln.path("bin");
+    fs::create_dir(&bin).unwrap();
+    let real = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .unwrap();
+    let fake = bin.join("nft");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n\
+             case \"$*\" in *prerouting*|*ports_*) echo 'Error: Could not process rule: No such file or directory' >&2; exit 1;; esac\n\
+             if [ \"$1\" = -f ]; then\n  \
+               input=$(cat)\n  \
+               case \"$input\" in *ports_*) echo 'Error: Could not process rule: No such file or directory' >&2; exit 1;; esac\n  \
+               printf '%s\\n' \"$input\" | exec {real} \"$@\"\n\
+             fi\n\
+             exec {real} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let mut args = vec!["--log-level", "debug", "run", "-d", "-p", publish.as_str()];
+    args.extend(LOGGING_SERVER);
+    let output = kiln
+        .command()
+        .env("PATH", &path)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(fetch_when_up(&format!("127.0.0.1:{port}")), BODY);
+    assert!(!forwarded(&id, port), "{}", ruleset());
+    // Still published to other hosts, by the proxy.
+    let body = other.fetch(&format!("{}:{port}", other.host_address));
+    assert_eq!(body.as_deref(), Some(BODY));
+    let address = kiln
+        .ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &id])
+        .trim()
+        .to_owned();
+    logs_name_client(&kiln, &id, &address);
+    let log =
+        fs::read_to_string(kiln.root().join("containers").join(&id).join("monitor.log")).unwrap();
+    assert!(
+        log.contains("nftables DNAT unavailable, the userspace proxy serves them")
+            && log.contains("No such file or directory"),
+        "{log}"
     );
 }

@@ -12,6 +12,14 @@
 //! match sets, each network adds and removes its own elements
 //! ([`add_rules`], [`remove_rules`]).
 //!
+//! Published ports of containers on a bridge reach them through the
+//! kernel too, as Docker's: DNAT rules in the same table
+//! ([`add_forwards`], [`remove_forwards`]), elements of two maps (host
+//! port, or host address and port, to the container's address and port)
+//! that each carry their owner's identity in a comment, so that exactly
+//! one container's elements are removed, and those of a holder that died
+//! are recognised by any later kiln.
+//!
 //! Nothing here keeps state: the store records the networks and their
 //! address leases; callers serialise [`ensure`] with the store's network
 //! lock.
@@ -26,6 +34,9 @@ use std::process::{Command, Stdio};
 use nix::fcntl::{OFlag, open};
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::stat::Mode;
+use serde_json::Value;
+
+use crate::ports::Protocol;
 
 /// The nftables table kiln owns.
 pub const TABLE: &str = "kiln";
@@ -299,8 +310,20 @@ fn docker_user_accept() {
     if !quiet(&["-w", "-n", "-L", "DOCKER-USER"]) {
         return;
     }
-    let rules: [&[&str]; 2] = [
+    let rules: [&[&str]; 3] = [
         &["-i", "kiln+", "-j", "ACCEPT"],
+        // Published ports: connections DNAT'd to a container (see
+        // `add_forwards`) are new in FORWARD, neither of the others.
+        &[
+            "-o",
+            "kiln+",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "DNAT",
+            "-j",
+            "ACCEPT",
+        ],
         &[
             "-o",
             "kiln+",
@@ -327,6 +350,229 @@ fn docker_user_accept() {
             let _ = quiet(&insert);
         }
     }
+}
+
+/// One published port the kernel forwards: DNAT of the host's port to
+/// the container's address on a bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The host address it answers on; `0.0.0.0` for every local address
+    /// (loopback excepted: see [`PORT_CHAINS`]).
+    pub host_ip: Ipv4Addr,
+    /// The host port.
+    pub host_port: u16,
+    /// The container's address on the bridge.
+    pub container: Ipv4Addr,
+    /// The port in the container.
+    pub container_port: u16,
+}
+
+impl Forward {
+    /// The map it is an element of.
+    fn map(&self) -> &'static str {
+        if self.host_ip.is_unspecified() {
+            "ports_any"
+        } else {
+            "ports_at"
+        }
+    }
+
+    /// Its key in that map, as nft writes it.
+    fn key(&self) -> String {
+        if self.host_ip.is_unspecified() {
+            format!("{} . {}", self.protocol, self.host_port)
+        } else {
+            format!("{} . {} . {}", self.host_ip, self.protocol, self.host_port)
+        }
+    }
+}
+
+/// The maps and chains of published ports, added to the kiln table when
+/// missing (hosts whose table predates them, or a flushed one).
+///
+/// - prerouting: traffic from other hosts and namespaces to a local
+///   address; not from kiln's own bridges, whose containers reach
+///   published ports through the userspace proxy as Docker's do (no
+///   hairpin NAT, no exception to the isolation between networks).
+/// - output: this host's own traffic to its non-loopback addresses. A
+///   loopback destination would need `route_localnet` to be routed to a
+///   bridge, which Docker avoids too: the proxy serves 127.0.0.1.
+///
+/// A host address's own map is looked up first, then the any-address
+/// one; a miss leaves the packet to the proxy's socket.
+pub const PORT_CHAINS: &str = "add map inet kiln ports_at { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+add map inet kiln ports_any { type inet_proto . inet_service : ipv4_addr . inet_service; }
+add chain inet kiln prerouting { type nat hook prerouting priority dstnat; policy accept; }
+add chain inet kiln output { type nat hook output priority -100; policy accept; }
+add rule inet kiln prerouting iifname != @bridges fib daddr type local meta nfproto ipv4 dnat ip to ip daddr . meta l4proto . th dport map @ports_at
+add rule inet kiln prerouting iifname != @bridges fib daddr type local meta nfproto ipv4 dnat ip to meta l4proto . th dport map @ports_any
+add rule inet kiln output meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @ports_at
+add rule inet kiln output meta nfproto ipv4 ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to meta l4proto . th dport map @ports_any
+";
+
+/// Makes the kiln table and its port chains when missing (the table
+/// lock held).
+fn ensure_port_chains() -> Result<(), String> {
+    if run("nft", &["list", "table", "inet", TABLE], None).is_err() {
+        run("nft", &["-f", "-"], Some(BASE_TABLE))?;
+    }
+    if run("nft", &["list", "chain", "inet", TABLE, "prerouting"], None).is_err() {
+        run("nft", &["-f", "-"], Some(PORT_CHAINS))?;
+    }
+    Ok(())
+}
+
+/// One element of a port map: its key as nft reads it, its comment
+/// (the owner), and the container's address it points at.
+struct Element {
+    map: &'static str,
+    key: String,
+    comment: String,
+    container: Option<Ipv4Addr>,
+}
+
+/// A JSON value of an element's key or data as nft reads it back.
+fn nft_word(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The words of a concatenation (`{"concat": [...]}`) or a lone value.
+fn nft_words(value: &Value) -> Vec<String> {
+    match value.get("concat").and_then(Value::as_array) {
+        Some(parts) => parts.iter().map(nft_word).collect(),
+        None => vec![nft_word(value)],
+    }
+}
+
+/// The elements of port map `map` in `nft -j list map` output.
+fn elements_of(map: &'static str, document: &Value) -> Vec<Element> {
+    let mut out = Vec::new();
+    let entries = document
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.pointer("/map/elem").and_then(Value::as_array))
+        .flatten();
+    for entry in entries {
+        let (Some(key), Some(data)) = (entry.get(0), entry.get(1)) else {
+            continue;
+        };
+        // With a comment the key is wrapped: {"elem": {"val", "comment"}}.
+        let (key, comment) = match key.get("elem") {
+            Some(inner) => (
+                inner.get("val").unwrap_or(&Value::Null),
+                inner
+                    .get("comment")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            ),
+            None => (key, ""),
+        };
+        out.push(Element {
+            map,
+            key: nft_words(key).join(" . "),
+            comment: comment.to_owned(),
+            container: nft_words(data).first().and_then(|a| a.parse().ok()),
+        });
+    }
+    out
+}
+
+/// The elements of both port maps (none when the maps do not exist).
+fn port_elements() -> Vec<Element> {
+    let mut out = Vec::new();
+    for map in ["ports_at", "ports_any"] {
+        let Ok(output) = Command::new(tool("nft"))
+            .args(["-j", "list", "map", "inet", TABLE, map])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+        else {
+            continue;
+        };
+        let Ok(document) = serde_json::from_slice::<Value>(&output.stdout) else {
+            continue;
+        };
+        out.extend(elements_of(map, &document));
+    }
+    out
+}
+
+/// Adds `forwards` to the port maps in one transaction, each element's
+/// comment `owner`. Elements of the same keys are replaced: the caller's
+/// proxy holds those host ports, so whatever pointed there is stale (a
+/// holder killed with `kill -9`); elements whose comment `stale` names
+/// go in the same transaction.
+pub fn add_forwards(
+    owner: &str,
+    forwards: &[Forward],
+    stale: &dyn Fn(&str) -> bool,
+) -> Result<(), String> {
+    if forwards.is_empty() {
+        return Ok(());
+    }
+    check_tools()?;
+    let _lock = table_lock()?;
+    let fail = |e: String| format!("adding DNAT rules to the nftables table inet {TABLE}: {e}");
+    ensure_port_chains().map_err(fail)?;
+    let mut script = String::new();
+    let mut doomed = std::collections::BTreeSet::new();
+    for element in port_elements() {
+        let taken = forwards
+            .iter()
+            .any(|f| f.map() == element.map && f.key() == element.key);
+        if taken || stale(&element.comment) {
+            doomed.insert((element.map, element.key));
+        }
+    }
+    for (map, key) in &doomed {
+        let _ = writeln!(script, "delete element inet {TABLE} {map} {{ {key} }}");
+    }
+    let comment = owner.replace('"', "");
+    for forward in forwards {
+        let _ = writeln!(
+            script,
+            "add element inet {TABLE} {} {{ {} comment \"{comment}\" : {} . {} }}",
+            forward.map(),
+            forward.key(),
+            forward.container,
+            forward.container_port
+        );
+    }
+    // Docker's `DOCKER-USER` accepts DNAT'd connections to kiln's bridges
+    // since `add_rules`, which every join runs first.
+    run("nft", &["-f", "-"], Some(&script)).map_err(fail)
+}
+
+/// Removes, in one transaction, the port elements for which `doomed`
+/// (given the element's comment and the container address it points at)
+/// holds. Nothing to do without the table or its maps.
+pub fn remove_forwards(doomed: &dyn Fn(&str, Option<Ipv4Addr>) -> bool) -> Result<(), String> {
+    if check_tools().is_err() {
+        return Ok(());
+    }
+    let _lock = table_lock()?;
+    let mut script = String::new();
+    for element in port_elements() {
+        if doomed(&element.comment, element.container) {
+            let _ = writeln!(
+                script,
+                "delete element inet {TABLE} {} {{ {} }}",
+                element.map, element.key
+            );
+        }
+    }
+    if script.is_empty() {
+        return Ok(());
+    }
+    run("nft", &["-f", "-"], Some(&script))
+        .map_err(|e| format!("removing DNAT rules from the nftables table inet {TABLE}: {e}"))
 }
 
 /// A new network namespace with `lo` up, made on a thread of its own (the
@@ -447,4 +693,52 @@ fn in_namespace<T: Send>(
             .join()
             .map_err(|_| "the network namespace thread panicked".to_owned())?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwards_are_keyed_per_address_or_for_any() {
+        let mut forward = Forward {
+            protocol: Protocol::Udp,
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            host_port: 5353,
+            container: Ipv4Addr::new(172, 18, 0, 2),
+            container_port: 53,
+        };
+        assert_eq!(
+            (forward.map(), forward.key().as_str()),
+            ("ports_any", "udp . 5353")
+        );
+        forward.host_ip = Ipv4Addr::new(10, 0, 0, 1);
+        assert_eq!(
+            (forward.map(), forward.key().as_str()),
+            ("ports_at", "10.0.0.1 . udp . 5353")
+        );
+    }
+
+    #[test]
+    fn elements_are_read_back_from_nfts_json_with_and_without_comments() {
+        // As nft 1.0.6 writes `nft -j list map inet kiln ports_at`.
+        let document: Value = serde_json::from_str(
+            r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"map": {"family": "inet",
+            "name": "ports_at", "table": "kiln", "elem": [
+              [{"elem": {"val": {"concat": ["10.0.0.1", "tcp", 8080]}, "comment": "abc 1:2"}},
+               {"concat": ["172.18.0.2", 80]}],
+              [{"concat": ["10.0.0.1", "udp", 53]}, {"concat": ["172.18.0.3", 53]}]
+            ]}}]}"#,
+        )
+        .unwrap_or_default();
+        let elements = elements_of("ports_at", &document);
+        assert_eq!(elements.len(), 2);
+        assert_eq!(elements[0].key, "10.0.0.1 . tcp . 8080");
+        assert_eq!(elements[0].comment, "abc 1:2");
+        assert_eq!(elements[0].container, Some(Ipv4Addr::new(172, 18, 0, 2)));
+        assert_eq!(elements[1].key, "10.0.0.1 . udp . 53");
+        assert_eq!(elements[1].comment, "");
+        // A map without elements, or no map at all.
+        assert!(elements_of("ports_at", &serde_json::json!({"nftables": []})).is_empty());
+    }
 }

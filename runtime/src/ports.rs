@@ -20,10 +20,12 @@
 //!   service listening only on 127.0.0.1 inside the container is not
 //!   published, as with Docker.
 //!
-//! A kernel path (nftables DNAT to a routable container address, a
-//! bridge's) would take the same [`PortSpec`]s; this proxy remains the
-//! fallback wherever the address is not routable from the host (slirp4netns,
-//! rootless) or nftables is absent.
+//! On a bridge, whose container address the host routes to, the kernel
+//! forwards the same ports too (nftables DNAT, [`crate::bridge::add_forwards`]);
+//! this proxy still binds every port (it holds it, as Docker's
+//! docker-proxy does) and serves what DNAT does not: the host's
+//! loopback, IPv6, and every network kind the host cannot route to
+//! (slirp4netns, rootless).
 
 use std::collections::HashMap;
 use std::fmt;

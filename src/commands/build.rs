@@ -2273,6 +2273,7 @@ impl RunNetwork {
             hostname: hostname.to_owned(),
             extra_hosts: args.add_hosts.clone(),
             dns: Vec::new(),
+            ports: Vec::new(),
         };
         let endpoints = [super::network::endpoints::EndpointRequest {
             network: args.network.clone(),

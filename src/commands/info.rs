@@ -102,9 +102,31 @@ fn info_document(store: &kiln_store::Store) -> anyhow::Result<Value> {
         "DefaultRuntime": "kiln",
         "SecurityOptions": security,
         "Platforms": runnable_platforms(),
+        "PublishedPorts": published_ports_path(),
         "Warnings": null,
         "ClientInfo": {"Version": version, "Debug": false},
     }))
+}
+
+/// What serves containers' published ports from here (kiln's own line:
+/// see docs/architecture.md, "Published ports").
+fn published_ports_path() -> String {
+    let proxy = "userland proxy";
+    if kiln_rootfs::userns::rootless() {
+        format!("{proxy} (rootless: no bridge networks)")
+    } else if let Err(e) = kiln_runtime::bridge::check_tools() {
+        format!("{proxy} ({e})")
+    } else if !crate::commands::network::endpoints::kernel_forwarding_wanted() {
+        format!(
+            "{proxy} ({}=1)",
+            crate::commands::network::endpoints::PROXY_ONLY_ENV
+        )
+    } else {
+        format!(
+            "nftables DNAT on bridge networks (table inet {}), {proxy} for 127.0.0.1 and slirp4netns",
+            kiln_runtime::bridge::TABLE
+        )
+    }
 }
 
 /// The document as `docker info` lays it out: a Client and a Server
@@ -196,6 +218,9 @@ fn render(info: &Value) -> String {
     ));
     out.push(format!(" Name: {}", text("Name")));
     out.push(format!(" Kiln Root Dir: {}", text("DockerRootDir")));
+    if let Some(path) = info["PublishedPorts"].as_str() {
+        out.push(format!(" Published Ports: {path}"));
+    }
     let mut text = out.join("\n");
     text.push('\n');
     text

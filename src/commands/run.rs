@@ -378,6 +378,21 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
     let upper = scratch.path().join("upper");
     std::fs::create_dir(&upper).with_context(|| format!("cannot create {}", upper.display()))?;
     spec.upper = upper;
+    // Published ports: the proxy lives in this process while the
+    // container runs, bound before it starts (and before its network, whose
+    // DNAT rules name the host ports chosen), so a port in use fails the
+    // run.
+    let proxy = if network == Network::Isolated && publish.any() {
+        match bind_published(&publish, image_exposed) {
+            Ok(proxy) => Some(proxy),
+            Err(e) => {
+                let _ = finish_volumes(&store, volumes, false);
+                return Err(e.context(format!("cannot run {}", args.image())));
+            }
+        }
+    } else {
+        None
+    };
     // A foreground run on a user network: its leases are this
     // process's, its /etc files in the scratch directory.
     let attached = if endpoints.is_empty() {
@@ -389,6 +404,10 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
             hostname: spec.hostname.clone(),
             extra_hosts: args.add_hosts.clone(),
             dns: args.dns.clone(),
+            ports: proxy
+                .as_ref()
+                .map(kiln_runtime::ports::PortProxy::published)
+                .unwrap_or_default(),
         };
         Some(super::network::endpoints::attach(
             store.root(),
@@ -404,8 +423,8 @@ fn run_or_create(root: Option<&Path>, args: &RunArgs, create: bool) -> anyhow::R
         etc: attached.as_ref().map(|_| scratch.path()),
         ..kiln_runtime::Hooks::default()
     };
-    let outcome = if network == Network::Isolated && publish.any() {
-        run_published(&spec, &publish, image_exposed, hooks)
+    let outcome = if let Some(proxy) = &proxy {
+        run_published(&spec, proxy, hooks)
     } else if attached.is_some() {
         kiln_runtime::run_hooked(&spec, hooks).map_err(anyhow::Error::from)
     } else {
@@ -517,15 +536,11 @@ impl Publish {
     }
 }
 
-/// A foreground run with published ports: the proxy lives in this process
-/// while the container runs (bound before it starts, so a port in use
-/// fails the run), and ends with it.
-fn run_published(
-    spec: &RunSpec,
+/// The proxy of a foreground run's published ports, bound and serving.
+fn bind_published(
     publish: &Publish,
     image_exposed: std::collections::BTreeMap<String, serde_json::Value>,
-    hooks: kiln_runtime::Hooks<'_>,
-) -> anyhow::Result<kiln_runtime::RunOutcome> {
+) -> anyhow::Result<kiln_runtime::ports::PortProxy> {
     use super::container::publish as ports;
     let mut exposed: serde_json::Map<String, serde_json::Value> =
         image_exposed.into_iter().collect();
@@ -540,7 +555,16 @@ fn run_published(
     let specs = ports::port_specs(&config, &host_config)?;
     let mut proxy = kiln_runtime::ports::PortProxy::bind(&specs)?;
     proxy.serve().context("cannot start the port proxy")?;
-    let proxy = &proxy;
+    Ok(proxy)
+}
+
+/// A foreground run with published ports: `proxy` forwards to the
+/// container once its process exists.
+fn run_published(
+    spec: &RunSpec,
+    proxy: &kiln_runtime::ports::PortProxy,
+    hooks: kiln_runtime::Hooks<'_>,
+) -> anyhow::Result<kiln_runtime::RunOutcome> {
     let done = std::sync::atomic::AtomicBool::new(false);
     let init_pid = std::sync::atomic::AtomicI32::new(0);
     std::thread::scope(|scope| {

@@ -19,6 +19,7 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -166,9 +167,45 @@ pub struct Lease {
     pub owner_start: u64,
     /// Its boot.
     pub boot_id: String,
+    /// Published ports the kernel forwards to this address (DNAT rules
+    /// that live exactly as long as the lease: see [`on_release`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<PortForward>,
+}
+
+/// A published port forwarded to a lease's address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortForward {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// The host address (`0.0.0.0`: every one).
+    pub host_ip: String,
+    /// The host port.
+    pub host_port: u16,
+    /// The port in the container.
+    pub container_port: u16,
+}
+
+/// What is told of freed leases that carry [`Lease::forwards`].
+static RELEASED: OnceLock<fn(&Lease)> = OnceLock::new();
+
+/// Registers what removes the host state that lives with a lease (the
+/// binary's: the store touches no host rules). It is called, the network
+/// lock held, for every freed lease that has forwards, wherever it is
+/// freed: the holder's own release, `rm`, or a reconcile that found the
+/// holder dead. Set once per process.
+pub fn on_release(hook: fn(&Lease)) {
+    let _ = RELEASED.set(hook);
 }
 
 impl Lease {
+    /// The identity its host state (DNAT elements) is tagged with:
+    /// container and holder, so a later holder of the same container
+    /// is another owner.
+    pub fn owner_tag(&self) -> String {
+        format!("{} {}:{}", self.container, self.owner_pid, self.owner_start)
+    }
     /// Whether the process holding it still runs.
     pub fn alive(&self) -> bool {
         process_alive(self.owner_pid, self.owner_start, &self.boot_id)
@@ -404,13 +441,31 @@ impl Networks {
         Ok(lease)
     }
 
-    /// Frees address `address` of network `id`.
+    /// Rewrites `lease` (held, of network `id`) in place.
+    pub fn update(&self, _lock: &NetworkLock, id: &str, lease: &Lease) -> Result<(), StoreError> {
+        let dir = self.dir.join(id).join(LEASES_DIR);
+        write_replace(&dir, &dir.join(&lease.ip_address), &to_json(lease)?)
+    }
+
+    /// Frees address `address` of network `id` (and what lives with its
+    /// lease, through [`on_release`]).
     pub fn release(&self, _lock: &NetworkLock, id: &str, address: &str) -> Result<(), StoreError> {
         let path = self.dir.join(id).join(LEASES_DIR).join(address);
+        let lease = read_document(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Lease>(&bytes).ok());
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(path, e)),
-            _ => Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::io(path, e));
+            }
+            _ => {}
         }
+        if let (Some(lease), Some(hook)) = (lease, RELEASED.get())
+            && !lease.forwards.is_empty()
+        {
+            hook(&lease);
+        }
+        Ok(())
     }
 
     /// Frees every lease of container `container` (it is being removed);
@@ -631,6 +686,7 @@ pub fn own_lease(container: &str, name: &str, hostname: &str) -> Lease {
         owner_pid: me.as_ref().map_or(0, |o| i32::try_from(o.pid).unwrap_or(0)),
         owner_start: me.map_or(0, |o| o.start),
         boot_id: boot_id(),
+        forwards: Vec::new(),
     }
 }
 
@@ -681,6 +737,7 @@ mod tests {
             owner_pid: 0,
             owner_start: 0,
             boot_id: String::new(),
+            forwards: Vec::new(),
         }
     }
 

@@ -29,10 +29,27 @@ impl Drop for Kiln {
     /// its run's bridge down, and a deleted store's bridge would hold one
     /// of the host's 31 pool subnets for good.
     fn drop(&mut self) {
-        self.kill_monitors();
+        let killed = self.kill_monitors();
         let Ok(networks) = fs::read_dir(self.root().join("networks")) else {
             return;
         };
+        // Their published ports' DNAT rules go with their leases, which
+        // the next kiln command frees once the monitors are gone (those
+        // the test killed itself too).
+        if fs::read_dir(self.root().join("containers")).is_ok_and(|mut e| e.next().is_some()) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while killed.iter().any(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    !stat
+                        .rsplit_once(") ")
+                        .is_some_and(|(_, r)| r.starts_with('Z'))
+                })
+            }) && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let _ = self.command().args(["ps", "-a"]).output();
+        }
         for entry in networks.flatten() {
             let Ok(text) = fs::read_to_string(entry.path().join("network.json")) else {
                 continue;
@@ -49,10 +66,12 @@ impl Drop for Kiln {
 }
 
 impl Kiln {
-    fn kill_monitors(&self) {
+    /// Kills the monitors of the store's containers; their pids.
+    fn kill_monitors(&self) -> Vec<i32> {
+        let mut killed = Vec::new();
         let containers = self.root().join("containers");
         let Ok(entries) = fs::read_dir(&containers) else {
-            return;
+            return killed;
         };
         for entry in entries.flatten() {
             let Ok(state) = fs::read_to_string(entry.path().join("state.json")) else {
@@ -71,8 +90,10 @@ impl Kiln {
             if String::from_utf8_lossy(&cmdline).contains(&*entry.path().to_string_lossy()) {
                 // SAFETY: kill with a pid whose command line names this store.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
+                killed.push(pid);
             }
         }
+        killed
     }
 }
 

@@ -359,6 +359,8 @@ pub fn start_with(
     command
         .arg(MONITOR_ARG)
         .arg(dir)
+        // The starter's log level, for the monitor's own log.
+        .env("KILN_LOG", log::max_level().to_string().to_lowercase())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);

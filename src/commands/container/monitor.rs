@@ -37,6 +37,17 @@ pub fn main() -> ExitCode {
         eprintln!("kiln monitor: no container directory given");
         return ExitCode::FAILURE;
     };
+    // Its stderr is the container's monitor.log: warnings, and what
+    // `--log-level` of the starter asked for (handed over in KILN_LOG).
+    let level = std::env::var("KILN_LOG")
+        .ok()
+        .and_then(|l| l.parse::<log::LevelFilter>().ok())
+        .unwrap_or(log::LevelFilter::Warn);
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .try_init();
     let stdin = args.iter().any(|a| a == "--stdin");
     let attach = args.iter().any(|a| a == "--attach");
     match monitor(&dir, stdin, attach) {
@@ -250,12 +261,15 @@ fn supervise(dir: &Path, stdin: bool, attach: bool, ready: &Ready) -> anyhow::Re
         .parent()
         .and_then(Path::parent)
         .context("the container directory has no store root")?;
-    let identity = network::identity_of(&config);
+    let mut identity = network::identity_of(&config);
     let me = Owner::of(std::process::id()).context("reading this process's start time")?;
     // The host's sockets are bound once, before the first start, and
     // held across restarts: a port in use fails the start, and the kernel
     // frees them when the monitor ends, however it ends.
     let proxy = bind_ports(&config, &spec)?;
+    if let Some(proxy) = &proxy {
+        identity.ports = proxy.published();
+    }
     let mut state = containers::read_state(dir)?;
     state.restart_count = 0;
     let mut backoff = Duration::from_millis(100);

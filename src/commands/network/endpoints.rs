@@ -8,11 +8,13 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, bail};
 use kiln_runtime::bridge::{self, BridgeNetwork, Interface};
+use kiln_runtime::ports::{Protocol, PublishedPort};
 use kiln_store::networks::{
-    self, DEFAULT_BRIDGE, DEFAULT_NETWORK, Lease, NetworkLock, NetworkRecord, Networks,
+    self, DEFAULT_BRIDGE, DEFAULT_NETWORK, Lease, NetworkLock, NetworkRecord, Networks, PortForward,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +50,98 @@ pub struct Identity {
     pub extra_hosts: Vec<String>,
     /// `--dns` servers.
     pub dns: Vec<String>,
+    /// The host ports its proxy holds: forwarded by DNAT to its address
+    /// on its first network too (see [`forwards_of`]).
+    pub ports: Vec<PublishedPort>,
+}
+
+/// The environment variable that keeps published ports on the userspace
+/// proxy alone (no DNAT rules), for measurement or a host whose nftables
+/// cannot NAT.
+pub const PROXY_ONLY_ENV: &str = "KILN_USERLAND_PROXY_ONLY";
+
+/// Whether published ports may get DNAT rules: not with
+/// [`PROXY_ONLY_ENV`] set (to anything but `0` or empty).
+pub fn kernel_forwarding_wanted() -> bool {
+    std::env::var(PROXY_ONLY_ENV).map_or(true, |v| v.is_empty() || v == "0")
+}
+
+/// The ports of `ports` the kernel forwards: those on IPv4 host addresses
+/// other than loopback (the proxy alone serves 127.0.0.1 and IPv6).
+pub fn forwards_of(ports: &[PublishedPort]) -> Vec<PortForward> {
+    ports
+        .iter()
+        .filter(|p| p.host.is_ipv4() && !p.host.ip().is_loopback())
+        .map(|p| PortForward {
+            protocol: p.protocol.to_string(),
+            host_ip: p.host.ip().to_string(),
+            host_port: p.host.port(),
+            container_port: p.container_port,
+        })
+        .collect()
+}
+
+/// Set once adding DNAT rules failed in this process (nftables without
+/// NAT support, say): later starts go straight to the proxy.
+static DNAT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// The kernel's view of a lease's forwards.
+fn bridge_forwards(lease: &Lease) -> Vec<bridge::Forward> {
+    let Ok(container) = lease.ip_address.parse::<Ipv4Addr>() else {
+        return Vec::new();
+    };
+    lease
+        .forwards
+        .iter()
+        .filter_map(|f| {
+            Some(bridge::Forward {
+                protocol: match f.protocol.as_str() {
+                    "tcp" => Protocol::Tcp,
+                    "udp" => Protocol::Udp,
+                    _ => return None,
+                },
+                host_ip: f.host_ip.parse().ok()?,
+                host_port: f.host_port,
+                container,
+                container_port: f.container_port,
+            })
+        })
+        .collect()
+}
+
+/// Whether the holder named in a DNAT element's comment (a
+/// [`Lease::owner_tag`]) is gone.
+fn owner_gone(comment: &str) -> bool {
+    let Some((_, owner)) = comment.split_once(' ') else {
+        return false;
+    };
+    let Some((pid, start)) = owner.split_once(':') else {
+        return false;
+    };
+    match (pid.parse(), start.parse()) {
+        (Ok(pid), Ok(start)) => !kiln_store::containers::process_alive(pid, start, ""),
+        _ => false,
+    }
+}
+
+/// The store's [`networks::on_release`] hook: a freed lease's DNAT
+/// elements go (with any other whose holder died).
+pub fn forwards_released(lease: &Lease) {
+    let tag = lease.owner_tag();
+    if let Err(e) = bridge::remove_forwards(&|comment, _| comment == tag || owner_gone(comment)) {
+        log::warn!("published ports of container {}: {e}", lease.container);
+    }
+}
+
+/// Removes the DNAT elements that point into `record`'s subnet (its
+/// network is going; no lease holds an address of it).
+pub fn remove_network_forwards(record: &NetworkRecord) -> anyhow::Result<()> {
+    let (subnet, prefix) = record.subnet()?;
+    let mask = networks::mask(prefix);
+    bridge::remove_forwards(&|comment, address| {
+        owner_gone(comment) || address.is_some_and(|a| u32::from(a) & mask == u32::from(subnet))
+    })
+    .map_err(anyhow::Error::msg)
 }
 
 /// Reads a container's endpoints (none when the file is missing).
@@ -345,6 +439,13 @@ pub fn join(
     lease.extra_hosts.clone_from(&who.extra_hosts);
     lease.hosts_path = etc.join("hosts");
     lease.interface = host_interface(&who.id, &record.id);
+    // Published ports reach the container's address on its first
+    // network through DNAT too; recorded in the lease before the rules
+    // exist, so whoever frees it removes them (an internal network has
+    // no route in: its ports stay the proxy's, as the host's loopback).
+    if index == 0 && !record.internal && kernel_forwarding_wanted() {
+        lease.forwards = forwards_of(&who.ports);
+    }
     let lease = nets.allocate(lock, record, lease, requested)?;
     let address: Ipv4Addr = lease.ip_address.parse()?;
     let set_up = (|| -> anyhow::Result<()> {
@@ -368,6 +469,28 @@ pub fn join(
     if let Err(e) = set_up {
         let _ = nets.release(lock, &record.id, &lease.ip_address);
         return Err(e.context(format!("cannot join network {}", record.name)));
+    }
+    if !lease.forwards.is_empty() {
+        let forwards = bridge_forwards(&lease);
+        let added = if DNAT_FAILED.load(Ordering::Relaxed) {
+            Err("it failed before in this process".to_owned())
+        } else {
+            bridge::add_forwards(&lease.owner_tag(), &forwards, &owner_gone)
+        };
+        if let Err(e) = added {
+            // The proxy holds every published port and serves them all:
+            // the kernel path is what shows the client's own address and
+            // spares a copy, not what makes the ports answer.
+            if !DNAT_FAILED.swap(true, Ordering::Relaxed) {
+                log::debug!(
+                    "published ports of {}: nftables DNAT unavailable, the userspace proxy serves them: {e}",
+                    who.name
+                );
+            }
+            let mut lease = lease.clone();
+            lease.forwards.clear();
+            nets.update(lock, &record.id, &lease)?;
+        }
     }
     Ok(lease.interface)
 }
@@ -447,5 +570,51 @@ impl Attached {
         if !self.transient.is_empty() {
             remove_idle_bridges(&self.root);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(host: &str, container_port: u16) -> PublishedPort {
+        PublishedPort {
+            protocol: Protocol::Tcp,
+            host: host.parse().unwrap_or_else(|e| panic!("{host}: {e}")),
+            container_port,
+        }
+    }
+
+    #[test]
+    fn loopback_and_ipv6_bindings_stay_the_proxys() {
+        let forwards = forwards_of(&[
+            published("0.0.0.0:8080", 80),
+            published("127.0.0.1:8081", 80),
+            published("10.0.0.1:8082", 81),
+            published("[::1]:8083", 80),
+        ]);
+        let shown: Vec<(String, u16, u16)> = forwards
+            .iter()
+            .map(|f| (f.host_ip.clone(), f.host_port, f.container_port))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("0.0.0.0".to_owned(), 8080, 80),
+                ("10.0.0.1".to_owned(), 8082, 81)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_elements_owner_is_gone_only_when_its_tag_names_a_dead_process() {
+        let me = kiln_store::temp::Owner::of(std::process::id())
+            .unwrap_or_else(|| panic!("no start time of this process"));
+        assert!(!owner_gone(&format!("abc {}:{}", me.pid, me.start)));
+        // The same pid with another start time is another process.
+        assert!(owner_gone(&format!("abc {}:{}", me.pid, me.start + 1)));
+        // Not a tag kiln writes: left alone.
+        assert!(!owner_gone("someone else's comment"));
+        assert!(!owner_gone(""));
     }
 }

@@ -430,6 +430,7 @@ fn remove(nets: &Networks, key: &str) -> anyhow::Result<()> {
     }
     nets.remove(&lock, &record)?;
     let host = endpoints::host_network(&record)?;
+    endpoints::remove_network_forwards(&record)?;
     kiln_runtime::bridge::remove_rules(&host).map_err(anyhow::Error::msg)?;
     kiln_runtime::bridge::remove(&host).map_err(anyhow::Error::msg)?;
     Ok(())
@@ -487,6 +488,7 @@ pub fn identity_of(config: &kiln_store::containers::ContainerConfig) -> Identity
             .to_owned(),
         extra_hosts: strings(config.host_config.get("ExtraHosts")),
         dns: strings(config.host_config.get("Dns")),
+        ports: Vec::new(),
     }
 }
 
