@@ -25,9 +25,10 @@ pub fn is_root() -> bool {
 impl Drop for Kiln {
     /// Kills the monitors of the store's containers (their containers die
     /// with them), so a test that fails half-way leaves no process behind,
-    /// then deletes the store's bridges: a killed monitor does not take
-    /// its run's bridge down, and a deleted store's bridge would hold one
-    /// of the host's 31 pool subnets for good.
+    /// then deletes the store's bridges and their elements in the kiln
+    /// table: a killed monitor does not take its run's bridge down, and a
+    /// deleted store's bridge would hold one of the host's 31 pool
+    /// subnets for good.
     fn drop(&mut self) {
         let killed = self.kill_monitors();
         let Ok(networks) = fs::read_dir(self.root().join("networks")) else {
@@ -60,6 +61,24 @@ impl Drop for Kiln {
                     .args(["link", "delete", bridge])
                     .stderr(std::process::Stdio::null())
                     .status();
+                // And its elements in the host's kiln table, as `network
+                // rm` removes them (each alone: one missing keeps none
+                // of the others).
+                let mut elements = vec![
+                    ("bridges", format!("\"{bridge}\"")),
+                    ("internal", format!("\"{bridge}\"")),
+                    ("same", format!("\"{bridge}\" . \"{bridge}\"")),
+                ];
+                if let Some(subnet) = record["Subnet"].as_str() {
+                    elements.push(("nat_subnets", subnet.to_owned()));
+                }
+                for (set, element) in elements {
+                    let _ = std::process::Command::new("nft")
+                        .args(["delete", "element", "inet", "kiln", set])
+                        .arg(format!("{{ {element} }}"))
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
             }
         }
     }
