@@ -626,6 +626,8 @@ fn add_host_dns_hostname_and_ip_on_a_user_network() {
         &ip,
         "--add-host",
         "db.local:10.9.8.7",
+        "--add-host",
+        "host.docker.internal:host-gateway",
         "--dns",
         "10.0.0.53",
         "--hostname",
@@ -636,6 +638,11 @@ fn add_host_dns_hostname_and_ip_on_a_user_network() {
         "cat /etc/hosts /etc/resolv.conf; hostname; ip -4 addr show eth0",
     ]);
     assert!(out.contains("10.9.8.7\tdb.local"), "{out}");
+    // Docker's host-gateway: the network's gateway, the host's bridge.
+    assert!(
+        out.contains(&format!("10.253.{n}.1\thost.docker.internal")),
+        "{out}"
+    );
     assert!(out.contains(&format!("{ip}\tbox")), "{out}");
     assert!(out.contains("nameserver 10.0.0.53"), "{out}");
     assert!(out.contains(&format!("inet {ip}/24")), "{out}");
@@ -663,6 +670,8 @@ fn build_network_name_lets_run_reach_a_container_by_name_and_add_host_fills_host
         &net,
         "--add-host",
         "extra.local:10.1.2.3",
+        "--add-host",
+        "gw:host-gateway",
         "-t",
         "got:1",
         dir.to_str().unwrap(),
@@ -672,6 +681,27 @@ fn build_network_name_lets_run_reach_a_container_by_name_and_add_host_fills_host
         .ok(&["run", "--rm", "got:1", "cat", "/got", "/hosts"]);
     assert!(out.starts_with("api-page\n"), "{out}");
     assert!(out.contains("10.1.2.3\textra.local"), "{out}");
+    let inspected: serde_json::Value =
+        serde_json::from_str(&store.kiln.ok(&["network", "inspect", &net])).unwrap();
+    let gateway = inspected[0]["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap();
+    assert!(out.contains(&format!("{gateway}\tgw")), "{out}\n{gateway}");
+    // The default network has no address the host answers at.
+    let refused = store
+        .kiln
+        .command()
+        .args(["build", "--add-host", "gw:host-gateway"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains(
+            "--add-host NAME:host-gateway needs --network NAME (a bridge network) for RUN steps"
+        ),
+        "{refused:?}"
+    );
     // The build's lease is gone with the build.
     let (net_id, _) = store.network(&net);
     assert_eq!(

@@ -934,6 +934,23 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         );
     }
     super::network::endpoints::check_add_hosts(&args.add_hosts)?;
+    // The default network's RUN steps have no bridge: nothing on the host
+    // answers them at a gateway address (slirp4netns keeps the host's
+    // loopback out of reach).
+    let user_network = !matches!(
+        args.network.as_str(),
+        "default" | "bridge" | "host" | "none"
+    );
+    if !user_network
+        && args
+            .add_hosts
+            .iter()
+            .any(|e| e.ends_with(&format!(":{}", kiln_store::networks::HOST_GATEWAY)))
+    {
+        bail!(
+            "--add-host NAME:host-gateway needs --network NAME (a bridge network) for RUN steps: the default network has no address the host answers at"
+        );
+    }
     let allow = parse_allow(&args.allow)?;
     let compression = match args.compression.as_str() {
         "none" | "uncompressed" => Compression::None,

@@ -630,6 +630,9 @@ fn rewrite_in_place(path: &Path, text: &str) {
     }
 }
 
+/// The `--add-host` address that stands for the host (Docker's).
+pub const HOST_GATEWAY: &str = "host-gateway";
+
 /// Docker's `/etc/hosts` of a container on user networks: localhost, the
 /// container's own addresses with its host name, `--add-host` entries,
 /// then every other container on the networks it shares, by name, short
@@ -640,14 +643,22 @@ pub fn hosts_file(container: &str, by_network: &[(NetworkRecord, Vec<Lease>)]) -
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
     let mut extra = Vec::new();
-    for (_, leases) in by_network {
+    let mut gateway = None;
+    for (network, leases) in by_network {
         for own in leases.iter().filter(|l| l.container == container) {
             let _ = writeln!(text, "{}\t{}", own.ip_address, own.hostname);
             extra.clone_from(&own.extra_hosts);
+            gateway.get_or_insert(network.gateway.as_str());
         }
     }
     for entry in &extra {
         if let Some((name, address)) = entry.split_once(':') {
+            // Docker's special value: the host, as the container's first
+            // network reaches it (its bridge's address).
+            let address = match (address, gateway) {
+                (HOST_GATEWAY, Some(gateway)) => gateway,
+                _ => address,
+            };
             let _ = writeln!(text, "{address}\t{name}");
         }
     }

@@ -165,9 +165,10 @@ pub fn write_endpoints(dir: &Path, endpoints: &[EndpointRequest]) -> anyhow::Res
 /// Checks `--add-host` entries (`HOST:IP`), with the Docker CLI's words.
 pub fn check_add_hosts(entries: &[String]) -> anyhow::Result<()> {
     for entry in entries {
-        let valid = entry
-            .split_once(':')
-            .is_some_and(|(host, ip)| !host.is_empty() && ip.parse::<std::net::IpAddr>().is_ok());
+        let valid = entry.split_once(':').is_some_and(|(host, ip)| {
+            !host.is_empty()
+                && (ip == networks::HOST_GATEWAY || ip.parse::<std::net::IpAddr>().is_ok())
+        });
         if !valid {
             bail!("invalid argument \"{entry}\" for \"--add-host\" flag: expected HOST:IP");
         }
