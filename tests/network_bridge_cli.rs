@@ -687,6 +687,15 @@ fn build_network_name_lets_run_reach_a_container_by_name_and_add_host_fills_host
         .as_str()
         .unwrap();
     assert!(out.contains(&format!("{gateway}\tgw")), "{out}\n{gateway}");
+    // The same through Docker's template.
+    let templated = store.kiln.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}} {{.Name}}",
+        &net,
+    ]);
+    assert_eq!(templated, format!("{gateway} {net}\n"));
     // The default network has no address the host answers at.
     let refused = store
         .kiln

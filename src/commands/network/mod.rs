@@ -61,6 +61,9 @@ pub enum NetworkCommand {
     },
     /// Display detailed information on one or more networks.
     Inspect {
+        /// Format the output using the given Go template.
+        #[arg(short, long)]
+        format: Option<String>,
         /// The networks.
         #[arg(required = true)]
         names: Vec<String>,
@@ -152,7 +155,14 @@ pub fn run(root: Option<&Path>, command: &NetworkCommand) -> anyhow::Result<Exit
             let rows: Vec<Map<String, Value>> = records.iter().map(|r| row(r, *no_trunc)).collect();
             write!(stdout, "{}", format.render(&headers(), &rows)?)?;
         }
-        NetworkCommand::Inspect { names } => {
+        NetworkCommand::Inspect { format, names } => {
+            // Parsed first: a bad template fails before anything is read.
+            let template = format
+                .as_deref()
+                .map(|f| {
+                    crate::template::Template::parse(&f.replace("\\t", "\t").replace("\\n", "\n"))
+                })
+                .transpose()?;
             let lock = nets.lock()?;
             nets.reconcile(&lock)?;
             let mut found = Vec::new();
@@ -172,12 +182,18 @@ pub fn run(root: Option<&Path>, command: &NetworkCommand) -> anyhow::Result<Exit
                     Err(e) => return Err(e),
                 }
             }
-            let mut text = Vec::new();
-            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut serializer = serde_json::Serializer::with_formatter(&mut text, formatter);
-            Value::Array(found).serialize(&mut serializer)?;
-            stdout.write_all(&text)?;
-            writeln!(stdout)?;
+            if let Some(template) = template {
+                for document in &found {
+                    writeln!(stdout, "{}", template.execute(document)?)?;
+                }
+            } else {
+                let mut text = Vec::new();
+                let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+                let mut serializer = serde_json::Serializer::with_formatter(&mut text, formatter);
+                Value::Array(found).serialize(&mut serializer)?;
+                stdout.write_all(&text)?;
+                writeln!(stdout)?;
+            }
             if failed {
                 return Ok(ExitCode::FAILURE);
             }
