@@ -1128,6 +1128,7 @@ fn push_in_chunks_is_read_back_whole_by_skopeo() {
             chunk_size: 50,
             progress: &report,
             uploads: kiln_store::registry::push::PARALLEL_UPLOADS,
+            unchecked_below: 0,
         },
     )
     .unwrap();

@@ -358,6 +358,7 @@ fn send_layer(
                 chunk_size: kiln_store::registry::push::CHUNK_SIZE,
                 progress: &quiet,
                 uploads: 1,
+                unchecked_below: 0,
             };
             let size = store.blobs().size(&digest)?;
             kiln_store::registry::artifact::push_artifact_blobs(

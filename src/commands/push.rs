@@ -93,6 +93,7 @@ pub fn push_reporting(
         chunk_size: registry::push::CHUNK_SIZE,
         progress: &report,
         uploads: registry::push::PARALLEL_UPLOADS,
+        unchecked_below: 0,
     };
     let pushed = push(&options);
     progress.finish();

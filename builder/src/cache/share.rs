@@ -53,6 +53,10 @@ const DOCUMENT_VERSION: u32 = 1;
 /// Blobs a cache export sends at once: its layers are many and often
 /// small, so the requests' round trips, not bandwidth, bound it.
 const CACHE_UPLOADS: usize = 8;
+/// Blobs of an export below this go up without a HEAD first: the records
+/// document is new on nearly every export, and for a small blob the
+/// upload costs what the question would.
+const UNCHECKED_BELOW: u64 = 64 << 10;
 /// The largest `index.json`, manifest or records document read.
 const MAX_DOCUMENT: u64 = 64 << 20;
 /// The largest layer (as exported, compressed) a record carries in its
@@ -860,6 +864,7 @@ pub fn export(
                 chunk_size: kiln_store::registry::push::CHUNK_SIZE,
                 progress: &quiet,
                 uploads: CACHE_UPLOADS,
+                unchecked_below: UNCHECKED_BELOW,
             };
             kiln_store::registry::artifact::push_artifact(
                 store,
