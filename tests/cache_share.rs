@@ -236,6 +236,44 @@ fn a_local_cache_in_mode_max_restores_another_stage_and_mode_min_does_not() {
     assert!(stderr.contains("1 step run, 0 cached"), "{stderr}");
 }
 
+/// Rewrites the cache layout `layout` through `edit` (its manifest and
+/// records, and a way to add a blob: its digest and size), keeping every
+/// digest consistent: only the checks on what the records claim can
+/// tell.
+fn rewrite_layout(
+    layout: &Path,
+    edit: impl FnOnce(&mut serde_json::Value, &mut serde_json::Value, &dyn Fn(&[u8]) -> (String, usize)),
+) {
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let read = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let add = |bytes: &[u8]| {
+        let digest = kiln_store::digest::digest_bytes(bytes).to_string();
+        std::fs::write(blob(&digest), bytes).unwrap();
+        (digest, bytes.len())
+    };
+    let mut index = read(layout.join("index.json"));
+    let mut manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let mut records = read(blob(manifest["config"]["digest"].as_str().unwrap()));
+    edit(&mut manifest, &mut records, &add);
+    let (digest, size) = add(&serde_json::to_vec(&records).unwrap());
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = add(&serde_json::to_vec(&manifest).unwrap());
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = size.into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_tampered_record_is_refused_with_a_warning_and_its_step_runs() {
     if !kiln_testkit::root("kiln build mounts overlays") {
@@ -246,53 +284,25 @@ fn a_tampered_record_is_refused_with_a_warning_and_its_step_runs() {
     let layout = a.path("cache");
     let to = format!("type=local,dest={},mode=max", layout.display());
     let (first, _) = build(&a, &dir, &["-t", "app:1", "--cache-to", &to]);
-    // Rewrite the records so that the last RUN's claims another command,
-    // keeping the layout's digests consistent: only the key check can
-    // tell.
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let read = |p: std::path::PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
-    let write = |v: &serde_json::Value| {
-        let bytes = serde_json::to_vec(v).unwrap();
-        let digest = kiln_store::digest::digest_bytes(&bytes).to_string();
-        std::fs::write(blob(&digest), &bytes).unwrap();
-        (digest, bytes.len())
-    };
-    let mut index = read(layout.join("index.json"));
-    let mut manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
-    let mut records = read(blob(manifest["config"]["digest"].as_str().unwrap()));
-    for record in records["records"].as_array_mut().unwrap() {
-        let description = record["description"].as_str().unwrap().to_owned();
-        if description.contains("cat /out") {
-            record["inputs"]["argv"][2] = "echo pwned > /seen".into();
+    // Rewrite the records so that the last RUN's claims another command.
+    rewrite_layout(&layout, |_, records, _| {
+        for record in records["records"].as_array_mut().unwrap() {
+            let description = record["description"].as_str().unwrap().to_owned();
+            if description.contains("cat /out") {
+                record["inputs"]["argv"][2] = "echo pwned > /seen".into();
+            }
+            // A carried layer with other bytes under the same digest.
+            if description == "COPY /out /out # buildkit" {
+                use base64::Engine as _;
+                let descriptor = &mut record["layer"]["descriptor"];
+                let engine = base64::engine::general_purpose::STANDARD;
+                let mut bytes = engine.decode(descriptor["data"].as_str().unwrap()).unwrap();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                descriptor["data"] = engine.encode(&bytes).into();
+            }
         }
-        // A carried layer with other bytes under the same digest.
-        if description == "COPY /out /out # buildkit" {
-            use base64::Engine as _;
-            let descriptor = &mut record["layer"]["descriptor"];
-            let engine = base64::engine::general_purpose::STANDARD;
-            let mut bytes = engine.decode(descriptor["data"].as_str().unwrap()).unwrap();
-            let last = bytes.len() - 1;
-            bytes[last] ^= 1;
-            descriptor["data"] = engine.encode(&bytes).into();
-        }
-    }
-    let (digest, size) = write(&records);
-    manifest["config"]["digest"] = digest.into();
-    manifest["config"]["size"] = size.into();
-    let (digest, size) = write(&manifest);
-    index["manifests"][0]["digest"] = digest.into();
-    index["manifests"][0]["size"] = size.into();
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+    });
 
     let b = runner_like(&a);
     let from = format!("type=local,src={}", layout.display());
@@ -653,58 +663,38 @@ fn a_recipe_that_does_not_remake_its_layer_is_refused_and_the_copy_runs() {
     let layout = a.path("cache");
     let to = format!("type=local,dest={},mode=max", layout.display());
     let (first, _) = build(&a, &dir, &["-t", "app:1", "--cache-to", &to]);
-    // Flip a byte of the first tar header the recipe holds (the layout's
-    // digests kept consistent: only the remade layer's digest can tell).
+    // Flip a byte of the first tar header the recipe holds: only the
+    // remade layer's digest can tell.
     let blob = |d: &str| {
         layout
             .join("blobs/sha256")
             .join(d.trim_start_matches("sha256:"))
     };
-    let read = |p: std::path::PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
-    let mut index = read(layout.join("index.json"));
-    let mut manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
-    let layers = manifest["layers"].as_array_mut().unwrap();
-    assert_eq!(layers.len(), 1, "{layers:?}");
-    let recipe = &mut layers[0];
-    assert_eq!(
-        recipe["mediaType"],
-        "application/vnd.kiln.layer-recipe.v1+zstd"
-    );
-    let compressed = std::fs::read(blob(recipe["digest"].as_str().unwrap())).unwrap();
-    let mut plain = zstd::decode_all(compressed.as_slice()).unwrap();
-    let magic = b"kiln-layer-recipe-v1\n".len();
-    assert_eq!(plain[magic], b'R');
-    plain[magic + 1 + 8 + 101] ^= 1;
-    let bytes = zstd::encode_all(plain.as_slice(), 3).unwrap();
-    let digest = kiln_store::digest::digest_bytes(&bytes).to_string();
-    std::fs::write(blob(&digest), &bytes).unwrap();
-    let old = recipe["digest"].as_str().unwrap().to_owned();
-    recipe["digest"] = digest.clone().into();
-    recipe["size"] = bytes.len().into();
-    let config = blob(manifest["config"]["digest"].as_str().unwrap());
-    let records = std::fs::read_to_string(config)
-        .unwrap()
-        .replace(&old, &digest)
-        .replace(
-            &format!("\"size\":{}", compressed.len()),
-            &format!("\"size\":{}", bytes.len()),
+    rewrite_layout(&layout, |manifest, records, add| {
+        let layers = manifest["layers"].as_array_mut().unwrap();
+        assert_eq!(layers.len(), 1, "{layers:?}");
+        let recipe = &mut layers[0];
+        assert_eq!(
+            recipe["mediaType"],
+            "application/vnd.kiln.layer-recipe.v1+zstd"
         );
-    let records_digest = kiln_store::digest::digest_bytes(records.as_bytes()).to_string();
-    std::fs::write(blob(&records_digest), &records).unwrap();
-    manifest["config"]["digest"] = records_digest.into();
-    manifest["config"]["size"] = records.len().into();
-    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
-    let manifest_digest = kiln_store::digest::digest_bytes(&manifest_bytes).to_string();
-    std::fs::write(blob(&manifest_digest), &manifest_bytes).unwrap();
-    index["manifests"][0]["digest"] = manifest_digest.into();
-    index["manifests"][0]["size"] = manifest_bytes.len().into();
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+        let old = recipe["digest"].as_str().unwrap().to_owned();
+        let compressed = std::fs::read(blob(&old)).unwrap();
+        let mut plain = zstd::decode_all(compressed.as_slice()).unwrap();
+        let magic = b"kiln-layer-recipe-v1\n".len();
+        assert_eq!(plain[magic], b'R');
+        plain[magic + 1 + 8 + 101] ^= 1;
+        let (digest, size) = add(&zstd::encode_all(plain.as_slice(), 3).unwrap());
+        recipe["digest"] = digest.clone().into();
+        recipe["size"] = size.into();
+        for record in records["records"].as_array_mut().unwrap() {
+            let named = &mut record["layer"]["descriptor"]["kiln.recipe"];
+            if named["digest"] == old.as_str() {
+                named["digest"] = digest.clone().into();
+                named["size"] = size.into();
+            }
+        }
+    });
 
     let b = runner_like(&a);
     let from = format!("type=local,src={}", layout.display());

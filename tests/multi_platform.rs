@@ -581,7 +581,7 @@ fn an_oci_output_of_two_platforms_holds_the_index() {
 }
 
 #[test]
-fn a_local_output_of_two_platforms_has_a_directory_per_platform() {
+fn local_and_tar_outputs_of_two_platforms_have_a_directory_per_platform() {
     if !kiln_testkit::root("RUN needs namespaces and mounts") || !build::arm64_runs() {
         return;
     }
@@ -590,80 +590,53 @@ fn a_local_output_of_two_platforms_has_a_directory_per_platform() {
     };
     let dir = context(&kiln, "ctx", UNAME, &[]);
     let out = kiln.path("out");
-    let output = build::build(
-        &kiln,
-        &[
-            "--platform",
-            "linux/arm64,linux/amd64",
-            "--output",
-            &format!("type=local,dest={}", out.display()),
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // buildx's layout: one directory per platform, named os_arch.
-    for (name, machine) in [("linux_arm64", "aarch64\n"), ("linux_amd64", "x86_64\n")] {
-        assert_eq!(
-            std::fs::read_to_string(out.join(name).join("machine")).unwrap(),
-            machine
+    let tar = kiln.path("out.tar");
+    for output in [
+        format!("type=local,dest={}", out.display()),
+        format!("type=tar,dest={}", tar.display()),
+    ] {
+        let built = build::build(
+            &kiln,
+            &[
+                "--platform",
+                "linux/arm64,linux/amd64",
+                "--output",
+                &output,
+                dir.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
         );
     }
-    // No -t: no image is left behind, as for one platform.
-    let images = kiln.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    assert!(!images.contains("<none>"), "{images}");
-}
-
-#[test]
-fn a_tar_output_of_two_platforms_has_a_directory_per_platform() {
-    if !kiln_testkit::root("RUN needs namespaces and mounts") || !build::arm64_runs() {
-        return;
-    }
-    let Some(kiln) = busybox_two_platforms() else {
-        return;
-    };
-    let dir = context(&kiln, "ctx", UNAME, &[]);
-    let out = kiln.path("out.tar");
-    let output = build::build(
-        &kiln,
-        &[
-            "--platform",
-            "linux/arm64,linux/amd64",
-            "--output",
-            &format!("type=tar,dest={}", out.display()),
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // Read back by tar itself: buildx's layout, one directory per platform.
+    // The tar read back by tar itself: the same layout.
     let unpacked = kiln.path("unpacked");
     std::fs::create_dir(&unpacked).unwrap();
-    let tar = std::process::Command::new("tar")
+    let untar = std::process::Command::new("tar")
         .arg("-xf")
-        .arg(&out)
+        .arg(&tar)
         .arg("-C")
         .arg(&unpacked)
         .output()
         .unwrap();
     assert!(
-        tar.status.success(),
+        untar.status.success(),
         "{}",
-        String::from_utf8_lossy(&tar.stderr)
+        String::from_utf8_lossy(&untar.stderr)
     );
-    for (name, machine) in [("linux_arm64", "aarch64\n"), ("linux_amd64", "x86_64\n")] {
-        assert_eq!(
-            std::fs::read_to_string(unpacked.join(name).join("machine")).unwrap(),
-            machine
-        );
-        assert!(unpacked.join(name).join("bin/busybox").exists());
+    // buildx's layout: one directory per platform, named os_arch.
+    for root in [&out, &unpacked] {
+        for (name, machine) in [("linux_arm64", "aarch64\n"), ("linux_amd64", "x86_64\n")] {
+            assert_eq!(
+                std::fs::read_to_string(root.join(name).join("machine")).unwrap(),
+                machine
+            );
+            assert!(root.join(name).join("bin/busybox").exists());
+        }
     }
+    // No -t: no image is left behind, as for one platform.
     let images = kiln.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(!images.contains("<none>"), "{images}");
 }

@@ -432,19 +432,32 @@ impl CacheImport {
             )));
         };
         log::info!("build cache {location}: fetching layer {digest}");
+        self.fetch_blob(store, location, descriptor, "layer")
+    }
+
+    /// Puts blob `descriptor` (a `what`) into the store from `location`,
+    /// checked against its digest and size.
+    fn fetch_blob(
+        &self,
+        store: &Store,
+        location: &CacheLocation,
+        descriptor: &Descriptor,
+        what: &str,
+    ) -> Result<(), BuildError> {
+        let digest = parse_sha256(&descriptor.digest)?;
         match location {
             CacheLocation::Local(dir) => {
                 let root = kiln_rootfs::Root::open(dir).map_err(|e| BuildError::io(dir, e))?;
                 let file = root
                     .open_at(blob_path(&digest), OFlag::O_RDONLY | OFlag::O_NOFOLLOW)
-                    .map_err(|e| failed(location, format!("blob {digest}: {e}")))?;
+                    .map_err(|e| failed(location, format!("{what} {digest}: {e}")))?;
                 store.blobs().write(
                     fs::File::from(file),
                     Some(kiln_store::blobs::Expected {
                         digest: &digest,
                         size: u64::try_from(descriptor.size).ok(),
                     }),
-                    &format!("layer {digest} from {location}"),
+                    &format!("{what} {digest} from {location}"),
                 )?;
             }
             CacheLocation::Registry(reference) => {
@@ -483,33 +496,7 @@ impl CacheImport {
         })?;
         let recipe_digest = parse_sha256(&recipe.digest)?;
         log::info!("build cache {location}: remaking layer {digest} from the build context");
-        match location {
-            CacheLocation::Local(dir) => {
-                let root = kiln_rootfs::Root::open(dir).map_err(|e| BuildError::io(dir, e))?;
-                let file = root
-                    .open_at(
-                        blob_path(&recipe_digest),
-                        OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
-                    )
-                    .map_err(|e| failed(location, format!("recipe {recipe_digest}: {e}")))?;
-                store.blobs().write(
-                    fs::File::from(file),
-                    Some(kiln_store::blobs::Expected {
-                        digest: &recipe_digest,
-                        size: u64::try_from(recipe.size).ok(),
-                    }),
-                    &format!("recipe {recipe_digest} from {location}"),
-                )?;
-            }
-            CacheLocation::Registry(reference) => {
-                let client = self
-                    .client
-                    .as_ref()
-                    .ok_or_else(|| failed(location, "no registry client"))?;
-                kiln_store::registry::artifact::fetch_blob(store, client, reference, recipe)
-                    .map_err(|e| failed(location, e))?;
-            }
-        }
+        self.fetch_blob(store, location, recipe, "recipe")?;
         let mut bytes = Vec::new();
         store
             .blobs()
