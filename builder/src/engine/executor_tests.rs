@@ -211,9 +211,16 @@ FROM scratch\nWORKDIR /app\nCOPY a.txt .\nCOPY --from=gen /out/f /app/f\nRUN aft
 RUN --mount=type=bind,from=gen,source=/out,target=/m use\n";
 
 fn from_gen_setup() -> Setup {
+    from_gen_setup_with("generated")
+}
+
+/// [`from_gen_setup`] with `gen` writing `generated` (large, its layer
+/// and `after`'s are blobs of an exported cache, not carried by the
+/// records).
+fn from_gen_setup_with(generated: &str) -> Setup {
     let setup = Setup::new();
     setup.context_file("a.txt", "context a");
-    setup.fake.writes("gen", "/out/f", "generated");
+    setup.fake.writes("gen", "/out/f", generated);
     setup.fake.copies("after", "/app/f", "/seen-f");
     setup.fake.copies("after", "/app/a.txt", "/seen-a");
     setup.fake.copies("use", "/m/f", "/used");
@@ -469,7 +476,8 @@ fn a_record_whose_key_is_not_its_operation_is_refused_and_the_step_runs() {
 
 #[test]
 fn a_layer_that_does_not_match_its_digest_is_refused_and_its_step_runs() {
-    let a = from_gen_setup();
+    let generated = "generated ".repeat(4000);
+    let a = from_gen_setup_with(&generated);
     let first = a.build(FROM_GEN, &[("V", "1")]).unwrap();
     let dir = a.export(&first, CacheMode::Max);
     // The layer `RUN after` made, replaced by other bytes under its name.
@@ -481,7 +489,7 @@ fn a_layer_that_does_not_match_its_digest_is_refused_and_its_step_runs() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    let mut b = from_gen_setup();
+    let mut b = from_gen_setup_with(&generated);
     b.import(&dir);
     let second = b.build(FROM_GEN, &[("V", "1")]).unwrap();
     assert_eq!(b.fake.runs("after"), 1, "the poisoned layer's step runs");
