@@ -10,26 +10,33 @@ use common::build::{busybox, context};
 
 /// Adds, modifies, deletes (files and a directory of an earlier layer,
 /// and of the base), changes only a mode and only an owner, and RUN with
-/// a cache mount; COPY and WORKDIR mount a stage too.
-const CHANGES: &str = "FROM bb:1
+/// a cache mount; then directories where a whiteout or a file was (opaque
+/// in overlayfs's upper directory). COPY, COPY --from (a read-only view
+/// of a stage) and WORKDIR mount a stage too.
+const CHANGES: &str = "FROM bb:1 AS other
+RUN echo other >/o
+FROM bb:1
 COPY f /copied/f
+COPY --from=other /o /o
 RUN mkdir -p /d/sub /gone/deep && echo a >/d/sub/f && echo x >/gone/deep/x \
- && echo keep >/opt/keep
+ && echo keep >/opt/keep && echo file >/was-file
 RUN --mount=type=cache,target=/cache echo c >/cache/c && cp /cache/c /from-cache \
  && rm -rf /gone /etc/base-file /copied/f \
  && echo more >>/d/sub/f \
  && chmod 600 /etc/name2 && chown 1000:50 /opt/old && chmod 700 /d \
  && ln -s /d/sub/f /link
 WORKDIR /w/x
+RUN mkdir /gone && echo back >/gone/again && rm /was-file && mkdir /was-file
 ";
 
-const SHOW: &str = "cat /d/sub/f /from-cache /opt/keep; ls -d /gone /etc/base-file /copied/f 2>&1; \
+const SHOW: &str = "cat /d/sub/f /from-cache /opt/keep /o; ls -d /etc/base-file /copied/f 2>&1; \
+ls /gone /was-file; \
 stat -c '%a %u:%g %n' /etc/name2 /opt/old /d /w/x; readlink /link";
 
-const SHOWN: &str = "a\nmore\nc\nkeep\n\
-ls: /gone: No such file or directory\n\
+const SHOWN: &str = "a\nmore\nc\nkeep\nother\n\
 ls: /etc/base-file: No such file or directory\n\
 ls: /copied/f: No such file or directory\n\
+/gone:\nagain\n\n/was-file:\n\
 600 0:0 /etc/name2\n644 1000:50 /opt/old\n700 0:0 /d\n755 0:0 /w/x\n/d/sub/f\n";
 
 fn build_with(kiln: &common::Kiln, snapshotter: &str, dir: &std::path::Path, tag: &str) {

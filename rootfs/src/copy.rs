@@ -17,9 +17,9 @@
 //! copy (any write, chmod, chown, rename, link or xattr change moves it;
 //! these are the very operations that make overlayfs copy a file up), a
 //! lower path missing from the root becomes a whiteout, a directory where
-//! the lowers have none (or hide one by a whiteout, or have a file) is
-//! moved over whole, opaque as overlayfs makes a directory created over a
-//! whiteout, and directories above a change are copied up with their
+//! the lowers show none is moved over whole (opaque where they show a
+//! file, as overlayfs makes a directory created over the whiteout it
+//! wrote), and directories above a change are copied up with their
 //! metadata.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,9 +71,8 @@ struct Shown {
     sealed: bool,
 }
 
-/// What layer directories `dirs` (top first) show merged, and the names
-/// a whiteout hides.
-fn merged(dirs: &[PathBuf]) -> io::Result<(BTreeMap<OsString, Shown>, BTreeSet<OsString>)> {
+/// What layer directories `dirs` (top first) show merged.
+fn merged(dirs: &[PathBuf]) -> io::Result<BTreeMap<OsString, Shown>> {
     let mut shown: BTreeMap<OsString, Shown> = BTreeMap::new();
     let mut hidden = BTreeSet::new();
     for dir in dirs {
@@ -117,7 +116,7 @@ fn merged(dirs: &[PathBuf]) -> io::Result<(BTreeMap<OsString, Shown>, BTreeSet<O
             );
         }
     }
-    Ok((shown, hidden))
+    Ok(shown)
 }
 
 /// The working copy's directory under an overlay's `work` directory.
@@ -169,7 +168,7 @@ fn ctime(meta: &fs::Metadata) -> (i64, i64) {
 }
 
 fn copy_dir(dirs: &[PathBuf], to: &Path) -> io::Result<()> {
-    let (shown, _) = merged(dirs)?;
+    let shown = merged(dirs)?;
     for (name, entry) in shown {
         let dest = to.join(&name);
         copy_one(&entry.path, &entry.meta, &dest)?;
@@ -400,7 +399,7 @@ impl Finish<'_> {
     /// Brings upper directory `up` (which exists) in line with working
     /// directory `w`, whose lower directories are `lowers` (top first).
     fn dir(&self, lowers: &[PathBuf], w: &Path, up: &Path) -> io::Result<()> {
-        let (lower, hidden) = merged(lowers)?;
+        let lower = merged(lowers)?;
         let upper = entries(up)?;
         let work = entries(w)?;
         for (name, meta) in &work {
@@ -435,7 +434,11 @@ impl Finish<'_> {
                     remove_all(&to)?;
                 }
                 rename(&from, &to)?;
-                if below.is_some() || hidden.contains(name) {
+                // Overlayfs makes a directory opaque when it is created
+                // over a whiteout of its own upper directory, i.e. where
+                // the lowers show something; a lower's whiteout hides
+                // what is below it by itself.
+                if below.is_some() {
                     set_xattr(&to, self.opaque, b"y").map_err(with_path(&to, "marking opaque"))?;
                 }
                 continue;
