@@ -538,3 +538,157 @@ pub(crate) fn clear(root: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    use crate::mount::{OverlayOptions, Snapshotter, overlay, private_namespace};
+
+    /// What an upper directory holds, with what packing a layer reads
+    /// (not times, which differ between the two runs).
+    fn listing(dir: &Path) -> Vec<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            let mut entries: Vec<_> = fs::read_dir(dir).unwrap().flatten().collect();
+            entries.sort_by_key(fs::DirEntry::file_name);
+            for entry in entries {
+                let path = entry.path();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let rel = path.strip_prefix(base).unwrap().display().to_string();
+                let kind = meta.file_type();
+                let what = if kind.is_dir() {
+                    let opaque = super::is_opaque(&path);
+                    format!("dir opaque={opaque}")
+                } else if kind.is_symlink() {
+                    format!("link {}", fs::read_link(&path).unwrap().display())
+                } else if kind.is_char_device() {
+                    format!("char {}", meta.rdev())
+                } else {
+                    format!(
+                        "file {:?} links={}",
+                        fs::read_to_string(&path).unwrap(),
+                        meta.nlink()
+                    )
+                };
+                out.push(format!(
+                    "{rel} {what} {:o} {}:{}",
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid()
+                ));
+                if kind.is_dir() {
+                    walk(base, &path, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out
+    }
+
+    /// The same changes through the kernel's overlay and through the copy
+    /// leave the same upper directory.
+    #[test]
+    fn a_copy_leaves_the_upper_directory_an_overlay_leaves() {
+        if !kiln_testkit::root("mounts overlays") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (bottom, top) = (dir.path().join("bottom"), dir.path().join("top"));
+        for d in [&bottom, &top] {
+            fs::create_dir(d).unwrap();
+        }
+        // The lowers: a tree, a file the top layer whites out, a directory
+        // it makes opaque, and hard links.
+        fs::create_dir_all(bottom.join("a/b")).unwrap();
+        fs::write(bottom.join("a/b/f"), "f").unwrap();
+        fs::write(bottom.join("a/g"), "g").unwrap();
+        fs::write(bottom.join("hidden"), "h").unwrap();
+        fs::create_dir_all(bottom.join("opq/old")).unwrap();
+        fs::write(bottom.join("h1"), "linked").unwrap();
+        fs::hard_link(bottom.join("h1"), bottom.join("h2")).unwrap();
+        fs::write(bottom.join("mode"), "m").unwrap();
+        fs::write(bottom.join("owner"), "o").unwrap();
+        fs::write(bottom.join("same"), "s").unwrap();
+        fs::create_dir(bottom.join("gone")).unwrap();
+        fs::write(bottom.join("gone/x"), "x").unwrap();
+        fs::write(bottom.join("to-dir"), "t").unwrap();
+        fs::write(bottom.join("moved"), "mv").unwrap();
+        nix::sys::stat::mknod(
+            &top.join("hidden"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        fs::create_dir(top.join("opq")).unwrap();
+        super::set_xattr(&top.join("opq"), b"trusted.overlay.opaque", b"y").unwrap();
+        fs::write(top.join("opq/new"), "n").unwrap();
+
+        let changes = |root: &Path| {
+            fs::write(root.join("a/b/f"), "changed").unwrap();
+            fs::write(root.join("a/new"), "new").unwrap();
+            fs::set_permissions(root.join("mode"), fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::lchown(root.join("owner"), Some(7), Some(8)).unwrap();
+            // Same mode again: still a copy-up.
+            fs::set_permissions(root.join("same"), fs::Permissions::from_mode(0o644)).unwrap();
+            fs::remove_dir_all(root.join("gone")).unwrap();
+            fs::remove_file(root.join("to-dir")).unwrap();
+            fs::create_dir(root.join("to-dir")).unwrap();
+            fs::write(root.join("to-dir/in"), "in").unwrap();
+            fs::rename(root.join("moved"), root.join("a/moved")).unwrap();
+            fs::write(root.join("h1"), "written").unwrap();
+            fs::create_dir_all(root.join("fresh/deep")).unwrap();
+            std::os::unix::fs::symlink("/a/g", root.join("fresh/link")).unwrap();
+            fs::hard_link(root.join("a/new"), root.join("fresh/new-link")).unwrap();
+            fs::write(root.join("hidden"), "back").unwrap();
+            fs::write(root.join("opq/new2"), "n2").unwrap();
+        };
+
+        let mut uppers = Vec::new();
+        for snapshotter in [Snapshotter::Overlay, Snapshotter::Copy] {
+            let base = dir.path().join(snapshotter.name());
+            let (upper, work, merged) = (base.join("u"), base.join("w"), base.join("m"));
+            for d in [&upper, &work, &merged] {
+                fs::create_dir_all(d).unwrap();
+            }
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| {
+                        private_namespace().unwrap();
+                        let mounted = overlay(
+                            &[&top, &bottom],
+                            Some((&upper, &work)),
+                            &merged,
+                            OverlayOptions {
+                                userxattr: false,
+                                snapshotter: Some(snapshotter),
+                            },
+                        )
+                        .unwrap();
+                        changes(&merged);
+                        nix::mount::umount2(&merged, nix::mount::MntFlags::empty()).unwrap();
+                        mounted.finish().unwrap();
+                    })
+                    .join()
+                    .unwrap();
+            });
+            assert!(!work.join("root").exists(), "the copy is removed");
+            uppers.push(listing(&upper));
+        }
+        assert_eq!(uppers[1], uppers[0]);
+        // And it is what the changes should give.
+        assert!(
+            uppers[0].contains(&"gone char 0 0 0:0".to_owned()),
+            "{:#?}",
+            uppers[0]
+        );
+        assert!(
+            uppers[0].contains(&"to-dir dir opaque=true 755 0:0".to_owned()),
+            "{:#?}",
+            uppers[0]
+        );
+    }
+}
