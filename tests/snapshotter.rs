@@ -145,6 +145,11 @@ fn a_copy_build_gives_the_overlay_build_image_id_and_runs() {
         with(&kiln, "auto", &["info", "--format", "{{.Driver}}"]),
         "overlay\n"
     );
+    let info = with(&kiln, "auto", &["info"]);
+    assert!(
+        info.contains(" Storage Driver: overlay\n  Backing Filesystem: extfs\n  Snapshotter: overlayfs mounts here\n"),
+        "{info}"
+    );
     let (code, _, err) = {
         let output = kiln
             .command()
