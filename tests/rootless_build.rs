@@ -350,10 +350,10 @@ impl Drop for Unmount {
 }
 
 #[test]
-fn rootless_overlay_the_kernel_refuses_says_why() {
+fn rootless_overlay_the_kernel_refuses_falls_back_to_copying() {
     // A store on overlayfs (a container's own root file system): the
-    // kernel takes no overlayfs upper directory there, and kiln has no
-    // fallback driver, so the step says what it needs.
+    // kernel takes no overlayfs upper directory there; kiln's probe finds
+    // it and copies instead, and a forced overlay says what it needs.
     if !can_test() {
         return;
     }
@@ -408,19 +408,41 @@ fn rootless_overlay_the_kernel_refuses_says_why() {
             archive.to_str().unwrap(),
         ],
     );
-    let (code, _, err) = me.outcome(
-        &kiln_bin,
-        &home,
-        &[
-            "--root",
-            store,
-            "build",
-            "--network",
-            "none",
-            dir.to_str().unwrap(),
-        ],
+    let build = |snapshotter: &str| {
+        let output = me
+            .kiln(
+                &kiln_bin,
+                &home,
+                &[
+                    "--root",
+                    store,
+                    "build",
+                    "--no-cache",
+                    "--network",
+                    "none",
+                    dir.to_str().unwrap(),
+                ],
+            )
+            .env("KILN_SNAPSHOTTER", snapshotter)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let (code, err) = build("auto");
+    assert_eq!(code, Some(0), "{err}");
+    let info = me.ok(&kiln_bin, &home, &["--root", store, "info"]);
+    assert!(info.contains(" Storage Driver: copy\n"), "{info}");
+    assert!(
+        info.contains(
+            "  Snapshotter: overlayfs cannot be mounted here: Invalid argument (os error 22)\n"
+        ),
+        "{info}"
     );
-    assert_eq!(code, 1, "{err}");
+    let (code, err) = build("overlay");
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(
             "Invalid argument (os error 22) (rootless kiln mounts overlayfs in a user namespace, \

@@ -31,6 +31,10 @@ pub struct Mounted {
 enum State {
     /// A kernel mount, still in place.
     Kernel,
+    /// An overlay, mounted by the kernel or made by copying
+    /// ([`kiln_rootfs::mount::Snapshotter::Copy`]), to finish once
+    /// unmounted.
+    Overlay(kiln_rootfs::mount::Overlay),
     /// Unmounted (or handed to [`Mounted::unmount`]).
     Done,
     /// A mount an [`crate::Executor`] emulates without the kernel (the
@@ -43,6 +47,7 @@ impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Kernel => "Kernel",
+            Self::Overlay(_) => "Overlay",
             Self::Done => "Done",
             Self::Emulated(_) => "Emulated",
         })
@@ -67,7 +72,7 @@ impl Mounted {
         if stack.is_empty() || (upper.is_none() && stack.len() == 1) {
             stack.push(empty);
         }
-        kiln_rootfs::mount::overlay(
+        let overlay = kiln_rootfs::mount::overlay(
             &stack,
             upper,
             target,
@@ -75,10 +80,13 @@ impl Mounted {
             // user.overlay.* xattrs, the only ones root there may set.
             kiln_rootfs::mount::OverlayOptions {
                 userxattr: kiln_rootfs::userns::rootless(),
+                snapshotter: None,
             },
         )
         .map_err(|e| {
-            // There is no fallback driver: say what the kernel must allow.
+            // Only a forced overlay gets here for a refused mount (the
+            // probe chooses the copy otherwise): say what the kernel must
+            // allow.
             let hint = if kiln_rootfs::userns::rootless() {
                 kiln_rootfs::userns::OVERLAY_NEEDS
             } else {
@@ -88,7 +96,7 @@ impl Mounted {
         })?;
         Ok(Self {
             target: target.to_owned(),
-            state: State::Kernel,
+            state: State::Overlay(overlay),
         })
     }
 
@@ -132,6 +140,13 @@ impl Mounted {
         }
     }
 
+    /// Whether it is an overlay made by copying
+    /// ([`kiln_rootfs::mount::Snapshotter::Copy`]): what is written to it
+    /// reaches the upper directory only through [`Self::unmount`].
+    pub fn is_copy(&self) -> bool {
+        matches!(&self.state, State::Overlay(o) if o.snapshotter() == kiln_rootfs::mount::Snapshotter::Copy)
+    }
+
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
         &self.target
@@ -148,22 +163,37 @@ impl Mounted {
     /// (containerd retries EBUSY for the same reason).
     pub fn unmount(mut self) -> Result<(), BuildError> {
         use nix::mount::{MntFlags, umount2};
-        match std::mem::replace(&mut self.state, State::Done) {
-            State::Kernel => {}
+        let overlay = match std::mem::replace(&mut self.state, State::Done) {
+            State::Kernel => None,
+            State::Overlay(overlay) => Some(overlay),
             State::Done => return Ok(()),
             State::Emulated(finish) => return finish(),
+        };
+        if overlay
+            .as_ref()
+            .is_none_or(kiln_rootfs::mount::Overlay::is_mounted)
+        {
+            match umount2(&self.target, MntFlags::empty()) {
+                Err(nix::errno::Errno::EBUSY) => umount2(&self.target, MntFlags::MNT_DETACH),
+                other => other,
+            }
+            .map_err(|e| BuildError::Mount(format!("unmounting {}: {e}", self.target.display())))?;
         }
-        match umount2(&self.target, MntFlags::empty()) {
-            Err(nix::errno::Errno::EBUSY) => umount2(&self.target, MntFlags::MNT_DETACH),
-            other => other,
-        }
-        .map_err(|e| BuildError::Mount(format!("unmounting {}: {e}", self.target.display())))
+        overlay.map_or(Ok(()), |o| {
+            o.finish()
+                .map_err(|e| BuildError::Mount(format!("{}: {e}", self.target.display())))
+        })
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if matches!(self.state, State::Kernel) {
+        let mounted = match &self.state {
+            State::Kernel => true,
+            State::Overlay(overlay) => overlay.is_mounted(),
+            State::Done | State::Emulated(_) => false,
+        };
+        if mounted {
             let _ = nix::mount::umount2(&self.target, nix::mount::MntFlags::MNT_DETACH);
         }
     }

@@ -12,7 +12,8 @@
 //!
 //! - [`path`]: the one lexical cleaner for such paths.
 //! - [`root`]: [`Root`], the resolver, and `mkdir -p` inside a root.
-//! - [`mount`]: bind mounts made from a descriptor.
+//! - [`mount`]: bind mounts made from a descriptor, the overlay mount and
+//!   its copy fallback.
 //! - [`userns`]: the user namespace kiln runs in without root.
 //! - [`user`]: USER and `--chown` names looked up in the root's
 //!   `/etc/passwd` and `/etc/group`.
@@ -20,6 +21,7 @@
 //! The store, the runtime and the builder all use it; it imports none of
 //! them.
 
+mod copy;
 pub mod mount;
 pub mod path;
 pub mod root;

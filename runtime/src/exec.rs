@@ -127,6 +127,8 @@ pub fn exec(pidfd: &OwnedFd, pid: i32, spec: &ExecSpec) -> Result<i32, RuntimeEr
             links: PathBuf::new(),
             files: PathBuf::new(),
             etc: None,
+            // Unused: an exec joins a root that exists.
+            copy: false,
             rootless,
             own_userns: false,
             seccomp: crate::seccomp_program(&spec.seccomp, spec.privileged)?,

@@ -378,12 +378,18 @@ fn setup_rootfs(config: &InitConfig, ready: Option<Ready>) -> Result<(), String>
         .chain((0..spec.layers.len()).rev().map(|i| i.to_string()))
         .collect();
     let stack: Vec<&Path> = names.iter().map(Path::new).collect();
-    kiln_rootfs::mount::overlay(
+    // A copy is finished by the parent once the container is gone.
+    let _copied_or_mounted = kiln_rootfs::mount::overlay(
         &stack,
         Some((&spec.upper, &config.work)),
         &config.merged,
         kiln_rootfs::mount::OverlayOptions {
             userxattr: config.rootless,
+            snapshotter: Some(if config.copy {
+                kiln_rootfs::mount::Snapshotter::Copy
+            } else {
+                kiln_rootfs::mount::Snapshotter::Overlay
+            }),
         },
     )
     .map_err(|e| {

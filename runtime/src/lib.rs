@@ -137,6 +137,11 @@ pub(crate) struct InitConfig {
     files: PathBuf,
     /// The caller's `/etc` files, bound instead of those in `files`.
     etc: Option<PathBuf>,
+    /// The root is a copy of the layers, not an overlay
+    /// ([`kiln_rootfs::mount::Snapshotter::Copy`]; chosen by the parent,
+    /// as probing needs a thread).
+    #[serde(default)]
+    copy: bool,
     /// kiln lacks the host's root ([`kiln_rootfs::userns::rootless`]):
     /// no cgroups, device nodes or `trusted.*` xattrs; overlays with
     /// `userxattr`.
@@ -366,6 +371,12 @@ fn run_inner(
     // network goes back to the pool.
     drop(lease);
     network::reap_later(&config.files.join(NETWORK_PID));
+    let finished = finish_copy(&config);
+    if result.is_ok()
+        && let Err(e) = finished
+    {
+        result = Err(e);
+    }
     let cleaned = remove_stubs(&config);
     if result.is_ok()
         && let Err(e) = cleaned
@@ -514,7 +525,12 @@ fn prepare(spec: &RunSpec, tmp: &Path, leased: bool) -> Result<InitConfig, Runti
         }
     };
     let window = if spec.tty { sys::window_size(0) } else { None };
+    let copy = kiln_rootfs::mount::snapshotter(tmp, is_rootless())
+        .map_err(prep_err(tmp))?
+        .snapshotter
+        == kiln_rootfs::mount::Snapshotter::Copy;
     Ok(InitConfig {
+        copy,
         spec,
         merged,
         work,
@@ -538,6 +554,29 @@ fn seccomp_program(seccomp: &Seccomp, privileged: bool) -> Result<Option<Vec<u8>
         Seccomp::Default => Some(seccomp::default_program(&caps, &DEFAULT_SECCOMP)?),
         Seccomp::Profile(profile) => Some(seccomp::compile(profile, &caps)?),
     })
+}
+
+/// With the copy snapshotter, records what the run changed in its root
+/// in the upper directory (nothing for a kernel overlay).
+fn finish_copy(config: &InitConfig) -> Result<(), RuntimeError> {
+    if !config.copy {
+        return Ok(());
+    }
+    let names: Vec<PathBuf> = std::iter::once("s".to_owned())
+        .chain((0..config.spec.layers.len()).rev().map(|i| i.to_string()))
+        .map(|name| config.links.join(name))
+        .collect();
+    let stack: Vec<&Path> = names.iter().map(PathBuf::as_path).collect();
+    kiln_rootfs::mount::finish_copy(
+        &stack,
+        &config.spec.upper,
+        &config.work,
+        kiln_rootfs::mount::OverlayOptions {
+            userxattr: config.rootless,
+            snapshotter: None,
+        },
+    )
+    .map_err(prep_err(&config.spec.upper))
 }
 
 /// Removes from the upper directory the mount points the init had to

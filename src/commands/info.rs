@@ -61,14 +61,25 @@ fn info_document(store: &kiln_store::Store) -> anyhow::Result<Value> {
     if rootless {
         security.push("name=rootless".to_owned());
     }
-    let mut driver_status = vec![json!([
-        "Backing Filesystem",
-        backing_filesystem(store.root())
-    ])];
-    if rootless {
-        // What overlay keeps its marks in, and which ids exist: with one,
-        // image owners are not kept.
+    // The snapshotter builds and runs use on this store's file system:
+    // overlay where the probe mounts one, else the copy fallback.
+    let probe_dir = store.root().join("tmp");
+    let probe_dir = if probe_dir.is_dir() {
+        probe_dir
+    } else {
+        store.root().to_path_buf()
+    };
+    let choice = kiln_rootfs::mount::snapshotter(&probe_dir, rootless)?;
+    let mut driver_status = vec![
+        json!(["Backing Filesystem", backing_filesystem(store.root())]),
+        json!(["Snapshotter", choice.reason]),
+    ];
+    if rootless && choice.snapshotter == kiln_rootfs::mount::Snapshotter::Overlay {
+        // What overlay keeps its marks in.
         driver_status.push(json!(["userxattr", "true"]));
+    }
+    if rootless {
+        // Which ids exist: with one, image owners are not kept.
         let map = fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
         let map: Vec<String> = map
             .lines()
@@ -85,7 +96,7 @@ fn info_document(store: &kiln_store::Store) -> anyhow::Result<Value> {
         "ContainersPaused": 0,
         "ContainersStopped": containers - running,
         "Images": images.len(),
-        "Driver": "overlay",
+        "Driver": choice.snapshotter.name(),
         "DriverStatus": driver_status,
         "CgroupVersion": kiln_runtime::cgroup_version().to_string(),
         "KernelVersion": proc_text("/proc/sys/kernel/osrelease"),

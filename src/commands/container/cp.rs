@@ -727,6 +727,10 @@ impl<'a> Access<'a> {
             .arg(CP_ARG)
             .arg(request)
             .env_clear()
+            .envs(
+                std::env::var_os(kiln_rootfs::mount::SNAPSHOTTER_ENV)
+                    .map(|v| (kiln_rootfs::mount::SNAPSHOTTER_ENV, v)),
+            )
             .stdin(stdin)
             .stdout(stdout)
             .stderr(Stdio::piped());
@@ -1092,6 +1096,14 @@ fn enter(reach: Reach) -> Result<Entered, HelperError> {
                 &empty,
                 &merged,
             )?;
+            // A copy reaches the upper directory once the copy helper is
+            // done with it: a child chroots and copies, this process waits
+            // and records what it changed (it never returns).
+            let mounted = if mounted.is_copy() {
+                finish_copy_after_child(mounted)?
+            } else {
+                mounted
+            };
             let upper_fd = nix::fcntl::open(
                 &upper,
                 nix::fcntl::OFlag::O_RDONLY
@@ -1118,6 +1130,33 @@ fn enter(reach: Reach) -> Result<Entered, HelperError> {
                 upper: Some(upper_fd),
                 stubs,
             })
+        }
+    }
+}
+
+/// Forks: the child gets `mounted` back and carries on; this process
+/// waits for it, then unmounts (recording the copy's changes in the
+/// upper directory) and exits with the child's status.
+fn finish_copy_after_child(
+    mounted: kiln_builder::mounts::Mounted,
+) -> Result<kiln_builder::mounts::Mounted, HelperError> {
+    // SAFETY: the helper has one thread (it unshared its mount namespace).
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => Ok(mounted),
+        nix::unistd::ForkResult::Parent { child } => {
+            let code = match nix::sys::wait::waitpid(child, None)
+                .map_err(|e| format!("waiting for the copy: {e}"))?
+            {
+                nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                _ => 1,
+            };
+            if code == 0
+                && let Err(e) = mounted.unmount()
+            {
+                let _ = writeln!(std::io::stderr(), "{e}");
+                std::process::exit(1);
+            }
+            std::process::exit(code);
         }
     }
 }

@@ -91,11 +91,15 @@ fn mounted(dir: &Path, lowers: &[PathBuf]) -> Vec<String> {
                 // them top first.
                 let mut stack: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
                 stack.push(&empty);
-                kiln_rootfs::mount::overlay(
+                // The kernel's overlay is what the chain is compared with.
+                let _mounted = kiln_rootfs::mount::overlay(
                     &stack,
                     None,
                     &target,
-                    kiln_rootfs::mount::OverlayOptions::default(),
+                    kiln_rootfs::mount::OverlayOptions {
+                        userxattr: false,
+                        snapshotter: Some(kiln_rootfs::mount::Snapshotter::Overlay),
+                    },
                 )
                 .unwrap();
                 let list = listing(&target);
