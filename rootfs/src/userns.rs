@@ -181,6 +181,20 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Whether the user namespace of process `pid` has exactly these maps
+    /// (read from outside it, as [`Mapping::write`] wrote them): a kept
+    /// namespace whose maps differ was made before `/etc/subuid` or
+    /// `/etc/subgid` changed.
+    pub fn is_written_for(&self, pid: i32) -> Result<bool, String> {
+        let read = |file: &str| {
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))
+        };
+        Ok(parse_map(&read("uid_map")?) == self.uids && parse_map(&read("gid_map")?) == self.gids)
+    }
+}
+
 /// Starts `newuidmap`/`newgidmap` for `pid` with `ranges`.
 fn helper(program: &str, pid: i32, ranges: &[IdRange]) -> Result<std::process::Child, String> {
     let mut command = Command::new(program);

@@ -27,9 +27,12 @@ impl Drop for Kiln {
     /// with them), so a test that fails half-way leaves no process behind,
     /// then deletes the store's bridges: a killed monitor does not take
     /// its run's bridge down, and a deleted store's bridge would hold one
-    /// of the host's 31 pool subnets for good.
+    /// of the host's 31 pool subnets for good. Rootless kiln's user
+    /// namespace holders of the test (their runtime directories are in
+    /// its directory) go too.
     fn drop(&mut self) {
         self.kill_monitors();
+        rootless::stop_holders(self.dir.path());
         let Ok(networks) = fs::read_dir(self.root().join("networks")) else {
             return;
         };
@@ -158,6 +161,7 @@ fn as_test_user(program: &Path, scratch: &Path) -> std::process::Command {
     command
         .arg(program)
         .env("HOME", scratch)
+        .env("XDG_RUNTIME_DIR", rootless::runtime_dir(scratch, user))
         .env("USER", &user.name);
     command
 }

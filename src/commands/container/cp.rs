@@ -723,13 +723,14 @@ impl<'a> Access<'a> {
         })
         .context("encoding the copy helper's request")?;
         let mut command = Command::new("/proc/self/exe");
-        command
-            .arg(CP_ARG)
-            .arg(request)
-            .env_clear()
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::piped());
+        command.arg(CP_ARG).arg(request).env_clear();
+        // Rootless, it enters kiln's user namespace: the user's holder.
+        for name in ["XDG_RUNTIME_DIR", crate::userns::holder::IDLE_ENV] {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        command.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
         let raw = self.pidfd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         // SAFETY: prctl, dup2 and close are async-signal-safe; the pidfd
         // stays open in this process until the child has exec-ed.
