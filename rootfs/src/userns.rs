@@ -428,6 +428,31 @@ mod tests {
     }
 
     #[test]
+    fn compares_a_process_maps_with_a_mapping() {
+        let own = std::process::id().cast_signed();
+        let read = |file| {
+            parse_map(&std::fs::read_to_string(format!("/proc/self/{file}")).unwrap_or_default())
+        };
+        let mut mapping = Mapping {
+            uids: read("uid_map"),
+            gids: read("gid_map"),
+            single_reason: None,
+        };
+        assert_eq!(mapping.is_written_for(own), Ok(true));
+        mapping.uids.push(IdRange {
+            inside: 1,
+            outside: 100_000,
+            count: 10,
+        });
+        assert_eq!(mapping.is_written_for(own), Ok(false));
+        let gone = mapping.is_written_for(i32::MAX).unwrap_err();
+        assert!(
+            gone.starts_with("reading /proc/2147483647/uid_map: "),
+            "{gone}"
+        );
+    }
+
+    #[test]
     fn parses_proc_maps() {
         assert_eq!(
             parse_map("         0          0 4294967295\n"),
