@@ -4,9 +4,10 @@
 //! Most commands join the namespace the user's holder keeps
 //! ([`holder`]): `setns`, no second process. Where that fails (no
 //! private runtime directory, `KILN_USERNS_IDLE=0`), the command makes a
-//! namespace of its own, as follows. The process that writes a namespace's maps must be outside it, so the
-//! command forks (no exec: the command line is already parsed, and the
-//! process is still single-threaded) with two pipes: the child unshares
+//! namespace of its own, as follows. The process that writes a
+//! namespace's maps must be outside it, so the command forks (no exec:
+//! the command line is already parsed, and the process is still
+//! single-threaded) with two pipes: the child unshares
 //! its user namespace and says so on the first, the parent writes the
 //! maps (`newuidmap` and `newgidmap` at once, for subordinate ranges)
 //! and answers on the second, the child becomes uid/gid 0 and runs the

@@ -437,6 +437,12 @@ fn holder_child(ready: OwnedFd, go: OwnedFd, record: &Path, idle: u64) -> ! {
         // SAFETY: as above.
         unsafe { libc::_exit(1) }
     }
+    // Its allocator would take 2 MB huge pages for its first few bytes:
+    // a sleeping process keeps its resident memory small.
+    // SAFETY: prctl on integers; kept across exec.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let _ = std::process::Command::new("/proc/self/exe")
         .arg0("kiln")
         .arg(HOLDER_ARG)
