@@ -741,3 +741,35 @@ fn owned_by(dir: &std::path::Path, uid: u32) -> bool {
             || (meta.is_dir() && owned_by(&e.path(), uid))
     })
 }
+
+#[test]
+fn rootless_runtime_directory_others_may_enter_gets_no_holder() {
+    if !can_test() {
+        return;
+    }
+    let me = user("kiln-rl-holder", Some(1_500_000));
+    let kiln = common::Kiln::new();
+    let home = me.home_in(kiln.dir.path());
+    let kiln_bin = binary(&kiln);
+    // A record others could replace is not trusted: no holder, and the
+    // command works in a namespace of its own.
+    let open = home.join(".run/kiln");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&open, Some(me.uid), Some(me.gid)).unwrap();
+    let out = me.ok(
+        &kiln_bin,
+        &home,
+        &["info", "--format", "{{json .DriverStatus}}"],
+    );
+    assert!(
+        out.contains(&format!(
+            "[\"User Namespace\",\"none ({} is not a directory of uid {} that only it may \
+             enter)\"]",
+            open.display(),
+            me.uid
+        )),
+        "{out}"
+    );
+    assert_eq!(holder_pid(&home.join(".run")), None);
+}
