@@ -520,6 +520,23 @@ fn rootless_commands_join_the_user_namespace_a_holder_keeps() {
     assert_eq!(ns_of_a_run(), first);
     let holder = holder_pid(&run_dir).unwrap();
     assert_eq!(user_ns(holder), first);
+    // The command is its own process in there: its exit status is the
+    // container's, as before.
+    let (code, _, err) = me.outcome(
+        &kiln_bin,
+        &home,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "bb:1",
+            "sh",
+            "-c",
+            "exit 7",
+        ],
+    );
+    assert_eq!(code, 7, "{err}");
     let cmdline = fs::read(format!("/proc/{holder}/cmdline")).unwrap();
     assert!(
         String::from_utf8_lossy(&cmdline).starts_with("kiln\0__kiln-userns-holder\0"),
