@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Rootless kiln build beside root kiln build on the shared workloads
-# (../shared/tools/bench/workloads): cold build and no-op rebuild, medians of
-# REPS runs (default 3), and the rootless/root ratio. Rootless runs as the
+# (../shared/tools/bench/workloads): cold build (median of REPS runs, default
+# 3) and no-op rebuild (median of RUNS runs, default 30, the modes
+# interleaved), and the rootless/root ratios; then `kiln volume ls` (a
+# command that only opens the store), the same way. Rootless runs as the
 # user kiln-bench-rl (made here, with subordinate ids) through setpriv, with
-# the same binary, contexts and base images as root.
+# the same binary, contexts and base images as root, twice: joining the user
+# namespace holder's namespace (the default), and with KILN_USERNS_IDLE=0,
+# each command making its own namespace (as before the holder; own-ns).
 # Needs root (it makes the user) and the bench cache of
 # ../shared/tools/bench/setup-peers.sh (bb-docker.tar, deb-docker.tar).
 # Usage: benches/rootless.sh [WORKLOAD...]   (default: parallel steps fat)
@@ -13,6 +17,7 @@ cd "$(dirname "$0")/.."
 bench=${BENCH_DIR:-../shared/tools/bench}
 cache=${BENCH_CACHE:-/var/tmp/bench-cache}
 REPS=${REPS:-3}
+RUNS=${RUNS:-30}
 workloads=("$@")
 [ ${#workloads[@]} -gt 0 ] || workloads=(parallel steps fat)
 cargo build --release --quiet
@@ -37,32 +42,64 @@ for w in "${workloads[@]}"; do
     cp -r "$bench/workloads/$w" "$work/ctx-$w"
 done
 chmod -R a+rX "$work"
+# The user's runtime directory (the holder's record), in the bench's.
+install -d -m 700 -o "$uid" -g "$gid" "$work/run"
 # The default network without root needs /dev/net/tun open to the user
 # (mode 0666 on most hosts): opened for the run where the host keeps it to
 # root, and set back on exit.
 tun_mode=$(stat -c %a /dev/net/tun)
-trap 'chmod "$tun_mode" /dev/net/tun; rm -rf "$work"' EXIT
+trap 'as rootless system reset-userns || true; chmod "$tun_mode" /dev/net/tun; rm -rf "$work"' EXIT
 chmod 666 /dev/net/tun
 
-# Both through setpriv and env, so the figures differ by kiln alone.
+# Both through setpriv and env, so the figures differ by kiln alone:
+# `prefix MODE` is the command line before kiln's arguments.
+prefix() {
+    local idle=900
+    [ "$1" != rootless-own ] || idle=0
+    if [ "$1" = root ]; then
+        echo "setpriv --reuid=0 --regid=0 --keep-groups"
+    else
+        echo "setpriv --reuid=$uid --regid=$gid --init-groups"
+    fi
+    echo "-- env HOME=$work XDG_RUNTIME_DIR=$work/run KILN_USERNS_IDLE=$idle $work/kiln"
+}
 as() {
     local mode=$1
     shift
-    if [ "$mode" = root ]; then
-        setpriv --reuid=0 --regid=0 --keep-groups -- env HOME="$work" "$work/kiln" "$@"
-    else
-        setpriv --reuid="$uid" --regid="$gid" --init-groups -- env HOME="$work" "$work/kiln" "$@"
-    fi
+    # shellcheck disable=SC2046 # words of prefix, none with spaces
+    $(prefix "$mode") "$@"
+}
+# `kiln ARGS` in each mode (STORE in ARGS: the mode's store), RUNS rounds
+# after 3 of warm-up, the modes interleaved in each round (in turn first),
+# so that the shared machine's load falls on all alike: "MODE MEDIAN" lines.
+interleaved() {
+    local cmds=() m
+    for m in root rootless rootless-own; do
+        cmds+=("$(prefix "$m" | tr '\n' ' ') ${*//STORE/$work/store-$m}")
+    done
+    paste -d' ' <(printf '%s\n' root rootless rootless-own) <(python3 -c '
+import shlex, statistics, subprocess, sys, time
+runs, cmds = int(sys.argv[1]), [shlex.split(c) for c in sys.argv[2:]]
+times = [[] for _ in cmds]
+for r in range(runs + 3):
+    for k in range(len(cmds)):
+        i = (r + k) % len(cmds)
+        t = time.perf_counter()
+        subprocess.run(cmds[i], stdout=subprocess.DEVNULL, check=True)
+        if r >= 3:
+            times[i].append(time.perf_counter() - t)
+for t in times:
+    print("%.4f" % statistics.median(t))
+' "$RUNS" "${cmds[@]}")
 }
 
 now() { date +%s.%N; }
 med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 out=$(mktemp)
 for w in "${workloads[@]}"; do
-    for mode in root rootless; do
+    for mode in root rootless rootless-own; do
         store=$work/store-$mode
         cold=()
-        noop=()
         for _ in $(seq 1 "$REPS"); do
             rm -rf "$store"
             mkdir "$store"
@@ -73,18 +110,27 @@ for w in "${workloads[@]}"; do
             t0=$(now)
             as "$mode" --root "$store" build -q -t "bench-$w" "$work/ctx-$w" >/dev/null
             t1=$(now)
-            as "$mode" --root "$store" build -q -t "bench-$w" "$work/ctx-$w" >/dev/null
-            t2=$(now)
             cold+=("$(echo "$t1 - $t0" | bc)")
-            noop+=("$(echo "$t2 - $t1" | bc)")
         done
         echo "$mode $w cold $(printf '%s\n' "${cold[@]}" | med)" | tee -a "$out"
-        echo "$mode $w noop $(printf '%s\n' "${noop[@]}" | med)" | tee -a "$out"
+    done
+    # No-op rebuilds take 10 to 40 ms: RUNS of them, interleaved.
+    interleaved --root STORE build -q -t "bench-$w" "$work/ctx-$w" | while read -r mode t; do
+        echo "$mode $w noop $t" | tee -a "$out"
     done
 done
 echo
-printf '%-9s %-6s %9s %9s %6s\n' workload phase root rootless ratio
+printf '%-9s %-6s %9s %9s %6s %9s %6s\n' workload phase root rootless ratio own-ns ratio
 awk '{ t[$1" "$2" "$3] = $4; k[$2" "$3] = 1 }
      END { for (x in k) { split(x, p, " "); a = t["root " x]; b = t["rootless " x];
-           if (a != "" && b != "") printf "%-9s %-6s %8.3fs %8.3fs %6.2f\n", p[1], p[2], a, b, b / a } }' "$out" | sort
+           c = t["rootless-own " x];
+           if (a != "" && b != "" && c != "")
+               printf "%-9s %-6s %8.3fs %8.3fs %6.2f %8.3fs %6.2f\n", p[1], p[2], a, b, b / a, c, c / a } }' "$out" | sort
 rm -f "$out"
+
+# A command that only opens the store: what entering costs.
+echo
+interleaved --root STORE volume ls -q | while read -r mode t; do
+    echo "volume ls $mode: $t s"
+done
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -291,6 +291,13 @@ fn main() -> ExitCode {
     {
         return commands::container::monitor::main();
     }
+    // Rootless kiln's user namespace holder (`src/userns/holder.rs`).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == userns::holder::HOLDER_ARG)
+    {
+        return userns::holder::main();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -521,7 +528,11 @@ impl Command {
             | Self::Layers(_)
             | Self::Tag(_)
             | Self::Save(_)
-            | Self::Push(_) => false,
+            | Self::Push(_)
+            // Stops the holder from outside its namespace.
+            | Self::System {
+                command: commands::system::SystemCommand::ResetUserns,
+            } => false,
             Self::Container { command } => !matches!(
                 command,
                 ContainerCommand::Ls(_)

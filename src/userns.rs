@@ -1,9 +1,13 @@
 //! Rootless kiln: the command continues in a user namespace where it is
 //! root, mapped by [`kiln_rootfs::userns::Mapping`].
 //!
-//! The process that writes a namespace's maps must be outside it, so the
-//! command forks (no exec: the command line is already parsed, and the
-//! process is still single-threaded) with two pipes: the child unshares
+//! Most commands join the namespace the user's holder keeps
+//! ([`holder`]): `setns`, no second process. Where that fails (no
+//! private runtime directory, `KILN_USERNS_IDLE=0`), the command makes a
+//! namespace of its own, as follows. The process that writes a
+//! namespace's maps must be outside it, so the command forks (no exec:
+//! the command line is already parsed, and the process is still
+//! single-threaded) with two pipes: the child unshares
 //! its user namespace and says so on the first, the parent writes the
 //! maps (`newuidmap` and `newgidmap` at once, for subordinate ranges)
 //! and answers on the second, the child becomes uid/gid 0 and runs the
@@ -17,6 +21,17 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use kiln_rootfs::userns::Mapping;
+
+pub mod holder;
+
+/// How this command came into its user namespace, for `kiln info`.
+static HOW: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// How this command came into its user namespace (`None`: it did not
+/// enter one).
+pub fn how_entered() -> Option<&'static str> {
+    HOW.get().map(String::as_str)
+}
 
 /// Left in the store once the single-id message was shown, so it is
 /// shown once.
@@ -42,9 +57,10 @@ pub fn enter_or_exit(store: &Path) -> Result<(), String> {
     }
 }
 
-/// Enters a new user namespace for the command, whose store is `store`
-/// (warned about once there when only one id can be mapped). Must run
-/// while the process has one thread.
+/// Enters kiln's user namespace for the command, whose store is `store`
+/// (warned about once there when only one id can be mapped): the
+/// holder's, else a new one. Must run while the process has one thread
+/// (`setns` into a user namespace and `fork` both need that).
 pub fn enter(store: &Path) -> Result<Entered, String> {
     let mapping = Mapping::for_caller();
     if let Some(message) = mapping.single_id_message() {
@@ -56,6 +72,25 @@ pub fn enter(store: &Path) -> Result<Entered, String> {
                 .and_then(|()| std::fs::write(&noted, format!("{message}\n")));
         }
     }
+    let idle = holder::idle()?;
+    let why_own = match idle {
+        Some(idle) => match holder::join_or_start(&mapping, idle) {
+            Ok(held) => {
+                become_root()?;
+                let _ = HOW.set(format!(
+                    "holder pid {} ({}{})",
+                    held.pid,
+                    held.record.display(),
+                    if held.started { ", started now" } else { "" }
+                ));
+                return Ok(Entered::Inside);
+            }
+            Err(e) => e,
+        },
+        None => format!("{}=0", holder::IDLE_ENV),
+    };
+    log::debug!("no user namespace holder ({why_own}): this command makes its own");
+    let _ = HOW.set(format!("none ({why_own})"));
     let (ready_read, ready_write) = pipe()?;
     let (go_read, go_write) = pipe()?;
     let parent = nix::unistd::getpid();
@@ -114,12 +149,7 @@ fn child(parent: nix::unistd::Pid, ready: OwnedFd, go: OwnedFd) -> Result<(), St
         // The parent failed to map us and says why.
         std::process::exit(125);
     }
-    let zero = nix::unistd::Gid::from_raw(0);
-    nix::unistd::setresgid(zero, zero, zero)
-        .map_err(|e| format!("becoming gid 0 in the user namespace: {e}"))?;
-    let zero = nix::unistd::Uid::from_raw(0);
-    nix::unistd::setresuid(zero, zero, zero)
-        .map_err(|e| format!("becoming uid 0 in the user namespace: {e}"))?;
+    become_root()?;
     // The parent is what the caller sees (and may `kill -9`): this
     // process dies with it, as kiln dies as root. Set after the ids
     // changed, which clears it; a parent already gone is caught by
@@ -131,6 +161,18 @@ fn child(parent: nix::unistd::Pid, ready: OwnedFd, go: OwnedFd) -> Result<(), St
     if nix::unistd::getppid() != parent {
         std::process::exit(137);
     }
+    Ok(())
+}
+
+/// Becomes uid and gid 0 of the namespace just entered (the caller's
+/// own ids outside).
+fn become_root() -> Result<(), String> {
+    let zero = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(zero, zero, zero)
+        .map_err(|e| format!("becoming gid 0 in the user namespace: {e}"))?;
+    let zero = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(zero, zero, zero)
+        .map_err(|e| format!("becoming uid 0 in the user namespace: {e}"))?;
     Ok(())
 }
 

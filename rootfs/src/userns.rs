@@ -181,6 +181,20 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Whether the user namespace of process `pid` has exactly these maps
+    /// (read from outside it, as [`Mapping::write`] wrote them): a kept
+    /// namespace whose maps differ was made before `/etc/subuid` or
+    /// `/etc/subgid` changed.
+    pub fn is_written_for(&self, pid: i32) -> Result<bool, String> {
+        let read = |file: &str| {
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))
+        };
+        Ok(parse_map(&read("uid_map")?) == self.uids && parse_map(&read("gid_map")?) == self.gids)
+    }
+}
+
 /// Starts `newuidmap`/`newgidmap` for `pid` with `ranges`.
 fn helper(program: &str, pid: i32, ranges: &[IdRange]) -> Result<std::process::Child, String> {
     let mut command = Command::new(program);
@@ -411,6 +425,31 @@ mod tests {
         assert!(!m.has_ranges());
         let message = m.single_id_message().unwrap_or_default();
         assert!(message.contains("Debian package uidmap"), "{message}");
+    }
+
+    #[test]
+    fn compares_a_process_maps_with_a_mapping() {
+        let own = std::process::id().cast_signed();
+        let read = |file| {
+            parse_map(&std::fs::read_to_string(format!("/proc/self/{file}")).unwrap_or_default())
+        };
+        let mut mapping = Mapping {
+            uids: read("uid_map"),
+            gids: read("gid_map"),
+            single_reason: None,
+        };
+        assert_eq!(mapping.is_written_for(own), Ok(true));
+        mapping.uids.push(IdRange {
+            inside: 1,
+            outside: 100_000,
+            count: 10,
+        });
+        assert_eq!(mapping.is_written_for(own), Ok(false));
+        let gone = mapping.is_written_for(i32::MAX).unwrap_err();
+        assert!(
+            gone.starts_with("reading /proc/2147483647/uid_map: "),
+            "{gone}"
+        );
     }
 
     #[test]

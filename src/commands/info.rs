@@ -86,6 +86,9 @@ fn info_document(store: &kiln_store::Store) -> anyhow::Result<Value> {
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(":"))
             .collect();
         driver_status.push(json!(["ID Map", map.join(",")]));
+        if let Some(how) = crate::userns::how_entered() {
+            driver_status.push(json!(["User Namespace", how]));
+        }
     }
     let version = env!("CARGO_PKG_VERSION");
     let runtime_path =

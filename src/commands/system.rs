@@ -1,4 +1,4 @@
-//! `kiln system check` and `kiln system df`.
+//! `kiln system check`, `kiln system df` and `kiln system reset-userns`.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -18,6 +18,9 @@ pub enum SystemCommand {
     Df(DfArgs),
     /// Show the store, kernel and machine kiln works with (`kiln info`).
     Info(super::info::InfoArgs),
+    /// Stop the process that keeps rootless kiln's user namespace between
+    /// commands; the next command starts a new one.
+    ResetUserns,
 }
 
 /// Arguments of `kiln system df`.
@@ -39,6 +42,13 @@ pub fn run(root: Option<&Path>, command: &SystemCommand) -> anyhow::Result<ExitC
             Ok(ExitCode::SUCCESS)
         }
         SystemCommand::Df(_) => df(&open(root)?),
+        SystemCommand::ResetUserns => {
+            // Root that may mount has no holder to stop.
+            if !kiln_rootfs::userns::can_mount() {
+                crate::userns::holder::stop().map_err(anyhow::Error::msg)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

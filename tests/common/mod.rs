@@ -28,9 +28,11 @@ impl Drop for Kiln {
     /// then deletes the store's bridges and their elements in the kiln
     /// table: a killed monitor does not take its run's bridge down, and a
     /// deleted store's bridge would hold one of the host's 31 pool
-    /// subnets for good.
+    /// subnets for good. Rootless kiln's user namespace holders of the
+    /// test (their runtime directories are in its directory) go too.
     fn drop(&mut self) {
         let killed = self.kill_monitors();
+        rootless::stop_holders(self.dir.path());
         let Ok(networks) = fs::read_dir(self.root().join("networks")) else {
             return;
         };
@@ -198,6 +200,7 @@ fn as_test_user(program: &Path, scratch: &Path) -> std::process::Command {
     command
         .arg(program)
         .env("HOME", scratch)
+        .env("XDG_RUNTIME_DIR", rootless::runtime_dir(scratch, user))
         .env("USER", &user.name);
     command
 }

@@ -91,6 +91,7 @@ impl TestUser {
         let home = parent.join(format!("home-{}", self.name));
         fs::create_dir_all(&home).unwrap();
         std::os::unix::fs::chown(&home, Some(self.uid), Some(self.gid)).unwrap();
+        runtime_dir(&home, self);
         let mut dir = parent.to_path_buf();
         loop {
             let mode = fs::metadata(&dir).unwrap().permissions().mode();
@@ -104,9 +105,11 @@ impl TestUser {
         home
     }
 
-    /// `kiln ARGS` as this user, with `home` as `HOME` and no
-    /// `XDG_DATA_HOME` (so the store is the default one unless `args`
-    /// say otherwise); `binary` is a copy of kiln the user can run.
+    /// `kiln ARGS` as this user, with `home` as `HOME`, `home/.run` as
+    /// `XDG_RUNTIME_DIR` (so the test has a user namespace holder of its
+    /// own, stopped with its [`super::Kiln`]) and no `XDG_DATA_HOME` (so
+    /// the store is the default one unless `args` say otherwise);
+    /// `binary` is a copy of kiln the user can run.
     pub fn kiln(&self, binary: &Path, home: &Path, args: &[&str]) -> Command {
         let mut command = Command::new("setpriv");
         command
@@ -118,6 +121,8 @@ impl TestUser {
             .args(args)
             .env("HOME", home)
             .env("USER", &self.name)
+            .env("XDG_RUNTIME_DIR", home.join(".run"))
+            .env_remove("KILN_USERNS_IDLE")
             .env_remove("XDG_DATA_HOME")
             .env_remove("KILN_ROOT")
             .env_remove("KILN_LOG")
@@ -141,5 +146,49 @@ impl TestUser {
         let (code, out, err) = self.outcome(binary, home, args);
         assert_eq!(code, 0, "kiln {args:?} as {} failed:\n{err}", self.name);
         out
+    }
+}
+
+/// `dir/.run`, made as `user`'s private runtime directory
+/// (`XDG_RUNTIME_DIR`), where rootless kiln keeps its user namespace
+/// holder's record.
+pub fn runtime_dir(dir: &Path, user: &TestUser) -> PathBuf {
+    let run = dir.join(".run");
+    if !run.is_dir() {
+        fs::create_dir_all(&run).unwrap();
+        fs::set_permissions(&run, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&run, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    run
+}
+
+/// The pid of the user namespace holder recorded in the runtime
+/// directory `run`, if the record is there.
+pub fn holder_pid(run: &Path) -> Option<i32> {
+    let text = fs::read_to_string(run.join("kiln/userns-holder")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Kills the user namespace holders whose runtime directories are
+/// `dir/.run` and `dir/home-*/.run` (a test's), each only if its command
+/// line names its record (not a process that reused the pid).
+pub fn stop_holders(dir: &Path) {
+    let homes = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("home-"))
+        .map(|e| e.path());
+    for base in std::iter::once(dir.to_path_buf()).chain(homes) {
+        let run = base.join(".run");
+        let Some(pid) = holder_pid(&run) else {
+            continue;
+        };
+        let record = run.join("kiln/userns-holder");
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&*record.to_string_lossy()) {
+            // SAFETY: kill with a pid whose command line names this record.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }

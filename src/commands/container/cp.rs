@@ -723,17 +723,19 @@ impl<'a> Access<'a> {
         })
         .context("encoding the copy helper's request")?;
         let mut command = Command::new("/proc/self/exe");
-        command
-            .arg(CP_ARG)
-            .arg(request)
-            .env_clear()
-            .envs(
-                std::env::var_os(kiln_rootfs::mount::SNAPSHOTTER_ENV)
-                    .map(|v| (kiln_rootfs::mount::SNAPSHOTTER_ENV, v)),
-            )
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::piped());
+        command.arg(CP_ARG).arg(request).env_clear();
+        // What the helper must see of kiln's environment: the snapshotter
+        // chosen, and rootless, the user's namespace holder.
+        for name in [
+            kiln_rootfs::mount::SNAPSHOTTER_ENV,
+            "XDG_RUNTIME_DIR",
+            crate::userns::holder::IDLE_ENV,
+        ] {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        command.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
         let raw = self.pidfd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         // SAFETY: prctl, dup2 and close are async-signal-safe; the pidfd
         // stays open in this process until the child has exec-ed.
