@@ -1129,6 +1129,7 @@ fn push_in_chunks_is_read_back_whole_by_skopeo() {
             progress: &report,
             uploads: kiln_store::registry::push::PARALLEL_UPLOADS,
             unchecked_below: 0,
+            prestarted: None,
         },
     )
     .unwrap();
@@ -1774,4 +1775,71 @@ fn pull_and_push_on_a_terminal_draw_a_line_per_layer_with_a_bar_and_its_bytes() 
     let shown = on_a_terminal(&format!("push {target}"));
     assert!(shown.contains(": Pushing"), "{shown:?}");
     assert!(shown.contains(": Pushed"), "{shown:?}");
+}
+
+/// Uploads opened ahead of a push (a build cache's export opens one while
+/// the build runs) are used first, and one the registry no longer knows
+/// is replaced by a new upload: the push still lands.
+#[test]
+fn a_push_takes_uploads_opened_ahead_and_replaces_one_the_registry_dropped() {
+    if !registry::available() {
+        return;
+    }
+    let registry = Registry::plain();
+    let proxy = registry::FaultProxy::start(&registry);
+    let kiln = Kiln::new();
+    let reference = format!("{}/ahead/app:1", proxy.host());
+    kiln.import_sample(&reference);
+    let store = kiln_store::Store::open(&kiln.root()).unwrap();
+    let image = store.resolve(&reference).unwrap();
+    let client = kiln_store::registry::Client::new(kiln_store::registry::RegistryConfig {
+        certs_dir: kiln.path("no-certs"),
+        ..kiln_store::registry::RegistryConfig::default()
+    });
+    let named = kiln_reference::parse_normalized_named(&reference).unwrap();
+    let opened = kiln_store::registry::artifact::prepare_push(&client, &named).unwrap();
+    let prestarted = std::sync::Mutex::new(vec![
+        opened.clone(),
+        "/v2/ahead/app/blobs/uploads/00000000-0000-0000-0000-000000000000?_state=gone".to_owned(),
+    ]);
+    let quiet = |_: kiln_store::registry::PushEvent| {};
+    let pushed = kiln_store::registry::push(
+        &store,
+        &client,
+        &named,
+        &kiln_store::registry::PushOptions {
+            compression: kiln_store::layer::Compression::Gzip,
+            monolithic_max: kiln_store::registry::push::MONOLITHIC_MAX,
+            chunk_size: kiln_store::registry::push::CHUNK_SIZE,
+            progress: &quiet,
+            uploads: 1,
+            unchecked_below: 0,
+            prestarted: Some(&prestarted),
+        },
+    )
+    .unwrap();
+    assert_eq!(pushed.digest, image.manifest_digest);
+    assert!(prestarted.lock().unwrap().is_empty(), "both were taken");
+    let requests = proxy.requests();
+    let puts: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.target.contains("/blobs/uploads/"))
+        .map(|r| r.target.as_str())
+        .collect();
+    // The dropped upload was tried, then a new one; the one opened ahead
+    // served the other blob.
+    assert!(puts.iter().any(|t| t.contains("_state=gone")), "{puts:?}");
+    let path = opened
+        .split('?')
+        .next()
+        .unwrap()
+        .trim_start_matches("http://");
+    let path = path.find("/v2/").map_or(path, |i| &path[i..]);
+    assert!(puts.iter().any(|t| t.starts_with(path)), "{path} {puts:?}");
+    let other = Kiln::new();
+    ok_with(
+        &other,
+        &kiln_for(&other, &registry),
+        &["pull", &format!("{}/ahead/app:1", registry.host())],
+    );
 }

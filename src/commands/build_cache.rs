@@ -201,6 +201,8 @@ pub struct Sent {
     layers: HashMap<String, CachedLayer>,
     /// The blobs the location has now.
     blobs: BTreeSet<String>,
+    /// Uploads opened in its repository while the build went on.
+    prestarted: Vec<String>,
 }
 
 /// Threads that send layers early.
@@ -258,6 +260,24 @@ impl EarlySend {
         let receiver = Mutex::new(receiver);
         let sent: Vec<Mutex<Sent>> = cache_to.iter().map(|_| Mutex::default()).collect();
         let result = std::thread::scope(|scope| {
+            // The registries' probes, connections and tokens, ready before
+            // the export needs them.
+            for (to, sent) in cache_to.iter().zip(&sent) {
+                if let Some(CacheLocation::Registry(reference)) = &to.location {
+                    scope.spawn(move || {
+                        match kiln_store::registry::artifact::prepare_push(client, reference) {
+                            Ok(location) => sent
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .prestarted
+                                .push(location),
+                            Err(e) => {
+                                log::debug!("cache export: readying {reference} failed: {e}");
+                            }
+                        }
+                    });
+                }
+            }
             for _ in 0..EARLY_WORKERS {
                 scope.spawn(|| {
                     loop {
@@ -359,6 +379,7 @@ fn send_layer(
                 progress: &quiet,
                 uploads: 1,
                 unchecked_below: 0,
+                prestarted: None,
             };
             let size = store.blobs().size(&digest)?;
             kiln_store::registry::artifact::push_artifact_blobs(
@@ -456,8 +477,15 @@ pub fn export(
     );
     let none = BTreeSet::new();
     let sent_blobs = sent.map_or(&none, |s| &s.blobs);
-    kiln_builder::cache::share::export(store, Some(client), &records, location, sent_blobs)
-        .with_context(|| format!("exporting the build cache to {location}"))?;
+    let prestarted = Mutex::new(sent.map_or_else(Vec::new, |s| s.prestarted.clone()));
+    kiln_builder::cache::share::export(
+        store,
+        Some(client),
+        &records,
+        location,
+        (sent_blobs, &prestarted),
+    )
+    .with_context(|| format!("exporting the build cache to {location}"))?;
     log::debug!("cache export: written in {:?}", started.elapsed());
     Ok(())
 }
@@ -562,16 +590,52 @@ fn compressed(
         return Ok(record);
     }
     let digest = kiln_store::digest::parse_sha256(&layer.descriptor.digest)?;
-    let written = store.write_layer(store.blobs().open(&digest)?, compression)?;
     let mut descriptor = layer.descriptor.clone();
     kiln_store::layer::media_type(compression, false).clone_into(&mut descriptor.media_type);
-    descriptor.digest = written.descriptor.digest;
-    descriptor.size = written.descriptor.size;
+    // A small layer is compressed in memory, its bytes in the descriptor
+    // for the records to carry (the export writes a blob of them only if
+    // they are not carried).
+    if let Some(bytes) = small_layer(store, &digest, layer.descriptor.size, compression)? {
+        use base64::Engine as _;
+        descriptor.digest = kiln_store::digest::digest_bytes(&bytes).to_string();
+        descriptor.size = i64::try_from(bytes.len())?;
+        descriptor.extra.insert(
+            "data".to_owned(),
+            base64::engine::general_purpose::STANDARD
+                .encode(&bytes)
+                .into(),
+        );
+    } else {
+        let written = store.write_layer(store.blobs().open(&digest)?, compression)?;
+        descriptor.digest = written.descriptor.digest;
+        descriptor.size = written.descriptor.size;
+    }
     record.layer = Some(CachedLayer {
         descriptor,
         ..layer.clone()
     });
     Ok(record)
+}
+
+/// The stored (plain) layer `digest` of `size` bytes compressed in
+/// memory, if it is small enough for the records to carry it.
+fn small_layer(
+    store: &Store,
+    digest: &kiln_store::Digest,
+    size: i64,
+    compression: Compression,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    // A plain tar this small compresses to what the records carry
+    // (headers and padding are most of a small layer).
+    const SMALL_PLAIN: i64 = 256 << 10;
+    if size > SMALL_PLAIN {
+        return Ok(None);
+    }
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut store.blobs().open(digest)?, &mut plain)
+        .with_context(|| format!("reading layer {digest}"))?;
+    let bytes = kiln_store::layer::compress_small(&plain, compression)?;
+    Ok((bytes.len() as u64 <= kiln_builder::cache::share::INLINE_MAX).then_some(bytes))
 }
 
 /// Pushes `image`, which a `store=false` build wrote without adding it

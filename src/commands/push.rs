@@ -94,6 +94,7 @@ pub fn push_reporting(
         progress: &report,
         uploads: registry::push::PARALLEL_UPLOADS,
         unchecked_below: 0,
+        prestarted: None,
     };
     let pushed = push(&options);
     progress.finish();

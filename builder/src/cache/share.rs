@@ -773,7 +773,10 @@ fn read_layout(dir: &Path) -> Result<Option<(Manifest, RecordsDocument)>, String
 /// `location`. A layout directory is made if missing; its `index.json` is
 /// replaced, blobs already there are kept. Layers in `sent` went to the
 /// registry during the build ([`push_artifact_blobs`]) and are not
-/// checked again.
+/// checked again; uploads in `prestarted` were opened during it
+/// ([`prepare_push`]).
+///
+/// [`prepare_push`]: kiln_store::registry::artifact::prepare_push
 ///
 /// [`push_artifact_blobs`]: kiln_store::registry::artifact::push_artifact_blobs
 ///
@@ -785,17 +788,25 @@ pub fn export(
     client: Option<&Client>,
     records: &[CacheRecord],
     location: &CacheLocation,
-    sent: &std::collections::BTreeSet<String>,
+    (sent, prestarted): (
+        &std::collections::BTreeSet<String>,
+        &std::sync::Mutex<Vec<String>>,
+    ),
 ) -> Result<(), BuildError> {
     let mut layers: BTreeMap<String, Descriptor> = BTreeMap::new();
+    // Layers compressed in memory come with their bytes (`data`).
+    let mut given: HashMap<String, String> = HashMap::new();
     for record in records {
         if let Some(layer) = &record.layer {
             // A layer with a recipe is not in the cache: its recipe is.
-            let listed = match layer.descriptor.extra.get(super::recipe::RECIPE_KEY) {
+            let mut listed = match layer.descriptor.extra.get(super::recipe::RECIPE_KEY) {
                 Some(recipe) => serde_json::from_value::<Descriptor>(recipe.clone())
                     .map_err(|e| failed(location, format!("a layer's recipe: {e}")))?,
                 None => layer.descriptor.clone(),
             };
+            if let Some(serde_json::Value::String(data)) = listed.extra.remove(DATA) {
+                given.insert(listed.digest.clone(), data);
+            }
             layers.entry(listed.digest.clone()).or_insert(listed);
         }
     }
@@ -805,15 +816,28 @@ pub fn export(
         .filter(|(_, d)| d.media_type != super::recipe::RECIPE_TYPE)
         .map(|(k, d)| (k.clone(), d.clone()))
         .collect();
-    let carried = carried_layers(store, &plain).map_err(|e| failed(location, e))?;
+    let carried = carried_layers(store, &plain, &given).map_err(|e| failed(location, e))?;
+    // Bytes given but not carried (over the budget) become blobs.
+    for (digest, data) in given.iter().filter(|(d, _)| !carried.contains_key(*d)) {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| failed(location, format!("layer {digest}: {e}")))?;
+        store.blobs().write_bytes(&bytes)?;
+    }
     layers.retain(|digest, _| !carried.contains_key(digest));
     let mut records = records.to_vec();
     for layer in records.iter_mut().filter_map(|r| r.layer.as_mut()) {
-        if let Some(data) = carried.get(&layer.descriptor.digest) {
-            layer
-                .descriptor
-                .extra
-                .insert(DATA.to_owned(), serde_json::Value::from(data.as_str()));
+        match carried.get(&layer.descriptor.digest) {
+            Some(data) => {
+                layer
+                    .descriptor
+                    .extra
+                    .insert(DATA.to_owned(), serde_json::Value::from(data.as_str()));
+            }
+            None => {
+                layer.descriptor.extra.remove(DATA);
+            }
         }
     }
     let document = RecordsDocument {
@@ -852,6 +876,7 @@ pub fn export(
                 progress: &quiet,
                 uploads: CACHE_UPLOADS,
                 unchecked_below: UNCHECKED_BELOW,
+                prestarted: Some(prestarted),
             };
             kiln_store::registry::artifact::push_artifact(
                 store,
@@ -869,10 +894,12 @@ pub fn export(
 }
 
 /// The layers of `layers` (digest -> descriptor) that the records carry
-/// (base64): the small ones, smallest first, up to [`INLINE_TOTAL`].
+/// (base64): the small ones, smallest first, up to [`INLINE_TOTAL`]; their
+/// bytes from `given` (digest -> base64), else from the store.
 fn carried_layers(
     store: &Store,
     layers: &BTreeMap<String, Descriptor>,
+    given: &HashMap<String, String>,
 ) -> Result<HashMap<String, String>, String> {
     use base64::Engine as _;
     let mut small: Vec<&Descriptor> = layers
@@ -886,6 +913,11 @@ fn carried_layers(
         let size = u64::try_from(descriptor.size).unwrap_or(u64::MAX);
         if total.saturating_add(size) > INLINE_TOTAL {
             break;
+        }
+        if let Some(data) = given.get(&descriptor.digest) {
+            total += size;
+            carried.insert(descriptor.digest.clone(), data.clone());
+            continue;
         }
         let digest = parse_sha256(&descriptor.digest).map_err(|e| e.to_string())?;
         let mut bytes = Vec::new();
@@ -1072,7 +1104,7 @@ mod tests {
         let full: Vec<String> = (0..70)
             .map(|i| add(usize::try_from(INLINE_MAX).unwrap(), 2 + i))
             .collect();
-        let carried = carried_layers(&store, &layers).unwrap();
+        let carried = carried_layers(&store, &layers, &std::collections::HashMap::new()).unwrap();
         assert!(!carried.contains_key(&large));
         assert!(carried.contains_key(&tiny));
         let count = full.iter().filter(|d| carried.contains_key(*d)).count();

@@ -314,7 +314,10 @@ impl Setup {
             None,
             &records,
             &CacheLocation::Local(dir.clone()),
-            &std::collections::BTreeSet::new(),
+            (
+                &std::collections::BTreeSet::new(),
+                &std::sync::Mutex::new(Vec::new()),
+            ),
         )
         .unwrap();
         dir

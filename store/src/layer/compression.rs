@@ -160,6 +160,26 @@ pub fn encoder<W: Write>(w: W, c: Compression) -> Result<LayerEncoder<W>, LayerE
     }
 }
 
+/// Compresses a small layer held in memory on this thread (zstd level 3
+/// in single-threaded mode, whose bytes differ from [`encoder`]'s
+/// multi-threaded ones; gzip as [`encoder`] writes it). For a layer of a
+/// few KiB, [`encoder`]'s worker threads and buffers cost far more than
+/// the compression: a build cache export of 24 such layers spent 30 ms of
+/// system time on them.
+pub fn compress_small(data: &[u8], c: Compression) -> Result<Vec<u8>, LayerError> {
+    match c {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Zstd => zstd::bulk::compress(data, ZSTD_LEVEL)
+            .map_err(|e| LayerError::io("compressing a small layer", e)),
+        Compression::Gzip => {
+            let mut e = encoder(Vec::new(), Compression::Gzip)?;
+            e.write_all(data)
+                .and_then(|()| e.finish())
+                .map_err(|e| LayerError::io("compressing a small layer", e))
+        }
+    }
+}
+
 /// OCI layer media type, uncompressed.
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 /// OCI layer media type, gzip.

@@ -13,7 +13,8 @@ pub mod unpack;
 mod tests;
 
 pub use compression::{
-    Compression, LayerEncoder, decoder, encoder, from_media_type, media_type, open_layer,
+    Compression, LayerEncoder, compress_small, decoder, encoder, from_media_type, media_type,
+    open_layer,
 };
 pub use error::LayerError;
 pub use pack::{OwnerNames, PackOptions, PackStats, pack_directory, pack_path};

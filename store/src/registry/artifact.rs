@@ -33,6 +33,20 @@ fn session<'c>(
     client.session(&endpoint, reference.path(), push)
 }
 
+/// Readies a later push to `reference` while other work goes on: the
+/// endpoint's scheme is probed, a connection opened, a push token fetched
+/// (where the registry wants one) and an upload opened; returns the
+/// upload's location, for [`PushOptions::prestarted`]. `client` keeps the
+/// rest for the push.
+///
+/// # Errors
+///
+/// The registry cannot be reached or refuses the push.
+pub fn prepare_push(client: &Client, reference: &ImageReference) -> Result<String, RegistryError> {
+    let session = session(client, reference, true)?;
+    super::push::start_upload(&session, "an upload opened ahead")
+}
+
 /// Pushes `blobs` (which the store holds; those the registry has are
 /// skipped) to `reference`'s repository, ahead of [`push_artifact`]: the
 /// layers of a cache sent while its build goes on. Returns how many were

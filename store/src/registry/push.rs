@@ -78,6 +78,11 @@ pub struct PushOptions<'a> {
     /// document that is new nearly every time (a build cache's records),
     /// the HEAD is a round trip that saves nothing.
     pub unchecked_below: u64,
+    /// Uploads opened ahead of the push ([`start_upload`]'s locations, in
+    /// the repository pushed to), taken before opening new ones: their
+    /// POST went while other work did. One the registry no longer knows is
+    /// replaced by a new upload.
+    pub prestarted: Option<&'a Mutex<Vec<String>>>,
 }
 
 /// What a push did.
@@ -535,9 +540,13 @@ fn push_blob(
             _ => return Err(push_error(session, &what, &mut response)),
         }
     }
-    let mut location = match location {
-        Some(location) => location,
-        None => start_upload(session, &what)?,
+    let prestarted = options
+        .prestarted
+        .and_then(|p| p.lock().ok().and_then(|mut p| p.pop()));
+    let mut location = match (location, &prestarted) {
+        (Some(location), _) => location,
+        (None, Some(location)) => location.clone(),
+        (None, None) => start_upload(session, &what)?,
     };
     // A blob left where a build found it, which no mount served: it
     // passes through the store.
@@ -579,17 +588,21 @@ fn push_blob(
         }
         finish_upload(session, &location, &wanted, &Body::Empty, &what)?;
     } else {
-        finish_upload(
-            session,
-            &location,
-            &wanted,
-            &Body::File {
-                path,
-                offset: 0,
-                len: size,
-            },
-            &what,
-        )?;
+        let body = Body::File {
+            path,
+            offset: 0,
+            len: size,
+        };
+        let finished = finish_upload(session, &location, &wanted, &body, &what);
+        match finished {
+            // An upload opened ahead that the registry dropped (expired,
+            // or purged): a new one.
+            Err(_) if prestarted.as_ref() == Some(&location) => {
+                let location = start_upload(session, &what)?;
+                finish_upload(session, &location, &wanted, &body, &what)?;
+            }
+            other => other?,
+        }
         (options.progress)(PushEvent::Progress {
             digest: digest.clone(),
             done: size,
@@ -600,7 +613,8 @@ fn push_blob(
     Ok(true)
 }
 
-fn start_upload(session: &Session<'_>, what: &str) -> Result<String, RegistryError> {
+/// Opens an upload in `session`'s repository; its location.
+pub(super) fn start_upload(session: &Session<'_>, what: &str) -> Result<String, RegistryError> {
     let mut response = session.request(
         "POST",
         &session.url("blobs/uploads/"),
