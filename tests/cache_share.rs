@@ -546,6 +546,15 @@ fn mode_max_sends_each_layer_while_the_build_goes_on_and_the_export_only_adds_th
     )
     .unwrap();
     assert_eq!(carried(&records), 2, "{records}");
+    // Both exports ran once the steps were done, beside the commit.
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("cache export: written beside the image's commit"))
+            .count(),
+        1,
+        "{stderr}"
+    );
     // Only the records, the manifest and the large layer are files.
     assert_eq!(
         std::fs::read_dir(max.join("blobs/sha256")).unwrap().count(),

@@ -799,6 +799,11 @@ fn build_once(
             plan.target
         )));
     };
+    let (cache_keys_min, cache_keys_max) = used_keys(&shared);
+    // A shared cache's export can start now, beside the commit.
+    if let Some(notify) = &options.layer_recorded {
+        notify.steps_done(&cache_keys_min, &cache_keys_max);
+    }
     let exporting = shared.phase(None, None, "export image");
     let export_started = Instant::now();
     let (manifest, image_id) = commit(&shared, target)?;
@@ -825,7 +830,6 @@ fn build_once(
     saving.end();
     let steps_run = shared.steps_run.load(Ordering::SeqCst);
     let steps_cached = shared.steps_cached.load(Ordering::SeqCst);
-    let (cache_keys_min, cache_keys_max) = used_keys(&shared);
     reporter.report(Event::Exported {
         image_id: image_id.to_string(),
         tags: options.tags.iter().map(ToString::to_string).collect(),

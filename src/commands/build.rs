@@ -1057,15 +1057,20 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         unstored_image: unstored,
         layer_recorded: None,
     };
-    // Layers of a mode=max --cache-to go out while the build goes on.
-    let early = std::sync::Arc::new(super::build_cache::EarlySend::new(context_dir.clone()));
-    if super::build_cache::EarlySend::wanted(&cache_to) {
+    // Layers of a mode=max --cache-to go out while the build goes on, and
+    // (one platform) the export beside the image's commit.
+    let early = std::sync::Arc::new(super::build_cache::EarlySend::new(
+        context_dir.clone(),
+        !multi_platform,
+    ));
+    if early.told(&cache_to) {
         options.layer_recorded = Some(early.clone());
     }
+    let exporting = (&store, &*registry, cache_import.as_deref());
     if multi_platform {
         install_signal_handlers();
         let reporter = progress::reporter(mode);
-        let (built, sent) = early.run(&store, &registry, &cache_to, || {
+        let (built, sent, _) = early.run(exporting, &cache_to, || {
             build_platforms(&store, &options, &platforms, reporter.as_ref(), mode)
         });
         kiln_runtime::wait_for_helpers();
@@ -1074,14 +1079,8 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         // One cache for every platform: their steps have keys of their own.
         let outcomes: Vec<&kiln_builder::BuildOutcome> =
             built.0.iter().map(|b| &b.outcome).collect();
-        export_caches(
-            &store,
-            &registry,
-            &outcomes,
-            cache_import.as_deref(),
-            (&cache_to, &context_dir),
-            &sent,
-        )?;
+        let results = export_caches(exporting, &outcomes, (&cache_to, &context_dir), &sent);
+        report_exports(&cache_to, results)?;
         return finish_multi_platform(
             &store,
             args,
@@ -1103,7 +1102,7 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     options.executor = run_network.as_ref().map(RunNetwork::executor).transpose()?;
     install_signal_handlers();
     let reporter = progress::reporter(mode);
-    let (result, sent) = early.run(&store, &registry, &cache_to, || match &trace {
+    let (result, sent, exported) = early.run(exporting, &cache_to, || match &trace {
         Some(trace) => kiln_builder::build(&store, &options, &Tee(reporter.as_ref(), trace)),
         None => kiln_builder::build(&store, &options, reporter.as_ref()),
     });
@@ -1125,14 +1124,9 @@ pub fn run(root: Option<&Path>, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let outcome = result?;
-    export_caches(
-        &store,
-        &registry,
-        &[&outcome],
-        cache_import.as_deref(),
-        (&cache_to, &context_dir),
-        &sent,
-    )?;
+    let results = exported
+        .unwrap_or_else(|| export_caches(exporting, &[&outcome], (&cache_to, &context_dir), &sent));
+    report_exports(&cache_to, results)?;
     if let Some(path) = &args.iidfile {
         fs::write(path, outcome.image_id.to_string())
             .with_context(|| format!("cannot write --iidfile {}", path.display()))?;
@@ -1305,26 +1299,35 @@ fn platform_spec(platform: &kiln_parser::values::Platform) -> kiln_store::regist
 }
 
 /// Writes each `--cache-to` of a build (`outcomes`: one per platform),
-/// after the layers `sent` while it went on.
+/// after the layers `sent` while it went on; each one's result.
 fn export_caches(
-    store: &kiln_store::Store,
-    registry: &kiln_store::registry::Client,
+    exporting: (
+        &kiln_store::Store,
+        &kiln_store::registry::Client,
+        Option<&kiln_builder::cache::share::CacheImport>,
+    ),
     outcomes: &[&kiln_builder::BuildOutcome],
-    import: Option<&kiln_builder::cache::share::CacheImport>,
     (cache_to, context): (&[super::build_cache::CacheTo], &Path),
     sent: &[super::build_cache::Sent],
+) -> Vec<anyhow::Result<()>> {
+    cache_to
+        .iter()
+        .zip(sent)
+        .map(|(to, sent)| {
+            let keys = super::build_cache::keys(outcomes, to);
+            super::build_cache::export(exporting, &keys, to, Some(context), Some(sent))
+        })
+        .collect()
+}
+
+/// Fails the build with the first export that failed, unless it asked to
+/// only be warned about (`ignore-error=true`).
+fn report_exports(
+    cache_to: &[super::build_cache::CacheTo],
+    results: Vec<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    for (to, sent) in cache_to.iter().zip(sent) {
-        let exported = super::build_cache::export(
-            store,
-            registry,
-            outcomes,
-            import,
-            to,
-            Some(context),
-            Some(sent),
-        );
-        match exported {
+    for (to, result) in cache_to.iter().zip(results) {
+        match result {
             Ok(()) => {}
             Err(e) if to.ignore_error => eprintln!("WARNING: {e:#}"),
             Err(e) => return Err(e),

@@ -192,7 +192,21 @@ pub struct EarlySend {
     sender: Mutex<Option<mpsc::Sender<CacheRecord>>>,
     /// The build context, for layer recipes ([`exported`]).
     context: Option<PathBuf>,
+    /// Whether the export starts once every step has its record, beside
+    /// the image's commit (one build; several platforms' builds each end
+    /// on their own, and their export waits for all).
+    pipelined: bool,
+    /// Where the steps' keys go when they are known.
+    done: Mutex<Option<mpsc::Sender<StepKeys>>>,
 }
+
+/// The keys a build's steps used: those `mode=min` exports, and all.
+type StepKeys = (Vec<String>, Vec<String>);
+
+/// What [`EarlySend::run`] returns: the build's result, what was sent to
+/// each `--cache-to`, and the export's result for each when it ran
+/// beside the build.
+pub type EarlyRun<T, E> = (Result<T, E>, Vec<Sent>, Option<Vec<anyhow::Result<()>>>);
 
 /// What [`EarlySend`] sent to one `--cache-to`.
 #[derive(Debug, Default)]
@@ -217,15 +231,36 @@ impl kiln_builder::cache::share::LayerRecorded for EarlySend {
             let _ = sender.send(record.clone());
         }
     }
+
+    fn steps_done(&self, keys_min: &[String], keys_max: &[String]) {
+        if !self.pipelined {
+            return;
+        }
+        // No layer comes after this: the workers end with the queue.
+        if let Ok(mut slot) = self.sender.lock() {
+            slot.take();
+        }
+        if let Some(done) = self.done.lock().ok().and_then(|mut d| d.take()) {
+            let _ = done.send((keys_min.to_vec(), keys_max.to_vec()));
+        }
+    }
 }
 
 impl EarlySend {
-    /// Sends layers early for a build of `context`.
-    pub fn new(context: PathBuf) -> Self {
+    /// Sends layers early for a build of `context`; `pipelined`: exports
+    /// once the steps are done, beside the image's commit.
+    pub fn new(context: PathBuf, pipelined: bool) -> Self {
         Self {
             sender: Mutex::default(),
             context: Some(context),
+            pipelined,
+            done: Mutex::default(),
         }
+    }
+
+    /// Whether the build should tell `self` of its layers and steps.
+    pub fn told(&self, cache_to: &[CacheTo]) -> bool {
+        Self::wanted(cache_to) || (self.pipelined && cache_to.iter().any(|t| t.location.is_some()))
     }
 
     /// Whether `to` takes layers early.
@@ -246,25 +281,29 @@ impl EarlySend {
     /// being sent is finished).
     pub fn run<T, E>(
         &self,
-        store: &Store,
-        client: &Client,
+        (store, client, import): (&Store, &Client, Option<&CacheImport>),
         cache_to: &[CacheTo],
         build: impl FnOnce() -> Result<T, E>,
-    ) -> (Result<T, E>, Vec<Sent>) {
+    ) -> EarlyRun<T, E> {
         let failed = std::sync::atomic::AtomicBool::new(false);
         let mut build_ended = std::time::Instant::now();
         let (sender, receiver) = mpsc::channel::<CacheRecord>();
         if let Ok(mut slot) = self.sender.lock() {
             *slot = Some(sender);
         }
+        let (done, keys) = mpsc::channel::<StepKeys>();
+        if let Ok(mut slot) = self.done.lock() {
+            *slot = Some(done);
+        }
         let receiver = Mutex::new(receiver);
         let sent: Vec<Mutex<Sent>> = cache_to.iter().map(|_| Mutex::default()).collect();
-        let result = std::thread::scope(|scope| {
+        let (result, exported) = std::thread::scope(|scope| {
+            let mut helpers = Vec::new();
             // The registries' probes, connections and tokens, ready before
             // the export needs them.
             for (to, sent) in cache_to.iter().zip(&sent) {
                 if let Some(CacheLocation::Registry(reference)) = &to.location {
-                    scope.spawn(move || {
+                    helpers.push(scope.spawn(move || {
                         match kiln_store::registry::artifact::prepare_push(client, reference) {
                             Ok(location) => sent
                                 .lock()
@@ -275,11 +314,11 @@ impl EarlySend {
                                 log::debug!("cache export: readying {reference} failed: {e}");
                             }
                         }
-                    });
+                    }));
                 }
             }
             for _ in 0..EARLY_WORKERS {
-                scope.spawn(|| {
+                helpers.push(scope.spawn(|| {
                     loop {
                         let next = match receiver.lock() {
                             Ok(receiver) => receiver.recv(),
@@ -304,18 +343,58 @@ impl EarlySend {
                             }
                         }
                     }
-                });
+                }));
             }
+            // The export, once every step has its record (steps_done) and
+            // the layers sent early are there: beside the image's commit.
+            let sent = &sent;
+            let export_thread = scope.spawn(move || {
+                let (keys_min, keys_max) = keys.recv().ok()?;
+                for helper in helpers {
+                    let _ = helper.join();
+                }
+                let started = std::time::Instant::now();
+                let results = cache_to
+                    .iter()
+                    .zip(sent)
+                    .map(|(to, sent)| {
+                        let sent = sent
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let keys = match to.mode {
+                            CacheMode::Min => &keys_min,
+                            CacheMode::Max => &keys_max,
+                        };
+                        let keys: Vec<&String> = keys.iter().collect();
+                        export(
+                            (store, client, import),
+                            &keys,
+                            to,
+                            self.context.as_deref(),
+                            Some(&sent),
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                log::info!(
+                    "cache export: written beside the image's commit in {:?}",
+                    started.elapsed()
+                );
+                Some(results)
+            });
             let result = build();
             build_ended = std::time::Instant::now();
             if result.is_err() {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            // Dropping the sender ends the workers once the queue is empty.
+            // Dropping the senders ends the workers once the queue is
+            // empty, and the exporter if the steps never were done.
             if let Ok(mut slot) = self.sender.lock() {
                 slot.take();
             }
-            result
+            if let Ok(mut slot) = self.done.lock() {
+                slot.take();
+            }
+            (result, export_thread.join().ok().flatten())
         });
         log::debug!(
             "cache export: early sends done {:?} after the build",
@@ -328,7 +407,7 @@ impl EarlySend {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
             })
             .collect();
-        (result, sent)
+        (result, sent, exported)
     }
 }
 
@@ -414,15 +493,27 @@ fn send_layer(
     Ok(())
 }
 
-/// Writes the records `outcomes` used (one build, or one per platform)
-/// to `to`: each from the store's cache,
+/// The keys `to` exports of `outcomes` (one build, or one per platform):
+/// platforms share the steps that do not depend on the platform (a
+/// `FROM --platform=$BUILDPLATFORM` stage), each key once.
+pub fn keys<'a>(outcomes: &[&'a BuildOutcome], to: &CacheTo) -> Vec<&'a String> {
+    let mut seen = std::collections::HashSet::new();
+    outcomes
+        .iter()
+        .flat_map(|outcome| match to.mode {
+            CacheMode::Min => &outcome.cache_keys_min,
+            CacheMode::Max => &outcome.cache_keys_max,
+        })
+        .filter(|key| seen.insert(key.as_str()))
+        .collect()
+}
+
+/// Writes the records of `keys` to `to`: each from the store's cache,
 /// else from the import (its layer fetched now); layers compressed as
 /// asked, or as [`EarlySend`] sent them (`sent`).
 pub fn export(
-    store: &Store,
-    client: &Client,
-    outcomes: &[&BuildOutcome],
-    import: Option<&CacheImport>,
+    (store, client, import): (&Store, &Client, Option<&CacheImport>),
+    keys: &[&String],
     to: &CacheTo,
     context: Option<&std::path::Path>,
     sent: Option<&Sent>,
@@ -431,17 +522,6 @@ pub fn export(
     let Some(location) = &to.location else {
         return Ok(());
     };
-    // Platforms share steps that do not depend on the platform (a
-    // `FROM --platform=$BUILDPLATFORM` stage): each key once.
-    let mut seen = std::collections::HashSet::new();
-    let keys: Vec<&String> = outcomes
-        .iter()
-        .flat_map(|outcome| match to.mode {
-            CacheMode::Min => &outcome.cache_keys_min,
-            CacheMode::Max => &outcome.cache_keys_max,
-        })
-        .filter(|key| seen.insert(key.as_str()))
-        .collect();
     let started = std::time::Instant::now();
     let cache = BuildCache::new(store);
     let mut records = Vec::with_capacity(keys.len());

@@ -100,6 +100,10 @@ impl std::fmt::Display for CacheLocation {
 pub trait LayerRecorded: std::fmt::Debug + Send + Sync {
     /// `record` (which has a layer) is in the store's cache.
     fn layer_recorded(&self, record: &CacheRecord);
+
+    /// Every step has its record: the keys `mode=min` and `mode=max`
+    /// export are known, and only the image's commit is left.
+    fn steps_done(&self, _keys_min: &[String], _keys_max: &[String]) {}
 }
 
 /// Which steps `--cache-to` exports.
