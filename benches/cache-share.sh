@@ -47,10 +47,11 @@ reg=127.0.0.1:$port
 now() { date +%s.%N; }
 med() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 lo() { cat /sys/class/net/lo/statistics/rx_bytes; }
-fresh() { # a kiln store with the shared base images only
+fresh() { # a kiln store with the base image of steps and context only
+    # (loading and deleting the 200 MB deb base each time made the disk's
+    # writeback and discards the largest part of the figures' spread)
     rm -rf "$1"; mkdir -p "$1"
     "$KILN" --root "$1" load -q -i "$C/bb-docker.tar" >/dev/null
-    "$KILN" --root "$1" load -q -i "$C/deb-docker.tar" >/dev/null
 }
 docker_reset() {
     /usr/bin/docker rmi -f "bench-cs-$1" "$reg/bk-$1:1" >/dev/null 2>&1 || true
