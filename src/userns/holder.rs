@@ -212,12 +212,7 @@ impl Live {
             return Err(format!("pid {} is another process now", r.pid));
         }
         let path = format!("/proc/{}/ns/user", r.pid);
-        let ns: OwnedFd = fs::File::open(&path)
-            .map_err(|e| format!("opening {path}: {e}"))?
-            .into();
-        let ino = nix::sys::stat::fstat(&ns)
-            .map_err(|e| format!("stat {path}: {e}"))?
-            .st_ino;
+        let (ns, ino) = user_namespace(r.pid)?;
         if ino != r.ns {
             return Err(format!("{path} is not the recorded namespace"));
         }
@@ -388,13 +383,7 @@ fn start(mapping: &Mapping, record: &Path, idle: u64) -> Result<Live, String> {
             mapping
                 .write(pid)
                 .map_err(|e| format!("cannot map ids into kiln's user namespace: {e}"))?;
-            let path = format!("/proc/{pid}/ns/user");
-            let ns: OwnedFd = fs::File::open(&path)
-                .map_err(|e| format!("opening {path}: {e}"))?
-                .into();
-            let ino = nix::sys::stat::fstat(&ns)
-                .map_err(|e| format!("stat {path}: {e}"))?
-                .st_ino;
+            let (ns, ino) = user_namespace(pid)?;
             let start = start_time(pid)
                 .ok_or_else(|| format!("reading /proc/{pid}/stat: the holder is gone"))?;
             // Before it runs: its first look finds itself.
@@ -506,6 +495,19 @@ pub fn main() -> ExitCode {
         // test's) ends the holder soon.
         std::thread::sleep(idle.saturating_sub(since).min(Duration::from_mins(1)));
     }
+}
+
+/// Process `pid`'s user namespace, opened, and its inode number (what a
+/// holder's record names it by).
+fn user_namespace(pid: i32) -> Result<(OwnedFd, u64), String> {
+    let path = format!("/proc/{pid}/ns/user");
+    let ns: OwnedFd = fs::File::open(&path)
+        .map_err(|e| format!("opening {path}: {e}"))?
+        .into();
+    let ino = nix::sys::stat::fstat(&ns)
+        .map_err(|e| format!("stat {path}: {e}"))?
+        .st_ino;
+    Ok((ns, ino))
 }
 
 #[cfg(test)]
