@@ -371,13 +371,25 @@ impl Read for Remake<'_> {
                         usize::try_from(u32::from_le_bytes(n)).map_err(|_| Self::malformed())?;
                     let path =
                         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Self::malformed())?;
+                    // Non-blocking: a recipe naming a FIFO or a device of
+                    // the context must fail, not wait for a writer.
                     let fd = self
                         .context
-                        .open_at(&path, OFlag::O_RDONLY | OFlag::O_NOFOLLOW)
+                        .open_at(
+                            &path,
+                            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+                        )
                         .map_err(|e| {
                             io::Error::new(e.kind(), format!("build context file {path}: {e}"))
                         })?;
-                    self.file = Some((path, File::from(fd).take(size), size));
+                    let file = File::from(fd);
+                    if !file.metadata()?.file_type().is_file() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("build context file {path} is not a regular file"),
+                        ));
+                    }
+                    self.file = Some((path, file.take(size), size));
                 }
                 b'E' => return Ok(0),
                 _ => return Err(Self::malformed()),
@@ -501,5 +513,41 @@ mod tests {
         // A recipe that is not one.
         let error = remake(&third, b"not zstd", &root, expected).unwrap_err();
         assert!(error.starts_with("the recipe of layer sha256:"), "{error}");
+    }
+
+    /// A recipe naming a FIFO of the context fails at once (it would
+    /// otherwise wait for a writer), and one naming a path out of the
+    /// context reads inside it.
+    #[test]
+    fn a_recipe_reads_only_regular_files_inside_the_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = kiln_store::Store::open(&dir.path().join("store")).unwrap();
+        let context = dir.path().join("context");
+        std::fs::create_dir_all(&context).unwrap();
+        nix::unistd::mkfifo(
+            &context.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("outside"), "host file").unwrap();
+        let root = kiln_rootfs::Root::open(&context).unwrap();
+        let recipe = |path: &str| {
+            let mut plain = MAGIC.to_vec();
+            plain.push(b'F');
+            plain.extend_from_slice(&9u64.to_le_bytes());
+            plain.extend_from_slice(&u32::try_from(path.len()).unwrap().to_le_bytes());
+            plain.extend_from_slice(path.as_bytes());
+            plain.push(b'E');
+            zstd::bulk::compress(&plain, 3).unwrap()
+        };
+        let digest = kiln_store::digest::digest_bytes(b"host file");
+        let error = remake(&store, &recipe("fifo"), &root, (&digest, 9)).unwrap_err();
+        assert!(
+            error.contains("build context file fifo is not a regular file"),
+            "{error}"
+        );
+        let error = remake(&store, &recipe("../outside"), &root, (&digest, 9)).unwrap_err();
+        assert!(error.contains("build context file ../outside"), "{error}");
+        assert!(!store.blobs().contains(&digest));
     }
 }
