@@ -63,9 +63,9 @@ impl RowFormat {
             return Ok(Self::Table(Template::parse(default_table)?));
         }
         if let Some(rest) = format.strip_prefix("table ") {
-            return Ok(Self::Table(Template::parse(&unescape(rest))?));
+            return Ok(Self::Table(Template::parse_flag(rest)?));
         }
-        Ok(Self::Raw(Template::parse(&unescape(format))?))
+        Ok(Self::Raw(Template::parse_flag(format)?))
     }
 
     /// Renders rows: each row is an object of the command's fields, and
@@ -103,12 +103,6 @@ impl RowFormat {
             }
         }
     }
-}
-
-/// The Docker CLI turns a literal `\t` and `\n` in `--format` into tab and
-/// newline.
-fn unescape(format: &str) -> String {
-    format.replace("\\t", "\t").replace("\\n", "\n")
 }
 
 /// Go's `time.Time.String()` for a UTC time: `2006-01-02 15:04:05 +0000 UTC`.

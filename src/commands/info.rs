@@ -30,7 +30,7 @@ pub fn run(root: Option<&Path>, args: &InfoArgs) -> anyhow::Result<ExitCode> {
     let template = args
         .format
         .as_deref()
-        .map(|f| Template::parse(&f.replace("\\t", "\t").replace("\\n", "\n")))
+        .map(Template::parse_flag)
         .transpose()?;
     let store = super::open_store(root)?;
     let document = info_document(&store)?;

@@ -109,7 +109,7 @@ pub fn run(root: Option<&Path>, args: &InspectArgs) -> anyhow::Result<ExitCode> 
     let template = args
         .format
         .as_deref()
-        .map(|f| Template::parse(&f.replace("\\t", "\t").replace("\\n", "\n")))
+        .map(Template::parse_flag)
         .transpose()?;
     let mut found = Vec::new();
     let mut failed = false;

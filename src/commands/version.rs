@@ -57,7 +57,7 @@ pub fn run(args: &VersionArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match &args.format {
         Some(format) => {
-            let template = Template::parse(&format.replace("\\t", "\t").replace("\\n", "\n"))?;
+            let template = Template::parse_flag(format)?;
             writeln!(stdout, "{}", template.execute(&document)?)?;
         }
         None => write!(stdout, "{}", render(&document))?,

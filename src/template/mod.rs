@@ -77,6 +77,12 @@ impl Template {
         })
     }
 
+    /// Parses a `--format` value: the Docker CLI first turns a literal
+    /// `\t` and `\n` in it into tab and newline.
+    pub fn parse_flag(format: &str) -> Result<Template, TemplateError> {
+        Self::parse(&format.replace("\\t", "\t").replace("\\n", "\n"))
+    }
+
     /// Executes the template with `data` as `.` and `$`.
     pub fn execute(&self, data: &serde_json::Value) -> Result<String, TemplateError> {
         exec::execute(&self.text, &self.nodes, data, &ANY)

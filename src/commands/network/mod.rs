@@ -159,9 +159,7 @@ pub fn run(root: Option<&Path>, command: &NetworkCommand) -> anyhow::Result<Exit
             // Parsed first: a bad template fails before anything is read.
             let template = format
                 .as_deref()
-                .map(|f| {
-                    crate::template::Template::parse(&f.replace("\\t", "\t").replace("\\n", "\n"))
-                })
+                .map(crate::template::Template::parse_flag)
                 .transpose()?;
             let lock = nets.lock()?;
             nets.reconcile(&lock)?;
