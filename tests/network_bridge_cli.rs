@@ -19,19 +19,7 @@ use std::time::{Duration, Instant};
 use common::Kiln;
 
 fn can_run() -> bool {
-    let missing: Vec<&str> = ["ip", "nft"]
-        .into_iter()
-        .filter(|tool| !common::have(tool))
-        .collect();
-    if common::is_root() && missing.is_empty() {
-        return true;
-    }
-    let reason = if common::is_root() {
-        format!("missing {missing:?}")
-    } else {
-        "needs root".to_owned()
-    };
-    kiln_testkit::require("NETWORK", Some(&format!("bridge network tests: {reason}")))
+    common::root_with_network_tools("bridge network tests", &["ip", "nft"])
 }
 
 /// A store with `bb:1` (busybox with the network applets) whose

@@ -23,21 +23,10 @@ use common::Kiln;
 
 /// Whether the network tests can run; prints SKIPPED (or fails in CI).
 fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let missing: Vec<&str> = ["slirp4netns", "ip", "unshare", "setpriv", "nsenter"]
-        .into_iter()
-        .filter(|tool| !common::have(tool))
-        .collect();
-    if root && missing.is_empty() {
-        return true;
-    }
-    let reason = if root {
-        format!("missing {missing:?}")
-    } else {
-        "needs root".to_owned()
-    };
-    kiln_testkit::require("NETWORK", Some(&format!("network tests: {reason}")))
+    common::root_with_network_tools(
+        "network tests",
+        &["slirp4netns", "ip", "unshare", "setpriv", "nsenter"],
+    )
 }
 
 /// A store with `bb:1`: busybox with the network applets.

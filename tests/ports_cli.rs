@@ -26,19 +26,7 @@ const BODY: &str = "hello through the port\n";
 
 /// Whether the tests can run; prints SKIPPED (or fails in CI).
 fn can_run() -> bool {
-    let missing: Vec<&str> = ["slirp4netns", "ip", "unshare", "nsenter"]
-        .into_iter()
-        .filter(|tool| !common::have(tool))
-        .collect();
-    if common::is_root() && missing.is_empty() {
-        return true;
-    }
-    let reason = if common::is_root() {
-        format!("missing {missing:?}")
-    } else {
-        "needs root".to_owned()
-    };
-    kiln_testkit::require("NETWORK", Some(&format!("port tests: {reason}")))
+    common::root_with_network_tools("port tests", &["slirp4netns", "ip", "unshare", "nsenter"])
 }
 
 /// A store with `bb:1`: busybox with httpd and a page in /www.

@@ -513,7 +513,6 @@ pub fn pids_with(marker: &str) -> Vec<u32> {
     found
 }
 
-/// Whether a tool is on PATH.
 /// Whether every tool of `tools` (name, Debian package) is installed;
 /// prints SKIPPED (or fails where `KILN_REQUIRE_<NAME>=1`, as in CI) when
 /// one is missing.
@@ -531,6 +530,23 @@ pub fn tools(name: &str, tools: &[(&str, &str)]) -> bool {
     )
 }
 
+/// Whether this is root with every tool of `tools` on PATH; prints
+/// SKIPPED with `what` and the reason (or fails where
+/// `KILN_REQUIRE_NETWORK=1`, as in CI) otherwise.
+pub fn root_with_network_tools(what: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|tool| !have(tool)).collect();
+    if is_root() && missing.is_empty() {
+        return true;
+    }
+    let reason = if is_root() {
+        format!("missing {missing:?}")
+    } else {
+        "needs root".to_owned()
+    };
+    kiln_testkit::require("NETWORK", Some(&format!("{what}: {reason}")))
+}
+
+/// Whether a tool is on PATH.
 pub fn have(tool: &str) -> bool {
     std::process::Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
