@@ -55,13 +55,7 @@ fn rootless_build_keeps_owners_and_gives_the_root_build_image_id() {
     );
 
     // The same base, by archive, in the user's default store.
-    let archive = kiln.path("bb.tar");
-    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
-    fs::set_permissions(
-        &archive,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
+    let archive = base_archive(&kiln);
     let home = me.home_in(kiln.dir.path());
     let kiln_bin = binary(&kiln);
     me.ok(
@@ -165,13 +159,7 @@ fn rootless_without_subordinate_ids_maps_one_id_and_says_so_once() {
     }
     let me: TestUser = user("kiln-rl-single", None);
     let kiln = busybox();
-    let archive = kiln.path("bb.tar");
-    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
-    fs::set_permissions(
-        &archive,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
+    let archive = base_archive(&kiln);
     let home = me.home_in(kiln.dir.path());
     let kiln_bin = binary(&kiln);
     let (code, _, err) = me.outcome(
@@ -283,13 +271,7 @@ fn rootless_containers_exec_and_copy_with_their_owners() {
     }
     let me = user("kiln-rl-ranges", Some(1_100_000));
     let kiln = busybox();
-    let archive = kiln.path("bb.tar");
-    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
-    fs::set_permissions(
-        &archive,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
+    let archive = base_archive(&kiln);
     let home = me.home_in(kiln.dir.path());
     let kiln_bin = binary(&kiln);
     let run = |args: &[&str]| me.ok(&kiln_bin, &home, args);
@@ -365,13 +347,7 @@ fn rootless_overlay_the_kernel_refuses_falls_back_to_copying() {
     }
     let me = user("kiln-rl-ranges", Some(1_100_000));
     let kiln = busybox();
-    let archive = kiln.path("bb.tar");
-    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
-    fs::set_permissions(
-        &archive,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
+    let archive = base_archive(&kiln);
     let home = me.home_in(kiln.dir.path());
     let kiln_bin = binary(&kiln);
     let base = kiln.path("ovl");
@@ -458,6 +434,18 @@ fn rootless_overlay_the_kernel_refuses_falls_back_to_copying() {
     );
 }
 
+/// `bb:1` of `kiln` (root's store) saved where a test user can read it.
+fn base_archive(kiln: &common::Kiln) -> std::path::PathBuf {
+    let archive = kiln.path("bb.tar");
+    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
+    fs::set_permissions(
+        &archive,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    archive
+}
+
 /// A user with subordinate ids (`range`), and a store as root with
 /// `bb:1` whose archive the user loaded into its default store: (user,
 /// root's kiln, the user's home, the user's kiln binary).
@@ -472,13 +460,7 @@ fn loaded(
 ) {
     let me = user(name, Some(range));
     let kiln = busybox();
-    let archive = kiln.path("bb.tar");
-    kiln.ok(&["save", "-o", archive.to_str().unwrap(), "bb:1"]);
-    fs::set_permissions(
-        &archive,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
+    let archive = base_archive(&kiln);
     let home = me.home_in(kiln.dir.path());
     let kiln_bin = binary(&kiln);
     me.ok(
