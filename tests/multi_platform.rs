@@ -641,6 +641,23 @@ fn local_and_tar_outputs_of_two_platforms_have_a_directory_per_platform() {
     assert!(!images.contains("<none>"), "{images}");
 }
 
+/// An empty store with `a`'s two bases (by archive: the same images, as
+/// another CI runner pulls them).
+fn another_runner(a: &common::Kiln) -> common::Kiln {
+    let b = common::Kiln::new();
+    for platform in ["arm64", "amd64"] {
+        let archive = a.path(&format!("bb-{platform}.tar"));
+        a.ok(&[
+            "save",
+            "-o",
+            archive.to_str().unwrap(),
+            &format!("bb:{platform}"),
+        ]);
+        b.ok(&["load", "-i", archive.to_str().unwrap()]);
+    }
+    b
+}
+
 #[test]
 fn a_cache_of_two_platforms_answers_both_on_another_store() {
     if !kiln_testkit::root("RUN needs namespaces and mounts") || !build::arm64_runs() {
@@ -688,17 +705,7 @@ fn a_cache_of_two_platforms_answers_both_on_another_store() {
     assert_eq!(runs, 2, "{records}");
 
     // Another store with the same two bases: nothing runs, the same index.
-    let b = common::Kiln::new();
-    for platform in ["arm64", "amd64"] {
-        let archive = a.path(&format!("bb-{platform}.tar"));
-        a.ok(&[
-            "save",
-            "-o",
-            archive.to_str().unwrap(),
-            &format!("bb:{platform}"),
-        ]);
-        b.ok(&["load", "-i", archive.to_str().unwrap()]);
-    }
+    let b = another_runner(&a);
     let from = format!("type=local,src={}", cache.display());
     let (second, stderr) = build_with(&b, &["--cache-from", &from]);
     assert!(stderr.contains("0 steps run, 2 cached"), "{stderr}");
@@ -764,17 +771,7 @@ fn an_inline_cache_of_a_pushed_index_answers_every_platform() {
     assert!(stderr.contains("2 steps run"), "{stderr}");
     // Another store with the same bases: each platform's image in the
     // index carries its own records, and both are read.
-    let b = common::Kiln::new();
-    for platform in ["arm64", "amd64"] {
-        let archive = a.path(&format!("bb-{platform}.tar"));
-        a.ok(&[
-            "save",
-            "-o",
-            archive.to_str().unwrap(),
-            &format!("bb:{platform}"),
-        ]);
-        b.ok(&["load", "-i", archive.to_str().unwrap()]);
-    }
+    let b = another_runner(&a);
     let stderr = build_with(&b, &["--cache-from", &reference, "-t", "multi:1"]);
     assert!(stderr.contains("0 steps run, 2 cached"), "{stderr}");
     assert_eq!(build::sh(&b, "multi:1", "cat /machine"), "x86_64\n");
