@@ -189,6 +189,18 @@ fn is_loopback(host_port: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether `url` reaches this host's loopback (or the unspecified address,
+/// which connects there too) while `registry` (the endpoint's `host[:port]`)
+/// is not itself on loopback.
+fn sends_to_host_loopback(registry: &str, url: &str) -> bool {
+    let host = split_host(host_of(url));
+    let local = host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified() || ip.to_canonical().is_loopback());
+    local && !is_loopback(registry)
+}
+
 /// The host of `host[:port]` (brackets of an IPv6 literal removed).
 fn split_host(host_port: &str) -> &str {
     if let Some(rest) = host_port.strip_prefix('[') {
@@ -624,6 +636,19 @@ impl Session<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // A registry elsewhere must not send kiln to this host's own
+            // services (a redirect or an upload Location naming loopback).
+            // (The endpoint's own address counts: a mirror may be local.)
+            if sends_to_host_loopback(host_of(&self.endpoint.base), &url) {
+                return Err(RegistryError::Invalid {
+                    registry: self.endpoint.registry.clone(),
+                    what: what.to_owned(),
+                    reason: format!(
+                        "it sends kiln to {}, this host's loopback, which only a registry on this host may",
+                        strip_query(&url)
+                    ),
+                });
+            }
             // Credentials go to the registry's own origin only, and never
             // after a redirect.
             let authorization = if !redirected && self.same_origin(&url) {
@@ -1189,6 +1214,34 @@ mod tests {
         }
         assert!(!c.endpoints("quay.io", true)[0].insecure);
         assert_eq!(c.endpoints("quay.io", true)[0].base, "https://quay.io");
+    }
+
+    #[test]
+    fn a_registry_elsewhere_cannot_send_kiln_to_this_hosts_loopback() {
+        for url in [
+            "http://127.0.0.1:6379/v2/x/blobs/uploads/1",
+            "http://localhost/x",
+            "http://LOCALHOST./x",
+            "http://[::1]:80/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://0.0.0.0:8080/x",
+            "http://user@127.0.0.2/x",
+        ] {
+            assert!(sends_to_host_loopback("registry.example", url), "{url}");
+        }
+        // Elsewhere, or a registry that is itself on loopback.
+        assert!(!sends_to_host_loopback(
+            "registry.example",
+            "https://s3.example/x"
+        ));
+        assert!(!sends_to_host_loopback(
+            "127.0.0.1:5000",
+            "http://127.0.0.1:5000/v2/"
+        ));
+        assert!(!sends_to_host_loopback(
+            "localhost:5000",
+            "http://127.0.0.1:5001/x"
+        ));
     }
 
     #[test]
